@@ -1,0 +1,74 @@
+"""What every subcommand shares: the selected config, the directory, errors, passwords."""
+
+from __future__ import annotations
+
+import sys
+from typing import TYPE_CHECKING, NoReturn
+
+import click
+
+from pochta.config.load import ConfigError, find_config_path, load_settings
+from pochta.config.settings import Settings
+
+if TYPE_CHECKING:
+    from pochta.directory.base import Directory
+
+MIN_PASSWORD_LENGTH = 8
+MAX_PASSWORD_LENGTH = 1024
+
+
+def fail(message: str) -> NoReturn:
+    """One clear line on stderr and exit status 1."""
+    click.echo(f"pochta: error: {message}", err=True)
+    sys.exit(1)
+
+
+def config_path(ctx: click.Context) -> str:
+    root = ctx.find_root()
+    explicit = root.obj.get("config") if isinstance(root.obj, dict) else None
+    return str(find_config_path(explicit))
+
+
+def load_cli_settings(ctx: click.Context, *, check_files: bool = True) -> Settings:
+    """Settings from --config / $POCHTA_CONFIG / the default path, or exit 1 listing the problems."""
+    path = config_path(ctx)
+    try:
+        return load_settings(path, check_files=check_files)
+    except ConfigError as exc:
+        if len(exc.problems) == 1:
+            only = exc.problems[0]
+            fail(f"{path}: {only}" if only.key else only.message)
+        click.echo(f"pochta: error: {path} has {len(exc.problems)} problems:", err=True)
+        for problem in exc.problems:
+            click.echo(f"  {problem}", err=True)
+        sys.exit(1)
+
+
+def open_directory(settings: Settings) -> Directory:
+    from pochta.directory.open import open_directory as _open
+
+    try:
+        return _open(settings)
+    except OSError as exc:
+        fail(f"cannot open the directory {settings.directory_db}: {exc}")
+
+
+def read_password(password_stdin: bool, *, confirm: bool) -> str:
+    """A password from one line of stdin, or a hidden prompt (never from the command line)."""
+    if password_stdin:
+        line = sys.stdin.readline()
+        password = line[:-1] if line.endswith("\n") else line
+        password = password.removesuffix("\r")
+    else:
+        if not sys.stdin.isatty():
+            fail("no terminal to prompt for the password; use --password-stdin")
+        password = click.prompt(
+            "Password", hide_input=True, confirmation_prompt=confirm, prompt_suffix=": "
+        )
+    if not password:
+        fail("the password is empty")
+    if len(password) > MAX_PASSWORD_LENGTH:
+        fail(f"the password is longer than {MAX_PASSWORD_LENGTH} characters")
+    if "\x00" in password:
+        fail("the password contains a NUL character, which SASL cannot carry")
+    return password

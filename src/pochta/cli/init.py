@@ -1,0 +1,131 @@
+"""`pochta init`: a config, a self-signed certificate, DKIM keys and an empty directory."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import click
+
+from pochta.cli.common import fail
+from pochta.config.sample import render_config
+from pochta.config.settings import STANDARD_PORTS, Settings
+from pochta.directory.addresses import AddressError, normalize_domain
+
+
+def _atomic_write(path: Path, text: str, mode: int = 0o640) -> None:
+    tmp = path.with_name(f".{path.name}.tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, mode)
+    with os.fdopen(fd, "w", encoding="utf-8") as f:
+        f.write(text)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+    dfd = os.open(path.parent, os.O_RDONLY)
+    try:
+        os.fsync(dfd)
+    finally:
+        os.close(dfd)
+
+
+@click.command()
+@click.option("--data", "data_dir", required=True, metavar="DIR", help="Data directory to create.")
+@click.option("--hostname", required=True, help="Fully qualified name of this mail host.")
+@click.option("--domain", required=True, help="First mail domain to host.")
+@click.option(
+    "--port-base",
+    type=click.IntRange(0, 55000),
+    default=0,
+    show_default=True,
+    help="Add N to every standard port (10000 gives SMTP 10025, IMAP 10143, ...).",
+)
+@click.option(
+    "--bind",
+    default="0.0.0.0",
+    show_default=True,
+    help="Address the listeners bind to (127.0.0.1 for a local demo).",
+)
+@click.option("--run-as-user", default="", help="Unprivileged user to switch to after binding.")
+@click.option("--no-dkim", is_flag=True, help="Do not generate DKIM keys.")
+@click.pass_context
+def init(
+    ctx: click.Context,
+    data_dir: str,
+    hostname: str,
+    domain: str,
+    port_base: int,
+    bind: str,
+    run_as_user: str,
+    no_dkim: bool,
+) -> None:
+    """Create DATA/pochta.toml, a TLS certificate, DKIM keys and the directory."""
+    try:
+        host = normalize_domain(hostname)
+    except AddressError as exc:
+        fail(f"--hostname: {exc}")
+    try:
+        dom = normalize_domain(domain)
+    except AddressError as exc:
+        fail(f"--domain: {exc}")
+    bind_host = f"[{bind}]" if ":" in bind else bind
+    data = Path(data_dir).absolute()
+    config_file = data / "pochta.toml"
+    if config_file.exists():
+        fail(f"{config_file} exists already; remove it or choose another --data")
+    if run_as_user:
+        import pwd
+
+        try:
+            pwd.getpwnam(run_as_user)
+        except KeyError:
+            fail(f"--run-as-user: no such user {run_as_user!r}; create it with: useradd --system {run_as_user}")
+    try:
+        data.mkdir(parents=True, exist_ok=True, mode=0o750)
+    except OSError as exc:
+        fail(f"cannot create {data}: {exc.strerror}")
+
+    values: dict[str, dict[str, object]] = {
+        "server": {"hostname": host, "data_dir": str(data), "run_as_user": run_as_user},
+        "listen": {
+            name: f"{bind_host}:{port + port_base}" for name, port in STANDARD_PORTS.items()
+        },
+    }
+    text = render_config(values)
+    import tomllib
+
+    import msgspec
+
+    settings = msgspec.convert(
+        {**tomllib.loads(text), "config_path": str(config_file)}, Settings
+    )
+
+    from pochta.tls.selfsigned import write_self_signed
+
+    cert, key = settings.path(settings.tls.cert_file), settings.path(settings.tls.key_file)
+    write_self_signed(cert, key, host)
+
+    from pochta.directory.open import open_directory
+
+    directory = open_directory(settings)
+    try:
+        directory.add_domain(dom)
+        selectors = []
+        if not no_dkim:
+            from pochta.mailauth.dkim_keys import generate_domain_keys
+
+            selectors = generate_domain_keys(dom, settings.dkim_dir)
+            for sel in selectors:
+                directory.add_dkim_selector(dom, sel)
+    finally:
+        directory.close()
+    _atomic_write(config_file, text)
+
+    click.echo(f"Created {config_file}")
+    click.echo(f"  TLS certificate  {cert} (self-signed for {host})")
+    click.echo(f"  directory        {settings.directory_db} (domain {dom})")
+    for sel in selectors:
+        click.echo(f"  DKIM key         {sel.selector} ({sel.algorithm}) {sel.key_path}")
+    click.echo("Next:")
+    click.echo(f"  pochta --config {config_file} user add postmaster@{dom}")
+    click.echo(f"  pochta --config {config_file} dns {dom}")
+    click.echo(f"  pochta --config {config_file} serve")

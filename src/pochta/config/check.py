@@ -1,0 +1,121 @@
+"""Checks of meaning, run after the structure of the file is known to be right."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+from pochta.config.load import Problem
+from pochta.config.settings import LISTENER_NAMES, Settings
+from pochta.directory.addresses import AddressError, normalize_domain
+
+
+def check_semantics(settings: Settings, *, check_files: bool = True) -> list[Problem]:
+    problems: list[Problem] = []
+    for check in (_check_server, _check_listeners, _check_directory, _check_auth):
+        problems.extend(check(settings))
+    if check_files:
+        problems.extend(_check_files(settings))
+        problems.extend(_check_tables(settings))
+    return problems
+
+
+def _check_server(s: Settings) -> Iterator[Problem]:
+    try:
+        normalize_domain(s.server.hostname)
+    except AddressError as exc:
+        yield Problem(
+            "server.hostname",
+            f"{exc}; write the fully qualified name of this host, e.g. \"mail.example.org\"",
+        )
+
+
+def _check_listeners(s: Settings) -> Iterator[Problem]:
+    from pochta.server.addresses import parse_listen
+
+    seen: dict[str, str] = {}
+    for name in LISTENER_NAMES:
+        value: str = getattr(s.listen, name)
+        if not value:
+            continue
+        try:
+            addr = parse_listen(value)
+        except ValueError as exc:
+            yield Problem(f"listen.{name}", str(exc))
+            continue
+        key = str(addr)
+        if key in seen:
+            yield Problem(
+                f"listen.{name}",
+                f'"{value}" is already used by listen.{seen[key]}; give each listener its own port',
+            )
+        else:
+            seen[key] = name
+
+
+def _check_directory(s: Settings) -> Iterator[Problem]:
+    delim = s.directory.recipient_delimiter
+    if any(ch in delim for ch in '@ \t"<>,'):
+        yield Problem(
+            "directory.recipient_delimiter",
+            f'"{delim}" contains a character that cannot separate an extension; use "+" or "-"',
+        )
+    if len(delim) > 8:
+        yield Problem(
+            "directory.recipient_delimiter",
+            "is longer than 8 characters; each character is a delimiter, e.g. \"+-\"",
+        )
+    if s.directory.default_quota_bytes < 0:
+        yield Problem("directory.default_quota_bytes", "must be 0 (unlimited) or more")
+
+
+def _check_auth(s: Settings) -> Iterator[Problem]:
+    a = s.auth
+    if a.failure_window_seconds < 1:
+        yield Problem("auth.failure_window_seconds", "must be at least 1")
+    if a.failure_threshold < 1:
+        yield Problem("auth.failure_threshold", "must be at least 1")
+    if not 0 <= a.tarpit_max_seconds <= 300:
+        yield Problem("auth.tarpit_max_seconds", "must be between 0 and 300")
+
+
+def _check_files(s: Settings) -> Iterator[Problem]:
+    if s.server.data_dir and not s.data_dir.is_dir():
+        yield Problem(
+            "server.data_dir",
+            f"{s.data_dir} is not a directory; create it or run pochta init --data {s.data_dir}",
+        )
+        return
+    for key, value in (("tls.cert_file", s.tls.cert_file), ("tls.key_file", s.tls.key_file)):
+        path = s.path(value)
+        if not path.is_file():
+            yield Problem(
+                key,
+                f"{path} does not exist; point it at your PEM file or run pochta init to "
+                "make a self-signed one",
+            )
+
+
+def _check_tables(s: Settings) -> Iterator[Problem]:
+    from pochta.tables.spec import TableError, open_table
+
+    for name in type(s.tables).__struct_fields__:
+        specs: list[str] = getattr(s.tables, name)
+        kind = "aliases" if name == "alias_maps" else "map"
+        if name in ("virtual_mailbox_domains", "relay_domains"):
+            for i, dom in enumerate(specs):
+                if ":" in dom or "/" in dom:
+                    try:
+                        open_table(dom, kind="map")
+                    except TableError as exc:
+                        yield Problem(f"tables.{name}[{i}]", str(exc))
+                else:
+                    try:
+                        normalize_domain(dom)
+                    except AddressError as exc:
+                        yield Problem(f"tables.{name}[{i}]", str(exc))
+            continue
+        for i, spec in enumerate(specs):
+            try:
+                open_table(spec, kind=kind)
+            except TableError as exc:
+                yield Problem(f"tables.{name}[{i}]", str(exc))

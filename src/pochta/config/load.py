@@ -1,0 +1,205 @@
+"""Load pochta.toml into Settings, collecting every problem instead of stopping at the first.
+
+msgspec stops at the first error, so the file is first walked against the Structs' type
+information (``msgspec.inspect``): each unknown key, wrong type or missing key becomes one
+problem with its TOML key path. Then the values are checked for meaning (ports, host names,
+table files, ...). Only a file without problems is converted into ``Settings``.
+"""
+
+from __future__ import annotations
+
+import difflib
+import os
+import tomllib
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import msgspec
+import msgspec.inspect as mi
+
+from pochta.config.settings import Settings
+
+DEFAULT_CONFIG_PATHS = ("/etc/pochta/pochta.toml",)
+CONFIG_ENV = "POCHTA_CONFIG"
+_INTERNAL_FIELDS = frozenset({"config_path"})
+
+
+@dataclass(frozen=True, slots=True)
+class Problem:
+    """One thing wrong in the config: the key path and a message that says what to write."""
+
+    key: str
+    message: str
+
+    def __str__(self) -> str:
+        return f"{self.key}: {self.message}" if self.key else self.message
+
+
+class ConfigError(Exception):
+    """The config cannot be used; ``problems`` lists everything wrong with it."""
+
+    def __init__(self, path: str, problems: list[Problem]) -> None:
+        self.path = path
+        self.problems = problems
+        super().__init__("\n".join(str(p) for p in problems))
+
+
+def find_config_path(explicit: str | None) -> Path:
+    """The config named on the command line, else $POCHTA_CONFIG, else /etc/pochta/pochta.toml."""
+    if explicit:
+        return Path(explicit)
+    env = os.environ.get(CONFIG_ENV)
+    if env:
+        return Path(env)
+    return Path(DEFAULT_CONFIG_PATHS[0])
+
+
+def load_settings(path: str | Path, *, check_files: bool = True) -> Settings:
+    """Read, check and convert the config file; ConfigError lists every problem."""
+    p = Path(path)
+    try:
+        raw = p.read_bytes()
+    except FileNotFoundError:
+        raise ConfigError(
+            str(p),
+            [
+                Problem(
+                    "",
+                    f"config file {p} not found; create one with: pochta init --data DIR "
+                    "--hostname HOST --domain DOMAIN, or name it with --config FILE "
+                    f"or ${CONFIG_ENV}",
+                )
+            ],
+        ) from None
+    except OSError as exc:
+        raise ConfigError(str(p), [Problem("", f"cannot read {p}: {exc.strerror}")]) from None
+    try:
+        data = tomllib.loads(raw.decode("utf-8"))
+    except UnicodeDecodeError:
+        raise ConfigError(str(p), [Problem("", f"{p} is not UTF-8 text")]) from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(str(p), [Problem("", f"{p}: TOML syntax error: {exc}")]) from None
+    return settings_from_dict(data, config_path=str(p.resolve()), check_files=check_files)
+
+
+def settings_from_dict(
+    data: dict[str, Any], *, config_path: str = "", check_files: bool = True
+) -> Settings:
+    problems: list[Problem] = []
+    _walk_struct(mi.type_info(Settings), data, "", problems)
+    if problems:
+        raise ConfigError(config_path, problems)
+    settings = msgspec.convert({**data, "config_path": config_path}, Settings)
+    from pochta.config.check import check_semantics
+
+    problems.extend(check_semantics(settings, check_files=check_files))
+    if problems:
+        raise ConfigError(config_path, problems)
+    return settings
+
+
+# -- the structural walk ------------------------------------------------------------------
+
+
+def _join(prefix: str, key: str) -> str:
+    return f"{prefix}.{key}" if prefix else key
+
+
+def _walk_struct(st: mi.Type, data: Any, prefix: str, problems: list[Problem]) -> None:
+    assert isinstance(st, mi.StructType)
+    if not isinstance(data, dict):
+        problems.append(Problem(prefix, f"must be a table; write [{prefix}] and its keys"))
+        return
+    fields = {f.encode_name: f for f in st.fields if f.name not in _INTERNAL_FIELDS}
+    for key, value in data.items():
+        path = _join(prefix, key)
+        field = fields.get(key)
+        if field is None:
+            near = difflib.get_close_matches(key, list(fields), n=1)
+            hint = f"did you mean {near[0]!r}? " if near else ""
+            problems.append(
+                Problem(path, f"unknown key; {hint}known keys here: {', '.join(sorted(fields))}")
+            )
+            continue
+        _walk_value(field.type, value, path, problems)
+    for name, field in fields.items():
+        if field.required and name not in data:
+            ftype = _unwrap(field.type)
+            if isinstance(ftype, mi.StructType):
+                problems.append(Problem(_join(prefix, name), f"missing; add a [{_join(prefix, name)}] table"))
+            else:
+                problems.append(
+                    Problem(_join(prefix, name), f"missing; write {name} = {_example(ftype)}")
+                )
+
+
+def _unwrap(t: mi.Type) -> mi.Type:
+    while isinstance(t, mi.Metadata):
+        t = t.type
+    return t
+
+
+def _example(t: mi.Type) -> str:
+    if isinstance(t, mi.StrType):
+        return '"..."'
+    if isinstance(t, mi.BoolType):
+        return "true"
+    if isinstance(t, mi.IntType | mi.FloatType):
+        return "0"
+    if isinstance(t, mi.LiteralType):
+        return " or ".join(f'"{v}"' for v in t.values)
+    if isinstance(t, mi.ListType):
+        return "[]"
+    return "a value"
+
+
+def _describe(value: Any) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, str):
+        return f'"{value}"'
+    if isinstance(value, dict):
+        return "a table"
+    if isinstance(value, list):
+        return "a list"
+    return repr(value)
+
+
+_CHECKS: dict[type, Callable[[Any], bool]] = {
+    mi.StrType: lambda v: isinstance(v, str),
+    mi.BoolType: lambda v: isinstance(v, bool),
+    mi.IntType: lambda v: isinstance(v, int) and not isinstance(v, bool),
+    mi.FloatType: lambda v: isinstance(v, int | float) and not isinstance(v, bool),
+}
+_NAMES: dict[type, str] = {
+    mi.StrType: "a string in quotes",
+    mi.BoolType: "true or false",
+    mi.IntType: "a whole number",
+    mi.FloatType: "a number",
+}
+
+
+def _walk_value(t: mi.Type, value: Any, path: str, problems: list[Problem]) -> None:
+    t = _unwrap(t)
+    if isinstance(t, mi.StructType):
+        _walk_struct(t, value, path, problems)
+        return
+    if isinstance(t, mi.LiteralType):
+        if value not in t.values:
+            choices = ", ".join(f'"{v}"' for v in t.values)
+            problems.append(Problem(path, f"{_describe(value)} is not allowed; use one of {choices}"))
+        return
+    if isinstance(t, mi.ListType):
+        if not isinstance(value, list):
+            problems.append(Problem(path, f"{_describe(value)} is not a list; write [\"...\", ...]"))
+            return
+        for i, item in enumerate(value):
+            _walk_value(t.item_type, item, f"{path}[{i}]", problems)
+        return
+    check = _CHECKS.get(type(t))
+    if check is None:  # pragma: no cover - a Settings field of a type the walker lacks
+        raise TypeError(f"config walker cannot check {t!r} at {path}")
+    if not check(value):
+        problems.append(Problem(path, f"{_describe(value)} is not {_NAMES[type(t)]}"))

@@ -1,0 +1,139 @@
+"""One line per event: structlog over the stdlib ``logging`` module.
+
+Events are short snake_case names (``listener_bound``, ``privileges_dropped``, ``reload``) and
+the details are fields, so a line can be grepped and parsed: Postfix's maillog with keys
+(postfix/proto/MAILLOG_README.html). Later the queue id is one of the fields, so an admin can
+follow a message through every stage.
+
+Records from the stdlib (asyncio's warnings, libraries) go through the same renderer
+(``ProcessorFormatter``), so every line of the log has the same shape:
+
+    timestamp=2025-01-01T12:00:00.000000Z level=info logger=server event=ready listeners=1
+
+Secrets are never logged: callers do not pass them, and ``_redact_secrets`` blanks the usual
+suspects should one slip into a field anyway.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+from collections.abc import MutableMapping
+from typing import Any, Literal, TextIO
+
+import structlog
+from structlog.typing import EventDict, Processor, WrappedLogger
+
+LogFormat = Literal["logfmt", "json"]
+
+# logfmt key order: the fixed prefix of every line, then the event's own fields.
+KEY_ORDER = ["timestamp", "level", "logger", "event"]
+
+# Field names whose values are never written, whatever a caller passes.
+SECRET_KEYS = frozenset(
+    {"password", "passwd", "secret", "token", "authorization", "auth_data", "private_key"}
+)
+
+_LEVELS = {
+    "debug": logging.DEBUG,
+    "info": logging.INFO,
+    "warning": logging.WARNING,
+    "error": logging.ERROR,
+    "critical": logging.CRITICAL,
+}
+
+
+class _PochtaHandler(logging.StreamHandler):  # type: ignore[type-arg]
+    """Our handler on the root logger; ``configure_logging`` replaces only these."""
+
+
+def _redact_secrets(_: WrappedLogger, __: str, event_dict: EventDict) -> EventDict:
+    for key in event_dict.keys() & SECRET_KEYS:
+        event_dict[key] = "[redacted]"
+    return event_dict
+
+
+def _rename_level(_: WrappedLogger, __: str, event_dict: EventDict) -> EventDict:
+    # structlog calls warnings "warning" already; stdlib records may say "WARNING".
+    level = event_dict.get("level")
+    if isinstance(level, str):
+        event_dict["level"] = level.lower()
+    return event_dict
+
+
+def _shared_processors() -> list[Processor]:
+    return [
+        structlog.contextvars.merge_contextvars,
+        structlog.stdlib.add_log_level,
+        _rename_level,
+        structlog.stdlib.add_logger_name,
+        structlog.processors.TimeStamper(fmt="iso", utc=True, key="timestamp"),
+        _redact_secrets,
+        structlog.processors.StackInfoRenderer(),
+        # Tracebacks become one field; both renderers escape its newlines (one line per event).
+        structlog.processors.format_exc_info,
+    ]
+
+
+def renderer_for(format: LogFormat) -> Processor:
+    if format == "json":
+        return structlog.processors.JSONRenderer(sort_keys=False)
+    return structlog.processors.LogfmtRenderer(
+        key_order=KEY_ORDER, drop_missing=True, bool_as_flag=False
+    )
+
+
+def _order_keys(_: WrappedLogger, __: str, event_dict: EventDict) -> EventDict:
+    """JSON lines with the same leading keys as logfmt (timestamp, level, logger, event)."""
+    ordered: MutableMapping[str, Any] = {k: event_dict[k] for k in KEY_ORDER if k in event_dict}
+    ordered.update((k, v) for k, v in event_dict.items() if k not in ordered)
+    return dict(ordered)
+
+
+def configure_logging(
+    format: LogFormat = "logfmt", level: str = "info", stream: TextIO | None = None
+) -> None:
+    """Send structlog events and stdlib records to ``stream`` (stderr), one line each.
+
+    Safe to call again (on reload): our previous handler is replaced, others are kept.
+    """
+    if format not in ("logfmt", "json"):
+        raise ValueError(f"log format {format!r} is not known; use logfmt or json")
+    try:
+        numeric_level = _LEVELS[level.lower()]
+    except KeyError:
+        raise ValueError(
+            f"log level {level!r} is not known; use one of {', '.join(_LEVELS)}"
+        ) from None
+    shared = _shared_processors()
+    structlog.configure(
+        processors=[
+            structlog.stdlib.filter_by_level,
+            *shared,
+            structlog.stdlib.ProcessorFormatter.wrap_for_formatter,
+        ],
+        logger_factory=structlog.stdlib.LoggerFactory(),
+        wrapper_class=structlog.stdlib.BoundLogger,
+        cache_logger_on_first_use=False,
+    )
+    formatter = structlog.stdlib.ProcessorFormatter(
+        foreign_pre_chain=shared,
+        processors=[
+            structlog.stdlib.ProcessorFormatter.remove_processors_meta,
+            _order_keys,
+            renderer_for(format),
+        ],
+    )
+    handler = _PochtaHandler(stream if stream is not None else sys.stderr)
+    handler.setFormatter(formatter)
+    root = logging.getLogger()
+    for old in [h for h in root.handlers if isinstance(h, _PochtaHandler)]:
+        root.removeHandler(old)
+    root.addHandler(handler)
+    root.setLevel(numeric_level)
+
+
+def get_logger(name: str) -> structlog.stdlib.BoundLogger:
+    """The logger of one part of pochta: ``server``, ``http``, ``smtp``, ..."""
+    logger: structlog.stdlib.BoundLogger = structlog.stdlib.get_logger(name)
+    return logger

@@ -1,0 +1,420 @@
+"""``pochta serve``: one asyncio process that runs every listener.
+
+Start-up order (each step logged):
+
+1. bind every configured listener whose service exists (as root, so ports < 1024 work);
+   a failure is one line naming the listener and the address, exit code 1;
+2. drop privileges to ``server.run_as_user`` (privileges.py);
+3. open the directory (as the unprivileged user, so its -wal/-shm files belong to it);
+4. start accepting, log ``ready``.
+
+Signals: SIGTERM/SIGINT stop gracefully (stop accepting, give open connections
+``SHUTDOWN_GRACE_SECONDS``, cancel the rest, log ``shutdown``, exit 0). SIGHUP reloads the
+config file, reopens the directory and keeps listeners and connections; a config with
+problems is refused and the old one stays (``reload_failed``). Listener addresses and the
+user to run as need a restart.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import errno
+import os
+import signal
+import socket
+import stat
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import msgspec
+
+from pochta import __version__
+from pochta.config.settings import LISTENER_NAMES, Settings
+from pochta.directory.base import Directory
+from pochta.logs import configure_logging, get_logger
+from pochta.server.addresses import ListenAddress, parse_listen
+from pochta.server.metrics import Metrics
+from pochta.server.privileges import PrivilegeError, drop_privileges
+from pochta.server.services import SERVICES, Service, ServiceFactory
+
+log = get_logger("server")
+
+# Open connections get this long to finish after SIGTERM before they are cancelled.
+SHUTDOWN_GRACE_SECONDS = 10.0
+
+# Settings that only take effect at start-up; a reload keeps the running values.
+RESTART_ONLY_SERVER_KEYS = ("data_dir", "run_as_user", "run_as_group")
+
+
+class StartupError(Exception):
+    """The server cannot start; ``str()`` is one line that says what to do."""
+
+
+@dataclass(slots=True)
+class Listener:
+    """One bound listener."""
+
+    name: str
+    address: ListenAddress  # unix paths resolved under data_dir
+    service: Service
+    server: asyncio.Server
+
+    @property
+    def sockname(self) -> str:
+        """The address actually bound (port 0 becomes the chosen port)."""
+        if self.address.is_unix or not self.server.sockets:
+            return str(self.address)
+        host, port = self.server.sockets[0].getsockname()[:2]
+        return str(ListenAddress(host=host, port=port))
+
+
+def bind_error_message(name: str, address: ListenAddress, exc: OSError) -> str:
+    """The one-line error for a listener that cannot be bound, with what to do about it."""
+    reason = os.strerror(exc.errno) if exc.errno else str(exc)
+    if isinstance(exc, socket.gaierror):
+        reason = exc.strerror or str(exc)
+        hint = "use an IP address of this host, or 0.0.0.0 for all"
+    elif exc.errno in (errno.EACCES, errno.EPERM):
+        hint = (
+            "check the permissions of the socket's directory"
+            if address.is_unix
+            else "run as root or choose a port above 1023"
+        )
+    elif exc.errno == errno.EADDRINUSE:
+        hint = (
+            "another server is running on this socket; stop it or choose another path"
+            if address.is_unix
+            else "another program listens there (see: ss -ltnp); stop it or choose another port"
+        )
+    elif exc.errno == errno.EADDRNOTAVAIL:
+        hint = "use an IP address of this host, or 0.0.0.0 for all"
+    elif exc.errno == errno.ENOENT and address.is_unix:
+        hint = "create the socket's directory or choose another path"
+    else:
+        hint = f"fix listen.{name} or switch it off with listen.{name} = \"\""
+    return f"listen.{name}: cannot bind {address}: {reason}; {hint}"
+
+
+def _open_directory(settings: Settings) -> Directory:
+    from pochta.directory.open import open_directory
+
+    return open_directory(settings)
+
+
+def _remove_stale_unix_socket(path: Path) -> None:
+    """Remove a socket file left by a crashed server; refuse to steal a live one."""
+    try:
+        st = path.lstat()
+    except FileNotFoundError:
+        return
+    if not stat.S_ISSOCK(st.st_mode):
+        raise OSError(errno.EADDRINUSE, os.strerror(errno.EADDRINUSE))
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as probe:
+        probe.settimeout(1.0)
+        try:
+            probe.connect(str(path))
+        except (ConnectionRefusedError, FileNotFoundError):
+            path.unlink(missing_ok=True)
+            return
+        except OSError:
+            return  # let bind report it
+    raise OSError(errno.EADDRINUSE, os.strerror(errno.EADDRINUSE))
+
+
+@dataclass
+class _State:
+    """What changes while running; kept apart so __init__ stays trivial."""
+
+    listeners: dict[str, Listener] = field(default_factory=dict)
+    connections: set[asyncio.Task[None]] = field(default_factory=set)
+    background: set[asyncio.Task[None]] = field(default_factory=set)
+
+
+class Server:
+    """The running server: listeners, the current settings and directory, metrics."""
+
+    def __init__(self, settings: Settings, *, services: dict[str, ServiceFactory] | None = None):
+        self.settings = settings
+        self.metrics = Metrics()
+        self.services = SERVICES if services is None else services
+        # Set when SIGTERM/SIGINT arrives: services close idle connections at once.
+        self.stopping = asyncio.Event()
+        # Called after a successful reload, with the server (tables etc. hook in here).
+        self.reload_hooks: list[Callable[[Server], None]] = []
+        self._directory: Directory | None = None
+        self._state = _State()
+        self._reload_lock = asyncio.Lock()
+
+    # -- what services use ---------------------------------------------------------------
+
+    @property
+    def directory(self) -> Directory:
+        """The current directory; replaced (not mutated) on reload."""
+        if self._directory is None:
+            raise RuntimeError("the directory is not open yet")
+        return self._directory
+
+    @property
+    def listeners(self) -> dict[str, Listener]:
+        return self._state.listeners
+
+    # -- life cycle ----------------------------------------------------------------------
+
+    async def run(self) -> int:
+        """Serve until SIGTERM/SIGINT; StartupError when start-up fails. Returns 0."""
+        loop = asyncio.get_running_loop()
+        log.info(
+            "starting",
+            version=__version__,
+            pid=os.getpid(),
+            config=self.settings.config_path,
+            data_dir=str(self.settings.data_dir),
+            hostname=self.settings.server.hostname,
+        )
+        signals = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)
+        try:
+            await self.bind()
+            self._drop_privileges()
+            self._directory = self._open_directory_or_fail(self.settings)
+            loop.add_signal_handler(signal.SIGTERM, self.stop, "SIGTERM")
+            loop.add_signal_handler(signal.SIGINT, self.stop, "SIGINT")
+            loop.add_signal_handler(signal.SIGHUP, self._on_sighup)
+            for listener in self.listeners.values():
+                await listener.server.start_serving()
+            log.info("ready", listeners=len(self.listeners), pid=os.getpid())
+            await self.stopping.wait()
+            await self._drain()
+        finally:
+            for sig in signals:
+                loop.remove_signal_handler(sig)
+            await self._close()
+        log.info("shutdown")
+        return 0
+
+    def stop(self, reason: str = "stop") -> None:
+        """Begin a graceful stop (what SIGTERM does)."""
+        if not self.stopping.is_set():
+            log.info("stopping", signal=reason, connections=len(self._state.connections))
+            self.stopping.set()
+
+    async def bind(self) -> None:
+        """Bind every configured listener that has a service; StartupError on failure."""
+        data_dir = self.settings.data_dir
+        for name in LISTENER_NAMES:
+            value: str = getattr(self.settings.listen, name)
+            if not value:
+                continue
+            try:
+                address = parse_listen(value).resolve(data_dir)
+            except ValueError as exc:
+                raise StartupError(f"listen.{name}: {exc}") from None
+            factory = self.services.get(name)
+            if factory is None:
+                # Never accept connections we cannot serve.
+                log.warning(
+                    "listener_unavailable",
+                    listener=name,
+                    address=str(address),
+                    reason="service not implemented yet",
+                )
+                continue
+            service = factory(self, name)
+            try:
+                server = await self._bind_one(name, address, service)
+            except OSError as exc:
+                raise StartupError(bind_error_message(name, address, exc)) from None
+            listener = Listener(name=name, address=address, service=service, server=server)
+            self._state.listeners[name] = listener
+            log.info(
+                "listener_bound",
+                listener=name,
+                address=listener.sockname,
+                tls="yes" if service.ssl_context is not None else "no",
+            )
+
+    async def _bind_one(
+        self, name: str, address: ListenAddress, service: Service
+    ) -> asyncio.Server:
+        async def on_connection(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+            await self._serve_connection(name, service, reader, writer)
+
+        if address.is_unix:
+            path = Path(address.path)
+            _remove_stale_unix_socket(path)
+            return await asyncio.start_unix_server(
+                on_connection, path=str(path), ssl=service.ssl_context, start_serving=False
+            )
+        return await asyncio.start_server(
+            on_connection,
+            host=address.host,
+            port=address.port,
+            ssl=service.ssl_context,
+            reuse_address=True,
+            start_serving=False,
+        )
+
+    def _writable_paths(self) -> list[Path]:
+        """What the server writes under data_dir: given to run_as_user when started as root."""
+        data_dir = self.settings.data_dir
+        db = self.settings.directory_db
+        paths = [data_dir, data_dir / "queue", data_dir / "mail", db]
+        paths += [db.with_name(db.name + suffix) for suffix in ("-wal", "-shm", "-journal")]
+        paths += [Path(x.address.path) for x in self.listeners.values() if x.address.is_unix]
+        return paths
+
+    def _drop_privileges(self) -> None:
+        server = self.settings.server
+        try:
+            drop_privileges(server.run_as_user, server.run_as_group, chown=self._writable_paths())
+        except PrivilegeError as exc:
+            raise StartupError(str(exc)) from None
+
+    def _open_directory_or_fail(self, settings: Settings) -> Directory:
+        try:
+            return _open_directory(settings)
+        except Exception as exc:  # start-up boundary: any failure is one line for the admin
+            raise StartupError(
+                f"directory: cannot open {settings.directory_db}: {exc}; "
+                "check the file and its permissions, or run pochta init"
+            ) from None
+
+    async def _serve_connection(
+        self,
+        name: str,
+        service: Service,
+        reader: asyncio.StreamReader,
+        writer: asyncio.StreamWriter,
+    ) -> None:
+        task = asyncio.current_task()
+        assert task is not None
+        self._state.connections.add(task)
+        self.metrics.connections_total.labels(name).inc()
+        gauge = self.metrics.connections_open.labels(name)
+        gauge.inc()
+        try:
+            await service.handle(reader, writer)
+        except (ConnectionError, TimeoutError) as exc:
+            log.debug("connection_lost", listener=name, error=type(exc).__name__)
+        except asyncio.CancelledError:
+            writer.transport.abort()
+            raise
+        except Exception:
+            log.exception("connection_failed", listener=name)
+        finally:
+            gauge.dec()
+            self._state.connections.discard(task)
+            writer.close()
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(writer.wait_closed(), 1.0)
+
+    async def _drain(self) -> None:
+        """Stop accepting; give open connections time to finish, then cancel them."""
+        for listener in self.listeners.values():
+            listener.server.close()
+        pending = set(self._state.connections)
+        if not pending:
+            return
+        log.info("draining", connections=len(pending), grace_seconds=SHUTDOWN_GRACE_SECONDS)
+        _, pending = await asyncio.wait(pending, timeout=SHUTDOWN_GRACE_SECONDS)
+        if pending:
+            log.warning("connections_cancelled", connections=len(pending))
+            for task in pending:
+                task.cancel()
+            await asyncio.wait(pending, timeout=2.0)
+
+    async def _close(self) -> None:
+        for listener in self.listeners.values():
+            listener.server.close()
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(listener.server.wait_closed(), 1.0)
+            if listener.address.is_unix:
+                with contextlib.suppress(OSError):
+                    Path(listener.address.path).unlink()
+        for task in list(self._state.background):
+            task.cancel()
+        if self._directory is not None:
+            self._directory.close()
+            self._directory = None
+
+    # -- reload (SIGHUP) -----------------------------------------------------------------
+
+    def _on_sighup(self) -> None:
+        task = asyncio.get_running_loop().create_task(self.reload())
+        self._state.background.add(task)
+        task.add_done_callback(self._state.background.discard)
+
+    async def reload(self) -> None:
+        """Re-read the config file and reopen the directory; keep the old on any problem."""
+        from pochta.config.load import ConfigError, load_settings
+
+        async with self._reload_lock:
+            path = self.settings.config_path
+            log.info("reload", config=path)
+            try:
+                new = await asyncio.to_thread(load_settings, path)
+            except ConfigError as exc:
+                self._reload_failed([str(p) for p in exc.problems])
+                return
+            except Exception as exc:  # a reload must never bring the server down
+                self._reload_failed([f"{type(exc).__name__}: {exc}"])
+                return
+            new = self._keep_restart_only(new)
+            try:
+                directory = _open_directory(new)
+            except Exception as exc:
+                self._reload_failed([f"directory: cannot open {new.directory_db}: {exc}"])
+                return
+            old_directory, self._directory = self._directory, directory
+            old_settings, self.settings = self.settings, new
+            if old_directory is not None:
+                old_directory.close()
+            if (old_settings.server.log_format, old_settings.server.log_level) != (
+                new.server.log_format,
+                new.server.log_level,
+            ):
+                configure_logging(new.server.log_format, new.server.log_level)
+            for hook in self.reload_hooks:
+                try:
+                    hook(self)
+                except Exception:
+                    log.exception("reload_hook_failed", hook=getattr(hook, "__name__", "?"))
+            self.metrics.reloads_total.labels("ok").inc()
+            log.info("reloaded", config=path)
+
+    def _reload_failed(self, problems: list[str]) -> None:
+        self.metrics.reloads_total.labels("failed").inc()
+        log.error(
+            "reload_failed",
+            problems="; ".join(problems),
+            action="kept the running configuration",
+        )
+
+    def _keep_restart_only(self, new: Settings) -> Settings:
+        """Log and undo the changes a reload cannot apply (they need a restart)."""
+        old = self.settings
+        for name in LISTENER_NAMES:
+            before, after = getattr(old.listen, name), getattr(new.listen, name)
+            if before != after:
+                log.warning(
+                    "reload_listener_change_ignored",
+                    listener=name,
+                    running=before,
+                    configured=after,
+                    hint="restart pochta to apply",
+                )
+        kept: dict[str, str] = {}
+        for key in RESTART_ONLY_SERVER_KEYS:
+            before, after = getattr(old.server, key), getattr(new.server, key)
+            if before != after:
+                log.warning(
+                    "reload_setting_change_ignored",
+                    key=f"server.{key}",
+                    running=before,
+                    configured=after,
+                    hint="restart pochta to apply",
+                )
+                kept[key] = before
+        server = msgspec.structs.replace(new.server, **kept) if kept else new.server
+        return msgspec.structs.replace(new, listen=old.listen, server=server)

@@ -1,0 +1,54 @@
+"""The registry of services: which implementation answers on which listener.
+
+A service serves one accepted stream connection at a time per ``handle`` call; the Server
+owns the sockets, counts connections and cancels what is left at shutdown. A listener whose
+name is not in ``SERVICES`` is not bound: pochta never accepts a connection it cannot serve.
+
+Later issues add ``smtp``, ``submission``, ``imap``, ... here, each a factory that imports
+its package lazily (so ``pochta.server`` does not import every protocol at start-up and the
+packages can import ``pochta.server`` for types without a cycle).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import ssl
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Protocol
+
+if TYPE_CHECKING:
+    from pochta.server.app import Server
+
+
+class Service(Protocol):
+    """What a listener runs for each connection.
+
+    Services read ``server.settings`` and ``server.directory`` at each use and never keep
+    them: both are swapped on reload (SIGHUP).
+    """
+
+    # The listener name ("http", "imaps", ...), used in logs and metrics.
+    name: str
+    # Implicit TLS (RFC 8314): the server wraps accepted connections in this context. None
+    # for plain listeners and for STARTTLS ones (the service upgrades the stream itself).
+    ssl_context: ssl.SSLContext | None
+
+    async def handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        """Serve one connection until it ends; the Server closes the writer afterwards."""
+        ...
+
+
+# A factory gets the Server (settings, directory, metrics, stopping) and the listener name:
+# one implementation may serve several listeners (imap and imaps).
+ServiceFactory = Callable[["Server", str], Service]
+
+
+def _http(server: Server, listener: str) -> Service:
+    from pochta.web.http_server import HttpService
+
+    return HttpService(server, listener)
+
+
+SERVICES: dict[str, ServiceFactory] = {
+    "http": _http,
+}

@@ -1,0 +1,99 @@
+"""`pochta init` and `pochta check`, run as a new user would."""
+
+from __future__ import annotations
+
+import os
+import stat
+import tomllib
+from pathlib import Path
+
+from tests.conftest import DOMAIN, HOSTNAME, PochtaEnv, run_pochta
+
+
+def test_init_writes_everything(pochta_env: PochtaEnv) -> None:
+    data = pochta_env.data_dir
+    cfg = tomllib.loads(pochta_env.config_path.read_text())
+    assert cfg["server"]["hostname"] == HOSTNAME
+    assert cfg["server"]["data_dir"] == str(data)
+    base = pochta_env.port_base
+    assert cfg["listen"]["smtp"] == f"127.0.0.1:{25 + base}"
+    assert cfg["listen"]["managesieve"] == f"127.0.0.1:{4190 + base}"
+    assert (data / "tls" / "cert.pem").is_file()
+    key_mode = stat.S_IMODE((data / "tls" / "key.pem").stat().st_mode)
+    assert key_mode & 0o077 == 0
+    assert (data / "directory.sqlite3").is_file()
+    keys = sorted(p.name for p in (data / "dkim" / DOMAIN).iterdir())
+    assert len(keys) == 2
+    shown = pochta_env.run("dkim", "show", DOMAIN, check=True).stdout
+    assert "rsa-sha256" in shown and "ed25519-sha256" in shown
+    assert pochta_env.run("domain", "list", check=True).stdout.startswith(DOMAIN)
+
+
+def test_port_base_gives_standard_ports_plus_n(tmp_path: Path) -> None:
+    proc = run_pochta("init", "--data", str(tmp_path / "d"), "--hostname", HOSTNAME,
+                      "--domain", DOMAIN, "--port-base", "10000")
+    assert proc.returncode == 0, proc.stderr
+    listen = tomllib.loads((tmp_path / "d" / "pochta.toml").read_text())["listen"]
+    assert listen == {
+        "smtp": "0.0.0.0:10025", "submission": "0.0.0.0:10587", "submissions": "0.0.0.0:10465",
+        "imap": "0.0.0.0:10143", "imaps": "0.0.0.0:10993", "pop3": "0.0.0.0:10110",
+        "pop3s": "0.0.0.0:10995", "managesieve": "0.0.0.0:14190", "http": "0.0.0.0:10080",
+        "lmtp": "unix:lmtp.sock",
+    }
+
+
+def test_init_refuses_existing_config(pochta_env: PochtaEnv) -> None:
+    proc = run_pochta("init", "--data", str(pochta_env.data_dir), "--hostname", HOSTNAME,
+                      "--domain", DOMAIN)
+    assert proc.returncode == 1
+    assert proc.stderr.strip().endswith("exists already; remove it or choose another --data")
+    assert proc.stderr.count("\n") == 1
+
+
+def test_init_bad_names(tmp_path: Path) -> None:
+    proc = run_pochta("init", "--data", str(tmp_path), "--hostname", "localhost", "--domain", DOMAIN)
+    assert proc.returncode == 1
+    assert proc.stderr.startswith("pochta: error: --hostname: 'localhost' is not a fully qualified")
+    proc = run_pochta("init", "--data", str(tmp_path), "--hostname", HOSTNAME, "--domain", "a..b")
+    assert proc.returncode == 1
+    assert proc.stderr.startswith("pochta: error: --domain: ")
+    assert not (tmp_path / "pochta.toml").exists()
+
+
+def test_check_ok(pochta_env: PochtaEnv) -> None:
+    proc = pochta_env.run("check")
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.startswith(f"{pochta_env.config_path}: OK")
+
+
+def test_check_lists_every_problem(pochta_env: PochtaEnv) -> None:
+    text = pochta_env.config_path.read_text()
+    text = text.replace(f'imap = "127.0.0.1:{143 + pochta_env.port_base}"',
+                        'imap = "0.0.0.0:99999"')
+    text = text.replace("[auth]", "[auth]\ntarpit = 3")
+    pochta_env.config_path.write_text(text)
+    proc = pochta_env.run("check")
+    assert proc.returncode == 1
+    lines = proc.stderr.splitlines()
+    assert lines[0] == f"pochta: error: {pochta_env.config_path} has 2 problems:"
+    assert sorted(line.strip() for line in lines[1:]) == [
+        "auth.tarpit: unknown key; did you mean 'tarpit_max_seconds'? known keys here: "
+        "allow_plaintext_on_loopback, failure_threshold, failure_window_seconds, "
+        "tarpit_max_seconds",
+        'listen.imap: "0.0.0.0:99999" is not a port; use HOST:PORT with PORT 1-65535',
+    ]
+
+
+def test_config_from_environment(pochta_env: PochtaEnv, tmp_path: Path) -> None:
+    proc = run_pochta("check", env={"POCHTA_CONFIG": str(pochta_env.config_path)})
+    assert proc.returncode == 0, proc.stderr
+    proc = run_pochta("check", env={"POCHTA_CONFIG": str(tmp_path / "none.toml")})
+    assert proc.returncode == 1
+    assert "not found; create one with: pochta init" in proc.stderr
+
+
+def test_no_config_anywhere(tmp_path: Path) -> None:
+    proc = run_pochta("--config", str(tmp_path / "x.toml"), "domain", "list")
+    assert proc.returncode == 1
+    assert proc.stderr.count("\n") == 1
+    assert os.fspath(tmp_path / "x.toml") in proc.stderr

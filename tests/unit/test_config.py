@@ -1,0 +1,183 @@
+"""The config checker: every problem is reported with its key path and what to write."""
+
+from __future__ import annotations
+
+import tomllib
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from pochta.config.load import ConfigError, load_settings, settings_from_dict
+from pochta.config.sample import render_config
+from pochta.config.settings import LISTENER_NAMES, Settings
+
+
+def problems_of(data: dict[str, Any]) -> list[str]:
+    with pytest.raises(ConfigError) as info:
+        settings_from_dict(data, check_files=False)
+    return [str(p) for p in info.value.problems]
+
+
+BASE: dict[str, Any] = {"server": {"hostname": "mail.example.test"}}
+
+
+def with_(table: str, **values: Any) -> dict[str, Any]:
+    data = {k: dict(v) for k, v in BASE.items()}
+    data.setdefault(table, {}).update(values)
+    return data
+
+
+def test_minimal_config_is_valid() -> None:
+    s = settings_from_dict(BASE, check_files=False)
+    assert s.server.hostname == "mail.example.test"
+    assert s.listen.smtp == "0.0.0.0:25"
+    assert s.directory.recipient_delimiter == "+"
+
+
+def test_missing_server_table() -> None:
+    assert problems_of({}) == ["server: missing; add a [server] table"]
+
+
+def test_missing_hostname() -> None:
+    assert problems_of({"server": {}}) == ['server.hostname: missing; write hostname = "..."']
+
+
+def test_unknown_key_suggests_near_name() -> None:
+    (p,) = problems_of(with_("listen", imapp="0.0.0.0:143"))
+    assert p.startswith("listen.imapp: unknown key; did you mean 'imap'?")
+
+
+def test_unknown_table() -> None:
+    (p,) = problems_of({**BASE, "smtpd": {}})
+    assert p.startswith("smtpd: unknown key; known keys here: ")
+    assert "listen" in p
+
+
+def test_internal_field_cannot_be_set() -> None:
+    (p,) = problems_of({**BASE, "config_path": "/x"})
+    assert p.startswith("config_path: unknown key")
+
+
+def test_wrong_types() -> None:
+    data = {
+        "server": {"hostname": 7, "log_format": "xml"},
+        "auth": {"failure_threshold": "five", "allow_plaintext_on_loopback": "yes"},
+        "tables": {"alias_maps": "hash:/etc/aliases", "virtual_alias_maps": [1]},
+    }
+    assert sorted(problems_of(data)) == sorted(
+        [
+            "server.hostname: 7 is not a string in quotes",
+            'server.log_format: "xml" is not allowed; use one of "json", "logfmt"',
+            'auth.failure_threshold: "five" is not a whole number',
+            'auth.allow_plaintext_on_loopback: "yes" is not true or false',
+            'tables.alias_maps: "hash:/etc/aliases" is not a list; write ["...", ...]',
+            "tables.virtual_alias_maps[0]: 1 is not a string in quotes",
+        ]
+    )
+
+
+def test_bool_is_not_a_number() -> None:
+    assert problems_of(with_("auth", failure_threshold=True)) == [
+        "auth.failure_threshold: true is not a whole number"
+    ]
+
+
+def test_table_given_as_value() -> None:
+    assert problems_of({**BASE, "listen": "0.0.0.0:25"}) == [
+        "listen: must be a table; write [listen] and its keys"
+    ]
+
+
+def test_every_problem_listed_at_once() -> None:
+    data = {"server": {"hostname": "mail.example.test", "x": 1}, "listen": {"y": 1}, "tls": {"z": 1}}
+    keys = sorted(p.split(":")[0] for p in problems_of(data))
+    assert keys == ["listen.y", "server.x", "tls.z"]
+
+
+def test_bad_port() -> None:
+    assert problems_of(with_("listen", imap="0.0.0.0:99999")) == [
+        'listen.imap: "0.0.0.0:99999" is not a port; use HOST:PORT with PORT 1-65535'
+    ]
+
+
+def test_duplicate_listener_port() -> None:
+    (p,) = problems_of(with_("listen", imap="0.0.0.0:25"))
+    assert p == (
+        'listen.imap: "0.0.0.0:25" is already used by listen.smtp; give each listener its own port'
+    )
+
+
+def test_listener_switched_off() -> None:
+    s = settings_from_dict(with_("listen", pop3="", pop3s=""), check_files=False)
+    assert s.listen.pop3 == ""
+
+
+def test_bad_hostname() -> None:
+    (p,) = problems_of(with_("server", hostname="localhost"))
+    assert p.startswith("server.hostname: 'localhost' is not a fully qualified domain name")
+    assert 'e.g. "mail.example.org"' in p
+
+
+def test_semantic_ranges() -> None:
+    data = with_("auth", failure_window_seconds=0, failure_threshold=0, tarpit_max_seconds=-1)
+    data["directory"] = {"recipient_delimiter": "@", "default_quota_bytes": -5}
+    assert sorted(problems_of(data)) == sorted(
+        [
+            "auth.failure_window_seconds: must be at least 1",
+            "auth.failure_threshold: must be at least 1",
+            "auth.tarpit_max_seconds: must be between 0 and 300",
+            'directory.recipient_delimiter: "@" contains a character that cannot separate an '
+            'extension; use "+" or "-"',
+            "directory.default_quota_bytes: must be 0 (unlimited) or more",
+        ]
+    )
+
+
+def test_files_checked(tmp_path: Path) -> None:
+    cfg = tmp_path / "pochta.toml"
+    cfg.write_text('[server]\nhostname = "mail.example.test"\n')
+    with pytest.raises(ConfigError) as info:
+        load_settings(cfg)
+    keys = [p.key for p in info.value.problems]
+    assert keys == ["tls.cert_file", "tls.key_file"]
+    assert "run pochta init" in info.value.problems[0].message
+    # relative paths resolve under the config file's directory when data_dir is empty
+    assert str(tmp_path / "tls" / "cert.pem") in info.value.problems[0].message
+
+
+def test_missing_table_file(tmp_path: Path) -> None:
+    data = with_("tables", virtual_alias_maps=[f"hash:{tmp_path}/nope"])
+    data["server"]["data_dir"] = str(tmp_path)
+    for name in ("cert.pem", "key.pem"):
+        (tmp_path / "tls").mkdir(exist_ok=True)
+        (tmp_path / "tls" / name).write_text("x")
+    with pytest.raises(ConfigError) as info:
+        settings_from_dict(data)
+    (p,) = info.value.problems
+    assert p.key == "tables.virtual_alias_maps[0]"
+    assert "nope" in p.message
+
+
+def test_missing_file_and_syntax_error(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError) as info:
+        load_settings(tmp_path / "absent.toml")
+    assert "not found; create one with: pochta init" in str(info.value)
+    bad = tmp_path / "bad.toml"
+    bad.write_text("[server\nhostname = 1\n")
+    with pytest.raises(ConfigError) as info:
+        load_settings(bad)
+    assert "TOML syntax error" in str(info.value)
+    assert "line 1" in str(info.value)
+
+
+def test_sample_config_round_trips() -> None:
+    text = render_config({"server": {"hostname": "mail.example.test", "data_dir": "/srv/p"}})
+    data = tomllib.loads(text)
+    s = settings_from_dict(data, check_files=False)
+    assert s.server.data_dir == "/srv/p"
+    assert s.listen == Settings(server=s.server).listen
+    # every field is written, with its doc line above it
+    for name in LISTENER_NAMES:
+        assert f"\n{name} = " in text
+    assert text.count("\n# ") >= 30
