@@ -7,7 +7,6 @@ import random
 import socket
 import subprocess
 import sys
-from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -85,28 +84,44 @@ class PochtaEnv:
         self.run("user", "add", address, "--password-stdin", input=password + "\n", check=True)
 
 
-def run_pochta(*args: str, input: str | None = None, cwd: Path | None = None,
-               env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+def run_pochta(
+    *args: str, input: str | None = None, cwd: Path | None = None, env: dict[str, str] | None = None
+) -> subprocess.CompletedProcess[str]:
     """Run the real command with no config selected unless args/env select one."""
     base_env = {k: v for k, v in os.environ.items() if k != "POCHTA_CONFIG"}
     if env:
         base_env.update(env)
     return subprocess.run(
-        pochta_command(*args), input=input, capture_output=True, text=True,
-        cwd=cwd, env=base_env, timeout=60, check=False,
+        pochta_command(*args),
+        input=input,
+        capture_output=True,
+        text=True,
+        cwd=cwd,
+        env=base_env,
+        timeout=60,
+        check=False,
     )
 
 
 @pytest.fixture
-def pochta_env(tmp_path: Path) -> Iterator[PochtaEnv]:
+def pochta_env(tmp_path: Path) -> PochtaEnv:
     data = tmp_path / "data"
     base = free_port_base()
     proc = run_pochta(
-        "init", "--data", str(data), "--hostname", HOSTNAME, "--domain", DOMAIN,
-        "--port-base", str(base), "--bind", "127.0.0.1",
+        "init",
+        "--data",
+        str(data),
+        "--hostname",
+        HOSTNAME,
+        "--domain",
+        DOMAIN,
+        "--port-base",
+        str(base),
+        "--bind",
+        "127.0.0.1",
     )
     assert proc.returncode == 0, f"pochta init failed: {proc.stdout}\n{proc.stderr}"
-    yield PochtaEnv(
+    return PochtaEnv(
         data_dir=data,
         config_path=data / "pochta.toml",
         port_base=base,

@@ -25,33 +25,52 @@ def test_init_writes_everything(pochta_env: PochtaEnv) -> None:
     keys = sorted(p.name for p in (data / "dkim" / DOMAIN).iterdir())
     assert len(keys) == 2
     shown = pochta_env.run("dkim", "show", DOMAIN, check=True).stdout
-    assert "rsa-sha256" in shown and "ed25519-sha256" in shown
+    assert "rsa-sha256" in shown
+    assert "ed25519-sha256" in shown
     assert pochta_env.run("domain", "list", check=True).stdout.startswith(DOMAIN)
 
 
 def test_port_base_gives_standard_ports_plus_n(tmp_path: Path) -> None:
-    proc = run_pochta("init", "--data", str(tmp_path / "d"), "--hostname", HOSTNAME,
-                      "--domain", DOMAIN, "--port-base", "10000")
+    proc = run_pochta(
+        "init",
+        "--data",
+        str(tmp_path / "d"),
+        "--hostname",
+        HOSTNAME,
+        "--domain",
+        DOMAIN,
+        "--port-base",
+        "10000",
+    )
     assert proc.returncode == 0, proc.stderr
     listen = tomllib.loads((tmp_path / "d" / "pochta.toml").read_text())["listen"]
     assert listen == {
-        "smtp": "0.0.0.0:10025", "submission": "0.0.0.0:10587", "submissions": "0.0.0.0:10465",
-        "imap": "0.0.0.0:10143", "imaps": "0.0.0.0:10993", "pop3": "0.0.0.0:10110",
-        "pop3s": "0.0.0.0:10995", "managesieve": "0.0.0.0:14190", "http": "0.0.0.0:10080",
+        "smtp": "0.0.0.0:10025",
+        "submission": "0.0.0.0:10587",
+        "submissions": "0.0.0.0:10465",
+        "imap": "0.0.0.0:10143",
+        "imaps": "0.0.0.0:10993",
+        "pop3": "0.0.0.0:10110",
+        "pop3s": "0.0.0.0:10995",
+        "managesieve": "0.0.0.0:14190",
+        "http": "0.0.0.0:10080",
         "lmtp": "unix:lmtp.sock",
     }
 
 
 def test_init_refuses_existing_config(pochta_env: PochtaEnv) -> None:
-    proc = run_pochta("init", "--data", str(pochta_env.data_dir), "--hostname", HOSTNAME,
-                      "--domain", DOMAIN)
+    proc = run_pochta(
+        "init", "--data", str(pochta_env.data_dir), "--hostname", HOSTNAME, "--domain", DOMAIN
+    )
     assert proc.returncode == 1
     assert proc.stderr.strip().endswith("exists already; remove it or choose another --data")
     assert proc.stderr.count("\n") == 1
 
 
 def test_init_bad_names(tmp_path: Path) -> None:
-    proc = run_pochta("init", "--data", str(tmp_path), "--hostname", "localhost", "--domain", DOMAIN)
+    proc = run_pochta(
+        "init", "--data", str(tmp_path), "--hostname", "localhost", "--domain", DOMAIN
+    )
     assert proc.returncode == 1
     assert proc.stderr.startswith("pochta: error: --hostname: 'localhost' is not a fully qualified")
     proc = run_pochta("init", "--data", str(tmp_path), "--hostname", HOSTNAME, "--domain", "a..b")
@@ -68,8 +87,9 @@ def test_check_ok(pochta_env: PochtaEnv) -> None:
 
 def test_check_lists_every_problem(pochta_env: PochtaEnv) -> None:
     text = pochta_env.config_path.read_text()
-    text = text.replace(f'imap = "127.0.0.1:{143 + pochta_env.port_base}"',
-                        'imap = "0.0.0.0:99999"')
+    text = text.replace(
+        f'imap = "127.0.0.1:{143 + pochta_env.port_base}"', 'imap = "0.0.0.0:99999"'
+    )
     text = text.replace("[auth]", "[auth]\ntarpit = 3")
     pochta_env.config_path.write_text(text)
     proc = pochta_env.run("check")

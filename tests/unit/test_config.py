@@ -90,7 +90,11 @@ def test_table_given_as_value() -> None:
 
 
 def test_every_problem_listed_at_once() -> None:
-    data = {"server": {"hostname": "mail.example.test", "x": 1}, "listen": {"y": 1}, "tls": {"z": 1}}
+    data = {
+        "server": {"hostname": "mail.example.test", "x": 1},
+        "listen": {"y": 1},
+        "tls": {"z": 1},
+    }
     keys = sorted(p.split(":")[0] for p in problems_of(data))
     assert keys == ["listen.y", "server.x", "tls.z"]
 

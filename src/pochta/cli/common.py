@@ -30,7 +30,7 @@ def config_path(ctx: click.Context) -> str:
 
 
 def load_cli_settings(ctx: click.Context, *, check_files: bool = True) -> Settings:
-    """Settings from --config / $POCHTA_CONFIG / the default path, or exit 1 listing the problems."""
+    """Settings from --config, $POCHTA_CONFIG or the default path; else exit 1 with the problems."""
     path = config_path(ctx)
     try:
         return load_settings(path, check_files=check_files)

@@ -41,7 +41,7 @@ def _atomic_write(path: Path, text: str, mode: int = 0o640) -> None:
 )
 @click.option(
     "--bind",
-    default="0.0.0.0",
+    default="0.0.0.0",  # noqa: S104 - a mail server listens on all interfaces by default
     show_default=True,
     help="Address the listeners bind to (127.0.0.1 for a local demo).",
 )
@@ -78,7 +78,10 @@ def init(
         try:
             pwd.getpwnam(run_as_user)
         except KeyError:
-            fail(f"--run-as-user: no such user {run_as_user!r}; create it with: useradd --system {run_as_user}")
+            fail(
+                f"--run-as-user: no such user {run_as_user!r}; "
+                f"create it with: useradd --system {run_as_user}"
+            )
     try:
         data.mkdir(parents=True, exist_ok=True, mode=0o750)
     except OSError as exc:
@@ -95,9 +98,7 @@ def init(
 
     import msgspec
 
-    settings = msgspec.convert(
-        {**tomllib.loads(text), "config_path": str(config_file)}, Settings
-    )
+    settings = msgspec.convert({**tomllib.loads(text), "config_path": str(config_file)}, Settings)
 
     from pochta.tls.selfsigned import write_self_signed
 
@@ -119,6 +120,12 @@ def init(
     finally:
         directory.close()
     _atomic_write(config_file, text)
+    if run_as_user and os.geteuid() == 0:
+        # The server rereads the config on SIGHUP after dropping to run_as_user: let its
+        # group read the file (it holds no secrets; keys stay 0600 root).
+        import pwd
+
+        os.chown(config_file, 0, pwd.getpwnam(run_as_user).pw_gid)
 
     click.echo(f"Created {config_file}")
     click.echo(f"  TLS certificate  {cert} (self-signed for {host})")

@@ -25,7 +25,7 @@ def _check_server(s: Settings) -> Iterator[Problem]:
     except AddressError as exc:
         yield Problem(
             "server.hostname",
-            f"{exc}; write the fully qualified name of this host, e.g. \"mail.example.org\"",
+            f'{exc}; write the fully qualified name of this host, e.g. "mail.example.org"',
         )
 
 
@@ -62,7 +62,7 @@ def _check_directory(s: Settings) -> Iterator[Problem]:
     if len(delim) > 8:
         yield Problem(
             "directory.recipient_delimiter",
-            "is longer than 8 characters; each character is a delimiter, e.g. \"+-\"",
+            'is longer than 8 characters; each character is a delimiter, e.g. "+-"',
         )
     if s.directory.default_quota_bytes < 0:
         yield Problem("directory.default_quota_bytes", "must be 0 (unlimited) or more")
@@ -96,11 +96,10 @@ def _check_files(s: Settings) -> Iterator[Problem]:
 
 
 def _check_tables(s: Settings) -> Iterator[Problem]:
-    from pochta.tables.spec import TableError, open_table
+    from pochta.tables import TableError, open_table
 
     for name in type(s.tables).__struct_fields__:
         specs: list[str] = getattr(s.tables, name)
-        kind = "aliases" if name == "alias_maps" else "map"
         if name in ("virtual_mailbox_domains", "relay_domains"):
             for i, dom in enumerate(specs):
                 if ":" in dom or "/" in dom:
@@ -116,6 +115,9 @@ def _check_tables(s: Settings) -> Iterator[Problem]:
             continue
         for i, spec in enumerate(specs):
             try:
-                open_table(spec, kind=kind)
+                if name == "alias_maps":
+                    open_table(spec, kind="aliases")
+                else:
+                    open_table(spec, kind="map")
             except TableError as exc:
                 yield Problem(f"tables.{name}[{i}]", str(exc))

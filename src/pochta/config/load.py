@@ -88,12 +88,16 @@ def settings_from_dict(
     data: dict[str, Any], *, config_path: str = "", check_files: bool = True
 ) -> Settings:
     problems: list[Problem] = []
-    _walk_struct(mi.type_info(Settings), data, "", problems)
-    if problems:
-        raise ConfigError(config_path, problems)
-    settings = msgspec.convert({**data, "config_path": config_path}, Settings)
+    clean = _walk_struct(mi.type_info(Settings), data, "", problems)
+    try:
+        settings = msgspec.convert({**clean, "config_path": config_path}, Settings)
+    except msgspec.ValidationError:
+        # Only a missing required key gets here, and it is already a problem.
+        raise ConfigError(config_path, problems) from None
     from pochta.config.check import check_semantics
 
+    # The keys that were wrong are left out (defaults stand in), so the meaning of the rest
+    # is checked too and one run of `pochta check` lists every problem.
     problems.extend(check_semantics(settings, check_files=check_files))
     if problems:
         raise ConfigError(config_path, problems)
@@ -107,32 +111,48 @@ def _join(prefix: str, key: str) -> str:
     return f"{prefix}.{key}" if prefix else key
 
 
-def _walk_struct(st: mi.Type, data: Any, prefix: str, problems: list[Problem]) -> None:
+def _suggest(key: str, known: list[str]) -> str | None:
+    near = difflib.get_close_matches(key, known, n=1)
+    if near:
+        return near[0]
+    starts = [k for k in known if k.startswith(key) or key.startswith(k)]
+    return starts[0] if len(starts) == 1 else None
+
+
+def _walk_struct(st: mi.Type, data: Any, prefix: str, problems: list[Problem]) -> dict[str, Any]:
+    """Record every problem in ``data``; return the data without the keys that were wrong."""
     assert isinstance(st, mi.StructType)
     if not isinstance(data, dict):
         problems.append(Problem(prefix, f"must be a table; write [{prefix}] and its keys"))
-        return
+        return {}
     fields = {f.encode_name: f for f in st.fields if f.name not in _INTERNAL_FIELDS}
+    clean: dict[str, Any] = {}
     for key, value in data.items():
         path = _join(prefix, key)
         field = fields.get(key)
         if field is None:
-            near = difflib.get_close_matches(key, list(fields), n=1)
-            hint = f"did you mean {near[0]!r}? " if near else ""
+            near = _suggest(key, list(fields))
+            hint = f"did you mean {near!r}? " if near else ""
             problems.append(
                 Problem(path, f"unknown key; {hint}known keys here: {', '.join(sorted(fields))}")
             )
             continue
-        _walk_value(field.type, value, path, problems)
+        before = len(problems)
+        sub = _walk_value(field.type, value, path, problems)
+        if len(problems) == before or isinstance(sub, dict):
+            clean[key] = sub
     for name, field in fields.items():
         if field.required and name not in data:
             ftype = _unwrap(field.type)
             if isinstance(ftype, mi.StructType):
-                problems.append(Problem(_join(prefix, name), f"missing; add a [{_join(prefix, name)}] table"))
+                problems.append(
+                    Problem(_join(prefix, name), f"missing; add a [{_join(prefix, name)}] table")
+                )
             else:
                 problems.append(
                     Problem(_join(prefix, name), f"missing; write {name} = {_example(ftype)}")
                 )
+    return clean
 
 
 def _unwrap(t: mi.Type) -> mi.Type:
@@ -181,25 +201,28 @@ _NAMES: dict[type, str] = {
 }
 
 
-def _walk_value(t: mi.Type, value: Any, path: str, problems: list[Problem]) -> None:
+def _walk_value(t: mi.Type, value: Any, path: str, problems: list[Problem]) -> Any:
+    """Record the problems of one value; return it (a struct's table without its bad keys)."""
     t = _unwrap(t)
     if isinstance(t, mi.StructType):
-        _walk_struct(t, value, path, problems)
-        return
+        return _walk_struct(t, value, path, problems)
     if isinstance(t, mi.LiteralType):
         if value not in t.values:
             choices = ", ".join(f'"{v}"' for v in t.values)
-            problems.append(Problem(path, f"{_describe(value)} is not allowed; use one of {choices}"))
-        return
+            problems.append(
+                Problem(path, f"{_describe(value)} is not allowed; use one of {choices}")
+            )
+        return value
     if isinstance(t, mi.ListType):
         if not isinstance(value, list):
-            problems.append(Problem(path, f"{_describe(value)} is not a list; write [\"...\", ...]"))
-            return
+            problems.append(Problem(path, f'{_describe(value)} is not a list; write ["...", ...]'))
+            return value
         for i, item in enumerate(value):
             _walk_value(t.item_type, item, f"{path}[{i}]", problems)
-        return
+        return value
     check = _CHECKS.get(type(t))
     if check is None:  # pragma: no cover - a Settings field of a type the walker lacks
         raise TypeError(f"config walker cannot check {t!r} at {path}")
     if not check(value):
         problems.append(Problem(path, f"{_describe(value)} is not {_NAMES[type(t)]}"))
+    return value

@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
+import msgspec
 import msgspec.inspect as mi
 
 from pochta.config.settings import Settings
@@ -61,9 +62,9 @@ def render_config(values: dict[str, dict[str, Any]]) -> str:
                 out.append(f"# {doc}")
             if f.encode_name in given:
                 value = given[f.encode_name]
-            elif f.default is not mi.NODEFAULT:
+            elif f.default is not msgspec.NODEFAULT:
                 value = f.default
-            elif f.default_factory is not mi.NODEFAULT:
+            elif f.default_factory is not msgspec.NODEFAULT:
                 value = f.default_factory()
             else:
                 raise ValueError(f"{table.encode_name}.{f.encode_name} needs a value")

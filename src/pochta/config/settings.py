@@ -23,55 +23,75 @@ class _Table(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=Tr
     """Base of every TOML table: immutable, keyword-only, unknown keys rejected."""
 
 
-class ServerSettings(_Table):
-    hostname: Annotated[str, _doc("Fully qualified name of this host (HELO/EHLO, banners, certificate).")]
+class ServerSettings(_Table, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    hostname: Annotated[
+        str, _doc("Fully qualified name of this host (HELO/EHLO, banners, certificate).")
+    ]
     data_dir: Annotated[
-        str, _doc("Directory holding the directory database, queue, mail and keys. Default: the config file's directory.")
+        str,
+        _doc(
+            "Directory holding the directory database, queue, mail and keys. "
+            "Default: the config file's directory."
+        ),
     ] = ""
     run_as_user: Annotated[
-        str, _doc("After binding the listeners as root, switch to this user. Empty: stay as started.")
+        str,
+        _doc("After binding the listeners as root, switch to this user. Empty: stay as started."),
     ] = ""
-    run_as_group: Annotated[str, _doc("Group to switch to; empty means the user's primary group.")] = ""
-    log_format: Annotated[Literal["logfmt", "json"], _doc("One line per event: logfmt or json.")] = "logfmt"
+    run_as_group: Annotated[
+        str, _doc("Group to switch to; empty means the user's primary group.")
+    ] = ""
+    log_format: Annotated[
+        Literal["logfmt", "json"], _doc("One line per event: logfmt or json.")
+    ] = "logfmt"
     log_level: Annotated[
         Literal["debug", "info", "warning", "error"], _doc("Lowest level written to the log.")
     ] = "info"
 
 
-class TLSSettings(_Table):
+class TLSSettings(_Table, frozen=True, kw_only=True, forbid_unknown_fields=True):
     cert_file: Annotated[str, _doc("PEM certificate chain for all TLS listeners.")] = "tls/cert.pem"
     key_file: Annotated[str, _doc("PEM private key matching cert_file.")] = "tls/key.pem"
 
 
-class ListenSettings(_Table):
+class ListenSettings(_Table, frozen=True, kw_only=True, forbid_unknown_fields=True):
     """Each listener is "HOST:PORT" ("[::]:PORT" for IPv6); an empty string switches it off."""
 
-    smtp: Annotated[str, _doc("MX: inbound mail from the world (RFC 5321), STARTTLS offered.")] = "0.0.0.0:25"
+    smtp: Annotated[str, _doc("MX: inbound mail from the world (RFC 5321), STARTTLS offered.")] = (
+        "0.0.0.0:25"
+    )
     submission: Annotated[str, _doc("Message submission with STARTTLS (RFC 6409).")] = "0.0.0.0:587"
-    submissions: Annotated[str, _doc("Message submission over implicit TLS (RFC 8314).")] = "0.0.0.0:465"
+    submissions: Annotated[str, _doc("Message submission over implicit TLS (RFC 8314).")] = (
+        "0.0.0.0:465"
+    )
     imap: Annotated[str, _doc("IMAP with STARTTLS.")] = "0.0.0.0:143"
     imaps: Annotated[str, _doc("IMAP over implicit TLS.")] = "0.0.0.0:993"
     pop3: Annotated[str, _doc("POP3 with STLS.")] = "0.0.0.0:110"
     pop3s: Annotated[str, _doc("POP3 over implicit TLS.")] = "0.0.0.0:995"
     managesieve: Annotated[str, _doc("ManageSieve (RFC 5804).")] = "0.0.0.0:4190"
     http: Annotated[str, _doc("HTTP: autoconfig, MTA-STS policy, metrics.")] = "0.0.0.0:80"
-    lmtp: Annotated[
-        str, _doc('LMTP: "unix:PATH" (relative to data_dir) or "HOST:PORT".')
-    ] = "unix:lmtp.sock"
+    lmtp: Annotated[str, _doc('LMTP: "unix:PATH" (relative to data_dir) or "HOST:PORT".')] = (
+        "unix:lmtp.sock"
+    )
 
 
-class DirectorySettings(_Table):
-    backend: Annotated[Literal["sqlite"], _doc("Where domains, accounts and aliases live.")] = "sqlite"
-    sqlite_path: Annotated[str, _doc("SQLite database file of the directory.")] = "directory.sqlite3"
+class DirectorySettings(_Table, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    backend: Annotated[Literal["sqlite"], _doc("Where domains, accounts and aliases live.")] = (
+        "sqlite"
+    )
+    sqlite_path: Annotated[str, _doc("SQLite database file of the directory.")] = (
+        "directory.sqlite3"
+    )
     recipient_delimiter: Annotated[
-        str, _doc('Plus-addressing: "user+tag@domain" reaches "user". Empty string switches it off.')
+        str,
+        _doc('Plus-addressing: "user+tag@domain" reaches "user". Empty string switches it off.'),
     ] = "+"
     default_quota_bytes: Annotated[
         int, _doc("Quota given to new accounts when none is named; 0 means unlimited.")
     ] = 0
 
 
-class AuthSettings(_Table):
+class AuthSettings(_Table, frozen=True, kw_only=True, forbid_unknown_fields=True):
     failure_window_seconds: Annotated[
         int, _doc("Failed logins are counted per client IP and per account over this window.")
     ] = 60
@@ -84,11 +104,11 @@ class AuthSettings(_Table):
     ] = False
 
 
-class DKIMSettings(_Table):
+class DKIMSettings(_Table, frozen=True, kw_only=True, forbid_unknown_fields=True):
     keys_dir: Annotated[str, _doc("Directory of DKIM private keys, DOMAIN/SELECTOR.key.")] = "dkim"
 
 
-class TablesSettings(_Table):
+class TablesSettings(_Table, frozen=True, kw_only=True, forbid_unknown_fields=True):
     """Postfix lookup tables, next to the SQLite directory.
 
     A table is named "TYPE:PATH" as in Postfix: "texthash:PATH" reads the text file, "hash:PATH"
@@ -97,8 +117,12 @@ class TablesSettings(_Table):
     """
 
     virtual_alias_maps: Annotated[list[str], _doc("Virtual aliases: address -> targets.")] = []
-    virtual_mailbox_maps: Annotated[list[str], _doc("Extra virtual mailboxes: address -> path.")] = []
-    virtual_mailbox_domains: Annotated[list[str], _doc("Extra domains whose mailboxes we host.")] = []
+    virtual_mailbox_maps: Annotated[
+        list[str], _doc("Extra virtual mailboxes: address -> path.")
+    ] = []
+    virtual_mailbox_domains: Annotated[
+        list[str], _doc("Extra domains whose mailboxes we host.")
+    ] = []
     relay_domains: Annotated[list[str], _doc("Domains we accept mail for and relay onward.")] = []
     relay_recipient_maps: Annotated[list[str], _doc("Valid recipients in relay_domains.")] = []
     transport_maps: Annotated[
@@ -106,13 +130,15 @@ class TablesSettings(_Table):
     ] = []
     canonical_maps: Annotated[list[str], _doc("Address rewriting for sender and recipient.")] = []
     sender_canonical_maps: Annotated[list[str], _doc("Address rewriting for the sender only.")] = []
-    recipient_canonical_maps: Annotated[list[str], _doc("Address rewriting for recipients only.")] = []
+    recipient_canonical_maps: Annotated[
+        list[str], _doc("Address rewriting for recipients only.")
+    ] = []
     alias_maps: Annotated[
         list[str], _doc('Local aliases in Sendmail format, e.g. "hash:/etc/aliases".')
     ] = []
 
 
-class Settings(_Table):
+class Settings(_Table, frozen=True, kw_only=True, forbid_unknown_fields=True):
     server: ServerSettings
     tls: TLSSettings = TLSSettings()
     listen: ListenSettings = ListenSettings()

@@ -1,1 +1,1 @@
-"""Domains, accounts, aliases and authentication (Dovecot's passdb/userdb, Postfix's virtual maps)."""
+"""Domains, accounts, aliases, authentication: Dovecot's passdb/userdb, Postfix's virtual maps."""

@@ -18,7 +18,9 @@ class AddressError(ValueError):
 _LABEL = re.compile(r"^(?!-)[a-z0-9-]{1,63}(?<!-)$")
 # RFC 5322 §3.2.3 atext, plus "." between atoms (dot-atom); quoted local parts are refused for
 # accounts (no mainstream server creates them), UTF-8 allowed per RFC 6531 §3.3.
-_LOCAL = re.compile(r"^[A-Za-z0-9!#$%&'*+/=?^_`{|}~\-\u0080-\U0010ffff]+(\.[A-Za-z0-9!#$%&'*+/=?^_`{|}~\-\u0080-\U0010ffff]+)*$")
+_LOCAL = re.compile(
+    r"^[A-Za-z0-9!#$%&'*+/=?^_`{|}~\-\u0080-\U0010ffff]+(\.[A-Za-z0-9!#$%&'*+/=?^_`{|}~\-\u0080-\U0010ffff]+)*$"
+)
 
 
 def normalize_domain(domain: str) -> str:

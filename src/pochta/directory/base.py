@@ -59,7 +59,7 @@ class Directory(abc.ABC):
         quota_bytes: int = 0,
         enabled: bool = True,
     ) -> Account:
-        """DirectoryError when the domain is not hosted or the address exists (as account or alias)."""
+        """DirectoryError when the domain is not hosted or the address exists (account or alias)."""
 
     @abc.abstractmethod
     def add_accounts_bulk(self, accounts: Iterable[Account]) -> int:

@@ -310,44 +310,42 @@ def import_passwd_file(
     seen: dict[str, int] = {}
     accounts: list[Account] = []
     for entry in entries:
-
-        def refuse(message: str, entry: PasswdEntry = entry) -> None:
-            report.errors.append(LineError(source, entry.line, message))
-
+        problem = ""
         entry_domain = entry.address.rpartition("@")[2]
         if entry_domain not in hosted:
             hosted[entry_domain] = directory.get_domain(entry_domain) is not None
         if not hosted[entry_domain]:
-            refuse(
+            problem = (
                 f"domain {entry_domain} is not hosted here; "
                 f"add it with: pochta domain add {entry_domain}"
             )
         elif entry.address in seen:
-            refuse(f"{entry.address} is already on line {seen[entry.address]}")
+            problem = f"{entry.address} is already on line {seen[entry.address]}"
         elif directory.get_account(entry.address) is not None:
             if skip_existing:
                 report.skipped.append(entry.address)
             else:
-                refuse(
+                problem = (
                     f"account {entry.address} already exists; "
                     "use --skip-existing to keep it and import the rest"
                 )
         elif directory.get_alias(entry.address) is not None:
-            refuse(
+            problem = (
                 f"{entry.address} is an alias; remove it first with: "
                 f"pochta alias remove {entry.address}"
             )
         else:
+            quota = entry.quota_bytes
             accounts.append(
                 Account(
                     address=entry.address,
                     password_hash=entry.password_hash,
                     scram_sha256=entry.scram_sha256,
-                    quota_bytes=(
-                        entry.quota_bytes if entry.quota_bytes is not None else default_quota_bytes
-                    ),
+                    quota_bytes=quota if quota is not None else default_quota_bytes,
                 )
             )
+        if problem:
+            report.errors.append(LineError(source, entry.line, problem))
         seen.setdefault(entry.address, entry.line)
     report.errors.sort(key=lambda e: e.line)
     if accounts:

@@ -81,6 +81,7 @@ SUPPORTED_SCHEMES: frozenset[str] = frozenset(
 _SCHEME_RE = re.compile(r"^\{([A-Za-z0-9._-]{1,40})\}")
 _PBKDF2_RE = re.compile(r"^\$1\$([^$]+)\$([0-9]{1,9})\$([0-9a-fA-F]{40})$")
 _MAX_ITERATIONS = 10_000_000  # DoS guard on stored iteration counts (scramp uses the same cap)
+_SCRAM_SALT_BYTES = 16
 _BCRYPT_MAX_BYTES = 72  # bcrypt uses the first 72 octets, as crypt(3) and Dovecot do
 
 
@@ -121,8 +122,10 @@ def make_scram_sha256(password: str, iterations: int = 4096) -> str:
     SaltedPassword, "Client Key")); ServerKey = HMAC(SaltedPassword, "Server Key").
     RFC 7677 §4: at least 4096 iterations.
     """
+    # A 16-octet salt, as Dovecot makes (and as the SASL layer's fake keys for unknown users
+    # look, so the two cannot be told apart by salt length).
     salt, stored_key, server_key, i = ScramMechanism("SCRAM-SHA-256").make_auth_info(
-        password, iteration_count=iterations
+        password, iteration_count=iterations, salt=secrets.token_bytes(_SCRAM_SALT_BYTES)
     )
     b64 = base64.b64encode
     return f"{i},{b64(salt).decode()},{b64(stored_key).decode()},{b64(server_key).decode()}"

@@ -92,9 +92,9 @@ class NeedScramKeys:
 @dataclass(frozen=True, slots=True)
 class Success:
     """Authenticated as ``authcid`` (acting as ``authzid``, "" for the same identity).
-    ``final_data`` is the server's last message (SCRAM's server-final ``v=...``): SMTP sends
-    it as a 334 challenge and waits for an empty reply (RFC 4954 §4), IMAP may put it in the
-    tagged OK's response code or a "+" continuation (RFC 9051 §6.2.2)."""
+    ``final_data`` is the server's last message (SCRAM's server-final ``v=...``), "additional
+    data with success" in RFC 4422 §3.6 terms: how it travels is the protocol's business
+    (SMTP: a 334 challenge answered by an empty line, RFC 4954 §4)."""
 
     authcid: str
     authzid: str

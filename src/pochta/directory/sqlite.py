@@ -485,7 +485,11 @@ class SqliteDirectory(Directory):
                             account.created or now,
                         ),
                     )
-                except sqlite3.IntegrityError:
+                except sqlite3.IntegrityError as exc:
+                    if "UNIQUE" not in str(exc):
+                        raise DirectoryError(
+                            f"{address}: refused by the database ({exc})"
+                        ) from None
                     raise DirectoryError(f"account {address} already exists") from None
                 count += 1
             clash = conn.execute(

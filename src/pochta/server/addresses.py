@@ -62,8 +62,7 @@ def _check_host(value: str, host: str, port: int) -> None:
             ipaddress.IPv4Address(host)
         except ValueError:
             raise ValueError(
-                f'"{value}" is not an IPv4 address; use four numbers 0-255, '
-                f'e.g. "0.0.0.0:{port}"'
+                f'"{value}" is not an IPv4 address; use four numbers 0-255, e.g. "0.0.0.0:{port}"'
             ) from None
         return
     if len(host) > 253 or not all(_HOST_LABEL.match(label) for label in labels):
@@ -102,23 +101,19 @@ def parse_listen(value: str) -> ListenAddress:
         host = value[1:end]
         rest = value[end + 1 :]
         if not rest.startswith(":") or not rest[1:]:
-            raise ValueError(
-                f'"{value}" has no port; use "[{host}]:PORT" with PORT 1-65535'
-            )
+            raise ValueError(f'"{value}" has no port; use "[{host}]:PORT" with PORT 1-65535')
         port = _port(value, rest[1:])
         try:
             ipaddress.IPv6Address(host)
         except ValueError:
             raise ValueError(
                 f'"{value}" has no IPv6 address in brackets; use e.g. "[::]:{port}", or '
-                f'write an IPv4 address or host name without brackets'
+                f"write an IPv4 address or host name without brackets"
             ) from None
         return ListenAddress(host=host, port=port)
     host, colon, port_text = value.rpartition(":")
     if not colon:
-        raise ValueError(
-            f'"{value}" has no port; use HOST:PORT, e.g. "0.0.0.0:25", or "unix:PATH"'
-        )
+        raise ValueError(f'"{value}" has no port; use HOST:PORT, e.g. "0.0.0.0:25", or "unix:PATH"')
     if ":" in host:
         raise ValueError(
             f'"{value}" has an IPv6 address without brackets; write "[ADDRESS]:PORT", '

@@ -20,6 +20,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import errno
+import importlib
 import os
 import signal
 import socket
@@ -43,6 +44,21 @@ log = get_logger("server")
 
 # Open connections get this long to finish after SIGTERM before they are cancelled.
 SHUTDOWN_GRACE_SECONDS = 10.0
+
+# Imported before the privilege drop: after it, the interpreter may no longer be able to read
+# its own library (a Python under /root, a chroot later). Services import theirs in their
+# factories, which run before the drop too.
+PRELOAD_MODULES = (
+    "pochta.config.load",
+    "pochta.config.check",
+    "pochta.tables.spec",
+    "pochta.directory.open",
+    "pochta.directory.sqlite",
+    "encodings.idna",
+    "stringprep",
+    "unicodedata",
+    "concurrent.futures.thread",
+)
 
 # Settings that only take effect at start-up; a reload keeps the running values.
 RESTART_ONLY_SERVER_KEYS = ("data_dir", "run_as_user", "run_as_group")
@@ -93,7 +109,7 @@ def bind_error_message(name: str, address: ListenAddress, exc: OSError) -> str:
     elif exc.errno == errno.ENOENT and address.is_unix:
         hint = "create the socket's directory or choose another path"
     else:
-        hint = f"fix listen.{name} or switch it off with listen.{name} = \"\""
+        hint = f'fix listen.{name} or switch it off with listen.{name} = ""'
     return f"listen.{name}: cannot bind {address}: {reason}; {hint}"
 
 
@@ -121,6 +137,17 @@ def _remove_stale_unix_socket(path: Path) -> None:
         except OSError:
             return  # let bind report it
     raise OSError(errno.EADDRINUSE, os.strerror(errno.EADDRINUSE))
+
+
+def _preload_modules() -> None:
+    for name in PRELOAD_MODULES:
+        importlib.import_module(name)
+    "example.org".encode("idna")  # the codec also loads lazily
+
+
+def _unlink_socket(path: str) -> None:
+    with contextlib.suppress(OSError):
+        os.unlink(path)
 
 
 @dataclass
@@ -176,6 +203,7 @@ class Server:
         signals = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)
         try:
             await self.bind()
+            _preload_modules()
             self._drop_privileges()
             self._directory = self._open_directory_or_fail(self.settings)
             loop.add_signal_handler(signal.SIGTERM, self.stop, "SIGTERM")
@@ -267,7 +295,12 @@ class Server:
     def _drop_privileges(self) -> None:
         server = self.settings.server
         try:
-            drop_privileges(server.run_as_user, server.run_as_group, chown=self._writable_paths())
+            drop_privileges(
+                server.run_as_user,
+                server.run_as_group,
+                chown=self._writable_paths(),
+                readable=[Path(self.settings.config_path)] if self.settings.config_path else [],
+            )
         except PrivilegeError as exc:
             raise StartupError(str(exc)) from None
 
@@ -330,8 +363,7 @@ class Server:
             with contextlib.suppress(Exception):
                 await asyncio.wait_for(listener.server.wait_closed(), 1.0)
             if listener.address.is_unix:
-                with contextlib.suppress(OSError):
-                    Path(listener.address.path).unlink()
+                _unlink_socket(listener.address.path)
         for task in list(self._state.background):
             task.cancel()
         if self._directory is not None:
@@ -387,7 +419,7 @@ class Server:
         self.metrics.reloads_total.labels("failed").inc()
         log.error(
             "reload_failed",
-            problems="; ".join(problems),
+            problems=" | ".join(problems),
             action="kept the running configuration",
         )
 

@@ -29,6 +29,8 @@ class Metrics:
             ["result"],
             registry=self.registry,
         )
+        for result in ("ok", "failed"):
+            self.reloads_total.labels(result)  # both series exist from the start, at 0
 
     def render(self) -> bytes:
         """The Prometheus text exposition format of this registry."""

@@ -11,6 +11,7 @@ from __future__ import annotations
 import grp
 import os
 import pwd
+import stat
 from collections.abc import Iterable
 from pathlib import Path
 
@@ -57,19 +58,35 @@ def _chown(paths: Iterable[Path], uid: int, gid: int) -> list[str]:
             os.chown(path, uid, gid, follow_symlinks=False)
         except OSError as exc:
             raise PrivilegeError(
-                f"cannot give {path} to uid {uid}: {exc.strerror}; "
-                f"run: chown {uid}:{gid} {path}"
+                f"cannot give {path} to uid {uid}: {exc.strerror}; run: chown {uid}:{gid} {path}"
             ) from None
         changed.append(str(path))
     return changed
 
 
-def drop_privileges(user: str, group: str = "", *, chown: Iterable[Path] = ()) -> None:
+def _readable_by(path: Path, uid: int, gids: set[int]) -> bool:
+    """Whether the permission bits let uid/gids read ``path`` (parents are not checked)."""
+    try:
+        st = path.stat()
+    except OSError:
+        return True  # nothing to warn about here; whoever reads it reports the error
+    if st.st_uid == uid:
+        return bool(st.st_mode & stat.S_IRUSR)
+    if st.st_gid in gids:
+        return bool(st.st_mode & stat.S_IRGRP)
+    return bool(st.st_mode & stat.S_IROTH)
+
+
+def drop_privileges(
+    user: str, group: str = "", *, chown: Iterable[Path] = (), readable: Iterable[Path] = ()
+) -> None:
     """Become ``user`` (and ``group``, else the user's primary group) if running as root.
 
     ``chown`` lists the paths the server writes (the data dir itself, its queue and mail
     directories, the directory database and its -wal/-shm files); as root they are given to
-    the user first. Raises PrivilegeError with a message that says what to do.
+    the user first. ``readable`` lists files read later (the config, on reload): a warning
+    names those the user will not be able to read. Raises PrivilegeError with a message that
+    says what to do.
     """
     euid = os.geteuid()
     if not user:
@@ -93,6 +110,15 @@ def drop_privileges(user: str, group: str = "", *, chown: Iterable[Path] = ()) -
         log.warning("running_as_root", run_as_user=user)
         return
     changed = _chown(chown, uid, gid)
+    gids = {gid, *os.getgrouplist(user, gid)}
+    for path in readable:
+        if not _readable_by(path, uid, gids):
+            log.warning(
+                "unreadable_after_drop",
+                path=str(path),
+                user=user,
+                hint=f"reload (SIGHUP) will fail; run: chgrp {gid} {path} && chmod g+r {path}",
+            )
     if changed:
         log.info("data_dir_chowned", user=user, paths=",".join(changed))
     # Order matters: groups while still root, then the gid, the uid last (setuid(2) would

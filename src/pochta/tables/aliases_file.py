@@ -21,6 +21,7 @@ a silently missing alias loses mail.
 from __future__ import annotations
 
 import os
+import re
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 
@@ -55,6 +56,11 @@ __all__ = [
 ]
 
 INCLUDE_PREFIX = ":include:"
+
+# One alias value item: quoted strings (backslash escapes one character) and other text, up
+# to an unquoted comma. The alternatives start with different characters: no backtracking.
+_ITEM = re.compile(r'(?:"(?:[^"\\]|\\.)*"|[^",])*', re.DOTALL)
+_SPACE = re.compile(f"[{re.escape(WHITESPACE)}]")
 DEFAULT_MAX_INCLUDE_DEPTH = 10
 
 
@@ -177,23 +183,19 @@ def parse_targets(value: str, where: str) -> tuple[Target, ...]:
 
 def split_items(value: str, where: str) -> list[str]:
     """Split at commas outside double quotes (a backslash in quotes escapes one char)."""
+    if '"' not in value:
+        return value.split(",")
     items: list[str] = []
     start = 0
-    quoted = escaped = False
-    for index, char in enumerate(value):
-        if escaped:
-            escaped = False
-        elif quoted and char == "\\":
-            escaped = True
-        elif char == '"':
-            quoted = not quoted
-        elif char == "," and not quoted:
-            items.append(value[start:index])
-            start = index + 1
-    if quoted:
-        raise TableError(f'{where}: unterminated double quote; close it with a second "')
-    items.append(value[start:])
-    return items
+    while True:
+        match = _ITEM.match(value, start)  # `*`: always matches, maybe empty
+        end = match.end() if match else start
+        items.append(value[start:end])
+        if end == len(value):
+            return items
+        if value[end] != ",":
+            raise TableError(f'{where}: unterminated double quote; close it with a second "')
+        start = end + 1
 
 
 def classify(item: str, where: str) -> Target:
@@ -236,6 +238,8 @@ def _address(text: str, where: str) -> str:
 
 
 def _has_unquoted_space(text: str) -> bool:
+    if '"' not in text:
+        return _SPACE.search(text) is not None
     quoted = escaped = False
     for char in text:
         if escaped:

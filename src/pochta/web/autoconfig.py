@@ -19,7 +19,9 @@ from xml.parsers import expat
 from pochta.config.settings import ListenSettings
 from pochta.server.addresses import parse_listen
 
-AUTODISCOVER_REQUEST_NS = "http://schemas.microsoft.com/exchange/autodiscover/outlook/requestschema/2006"
+AUTODISCOVER_REQUEST_NS = (
+    "http://schemas.microsoft.com/exchange/autodiscover/outlook/requestschema/2006"
+)
 AUTODISCOVER_RESPONSE_NS = "http://schemas.microsoft.com/exchange/autodiscover/responseschema/2006"
 AUTODISCOVER_OUTLOOK_NS = (
     "http://schemas.microsoft.com/exchange/autodiscover/outlook/responseschema/2006a"
@@ -98,7 +100,8 @@ def _sub(parent: ET.Element, tag: str, text: str) -> ET.Element:
 
 def _serialize(root: ET.Element) -> bytes:
     ET.indent(root)
-    return ET.tostring(root, encoding="utf-8", xml_declaration=True) + b"\n"
+    data: bytes = ET.tostring(root, encoding="utf-8", xml_declaration=True)
+    return data + b"\n"
 
 
 def build_autoconfig(domain: str, hostname: str, ports: ClientPorts) -> bytes:

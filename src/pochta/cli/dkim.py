@@ -1,0 +1,287 @@
+"""`pochta dkim`: DKIM keys of a hosted domain — make, show, rotate, activate, retire.
+
+Rotation keeps mail verifiable throughout: the old selectors stop signing but stay published
+(``active = False``) until ``retire``, because a receiver may verify a message days after it
+was signed (queued mail, re-verification of stored mail). With ``rotate --stage`` the new
+keys are published first and signing switches later (``activate``), so no message is ever
+signed with a key that receivers cannot find yet.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterable, Sequence
+from pathlib import Path
+
+import click
+import msgspec
+
+from pochta.cli.common import fail, load_cli_settings, open_directory
+from pochta.config.settings import Settings
+from pochta.directory.addresses import AddressError, normalize_domain
+from pochta.directory.base import Directory, DirectoryError
+from pochta.directory.model import DkimSelector, Domain
+from pochta.dns.records import Record, render_record
+from pochta.mailauth.dkim_keys import (
+    Algorithm,
+    DkimKeyError,
+    dkim_txt_value,
+    generate_selector,
+)
+
+RETIRE_AFTER_DAYS = 7
+_ALGORITHMS: dict[str, tuple[Algorithm, ...]] = {
+    "rsa": ("rsa-sha256",),
+    "ed25519": ("ed25519-sha256",),
+    "both": ("rsa-sha256", "ed25519-sha256"),
+}
+
+
+def _hosted_domain(directory: Directory, domain: str) -> Domain:
+    try:
+        name = normalize_domain(domain)
+    except AddressError as exc:
+        fail(str(exc))
+    found = directory.get_domain(name)
+    if found is None:
+        fail(f"domain {name} is not hosted here; add it with: pochta domain add {name}")
+    return found
+
+
+def _find_selector(dom: Domain, selector: str) -> DkimSelector:
+    for sel in dom.dkim:
+        if sel.selector == selector.lower():
+            return sel
+    known = ", ".join(s.selector for s in dom.dkim) or "none"
+    fail(f"domain {dom.name} has no DKIM selector {selector} (selectors: {known})")
+
+
+def _txt_line(domain: str, sel: DkimSelector) -> str:
+    return render_record(Record(f"{sel.selector}._domainkey.{domain}", "TXT", dkim_txt_value(sel)))
+
+
+def _make_selectors(
+    settings: Settings,
+    directory: Directory,
+    dom: Domain,
+    algorithms: Iterable[Algorithm],
+    *,
+    selector: str | None,
+    bits: int,
+    active: bool,
+) -> list[DkimSelector]:
+    """New keys for ``dom``, written and added to the directory; on failure none is left."""
+    made: list[DkimSelector] = []
+    taken = [s.selector for s in dom.dkim]
+    try:
+        for algorithm in algorithms:
+            sel = generate_selector(
+                dom.name, settings.dkim_dir, algorithm, selector, bits, taken=taken
+            )
+            sel = msgspec.structs.replace(sel, active=active)
+            made.append(sel)
+            taken.append(sel.selector)
+            directory.add_dkim_selector(dom.name, sel)
+    except (DkimKeyError, DirectoryError, OSError) as exc:
+        for sel in made:
+            with contextlib.suppress(DirectoryError):
+                directory.remove_dkim_selector(dom.name, sel.selector)
+            Path(sel.key_path).unlink(missing_ok=True)
+        fail(str(exc))
+    return made
+
+
+def _print_publish(domain: str, selectors: Sequence[DkimSelector]) -> None:
+    click.echo("Publish in DNS:")
+    for sel in selectors:
+        click.echo(_txt_line(domain, sel))
+
+
+@click.group()
+def dkim() -> None:
+    """DKIM keys of hosted domains (RFC 6376, Ed25519 per RFC 8463)."""
+
+
+@dkim.command()
+@click.argument("domain")
+@click.option(
+    "--algorithm",
+    type=click.Choice(sorted(_ALGORITHMS)),
+    default="both",
+    show_default=True,
+    help="Key type; 'both' makes an RSA and an Ed25519 key, and mail is signed with each.",
+)
+@click.option("--selector", help="Selector name (default: rsa-YYYYMM / ed-YYYYMM).")
+@click.option(
+    "--bits",
+    type=click.IntRange(1024, 4096),
+    default=2048,
+    show_default=True,
+    help="RSA key size (RFC 8301 §3.2: at least 1024, 2048 recommended).",
+)
+@click.pass_context
+def keygen(
+    ctx: click.Context, domain: str, algorithm: str, selector: str | None, bits: int
+) -> None:
+    """Make new DKIM keys for DOMAIN; they sign new mail at once."""
+    if selector and algorithm == "both":
+        fail("--selector names one key; use it with --algorithm rsa or --algorithm ed25519")
+    settings = load_cli_settings(ctx)
+    directory = open_directory(settings)
+    try:
+        dom = _hosted_domain(directory, domain)
+        made = _make_selectors(
+            settings,
+            directory,
+            dom,
+            _ALGORITHMS[algorithm],
+            selector=selector,
+            bits=bits,
+            active=True,
+        )
+    finally:
+        directory.close()
+    for sel in made:
+        click.echo(f"Created DKIM selector {sel.selector} ({sel.algorithm}) {sel.key_path}")
+    _print_publish(dom.name, made)
+
+
+@dkim.command()
+@click.argument("domain")
+@click.pass_context
+def show(ctx: click.Context, domain: str) -> None:
+    """List the DKIM selectors of DOMAIN with their DNS records."""
+    settings = load_cli_settings(ctx)
+    directory = open_directory(settings)
+    try:
+        dom = _hosted_domain(directory, domain)
+    finally:
+        directory.close()
+    if not dom.dkim:
+        click.echo(
+            f"{dom.name} has no DKIM selectors; make them with: pochta dkim keygen {dom.name}"
+        )
+        return
+    for sel in dom.dkim:
+        state = "active" if sel.active else "published (not signing)"
+        missing = "" if Path(sel.key_path).is_file() else "  (key file missing!)"
+        click.echo(f"{sel.selector}  {sel.algorithm}  {state}  {sel.key_path}{missing}")
+        click.echo(f"  {_txt_line(dom.name, sel)}")
+
+
+@dkim.command()
+@click.argument("domain")
+@click.option(
+    "--stage",
+    is_flag=True,
+    help="Add the new keys without signing with them; switch later with 'pochta dkim activate'.",
+)
+@click.option("--bits", type=click.IntRange(1024, 4096), default=2048, show_default=True)
+@click.pass_context
+def rotate(ctx: click.Context, domain: str, stage: bool, bits: int) -> None:
+    """Replace the signing keys of DOMAIN; the old ones stay published until retired."""
+    settings = load_cli_settings(ctx)
+    directory = open_directory(settings)
+    try:
+        dom = _hosted_domain(directory, domain)
+        old = [s for s in dom.dkim if s.active]
+        in_use = {s.algorithm for s in old}
+        algorithms = [a for a in _ALGORITHMS["both"] if a in in_use] or list(_ALGORITHMS["both"])
+        made = _make_selectors(
+            settings, directory, dom, algorithms, selector=None, bits=bits, active=not stage
+        )
+        if not stage:
+            try:
+                for sel in old:
+                    directory.set_dkim_selector_active(dom.name, sel.selector, False)
+            except DirectoryError as exc:
+                fail(str(exc))
+    finally:
+        directory.close()
+    for sel in made:
+        click.echo(f"Created DKIM selector {sel.selector} ({sel.algorithm}) {sel.key_path}")
+    _print_publish(dom.name, made)
+    if stage:
+        names = " ".join(s.selector for s in made)
+        click.echo(
+            "The new selectors do not sign yet. Once the records above are in DNS, switch "
+            f"with: pochta dkim activate {dom.name} SELECTOR (for each of: {names})"
+        )
+        return
+    click.echo(
+        "The new selectors sign new mail now: publish their records at once, or receivers "
+        "cannot verify it (use --stage next time to publish first)."
+    )
+    if old:
+        click.echo("These selectors no longer sign but stay published so mail in transit verifies:")
+        for sel in old:
+            click.echo(f"  {sel.selector} ({sel.algorithm})")
+        click.echo(f"After {RETIRE_AFTER_DAYS} days retire each of them with:")
+        for sel in old:
+            click.echo(f"  pochta dkim retire {dom.name} {sel.selector}")
+
+
+@dkim.command()
+@click.argument("domain")
+@click.argument("selector")
+@click.pass_context
+def activate(ctx: click.Context, domain: str, selector: str) -> None:
+    """Sign with SELECTOR; other active selectors of its algorithm stop signing."""
+    settings = load_cli_settings(ctx)
+    directory = open_directory(settings)
+    try:
+        dom = _hosted_domain(directory, domain)
+        sel = _find_selector(dom, selector)
+        replaced = [
+            s
+            for s in dom.dkim
+            if s.active and s.algorithm == sel.algorithm and s.selector != sel.selector
+        ]
+        try:
+            directory.set_dkim_selector_active(dom.name, sel.selector, True)
+            for s in replaced:
+                directory.set_dkim_selector_active(dom.name, s.selector, False)
+        except DirectoryError as exc:
+            fail(str(exc))
+    finally:
+        directory.close()
+    click.echo(f"{sel.selector} ({sel.algorithm}) signs new mail for {dom.name}")
+    for s in replaced:
+        click.echo(
+            f"{s.selector} no longer signs; retire it after {RETIRE_AFTER_DAYS} days with: "
+            f"pochta dkim retire {dom.name} {s.selector}"
+        )
+
+
+@dkim.command()
+@click.argument("domain")
+@click.argument("selector")
+@click.option("--force", is_flag=True, help="Retire the selector even if it still signs mail.")
+@click.pass_context
+def retire(ctx: click.Context, domain: str, selector: str, force: bool) -> None:
+    """Remove SELECTOR of DOMAIN and delete its private key."""
+    settings = load_cli_settings(ctx)
+    directory = open_directory(settings)
+    try:
+        dom = _hosted_domain(directory, domain)
+        sel = _find_selector(dom, selector)
+        if sel.active and not force:
+            fail(
+                f"selector {sel.selector} still signs mail for {dom.name}; rotate first with: "
+                f"pochta dkim rotate {dom.name} (or retire it anyway with --force)"
+            )
+        try:
+            directory.remove_dkim_selector(dom.name, sel.selector)
+        except DirectoryError as exc:
+            fail(str(exc))
+    finally:
+        directory.close()
+    try:
+        Path(sel.key_path).unlink(missing_ok=True)
+    except OSError as exc:
+        fail(
+            f"selector {sel.selector} removed, but its key {sel.key_path} could not be deleted: "
+            f"{exc.strerror}"
+        )
+    click.echo(f"Retired {sel.selector}: removed from {dom.name} and deleted {sel.key_path}")
+    click.echo(f"Remove its DNS record: {sel.selector}._domainkey.{dom.name}. TXT")

@@ -1,0 +1,133 @@
+"""`pochta domain`: the mail domains this server hosts (Postfix virtual_mailbox_domains)."""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+from collections.abc import Callable, Iterator
+from typing import ParamSpec, TypeVar
+
+import click
+
+from pochta.cli.common import fail, load_cli_settings, open_directory
+from pochta.config.settings import Settings
+from pochta.directory.addresses import AddressError, normalize_address, normalize_domain
+from pochta.directory.base import Directory, DirectoryError
+
+P = ParamSpec("P")
+R = TypeVar("R")
+
+
+def reports_errors(func: Callable[P, R]) -> Callable[P, R]:
+    """Turn a refused input (bad address, duplicate, missing domain) into one line on stderr
+    and exit status 1. Put it directly above the function, under the click decorators."""
+
+    @functools.wraps(func)
+    def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
+        try:
+            return func(*args, **kwargs)
+        except (AddressError, DirectoryError) as exc:
+            fail(str(exc))
+
+    return wrapper
+
+
+@contextlib.contextmanager
+def opened_directory(ctx: click.Context) -> Iterator[tuple[Settings, Directory]]:
+    """The settings of the selected config and its directory, closed on the way out."""
+    settings = load_cli_settings(ctx)
+    directory = open_directory(settings)
+    try:
+        yield settings, directory
+    finally:
+        directory.close()
+
+
+def _plural(count: int, word: str) -> str:
+    return f"{count} {word}" if count == 1 else f"{count} {word}{'es' if word[-1] == 's' else 's'}"
+
+
+@click.group()
+def domain() -> None:
+    """Add, list and remove the mail domains this server hosts."""
+
+
+@domain.command("add")
+@click.argument("name", metavar="DOMAIN")
+@click.option("--catchall", metavar="ADDR", default="", help="Receives mail for unknown users.")
+@click.pass_context
+@reports_errors
+def add(ctx: click.Context, name: str, catchall: str) -> None:
+    """Host DOMAIN: accept its mail and let accounts be created in it."""
+    name = normalize_domain(name)
+    catchall = normalize_address(catchall) if catchall else ""
+    with opened_directory(ctx) as (_, directory):
+        directory.add_domain(name, catchall=catchall)
+    click.echo(f"added domain {name}" + (f" (catch-all -> {catchall})" if catchall else ""))
+    click.echo(f"next: pochta user add postmaster@{name}; pochta dns {name}")
+
+
+@domain.command("list")
+@click.pass_context
+@reports_errors
+def list_(ctx: click.Context) -> None:
+    """One line per domain: name, state, accounts, aliases, DKIM selectors."""
+    with opened_directory(ctx) as (_, directory):
+        for d in directory.list_domains():
+            accounts = directory.count_accounts(d.name)
+            aliases = len(directory.list_aliases(d.name))
+            dkim = ",".join(s.selector + ("" if s.active else "(inactive)") for s in d.dkim)
+            fields = [
+                d.name,
+                "enabled" if d.enabled else "disabled",
+                f"accounts={accounts}",
+                f"aliases={aliases}",
+                f"dkim={dkim or '-'}",
+            ]
+            if d.catchall:
+                fields.append(f"catchall={d.catchall}")
+            click.echo(" ".join(fields))
+
+
+@domain.command("remove")
+@click.argument("name", metavar="DOMAIN")
+@click.option("--force", is_flag=True, help="Also remove its accounts, aliases and DKIM selectors.")
+@click.pass_context
+@reports_errors
+def remove(ctx: click.Context, name: str, force: bool) -> None:
+    """Stop hosting DOMAIN (refused while it has accounts or aliases, unless --force)."""
+    name = normalize_domain(name)
+    with opened_directory(ctx) as (settings, directory):
+        accounts = directory.count_accounts(name)
+        aliases = len(directory.list_aliases(name))
+        directory.remove_domain(name, force=force)
+        mail = settings.data_dir / "mail" / name
+    parts = [_plural(n, w) for n, w in ((accounts, "account"), (aliases, "alias")) if n]
+    click.echo(f"removed domain {name}" + (f" with {' and '.join(parts)}" if parts else ""))
+    if mail.exists():
+        click.echo(f"its mailboxes were kept in {mail}; delete them with: rm -r {mail}")
+
+
+def _set_enabled(ctx: click.Context, name: str, enabled: bool) -> None:
+    name = normalize_domain(name)
+    with opened_directory(ctx) as (_, directory):
+        directory.set_domain(name, enabled=enabled)
+    click.echo(f"{'enabled' if enabled else 'disabled'} domain {name}")
+
+
+@domain.command("enable")
+@click.argument("name", metavar="DOMAIN")
+@click.pass_context
+@reports_errors
+def enable(ctx: click.Context, name: str) -> None:
+    """Accept mail for DOMAIN again."""
+    _set_enabled(ctx, name, True)
+
+
+@domain.command("disable")
+@click.argument("name", metavar="DOMAIN")
+@click.pass_context
+@reports_errors
+def disable(ctx: click.Context, name: str) -> None:
+    """Keep DOMAIN and its accounts but stop accepting mail for it."""
+    _set_enabled(ctx, name, False)

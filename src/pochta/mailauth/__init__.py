@@ -1,0 +1,1 @@
+"""Mail authentication: DKIM keys, signing and verification, SPF, DMARC, ARC."""

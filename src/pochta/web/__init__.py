@@ -1,0 +1,1 @@
+"""HTTP: mail client autoconfig and autodiscover, the MTA-STS policy, metrics, health."""

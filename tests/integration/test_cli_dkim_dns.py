@@ -1,0 +1,273 @@
+"""`pochta dkim` and `pochta dns`, run as an admin would, with a real DNS server for --check."""
+
+from __future__ import annotations
+
+import re
+import stat
+from pathlib import Path
+
+import dns.resolver
+import dns.zone
+import pytest
+
+from pochta.directory.model import DkimSelector
+from pochta.mailauth.dkim_keys import load_private_key
+from tests.conftest import DOMAIN, HOSTNAME, PochtaEnv
+from tests.dnsserver import ZoneServer
+
+IPV4 = "192.0.2.10"
+SHOW_LINE = re.compile(
+    r"^(\S+)  (rsa-sha256|ed25519-sha256)  (active|published \(not signing\))  (\S+)"
+)
+
+
+def _selectors(env: PochtaEnv) -> dict[str, tuple[str, str, str]]:
+    """selector -> (algorithm, state, key path), from `pochta dkim show`."""
+    out = env.run("dkim", "show", DOMAIN, check=True).stdout
+    found = {}
+    for line in out.splitlines():
+        m = SHOW_LINE.match(line)
+        if m:
+            found[m.group(1)] = (m.group(2), m.group(3), m.group(4))
+    return found
+
+
+def _zone(env: PochtaEnv, *args: str) -> str:
+    return env.run("dns", DOMAIN, "--ipv4", IPV4, *args, check=True).stdout
+
+
+# -- dkim -------------------------------------------------------------------------------------
+
+
+def test_show_lists_init_keys_with_dns_lines(pochta_env: PochtaEnv) -> None:
+    sels = _selectors(pochta_env)
+    assert sorted(a for a, _, _ in sels.values()) == ["ed25519-sha256", "rsa-sha256"]
+    assert all(state == "active" for _, state, _ in sels.values())
+    out = pochta_env.run("dkim", "show", DOMAIN, check=True).stdout
+    for name, (algorithm, _, path) in sels.items():
+        assert Path(path).is_file()
+        assert stat.S_IMODE(Path(path).stat().st_mode) == 0o600
+        k = "rsa" if algorithm == "rsa-sha256" else "ed25519"
+        assert f'{name}._domainkey.{DOMAIN}. 3600 IN TXT "v=DKIM1; k={k}; p=' in out
+
+
+def test_unknown_domain_is_refused(pochta_env: PochtaEnv) -> None:
+    for args in (
+        ("dkim", "keygen", "other.test"),
+        ("dkim", "show", "other.test"),
+        ("dns", "other.test"),
+    ):
+        proc = pochta_env.run(*args)
+        assert proc.returncode == 1
+        assert proc.stderr == (
+            "pochta: error: domain other.test is not hosted here; add it with: "
+            "pochta domain add other.test\n"
+        )
+
+
+def test_keygen_options(pochta_env: PochtaEnv) -> None:
+    proc = pochta_env.run(
+        "dkim",
+        "keygen",
+        DOMAIN,
+        "--algorithm",
+        "rsa",
+        "--selector",
+        "Extra",
+        "--bits",
+        "1024",
+        check=True,
+    )
+    assert "Created DKIM selector extra (rsa-sha256)" in proc.stdout
+    assert _selectors(pochta_env)["extra"][1] == "active"
+    again = pochta_env.run("dkim", "keygen", DOMAIN, "--algorithm", "rsa", "--selector", "extra")
+    assert again.returncode == 1
+    assert "extra already exists" in again.stderr
+    both = pochta_env.run("dkim", "keygen", DOMAIN, "--selector", "x")
+    assert both.returncode == 1
+    assert "--algorithm rsa or --algorithm ed25519" in both.stderr
+
+
+def test_rotate_then_retire(pochta_env: PochtaEnv) -> None:
+    old = _selectors(pochta_env)
+    proc = pochta_env.run("dkim", "rotate", DOMAIN, check=True)
+    for name in old:
+        assert f"pochta dkim retire {DOMAIN} {name}" in proc.stdout
+    now = _selectors(pochta_env)
+    new = set(now) - set(old)
+    assert len(new) == 2
+    assert all(now[n][1] == "active" for n in new)
+    assert all(now[n][1] == "published (not signing)" for n in old)
+    for name in new:
+        assert f"{name}._domainkey.{DOMAIN}. 3600 IN TXT" in proc.stdout
+    # Old selectors stay in the DNS output until retired.
+    zone = _zone(pochta_env)
+    assert all(f"{n}._domainkey.{DOMAIN}." in zone for n in now)
+
+    active = next(iter(new))
+    refused = pochta_env.run("dkim", "retire", DOMAIN, active)
+    assert refused.returncode == 1
+    assert "still signs mail" in refused.stderr
+
+    victim = next(iter(old))
+    key_path = Path(old[victim][2])
+    pochta_env.run("dkim", "retire", DOMAIN, victim, check=True)
+    assert not key_path.exists()
+    assert victim not in _selectors(pochta_env)
+    assert f"{victim}._domainkey." not in _zone(pochta_env)
+    missing = pochta_env.run("dkim", "retire", DOMAIN, victim)
+    assert missing.returncode == 1
+    assert f"no DKIM selector {victim}" in missing.stderr
+
+
+def test_rotate_staged_then_activate(pochta_env: PochtaEnv) -> None:
+    old = _selectors(pochta_env)
+    pochta_env.run("dkim", "rotate", DOMAIN, "--stage", check=True)
+    now = _selectors(pochta_env)
+    new = sorted(set(now) - set(old))
+    assert all(now[n][1] == "published (not signing)" for n in new)
+    assert all(now[n][1] == "active" for n in old)
+    ed_new = next(n for n in new if now[n][0] == "ed25519-sha256")
+    pochta_env.run("dkim", "activate", DOMAIN, ed_new, check=True)
+    after = _selectors(pochta_env)
+    assert after[ed_new][1] == "active"
+    ed_old = next(n for n in old if old[n][0] == "ed25519-sha256")
+    rsa_old = next(n for n in old if old[n][0] == "rsa-sha256")
+    assert after[ed_old][1] == "published (not signing)"
+    assert after[rsa_old][1] == "active"
+
+
+# -- dns --------------------------------------------------------------------------------------
+
+
+def test_dns_output_is_a_zone(pochta_env: PochtaEnv) -> None:
+    text = _zone(pochta_env)
+    zone = dns.zone.from_text(text, origin=".", relativize=False, check_origin=False)
+    names = {n.to_text() for n in zone.nodes}
+    assert f"{HOSTNAME}." in names
+    assert "10.2.0.192.in-addr.arpa." in names
+    mx = zone.get_rdataset(f"{DOMAIN}.", "MX")
+    assert mx is not None
+    assert [rd.to_text() for rd in mx] == [f"10 {HOSTNAME}."]
+    # The SRV ports are those of the listeners (the test config adds a port base).
+    imaps = zone.get_rdataset(f"_imaps._tcp.{DOMAIN}.", "SRV")
+    assert imaps is not None
+    assert next(iter(imaps)).port == pochta_env.ports["imaps"]
+    for name in _selectors(pochta_env):
+        assert zone.get_rdataset(f"{name}._domainkey.{DOMAIN}.", "TXT") is not None
+
+
+def test_dns_without_address_says_so(pochta_env: PochtaEnv) -> None:
+    out = pochta_env.run("dns", DOMAIN, check=True).stdout
+    # mail.example.test does not resolve (RFC 6761 §6.2: .test is never delegated).
+    assert f"; A record: pass --ipv4 (could not determine the address of {HOSTNAME})" in out
+    assert " IN A " not in out
+    assert " IN PTR " not in out
+    assert f'_spf.{HOSTNAME}. 3600 IN TXT "v=spf1 a:{HOSTNAME} -all"' in out
+
+
+def test_dns_bad_options(pochta_env: PochtaEnv) -> None:
+    proc = pochta_env.run("dns", DOMAIN, "--ipv4", "2001:db8::1")
+    assert proc.returncode == 1
+    assert "is not an IPv4 address" in proc.stderr
+    proc = pochta_env.run("dns", DOMAIN, "--check", "--nameserver", "ns.example.test")
+    assert proc.returncode == 1
+    assert "is not an IP address" in proc.stderr
+
+
+def _replace(text: str, prefix: str, new: str) -> str:
+    lines = text.splitlines()
+    hits = [i for i, line in enumerate(lines) if line.startswith(prefix)]
+    assert len(hits) == 1, prefix
+    lines[hits[0]] = new
+    return "\n".join(lines) + "\n"
+
+
+def test_dns_check_against_real_server(pochta_env: PochtaEnv) -> None:
+    zone_text = _zone(pochta_env)
+    with ZoneServer(zone_text, origin=".") as server:
+        proc = pochta_env.run(
+            "dns", DOMAIN, "--ipv4", IPV4, "--check", "--nameserver", server.address
+        )
+        assert proc.returncode == 0, proc.stdout + proc.stderr
+        results = [line for line in proc.stdout.splitlines() if not line.startswith(";")]
+        status_lines = results[:-1]
+        assert status_lines
+        assert all(line.startswith("OK ") for line in status_lines), proc.stdout
+        total = len(status_lines)
+        assert results[-1] == f"{total} of {total} records OK (asked nameserver {server.address})"
+        assert any(q[1] == "PTR" for q in server.queries)
+
+        server.load(
+            _replace(
+                zone_text,
+                f"_dmarc.{DOMAIN}.",
+                f'_dmarc.{DOMAIN}. 3600 IN TXT "v=DMARC1; p=none; rua=mailto:postmaster@{DOMAIN}"',
+            )
+        )
+        proc = pochta_env.run(
+            "dns", DOMAIN, "--ipv4", IPV4, "--check", "--nameserver", server.address
+        )
+        assert proc.returncode == 1
+        lines = proc.stdout.splitlines()
+        i = lines.index(f"DIFFERENT  _dmarc.{DOMAIN}. TXT")
+        assert lines[i + 1].strip() == (
+            f'expected: "v=DMARC1; p=quarantine; rua=mailto:postmaster@{DOMAIN}"'
+        )
+        assert lines[i + 2].strip() == (
+            f"DNS has:  v=DMARC1; p=none; rua=mailto:postmaster@{DOMAIN}"
+        )
+        assert lines[-2] == f"{total - 1} of {total} records OK (asked nameserver {server.address})"
+
+        server.load(
+            "\n".join(
+                line
+                for line in zone_text.splitlines()
+                if not line.startswith(f"{DOMAIN}. 3600 IN MX")
+            )
+            + "\n"
+        )
+        proc = pochta_env.run(
+            "dns", DOMAIN, "--ipv4", IPV4, "--check", "--nameserver", server.address
+        )
+        assert proc.returncode == 1
+        assert f"MISSING    {DOMAIN}. MX" in proc.stdout
+
+
+def test_zone_server_truncates_udp_and_answers_over_tcp() -> None:
+    big = "".join(f'big.example.test. 3600 IN TXT "{i:03d}{"x" * 200}"\n' for i in range(10))
+    with ZoneServer(big, origin=".") as server:
+        answer = server.resolver().resolve("big.example.test.", "TXT")
+        assert len(answer) == 10
+        nx = server.resolver()
+        with pytest.raises(dns.resolver.NXDOMAIN):
+            nx.resolve("nothing.example.test.", "TXT")
+        with pytest.raises(dns.resolver.NoAnswer):
+            nx.resolve("big.example.test.", "A")
+
+
+def test_published_dkim_record_verifies_signature(pochta_env: PochtaEnv) -> None:
+    """The chain an outside verifier walks: `pochta dns` output, served by DNS, checks a
+    signature made with the key `pochta init` wrote."""
+    dkim = pytest.importorskip("dkim")
+    pytest.importorskip("nacl")
+    sels = _selectors(pochta_env)
+    message = b"From: a@example.test\r\nTo: b@example.org\r\nSubject: hi\r\n\r\nhello\r\n"
+    with ZoneServer(_zone(pochta_env), origin=".") as server:
+        resolver = server.resolver()
+
+        def dnsfunc(name: bytes, timeout: int = 5) -> bytes | None:
+            answer = resolver.resolve(name.decode(), "TXT")
+            return b"".join(b"".join(rd.strings) for rd in answer)
+
+        for name, (algorithm, _, path) in sels.items():
+            sel = DkimSelector(selector=name, algorithm=algorithm, key_path=path, public_key_b64="")
+            signature = dkim.sign(
+                message,
+                name.encode(),
+                DOMAIN.encode(),
+                load_private_key(sel),
+                signature_algorithm=algorithm.encode(),
+            )
+            assert dkim.verify(signature + message, dnsfunc=dnsfunc), name
+        assert any(q[1] == "TXT" and "_domainkey" in q[0] for q in server.queries)
