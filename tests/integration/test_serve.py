@@ -288,6 +288,26 @@ def test_broken_config_on_reload_keeps_serving(pochta_env: PochtaEnv) -> None:
         server.wait_for("reloaded")
 
 
+def test_sighup_rereads_table_files(pochta_env: PochtaEnv, tmp_path: Path) -> None:
+    virtual = tmp_path / "virtual"
+    virtual.write_text("info@example.test alice@example.test\n")
+    set_key(pochta_env.config_path, "tables", "virtual_alias_maps", f'["hash:{virtual}"]')
+    with serve(pochta_env.config_path) as server:
+        assert server.events("table_warning") == []
+        # A duplicate key: postmap keeps the first and warns; the reload must see the new file.
+        virtual.write_text("info@example.test alice@example.test\ninfo@example.test bob\n")
+        server.signal(signal.SIGHUP)
+        server.wait_for("reloaded")
+        (warning,) = server.events("table_warning")
+        assert "duplicate" in warning["detail"]
+        # A file that no longer parses: the reload is refused and the old tables stay.
+        virtual.write_text("lonely-key\n")
+        server.signal(signal.SIGHUP)
+        failed = server.wait_for("reload_failed")
+        assert "lonely-key" in failed["problems"]
+        assert http_get(pochta_env.ports["http"], "/healthz")[0] == 200
+
+
 # -- stopping -----------------------------------------------------------------------------
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import click
 
-from pochta.cli.domain import opened_directory, reports_errors
+from pochta.cli.common import opened_directory, reports_errors
 from pochta.directory.addresses import normalize_address, normalize_domain
 
 

@@ -2,45 +2,10 @@
 
 from __future__ import annotations
 
-import contextlib
-import functools
-from collections.abc import Callable, Iterator
-from typing import ParamSpec, TypeVar
-
 import click
 
-from pochta.cli.common import fail, load_cli_settings, open_directory
-from pochta.config.settings import Settings
-from pochta.directory.addresses import AddressError, normalize_address, normalize_domain
-from pochta.directory.base import Directory, DirectoryError
-
-P = ParamSpec("P")
-R = TypeVar("R")
-
-
-def reports_errors(func: Callable[P, R]) -> Callable[P, R]:
-    """Turn a refused input (bad address, duplicate, missing domain) into one line on stderr
-    and exit status 1. Put it directly above the function, under the click decorators."""
-
-    @functools.wraps(func)
-    def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
-        try:
-            return func(*args, **kwargs)
-        except (AddressError, DirectoryError) as exc:
-            fail(str(exc))
-
-    return wrapper
-
-
-@contextlib.contextmanager
-def opened_directory(ctx: click.Context) -> Iterator[tuple[Settings, Directory]]:
-    """The settings of the selected config and its directory, closed on the way out."""
-    settings = load_cli_settings(ctx)
-    directory = open_directory(settings)
-    try:
-        yield settings, directory
-    finally:
-        directory.close()
+from pochta.cli.common import opened_directory, reports_errors
+from pochta.directory.addresses import normalize_address, normalize_domain
 
 
 def _plural(count: int, word: str) -> str:

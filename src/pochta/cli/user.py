@@ -12,8 +12,7 @@ from pathlib import Path
 
 import click
 
-from pochta.cli.common import fail, read_password
-from pochta.cli.domain import opened_directory, reports_errors
+from pochta.cli.common import fail, opened_directory, read_password, reports_errors
 from pochta.config.settings import Settings
 from pochta.directory.addresses import normalize_address, normalize_domain
 from pochta.directory.base import Directory, DirectoryError

@@ -406,7 +406,8 @@ class SqliteDirectory(Directory):
     @staticmethod
     def _unknown_selector(domain: str, selector: str) -> DirectoryError:
         return DirectoryError(
-            f"domain {domain} has no DKIM selector {selector}; list them with: pochta domain list"
+            f"domain {domain} has no DKIM selector {selector}; "
+            f"list them with: pochta dkim show {domain}"
         )
 
     # -- accounts --

@@ -39,6 +39,8 @@ from pochta.server.addresses import ListenAddress, parse_listen
 from pochta.server.metrics import Metrics
 from pochta.server.privileges import PrivilegeError, drop_privileges
 from pochta.server.services import SERVICES, Service, ServiceFactory
+from pochta.tables import TableError
+from pochta.tables.configured import ConfiguredTables
 
 log = get_logger("server")
 
@@ -171,6 +173,7 @@ class Server:
         # Called after a successful reload, with the server (tables etc. hook in here).
         self.reload_hooks: list[Callable[[Server], None]] = []
         self._directory: Directory | None = None
+        self._tables: ConfiguredTables | None = None
         self._state = _State()
         self._reload_lock = asyncio.Lock()
 
@@ -182,6 +185,13 @@ class Server:
         if self._directory is None:
             raise RuntimeError("the directory is not open yet")
         return self._directory
+
+    @property
+    def tables(self) -> ConfiguredTables:
+        """The lookup tables named in [tables]; replaced as a whole on reload."""
+        if self._tables is None:
+            raise RuntimeError("the tables are not open yet")
+        return self._tables
 
     @property
     def listeners(self) -> dict[str, Listener]:
@@ -206,6 +216,7 @@ class Server:
             _preload_modules()
             self._drop_privileges()
             self._directory = self._open_directory_or_fail(self.settings)
+            self._tables = self._open_tables_or_fail(self.settings)
             loop.add_signal_handler(signal.SIGTERM, self.stop, "SIGTERM")
             loop.add_signal_handler(signal.SIGINT, self.stop, "SIGINT")
             loop.add_signal_handler(signal.SIGHUP, self._on_sighup)
@@ -304,6 +315,15 @@ class Server:
         except PrivilegeError as exc:
             raise StartupError(str(exc)) from None
 
+    def _open_tables_or_fail(self, settings: Settings) -> ConfiguredTables:
+        try:
+            tables = ConfiguredTables.open(settings.tables)
+        except TableError as exc:
+            raise StartupError(f"tables: {exc}") from None
+        for warning in tables.warnings:
+            log.warning("table_warning", detail=warning)
+        return tables
+
     def _open_directory_or_fail(self, settings: Settings) -> Directory:
         try:
             return _open_directory(settings)
@@ -398,7 +418,16 @@ class Server:
             except Exception as exc:
                 self._reload_failed([f"directory: cannot open {new.directory_db}: {exc}"])
                 return
+            try:
+                tables = ConfiguredTables.open(new.tables)
+            except TableError as exc:
+                directory.close()
+                self._reload_failed([f"tables: {exc}"])
+                return
             old_directory, self._directory = self._directory, directory
+            self._tables = tables
+            for warning in tables.warnings:
+                log.warning("table_warning", detail=warning)
             old_settings, self.settings = self.settings, new
             if old_directory is not None:
                 old_directory.close()
