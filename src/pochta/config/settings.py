@@ -138,6 +138,81 @@ class TablesSettings(_Table, frozen=True, kw_only=True, forbid_unknown_fields=Tr
     ] = []
 
 
+class SMTPSettings(_Table, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    """The SMTP, submission and LMTP servers (Postfix's smtpd_* limits)."""
+
+    max_message_bytes: Annotated[
+        int, _doc("Largest message accepted (SIZE, RFC 1870); Postfix message_size_limit.")
+    ] = 52428800
+    max_recipients: Annotated[int, _doc("Recipients per message; more get 452 4.5.3.")] = 1000
+    max_command_line_bytes: Annotated[
+        int, _doc("Longest command line incl. CRLF (RFC 5321 §4.5.3.1.4 says 512 at least).")
+    ] = 4096
+    max_data_line_bytes: Annotated[
+        int, _doc("Longest line inside a message incl. CRLF; longer gets 500 5.5.6.")
+    ] = 65536
+    max_commands_before_mail: Annotated[
+        int, _doc("Commands (NOOP, RSET, VRFY, ...) allowed without a MAIL transaction.")
+    ] = 100
+    max_errors: Annotated[int, _doc("Errors per session before 421 and disconnect.")] = 20
+    idle_timeout_seconds: Annotated[
+        int, _doc("Wait this long for the next command or data line (smtpd_timeout).")
+    ] = 300
+    session_timeout_seconds: Annotated[int, _doc("Longest whole session.")] = 3600
+    bare_newline: Annotated[
+        Literal["reject", "normalize"],
+        _doc(
+            "A bare CR or LF: reject (550 5.5.2) or normalize to CRLF; never a line end in "
+            "the DATA terminator."
+        ),
+    ] = "reject"
+    sender_login_mismatch: Annotated[
+        Literal["reject", "allow"],
+        _doc("Submission: MAIL FROM and From must belong to the logged-in account (553 5.7.1)."),
+    ] = "reject"
+    max_connections_per_ip: Annotated[int, _doc("Open SMTP connections per client IP.")] = 20
+
+
+class QueueSettings(_Table, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    """The queue and its retry schedule (Postfix's defaults)."""
+
+    spool_dir: Annotated[
+        str, _doc("Queue directory (incoming, active, deferred, hold, corrupt).")
+    ] = "queue"
+    minimal_backoff_seconds: Annotated[int, _doc("Shortest wait before retrying.")] = 300
+    maximal_backoff_seconds: Annotated[int, _doc("Longest wait between retries.")] = 4000
+    maximal_lifetime_seconds: Annotated[
+        int, _doc("Give up and bounce after this long in the queue.")
+    ] = 432000
+    delay_warning_seconds: Annotated[
+        int, _doc("Warn the sender after this long undelivered; 0 switches it off.")
+    ] = 14400
+    destination_concurrency: Annotated[
+        int, _doc("Parallel deliveries to one destination (domain or next hop).")
+    ] = 20
+
+
+class StoreSettings(_Table, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    """Mailboxes: Maildir files plus one SQLite index per account."""
+
+    backend: Annotated[Literal["maildir"], _doc("Where messages live.")] = "maildir"
+    mail_dir: Annotated[str, _doc("Root of the mailboxes: MAIL_DIR/DOMAIN/LOCALPART/.")] = "mail"
+    default_message_limit: Annotated[
+        int, _doc("Most messages per account when its quota names none; 0 = unlimited.")
+    ] = 0
+
+
+class LocalSettings(_Table, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    """The local address class: the host's own names (Postfix mydestination)."""
+
+    domains: Annotated[list[str], _doc("Names that mean this host besides server.hostname.")] = [
+        "localhost"
+    ]
+    deliver_to_unix_accounts: Annotated[
+        bool, _doc("Deliver root@HOST etc. to Unix accounts (off: only alias_maps apply).")
+    ] = False
+
+
 class Settings(_Table, frozen=True, kw_only=True, forbid_unknown_fields=True):
     server: ServerSettings
     tls: TLSSettings = TLSSettings()
@@ -146,6 +221,10 @@ class Settings(_Table, frozen=True, kw_only=True, forbid_unknown_fields=True):
     auth: AuthSettings = AuthSettings()
     dkim: DKIMSettings = DKIMSettings()
     tables: TablesSettings = TablesSettings()
+    smtp: SMTPSettings = SMTPSettings()
+    queue: QueueSettings = QueueSettings()
+    store: StoreSettings = StoreSettings()
+    local: LocalSettings = LocalSettings()
 
     # Set by the loader, not read from TOML: where the file was found.
     config_path: Annotated[str, _doc("(internal) path of the loaded file")] = ""
@@ -164,6 +243,14 @@ class Settings(_Table, frozen=True, kw_only=True, forbid_unknown_fields=True):
     @property
     def directory_db(self) -> Path:
         return self.path(self.directory.sqlite_path)
+
+    @property
+    def spool_dir(self) -> Path:
+        return self.path(self.queue.spool_dir)
+
+    @property
+    def mail_dir(self) -> Path:
+        return self.path(self.store.mail_dir)
 
     @property
     def dkim_dir(self) -> Path:
