@@ -50,7 +50,7 @@ def test_unknown_key_suggests_near_name() -> None:
 
 def test_unknown_table() -> None:
     (p,) = problems_of({**BASE, "smtpd": {}})
-    assert p.startswith("smtpd: unknown key; known keys here: ")
+    assert p.startswith("smtpd: unknown key; did you mean 'smtp'? known keys here: ")
     assert "listen" in p
 
 

@@ -205,9 +205,9 @@ class StoreSettings(_Table, frozen=True, kw_only=True, forbid_unknown_fields=Tru
 class LocalSettings(_Table, frozen=True, kw_only=True, forbid_unknown_fields=True):
     """The local address class: the host's own names (Postfix mydestination)."""
 
-    domains: Annotated[list[str], _doc("Names that mean this host besides server.hostname.")] = [
-        "localhost"
-    ]
+    domains: Annotated[list[str], _doc("Names that mean this host besides server.hostname.")] = (
+        msgspec.field(default_factory=lambda: ["localhost"])
+    )
     deliver_to_unix_accounts: Annotated[
         bool, _doc("Deliver root@HOST etc. to Unix accounts (off: only alias_maps apply).")
     ] = False
