@@ -84,3 +84,43 @@ TEMPORARY_FAILURE = Reply(451, "4.3.0", "Temporary failure, try again later")
 SERVICE_CLOSING = Reply(421, "4.3.2", "Service closing transmission channel")
 TIMEOUT = Reply(421, "4.4.2", "Timeout, closing connection")
 TOO_MANY_ERRORS = Reply(421, "4.7.0", "Too many errors, closing connection")
+
+# -- Replies the sans-IO server core sends itself (protocols/smtp/server.py) --
+SERVICE_READY_TLS = Reply(220, "2.0.0", "Ready to start TLS")  # RFC 3207 §4
+TLS_UNAVAILABLE = Reply(454, "4.7.0", "TLS not available due to temporary reason")  # RFC 3207 §4
+HELP = Reply(214, "2.0.0", "pochta: see RFC 5321")  # RFC 5321 §4.1.1.8
+CANNOT_VRFY = Reply(252, "2.5.0", "Cannot VRFY user, but will accept message and attempt delivery")
+UNKNOWN_COMMAND = Reply(500, "5.5.2", "Command not recognized")  # RFC 5321 §4.2.4
+BARE_NEWLINE_COMMAND = Reply(
+    500, "5.5.2", "Bare CR or LF in command; lines must end with CRLF (RFC 5321 §2.3.8)"
+)
+NEED_HELO = Reply(503, "5.5.1", "Send EHLO/HELO first")
+NEED_LHLO = Reply(503, "5.5.1", "Send LHLO first")
+NESTED_MAIL = Reply(503, "5.5.1", "Nested MAIL command")
+NEED_MAIL = Reply(503, "5.5.1", "Need MAIL command")
+NEED_RCPT = Reply(503, "5.5.1", "Need RCPT command")
+NO_VALID_RECIPIENTS = Reply(554, "5.5.1", "No valid recipients")  # RFC 2920 §3.1
+NO_VALID_RECIPIENTS_LMTP = Reply(503, "5.5.1", "No valid recipients")  # RFC 2033 §4.2
+TRANSACTION_IN_PROGRESS = Reply(503, "5.5.1", "Not allowed during a mail transaction")
+DATA_AFTER_BDAT = Reply(503, "5.5.1", "DATA and BDAT cannot be mixed in one transaction")
+BINARYMIME_NEEDS_BDAT = Reply(503, "5.5.1", "BODY=BINARYMIME requires BDAT")  # RFC 3030 §3
+NO_SERVICE = Reply(503, "5.5.1", "No SMTP service here, send QUIT")  # RFC 5321 §3.1
+TLS_ALREADY_ACTIVE = Reply(503, "5.5.1", "TLS already active")  # RFC 3207 §4.2
+ALREADY_AUTHENTICATED = Reply(503, "5.5.1", "Already authenticated")  # RFC 4954 §4
+AUTH_UNKNOWN_MECHANISM = Reply(504, "5.5.4", "Unrecognized authentication type")  # RFC 4954 §4
+AUTH_CANCELLED = Reply(501, "5.0.0", "Authentication cancelled")  # RFC 4954 §4
+AUTH_BAD_BASE64 = Reply(501, "5.5.2", "Cannot decode base64")  # RFC 4954 §4
+AUTH_ENCRYPTION_REQUIRED = Reply(  # RFC 4954 §6
+    538, "5.7.11", "Encryption required for requested authentication mechanism"
+)
+BAD_SENDER_SYNTAX = Reply(501, "5.1.7", "Bad sender address syntax")  # RFC 3463 §3.2
+BAD_RECIPIENT_SYNTAX = Reply(501, "5.1.3", "Bad recipient address syntax")  # RFC 3463 §3.2
+NON_ASCII_ADDRESS = Reply(  # RFC 6531 §3.5
+    553, "5.6.7", "Non-ASCII addresses not permitted without SMTPUTF8"
+)
+UNKNOWN_PARAMETER = Reply(  # RFC 5321 §4.1.1.11
+    555, "5.5.4", "MAIL FROM/RCPT TO parameters not recognized or not implemented"
+)
+TOO_MANY_COMMANDS = Reply(
+    421, "4.7.0", "Too many commands without a transaction, closing connection"
+)

@@ -1,0 +1,173 @@
+"""Message content framing: DATA's dot-stuffed lines (RFC 5321 §4.5.2) and BDAT chunks
+(RFC 3030 §2).
+
+``DataReader`` is where SMTP smuggling is stopped. Only ``CRLF "." CRLF`` ends a message
+(RFC 5321 §4.1.1.4); only CRLF ends a line (RFC 5321 §2.3.8). A bare CR or LF is content:
+
+* ``bare_newline="reject"``: the message is read to the real terminator and refused with
+  550 5.5.2 (``BARE_LINEFEED``);
+* ``bare_newline="normalize"``: each bare CR or LF becomes CRLF in the content; a "." line
+  reached through one is content, never the terminator, and never dot-unstuffed.
+
+Both readers consume from the caller's buffer and never hold more than the current line
+(bounded by ``max_line_bytes``) plus the content (bounded by ``max_message_bytes``): once a
+limit is passed, the rest is counted and dropped, and the failure is reported at the end,
+after the terminator, so the client and the server agree on where the message stopped.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Literal
+
+from pochta.protocols.smtp.replies import (
+    BARE_LINEFEED,
+    LINE_TOO_LONG,
+    MESSAGE_TOO_BIG,
+    Reply,
+)
+
+__all__ = ["ChunkedMessage", "DataReader"]
+
+_BARE = re.compile(rb"[\r\n]")
+
+
+class DataReader:
+    """Reads DATA content after the 354 reply, up to and including ``CRLF.CRLF``.
+
+    Call ``feed(buf)`` with everything received; it returns how many octets it used (the
+    caller drops them) and sets ``done`` once the terminator was read. Then ``failure`` is
+    None and ``content`` holds the message (unstuffed, CRLF line ends), or ``failure`` is the
+    reply to send instead. The result does not depend on how the input was split.
+    """
+
+    def __init__(
+        self,
+        *,
+        max_message_bytes: int,
+        max_line_bytes: int,
+        bare_newline: Literal["reject", "normalize"],
+    ) -> None:
+        self._max_message = max_message_bytes
+        self._max_line = max_line_bytes
+        self._normalize = bare_newline == "normalize"
+        self._content = bytearray()
+        self.size = 0  # octets of content so far (after unstuffing and normalising)
+        self.done = False
+        self._mid_line = False  # part of the current line has been used already
+        self._segment = 0  # octets since the last line end (CRLF, or a bare CR/LF)
+        self._too_big = False
+        self._too_long = False
+        self._bare = False
+
+    @property
+    def failure(self) -> Reply | None:
+        """Why the message is refused, if it is. One fixed order, so that the reply does not
+        depend on which problem happened to be seen first."""
+        if self._too_big:
+            return MESSAGE_TOO_BIG  # RFC 5321 §4.5.3.1.10, RFC 1870 §6.3: 552 5.3.4
+        if self._bare:
+            return BARE_LINEFEED  # RFC 5321 §2.3.8: 550 5.5.2
+        if self._too_long:
+            return LINE_TOO_LONG  # RFC 5321 §4.5.3.1.6: 500 5.5.6 (we do not split lines)
+        return None
+
+    @property
+    def content(self) -> bytes:
+        return bytes(self._content)
+
+    def feed(self, buf: bytes | bytearray) -> int:
+        """Use what can be used of ``buf``; return the number of octets used."""
+        pos = 0
+        end = len(buf)
+        while not self.done:
+            i = buf.find(b"\r\n", pos)
+            if i >= 0:
+                line = bytes(buf[pos:i])
+                pos = i + 2
+                if not self._mid_line:
+                    if line == b".":
+                        self.done = True  # RFC 5321 §4.1.1.4: CRLF "." CRLF ends the data
+                        break
+                    if line.startswith(b"."):
+                        line = line[1:]  # RFC 5321 §4.5.2: drop the stuffed dot
+                self._add(line, end_of_line=True)
+                self._mid_line = False
+                continue
+            # No CRLF yet: the line is incomplete.
+            if not self._mid_line:
+                # Its first octets decide whether it is the terminator or stuffed; "." and
+                # ".\r" could still become ".\r\n", so wait for three octets.
+                if end - pos < 3:
+                    break
+                if buf[pos] == 0x2E:  # "."; not the terminator, or find() had found it
+                    pos += 1
+                self._mid_line = True
+            # Keep the last octet back: a CR there may be the start of the line's CRLF.
+            if end - 1 > pos:
+                self._add(bytes(buf[pos : end - 1]), end_of_line=False)
+                pos = end - 1
+            break
+        return pos
+
+    def _add(self, piece: bytes, *, end_of_line: bool) -> None:
+        # Every CR or LF inside ``piece`` is bare: a CR before an LF would have been a CRLF.
+        if _BARE.search(piece):
+            if self._normalize:
+                self._check_segments(_BARE.split(piece))
+                piece = piece.replace(b"\r", b"\n").replace(b"\n", b"\r\n")
+            else:
+                self._bare = True  # RFC 5321 §2.3.8: refused after the terminator
+        else:
+            self._segment += len(piece)
+        if end_of_line:
+            # RFC 5321 §4.5.3.1.6: a text line is at most the limit, CRLF included.
+            if self._segment + 2 > self._max_line:
+                self._too_long = True
+            self._segment = 0
+            piece += b"\r\n"
+        elif self._segment + 1 > self._max_line:
+            self._too_long = True  # it can only grow
+        self.size += len(piece)
+        if self._max_message and self.size > self._max_message:
+            self._too_big = True  # RFC 1870 §6.3: refuse after the data, keep reading
+        if self.failure is not None:
+            self._content.clear()  # it will not be delivered: hold nothing
+        else:
+            self._content += piece
+
+    def _check_segments(self, segments: list[bytes]) -> None:
+        # Normalize mode: each bare CR/LF ends a line of the normalised content.
+        first, *middle, last = segments
+        lengths = [self._segment + len(first), *(len(s) for s in middle)]
+        if max(lengths) + 2 > self._max_line:
+            self._too_long = True
+        self._segment = len(last)
+
+
+class ChunkedMessage:
+    """The content of a BDAT transaction (RFC 3030 §2): chunks of exact octet counts,
+    binary, no dot-stuffing, any octet allowed. Octets past ``max_message_bytes`` are counted
+    and dropped; ``failure`` is then 552 5.3.4."""
+
+    def __init__(self, *, max_message_bytes: int) -> None:
+        self._max_message = max_message_bytes
+        self._content = bytearray()
+        self.size = 0
+
+    @property
+    def failure(self) -> Reply | None:
+        if self._max_message and self.size > self._max_message:
+            return MESSAGE_TOO_BIG  # RFC 3030 §2 / RFC 1870 §6.3: 552 5.3.4
+        return None
+
+    @property
+    def content(self) -> bytes:
+        return bytes(self._content)
+
+    def add(self, octets: bytes | bytearray) -> None:
+        self.size += len(octets)
+        if self.failure is not None:
+            self._content.clear()
+        else:
+            self._content += octets

@@ -1,0 +1,139 @@
+"""What an address resolves to: final destinations, one record type per way of delivering.
+
+Postfix ADDRESS_CLASS_README sorts every recipient domain into a class (local, virtual
+alias, virtual mailbox, relay, default) and each class has its delivery agent. The resolver
+expands an address (aliases, catch-alls) into a list of these destinations; the queue hands
+each one to the agent of its type in ``deliver/``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from pochta.protocols.smtp.replies import Reply
+from pochta.resolve.transport import Transport, parse_transport
+
+__all__ = [
+    "Destination",
+    "DiscardDest",
+    "FileDest",
+    "MailboxDest",
+    "PipeDest",
+    "Rejection",
+    "RelayDest",
+    "RemoteDest",
+    "Resolution",
+    "UnixDest",
+]
+
+
+@dataclass(frozen=True, slots=True)
+class MailboxDest:
+    """A virtual mailbox (Postfix virtual(8)): a directory account, or a virtual_mailbox_maps
+    key in a virtual_mailbox_domains domain.
+
+    ``account`` is the account address, or for virtual_mailbox_maps the key that matched
+    (``user@domain``, or ``@domain`` for a table catch-all) with ``mailbox_path`` the map's
+    value. ``extension`` is the recipient_delimiter extension without its delimiter
+    (``user+news@d`` -> ``"news"``), kept for Sieve ``:detail`` (RFC 5233) and folders.
+    """
+
+    account: str
+    extension: str = ""
+    mailbox_path: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class RemoteDest:
+    """The default class: send to another server. ``transport`` is ``kind:nexthop``
+    (``smtp:example.org`` or a transport_maps value such as ``lmtp:[127.0.0.1]:24``)."""
+
+    address: str
+    transport: str
+
+    @property
+    def route(self) -> Transport:
+        return parse_transport(self.transport)
+
+
+@dataclass(frozen=True, slots=True)
+class RelayDest:
+    """The relay class (relay_domains): accepted from anyone, delivered onward;
+    ``transport`` defaults to ``relay:DOMAIN`` (Postfix relay_transport)."""
+
+    address: str
+    transport: str
+
+    @property
+    def route(self) -> Transport:
+        return parse_transport(self.transport)
+
+
+@dataclass(frozen=True, slots=True)
+class PipeDest:
+    """Pipe the message to ``command`` (an alias_maps ``|command`` target), run as ``user``:
+    the owner of the alias file, or ``nobody`` when root owns it (local(8) "SECURITY",
+    default_privs)."""
+
+    command: str
+    user: str
+
+
+@dataclass(frozen=True, slots=True)
+class FileDest:
+    """Append the message to ``path`` (an alias_maps ``/file`` target), as ``user``
+    (same rule as PipeDest)."""
+
+    path: str
+    user: str = "nobody"
+
+
+@dataclass(frozen=True, slots=True)
+class UnixDest:
+    """A Unix account of this host (local class, ``[local] deliver_to_unix_accounts``)."""
+
+    user: str
+    extension: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class DiscardDest:
+    """Accept and throw away (``discard:`` in transport_maps, discard(8))."""
+
+    reason: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class Rejection:
+    """The address (or one branch of its expansion, ``address``) cannot be delivered."""
+
+    reply: Reply
+    address: str = ""
+
+
+Destination = (
+    MailboxDest | RemoteDest | RelayDest | PipeDest | FileDest | UnixDest | DiscardDest | Rejection
+)
+
+
+@dataclass(frozen=True, slots=True)
+class Resolution:
+    """Where mail for ``address`` goes: duplicates removed, in the order found."""
+
+    address: str
+    destinations: tuple[Destination, ...]
+
+    @property
+    def deliverable(self) -> tuple[Destination, ...]:
+        return tuple(d for d in self.destinations if not isinstance(d, Rejection))
+
+    @property
+    def rejections(self) -> tuple[Rejection, ...]:
+        return tuple(d for d in self.destinations if isinstance(d, Rejection))
+
+    @property
+    def rejected(self) -> Reply | None:
+        """The reply when nothing at all is deliverable (the first rejection), else None."""
+        if self.deliverable or not self.destinations:
+            return None
+        return self.rejections[0].reply
