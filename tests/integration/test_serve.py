@@ -165,10 +165,10 @@ def wait_until(check: Callable[[], bool], timeout: float = 10.0) -> bool:
 def test_http_answers_autoconfig_mta_sts_metrics(pochta_env: PochtaEnv) -> None:
     port = pochta_env.ports["http"]
     with serve(pochta_env.config_path) as server:
-        bound = server.events("listener_bound")
-        assert [(r["listener"], r["address"], r["tls"]) for r in bound] == [
-            ("http", f"127.0.0.1:{port}", "no")
-        ]
+        bound = {r["listener"]: (r["address"], r["tls"]) for r in server.events("listener_bound")}
+        assert bound["http"] == (f"127.0.0.1:{port}", "no")
+        assert bound["submissions"] == (f"127.0.0.1:{pochta_env.ports['submissions']}", "yes")
+        assert set(bound) == {n for n in LISTENER_NAMES if n in SERVICES}
         unavailable = {r["listener"] for r in server.events("listener_unavailable")}
         assert unavailable == {n for n in LISTENER_NAMES if n not in SERVICES}
 

@@ -22,6 +22,9 @@ SUBCOMMANDS: dict[str, str] = {
     "dns": "pochta.cli.dns:dns_command",
     "table": "pochta.cli.table:table",
     "auth": "pochta.cli.auth:auth",
+    "queue": "pochta.cli.queue:queue",
+    "sendmail": "pochta.cli.sendmail:sendmail",
+    "mailbox": "pochta.cli.mailbox:mailbox",
 }
 
 

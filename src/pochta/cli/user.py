@@ -44,7 +44,7 @@ def format_size(size: int) -> str:
 def mailbox_path(settings: Settings, address: str) -> Path:
     """DATA/mail/DOMAIN/LOCALPART, where the store keeps the account's Maildir."""
     local, _, domain = address.rpartition("@")
-    return settings.data_dir / "mail" / domain / local
+    return settings.mail_dir / domain / local
 
 
 def _hashes(password: str) -> tuple[str, str]:
@@ -147,7 +147,7 @@ def remove(ctx: click.Context, address: str, purge: bool) -> None:
     with opened_directory(ctx) as (settings, directory):
         _require_account(directory, address)
         mailbox = mailbox_path(settings, address)
-        mail_root = (settings.data_dir / "mail").resolve()
+        mail_root = settings.mail_dir.resolve()
         resolved = mailbox.resolve()
         if purge and (resolved == mail_root or not resolved.is_relative_to(mail_root)):
             raise DirectoryError(f"refusing to delete {mailbox}: it is not under {mail_root}")

@@ -28,6 +28,7 @@ import stat
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import msgspec
 
@@ -38,9 +39,12 @@ from pochta.logs import configure_logging, get_logger
 from pochta.server.addresses import ListenAddress, parse_listen
 from pochta.server.metrics import Metrics
 from pochta.server.privileges import PrivilegeError, drop_privileges
-from pochta.server.services import SERVICES, Service, ServiceFactory
+from pochta.server.services import MAIL_LISTENERS, SERVICES, Service, ServiceFactory
 from pochta.tables import TableError
 from pochta.tables.configured import ConfiguredTables
+
+if TYPE_CHECKING:
+    from pochta.server.mail import MailSystem
 
 log = get_logger("server")
 
@@ -60,6 +64,8 @@ PRELOAD_MODULES = (
     "stringprep",
     "unicodedata",
     "concurrent.futures.thread",
+    "pochta.server.mail",
+    "pochta.receive.smtp_service",
 )
 
 # Settings that only take effect at start-up; a reload keeps the running values.
@@ -174,6 +180,8 @@ class Server:
         self.reload_hooks: list[Callable[[Server], None]] = []
         self._directory: Directory | None = None
         self._tables: ConfiguredTables | None = None
+        # The queue, store and delivery (built after the privilege drop); None until then.
+        self.mail: MailSystem | None = None
         self._state = _State()
         self._reload_lock = asyncio.Lock()
 
@@ -217,6 +225,12 @@ class Server:
             self._drop_privileges()
             self._directory = self._open_directory_or_fail(self.settings)
             self._tables = self._open_tables_or_fail(self.settings)
+            if any(name in MAIL_LISTENERS for name in self.listeners):
+                from pochta.server.mail import MailSystem
+
+                self.mail = MailSystem(self)
+                self.reload_hooks.append(self.mail.reload)
+                await self.mail.start()
             loop.add_signal_handler(signal.SIGTERM, self.stop, "SIGTERM")
             loop.add_signal_handler(signal.SIGINT, self.stop, "SIGINT")
             loop.add_signal_handler(signal.SIGHUP, self._on_sighup)
@@ -298,7 +312,7 @@ class Server:
         """What the server writes under data_dir: given to run_as_user when started as root."""
         data_dir = self.settings.data_dir
         db = self.settings.directory_db
-        paths = [data_dir, data_dir / "queue", data_dir / "mail", db]
+        paths = [data_dir, self.settings.spool_dir, self.settings.mail_dir, db]
         paths += [db.with_name(db.name + suffix) for suffix in ("-wal", "-shm", "-journal")]
         paths += [Path(x.address.path) for x in self.listeners.values() if x.address.is_unix]
         return paths
@@ -386,6 +400,10 @@ class Server:
                 _unlink_socket(listener.address.path)
         for task in list(self._state.background):
             task.cancel()
+        if self.mail is not None:
+            with contextlib.suppress(Exception):
+                await self.mail.stop()
+            self.mail = None
         if self._directory is not None:
             self._directory.close()
             self._directory = None

@@ -49,6 +49,23 @@ def _http(server: Server, listener: str) -> Service:
     return HttpService(server, listener)
 
 
+def _smtp_factory(mode: str) -> ServiceFactory:
+    def factory(server: Server, listener: str) -> Service:
+        from pochta.receive import smtp_service
+
+        made: Service = getattr(smtp_service, mode)(server, listener)
+        return made
+
+    return factory
+
+
 SERVICES: dict[str, ServiceFactory] = {
     "http": _http,
+    "smtp": _smtp_factory("smtp"),
+    "submission": _smtp_factory("submission"),
+    "submissions": _smtp_factory("submissions"),
+    "lmtp": _smtp_factory("lmtp"),
 }
+
+# Listeners that need the mail system (queue, store, delivery) running.
+MAIL_LISTENERS = frozenset({"smtp", "submission", "submissions", "lmtp"})

@@ -1,0 +1,1 @@
+"""Delivery agents: the local mailbox agent now; smtp, lmtp, relay and pipe come next."""

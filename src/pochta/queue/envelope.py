@@ -1,0 +1,167 @@
+"""The envelope of a queued message: who sent it, to whom, and what happened to each recipient.
+
+This is the queue's on-disk format (``spool.py`` writes it as JSON, one small file per message,
+next to the immutable content file). Postfix keeps the same facts in the queue file's
+``S``/``R``/``O``/``N`` records (postfix/src/global/rec_type.h); we keep them in a versioned
+msgspec Struct so an admin can read one with ``cat`` or ``pochta queue show``.
+
+Versioning: ``Envelope.version`` is written with every envelope. A reader accepts every
+version up to ``ENVELOPE_VERSION``; fields added later must have defaults (old files still
+decode) and unknown fields are ignored (a downgrade reads a newer file as far as it can). A
+file whose version is newer than this code knows is refused (``EnvelopeError``) rather than
+guessed at.
+
+Queue ids follow Postfix's "long queue id" idea (postconf(5) ``enable_long_queue_ids``): they
+sort by time, need no coordination between processes and are safe as file names.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+import time
+from typing import Literal
+
+import msgspec
+
+ENVELOPE_VERSION = 1
+
+RecipientStatus = Literal["pending", "delivered", "deferred", "bounced", "expired"]
+# A recipient is final once nothing more will be tried for it.
+FINAL_STATUSES: frozenset[str] = frozenset({"delivered", "bounced", "expired"})
+
+
+class EnvelopeError(ValueError):
+    """An envelope file that cannot be read: not JSON, wrong shape, or a newer version."""
+
+
+class Recipient(msgspec.Struct):
+    """One envelope recipient and its delivery state.
+
+    ``orcpt`` and ``notify`` are the RFC 3461 §4.2 ORCPT and §4.1 NOTIFY parameters of RCPT TO
+    (``notify`` holds "SUCCESS", "FAILURE", "DELAY" or just "NEVER"; empty = not given).
+    """
+
+    address: str
+    original: str = ""  # the address as given at RCPT, before alias expansion
+    orcpt: str = ""  # RFC 3461 §4.2, "rfc822;addr" as received (xtext decoded)
+    notify: tuple[str, ...] = ()  # RFC 3461 §4.1
+    status: RecipientStatus = "pending"
+    reply: str = ""  # last reply text, with its code ("451 4.7.1 try later")
+    attempts: int = 0
+    next_attempt: float = 0.0  # Unix time of the next try, when deferred
+    # Filled by the router: "mailbox:alice@example.test", "smtp:example.org",
+    # "relay:[host]:25", "lmtp:unix:/path", "pipe:...".
+    destination: str = ""
+    delivered_at: float = 0.0
+
+    @property
+    def is_final(self) -> bool:
+        return self.status in FINAL_STATUSES
+
+
+class Envelope(msgspec.Struct):
+    """The envelope of one message (RFC 5321 §2.3.1: MAIL FROM, RCPT TO and the parameters).
+
+    ``sender`` is "" for the null reverse-path (RFC 5321 §4.5.5, bounces). ``ret`` and
+    ``envid`` are RFC 3461 §4.3/§4.4 (MAIL FROM RET=, ENVID=); ``smtputf8`` RFC 6531 §3.4;
+    ``body`` RFC 6152 (8BITMIME) and RFC 3030 (BINARYMIME); ``requiretls`` RFC 8689 §4.
+    """
+
+    queue_id: str
+    sender: str
+    recipients: list[Recipient]
+    arrival: float  # Unix time the message was queued
+    size: int  # bytes of content
+    ret: Literal["FULL", "HDRS", ""] = ""
+    envid: str = ""
+    smtputf8: bool = False
+    body: Literal["7BIT", "8BITMIME", "BINARYMIME"] = "7BIT"
+    client_ip: str = ""
+    client_helo: str = ""
+    auth_user: str = ""
+    protocol: str = "ESMTP"  # RFC 3848 WITH keyword, or "sendmail" for the local command
+    requiretls: bool = False
+    warned_delay: bool = False  # the delay DSN (RFC 3464 action=delayed) went out already
+    version: int = ENVELOPE_VERSION
+
+    def pending_recipients(self) -> list[Recipient]:
+        """Recipients that still need an attempt (pending or deferred)."""
+        return [r for r in self.recipients if not r.is_final]
+
+
+_encoder = msgspec.json.Encoder()
+_decoder = msgspec.json.Decoder(Envelope)
+
+
+def encode_envelope(envelope: Envelope) -> bytes:
+    """The envelope as one line of JSON (with a trailing newline, for ``cat``)."""
+    return _encoder.encode(envelope) + b"\n"
+
+
+def decode_envelope(data: bytes) -> Envelope:
+    """Parse an envelope file; ``EnvelopeError`` says what is wrong with it."""
+    try:
+        envelope = _decoder.decode(data)
+    except msgspec.DecodeError as exc:  # ValidationError is a DecodeError
+        raise EnvelopeError(f"not a valid envelope: {exc}") from None
+    if envelope.version > ENVELOPE_VERSION:
+        raise EnvelopeError(
+            f"envelope version {envelope.version} is newer than this pochta understands "
+            f"({ENVELOPE_VERSION}); upgrade pochta or move the file back by hand"
+        )
+    if not is_queue_id(envelope.queue_id):
+        raise EnvelopeError(f"queue id {envelope.queue_id!r} is not valid")
+    return envelope
+
+
+# --- queue ids ------------------------------------------------------------------------------
+
+# Digits, then upper, then lower case: the ASCII order, so ids sort as their numbers do.
+_ALPHABET = "0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz"
+_TIME_CHARS = 10  # 62**10 microseconds is ~26,000 years: the width never changes
+_RANDOM_CHARS = 5  # 62**5 ≈ 9.2e8 choices per microsecond, and creation is O_EXCL anyway
+QUEUE_ID_LENGTH = _TIME_CHARS + _RANDOM_CHARS
+_ID_CHARS = frozenset(_ALPHABET)
+
+_last_micros = 0
+_id_lock = threading.Lock()
+
+
+def _base62(number: int, width: int) -> str:
+    digits = []
+    for _ in range(width):
+        number, rem = divmod(number, 62)
+        digits.append(_ALPHABET[rem])
+    return "".join(reversed(digits))
+
+
+def new_queue_id(now: float | None = None) -> str:
+    """A new queue id: 10 base-62 digits of microseconds since 1970, then 5 random ones.
+
+    Like Postfix's long queue ids (time first, so ``ls`` and ``sorted`` give arrival order)
+    but without an inode number: the random tail keeps two processes (server and sendmail)
+    apart, and the spool creates the content file with O_EXCL, so a clash is retried, never
+    overwritten. Within one process the time part never goes backwards.
+    """
+    global _last_micros
+    micros = int((time.time() if now is None else now) * 1_000_000)
+    with _id_lock:
+        if now is None:
+            micros = max(micros, _last_micros + 1)
+            _last_micros = micros
+    tail = int.from_bytes(os.urandom(4), "big") % (62**_RANDOM_CHARS)
+    return _base62(micros, _TIME_CHARS) + _base62(tail, _RANDOM_CHARS)
+
+
+def is_queue_id(text: str) -> bool:
+    """True for a string shaped like our queue ids (safe to use as a file name)."""
+    return len(text) == QUEUE_ID_LENGTH and all(c in _ID_CHARS for c in text)
+
+
+def queue_id_time(queue_id: str) -> float:
+    """The Unix time encoded in a queue id."""
+    micros = 0
+    for c in queue_id[:_TIME_CHARS]:
+        micros = micros * 62 + _ALPHABET.index(c)
+    return micros / 1_000_000

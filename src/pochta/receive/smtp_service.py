@@ -1,0 +1,516 @@
+"""The SMTP, submission and LMTP listeners: one loop per connection, read → feed → act → write.
+
+The protocol lives in ``pochta.protocols.smtp``; this module decides: who may relay, who may
+send as whom, which recipients exist, and when a message is safe on disk (only then 250).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import email.utils
+import ssl
+import time
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Literal
+
+from pochta.directory.sasl import Challenge, Failure, Mechanism, Success, server_mechanism
+from pochta.logs import get_logger
+from pochta.protocols.smtp import (
+    NEED_DATA,
+    AuthResponse,
+    AuthStart,
+    Event,
+    Helo,
+    MailFrom,
+    MessageData,
+    Quit,
+    RcptTo,
+    Reset,
+    SMTPServerConnection,
+    StartTLS,
+)
+from pochta.protocols.smtp import replies as R
+from pochta.protocols.smtp.replies import Reply
+from pochta.queue.envelope import Envelope, Recipient, new_queue_id
+from pochta.resolve.classes import MailboxDest
+
+if TYPE_CHECKING:
+    from pochta.server.app import Server
+    from pochta.server.mail import MailSystem
+
+log = get_logger("smtpd")
+
+Mode = Literal["mx", "submission", "lmtp"]
+READ_CHUNK = 65536
+MAX_FROM_HEADER_SCAN = 1 << 20
+
+
+def _tls_context(server: Server) -> ssl.SSLContext | None:
+    from pochta.tls.context import TLSConfigError, server_context
+
+    s = server.settings
+    try:
+        return server_context(s.path(s.tls.cert_file), s.path(s.tls.key_file))
+    except TLSConfigError as exc:
+        log.error("tls_unavailable", error=str(exc))
+        return None
+
+
+@dataclass
+class _Transaction:
+    sender: str = ""
+    params: dict[str, str | None] = field(default_factory=dict)
+    recipients: list[Recipient] = field(default_factory=list)
+
+
+class SMTPService:
+    """One listener: ``mode`` decides the policy (MX, submission, LMTP)."""
+
+    def __init__(self, server: Server, listener: str, mode: Mode, *, implicit_tls: bool) -> None:
+        self.server = server
+        self.name = listener
+        self.mode = mode
+        # Loaded now, before the privilege drop: the key file is root's.
+        self.tls = None if mode == "lmtp" else _tls_context(server)
+        if implicit_tls and self.tls is None:
+            raise RuntimeError(f"listen.{listener} needs a TLS certificate; see tls.cert_file")
+        self.ssl_context = self.tls if implicit_tls else None
+        self.open_per_ip: dict[str, int] = {}
+
+    async def handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        peer = writer.get_extra_info("peername")
+        ip = peer[0] if isinstance(peer, tuple) else "127.0.0.1"  # unix socket: local
+        limit = self.server.settings.smtp.max_connections_per_ip
+        if self.open_per_ip.get(ip, 0) >= limit:
+            writer.write(Reply(421, "4.7.0", "Too many connections from your address").encode())
+            await writer.drain()
+            log.warning("too_many_connections", listener=self.name, client=ip)
+            return
+        self.open_per_ip[ip] = self.open_per_ip.get(ip, 0) + 1
+        try:
+            await _Session(self, reader, writer, ip).run()
+        finally:
+            self.open_per_ip[ip] -= 1
+            if not self.open_per_ip[ip]:
+                del self.open_per_ip[ip]
+
+
+class _Session:
+    def __init__(
+        self,
+        service: SMTPService,
+        reader: asyncio.StreamReader,
+        writer: asyncio.StreamWriter,
+        ip: str,
+    ) -> None:
+        self.service = service
+        self.server = service.server
+        self.reader = reader
+        self.writer = writer
+        self.ip = ip
+        self.mode = service.mode
+        s = self.server.settings
+        self.tls_active = service.ssl_context is not None
+        submission = self.mode == "submission"
+        self.conn = SMTPServerConnection(
+            hostname=s.server.hostname,
+            settings=s.smtp,
+            lmtp=self.mode == "lmtp",
+            tls_active=self.tls_active,
+            tls_available=service.tls is not None and not self.tls_active,
+            auth_mechanisms=("PLAIN", "LOGIN", "SCRAM-SHA-256") if submission else (),
+            auth_requires_tls=not (s.auth.allow_plaintext_on_loopback and _is_loopback(ip)),
+            require_auth=submission,
+        )
+        self.auth_user = ""
+        self.mech: Mechanism | None = None
+        self.pending_success: Success | None = None
+        self.helo = ""
+        self.txn = _Transaction()
+        self.messages = 0
+
+    @property
+    def mail(self) -> MailSystem:
+        mail = self.server.mail
+        assert mail is not None
+        return mail
+
+    async def run(self) -> None:
+        s = self.server.settings
+        log.info("connect", listener=self.service.name, client=self.ip)
+        started = time.monotonic()
+        self.conn.greet(Reply(220, "", f"{s.server.hostname} ESMTP pochta"))
+        try:
+            await self._flush()
+            while not self.conn.closed:
+                left = s.smtp.session_timeout_seconds - (time.monotonic() - started)
+                wait = min(s.smtp.idle_timeout_seconds, max(left, 0))
+                try:
+                    data = await asyncio.wait_for(self.reader.read(READ_CHUNK), wait)
+                except TimeoutError:
+                    self.conn.timeout()
+                    await self._flush()
+                    break
+                if self.server.stopping.is_set() and not data:
+                    break
+                self.conn.receive_data(data)
+                while True:
+                    event = self.conn.next_event()
+                    if event is NEED_DATA:
+                        break
+                    assert isinstance(event, Event)
+                    await self._act(event)
+                    if self.conn.pending is None:
+                        await self._flush()
+                await self._flush()
+                if not data:
+                    break
+        finally:
+            log.info(
+                "disconnect",
+                listener=self.service.name,
+                client=self.ip,
+                messages=self.messages,
+                user=self.auth_user or None,
+            )
+
+    async def _flush(self) -> None:
+        out = self.conn.data_to_send()
+        if out:
+            self.writer.write(out)
+            await self.writer.drain()
+
+    # -- events ----------------------------------------------------------------------------
+
+    async def _act(self, event: Event) -> None:
+        if not event.needs_reply:
+            if isinstance(event, Reset | Quit):
+                self.txn = _Transaction()
+            return
+        try:
+            if isinstance(event, Helo):
+                self.helo = event.name
+                self.conn.send_reply(R.OK)
+            elif isinstance(event, StartTLS):
+                await self._starttls()
+            elif isinstance(event, AuthStart):
+                await self._auth_start(event)
+            elif isinstance(event, AuthResponse):
+                await self._auth_response(event)
+            elif isinstance(event, MailFrom):
+                self.conn.send_reply(self._mail_from(event))
+            elif isinstance(event, RcptTo):
+                self.conn.send_reply(self._rcpt_to(event))
+            elif isinstance(event, MessageData):
+                await self._message(event)
+            else:  # pragma: no cover - every event that needs a reply is handled above
+                self.conn.send_reply(R.NOT_IMPLEMENTED)
+        except R.ReplyError as exc:
+            self.conn.send_reply(exc.reply)
+
+    async def _starttls(self) -> None:
+        tls = self.service.tls
+        if tls is None or self.tls_active:
+            self.conn.send_reply(R.TLS_UNAVAILABLE)
+            return
+        self.conn.send_reply(R.SERVICE_READY_TLS)
+        await self._flush()
+        # RFC 3207 §4.2 / CVE-2011-0411: plaintext that arrived after STARTTLS but before the
+        # handshake must never be read as if it came over TLS. The core dropped what it was
+        # fed; the stream may hold more, which asyncio would hand over after start_tls.
+        self.reader._buffer.clear()  # type: ignore[attr-defined]  # no public API for this
+        try:
+            await self.writer.start_tls(tls)
+        except (ssl.SSLError, ConnectionError, TimeoutError) as exc:
+            log.info("tls_failed", client=self.ip, error=str(exc))
+            self.conn.receive_data(b"")
+            return
+        self.tls_active = True
+        self.conn.tls_started()
+        obj = self.writer.get_extra_info("ssl_object")
+        log.info(
+            "tls",
+            client=self.ip,
+            version=obj.version() if obj else "",
+            cipher=obj.cipher()[0] if obj and obj.cipher() else "",
+        )
+
+    # -- AUTH (RFC 4954) --------------------------------------------------------------------
+
+    async def _auth_start(self, event: AuthStart) -> None:
+        try:
+            self.mech = server_mechanism(event.mechanism)
+        except ValueError:
+            self.conn.send_reply(Reply(504, "5.5.4", "Unrecognized authentication type"))
+            return
+        await self._auth_step(self.mech.start(event.initial_response))
+
+    async def _auth_response(self, event: AuthResponse) -> None:
+        if self.pending_success is not None:
+            # RFC 4954 §4: the client's empty answer to the additional-data challenge.
+            success, self.pending_success = self.pending_success, None
+            self._authenticated(success)
+            return
+        if self.mech is None:
+            self.conn.send_reply(R.BAD_SEQUENCE)
+            return
+        await self._auth_step(self.mech.respond(event.data))
+
+    async def _auth_step(self, step: object) -> None:
+        assert self.mech is not None
+        step = await self.mail.authenticator.resolve_step(self.ip, self.mech, step)  # type: ignore[arg-type]
+        if isinstance(step, Challenge):
+            self.conn.auth_challenge(step.data)
+        elif isinstance(step, Success):
+            if step.final_data:
+                self.pending_success = step
+                self.conn.auth_challenge(step.final_data)
+            else:
+                self._authenticated(step)
+        else:
+            reason = step.reason if isinstance(step, Failure) else "failed"
+            log.info("auth_failed", client=self.ip, mechanism=self.mech.name, reason=reason)
+            self.mech = None
+            self.conn.send_reply(R.AUTH_FAILED)
+
+    def _authenticated(self, success: Success) -> None:
+        self.auth_user = success.authcid
+        self.mech = None
+        log.info("auth", client=self.ip, user=self.auth_user)
+        self.conn.send_reply(R.AUTH_OK)
+
+    # -- the transaction --------------------------------------------------------------------
+
+    def _mail_from(self, event: MailFrom) -> Reply:
+        s = self.server.settings
+        if (
+            self.mode == "submission"
+            and s.smtp.sender_login_mismatch == "reject"
+            and event.address
+            and not self.mail.resolver.sender_allowed(self.auth_user, event.address)
+        ):
+            log.info(
+                "rejected",
+                client=self.ip,
+                stage="mail",
+                sender=event.address,
+                user=self.auth_user,
+                reason="sender_login_mismatch",
+            )
+            return Reply(
+                553,
+                "5.7.1",
+                f"<{event.address}>: Sender address not owned by user {self.auth_user}",
+            )
+        self.txn = _Transaction(sender=event.address, params=dict(event.params))
+        return R.SENDER_OK
+
+    def _rcpt_to(self, event: RcptTo) -> Reply:
+        address = event.address
+        if address.lower() == "postmaster":  # RFC 5321 §4.1.1.3
+            address = f"postmaster@{self.server.settings.server.hostname}"
+        size = 0
+        raw_size = self.txn.params.get("SIZE")
+        if raw_size and raw_size.isdigit():
+            size = int(raw_size)
+        resolver = self.mail.resolver
+        reply = resolver.check_recipient(
+            address,
+            authenticated=bool(self.auth_user),
+            quota_check=lambda account: self.mail.mailbox.quota_reply(account, size),
+        )
+        if reply is None and self.mode == "lmtp":
+            # LMTP is final delivery (RFC 2033): every recipient must be a mailbox here.
+            dests = resolver.resolve(address).deliverable
+            if not dests or not all(isinstance(d, MailboxDest) for d in dests):
+                reply = Reply(550, "5.1.1", f"<{address}>: not a local mailbox")
+        if reply is not None:
+            log.info(
+                "rejected",
+                client=self.ip,
+                stage="rcpt",
+                to=address,
+                sender=self.txn.sender or "<>",
+                reply=str(reply),
+            )
+            return reply
+        notify = tuple(n for n in (event.params.get("NOTIFY") or "").split(",") if n)
+        self.txn.recipients.append(
+            Recipient(address=address, orcpt=event.params.get("ORCPT") or "", notify=notify)
+        )
+        return R.RECIPIENT_OK
+
+    async def _message(self, event: MessageData) -> None:
+        from pochta.cleanup.pipeline import CleanupInput
+
+        queue_id = new_queue_id()
+        txn, self.txn = self.txn, _Transaction()
+        nrcpt = len(txn.recipients)
+        if self.mode == "submission":
+            problem = self._from_header_problem(event.content)
+            if problem is not None:
+                self._reply_all(problem, nrcpt)
+                return
+        obj = self.writer.get_extra_info("ssl_object") if self.tls_active else None
+        info = CleanupInput(
+            sender=txn.sender,
+            recipients=[r.address for r in txn.recipients],
+            client_ip=self.ip,
+            helo=self.helo,
+            protocol=self._protocol(),
+            tls_version=obj.version() or "" if obj else "",
+            tls_cipher=obj.cipher()[0] if obj and obj.cipher() else "",
+            auth_user=self.auth_user,
+            queue_id=queue_id,
+            submission=self.mode == "submission",
+        )
+        result = await self.mail.cleanup.process(event.content, info)
+        if result.reply is not None and not result.accepted:
+            log.info(
+                "rejected", queue_id=queue_id, client=self.ip, stage="data", reply=str(result.reply)
+            )
+            self._reply_all(result.reply, nrcpt)
+            return
+        recipients = [
+            Recipient(address=addr, orcpt=r.orcpt, notify=r.notify, original=r.address)
+            for addr, r in zip(result.recipients, txn.recipients, strict=True)
+        ]
+        if self.mode == "lmtp":
+            await self._deliver_lmtp(queue_id, result.sender, recipients, result.content)
+            return
+        envelope = Envelope(
+            queue_id=queue_id,
+            sender=result.sender,
+            recipients=recipients,
+            arrival=time.time(),
+            size=len(result.content),
+            ret=_ret(txn.params.get("RET")),
+            envid=txn.params.get("ENVID") or "",
+            smtputf8="SMTPUTF8" in txn.params,
+            body=_body(txn.params.get("BODY")),
+            client_ip=self.ip,
+            client_helo=self.helo,
+            auth_user=self.auth_user,
+            protocol=info.protocol,
+        )
+        try:
+            queue_id = await self.mail.submit(envelope, result.content)
+        except OSError as exc:
+            log.error("queue_write_failed", client=self.ip, error=str(exc))
+            self.conn.send_reply(R.TEMPORARY_FAILURE)
+            return
+        self.messages += 1
+        self.conn.send_reply(Reply(250, "2.0.0", f"Ok: queued as {queue_id}"))
+
+    async def _deliver_lmtp(
+        self, queue_id: str, sender: str, recipients: list[Recipient], content: bytes
+    ) -> None:
+        replies = []
+        agent = self.mail.mailbox
+        for rcpt in recipients:
+            dests = self.mail.resolver.resolve(rcpt.address).deliverable
+            reply = R.OK
+            for dest in dests:
+                assert isinstance(dest, MailboxDest)
+                done = await agent.deliver(
+                    queue_id=queue_id,
+                    sender=sender,
+                    recipient=rcpt.address,
+                    account=dest.account,
+                    content=content,
+                )
+                log.info(
+                    "delivery",
+                    queue_id=queue_id,
+                    to=rcpt.address,
+                    relay="lmtp",
+                    status=done.outcome,
+                    reply=str(done.reply),
+                )
+                if not done.reply.is_positive:
+                    reply = done.reply
+                    break
+                reply = done.reply
+            replies.append(reply)
+        self.messages += 1
+        self.conn.send_replies(replies)
+
+    def _reply_all(self, reply: Reply, nrcpt: int) -> None:
+        if self.mode == "lmtp":
+            self.conn.send_replies([reply] * max(nrcpt, 1))
+        else:
+            self.conn.send_reply(reply)
+
+    def _from_header_problem(self, content: bytes) -> Reply | None:
+        """Submission: every From header address must belong to the account (RFC 6409 §8,
+        Postfix reject_sender_login_mismatch applied to the header as well)."""
+        if self.server.settings.smtp.sender_login_mismatch != "reject":
+            return None
+        head = content[:MAX_FROM_HEADER_SCAN].split(b"\r\n\r\n", 1)[0]
+        values = []
+        current: list[str] | None = None
+        for line in head.decode("utf-8", "replace").split("\r\n"):
+            if line[:1] in (" ", "\t") and current is not None:
+                current.append(line)
+                continue
+            current = None
+            name, colon, value = line.partition(":")
+            if colon and name.strip().lower() == "from":
+                current = [value]
+                values.append(current)
+        for parts in values:
+            for _, addr in email.utils.getaddresses(["".join(parts)]):
+                if addr and not self.mail.resolver.sender_allowed(self.auth_user, addr):
+                    log.info(
+                        "rejected",
+                        client=self.ip,
+                        stage="data",
+                        header_from=addr,
+                        user=self.auth_user,
+                        reason="sender_login_mismatch",
+                    )
+                    return Reply(
+                        553, "5.7.1", f"From: <{addr}> is not owned by user {self.auth_user}"
+                    )
+        return None
+
+    def _protocol(self) -> str:
+        # RFC 3848 "with" keywords.
+        if self.mode == "lmtp":
+            return "LMTP"
+        proto = "ESMTP" if self.conn.extended else "SMTP"
+        if self.tls_active:
+            proto += "S"
+        if self.auth_user:
+            proto += "A"
+        return proto
+
+
+def _ret(value: str | None) -> Literal["FULL", "HDRS", ""]:
+    return "FULL" if value == "FULL" else "HDRS" if value == "HDRS" else ""
+
+
+def _body(value: str | None) -> Literal["7BIT", "8BITMIME", "BINARYMIME"]:
+    if value in ("8BITMIME", "BINARYMIME"):
+        return value  # type: ignore[return-value]
+    return "7BIT"
+
+
+def _is_loopback(ip: str) -> bool:
+    return ip.startswith("127.") or ip == "::1"
+
+
+def smtp(server: Server, listener: str) -> SMTPService:
+    return SMTPService(server, listener, "mx", implicit_tls=False)
+
+
+def submission(server: Server, listener: str) -> SMTPService:
+    return SMTPService(server, listener, "submission", implicit_tls=False)
+
+
+def submissions(server: Server, listener: str) -> SMTPService:
+    return SMTPService(server, listener, "submission", implicit_tls=True)
+
+
+def lmtp(server: Server, listener: str) -> SMTPService:
+    return SMTPService(server, listener, "lmtp", implicit_tls=False)

@@ -1,0 +1,137 @@
+"""The mail system inside ``pochta serve``: spool, queue manager, store, resolver, cleanup.
+
+Built after the privilege drop (so every file it creates belongs to run_as_user), started
+before ``ready``, stopped after the listeners close. On SIGHUP the resolver and cleanup are
+rebuilt from the new directory and tables; spool, store and queue manager stay.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import TYPE_CHECKING
+
+from pochta.cleanup.pipeline import Cleanup
+from pochta.deliver.mailbox import MailboxAgent
+from pochta.deliver.router import Deliverer, destination_string, route
+from pochta.directory.auth_failures import FailureTracker
+from pochta.directory.authenticator import Authenticator
+from pochta.logs import get_logger
+from pochta.queue.envelope import Envelope, Recipient
+from pochta.queue.scheduler import QueueManager
+from pochta.queue.spool import Spool
+from pochta.resolve.classes import MailboxDest, Rejection, RelayDest, RemoteDest
+from pochta.resolve.resolver import Resolver
+from pochta.store import open_store
+
+if TYPE_CHECKING:
+    from pochta.server.app import Server
+
+log = get_logger("mail")
+
+
+class MailSystem:
+    def __init__(self, server: Server) -> None:
+        self.server = server
+        settings = server.settings
+        self.tracker = FailureTracker(
+            window_seconds=settings.auth.failure_window_seconds,
+            threshold=settings.auth.failure_threshold,
+            max_delay=settings.auth.tarpit_max_seconds,
+        )
+        self.spool = Spool(settings.spool_dir)
+        self.store = open_store(settings)
+        self.queue = QueueManager(
+            self.spool,
+            settings.queue,
+            Deliverer(self.spool, lambda: self.mailbox),
+            route,
+            on_final=self._on_final,
+        )
+        self._build()
+
+    def _build(self) -> None:
+        s = self.server.settings
+        self.resolver = Resolver(self.server.directory, self.server.tables, s)
+        self.cleanup = Cleanup(s, self.server.tables)
+        self.authenticator = Authenticator(
+            self.server.directory, s.auth, s.directory.recipient_delimiter, tracker=self.tracker
+        )
+        self.mailbox = MailboxAgent(
+            self.store, self.server.directory, default_message_limit=s.store.default_message_limit
+        )
+
+    def reload(self, _server: Server | None = None) -> None:
+        self._build()
+
+    async def start(self) -> None:
+        self.spool.acquire_master_lock()
+        await self.queue.start()
+
+    async def stop(self) -> None:
+        await self.queue.stop()
+        self.spool.close()
+        self.store.close()
+
+    def expand(self, recipients: list[Recipient]) -> tuple[list[Recipient], list[tuple[str, str]]]:
+        """Virtual alias expansion before the queue (Postfix cleanup(8) does it there too):
+        one queued Recipient per final destination, ``original`` keeping the RCPT address.
+        Returns the recipients and the (address, reply) of branches that cannot be delivered.
+        """
+        out: list[Recipient] = []
+        failed: list[tuple[str, str]] = []
+        seen: set[tuple[str, str]] = set()
+        for rcpt in recipients:
+            resolution = self.resolver.resolve(rcpt.address)
+            for rej in resolution.rejections:
+                failed.append((rej.address or rcpt.address, str(rej.reply)))
+            for dest in resolution.deliverable:
+                if isinstance(dest, Rejection):  # pragma: no cover - deliverable has none
+                    continue
+                where = destination_string(dest)
+                if isinstance(dest, MailboxDest):
+                    address = dest.account
+                elif isinstance(dest, RemoteDest | RelayDest):
+                    address = dest.address
+                else:
+                    address = rcpt.address
+                key = (address, where)
+                if key in seen:
+                    continue
+                seen.add(key)
+                out.append(
+                    Recipient(
+                        address=address,
+                        original=rcpt.address,
+                        orcpt=rcpt.orcpt,
+                        notify=rcpt.notify,
+                        destination=where,
+                    )
+                )
+        return out, failed
+
+    async def submit(self, envelope: Envelope, content: bytes) -> str:
+        """Expand, then queue durably; returns the queue id once it is on disk."""
+        recipients, failed = self.expand(envelope.recipients)
+        for address, reply in failed:
+            # Accepted at RCPT (some branch was deliverable); the rest is a bounce later.
+            recipients.append(
+                Recipient(address=address, status="bounced", reply=reply, destination="")
+            )
+            log.warning("alias_branch_failed", to=address, reply=reply)
+        envelope.recipients = recipients
+        if not envelope.arrival:
+            envelope.arrival = time.time()
+        return await self.spool.enqueue(envelope, content)
+
+    async def _on_final(self, envelope: Envelope, recipients: list[Recipient], kind: str) -> None:
+        # DSN generation (RFC 3464) comes with the outbound issue; the reasons are kept in the
+        # envelope and logged here, one line per recipient.
+        for rcpt in recipients:
+            log.info(
+                "dsn_pending",
+                queue_id=envelope.queue_id,
+                kind=kind,
+                to=rcpt.address,
+                reply=rcpt.reply,
+                sender=envelope.sender or "<>",
+            )

@@ -1,0 +1,526 @@
+"""The per-account SQLite index of the Maildir store.
+
+One database per account, ``MAIL_DIR/DOMAIN/LOCALPART/pochta-index.sqlite3``, holds every
+folder of the account, so that MOVE, COPY and the quota counters change in one transaction.
+It plays the part of Dovecot's dovecot.index* files: UIDs, MODSEQs, flags, keywords, the
+quota counters and (filled by IMAP later) envelope and bodystructure caches.
+
+Design notes:
+
+- **The files are the truth for content; the index for UIDs and MODSEQs.** A row is committed
+  after its file is in place; a rescan adopts files whose row never committed (see
+  ``MaildirStore.sync_folder``). ``synchronous=FULL``: a committed UID is never handed out
+  again, even after a power failure.
+- **One connection per thread** (``threading.local``), WAL so readers never wait for the
+  writer, ``BEGIN IMMEDIATE`` for every write so two writers (threads or processes) serialise
+  at the start of the transaction instead of failing at commit.
+- **Schema versions** in ``PRAGMA user_version``, like the directory: ``_MIGRATIONS[i]`` takes
+  the schema from version i to i + 1.
+- Keywords are kept only here (Dovecot also maps up to 26 of them to filename letters a-z
+  with a dovecot-keywords file; we do not write those letters, see ``maildir.py``).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import sqlite3
+import threading
+import time
+import weakref
+from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from pochta.store.base import StoreError, StoreUnavailable
+
+INDEX_FILE = "pochta-index.sqlite3"
+
+# Bits of messages.flags (RFC 3501 §2.3.2 system flags).
+SEEN = 1
+ANSWERED = 2
+FLAGGED = 4
+DELETED = 8
+DRAFT = 16
+
+FLAG_BITS: dict[str, int] = {
+    "\\Seen": SEEN,
+    "\\Answered": ANSWERED,
+    "\\Flagged": FLAGGED,
+    "\\Deleted": DELETED,
+    "\\Draft": DRAFT,
+}
+
+_MIGRATIONS: tuple[tuple[str, ...], ...] = (
+    (
+        """CREATE TABLE meta (
+            key TEXT NOT NULL PRIMARY KEY,
+            value INTEGER NOT NULL
+        ) WITHOUT ROWID""",
+        """CREATE TABLE folders (
+            id INTEGER PRIMARY KEY,
+            name TEXT NOT NULL UNIQUE,
+            uidvalidity INTEGER NOT NULL,
+            uidnext INTEGER NOT NULL,
+            highestmodseq INTEGER NOT NULL,
+            special_use TEXT,
+            subscribed INTEGER NOT NULL DEFAULT 0,
+            created INTEGER NOT NULL,
+            -- the lowest MODSEQ from which `expunged` is complete (QRESYNC, RFC 7162 §3.2.5)
+            expunged_since INTEGER NOT NULL DEFAULT 0,
+            -- max(mtime_ns of new/, cur/) after our last change: a different value means
+            -- another program (or a crashed one of ours) changed the folder: rescan
+            seen_mtime_ns INTEGER NOT NULL DEFAULT 0,
+            -- size of pochta-uidlist after our last change: each delivery appends its line
+            -- before the file goes into new/, so a larger file means a crash mid-delivery
+            uidlist_size INTEGER NOT NULL DEFAULT 0
+        )""",
+        """CREATE TABLE messages (
+            folder_id INTEGER NOT NULL REFERENCES folders(id) ON DELETE CASCADE,
+            uid INTEGER NOT NULL,
+            filename TEXT NOT NULL,
+            info TEXT,
+            flags INTEGER NOT NULL DEFAULT 0,
+            keywords TEXT NOT NULL DEFAULT '',
+            internal_date REAL NOT NULL,
+            size INTEGER NOT NULL,
+            modseq INTEGER NOT NULL,
+            envelope TEXT,
+            bodystructure TEXT,
+            dedupe_key TEXT,
+            UNIQUE (folder_id, uid)
+        )""",
+        "CREATE UNIQUE INDEX messages_by_filename ON messages(folder_id, filename)",
+        "CREATE INDEX messages_by_modseq ON messages(folder_id, modseq)",
+        "CREATE INDEX messages_by_dedupe ON messages(dedupe_key) WHERE dedupe_key IS NOT NULL",
+        """CREATE TABLE expunged (
+            folder_id INTEGER NOT NULL REFERENCES folders(id) ON DELETE CASCADE,
+            uid INTEGER NOT NULL,
+            modseq INTEGER NOT NULL,
+            PRIMARY KEY (folder_id, uid)
+        ) WITHOUT ROWID""",
+        # RFC 9051 §6.3.9: subscriptions are names, kept when the folder goes away.
+        "CREATE TABLE subscriptions (name TEXT NOT NULL PRIMARY KEY) WITHOUT ROWID",
+        """CREATE TABLE quota (
+            id INTEGER PRIMARY KEY CHECK (id = 1),
+            bytes INTEGER NOT NULL,
+            messages INTEGER NOT NULL
+        )""",
+        "INSERT INTO quota (id, bytes, messages) VALUES (1, 0, 0)",
+    ),
+)
+
+SCHEMA_VERSION = len(_MIGRATIONS)
+
+_FOLDER_COLUMNS = (
+    "id, name, uidvalidity, uidnext, highestmodseq, special_use, created, expunged_since, "
+    "seen_mtime_ns, uidlist_size"
+)
+_MESSAGE_COLUMNS = "uid, filename, info, flags, keywords, internal_date, size, modseq, dedupe_key"
+
+
+@dataclass(slots=True)
+class FolderRow:
+    """A folders row; mutable so one transaction can advance uidnext/modseq and save once."""
+
+    id: int
+    name: str
+    uidvalidity: int
+    uidnext: int
+    highestmodseq: int
+    special_use: str | None
+    created: int
+    expunged_since: int
+    seen_mtime_ns: int
+    uidlist_size: int
+
+    def next_modseq(self) -> int:
+        """RFC 7162 §3.1.1: a change gets a MODSEQ above every earlier one of the folder."""
+        self.highestmodseq += 1
+        return self.highestmodseq
+
+
+@dataclass(slots=True)
+class MessageRow:
+    uid: int
+    filename: str  # Maildir base name, without the ":2,..." info
+    info: str | None  # what follows ":" in cur/ ("2,FS"); None while the file is in new/
+    flags: int
+    keywords: str  # space-separated, sorted
+    internal_date: float
+    size: int
+    modseq: int
+    dedupe_key: str | None = None
+
+
+def _folder(row: Sequence[Any]) -> FolderRow:
+    return FolderRow(*row)
+
+
+def _message(row: Sequence[Any]) -> MessageRow:
+    return MessageRow(*row)
+
+
+class IndexDamaged(StoreUnavailable):
+    """The index file is not a readable SQLite database; ``reindex`` rebuilds it."""
+
+
+def is_damage(exc: sqlite3.Error) -> bool:
+    """A corrupt file, as opposed to a busy or locked one."""
+    return isinstance(exc, sqlite3.DatabaseError) and not isinstance(exc, sqlite3.OperationalError)
+
+
+class _Connection(sqlite3.Connection):
+    """A subclass only so that connections can be held in a WeakSet."""
+
+
+class AccountIndex:
+    """The index database of one account. Thread-safe: one connection per thread."""
+
+    def __init__(self, path: Path, *, durable: bool = True) -> None:
+        self.path = Path(path)
+        self._synchronous = "FULL" if durable else "OFF"
+        self._local = threading.local()
+        self._connections: weakref.WeakSet[_Connection] = weakref.WeakSet()
+        self._connections_lock = threading.Lock()
+        self._closed = False
+
+    # -- connections and transactions --
+
+    def _connect(self) -> _Connection:
+        try:
+            conn = sqlite3.connect(
+                self.path,
+                timeout=30.0,
+                isolation_level=None,  # explicit BEGIN/COMMIT
+                check_same_thread=False,  # only so that close() may close it from any thread
+                factory=_Connection,
+                cached_statements=128,
+            )
+            conn.execute("PRAGMA busy_timeout = 30000")
+            conn.execute("PRAGMA journal_mode = WAL")
+            conn.execute(f"PRAGMA synchronous = {self._synchronous}")
+            conn.execute("PRAGMA foreign_keys = ON")
+        except sqlite3.Error as exc:
+            if is_damage(exc):
+                raise IndexDamaged(f"the mailbox index {self.path} is damaged ({exc})") from None
+            raise StoreUnavailable(f"cannot open the mailbox index {self.path}: {exc}") from None
+        return conn
+
+    def conn(self) -> sqlite3.Connection:
+        conn: _Connection | None = getattr(self._local, "conn", None)
+        if conn is None:
+            if self._closed:
+                raise StoreError(f"the mailbox index {self.path} is closed")
+            conn = self._connect()
+            self._local.conn = conn
+            with self._connections_lock:
+                self._connections.add(conn)
+        return conn
+
+    @contextlib.contextmanager
+    def write(self) -> Iterator[sqlite3.Connection]:
+        """One write transaction holding SQLite's write lock from its start."""
+        conn = self.conn()
+        try:
+            conn.execute("BEGIN IMMEDIATE")
+        except sqlite3.OperationalError as exc:
+            raise StoreUnavailable(
+                f"the mailbox index {self.path} is busy ({exc}); try again"
+            ) from None
+        try:
+            yield conn
+            conn.execute("COMMIT")
+        except BaseException:
+            if conn.in_transaction:
+                conn.execute("ROLLBACK")
+            raise
+
+    @contextlib.contextmanager
+    def read(self) -> Iterator[sqlite3.Connection]:
+        """A read transaction: every statement inside sees the same snapshot."""
+        conn = self.conn()
+        conn.execute("BEGIN")
+        try:
+            yield conn
+        finally:
+            if conn.in_transaction:
+                conn.execute("COMMIT")
+
+    def migrate(self) -> None:
+        try:
+            self._migrate()
+        except sqlite3.Error as exc:
+            if is_damage(exc):
+                raise IndexDamaged(f"the mailbox index {self.path} is damaged ({exc})") from None
+            raise
+
+    def _migrate(self) -> None:
+        with self.write() as conn:
+            version = int(conn.execute("PRAGMA user_version").fetchone()[0])
+            if version > SCHEMA_VERSION:
+                raise StoreError(
+                    f"the mailbox index {self.path} has schema version {version}, newer than "
+                    f"this pochta understands ({SCHEMA_VERSION}); upgrade pochta"
+                )
+            for step in range(version, SCHEMA_VERSION):
+                for statement in _MIGRATIONS[step]:
+                    conn.execute(statement)
+            if version != SCHEMA_VERSION:
+                conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION:d}")
+
+    def close(self) -> None:
+        self._closed = True
+        with self._connections_lock:
+            connections = list(self._connections)
+            self._connections.clear()
+        for conn in connections:
+            conn.close()
+        self._local = threading.local()
+
+    # -- account-level values --
+
+    @staticmethod
+    def last_uidvalidity(conn: sqlite3.Connection) -> int:
+        """The highest UIDVALIDITY this account has handed out (0: none yet)."""
+        row = conn.execute("SELECT value FROM meta WHERE key = 'last_uidvalidity'").fetchone()
+        return int(row[0]) if row else 0
+
+    @staticmethod
+    def note_uidvalidity(conn: sqlite3.Connection, value: int) -> None:
+        """Remember a UIDVALIDITY read from disk so new ones are above it."""
+        conn.execute(
+            "INSERT INTO meta (key, value) VALUES ('last_uidvalidity', ?) "
+            "ON CONFLICT (key) DO UPDATE SET value = max(value, excluded.value)",
+            (value,),
+        )
+
+    @staticmethod
+    def quota(conn: sqlite3.Connection) -> tuple[int, int]:
+        row = conn.execute("SELECT bytes, messages FROM quota WHERE id = 1").fetchone()
+        return int(row[0]), int(row[1])
+
+    @staticmethod
+    def add_quota(conn: sqlite3.Connection, octets: int, messages: int) -> None:
+        if octets or messages:
+            conn.execute(
+                "UPDATE quota SET bytes = bytes + ?, messages = messages + ? WHERE id = 1",
+                (octets, messages),
+            )
+
+    @staticmethod
+    def recount_quota(conn: sqlite3.Connection) -> None:
+        conn.execute(
+            "UPDATE quota SET bytes = (SELECT coalesce(sum(size), 0) FROM messages), "
+            "messages = (SELECT count(*) FROM messages) WHERE id = 1"
+        )
+
+    # -- folders --
+
+    @staticmethod
+    def folders(conn: sqlite3.Connection) -> list[FolderRow]:
+        rows = conn.execute(f"SELECT {_FOLDER_COLUMNS} FROM folders ORDER BY name").fetchall()  # noqa: S608 - constant columns
+        return [_folder(r) for r in rows]
+
+    @staticmethod
+    def folder(conn: sqlite3.Connection, name: str) -> FolderRow | None:
+        row = conn.execute(
+            f"SELECT {_FOLDER_COLUMNS} FROM folders WHERE name = ?",  # noqa: S608 - constant
+            (name,),
+        ).fetchone()
+        return _folder(row) if row else None
+
+    @staticmethod
+    def add_folder(
+        conn: sqlite3.Connection,
+        name: str,
+        *,
+        uidvalidity: int,
+        uidnext: int = 1,
+        highestmodseq: int = 1,
+        special_use: str | None = None,
+        created: int | None = None,
+    ) -> FolderRow:
+        created = int(time.time()) if created is None else created
+        cursor = conn.execute(
+            "INSERT INTO folders (name, uidvalidity, uidnext, highestmodseq, special_use, "
+            "created, expunged_since) VALUES (?, ?, ?, ?, ?, ?, ?)",
+            (name, uidvalidity, uidnext, highestmodseq, special_use, created, highestmodseq),
+        )
+        assert cursor.lastrowid is not None
+        return FolderRow(
+            id=cursor.lastrowid,
+            name=name,
+            uidvalidity=uidvalidity,
+            uidnext=uidnext,
+            highestmodseq=highestmodseq,
+            special_use=special_use,
+            created=created,
+            expunged_since=highestmodseq,
+            seen_mtime_ns=0,
+            uidlist_size=0,
+        )
+
+    @staticmethod
+    def save_folder(conn: sqlite3.Connection, folder: FolderRow) -> None:
+        conn.execute(
+            "UPDATE folders SET name = ?, uidnext = ?, highestmodseq = ?, special_use = ?, "
+            "expunged_since = ?, seen_mtime_ns = ?, uidlist_size = ? WHERE id = ?",
+            (
+                folder.name,
+                folder.uidnext,
+                folder.highestmodseq,
+                folder.special_use,
+                folder.expunged_since,
+                folder.seen_mtime_ns,
+                folder.uidlist_size,
+                folder.id,
+            ),
+        )
+
+    @staticmethod
+    def remove_folder(conn: sqlite3.Connection, folder_id: int) -> tuple[int, int]:
+        """Delete a folder with its messages; returns the (octets, messages) it held."""
+        octets, count = conn.execute(
+            "SELECT coalesce(sum(size), 0), count(*) FROM messages WHERE folder_id = ?",
+            (folder_id,),
+        ).fetchone()
+        conn.execute("DELETE FROM messages WHERE folder_id = ?", (folder_id,))
+        conn.execute("DELETE FROM expunged WHERE folder_id = ?", (folder_id,))
+        conn.execute("DELETE FROM folders WHERE id = ?", (folder_id,))
+        return int(octets), int(count)
+
+    @staticmethod
+    def folder_stats(conn: sqlite3.Connection) -> dict[int, tuple[int, int, int]]:
+        """folder id -> (messages, unseen, octets)."""
+        rows = conn.execute(
+            "SELECT folder_id, count(*), sum((flags & ?) = 0), coalesce(sum(size), 0) "
+            "FROM messages GROUP BY folder_id",
+            (SEEN,),
+        ).fetchall()
+        return {int(r[0]): (int(r[1]), int(r[2]), int(r[3])) for r in rows}
+
+    # -- subscriptions --
+
+    @staticmethod
+    def subscriptions(conn: sqlite3.Connection) -> list[str]:
+        return [r[0] for r in conn.execute("SELECT name FROM subscriptions ORDER BY name")]
+
+    @staticmethod
+    def set_subscribed(conn: sqlite3.Connection, name: str, subscribed: bool) -> bool:
+        """Returns whether anything changed."""
+        if subscribed:
+            cursor = conn.execute(
+                "INSERT INTO subscriptions (name) VALUES (?) ON CONFLICT DO NOTHING", (name,)
+            )
+        else:
+            cursor = conn.execute("DELETE FROM subscriptions WHERE name = ?", (name,))
+        return cursor.rowcount > 0
+
+    # -- messages --
+
+    @staticmethod
+    def messages(conn: sqlite3.Connection, folder_id: int) -> list[MessageRow]:
+        rows = conn.execute(
+            f"SELECT {_MESSAGE_COLUMNS} FROM messages WHERE folder_id = ? ORDER BY uid",  # noqa: S608
+            (folder_id,),
+        ).fetchall()
+        return [_message(r) for r in rows]
+
+    @staticmethod
+    def message(conn: sqlite3.Connection, folder_id: int, uid: int) -> MessageRow | None:
+        row = conn.execute(
+            f"SELECT {_MESSAGE_COLUMNS} FROM messages WHERE folder_id = ? AND uid = ?",  # noqa: S608
+            (folder_id, uid),
+        ).fetchone()
+        return _message(row) if row else None
+
+    @staticmethod
+    def messages_by_uid(
+        conn: sqlite3.Connection, folder_id: int, uids: Iterable[int]
+    ) -> list[MessageRow]:
+        """The rows among ``uids`` that exist, ascending. The UID list travels as one JSON
+        parameter (json_each), so no SQL is built from input."""
+        rows = conn.execute(
+            f"SELECT {_MESSAGE_COLUMNS} FROM messages WHERE folder_id = ? "  # noqa: S608
+            "AND uid IN (SELECT value FROM json_each(?)) ORDER BY uid",
+            (folder_id, json.dumps(sorted(set(uids)))),
+        ).fetchall()
+        return [_message(r) for r in rows]
+
+    @staticmethod
+    def find_dedupe(conn: sqlite3.Connection, key: str) -> tuple[FolderRow, MessageRow] | None:
+        row = conn.execute(
+            "SELECT folder_id, uid FROM messages WHERE dedupe_key = ? LIMIT 1", (key,)
+        ).fetchone()
+        if row is None:
+            return None
+        folder = conn.execute(
+            f"SELECT {_FOLDER_COLUMNS} FROM folders WHERE id = ?",  # noqa: S608
+            (row[0],),
+        ).fetchone()
+        message = AccountIndex.message(conn, int(row[0]), int(row[1]))
+        assert message is not None
+        return _folder(folder), message
+
+    @staticmethod
+    def insert_message(conn: sqlite3.Connection, folder_id: int, m: MessageRow) -> None:
+        conn.execute(
+            "INSERT INTO messages (folder_id, uid, filename, info, flags, keywords, "
+            "internal_date, size, modseq, dedupe_key) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            (
+                folder_id,
+                m.uid,
+                m.filename,
+                m.info,
+                m.flags,
+                m.keywords,
+                m.internal_date,
+                m.size,
+                m.modseq,
+                m.dedupe_key,
+            ),
+        )
+
+    @staticmethod
+    def update_message(conn: sqlite3.Connection, folder_id: int, m: MessageRow) -> None:
+        conn.execute(
+            "UPDATE messages SET info = ?, flags = ?, keywords = ?, modseq = ? "
+            "WHERE folder_id = ? AND uid = ?",
+            (m.info, m.flags, m.keywords, m.modseq, folder_id, m.uid),
+        )
+
+    @staticmethod
+    def delete_messages(
+        conn: sqlite3.Connection, folder_id: int, uids: Sequence[int], modseq: int
+    ) -> None:
+        """Remove rows and record them in `expunged` with the MODSEQ of the expunge
+        (RFC 7162 §3.2.5.2: VANISHED (EARLIER) answers from this table)."""
+        conn.executemany(
+            "DELETE FROM messages WHERE folder_id = ? AND uid = ?",
+            [(folder_id, uid) for uid in uids],
+        )
+        conn.executemany(
+            "INSERT INTO expunged (folder_id, uid, modseq) VALUES (?, ?, ?) "
+            "ON CONFLICT (folder_id, uid) DO UPDATE SET modseq = excluded.modseq",
+            [(folder_id, uid, modseq) for uid in uids],
+        )
+
+    @staticmethod
+    def expunged_since(conn: sqlite3.Connection, folder_id: int, modseq: int) -> list[int]:
+        """UIDs expunged with a MODSEQ above ``modseq`` (for QRESYNC)."""
+        return [
+            int(r[0])
+            for r in conn.execute(
+                "SELECT uid FROM expunged WHERE folder_id = ? AND modseq > ? ORDER BY uid",
+                (folder_id, modseq),
+            )
+        ]
+
+    @staticmethod
+    def wipe(conn: sqlite3.Connection) -> None:
+        """Empty every table but meta (reindex rebuilds them)."""
+        for table in ("messages", "expunged", "folders", "subscriptions"):
+            conn.execute(f"DELETE FROM {table}")  # noqa: S608 - constant table names
+        conn.execute("UPDATE quota SET bytes = 0, messages = 0 WHERE id = 1")

@@ -1,0 +1,1831 @@
+"""The embedded mailbox store: Maildir++ files (readable by mutt and Dovecot) plus one SQLite
+index per account (``index.py``).
+
+Layout, as Dovecot's default Maildir++ (``mail_location = maildir:MAIL_DIR/%d/%n``)::
+
+    MAIL_DIR/DOMAIN/LOCALPART/            INBOX: cur/ new/ tmp/
+        .Sent/ .Archive.2026/ ...         folders, "." is the hierarchy separator; each has
+                                          cur/ new/ tmp/, a `maildirfolder` file and
+                                          `pochta-uidlist`
+        pochta-index.sqlite3              the index of every folder (UIDs, MODSEQs, flags,
+                                          keywords, quota counters)
+        pochta-uidlist                    (in each folder dir, INBOX's in the root) UID <->
+                                          file name, in dovecot-uidlist v3 format, so UIDs
+                                          survive the loss of the index
+        pochta-uidvalidity                the last UIDVALIDITY handed out
+        subscriptions                     subscribed folder names, one per line
+
+File names: ``<secs>.M<usecs>P<pid>Q<counter>.<host>,S=<size>,W=<vsize>[:2,<flags>]`` with
+LF line ends on disk (what mutt and Dovecot expect); ``S`` is the file size and ``W`` the
+RFC822.SIZE with CRLF, which is also what the index and the quota count.
+
+Design notes, for the reader who changes this file:
+
+- **Durability.** A delivery writes tmp/, fsyncs the file, takes the account's write lock,
+  appends its line to pochta-uidlist, links the file into new/ (cur/ when it has flags),
+  fsyncs the directory and commits the index row: only then does ``deliver`` return.
+- **Crash recovery.** A crash after the uidlist line but before the commit leaves a file the
+  index does not know. Each folder row remembers the uidlist size and the new/ and cur/
+  mtimes after our last change; when they differ (checked when an account is first opened in
+  a process, before each delivery batch, and on ``list_messages``), the folder is rescanned
+  and the file adopted with the UID and dedupe key of its uidlist line (Dovecot also adopts
+  unknown files in new/). So a delivery that crashed is found before the queue retries it:
+  the message is there once.
+- **Group commit.** Deliveries to one account queue up while another thread holds the write
+  lock; the thread that gets the lock commits the whole queue with one directory fsync and
+  one index transaction (flat combining), so concurrent deliveries share fsyncs.
+- **Keywords** are kept in the index only. Dovecot also writes up to 26 of them as letters
+  a-z in the file name with a per-folder dovecot-keywords file; we keep such letters when we
+  rename a file but do not add them.
+- **Locking.** Every change holds the account's SQLite write lock (``BEGIN IMMEDIATE``) for
+  its file operations too, so threads and processes (the server, the CLI) never interleave
+  renames; an in-process lock per account queues our own threads without SQLite's polling.
+  Other programs (mutt) do not take it: their renames are picked up by the rescans.
+"""
+
+from __future__ import annotations
+
+import base64
+import collections
+import contextlib
+import errno
+import functools
+import itertools
+import logging
+import os
+import re
+import secrets
+import shutil
+import sqlite3
+import threading
+import time
+import urllib.parse
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import ParamSpec, TypeVar
+
+from pochta.store.base import (
+    INBOX,
+    SPECIAL_FOLDERS,
+    SPECIAL_USE_ROLES,
+    ChangeKind,
+    CopyResult,
+    Delivered,
+    FlagMode,
+    FlagUpdate,
+    FolderExists,
+    FolderInfo,
+    MailStore,
+    MessageInfo,
+    NoSuchFolder,
+    NoSuchMessage,
+    QuotaUsage,
+    ReindexReport,
+    StoreError,
+    StoreFlagsResult,
+    StoreUnavailable,
+    SyncReport,
+)
+from pochta.store.index import (
+    ANSWERED,
+    DELETED,
+    DRAFT,
+    FLAG_BITS,
+    FLAGGED,
+    INDEX_FILE,
+    SEEN,
+    AccountIndex,
+    FolderRow,
+    IndexDamaged,
+    MessageRow,
+    is_damage,
+)
+
+log = logging.getLogger("pochta.store")
+
+UIDLIST_FILE = "pochta-uidlist"
+DOVECOT_UIDLIST_FILE = "dovecot-uidlist"
+UIDVALIDITY_FILE = "pochta-uidvalidity"
+SUBSCRIPTIONS_FILE = "subscriptions"
+FOLDER_MARKER_FILE = "maildirfolder"
+_DELETED_PREFIX = "pochta-deleted-"
+# Maildir spec (cr.yp.to/proto/maildir.html): tmp/ files untouched for 36 hours are debris.
+_TMP_MAX_AGE_SECONDS = 36 * 3600
+_UIDLIST_COMPACT_BYTES = 64 * 1024
+
+# -- flags in the file name (Maildir "2," info) --
+
+# Maildir info letters of the IMAP system flags; P (passed) has no IMAP flag and is kept as is.
+_LETTER_BITS: dict[str, int] = {"D": DRAFT, "F": FLAGGED, "R": ANSWERED, "S": SEEN, "T": DELETED}
+_BIT_LETTERS: dict[int, str] = {bit: letter for letter, bit in _LETTER_BITS.items()}
+_SYSTEM_BY_LOWER: dict[str, str] = {name.lower(): name for name in FLAG_BITS}
+_NAME_OF_BIT: dict[int, str] = {bit: name for name, bit in FLAG_BITS.items()}
+# RFC 3501 §9: flag-keyword = atom; atom-specials are ( ) { SP CTL % * " \ ] (and > 0x7e).
+_ATOM = re.compile(r"^[!#$&'+,\-./0-9:;<=>?@A-Z\[^_`a-z|}~]+$")
+
+
+def flags_from_info(info: str | None) -> int:
+    """System-flag bits of a Maildir info part ("2,FRS"); letters we do not know are ignored."""
+    if not info or not info.startswith("2,"):
+        return 0
+    bits = 0
+    for letter in info[2:].split(",", 1)[0]:
+        bits |= _LETTER_BITS.get(letter, 0)
+    return bits
+
+
+def info_with_flags(flags: int, old_info: str | None = None) -> str:
+    """The "2,<letters>" info for ``flags``, letters in ASCII order (Maildir spec). Letters of
+    ``old_info`` that are not system flags (P, Dovecot keyword letters a-z) and Dovecot's
+    ",<extra>" fields after the letters are kept."""
+    kept = ""
+    extra = ""
+    if old_info and old_info.startswith("2,"):
+        letters, comma, rest = old_info[2:].partition(",")
+        kept = "".join(c for c in letters if c not in _LETTER_BITS)
+        extra = comma + rest
+    ours = "".join(letter for bit, letter in _BIT_LETTERS.items() if flags & bit)
+    return "2," + "".join(sorted(set(ours + kept))) + extra
+
+
+def split_flags(flags: Iterable[str]) -> tuple[int, dict[str, str]]:
+    """IMAP flag names -> (system-flag bits, keywords by lower-case name). Flags compare
+    case-insensitively (RFC 9051 §2.3.2); a keyword keeps the spelling it was first given."""
+    bits = 0
+    keywords: dict[str, str] = {}
+    for name in flags:
+        if name.startswith("\\"):
+            canonical = _SYSTEM_BY_LOWER.get(name.lower())
+            if canonical is None:
+                # RFC 3501 §2.3.2: \Recent is session-only; other \names are not flags.
+                raise StoreError(
+                    f"{name} cannot be stored; the system flags are {' '.join(FLAG_BITS)}"
+                )
+            bits |= FLAG_BITS[canonical]
+        else:
+            if not _ATOM.match(name):
+                raise StoreError(f"{name!r} is not a valid keyword (RFC 3501 §9 flag-keyword)")
+            keywords.setdefault(name.lower(), name)
+    return bits, keywords
+
+
+def join_keywords(keywords: dict[str, str]) -> str:
+    return " ".join(sorted(keywords.values(), key=str.lower))
+
+
+def parse_keywords(text: str) -> dict[str, str]:
+    return {k.lower(): k for k in text.split()}
+
+
+def flag_names(bits: int) -> frozenset[str]:
+    return frozenset(name for bit, name in _NAME_OF_BIT.items() if bits & bit)
+
+
+# -- folder names (RFC 3501 §5.1.3 modified UTF-7, as Dovecot names Maildir++ dirs) --
+
+
+def encode_folder_name(name: str) -> str:
+    """Modified UTF-7 of RFC 3501 §5.1.3: printable US-ASCII stands for itself, "&" is "&-",
+    everything else is "&" + modified BASE64 of UTF-16BE + "-" (with "," for "/")."""
+    out: list[str] = []
+    pending: list[str] = []
+
+    def flush() -> None:
+        if pending:
+            raw = "".join(pending).encode("utf-16-be")
+            b64 = base64.b64encode(raw).decode("ascii").rstrip("=").replace("/", ",")
+            out.append(f"&{b64}-")
+            pending.clear()
+
+    for ch in name:
+        if 0x20 <= ord(ch) <= 0x7E:
+            flush()
+            out.append("&-" if ch == "&" else ch)
+        else:
+            pending.append(ch)
+    flush()
+    return "".join(out)
+
+
+def decode_folder_name(text: str) -> str:
+    """The inverse of :func:`encode_folder_name`; ValueError on text that is not valid
+    modified UTF-7 (RFC 3501 §5.1.3)."""
+    out: list[str] = []
+    i = 0
+    while i < len(text):
+        ch = text[i]
+        if not 0x20 <= ord(ch) <= 0x7E:
+            raise ValueError(f"{text!r}: modified UTF-7 is printable ASCII only")
+        if ch != "&":
+            out.append(ch)
+            i += 1
+            continue
+        end = text.find("-", i + 1)
+        if end < 0:
+            raise ValueError(f"{text!r}: unterminated &... shift sequence")
+        chunk = text[i + 1 : end]
+        if not chunk:
+            out.append("&")
+        else:
+            b64 = chunk.replace(",", "/")
+            try:
+                raw = base64.b64decode(b64 + "=" * (-len(b64) % 4), validate=True)
+                decoded = raw.decode("utf-16-be")
+            except (ValueError, UnicodeDecodeError) as exc:
+                raise ValueError(f"{text!r}: bad modified BASE64 ({exc})") from None
+            if not decoded or any(0x20 <= ord(c) <= 0x7E for c in decoded):
+                # RFC 3501 §5.1.3: printable ASCII must not be encoded.
+                raise ValueError(f"{text!r}: encodes printable ASCII")
+            out.append(decoded)
+        i = end + 1
+    return "".join(out)
+
+
+def check_folder_name(name: str) -> str:
+    """The folder name as stored ("INBOX" in any case becomes "INBOX"), or StoreError."""
+    if name.upper() == INBOX:
+        return INBOX  # RFC 3501 §5.1: INBOX is case-insensitive
+    if not name:
+        raise StoreError("the folder name is empty")
+    if any(ord(c) < 0x20 or ord(c) == 0x7F for c in name):
+        raise StoreError(f"{name!r}: folder names cannot contain control characters")
+    if "/" in name:
+        raise StoreError(f"{name!r}: folder names cannot contain '/'; the separator is '.'")
+    if name.startswith(".") or name.endswith(".") or ".." in name:
+        raise StoreError(f"{name!r}: empty level in the folder name ('.' is the separator)")
+    if "*" in name or "%" in name:
+        raise StoreError(f"{name!r}: '*' and '%' are LIST wildcards (RFC 3501 §6.3.8)")
+    if len(encode_folder_name(name).encode()) > 200:
+        raise StoreError(f"{name!r}: the folder name is too long")
+    return name
+
+
+def folder_dir_name(name: str) -> str:
+    """The Maildir++ directory of a folder, relative to the account root ("" for INBOX)."""
+    return "" if name == INBOX else "." + encode_folder_name(name)
+
+
+def folder_from_dir_name(dirname: str) -> str | None:
+    """The folder of a ".Name" directory, or None when it is not one."""
+    if not dirname.startswith(".") or dirname in (".", ".."):
+        return None
+    try:
+        name = decode_folder_name(dirname[1:])
+        return check_folder_name(name)
+    except (ValueError, StoreError):
+        return None
+
+
+# -- file names --
+
+_COUNTER = itertools.count(1)
+_SIZE_FIELD = re.compile(r",S=(\d+)")
+_VSIZE_FIELD = re.compile(r",W=(\d+)")
+_NAME_TIME = re.compile(r"^(\d+)(?:\.M(\d+))?")
+
+
+def maildir_host(hostname: str) -> str:
+    """The host part of a Maildir name: "/" and ":" escaped as the Maildir spec says, and ","
+    as Dovecot does (it separates the S= and W= fields)."""
+    return hostname.replace("/", "\\057").replace(":", "\\072").replace(",", "\\054")
+
+
+def new_base_name(host: str, size: int, vsize: int) -> str:
+    """``<secs>.M<usecs>P<pid>Q<counter>.<host>,S=<size>,W=<vsize>``: unique per host
+    (time, process, counter), with the sizes Dovecot reads from the name."""
+    now = time.time_ns()
+    secs, nanos = divmod(now, 1_000_000_000)
+    return f"{secs}.M{nanos // 1000}P{os.getpid()}Q{next(_COUNTER)}.{host},S={size},W={vsize}"
+
+
+def split_filename(name: str) -> tuple[str, str | None]:
+    """(base, info) of a Maildir file name; info is None when there is no ":"."""
+    base, colon, info = name.partition(":")
+    return base, (info if colon else None)
+
+
+def name_order(base: str) -> tuple[int, int, str]:
+    """Delivery order of a Maildir base name (its time fields, then the name)."""
+    m = _NAME_TIME.match(base)
+    if m is None:
+        return (1 << 62, 0, base)
+    return (int(m.group(1)), int(m.group(2) or 0), base)
+
+
+def to_stored(message: bytes) -> bytes:
+    """The bytes written to disk: LF line ends, as mutt and Dovecot keep Maildir files."""
+    return message.replace(b"\r\n", b"\n")
+
+
+def crlf_size(stored: bytes) -> int:
+    """RFC822.SIZE of stored bytes: every bare LF counts as CRLF."""
+    return len(stored) + stored.count(b"\n") - stored.count(b"\r\n")
+
+
+def to_wire(stored: bytes) -> bytes:
+    """The message as IMAP sends it: CRLF line ends, exactly ``crlf_size(stored)`` octets."""
+    return stored.replace(b"\r\n", b"\n").replace(b"\n", b"\r\n")
+
+
+# -- durable file operations --
+
+
+def fsync_dir(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def write_file(path: Path, data: bytes, *, mtime: float | None = None, sync: bool = True) -> None:
+    """Create ``path`` (it must not exist) with ``data``, fsync'd when ``sync``."""
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
+    try:
+        view = memoryview(data)
+        while view:
+            written = os.write(fd, view)
+            view = view[written:]
+        if mtime is not None:
+            # Dovecot reads INTERNALDATE from the file's mtime (RFC 3501 §2.3.3).
+            os.utime(fd, (mtime, mtime))
+        if sync:
+            os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def replace_file(path: Path, data: bytes, *, sync: bool = True) -> None:
+    """Atomically give ``path`` the content ``data`` (write aside, fsync, rename)."""
+    tmp = path.with_name(f".{path.name}.{secrets.token_hex(4)}.tmp")
+    write_file(tmp, data, sync=sync)
+    try:
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise
+
+
+def link_or_rename(source: Path, target: Path) -> None:
+    """Put ``source`` at ``target`` without ever replacing an existing file: link() refuses an
+    existing name, rename() would overwrite it (the qmail delivery rule)."""
+    try:
+        os.link(source, target)
+    except OSError as exc:
+        if exc.errno in (errno.EPERM, errno.ENOTSUP, errno.EMLINK, errno.EXDEV):
+            if target.exists():
+                raise FileExistsError(errno.EEXIST, "file exists", str(target)) from None
+            os.rename(source, target)
+            return
+        raise
+
+
+def dir_mtime_ns(folder_dir: Path) -> int:
+    """max(mtime of new/, cur/): any delivery, rename or unlink there changes it."""
+    try:
+        return max(os.stat(folder_dir / "new").st_mtime_ns, os.stat(folder_dir / "cur").st_mtime_ns)
+    except FileNotFoundError:
+        return -1
+
+
+def file_size(path: Path) -> int:
+    try:
+        return os.stat(path).st_size
+    except FileNotFoundError:
+        return 0
+
+
+# -- pochta-uidlist (dovecot-uidlist version 3 format) --
+
+
+@dataclass(slots=True)
+class Uidlist:
+    uidvalidity: int
+    uidnext: int
+    entries: dict[str, tuple[int, str | None]] = field(default_factory=dict)  # base -> uid, key
+
+
+def uidlist_header(uidvalidity: int, uidnext: int) -> str:
+    return f"3 V{uidvalidity} N{uidnext}\n"
+
+
+def uidlist_line(uid: int, base: str, dedupe_key: str | None) -> str:
+    """``<uid> [K<key>] :<base>``; the dedupe key is %-quoted (no spaces, no newlines)."""
+    if dedupe_key is None:
+        return f"{uid} :{base}\n"
+    return f"{uid} K{urllib.parse.quote(dedupe_key, safe='@+=')} :{base}\n"
+
+
+def read_uidlist(path: Path) -> Uidlist | None:
+    """Parse a pochta-uidlist or dovecot-uidlist (v3; v1 "uid name" lines also read). Later
+    lines win; a torn last line (crash during an append) is skipped."""
+    try:
+        text = path.read_text("utf-8", errors="replace")
+    except (FileNotFoundError, NotADirectoryError):
+        return None
+    lines = text.split("\n")
+    header = lines[0].split()
+    if not header:
+        return None
+    uidvalidity = uidnext = 0
+    if header[0] == "3":
+        for token in header[1:]:
+            if token[:1] == "V" and token[1:].isdigit():
+                uidvalidity = int(token[1:])
+            elif token[:1] == "N" and token[1:].isdigit():
+                uidnext = int(token[1:])
+    elif header[0] == "1" and len(header) >= 3 and header[1].isdigit() and header[2].isdigit():
+        uidvalidity, uidnext = int(header[1]), int(header[2])
+    else:
+        return None
+    result = Uidlist(uidvalidity=uidvalidity, uidnext=uidnext)
+    complete = lines[1:-1] if not text.endswith("\n") else lines[1:]
+    for line in complete:
+        if not line:
+            continue
+        if " :" in line:
+            head, _, filename = line.partition(" :")
+            tokens = head.split()
+        else:  # version 1: "uid filename"
+            tokens = line.split()
+            if len(tokens) != 2:
+                continue
+            filename = tokens.pop()
+        if not tokens or not tokens[0].isdigit() or not filename:
+            continue
+        uid = int(tokens[0])
+        key = None
+        for token in tokens[1:]:
+            if token.startswith("K"):
+                key = urllib.parse.unquote(token[1:])
+        base = split_filename(filename)[0]
+        result.entries[base] = (uid, key)
+        result.uidnext = max(result.uidnext, uid + 1)
+    return result
+
+
+def append_lines(path: Path, text: str) -> int:
+    """Append to a uidlist; returns its new size. Not fsync'd: see the module docstring (a
+    crash of the process keeps the page cache; the index commit that follows is fsync'd)."""
+    fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o600)
+    try:
+        data = text.encode("utf-8")
+        view = memoryview(data)
+        while view:
+            view = view[os.write(fd, view) :]
+        return os.fstat(fd).st_size
+    finally:
+        os.close(fd)
+
+
+def read_subscriptions(path: Path) -> set[str] | None:
+    """Names in a `subscriptions` file: ours and Dovecot's version 1 (one name per line) or
+    version 2 (a "V\\t2" header, then names with TAB between hierarchy levels)."""
+    try:
+        lines = path.read_text("utf-8", errors="replace").splitlines()
+    except FileNotFoundError:
+        return None
+    if lines and lines[0] == "V\t2":
+        return {line.replace("\t", ".") for line in lines[1:] if line}
+    return {line for line in lines if line}
+
+
+# -- errors at the interface --
+
+P = ParamSpec("P")
+R = TypeVar("R")
+
+
+def _reported(method: Callable[P, R]) -> Callable[P, R]:
+    """Raise disk and index failures as StoreUnavailable (the interface's promise), so callers
+    catch one family of errors and can tell "try later" from "refused"."""
+
+    @functools.wraps(method)
+    def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
+        try:
+            return method(*args, **kwargs)
+        except StoreError:
+            raise
+        except OSError as exc:
+            raise StoreUnavailable(f"mail store: {exc}") from exc
+        except sqlite3.Error as exc:
+            if is_damage(exc):
+                raise IndexDamaged(
+                    f"a mailbox index is damaged ({exc}); rebuild it with: "
+                    "pochta mailbox reindex ADDRESS"
+                ) from exc
+            raise StoreUnavailable(f"mailbox index: {exc}") from exc
+
+    return wrapper
+
+
+# -- one delivery waiting for the account's write lock --
+
+
+@dataclass(eq=False, slots=True)
+class _Job:
+    folder: str
+    create: bool
+    tmp: Path
+    base: str
+    flags: int
+    keywords: str
+    internal_date: float
+    size: int
+    dedupe_key: str | None
+    done: bool = False
+    result: Delivered | None = None
+    error: BaseException | None = None
+
+
+class _Account:
+    """An account opened in this process: its index and its locks."""
+
+    def __init__(self, address: str, root: Path, index: AccountIndex) -> None:
+        self.address = address
+        self.root = root
+        self.index = index
+        self.write_lock = threading.Lock()
+        self.pending: list[_Job] = []
+        self.pending_lock = threading.Lock()
+        self.ready = False
+        self.ready_lock = threading.Lock()
+        self.users = 0
+        self.retired = False
+        # What the rescans at opening found, until `sync` reports it.
+        self.open_reports: list[SyncReport] = []
+
+
+@dataclass(slots=True)
+class _OldIndex:
+    """What reindex keeps from a readable index: UIDs, keywords, dates, dedupe keys."""
+
+    folders: dict[str, FolderRow]
+    messages: dict[str, dict[str, MessageRow]]  # folder -> base name -> row
+    subscriptions: list[str]
+
+
+@dataclass(slots=True)
+class _Changes:
+    """Folders changed by one operation, notified after the commit."""
+
+    items: list[tuple[str, ChangeKind]] = field(default_factory=list)
+
+    def add(self, folder: str, kind: ChangeKind) -> None:
+        if (folder, kind) not in self.items:
+            self.items.append((folder, kind))
+
+
+class MaildirStore(MailStore):
+    """:class:`MailStore` on Maildir++ files and a per-account SQLite index.
+
+    ``durable=False`` skips every fsync (tests and benchmarks of the logic only).
+    """
+
+    def __init__(
+        self,
+        mail_dir: Path,
+        *,
+        hostname: str,
+        durable: bool = True,
+        max_open_accounts: int = 256,
+    ) -> None:
+        super().__init__()
+        self.mail_dir = Path(mail_dir)
+        self.hostname = hostname
+        self.durable = durable
+        self._host = maildir_host(hostname)
+        self._max_open = max(1, max_open_accounts)
+        self._accounts: collections.OrderedDict[str, _Account] = collections.OrderedDict()
+        self._lock = threading.Lock()
+        self._closed = False
+
+    # -- accounts --
+
+    def account_root(self, address: str) -> Path:
+        """MAIL_DIR/DOMAIN/LOCALPART; StoreError for names that cannot be a directory."""
+        local, at, domain = address.lower().rpartition("@")
+        if not at or not local or not domain:
+            raise StoreError(f"{address!r} is not an address; use local@domain")
+        for part in (local, domain):
+            if part.startswith(".") or "/" in part or "\x00" in part:
+                raise StoreError(f"{address!r} cannot name a mailbox directory")
+        return self.mail_dir / domain / local
+
+    @contextlib.contextmanager
+    def _use(self, address: str) -> Iterator[_Account]:
+        key = address.lower()
+        evicted: list[_Account] = []
+        with self._lock:
+            if self._closed:
+                raise StoreError("the mail store is closed")
+            account = self._accounts.get(key)
+            if account is None:
+                root = self.account_root(key)
+                account = _Account(key, root, AccountIndex(root / INDEX_FILE, durable=self.durable))
+                self._accounts[key] = account
+            self._accounts.move_to_end(key)
+            account.users += 1
+            # LRU cap: connections are per thread per account; close the least used.
+            while len(self._accounts) > self._max_open:
+                _, old = self._accounts.popitem(last=False)
+                old.retired = True
+                if old.users == 0:
+                    evicted.append(old)
+        for old in evicted:
+            old.index.close()
+        try:
+            if not account.ready:
+                with account.ready_lock:
+                    if not account.ready:
+                        self._open_account(account)
+                        account.ready = True
+            yield account
+        finally:
+            with self._lock:
+                account.users -= 1
+                close_now = account.retired and account.users == 0
+            if close_now:
+                account.index.close()
+
+    def _retire(self, address: str) -> None:
+        with self._lock:
+            account = self._accounts.pop(address.lower(), None)
+            if account is None:
+                return
+            account.retired = True
+            close_now = account.users == 0
+        if close_now:
+            account.index.close()
+
+    def close(self) -> None:
+        with self._lock:
+            self._closed = True
+            accounts = list(self._accounts.values())
+            self._accounts.clear()
+        for account in accounts:
+            account.index.close()
+
+    def _open_account(self, account: _Account) -> None:
+        """First use in this process: create the mailbox, or rebuild a lost index, or rescan
+        folders changed while we were not looking (a crash, another program)."""
+        try:
+            account.root.mkdir(parents=True, exist_ok=True)
+            account.index.migrate()
+            with account.write_lock, account.index.write() as conn:
+                folders = AccountIndex.folders(conn)
+                if not folders:
+                    self._rebuild(conn, account, None)
+                else:
+                    for folder in folders:
+                        if self._changed_on_disk(account, folder):
+                            report = self._sync_locked(conn, account, folder, _Changes())
+                            account.open_reports.append(report)
+        except IndexDamaged as exc:
+            raise IndexDamaged(
+                f"{exc}; rebuild it with: pochta mailbox reindex {account.address}"
+            ) from None
+        except sqlite3.Error as exc:
+            if is_damage(exc):
+                raise IndexDamaged(
+                    f"the mailbox index {account.index.path} is damaged ({exc}); rebuild it "
+                    f"with: pochta mailbox reindex {account.address}"
+                ) from None
+            raise StoreUnavailable(f"the mailbox index {account.index.path}: {exc}") from None
+        except OSError as exc:
+            raise StoreUnavailable(f"cannot open the mailbox {account.root}: {exc}") from None
+        self._sweep(account)
+
+    def _sweep(self, account: _Account) -> None:
+        """Remove debris: folders whose delete was interrupted, old tmp/ files."""
+        now = time.time()
+        with contextlib.suppress(OSError):
+            for entry in os.scandir(account.root):
+                if entry.name.startswith(_DELETED_PREFIX):
+                    shutil.rmtree(entry.path, ignore_errors=True)
+        with contextlib.suppress(OSError):
+            for entry in os.scandir(account.root / "tmp"):
+                with contextlib.suppress(OSError):
+                    if now - entry.stat().st_mtime > _TMP_MAX_AGE_SECONDS:
+                        os.unlink(entry.path)
+
+    # -- folders on disk --
+
+    def _dir(self, account: _Account, name: str) -> Path:
+        sub = folder_dir_name(name)
+        return account.root / sub if sub else account.root
+
+    def _make_folder_dirs(self, account: _Account, name: str) -> Path:
+        path = self._dir(account, name)
+        for sub in ("cur", "new", "tmp"):
+            (path / sub).mkdir(parents=True, exist_ok=True)
+        if name != INBOX and not (path / FOLDER_MARKER_FILE).exists():
+            # Maildir++: marks a folder (Courier's maildrop and Dovecot's LDA look for it).
+            (path / FOLDER_MARKER_FILE).touch()
+        return path
+
+    def _new_uidvalidity(self, conn: sqlite3.Connection, account: _Account) -> int:
+        """A UIDVALIDITY above every one this account used (RFC 3501 §2.3.1.1): the time in
+        seconds like Dovecot, raised past the last one, which is kept in the index and in a
+        file beside it so that a lost index does not bring old values back."""
+        path = account.root / UIDVALIDITY_FILE
+        try:
+            on_disk = int(path.read_text().strip() or 0)
+        except (FileNotFoundError, ValueError):
+            on_disk = 0
+        last = max(AccountIndex.last_uidvalidity(conn), on_disk)
+        value = min(max(int(time.time()), last + 1), 0xFFFFFFFF)  # RFC 3501 §9: 32 bits
+        replace_file(path, f"{value}\n".encode(), sync=self.durable)
+        AccountIndex.note_uidvalidity(conn, value)
+        return value
+
+    def _create_folder_locked(
+        self,
+        conn: sqlite3.Connection,
+        account: _Account,
+        name: str,
+        special_use: str | None,
+        *,
+        subscribe: bool = False,
+    ) -> FolderRow:
+        """Make the folder's dirs and row. A directory left by a create that crashed before its
+        commit is adopted with what its uidlist says."""
+        path = self._make_folder_dirs(account, name)
+        uidlist = read_uidlist(path / UIDLIST_FILE)
+        if uidlist is not None and uidlist.uidvalidity:
+            AccountIndex.note_uidvalidity(conn, uidlist.uidvalidity)
+            folder = AccountIndex.add_folder(
+                conn,
+                name,
+                uidvalidity=uidlist.uidvalidity,
+                uidnext=max(uidlist.uidnext, 1),
+                special_use=special_use,
+            )
+            self._sync_locked(conn, account, folder, _Changes())
+        else:
+            uidvalidity = self._new_uidvalidity(conn, account)
+            replace_file(
+                path / UIDLIST_FILE, uidlist_header(uidvalidity, 1).encode(), sync=self.durable
+            )
+            folder = AccountIndex.add_folder(
+                conn, name, uidvalidity=uidvalidity, special_use=special_use
+            )
+            folder.uidlist_size = file_size(path / UIDLIST_FILE)
+            folder.seen_mtime_ns = dir_mtime_ns(path)
+            AccountIndex.save_folder(conn, folder)
+        if self.durable:
+            fsync_dir(path.parent if name != INBOX else path)
+        if subscribe and AccountIndex.set_subscribed(conn, name, True):
+            self._write_subscriptions(conn, account)
+        return folder
+
+    def _require_folder(self, conn: sqlite3.Connection, name: str) -> FolderRow:
+        folder = AccountIndex.folder(conn, check_folder_name(name))
+        if folder is None:
+            raise NoSuchFolder(f"no folder {name!r}")
+        return folder
+
+    def _write_subscriptions(self, conn: sqlite3.Connection, account: _Account) -> None:
+        """The `subscriptions` file beside the folders: one name per line (UTF-8, "."
+        separator), the plain format Dovecot also reads."""
+        names = AccountIndex.subscriptions(conn)
+        text = "".join(f"{n}\n" for n in names)
+        replace_file(account.root / SUBSCRIPTIONS_FILE, text.encode(), sync=self.durable)
+
+    def _changed_on_disk(self, account: _Account, folder: FolderRow) -> bool:
+        path = self._dir(account, folder.name)
+        return (
+            file_size(path / UIDLIST_FILE) != folder.uidlist_size
+            or dir_mtime_ns(path) != folder.seen_mtime_ns
+        )
+
+    def _settle(self, conn: sqlite3.Connection, account: _Account, folder: FolderRow) -> None:
+        """Remember what the folder looks like after our change, and save its row."""
+        path = self._dir(account, folder.name)
+        folder.seen_mtime_ns = dir_mtime_ns(path)
+        folder.uidlist_size = file_size(path / UIDLIST_FILE)
+        AccountIndex.save_folder(conn, folder)
+
+    # -- delivery --
+
+    @_reported
+    def deliver(
+        self,
+        address: str,
+        message: bytes,
+        *,
+        folder: str = INBOX,
+        flags: frozenset[str] = frozenset(),
+        internal_date: float | None = None,
+        dedupe_key: str | None = None,
+    ) -> Delivered:
+        return self._deliver(address, message, folder, flags, internal_date, dedupe_key, True)
+
+    @_reported
+    def append(
+        self,
+        address: str,
+        folder: str,
+        message: bytes,
+        *,
+        flags: frozenset[str] = frozenset(),
+        internal_date: float | None = None,
+    ) -> Delivered:
+        # RFC 3501 §6.3.11: APPEND to a folder that does not exist fails ([TRYCREATE]).
+        return self._deliver(address, message, folder, flags, internal_date, None, False)
+
+    def _deliver(
+        self,
+        address: str,
+        message: bytes,
+        folder: str,
+        flags: frozenset[str],
+        internal_date: float | None,
+        dedupe_key: str | None,
+        create: bool,
+    ) -> Delivered:
+        name = check_folder_name(folder)
+        bits, keywords = split_flags(flags)
+        stored = to_stored(message)
+        size = crlf_size(stored)
+        when = time.time() if internal_date is None else internal_date
+        with self._use(address) as account:
+            base = new_base_name(self._host, len(stored), size)
+            tmp = account.root / "tmp" / base
+            try:
+                write_file(tmp, stored, mtime=when, sync=self.durable)
+            except FileNotFoundError:
+                (account.root / "tmp").mkdir(parents=True, exist_ok=True)
+                write_file(tmp, stored, mtime=when, sync=self.durable)
+            job = _Job(
+                folder=name,
+                create=create,
+                tmp=tmp,
+                base=base,
+                flags=bits,
+                keywords=join_keywords(keywords),
+                internal_date=when,
+                size=size,
+                dedupe_key=dedupe_key,
+            )
+            try:
+                changes = self._commit_job(account, job)
+            finally:
+                with contextlib.suppress(FileNotFoundError):
+                    os.unlink(tmp)  # after the link into new/, or the debris of a failure
+        if job.error is not None:
+            raise job.error
+        assert job.result is not None
+        for changed_folder, kind in changes.items:
+            self._notify(account.address, changed_folder, kind)
+        return job.result
+
+    def _commit_job(self, account: _Account, job: _Job) -> _Changes:
+        """Flat combining: queue the job; whoever holds the write lock commits every queued
+        job in one transaction with one fsync per directory (group commit)."""
+        with account.pending_lock:
+            account.pending.append(job)
+        changes = _Changes()
+        with account.write_lock:
+            if job.done:
+                return changes  # committed by another thread's batch; it notifies
+            with account.pending_lock:
+                batch, account.pending = account.pending, []
+            try:
+                self._deliver_batch(account, batch, changes)
+            except BaseException as exc:
+                error: BaseException = exc
+                if isinstance(exc, OSError):
+                    error = StoreUnavailable(f"delivery to {account.address} failed: {exc}")
+                elif isinstance(exc, sqlite3.Error):
+                    error = StoreUnavailable(f"the mailbox index of {account.address}: {exc}")
+                for other in batch:
+                    if not other.done:
+                        other.error = error
+                        other.done = True
+                if error is exc:
+                    raise
+                raise error from exc
+        return changes
+
+    def _deliver_batch(self, account: _Account, batch: list[_Job], changes: _Changes) -> None:
+        linked: list[Path] = []
+        try:
+            with account.index.write() as conn:
+                folders: dict[str, FolderRow] = {}
+                dirs_to_sync: set[Path] = set()
+                for job in batch:
+                    folder = folders.get(job.folder)
+                    if folder is None:
+                        found = AccountIndex.folder(conn, job.folder)
+                        if found is None:
+                            if not job.create:
+                                job.error = NoSuchFolder(f"no folder {job.folder!r}")
+                                job.done = True
+                                continue
+                            found = self._create_folder_locked(
+                                conn,
+                                account,
+                                job.folder,
+                                SPECIAL_FOLDERS.get(job.folder),
+                                subscribe=job.folder in SPECIAL_FOLDERS,
+                            )
+                            changes.add(job.folder, ChangeKind.FOLDERS)
+                        elif self._changed_on_disk(account, found):
+                            # A crashed delivery may have left this very message: adopt
+                            # it first so that its dedupe key is seen below.
+                            self._sync_locked(conn, account, found, changes)
+                        folder = folders[job.folder] = found
+                    if job.dedupe_key is not None:
+                        existing = AccountIndex.find_dedupe(conn, job.dedupe_key)
+                        if existing is not None:
+                            where, row = existing
+                            job.result = Delivered(
+                                where.name, row.uid, where.uidvalidity, row.size, True
+                            )
+                            job.done = True
+                            continue
+                    path = self._dir(account, folder.name)
+                    uid = folder.uidnext
+                    folder.uidnext += 1
+                    modseq = folder.next_modseq()
+                    # The uidlist line goes first: a crash after the link below is then
+                    # seen as a grown uidlist and the file adopted with this UID and key.
+                    append_lines(path / UIDLIST_FILE, uidlist_line(uid, job.base, job.dedupe_key))
+                    info = info_with_flags(job.flags) if (job.flags or job.keywords) else None
+                    target = (
+                        path / "new" / job.base
+                        if info is None
+                        else path / "cur" / f"{job.base}:{info}"
+                    )
+                    link_or_rename(job.tmp, target)
+                    linked.append(target)
+                    dirs_to_sync.add(target.parent)
+                    AccountIndex.insert_message(
+                        conn,
+                        folder.id,
+                        MessageRow(
+                            uid=uid,
+                            filename=job.base,
+                            info=info,
+                            flags=job.flags,
+                            keywords=job.keywords,
+                            internal_date=job.internal_date,
+                            size=job.size,
+                            modseq=modseq,
+                            dedupe_key=job.dedupe_key,
+                        ),
+                    )
+                    AccountIndex.add_quota(conn, job.size, 1)
+                    job.result = Delivered(folder.name, uid, folder.uidvalidity, job.size)
+                    changes.add(folder.name, ChangeKind.NEW)
+                if self.durable:
+                    for directory in dirs_to_sync:
+                        fsync_dir(directory)  # the rename is on disk before we say so
+                for folder in folders.values():
+                    self._settle(conn, account, folder)
+        except BaseException:
+            # Nothing of this batch is committed: take its files back out so a retry by the
+            # queue does not find a second copy adopted later.
+            for path in linked:
+                with contextlib.suppress(OSError):
+                    os.unlink(path)
+            raise
+        for job in batch:
+            job.done = True
+
+    # -- quota --
+
+    @_reported
+    def quota_usage(self, address: str) -> QuotaUsage:
+        with self._use(address) as account:
+            octets, messages = AccountIndex.quota(account.index.conn())
+        return QuotaUsage(octets, messages)
+
+    # -- folders --
+
+    @_reported
+    def list_folders(self, address: str) -> list[FolderInfo]:
+        with self._use(address) as account, account.index.read() as conn:
+            rows = AccountIndex.folders(conn)
+            stats = AccountIndex.folder_stats(conn)
+            subscribed = set(AccountIndex.subscriptions(conn))
+        result = []
+        for row in rows:
+            messages, unseen, size = stats.get(row.id, (0, 0, 0))
+            result.append(
+                FolderInfo(
+                    name=row.name,
+                    special_use=row.special_use,
+                    uidvalidity=row.uidvalidity,
+                    uidnext=row.uidnext,
+                    messages=messages,
+                    unseen=unseen,
+                    highestmodseq=row.highestmodseq,
+                    subscribed=row.name in subscribed,
+                    size=size,
+                )
+            )
+        result.sort(key=lambda f: (f.name != INBOX, f.name))
+        return result
+
+    @_reported
+    def create_folder(self, address: str, name: str, *, special_use: str | None = None) -> None:
+        name = check_folder_name(name)
+        if special_use is not None and special_use not in SPECIAL_USE_ROLES:
+            # RFC 6154 §3: USEATTR for an attribute the server does not know.
+            raise StoreError(f"{special_use} is not a special-use attribute (RFC 6154 §2)")
+        with self._use(address) as account:
+            with account.write_lock, account.index.write() as conn:
+                if AccountIndex.folder(conn, name) is not None:
+                    raise FolderExists(f"folder {name!r} already exists")
+                self._create_folder_locked(conn, account, name, special_use)
+            self._notify(account.address, name, ChangeKind.FOLDERS)
+
+    @_reported
+    def delete_folder(self, address: str, name: str) -> None:
+        name = check_folder_name(name)
+        if name == INBOX:
+            raise StoreError("INBOX cannot be deleted (RFC 3501 §6.3.4)")
+        with self._use(address) as account:
+            with account.write_lock, account.index.write() as conn:
+                folder = self._require_folder(conn, name)
+                path = self._dir(account, name)
+                # Rename out of sight first (one atomic step), drop the rows, commit, then
+                # remove the files; debris of a crash is swept at the next open.
+                aside = account.root / f"{_DELETED_PREFIX}{secrets.token_hex(8)}"
+                with contextlib.suppress(FileNotFoundError):
+                    os.rename(path, aside)
+                octets, count = AccountIndex.remove_folder(conn, folder.id)
+                AccountIndex.add_quota(conn, -octets, -count)
+                if self.durable:
+                    fsync_dir(account.root)
+            shutil.rmtree(aside, ignore_errors=True)
+            self._notify(account.address, name, ChangeKind.FOLDERS)
+
+    @_reported
+    def rename_folder(self, address: str, old: str, new: str) -> None:
+        old = check_folder_name(old)
+        new = check_folder_name(new)
+        if new == INBOX:
+            raise FolderExists("INBOX always exists; it cannot be a rename target")
+        if new == old or new.startswith(old + "."):
+            raise StoreError(f"cannot rename {old!r} to {new!r}: it is inside itself")
+        with self._use(address) as account:
+            changes = _Changes()
+            with account.write_lock, account.index.write() as conn:
+                source = self._require_folder(conn, old)
+                if AccountIndex.folder(conn, new) is not None:
+                    raise FolderExists(f"folder {new!r} already exists")
+                if old == INBOX:
+                    # RFC 3501 §6.3.5: renaming INBOX moves its messages to a new folder and
+                    # leaves INBOX empty; its inferiors stay where they are.
+                    target = self._create_folder_locked(conn, account, new, None)
+                    uids = [m.uid for m in AccountIndex.messages(conn, source.id)]
+                    self._transfer_locked(conn, account, source, uids, target, True, changes)
+                else:
+                    # RFC 3501 §6.3.5: inferior hierarchical names are renamed too.
+                    moving = [
+                        f
+                        for f in AccountIndex.folders(conn)
+                        if f.name == old or f.name.startswith(old + ".")
+                    ]
+                    renames = [(f, new + f.name[len(old) :]) for f in moving]
+                    for _, target_name in renames:
+                        if AccountIndex.folder(conn, target_name) is not None:
+                            raise FolderExists(f"folder {target_name!r} already exists")
+                    for folder, target_name in renames:
+                        os.rename(self._dir(account, folder.name), self._dir(account, target_name))
+                        folder.name = target_name
+                        AccountIndex.save_folder(conn, folder)
+                        # Subscriptions follow the folder (as Dovecot does).
+                        old_name = old + target_name[len(new) :]
+                        if AccountIndex.set_subscribed(conn, old_name, False):
+                            AccountIndex.set_subscribed(conn, target_name, True)
+                    if self.durable:
+                        fsync_dir(account.root)
+                    self._write_subscriptions(conn, account)
+                changes.add(old, ChangeKind.FOLDERS)
+                changes.add(new, ChangeKind.FOLDERS)
+            for folder_name, kind in changes.items:
+                self._notify(account.address, folder_name, kind)
+
+    @_reported
+    def subscribe(self, address: str, name: str) -> None:
+        self._set_subscribed(address, name, True)
+
+    @_reported
+    def unsubscribe(self, address: str, name: str) -> None:
+        self._set_subscribed(address, name, False)
+
+    def _set_subscribed(self, address: str, name: str, subscribed: bool) -> None:
+        name = check_folder_name(name)
+        with self._use(address) as account:
+            with account.write_lock, account.index.write() as conn:
+                # RFC 9051 §6.3.9: a name may be subscribed whether or not it exists.
+                changed = AccountIndex.set_subscribed(conn, name, subscribed)
+                if changed:
+                    self._write_subscriptions(conn, account)
+            if changed:
+                self._notify(account.address, name, ChangeKind.FOLDERS)
+
+    @_reported
+    def list_subscriptions(self, address: str) -> list[str]:
+        with self._use(address) as account:
+            return AccountIndex.subscriptions(account.index.conn())
+
+    # -- messages --
+
+    @_reported
+    def list_messages(self, address: str, folder: str) -> list[MessageInfo]:
+        name = check_folder_name(folder)
+        with self._use(address) as account:
+            with account.index.read() as conn:
+                row = self._require_folder(conn, name)
+            if self._changed_on_disk(account, row):
+                self._sync_folder(account, name)
+            with account.index.read() as conn:
+                row = self._require_folder(conn, name)
+                messages = AccountIndex.messages(conn, row.id)
+        return [
+            MessageInfo(
+                uid=m.uid,
+                flags=flag_names(m.flags),
+                keywords=frozenset(m.keywords.split()),
+                internal_date=m.internal_date,
+                size=m.size,
+                modseq=m.modseq,
+            )
+            for m in messages
+        ]
+
+    def _message_file(self, account: _Account, folder: str, m: MessageRow) -> Path:
+        path = self._dir(account, folder)
+        if m.info is None:
+            return path / "new" / m.filename
+        return path / "cur" / (f"{m.filename}:{m.info}" if m.info else m.filename)
+
+    def _find_message(self, account: _Account, folder: str, uid: int) -> Path:
+        with account.index.read() as conn:
+            row = self._require_folder(conn, folder)
+            message = AccountIndex.message(conn, row.id, uid)
+        if message is None:
+            raise NoSuchMessage(f"no message with UID {uid} in {folder!r}")
+        return self._message_file(account, folder, message)
+
+    def _read_message(self, account: _Account, folder: str, uid: int) -> tuple[Path, bytes]:
+        name = check_folder_name(folder)
+        for attempt in range(2):
+            path = self._find_message(account, name, uid)
+            try:
+                return path, path.read_bytes()
+            except FileNotFoundError:
+                if attempt:
+                    break
+                # Another program renamed (flags) or removed it: rescan, then look again.
+                self._sync_folder(account, name)
+        raise NoSuchMessage(f"message UID {uid} of {folder!r} is gone from disk")
+
+    @_reported
+    def fetch_message(self, address: str, folder: str, uid: int) -> bytes:
+        with self._use(address) as account:
+            return to_wire(self._read_message(account, folder, uid)[1])
+
+    @_reported
+    def message_path(self, address: str, folder: str, uid: int) -> str:
+        with self._use(address) as account:
+            path = self._find_message(account, check_folder_name(folder), uid)
+            if not path.exists():
+                path = self._read_message(account, folder, uid)[0]
+            return str(path)
+
+    @_reported
+    def store_flags(
+        self,
+        address: str,
+        folder: str,
+        uids: Iterable[int],
+        mode: FlagMode,
+        flags: frozenset[str],
+        *,
+        unchanged_since: int | None = None,
+    ) -> StoreFlagsResult:
+        name = check_folder_name(folder)
+        mode = FlagMode(mode)
+        bits, keywords = split_flags(flags)
+        updated: list[FlagUpdate] = []
+        failed: list[int] = []
+        vanished = False
+        with self._use(address) as account:
+            with account.write_lock, account.index.write() as conn:
+                row = self._require_folder(conn, name)
+                path = self._dir(account, name)
+                modseq: int | None = None
+                renamed = False
+                for m in AccountIndex.messages_by_uid(conn, row.id, uids):
+                    if unchanged_since is not None and m.modseq > unchanged_since:
+                        # RFC 7162 §3.1.3: changed since the client looked: leave it alone
+                        # and report it in [MODIFIED].
+                        failed.append(m.uid)
+                        continue
+                    old_keywords = parse_keywords(m.keywords)
+                    if mode is FlagMode.ADD:
+                        new_bits = m.flags | bits
+                        new_keywords = dict(old_keywords)
+                        for k, spelling in keywords.items():
+                            new_keywords.setdefault(k, spelling)
+                    elif mode is FlagMode.REMOVE:
+                        new_bits = m.flags & ~bits
+                        new_keywords = {k: v for k, v in old_keywords.items() if k not in keywords}
+                    else:
+                        new_bits = bits
+                        new_keywords = dict(keywords)
+                    new_keyword_text = join_keywords(new_keywords)
+                    if new_bits == m.flags and new_keyword_text == m.keywords:
+                        continue  # nothing changes: the MODSEQ stays (RFC 7162 §3.1.3)
+                    if new_bits != m.flags:
+                        old_file = self._message_file(account, name, m)
+                        new_info = info_with_flags(new_bits, m.info)
+                        new_file = path / "cur" / f"{m.filename}:{new_info}"
+                        try:
+                            os.rename(old_file, new_file)
+                        except FileNotFoundError:
+                            vanished = True  # renamed or removed by another program
+                            continue
+                        renamed = True
+                        m.info = new_info
+                    if modseq is None:
+                        modseq = row.next_modseq()  # RFC 7162 §3.1.1: one per operation
+                    m.flags = new_bits
+                    m.keywords = new_keyword_text
+                    m.modseq = modseq
+                    AccountIndex.update_message(conn, row.id, m)
+                    updated.append(
+                        FlagUpdate(
+                            m.uid, modseq, flag_names(new_bits), frozenset(new_keywords.values())
+                        )
+                    )
+                if renamed and self.durable:
+                    fsync_dir(path / "cur")
+                if modseq is not None or renamed:
+                    self._settle(conn, account, row)
+            if vanished:
+                self._sync_folder(account, name)
+            if updated:
+                self._notify(account.address, name, ChangeKind.FLAGS)
+        return StoreFlagsResult(tuple(updated), tuple(failed))
+
+    @_reported
+    def copy(self, address: str, source: str, uids: Iterable[int], target: str) -> CopyResult:
+        return self._transfer(address, source, uids, target, move=False)
+
+    @_reported
+    def move(self, address: str, source: str, uids: Iterable[int], target: str) -> CopyResult:
+        return self._transfer(address, source, uids, target, move=True)
+
+    def _transfer(
+        self, address: str, source: str, uids: Iterable[int], target: str, *, move: bool
+    ) -> CopyResult:
+        source = check_folder_name(source)
+        target = check_folder_name(target)
+        wanted = list(uids)
+        changes = _Changes()
+        with self._use(address) as account:
+            with account.write_lock, account.index.write() as conn:
+                src = self._require_folder(conn, source)
+                dst = src if target == source else AccountIndex.folder(conn, target)
+                if dst is None:
+                    # RFC 3501 §6.4.7: the target must exist; IMAP answers [TRYCREATE].
+                    raise NoSuchFolder(f"no folder {target!r}")
+                result = self._transfer_locked(conn, account, src, wanted, dst, move, changes)
+            for folder_name, kind in changes.items:
+                self._notify(account.address, folder_name, kind)
+        return result
+
+    def _transfer_locked(
+        self,
+        conn: sqlite3.Connection,
+        account: _Account,
+        src: FolderRow,
+        uids: Iterable[int],
+        dst: FolderRow,
+        move: bool,
+        changes: _Changes,
+    ) -> CopyResult:
+        """COPY (hard links) or MOVE (renames) in the caller's transaction. The target's
+        uidlist lines are written before the files appear, as for a delivery."""
+        src_path = self._dir(account, src.name)
+        dst_path = self._dir(account, dst.name)
+        pairs: list[tuple[int, int]] = []
+        moved: list[MessageRow] = []
+        copied_octets = 0
+        lines: list[str] = []
+        plans: list[tuple[MessageRow, Path, Path, MessageRow]] = []
+        for m in AccountIndex.messages_by_uid(conn, src.id, uids):
+            old_file = self._message_file(account, src.name, m)
+            stored_size = _SIZE_FIELD.search(m.filename)
+            base = new_base_name(
+                self._host,
+                int(stored_size.group(1)) if stored_size else file_size(old_file),
+                m.size,
+            )
+            new_uid = dst.uidnext
+            dst.uidnext += 1
+            info = m.info
+            new_file = (
+                dst_path / "new" / base
+                if info is None
+                else dst_path / "cur" / (f"{base}:{info}" if info else base)
+            )
+            key = m.dedupe_key if move else None  # the delivery's key travels with a move
+            copy_row = MessageRow(
+                uid=new_uid,
+                filename=base,
+                info=info,
+                flags=m.flags,
+                keywords=m.keywords,
+                internal_date=m.internal_date,
+                size=m.size,
+                modseq=0,
+                dedupe_key=key,
+            )
+            lines.append(uidlist_line(new_uid, base, key))
+            plans.append((m, old_file, new_file, copy_row))
+        if not plans:
+            return CopyResult(dst.uidvalidity, ())
+        append_lines(dst_path / UIDLIST_FILE, "".join(lines))
+        dst_modseq = dst.next_modseq()
+        src_modseq = src.next_modseq() if move and src.id != dst.id else dst_modseq
+        for m, old_file, new_file, copy_row in plans:
+            try:
+                if move:
+                    os.rename(old_file, new_file)
+                else:
+                    os.link(old_file, new_file)
+            except FileNotFoundError:
+                continue  # gone meanwhile (another program); the next rescan notices
+            if move:
+                moved.append(m)
+            copied_octets += m.size
+            copy_row.modseq = dst_modseq
+            AccountIndex.insert_message(conn, dst.id, copy_row)
+            pairs.append((m.uid, copy_row.uid))
+        if move:
+            AccountIndex.delete_messages(conn, src.id, [m.uid for m in moved], src_modseq)
+        else:
+            AccountIndex.add_quota(conn, copied_octets, len(pairs))
+        if self.durable:
+            for directory in {dst_path / "new", dst_path / "cur"}:
+                fsync_dir(directory)
+            if move:
+                for directory in {src_path / "new", src_path / "cur"}:
+                    fsync_dir(directory)
+        if move and src.id != dst.id:
+            self._settle(conn, account, src)
+            changes.add(src.name, ChangeKind.EXPUNGE)
+        self._settle(conn, account, dst)
+        changes.add(dst.name, ChangeKind.NEW)
+        return CopyResult(dst.uidvalidity, tuple(pairs))
+
+    @_reported
+    def expunge(self, address: str, folder: str, uids: Iterable[int] | None = None) -> list[int]:
+        name = check_folder_name(folder)
+        with self._use(address) as account:
+            with account.write_lock, account.index.write() as conn:
+                row = self._require_folder(conn, name)
+                candidates = (
+                    AccountIndex.messages(conn, row.id)
+                    if uids is None
+                    else AccountIndex.messages_by_uid(conn, row.id, uids)
+                )
+                # RFC 3501 §6.4.3 / RFC 4315 §2.1: only messages flagged \Deleted.
+                doomed = [m for m in candidates if m.flags & DELETED]
+                if not doomed:
+                    return []
+                for m in doomed:
+                    with contextlib.suppress(FileNotFoundError):
+                        os.unlink(self._message_file(account, name, m))
+                if self.durable:
+                    path = self._dir(account, name)
+                    for sub in {"new" if m.info is None else "cur" for m in doomed}:
+                        fsync_dir(path / sub)
+                modseq = row.next_modseq()
+                AccountIndex.delete_messages(conn, row.id, [m.uid for m in doomed], modseq)
+                AccountIndex.add_quota(conn, -sum(m.size for m in doomed), -len(doomed))
+                self._maybe_compact_uidlist(conn, account, row)
+                self._settle(conn, account, row)
+            self._notify(account.address, name, ChangeKind.EXPUNGE)
+        return [m.uid for m in doomed]
+
+    def _maybe_compact_uidlist(
+        self, conn: sqlite3.Connection, account: _Account, folder: FolderRow
+    ) -> None:
+        """Rewrite the uidlist without the lines of expunged messages once it is mostly
+        those. The header keeps N<uidnext> so that UIDs are never reused after a reindex."""
+        path = self._dir(account, folder.name) / UIDLIST_FILE
+        size = file_size(path)
+        if size < _UIDLIST_COMPACT_BYTES:
+            return
+        rows = AccountIndex.messages(conn, folder.id)
+        body = "".join(uidlist_line(m.uid, m.filename, m.dedupe_key) for m in rows)
+        if size < 2 * len(body):
+            return
+        text = uidlist_header(folder.uidvalidity, folder.uidnext) + body
+        replace_file(path, text.encode("utf-8"), sync=self.durable)
+
+    # -- rescans --
+
+    @_reported
+    def sync_folder(self, address: str, folder: str) -> SyncReport:
+        with self._use(address) as account:
+            return self._sync_folder(account, check_folder_name(folder))
+
+    def _sync_folder(self, account: _Account, name: str) -> SyncReport:
+        changes = _Changes()
+        with account.write_lock, account.index.write() as conn:
+            row = self._require_folder(conn, name)
+            report = self._sync_locked(conn, account, row, changes)
+        for folder_name, kind in changes.items:
+            self._notify(account.address, folder_name, kind)
+        return report
+
+    def _scan(self, folder_dir: Path) -> dict[str, str | None]:
+        """base -> info of every message file in new/ and cur/ (cur/ wins over new/; a cur/
+        file without ":" has info "")."""
+        found: dict[str, str | None] = {}
+        for sub in ("new", "cur"):
+            try:
+                entries = list(os.scandir(folder_dir / sub))
+            except FileNotFoundError:
+                continue
+            for entry in entries:
+                if entry.name.startswith(".") or not entry.is_file(follow_symlinks=False):
+                    continue
+                base, info = split_filename(entry.name)
+                if sub == "new":
+                    if info is not None:
+                        # A new/ file with flags (some tools do this): move it to cur/.
+                        with contextlib.suppress(OSError):
+                            os.rename(entry.path, folder_dir / "cur" / entry.name)
+                        found[base] = info
+                    else:
+                        found.setdefault(base, None)
+                else:
+                    found[base] = info if info is not None else ""
+        return found
+
+    def _sync_locked(
+        self, conn: sqlite3.Connection, account: _Account, folder: FolderRow, changes: _Changes
+    ) -> SyncReport:
+        path = self._dir(account, folder.name)
+        for sub in ("cur", "new", "tmp"):
+            (path / sub).mkdir(parents=True, exist_ok=True)
+        on_disk = self._scan(path)
+        rows = {m.filename: m for m in AccountIndex.messages(conn, folder.id)}
+        modseq: int | None = None
+
+        def bump() -> int:
+            nonlocal modseq
+            if modseq is None:
+                modseq = folder.next_modseq()
+            return modseq
+
+        vanished = [m for base, m in rows.items() if base not in on_disk]
+        if vanished:
+            AccountIndex.delete_messages(conn, folder.id, [m.uid for m in vanished], bump())
+            AccountIndex.add_quota(conn, -sum(m.size for m in vanished), -len(vanished))
+            changes.add(folder.name, ChangeKind.EXPUNGE)
+        flags_changed = 0
+        for base, m in rows.items():
+            info = on_disk.get(base, m.info)
+            if base not in on_disk or info == m.info:
+                continue
+            new_bits = flags_from_info(info)
+            m.info = info
+            if new_bits != m.flags:
+                m.flags = new_bits
+                m.modseq = bump()
+                flags_changed += 1
+                changes.add(folder.name, ChangeKind.FLAGS)
+            AccountIndex.update_message(conn, folder.id, m)
+        unknown = [base for base in on_disk if base not in rows]
+        adopted = 0
+        if unknown:
+            uidlist = read_uidlist(path / UIDLIST_FILE)
+            entries = uidlist.entries if uidlist else {}
+
+            def order(base: str) -> tuple[int, tuple[int, int, str]]:
+                listed = entries.get(base)
+                return (listed[0] if listed else 1 << 62, name_order(base))
+
+            lines: list[str] = []
+            for base in sorted(unknown, key=order):
+                info = on_disk[base]
+                file = (
+                    path / "new" / base
+                    if info is None
+                    else path / "cur" / (f"{base}:{info}" if info else base)
+                )
+                try:
+                    st = os.stat(file)
+                    vsize_field = _VSIZE_FIELD.search(base)
+                    size = (
+                        int(vsize_field.group(1)) if vsize_field else crlf_size(file.read_bytes())
+                    )
+                except FileNotFoundError:
+                    continue
+                listed = entries.get(base)
+                # A listed UID is used only if the index never handed it out: below uidnext
+                # it belongs to another message or to an expunged one (never reused).
+                if listed is not None and listed[0] >= folder.uidnext:
+                    uid = listed[0]
+                else:
+                    uid = folder.uidnext
+                    lines.append(uidlist_line(uid, base, listed[1] if listed else None))
+                folder.uidnext = uid + 1
+                key = listed[1] if listed else None
+                if key is not None and AccountIndex.find_dedupe(conn, key) is not None:
+                    key = None  # already delivered elsewhere; keep the file, not the claim
+                AccountIndex.insert_message(
+                    conn,
+                    folder.id,
+                    MessageRow(
+                        uid=uid,
+                        filename=base,
+                        info=info,
+                        flags=flags_from_info(info),
+                        keywords="",
+                        internal_date=st.st_mtime,  # Dovecot: mtime is INTERNALDATE
+                        size=size,
+                        modseq=bump(),
+                        dedupe_key=key,
+                    ),
+                )
+                AccountIndex.add_quota(conn, size, 1)
+                adopted += 1
+            if lines:
+                append_lines(path / UIDLIST_FILE, "".join(lines))
+            if adopted:
+                changes.add(folder.name, ChangeKind.NEW)
+                log.info(
+                    "adopted %d message file(s) in %s of %s", adopted, folder.name, account.address
+                )
+        self._settle(conn, account, folder)
+        return SyncReport(folder.name, adopted, len(vanished), flags_changed)
+
+    @_reported
+    def sync(self, address: str) -> list[SyncReport]:
+        reports: list[SyncReport] = []
+        changes = _Changes()
+        with self._use(address) as account:
+            with account.write_lock, account.index.write() as conn:
+                known = {f.name: f for f in AccountIndex.folders(conn)}
+                on_disk = set(self._folder_dirs(account))
+                for name in sorted(on_disk - set(known)):
+                    # A folder made by hand or by another program: adopt it.
+                    known[name] = self._create_folder_locked(
+                        conn, account, name, SPECIAL_FOLDERS.get(name)
+                    )
+                    changes.add(name, ChangeKind.FOLDERS)
+                for name in sorted(set(known) - on_disk):
+                    folder = known.pop(name)
+                    octets, count = AccountIndex.remove_folder(conn, folder.id)
+                    AccountIndex.add_quota(conn, -octets, -count)
+                    reports.append(SyncReport(name, 0, count, 0))
+                    changes.add(name, ChangeKind.FOLDERS)
+                earlier = {r.folder: r for r in account.open_reports}
+                account.open_reports = []
+                for name in sorted(known, key=lambda n: (n != INBOX, n)):
+                    report = self._sync_locked(conn, account, known[name], changes)
+                    if name in earlier:  # found when this process opened the account
+                        before = earlier[name]
+                        report = SyncReport(
+                            name,
+                            report.adopted + before.adopted,
+                            report.vanished + before.vanished,
+                            report.flags_changed + before.flags_changed,
+                        )
+                    reports.append(report)
+            for folder_name, kind in changes.items:
+                self._notify(account.address, folder_name, kind)
+        self._sweep(account)
+        return reports
+
+    def _folder_dirs(self, account: _Account) -> dict[str, Path]:
+        """Every folder on disk: INBOX (the root) and each ".Name" dir with cur/ or new/."""
+        found = {INBOX: account.root}
+        try:
+            entries = list(os.scandir(account.root))
+        except FileNotFoundError:
+            return found
+        for entry in entries:
+            if not entry.is_dir(follow_symlinks=False):
+                continue
+            name = folder_from_dir_name(entry.name)
+            if name is None or name == INBOX:
+                continue
+            path = Path(entry.path)
+            if (path / "cur").is_dir() or (path / "new").is_dir():
+                found[name] = path
+        return found
+
+    # -- reindex --
+
+    @_reported
+    def reindex(self, address: str) -> ReindexReport:
+        root = self.account_root(address)
+        self._retire(address)
+        index_path = root / INDEX_FILE
+        root.mkdir(parents=True, exist_ok=True)
+        notes: list[str] = []
+        index = AccountIndex(index_path, durable=self.durable)
+        old: _OldIndex | None = None
+        existed = index_path.exists()
+        try:
+            index.migrate()
+            old = self._read_old_index(index) if existed else None
+        except (sqlite3.DatabaseError, IndexDamaged) as exc:
+            if isinstance(exc, sqlite3.Error) and not is_damage(exc):
+                raise StoreError(f"the mailbox index {index_path}: {exc}") from None
+            index.close()
+            aside = index_path.with_name(f"{INDEX_FILE}.damaged-{int(time.time())}")
+            os.replace(index_path, aside)
+            for suffix in ("-wal", "-shm"):
+                with contextlib.suppress(FileNotFoundError):
+                    os.unlink(f"{index_path}{suffix}")
+            notes.append(f"the old index could not be read ({exc}); it was moved to {aside}")
+            index = AccountIndex(index_path, durable=self.durable)
+            index.migrate()
+        if old is None and not notes:
+            notes.append("there was no index; UIDs come from the uidlist files")
+        account = _Account(address.lower(), root, index)
+        try:
+            with account.write_lock, index.write() as conn:
+                AccountIndex.wipe(conn)
+                report = self._rebuild(conn, account, old)
+        finally:
+            index.close()
+        self._sweep(account)
+        return ReindexReport(
+            report.folders,
+            report.messages,
+            report.kept_uids,
+            report.new_uids,
+            report.new_uidvalidity,
+            tuple(notes),
+        )
+
+    @staticmethod
+    def _read_old_index(index: AccountIndex) -> _OldIndex:
+        with index.read() as conn:
+            folders = {f.name: f for f in AccountIndex.folders(conn)}
+            messages = {
+                folder.name: {m.filename: m for m in AccountIndex.messages(conn, folder.id)}
+                for folder in folders.values()
+            }
+            return _OldIndex(folders, messages, AccountIndex.subscriptions(conn))
+
+    def _rebuild(
+        self, conn: sqlite3.Connection, account: _Account, old: _OldIndex | None
+    ) -> ReindexReport:
+        """Fill an empty index from the files. UIDs come from pochta-uidlist (else
+        dovecot-uidlist, for a mailbox moved from Dovecot), else from the old index; a folder
+        with neither gets new UIDs and a new UIDVALIDITY (RFC 3501 §2.3.1.1)."""
+        folders_done = messages_done = kept = fresh = 0
+        changed_validity: list[str] = []
+        dirs = self._folder_dirs(account)
+        for name in SPECIAL_FOLDERS:
+            dirs.setdefault(name, self._dir(account, name))
+        subscribed: set[str] = set()
+        for name in sorted(dirs, key=lambda n: (n != INBOX, n)):
+            path = self._make_folder_dirs(account, name)
+            uidlist = read_uidlist(path / UIDLIST_FILE) or read_uidlist(path / DOVECOT_UIDLIST_FILE)
+            old_folder = old.folders.get(name) if old else None
+            files = self._scan(path)
+            if uidlist is not None and uidlist.uidvalidity:
+                uidvalidity = uidlist.uidvalidity
+                AccountIndex.note_uidvalidity(conn, uidvalidity)
+                listed = {b: e[0] for b, e in uidlist.entries.items()}
+            elif old_folder is not None:
+                uidvalidity = old_folder.uidvalidity
+                AccountIndex.note_uidvalidity(conn, uidvalidity)
+                listed = {}
+            else:
+                uidvalidity = self._new_uidvalidity(conn, account)
+                listed = {}
+                if files:
+                    changed_validity.append(name)
+            keys = {b: e[1] for b, e in uidlist.entries.items()} if uidlist else {}
+            old_rows = old.messages.get(name, {}) if old else {}
+            if old_folder is not None:
+                highest = old_folder.highestmodseq + 1
+            elif uidlist is not None and files:
+                # The MODSEQs handed out before the index was lost are unknown; RFC 7162
+                # §3.1.1 needs new ones above them. Milliseconds since 1970 exceed any count
+                # of changes a folder can have had, so clients see every message as changed.
+                highest = time.time_ns() // 1_000_000
+            else:
+                highest = 1
+            uidnext = max(
+                uidlist.uidnext if uidlist else 1, old_folder.uidnext if old_folder else 1, 1
+            )
+            # Which UID each file keeps: its uidlist line, else its old index row.
+            claimed: dict[int, str] = {}
+            for base in sorted(files, key=name_order):
+                uid = listed.get(base)
+                if (
+                    uid is None
+                    and base in old_rows
+                    and uidvalidity == (old_folder.uidvalidity if old_folder else -1)
+                ):
+                    uid = old_rows[base].uid
+                if uid is not None and uid not in claimed:
+                    claimed[uid] = base
+            uidnext = max([uidnext, *(u + 1 for u in claimed)])
+            kept_bases = {b: u for u, b in claimed.items()}
+            role: str | None = old_folder.special_use if old_folder else SPECIAL_FOLDERS.get(name)
+            folder = AccountIndex.add_folder(
+                conn,
+                name,
+                uidvalidity=uidvalidity,
+                uidnext=uidnext,
+                highestmodseq=highest,
+                special_use=role,
+                created=old_folder.created if old_folder else None,
+            )
+            rows: list[MessageRow] = []
+            for base in sorted(files, key=lambda b: (kept_bases.get(b, 1 << 62), name_order(b))):
+                info = files[base]
+                file = (
+                    path / "new" / base
+                    if info is None
+                    else path / "cur" / (f"{base}:{info}" if info else base)
+                )
+                try:
+                    st = os.stat(file)
+                    vsize_field = _VSIZE_FIELD.search(base)
+                    size = (
+                        int(vsize_field.group(1)) if vsize_field else crlf_size(file.read_bytes())
+                    )
+                except FileNotFoundError:
+                    continue
+                uid = kept_bases.get(base)
+                if uid is None:
+                    uid = folder.uidnext
+                    folder.uidnext += 1
+                    fresh += 1
+                else:
+                    kept += 1
+                before = old_rows.get(base)
+                key = keys.get(base) or (before.dedupe_key if before else None)
+                row = MessageRow(
+                    uid=uid,
+                    filename=base,
+                    info=info,
+                    flags=flags_from_info(info),
+                    keywords=before.keywords if before else "",
+                    internal_date=before.internal_date if before else st.st_mtime,
+                    size=size,
+                    modseq=highest,
+                    dedupe_key=key,
+                )
+                AccountIndex.insert_message(conn, folder.id, row)
+                rows.append(row)
+            rows.sort(key=lambda r: r.uid)
+            text = uidlist_header(uidvalidity, folder.uidnext) + "".join(
+                uidlist_line(r.uid, r.filename, r.dedupe_key) for r in rows
+            )
+            replace_file(path / UIDLIST_FILE, text.encode("utf-8"), sync=self.durable)
+            self._settle(conn, account, folder)
+            folders_done += 1
+            messages_done += len(rows)
+            if name in SPECIAL_FOLDERS or name == INBOX:
+                subscribed.add(name)
+        if old is not None:
+            subscribed = set(old.subscriptions)
+        else:
+            from_file = read_subscriptions(account.root / SUBSCRIPTIONS_FILE)
+            if from_file is not None:
+                subscribed = from_file
+        for name in subscribed:
+            AccountIndex.set_subscribed(conn, name, True)
+        self._write_subscriptions(conn, account)
+        AccountIndex.recount_quota(conn)
+        if self.durable:
+            fsync_dir(account.root)
+        return ReindexReport(folders_done, messages_done, kept, fresh, tuple(changed_validity))
+
+    # -- the whole account --
+
+    @_reported
+    def purge_account(self, address: str) -> bool:
+        root = self.account_root(address)
+        self._retire(address)
+        if not root.exists():
+            return False
+        aside = root.with_name(f".{_DELETED_PREFIX}{root.name}-{secrets.token_hex(4)}")
+        os.rename(root, aside)
+        shutil.rmtree(aside, ignore_errors=True)
+        return True

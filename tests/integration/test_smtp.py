@@ -1,0 +1,341 @@
+"""The real `pochta serve` receiving mail from real clients: smtplib, raw sockets, swaks."""
+
+from __future__ import annotations
+
+import shutil
+import smtplib
+import socket
+import ssl
+import subprocess
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import DOMAIN, PochtaEnv
+from tests.integration.test_serve import ServeProcess, serve
+
+PASSWORD = "correct horse 1"
+
+
+def _tls() -> ssl.SSLContext:
+    ctx = ssl.create_default_context()
+    ctx.check_hostname = False
+    ctx.verify_mode = ssl.CERT_NONE
+    return ctx
+
+
+def mailbox_files(env: PochtaEnv, local: str) -> list[Path]:
+    root = env.data_dir / "mail" / DOMAIN / local
+    return sorted(p for sub in ("new", "cur") for p in (root / sub).glob("*") if p.is_file())
+
+
+def wait_files(env: PochtaEnv, local: str, count: int, timeout: float = 15.0) -> list[Path]:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        files = mailbox_files(env, local)
+        if len(files) >= count:
+            return files
+        time.sleep(0.05)
+    return mailbox_files(env, local)
+
+
+@pytest.fixture
+def mx(pochta_env: PochtaEnv) -> Iterator[tuple[PochtaEnv, ServeProcess]]:
+    pochta_env.add_user(f"alice@{DOMAIN}", PASSWORD)
+    pochta_env.add_user(f"bob@{DOMAIN}", PASSWORD)
+    pochta_env.run("alias", "add", f"postmaster@{DOMAIN}", f"alice@{DOMAIN}", check=True)
+    pochta_env.run("alias", "add", f"team@{DOMAIN}", f"alice@{DOMAIN}", f"bob@{DOMAIN}", check=True)
+    with serve(pochta_env.config_path) as server:
+        yield pochta_env, server
+
+
+def raw_session(port: int, data: bytes, *, wait: float = 1.5) -> bytes:
+    """Send ``data`` in one write after the banner; return everything the server said."""
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as s:
+        s.recv(4096)
+        s.sendall(data)
+        s.settimeout(wait)
+        out = b""
+        try:
+            while True:
+                chunk = s.recv(65536)
+                if not chunk:
+                    break
+                out += chunk
+        except TimeoutError:
+            pass
+        return out
+
+
+def test_ehlo_capabilities(mx: tuple[PochtaEnv, ServeProcess]) -> None:
+    env, _ = mx
+    with smtplib.SMTP("127.0.0.1", env.ports["smtp"]) as c:
+        code, _ = c.ehlo("client.example")
+        assert code == 250
+        for ext in (
+            "pipelining",
+            "size",
+            "8bitmime",
+            "enhancedstatuscodes",
+            "smtputf8",
+            "chunking",
+            "dsn",
+            "starttls",
+        ):
+            assert c.has_extn(ext), ext
+        assert not c.has_extn("auth")  # MX: no AUTH (and never before TLS)
+        assert c.esmtp_features["size"] == "52428800"
+
+
+def test_mx_delivers_to_mailbox_with_trace_headers(mx: tuple[PochtaEnv, ServeProcess]) -> None:
+    env, server = mx
+    with smtplib.SMTP("127.0.0.1", env.ports["smtp"]) as c:
+        c.sendmail(
+            "carol@remote.example",
+            [f"Alice@{DOMAIN}"],
+            b"From: carol@remote.example\r\nSubject: hello\r\n\r\nHi Alice\r\n",
+        )
+    (path,) = wait_files(env, "alice", 1)
+    text = path.read_bytes()
+    assert text.startswith(
+        b"Return-Path: <carol@remote.example>\nDelivered-To: alice@example.test\n"
+    )
+    assert b"\nReceived: from " in text
+    assert b"by mail.example.test (pochta) with ESMTP id " in text
+    assert text.endswith(b"\n\nHi Alice\n")  # Maildir files use LF (as Dovecot)
+    assert b"Message-ID:" not in text  # never added to MX traffic
+    queued = server.wait_for("queued")
+    delivered = server.wait_for("delivered")
+    assert queued["queue_id"] == delivered["queue_id"]
+
+
+def test_alias_fans_out(mx: tuple[PochtaEnv, ServeProcess]) -> None:
+    env, _ = mx
+    with smtplib.SMTP("127.0.0.1", env.ports["smtp"]) as c:
+        c.sendmail(
+            "x@remote.example",
+            [f"team@{DOMAIN}", f"postmaster@{DOMAIN}"],
+            b"Subject: team\r\n\r\nall\r\n",
+        )
+    assert len(wait_files(env, "alice", 1)) == 1  # team + postmaster -> alice once
+    assert len(wait_files(env, "bob", 1)) == 1
+
+
+def test_unknown_user_and_relay_refused(mx: tuple[PochtaEnv, ServeProcess]) -> None:
+    env, _ = mx
+    with smtplib.SMTP("127.0.0.1", env.ports["smtp"]) as c:
+        c.ehlo()
+        c.mail("x@remote.example")
+        assert c.rcpt(f"nobody@{DOMAIN}") == (550, b"5.1.1 No such user here")
+        code, msg = c.rcpt("someone@elsewhere.example")
+        assert (code, msg) == (554, b"5.7.1 Relay access denied")
+
+
+def test_submission_needs_tls_then_auth(mx: tuple[PochtaEnv, ServeProcess]) -> None:
+    env, _ = mx
+    with smtplib.SMTP("127.0.0.1", env.ports["submission"]) as c:
+        c.ehlo()
+        assert not c.has_extn("auth")
+        code, _ = c.docmd("AUTH", "PLAIN AGFsaWNlAHg=")
+        assert code == 538
+        c.starttls(context=_tls())
+        c.ehlo()
+        assert c.esmtp_features["auth"].split() == ["PLAIN", "LOGIN", "SCRAM-SHA-256"]
+        assert c.mail(f"alice@{DOMAIN}")[0] == 530
+        with pytest.raises(smtplib.SMTPAuthenticationError):
+            c.login(f"alice@{DOMAIN}", "wrong")
+        c.login(f"alice@{DOMAIN}", PASSWORD)
+        c.sendmail(
+            f"alice@{DOMAIN}",
+            ["outside@elsewhere.example", f"bob@{DOMAIN}"],
+            b"From: Alice <alice@example.test>\r\nSubject: s\r\n\r\nbody\r\n",
+        )
+    (path,) = wait_files(env, "bob", 1)
+    text = path.read_bytes()
+    assert b"with ESMTPSA id" in text
+    assert b"\nMessage-ID: <" in text  # added for submissions
+    assert b"\nDate: " in text
+    assert PASSWORD.encode() not in text
+
+
+def test_sender_login_mismatch(mx: tuple[PochtaEnv, ServeProcess]) -> None:
+    env, _ = mx
+    with smtplib.SMTP_SSL("127.0.0.1", env.ports["submissions"], context=_tls()) as c:
+        c.login(f"alice@{DOMAIN}", PASSWORD)
+        code, _ = c.mail(f"bob@{DOMAIN}")
+        assert code == 553
+        c.rset()
+        with pytest.raises(smtplib.SMTPDataError) as info:
+            c.sendmail(
+                f"alice@{DOMAIN}",
+                [f"bob@{DOMAIN}"],
+                b"From: bob@example.test\r\nSubject: forged\r\n\r\nx\r\n",
+            )
+        assert info.value.smtp_code == 553
+        # an alias the account receives may be used as sender (postmaster -> alice)
+        c.sendmail(
+            f"postmaster@{DOMAIN}",
+            [f"bob@{DOMAIN}"],
+            b"From: postmaster@example.test\r\n\r\nok\r\n",
+        )
+    assert len(wait_files(env, "bob", 1)) == 1
+
+
+def test_size_limit(mx: tuple[PochtaEnv, ServeProcess]) -> None:
+    env, _ = mx
+    with smtplib.SMTP("127.0.0.1", env.ports["smtp"]) as c:
+        c.ehlo()
+        code, msg = c.mail("x@remote.example", ["SIZE=999999999"])
+        assert code == 552
+        assert msg.startswith(b"5.3.4")
+
+
+def test_pipelining_and_bdat(mx: tuple[PochtaEnv, ServeProcess]) -> None:
+    env, _ = mx
+    body = b"Subject: bdat\r\n\r\nbinary \n.\n and \x00 bytes\r\n"
+    out = raw_session(
+        env.ports["smtp"],
+        b"EHLO c.example\r\nMAIL FROM:<x@remote.example> BODY=BINARYMIME\r\n"
+        b"RCPT TO:<alice@example.test>\r\nRCPT TO:<nobody@example.test>\r\n"
+        + f"BDAT {len(body)} LAST\r\n".encode()
+        + body
+        + b"QUIT\r\n",
+    )
+    codes = [line[:3] for line in out.split(b"\r\n") if line[:3].isdigit() and line[3:4] == b" "]
+    assert codes == [b"250", b"250", b"250", b"550", b"250", b"221"]
+    (path,) = wait_files(env, "alice", 1)
+    assert path.read_bytes().endswith(b"binary \n.\n and \x00 bytes\n")
+
+
+def test_8bit_and_smtputf8(mx: tuple[PochtaEnv, ServeProcess]) -> None:
+    env, _ = mx
+    msg = "From: Jürgen <jürgen@bücher.example>\r\nSubject: Grüße\r\n\r\nПривет\r\n".encode()
+    with smtplib.SMTP("127.0.0.1", env.ports["smtp"]) as c:
+        c.ehlo()
+        c.sendmail(
+            "jürgen@bücher.example",
+            [f"alice@{DOMAIN}"],
+            msg,
+            mail_options=["SMTPUTF8", "BODY=8BITMIME"],
+        )
+    (path,) = wait_files(env, "alice", 1)
+    assert "Привет".encode() in path.read_bytes()
+    assert b"Return-Path: <j\xc3\xbcrgen@b\xc3\xbccher.example>" in path.read_bytes()
+
+
+@pytest.mark.parametrize("fake", [b"\n.\n", b"\r.\r\n", b"\n.\r\n", b"\r\n.\n", b"\r.\r"])
+def test_smtp_smuggling_is_impossible(mx: tuple[PochtaEnv, ServeProcess], fake: bytes) -> None:
+    env, server = mx
+    out = raw_session(
+        env.ports["smtp"],
+        b"EHLO c.example\r\nMAIL FROM:<x@remote.example>\r\nRCPT TO:<alice@example.test>\r\n"
+        b"DATA\r\nSubject: first\r\n\r\nbody"
+        + fake
+        + b"MAIL FROM:<admin@example.test>\r\nRCPT TO:<bob@example.test>\r\nDATA\r\n"
+        b"Subject: smuggled\r\n\r\nevil\r\n.\r\nQUIT\r\n",
+    )
+    # bare newlines are refused by default (smtpd_forbid_bare_newline): no message at all
+    assert b"550 5.5.2" in out
+    time.sleep(0.5)
+    assert mailbox_files(env, "bob") == []
+    assert mailbox_files(env, "alice") == []
+    assert server.events("queued") == []
+
+
+def test_lmtp_per_recipient_replies(pochta_env: PochtaEnv) -> None:
+    env = pochta_env
+    env.add_user(f"alice@{DOMAIN}", PASSWORD)
+    env.run(
+        "user",
+        "add",
+        f"full@{DOMAIN}",
+        "--password-stdin",
+        "--quota",
+        "1K",
+        input=PASSWORD + "\n",
+        check=True,
+    )
+    with serve(env.config_path):
+        sock_path = str(env.data_dir / "lmtp.sock")
+        with socket.socket(socket.AF_UNIX) as s:
+            s.connect(sock_path)
+            s.settimeout(10)
+            assert s.recv(1024).startswith(b"220 ")
+            body = b"Subject: lmtp\r\n\r\n" + b"x" * 2000 + b"\r\n.\r\n"
+            s.sendall(
+                b"LHLO mx.example\r\nMAIL FROM:<x@remote.example>\r\n"
+                b"RCPT TO:<alice@example.test>\r\nRCPT TO:<full@example.test>\r\nDATA\r\n"
+            )
+            out = b""
+            while out.count(b"\r\n") < 5 or b"354" not in out:
+                out += s.recv(4096)
+            s.sendall(body)
+            out = b""
+            while out.count(b"\r\n") < 2:
+                out += s.recv(4096)
+        first, second = out.split(b"\r\n")[:2]
+        assert first.startswith(b"250 2.0.0")
+        assert second.startswith(b"552 5.2.2")  # larger than the whole 1 KiB quota
+    assert len(mailbox_files(env, "alice")) == 1
+    assert mailbox_files(env, "full") == []
+
+
+@pytest.mark.skipif(shutil.which("swaks") is None, reason="swaks not installed (Debian swaks)")
+def test_swaks_submission_with_starttls_and_auth(mx: tuple[PochtaEnv, ServeProcess]) -> None:
+    env, _ = mx
+    proc = subprocess.run(
+        [
+            "swaks",
+            "--server",
+            "127.0.0.1",
+            "--port",
+            str(env.ports["submission"]),
+            "--tls",
+            "--auth",
+            "PLAIN",
+            "--auth-user",
+            f"alice@{DOMAIN}",
+            "--auth-password",
+            PASSWORD,
+            "--from",
+            f"alice@{DOMAIN}",
+            "--to",
+            f"bob@{DOMAIN}",
+            "--header",
+            f"From: alice@{DOMAIN}",
+            "--body",
+            "sent by swaks",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert "<~  250 2.0.0 Ok: queued as " in proc.stdout
+    (path,) = wait_files(env, "bob", 1)
+    assert b"sent by swaks" in path.read_bytes()
+
+
+async def test_aiosmtplib_pipelined_submission(mx: tuple[PochtaEnv, ServeProcess]) -> None:
+    import aiosmtplib
+
+    env, _ = mx
+    client = aiosmtplib.SMTP(
+        hostname="127.0.0.1", port=env.ports["submission"], start_tls=True, tls_context=_tls()
+    )
+    async with client:
+        await client.login(f"alice@{DOMAIN}", PASSWORD)
+        assert client.supports_extension("pipelining")
+        errors, reply = await client.sendmail(
+            f"alice@{DOMAIN}",
+            [f"bob@{DOMAIN}", f"alice@{DOMAIN}"],
+            b"From: alice@example.test\r\nSubject: aio\r\n\r\n.leading dot\r\n",
+        )
+        assert errors == {}
+        assert reply.startswith("2.0.0 Ok: queued as ")
+    (path,) = wait_files(env, "bob", 1)
+    assert path.read_bytes().endswith(b"\n.leading dot\n")  # dot-stuffing undone exactly once
+    assert len(wait_files(env, "alice", 1)) == 1

@@ -1,0 +1,475 @@
+"""The spool: durable enqueue, group commit, atomic envelope updates, state changes, recovery.
+
+The last test is a real crash: a child process enqueues 200 messages concurrently and is
+killed with SIGKILL at a random moment; after recovery every message whose enqueue had
+returned is there exactly once and parses.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import fcntl
+import os
+import random
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+
+import msgspec
+import pytest
+from structlog.testing import capture_logs
+
+from pochta.queue.envelope import (
+    ENVELOPE_VERSION,
+    QUEUE_ID_LENGTH,
+    Envelope,
+    EnvelopeError,
+    Recipient,
+    decode_envelope,
+    encode_envelope,
+    is_queue_id,
+    new_queue_id,
+    queue_id_time,
+)
+from pochta.queue.spool import (
+    STATES,
+    MessageBusy,
+    Spool,
+    SpoolError,
+    UnknownMessage,
+    WrongState,
+)
+
+CONTENT = b"From: a@example.org\r\nTo: b@example.test\r\nSubject: hi\r\n\r\nHello\r\n"
+
+
+def make_envelope(*recipients: str, sender: str = "a@example.org") -> Envelope:
+    rcpts = [Recipient(r) for r in (recipients or ("b@example.test",))]
+    return Envelope("", sender, rcpts, time.time(), 0)
+
+
+@pytest.fixture
+async def spool(tmp_path: Path) -> AsyncIterator[Spool]:
+    s = Spool(tmp_path / "queue")
+    yield s
+    s.close()
+
+
+def files(path: Path) -> list[str]:
+    return sorted(os.listdir(path))
+
+
+@pytest.fixture
+def hold_lock() -> Iterator[list[int]]:
+    """Open descriptors holding flocks for a test, closed at the end."""
+    fds: list[int] = []
+    yield fds
+    for fd in fds:
+        os.close(fd)
+
+
+def lock_file(path: Path, fds: list[int]) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    fcntl.flock(fd, fcntl.LOCK_EX)
+    fds.append(fd)
+
+
+# -- envelope and queue ids ----------------------------------------------------------------
+
+
+def test_queue_ids_sort_by_time_and_are_file_name_safe() -> None:
+    ids = [new_queue_id() for _ in range(5000)]
+    assert len(set(ids)) == len(ids)
+    assert ids == sorted(ids)  # one process: the time part never goes backwards
+    for queue_id in ids[:50]:
+        assert len(queue_id) == QUEUE_ID_LENGTH >= 12
+        assert queue_id.isalnum()
+        assert queue_id.isascii()
+        assert is_queue_id(queue_id)
+    early, late = new_queue_id(1_700_000_000.0), new_queue_id(1_700_000_000.5)
+    assert early < late
+    assert queue_id_time(early) == pytest.approx(1_700_000_000.0)
+    assert not is_queue_id("../etc/passwd")
+    assert not is_queue_id("short")
+
+
+def test_envelope_round_trip_and_version() -> None:
+    envelope = make_envelope("x@example.test", "y@example.test")
+    envelope.queue_id = new_queue_id()
+    envelope.recipients[0].notify = ("SUCCESS", "FAILURE")
+    envelope.ret = "HDRS"
+    data = encode_envelope(envelope)
+    assert data.endswith(b"\n")
+    assert data.count(b"\n") == 1
+    assert decode_envelope(data) == envelope
+    assert envelope.version == ENVELOPE_VERSION
+
+    # Forward compatible: unknown fields (from a newer minor change) are ignored...
+    as_dict = msgspec.json.decode(data)
+    as_dict["future_field"] = 1
+    assert decode_envelope(msgspec.json.encode(as_dict)) == envelope
+    # ...but a newer format version is refused, not guessed at.
+    as_dict["version"] = ENVELOPE_VERSION + 1
+    with pytest.raises(EnvelopeError, match="newer"):
+        decode_envelope(msgspec.json.encode(as_dict))
+    with pytest.raises(EnvelopeError):
+        decode_envelope(b"\x00garbage")
+    with pytest.raises(EnvelopeError):
+        decode_envelope(b'{"queue_id": "x"}')
+
+
+# -- enqueue -------------------------------------------------------------------------------
+
+
+async def test_enqueue_writes_envelope_and_content(spool: Spool) -> None:
+    envelope = make_envelope("b@example.test", "c@example.test")
+    with capture_logs() as logs:
+        queue_id = await spool.enqueue(envelope, CONTENT)
+    assert is_queue_id(queue_id)
+    assert envelope.queue_id == queue_id
+    assert envelope.size == len(CONTENT)
+    assert files(spool.root / "incoming") == [queue_id]
+    assert files(spool.root / "content") == [queue_id]
+    assert files(spool.root / "tmp") == []
+    on_disk = decode_envelope((spool.root / "incoming" / queue_id).read_bytes())
+    assert on_disk == envelope
+    assert spool.content_path(queue_id).read_bytes() == CONTENT
+    loaded, path = await spool.load(queue_id)
+    assert loaded == envelope
+    assert path == spool.content_path(queue_id)
+    assert await spool.read_content(queue_id) == CONTENT
+    assert (spool.root / "incoming" / queue_id).stat().st_mode & 0o777 == 0o600
+    # file data and envelope fsynced, and both directories
+    assert spool.counters.file_fsyncs == 2
+    assert spool.counters.dir_fsyncs == 2
+    assert [entry["event"] for entry in logs] == ["queued"]
+    assert logs[0]["queue_id"] == queue_id
+    assert logs[0]["nrcpt"] == 2
+
+
+async def test_enqueue_wakes_listeners(spool: Spool) -> None:
+    seen: list[str] = []
+    spool.add_listener(seen.append)
+    queue_id = await spool.enqueue(make_envelope(), CONTENT)
+    assert seen == [queue_id]
+
+
+async def test_enqueue_with_a_given_id_refuses_a_duplicate(spool: Spool) -> None:
+    envelope = make_envelope()
+    envelope.queue_id = new_queue_id()
+    await spool.enqueue(envelope, CONTENT)
+    again = make_envelope()
+    again.queue_id = envelope.queue_id
+    with pytest.raises(SpoolError, match="exists already"):
+        await spool.enqueue(again, CONTENT)
+    assert spool.content_path(envelope.queue_id).read_bytes() == CONTENT
+
+
+async def test_group_commit_shares_directory_fsyncs(spool: Spool) -> None:
+    n = 100
+    ids = await asyncio.gather(*(spool.enqueue(make_envelope(), CONTENT) for _ in range(n)))
+    assert len(set(ids)) == n
+    assert len(files(spool.root / "incoming")) == n
+    assert spool.counters.file_fsyncs == 2 * n  # content + envelope: not shareable
+    # Two directories per batch (content/, incoming/), far fewer batches than messages.
+    assert spool.counters.dir_fsyncs == 2 * spool.counters.batches
+    assert spool.counters.dir_fsyncs <= n // 2, spool.counters.dir_fsyncs
+
+
+async def test_a_sequential_enqueue_gets_its_own_fsync(spool: Spool) -> None:
+    for i in range(3):
+        await spool.enqueue(make_envelope(), CONTENT)
+        assert spool.counters.batches == i + 1
+
+
+async def test_failed_directory_fsync_is_not_acknowledged(
+    spool: Spool, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def broken(path: Path) -> None:
+        raise OSError(5, "Input/output error")
+
+    monkeypatch.setattr(spool.counters, "fsync_dir", broken)
+    with pytest.raises(OSError, match="Input/output"):
+        await spool.enqueue(make_envelope(), CONTENT)
+    # Taken back, so the client's retry is no duplicate.
+    assert files(spool.root / "incoming") == []
+    assert files(spool.root / "content") == []
+
+
+async def test_spool_survives_several_event_loops(tmp_path: Path) -> None:
+    """The CLI runs one asyncio.run per command; the committer restarts on each loop."""
+    s = Spool(tmp_path / "q")
+
+    async def once() -> str:
+        return await s.enqueue(make_envelope(), CONTENT)
+
+    first = await once()
+    second = await asyncio.get_running_loop().run_in_executor(None, asyncio.run, once())
+    assert sorted(files(s.root / "incoming")) == sorted([first, second])
+    s.close()
+
+
+# -- updates and state changes -------------------------------------------------------------
+
+
+async def test_update_envelope_is_atomic_and_never_touches_content(spool: Spool) -> None:
+    queue_id = await spool.enqueue(make_envelope(), CONTENT)
+    content_before = spool.content_path(queue_id).stat()
+    env_before = (spool.root / "incoming" / queue_id).stat()
+    envelope, _ = await spool.load(queue_id)
+    envelope.recipients[0].status = "delivered"
+    envelope.recipients[0].reply = "250 2.0.0 Ok"
+    await spool.update_envelope(queue_id, envelope)
+    env_after = (spool.root / "incoming" / queue_id).stat()
+    assert env_after.st_ino != env_before.st_ino  # a new file renamed over the old one
+    content_after = spool.content_path(queue_id).stat()
+    assert (content_after.st_ino, content_after.st_mtime_ns) == (
+        content_before.st_ino,
+        content_before.st_mtime_ns,
+    )
+    assert (await spool.load(queue_id))[0].recipients[0].status == "delivered"
+    assert files(spool.root / "tmp") == []
+
+    await spool.delete(queue_id)
+    with pytest.raises(UnknownMessage):
+        await spool.update_envelope(queue_id, envelope)
+    assert files(spool.root / "incoming") == []  # not recreated by the update
+
+
+async def test_states_hold_release_requeue_delete(spool: Spool) -> None:
+    queue_id = await spool.enqueue(make_envelope(), CONTENT)
+    with capture_logs() as logs:
+        await spool.hold(queue_id)
+        assert await spool.locate(queue_id) == "hold"
+        with pytest.raises(WrongState, match="on hold"):
+            await spool.hold(queue_id)
+        await spool.release(queue_id)
+        assert await spool.locate(queue_id) == "incoming"
+        await spool.move(queue_id, "deferred")
+        await spool.requeue(queue_id)
+        assert await spool.locate(queue_id) == "incoming"
+        await spool.delete(queue_id)
+    assert await spool.locate(queue_id) is None
+    assert files(spool.root / "content") == []
+    assert [e["event"] for e in logs] == ["held", "released", "requeued", "removed"]
+    for action in (spool.hold, spool.release, spool.requeue, spool.delete):
+        with pytest.raises(UnknownMessage, match=f"no message {queue_id}"):
+            await action(queue_id)
+
+
+async def test_active_message_cannot_be_held_but_can_be_deleted(spool: Spool) -> None:
+    queue_id = await spool.enqueue(make_envelope(), CONTENT)
+    assert await spool.claim(queue_id, "incoming") is not None
+    assert await spool.locate(queue_id) == "active"
+    with pytest.raises(WrongState, match="being delivered"):
+        await spool.hold(queue_id)
+    with pytest.raises(WrongState):
+        await spool.release(queue_id)
+    await spool.delete(queue_id)
+    assert await spool.locate(queue_id) is None
+
+
+async def test_a_locked_message_is_busy(spool: Spool, hold_lock: list[int]) -> None:
+    queue_id = await spool.enqueue(make_envelope(), CONTENT)
+    lock_file(spool.content_path(queue_id), hold_lock)  # another process changing it
+    with pytest.raises(MessageBusy):
+        await spool.move(queue_id, "hold", wait_seconds=0.05)
+    assert await spool.claim(queue_id, "incoming") is None  # the scheduler skips it
+    assert await spool.locate(queue_id) == "incoming"
+
+
+async def test_claim_moves_to_active_and_sorts_out_corrupt(spool: Spool) -> None:
+    good = await spool.enqueue(make_envelope(), CONTENT)
+    bad = await spool.enqueue(make_envelope(), CONTENT)
+    (spool.root / "incoming" / bad).write_bytes(b"not json")
+    envelope = await spool.claim(good, "incoming")
+    assert envelope is not None
+    assert envelope.queue_id == good
+    assert await spool.locate(good) == "active"
+    assert await spool.claim(good, "incoming") is None  # already claimed
+    with capture_logs() as logs:
+        assert await spool.claim(bad, "incoming") is None
+    assert await spool.locate(bad) == "corrupt"
+    assert logs[0]["event"] == "corrupt"
+    assert logs[0]["queue_id"] == bad
+
+
+async def test_list_and_flush(spool: Spool) -> None:
+    a = await spool.enqueue(make_envelope(), CONTENT)
+    b = await spool.enqueue(make_envelope(), CONTENT)
+    c = await spool.enqueue(make_envelope(), CONTENT)
+    await spool.move(b, "deferred")
+    await spool.move(c, "deferred")
+    (spool.root / "corrupt" / new_queue_id()).write_bytes(b"{")
+    entries = await spool.list()
+    assert [(e.queue_id, e.state) for e in entries if e.state != "corrupt"] == [
+        (a, "incoming"),
+        (b, "deferred"),
+        (c, "deferred"),
+    ]
+    broken = [e for e in entries if e.state == "corrupt"]
+    assert len(broken) == 1
+    assert broken[0].envelope is None
+    assert broken[0].error
+    assert [e.queue_id for e in await spool.list("deferred")] == [b, c]
+    assert await spool.flush() == 2
+    assert await spool.ids("incoming") == [a, b, c]
+    assert await spool.ids("deferred") == []
+
+
+async def test_files_take_the_spool_owner_when_run_as_root(tmp_path: Path) -> None:
+    if os.geteuid() != 0:
+        pytest.skip("needs root")
+    root = tmp_path / "queue"
+    root.mkdir()
+    os.chown(root, 4242, 4243)
+    s = Spool(root)
+    queue_id = await s.enqueue(make_envelope(), CONTENT)
+    for path in (root / "incoming", root / "incoming" / queue_id, s.content_path(queue_id)):
+        st = path.stat()
+        assert (st.st_uid, st.st_gid) == (4242, 4243), path
+    s.close()
+
+
+# -- recovery ------------------------------------------------------------------------------
+
+
+async def test_recovery_cleans_up_after_a_crash(spool: Spool, hold_lock: list[int]) -> None:
+    root = spool.root
+    delivered_half = await spool.enqueue(make_envelope(), CONTENT)
+    await spool.claim(delivered_half, "incoming")  # was being delivered at the crash
+    fine = await spool.enqueue(make_envelope(), CONTENT)
+    await spool.move(fine, "deferred")
+    broken = await spool.enqueue(make_envelope(), CONTENT)
+    await spool.move(broken, "deferred")
+    (root / "deferred" / broken).write_bytes(b'{"queue_id": 1}')
+    no_content = await spool.enqueue(make_envelope(), CONTENT)
+    os.unlink(spool.content_path(no_content))
+    (root / "incoming" / "README").write_text("not a message")
+
+    # Half-written files of a dead writer: an orphan content file, a tmp envelope.
+    orphan = new_queue_id()
+    spool.content_path(orphan).write_bytes(b"Subject: half")
+    (root / "tmp" / f"{orphan}.123.0").write_bytes(b'{"queue_')
+    # And a writer that is alive (a concurrent `pochta sendmail`): its files are locked.
+    alive = new_queue_id()
+    spool.content_path(alive).write_bytes(b"Subject: being written")
+    (root / "tmp" / f"{alive}.456.0").write_bytes(b"{")
+    lock_file(spool.content_path(alive), hold_lock)
+    lock_file(root / "tmp" / f"{alive}.456.0", hold_lock)
+
+    with capture_logs() as logs:
+        report = await spool.recover()
+    assert report.tmp_removed == 1
+    assert report.active_requeued == 1
+    assert report.orphans_removed == 1
+    assert report.corrupt == 3  # broken, no_content, README
+    assert await spool.locate(delivered_half) == "incoming"
+    assert await spool.locate(fine) == "deferred"
+    assert await spool.locate(broken) == "corrupt"
+    assert await spool.locate(no_content) == "corrupt"
+    assert (root / "corrupt" / "README").exists()
+    assert files(root / "tmp") == [f"{alive}.456.0"]
+    assert not spool.content_path(orphan).exists()
+    assert spool.content_path(alive).exists()
+    corrupt_lines = [e for e in logs if e["event"] == "corrupt"]
+    assert {e["queue_id"] for e in corrupt_lines} == {broken, no_content, "README"}
+    assert any(e["event"] == "requeued" and e["queue_id"] == delivered_half for e in logs)
+
+
+async def test_only_one_process_schedules_a_spool(spool: Spool) -> None:
+    await spool.recover()
+    other = Spool(spool.root)
+    with pytest.raises(SpoolError, match="another pochta server"):
+        await other.recover()
+    other.close()
+    spool.close()
+    again = Spool(spool.root)
+    await again.recover()  # the lock went with the first owner
+    again.close()
+
+
+# -- a real crash --------------------------------------------------------------------------
+
+CHILD = r"""
+import asyncio, sys, time
+from pochta.logs import configure_logging
+from pochta.queue import Envelope, Recipient, Spool
+
+configure_logging("logfmt", "error")
+
+def content(i):
+    return (f"Subject: message {i}\r\n\r\n" + "x" * 4000 + "\r\n").encode()
+
+async def one(spool, i):
+    envelope = Envelope("", f"s{i}@example.org", [Recipient(f"r{i}@example.test")], time.time(), 0)
+    queue_id = await spool.enqueue(envelope, content(i))
+    sys.stdout.write(f"{i} {queue_id}\n")
+    sys.stdout.flush()
+
+async def main():
+    spool = Spool(sys.argv[1])
+    sys.stdout.write("ready\n")
+    sys.stdout.flush()
+    await asyncio.gather(*(one(spool, i) for i in range(200)))
+    sys.stdout.write("done\n")
+    sys.stdout.flush()
+    await asyncio.sleep(3600)
+
+asyncio.run(main())
+"""
+
+
+def expected_content(i: int) -> bytes:
+    return (f"Subject: message {i}\r\n\r\n" + "x" * 4000 + "\r\n").encode()
+
+
+def run_and_kill(root: Path, seed: int) -> dict[str, int]:
+    """Run the child, SIGKILL it at a random moment; the ids it printed, by message index."""
+    child = subprocess.Popen(
+        [sys.executable, "-c", CHILD, str(root)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
+    assert child.stdout is not None
+    assert child.stdout.readline() == b"ready\n"
+    # Anywhere from "nothing acknowledged yet" to "all done" (200 enqueues take ~50-300 ms).
+    time.sleep(random.Random(seed).uniform(0.0, 0.15) if seed else 0.0)
+    child.send_signal(signal.SIGKILL)
+    out, _ = child.communicate(timeout=30)
+    assert child.returncode == -signal.SIGKILL
+    acknowledged: dict[str, int] = {}
+    for line in out.decode().splitlines():
+        if line != "done":
+            index, queue_id = line.split()
+            acknowledged[queue_id] = int(index)
+    return acknowledged
+
+
+@pytest.mark.parametrize("seed", range(6))
+async def test_kill_9_loses_no_acknowledged_message(tmp_path: Path, seed: int) -> None:
+    root = tmp_path / "queue"
+    acknowledged = await asyncio.to_thread(run_and_kill, root, seed)
+
+    spool = Spool(root)
+    report = await spool.recover()
+    assert report.corrupt == 0
+    for queue_id, index in acknowledged.items():
+        places = [s for s in STATES if (root / s / queue_id).exists()]
+        assert places == ["incoming"], (queue_id, places)
+        envelope, path = await spool.load(queue_id)
+        assert envelope.queue_id == queue_id
+        assert envelope.recipients[0].address == f"r{index}@example.test"
+        assert path.read_bytes() == expected_content(index)
+    # Nothing half-done is left: every envelope has its content and the reverse.
+    incoming = set(files(root / "incoming"))
+    assert incoming >= set(acknowledged)
+    assert set(files(root / "content")) == incoming
+    assert files(root / "tmp") == []
+    assert files(root / "active") == []
+    for queue_id in incoming:  # unacknowledged but complete ones parse too
+        await spool.load(queue_id)
+    spool.close()

@@ -1,0 +1,214 @@
+"""The per-account SQLite index on its own: schema, counters, UID lists, expunge records,
+and the uidlist file format it leans on."""
+
+from __future__ import annotations
+
+import sqlite3
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from pochta.store.index import (
+    DELETED,
+    SCHEMA_VERSION,
+    SEEN,
+    AccountIndex,
+    IndexDamaged,
+    MessageRow,
+)
+from pochta.store.maildir import read_uidlist, uidlist_header, uidlist_line
+from pochta.store.quota import QuotaUsage, evaluate_quota, format_bytes
+
+
+@pytest.fixture
+def index(tmp_path: Path) -> Iterator[AccountIndex]:
+    idx = AccountIndex(tmp_path / "pochta-index.sqlite3")
+    idx.migrate()
+    yield idx
+    idx.close()
+
+
+def row(uid: int, *, size: int = 100, flags: int = 0, key: str | None = None) -> MessageRow:
+    return MessageRow(
+        uid=uid,
+        filename=f"{uid}.M1P1Q{uid}.host,S={size},W={size}",
+        info=None,
+        flags=flags,
+        keywords="",
+        internal_date=1e9,
+        size=size,
+        modseq=uid + 1,
+        dedupe_key=key,
+    )
+
+
+def test_schema_is_wal_and_versioned(index: AccountIndex) -> None:
+    conn = index.conn()
+    assert conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+    assert conn.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION
+    index.migrate()  # idempotent
+    assert AccountIndex.quota(conn) == (0, 0)
+
+
+def test_newer_schema_is_refused(tmp_path: Path) -> None:
+    path = tmp_path / "x.sqlite3"
+    sqlite3.connect(path).execute(f"PRAGMA user_version = {SCHEMA_VERSION + 1}").connection.close()
+    idx = AccountIndex(path)
+    with pytest.raises(Exception, match="newer than this pochta"):
+        idx.migrate()
+    idx.close()
+
+
+def test_damaged_file_is_reported_as_such(tmp_path: Path) -> None:
+    path = tmp_path / "x.sqlite3"
+    path.write_bytes(b"garbage" * 1000)
+    idx = AccountIndex(path)
+    with pytest.raises(IndexDamaged):
+        idx.migrate()
+    idx.close()
+
+
+def test_folders_messages_and_counters(index: AccountIndex) -> None:
+    with index.write() as conn:
+        inbox = AccountIndex.add_folder(conn, "INBOX", uidvalidity=7)
+        trash = AccountIndex.add_folder(conn, "Trash", uidvalidity=8, special_use="\\Trash")
+        for uid in (1, 2, 3):
+            AccountIndex.insert_message(conn, inbox.id, row(uid, flags=SEEN if uid == 1 else 0))
+            AccountIndex.add_quota(conn, 100, 1)
+        AccountIndex.insert_message(conn, trash.id, row(1, size=50, key="q1 bob"))
+        AccountIndex.add_quota(conn, 50, 1)
+    conn = index.conn()
+    assert [f.name for f in AccountIndex.folders(conn)] == ["INBOX", "Trash"]
+    assert AccountIndex.folder_stats(conn) == {inbox.id: (3, 2, 300), trash.id: (1, 1, 50)}
+    assert AccountIndex.quota(conn) == (350, 4)
+    assert [m.uid for m in AccountIndex.messages_by_uid(conn, inbox.id, [3, 9, 1, 3])] == [1, 3]
+    found = AccountIndex.find_dedupe(conn, "q1 bob")
+    assert found is not None
+    assert (found[0].name, found[1].uid) == ("Trash", 1)
+    assert AccountIndex.find_dedupe(conn, "nope") is None
+    with pytest.raises(sqlite3.IntegrityError), index.write() as c:
+        AccountIndex.insert_message(c, inbox.id, row(2))  # (folder, uid) is unique
+    with index.write() as c:
+        AccountIndex.recount_quota(c)
+    assert AccountIndex.quota(conn) == (350, 4)
+
+
+def test_delete_records_expunged_with_modseq(index: AccountIndex) -> None:
+    with index.write() as conn:
+        inbox = AccountIndex.add_folder(conn, "INBOX", uidvalidity=7)
+        for uid in (1, 2, 3, 4):
+            AccountIndex.insert_message(conn, inbox.id, row(uid, flags=DELETED))
+        modseq = inbox.next_modseq()
+        AccountIndex.delete_messages(conn, inbox.id, [2, 3], modseq)
+        later = inbox.next_modseq()
+        AccountIndex.delete_messages(conn, inbox.id, [4], later)
+        AccountIndex.save_folder(conn, inbox)
+    conn = index.conn()
+    assert [m.uid for m in AccountIndex.messages(conn, inbox.id)] == [1]
+    assert AccountIndex.expunged_since(conn, inbox.id, 0) == [2, 3, 4]
+    assert AccountIndex.expunged_since(conn, inbox.id, modseq) == [4]
+    folder = AccountIndex.folder(conn, "INBOX")
+    assert folder is not None
+    assert folder.highestmodseq == later == 3
+
+
+def test_remove_folder_returns_what_it_held(index: AccountIndex) -> None:
+    with index.write() as conn:
+        f = AccountIndex.add_folder(conn, "Old", uidvalidity=1)
+        AccountIndex.insert_message(conn, f.id, row(1, size=10))
+        AccountIndex.insert_message(conn, f.id, row(2, size=20))
+        assert AccountIndex.remove_folder(conn, f.id) == (30, 2)
+        assert AccountIndex.folder(conn, "Old") is None
+
+
+def test_uidvalidity_memory_only_grows(index: AccountIndex) -> None:
+    with index.write() as conn:
+        assert AccountIndex.last_uidvalidity(conn) == 0
+        AccountIndex.note_uidvalidity(conn, 500)
+        AccountIndex.note_uidvalidity(conn, 100)
+        assert AccountIndex.last_uidvalidity(conn) == 500
+
+
+def test_subscriptions(index: AccountIndex) -> None:
+    with index.write() as conn:
+        assert AccountIndex.set_subscribed(conn, "A", True)
+        assert not AccountIndex.set_subscribed(conn, "A", True)
+        assert AccountIndex.set_subscribed(conn, "B", True)
+        assert AccountIndex.set_subscribed(conn, "A", False)
+        assert AccountIndex.subscriptions(conn) == ["B"]
+
+
+def test_write_rolls_back_on_error(index: AccountIndex) -> None:
+    def failing_change() -> None:
+        with index.write() as conn:
+            AccountIndex.add_folder(conn, "INBOX", uidvalidity=1)
+            raise RuntimeError("boom")
+
+    with pytest.raises(RuntimeError):
+        failing_change()
+    assert AccountIndex.folders(index.conn()) == []
+
+
+def test_closed_index_refuses(tmp_path: Path) -> None:
+    idx = AccountIndex(tmp_path / "i.sqlite3")
+    idx.migrate()
+    idx.close()
+    with pytest.raises(Exception, match="closed"):
+        idx.conn()
+
+
+# -- the uidlist file (dovecot-uidlist v3 format) --
+
+
+def test_uidlist_round_trip_and_torn_tail(tmp_path: Path) -> None:
+    path = tmp_path / "pochta-uidlist"
+    text = (
+        uidlist_header(1234, 1)
+        + uidlist_line(1, "100.M1P1Q1.h,S=1,W=1", None)
+        + uidlist_line(2, "100.M1P1Q2.h,S=1,W=1", "Q7 bob@example.test")
+        + uidlist_line(9, "100.M1P1Q1.h,S=1,W=1", None)  # a later line wins
+        + "10 :100.M1P1Q3.h,S"  # torn by a crash: no newline
+    )
+    path.write_text(text)
+    parsed = read_uidlist(path)
+    assert parsed is not None
+    assert parsed.uidvalidity == 1234
+    assert parsed.uidnext == 10
+    assert parsed.entries == {
+        "100.M1P1Q1.h,S=1,W=1": (9, None),
+        "100.M1P1Q2.h,S=1,W=1": (2, "Q7 bob@example.test"),
+    }
+    assert read_uidlist(tmp_path / "missing") is None
+    (tmp_path / "bad").write_text("garbage header\n")
+    assert read_uidlist(tmp_path / "bad") is None
+
+
+# -- quota decisions --
+
+
+@pytest.mark.parametrize(
+    ("used", "limit", "incoming", "ok", "permanent"),
+    [
+        (0, 0, 10**12, True, False),  # unlimited
+        (900, 1000, 100, True, False),  # exactly full
+        (901, 1000, 100, False, False),  # 452 4.2.2
+        (0, 1000, 1001, False, True),  # 552 5.2.2: can never fit
+    ],
+)
+def test_evaluate_quota(used: int, limit: int, incoming: int, ok: bool, permanent: bool) -> None:
+    check = evaluate_quota(
+        QuotaUsage(used, 1), limit_bytes=limit, limit_messages=0, incoming_size=incoming
+    )
+    assert (check.ok, check.permanent) == (ok, permanent)
+    assert bool(check.reason) != ok
+
+
+def test_format_bytes() -> None:
+    assert [format_bytes(n) for n in (0, 1023, 1024, 1536 * 1024, 3 << 30)] == [
+        "0B",
+        "1023B",
+        "1.0K",
+        "1.5M",
+        "3.0G",
+    ]
