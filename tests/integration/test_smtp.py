@@ -339,3 +339,51 @@ async def test_aiosmtplib_pipelined_submission(mx: tuple[PochtaEnv, ServeProcess
     (path,) = wait_files(env, "bob", 1)
     assert path.read_bytes().endswith(b"\n.leading dot\n")  # dot-stuffing undone exactly once
     assert len(wait_files(env, "alice", 1)) == 1
+
+
+def test_sendmail_command_reaches_mailboxes(mx: tuple[PochtaEnv, ServeProcess]) -> None:
+    env, server = mx
+    proc = env.run(
+        "sendmail",
+        "-f",
+        f"alice@{DOMAIN}",
+        f"team@{DOMAIN}",
+        f"bob@{DOMAIN}",
+        input="Subject: from cron\n\nnightly report\n",
+    )
+    assert proc.returncode == 0, proc.stderr
+    # team -> alice, bob (expanded after the queue); bob named twice gets one copy
+    assert len(wait_files(env, "alice", 1)) == 1
+    assert len(wait_files(env, "bob", 1)) == 1
+    time.sleep(0.5)
+    assert len(mailbox_files(env, "bob")) == 1
+    assert b"nightly report" in mailbox_files(env, "alice")[0].read_bytes()
+
+
+def test_quota_at_rcpt_time(pochta_env: PochtaEnv) -> None:
+    env = pochta_env
+    env.run(
+        "user",
+        "add",
+        f"small@{DOMAIN}",
+        "--password-stdin",
+        "--quota",
+        "4K",
+        input=PASSWORD + "\n",
+        check=True,
+    )
+    with serve(env.config_path), smtplib.SMTP("127.0.0.1", env.ports["smtp"]) as c:
+        c.ehlo()
+        c.mail("x@remote.example", ["SIZE=10000"])
+        code, msg = c.rcpt(f"small@{DOMAIN}")
+        assert (code, msg[:5]) == (552, b"5.2.2")  # can never fit: permanent
+        c.rset()
+        c.sendmail(
+            "x@remote.example",
+            [f"small@{DOMAIN}"],
+            b"Subject: fill\r\n\r\n" + b"y" * 3000 + b"\r\n",
+        )
+        assert len(wait_files(env, "small", 1)) == 1
+        c.mail("x@remote.example", ["SIZE=2000"])
+        code, msg = c.rcpt(f"small@{DOMAIN}")
+        assert (code, msg[:5]) == (452, b"4.2.2")  # full for now: try later

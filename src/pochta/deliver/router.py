@@ -13,6 +13,7 @@ from collections.abc import Callable
 
 from pochta.deliver.mailbox import MailboxAgent
 from pochta.logs import get_logger
+from pochta.protocols.smtp.replies import Reply
 from pochta.queue.envelope import Envelope, Recipient
 from pochta.queue.scheduler import Attempt
 from pochta.queue.spool import Spool
@@ -21,10 +22,12 @@ from pochta.resolve.classes import (
     FileDest,
     MailboxDest,
     PipeDest,
+    Rejection,
     RelayDest,
     RemoteDest,
     UnixDest,
 )
+from pochta.resolve.resolver import Resolver
 
 log = get_logger("deliver")
 
@@ -50,24 +53,55 @@ def destination_string(dest: Destination) -> str:
     return "discard:"
 
 
-def route(envelope: Envelope) -> dict[str, list[Recipient]]:
-    groups: dict[str, list[Recipient]] = {}
-    for rcpt in envelope.pending_recipients():
-        groups.setdefault(rcpt.destination or "unrouted:", []).append(rcpt)
-    return groups
+class Router:
+    """The queue manager's RouteFn. Mail from the SMTP listeners arrives expanded (one
+    destination per recipient); mail that skipped the listeners (``pochta sendmail``) is
+    resolved here, on its first attempt, and the result is kept in the envelope."""
+
+    def __init__(self, resolver: Callable[[], Resolver]) -> None:
+        self._resolver = resolver
+
+    def __call__(self, envelope: Envelope) -> dict[str, list[Recipient]]:
+        groups: dict[str, list[Recipient]] = {}
+        for rcpt in envelope.pending_recipients():
+            if not rcpt.destination:
+                rcpt.destination = self._destination(rcpt.address)
+            groups.setdefault(rcpt.destination, []).append(rcpt)
+        return groups
+
+    def _destination(self, address: str) -> str:
+        resolution = self._resolver().resolve(address)
+        deliverable = resolution.deliverable
+        if len(deliverable) == 1 and not isinstance(deliverable[0], Rejection):
+            return destination_string(deliverable[0])
+        if deliverable:
+            return f"expand:{address}"  # an alias with several targets: see Deliverer
+        reply = resolution.rejected or Reply(550, "5.1.1", "No such user here")
+        return f"reject:{reply}"
 
 
 class Deliverer:
     """The queue manager's DeliverFn: one destination group at a time."""
 
-    def __init__(self, spool: Spool, mailbox: Callable[[], MailboxAgent]) -> None:
+    def __init__(
+        self,
+        spool: Spool,
+        mailbox: Callable[[], MailboxAgent],
+        resolver: Callable[[], Resolver],
+    ) -> None:
         self.spool = spool
-        self._mailbox = mailbox  # read at each use: the directory is swapped on reload
+        # Read at each use: the directory and tables are swapped on reload.
+        self._mailbox = mailbox
+        self._resolver = resolver
 
     async def __call__(self, envelope: Envelope, recipients: list[Recipient]) -> list[Attempt]:
-        kind, _, _target = recipients[0].destination.partition(":")
+        kind, _, target = recipients[0].destination.partition(":")
         if kind == "discard":
             return [Attempt(r.address, "delivered", "250 2.0.0 discarded") for r in recipients]
+        if kind == "reject":
+            return [Attempt(r.address, "bounced", target) for r in recipients]
+        if kind == "expand":
+            return [await self._expand(envelope, r) for r in recipients]
         if kind != "mailbox":
             reply = NO_AGENT.format(kind=kind or "an unrouted recipient")
             return [Attempt(r.address, "deferred", reply) for r in recipients]
@@ -85,3 +119,26 @@ class Deliverer:
             )
             attempts.append(Attempt(rcpt.address, result.outcome, str(result.reply)))  # type: ignore[arg-type]
         return attempts
+
+    async def _expand(self, envelope: Envelope, rcpt: Recipient) -> Attempt:
+        """An alias with several targets, met after the queue (``pochta sendmail``): deliver
+        to each; the mailbox agent's dedupe key makes a retry skip the targets already done."""
+        content: bytes | None = None
+        worst: Attempt | None = None
+        for dest in self._resolver().resolve(rcpt.address).deliverable:
+            if not isinstance(dest, MailboxDest):
+                kind = destination_string(dest).partition(":")[0]  # type: ignore[arg-type]
+                worst = worst or Attempt(rcpt.address, "deferred", NO_AGENT.format(kind=kind))
+                continue
+            if content is None:
+                content = await self.spool.read_content(envelope.queue_id)
+            result = await self._mailbox().deliver(
+                queue_id=envelope.queue_id,
+                sender=envelope.sender,
+                recipient=dest.account,
+                account=dest.account,
+                content=content,
+            )
+            if result.outcome != "delivered" and (worst is None or worst.outcome != "deferred"):
+                worst = Attempt(rcpt.address, result.outcome, str(result.reply))  # type: ignore[arg-type]
+        return worst or Attempt(rcpt.address, "delivered", "250 2.0.0 delivered to every target")

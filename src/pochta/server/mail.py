@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING
 
 from pochta.cleanup.pipeline import Cleanup
 from pochta.deliver.mailbox import MailboxAgent
-from pochta.deliver.router import Deliverer, destination_string, route
+from pochta.deliver.router import Deliverer, Router, destination_string
 from pochta.directory.auth_failures import FailureTracker
 from pochta.directory.authenticator import Authenticator
 from pochta.logs import get_logger
@@ -43,8 +43,8 @@ class MailSystem:
         self.queue = QueueManager(
             self.spool,
             settings.queue,
-            Deliverer(self.spool, lambda: self.mailbox),
-            route,
+            Deliverer(self.spool, lambda: self.mailbox, lambda: self.resolver),
+            Router(lambda: self.resolver),
             on_final=self._on_final,
         )
         self._build()
