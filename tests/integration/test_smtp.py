@@ -342,7 +342,7 @@ async def test_aiosmtplib_pipelined_submission(mx: tuple[PochtaEnv, ServeProcess
 
 
 def test_sendmail_command_reaches_mailboxes(mx: tuple[PochtaEnv, ServeProcess]) -> None:
-    env, server = mx
+    env, _ = mx
     proc = env.run(
         "sendmail",
         "-f",
