@@ -387,3 +387,20 @@ def test_quota_at_rcpt_time(pochta_env: PochtaEnv) -> None:
         c.mail("x@remote.example", ["SIZE=2000"])
         code, msg = c.rcpt(f"small@{DOMAIN}")
         assert (code, msg[:5]) == (452, b"4.2.2")  # full for now: try later
+
+
+def test_starttls_discards_injected_plaintext(mx: tuple[PochtaEnv, ServeProcess]) -> None:
+    """CVE-2011-0411: commands sent in plaintext after STARTTLS must never run under TLS."""
+    env, _ = mx
+    with socket.create_connection(("127.0.0.1", env.ports["smtp"]), timeout=10) as raw:
+        raw.recv(4096)
+        raw.sendall(b"EHLO c.example\r\n")
+        while not raw.recv(4096).endswith(b"250 STARTTLS\r\n"):
+            pass
+        raw.sendall(b"STARTTLS\r\nRSET\r\nMAIL FROM:<evil@remote.example>\r\n")
+        assert raw.recv(4096).startswith(b"220 ")
+        with _tls().wrap_socket(raw) as tls:
+            tls.sendall(b"NOOP\r\n")
+            time.sleep(0.3)
+            answer = tls.recv(4096)
+    assert answer == b"250 2.0.0 OK\r\n"  # only NOOP's reply: RSET and MAIL were dropped
