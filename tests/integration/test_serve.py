@@ -550,8 +550,8 @@ async def test_unix_listener_replaces_a_stale_socket(pochta_env: PochtaEnv) -> N
     settings = load_settings(pochta_env.config_path)
     server = Server(settings, services={"lmtp": lambda _server, _name: service})
     task = asyncio.create_task(server.run())
-    for _ in range(200):
-        if server._directory is not None:
+    for _ in range(500):
+        if "lmtp" in server.listeners and server.listeners["lmtp"].server.is_serving():
             break
         await asyncio.sleep(0.01)
     assert list(server.listeners) == ["lmtp"]
