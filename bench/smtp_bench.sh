@@ -7,6 +7,7 @@
 #   bash bench/smtp_bench.sh [--reference] [--reps N] [--n4k N] [--n100k N]
 #                            [--out DIR] [--work DIR] [--cases REGEX]
 #                            [--idle-conns N] [--no-idle] [--keep-reference]
+#                            [--src head|worktree|live]
 #
 # Cases (load: /work/shared/bench/smtp_load.py, one message per connection):
 #   smtp_4k_c10    4 KiB,   10 connections, --n4k   messages (default 5000)
@@ -20,6 +21,12 @@
 # this shared machine hit both.  Output:
 #   OUT/pochta/<case>.rep<k>.json, OUT/reference/<case>.rep<k>.json,
 #   OUT/idle_conns.json, OUT/summary.md (medians + ratios), OUT/logs/.
+#
+# Code under test (--src): "head" (default) runs a snapshot of src/ at the
+# committed HEAD (git archive into WORK, put first on PYTHONPATH), so edits
+# made to the tree while the benchmark runs cannot change the code between
+# repetitions or break a server start half way; "worktree" snapshots the
+# working tree as it is at the start; "live" runs the repo's src/ directly.
 #
 # Everything is on loopback; every wait and every tool run is bounded.
 #
@@ -62,6 +69,7 @@ OUT=""
 POCHTA_MAX_CONN_PER_IP=${POCHTA_MAX_CONN_PER_IP-2000}
 PORT=20025
 NUSERS=50
+SRC_MODE=head
 
 while [ $# -gt 0 ]; do
     case $1 in
@@ -75,7 +83,8 @@ while [ $# -gt 0 ]; do
         --cases) CASES=$2; shift ;;
         --idle-conns) IDLE_CONNS=$2; shift ;;
         --no-idle) DO_IDLE=0 ;;
-        -h|--help) sed -n '2,45p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+        --src) SRC_MODE=$2; shift ;;
+        -h|--help) sed -n '2,52p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
         *) echo "unknown option: $1 (see --help)" >&2; exit 2 ;;
     esac
     shift
@@ -106,6 +115,26 @@ trap cleanup EXIT
 trap 'exit 130' INT TERM
 
 # ---------------------------------------------------------------- pochta ----
+SNAP=$WORK/src-snapshot
+case $SRC_MODE in
+    head)
+        rm -rf "$SNAP"; mkdir -p "$SNAP"
+        git -C "$REPO" archive HEAD src | tar -x -C "$SNAP" || { say "git archive failed"; exit 1; }
+        SRC_DESC="snapshot of committed HEAD $(git -C "$REPO" rev-parse --short HEAD)"
+        export PYTHONPATH=$SNAP/src ;;
+    worktree)
+        rm -rf "$SNAP"; mkdir -p "$SNAP"; cp -a "$REPO/src" "$SNAP/src"
+        SRC_DESC="snapshot of the working tree at $(date +%H:%M:%S) (HEAD $(git -C "$REPO" rev-parse --short HEAD)$(git -C "$REPO" diff --quiet HEAD -- src 2>/dev/null || echo ' + uncommitted changes'))"
+        export PYTHONPATH=$SNAP/src ;;
+    live)
+        SRC_DESC="live tree $REPO/src (may change during the run)" ;;
+    *) echo "--src must be head, worktree or live" >&2; exit 2 ;;
+esac
+if [ "$SRC_MODE" != live ]; then
+    got=$("$REPO/.venv/bin/python" -c 'import pochta; print(pochta.__file__)' 2>&1)
+    case $got in "$SNAP"/*) ;; *) say "pochta is not imported from the snapshot: $got"; exit 1 ;; esac
+fi
+say "code under test: $SRC_DESC"
 # Prints the PID of the server this script started and its children.
 cat > "$WORK/pochta_pids.sh" <<EOF
 #!/bin/sh
@@ -392,7 +421,7 @@ fi
 {
     echo "# SMTP benchmark $(date -Is)"
     echo
-    echo "$("$POCHTA" --version 2>/dev/null | tail -1), commit $(git -C "$REPO" rev-parse --short HEAD 2>/dev/null)$(git -C "$REPO" diff --quiet HEAD -- src 2>/dev/null || echo ' + uncommitted changes in src/');"
+    echo "$("$POCHTA" --version 2>/dev/null | tail -1), $SRC_DESC;"
     echo "reps=$REPS n4k=$N4K n100k=$N100K; $(nproc) CPUs; load average at the end: $(cut -d' ' -f1-3 /proc/loadavg)"
     echo
     "$PY" - "$OUT" "$B/summarize.py" <<'PYEOF'

@@ -170,7 +170,9 @@ class SMTPSettings(_Table, frozen=True, kw_only=True, forbid_unknown_fields=True
         Literal["reject", "allow"],
         _doc("Submission: MAIL FROM and From must belong to the logged-in account (553 5.7.1)."),
     ] = "reject"
-    max_connections_per_ip: Annotated[int, _doc("Open SMTP connections per client IP.")] = 20
+    max_connections_per_ip: Annotated[
+        int, _doc("Open SMTP connections per client IP (smtpd_client_connection_count_limit).")
+    ] = 50
 
 
 class QueueSettings(_Table, frozen=True, kw_only=True, forbid_unknown_fields=True):
