@@ -105,8 +105,6 @@ def configure_logging(
         raise ValueError(
             f"log level {level!r} is not known; use one of {', '.join(_LEVELS)}"
         ) from None
-    global _generation
-    _generation += 1
     shared = _shared_processors()
     out = stream if stream is not None else sys.stderr
     # pochta's own events skip the stdlib logging machinery (a fifth of the event loop's
@@ -143,9 +141,6 @@ def configure_logging(
     root.setLevel(numeric_level)
 
 
-_generation = 0  # bumped by configure_logging: loggers made before it rebind
-
-
 class PochtaLogger:
     """A named logger that follows ``configure_logging`` (start-up and every reload) and
     otherwise keeps one bound structlog logger, so an event costs a filter check and a
@@ -159,9 +154,11 @@ class PochtaLogger:
         self._bound: Any = None
 
     def _logger(self) -> Any:
-        if self._generation != _generation:
+        # Rebind when structlog was configured anew (our reload, or a test's capture_logs).
+        current = id(structlog.get_config()["processors"])
+        if self._generation != current:
             self._bound = structlog.get_logger().bind(logger=self._name)
-            self._generation = _generation
+            self._generation = current
         return self._bound
 
     def debug(self, event: str, **fields: Any) -> None:

@@ -567,6 +567,7 @@ async def test_one_log_line_per_message(make_tables: MakeTables) -> None:
     assert logs == [
         {
             "event": "cleanup",
+            "logger": "cleanup",
             "log_level": "info",
             "queue_id": "4XyZ",
             "message_id": "<abc@far.test>",
