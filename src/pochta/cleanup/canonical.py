@@ -29,6 +29,7 @@ from dataclasses import dataclass
 
 from pochta.logs import get_logger
 from pochta.tables import TableSet, match_address
+from pochta.tables.address_list import split_addresses as _addresses
 
 __all__ = [
     "MAX_RECURSION",
@@ -142,29 +143,6 @@ class CanonicalMaps:
             at = result.rfind("@")
             result = result + extension if at < 0 else result[:at] + extension + result[at:]
         return result
-
-
-def _addresses(value: str) -> list[str]:
-    """The addresses in a table value: separated by commas or whitespace outside quotes."""
-    out: list[str] = []
-    current: list[str] = []
-    quoted = escaped = False
-    for char in value:
-        if escaped:
-            escaped = False
-        elif quoted and char == "\\":
-            escaped = True
-        elif char == '"':
-            quoted = not quoted
-        elif not quoted and (char == "," or char.isspace()):
-            if current:
-                out.append("".join(current))
-                current = []
-            continue
-        current.append(char)
-    if current:
-        out.append("".join(current))
-    return [a[1:-1] if a.startswith("<") and a.endswith(">") else a for a in out]
 
 
 # -- header address lists ------------------------------------------------------------------

@@ -104,6 +104,7 @@ from pochta.tables import (
     lookup_domain,
     match_address,
 )
+from pochta.tables.address_list import split_addresses
 from pochta.tables.configured import ConfiguredTables
 from pochta.tables.postfix_text import PostfixTable, address_lookup_keys, split_extension
 
@@ -219,30 +220,6 @@ def parse_address(address: str, default_domain: str) -> ParsedAddress:
     if not domain or any(c.isspace() for c in domain):
         raise AddressError("bad domain")
     return ParsedAddress(local if quoted else local.lower(), domain)
-
-
-def split_addresses(value: str) -> list[str]:
-    """The addresses in a virtual(5) value: separated by commas or whitespace outside
-    double quotes (mail_addr_crunch(3) reads an RFC 822 address list)."""
-    out: list[str] = []
-    current: list[str] = []
-    quoted = escaped = False
-    for char in value:
-        if escaped:
-            escaped = False
-        elif quoted and char == "\\":
-            escaped = True
-        elif char == '"':
-            quoted = not quoted
-        elif not quoted and (char == "," or char.isspace()):
-            if current:
-                out.append("".join(current))
-                current = []
-            continue
-        current.append(char)
-    if current:
-        out.append("".join(current))
-    return [a[1:-1] if a.startswith("<") and a.endswith(">") else a for a in out]
 
 
 def _add_extension(address: str, extension: str) -> str:
