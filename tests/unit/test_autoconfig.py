@@ -10,7 +10,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from pochta.config.settings import ListenSettings, ServerSettings, Settings
+from pochta.config.settings import HTTPSettings, ListenSettings, ServerSettings, Settings
 from pochta.directory.model import Domain
 from pochta.server.metrics import Metrics
 from pochta.web.autoconfig import (
@@ -273,6 +273,18 @@ def test_route_metrics_only_for_loopback(service: HttpService) -> None:
     assert service.respond(_get("/metrics", client="::1")).status == 200
     assert service.respond(_get("/metrics", client="")).status == 200  # unix socket
     assert service.respond(_get("/metrics", client="192.0.2.1")).status == 403
+
+
+def test_route_metrics_for_configured_networks() -> None:
+    settings = Settings(
+        server=ServerSettings(hostname="mail.example.org"),
+        http=HTTPSettings(metrics_allowed_networks=["192.0.2.0/24", "2001:db8::/32"]),
+    )
+    service = HttpService(FakeServer(settings, FakeDirectory()))  # type: ignore[arg-type]
+    assert service.respond(_get("/metrics", client="192.0.2.77")).status == 200
+    assert service.respond(_get("/metrics", client="2001:db8::5")).status == 200
+    assert service.respond(_get("/metrics", client="198.51.100.1")).status == 403
+    assert service.respond(_get("/metrics", client="127.0.0.1")).status == 200
 
 
 def test_route_methods_and_unknown_paths(service: HttpService) -> None:

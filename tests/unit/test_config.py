@@ -138,6 +138,14 @@ def test_semantic_ranges() -> None:
     )
 
 
+def test_bad_metrics_network() -> None:
+    data = with_("http", metrics_allowed_networks=["10.0.0.0/8", "ten"])
+    assert problems_of(data) == [
+        'http.metrics_allowed_networks[1]: "ten" is not a network; write an address or CIDR, '
+        'e.g. "10.0.0.0/8"'
+    ]
+
+
 def test_files_checked(tmp_path: Path) -> None:
     cfg = tmp_path / "pochta.toml"
     cfg.write_text('[server]\nhostname = "mail.example.test"\n')

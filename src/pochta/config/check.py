@@ -11,7 +11,7 @@ from pochta.directory.addresses import AddressError, normalize_domain
 
 def check_semantics(settings: Settings, *, check_files: bool = True) -> list[Problem]:
     problems: list[Problem] = []
-    for check in (_check_server, _check_listeners, _check_directory, _check_auth):
+    for check in (_check_server, _check_listeners, _check_directory, _check_auth, _check_http):
         problems.extend(check(settings))
     if check_files:
         problems.extend(_check_files(settings))
@@ -76,6 +76,19 @@ def _check_auth(s: Settings) -> Iterator[Problem]:
         yield Problem("auth.failure_threshold", "must be at least 1")
     if not 0 <= a.tarpit_max_seconds <= 300:
         yield Problem("auth.tarpit_max_seconds", "must be between 0 and 300")
+
+
+def _check_http(s: Settings) -> Iterator[Problem]:
+    import ipaddress
+
+    for i, net in enumerate(s.http.metrics_allowed_networks):
+        try:
+            ipaddress.ip_network(net, strict=False)
+        except ValueError:
+            yield Problem(
+                f"http.metrics_allowed_networks[{i}]",
+                f'"{net}" is not a network; write an address or CIDR, e.g. "10.0.0.0/8"',
+            )
 
 
 def _check_files(s: Settings) -> Iterator[Problem]:

@@ -215,6 +215,15 @@ class LocalSettings(_Table, frozen=True, kw_only=True, forbid_unknown_fields=Tru
     ] = False
 
 
+class HTTPSettings(_Table, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    """The HTTP listener (autoconfig, MTA-STS policy, metrics)."""
+
+    metrics_allowed_networks: Annotated[
+        list[str],
+        _doc('Networks besides loopback that may read /metrics, e.g. ["10.0.0.0/8"].'),
+    ] = []
+
+
 class Settings(_Table, frozen=True, kw_only=True, forbid_unknown_fields=True):
     server: ServerSettings
     tls: TLSSettings = TLSSettings()
@@ -227,6 +236,7 @@ class Settings(_Table, frozen=True, kw_only=True, forbid_unknown_fields=True):
     queue: QueueSettings = QueueSettings()
     store: StoreSettings = StoreSettings()
     local: LocalSettings = LocalSettings()
+    http: HTTPSettings = HTTPSettings()
 
     # Set by the loader, not read from TOML: where the file was found.
     config_path: Annotated[str, _doc("(internal) path of the loaded file")] = ""

@@ -135,13 +135,12 @@ class HttpService:
         server: Server,
         name: str = "http",
         *,
-        metrics_allowed: Callable[[str], bool] = is_loopback,
+        metrics_allowed: Callable[[str], bool] | None = None,
     ) -> None:
         self.name = name
         self.ssl_context: ssl.SSLContext | None = None
         self._server = server
-        # TODO(config): a setting naming the networks allowed to scrape /metrics.
-        self._metrics_allowed = metrics_allowed
+        self._metrics_allowed = metrics_allowed or self._metrics_client_allowed
         self._routes: dict[str, tuple[frozenset[str], Callable[[Request], Response]]] = {
             "/healthz": (_GET, self._healthz),
             "/metrics": (_GET, self._metrics),
@@ -169,9 +168,23 @@ class HttpService:
     def _healthz(self, request: Request) -> Response:
         return Response(200, b"ok\n")
 
+    def _metrics_client_allowed(self, client: str) -> bool:
+        """Loopback and unix-socket clients, and those in http.metrics_allowed_networks (read
+        at each request, so a reload applies)."""
+        if is_loopback(client):
+            return True
+        try:
+            ip = ipaddress.ip_address(client.split("%", 1)[0])
+        except ValueError:
+            return False
+        nets = self._server.settings.http.metrics_allowed_networks
+        return any(ip in ipaddress.ip_network(net, strict=False) for net in nets)
+
     def _metrics(self, request: Request) -> Response:
         if not self._metrics_allowed(request.client):
-            return _text(403, "metrics are served to loopback clients only")
+            return _text(
+                403, "metrics are served to loopback and http.metrics_allowed_networks only"
+            )
         return Response(
             200, self._server.metrics.render(), "text/plain; version=0.0.4; charset=utf-8"
         )
