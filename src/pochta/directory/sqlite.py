@@ -25,15 +25,14 @@ from __future__ import annotations
 
 import contextlib
 import sqlite3
-import threading
 import time
-import weakref
 from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
 from pochta.directory.base import Directory, DirectoryError
 from pochta.directory.model import Account, Alias, DkimSelector, Domain
+from pochta.sqlite_connections import ThreadConnections, TrackedConnection
 
 # Each entry migrates the schema from version i to i + 1 (index i). Statements run one by one
 # inside one BEGIN IMMEDIATE transaction together with the user_version bump.
@@ -94,10 +93,6 @@ _INSERT_ACCOUNT = (
 )
 
 
-class _Connection(sqlite3.Connection):
-    """A subclass only so that connections can be held in a WeakSet (3.11's can't)."""
-
-
 def _now() -> int:
     return int(time.time())
 
@@ -154,10 +149,9 @@ class SqliteDirectory(Directory):
 
     def __init__(self, path: Path) -> None:
         self.path = Path(path)
-        self._local = threading.local()
-        self._connections: weakref.WeakSet[_Connection] = weakref.WeakSet()
-        self._connections_lock = threading.Lock()
-        self._closed = False
+        self._pool = ThreadConnections(
+            self._connect, lambda: DirectoryError("the directory is closed")
+        )
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
         except OSError as exc:
@@ -168,14 +162,14 @@ class SqliteDirectory(Directory):
 
     # -- connections and transactions --
 
-    def _connect(self) -> _Connection:
+    def _connect(self) -> TrackedConnection:
         try:
             conn = sqlite3.connect(
                 self.path,
                 timeout=5.0,
                 isolation_level=None,  # we issue BEGIN/COMMIT ourselves
                 check_same_thread=False,  # only so that close() may close it from any thread
-                factory=_Connection,
+                factory=TrackedConnection,
                 cached_statements=256,
             )
             conn.execute("PRAGMA busy_timeout = 5000")
@@ -189,16 +183,8 @@ class SqliteDirectory(Directory):
             ) from None
         return conn
 
-    def _conn(self) -> _Connection:
-        conn: _Connection | None = getattr(self._local, "conn", None)
-        if conn is None:
-            if self._closed:
-                raise DirectoryError("the directory is closed")
-            conn = self._connect()
-            self._local.conn = conn
-            with self._connections_lock:
-                self._connections.add(conn)
-        return conn
+    def _conn(self) -> TrackedConnection:
+        return self._pool.get()
 
     @contextlib.contextmanager
     def _write(self) -> Iterator[sqlite3.Connection]:
@@ -238,13 +224,7 @@ class SqliteDirectory(Directory):
         return int(self._conn().execute("PRAGMA user_version").fetchone()[0])
 
     def close(self) -> None:
-        self._closed = True
-        with self._connections_lock:
-            connections = list(self._connections)
-            self._connections.clear()
-        for conn in connections:
-            conn.close()
-        self._local = threading.local()
+        self._pool.close()
 
     # -- helpers run inside a transaction --
 

@@ -25,14 +25,13 @@ from __future__ import annotations
 import contextlib
 import json
 import sqlite3
-import threading
 import time
-import weakref
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from pochta.sqlite_connections import ThreadConnections, TrackedConnection
 from pochta.store.base import StoreError, StoreUnavailable
 
 INDEX_FILE = "pochta-index.sqlite3"
@@ -171,31 +170,26 @@ def is_damage(exc: sqlite3.Error) -> bool:
     return isinstance(exc, sqlite3.DatabaseError) and not isinstance(exc, sqlite3.OperationalError)
 
 
-class _Connection(sqlite3.Connection):
-    """A subclass only so that connections can be held in a WeakSet."""
-
-
 class AccountIndex:
     """The index database of one account. Thread-safe: one connection per thread."""
 
     def __init__(self, path: Path, *, durable: bool = True) -> None:
         self.path = Path(path)
         self._synchronous = "FULL" if durable else "OFF"
-        self._local = threading.local()
-        self._connections: weakref.WeakSet[_Connection] = weakref.WeakSet()
-        self._connections_lock = threading.Lock()
-        self._closed = False
+        self._pool = ThreadConnections(
+            self._connect, lambda: StoreError(f"the mailbox index {self.path} is closed")
+        )
 
     # -- connections and transactions --
 
-    def _connect(self) -> _Connection:
+    def _connect(self) -> TrackedConnection:
         try:
             conn = sqlite3.connect(
                 self.path,
                 timeout=30.0,
                 isolation_level=None,  # explicit BEGIN/COMMIT
                 check_same_thread=False,  # only so that close() may close it from any thread
-                factory=_Connection,
+                factory=TrackedConnection,
                 cached_statements=128,
             )
             conn.execute("PRAGMA busy_timeout = 30000")
@@ -209,15 +203,7 @@ class AccountIndex:
         return conn
 
     def conn(self) -> sqlite3.Connection:
-        conn: _Connection | None = getattr(self._local, "conn", None)
-        if conn is None:
-            if self._closed:
-                raise StoreError(f"the mailbox index {self.path} is closed")
-            conn = self._connect()
-            self._local.conn = conn
-            with self._connections_lock:
-                self._connections.add(conn)
-        return conn
+        return self._pool.get()
 
     @contextlib.contextmanager
     def write(self) -> Iterator[sqlite3.Connection]:
@@ -271,13 +257,7 @@ class AccountIndex:
                 conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION:d}")
 
     def close(self) -> None:
-        self._closed = True
-        with self._connections_lock:
-            connections = list(self._connections)
-            self._connections.clear()
-        for conn in connections:
-            conn.close()
-        self._local = threading.local()
+        self._pool.close()
 
     # -- account-level values --
 
