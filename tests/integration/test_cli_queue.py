@@ -28,7 +28,9 @@ def listing(env: PochtaEnv) -> list[dict[str, Any]]:
 
 
 def content_of(env: PochtaEnv, queue_id: str) -> bytes:
-    return (spool_of(env) / "content" / queue_id).read_bytes()
+    """The content part of a message file (after the envelope line)."""
+    (path,) = spool_of(env).glob(f"*/{queue_id}")
+    return path.read_bytes().split(b"\n", 1)[1]
 
 
 def one_line_error(proc: Any, text: str) -> None:
@@ -247,7 +249,7 @@ def test_hold_release_requeue_delete(pochta_env: PochtaEnv) -> None:
     assert (spool_of(pochta_env) / "incoming" / queue_id).exists()
     proc = pochta_env.run("queue", "delete", queue_id, check=True)
     assert proc.stdout == "Deleted: 1 message\n"
-    assert not (spool_of(pochta_env) / "content" / queue_id).exists()
+    assert not any(spool_of(pochta_env).glob(f"*/{queue_id}"))
     assert listing(pochta_env) == []
 
 

@@ -1,4 +1,4 @@
-"""The spool: durable enqueue, group commit, atomic envelope updates, state changes, recovery.
+"""The spool: durable enqueue, group commit, atomic status updates, state changes, recovery.
 
 The last test is a real crash: a child process enqueues 200 messages concurrently and is
 killed with SIGKILL at a random moment; after recovery every message whose enqueue had
@@ -71,6 +71,10 @@ def hold_lock() -> Iterator[list[int]]:
         os.close(fd)
 
 
+def cut(path: Path, nbytes: int) -> None:
+    os.truncate(path, path.stat().st_size - nbytes)
+
+
 def lock_file(path: Path, fds: list[int]) -> None:
     fd = os.open(path, os.O_RDONLY)
     fcntl.flock(fd, fcntl.LOCK_EX)
@@ -124,7 +128,12 @@ def test_envelope_round_trip_and_version() -> None:
 # -- enqueue -------------------------------------------------------------------------------
 
 
-async def test_enqueue_writes_envelope_and_content(spool: Spool) -> None:
+def split_file(path: Path) -> tuple[Envelope, bytes]:
+    line, content = path.read_bytes().split(b"\n", 1)
+    return decode_envelope(line + b"\n"), content
+
+
+async def test_enqueue_writes_one_file_with_envelope_and_content(spool: Spool) -> None:
     envelope = make_envelope("b@example.test", "c@example.test")
     with capture_logs() as logs:
         queue_id = await spool.enqueue(envelope, CONTENT)
@@ -132,19 +141,17 @@ async def test_enqueue_writes_envelope_and_content(spool: Spool) -> None:
     assert envelope.queue_id == queue_id
     assert envelope.size == len(CONTENT)
     assert files(spool.root / "incoming") == [queue_id]
-    assert files(spool.root / "content") == [queue_id]
     assert files(spool.root / "tmp") == []
-    on_disk = decode_envelope((spool.root / "incoming" / queue_id).read_bytes())
+    assert files(spool.root / "status") == []
+    on_disk, content = split_file(spool.root / "incoming" / queue_id)
     assert on_disk == envelope
-    assert spool.content_path(queue_id).read_bytes() == CONTENT
-    loaded, path = await spool.load(queue_id)
-    assert loaded == envelope
-    assert path == spool.content_path(queue_id)
+    assert content == CONTENT
+    assert await spool.load(queue_id) == envelope
     assert await spool.read_content(queue_id) == CONTENT
     assert (spool.root / "incoming" / queue_id).stat().st_mode & 0o777 == 0o600
-    # file data and envelope fsynced, and both directories
-    assert spool.counters.file_fsyncs == 2
-    assert spool.counters.dir_fsyncs == 2
+    # one file fsynced, and its directory
+    assert spool.counters.file_fsyncs == 1
+    assert spool.counters.dir_fsyncs == 1
     assert [entry["event"] for entry in logs] == ["queued"]
     assert logs[0]["queue_id"] == queue_id
     assert logs[0]["nrcpt"] == 2
@@ -164,8 +171,13 @@ async def test_enqueue_with_a_given_id_refuses_a_duplicate(spool: Spool) -> None
     again = make_envelope()
     again.queue_id = envelope.queue_id
     with pytest.raises(SpoolError, match="exists already"):
-        await spool.enqueue(again, CONTENT)
-    assert spool.content_path(envelope.queue_id).read_bytes() == CONTENT
+        await spool.enqueue(again, b"other")
+    assert split_file(spool.root / "incoming" / envelope.queue_id)[1] == CONTENT
+    await spool.move(envelope.queue_id, "hold")
+    with pytest.raises(SpoolError, match="exists already"):  # in any state
+        await spool.enqueue(again, b"other")
+    assert files(spool.root / "incoming") == []
+    assert files(spool.root / "tmp") == []
 
 
 async def test_group_commit_shares_directory_fsyncs(spool: Spool) -> None:
@@ -173,9 +185,9 @@ async def test_group_commit_shares_directory_fsyncs(spool: Spool) -> None:
     ids = await asyncio.gather(*(spool.enqueue(make_envelope(), CONTENT) for _ in range(n)))
     assert len(set(ids)) == n
     assert len(files(spool.root / "incoming")) == n
-    assert spool.counters.file_fsyncs == 2 * n  # content + envelope: not shareable
-    # Two directories per batch (content/, incoming/), far fewer batches than messages.
-    assert spool.counters.dir_fsyncs == 2 * spool.counters.batches
+    assert spool.counters.file_fsyncs == n  # one file each: not shareable
+    # One directory per batch (incoming/), far fewer batches than messages.
+    assert spool.counters.dir_fsyncs == spool.counters.batches
     assert spool.counters.dir_fsyncs <= n // 2, spool.counters.dir_fsyncs
 
 
@@ -196,7 +208,7 @@ async def test_failed_directory_fsync_is_not_acknowledged(
         await spool.enqueue(make_envelope(), CONTENT)
     # Taken back, so the client's retry is no duplicate.
     assert files(spool.root / "incoming") == []
-    assert files(spool.root / "content") == []
+    assert files(spool.root / "tmp") == []
 
 
 async def test_spool_survives_several_event_loops(tmp_path: Path) -> None:
@@ -215,28 +227,38 @@ async def test_spool_survives_several_event_loops(tmp_path: Path) -> None:
 # -- updates and state changes -------------------------------------------------------------
 
 
-async def test_update_envelope_is_atomic_and_never_touches_content(spool: Spool) -> None:
+async def test_update_envelope_goes_to_a_status_file_never_the_message(spool: Spool) -> None:
     queue_id = await spool.enqueue(make_envelope(), CONTENT)
-    content_before = spool.content_path(queue_id).stat()
-    env_before = (spool.root / "incoming" / queue_id).stat()
-    envelope, _ = await spool.load(queue_id)
+    path = spool.root / "incoming" / queue_id
+    before = path.stat()
+    envelope = await spool.load(queue_id)
     envelope.recipients[0].status = "delivered"
     envelope.recipients[0].reply = "250 2.0.0 Ok"
     await spool.update_envelope(queue_id, envelope)
-    env_after = (spool.root / "incoming" / queue_id).stat()
-    assert env_after.st_ino != env_before.st_ino  # a new file renamed over the old one
-    content_after = spool.content_path(queue_id).stat()
-    assert (content_after.st_ino, content_after.st_mtime_ns) == (
-        content_before.st_ino,
-        content_before.st_mtime_ns,
+    status_first = (spool.root / "status" / queue_id).stat()
+    after = path.stat()
+    assert (after.st_ino, after.st_mtime_ns, after.st_size) == (
+        before.st_ino,
+        before.st_mtime_ns,
+        before.st_size,
     )
-    assert (await spool.load(queue_id))[0].recipients[0].status == "delivered"
+    assert (await spool.load(queue_id)).recipients[0].status == "delivered"
+    envelope.recipients[0].reply = "250 2.0.0 again"
+    await spool.update_envelope(queue_id, envelope)
+    # a new file renamed over the old one
+    assert (spool.root / "status" / queue_id).stat().st_ino != status_first.st_ino
+    assert (await spool.load(queue_id)).recipients[0].reply == "250 2.0.0 again"
+    # The status follows the message through moves; the content is unchanged.
+    await spool.move(queue_id, "deferred")
+    assert (await spool.load(queue_id)).recipients[0].reply == "250 2.0.0 again"
+    assert split_file(spool.root / "deferred" / queue_id)[1] == CONTENT
     assert files(spool.root / "tmp") == []
 
     await spool.delete(queue_id)
+    assert files(spool.root / "status") == []
     with pytest.raises(UnknownMessage):
         await spool.update_envelope(queue_id, envelope)
-    assert files(spool.root / "incoming") == []  # not recreated by the update
+    assert files(spool.root / "status") == []  # not recreated by the update
 
 
 async def test_states_hold_release_requeue_delete(spool: Spool) -> None:
@@ -253,7 +275,7 @@ async def test_states_hold_release_requeue_delete(spool: Spool) -> None:
         assert await spool.locate(queue_id) == "incoming"
         await spool.delete(queue_id)
     assert await spool.locate(queue_id) is None
-    assert files(spool.root / "content") == []
+    assert not any(spool.root.glob(f"*/{queue_id}"))
     assert [e["event"] for e in logs] == ["held", "released", "requeued", "removed"]
     for action in (spool.hold, spool.release, spool.requeue, spool.delete):
         with pytest.raises(UnknownMessage, match=f"no message {queue_id}"):
@@ -274,17 +296,33 @@ async def test_active_message_cannot_be_held_but_can_be_deleted(spool: Spool) ->
 
 async def test_a_locked_message_is_busy(spool: Spool, hold_lock: list[int]) -> None:
     queue_id = await spool.enqueue(make_envelope(), CONTENT)
-    lock_file(spool.content_path(queue_id), hold_lock)  # another process changing it
+    lock_file(spool.root / "incoming" / queue_id, hold_lock)  # another process changing it
     with pytest.raises(MessageBusy):
         await spool.move(queue_id, "hold", wait_seconds=0.05)
     assert await spool.claim(queue_id, "incoming") is None  # the scheduler skips it
     assert await spool.locate(queue_id) == "incoming"
 
 
+async def test_the_lock_moves_with_the_file(spool: Spool, hold_lock: list[int]) -> None:
+    """A lock taken on the file in incoming/ still holds once the file is in deferred/."""
+    queue_id = await spool.enqueue(make_envelope(), CONTENT)
+    fd = os.open(spool.root / "incoming" / queue_id, os.O_RDONLY)
+    hold_lock.append(fd)
+    os.rename(spool.root / "incoming" / queue_id, spool.root / "deferred" / queue_id)
+    fcntl.flock(fd, fcntl.LOCK_EX)
+    with pytest.raises(MessageBusy):
+        await spool.delete(queue_id, wait_seconds=0.05)
+    fcntl.flock(fd, fcntl.LOCK_UN)
+    await spool.delete(queue_id, wait_seconds=0.05)
+    assert await spool.locate(queue_id) is None
+
+
 async def test_claim_moves_to_active_and_sorts_out_corrupt(spool: Spool) -> None:
     good = await spool.enqueue(make_envelope(), CONTENT)
     bad = await spool.enqueue(make_envelope(), CONTENT)
-    (spool.root / "incoming" / bad).write_bytes(b"not json")
+    (spool.root / "incoming" / bad).write_bytes(b"not json\n")
+    short = await spool.enqueue(make_envelope(), CONTENT)
+    cut(spool.root / "incoming" / short, 3)  # cut short, as by a lost write
     envelope = await spool.claim(good, "incoming")
     assert envelope is not None
     assert envelope.queue_id == good
@@ -295,6 +333,10 @@ async def test_claim_moves_to_active_and_sorts_out_corrupt(spool: Spool) -> None
     assert await spool.locate(bad) == "corrupt"
     assert logs[0]["event"] == "corrupt"
     assert logs[0]["queue_id"] == bad
+    with capture_logs() as logs:
+        assert await spool.claim(short, "incoming") is None
+    assert await spool.locate(short) == "corrupt"
+    assert "the envelope says" in logs[0]["reason"]
 
 
 async def test_list_and_flush(spool: Spool) -> None:
@@ -328,7 +370,8 @@ async def test_files_take_the_spool_owner_when_run_as_root(tmp_path: Path) -> No
     os.chown(root, 4242, 4243)
     s = Spool(root)
     queue_id = await s.enqueue(make_envelope(), CONTENT)
-    for path in (root / "incoming", root / "incoming" / queue_id, s.content_path(queue_id)):
+    await s.update_envelope(queue_id, await s.load(queue_id))
+    for path in (root / "incoming", root / "incoming" / queue_id, root / "status" / queue_id):
         st = path.stat()
         assert (st.st_uid, st.st_gid) == (4242, 4243), path
     s.close()
@@ -342,23 +385,24 @@ async def test_recovery_cleans_up_after_a_crash(spool: Spool, hold_lock: list[in
     delivered_half = await spool.enqueue(make_envelope(), CONTENT)
     await spool.claim(delivered_half, "incoming")  # was being delivered at the crash
     fine = await spool.enqueue(make_envelope(), CONTENT)
+    await spool.update_envelope(fine, await spool.load(fine))
     await spool.move(fine, "deferred")
     broken = await spool.enqueue(make_envelope(), CONTENT)
     await spool.move(broken, "deferred")
-    (root / "deferred" / broken).write_bytes(b'{"queue_id": 1}')
-    no_content = await spool.enqueue(make_envelope(), CONTENT)
-    os.unlink(spool.content_path(no_content))
+    (root / "deferred" / broken).write_bytes(b'{"queue_id": 1}\n')
+    cut_short = await spool.enqueue(make_envelope(), CONTENT)
+    cut(root / "incoming" / cut_short, 1)
     (root / "incoming" / "README").write_text("not a message")
 
-    # Half-written files of a dead writer: an orphan content file, a tmp envelope.
+    # Left by a dead writer: a half-written file in tmp/, the status file of a message whose
+    # removal was cut off.
+    half = new_queue_id()
+    (root / "tmp" / f"{half}.123.0").write_bytes(b'{"queue_')
     orphan = new_queue_id()
-    spool.content_path(orphan).write_bytes(b"Subject: half")
-    (root / "tmp" / f"{orphan}.123.0").write_bytes(b'{"queue_')
-    # And a writer that is alive (a concurrent `pochta sendmail`): its files are locked.
+    (root / "status" / orphan).write_bytes(b"{}\n")
+    # And a writer that is alive (a concurrent `pochta sendmail`): its file is locked.
     alive = new_queue_id()
-    spool.content_path(alive).write_bytes(b"Subject: being written")
     (root / "tmp" / f"{alive}.456.0").write_bytes(b"{")
-    lock_file(spool.content_path(alive), hold_lock)
     lock_file(root / "tmp" / f"{alive}.456.0", hold_lock)
 
     with capture_logs() as logs:
@@ -366,17 +410,17 @@ async def test_recovery_cleans_up_after_a_crash(spool: Spool, hold_lock: list[in
     assert report.tmp_removed == 1
     assert report.active_requeued == 1
     assert report.orphans_removed == 1
-    assert report.corrupt == 3  # broken, no_content, README
+    assert report.corrupt == 3  # broken, cut_short, README
     assert await spool.locate(delivered_half) == "incoming"
     assert await spool.locate(fine) == "deferred"
+    assert (root / "status" / fine).exists()
     assert await spool.locate(broken) == "corrupt"
-    assert await spool.locate(no_content) == "corrupt"
+    assert await spool.locate(cut_short) == "corrupt"
     assert (root / "corrupt" / "README").exists()
     assert files(root / "tmp") == [f"{alive}.456.0"]
-    assert not spool.content_path(orphan).exists()
-    assert spool.content_path(alive).exists()
+    assert files(root / "status") == [fine]
     corrupt_lines = [e for e in logs if e["event"] == "corrupt"]
-    assert {e["queue_id"] for e in corrupt_lines} == {broken, no_content, "README"}
+    assert {e["queue_id"] for e in corrupt_lines} == {broken, cut_short, "README"}
     assert any(e["event"] == "requeued" and e["queue_id"] == delivered_half for e in logs)
 
 
@@ -460,14 +504,13 @@ async def test_kill_9_loses_no_acknowledged_message(tmp_path: Path, seed: int) -
     for queue_id, index in acknowledged.items():
         places = [s for s in STATES if (root / s / queue_id).exists()]
         assert places == ["incoming"], (queue_id, places)
-        envelope, path = await spool.load(queue_id)
+        envelope = await spool.load(queue_id)
         assert envelope.queue_id == queue_id
         assert envelope.recipients[0].address == f"r{index}@example.test"
-        assert path.read_bytes() == expected_content(index)
-    # Nothing half-done is left: every envelope has its content and the reverse.
+        assert await spool.read_content(queue_id) == expected_content(index)
+    # Nothing half-done is left.
     incoming = set(files(root / "incoming"))
     assert incoming >= set(acknowledged)
-    assert set(files(root / "content")) == incoming
     assert files(root / "tmp") == []
     assert files(root / "active") == []
     for queue_id in incoming:  # unacknowledged but complete ones parse too

@@ -16,8 +16,9 @@ writes the delivery status notifications (RFC 3464) — bounces, delay warnings 
 notices.
 
 When messages are picked up: a message in ``incoming/`` is due at once. ``wake()`` (called
-by ``Spool.enqueue`` through its listener) starts a scan at once; besides, ``incoming/`` is
-scanned every ``scan_interval_seconds`` (1 s), which is how messages written by other
+by ``Spool.enqueue`` through its listener, with the new queue id) starts the delivery of
+that message at once without listing the directory; besides, ``incoming/`` is listed every
+``scan_interval_seconds`` (1 s) and after any other wake, which is how messages written by other
 processes — ``pochta sendmail``, ``pochta queue flush/release/requeue`` — are noticed: no
 signal or pid file is needed, and nothing is lost when the server is down (it scans at
 start). Deferred messages wait in an in-memory timetable (a heap of earliest ``next_attempt``
@@ -218,6 +219,8 @@ class QueueManager:
         self._due: dict[str, float] = {}  # deferred queue id -> when it is due
         self._heap: list[tuple[float, str]] = []
         self._wake = asyncio.Event()
+        self._fresh: list[str] = []  # queued by this process since the last dispatch
+        self._full_scan = True  # list incoming/ at the next dispatch
         self._backlog = False
         self._task: asyncio.Task[None] | None = None
         self._stopping = False
@@ -231,7 +234,7 @@ class QueueManager:
             await self.spool.recover()
         await self.scan_deferred()
         if not self._listening:
-            self.spool.add_listener(lambda _queue_id: self.wake())
+            self.spool.add_listener(self._queued)
             self._listening = True
         self._stopping = False
         self._task = asyncio.get_running_loop().create_task(self._loop(), name="pochta-qmgr")
@@ -254,8 +257,15 @@ class QueueManager:
                 await asyncio.wait(pending)
 
     def wake(self) -> None:
-        """Scan incoming/ now (a message was queued, flushed or released)."""
+        """Scan incoming/ now (a message was flushed or released, or a slot came free)."""
         if not self._stopping:
+            self._full_scan = True
+            self._wake.set()
+
+    def _queued(self, queue_id: str) -> None:
+        """The spool's listener: this process queued ``queue_id``; start it without a scan."""
+        if not self._stopping:
+            self._fresh.append(queue_id)
             self._wake.set()
 
     async def flush(self) -> int:
@@ -297,7 +307,7 @@ class QueueManager:
             if queue_id in self._due or queue_id in self._inflight:
                 continue
             try:
-                envelope, _ = await self.spool.load(queue_id)
+                envelope = await self.spool.load(queue_id)
             except (SpoolError, ValueError, OSError):
                 continue  # gone meanwhile, or corrupt: claiming will deal with it
             pending = [r.next_attempt for r in envelope.pending_recipients()]
@@ -308,11 +318,14 @@ class QueueManager:
     # -- the loop ------------------------------------------------------------------------------
 
     async def _loop(self) -> None:
-        last_deferred_scan = time.monotonic()
+        last_deferred_scan = last_scan = time.monotonic()
         while not self._stopping:
             self._wake.clear()
             try:
-                await self._dispatch()
+                full = self._full_scan or time.monotonic() - last_scan >= self.scan_interval_seconds
+                if full:
+                    last_scan = time.monotonic()
+                await self._dispatch(full=full)
                 if time.monotonic() - last_deferred_scan >= self.deferred_scan_interval_seconds:
                     last_deferred_scan = time.monotonic()
                     await self.scan_deferred()
@@ -338,11 +351,18 @@ class QueueManager:
         self._backlog = True
         return False
 
-    async def _dispatch(self) -> list[asyncio.Task[None]]:
-        """Claim what is due: all of incoming/, then deferred messages whose time has come."""
+    async def _dispatch(self, *, full: bool = True) -> list[asyncio.Task[None]]:
+        """Claim what is due: all of incoming/ (``full``) or what this process queued since
+        the last dispatch, then deferred messages whose time has come."""
         started: list[asyncio.Task[None]] = []
         self._backlog = False
-        for queue_id in await self.spool.ids("incoming"):
+        fresh, self._fresh = self._fresh, []
+        if full:
+            self._full_scan = False
+            incoming = await self.spool.ids("incoming")
+        else:
+            incoming = fresh
+        for queue_id in incoming:
             if self._stopping or not self._room():
                 return started
             if queue_id in self._inflight:
@@ -397,7 +417,7 @@ class QueueManager:
     async def _attempt(self, queue_id: str, envelope: Envelope) -> None:
         todo = envelope.pending_recipients()
         if not todo:
-            await self.spool.delete(queue_id, reason="done")
+            await self.spool.delete(queue_id, reason="done", durable=False)
             return
         result = _Pass(delivered=[], failed=[])
         lock = asyncio.Lock()  # one envelope update at a time
@@ -550,7 +570,7 @@ class QueueManager:
                 envelope, [r for r in result.delivered if _wants_dsn(r, "success")], "success"
             )
         if not remaining:
-            await self.spool.delete(queue_id, reason="done")
+            await self.spool.delete(queue_id, reason="done", durable=False)
             return
         if warned_now:
             await self.spool.update_envelope(queue_id, envelope)

@@ -2,45 +2,49 @@
 
 Layout under ``queue.spool_dir``::
 
-    incoming/ID   envelope of a message waiting for its first (or a flushed) attempt
-    active/ID     envelope of a message whose delivery runs now
-    deferred/ID   envelope of a message waiting for a retry (per-recipient next_attempt)
-    hold/ID       envelope of a message an admin put on hold (never tried until released)
-    corrupt/ID    an envelope that does not parse, or whose content is missing
-    content/ID    the raw message (RFC 5322, CRLF), written once, never moved or rewritten
+    incoming/ID   a message waiting for its first (or a flushed) attempt
+    active/ID     a message whose delivery runs now
+    deferred/ID   a message waiting for a retry (per-recipient next_attempt)
+    hold/ID       a message an admin put on hold (never tried until released)
+    corrupt/ID    a message file that does not parse, or whose content is cut short
+    status/ID     the envelope as the last delivery attempt left it (only once one has)
     tmp/          files being written; whatever is left here after a crash is half-written
     master.lock   locked (flock) by the one server process that schedules deliveries
 
-Why two files per message (an envelope and a content file) and not one: the envelope
-changes after every delivery attempt (per-recipient status, reply, next try) and must be
-replaced atomically, while the content may be megabytes and never changes. With two files an
-update writes ~1 KB to ``tmp/``, fsyncs it and renames it over the old envelope; the content
-is never copied. The envelope's directory *is* the message's state, so a state change
-(incoming → active → deferred) is one ``rename(2)`` of a small file — atomic, so a message is
-in exactly one state at every instant, also across a crash. The content stays in one place,
-so a delivery agent can stream it while the envelope moves around.
+One file per message, like Postfix's queue files: its first line is the envelope (one line
+of JSON, ``envelope.py``), the rest is the raw message (RFC 5322, CRLF), written once and
+never rewritten. The directory the file is in *is* the message's state, so a state change
+(incoming → active → deferred) is one ``rename(2)``, atomic: a message is in exactly one
+state at every instant, also across a crash. The envelope's ``size`` is the length of the
+content, so a file cut short is seen by its size alone.
 
-Durability (DESIGN.md "Durability before acknowledgement"): ``enqueue`` writes and fsyncs the
-content and the envelope, renames the envelope into ``incoming/`` (the commit point: before
-it, recovery sees an orphan and deletes it), and returns only after ``content/`` and
-``incoming/`` were fsynced — shared with concurrent enqueues by the group committer
-(``group_commit.py``). File data is written and fsynced in a bounded thread pool, so the event
-loop never blocks on the disk. We rely on the journaling file systems we support (ext4, XFS)
-committing the two directory changes of one enqueue in order; should the envelope survive a
-power loss without its content anyway, recovery moves it to ``corrupt/`` with a log line.
+The envelope changes after a delivery attempt (per-recipient status, reply, next try). Those
+changes go to ``status/ID``, written aside, fsynced and renamed into place (Postfix keeps them
+in its defer logs and in records patched in place), so a multi-megabyte message is never
+copied for a retry. Where ``status/ID`` exists it is the envelope; the first line of the
+message file is then only the envelope as received. A message delivered at its first attempt
+never gets one: enqueue, claim and removal touch one file, which is what makes the queue
+fast on file systems where creating an inode is costly.
+
+Durability (DESIGN.md "Durability before acknowledgement"): ``enqueue`` writes the file in
+``tmp/``, fsyncs it, renames it into ``incoming/`` (the commit point: before it, recovery sees
+a half-written file and removes it), and returns only after ``incoming/`` was fsynced, shared
+with concurrent enqueues by the group committer (``group_commit.py``). File data is written
+in a small thread pool, so the event loop never blocks on the disk.
 
 Locking between processes: the server's scheduler, ``pochta queue`` and ``pochta sendmail``
-can touch the same spool at once. Every change of a message's state or envelope is made while
-holding ``flock(LOCK_EX)`` on its content file (which never moves), and only after checking
-where the envelope is now, so two processes never both move or rewrite one message. Writers
-also lock the files they are creating, so recovery removes only files whose writer is dead.
+can touch the same spool at once. Every change of a message's state or status is made while
+holding ``flock(LOCK_EX)`` on its message file (a lock belongs to the inode, so it moves with
+the file), after finding where the file is now, so two processes never both move or rewrite
+one message. Writers lock the files they are creating, so recovery removes only files whose
+writer is dead.
 
 Recovery (``recover``, at server start, like Postfix's qmgr/postsuper -s): half-written files
 in ``tmp/`` are removed; messages in ``active/`` (their delivery was cut off) go back to
-``incoming/`` and are tried again — the mailbox agent is idempotent through the dedupe key
-(queue id + recipient), and recipients recorded as delivered are never retried; envelopes
-that do not parse, and envelopes without content, go to ``corrupt/`` with a log line; content
-files without an envelope (an enqueue that never returned) are removed.
+``incoming/`` and are tried again (the mailbox agent is idempotent through the dedupe key,
+queue id + recipient, and recipients recorded as delivered are never retried); files that do
+not parse or are cut short go to ``corrupt/`` with a log line; status files whose message is
+gone (a removal cut off half way) are removed.
 """
 
 from __future__ import annotations
@@ -49,7 +53,6 @@ import asyncio
 import builtins
 import contextlib
 import fcntl
-import functools
 import itertools
 import os
 import time
@@ -74,12 +77,17 @@ from pochta.queue.group_commit import FsyncCounters, GroupCommitter
 QueueState = Literal["incoming", "active", "deferred", "hold", "corrupt"]
 STATES: tuple[QueueState, ...] = get_args(QueueState)
 
-CONTENT_DIR = "content"
+STATUS_DIR = "status"
 TMP_DIR = "tmp"
 MASTER_LOCK = "master.lock"
 
 # How long an admin command waits for a message that another process is changing.
 ADMIN_LOCK_WAIT_SECONDS = 5.0
+# The envelope line of a message file: 1000 recipients with DSN parameters fit many times.
+MAX_ENVELOPE_BYTES = 16 * 1024 * 1024
+# Contents of messages queued by this process, kept so that their first delivery attempt
+# need not read them back from the disk (bounded; evicted oldest first).
+FRESH_CACHE_BYTES = 32 * 1024 * 1024
 
 log = get_logger("queue")
 T = TypeVar("T")
@@ -129,11 +137,24 @@ class RecoveryReport(msgspec.Struct):
     tmp_removed: int = 0
     active_requeued: int = 0
     corrupt: int = 0
-    orphans_removed: int = 0
+    orphans_removed: int = 0  # status files left by a removal that a crash cut short
+
+
+def _read_head(fd: int) -> tuple[bytes, int]:
+    """The envelope line of an open message file and the file's size."""
+    size = os.fstat(fd).st_size
+    chunk = os.pread(fd, min(size, 65536), 0)
+    end = chunk.find(b"\n")
+    if end < 0 and len(chunk) < size:
+        chunk = os.pread(fd, min(size, MAX_ENVELOPE_BYTES + 1), 0)
+        end = chunk.find(b"\n")
+    if end < 0:
+        raise EnvelopeError("no envelope line at the start of the file")
+    return chunk[: end + 1], size
 
 
 class Spool:
-    """A queue directory. Async methods run their file work in a bounded thread pool.
+    """A queue directory. Async methods run their file work in a small thread pool.
 
     ``io_threads`` bounds the threads writing and fsyncing files (Postfix has no such knob;
     its cleanup processes are the bound). ``commit_window_seconds`` is the group committer's
@@ -144,7 +165,7 @@ class Spool:
         self,
         root: Path | str,
         *,
-        io_threads: int = 16,
+        io_threads: int = 4,
         commit_window_seconds: float = 0.0,
         create: bool = True,
     ) -> None:
@@ -160,22 +181,24 @@ class Spool:
         self._listeners: list[Callable[[str], None]] = []
         self._tmp_counter = itertools.count()
         self._master_fd: int | None = None
+        self._fresh: dict[str, bytes] = {}
+        self._fresh_bytes = 0
 
     # -- paths ---------------------------------------------------------------------------------
 
     def state_dir(self, state: QueueState) -> Path:
         return self.root / state
 
-    def envelope_path(self, state: QueueState, queue_id: str) -> Path:
+    def message_path(self, state: QueueState, queue_id: str) -> Path:
+        """The file of ``queue_id`` while it is in ``state``."""
         return self.root / state / queue_id
 
-    def content_path(self, queue_id: str) -> Path:
-        """The raw message of ``queue_id`` (delivery agents open and stream it)."""
-        return self.root / CONTENT_DIR / queue_id
+    def status_path(self, queue_id: str) -> Path:
+        return self.root / STATUS_DIR / queue_id
 
     def ensure_dirs(self) -> None:
         """Create the spool's directories (mode 0700; owned like the spool when run as root)."""
-        for name in (*STATES, CONTENT_DIR, TMP_DIR):
+        for name in (*STATES, STATUS_DIR, TMP_DIR):
             path = self.root / name
             if not path.is_dir():
                 path.mkdir(mode=0o700, parents=True, exist_ok=True)
@@ -194,6 +217,21 @@ class Spool:
     async def _run(self, func: Callable[..., T], *args: object) -> T:
         return await asyncio.get_running_loop().run_in_executor(self._executor, func, *args)
 
+    # -- the cache of fresh contents (event loop thread only) ----------------------------------
+
+    def _remember(self, queue_id: str, content: bytes) -> None:
+        if len(content) > FRESH_CACHE_BYTES // 8:
+            return
+        self._fresh[queue_id] = content
+        self._fresh_bytes += len(content)
+        while self._fresh_bytes > FRESH_CACHE_BYTES:
+            self._forget(next(iter(self._fresh)))
+
+    def _forget(self, queue_id: str) -> None:
+        content = self._fresh.pop(queue_id, None)
+        if content is not None:
+            self._fresh_bytes -= len(content)
+
     # -- enqueue -------------------------------------------------------------------------------
 
     async def enqueue(self, envelope: Envelope, content: bytes) -> str:
@@ -205,13 +243,13 @@ class Spool:
         envelope.size = len(content)
         queue_id = await self._run(self._enqueue_sync, envelope, content)
         try:
-            await self._committer.sync_dirs([self.root / CONTENT_DIR, self.state_dir("incoming")])
+            await self._committer.sync_dirs([self.state_dir("incoming")])
         except OSError:
             # Not acknowledged: take it back so the client's retry is no duplicate.
             with contextlib.suppress(OSError):
-                os.unlink(self.envelope_path("incoming", queue_id))
-                os.unlink(self.content_path(queue_id))
+                os.unlink(self.message_path("incoming", queue_id))
             raise
+        self._remember(queue_id, content)
         fields: dict[str, object] = {"client": envelope.client_ip} if envelope.client_ip else {}
         if envelope.auth_user:
             fields["sasl_username"] = envelope.auth_user
@@ -233,60 +271,41 @@ class Spool:
         for _ in range(10):
             if not fixed_id:
                 envelope.queue_id = new_queue_id()
-            if not is_queue_id(envelope.queue_id):
-                raise SpoolError(f"queue id {envelope.queue_id!r} is not valid")
-            content_path = self.content_path(envelope.queue_id)
+            queue_id = envelope.queue_id
+            if not is_queue_id(queue_id):
+                raise SpoolError(f"queue id {queue_id!r} is not valid")
+            if fixed_id and self.locate_sync(queue_id) is not None:
+                raise SpoolError(f"message {queue_id} exists already")
+            # Written and fsynced aside, locked while we write: recovery removes the file only
+            # if its writer is gone.
+            tmp_path, fd = self._write_tmp(queue_id, encode_envelope(envelope), content)
             try:
-                fd = os.open(
-                    content_path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600
-                )
+                # The commit point (once the directory is synced). link(), unlike rename(),
+                # never replaces a message that has this id already.
+                os.link(tmp_path, self.message_path("incoming", queue_id))
             except FileExistsError:
                 if fixed_id:
-                    raise SpoolError(f"message {envelope.queue_id} exists already") from None
+                    raise SpoolError(f"message {queue_id} exists already") from None
                 continue
-            break
-        else:  # pragma: no cover - 10 clashes of 9e8 random values within one microsecond
-            raise SpoolError("could not find a free queue id")
-        queue_id = envelope.queue_id
-        try:
-            # Locked while we write: recovery removes the file only if its writer is gone.
-            fcntl.flock(fd, fcntl.LOCK_EX)
-            self._chown(fd)
-            _write_all(fd, content)
-            tmp_path, tmp_fd = self._write_tmp(queue_id, encode_envelope(envelope), sync=False)
-            try:
-                # Both files are written before either is fsynced: on ext4 (data=ordered) the
-                # first fsync's journal commit carries the second file too, which then costs
-                # almost nothing — one disk flush per message instead of two.
-                self.counters.fsync_file(fd)
-                self.counters.fsync_file(tmp_fd)
-                # The commit point: from here on the message exists (once the dir is synced).
-                os.rename(tmp_path, self.envelope_path("incoming", queue_id))
-            except BaseException:
+            finally:
                 with contextlib.suppress(OSError):
                     os.unlink(tmp_path)
-                raise
-            finally:
-                os.close(tmp_fd)
-        except BaseException:
-            with contextlib.suppress(OSError):
-                os.unlink(content_path)
-            raise
-        finally:
-            os.close(fd)
-        return queue_id
+                os.close(fd)
+            return queue_id
+        # 10 clashes of 9e8 random values within one microsecond
+        raise SpoolError("could not find a free queue id")  # pragma: no cover
 
-    def _write_tmp(self, queue_id: str, data: bytes, *, sync: bool = True) -> tuple[Path, int]:
-        """Write (and fsync unless ``sync`` is False: then the caller must) ``data`` to a new
-        locked file in tmp/; the caller renames it and closes the descriptor."""
+    def _write_tmp(self, queue_id: str, *parts: bytes) -> tuple[Path, int]:
+        """Write ``parts`` to a new locked file in tmp/ and fsync it; the caller moves the file
+        into place and closes the descriptor."""
         path = self.root / TMP_DIR / f"{queue_id}.{os.getpid()}.{next(self._tmp_counter)}"
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
         try:
             fcntl.flock(fd, fcntl.LOCK_EX)
             self._chown(fd)
-            _write_all(fd, data)
-            if sync:
-                self.counters.fsync_file(fd)
+            for part in parts:
+                _write_all(fd, part)
+            self.counters.fsync_file(fd)
         except BaseException:
             os.close(fd)
             with contextlib.suppress(OSError):
@@ -301,11 +320,11 @@ class Spool:
     # -- reading -------------------------------------------------------------------------------
 
     def locate_sync(self, queue_id: str) -> QueueState | None:
-        """Where the envelope of ``queue_id`` is now (None: not in the queue)."""
+        """Where the file of ``queue_id`` is now (None: not in the queue)."""
         if not is_queue_id(queue_id):
             return None
         for state in STATES:
-            if os.path.exists(self.envelope_path(state, queue_id)):
+            if os.path.exists(self.message_path(state, queue_id)):
                 return state
         return None
 
@@ -313,14 +332,31 @@ class Spool:
         return await self._run(self.locate_sync, queue_id)
 
     def _read_envelope(self, state: QueueState, queue_id: str) -> Envelope:
-        data = self.envelope_path(state, queue_id).read_bytes()
-        envelope = decode_envelope(data)
+        """The envelope of a message: its status file if it has one, else the file's first
+        line. Raises ``EnvelopeError`` for a file that does not parse or is cut short."""
+        fd = os.open(self.message_path(state, queue_id), os.O_RDONLY | os.O_CLOEXEC)
+        try:
+            head, size = _read_head(fd)
+        finally:
+            os.close(fd)
+        envelope = decode_envelope(head)
         if envelope.queue_id != queue_id:
-            raise EnvelopeError(f"file {queue_id} holds the envelope of {envelope.queue_id}")
+            raise EnvelopeError(f"file {queue_id} holds the message {envelope.queue_id}")
+        if size - len(head) != envelope.size:
+            raise EnvelopeError(
+                f"the content is {size - len(head)} bytes, the envelope says {envelope.size}"
+            )
+        try:
+            status = self.status_path(queue_id).read_bytes()
+        except FileNotFoundError:
+            return envelope
+        envelope = decode_envelope(status)
+        if envelope.queue_id != queue_id:
+            raise EnvelopeError(f"status file {queue_id} is that of {envelope.queue_id}")
         return envelope
 
     def _load_sync(self, queue_id: str) -> tuple[QueueState, Envelope]:
-        for _ in range(5):  # the envelope may move between locating and reading it
+        for _ in range(5):  # the file may move between locating and reading it
             state = self.locate_sync(queue_id)
             if state is None:
                 break
@@ -330,22 +366,38 @@ class Spool:
                 continue
         raise UnknownMessage(queue_id)
 
-    async def load(self, queue_id: str) -> tuple[Envelope, Path]:
-        """The envelope of ``queue_id`` and the path of its content.
+    async def load(self, queue_id: str) -> Envelope:
+        """The envelope of ``queue_id``.
 
-        Raises ``UnknownMessage``, or ``EnvelopeError`` when the envelope does not parse.
+        Raises ``UnknownMessage``, or ``EnvelopeError`` when the file does not parse.
         """
         _, envelope = await self._run(self._load_sync, queue_id)
-        return envelope, self.content_path(queue_id)
+        return envelope
 
     async def load_with_state(self, queue_id: str) -> tuple[QueueState, Envelope]:
         return await self._run(self._load_sync, queue_id)
 
+    def _content_sync(self, queue_id: str) -> bytes:
+        for _ in range(5):
+            state = self.locate_sync(queue_id)
+            if state is None:
+                break
+            try:
+                data = self.message_path(state, queue_id).read_bytes()
+            except FileNotFoundError:
+                continue
+            end = data.find(b"\n")
+            if end < 0:
+                raise EnvelopeError("no envelope line at the start of the file")
+            return data[end + 1 :]
+        raise UnknownMessage(queue_id)
+
     async def read_content(self, queue_id: str) -> bytes:
-        try:
-            return await self._run(self.content_path(queue_id).read_bytes)
-        except FileNotFoundError:
-            raise UnknownMessage(queue_id) from None
+        """The raw message of ``queue_id`` (from memory when this process queued it)."""
+        cached = self._fresh.get(queue_id)
+        if cached is not None:
+            return cached
+        return await self._run(self._content_sync, queue_id)
 
     def ids_sync(self, state: QueueState) -> builtins.list[str]:
         """Queue ids in one state directory, oldest first."""
@@ -375,32 +427,44 @@ class Spool:
     # -- locking -------------------------------------------------------------------------------
 
     @contextlib.contextmanager
-    def _locked(self, queue_id: str, wait_seconds: float) -> Iterator[None]:
-        """Hold the message's lock (flock on its content file) for one change of state.
-
-        A message whose content is missing (corrupt) has nothing to lock; it can only be
-        requeued or deleted, which then proceed unlocked.
-        """
+    def _locked(self, queue_id: str, wait_seconds: float) -> Iterator[QueueState]:
+        """Hold the message's lock (flock on its file) for one change; yields where the file
+        is once the lock is held (it cannot move while we hold it)."""
         if not is_queue_id(queue_id):
             raise UnknownMessage(queue_id)
-        try:
-            fd = os.open(self.content_path(queue_id), os.O_RDONLY | os.O_CLOEXEC)
-        except FileNotFoundError:
-            yield
-            return
-        try:
-            deadline = time.monotonic() + wait_seconds
-            while True:
-                try:
-                    fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        for _ in range(5):
+            state = self.locate_sync(queue_id)
+            if state is None:
+                break
+            try:
+                fd = os.open(self.message_path(state, queue_id), os.O_RDONLY | os.O_CLOEXEC)
+            except FileNotFoundError:
+                continue  # moved between locating and opening
+            try:
+                deadline = time.monotonic() + wait_seconds
+                while True:
+                    try:
+                        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                        break
+                    except BlockingIOError:
+                        if time.monotonic() >= deadline:
+                            raise MessageBusy(queue_id) from None
+                        time.sleep(0.02)
+                # It may have moved (or gone) while we waited for the lock.
+                now = self.locate_sync(queue_id)
+                if now is None:
                     break
-                except BlockingIOError:
-                    if time.monotonic() >= deadline:
-                        raise MessageBusy(queue_id) from None
-                    time.sleep(0.02)
-            yield
-        finally:
-            os.close(fd)
+                try:
+                    same = os.stat(self.message_path(now, queue_id)).st_ino == os.fstat(fd).st_ino
+                except FileNotFoundError:
+                    same = False
+                if not same:
+                    continue
+                yield now
+                return
+            finally:
+                os.close(fd)
+        raise UnknownMessage(queue_id)
 
     # -- state changes -------------------------------------------------------------------------
 
@@ -412,14 +476,11 @@ class Spool:
         action: str,
         wait_seconds: float,
     ) -> QueueState:
-        with self._locked(queue_id, wait_seconds):
-            state = self.locate_sync(queue_id)
-            if state is None:
-                raise UnknownMessage(queue_id)
+        with self._locked(queue_id, wait_seconds) as state:
             if state not in allowed_from:
                 raise WrongState(queue_id, state, action)
             if state != to:
-                os.rename(self.envelope_path(state, queue_id), self.envelope_path(to, queue_id))
+                os.rename(self.message_path(state, queue_id), self.message_path(to, queue_id))
             return state
 
     async def move(
@@ -432,7 +493,7 @@ class Spool:
         durable: bool = True,
         action: str = "",
     ) -> QueueState:
-        """Move a message's envelope to ``state``; returns the state it was in.
+        """Move a message to ``state``; returns the state it was in.
 
         Raises ``UnknownMessage``, ``WrongState`` (not in ``allowed_from``; ``action`` names
         the operation in its message) or ``MessageBusy``. ``durable``: fsync both directories
@@ -442,6 +503,8 @@ class Spool:
         previous = await self._run(
             self._move_sync, queue_id, state, tuple(allowed_from), action, wait_seconds
         )
+        if state != "incoming" and state != "active":
+            self._forget(queue_id)
         if durable and previous != state:
             await self._committer.sync_dirs([self.state_dir(previous), self.state_dir(state)])
         return previous
@@ -493,13 +556,10 @@ class Spool:
         return moved
 
     def _update_sync(self, queue_id: str, data: bytes, wait_seconds: float) -> QueueState:
-        with self._locked(queue_id, wait_seconds):
-            state = self.locate_sync(queue_id)
-            if state is None:
-                raise UnknownMessage(queue_id)  # deleted by an admin meanwhile
+        with self._locked(queue_id, wait_seconds) as state:
             tmp_path, tmp_fd = self._write_tmp(queue_id, data)
             try:
-                os.rename(tmp_path, self.envelope_path(state, queue_id))
+                os.rename(tmp_path, self.status_path(queue_id))
             except BaseException:
                 with contextlib.suppress(OSError):
                     os.unlink(tmp_path)
@@ -511,21 +571,20 @@ class Spool:
     async def update_envelope(
         self, queue_id: str, envelope: Envelope, *, wait_seconds: float = ADMIN_LOCK_WAIT_SECONDS
     ) -> None:
-        """Replace the envelope atomically (write new, fsync, rename, fsync the directory),
-        wherever it is now. The content is not touched. Raises ``UnknownMessage`` when the
-        message is gone (deleted meanwhile)."""
+        """Replace the envelope atomically (its status file: write aside, fsync, rename, fsync
+        the directory), wherever the message is now. The message file is not touched.
+        Raises ``UnknownMessage`` when the message is gone (deleted meanwhile)."""
         if envelope.queue_id != queue_id:
             raise SpoolError(f"envelope of {envelope.queue_id} given for {queue_id}")
         data = encode_envelope(envelope)
-        state = await self._run(self._update_sync, queue_id, data, wait_seconds)
-        await self._committer.sync_dirs([self.state_dir(state)])
+        await self._run(self._update_sync, queue_id, data, wait_seconds)
+        await self._committer.sync_dirs([self.root / STATUS_DIR])
 
-    def _unlink_envelope_sync(self, queue_id: str, wait_seconds: float) -> QueueState:
-        with self._locked(queue_id, wait_seconds):
-            state = self.locate_sync(queue_id)
-            if state is None:
-                raise UnknownMessage(queue_id)
-            os.unlink(self.envelope_path(state, queue_id))
+    def _remove_sync(self, queue_id: str, wait_seconds: float) -> QueueState:
+        with self._locked(queue_id, wait_seconds) as state:
+            os.unlink(self.message_path(state, queue_id))
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(self.status_path(queue_id))
             return state
 
     async def delete(
@@ -534,34 +593,37 @@ class Spool:
         *,
         reason: str = "deleted",
         wait_seconds: float = ADMIN_LOCK_WAIT_SECONDS,
+        durable: bool = True,
     ) -> None:
         """Remove a message (postsuper -d), in any state. A delivery running for it finds it
-        gone when it records its result, and drops it."""
-        state = await self._run(self._unlink_envelope_sync, queue_id, wait_seconds)
-        # The envelope's removal is made durable before the content goes: a crash never
-        # leaves an envelope without content (an orphan content file is removed at recovery).
-        await self._committer.sync_dirs([self.state_dir(state)])
-        with contextlib.suppress(FileNotFoundError):
-            await self._run(os.unlink, self.content_path(queue_id))
+        gone when it records its result, and drops it.
+
+        ``durable``: fsync the directory before returning, so that an admin's removal holds
+        across a power loss. The scheduler removing a delivered message does without, as
+        Postfix does: should the file come back, the next attempt finds every mailbox
+        recipient delivered already (dedupe key).
+        """
+        self._forget(queue_id)
+        state = await self._run(self._remove_sync, queue_id, wait_seconds)
+        if durable:
+            await self._committer.sync_dirs([self.state_dir(state)])
         log.info("removed", queue_id=queue_id, state=state, reason=reason)
 
     # -- for the scheduler ---------------------------------------------------------------------
 
     def _claim_sync(self, queue_id: str, from_state: QueueState) -> Envelope | None:
         try:
-            with self._locked(queue_id, 0.0):
-                source = self.envelope_path(from_state, queue_id)
+            with self._locked(queue_id, 0.0) as state:
+                if state != from_state:
+                    return None  # moved by someone else (flushed, held)
                 try:
-                    envelope = self._read_envelope(from_state, queue_id)
-                except FileNotFoundError:
-                    return None  # moved by someone else (flushed, held, deleted)
+                    envelope = self._read_envelope(state, queue_id)
+                except FileNotFoundError:  # pragma: no cover - we hold its lock
+                    return None
                 except (EnvelopeError, OSError) as exc:
-                    self._to_corrupt(from_state, queue_id, str(exc))
+                    self._to_corrupt(state, queue_id, str(exc))
                     return None
-                if not self.content_path(queue_id).exists():
-                    self._to_corrupt(from_state, queue_id, "content file missing")
-                    return None
-                os.rename(source, self.envelope_path("active", queue_id))
+                os.rename(self.message_path(state, queue_id), self.message_path("active", queue_id))
                 return envelope
         except (MessageBusy, UnknownMessage):
             return None
@@ -573,10 +635,13 @@ class Spool:
         Not made durable: after a crash the message is in ``from_state`` or in active/, and
         recovery puts active/ back into incoming/ — the same either way.
         """
-        return await self._run(self._claim_sync, queue_id, from_state)
+        envelope = await self._run(self._claim_sync, queue_id, from_state)
+        if envelope is None:
+            self._forget(queue_id)
+        return envelope
 
     def _to_corrupt(self, state: QueueState, queue_id: str, why: str) -> None:
-        os.rename(self.envelope_path(state, queue_id), self.envelope_path("corrupt", queue_id))
+        os.rename(self.message_path(state, queue_id), self.message_path("corrupt", queue_id))
         log.error("corrupt", queue_id=queue_id, state=state, reason=why)
 
     # -- recovery ------------------------------------------------------------------------------
@@ -619,12 +684,12 @@ class Spool:
             report.active_requeued += 1
             log.info("requeued", queue_id=queue_id, previous="active", reason="crash recovery")
 
-        with_envelope: set[str] = set()
+        present: set[str] = set()
         for state in STATES:
             directory = self.state_dir(state)
             for name in sorted(os.listdir(directory)):
+                present.add(name)
                 if state == "corrupt":
-                    with_envelope.add(name)
                     continue
                 why = ""
                 if not is_queue_id(name):
@@ -636,28 +701,21 @@ class Spool:
                         continue
                     except (EnvelopeError, OSError) as exc:
                         why = str(exc)
-                    else:
-                        if not self.content_path(name).exists():
-                            why = "content file missing"
                 if why:
                     with contextlib.suppress(FileNotFoundError):
                         self._to_corrupt(state, name, why)
                         report.corrupt += 1
-                with_envelope.add(name)
 
-        content = self.root / CONTENT_DIR
-        for name in sorted(os.listdir(content)):
-            if name in with_envelope:
-                continue
-            # An enqueue that never returned; sendmail may still be writing it (then it is
-            # locked), or may have just committed it (then an envelope exists now).
-            if _unlink_if_unlocked(
-                content / name, unless=functools.partial(self.locate_sync, name)
-            ):
-                report.orphans_removed += 1
-                log.info("orphan_removed", queue_id=name, reason="enqueue did not complete")
+        status = self.root / STATUS_DIR
+        for name in sorted(os.listdir(status)):
+            # A removal cut off between the message and its status file.
+            if name not in present and self.locate_sync(name) is None:
+                with contextlib.suppress(FileNotFoundError):
+                    os.unlink(status / name)
+                    report.orphans_removed += 1
+                    log.info("orphan_removed", queue_id=name, reason="message file gone")
 
-        for directory in (tmp, content, *(self.state_dir(s) for s in STATES)):
+        for directory in (tmp, status, *(self.state_dir(s) for s in STATES)):
             self.counters.fsync_dir(directory)
         return report
 
@@ -690,9 +748,8 @@ def _write_all(fd: int, data: bytes) -> None:
         view = view[written:]
 
 
-def _unlink_if_unlocked(path: Path, unless: Callable[[], object] | None = None) -> bool:
-    """Remove ``path`` if no live process holds its flock (its writer died), and ``unless()``
-    is falsy once the lock is ours."""
+def _unlink_if_unlocked(path: Path) -> bool:
+    """Remove ``path`` if no live process holds its flock (its writer died)."""
     try:
         fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
     except FileNotFoundError:
@@ -703,8 +760,6 @@ def _unlink_if_unlocked(path: Path, unless: Callable[[], object] | None = None) 
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
-            return False
-        if unless is not None and unless():
             return False
         try:
             os.unlink(path)
