@@ -224,6 +224,42 @@ class HTTPSettings(_Table, frozen=True, kw_only=True, forbid_unknown_fields=True
     ] = []
 
 
+class IMAPSettings(_Table, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    """The IMAP server (Dovecot's imap_* and login settings)."""
+
+    allow_plaintext_on_loopback: Annotated[
+        bool,
+        _doc("LOGIN/AUTHENTICATE without TLS from 127.0.0.1/::1 (webmail on the same host)."),
+    ] = True
+    max_literal_bytes: Annotated[
+        int, _doc("Largest literal a client may send (APPEND; APPENDLIMIT advertises it).")
+    ] = 52428800
+    max_command_bytes: Annotated[
+        int, _doc("Longest command, literals of non-APPEND commands included.")
+    ] = 65536
+    idle_timeout_seconds: Annotated[
+        int, _doc("Log out a client silent this long (RFC 9051 §5.4 asks 30 minutes at least).")
+    ] = 1800
+    max_connections_per_ip: Annotated[
+        int, _doc("Open IMAP connections per client IP (Dovecot mail_max_userip_connections).")
+    ] = 50
+    max_connections_per_account: Annotated[
+        int, _doc("Open IMAP sessions per account, from all IPs.")
+    ] = 50
+
+
+class POP3Settings(_Table, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    """The POP3 server."""
+
+    allow_plaintext_on_loopback: Annotated[
+        bool, _doc("USER/PASS and AUTH without TLS from 127.0.0.1/::1.")
+    ] = True
+    idle_timeout_seconds: Annotated[
+        int, _doc("Close a connection silent this long (RFC 1939 §3: at least 10 minutes).")
+    ] = 600
+    max_connections_per_ip: Annotated[int, _doc("Open POP3 connections per client IP.")] = 20
+
+
 class Settings(_Table, frozen=True, kw_only=True, forbid_unknown_fields=True):
     server: ServerSettings
     tls: TLSSettings = TLSSettings()
@@ -237,6 +273,8 @@ class Settings(_Table, frozen=True, kw_only=True, forbid_unknown_fields=True):
     store: StoreSettings = StoreSettings()
     local: LocalSettings = LocalSettings()
     http: HTTPSettings = HTTPSettings()
+    imap: IMAPSettings = IMAPSettings()
+    pop3: POP3Settings = POP3Settings()
 
     # Set by the loader, not read from TOML: where the file was found.
     config_path: Annotated[str, _doc("(internal) path of the loaded file")] = ""
