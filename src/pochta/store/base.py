@@ -38,6 +38,7 @@ __all__ = [
     "Delivered",
     "FlagMode",
     "FlagUpdate",
+    "FolderChanges",
     "FolderExists",
     "FolderInfo",
     "MailStore",
@@ -51,6 +52,7 @@ __all__ = [
     "StoreFlagsResult",
     "StoreUnavailable",
     "SyncReport",
+    "TextExtractor",
 ]
 
 log = logging.getLogger("pochta.store")
@@ -152,6 +154,25 @@ class MessageInfo:
     internal_date: float  # unix seconds (RFC 3501 §2.3.3 INTERNALDATE)
     size: int  # RFC822.SIZE, octets with CRLF
     modseq: int  # RFC 7162 §3.1.1
+
+
+@dataclass(frozen=True, slots=True)
+class FolderChanges:
+    """What changed in a folder after a MODSEQ (RFC 7162 CHANGEDSINCE / QRESYNC, and the
+    IMAP session's view refresh): messages whose MODSEQ is higher (new ones included), and
+    UIDs expunged with a higher MODSEQ. ``complete`` is False when the expunge record does not
+    reach back that far (the caller then compares full UID lists)."""
+
+    uidvalidity: int
+    uidnext: int
+    highestmodseq: int
+    changed: tuple[MessageInfo, ...]
+    vanished: tuple[int, ...]
+    complete: bool
+
+
+# Turns a stored message into the text full-text search looks at: (headers, body), decoded.
+TextExtractor = Callable[[bytes], tuple[str, str]]
 
 
 @dataclass(frozen=True, slots=True)
@@ -323,6 +344,27 @@ class MailStore(abc.ABC):
     @abc.abstractmethod
     def list_messages(self, address: str, folder: str) -> list[MessageInfo]:
         """All messages of the folder in UID order (ascending)."""
+
+    @abc.abstractmethod
+    def folder_changes(self, address: str, folder: str, since_modseq: int) -> FolderChanges:
+        """Messages changed and UIDs expunged after ``since_modseq`` (0: every message)."""
+
+    @abc.abstractmethod
+    def search_text(
+        self, address: str, folder: str, needle: str, *, headers: bool, body: bool
+    ) -> set[int]:
+        """UIDs whose headers and/or body text contain ``needle``, ignoring case (RFC 9051
+        §6.4.4 SEARCH TEXT / BODY: substring match), from the full-text index; messages not
+        indexed yet are indexed first."""
+
+    @abc.abstractmethod
+    def cached_structures(self, address: str, folder: str, uids: Iterable[int]) -> dict[int, bytes]:
+        """The structure blobs the IMAP server cached for these UIDs (ENVELOPE and
+        BODYSTRUCTURE, in its own encoding), where it has cached one."""
+
+    @abc.abstractmethod
+    def cache_structures(self, address: str, folder: str, items: dict[int, bytes]) -> None:
+        """Keep structure blobs for later sessions (a lost one is simply computed again)."""
 
     @abc.abstractmethod
     def fetch_message(self, address: str, folder: str, uid: int) -> bytes:

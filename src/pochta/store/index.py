@@ -108,6 +108,16 @@ _MIGRATIONS: tuple[tuple[str, ...], ...] = (
         )""",
         "INSERT INTO quota (id, bytes, messages) VALUES (1, 0, 0)",
     ),
+    (
+        # Full-text search (IMAP SEARCH TEXT/BODY): one row per message, rowid = the
+        # messages rowid, casefolded text. The trigram tokenizer answers substring queries
+        # of 3 characters and more from the index, which is IMAP's substring semantics
+        # (RFC 9051 §6.4.4); shorter needles scan the stored text.
+        "CREATE VIRTUAL TABLE fts USING fts5(headers, body, tokenize = 'trigram')",
+        """CREATE TRIGGER messages_fts_delete AFTER DELETE ON messages BEGIN
+            DELETE FROM fts WHERE rowid = old.rowid;
+        END""",
+    ),
 )
 
 SCHEMA_VERSION = len(_MIGRATIONS)
@@ -445,8 +455,9 @@ class AccountIndex:
         return _folder(folder), message
 
     @staticmethod
-    def insert_message(conn: sqlite3.Connection, folder_id: int, m: MessageRow) -> None:
-        conn.execute(
+    def insert_message(conn: sqlite3.Connection, folder_id: int, m: MessageRow) -> int:
+        """Insert a row; returns its rowid (the key of its full-text row)."""
+        cursor = conn.execute(
             "INSERT INTO messages (folder_id, uid, filename, info, flags, keywords, "
             "internal_date, size, modseq, dedupe_key) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
             (
@@ -462,6 +473,7 @@ class AccountIndex:
                 m.dedupe_key,
             ),
         )
+        return int(cursor.lastrowid or 0)
 
     @staticmethod
     def update_message(conn: sqlite3.Connection, folder_id: int, m: MessageRow) -> None:
@@ -499,8 +511,102 @@ class AccountIndex:
         ]
 
     @staticmethod
+    def changed_since(conn: sqlite3.Connection, folder_id: int, modseq: int) -> list[MessageRow]:
+        """Rows whose MODSEQ is above ``modseq``, ascending UID (RFC 7162 CHANGEDSINCE)."""
+        rows = conn.execute(
+            f"SELECT {_MESSAGE_COLUMNS} FROM messages "  # noqa: S608
+            "WHERE folder_id = ? AND modseq > ? ORDER BY uid",
+            (folder_id, modseq),
+        ).fetchall()
+        return [_message(r) for r in rows]
+
+    # -- full-text search --
+
+    @staticmethod
+    def unindexed(conn: sqlite3.Connection, folder_id: int) -> list[tuple[int, MessageRow]]:
+        """(rowid, row) of the folder's messages that have no full-text row yet."""
+        rows = conn.execute(
+            f"SELECT m.rowid, {', '.join('m.' + c for c in _MESSAGE_COLUMNS.split(', '))} "  # noqa: S608
+            "FROM messages m LEFT JOIN fts ON fts.rowid = m.rowid "
+            "WHERE m.folder_id = ? AND fts.rowid IS NULL ORDER BY m.uid",
+            (folder_id,),
+        ).fetchall()
+        return [(int(r[0]), _message(r[1:])) for r in rows]
+
+    @staticmethod
+    def rowid(conn: sqlite3.Connection, folder_id: int, uid: int) -> int | None:
+        row = conn.execute(
+            "SELECT rowid FROM messages WHERE folder_id = ? AND uid = ?", (folder_id, uid)
+        ).fetchone()
+        return int(row[0]) if row else None
+
+    @staticmethod
+    def put_text(conn: sqlite3.Connection, rowid: int, headers: str, body: str) -> None:
+        conn.execute("DELETE FROM fts WHERE rowid = ?", (rowid,))
+        conn.execute(
+            "INSERT INTO fts (rowid, headers, body) VALUES (?, ?, ?)", (rowid, headers, body)
+        )
+
+    @staticmethod
+    def copy_text(conn: sqlite3.Connection, from_rowid: int, to_rowid: int) -> None:
+        conn.execute(
+            "INSERT INTO fts (rowid, headers, body) SELECT ?, headers, body FROM fts "
+            "WHERE rowid = ?",
+            (to_rowid, from_rowid),
+        )
+
+    @staticmethod
+    def search_text(
+        conn: sqlite3.Connection, folder_id: int, needle: str, *, headers: bool, body: bool
+    ) -> set[int]:
+        """UIDs whose casefolded headers and/or body contain ``needle`` (casefolded by the
+        caller). Three characters and more go through the trigram index."""
+        columns = [c for c, on in (("headers", headers), ("body", body)) if on]
+        if not columns or not needle:
+            return {
+                int(r[0])
+                for r in conn.execute("SELECT uid FROM messages WHERE folder_id = ?", (folder_id,))
+            }
+        if len(needle) >= 3:
+            phrase = '"' + needle.replace('"', '""') + '"'
+            query = phrase if len(columns) == 2 else f"{columns[0]} : {phrase}"
+            rows = conn.execute(
+                "SELECT m.uid FROM fts JOIN messages m ON m.rowid = fts.rowid "
+                "WHERE fts MATCH ? AND m.folder_id = ?",
+                (query, folder_id),
+            )
+        else:
+            test = " OR ".join(f"instr(fts.{c}, ?) > 0" for c in columns)
+            rows = conn.execute(
+                "SELECT m.uid FROM fts JOIN messages m ON m.rowid = fts.rowid "  # noqa: S608
+                f"WHERE m.folder_id = ? AND ({test})",
+                (folder_id, *([needle] * len(columns))),
+            )
+        return {int(r[0]) for r in rows}
+
+    # -- cached IMAP structure (ENVELOPE, BODYSTRUCTURE) --
+
+    @staticmethod
+    def cached_structures(
+        conn: sqlite3.Connection, folder_id: int, uids: Iterable[int]
+    ) -> dict[int, bytes]:
+        rows = conn.execute(
+            "SELECT uid, bodystructure FROM messages WHERE folder_id = ? AND "
+            "bodystructure IS NOT NULL AND uid IN (SELECT value FROM json_each(?))",
+            (folder_id, json.dumps(sorted(set(uids)))),
+        ).fetchall()
+        return {int(r[0]): bytes(r[1]) for r in rows}
+
+    @staticmethod
+    def cache_structures(conn: sqlite3.Connection, folder_id: int, items: dict[int, bytes]) -> None:
+        conn.executemany(
+            "UPDATE messages SET bodystructure = ? WHERE folder_id = ? AND uid = ?",
+            [(blob, folder_id, uid) for uid, blob in items.items()],
+        )
+
+    @staticmethod
     def wipe(conn: sqlite3.Connection) -> None:
         """Empty every table but meta (reindex rebuilds them)."""
-        for table in ("messages", "expunged", "folders", "subscriptions"):
+        for table in ("messages", "expunged", "folders", "subscriptions", "fts"):
             conn.execute(f"DELETE FROM {table}")  # noqa: S608 - constant table names
         conn.execute("UPDATE quota SET bytes = 0, messages = 0 WHERE id = 1")

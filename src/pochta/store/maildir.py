@@ -74,6 +74,7 @@ from pochta.store.base import (
     Delivered,
     FlagMode,
     FlagUpdate,
+    FolderChanges,
     FolderExists,
     FolderInfo,
     MailStore,
@@ -86,6 +87,7 @@ from pochta.store.base import (
     StoreFlagsResult,
     StoreUnavailable,
     SyncReport,
+    TextExtractor,
 )
 from pochta.store.index import (
     ANSWERED,
@@ -521,6 +523,17 @@ def _reported(method: Callable[P, R]) -> Callable[P, R]:
     return wrapper
 
 
+def _message_info(m: MessageRow) -> MessageInfo:
+    return MessageInfo(
+        uid=m.uid,
+        flags=flag_names(m.flags),
+        keywords=frozenset(m.keywords.split()),
+        internal_date=m.internal_date,
+        size=m.size,
+        modseq=m.modseq,
+    )
+
+
 # -- one delivery waiting for the account's write lock --
 
 
@@ -535,6 +548,7 @@ class _Job:
     internal_date: float
     size: int
     dedupe_key: str | None
+    text: tuple[str, str] | None = None  # casefolded (headers, body) for full-text search
     done: bool = False
     result: Delivered | None = None
     error: BaseException | None = None
@@ -591,8 +605,10 @@ class MaildirStore(MailStore):
         hostname: str,
         durable: bool = True,
         max_open_accounts: int = 256,
+        text_extractor: TextExtractor | None = None,
     ) -> None:
         super().__init__()
+        self.text_extractor = text_extractor
         self.mail_dir = Path(mail_dir)
         self.hostname = hostname
         self.durable = durable
@@ -860,6 +876,7 @@ class MaildirStore(MailStore):
                 (account.root / "tmp").mkdir(parents=True, exist_ok=True)
                 write_file(tmp, stored, mtime=when, sync=self.durable)
             job = _Job(
+                text=self._text_of(stored),
                 folder=name,
                 create=create,
                 tmp=tmp,
@@ -963,7 +980,7 @@ class MaildirStore(MailStore):
                     link_or_rename(job.tmp, target)
                     linked.append(target)
                     dirs_to_sync.add(target.parent)
-                    AccountIndex.insert_message(
+                    rowid = AccountIndex.insert_message(
                         conn,
                         folder.id,
                         MessageRow(
@@ -978,6 +995,8 @@ class MaildirStore(MailStore):
                             dedupe_key=job.dedupe_key,
                         ),
                     )
+                    if job.text is not None:
+                        AccountIndex.put_text(conn, rowid, *job.text)
                     AccountIndex.add_quota(conn, job.size, 1)
                     job.result = Delivered(folder.name, uid, folder.uidvalidity, job.size)
                     changes.add(folder.name, ChangeKind.NEW)
@@ -1149,17 +1168,90 @@ class MaildirStore(MailStore):
             with account.index.read() as conn:
                 row = self._require_folder(conn, name)
                 messages = AccountIndex.messages(conn, row.id)
-        return [
-            MessageInfo(
-                uid=m.uid,
-                flags=flag_names(m.flags),
-                keywords=frozenset(m.keywords.split()),
-                internal_date=m.internal_date,
-                size=m.size,
-                modseq=m.modseq,
-            )
-            for m in messages
-        ]
+        return [_message_info(m) for m in messages]
+
+    @_reported
+    def folder_changes(self, address: str, folder: str, since_modseq: int) -> FolderChanges:
+        name = check_folder_name(folder)
+        with self._use(address) as account:
+            with account.index.read() as conn:
+                row = self._require_folder(conn, name)
+            if self._changed_on_disk(account, row):
+                self._sync_folder(account, name)
+            with account.index.read() as conn:
+                row = self._require_folder(conn, name)
+                changed = AccountIndex.changed_since(conn, row.id, since_modseq)
+                vanished = AccountIndex.expunged_since(conn, row.id, since_modseq)
+        return FolderChanges(
+            uidvalidity=row.uidvalidity,
+            uidnext=row.uidnext,
+            highestmodseq=row.highestmodseq,
+            changed=tuple(_message_info(m) for m in changed),
+            vanished=tuple(vanished),
+            complete=since_modseq == 0 or since_modseq >= row.expunged_since,
+        )
+
+    def _text_of(self, stored: bytes) -> tuple[str, str] | None:
+        if self.text_extractor is None:
+            return None
+        headers, body = self.text_extractor(stored)
+        return headers.casefold(), body.casefold()
+
+    @_reported
+    def search_text(
+        self, address: str, folder: str, needle: str, *, headers: bool, body: bool
+    ) -> set[int]:
+        name = check_folder_name(folder)
+        with self._use(address) as account:
+            self._index_text(account, name)
+            with account.index.read() as conn:
+                row = self._require_folder(conn, name)
+                return AccountIndex.search_text(
+                    conn, row.id, needle.casefold(), headers=headers, body=body
+                )
+
+    def _index_text(self, account: _Account, name: str, batch: int = 500) -> None:
+        """Index what delivery did not (mail from before the index existed, crash leftovers,
+        files adopted from disk), a batch per write transaction."""
+        if self.text_extractor is None:
+            raise StoreError("full-text search is not available: no text extractor is set")
+        while True:
+            with account.index.read() as conn:
+                row = self._require_folder(conn, name)
+                todo = AccountIndex.unindexed(conn, row.id)[:batch]
+            if not todo:
+                return
+            texts: list[tuple[int, tuple[str, str]]] = []
+            for rowid, m in todo:
+                try:
+                    data = self._message_file(account, name, m).read_bytes()
+                except FileNotFoundError:
+                    data = b""  # gone on disk: the next rescan drops its row
+                text = self._text_of(data)
+                assert text is not None
+                texts.append((rowid, text))
+            with account.write_lock, account.index.write() as conn:
+                for rowid, (head, body) in texts:
+                    if conn.execute("SELECT 1 FROM messages WHERE rowid = ?", (rowid,)).fetchone():
+                        AccountIndex.put_text(conn, rowid, head, body)
+            if len(todo) < batch:
+                return
+
+    @_reported
+    def cached_structures(self, address: str, folder: str, uids: Iterable[int]) -> dict[int, bytes]:
+        name = check_folder_name(folder)
+        with self._use(address) as account, account.index.read() as conn:
+            row = self._require_folder(conn, name)
+            return AccountIndex.cached_structures(conn, row.id, uids)
+
+    @_reported
+    def cache_structures(self, address: str, folder: str, items: dict[int, bytes]) -> None:
+        if not items:
+            return
+        name = check_folder_name(folder)
+        with self._use(address) as account, account.write_lock, account.index.write() as conn:
+            row = self._require_folder(conn, name)
+            AccountIndex.cache_structures(conn, row.id, items)
 
     def _message_file(self, account: _Account, folder: str, m: MessageRow) -> Path:
         path = self._dir(account, folder)
@@ -1370,7 +1462,10 @@ class MaildirStore(MailStore):
                 moved.append(m)
             copied_octets += m.size
             copy_row.modseq = dst_modseq
-            AccountIndex.insert_message(conn, dst.id, copy_row)
+            source_rowid = AccountIndex.rowid(conn, src.id, m.uid)
+            new_rowid = AccountIndex.insert_message(conn, dst.id, copy_row)
+            if source_rowid is not None:
+                AccountIndex.copy_text(conn, source_rowid, new_rowid)
             pairs.append((m.uid, copy_row.uid))
         if move:
             AccountIndex.delete_messages(conn, src.id, [m.uid for m in moved], src_modseq)
