@@ -1159,29 +1159,28 @@ class MaildirStore(MailStore):
 
     @_reported
     def list_messages(self, address: str, folder: str) -> list[MessageInfo]:
-        name = check_folder_name(folder)
-        with self._use(address) as account:
-            with account.index.read() as conn:
-                row = self._require_folder(conn, name)
-            if self._changed_on_disk(account, row):
-                self._sync_folder(account, name)
-            with account.index.read() as conn:
-                row = self._require_folder(conn, name)
-                messages = AccountIndex.messages(conn, row.id)
+        with self._use(address) as account, self._current(account, folder) as (conn, row):
+            messages = AccountIndex.messages(conn, row.id)
         return [_message_info(m) for m in messages]
+
+    @contextlib.contextmanager
+    def _current(
+        self, account: _Account, folder: str
+    ) -> Iterator[tuple[sqlite3.Connection, FolderRow]]:
+        """A read transaction on the folder, rescanned first if other programs changed it."""
+        name = check_folder_name(folder)
+        with account.index.read() as conn:
+            row = self._require_folder(conn, name)
+        if self._changed_on_disk(account, row):
+            self._sync_folder(account, name)
+        with account.index.read() as conn:
+            yield conn, self._require_folder(conn, name)
 
     @_reported
     def folder_changes(self, address: str, folder: str, since_modseq: int) -> FolderChanges:
-        name = check_folder_name(folder)
-        with self._use(address) as account:
-            with account.index.read() as conn:
-                row = self._require_folder(conn, name)
-            if self._changed_on_disk(account, row):
-                self._sync_folder(account, name)
-            with account.index.read() as conn:
-                row = self._require_folder(conn, name)
-                changed = AccountIndex.changed_since(conn, row.id, since_modseq)
-                vanished = AccountIndex.expunged_since(conn, row.id, since_modseq)
+        with self._use(address) as account, self._current(account, folder) as (conn, row):
+            changed = AccountIndex.changed_since(conn, row.id, since_modseq)
+            vanished = AccountIndex.expunged_since(conn, row.id, since_modseq)
         return FolderChanges(
             uidvalidity=row.uidvalidity,
             uidnext=row.uidnext,
