@@ -1,1 +1,2 @@
-"""MIME structure of stored messages: byte-exact part offsets, IMAP ENVELOPE and BODYSTRUCTURE, sections, text for search."""
+"""MIME structure of stored messages: byte-exact part offsets, IMAP ENVELOPE and
+BODYSTRUCTURE, sections, and text for search."""

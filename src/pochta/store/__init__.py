@@ -18,6 +18,7 @@ from pochta.store.base import (
     Delivered,
     FlagMode,
     FlagUpdate,
+    FolderChanges,
     FolderExists,
     FolderInfo,
     MailStore,
@@ -29,6 +30,7 @@ from pochta.store.base import (
     StoreFlagsResult,
     StoreUnavailable,
     SyncReport,
+    TextExtractor,
 )
 from pochta.store.quota import QuotaCheck, QuotaUsage
 
@@ -44,6 +46,7 @@ __all__ = [
     "Delivered",
     "FlagMode",
     "FlagUpdate",
+    "FolderChanges",
     "FolderExists",
     "FolderInfo",
     "MailStore",
@@ -57,6 +60,7 @@ __all__ = [
     "StoreFlagsResult",
     "StoreUnavailable",
     "SyncReport",
+    "TextExtractor",
     "open_store",
 ]
 

@@ -27,4 +27,4 @@ class Atom(str):
         return f"Atom({str.__repr__(self)})"
 
 
-IMAPValue: TypeAlias = "None | int | str | bytes | Atom | list[IMAPValue] | tuple[IMAPValue, ...]"
+IMAPValue: TypeAlias = "int | str | bytes | Atom | list[IMAPValue] | tuple[IMAPValue, ...] | None"
