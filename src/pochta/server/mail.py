@@ -7,9 +7,11 @@ rebuilt from the new directory and tables; spool, store and queue manager stay.
 
 from __future__ import annotations
 
+import asyncio
 import time
 from typing import TYPE_CHECKING
 
+from pochta.access.change_hub import ChangeHub
 from pochta.cleanup.pipeline import Cleanup
 from pochta.deliver.mailbox import MailboxAgent
 from pochta.deliver.router import Deliverer, Router, destination_string
@@ -40,6 +42,7 @@ class MailSystem:
         )
         self.spool = Spool(settings.spool_dir)
         self.store = open_store(settings)
+        self.changes: ChangeHub | None = None  # made in start(), on the running loop
         self.queue = QueueManager(
             self.spool,
             settings.queue,
@@ -65,9 +68,12 @@ class MailSystem:
 
     async def start(self) -> None:
         self.spool.acquire_master_lock()
+        self.changes = ChangeHub(self.store, asyncio.get_running_loop())
         await self.queue.start()
 
     async def stop(self) -> None:
+        if self.changes is not None:
+            self.changes.close()
         await self.queue.stop()
         self.spool.close()
         self.store.close()

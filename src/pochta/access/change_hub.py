@@ -1,0 +1,56 @@
+"""Store changes to waiting IMAP sessions (IDLE, RFC 2177; NOOP polling needs none).
+
+The store calls its change listeners from whichever thread committed the change (a delivery
+thread, another session's STORE); the hub hands each call to the event loop and sets the
+events of the sessions watching that account and folder. A session then asks the store what
+changed (``folder_changes``): the hub carries wake-ups only, never data, so a lost or
+merged wake-up costs nothing but a moment.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import Callable
+
+from pochta.store import ChangeKind, MailStore
+
+ANY_FOLDER = ""
+
+
+class ChangeHub:
+    def __init__(self, store: MailStore, loop: asyncio.AbstractEventLoop) -> None:
+        self._loop = loop
+        self._watchers: dict[tuple[str, str], set[asyncio.Event]] = {}
+        self._unsubscribe = store.subscribe_changes(self._on_change)
+
+    def watch(
+        self, address: str, folder: str = ANY_FOLDER
+    ) -> tuple[asyncio.Event, Callable[[], None]]:
+        """An event set at each change of ``folder`` (any folder: ``ANY_FOLDER``) of the
+        account, and the function that stops the watch."""
+        key = (address.lower(), folder)
+        event = asyncio.Event()
+        self._watchers.setdefault(key, set()).add(event)
+
+        def stop() -> None:
+            watchers = self._watchers.get(key)
+            if watchers is not None:
+                watchers.discard(event)
+                if not watchers:
+                    del self._watchers[key]
+
+        return event, stop
+
+    def close(self) -> None:
+        self._unsubscribe()
+
+    def _on_change(self, address: str, folder: str, kind: ChangeKind) -> None:
+        # A closed loop (RuntimeError): the server is stopping.
+        with contextlib.suppress(RuntimeError):
+            self._loop.call_soon_threadsafe(self._wake, address.lower(), folder)
+
+    def _wake(self, address: str, folder: str) -> None:
+        for key in ((address, folder), (address, ANY_FOLDER)):
+            for event in self._watchers.get(key, ()):
+                event.set()
