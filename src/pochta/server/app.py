@@ -22,6 +22,7 @@ import contextlib
 import errno
 import importlib
 import os
+import pkgutil
 import signal
 import socket
 import stat
@@ -151,6 +152,13 @@ def _preload_modules() -> None:
     for name in PRELOAD_MODULES:
         importlib.import_module(name)
     "example.org".encode("idna")  # the codec also loads lazily
+    # Mail names every charset: a codec is imported when first used, which fails once the
+    # interpreter's directory is out of reach. Load them all now (some 120 small modules).
+    import encodings
+
+    for info in pkgutil.iter_modules(encodings.__path__):
+        with contextlib.suppress(ImportError, LookupError):
+            importlib.import_module(f"encodings.{info.name}")
 
 
 def _unlink_socket(path: str) -> None:

@@ -1,0 +1,63 @@
+"""Header fields of a stored message, decoded for SEARCH and SORT (RFC 9051 §6.4.4: header
+keys match the field's text after RFC 2047 decoding, as Dovecot does)."""
+
+from __future__ import annotations
+
+import email.errors
+import email.header
+import re
+
+_FIELD = re.compile(rb"^([\x21-\x39\x3b-\x7e]+)[ \t]*:(.*)$")
+MAX_HEADER_BYTES = 1 << 20
+
+
+def header_block(raw: bytes) -> bytes:
+    """The header of a message: everything before the first empty line."""
+    end = raw.find(b"\r\n\r\n")
+    if end < 0:
+        end = raw.find(b"\n\n")
+    block = raw if end < 0 else raw[: end + 2]
+    return block[:MAX_HEADER_BYTES]
+
+
+def raw_fields(raw: bytes) -> list[tuple[str, bytes]]:
+    """(lower-case name, unfolded raw value) for each field of the header, in order."""
+    out: list[tuple[str, bytes]] = []
+    for line in re.split(rb"\r?\n(?![ \t])", header_block(raw)):
+        m = _FIELD.match(line)
+        if m is None:
+            continue
+        value = re.sub(rb"\r?\n[ \t]", b" ", m.group(2)).strip()
+        out.append((m.group(1).decode("ascii").lower(), value))
+    return out
+
+
+def decode_value(value: bytes) -> str:
+    """RFC 2047 encoded words decoded; 8-bit octets read as UTF-8 (RFC 6532), else Latin-1."""
+    try:
+        text = value.decode("utf-8")
+    except UnicodeDecodeError:
+        text = value.decode("latin-1")
+    if "=?" not in text:
+        return text
+    try:
+        parts = email.header.decode_header(text)
+    except (ValueError, LookupError, email.errors.HeaderParseError):
+        return text
+    out = []
+    for chunk, charset in parts:
+        if isinstance(chunk, str):
+            out.append(chunk)
+            continue
+        try:
+            out.append(chunk.decode(charset or "ascii", "replace"))
+        except LookupError:
+            out.append(chunk.decode("latin-1"))
+    return "".join(out)
+
+
+def header_fields(raw: bytes) -> dict[str, list[str]]:
+    fields: dict[str, list[str]] = {}
+    for name, value in raw_fields(raw):
+        fields.setdefault(name, []).append(decode_value(value))
+    return fields

@@ -1,0 +1,173 @@
+"""SEARCH evaluation (RFC 9051 §6.4.4, RFC 3501 §6.4.4, MODSEQ from RFC 7162 §3.1.5).
+
+Keys arrive as a small normalised tree (``Key``) that the command adapter builds from the
+parser's AST. Keys on flags, sizes, dates, UIDs and numbers are answered from the session's
+view; TEXT and BODY from the store's full-text index; header keys (FROM, SUBJECT, HEADER,
+SENT*) from the messages' headers, read once per command and only for the messages still in
+question. String matching is a case-insensitive substring test on decoded text, as RFC 9051
+§6.4.4 asks ("a substring ... case-insensitive").
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import email.utils
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+
+from pochta.access.mailbox_view import MailboxView
+
+# A search key, normalised:
+#   ("all",) ("none",) ("flag", "\\Seen", True) ("keyword", "$Junk", False)
+#   ("seq", [1, 2, ...]) ("uid", [..]) ("larger", n) ("smaller", n) ("modseq", n)
+#   ("date", "before" | "on" | "since", date, sent: bool)
+#   ("header", "from", "text") ("text", "needle") ("body", "needle")
+#   ("not", key) ("or", key, key) ("and", [key, ...])
+Key = tuple[object, ...]
+
+
+@dataclass(slots=True)
+class SearchContext:
+    view: MailboxView
+    # UIDs whose headers or body contain a needle (from the store's index).
+    full_text: Callable[[str, bool, bool], set[int]]
+    # The decoded header fields of the given UIDs: {uid: {lower-case name: [values]}}.
+    headers: Callable[[list[int]], dict[int, dict[str, list[str]]]]
+
+
+def needs_headers(key: Key) -> bool:
+    kind = key[0]
+    if kind == "header" or (kind == "date" and key[3]):
+        return True
+    if kind == "not":
+        return needs_headers(key[1])  # type: ignore[arg-type]
+    if kind == "or":
+        return needs_headers(key[1]) or needs_headers(key[2])  # type: ignore[arg-type]
+    if kind == "and":
+        return any(needs_headers(k) for k in key[1])  # type: ignore[attr-defined]
+    return False
+
+
+def evaluate(key: Key, ctx: SearchContext) -> list[int]:
+    """UIDs of the live messages matching ``key``, ascending."""
+    view = ctx.view
+    universe = [u for u in view.uids if view.is_live(u)]
+    header_cache: dict[int, dict[str, list[str]]] = {}
+    if needs_headers(key):
+        header_cache = ctx.headers(universe)
+    matched = _eval(key, ctx, set(universe), header_cache)
+    return [u for u in universe if u in matched]
+
+
+def _eval(
+    key: Key, ctx: SearchContext, candidates: set[int], headers: dict[int, dict[str, list[str]]]
+) -> set[int]:
+    view = ctx.view
+    kind = key[0]
+    if kind == "all":
+        return set(candidates)
+    if kind == "none":
+        return set()
+    if kind == "and":
+        current = set(candidates)
+        for sub in key[1]:  # type: ignore[attr-defined]
+            current = _eval(sub, ctx, current, headers)
+            if not current:
+                break
+        return current
+    if kind == "or":
+        left = _eval(key[1], ctx, candidates, headers)  # type: ignore[arg-type]
+        right = _eval(key[2], ctx, candidates - left, headers)  # type: ignore[arg-type]
+        return left | right
+    if kind == "not":
+        return candidates - _eval(key[1], ctx, candidates, headers)  # type: ignore[arg-type]
+    if kind == "flag":
+        name, present = key[1], key[2]
+        return {u for u in candidates if (name in view.info[u].flags) == present}
+    if kind == "keyword":
+        name, present = str(key[1]), key[2]
+        lowered = name.lower()
+        return {
+            u
+            for u in candidates
+            if any(k.lower() == lowered for k in view.info[u].keywords) == present
+        }
+    if kind == "seq":
+        wanted = {view.uid_at(n) for n in key[1] if 1 <= n <= view.exists}  # type: ignore[attr-defined]
+        return candidates & wanted
+    if kind == "uid":
+        wanted_uids = key[1]
+        assert isinstance(wanted_uids, list)
+        return candidates & set(wanted_uids)
+    if kind == "larger":
+        return {u for u in candidates if view.info[u].size > key[1]}  # type: ignore[operator]
+    if kind == "smaller":
+        return {u for u in candidates if view.info[u].size < key[1]}  # type: ignore[operator]
+    if kind == "modseq":
+        return {u for u in candidates if view.info[u].modseq >= key[1]}  # type: ignore[operator]
+    if kind == "date":
+        how, day, sent = str(key[1]), key[2], bool(key[3])
+        assert isinstance(day, dt.date)
+        out = set()
+        for u in candidates:
+            when = _sent_date(headers.get(u, {})) if sent else _internal_date(view, u)
+            if when is None:
+                continue
+            if (
+                (how == "before" and when < day)
+                or (how == "on" and when == day)
+                or (how == "since" and when >= day)
+            ):
+                out.add(u)
+        return out
+    if kind == "header":
+        name, needle = str(key[1]).lower(), str(key[2]).casefold()
+        out = set()
+        for u in candidates:
+            values = headers.get(u, {}).get(name)
+            if values is None:
+                continue
+            # RFC 9051 §6.4.4 HEADER: an empty string matches every message with the field.
+            if not needle or any(needle in v.casefold() for v in values):
+                out.add(u)
+        return out
+    if kind in ("text", "body"):
+        needle = str(key[1])
+        if not needle:
+            return set(candidates)
+        return candidates & ctx.full_text(needle, kind == "text", True)
+    raise ValueError(f"unknown search key {kind!r}")
+
+
+def _internal_date(view: MailboxView, uid: int) -> dt.date:
+    # RFC 9051 §6.4.4: dates compare "disregarding time and timezone"; we take UTC.
+    return dt.datetime.fromtimestamp(view.info[uid].internal_date, dt.UTC).date()
+
+
+def _sent_date(fields: dict[str, list[str]]) -> dt.date | None:
+    for value in fields.get("date", []):
+        try:
+            parsed = email.utils.parsedate_to_datetime(value)
+        except (TypeError, ValueError, IndexError):
+            continue
+        if parsed is not None:
+            # The date as written in the header, in its own zone (RFC 9051 SENTON).
+            return parsed.date()
+    return None
+
+
+def esearch_parts(
+    uids_or_seqs: list[int], returns: Iterable[str], render_set: Callable[[list[int]], str]
+) -> list[str]:
+    """The ESEARCH result items (RFC 4731 §3.1) for RETURN (MIN MAX ALL COUNT)."""
+    wanted = [r.upper() for r in returns] or ["ALL"]
+    parts: list[str] = []
+    if "MIN" in wanted and uids_or_seqs:
+        parts.append(f"MIN {min(uids_or_seqs)}")
+    if "MAX" in wanted and uids_or_seqs:
+        parts.append(f"MAX {max(uids_or_seqs)}")
+    if "ALL" in wanted and uids_or_seqs:
+        parts.append(f"ALL {render_set(sorted(uids_or_seqs))}")
+    if "COUNT" in wanted:
+        parts.append(f"COUNT {len(uids_or_seqs)}")
+    return parts

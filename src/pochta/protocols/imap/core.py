@@ -1,0 +1,336 @@
+"""The sans-IO IMAP command reader (RFC 9051 §2.2 and §9, RFC 3501 §9, LITERAL+ RFC 7888).
+
+Bytes go in with ``feed``; ``next_event`` hands out, in order: a ``ContinuationRequest``
+when a synchronizing literal ``{n}`` was announced (the server then sends ``+``), a
+``Command`` (tag, name, arguments as a token tree), a ``CommandError`` for a command that
+cannot be read (answered with BAD, or NO [TOOBIG] when ``too_big``), or a ``RawLine`` when
+the session asked for one with ``expect_line`` (AUTHENTICATE answers, IDLE's DONE).
+
+A command is read whole — its lines and the literals between them — before it is tokenised.
+Tokens: ``str`` for atoms, ``Quoted`` for quoted strings, ``bytes`` for literals, ``list`` for
+parenthesised lists. Atoms may hold a bracketed part with spaces and parentheses inside
+(``BODY[HEADER.FIELDS (FROM)]<0.10>``), as the FETCH grammar needs.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+
+class Quoted(str):
+    """A quoted string (distinct from an atom: NIL quoted is a string, not NIL)."""
+
+    __slots__ = ()
+
+
+@dataclass(frozen=True, slots=True)
+class ContinuationRequest:
+    pass
+
+
+@dataclass(frozen=True, slots=True)
+class CommandError:
+    tag: str
+    text: str
+    too_big: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class RawLine:
+    line: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class Command:
+    tag: str
+    name: str  # upper case; "UID FETCH" for the UID forms
+    args: list[object]
+
+
+_LITERAL = re.compile(rb"(~?)\{(\d{1,20})(\+?)\}\r\n\Z")
+_TAG = re.compile(r"[\x21-\x7e]+")
+_TAG_BAD = set('(){%*"\\+')
+
+
+class TokenError(ValueError):
+    pass
+
+
+class CommandParser:
+    def __init__(
+        self,
+        *,
+        max_literal: int = 50 * 2**20,
+        max_command: int = 65536,
+        max_depth: int = 32,
+        max_literals: int = 10000,
+    ) -> None:
+        self.max_literal = max_literal
+        self.max_command = max_command
+        self.max_depth = max_depth
+        self.max_literals = max_literals
+        self._buf = bytearray()
+        self._parts: list[bytes] = []  # the command so far (lines and literal data)
+        self._size = 0
+        self._literal_left = 0
+        self._literals = 0
+        self._skip = 0  # literal bytes of a refused command still to discard
+        self._skipping_line = False  # discard up to the next CRLF (after a refused command)
+        self._want_line = False
+        self._error_tag = "*"
+
+    def feed(self, data: bytes) -> None:
+        self._buf += data
+
+    def expect_line(self) -> None:
+        self._want_line = True
+
+    def next_event(self) -> Command | ContinuationRequest | CommandError | RawLine | None:
+        while True:
+            if self._skip:
+                n = min(self._skip, len(self._buf))
+                del self._buf[:n]
+                self._skip -= n
+                if self._skip:
+                    return None
+                self._skipping_line = True
+            if self._skipping_line:
+                end = self._buf.find(b"\r\n")
+                if end < 0:
+                    if len(self._buf) > 2:
+                        del self._buf[:-1]
+                    return None
+                line = bytes(self._buf[: end + 2])
+                del self._buf[: end + 2]
+                m = _LITERAL.search(line)
+                if m and m.group(3):  # a LITERAL+ of the refused command: its data follows
+                    self._skip = int(m.group(2))
+                    continue
+                self._skipping_line = False
+                continue
+            if self._want_line and not self._parts:
+                end = self._buf.find(b"\r\n")
+                if end < 0:
+                    if len(self._buf) > self.max_command:
+                        self._buf.clear()
+                        self._want_line = False
+                        return CommandError("*", "Line too long")
+                    return None
+                line = bytes(self._buf[:end])
+                del self._buf[: end + 2]
+                self._want_line = False
+                return RawLine(line)
+            if self._literal_left:
+                take = min(self._literal_left, len(self._buf))
+                if take:
+                    self._parts.append(bytes(self._buf[:take]))
+                    del self._buf[:take]
+                    self._literal_left -= take
+                if self._literal_left:
+                    return None
+                continue
+            end = self._buf.find(b"\r\n")
+            if end < 0:
+                if self._size + len(self._buf) > self.max_command:
+                    return self._refuse("Command line too long")
+                return None
+            line = bytes(self._buf[: end + 2])
+            del self._buf[: end + 2]
+            if not self._parts:
+                self._error_tag = _guess_tag(line)
+            if self._size + len(line) > self.max_command:
+                self._parts.clear()
+                self._size = 0
+                self._literals = 0
+                return CommandError(self._error_tag, "Command line too long")
+            m = _LITERAL.search(line)
+            if m is None:
+                self._parts.append(line)
+                return self._finish()
+            n = int(m.group(2))
+            self._literals += 1
+            self._size += len(line)
+            is_append = _is_append(self._parts, line)
+            limit = self.max_literal if is_append else self.max_command
+            if n > limit or (not is_append and self._size + n > self.max_command):
+                self._parts.clear()
+                self._size = 0
+                if m.group(3):  # non-synchronizing: the data is coming anyway
+                    self._skip = n
+                else:
+                    self._skipping_line = False
+                text = "Literal too large" if is_append else "Command too long"
+                return CommandError(self._error_tag, text, too_big=is_append)
+            if self._literals > self.max_literals:
+                return self._refuse("Too many literals")
+            self._parts.append(line)
+            self._size += n
+            self._literal_left = n
+            if not m.group(3) and n > 0 and len(self._buf) < n:
+                return ContinuationRequest()
+            continue
+
+    def _refuse(self, text: str) -> CommandError:
+        self._parts.clear()
+        self._size = 0
+        self._literals = 0
+        self._buf.clear()
+        self._skipping_line = True
+        return CommandError(self._error_tag, text)
+
+    def _finish(self) -> Command | CommandError:
+        raw = b"".join(self._parts)
+        self._parts.clear()
+        self._size = 0
+        self._literals = 0
+        try:
+            return parse_command(raw, self.max_depth)
+        except TokenError as exc:
+            return CommandError(self._error_tag, str(exc))
+
+
+def _guess_tag(line: bytes) -> str:
+    head = line.split(b" ", 1)[0].strip()
+    try:
+        tag = head.decode("ascii")
+    except UnicodeDecodeError:
+        return "*"
+    if tag and _TAG.fullmatch(tag) and not (_TAG_BAD & set(tag)):
+        return tag
+    return "*"
+
+
+def _is_append(parts: list[bytes], line: bytes) -> bool:
+    first = parts[0] if parts else line
+    words = first.split(b" ", 3)
+    return len(words) >= 2 and words[1].upper() == b"APPEND"
+
+
+# -- tokens ---------------------------------------------------------------------------------
+
+_ATOM_STOP = set(b' (){"\r\n') | set(range(0, 0x20)) | {0x7F}
+
+
+def parse_command(raw: bytes, max_depth: int = 32) -> Command:
+    """Tokenise one whole command (lines and literals, CRLF at the end)."""
+    if not raw.endswith(b"\r\n"):
+        raise TokenError("Missing CRLF")
+    tokens = _Tokenizer(raw[:-2], max_depth).tokens()
+    if len(tokens) < 2 or not isinstance(tokens[0], str) or isinstance(tokens[0], Quoted):
+        raise TokenError("Missing command")
+    tag = tokens[0]
+    if not _TAG.fullmatch(tag) or _TAG_BAD & set(tag):
+        raise TokenError("Invalid tag")
+    name_token = tokens[1]
+    if not isinstance(name_token, str) or isinstance(name_token, Quoted):
+        raise TokenError("Missing command name")
+    name = name_token.upper()
+    args = tokens[2:]
+    if name == "UID":
+        if not args or not isinstance(args[0], str):
+            raise TokenError("UID needs a command")
+        name = "UID " + str(args[0]).upper()
+        args = args[1:]
+    return Command(tag, name, args)
+
+
+class _Tokenizer:
+    def __init__(self, data: bytes, max_depth: int) -> None:
+        self.data = data
+        self.pos = 0
+        self.max_depth = max_depth
+
+    def tokens(self) -> list[object]:
+        out = self._list(0, top=True)
+        return out
+
+    def _list(self, depth: int, *, top: bool = False) -> list[object]:
+        if depth > self.max_depth:
+            raise TokenError("Lists nested too deeply")
+        out: list[object] = []
+        data = self.data
+        while True:
+            if self.pos >= len(data):
+                if top:
+                    return out
+                raise TokenError("Missing )")
+            ch = data[self.pos]
+            if ch == 0x20:
+                self.pos += 1
+                continue
+            if ch == 0x29:  # )
+                if top:
+                    raise TokenError("Unexpected )")
+                self.pos += 1
+                return out
+            if ch == 0x28:  # (
+                self.pos += 1
+                out.append(self._list(depth + 1))
+            elif ch == 0x22:  # "
+                out.append(self._quoted())
+            elif ch == 0x7B or (ch == 0x7E and data[self.pos + 1 : self.pos + 2] == b"{"):
+                out.append(self._literal())
+            else:
+                out.append(self._atom())
+
+    def _quoted(self) -> Quoted:
+        data = self.data
+        self.pos += 1
+        out = bytearray()
+        while self.pos < len(data):
+            ch = data[self.pos]
+            if ch == 0x5C:  # backslash
+                nxt = data[self.pos + 1 : self.pos + 2]
+                if nxt not in (b"\\", b'"'):
+                    raise TokenError("Invalid escape in quoted string")
+                out += nxt
+                self.pos += 2
+                continue
+            if ch == 0x22:
+                self.pos += 1
+                try:
+                    return Quoted(out.decode("utf-8"))
+                except UnicodeDecodeError:
+                    raise TokenError("Quoted string is not UTF-8") from None
+            if ch in (0x0D, 0x0A, 0x00):
+                raise TokenError("CR, LF or NUL in a quoted string")
+            out.append(ch)
+            self.pos += 1
+        raise TokenError("Unterminated quoted string")
+
+    def _literal(self) -> bytes:
+        data = self.data
+        m = re.compile(rb"~?\{(\d{1,20})\+?\}\r\n").match(data, self.pos)
+        if m is None:
+            raise TokenError("Invalid literal")
+        n = int(m.group(1))
+        start = m.end()
+        if start + n > len(data):
+            raise TokenError("Literal cut short")
+        self.pos = start + n
+        return bytes(data[start : start + n])
+
+    def _atom(self) -> str:
+        data = self.data
+        start = self.pos
+        depth = 0
+        while self.pos < len(data):
+            ch = data[self.pos]
+            if ch == 0x5B:  # [
+                depth += 1
+            elif ch == 0x5D and depth:  # ]
+                depth -= 1
+            elif depth == 0 and ch in _ATOM_STOP:
+                break
+            elif depth and ch in (0x0D, 0x0A):
+                raise TokenError("Line break inside brackets")
+            self.pos += 1
+        if depth:
+            raise TokenError("Missing ]")
+        if self.pos == start:
+            raise TokenError(f"Unexpected character {chr(data[start])!r}")
+        try:
+            return data[start : self.pos].decode("utf-8")
+        except UnicodeDecodeError:
+            raise TokenError("8-bit characters in an atom") from None

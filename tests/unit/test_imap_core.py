@@ -1,0 +1,208 @@
+"""The sans-IO IMAP reader and writer: whole commands with literals, errors, limits, and
+the same events however the bytes are split."""
+
+from __future__ import annotations
+
+import datetime as dt
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from pochta.access import imap_commands as C
+from pochta.protocols.imap.core import (
+    Command,
+    CommandError,
+    CommandParser,
+    ContinuationRequest,
+    Quoted,
+    RawLine,
+)
+from pochta.protocols.imap.render import (
+    decode_mailbox,
+    encode_mailbox,
+    format_internaldate,
+    render,
+    set_text,
+)
+from pochta.protocols.imap.values import Atom
+
+
+def events(data: bytes, parser: CommandParser | None = None) -> list[object]:
+    p = parser or CommandParser()
+    p.feed(data)
+    out = []
+    while (event := p.next_event()) is not None:
+        out.append(event)
+    return out
+
+
+def one(data: bytes) -> Command:
+    (cmd,) = [e for e in events(data) if not isinstance(e, ContinuationRequest)]
+    assert isinstance(cmd, Command), cmd
+    return cmd
+
+
+def test_rfc9051_example_commands() -> None:
+    assert one(b"a001 LOGIN SMITH SESAME\r\n") == Command("a001", "LOGIN", ["SMITH", "SESAME"])
+    cmd = one(b'A142 SELECT "INBOX"\r\n')
+    assert cmd.args == ["INBOX"]
+    assert isinstance(cmd.args[0], Quoted)
+    cmd = one(b"A999 UID FETCH 4827313:4828442 FLAGS\r\n")
+    assert cmd.name == "UID FETCH"
+    cmd = one(b"a003 fetch 12 (flags body[header.fields (date from)]<0.100>)\r\n")
+    assert cmd.name == "FETCH"
+    assert cmd.args[1] == ["flags", "body[header.fields (date from)]<0.100>"]
+    item = C.fetch_item("body[header.fields (date from)]<0.100>")
+    assert item.name == "BODY[HEADER.FIELDS (DATE FROM)]<0>"
+    assert item.partial == (0, 100)
+    assert item.peek is False
+
+
+def test_synchronizing_literal_asks_for_continuation_once() -> None:
+    p = CommandParser()
+    p.feed(b"A003 APPEND saved-messages (\\Seen) {12}\r\n")
+    assert p.next_event() == ContinuationRequest()
+    assert p.next_event() is None
+    p.feed(b"Hello World!")
+    assert p.next_event() is None
+    p.feed(b"\r\n")
+    cmd = p.next_event()
+    assert isinstance(cmd, Command)
+    assert cmd.args == ["saved-messages", ["\\Seen"], b"Hello World!"]
+    _, messages = C.append_args(cmd)
+    assert messages == [(["\\Seen"], None, b"Hello World!")]
+
+
+def test_literal_plus_needs_no_continuation() -> None:
+    assert events(b"a LOGIN {3+}\r\nbob {4+}\r\npass\r\n") == [
+        Command("a", "LOGIN", [b"bob", b"pass"])
+    ]
+
+
+def test_errors_are_bad_and_parsing_goes_on() -> None:
+    out = events(b'a1 FETCH 1 (FLAGS\r\na2 LOGIN "x\r\na3 NOOP\r\n')
+    assert isinstance(out[0], CommandError)
+    assert out[0].tag == "a1"
+    assert isinstance(out[1], CommandError)
+    assert out[2] == Command("a3", "NOOP", [])
+
+
+def test_too_large_literal_and_line() -> None:
+    p = CommandParser(max_literal=100, max_command=200)
+    out = events(b"a APPEND INBOX {1000}\r\nb NOOP\r\n", p)
+    assert isinstance(out[0], CommandError)
+    assert out[0].too_big
+    assert out[1] == Command("b", "NOOP", [])
+    # A non-synchronizing literal that is too big: its data is skipped.
+    p = CommandParser(max_literal=10, max_command=200)
+    out = events(b"a APPEND INBOX {20+}\r\n" + b"x" * 20 + b"\r\nb NOOP\r\n", p)
+    assert isinstance(out[0], CommandError)
+    assert out[-1] == Command("b", "NOOP", [])
+    p = CommandParser(max_command=50)
+    out = events(b"a NOOP " + b"x" * 100 + b"\r\nb NOOP\r\n", p)
+    assert isinstance(out[0], CommandError)
+    assert out[-1] == Command("b", "NOOP", [])
+
+
+def test_raw_lines_on_request() -> None:
+    p = CommandParser()
+    p.expect_line()
+    assert events(b"dGVzdA==\r\na NOOP\r\n", p) == [RawLine(b"dGVzdA=="), Command("a", "NOOP", [])]
+
+
+def test_search_keys_and_sets() -> None:
+    cmd = one(b'a SEARCH CHARSET UTF-8 OR FROM "smith" NOT SEEN 1:3,5 UID 7:*\r\n')
+    args = C.search_args(cmd)
+    assert args.charset == "UTF-8"
+    key = args.key
+    assert key[0] == "and"
+    assert key[1][0] == ("or", ("header", "from", "smith"), ("not", ("flag", "\\Seen", True)))
+    assert C.bind_sets(key[1][1], exists=4, max_uid=9) == ("seq", [1, 2, 3, 5])
+    assert C.bind_sets(key[1][2], exists=4, max_uid=9) == ("uid", [7, 8, 9])
+    args = C.search_args(one(b"a UID SEARCH RETURN (MIN COUNT) SINCE 1-Feb-1994\r\n"))
+    assert args.returns == ["MIN", "COUNT"]
+    assert args.key == ("date", "since", dt.date(1994, 2, 1), False)
+    with pytest.raises(C.BadArgs):
+        C.search_args(one(b"a SEARCH FROBNICATE\r\n"))
+
+
+def test_store_and_select_arguments() -> None:
+    args = C.store_args(one(b"a STORE 2:4 (UNCHANGEDSINCE 12) +FLAGS.SILENT (\\Deleted)\r\n"))
+    assert (args.sign, args.silent, args.flags, args.unchanged_since) == (
+        "+",
+        True,
+        ["\\Deleted"],
+        12,
+    )
+    sel = C.select_args(one(b"a SELECT INBOX (QRESYNC (67890007 20050715194045000 41:211))\r\n"))
+    assert sel.qresync is not None
+    assert sel.qresync.uidvalidity == 67890007
+    assert sel.qresync.known_uids is not None
+    assert sel.qresync.known_uids.resolve(300)[:2] == [41, 42]
+
+
+def test_render_values() -> None:
+    assert render(None) == b"NIL"
+    assert render(["a b", 3, Atom("\\Seen"), b"x\r\ny"]) == b'("a b" 3 \\Seen {4}\r\nx\r\ny)'
+    assert render('say "hi"') == b'"say \\"hi\\""'
+    assert render(b"\x00\x01", binary=True) == b"~{2}\r\n\x00\x01"
+    assert render("Zürich") == b"{7}\r\nZ\xc3\xbcrich"
+    assert set_text([1, 2, 3, 7, 9, 10]) == "1:3,7,9:10"
+    when = dt.datetime(2026, 1, 5, 9, 3, 4, tzinfo=dt.timezone(dt.timedelta(hours=-5)))
+    assert format_internaldate(when) == " 5-Jan-2026 09:03:04 -0500"
+
+
+def test_modified_utf7_examples() -> None:
+    # RFC 3501 §5.1.3
+    assert encode_mailbox("~peter/mail/台北/日本語") == "~peter/mail/&U,BTFw-/&ZeVnLIqe-"
+    assert decode_mailbox("&U,BTFw-") == "台北"
+    assert encode_mailbox("A&B") == "A&-B"
+    assert decode_mailbox("A&-B") == "A&B"
+    for bad in ("&Jjo!", "&U,BTFw", "&AGE-"):
+        with pytest.raises(ValueError, match=r"UTF-7|base64|&"):
+            decode_mailbox(bad)
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.binary(max_size=300), st.lists(st.integers(min_value=0, max_value=300), max_size=6))
+def test_any_bytes_split_anywhere_give_the_same_events(data: bytes, cuts: list[int]) -> None:
+    whole = events(data, CommandParser(max_command=200, max_literal=100))
+    p = CommandParser(max_command=200, max_literal=100)
+    split: list[object] = []
+    last = 0
+    for cut in [*sorted(c for c in cuts if c <= len(data)), len(data)]:
+        p.feed(data[last:cut])
+        last = cut
+        while (event := p.next_event()) is not None:
+            split.append(event)
+    drop = ContinuationRequest()
+    assert [e for e in whole if e != drop] == [e for e in split if e != drop]
+
+
+COMMANDS = st.sampled_from(
+    [
+        b"a1 NOOP\r\n",
+        b"a2 FETCH 1:* (FLAGS BODY.PEEK[1.2.MIME] BINARY[2]<0.10>)\r\n",
+        b'a3 SEARCH OR (FROM "x" SMALLER 30) NOT KEYWORD $Junk\r\n',
+        b"a4 APPEND INBOX {3+}\r\nabc\r\n",
+        b"a5 STORE 1 +FLAGS (\\Seen)\r\n",
+    ]
+)
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(COMMANDS, min_size=1, max_size=5), st.data())
+def test_pipelined_valid_commands_parse_in_order(cmds: list[bytes], data: st.DataObject) -> None:
+    stream = b"".join(cmds)
+    cut = data.draw(st.integers(min_value=0, max_value=len(stream)))
+    p = CommandParser()
+    p.feed(stream[:cut])
+    out = []
+    while (event := p.next_event()) is not None:
+        out.append(event)
+    p.feed(stream[cut:])
+    while (event := p.next_event()) is not None:
+        out.append(event)
+    tags = [e.tag for e in out if isinstance(e, Command)]
+    assert tags == [c.split(b" ")[0].decode() for c in cmds]
