@@ -33,6 +33,7 @@ from pochta.protocols.smtp import replies as R
 from pochta.protocols.smtp.replies import Reply
 from pochta.queue.envelope import Envelope, Recipient, new_queue_id
 from pochta.resolve.classes import MailboxDest
+from pochta.server.connections import OpenCounts, load_tls_context
 
 if TYPE_CHECKING:
     from pochta.server.app import Server
@@ -43,17 +44,6 @@ log = get_logger("smtpd")
 Mode = Literal["mx", "submission", "lmtp"]
 READ_CHUNK = 65536
 MAX_FROM_HEADER_SCAN = 1 << 20
-
-
-def _tls_context(server: Server) -> ssl.SSLContext | None:
-    from pochta.tls.context import TLSConfigError, server_context
-
-    s = server.settings
-    try:
-        return server_context(s.path(s.tls.cert_file), s.path(s.tls.key_file))
-    except TLSConfigError as exc:
-        log.error("tls_unavailable", error=str(exc))
-        return None
 
 
 @dataclass
@@ -71,28 +61,23 @@ class SMTPService:
         self.name = listener
         self.mode = mode
         # Loaded now, before the privilege drop: the key file is root's.
-        self.tls = None if mode == "lmtp" else _tls_context(server)
+        self.tls = None if mode == "lmtp" else load_tls_context(server)
         if implicit_tls and self.tls is None:
             raise RuntimeError(f"listen.{listener} needs a TLS certificate; see tls.cert_file")
         self.ssl_context = self.tls if implicit_tls else None
-        self.open_per_ip: dict[str, int] = {}
+        self.open_per_ip = OpenCounts()
 
     async def handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         peer = writer.get_extra_info("peername")
         ip = peer[0] if isinstance(peer, tuple) else "127.0.0.1"  # unix socket: local
         limit = self.server.settings.smtp.max_connections_per_ip
-        if self.open_per_ip.get(ip, 0) >= limit:
+        if self.open_per_ip.full(ip, limit):
             writer.write(Reply(421, "4.7.0", "Too many connections from your address").encode())
             await writer.drain()
             log.warning("too_many_connections", listener=self.name, client=ip)
             return
-        self.open_per_ip[ip] = self.open_per_ip.get(ip, 0) + 1
-        try:
+        with self.open_per_ip.holding(ip):
             await _Session(self, reader, writer, ip).run()
-        finally:
-            self.open_per_ip[ip] -= 1
-            if not self.open_per_ip[ip]:
-                del self.open_per_ip[ip]
 
 
 class _Session:

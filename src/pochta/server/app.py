@@ -67,6 +67,12 @@ PRELOAD_MODULES = (
     "concurrent.futures.thread",
     "pochta.server.mail",
     "pochta.receive.smtp_service",
+    "pochta.access.imap",
+    "email.policy",
+    "email.contentmanager",
+    "email.headerregistry",
+    "quopri",
+    "zlib",
 )
 
 # Settings that only take effect at start-up; a reload keeps the running values.

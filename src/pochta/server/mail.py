@@ -12,6 +12,7 @@ import time
 from typing import TYPE_CHECKING
 
 from pochta.access.change_hub import ChangeHub
+from pochta.access.imap_mime import search_text
 from pochta.cleanup.pipeline import Cleanup
 from pochta.deliver.mailbox import MailboxAgent
 from pochta.deliver.router import Deliverer, Router, destination_string
@@ -41,7 +42,7 @@ class MailSystem:
             max_delay=settings.auth.tarpit_max_seconds,
         )
         self.spool = Spool(settings.spool_dir)
-        self.store = open_store(settings)
+        self.store = open_store(settings, text_extractor=search_text)
         self.changes: ChangeHub | None = None  # made in start(), on the running loop
         self.queue = QueueManager(
             self.spool,

@@ -59,13 +59,25 @@ def _smtp_factory(mode: str) -> ServiceFactory:
     return factory
 
 
+def _imap_factory(mode: str) -> ServiceFactory:
+    def factory(server: Server, listener: str) -> Service:
+        from pochta.access import imap
+
+        made: Service = getattr(imap, mode)(server, listener)
+        return made
+
+    return factory
+
+
 SERVICES: dict[str, ServiceFactory] = {
     "http": _http,
     "smtp": _smtp_factory("smtp"),
     "submission": _smtp_factory("submission"),
     "submissions": _smtp_factory("submissions"),
     "lmtp": _smtp_factory("lmtp"),
+    "imap": _imap_factory("imap"),
+    "imaps": _imap_factory("imaps"),
 }
 
 # Listeners that need the mail system (queue, store, delivery) running.
-MAIL_LISTENERS = frozenset({"smtp", "submission", "submissions", "lmtp"})
+MAIL_LISTENERS = frozenset({"smtp", "submission", "submissions", "lmtp", "imap", "imaps"})

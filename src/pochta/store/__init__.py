@@ -65,13 +65,15 @@ __all__ = [
 ]
 
 
-def open_store(settings: Settings) -> MailStore:
+def open_store(settings: Settings, *, text_extractor: TextExtractor | None = None) -> MailStore:
     """The backend named by ``[store] backend``, rooted at ``Settings.mail_dir``."""
     backend = settings.store.backend
     if backend == "maildir":
         from pochta.store.maildir import MaildirStore
 
-        return MaildirStore(settings.mail_dir, hostname=settings.server.hostname)
+        return MaildirStore(
+            settings.mail_dir, hostname=settings.server.hostname, text_extractor=text_extractor
+        )
     raise StoreError(  # pragma: no cover - the settings type admits only "maildir" today
         f'unknown store backend {backend!r}; set [store] backend = "maildir"'
     )

@@ -1,0 +1,414 @@
+"""MIME structure of a stored message for IMAP FETCH, with byte-exact offsets (RFC 9051
+§6.4.5 sections, §7.5.2 ENVELOPE and BODYSTRUCTURE; RFC 2045-2046 for the structure;
+RFC 3516 for BINARY).
+
+Input is a message with CRLF line ends (what the store returns). Nothing here raises on a
+malformed message: a part without its closing boundary ends where the message ends, a
+header without an empty line is all header, and an unreadable Content-Type is text/plain.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import email
+import email.policy
+import email.utils
+import quopri
+import re
+from dataclasses import dataclass, field
+
+from pochta.access.imap_headers import decode_value, raw_fields
+from pochta.protocols.imap.values import IMAPValue
+
+MAX_DEPTH = 50
+MAX_PARTS = 5000
+
+_FIELD = re.compile(rb"([\x21-\x39\x3b-\x7e]+)[ \t]*:")
+_TOKEN_PARAM = re.compile(r';\s*([^\s=;]+)\s*=\s*("(?:[^"\\]|\\.)*"|[^;]*)', re.DOTALL)
+
+
+class UnknownTransferEncoding(Exception):
+    """BINARY of a part whose Content-Transfer-Encoding we cannot decode (RFC 3516 §4.3:
+    the server answers NO [UNKNOWN-CTE])."""
+
+
+@dataclass(slots=True)
+class Part:
+    header_start: int
+    body_start: int
+    end: int
+    fields: list[tuple[str, bytes, int, int]]  # (lower name, unfolded value, start, end)
+    maintype: str = "text"
+    subtype: str = "plain"
+    params: list[tuple[str, str]] = field(default_factory=list)
+    children: list[Part] = field(default_factory=list)
+    message: Part | None = None  # the encapsulated message of message/rfc822
+
+    def value(self, name: str) -> bytes | None:
+        for n, v, _, _ in self.fields:
+            if n == name:
+                return v
+        return None
+
+    @property
+    def is_multipart(self) -> bool:
+        return self.maintype == "multipart"
+
+
+def _header_end(raw: bytes, start: int, end: int) -> int:
+    """Where the body starts: after the empty line that ends the header."""
+    if raw.startswith(b"\r\n", start):
+        return start + 2
+    i = raw.find(b"\r\n\r\n", start, end)
+    return end if i < 0 else i + 4
+
+
+def _fields(raw: bytes, start: int, stop: int) -> list[tuple[str, bytes, int, int]]:
+    """(lower name, unfolded value, start, end) of each field; end includes the CRLF."""
+    found: list[tuple[str, int, int, int]] = []  # name, value offset, start, end
+    pos = start
+    while pos < stop:
+        nl = raw.find(b"\r\n", pos, stop)
+        line_end = stop if nl < 0 else nl + 2
+        line = raw[pos:line_end]
+        if line in (b"\r\n", b""):
+            break
+        if line[:1] in (b" ", b"\t"):
+            if found:
+                name, offset, s0, _ = found[-1]
+                found[-1] = (name, offset, s0, line_end)
+        else:
+            m = _FIELD.match(line)
+            if m:
+                found.append((m.group(1).decode("ascii").lower(), m.end(), pos, line_end))
+        pos = line_end
+    result = []
+    for name, offset, s0, e0 in found:
+        value = re.sub(rb"\r\n([ \t])", rb"\1", raw[s0 + offset : e0]).strip()
+        result.append((name, value, s0, e0))
+    return result
+
+
+def _split_type(value: bytes | None) -> tuple[str, str, list[tuple[str, str]]]:
+    if value is None:
+        return "", "", []
+    text = value.decode("utf-8", "replace")
+    main, _, rest = text.partition(";")
+    maintype, _, subtype = main.strip().partition("/")
+    params = parse_params(";" + rest if rest else "")
+    return maintype.strip().lower(), subtype.strip().lower(), params
+
+
+def parse_params(text: str) -> list[tuple[str, str]]:
+    """Parameters of Content-Type/Disposition, RFC 2231 continuations joined (the charset
+    of extended values left encoded, as IMAP reports them)."""
+    params: list[tuple[str, str]] = []
+    for m in _TOKEN_PARAM.finditer(text):
+        name, value = m.group(1).strip().lower(), m.group(2).strip()
+        if value.startswith('"') and value.endswith('"') and len(value) >= 2:
+            value = re.sub(r"\\(.)", r"\1", value[1:-1])
+        params.append((name, value))
+    joined: dict[str, list[tuple[int, str]]] = {}
+    simple: list[tuple[str, str]] = []
+    for name, value in params:
+        cont = re.fullmatch(r"(.+)\*(\d+)\*?", name)
+        if cont:
+            joined.setdefault(cont.group(1), []).append((int(cont.group(2)), value))
+        else:
+            simple.append((name.rstrip("*"), value))
+    for name, pieces in joined.items():
+        simple.append((name, "".join(v for _, v in sorted(pieces))))
+    return simple
+
+
+def parse_structure(
+    raw: bytes,
+    start: int = 0,
+    end: int | None = None,
+    depth: int = 0,
+    default: tuple[str, str] = ("text", "plain"),
+    budget: list[int] | None = None,
+) -> Part:
+    end = len(raw) if end is None else end
+    budget = budget if budget is not None else [MAX_PARTS]
+    budget[0] -= 1
+    body_start = _header_end(raw, start, end)
+    fields = _fields(raw, start, body_start)
+    part = Part(start, body_start, end, fields)
+    maintype, subtype, params = _split_type(part.value("content-type"))
+    if not maintype or not subtype:
+        maintype, subtype = default
+        params = [("charset", "us-ascii")] if default == ("text", "plain") else []
+    part.maintype, part.subtype, part.params = maintype, subtype, params
+    if depth >= MAX_DEPTH or budget[0] <= 0:
+        return part
+    if maintype == "multipart":
+        boundary = dict(params).get("boundary")
+        if boundary:
+            child_default = ("message", "rfc822") if subtype == "digest" else ("text", "plain")
+            for s, e in _split_multipart(raw, body_start, end, boundary.encode("utf-8", "replace")):
+                part.children.append(parse_structure(raw, s, e, depth + 1, child_default, budget))
+        if not part.children:
+            # RFC 2046 §5.1: a multipart with no parts — shown as one empty text part.
+            part.children.append(Part(body_start, body_start, body_start, []))
+    elif maintype == "message" and subtype in ("rfc822", "global"):
+        part.message = parse_structure(raw, body_start, end, depth + 1, ("text", "plain"), budget)
+    return part
+
+
+def _split_multipart(raw: bytes, start: int, end: int, boundary: bytes) -> list[tuple[int, int]]:
+    """Body ranges of the parts (RFC 2046 §5.1.1: the CRLF before a delimiter belongs to it)."""
+    delim = b"--" + boundary
+    positions: list[tuple[int, int, bool]] = []  # (line start, after line, is close)
+    pos = start
+    while pos < end:
+        i = raw.find(delim, pos, end)
+        if i < 0:
+            break
+        if i == start or raw[i - 2 : i] == b"\r\n":
+            after = i + len(delim)
+            close = raw[after : after + 2] == b"--"
+            nl = raw.find(b"\r\n", after, end)
+            line_end = end if nl < 0 else nl + 2
+            positions.append((i, line_end, close))
+            if close:
+                break
+            pos = line_end
+        else:
+            pos = i + len(delim)
+    parts = []
+    for (_, body_from, close), nxt in zip(positions, [*positions[1:], None], strict=False):
+        if close:
+            break
+        if nxt is None:
+            parts.append((body_from, end))
+        else:
+            stop = nxt[0] - 2 if nxt[0] - 2 >= body_from else nxt[0]
+            parts.append((body_from, max(body_from, stop)))
+    return parts
+
+
+# -- ENVELOPE -------------------------------------------------------------------------------
+
+
+def _nstring(value: bytes | None) -> IMAPValue:
+    if value is None:
+        return None
+    try:
+        return value.decode("utf-8")
+    except UnicodeDecodeError:
+        return value
+
+
+def _addresses(value: bytes | None) -> IMAPValue:
+    if value is None:
+        return None
+    text = value.decode("utf-8", "replace")
+    out: list[IMAPValue] = []
+    for name, addr in email.utils.getaddresses([text]):
+        if not addr and not name:
+            continue
+        mailbox, at, host = addr.rpartition("@")
+        if not at:
+            mailbox, host = addr, ""
+        out.append([name or None, None, mailbox or None, host or None])
+    return out or None
+
+
+def envelope(part: Part) -> IMAPValue:
+    """RFC 9051 §7.5.2 ENVELOPE of a message part."""
+    sender = part.value("sender") if part.value("sender") is not None else part.value("from")
+    reply = part.value("reply-to") if part.value("reply-to") is not None else part.value("from")
+    return [
+        _nstring(part.value("date")),
+        _nstring(part.value("subject")),
+        _addresses(part.value("from")),
+        _addresses(sender),
+        _addresses(reply),
+        _addresses(part.value("to")),
+        _addresses(part.value("cc")),
+        _addresses(part.value("bcc")),
+        _nstring(part.value("in-reply-to")),
+        _nstring(part.value("message-id")),
+    ]
+
+
+# -- BODY / BODYSTRUCTURE -----------------------------------------------------------------
+
+
+def _lines(raw: bytes, start: int, end: int) -> int:
+    n = raw.count(b"\n", start, end)
+    if end > start and raw[end - 1 : end] != b"\n":
+        n += 1
+    return n
+
+
+def _param_list(params: list[tuple[str, str]]) -> IMAPValue:
+    if not params:
+        return None
+    out: list[IMAPValue] = []
+    for k, v in params:
+        out += [k, v]
+    return out
+
+
+def _disposition(part: Part) -> IMAPValue:
+    value = part.value("content-disposition")
+    if value is None:
+        return None
+    text = value.decode("utf-8", "replace")
+    kind, _, rest = text.partition(";")
+    return [kind.strip().lower(), _param_list(parse_params(";" + rest if rest else ""))]
+
+
+def _language(part: Part) -> IMAPValue:
+    value = part.value("content-language")
+    if value is None:
+        return None
+    langs: list[IMAPValue] = [
+        x.strip() for x in value.decode("utf-8", "replace").split(",") if x.strip()
+    ]
+    return langs or None
+
+
+def body_structure(part: Part, extended: bool, raw: bytes | None = None) -> IMAPValue:
+    if raw is None:
+        raise ValueError("raw is needed")
+    if part.is_multipart:
+        out: list[IMAPValue] = [body_structure(c, extended, raw) for c in part.children]
+        out.append(part.subtype)
+        if extended:
+            out += [
+                _param_list(part.params),
+                _disposition(part),
+                _language(part),
+                _nstring(part.value("content-location")),
+            ]
+        return out
+    cte = part.value("content-transfer-encoding")
+    fields: list[IMAPValue] = [
+        part.maintype,
+        part.subtype,
+        _param_list(part.params),
+        _nstring(part.value("content-id")),
+        _nstring(part.value("content-description")),
+        (cte.decode("utf-8", "replace").strip().lower() if cte else "7bit"),
+        part.end - part.body_start,
+    ]
+    if part.message is not None:
+        fields += [
+            envelope(part.message),
+            body_structure(part.message, extended, raw),
+            _lines(raw, part.body_start, part.end),
+        ]
+    elif part.maintype == "text":
+        fields.append(_lines(raw, part.body_start, part.end))
+    if extended:
+        fields += [
+            _nstring(part.value("content-md5")),
+            _disposition(part),
+            _language(part),
+            _nstring(part.value("content-location")),
+        ]
+    return fields
+
+
+# -- sections ------------------------------------------------------------------------------
+
+
+def find_part(root: Part, path: tuple[int, ...]) -> Part | None:
+    """RFC 9051 §6.4.5 part numbering."""
+    part = root
+    for n in path:
+        if part.message is not None:
+            part = part.message
+        if part.is_multipart:
+            if n > len(part.children):
+                return None
+            part = part.children[n - 1]
+        elif n == 1:
+            continue  # part 1 of a non-multipart message is its body
+        else:
+            return None
+    return part
+
+
+def fetch_section(
+    raw: bytes, root: Part, path: tuple[int, ...], text: str | None, fields: tuple[str, ...] = ()
+) -> bytes:
+    part = find_part(root, path)
+    if part is None:
+        return b""
+    if text is None:
+        if not path:
+            return raw
+        return raw[part.body_start : part.end]
+    if text == "MIME":
+        return raw[part.header_start : part.body_start]
+    msg = part if not path else part.message
+    if msg is None:
+        return b""
+    if text == "TEXT":
+        return raw[msg.body_start : msg.end]
+    if text == "HEADER":
+        return raw[msg.header_start : msg.body_start]
+    wanted = {f.lower() for f in fields}
+    keep = [
+        raw[s:e] for name, _, s, e in msg.fields if (name in wanted) == (text == "HEADER.FIELDS")
+    ]
+    return b"".join(line if line.endswith(b"\r\n") else line + b"\r\n" for line in keep) + b"\r\n"
+
+
+def fetch_binary(raw: bytes, root: Part, path: tuple[int, ...]) -> bytes:
+    if not path:
+        return raw
+    part = find_part(root, path)
+    if part is None:
+        return b""
+    body = raw[part.body_start : part.end]
+    cte = (part.value("content-transfer-encoding") or b"7bit").decode("ascii", "replace")
+    cte = cte.strip().lower()
+    if cte in ("7bit", "8bit", "binary"):
+        return body
+    if cte == "base64":
+        try:
+            return base64.b64decode(re.sub(rb"[^A-Za-z0-9+/]", b"", body) + b"===")
+        except (binascii.Error, ValueError):
+            return b""
+    if cte == "quoted-printable":
+        return quopri.decodestring(body)
+    raise UnknownTransferEncoding(f"Unknown Content-Transfer-Encoding {cte[:40]}")
+
+
+# -- text for full-text search -----------------------------------------------------------
+
+MAX_TEXT_CHARS = 1 << 20
+_TAG = re.compile(r"<[^>]*>")
+
+
+def search_text(stored: bytes) -> tuple[str, str]:
+    """(decoded header text, decoded body text) of a message for SEARCH TEXT/BODY: RFC 2047
+    words decoded, text/* parts decoded from their transfer encoding and charset, HTML
+    reduced to its text; attachments that are not text are skipped."""
+    headers = "\n".join(f"{name}: {decode_value(value)}" for name, value in raw_fields(stored))
+    message = email.message_from_bytes(stored, policy=email.policy.default)
+    chunks: list[str] = []
+    size = 0
+    for part in message.walk():
+        if part.get_content_maintype() != "text" or part.is_attachment():
+            continue
+        try:
+            text = part.get_content()
+        except (LookupError, ValueError, AssertionError):
+            payload = part.get_payload(decode=True)
+            text = payload.decode("utf-8", "replace") if isinstance(payload, bytes) else ""
+        if not isinstance(text, str):
+            continue
+        if part.get_content_subtype() == "html":
+            text = _TAG.sub(" ", text)
+        chunks.append(text)
+        size += len(text)
+        if size > MAX_TEXT_CHARS:
+            break
+    return headers, "\n".join(chunks)[:MAX_TEXT_CHARS]

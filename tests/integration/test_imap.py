@@ -1,0 +1,353 @@
+"""The real `pochta serve` answering real IMAP clients: imaplib, imapclient, mbsync."""
+
+from __future__ import annotations
+
+import imaplib
+import shutil
+import smtplib
+import socket
+import ssl
+import subprocess
+import threading
+import time
+from collections.abc import Iterator
+from email.message import EmailMessage
+from pathlib import Path
+
+import pytest
+from imapclient import IMAPClient
+
+from tests.conftest import DOMAIN, PochtaEnv
+from tests.integration.test_serve import ServeProcess, serve
+
+PASSWORD = "correct horse 1"
+ALICE = f"alice@{DOMAIN}"
+BOB = f"bob@{DOMAIN}"
+
+
+def _tls() -> ssl.SSLContext:
+    ctx = ssl.create_default_context()
+    ctx.check_hostname = False
+    ctx.verify_mode = ssl.CERT_NONE
+    return ctx
+
+
+@pytest.fixture
+def imap(pochta_env: PochtaEnv) -> Iterator[tuple[PochtaEnv, ServeProcess]]:
+    pochta_env.add_user(ALICE, PASSWORD)
+    pochta_env.add_user(BOB, PASSWORD)
+    with serve(pochta_env.config_path) as server:
+        yield pochta_env, server
+
+
+def send(env: PochtaEnv, to: str, subject: str, body: str = "Hello there.\n") -> None:
+    msg = EmailMessage()
+    msg["From"] = "carol@example.org"
+    msg["To"] = to
+    msg["Subject"] = subject
+    msg["Message-ID"] = f"<{subject.replace(' ', '.')}.{time.time_ns()}@example.org>"
+    msg.set_content(body)
+    with smtplib.SMTP("127.0.0.1", env.ports["smtp"], timeout=10) as s:
+        s.send_message(msg)
+
+
+def wait_messages(env: PochtaEnv, user: str, count: int, timeout: float = 15.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        c = IMAPClient("127.0.0.1", port=env.ports["imap"], ssl=False, timeout=10)
+        c.login(user, PASSWORD)
+        n = c.folder_status("INBOX", ["MESSAGES"])[b"MESSAGES"]
+        c.logout()
+        if n >= count:
+            return
+        time.sleep(0.1)
+    raise AssertionError(f"{user} did not get {count} messages")
+
+
+def login(env: PochtaEnv, user: str = ALICE) -> imaplib.IMAP4:
+    c = imaplib.IMAP4("127.0.0.1", env.ports["imap"], timeout=10)
+    c.login(user, PASSWORD)
+    return c
+
+
+# -- connection, TLS, login --------------------------------------------------------------
+
+
+def test_greeting_capabilities_starttls_and_login(imap: tuple[PochtaEnv, ServeProcess]) -> None:
+    env, _ = imap
+    c = imaplib.IMAP4("127.0.0.1", env.ports["imap"], timeout=10)
+    assert "IMAP4REV1" in c.capabilities
+    assert "IMAP4REV2" in c.capabilities
+    assert "STARTTLS" in c.capabilities
+    c.starttls(ssl_context=_tls())
+    _typ, data = c.capability()
+    caps = data[0].decode().upper().split()
+    for cap in ("IDLE", "UIDPLUS", "MOVE", "CONDSTORE", "ENABLE", "LITERAL+", "AUTH=PLAIN"):
+        assert cap in caps, cap
+    assert "STARTTLS" not in caps
+    assert c.login(ALICE, PASSWORD)[0] == "OK"
+    c.logout()
+
+    s = imaplib.IMAP4_SSL("127.0.0.1", env.ports["imaps"], ssl_context=_tls(), timeout=10)
+    assert s.login(ALICE, PASSWORD)[0] == "OK"
+    s.logout()
+
+
+def test_bad_password_and_unknown_user(imap: tuple[PochtaEnv, ServeProcess]) -> None:
+    env, server = imap
+    c = imaplib.IMAP4("127.0.0.1", env.ports["imap"], timeout=10)
+    with pytest.raises(imaplib.IMAP4.error, match="AUTHENTICATIONFAILED"):
+        c.login(ALICE, "Bad-Secret-77")
+    with pytest.raises(imaplib.IMAP4.error, match="AUTHENTICATIONFAILED"):
+        c.login(f"nobody@{DOMAIN}", "wrong")
+    assert c.login(ALICE, PASSWORD)[0] == "OK"
+    c.logout()
+    assert "Bad-Secret-77" not in "".join(str(r) for r in server.records)
+
+
+def test_authenticate_plain_with_sasl_ir(imap: tuple[PochtaEnv, ServeProcess]) -> None:
+    env, _ = imap
+    c = IMAPClient("127.0.0.1", port=env.ports["imap"], ssl=False, timeout=10)
+    c.plain_login(ALICE, PASSWORD)
+    assert c.select_folder("INBOX")[b"EXISTS"] == 0
+    c.logout()
+
+
+def test_bad_syntax_gets_bad_not_a_drop(imap: tuple[PochtaEnv, ServeProcess]) -> None:
+    env, _ = imap
+    with socket.create_connection(("127.0.0.1", env.ports["imap"]), timeout=10) as s:
+        f = s.makefile("rwb")
+        assert f.readline().startswith(b"* OK")
+        f.write(b"a1 FROBNICATE\r\na2 SELECT\r\na3 NOOP\r\n")
+        f.flush()
+        assert f.readline().startswith(b"a1 BAD")
+        assert f.readline().startswith(b"a2 BAD")
+        assert f.readline().startswith(b"a3 OK")
+
+
+# -- folders --------------------------------------------------------------------------------
+
+
+def test_list_special_use_create_rename_delete(imap: tuple[PochtaEnv, ServeProcess]) -> None:
+    env, _ = imap
+    send(env, ALICE, "first")
+    wait_messages(env, ALICE, 1)
+    c = IMAPClient("127.0.0.1", port=env.ports["imap"], ssl=False, timeout=10)
+    c.login(ALICE, PASSWORD)
+    folders = {name: flags for flags, _, name in c.list_folders()}
+    assert b"\\Sent" in folders["Sent"]
+    assert b"\\Trash" in folders["Trash"]
+    assert "INBOX" in folders
+    c.create_folder("Projects")
+    c.create_folder("Projects.Zürich")
+    names = [name for _, _, name in c.list_folders("", "Projects*")]
+    assert names == ["Projects", "Projects.Zürich"]
+    assert b"\\HasChildren" in {n: f for f, _, n in c.list_folders()}["Projects"]
+    c.rename_folder("Projects.Zürich", "Projects.Bern")
+    assert c.folder_exists("Projects.Bern")
+    assert not c.folder_exists("Projects.Zürich")
+    c.delete_folder("Projects.Bern")
+    assert not c.folder_exists("Projects.Bern")
+    status = c.folder_status("INBOX", ["MESSAGES", "UIDNEXT", "UIDVALIDITY", "UNSEEN"])
+    assert status[b"MESSAGES"] == 1
+    assert status[b"UNSEEN"] == 1
+    c.logout()
+
+
+# -- messages -------------------------------------------------------------------------------
+
+
+def test_fetch_store_search_copy_move_expunge(imap: tuple[PochtaEnv, ServeProcess]) -> None:
+    env, _ = imap
+    for i in range(3):
+        send(env, ALICE, f"note {i}", body=f"body number {i} zanzibar\n" if i == 1 else "plain\n")
+    wait_messages(env, ALICE, 3)
+    c = IMAPClient("127.0.0.1", port=env.ports["imap"], ssl=False, timeout=10)
+    c.login(ALICE, PASSWORD)
+    info = c.select_folder("INBOX")
+    assert info[b"EXISTS"] == 3
+    uids = c.search("ALL")
+    assert len(uids) == 3
+    data = c.fetch(uids, ["ENVELOPE", "FLAGS", "RFC822.SIZE", "BODYSTRUCTURE", "INTERNALDATE"])
+    by_subject = {d[b"ENVELOPE"].subject: uid for uid, d in data.items()}
+    assert sorted(by_subject) == [b"note 0", b"note 1", b"note 2"]
+    # Delivery order is not send order: name the messages by subject from here on.
+    uids = [by_subject[b"note 0"], by_subject[b"note 1"], by_subject[b"note 2"]]
+    assert all(d[b"FLAGS"] == () for d in data.values())
+    body = c.fetch([uids[1]], ["BODY.PEEK[TEXT]"])[uids[1]][b"BODY[TEXT]"]
+    assert b"zanzibar" in body
+    assert c.search(["TEXT", "zanzibar"]) == [uids[1]]
+    assert c.search(["SUBJECT", "note 2"]) == [uids[2]]
+
+    c.add_flags([uids[0]], [b"\\Seen", b"$Label1"])
+    assert set(c.get_flags([uids[0]])[uids[0]]) == {b"\\Seen", b"$Label1"}
+    assert c.search("UNSEEN") == sorted(uids[1:])
+
+    c.copy([uids[0]], "Archive")
+    c.move([uids[2]], "Trash")
+    assert c.search("ALL") == sorted(uids[:2])
+    c.delete_messages([uids[0]])
+    c.expunge()
+    assert c.search("ALL") == [uids[1]]
+    assert c.folder_status("Archive", ["MESSAGES"])[b"MESSAGES"] == 1
+    assert c.folder_status("Trash", ["MESSAGES"])[b"MESSAGES"] == 1
+    c.logout()
+
+
+def test_append_with_flags_and_date_returns_appenduid(
+    imap: tuple[PochtaEnv, ServeProcess],
+) -> None:
+    env, _ = imap
+    c = login(env)
+    msg = b"From: a@example.org\r\nSubject: appended\r\n\r\nhi\r\n"
+    typ, data = c.append("Drafts", r"(\Draft \Seen)", '"01-Jan-2026 10:00:00 +0000"', msg)
+    assert typ == "OK"
+    assert b"APPENDUID" in data[0]
+    c.select("Drafts")
+    typ, data = c.fetch("1", "(FLAGS INTERNALDATE BODY[])")
+    text = data[0][0]
+    assert b"\\Draft" in text
+    assert b"\\Seen" in text
+    assert b'" 1-Jan-2026 10:00:00 +0000"' in text
+    assert data[0][1] == msg
+    typ, data = c.append("NoSuchFolder", None, None, msg)
+    assert typ == "NO"
+    assert b"TRYCREATE" in data[0]
+    c.logout()
+
+
+def test_two_sessions_see_each_other_and_idle_pushes(imap: tuple[PochtaEnv, ServeProcess]) -> None:
+    env, _ = imap
+    send(env, ALICE, "one")
+    wait_messages(env, ALICE, 1)
+    a = IMAPClient("127.0.0.1", port=env.ports["imap"], ssl=False, timeout=10)
+    b = IMAPClient("127.0.0.1", port=env.ports["imap"], ssl=False, timeout=10)
+    a.login(ALICE, PASSWORD)
+    b.login(ALICE, PASSWORD)
+    a.select_folder("INBOX")
+    b.select_folder("INBOX")
+    (uid,) = a.search("ALL")
+    b.idle()
+    a.add_flags([uid], [b"\\Flagged"])
+    responses = b.idle_check(timeout=5)
+    assert any(r[1] == b"FETCH" for r in responses), responses
+    started = time.monotonic()
+    send(env, ALICE, "two")
+    responses = b.idle_check(timeout=10)
+    assert (2, b"EXISTS") in responses, responses
+    assert time.monotonic() - started < 5
+    b.idle_done()
+    a.logout()
+    b.logout()
+
+
+def test_uids_and_uidvalidity_survive_a_restart(pochta_env: PochtaEnv) -> None:
+    pochta_env.add_user(ALICE, PASSWORD)
+    with serve(pochta_env.config_path):
+        send(pochta_env, ALICE, "kept")
+        wait_messages(pochta_env, ALICE, 1)
+        c = IMAPClient("127.0.0.1", port=pochta_env.ports["imap"], ssl=False, timeout=10)
+        c.login(ALICE, PASSWORD)
+        before = c.select_folder("INBOX")
+        uids = c.search("ALL")
+        c.logout()
+    with serve(pochta_env.config_path):
+        c = IMAPClient("127.0.0.1", port=pochta_env.ports["imap"], ssl=False, timeout=10)
+        c.login(ALICE, PASSWORD)
+        after = c.select_folder("INBOX")
+        assert after[b"UIDVALIDITY"] == before[b"UIDVALIDITY"]
+        assert c.search("ALL") == uids
+        c.logout()
+
+
+# -- a real client program -----------------------------------------------------------------
+
+
+@pytest.mark.skipif(shutil.which("mbsync") is None, reason="isync (mbsync) is not installed")
+def test_mbsync_syncs_both_ways(imap: tuple[PochtaEnv, ServeProcess], tmp_path: Path) -> None:
+    env, _ = imap
+    send(env, ALICE, "for mbsync")
+    wait_messages(env, ALICE, 1)
+    local = tmp_path / "Mail"
+    local.mkdir()
+    rc = tmp_path / "mbsyncrc"
+    rc.write_text(
+        f"""IMAPAccount test
+Host 127.0.0.1
+Port {env.ports["imap"]}
+User {ALICE}
+Pass "{PASSWORD}"
+SSLType STARTTLS
+# scramp refuses the authzid that mbsync's SASL library puts in SCRAM's GS2 header.
+AuthMechs PLAIN
+CertificateFile {env.data_dir / "tls" / "cert.pem"}
+
+IMAPStore remote
+Account test
+
+MaildirStore local
+Path {local}/
+Inbox {local}/INBOX
+SubFolders Verbatim
+
+Channel sync
+Far :remote:
+Near :local:
+Patterns INBOX
+Create Both
+Expunge Both
+SyncState *
+"""
+    )
+    rc.chmod(0o600)
+
+    def run() -> None:
+        proc = subprocess.run(
+            ["mbsync", "-c", str(rc), "-a"], capture_output=True, text=True, timeout=60
+        )
+        assert proc.returncode == 0, proc.stdout + proc.stderr
+
+    run()
+    files = [p for p in (local / "INBOX" / "new").glob("*")] + [
+        p for p in (local / "INBOX" / "cur").glob("*")
+    ]
+    assert len(files) == 1
+    assert b"for mbsync" in files[0].read_bytes()
+    # Mark it read locally: the flag must reach the server.
+    f = files[0]
+    f.rename(local / "INBOX" / "cur" / (f.name.split(":")[0] + ":2,S"))
+    run()
+    c = IMAPClient("127.0.0.1", port=env.ports["imap"], ssl=False, timeout=10)
+    c.login(ALICE, PASSWORD)
+    c.select_folder("INBOX")
+    (uid,) = c.search("ALL")
+    assert b"\\Seen" in c.get_flags([uid])[uid]
+    c.logout()
+
+
+def test_idle_threads_do_not_block_each_other(imap: tuple[PochtaEnv, ServeProcess]) -> None:
+    """Twenty IDLE sessions at once; a delivery reaches every one of them."""
+    env, _ = imap
+    clients = []
+    for _ in range(20):
+        c = IMAPClient("127.0.0.1", port=env.ports["imap"], ssl=False, timeout=10)
+        c.login(BOB, PASSWORD)
+        c.select_folder("INBOX")
+        c.idle()
+        clients.append(c)
+    send(env, BOB, "to all")
+    seen = []
+
+    def check(c: IMAPClient) -> None:
+        if (1, b"EXISTS") in c.idle_check(timeout=10):
+            seen.append(c)
+
+    threads = [threading.Thread(target=check, args=(c,)) for c in clients]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert len(seen) == 20
+    for c in clients:
+        c.idle_done()
+        c.logout()
