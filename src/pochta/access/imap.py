@@ -123,6 +123,8 @@ class IMAPService:
         self.ssl_context = self.tls if implicit_tls else None
         self.open_per_ip = OpenCounts()
         self.open_per_account = OpenCounts()
+        # (account, folder, uidvalidity) -> the highest UID a session has shown as \\Recent.
+        self.recent_claimed: dict[tuple[str, str, int], int] = {}
 
     async def handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         peer = writer.get_extra_info("peername")
@@ -168,6 +170,7 @@ class Session:
         self._unwatch: Callable[[], None] | None = None
         self._logout = False
         self._counted_account: str | None = None
+        self._keywords: set[str] = set()  # announced in FLAGS for the selected folder
 
     # -- plumbing -------------------------------------------------------------------------
 
@@ -588,7 +591,7 @@ class Session:
                 *extra,
             )
             if args.status_items and entry.folder is not None:
-                self._status_response(entry.folder, args.status_items, None)
+                self._status_response(entry.folder, args.status_items)
         return "LIST completed"
 
     async def cmd_lsub(self, cmd: Any) -> str:
@@ -611,15 +614,23 @@ class Session:
         folder = next((f for f in folders if f.name == name), None)
         if folder is None:
             raise No(f"No mailbox {wire}", "NONEXISTENT")
-        deleted = None
-        if "DELETED" in items:
+        deleted = recent = None
+        if "DELETED" in items or "RECENT" in items:
             messages = await self.blocking(self.store.list_messages, self.user, name)
             deleted = sum(1 for m in messages if "\\Deleted" in m.flags)
-        self._status_response(folder, items, deleted)
+            claimed = self.service.recent_claimed.get(
+                (self.user or "", name, folder.uidvalidity), 0
+            )
+            recent = sum(1 for m in messages if m.uid > claimed)
+        self._status_response(folder, items, deleted, recent)
         return "STATUS completed"
 
     def _status_response(
-        self, folder: FolderInfo, items: Iterable[str], deleted: int | None
+        self,
+        folder: FolderInfo,
+        items: Iterable[str],
+        deleted: int | None = None,
+        recent: int | None = None,
     ) -> None:
         values: list[IMAPValue] = []
         for item in items:
@@ -630,7 +641,7 @@ class Session:
                 "UIDVALIDITY": folder.uidvalidity,
                 "UNSEEN": folder.unseen,
                 "SIZE": folder.size,
-                "RECENT": 0,
+                "RECENT": recent if recent is not None else 0,
                 "HIGHESTMODSEQ": folder.highestmodseq,
                 "DELETED": deleted,
                 "APPENDLIMIT": self._append_limit(),
@@ -729,13 +740,15 @@ class Session:
         view = MailboxView(name, changes)
         self.view = view
         self.readonly = readonly
+        self._claim_recent(view.uids, claim=not readonly)
         self._watch(name)
         keywords = sorted({k for m in view.info.values() for k in m.keywords})
+        self._keywords = set(keywords)
         flags: list[IMAPValue] = [*(Atom(f) for f in SYSTEM_FLAGS), *(Atom(k) for k in keywords)]
         self.untagged(Atom("FLAGS"), flags)
         self.untagged(view.exists, Atom("EXISTS"))
         if not self.rev2:
-            self.untagged(0, Atom("RECENT"))
+            self.untagged(len(view.recent), Atom("RECENT"))
         if self.rev2:
             self.untagged(Atom("LIST"), [], ".", self.wire_name(name))
         permanent: list[IMAPValue] = [] if readonly else [*flags, Atom("\\*")]
@@ -832,7 +845,18 @@ class Session:
         view = self.view
         if view is None or self.user is None:
             return
-        force = name in ("NOOP", "CHECK", "IDLE", "SELECT", "EXAMINE")
+        # Our own changes to the selected folder are reported at once, not when the
+        # store's notification reaches the loop.
+        force = name in (
+            "NOOP",
+            "CHECK",
+            "IDLE",
+            "SELECT",
+            "EXAMINE",
+            "APPEND",
+            "COPY",
+            "UID COPY",
+        )
         if not force and (self._dirty is None or not self._dirty.is_set()):
             if view.pending_expunge and name not in ("FETCH", "STORE", "SEARCH", "SORT", "THREAD"):
                 self._send_update(view.flush_expunges(use_vanished=self.qresync))
@@ -865,17 +889,58 @@ class Session:
         if update.vanished:
             self.send(b"* VANISHED " + C.uid_set_text(update.vanished).encode() + b"\r\n")
         if update.exists is not None:
+            view = self.view
+            assert view is not None
+            self._claim_recent(view.uids, claim=not self.readonly)
             self.untagged(update.exists, Atom("EXISTS"))
             if not self.rev2:
-                self.untagged(0, Atom("RECENT"))
+                self.untagged(len(view.recent), Atom("RECENT"))
         for seq, m in update.flags:
             self._flags_fetch(seq, m, with_uid=True)
 
+    def _announce_keywords(self, keywords: Iterable[str]) -> None:
+        """RFC 9051 §7.3.5: a keyword new to the folder is announced in FLAGS first."""
+        new = set(keywords) - self._keywords
+        if not new:
+            return
+        self._keywords |= new
+        flags: list[IMAPValue] = [
+            *(Atom(f) for f in SYSTEM_FLAGS),
+            *(Atom(k) for k in sorted(self._keywords)),
+        ]
+        self.untagged(Atom("FLAGS"), flags)
+        if not self.readonly:
+            self._ok_code("PERMANENTFLAGS " + C.render_text([*flags, Atom("\\*")]), "Flags")
+
+    def _flag_list(self, m: MessageInfo) -> list[IMAPValue]:
+        view = self.view
+        names = sorted(m.flags | m.keywords)
+        if view is not None and m.uid in view.recent and not self.rev2:
+            names.append("\\Recent")
+        return [Atom(f) for f in names]
+
+    def _claim_recent(self, uids: list[int], *, claim: bool) -> None:
+        r"""RFC 3501 §2.3.2: a message is \Recent in the first session that sees it (EXAMINE
+        sees without claiming). Kept in memory: after a restart each message is recent once
+        more."""
+        view = self.view
+        assert view is not None
+        assert self.user is not None
+        key = (self.user, view.name, view.uidvalidity)
+        claimed = self.service.recent_claimed.get(key)
+        if claimed is None:
+            claimed = self.service.recent_claimed[key] = 0
+        fresh = [u for u in uids if u > claimed]
+        view.recent.update(fresh)
+        if claim and fresh:
+            self.service.recent_claimed[key] = max(fresh)
+
     def _flags_fetch(self, seq: int, m: MessageInfo, *, with_uid: bool) -> None:
+        self._announce_keywords(m.keywords)
         items: list[IMAPValue] = []
         if with_uid:
             items += [Atom("UID"), m.uid]
-        items += [Atom("FLAGS"), [Atom(f) for f in sorted(m.flags | m.keywords)]]
+        items += [Atom("FLAGS"), self._flag_list(m)]
         if self.condstore:
             items += [Atom("MODSEQ"), [m.modseq]]
         self.untagged(seq, Atom("FETCH"), items)
@@ -1120,6 +1185,7 @@ class Session:
                     cached=cached,
                     with_uid=args.uid,
                     with_modseq=self.condstore and args.changed_since is not None,
+                    show_recent=not self.rev2,
                     infos=fresh,
                 )
             except FetchFailed as exc:

@@ -100,6 +100,17 @@ def atom(token: object) -> str:
     raise BadArgs("Expected an atom")
 
 
+_SYSTEM_FLAGS = {
+    f.lower(): f for f in ("\\Answered", "\\Flagged", "\\Deleted", "\\Seen", "\\Draft", "\\Recent")
+}
+
+
+def flag(token: object) -> str:
+    """A flag; system flags are case-insensitive (RFC 9051 §2.3.2) and come out canonical."""
+    name = atom(token)
+    return _SYSTEM_FLAGS.get(name.lower(), name)
+
+
 def number(token: object) -> int:
     if isinstance(token, str) and not isinstance(token, Quoted) and token.isdigit():
         value = int(token)
@@ -377,7 +388,7 @@ def append_args(cmd: Command) -> tuple[str, list[tuple[list[str], dt.datetime | 
         head = a[0]
         if isinstance(head, list):
             a.pop(0)
-            flags = [atom(f) for f in head]
+            flags = [flag(f) for f in head]
         if a and isinstance(a[0], Quoted):
             when = date_time(a.pop(0))
         if not a:
@@ -459,7 +470,7 @@ def store_args(cmd: Command) -> StoreArgs:
     if m is None:
         raise BadArgs(f"Unknown STORE operation {op}")
     listed = a[0]
-    flags = [atom(f) for f in listed] if isinstance(listed, list) else [atom(f) for f in a]
+    flags = [flag(f) for f in listed] if isinstance(listed, list) else [flag(f) for f in a]
     return StoreArgs(s, is_uid(cmd), m.group(1), bool(m.group(2)), flags, unchanged)
 
 
@@ -683,10 +694,12 @@ class _Keys:
         if upper in _FLAG_KEYS:
             flag, present = _FLAG_KEYS[upper]
             return ("flag", flag, present)
-        if upper in ("NEW", "RECENT"):
-            return ("none",)  # \Recent is not kept: no message is recent
+        if upper == "RECENT":
+            return ("recent",)
+        if upper == "NEW":  # RFC 3501 §6.4.4: RECENT UNSEEN
+            return ("and", [("recent",), ("flag", "\\Seen", False)])
         if upper == "OLD":
-            return ("all",)
+            return ("not", ("recent",))
         if upper in ("KEYWORD", "UNKEYWORD"):
             return ("keyword", atom(self.next()), upper == "KEYWORD")
         if upper in _HEADER_KEYS:

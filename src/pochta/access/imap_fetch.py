@@ -72,6 +72,7 @@ def fetch_messages(
     with_uid: bool,
     with_modseq: bool,
     infos: dict[int, MessageInfo] | None = None,
+    show_recent: bool = False,
 ) -> FetchResult:
     """Render ``* n FETCH (...)`` for each UID. ``read(uid)`` returns the message (CRLF),
     ``cached`` the store's structure blobs, ``infos`` flag states newer than the view's."""
@@ -114,7 +115,10 @@ def fetch_messages(
             if kind == "UID":
                 add("UID", b"%d" % uid)
             elif kind == "FLAGS":
-                add("FLAGS", render([Atom(f) for f in sorted(info.flags | info.keywords)]))
+                flag_names = sorted(info.flags | info.keywords)
+                if show_recent and uid in view.recent:
+                    flag_names.append("\\Recent")
+                add("FLAGS", render([Atom(f) for f in flag_names]))
             elif kind == "INTERNALDATE":
                 when = dt.datetime.fromtimestamp(info.internal_date, dt.UTC)
                 add("INTERNALDATE", render(format_internaldate(when)))

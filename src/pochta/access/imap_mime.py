@@ -318,18 +318,18 @@ def body_structure(part: Part, extended: bool, raw: bytes | None = None) -> IMAP
 
 
 def find_part(root: Part, path: tuple[int, ...]) -> Part | None:
-    """RFC 9051 §6.4.5 part numbering."""
+    """RFC 9051 §6.4.5 part numbering: the parts of a multipart are 1..n; part 1 of a
+    non-multipart is its body; below a message/rfc822 part the numbers address the parts
+    of the message it holds."""
     part = root
-    for n in path:
-        if part.message is not None:
+    for depth, n in enumerate(path):
+        if depth > 0 and part.message is not None:
             part = part.message
         if part.is_multipart:
             if n > len(part.children):
                 return None
             part = part.children[n - 1]
-        elif n == 1:
-            continue  # part 1 of a non-multipart message is its body
-        else:
+        elif n != 1:
             return None
     return part
 
@@ -377,7 +377,9 @@ def fetch_binary(raw: bytes, root: Part, path: tuple[int, ...]) -> bytes:
         except (binascii.Error, ValueError):
             return b""
     if cte == "quoted-printable":
-        return quopri.decodestring(body)
+        # quopri knows soft line breaks as "=\n" only.
+        decoded = quopri.decodestring(body.replace(b"\r\n", b"\n"))
+        return decoded.replace(b"\n", b"\r\n")
     raise UnknownTransferEncoding(f"Unknown Content-Transfer-Encoding {cte[:40]}")
 
 

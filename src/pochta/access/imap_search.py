@@ -68,6 +68,8 @@ def _eval(
         return set(candidates)
     if kind == "none":
         return set()
+    if kind == "recent":
+        return candidates & view.recent
     if kind == "and":
         current = set(candidates)
         for sub in key[1]:  # type: ignore[attr-defined]

@@ -42,6 +42,8 @@ class MailboxView:
         self.uids: list[int] = [m.uid for m in changes.changed]
         self.info: dict[int, MessageInfo] = {m.uid: m for m in changes.changed}
         self.pending_expunge: set[int] = set()
+        # RFC 3501 §2.3.2 \Recent: messages this session is the first to see.
+        self.recent: set[int] = set()
 
     # -- numbers --------------------------------------------------------------------------
 
@@ -135,6 +137,7 @@ class MailboxView:
         self.uids = keep
         for uid in gone:
             self.info.pop(uid, None)
+            self.recent.discard(uid)
 
     def note_own_change(self, m: MessageInfo) -> None:
         """A change this session made and reported itself (STORE): not to be echoed."""

@@ -209,6 +209,8 @@ def _is_append(parts: list[bytes], line: bytes) -> bool:
 
 # -- tokens ---------------------------------------------------------------------------------
 
+# Atoms whose "[...]" may hold spaces and parentheses: FETCH sections (RFC 9051 §9).
+_SECTION_PREFIXES = frozenset({b"BODY", b"BODY.PEEK", b"BINARY", b"BINARY.PEEK", b"BINARY.SIZE"})
 _ATOM_STOP = set(b' (){"\r\n') | set(range(0, 0x20)) | {0x7F}
 
 
@@ -317,7 +319,7 @@ class _Tokenizer:
         depth = 0
         while self.pos < len(data):
             ch = data[self.pos]
-            if ch == 0x5B:  # [
+            if ch == 0x5B and data[start : self.pos].upper() in _SECTION_PREFIXES:  # [
                 depth += 1
             elif ch == 0x5D and depth:  # ]
                 depth -= 1
