@@ -173,14 +173,15 @@ def test_fetch_store_search_copy_move_expunge(imap: tuple[PochtaEnv, ServeProces
     assert sorted(by_subject) == [b"note 0", b"note 1", b"note 2"]
     # Delivery order is not send order: name the messages by subject from here on.
     uids = [by_subject[b"note 0"], by_subject[b"note 1"], by_subject[b"note 2"]]
-    assert all(d[b"FLAGS"] == () for d in data.values())
+    # New mail, first seen by this session: \Recent only (RFC 3501 §2.3.2).
+    assert all(d[b"FLAGS"] == (b"\\Recent",) for d in data.values())
     body = c.fetch([uids[1]], ["BODY.PEEK[TEXT]"])[uids[1]][b"BODY[TEXT]"]
     assert b"zanzibar" in body
     assert c.search(["TEXT", "zanzibar"]) == [uids[1]]
     assert c.search(["SUBJECT", "note 2"]) == [uids[2]]
 
     c.add_flags([uids[0]], [b"\\Seen", b"$Label1"])
-    assert set(c.get_flags([uids[0]])[uids[0]]) == {b"\\Seen", b"$Label1"}
+    assert set(c.get_flags([uids[0]])[uids[0]]) == {b"\\Seen", b"$Label1", b"\\Recent"}
     assert c.search("UNSEEN") == sorted(uids[1:])
 
     c.copy([uids[0]], "Archive")

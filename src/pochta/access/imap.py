@@ -123,7 +123,7 @@ class IMAPService:
         self.ssl_context = self.tls if implicit_tls else None
         self.open_per_ip = OpenCounts()
         self.open_per_account = OpenCounts()
-        # (account, folder, uidvalidity) -> the highest UID a session has shown as \\Recent.
+        # (account, folder, uidvalidity) -> the highest UID a session has shown as \Recent.
         self.recent_claimed: dict[tuple[str, str, int], int] = {}
 
     async def handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
