@@ -676,8 +676,8 @@ class Session:
             uids.append(done.uid)
             uidvalidity = done.uidvalidity
         code = f"APPENDUID {uidvalidity} {C.uid_set_text(uids)}"
-        self.send(C.tagged(cmd.tag, "OK", "APPEND completed", code))
         await self._updates_after("APPEND", cmd)
+        self.send(C.tagged(cmd.tag, "OK", "APPEND completed", code))
         return None  # type: ignore[return-value]
 
     async def cmd_getquotaroot(self, cmd: Any) -> str:
@@ -773,6 +773,15 @@ class Session:
             )
         )
         return None  # type: ignore[return-value]
+
+    def _condstore_on(self) -> None:
+        """RFC 7162 §3.1: the first command that uses CONDSTORE enables it, and the client
+        learns the selected folder's HIGHESTMODSEQ."""
+        if self.condstore:
+            return
+        self.enabled.add("CONDSTORE")
+        if self.view is not None:
+            self._ok_code(f"HIGHESTMODSEQ {self.view.highestmodseq}", "Highest")
 
     def _ok_code(self, code: str, text: str) -> None:
         self.send(b"* OK [" + code.encode("utf-8") + b"] " + text.encode() + b"\r\n")
@@ -1018,6 +1027,8 @@ class Session:
         assert self.user is not None
         self._writable()
         args = C.store_args(cmd)
+        if args.unchanged_since is not None:
+            self._condstore_on()
         uids = self.uids_of(args.seqset, uid=args.uid)
         bad = [f for f in args.flags if f.startswith("\\") and f not in SYSTEM_FLAGS]
         if bad:
@@ -1091,8 +1102,8 @@ class Session:
             )
         verb = "MOVE" if move else "COPY"
         if not move:
-            self.send(C.tagged(cmd.tag, "OK", f"{verb} completed", code))
             await self._updates_after(C.command_name(cmd), cmd)
+            self.send(C.tagged(cmd.tag, "OK", f"{verb} completed", code))
             return None  # type: ignore[return-value]
         # RFC 6851 §4.3: COPYUID in an untagged OK, then the expunges, then the tagged OK.
         if code is not None:
@@ -1131,8 +1142,9 @@ class Session:
         assert self.user is not None
         args = C.fetch_args(cmd)
         uids = self.uids_of(args.seqset, uid=args.uid)
+        if args.changed_since is not None or any(i.kind == "MODSEQ" for i in args.items):
+            self._condstore_on()
         if args.changed_since is not None:
-            self.enabled.add("CONDSTORE")
             uids = [u for u in uids if view.info[u].modseq > args.changed_since]
         if args.vanished:
             # RFC 7162 §3.2.6: UID FETCH ... (CHANGEDSINCE n VANISHED)
@@ -1211,6 +1223,8 @@ class Session:
             raise No(
                 "Only UTF-8 and US-ASCII searches are supported", "BADCHARSET (UTF-8 US-ASCII)"
             )
+        if C.key_uses_modseq(args.key):
+            self._condstore_on()
         uids = await self._search(args.key)
         numbers = uids if args.uid else [view.seq_of(u) or 0 for u in uids]
         if args.returns is not None:
