@@ -105,6 +105,13 @@ def test_too_large_literal_and_line() -> None:
     assert out[-1] == Command("b", "NOOP", [])
 
 
+def test_append_literals_do_not_count_as_command_length() -> None:
+    p = CommandParser(max_literal=10_000, max_command=100)
+    body = b"x" * 5000
+    out = events(b"a APPEND INBOX {5000+}\r\n" + body + b" {5000+}\r\n" + body + b"\r\n", p)
+    assert out == [Command("a", "APPEND", ["INBOX", body, body])]
+
+
 def test_raw_lines_on_request() -> None:
     p = CommandParser()
     p.expect_line()

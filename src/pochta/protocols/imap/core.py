@@ -165,7 +165,8 @@ class CommandParser:
             if self._literals > self.max_literals:
                 return self._refuse("Too many literals")
             self._parts.append(line)
-            self._size += n
+            if not is_append:  # APPEND's messages count against max_literal only
+                self._size += n
             self._literal_left = n
             if not m.group(3) and n > 0 and len(self._buf) < n:
                 return ContinuationRequest()
