@@ -69,6 +69,16 @@ def _imap_factory(mode: str) -> ServiceFactory:
     return factory
 
 
+def _pop3_factory(mode: str) -> ServiceFactory:
+    def factory(server: Server, listener: str) -> Service:
+        from pochta.access import pop3
+
+        made: Service = getattr(pop3, mode)(server, listener)
+        return made
+
+    return factory
+
+
 SERVICES: dict[str, ServiceFactory] = {
     "http": _http,
     "smtp": _smtp_factory("smtp"),
@@ -77,7 +87,11 @@ SERVICES: dict[str, ServiceFactory] = {
     "lmtp": _smtp_factory("lmtp"),
     "imap": _imap_factory("imap"),
     "imaps": _imap_factory("imaps"),
+    "pop3": _pop3_factory("pop3"),
+    "pop3s": _pop3_factory("pop3s"),
 }
 
 # Listeners that need the mail system (queue, store, delivery) running.
-MAIL_LISTENERS = frozenset({"smtp", "submission", "submissions", "lmtp", "imap", "imaps"})
+MAIL_LISTENERS = frozenset(
+    {"smtp", "submission", "submissions", "lmtp", "imap", "imaps", "pop3", "pop3s"}
+)
