@@ -9,6 +9,23 @@ import re
 
 _FIELD = re.compile(rb"^([\x21-\x39\x3b-\x7e]+)[ \t]*:(.*)$")
 MAX_HEADER_BYTES = 1 << 20
+_NOT_CHARSETS = frozenset(
+    {
+        "idna",
+        "punycode",
+        "unicode_escape",
+        "raw_unicode_escape",
+        "undefined",
+        "rot_13",
+        "rot13",
+        "base64",
+        "hex",
+        "zlib",
+        "bz2",
+        "uu",
+        "quopri",
+    }
+)
 
 
 def header_block(raw: bytes) -> bytes:
@@ -50,8 +67,11 @@ def decode_value(value: bytes) -> str:
             out.append(chunk)
             continue
         try:
+            # Python-only codecs (idna, unicode_escape, ...) are no mail charsets.
+            if charset and charset.lower().replace("-", "_") in _NOT_CHARSETS:
+                raise LookupError(charset)
             out.append(chunk.decode(charset or "ascii", "replace"))
-        except LookupError:
+        except (LookupError, UnicodeError):
             out.append(chunk.decode("latin-1"))
     return "".join(out)
 
