@@ -217,6 +217,41 @@ def test_append_with_flags_and_date_returns_appenduid(
     c.logout()
 
 
+def test_sort_and_thread_through_imapclient(imap: tuple[PochtaEnv, ServeProcess]) -> None:
+    env, _ = imap
+    c = IMAPClient("127.0.0.1", port=env.ports["imap"], ssl=False, timeout=10)
+    c.login(ALICE, PASSWORD)
+    caps = c.capabilities()
+    assert b"THREAD=REFERENCES" in caps
+    assert b"THREAD=ORDEREDSUBJECT" in caps
+    c.create_folder("Threads")
+    # (subject, message-id, in-reply-to, date): a reply chain a <- b <- d, and c alone.
+    mails = [
+        ("Plans", "a@x", "", "Mon, 02 Mar 2026 10:00:00 +0000"),
+        ("Re: Plans", "b@x", "<a@x>", "Mon, 02 Mar 2026 11:00:00 +0000"),
+        ("Zebra", "c@x", "", "Mon, 02 Mar 2026 09:00:00 +0000"),
+        ("RE: [list] Plans", "d@x", "<b@x>", "Mon, 02 Mar 2026 12:00:00 +0000"),
+    ]
+    for subject, mid, parent, date in mails:
+        head = f"From: {subject[0]}@example.org\r\nSubject: {subject}\r\nDate: {date}\r\n"
+        head += f"Message-ID: <{mid}>\r\n"
+        if parent:
+            head += f"In-Reply-To: {parent}\r\nReferences: {parent}\r\n"
+        c.append("Threads", (head + "\r\nbody\r\n").encode())
+    c.select_folder("Threads")
+    uids = c.search("ALL")
+    assert c.sort(["SUBJECT", "DATE"]) == [uids[0], uids[1], uids[3], uids[2]]
+    assert c.sort(["REVERSE", "DATE"]) == [uids[3], uids[1], uids[0], uids[2]]
+    threads = c.thread("REFERENCES")
+    assert sorted(threads) == sorted([(uids[2],), (uids[0], uids[1], uids[3])])
+    ordered = c.thread("ORDEREDSUBJECT")
+    # RFC 5256 §3: later messages of a subject are all children of its first one.
+    assert sorted(ordered) == sorted([(uids[2],), (uids[0], (uids[1],), (uids[3],))])
+    with pytest.raises(IMAPClient.Error):
+        c.thread("NOSUCH")
+    c.logout()
+
+
 def test_two_sessions_see_each_other_and_idle_pushes(imap: tuple[PochtaEnv, ServeProcess]) -> None:
     env, _ = imap
     send(env, ALICE, "one")

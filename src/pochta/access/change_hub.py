@@ -50,6 +50,15 @@ class ChangeHub:
         with contextlib.suppress(RuntimeError):
             self._loop.call_soon_threadsafe(self._wake, address.lower(), folder)
 
+    def wake_remote(self, address: str | None, folder: str | None) -> None:
+        """A change made by another process (on the loop); None: anything may have changed."""
+        if address is None or folder is None:
+            for watchers in self._watchers.values():
+                for event in watchers:
+                    event.set()
+            return
+        self._wake(address.lower(), folder)
+
     def _wake(self, address: str, folder: str) -> None:
         for key in ((address, folder), (address, ANY_FOLDER)):
             for event in self._watchers.get(key, ()):

@@ -22,15 +22,23 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 from pochta import __version__
 from pochta.access import imap_commands as C
+from pochta.access.binary_content import encode_binary_parts, needs_encoding
 from pochta.access.imap_fetch import FetchFailed, fetch_messages
-from pochta.access.imap_headers import header_fields
+from pochta.access.imap_headers import header_fields, raw_fields
 from pochta.access.imap_items import FetchItem
 from pochta.access.imap_list import ListOptions, canonical_pattern, list_entries
 from pochta.access.imap_search import Key, SearchContext, esearch_parts, evaluate
-from pochta.access.imap_sort import SortInfo, sort_info, sort_messages
 from pochta.access.mailbox_view import MailboxView, ViewUpdate
 from pochta.directory.sasl import Challenge, Failure, Mechanism, Success, server_mechanism
 from pochta.logs import get_logger
+from pochta.mime.sort_thread import (
+    SortInfo,
+    parse_sent_date,
+    render_threads,
+    sort_messages,
+    thread_orderedsubject,
+    thread_references,
+)
 from pochta.protocols.imap.render import render
 from pochta.protocols.imap.values import Atom, IMAPValue
 from pochta.server.connections import OpenCounts, load_tls_context
@@ -46,6 +54,7 @@ from pochta.store import (
     NoSuchMessage,
     StoreError,
     StoreUnavailable,
+    WouldBlock,
 )
 
 if TYPE_CHECKING:
@@ -88,6 +97,8 @@ BASE_CAPABILITIES = (
     "COMPRESS=DEFLATE",
     "SORT",
     "SORT=DISPLAY",
+    "THREAD=ORDEREDSUBJECT",
+    "THREAD=REFERENCES",
 )
 
 
@@ -130,7 +141,8 @@ class IMAPService:
         peer = writer.get_extra_info("peername")
         ip = peer[0] if isinstance(peer, tuple) else "127.0.0.1"
         limit = self.server.settings.imap.max_connections_per_ip
-        if self.open_per_ip.full(ip, limit):
+        # Counted over IMAP and IMAPS and every IMAP process (server/workers.py).
+        if self.server.open_from(ip) >= limit:
             writer.write(b"* BYE [UNAVAILABLE] Too many connections from your address\r\n")
             await writer.drain()
             log.warning("too_many_connections", listener=self.name, client=ip)
@@ -320,6 +332,7 @@ class Session:
             "COPY",
             "MOVE",
             "SORT",
+            "THREAD",
         }
     )
 
@@ -662,6 +675,8 @@ class Session:
             bad = [f for f in flags if f.startswith("\\") and f not in SYSTEM_FLAGS]
             if bad:
                 raise Bad(f"Flag {bad[0]} cannot be set")
+            if needs_encoding(data):
+                data = await self.blocking(encode_binary_parts, data)
             try:
                 done = await self.blocking(
                     self.store.append,
@@ -874,9 +889,15 @@ class Session:
             self._dirty.clear()
         allow = name not in ("FETCH", "STORE", "SEARCH", "SORT", "THREAD")
         try:
-            changes = await asyncio.to_thread(
-                self.store.folder_changes, self.user, view.name, view.highestmodseq
-            )
+            try:
+                # Usually one index read: cheaper here than a trip to a thread.
+                changes = self.store.folder_changes(
+                    self.user, view.name, view.highestmodseq, quick=True
+                )
+            except WouldBlock:
+                changes = await asyncio.to_thread(
+                    self.store.folder_changes, self.user, view.name, view.highestmodseq
+                )
         except NoSuchFolder:
             self.send(b"* BYE The selected mailbox was deleted\r\n")
             raise _Closed from None
@@ -1187,8 +1208,13 @@ class Session:
                 if want_structure
                 else {}
             )
+            run = (
+                self.blocking
+                if want_structure or any(i.needs_message for i in items)
+                else _inline  # FLAGS, UID, INTERNALDATE, ...: from the view, no disk
+            )
             try:
-                result = await self.blocking(
+                result = await run(
                     fetch_messages,
                     view,
                     chunk,
@@ -1229,6 +1255,8 @@ class Session:
         numbers = uids if args.uid else [view.seq_of(u) or 0 for u in uids]
         if args.returns is not None:
             parts = esearch_parts(numbers, args.returns, C.uid_set_text)
+            if self.condstore and C.key_uses_modseq(args.key) and uids:
+                parts.append(f"MODSEQ {_esearch_modseq(view, uids, args.returns)}")
             head = b"* ESEARCH (TAG " + render(cmd.tag) + b")"
             if args.uid:
                 head += b" UID"
@@ -1259,9 +1287,18 @@ class Session:
                 out[uid] = header_fields(raw)
             return out
 
+        def needs_disk(*_args: Any) -> Any:
+            raise WouldBlock("the search reads the index or the messages")
+
         bound = C.bind_sets(key, exists=view.exists, max_uid=view.uids[-1] if view.uids else 0)
-        ctx = SearchContext(view, full_text, headers)
-        found: list[int] = await self.blocking(evaluate, bound, ctx)
+        try:
+            # Flags, sizes, dates, sets: answered from the view here, without a thread.
+            return evaluate(bound, SearchContext(view, needs_disk, needs_disk))
+        except WouldBlock:
+            pass
+        found: list[int] = await self.blocking(
+            evaluate, bound, SearchContext(view, full_text, headers)
+        )
         return found
 
     async def cmd_sort(self, cmd: Any) -> str:
@@ -1276,7 +1313,19 @@ class Session:
         self.send(b"* SORT" + b"".join(b" %d" % n for n in numbers) + b"\r\n")
         return "SORT completed"
 
+    async def cmd_thread(self, cmd: Any) -> str:
+        args = C.thread_args(cmd)
+        algorithm = _THREAD_ALGORITHMS.get(args.algorithm.upper())
+        if algorithm is None:
+            raise C.BadArgs(f"Unknown threading algorithm {args.algorithm}")
+        uids = await self._search(args.key)
+        infos = await self.blocking(self._sort_infos, uids)
+        threads = algorithm(infos)
+        self.send(b"* THREAD " + render_threads(threads, args.uid) + b"\r\n")
+        return "THREAD completed"
+
     def _sort_infos(self, uids: list[int]) -> list[SortInfo]:
+        """What SORT and THREAD read of each message: first occurrence of each field."""
         view = self.view
         assert view is not None
         assert self.user is not None
@@ -1286,16 +1335,63 @@ class Session:
                 raw = self.store.fetch_message(self.user, view.name, uid)
             except StoreError:
                 continue
-            out.append(sort_info(view.seq_of(uid) or 0, uid, view.info[uid], raw))
+            fields: dict[str, str] = {}
+            for name, value in raw_fields(raw):
+                if name in _SORT_FIELDS and name not in fields:
+                    fields[name] = value.decode("utf-8", "replace")
+            info = view.info[uid]
+            out.append(
+                SortInfo(
+                    seq=view.seq_of(uid) or 0,
+                    uid=uid,
+                    arrival=info.internal_date,
+                    date=parse_sent_date(fields["date"]) if "date" in fields else None,
+                    size=info.size,
+                    subject=fields.get("subject", ""),
+                    from_=fields.get("from", ""),
+                    to=fields.get("to", ""),
+                    cc=fields.get("cc", ""),
+                    message_id=fields.get("message-id", ""),
+                    in_reply_to=fields.get("in-reply-to", ""),
+                    references=fields.get("references", ""),
+                )
+            )
         return out
 
     cmd_uid_fetch = cmd_fetch
     cmd_uid_search = cmd_search
     cmd_uid_sort = cmd_sort
+    cmd_uid_thread = cmd_thread
     cmd_uid_expunge = cmd_expunge
     cmd_uid_store = cmd_store
     cmd_uid_copy = cmd_copy
     cmd_uid_move = cmd_move
+
+
+_SORT_FIELDS = frozenset(
+    {"date", "subject", "from", "to", "cc", "message-id", "in-reply-to", "references"}
+)
+_THREAD_ALGORITHMS = {
+    "ORDEREDSUBJECT": thread_orderedsubject,
+    "REFERENCES": thread_references,
+}
+
+
+async def _inline(func: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
+    return func(*args, **kwargs)
+
+
+def _esearch_modseq(view: MailboxView, uids: list[int], returns: Iterable[str]) -> int:
+    """RFC 7162 §3.1.5: the highest MODSEQ of the messages the ESEARCH result returns
+    (only the MIN/MAX message when just those are asked for)."""
+    wanted = {r.upper() for r in returns} or {"ALL"}
+    if wanted & {"ALL", "COUNT"}:
+        returned = uids
+    else:
+        returned = [min(uids)] if "MIN" in wanted else []
+        if "MAX" in wanted:
+            returned.append(max(uids))
+    return max(view.info[u].modseq for u in returned) if returned else 0
 
 
 def _updated(old: MessageInfo, update: FlagUpdate) -> MessageInfo:

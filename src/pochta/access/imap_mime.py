@@ -14,7 +14,6 @@ import binascii
 import email
 import email.policy
 import email.utils
-import quopri
 import re
 from dataclasses import dataclass, field
 
@@ -360,6 +359,22 @@ def fetch_section(
     return b"".join(line if line.endswith(b"\r\n") else line + b"\r\n" for line in keep) + b"\r\n"
 
 
+def decode_quoted_printable(body: bytes) -> bytes:
+    """RFC 2045 §6.7: whitespace at the end of an encoded line is not data (rule 3) and
+    "=" ending a line is a soft line break, also when whitespace follows it (rule 5).
+    Lines come out with CRLF; a "=" not followed by two hex digits is kept as it is."""
+    lines = re.split(rb"\r?\n", body)
+    out: list[bytes] = []
+    for i, line in enumerate(lines):
+        line = line.rstrip(b" \t")
+        last = i == len(lines) - 1
+        if line.endswith(b"="):
+            out.append(binascii.a2b_qp(line[:-1]))
+        else:
+            out.append(binascii.a2b_qp(line) + (b"" if last else b"\r\n"))
+    return b"".join(out)
+
+
 def fetch_binary(raw: bytes, root: Part, path: tuple[int, ...]) -> bytes:
     if not path:
         return raw
@@ -377,9 +392,7 @@ def fetch_binary(raw: bytes, root: Part, path: tuple[int, ...]) -> bytes:
         except (binascii.Error, ValueError):
             return b""
     if cte == "quoted-printable":
-        # quopri knows soft line breaks as "=\n" only.
-        decoded = quopri.decodestring(body.replace(b"\r\n", b"\n"))
-        return decoded.replace(b"\n", b"\r\n")
+        return decode_quoted_printable(body)
     raise UnknownTransferEncoding(f"Unknown Content-Transfer-Encoding {cte[:40]}")
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from typing import Any
 
 import click
 
@@ -11,8 +12,10 @@ from pochta.logs import configure_logging
 
 
 @click.command("serve")
+@click.option("--worker-service", "worker_services", multiple=True, hidden=True)
+@click.option("--worker-link", type=int, default=None, hidden=True)
 @click.pass_context
-def serve(ctx: click.Context) -> None:
+def serve(ctx: click.Context, worker_services: tuple[str, ...], worker_link: int | None) -> None:
     """Run every configured listener until SIGTERM; SIGHUP reloads the config.
 
     Listeners are bound first (as root for ports below 1024), then the process switches to
@@ -24,9 +27,17 @@ def serve(ctx: click.Context) -> None:
     from pochta.server.app import Server, StartupError
 
     try:
-        code = asyncio.run(Server(settings).run())
+        code = asyncio.run(Server(settings, **_worker_options(worker_services, worker_link)).run())
     except StartupError as exc:
         fail(str(exc))
     except KeyboardInterrupt:  # SIGINT before the handlers were installed
         code = 130
     ctx.exit(code)
+
+
+def _worker_options(services: tuple[str, ...], link: int | None) -> dict[str, Any]:
+    """How the master starts an IMAP worker (server/workers.py): the services it runs and
+    its link to the master, an inherited file descriptor."""
+    if link is None:
+        return {}
+    return {"worker_services": list(services), "worker_link": link}

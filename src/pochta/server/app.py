@@ -25,8 +25,9 @@ import os
 import pkgutil
 import signal
 import socket
+import ssl
 import stat
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -41,6 +42,14 @@ from pochta.server.addresses import ListenAddress, parse_listen
 from pochta.server.metrics import Metrics
 from pochta.server.privileges import PrivilegeError, drop_privileges
 from pochta.server.services import MAIL_LISTENERS, SERVICES, Service, ServiceFactory
+from pochta.server.workers import (
+    RELOAD,
+    STOP,
+    MasterLink,
+    WorkerPool,
+    worker_command,
+    worker_count,
+)
 from pochta.tables import TableError
 from pochta.tables.configured import ConfiguredTables
 
@@ -51,6 +60,8 @@ log = get_logger("server")
 
 # Open connections get this long to finish after SIGTERM before they are cancelled.
 SHUTDOWN_GRACE_SECONDS = 10.0
+LISTEN_BACKLOG = 511
+STREAM_LIMIT = 2**16  # asyncio's StreamReader default, as start_server uses
 
 # Imported before the privilege drop: after it, the interpreter may no longer be able to read
 # its own library (a Python under /root, a chroot later). Services import theirs in their
@@ -76,6 +87,8 @@ PRELOAD_MODULES = (
 )
 
 # Settings that only take effect at start-up; a reload keeps the running values.
+# Listeners that IMAP worker processes share with the master.
+WORKER_LISTENERS = ("imap", "imaps")
 RESTART_ONLY_SERVER_KEYS = ("data_dir", "run_as_user", "run_as_group")
 
 
@@ -179,13 +192,31 @@ class _State:
     listeners: dict[str, Listener] = field(default_factory=dict)
     connections: set[asyncio.Task[None]] = field(default_factory=set)
     background: set[asyncio.Task[None]] = field(default_factory=set)
+    # Open IMAP connections served by this process (the master balances on it).
+    imap_open: int = 0
+    # The master's IMAP listening sockets, accepted from directly when workers exist.
+    accepting: list[socket.socket] = field(default_factory=list)
 
 
 class Server:
     """The running server: listeners, the current settings and directory, metrics."""
 
-    def __init__(self, settings: Settings, *, services: dict[str, ServiceFactory] | None = None):
+    def __init__(
+        self,
+        settings: Settings,
+        *,
+        services: dict[str, ServiceFactory] | None = None,
+        worker_services: list[str] | None = None,
+        worker_link: int | None = None,
+    ):
         self.settings = settings
+        # An IMAP worker process (see server/workers.py) gets its listening sockets and its
+        # link to the master from the master; the master has the pool instead.
+        self._worker_services: dict[str, Service] = {}
+        self._worker_service_names = worker_services
+        self._worker_link = worker_link
+        self._pool: WorkerPool | None = None
+        self._master: MasterLink | None = None
         self.metrics = Metrics()
         self.services = SERVICES if services is None else services
         # Set when SIGTERM/SIGINT arrives: services close idle connections at once.
@@ -235,21 +266,25 @@ class Server:
         signals = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)
         try:
             await self.bind()
+            if self._worker_link is None:
+                self._spawn_workers()  # as root still: workers load the TLS key themselves
             _preload_modules()
             self._drop_privileges()
             self._directory = self._open_directory_or_fail(self.settings)
             self._tables = self._open_tables_or_fail(self.settings)
-            if any(name in MAIL_LISTENERS for name in self.listeners):
+            if self._worker_services or any(name in MAIL_LISTENERS for name in self.listeners):
                 from pochta.server.mail import MailSystem
 
-                self.mail = MailSystem(self)
+                self.mail = MailSystem(self, with_queue=self._worker_link is None)
                 self.reload_hooks.append(self.mail.reload)
                 await self.mail.start()
+                self._link_processes(loop)
             loop.add_signal_handler(signal.SIGTERM, self.stop, "SIGTERM")
             loop.add_signal_handler(signal.SIGINT, self.stop, "SIGINT")
             loop.add_signal_handler(signal.SIGHUP, self._on_sighup)
-            for listener in self.listeners.values():
-                await listener.server.start_serving()
+            for name, listener in self.listeners.items():
+                if self._pool is None or name not in WORKER_LISTENERS:
+                    await listener.server.start_serving()
             log.info("ready", listeners=len(self.listeners), pid=os.getpid())
             await self.stopping.wait()
             await self._drain()
@@ -266,8 +301,133 @@ class Server:
             log.info("stopping", signal=reason, connections=len(self._state.connections))
             self.stopping.set()
 
+    def _spawn_workers(self) -> None:
+        count = worker_count(self.settings.imap.processes)
+        names = [name for name in self.listeners if name in WORKER_LISTENERS]
+        if not count or not names or not self.settings.config_path:
+            return
+        self._pool = WorkerPool(worker_command(self.settings.config_path), names, count)
+        self._pool.spawn_all()
+
+    def _link_processes(self, loop: asyncio.AbstractEventLoop) -> None:
+        """Carry store changes between this process and the others (server/workers.py)."""
+        mail = self.mail
+        assert mail is not None
+        assert mail.changes is not None
+        hub = mail.changes
+        if self._worker_link is not None:
+            master = self._master = MasterLink(self._worker_link)
+
+            def serve(name: str, ip: str, sock: socket.socket) -> None:
+                service = self._worker_services.get(name)
+                if service is None:
+                    sock.close()
+                    master.connection_closed(ip)
+                    return
+                self._adopt(name, service, sock, lambda: master.connection_closed(ip))
+
+            def command(what: bytes) -> None:
+                if what == STOP:
+                    self.stop("master")
+                else:
+                    self._on_sighup()
+
+            master.start(loop, hub.wake_remote, lambda: self.stop("master_lost"), serve, command)
+            mail.store.subscribe_changes(lambda addr, folder, _: master.send_change(addr, folder))
+        elif self._pool is not None:
+            pool = self._pool
+            pool.start(loop, hub.wake_remote)
+            self._accept_here()
+            mail.store.subscribe_changes(lambda addr, folder, _: pool.broadcast(addr, folder))
+
+    def _make_worker_services(self, names: list[str]) -> None:
+        """A worker's services: no sockets of its own; the master passes connections."""
+        for name in names:
+            factory = self.services.get(name)
+            if factory is None or name not in WORKER_LISTENERS:
+                raise StartupError(f"listen.{name}: not an IMAP listener")
+            service = factory(self, name)
+            if getattr(service, "tls", None) is None:
+                # The master had TLS when it started us; serving without would drop STARTTLS.
+                raise StartupError(f"listen.{name}: the TLS certificate cannot be loaded here")
+            self._worker_services[name] = service
+
+    def _accept_here(self) -> None:
+        """Master with workers: accept IMAP connections ourselves and balance them."""
+        loop = asyncio.get_running_loop()
+        for name, listener in self.listeners.items():
+            if name not in WORKER_LISTENERS:
+                continue
+            for ts in listener.server.sockets:
+                raw = socket.socket(fileno=os.dup(ts.fileno()))
+                raw.setblocking(False)
+                raw.listen(LISTEN_BACKLOG)  # start_serving would have; we accept instead
+                self._state.accepting.append(raw)
+                loop.add_reader(raw.fileno(), self._accept_ready, name, listener.service, raw)
+
+    def _accept_ready(self, name: str, service: Service, raw: socket.socket) -> None:
+        pool = self._pool
+        assert pool is not None
+        limit = self.settings.imap.max_connections_per_ip
+        for _ in range(64):
+            try:
+                conn, peer = raw.accept()
+            except (BlockingIOError, InterruptedError):
+                return
+            except OSError as exc:
+                log.warning("accept_failed", listener=name, error=str(exc))
+                return
+            ip = peer[0] if isinstance(peer, tuple) else "127.0.0.1"
+            # Over the per-IP limit: served here, where the service says BYE.
+            if self.open_from(ip) < limit and pool.hand_off(name, ip, conn, self._state.imap_open):
+                conn.close()
+                continue
+            self._adopt(name, service, conn)
+
+    def open_from(self, ip: str) -> int:
+        """IMAP connections from `ip` in every process (for the per-IP limit)."""
+        here = 0
+        services = [x.service for x in self.listeners.values()]
+        for service in [*services, *self._worker_services.values()]:
+            counts = getattr(service, "open_per_ip", None)
+            if counts is not None:
+                here += counts.counts.get(ip, 0)
+        return here + (self._pool.open_from(ip) if self._pool is not None else 0)
+
+    def _adopt(
+        self,
+        name: str,
+        service: Service,
+        sock: socket.socket,
+        on_close: Callable[[], None] | None = None,
+    ) -> None:
+        """Serve a connection accepted elsewhere (our accept loop, or the master's)."""
+        loop = asyncio.get_running_loop()
+
+        async def adopt() -> None:
+            reader = asyncio.StreamReader(limit=STREAM_LIMIT, loop=loop)
+
+            def connected(r: asyncio.StreamReader, w: asyncio.StreamWriter) -> Awaitable[None]:
+                return self._serve_connection(name, service, r, w, on_close)
+
+            protocol = asyncio.StreamReaderProtocol(reader, connected, loop=loop)
+            try:
+                await loop.connect_accepted_socket(lambda: protocol, sock, ssl=service.ssl_context)
+            except (OSError, ssl.SSLError, TimeoutError) as exc:
+                log.debug("handshake_failed", listener=name, error=str(exc))
+                sock.close()
+                if on_close is not None:
+                    on_close()
+
+        task = loop.create_task(adopt())
+        self._state.background.add(task)
+        task.add_done_callback(self._state.background.discard)
+
     async def bind(self) -> None:
         """Bind every configured listener that has a service; StartupError on failure."""
+        if self._worker_service_names is not None:
+            self._make_worker_services(self._worker_service_names)
+            return
         data_dir = self.settings.data_dir
         for name in LISTENER_NAMES:
             value: str = getattr(self.settings.listen, name)
@@ -367,10 +527,14 @@ class Server:
         service: Service,
         reader: asyncio.StreamReader,
         writer: asyncio.StreamWriter,
+        on_close: Callable[[], None] | None = None,
     ) -> None:
         task = asyncio.current_task()
         assert task is not None
         self._state.connections.add(task)
+        imap = name in WORKER_LISTENERS
+        if imap:
+            self._state.imap_open += 1
         self.metrics.connections_total.labels(name).inc()
         gauge = self.metrics.connections_open.labels(name)
         gauge.inc()
@@ -386,12 +550,19 @@ class Server:
         finally:
             gauge.dec()
             self._state.connections.discard(task)
+            if imap:
+                self._state.imap_open -= 1
+            if on_close is not None:
+                on_close()
             writer.close()
             with contextlib.suppress(Exception):
                 await asyncio.wait_for(writer.wait_closed(), 1.0)
 
     async def _drain(self) -> None:
         """Stop accepting; give open connections time to finish, then cancel them."""
+        if self._pool is not None:
+            self._pool.tell_all(STOP)  # workers drain at the same time
+        self._stop_accepting()
         for listener in self.listeners.values():
             listener.server.close()
         pending = set(self._state.connections)
@@ -405,7 +576,19 @@ class Server:
                 task.cancel()
             await asyncio.wait(pending, timeout=2.0)
 
+    def _stop_accepting(self) -> None:
+        loop = asyncio.get_running_loop()
+        for raw in self._state.accepting:
+            loop.remove_reader(raw.fileno())
+            raw.close()
+        self._state.accepting.clear()
+
     async def _close(self) -> None:
+        self._stop_accepting()
+        if self._pool is not None:
+            await self._pool.stop()
+        if self._master is not None:
+            self._master.close()
         for listener in self.listeners.values():
             listener.server.close()
             with contextlib.suppress(Exception):
@@ -425,6 +608,8 @@ class Server:
     # -- reload (SIGHUP) -----------------------------------------------------------------
 
     def _on_sighup(self) -> None:
+        if self._pool is not None:
+            self._pool.tell_all(RELOAD)
         task = asyncio.get_running_loop().create_task(self.reload())
         self._state.background.add(task)
         task.add_done_callback(self._state.background.discard)

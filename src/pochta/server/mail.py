@@ -33,7 +33,10 @@ log = get_logger("mail")
 
 
 class MailSystem:
-    def __init__(self, server: Server) -> None:
+    """Everything mail in one process. An IMAP worker process (``with_queue`` False) has
+    the store and the authenticator only: the queue belongs to the master."""
+
+    def __init__(self, server: Server, *, with_queue: bool = True) -> None:
         self.server = server
         settings = server.settings
         self.tracker = FailureTracker(
@@ -41,17 +44,32 @@ class MailSystem:
             threshold=settings.auth.failure_threshold,
             max_delay=settings.auth.tarpit_max_seconds,
         )
-        self.spool = Spool(settings.spool_dir)
         self.store = open_store(settings, text_extractor=search_text)
         self.changes: ChangeHub | None = None  # made in start(), on the running loop
-        self.queue = QueueManager(
-            self.spool,
-            settings.queue,
-            Deliverer(self.spool, lambda: self.mailbox, lambda: self.resolver),
-            Router(lambda: self.resolver),
-            on_final=self._on_final,
-        )
+        self._spool: Spool | None = None
+        self._queue: QueueManager | None = None
+        if with_queue:
+            self._spool = Spool(settings.spool_dir)
+            self._queue = QueueManager(
+                self._spool,
+                settings.queue,
+                Deliverer(self._spool, lambda: self.mailbox, lambda: self.resolver),
+                Router(lambda: self.resolver),
+                on_final=self._on_final,
+            )
         self._build()
+
+    @property
+    def spool(self) -> Spool:
+        if self._spool is None:
+            raise RuntimeError("this process has no queue (an IMAP worker)")
+        return self._spool
+
+    @property
+    def queue(self) -> QueueManager:
+        if self._queue is None:
+            raise RuntimeError("this process has no queue (an IMAP worker)")
+        return self._queue
 
     def _build(self) -> None:
         s = self.server.settings
@@ -68,15 +86,19 @@ class MailSystem:
         self._build()
 
     async def start(self) -> None:
-        self.spool.acquire_master_lock()
+        if self._spool is not None:
+            self._spool.acquire_master_lock()
         self.changes = ChangeHub(self.store, asyncio.get_running_loop())
-        await self.queue.start()
+        if self._queue is not None:
+            await self._queue.start()
 
     async def stop(self) -> None:
         if self.changes is not None:
             self.changes.close()
-        await self.queue.stop()
-        self.spool.close()
+        if self._queue is not None:
+            await self._queue.stop()
+        if self._spool is not None:
+            self._spool.close()
         self.store.close()
 
     def expand(self, recipients: list[Recipient]) -> tuple[list[Recipient], list[tuple[str, str]]]:

@@ -31,6 +31,7 @@ from pochta.store.base import (
     StoreUnavailable,
     SyncReport,
     TextExtractor,
+    WouldBlock,
 )
 from pochta.store.quota import QuotaCheck, QuotaUsage
 
@@ -61,6 +62,7 @@ __all__ = [
     "StoreUnavailable",
     "SyncReport",
     "TextExtractor",
+    "WouldBlock",
     "open_store",
 ]
 

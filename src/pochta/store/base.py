@@ -88,6 +88,11 @@ class StoreUnavailable(StoreError):
     changed, try again later (SMTP 451 4.3.0, IMAP NO [UNAVAILABLE])."""
 
 
+class WouldBlock(StoreError):
+    """A ``quick`` call needs disk work first (opening an account, a rescan): make it again
+    from a thread."""
+
+
 class NoSuchFolder(StoreError):
     """The folder does not exist (IMAP: NO [NONEXISTENT], or [TRYCREATE] for COPY/APPEND)."""
 
@@ -346,8 +351,13 @@ class MailStore(abc.ABC):
         """All messages of the folder in UID order (ascending)."""
 
     @abc.abstractmethod
-    def folder_changes(self, address: str, folder: str, since_modseq: int) -> FolderChanges:
-        """Messages changed and UIDs expunged after ``since_modseq`` (0: every message)."""
+    def folder_changes(
+        self, address: str, folder: str, since_modseq: int, *, quick: bool = False
+    ) -> FolderChanges:
+        """Messages changed and UIDs expunged after ``since_modseq`` (0: every message).
+
+        ``quick``: for a caller on an event loop, do no more than one index read and a few
+        stat calls, and raise :class:`WouldBlock` when more is needed."""
 
     @abc.abstractmethod
     def search_text(

@@ -88,6 +88,7 @@ from pochta.store.base import (
     StoreUnavailable,
     SyncReport,
     TextExtractor,
+    WouldBlock,
 )
 from pochta.store.index import (
     ANSWERED,
@@ -631,7 +632,7 @@ class MaildirStore(MailStore):
         return self.mail_dir / domain / local
 
     @contextlib.contextmanager
-    def _use(self, address: str) -> Iterator[_Account]:
+    def _use(self, address: str, *, quick: bool = False) -> Iterator[_Account]:
         key = address.lower()
         evicted: list[_Account] = []
         with self._lock:
@@ -654,6 +655,8 @@ class MaildirStore(MailStore):
             old.index.close()
         try:
             if not account.ready:
+                if quick:
+                    raise WouldBlock(f"{address} is not open yet")
                 with account.ready_lock:
                     if not account.ready:
                         self._open_account(account)
@@ -1165,20 +1168,29 @@ class MaildirStore(MailStore):
 
     @contextlib.contextmanager
     def _current(
-        self, account: _Account, folder: str
+        self, account: _Account, folder: str, *, quick: bool = False
     ) -> Iterator[tuple[sqlite3.Connection, FolderRow]]:
         """A read transaction on the folder, rescanned first if other programs changed it."""
         name = check_folder_name(folder)
         with account.index.read() as conn:
             row = self._require_folder(conn, name)
-        if self._changed_on_disk(account, row):
-            self._sync_folder(account, name)
+            if not self._changed_on_disk(account, row):
+                yield conn, row  # the usual case: one read transaction
+                return
+        if quick:
+            raise WouldBlock(f"folder {name!r} changed on disk: rescan first")
+        self._sync_folder(account, name, only_if_changed=True)
         with account.index.read() as conn:
             yield conn, self._require_folder(conn, name)
 
     @_reported
-    def folder_changes(self, address: str, folder: str, since_modseq: int) -> FolderChanges:
-        with self._use(address) as account, self._current(account, folder) as (conn, row):
+    def folder_changes(
+        self, address: str, folder: str, since_modseq: int, *, quick: bool = False
+    ) -> FolderChanges:
+        with (
+            self._use(address, quick=quick) as account,
+            self._current(account, folder, quick=quick) as (conn, row),
+        ):
             changed = AccountIndex.changed_since(conn, row.id, since_modseq)
             vanished = AccountIndex.expunged_since(conn, row.id, since_modseq)
         return FolderChanges(
@@ -1536,10 +1548,17 @@ class MaildirStore(MailStore):
         with self._use(address) as account:
             return self._sync_folder(account, check_folder_name(folder))
 
-    def _sync_folder(self, account: _Account, name: str) -> SyncReport:
+    def _sync_folder(
+        self, account: _Account, name: str, *, only_if_changed: bool = False
+    ) -> SyncReport:
+        """Rescan a folder. With `only_if_changed`, the on-disk test is made again under the
+        write lock: a writer of this process renames and settles while holding it, so a
+        reader that looked between the two must not take that for another program's change."""
         changes = _Changes()
         with account.write_lock, account.index.write() as conn:
             row = self._require_folder(conn, name)
+            if only_if_changed and not self._changed_on_disk(account, row):
+                return SyncReport(name)
             report = self._sync_locked(conn, account, row, changes)
         for folder_name, kind in changes.items:
             self._notify(account.address, folder_name, kind)

@@ -1,0 +1,406 @@
+"""IMAP worker processes: more CPUs for IMAP, one listening socket, one truth.
+
+Python runs one CPU per process, so ``pochta serve`` (the master) can start extra processes
+for IMAP. The master alone accepts IMAP connections; it keeps the ones for itself or passes
+the socket (SCM_RIGHTS) to the process holding the fewest, so the load is even and the
+per-IP connection limit counts every process. Every process has the same
+:class:`MailStore`; SQLite write transactions serialise their writes across processes, and
+the store's on-disk check notices what another process changed.
+
+What must cross processes is the wake-up: an IDLE session in one process has to hear of a
+delivery made by the master or a STORE made in a sibling. Each worker is linked to the
+master by a ``SOCK_SEQPACKET`` socket pair (ordered, reliable, one message per change):
+
+* ``C`` address NUL folder: that folder of that account changed;
+* ``*``: anything may have changed (sent after a full send buffer dropped messages);
+* ``A`` listener NUL client IP, with a socket (master to worker): serve this connection;
+* ``X`` client IP (worker to master): a connection passed to the worker has ended;
+* ``R`` (worker to master): ready for connections;
+* ``H`` and ``T`` (master to worker): reload (SIGHUP) and stop (SIGTERM). Messages rather
+  than signals, because a worker may still be root while the master already is not.
+
+A worker sends its own changes to the master; the master wakes its sessions and forwards the
+message to the other workers, and sends its own changes to every worker. A worker whose
+link reads EOF has lost its master and stops. The master starts workers before it drops
+privileges (they load the TLS key and drop themselves), restarts one that exits with a
+delay, and stops them with SIGTERM when it stops.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import socket
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from pochta.logs import get_logger
+
+log = get_logger("server")
+
+WAKE_ALL = b"*"
+RELOAD = b"H"
+STOP = b"T"
+READY = b"R"
+MAX_MESSAGE = 4096
+RESTART_DELAY_SECONDS = 5.0
+STOP_GRACE_SECONDS = 12.0
+
+# Called on the event loop for a change another process made: (address, folder), or
+# (None, None) for "anything may have changed".
+RemoteChange = Callable[[str | None, str | None], None]
+
+
+def change_message(address: str, folder: str) -> bytes:
+    return b"C" + address.lower().encode() + b"\0" + folder.encode()
+
+
+def parse_message(data: bytes) -> tuple[str | None, str | None] | None:
+    """(address, folder) of a change message, (None, None) for WAKE_ALL, None if unknown."""
+    if data == WAKE_ALL:
+        return None, None
+    if data[:1] != b"C":
+        return None
+    address, sep, folder = data[1:].partition(b"\0")
+    if not sep:
+        return None
+    try:
+        return address.decode(), folder.decode()
+    except UnicodeDecodeError:
+        return None
+
+
+class Link:
+    """One end of a master-worker socket pair. ``send`` works from any thread; a message
+    that does not fit the send buffer is replaced by WAKE_ALL, sent at the next chance."""
+
+    def __init__(self, sock: socket.socket) -> None:
+        sock.setblocking(False)
+        self.sock = sock
+        self._lock = threading.Lock()
+        self._overflow = False
+
+    def send(self, data: bytes) -> None:
+        with self._lock:
+            try:
+                if self._overflow:
+                    self.sock.send(WAKE_ALL)
+                    self._overflow = False
+                self.sock.send(data)
+            except BlockingIOError:
+                self._overflow = True
+            except OSError:
+                pass  # the peer is gone; its supervisor deals with that
+
+    def retry(self) -> None:
+        """Send the pending WAKE_ALL, if any (called on a timer)."""
+        with self._lock:
+            if not self._overflow:
+                return
+            try:
+                self.sock.send(WAKE_ALL)
+                self._overflow = False
+            except BlockingIOError:
+                pass
+            except OSError:
+                self._overflow = False
+
+    def send_socket(self, data: bytes, fd: int) -> bool:
+        """Pass a connection's socket; False when it cannot go now (serve it here)."""
+        with self._lock:
+            try:
+                socket.send_fds(self.sock, [data], [fd])
+            except OSError:
+                return False
+        return True
+
+    def close(self) -> None:
+        with contextlib.suppress(OSError):
+            self.sock.close()
+
+
+def _receive(sock: socket.socket) -> tuple[bytes, list[int]] | None:
+    """One message and the sockets it carries; None when nothing is waiting."""
+    try:
+        data, fds, _flags, _addr = socket.recv_fds(sock, MAX_MESSAGE, 4)
+    except BlockingIOError:
+        return None
+    except OSError:
+        return b"", []
+    return data, fds
+
+
+@dataclass(slots=True)
+class _Worker:
+    index: int
+    process: subprocess.Popen[bytes] | None = None
+    link: Link | None = None
+    started: float = 0.0
+    restart_at: float = 0.0
+    stopped: bool = False
+    reader_fd: int = -1
+    ready: bool = False
+    open_per_ip: dict[str, int] = field(default_factory=dict)  # connections passed to it
+
+    @property
+    def open(self) -> int:
+        return sum(self.open_per_ip.values())
+
+
+class WorkerPool:
+    """The master's side: start, link, supervise and stop the worker processes."""
+
+    def __init__(self, argv: list[str], services: list[str], count: int) -> None:
+        self._argv = argv  # the command up to (without) the worker options
+        self._services = services
+        self._workers = [_Worker(i) for i in range(count)]
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._on_remote: RemoteChange | None = None
+        self._supervisor: asyncio.Task[None] | None = None
+        self._stopping = False
+
+    @property
+    def pids(self) -> list[int]:
+        return [w.process.pid for w in self._workers if w.process is not None]
+
+    def spawn_all(self) -> None:
+        """Start every worker (before the privilege drop, so they can read the TLS key)."""
+        for worker in self._workers:
+            self._spawn(worker)
+
+    def _spawn(self, worker: _Worker) -> None:
+        ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+        args = [*self._argv, "--worker-link", str(theirs.fileno())]
+        for name in self._services:
+            args += ["--worker-service", name]
+        try:
+            worker.process = subprocess.Popen(args, pass_fds=[theirs.fileno()], close_fds=True)
+        except OSError as exc:
+            ours.close()
+            log.error("worker_spawn_failed", worker=worker.index, error=str(exc))
+            worker.restart_at = time.monotonic() + RESTART_DELAY_SECONDS
+            return
+        finally:
+            theirs.close()
+        worker.link = Link(ours)
+        worker.started = time.monotonic()
+        log.info("worker_started", worker=worker.index, pid=worker.process.pid)
+        if self._loop is not None:
+            self._watch(worker)
+
+    def start(self, loop: asyncio.AbstractEventLoop, on_remote: RemoteChange) -> None:
+        """Begin reading the links and supervising (on the running loop)."""
+        self._loop = loop
+        self._on_remote = on_remote
+        for worker in self._workers:
+            if worker.link is not None:
+                self._watch(worker)
+        self._supervisor = loop.create_task(self._supervise())
+
+    def _watch(self, worker: _Worker) -> None:
+        assert self._loop is not None
+        assert worker.link is not None
+        link = worker.link
+        worker.reader_fd = link.sock.fileno()
+        self._loop.add_reader(worker.reader_fd, self._read, worker, link)
+
+    def _read(self, worker: _Worker, link: Link) -> None:
+        for _ in range(64):
+            got = _receive(link.sock)
+            if got is None:
+                return
+            data, fds = got
+            for fd in fds:  # workers send none; never leak one
+                os.close(fd)
+            if not data:  # the worker is gone: the supervisor restarts it
+                self._unwatch(worker)
+                return
+            if data == READY:
+                worker.ready = True
+                continue
+            if data[:1] == b"X":
+                ip = data[1:].decode("ascii", "replace")
+                left = worker.open_per_ip.get(ip, 0) - 1
+                if left > 0:
+                    worker.open_per_ip[ip] = left
+                else:
+                    worker.open_per_ip.pop(ip, None)
+                continue
+            parsed = parse_message(data)
+            if parsed is None:
+                continue
+            if self._on_remote is not None:
+                self._on_remote(*parsed)
+            for other in self._workers:
+                if other is not worker and other.link is not None:
+                    other.link.send(data)
+
+    def _unwatch(self, worker: _Worker) -> None:
+        if self._loop is not None and worker.reader_fd >= 0:
+            self._loop.remove_reader(worker.reader_fd)
+        worker.reader_fd = -1
+
+    def open_from(self, ip: str) -> int:
+        """Connections from `ip` that the workers serve."""
+        return sum(w.open_per_ip.get(ip, 0) for w in self._workers)
+
+    def hand_off(self, listener: str, ip: str, sock: socket.socket, here: int) -> bool:
+        """Pass an accepted connection to the least busy worker, unless this process (with
+        `here` connections) is the least busy. True when it went; the caller closes `sock`."""
+        live = [w for w in self._workers if w.ready and w.link is not None and w.reader_fd >= 0]
+        if not live:
+            return False
+        target = min(live, key=lambda w: w.open)
+        if target.open >= here:
+            return False
+        assert target.link is not None
+        data = b"A" + listener.encode() + b"\0" + ip.encode()
+        if not target.link.send_socket(data, sock.fileno()):
+            return False
+        target.open_per_ip[ip] = target.open_per_ip.get(ip, 0) + 1
+        return True
+
+    def broadcast(self, address: str, folder: str) -> None:
+        """A change made in the master (any thread): tell every worker."""
+        data = change_message(address, folder)
+        for worker in self._workers:
+            if worker.link is not None:
+                worker.link.send(data)
+
+    def tell_all(self, command: bytes) -> None:
+        """RELOAD or STOP to every worker."""
+        for worker in self._workers:
+            if worker.link is not None:
+                worker.link.send(command)
+
+    async def _supervise(self) -> None:
+        while not self._stopping:
+            await asyncio.sleep(0.5)
+            now = time.monotonic()
+            for worker in self._workers:
+                if worker.link is not None:
+                    worker.link.retry()
+                proc = worker.process
+                if proc is not None and proc.poll() is not None:
+                    log.error(
+                        "worker_exited",
+                        worker=worker.index,
+                        pid=proc.pid,
+                        code=proc.returncode,
+                        restart_in=RESTART_DELAY_SECONDS,
+                    )
+                    self._unwatch(worker)
+                    if worker.link is not None:
+                        worker.link.close()
+                        worker.link = None
+                    worker.process = None
+                    worker.open_per_ip.clear()
+                    worker.ready = False
+                    worker.restart_at = now + RESTART_DELAY_SECONDS
+                elif proc is None and now >= worker.restart_at and not self._stopping:
+                    self._spawn(worker)
+
+    async def stop(self) -> None:
+        """SIGTERM every worker and wait for them (they drain their connections)."""
+        self._stopping = True
+        if self._supervisor is not None:
+            self._supervisor.cancel()
+        self.tell_all(STOP)
+        deadline = time.monotonic() + STOP_GRACE_SECONDS
+        for worker in self._workers:
+            proc = worker.process
+            if proc is None:
+                continue
+            try:
+                await asyncio.to_thread(proc.wait, max(deadline - time.monotonic(), 0.1))
+            except subprocess.TimeoutExpired:
+                with contextlib.suppress(OSError):
+                    proc.kill()
+                with contextlib.suppress(subprocess.TimeoutExpired):
+                    await asyncio.to_thread(proc.wait, 2.0)
+            self._unwatch(worker)
+            if worker.link is not None:
+                worker.link.close()
+                worker.link = None
+
+
+class MasterLink:
+    """The worker's side: its changes go to the master, the master's come back."""
+
+    def __init__(self, fd: int) -> None:
+        self.link = Link(socket.socket(fileno=fd))
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._retry: asyncio.Task[None] | None = None
+
+    def start(
+        self,
+        loop: asyncio.AbstractEventLoop,
+        on_remote: RemoteChange,
+        on_lost: Callable[[], None],
+        on_connection: Callable[[str, str, socket.socket], None],
+        on_command: Callable[[bytes], None],
+    ) -> None:
+        self._loop = loop
+
+        def read() -> None:
+            for _ in range(64):
+                got = _receive(self.link.sock)
+                if got is None:
+                    return
+                data, fds = got
+                if data[:1] == b"A" and len(fds) == 1:
+                    name, _, ip = data[1:].partition(b"\0")
+                    on_connection(name.decode(), ip.decode(), socket.socket(fileno=fds[0]))
+                    continue
+                for fd in fds:
+                    os.close(fd)
+                if data in (RELOAD, STOP):
+                    on_command(data)
+                    continue
+                if not data:
+                    loop.remove_reader(self.link.sock.fileno())
+                    log.error("master_lost", pid=os.getpid())
+                    on_lost()
+                    return
+                parsed = parse_message(data)
+                if parsed is not None:
+                    on_remote(*parsed)
+
+        loop.add_reader(self.link.sock.fileno(), read)
+        self.link.send(READY)
+        self._retry = loop.create_task(self._retry_loop())
+
+    async def _retry_loop(self) -> None:
+        while True:
+            await asyncio.sleep(0.5)
+            self.link.retry()
+
+    def send_change(self, address: str, folder: str) -> None:
+        self.link.send(change_message(address, folder))
+
+    def connection_closed(self, ip: str) -> None:
+        self.link.send(b"X" + ip.encode())
+
+    def close(self) -> None:
+        if self._retry is not None:
+            self._retry.cancel()
+        if self._loop is not None:
+            with contextlib.suppress(Exception):
+                self._loop.remove_reader(self.link.sock.fileno())
+        self.link.close()
+
+
+def worker_command(config_path: str) -> list[str]:
+    """How the master starts a worker: this interpreter, this package, the same config."""
+    return [sys.executable, "-m", "pochta", "--config", config_path, "serve"]
+
+
+def worker_count(configured: int) -> int:
+    """Extra processes for IMAP: ``configured`` minus the master, 0 meaning one per CPU."""
+    total = configured if configured > 0 else (os.cpu_count() or 1)
+    return max(total - 1, 0)

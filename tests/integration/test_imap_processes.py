@@ -1,0 +1,146 @@
+"""IMAP served by several processes (server/workers.py): the master passes connections to
+a worker, and sessions in different processes still see each other's changes at once."""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+import socket
+import subprocess
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from imapclient import IMAPClient
+
+from tests.conftest import DOMAIN, PochtaEnv
+from tests.integration.test_imap import send
+from tests.integration.test_serve import ServeProcess, serve
+
+PASSWORD = "correct horse 1"
+ALICE = f"alice@{DOMAIN}"
+
+
+def _set_imap(config: Path, **values: int) -> None:
+    text = config.read_text()
+    for key, value in values.items():
+        text, n = re.subn(
+            rf"(?ms)^(\[imap\].*?^){key} = \d+$", rf"\g<1>{key} = {value}", text, count=1
+        )
+        assert n == 1, f"imap.{key} not found in the generated config"
+    config.write_text(text)
+
+
+def _children(pid: int) -> list[int]:
+    out = subprocess.run(
+        ["pgrep", "-P", str(pid)], capture_output=True, text=True, check=False
+    ).stdout
+    return [int(x) for x in out.split()]
+
+
+@pytest.fixture
+def two_processes(pochta_env: PochtaEnv) -> Iterator[tuple[PochtaEnv, ServeProcess]]:
+    pochta_env.add_user(ALICE, PASSWORD)
+    _set_imap(pochta_env.config_path, processes=2, max_connections_per_ip=4)
+    with serve(pochta_env.config_path) as server:
+        server.wait_for("ready", count=2)  # the master's and the worker's
+        yield pochta_env, server
+
+
+def _client(env: PochtaEnv) -> IMAPClient:
+    c = IMAPClient("127.0.0.1", port=env.ports["imap"], ssl=False, timeout=10)
+    c.login(ALICE, PASSWORD)
+    return c
+
+
+def _server_pid_of(client: IMAPClient) -> int:
+    """Which process serves this connection: the owner of the server end of its socket."""
+    sock = client._imap.sock  # imaplib's socket
+    local_port = sock.getsockname()[1]
+    out = subprocess.run(["ss", "-Htnp"], capture_output=True, text=True, check=True).stdout
+    for line in out.splitlines():
+        fields = line.split()
+        if len(fields) >= 6 and fields[4].endswith(f":{local_port}"):
+            m = re.search(r"pid=(\d+)", fields[5])
+            if m:
+                return int(m.group(1))
+    raise AssertionError(f"no server socket for client port {local_port}:\n{out}")
+
+
+def test_connections_spread_and_changes_cross_processes(
+    two_processes: tuple[PochtaEnv, ServeProcess],
+) -> None:
+    env, server = two_processes
+    master = server.proc.pid
+    workers = _children(master)
+    assert len(workers) == 1
+    a, b = _client(env), _client(env)
+    # The master keeps one connection and passes the next to the idle worker.
+    assert {_server_pid_of(a), _server_pid_of(b)} == {master, workers[0]}
+
+    send(env, ALICE, "first")
+    deadline = time.monotonic() + 15
+    while a.folder_status("INBOX", ["MESSAGES"])[b"MESSAGES"] < 1:
+        assert time.monotonic() < deadline
+        time.sleep(0.05)
+    a.select_folder("INBOX")
+    b.select_folder("INBOX")
+    uid = a.search("ALL")[0]
+
+    # A flag set in one process is pushed to an IDLE session in the other...
+    for idler, changer in ((a, b), (b, a)):
+        idler.idle()
+        changer.add_flags([uid], [b"\\Flagged"])
+        responses = idler.idle_check(timeout=5)
+        idler.idle_done()
+        assert any(r[1] == b"FETCH" and b"\\Flagged" in r[2][-1] for r in responses), responses
+        changer.remove_flags([uid], [b"\\Flagged"])
+        idler.noop()
+
+    # ...and so is a delivery (made by the master) to a session in the worker.
+    worker_side = a if _server_pid_of(a) != master else b
+    worker_side.idle()
+    send(env, ALICE, "second")
+    responses = worker_side.idle_check(timeout=10)
+    worker_side.idle_done()
+    assert (2, b"EXISTS") in responses
+    a.logout()
+    b.logout()
+
+
+def test_per_ip_limit_counts_every_process(two_processes: tuple[PochtaEnv, ServeProcess]) -> None:
+    env, _ = two_processes
+    held = [_client(env) for _ in range(4)]
+    with socket.create_connection(("127.0.0.1", env.ports["imap"]), timeout=10) as s:
+        greeting = s.recv(200)
+    assert greeting.startswith(b"* BYE [UNAVAILABLE]"), greeting
+    held.pop().logout()
+    time.sleep(0.3)  # the worker's "closed" message reaches the master
+    extra = _client(env)
+    extra.logout()
+    for c in held:
+        c.logout()
+
+
+def test_a_killed_worker_is_restarted_and_stop_ends_all(
+    two_processes: tuple[PochtaEnv, ServeProcess],
+) -> None:
+    env, server = two_processes
+    master = server.proc.pid
+    (worker,) = _children(master)
+    os.kill(worker, signal.SIGKILL)
+    server.wait_for("worker_exited")
+    server.wait_for("ready", count=3, timeout=20)
+    now = _children(master)
+    assert len(now) == 1
+    assert now != [worker]
+    c = _client(env)  # served all along, by the master meanwhile
+    c.logout()
+    server.proc.send_signal(signal.SIGTERM)
+    assert server.proc.wait(timeout=20) == 0
+    assert not _children(master)
+    for pid in now:
+        with pytest.raises(ProcessLookupError):
+            os.kill(pid, 0)
