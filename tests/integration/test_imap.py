@@ -387,3 +387,109 @@ def test_idle_threads_do_not_block_each_other(imap: tuple[PochtaEnv, ServeProces
     for c in clients:
         c.idle_done()
         c.logout()
+
+
+class _Raw:
+    """A line client for commands no library speaks (QRESYNC's SELECT parameters)."""
+
+    def __init__(self, env: PochtaEnv) -> None:
+        self.sock = socket.create_connection(("127.0.0.1", env.ports["imap"]), timeout=10)
+        self.file = self.sock.makefile("rwb")
+        assert self.file.readline().startswith(b"* OK")
+        self.n = 0
+
+    def run(self, command: str) -> list[bytes]:
+        """The untagged lines of one command; fails unless it ends OK."""
+        self.n += 1
+        tag = b"q%d" % self.n
+        self.file.write(tag + b" " + command.encode() + b"\r\n")
+        self.file.flush()
+        lines = []
+        while True:
+            line = self.file.readline()
+            assert line, "connection closed"
+            if line.startswith(tag + b" "):
+                assert line.startswith(tag + b" OK"), line
+                return lines
+            lines.append(line.rstrip(b"\r\n"))
+
+    def close(self) -> None:
+        self.run("LOGOUT")
+        self.sock.close()
+
+
+def test_qresync_resynchronises_a_returning_client(imap: tuple[PochtaEnv, ServeProcess]) -> None:
+    env, _ = imap
+    for i in range(4):
+        send(env, ALICE, f"q {i}")
+    wait_messages(env, ALICE, 4)
+    assert b"QRESYNC" in login(env).capability()[1][0]
+    c = _Raw(env)
+    c.run(f'LOGIN {ALICE} "{PASSWORD}"')
+    assert c.run("ENABLE QRESYNC") == [b"* ENABLED QRESYNC"]
+    lines = c.run("SELECT INBOX")
+    uidvalidity = int(next(x for x in lines if b"UIDVALIDITY" in x).split()[3].rstrip(b"]"))
+    modseq = int(next(x for x in lines if b"HIGHESTMODSEQ" in x).split()[3].rstrip(b"]"))
+    uids = [int(x) for x in c.run("UID SEARCH ALL")[0].split()[2:]]
+    c.close()
+
+    # Meanwhile another client flags one message and expunges another.
+    other = IMAPClient("127.0.0.1", port=env.ports["imap"], ssl=False, timeout=10)
+    other.login(ALICE, PASSWORD)
+    other.select_folder("INBOX")
+    other.add_flags([uids[1]], [b"\\Flagged"])
+    other.delete_messages([uids[2]])
+    other.expunge()
+    other.logout()
+
+    # RFC 7162 §3.2.5: SELECT with QRESYNC reports exactly those two changes.
+    c = _Raw(env)
+    c.run(f'LOGIN {ALICE} "{PASSWORD}"')
+    c.run("ENABLE QRESYNC")
+    lines = c.run(f"SELECT INBOX (QRESYNC ({uidvalidity} {modseq} {uids[0]}:{uids[-1]}))")
+    assert f"* VANISHED (EARLIER) {uids[2]}".encode() in lines
+    fetches = [x for x in lines if b" FETCH " in x]
+    assert len(fetches) == 1
+    assert f"UID {uids[1]}".encode() in fetches[0]
+    assert b"\\Flagged" in fetches[0]
+    # RFC 7162 §3.2.6: UID FETCH ... (CHANGEDSINCE n VANISHED) says the same.
+    lines = c.run(f"UID FETCH 1:* (FLAGS) (CHANGEDSINCE {modseq} VANISHED)")
+    assert f"* VANISHED (EARLIER) {uids[2]}".encode() in lines
+    assert sum(b" FETCH " in x for x in lines) == 1
+    # A wrong UIDVALIDITY gets a plain SELECT: no VANISHED, no FETCH.
+    lines = c.run(f"SELECT INBOX (QRESYNC ({uidvalidity + 1} {modseq}))")
+    assert not [x for x in lines if b"VANISHED" in x or b" FETCH " in x]
+    # An expunge in another session now arrives as VANISHED, not EXPUNGE.
+    other = IMAPClient("127.0.0.1", port=env.ports["imap"], ssl=False, timeout=10)
+    other.login(ALICE, PASSWORD)
+    other.select_folder("INBOX")
+    other.delete_messages([uids[3]])
+    other.expunge()
+    other.logout()
+    lines = c.run("NOOP")
+    assert f"* VANISHED {uids[3]}".encode() in lines
+    assert not [x for x in lines if x.endswith(b"EXPUNGE")]
+    c.close()
+
+
+def test_multiappend_is_all_or_nothing(imap: tuple[PochtaEnv, ServeProcess]) -> None:
+    env, _ = imap
+    env.run("user", "quota", ALICE, "20K", check=True)
+    c = _Raw(env)
+    c.run(f'LOGIN {ALICE} "{PASSWORD}"')
+    small = b"Subject: small\r\n\r\nfits\r\n"
+    big = b"Subject: big\r\n\r\n" + b"x" * 30_000 + b"\r\n"
+    # RFC 3502: the second message is over the quota, so neither may stay.
+    first = b"{%d+}\r\n%s" % (len(small), small)
+    second = b"{%d+}\r\n%s" % (len(big), big)
+    c.file.write(b"m1 APPEND INBOX " + first + b" " + second + b"\r\n")
+    c.file.flush()
+    reply = c.file.readline()
+    while reply.startswith(b"*"):
+        reply = c.file.readline()
+    assert reply.startswith(b"m1 NO"), reply
+    status = c.run("STATUS INBOX (MESSAGES)")
+    assert b"(MESSAGES 0)" in status[0], status
+    c.run(f"APPEND INBOX {{{len(small)}+}}\r\n{small.decode()}")
+    assert b"(MESSAGES 1)" in c.run("STATUS INBOX (MESSAGES)")[0]
+    c.close()

@@ -1,11 +1,13 @@
-"""IMAP served by several processes (server/workers.py): the master passes connections to
-a worker, and sessions in different processes still see each other's changes at once."""
+"""SMTP and IMAP served by several processes (server/workers.py): the master passes
+connections to a worker; IMAP sessions in different processes still see each other's changes
+at once, and mail a worker queues is delivered by the master."""
 
 from __future__ import annotations
 
 import os
 import re
 import signal
+import smtplib
 import socket
 import subprocess
 import time
@@ -23,13 +25,14 @@ PASSWORD = "correct horse 1"
 ALICE = f"alice@{DOMAIN}"
 
 
-def _set_imap(config: Path, **values: int) -> None:
+def set_config(config: Path, table: str, **values: int) -> None:
+    """Change integer keys of one table of the config `pochta init` wrote."""
     text = config.read_text()
     for key, value in values.items():
         text, n = re.subn(
-            rf"(?ms)^(\[imap\].*?^){key} = \d+$", rf"\g<1>{key} = {value}", text, count=1
+            rf"(?ms)^(\[{table}\]\n.*?^){key} = \d+$", rf"\g<1>{key} = {value}", text, count=1
         )
-        assert n == 1, f"imap.{key} not found in the generated config"
+        assert n == 1, f"{table}.{key} not found in the generated config"
     config.write_text(text)
 
 
@@ -43,7 +46,8 @@ def _children(pid: int) -> list[int]:
 @pytest.fixture
 def two_processes(pochta_env: PochtaEnv) -> Iterator[tuple[PochtaEnv, ServeProcess]]:
     pochta_env.add_user(ALICE, PASSWORD)
-    _set_imap(pochta_env.config_path, processes=2, max_connections_per_ip=4)
+    set_config(pochta_env.config_path, "server", processes=2)
+    set_config(pochta_env.config_path, "imap", max_connections_per_ip=4)
     with serve(pochta_env.config_path) as server:
         server.wait_for("ready", count=2)  # the master's and the worker's
         yield pochta_env, server
@@ -58,11 +62,18 @@ def _client(env: PochtaEnv) -> IMAPClient:
 def _server_pid_of(client: IMAPClient) -> int:
     """Which process serves this connection: the owner of the server end of its socket."""
     sock = client._imap.sock  # imaplib's socket
-    local_port = sock.getsockname()[1]
+    return _pid_of_connection(sock.getpeername()[1], sock.getsockname()[1])
+
+
+def _pid_of_connection(server_port: int, local_port: int) -> int:
     out = subprocess.run(["ss", "-Htnp"], capture_output=True, text=True, check=True).stdout
     for line in out.splitlines():
         fields = line.split()
-        if len(fields) >= 6 and fields[4].endswith(f":{local_port}"):
+        if (
+            len(fields) >= 6
+            and fields[3].endswith(f":{server_port}")
+            and fields[4].endswith(f":{local_port}")
+        ):
             m = re.search(r"pid=(\d+)", fields[5])
             if m:
                 return int(m.group(1))
@@ -144,3 +155,33 @@ def test_a_killed_worker_is_restarted_and_stop_ends_all(
     for pid in now:
         with pytest.raises(ProcessLookupError):
             os.kill(pid, 0)
+
+
+def test_smtp_in_a_worker_queues_for_the_master(pochta_env: PochtaEnv) -> None:
+    pochta_env.add_user(ALICE, PASSWORD)
+    set_config(pochta_env.config_path, "server", processes=2)
+    set_config(pochta_env.config_path, "smtp", max_connections_per_ip=2)
+    with serve(pochta_env.config_path) as server:
+        server.wait_for("ready", count=2)
+        master = server.proc.pid
+        (worker,) = _children(master)
+        port = pochta_env.ports["smtp"]
+        first = smtplib.SMTP("127.0.0.1", port, timeout=10)
+        second = smtplib.SMTP("127.0.0.1", port, timeout=10)
+        served_by = {_pid_of_connection(port, s.sock.getsockname()[1]) for s in (first, second)}
+        assert served_by == {master, worker}
+        # The per-IP limit (2) counts both processes: a third connection is refused.
+        with pytest.raises(smtplib.SMTPConnectError) as refused:
+            smtplib.SMTP("127.0.0.1", port, timeout=10)
+        assert refused.value.smtp_code == 421
+        for i, s in enumerate((first, second)):
+            s.sendmail("carol@example.org", [ALICE], f"Subject: via {i}\r\n\r\nhello\r\n")
+            s.quit()
+        c = _client(pochta_env)
+        deadline = time.monotonic() + 15
+        while c.folder_status("INBOX", ["MESSAGES"])[b"MESSAGES"] < 2:
+            assert time.monotonic() < deadline, "mail queued by the worker was not delivered"
+            time.sleep(0.05)
+        c.logout()
+        queued = [r for r in server.lines if "event=queued" in r]
+        assert len(queued) == 2

@@ -87,6 +87,7 @@ BASE_CAPABILITIES = (
     "CREATE-SPECIAL-USE",
     "ESEARCH",
     "CONDSTORE",
+    "QRESYNC",
     "QUOTA",
     "QUOTA=RES-STORAGE",
     "QUOTA=RES-MESSAGE",
@@ -141,8 +142,8 @@ class IMAPService:
         peer = writer.get_extra_info("peername")
         ip = peer[0] if isinstance(peer, tuple) else "127.0.0.1"
         limit = self.server.settings.imap.max_connections_per_ip
-        # Counted over IMAP and IMAPS and every IMAP process (server/workers.py).
-        if self.server.open_from(ip) >= limit:
+        # Counted over every process (server/workers.py).
+        if self.server.open_from(self.name, ip) >= limit:
             writer.write(b"* BYE [UNAVAILABLE] Too many connections from your address\r\n")
             await writer.drain()
             log.warning("too_many_connections", listener=self.name, client=ip)
@@ -669,15 +670,17 @@ class Session:
         name = self.folder_name(wire)
         uids: list[int] = []
         uidvalidity = 0
-        for flags, when, data in messages:
+        for flags, _, data in messages:  # everything is checked before anything is stored
             if len(data) > self._append_limit():
                 raise No("Message too large", "TOOBIG")
             bad = [f for f in flags if f.startswith("\\") and f not in SYSTEM_FLAGS]
             if bad:
                 raise Bad(f"Flag {bad[0]} cannot be set")
-            if needs_encoding(data):
-                data = await self.blocking(encode_binary_parts, data)
-            try:
+        await self._check_quota(sum(len(data) for _, _, data in messages))
+        try:
+            for flags, when, data in messages:
+                if needs_encoding(data):
+                    data = await self.blocking(encode_binary_parts, data)
                 done = await self.blocking(
                     self.store.append,
                     self.user,
@@ -686,14 +689,41 @@ class Session:
                     flags=frozenset(flags),
                     internal_date=when.timestamp() if when is not None else None,
                 )
-            except NoSuchFolder as exc:
-                raise No(f"No mailbox {wire}", "TRYCREATE") from exc
-            uids.append(done.uid)
-            uidvalidity = done.uidvalidity
+                uids.append(done.uid)
+                uidvalidity = done.uidvalidity
+        except NoSuchFolder as exc:
+            raise No(f"No mailbox {wire}", "TRYCREATE") from exc
+        except (StoreError, No):
+            # RFC 3502 §4: MULTIAPPEND is all or nothing; take back what went in.
+            if uids:
+                await self._take_back(name, uids)
+            raise
         code = f"APPENDUID {uidvalidity} {C.uid_set_text(uids)}"
         await self._updates_after("APPEND", cmd)
         self.send(C.tagged(cmd.tag, "OK", "APPEND completed", code))
         return None  # type: ignore[return-value]
+
+    async def _check_quota(self, size: int) -> None:
+        """RFC 9208 §4.3 (OVERQUOTA): APPEND and COPY refused when the mail would not fit."""
+        assert self.user is not None
+        reply = await self.blocking(self.mail.mailbox.quota_reply, self.user, size)
+        if reply is not None:
+            raise No("Quota exceeded: delete some mail first", "OVERQUOTA")
+
+    async def _take_back(self, folder: str, uids: list[int]) -> None:
+        assert self.user is not None
+        try:
+            await asyncio.to_thread(
+                self.store.store_flags,
+                self.user,
+                folder,
+                uids,
+                FlagMode.ADD,
+                frozenset({"\\Deleted"}),
+            )
+            await asyncio.to_thread(self.store.expunge, self.user, folder, uids)
+        except StoreError as exc:
+            log.error("append_rollback_failed", user=self.user, folder=folder, error=str(exc))
 
     async def cmd_getquotaroot(self, cmd: Any) -> str:
         # RFC 9208 §4.3.2: one quota root "" per account, for every folder.
@@ -1111,6 +1141,8 @@ class Session:
         uids = self.uids_of(args.seqset, uid=args.uid)
         target = self.folder_name(args.mailbox)
         func = self.store.move if move else self.store.copy
+        if not move:
+            await self._check_quota(sum(view.info[u].size for u in uids))
         try:
             result = await self.blocking(func, self.user, view.name, uids, target)
         except NoSuchFolder as exc:

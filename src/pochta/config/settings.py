@@ -47,6 +47,13 @@ class ServerSettings(_Table, frozen=True, kw_only=True, forbid_unknown_fields=Tr
     log_level: Annotated[
         Literal["debug", "info", "warning", "error"], _doc("Lowest level written to the log.")
     ] = "info"
+    processes: Annotated[
+        int,
+        _doc(
+            "Processes serving SMTP, submission and IMAP connections, this one included "
+            "(0: one per CPU). Python uses one CPU per process. Needs a restart."
+        ),
+    ] = 0
 
 
 class TLSSettings(_Table, frozen=True, kw_only=True, forbid_unknown_fields=True):
@@ -246,13 +253,6 @@ class IMAPSettings(_Table, frozen=True, kw_only=True, forbid_unknown_fields=True
     max_connections_per_account: Annotated[
         int, _doc("Open IMAP sessions per account, from all IPs.")
     ] = 50
-    processes: Annotated[
-        int,
-        _doc(
-            "Processes accepting IMAP connections, the main one included (0: one per CPU). "
-            "Python uses one CPU per process; more processes serve more clients at once."
-        ),
-    ] = 0
 
 
 class POP3Settings(_Table, frozen=True, kw_only=True, forbid_unknown_fields=True):

@@ -234,7 +234,7 @@ class QueueManager:
             await self.spool.recover()
         await self.scan_deferred()
         if not self._listening:
-            self.spool.add_listener(self._queued)
+            self.spool.add_listener(self.notify_queued)
             self._listening = True
         self._stopping = False
         self._task = asyncio.get_running_loop().create_task(self._loop(), name="pochta-qmgr")
@@ -262,8 +262,9 @@ class QueueManager:
             self._full_scan = True
             self._wake.set()
 
-    def _queued(self, queue_id: str) -> None:
-        """The spool's listener: this process queued ``queue_id``; start it without a scan."""
+    def notify_queued(self, queue_id: str) -> None:
+        """``queue_id`` was queued (here: the spool's listener; or by a worker process):
+        start it without a scan."""
         if not self._stopping:
             self._fresh.append(queue_id)
             self._wake.set()

@@ -168,8 +168,11 @@ class Spool:
         io_threads: int = 4,
         commit_window_seconds: float = 0.0,
         create: bool = True,
+        remember_fresh: bool = True,
     ) -> None:
         self.root = Path(root)
+        # Keep new contents in memory for the queue manager of this process (none in a worker).
+        self._remember_fresh = remember_fresh
         self.counters = FsyncCounters()
         self._owner = _owner_for(self.root)
         if create:
@@ -220,7 +223,7 @@ class Spool:
     # -- the cache of fresh contents (event loop thread only) ----------------------------------
 
     def _remember(self, queue_id: str, content: bytes) -> None:
-        if len(content) > FRESH_CACHE_BYTES // 8:
+        if not self._remember_fresh or len(content) > FRESH_CACHE_BYTES // 8:
             return
         self._fresh[queue_id] = content
         self._fresh_bytes += len(content)

@@ -71,7 +71,8 @@ class SMTPService:
         peer = writer.get_extra_info("peername")
         ip = peer[0] if isinstance(peer, tuple) else "127.0.0.1"  # unix socket: local
         limit = self.server.settings.smtp.max_connections_per_ip
-        if self.open_per_ip.full(ip, limit):
+        # Counted over every process (server/workers.py).
+        if self.server.open_from(self.name, ip) >= limit:
             writer.write(Reply(421, "4.7.0", "Too many connections from your address").encode())
             await writer.drain()
             log.warning("too_many_connections", listener=self.name, client=ip)

@@ -87,9 +87,9 @@ PRELOAD_MODULES = (
 )
 
 # Settings that only take effect at start-up; a reload keeps the running values.
-# Listeners that IMAP worker processes share with the master.
-WORKER_LISTENERS = ("imap", "imaps")
-RESTART_ONLY_SERVER_KEYS = ("data_dir", "run_as_user", "run_as_group")
+# Listeners whose connections the master shares with worker processes (server/workers.py).
+WORKER_LISTENERS = ("imap", "imaps", "smtp", "submission", "submissions")
+RESTART_ONLY_SERVER_KEYS = ("data_dir", "run_as_user", "run_as_group", "processes")
 
 
 class StartupError(Exception):
@@ -192,9 +192,9 @@ class _State:
     listeners: dict[str, Listener] = field(default_factory=dict)
     connections: set[asyncio.Task[None]] = field(default_factory=set)
     background: set[asyncio.Task[None]] = field(default_factory=set)
-    # Open IMAP connections served by this process (the master balances on it).
-    imap_open: int = 0
-    # The master's IMAP listening sockets, accepted from directly when workers exist.
+    # Open connections of WORKER_LISTENERS served by this process (the master balances on it).
+    shared_open: int = 0
+    # The master's sockets of WORKER_LISTENERS, accepted from directly when workers exist.
     accepting: list[socket.socket] = field(default_factory=list)
 
 
@@ -302,7 +302,7 @@ class Server:
             self.stopping.set()
 
     def _spawn_workers(self) -> None:
-        count = worker_count(self.settings.imap.processes)
+        count = worker_count(self.settings.server.processes)
         names = [name for name in self.listeners if name in WORKER_LISTENERS]
         if not count or not names or not self.settings.config_path:
             return
@@ -310,7 +310,8 @@ class Server:
         self._pool.spawn_all()
 
     def _link_processes(self, loop: asyncio.AbstractEventLoop) -> None:
-        """Carry store changes between this process and the others (server/workers.py)."""
+        """Carry store changes and new queue entries between this process and the others
+        (server/workers.py)."""
         mail = self.mail
         assert mail is not None
         assert mail.changes is not None
@@ -322,9 +323,9 @@ class Server:
                 service = self._worker_services.get(name)
                 if service is None:
                     sock.close()
-                    master.connection_closed(ip)
+                    master.connection_closed(name, ip)
                     return
-                self._adopt(name, service, sock, lambda: master.connection_closed(ip))
+                self._adopt(name, service, sock, lambda: master.connection_closed(name, ip))
 
             def command(what: bytes) -> None:
                 if what == STOP:
@@ -334,9 +335,10 @@ class Server:
 
             master.start(loop, hub.wake_remote, lambda: self.stop("master_lost"), serve, command)
             mail.store.subscribe_changes(lambda addr, folder, _: master.send_change(addr, folder))
+            mail.spool.add_listener(master.queued)
         elif self._pool is not None:
             pool = self._pool
-            pool.start(loop, hub.wake_remote)
+            pool.start(loop, hub.wake_remote, mail.queue.notify_queued)
             self._accept_here()
             mail.store.subscribe_changes(lambda addr, folder, _: pool.broadcast(addr, folder))
 
@@ -345,7 +347,7 @@ class Server:
         for name in names:
             factory = self.services.get(name)
             if factory is None or name not in WORKER_LISTENERS:
-                raise StartupError(f"listen.{name}: not an IMAP listener")
+                raise StartupError(f"listen.{name}: not a listener worker processes serve")
             service = factory(self, name)
             if getattr(service, "tls", None) is None:
                 # The master had TLS when it started us; serving without would drop STARTTLS.
@@ -368,7 +370,7 @@ class Server:
     def _accept_ready(self, name: str, service: Service, raw: socket.socket) -> None:
         pool = self._pool
         assert pool is not None
-        limit = self.settings.imap.max_connections_per_ip
+        limit = self._per_ip_limit(name)
         for _ in range(64):
             try:
                 conn, peer = raw.accept()
@@ -379,20 +381,27 @@ class Server:
                 return
             ip = peer[0] if isinstance(peer, tuple) else "127.0.0.1"
             # Over the per-IP limit: served here, where the service says BYE.
-            if self.open_from(ip) < limit and pool.hand_off(name, ip, conn, self._state.imap_open):
+            here = self._state.shared_open
+            if self.open_from(name, ip) < limit and pool.hand_off(name, ip, conn, here):
                 conn.close()
                 continue
             self._adopt(name, service, conn)
 
-    def open_from(self, ip: str) -> int:
-        """IMAP connections from `ip` in every process (for the per-IP limit)."""
+    def _per_ip_limit(self, listener: str) -> int:
+        s = self.settings
+        if listener in ("imap", "imaps"):
+            return s.imap.max_connections_per_ip
+        return s.smtp.max_connections_per_ip
+
+    def open_from(self, listener: str, ip: str) -> int:
+        """Connections from `ip` on `listener` in every process (for the per-IP limit)."""
         here = 0
-        services = [x.service for x in self.listeners.values()]
-        for service in [*services, *self._worker_services.values()]:
-            counts = getattr(service, "open_per_ip", None)
-            if counts is not None:
-                here += counts.counts.get(ip, 0)
-        return here + (self._pool.open_from(ip) if self._pool is not None else 0)
+        found = self.listeners.get(listener)
+        service = found.service if found is not None else self._worker_services.get(listener)
+        counts = getattr(service, "open_per_ip", None)
+        if counts is not None:
+            here = counts.counts.get(ip, 0)
+        return here + (self._pool.open_from(listener, ip) if self._pool is not None else 0)
 
     def _adopt(
         self,
@@ -532,9 +541,9 @@ class Server:
         task = asyncio.current_task()
         assert task is not None
         self._state.connections.add(task)
-        imap = name in WORKER_LISTENERS
-        if imap:
-            self._state.imap_open += 1
+        shared = name in WORKER_LISTENERS
+        if shared:
+            self._state.shared_open += 1
         self.metrics.connections_total.labels(name).inc()
         gauge = self.metrics.connections_open.labels(name)
         gauge.inc()
@@ -550,8 +559,8 @@ class Server:
         finally:
             gauge.dec()
             self._state.connections.discard(task)
-            if imap:
-                self._state.imap_open -= 1
+            if shared:
+                self._state.shared_open -= 1
             if on_close is not None:
                 on_close()
             writer.close()

@@ -33,8 +33,8 @@ log = get_logger("mail")
 
 
 class MailSystem:
-    """Everything mail in one process. An IMAP worker process (``with_queue`` False) has
-    the store and the authenticator only: the queue belongs to the master."""
+    """Everything mail in one process. A worker process (``with_queue`` False) queues into
+    the spool but runs no queue manager: delivery belongs to the master."""
 
     def __init__(self, server: Server, *, with_queue: bool = True) -> None:
         self.server = server
@@ -46,10 +46,10 @@ class MailSystem:
         )
         self.store = open_store(settings, text_extractor=search_text)
         self.changes: ChangeHub | None = None  # made in start(), on the running loop
-        self._spool: Spool | None = None
+        # A worker queues (into the same spool) but never delivers: no fresh-content cache.
+        self._spool: Spool | None = Spool(settings.spool_dir, remember_fresh=with_queue)
         self._queue: QueueManager | None = None
         if with_queue:
-            self._spool = Spool(settings.spool_dir)
             self._queue = QueueManager(
                 self._spool,
                 settings.queue,
@@ -62,13 +62,13 @@ class MailSystem:
     @property
     def spool(self) -> Spool:
         if self._spool is None:
-            raise RuntimeError("this process has no queue (an IMAP worker)")
+            raise RuntimeError("this process has no spool")
         return self._spool
 
     @property
     def queue(self) -> QueueManager:
         if self._queue is None:
-            raise RuntimeError("this process has no queue (an IMAP worker)")
+            raise RuntimeError("this process has no queue manager (a worker)")
         return self._queue
 
     def _build(self) -> None:
@@ -86,7 +86,7 @@ class MailSystem:
         self._build()
 
     async def start(self) -> None:
-        if self._spool is not None:
+        if self._spool is not None and self._queue is not None:
             self._spool.acquire_master_lock()
         self.changes = ChangeHub(self.store, asyncio.get_running_loop())
         if self._queue is not None:

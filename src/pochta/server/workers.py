@@ -1,9 +1,10 @@
-"""IMAP worker processes: more CPUs for IMAP, one listening socket, one truth.
+"""Worker processes: more CPUs for SMTP and IMAP, one set of listening sockets, one truth.
 
 Python runs one CPU per process, so ``pochta serve`` (the master) can start extra processes
-for IMAP. The master alone accepts IMAP connections; it keeps the ones for itself or passes
-the socket (SCM_RIGHTS) to the process holding the fewest, so the load is even and the
-per-IP connection limit counts every process. Every process has the same
+for SMTP, submission and IMAP. The master alone accepts their connections; it keeps a
+connection or passes its socket (SCM_RIGHTS) to the process holding the fewest, so the load
+is even and the per-IP connection limits count every process. Workers queue mail into the
+same spool; the master's queue manager delivers it. Every process has the same
 :class:`MailStore`; SQLite write transactions serialise their writes across processes, and
 the store's on-disk check notices what another process changed.
 
@@ -14,7 +15,8 @@ master by a ``SOCK_SEQPACKET`` socket pair (ordered, reliable, one message per c
 * ``C`` address NUL folder: that folder of that account changed;
 * ``*``: anything may have changed (sent after a full send buffer dropped messages);
 * ``A`` listener NUL client IP, with a socket (master to worker): serve this connection;
-* ``X`` client IP (worker to master): a connection passed to the worker has ended;
+* ``X`` listener NUL client IP (worker to master): a connection passed to it has ended;
+* ``Q`` queue id (worker to master): a message the worker queued, for the queue manager;
 * ``R`` (worker to master): ready for connections;
 * ``H`` and ``T`` (master to worker): reload (SIGHUP) and stop (SIGTERM). Messages rather
   than signals, because a worker may still be root while the master already is not.
@@ -145,7 +147,8 @@ class _Worker:
     stopped: bool = False
     reader_fd: int = -1
     ready: bool = False
-    open_per_ip: dict[str, int] = field(default_factory=dict)  # connections passed to it
+    # Connections passed to it, per (listener, client IP).
+    open_per_ip: dict[tuple[str, str], int] = field(default_factory=dict)
 
     @property
     def open(self) -> int:
@@ -161,6 +164,7 @@ class WorkerPool:
         self._workers = [_Worker(i) for i in range(count)]
         self._loop: asyncio.AbstractEventLoop | None = None
         self._on_remote: RemoteChange | None = None
+        self._on_queued: Callable[[str], None] | None = None
         self._supervisor: asyncio.Task[None] | None = None
         self._stopping = False
 
@@ -193,10 +197,16 @@ class WorkerPool:
         if self._loop is not None:
             self._watch(worker)
 
-    def start(self, loop: asyncio.AbstractEventLoop, on_remote: RemoteChange) -> None:
+    def start(
+        self,
+        loop: asyncio.AbstractEventLoop,
+        on_remote: RemoteChange,
+        on_queued: Callable[[str], None],
+    ) -> None:
         """Begin reading the links and supervising (on the running loop)."""
         self._loop = loop
         self._on_remote = on_remote
+        self._on_queued = on_queued
         for worker in self._workers:
             if worker.link is not None:
                 self._watch(worker)
@@ -224,12 +234,17 @@ class WorkerPool:
                 worker.ready = True
                 continue
             if data[:1] == b"X":
-                ip = data[1:].decode("ascii", "replace")
-                left = worker.open_per_ip.get(ip, 0) - 1
+                listener, _, ip = data[1:].decode("ascii", "replace").partition("\0")
+                key = (listener, ip)
+                left = worker.open_per_ip.get(key, 0) - 1
                 if left > 0:
-                    worker.open_per_ip[ip] = left
+                    worker.open_per_ip[key] = left
                 else:
-                    worker.open_per_ip.pop(ip, None)
+                    worker.open_per_ip.pop(key, None)
+                continue
+            if data[:1] == b"Q":
+                if self._on_queued is not None:
+                    self._on_queued(data[1:].decode("ascii", "replace"))
                 continue
             parsed = parse_message(data)
             if parsed is None:
@@ -245,9 +260,9 @@ class WorkerPool:
             self._loop.remove_reader(worker.reader_fd)
         worker.reader_fd = -1
 
-    def open_from(self, ip: str) -> int:
-        """Connections from `ip` that the workers serve."""
-        return sum(w.open_per_ip.get(ip, 0) for w in self._workers)
+    def open_from(self, listener: str, ip: str) -> int:
+        """Connections from `ip` on `listener` that the workers serve."""
+        return sum(w.open_per_ip.get((listener, ip), 0) for w in self._workers)
 
     def hand_off(self, listener: str, ip: str, sock: socket.socket, here: int) -> bool:
         """Pass an accepted connection to the least busy worker, unless this process (with
@@ -262,7 +277,8 @@ class WorkerPool:
         data = b"A" + listener.encode() + b"\0" + ip.encode()
         if not target.link.send_socket(data, sock.fileno()):
             return False
-        target.open_per_ip[ip] = target.open_per_ip.get(ip, 0) + 1
+        key = (listener, ip)
+        target.open_per_ip[key] = target.open_per_ip.get(key, 0) + 1
         return True
 
     def broadcast(self, address: str, folder: str) -> None:
@@ -383,8 +399,12 @@ class MasterLink:
     def send_change(self, address: str, folder: str) -> None:
         self.link.send(change_message(address, folder))
 
-    def connection_closed(self, ip: str) -> None:
-        self.link.send(b"X" + ip.encode())
+    def connection_closed(self, listener: str, ip: str) -> None:
+        self.link.send(b"X" + listener.encode() + b"\0" + ip.encode())
+
+    def queued(self, queue_id: str) -> None:
+        """A message this worker put in the spool: the master's queue manager takes it."""
+        self.link.send(b"Q" + queue_id.encode())
 
     def close(self) -> None:
         if self._retry is not None:
