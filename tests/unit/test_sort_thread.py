@@ -263,11 +263,42 @@ def test_sort_address_keys_use_addr_mailbox_of_first_address() -> None:
         msg(3, from_="ALICE@b.example", to="Y <ann@example.org>", cc="bill@example.org"),
         msg(4, from_="", to="undisclosed-recipients:;", cc="(no one)"),
     ]
-    # RFC 5256 §3: the addr-mailbox (local part), compared without case; no address = ""
+    # RFC 5256 §3: the addr-mailbox (local part), compared without case; no address = "".
+    # A group's first entry is its start, whose addr-mailbox is the group name.
     assert seqs(sort_messages(infos, [("FROM", False)])) == [4, 1, 3, 2]
     assert seqs(sort_messages(infos, [("FROM", True)])) == [2, 1, 3, 4]
-    assert seqs(sort_messages(infos, [("TO", False)])) == [2, 4, 3, 1]
+    assert seqs(sort_messages(infos, [("TO", False)])) == [2, 3, 4, 1]
     assert seqs(sort_messages(infos, [("CC", False)])) == [2, 4, 3, 1]
+
+
+def test_sort_addresses_imaptest() -> None:
+    # imaptest sort-addresses: a comment is no addr-mailbox, a group sorts by its name.
+    infos = [
+        msg(1, from_="user2@domain2.org", to="foo bar <user2@domain2.org>",
+            cc="user2@domain2.org (foo bar)"),
+        msg(2, from_="user2@domain1.org", to="user2@domain1.org", cc="user2: blah@domain1.org;"),
+        msg(3, from_="user1@domain1.org", to="user1@domain1.org", cc="user1@domain1.org"),
+    ]  # fmt: skip
+    for key in ("FROM", "TO", "CC"):
+        assert seqs(sort_messages(infos, [(key, False)])) == [3, 1, 2]
+        assert seqs(sort_messages(infos, [(key, True)])) == [1, 2, 3]
+        assert seqs(sort_messages(infos, [(key, False), ("ARRIVAL", True)])) == [3, 2, 1]
+
+
+def test_sort_displayto_imaptest() -> None:
+    # imaptest sort-display-to: RFC 2047 names decoded, a bare local part, groups by name.
+    infos = [
+        msg(1, to="foo bar <a@b.c>"),
+        msg(2, to="b@c.d"),
+        msg(3, to="d"),
+        msg(4, to="=?iso-8859-1?q?foo_aar?= <e@f.g>"),
+        msg(5, to="=?iso-8859-1?q?foo_car?= <f@g.h>"),
+        msg(6, to="a: xx@xx.org, yy@yy.org;"),
+        msg(7, to="z: aa@aa.org, bb@bb.org;"),
+        msg(8, to="empty:;"),
+    ]
+    assert seqs(sort_messages(infos, [("DISPLAYTO", False)])) == [6, 2, 3, 8, 4, 1, 5, 7]
+    assert seqs(sort_messages(infos, [("DISPLAYTO", True)])) == [7, 5, 1, 4, 8, 3, 2, 6]
 
 
 def test_sort_displayfrom_rfc5957() -> None:

@@ -7,7 +7,10 @@ import email.errors
 import email.header
 import re
 
-_FIELD = re.compile(rb"^([\x21-\x39\x3b-\x7e]+)[ \t]*:(.*)$")
+from pochta.mime.addresses import format_address_list, parse_address_list
+
+# RFC 5322 §2.2: field-name ":" field-body; the body of a folded field spans lines.
+_FIELD = re.compile(rb"^([\x21-\x39\x3b-\x7e]+)[ \t]*:(.*)$", re.DOTALL)
 MAX_HEADER_BYTES = 1 << 20
 _NOT_CHARSETS = frozenset(
     {
@@ -76,8 +79,32 @@ def decode_value(value: bytes) -> str:
     return "".join(out)
 
 
+# The fields of the SEARCH keys FROM, TO, CC and BCC (RFC 9051 §6.4.4).
+ADDRESS_FIELDS = frozenset({"from", "to", "cc", "bcc"})
+
+
+def normalized_addresses(value: bytes) -> str:
+    """An address field as SEARCH FROM/TO/CC/BCC sees it, after Dovecot: the address list
+    parsed (RFC 5322 §3.4) and written back in one form, then RFC 2047 decoded. Comments
+    and quoting vanish, a comment after an address becomes its display name, and groups
+    keep their names: ``groupname: <u1@example.org>, <u2@example.org>;``."""
+    text = value.decode("utf-8", "surrogateescape")
+    written = format_address_list(parse_address_list(text))
+    return decode_value(written.encode("utf-8", "surrogateescape"))
+
+
 def header_fields(raw: bytes) -> dict[str, list[str]]:
+    """{lower-case name: [texts]}: the texts a SEARCH header key matches, for each field.
+
+    Every field gives its decoded value. From, To, Cc and Bcc give their normalized address
+    list too (`normalized_addresses`): SEARCH FROM/TO/CC/BCC match against it in Dovecot.
+    Deviation from Dovecot: the search key does not say whether the client wrote FROM or
+    HEADER FROM, so both match either text.
+    """
     fields: dict[str, list[str]] = {}
     for name, value in raw_fields(raw):
-        fields.setdefault(name, []).append(decode_value(value))
+        texts = fields.setdefault(name, [])
+        texts.append(decode_value(value))
+        if name in ADDRESS_FIELDS:
+            texts.append(normalized_addresses(value))
     return fields

@@ -13,11 +13,11 @@ import base64
 import binascii
 import email
 import email.policy
-import email.utils
 import re
 from dataclasses import dataclass, field
 
 from pochta.access.imap_headers import decode_value, raw_fields
+from pochta.mime.addresses import parse_address_list
 from pochta.protocols.imap.values import IMAPValue
 
 MAX_DEPTH = 50
@@ -200,34 +200,60 @@ def _nstring(value: bytes | None) -> IMAPValue:
         return value
 
 
-def _addresses(value: bytes | None) -> IMAPValue:
-    if value is None:
+def _envelope_string(text: str | None) -> str | bytes | None:
+    """A parsed address field as an IMAP string: 8-bit octets that are not UTF-8 go out as
+    they came (they were read with surrogateescape)."""
+    if text is None:
         return None
-    text = value.decode("utf-8", "replace")
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return text.encode("utf-8", "surrogateescape")
+    return text
+
+
+def _addresses(part: Part, name: str) -> list[IMAPValue] | None:
+    """RFC 9051 §7.5.2: the address structures of every `name` field of the part, or None
+    (NIL) when there is no field or no address in it.
+
+    Parsed like Dovecot (pochta.mime.addresses): a group is a start entry (NIL NIL "name"
+    NIL) and an end entry (NIL NIL NIL NIL) around its members, a missing local part or
+    domain reads MISSING_MAILBOX or MISSING_DOMAIN (a NIL host would mean a group), and
+    display names are sent as written, RFC 2047 encoded words included. Several fields of
+    one name count as one comma-separated list, as Dovecot does, so that no From field
+    hides behind another.
+    """
     out: list[IMAPValue] = []
-    for name, addr in email.utils.getaddresses([text]):
-        if not addr and not name:
+    for field_name, value, _, _ in part.fields:
+        if field_name != name:
             continue
-        mailbox, at, host = addr.rpartition("@")
-        if not at:
-            mailbox, host = addr, ""
-        out.append([name or None, None, mailbox or None, host or None])
+        text = value.decode("utf-8", "surrogateescape")
+        for addr in parse_address_list(text, fill_missing=True):
+            out.append(
+                [
+                    _envelope_string(addr.name),
+                    _envelope_string(addr.route),
+                    _envelope_string(addr.mailbox),
+                    _envelope_string(addr.domain),
+                ]
+            )
     return out or None
 
 
 def envelope(part: Part) -> IMAPValue:
     """RFC 9051 §7.5.2 ENVELOPE of a message part."""
-    sender = part.value("sender") if part.value("sender") is not None else part.value("from")
-    reply = part.value("reply-to") if part.value("reply-to") is not None else part.value("from")
+    from_ = _addresses(part, "from")
+    # RFC 9051 §7.5.2: a missing Sender or Reply-To is the From; so is one without an
+    # address in it (an empty field), as in Dovecot.
     return [
         _nstring(part.value("date")),
         _nstring(part.value("subject")),
-        _addresses(part.value("from")),
-        _addresses(sender),
-        _addresses(reply),
-        _addresses(part.value("to")),
-        _addresses(part.value("cc")),
-        _addresses(part.value("bcc")),
+        from_,
+        _addresses(part, "sender") or from_,
+        _addresses(part, "reply-to") or from_,
+        _addresses(part, "to"),
+        _addresses(part, "cc"),
+        _addresses(part, "bcc"),
         _nstring(part.value("in-reply-to")),
         _nstring(part.value("message-id")),
     ]

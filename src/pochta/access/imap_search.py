@@ -5,7 +5,9 @@ parser's AST. Keys on flags, sizes, dates, UIDs and numbers are answered from th
 view; TEXT and BODY from the store's full-text index; header keys (FROM, SUBJECT, HEADER,
 SENT*) from the messages' headers, read once per command and only for the messages still in
 question. String matching is a case-insensitive substring test on decoded text, as RFC 9051
-§6.4.4 asks ("a substring ... case-insensitive").
+§6.4.4 asks ("a substring ... case-insensitive"). FROM, TO, CC and BCC also match the
+field's address list in a normal form (imap_headers.normalized_addresses), as Dovecot does:
+display names, comments used as names, group names and group members all count.
 """
 
 from __future__ import annotations
@@ -129,7 +131,8 @@ def _eval(
             values = headers.get(u, {}).get(name)
             if values is None:
                 continue
-            # RFC 9051 §6.4.4 HEADER: an empty string matches every message with the field.
+            # RFC 9051 §6.4.4 HEADER: an empty string matches every message with the field,
+            # even an empty one or one without a valid address in it.
             if not needle or any(needle in v.casefold() for v in values):
                 out.add(u)
         return out

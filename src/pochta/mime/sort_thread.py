@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from datetime import UTC
 from itertools import pairwise
 
+from pochta.mime.addresses import Address, parse_address_list
 from pochta.mime.base_subject import collation_key, decode_encoded_words, extract_base_subject
 
 __all__ = [
@@ -91,40 +92,37 @@ def parse_sent_date(value: str) -> float | None:
 # -- SORT (RFC 5256 §3, RFC 5957 §3-§4) --------------------------------------------------
 
 
-def _first_address(value: str) -> tuple[str, str, str]:
-    """(display name, addr-mailbox, addr-host) of the first address in a header value.
+def _first_address(value: str) -> Address | None:
+    """The first entry of the address list in a header value, or None when it has none.
 
-    Parsed like ENVELOPE (access/imap_mime.py): email.utils.getaddresses, empty entries
-    skipped. ("", "", "") when there is none.
+    Parsed like ENVELOPE (pochta.mime.addresses, after Dovecot): for a group this is the
+    group start, whose addr-mailbox is the group's name (RFC 9051 §7.5.2).
     """
-    if not value.strip():
-        return "", "", ""
-    for name, addr in email.utils.getaddresses([value]):
-        if not name and not addr:
-            continue
-        mailbox, at, host = addr.rpartition("@")
-        if not at:
-            mailbox, host = addr, ""
-        return name, mailbox, host
-    return "", "", ""
+    first = parse_address_list(value, limit=1)
+    return first[0] if first else None
 
 
 def _mailbox_key(value: str) -> str:
     # RFC 5256 §3 FROM/TO/CC: the [IMAP] addr-mailbox of the first address; a missing field
-    # or address sorts as the empty string.
-    return collation_key(_first_address(value)[1])
+    # or address sorts as the empty string. A group's first entry is its start, whose
+    # addr-mailbox holds the group name (RFC 9051 §7.5.2), as in Dovecot.
+    addr = _first_address(value)
+    return collation_key(addr.mailbox or "") if addr is not None else ""
 
 
 def _display_key(value: str) -> str:
     # RFC 5957 §3: the display-name (RFC 2047 decoded) if non-empty, else the addr-spec
-    # (addr-mailbox "@" addr-host), else the addr-mailbox, else the empty string.
-    name, mailbox, host = _first_address(value)
-    display = decode_encoded_words(name).strip()
+    # (addr-mailbox "@" addr-host), else the addr-mailbox, else the empty string. A group
+    # sorts by its name (the addr-mailbox of its start entry), as in Dovecot.
+    addr = _first_address(value)
+    if addr is None:
+        return ""
+    display = decode_encoded_words(addr.name or "").strip()
     if display:
         return collation_key(display)
-    if mailbox and host:
-        return collation_key(f"{mailbox}@{host}")
-    return collation_key(mailbox)
+    if addr.mailbox and addr.domain:
+        return collation_key(f"{addr.mailbox}@{addr.domain}")
+    return collation_key(addr.mailbox or "")
 
 
 # Each key is (number, text) so that every criterion sorts with one key type.
