@@ -46,10 +46,10 @@ def _children(pid: int) -> list[int]:
 @pytest.fixture
 def two_processes(pochta_env: PochtaEnv) -> Iterator[tuple[PochtaEnv, ServeProcess]]:
     pochta_env.add_user(ALICE, PASSWORD)
-    set_config(pochta_env.config_path, "server", processes=2)
+    set_config(pochta_env.config_path, "server", processes=3)  # the master and two workers
     set_config(pochta_env.config_path, "imap", max_connections_per_ip=4)
     with serve(pochta_env.config_path) as server:
-        server.wait_for("ready", count=2)  # the master's and the worker's
+        server.wait_for("ready", count=3)
         yield pochta_env, server
 
 
@@ -86,10 +86,10 @@ def test_connections_spread_and_changes_cross_processes(
     env, server = two_processes
     master = server.proc.pid
     workers = _children(master)
-    assert len(workers) == 1
+    assert len(workers) == 2
     a, b = _client(env), _client(env)
-    # The master keeps one connection and passes the next to the idle worker.
-    assert {_server_pid_of(a), _server_pid_of(b)} == {master, workers[0]}
+    # The master passes each connection to the least busy worker: one each.
+    assert {_server_pid_of(a), _server_pid_of(b)} == set(workers)
 
     send(env, ALICE, "first")
     deadline = time.monotonic() + 15
@@ -110,12 +110,11 @@ def test_connections_spread_and_changes_cross_processes(
         changer.remove_flags([uid], [b"\\Flagged"])
         idler.noop()
 
-    # ...and so is a delivery (made by the master) to a session in the worker.
-    worker_side = a if _server_pid_of(a) != master else b
-    worker_side.idle()
+    # ...and so is a delivery, which the master makes.
+    a.idle()
     send(env, ALICE, "second")
-    responses = worker_side.idle_check(timeout=10)
-    worker_side.idle_done()
+    responses = a.idle_check(timeout=10)
+    a.idle_done()
     assert (2, b"EXISTS") in responses
     a.logout()
     b.logout()
@@ -140,14 +139,17 @@ def test_a_killed_worker_is_restarted_and_stop_ends_all(
 ) -> None:
     env, server = two_processes
     master = server.proc.pid
-    (worker,) = _children(master)
-    os.kill(worker, signal.SIGKILL)
+    before = _children(master)
+    os.kill(before[0], signal.SIGKILL)
     server.wait_for("worker_exited")
-    server.wait_for("ready", count=3, timeout=20)
+    c = _client(env)  # served meanwhile by the other worker
+    assert _server_pid_of(c) == before[1]
+    c.logout()
+    server.wait_for("ready", count=4, timeout=20)
     now = _children(master)
-    assert len(now) == 1
-    assert now != [worker]
-    c = _client(env)  # served all along, by the master meanwhile
+    assert len(now) == 2
+    assert before[0] not in now
+    c = _client(env)
     c.logout()
     server.proc.send_signal(signal.SIGTERM)
     assert server.proc.wait(timeout=20) == 0
@@ -159,17 +161,17 @@ def test_a_killed_worker_is_restarted_and_stop_ends_all(
 
 def test_smtp_in_a_worker_queues_for_the_master(pochta_env: PochtaEnv) -> None:
     pochta_env.add_user(ALICE, PASSWORD)
-    set_config(pochta_env.config_path, "server", processes=2)
+    set_config(pochta_env.config_path, "server", processes=3)
     set_config(pochta_env.config_path, "smtp", max_connections_per_ip=2)
     with serve(pochta_env.config_path) as server:
-        server.wait_for("ready", count=2)
+        server.wait_for("ready", count=3)
         master = server.proc.pid
-        (worker,) = _children(master)
+        workers = _children(master)
         port = pochta_env.ports["smtp"]
         first = smtplib.SMTP("127.0.0.1", port, timeout=10)
         second = smtplib.SMTP("127.0.0.1", port, timeout=10)
         served_by = {_pid_of_connection(port, s.sock.getsockname()[1]) for s in (first, second)}
-        assert served_by == {master, worker}
+        assert served_by == set(workers)
         # The per-IP limit (2) counts both processes: a third connection is refused.
         with pytest.raises(smtplib.SMTPConnectError) as refused:
             smtplib.SMTP("127.0.0.1", port, timeout=10)
@@ -185,3 +187,18 @@ def test_smtp_in_a_worker_queues_for_the_master(pochta_env: PochtaEnv) -> None:
         c.logout()
         queued = [r for r in server.lines if "event=queued" in r]
         assert len(queued) == 2
+
+
+def test_delivered_mail_is_indexed_in_the_background(pochta_env: PochtaEnv) -> None:
+    pochta_env.add_user(ALICE, PASSWORD)
+    text = pochta_env.config_path.read_text()
+    pochta_env.config_path.write_text(text.replace('log_level = "info"', 'log_level = "debug"', 1))
+    with serve(pochta_env.config_path) as server:
+        send(pochta_env, ALICE, "to index", body="a zanzibar in the body\n")
+        record = server.wait_for("fts_indexed", timeout=20)
+        assert record["user"] == ALICE
+        assert record["messages"] == "1"
+        c = _client(pochta_env)
+        c.select_folder("INBOX")
+        assert len(c.search(["TEXT", "zanzibar"])) == 1
+        c.logout()

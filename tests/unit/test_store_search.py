@@ -104,3 +104,22 @@ def test_structure_cache_round_trip(store: MaildirStore) -> None:
     assert store.cached_structures(USER, "INBOX", [a.uid, b.uid]) == {}
     store.cache_structures(USER, "INBOX", {a.uid: b"\x93blob"})
     assert store.cached_structures(USER, "INBOX", [a.uid, b.uid]) == {a.uid: b"\x93blob"}
+
+
+def test_deferred_index_is_filled_by_index_pending_or_by_the_search(tmp_path: Path) -> None:
+    s = MaildirStore(
+        tmp_path / "mail", hostname=HOST, text_extractor=split_text, index_at_delivery=False
+    )
+    try:
+        s.deliver(USER, message("one", "zanzibar first"))
+        s.deliver(USER, message("two", "zanzibar second"))
+        assert s.index_pending(USER, "INBOX") == 2
+        assert s.index_pending(USER, "INBOX") == 0  # nothing left
+        third = s.deliver(USER, message("three", "zanzibar third"))
+        # Not indexed yet: the search indexes it before it answers.
+        found = s.search_text(USER, "INBOX", "zanzibar", headers=False, body=True)
+        assert len(found) == 3
+        assert third.uid in found
+        assert s.index_pending(USER, "INBOX") == 0
+    finally:
+        s.close()

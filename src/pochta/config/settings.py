@@ -50,8 +50,10 @@ class ServerSettings(_Table, frozen=True, kw_only=True, forbid_unknown_fields=Tr
     processes: Annotated[
         int,
         _doc(
-            "Processes serving SMTP, submission and IMAP connections, this one included "
-            "(0: one per CPU). Python uses one CPU per process. Needs a restart."
+            "Processes, the main one included: the main one accepts, queues and delivers; "
+            "the others serve SMTP, submission and IMAP sessions (Python uses one CPU per "
+            "process). 0: one session process per CPU; 1: the main one does everything. "
+            "Needs a restart."
         ),
     ] = 0
 

@@ -192,8 +192,6 @@ class _State:
     listeners: dict[str, Listener] = field(default_factory=dict)
     connections: set[asyncio.Task[None]] = field(default_factory=set)
     background: set[asyncio.Task[None]] = field(default_factory=set)
-    # Open connections of WORKER_LISTENERS served by this process (the master balances on it).
-    shared_open: int = 0
     # The master's sockets of WORKER_LISTENERS, accepted from directly when workers exist.
     accepting: list[socket.socket] = field(default_factory=list)
 
@@ -381,8 +379,8 @@ class Server:
                 return
             ip = peer[0] if isinstance(peer, tuple) else "127.0.0.1"
             # Over the per-IP limit: served here, where the service says BYE.
-            here = self._state.shared_open
-            if self.open_from(name, ip) < limit and pool.hand_off(name, ip, conn, here):
+            # While a worker is up the master keeps no connection: it queues and delivers.
+            if self.open_from(name, ip) < limit and pool.hand_off(name, ip, conn):
                 conn.close()
                 continue
             self._adopt(name, service, conn)
@@ -541,9 +539,6 @@ class Server:
         task = asyncio.current_task()
         assert task is not None
         self._state.connections.add(task)
-        shared = name in WORKER_LISTENERS
-        if shared:
-            self._state.shared_open += 1
         self.metrics.connections_total.labels(name).inc()
         gauge = self.metrics.connections_open.labels(name)
         gauge.inc()
@@ -559,8 +554,6 @@ class Server:
         finally:
             gauge.dec()
             self._state.connections.discard(task)
-            if shared:
-                self._state.shared_open -= 1
             if on_close is not None:
                 on_close()
             writer.close()

@@ -24,6 +24,7 @@ from pochta.queue.scheduler import QueueManager
 from pochta.queue.spool import Spool
 from pochta.resolve.classes import MailboxDest, Rejection, RelayDest, RemoteDest
 from pochta.resolve.resolver import Resolver
+from pochta.server.text_indexer import TextIndexer
 from pochta.store import open_store
 
 if TYPE_CHECKING:
@@ -44,7 +45,9 @@ class MailSystem:
             threshold=settings.auth.failure_threshold,
             max_delay=settings.auth.tarpit_max_seconds,
         )
-        self.store = open_store(settings, text_extractor=search_text)
+        # Full-text indexing happens after delivery, in TextIndexer (server/text_indexer.py).
+        self.store = open_store(settings, text_extractor=search_text, index_at_delivery=False)
+        self.indexer: TextIndexer | None = None
         self.changes: ChangeHub | None = None  # made in start(), on the running loop
         # A worker queues (into the same spool) but never delivers: no fresh-content cache.
         self._spool: Spool | None = Spool(settings.spool_dir, remember_fresh=with_queue)
@@ -89,12 +92,15 @@ class MailSystem:
         if self._spool is not None and self._queue is not None:
             self._spool.acquire_master_lock()
         self.changes = ChangeHub(self.store, asyncio.get_running_loop())
+        self.indexer = TextIndexer(self.store, asyncio.get_running_loop())
         if self._queue is not None:
             await self._queue.start()
 
     async def stop(self) -> None:
         if self.changes is not None:
             self.changes.close()
+        if self.indexer is not None:
+            await self.indexer.close()
         if self._queue is not None:
             await self._queue.stop()
         if self._spool is not None:

@@ -1,10 +1,11 @@
 """Worker processes: more CPUs for SMTP and IMAP, one set of listening sockets, one truth.
 
 Python runs one CPU per process, so ``pochta serve`` (the master) can start extra processes
-for SMTP, submission and IMAP. The master alone accepts their connections; it keeps a
-connection or passes its socket (SCM_RIGHTS) to the process holding the fewest, so the load
-is even and the per-IP connection limits count every process. Workers queue mail into the
-same spool; the master's queue manager delivers it. Every process has the same
+for SMTP, submission and IMAP sessions. The master alone accepts their connections and
+passes each socket (SCM_RIGHTS) to the worker holding the fewest, so the load is even and
+the per-IP connection limits count every process; it serves a connection itself only when
+no worker is up. Workers queue mail into the same spool; the master's queue manager
+delivers it, so delivery never waits behind sessions for the CPU. Every process has the same
 :class:`MailStore`; SQLite write transactions serialise their writes across processes, and
 the store's on-disk check notices what another process changed.
 
@@ -264,15 +265,13 @@ class WorkerPool:
         """Connections from `ip` on `listener` that the workers serve."""
         return sum(w.open_per_ip.get((listener, ip), 0) for w in self._workers)
 
-    def hand_off(self, listener: str, ip: str, sock: socket.socket, here: int) -> bool:
-        """Pass an accepted connection to the least busy worker, unless this process (with
-        `here` connections) is the least busy. True when it went; the caller closes `sock`."""
+    def hand_off(self, listener: str, ip: str, sock: socket.socket) -> bool:
+        """Pass an accepted connection to the least busy worker. True when it went (the
+        caller closes `sock`); False when no worker can take it now (the caller serves it)."""
         live = [w for w in self._workers if w.ready and w.link is not None and w.reader_fd >= 0]
         if not live:
             return False
         target = min(live, key=lambda w: w.open)
-        if target.open >= here:
-            return False
         assert target.link is not None
         data = b"A" + listener.encode() + b"\0" + ip.encode()
         if not target.link.send_socket(data, sock.fileno()):
@@ -421,6 +420,8 @@ def worker_command(config_path: str) -> list[str]:
 
 
 def worker_count(configured: int) -> int:
-    """Extra processes for IMAP: ``configured`` minus the master, 0 meaning one per CPU."""
-    total = configured if configured > 0 else (os.cpu_count() or 1)
-    return max(total - 1, 0)
+    """Worker processes for ``server.processes`` (the master included): 0 means one worker
+    per CPU, 1 none (the master serves every connection itself)."""
+    if configured > 0:
+        return configured - 1
+    return os.cpu_count() or 1

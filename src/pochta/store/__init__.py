@@ -67,14 +67,22 @@ __all__ = [
 ]
 
 
-def open_store(settings: Settings, *, text_extractor: TextExtractor | None = None) -> MailStore:
+def open_store(
+    settings: Settings,
+    *,
+    text_extractor: TextExtractor | None = None,
+    index_at_delivery: bool = True,
+) -> MailStore:
     """The backend named by ``[store] backend``, rooted at ``Settings.mail_dir``."""
     backend = settings.store.backend
     if backend == "maildir":
         from pochta.store.maildir import MaildirStore
 
         return MaildirStore(
-            settings.mail_dir, hostname=settings.server.hostname, text_extractor=text_extractor
+            settings.mail_dir,
+            hostname=settings.server.hostname,
+            text_extractor=text_extractor,
+            index_at_delivery=index_at_delivery,
         )
     raise StoreError(  # pragma: no cover - the settings type admits only "maildir" today
         f'unknown store backend {backend!r}; set [store] backend = "maildir"'

@@ -359,6 +359,11 @@ class MailStore(abc.ABC):
         ``quick``: for a caller on an event loop, do no more than one index read and a few
         stat calls, and raise :class:`WouldBlock` when more is needed."""
 
+    def index_pending(self, address: str, folder: str, *, batch: int = 100) -> int:
+        """Fill the full-text index for messages stored without it; how many were added.
+        Backends that index as they store have nothing to do."""
+        return 0
+
     @abc.abstractmethod
     def search_text(
         self, address: str, folder: str, needle: str, *, headers: bool, body: bool

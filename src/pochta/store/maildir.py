@@ -607,9 +607,13 @@ class MaildirStore(MailStore):
         durable: bool = True,
         max_open_accounts: int = 256,
         text_extractor: TextExtractor | None = None,
+        index_at_delivery: bool = True,
     ) -> None:
         super().__init__()
         self.text_extractor = text_extractor
+        # False: deliveries and APPENDs leave the full-text index to `index_pending` (a
+        # background indexer) or to the next search, which indexes what is missing first.
+        self.index_at_delivery = index_at_delivery
         self.mail_dir = Path(mail_dir)
         self.hostname = hostname
         self.durable = durable
@@ -879,7 +883,7 @@ class MaildirStore(MailStore):
                 (account.root / "tmp").mkdir(parents=True, exist_ok=True)
                 write_file(tmp, stored, mtime=when, sync=self.durable)
             job = _Job(
-                text=self._text_of(stored),
+                text=self._text_of(stored) if self.index_at_delivery else None,
                 folder=name,
                 create=create,
                 tmp=tmp,
@@ -1221,17 +1225,26 @@ class MaildirStore(MailStore):
                     conn, row.id, needle.casefold(), headers=headers, body=body
                 )
 
-    def _index_text(self, account: _Account, name: str, batch: int = 500) -> None:
+    @_reported
+    def index_pending(self, address: str, folder: str, *, batch: int = 100) -> int:
+        """Add the messages of the folder that are not in the full-text index yet, a batch
+        per write transaction; returns how many were indexed."""
+        name = check_folder_name(folder)
+        with self._use(address) as account:
+            return self._index_text(account, name, batch)
+
+    def _index_text(self, account: _Account, name: str, batch: int = 500) -> int:
         """Index what delivery did not (mail from before the index existed, crash leftovers,
         files adopted from disk), a batch per write transaction."""
         if self.text_extractor is None:
             raise StoreError("full-text search is not available: no text extractor is set")
+        done = 0
         while True:
             with account.index.read() as conn:
                 row = self._require_folder(conn, name)
                 todo = AccountIndex.unindexed(conn, row.id)[:batch]
             if not todo:
-                return
+                return done
             texts: list[tuple[int, tuple[str, str]]] = []
             for rowid, m in todo:
                 try:
@@ -1245,8 +1258,9 @@ class MaildirStore(MailStore):
                 for rowid, (head, body) in texts:
                     if conn.execute("SELECT 1 FROM messages WHERE rowid = ?", (rowid,)).fetchone():
                         AccountIndex.put_text(conn, rowid, head, body)
+            done += len(todo)
             if len(todo) < batch:
-                return
+                return done
 
     @_reported
     def cached_structures(self, address: str, folder: str, uids: Iterable[int]) -> dict[int, bytes]:
