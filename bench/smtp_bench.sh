@@ -283,21 +283,36 @@ import asyncio, json, os, sys, time
 
 pid, nconns, outfile, port = int(sys.argv[1]), int(sys.argv[2]), sys.argv[3], int(sys.argv[4])
 
+def pids():
+    # The server and its worker processes (server.processes): connections live in workers.
+    found = [pid]
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                with open(f"/proc/{entry}/stat") as f:
+                    if int(f.read().rsplit(")", 1)[1].split()[1]) == pid:
+                        found.append(int(entry))
+            except (OSError, ValueError, IndexError):
+                pass
+    return found
+
 def mem():
-    out = {}
-    with open(f"/proc/{pid}/status") as f:
-        for line in f:
-            k = line.split(":")[0]
-            if k in ("VmRSS", "RssAnon", "VmHWM", "Threads"):
-                out[k] = int(line.split()[1])
-    try:
-        with open(f"/proc/{pid}/smaps_rollup") as f:
-            for line in f:
-                if line.startswith("Pss:"):
-                    out["Pss"] = int(line.split()[1])
-    except OSError:
-        pass
-    out["fds"] = len(os.listdir(f"/proc/{pid}/fd"))
+    out = {"procs": 0}
+    for p in pids():
+        try:
+            with open(f"/proc/{p}/status") as f:
+                for line in f:
+                    k = line.split(":")[0]
+                    if k in ("VmRSS", "RssAnon", "VmHWM", "Threads"):
+                        out[k] = out.get(k, 0) + int(line.split()[1])
+            with open(f"/proc/{p}/smaps_rollup") as f:
+                for line in f:
+                    if line.startswith("Pss:"):
+                        out["Pss"] = out.get("Pss", 0) + int(line.split()[1])
+            out["fds"] = out.get("fds", 0) + len(os.listdir(f"/proc/{p}/fd"))
+            out["procs"] += 1
+        except OSError:
+            pass
     return out
 
 async def reply(r):

@@ -202,3 +202,30 @@ def test_delivered_mail_is_indexed_in_the_background(pochta_env: PochtaEnv) -> N
         c.select_folder("INBOX")
         assert len(c.search(["TEXT", "zanzibar"])) == 1
         c.logout()
+
+
+def test_recent_goes_to_one_session_across_processes(
+    two_processes: tuple[PochtaEnv, ServeProcess],
+) -> None:
+    env, _ = two_processes
+    for i in range(2):
+        send(env, ALICE, f"recent {i}")
+    a, b = _client(env), _client(env)
+    assert _server_pid_of(a) != _server_pid_of(b)
+    deadline = time.monotonic() + 15
+    while a.folder_status("INBOX", ["MESSAGES"])[b"MESSAGES"] < 2:
+        assert time.monotonic() < deadline
+        time.sleep(0.05)
+    # RFC 3501 §2.3.2: EXAMINE shows \Recent without taking it; SELECT takes it.
+    assert b.select_folder("INBOX", readonly=True)[b"RECENT"] == 2
+    assert a.select_folder("INBOX")[b"RECENT"] == 2
+    assert b.select_folder("INBOX")[b"RECENT"] == 0  # another process, same truth
+    a.idle()
+    send(env, ALICE, "recent 2")
+    responses = a.idle_check(timeout=10)
+    a.idle_done()
+    assert (3, b"RECENT") in responses  # its two and the new one
+    b.noop()
+    assert b.folder_status("INBOX", ["RECENT"])[b"RECENT"] == 0
+    a.logout()
+    b.logout()

@@ -135,8 +135,6 @@ class IMAPService:
         self.ssl_context = self.tls if implicit_tls else None
         self.open_per_ip = OpenCounts()
         self.open_per_account = OpenCounts()
-        # (account, folder, uidvalidity) -> the highest UID a session has shown as \Recent.
-        self.recent_claimed: dict[tuple[str, str, int], int] = {}
 
     async def handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         peer = writer.get_extra_info("peername")
@@ -184,6 +182,7 @@ class Session:
         self._logout = False
         self._counted_account: str | None = None
         self._keywords: set[str] = set()  # announced in FLAGS for the selected folder
+        self._recent_asked = 0  # the highest UID of the selected folder asked about \Recent
 
     # -- plumbing -------------------------------------------------------------------------
 
@@ -632,9 +631,7 @@ class Session:
         if "DELETED" in items or "RECENT" in items:
             messages = await self.blocking(self.store.list_messages, self.user, name)
             deleted = sum(1 for m in messages if "\\Deleted" in m.flags)
-            claimed = self.service.recent_claimed.get(
-                (self.user or "", name, folder.uidvalidity), 0
-            )
+            claimed = await self.blocking(self.store.claim_recent, self.user, name, 0, claim=False)
             recent = sum(1 for m in messages if m.uid > claimed)
         self._status_response(folder, items, deleted, recent)
         return "STATUS completed"
@@ -785,7 +782,8 @@ class Session:
         view = MailboxView(name, changes)
         self.view = view
         self.readonly = readonly
-        self._claim_recent(view.uids, claim=not readonly)
+        self._recent_asked = 0
+        await self._claim_recent(claim=not readonly)
         self._watch(name)
         keywords = sorted({k for m in view.info.values() for k in m.keywords})
         self._keywords = set(keywords)
@@ -941,6 +939,9 @@ class Session:
         else:
             current = await asyncio.to_thread(self.store.list_messages, self.user, view.name)
             update = view.resync(current, changes, allow_expunge=allow, use_vanished=self.qresync)
+        if update.exists is not None:
+            with contextlib.suppress(StoreError):
+                await self._claim_recent(claim=not self.readonly)
         self._send_update(update)
 
     def _send_update(self, update: ViewUpdate) -> None:
@@ -951,7 +952,6 @@ class Session:
         if update.exists is not None:
             view = self.view
             assert view is not None
-            self._claim_recent(view.uids, claim=not self.readonly)
             self.untagged(update.exists, Atom("EXISTS"))
             if not self.rev2:
                 self.untagged(len(view.recent), Atom("RECENT"))
@@ -979,21 +979,20 @@ class Session:
             names.append("\\Recent")
         return [Atom(f) for f in names]
 
-    def _claim_recent(self, uids: list[int], *, claim: bool) -> None:
+    async def _claim_recent(self, *, claim: bool) -> None:
         r"""RFC 3501 §2.3.2: a message is \Recent in the first session that sees it (EXAMINE
-        sees without claiming). Kept in memory: after a restart each message is recent once
-        more."""
+        sees without claiming). The claim is the store's, so it holds across processes and
+        restarts."""
         view = self.view
         assert view is not None
         assert self.user is not None
-        key = (self.user, view.name, view.uidvalidity)
-        claimed = self.service.recent_claimed.get(key)
-        if claimed is None:
-            claimed = self.service.recent_claimed[key] = 0
-        fresh = [u for u in uids if u > claimed]
-        view.recent.update(fresh)
-        if claim and fresh:
-            self.service.recent_claimed[key] = max(fresh)
+        if self.rev2 or not view.uids or view.uids[-1] <= self._recent_asked:
+            return  # IMAP4rev2 has no \Recent (RFC 9051 §2.3.2); or nothing new
+        top = self._recent_asked = view.uids[-1]
+        claimed = await asyncio.to_thread(
+            self.store.claim_recent, self.user, view.name, top, claim=claim
+        )
+        view.recent.update(u for u in view.uids if u > claimed)
 
     def _flags_fetch(self, seq: int, m: MessageInfo, *, with_uid: bool) -> None:
         self._announce_keywords(m.keywords)

@@ -359,6 +359,13 @@ class MailStore(abc.ABC):
         ``quick``: for a caller on an event loop, do no more than one index read and a few
         stat calls, and raise :class:`WouldBlock` when more is needed."""
 
+    @abc.abstractmethod
+    def claim_recent(self, address: str, folder: str, up_to_uid: int, *, claim: bool) -> int:
+        """RFC 3501 §2.3.2 \\Recent: the highest UID that an earlier session has already
+        shown as recent (messages above it are recent for the caller). With ``claim``, the
+        messages up to ``up_to_uid`` become the caller's, so no other session, in this
+        process or another, sees them as recent; kept across restarts."""
+
     def index_pending(self, address: str, folder: str, *, batch: int = 100) -> int:
         """Fill the full-text index for messages stored without it; how many were added.
         Backends that index as they store have nothing to do."""

@@ -287,6 +287,22 @@ class AccountIndex:
         )
 
     @staticmethod
+    def recent_claimed(conn: sqlite3.Connection, folder_id: int) -> int:
+        """The highest UID of the folder some session has shown as \\Recent (0: none)."""
+        row = conn.execute(
+            "SELECT value FROM meta WHERE key = ?", (f"recent:{folder_id:d}",)
+        ).fetchone()
+        return int(row[0]) if row else 0
+
+    @staticmethod
+    def set_recent_claimed(conn: sqlite3.Connection, folder_id: int, uid: int) -> None:
+        conn.execute(
+            "INSERT INTO meta (key, value) VALUES (?, ?) "
+            "ON CONFLICT (key) DO UPDATE SET value = max(value, excluded.value)",
+            (f"recent:{folder_id:d}", uid),
+        )
+
+    @staticmethod
     def quota(conn: sqlite3.Connection) -> tuple[int, int]:
         row = conn.execute("SELECT bytes, messages FROM quota WHERE id = 1").fetchone()
         return int(row[0]), int(row[1])
@@ -379,6 +395,7 @@ class AccountIndex:
         conn.execute("DELETE FROM messages WHERE folder_id = ?", (folder_id,))
         conn.execute("DELETE FROM expunged WHERE folder_id = ?", (folder_id,))
         conn.execute("DELETE FROM folders WHERE id = ?", (folder_id,))
+        conn.execute("DELETE FROM meta WHERE key = ?", (f"recent:{folder_id:d}",))
         return int(octets), int(count)
 
     @staticmethod

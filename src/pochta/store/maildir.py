@@ -1226,6 +1226,21 @@ class MaildirStore(MailStore):
                 )
 
     @_reported
+    def claim_recent(self, address: str, folder: str, up_to_uid: int, *, claim: bool) -> int:
+        name = check_folder_name(folder)
+        with self._use(address) as account:
+            if not claim:
+                with account.index.read() as conn:
+                    row = self._require_folder(conn, name)
+                    return AccountIndex.recent_claimed(conn, row.id)
+            with account.write_lock, account.index.write() as conn:
+                row = self._require_folder(conn, name)
+                before = AccountIndex.recent_claimed(conn, row.id)
+                if up_to_uid > before:
+                    AccountIndex.set_recent_claimed(conn, row.id, up_to_uid)
+                return before
+
+    @_reported
     def index_pending(self, address: str, folder: str, *, batch: int = 100) -> int:
         """Add the messages of the folder that are not in the full-text index yet, a batch
         per write transaction; returns how many were indexed."""
