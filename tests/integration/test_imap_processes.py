@@ -229,3 +229,23 @@ def test_recent_goes_to_one_session_across_processes(
     assert b.folder_status("INBOX", ["RECENT"])[b"RECENT"] == 0
     a.logout()
     b.logout()
+
+
+def test_per_account_limit_counts_every_process(pochta_env: PochtaEnv) -> None:
+    pochta_env.add_user(ALICE, PASSWORD)
+    set_config(pochta_env.config_path, "server", processes=3)
+    set_config(pochta_env.config_path, "imap", max_connections_per_account=3)
+    with serve(pochta_env.config_path) as server:
+        server.wait_for("ready", count=3)
+        held = [_client(pochta_env) for _ in range(3)]
+        assert len({_server_pid_of(c) for c in held}) == 2  # spread over both workers
+        time.sleep(0.3)  # the workers' counts reach the master and come back as totals
+        extra = IMAPClient("127.0.0.1", port=pochta_env.ports["imap"], ssl=False, timeout=10)
+        with pytest.raises(IMAPClient.Error, match="LIMIT"):
+            extra.login(ALICE, PASSWORD)
+        held.pop().logout()
+        time.sleep(0.3)
+        extra.login(ALICE, PASSWORD)
+        extra.logout()
+        for c in held:
+            c.logout()

@@ -134,7 +134,6 @@ class IMAPService:
             raise RuntimeError(f"listen.{listener} needs a TLS certificate; see tls.cert_file")
         self.ssl_context = self.tls if implicit_tls else None
         self.open_per_ip = OpenCounts()
-        self.open_per_account = OpenCounts()
 
     async def handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         peer = writer.get_extra_info("peername")
@@ -276,7 +275,7 @@ class Session:
         finally:
             self._stop_watching()
             if self._counted_account is not None:
-                self.service.open_per_account.remove(self._counted_account)
+                self.server.session_closed(self._counted_account)
             log.info("disconnect", listener=self.service.name, client=self.ip, user=self.user)
 
     async def dispatch(self, event: Any) -> None:
@@ -479,12 +478,13 @@ class Session:
 
     async def _logged_in(self, address: str) -> None:
         limit = self.server.settings.imap.max_connections_per_account
-        counts = self.service.open_per_account
-        if counts.full(address, limit):
+        key = f"imap:{address.lower()}"
+        # Counted over every process (server/workers.py).
+        if self.server.sessions(key) >= limit:
             log.warning("too_many_sessions", client=self.ip, user=address)
             raise No("Too many sessions for this account", "LIMIT")
-        counts.add(address)
-        self._counted_account = address
+        self.server.session_opened(key)
+        self._counted_account = key
         self.user = address
         log.info("login", client=self.ip, user=address, tls=self.tls_active)
         self.untagged(Atom("CAPABILITY"), *[Atom(c) for c in self.capabilities()])

@@ -39,6 +39,7 @@ from pochta.config.settings import LISTENER_NAMES, Settings
 from pochta.directory.base import Directory
 from pochta.logs import configure_logging, get_logger
 from pochta.server.addresses import ListenAddress, parse_listen
+from pochta.server.connections import OpenCounts
 from pochta.server.metrics import Metrics
 from pochta.server.privileges import PrivilegeError, drop_privileges
 from pochta.server.services import MAIL_LISTENERS, SERVICES, Service, ServiceFactory
@@ -215,6 +216,7 @@ class Server:
         self._worker_link = worker_link
         self._pool: WorkerPool | None = None
         self._master: MasterLink | None = None
+        self._sessions = OpenCounts()  # sessions of this process, per key (see sessions())
         self.metrics = Metrics()
         self.services = SERVICES if services is None else services
         # Set when SIGTERM/SIGINT arrives: services close idle connections at once.
@@ -336,7 +338,7 @@ class Server:
             mail.spool.add_listener(master.queued)
         elif self._pool is not None:
             pool = self._pool
-            pool.start(loop, hub.wake_remote, mail.queue.notify_queued)
+            pool.start(loop, hub.wake_remote, mail.queue.notify_queued, self._sessions.get_count)
             self._accept_here()
             mail.store.subscribe_changes(lambda addr, folder, _: pool.broadcast(addr, folder))
 
@@ -384,6 +386,28 @@ class Server:
                 conn.close()
                 continue
             self._adopt(name, service, conn)
+
+    def sessions(self, key: str) -> int:
+        """Open sessions counted under `key` (e.g. one account's IMAP sessions) in every
+        process; in a worker, as the master last reported them."""
+        here = self._sessions.counts.get(key, 0)
+        if self._master is not None:
+            return max(here, self._master.totals.get(key, 0))
+        return here + (self._pool.sessions(key) if self._pool is not None else 0)
+
+    def session_opened(self, key: str) -> None:
+        self._sessions.add(key)
+        self._tell_sessions(key, opened=True)
+
+    def session_closed(self, key: str) -> None:
+        self._sessions.remove(key)
+        self._tell_sessions(key, opened=False)
+
+    def _tell_sessions(self, key: str, *, opened: bool) -> None:
+        if self._master is not None:
+            self._master.session(key, opened=opened)
+        elif self._pool is not None:
+            self._pool.push_total(key)
 
     def _per_ip_limit(self, listener: str) -> int:
         s = self.settings

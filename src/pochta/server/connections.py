@@ -34,6 +34,9 @@ class OpenCounts:
     def __init__(self) -> None:
         self.counts: dict[str, int] = {}
 
+    def get_count(self, key: str) -> int:
+        return self.counts.get(key, 0)
+
     def full(self, key: str, limit: int) -> bool:
         return self.counts.get(key, 0) >= limit
 

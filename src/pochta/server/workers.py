@@ -18,6 +18,9 @@ master by a ``SOCK_SEQPACKET`` socket pair (ordered, reliable, one message per c
 * ``A`` listener NUL client IP, with a socket (master to worker): serve this connection;
 * ``X`` listener NUL client IP (worker to master): a connection passed to it has ended;
 * ``Q`` queue id (worker to master): a message the worker queued, for the queue manager;
+* ``S`` ("+" or "-") key (worker to master): a session counted under key (an account's
+  IMAP sessions) began or ended; ``N`` key NUL total (master to workers): the count of all
+  processes, so each can apply the per-account limit;
 * ``R`` (worker to master): ready for connections;
 * ``H`` and ``T`` (master to worker): reload (SIGHUP) and stop (SIGTERM). Messages rather
   than signals, because a worker may still be root while the master already is not.
@@ -148,6 +151,7 @@ class _Worker:
     stopped: bool = False
     reader_fd: int = -1
     ready: bool = False
+    sessions: dict[str, int] = field(default_factory=dict)  # key -> its open sessions
     # Connections passed to it, per (listener, client IP).
     open_per_ip: dict[tuple[str, str], int] = field(default_factory=dict)
 
@@ -166,6 +170,7 @@ class WorkerPool:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._on_remote: RemoteChange | None = None
         self._on_queued: Callable[[str], None] | None = None
+        self._local_sessions: Callable[[str], int] | None = None
         self._supervisor: asyncio.Task[None] | None = None
         self._stopping = False
 
@@ -203,11 +208,13 @@ class WorkerPool:
         loop: asyncio.AbstractEventLoop,
         on_remote: RemoteChange,
         on_queued: Callable[[str], None],
+        local_sessions: Callable[[str], int],
     ) -> None:
         """Begin reading the links and supervising (on the running loop)."""
         self._loop = loop
         self._on_remote = on_remote
         self._on_queued = on_queued
+        self._local_sessions = local_sessions
         for worker in self._workers:
             if worker.link is not None:
                 self._watch(worker)
@@ -243,6 +250,15 @@ class WorkerPool:
                 else:
                     worker.open_per_ip.pop(key, None)
                 continue
+            if data[:1] == b"S" and len(data) > 2:
+                name = data[2:].decode("utf-8", "replace")
+                count = worker.sessions.get(name, 0) + (1 if data[1:2] == b"+" else -1)
+                if count > 0:
+                    worker.sessions[name] = count
+                else:
+                    worker.sessions.pop(name, None)
+                self.push_total(name)
+                continue
             if data[:1] == b"Q":
                 if self._on_queued is not None:
                     self._on_queued(data[1:].decode("ascii", "replace"))
@@ -260,6 +276,17 @@ class WorkerPool:
         if self._loop is not None and worker.reader_fd >= 0:
             self._loop.remove_reader(worker.reader_fd)
         worker.reader_fd = -1
+
+    def sessions(self, key: str) -> int:
+        """Sessions counted under `key` in the workers."""
+        return sum(w.sessions.get(key, 0) for w in self._workers)
+
+    def push_total(self, key: str) -> None:
+        total = self.sessions(key) + (self._local_sessions(key) if self._local_sessions else 0)
+        data = b"N" + key.encode() + b"\0" + str(total).encode()
+        for worker in self._workers:
+            if worker.link is not None:
+                worker.link.send(data)
 
     def open_from(self, listener: str, ip: str) -> int:
         """Connections from `ip` on `listener` that the workers serve."""
@@ -316,6 +343,9 @@ class WorkerPool:
                     worker.process = None
                     worker.open_per_ip.clear()
                     worker.ready = False
+                    gone, worker.sessions = list(worker.sessions), {}
+                    for key in gone:
+                        self.push_total(key)
                     worker.restart_at = now + RESTART_DELAY_SECONDS
                 elif proc is None and now >= worker.restart_at and not self._stopping:
                     self._spawn(worker)
@@ -350,6 +380,7 @@ class MasterLink:
     def __init__(self, fd: int) -> None:
         self.link = Link(socket.socket(fileno=fd))
         self._loop: asyncio.AbstractEventLoop | None = None
+        self.totals: dict[str, int] = {}  # key -> sessions in every process, from the master
         self._retry: asyncio.Task[None] | None = None
 
     def start(
@@ -377,6 +408,13 @@ class MasterLink:
                 if data in (RELOAD, STOP):
                     on_command(data)
                     continue
+                if data[:1] == b"N":
+                    key, _, total = data[1:].decode("utf-8", "replace").rpartition("\0")
+                    if total.isdigit() and int(total):
+                        self.totals[key] = int(total)
+                    else:
+                        self.totals.pop(key, None)
+                    continue
                 if not data:
                     loop.remove_reader(self.link.sock.fileno())
                     log.error("master_lost", pid=os.getpid())
@@ -400,6 +438,9 @@ class MasterLink:
 
     def connection_closed(self, listener: str, ip: str) -> None:
         self.link.send(b"X" + listener.encode() + b"\0" + ip.encode())
+
+    def session(self, key: str, *, opened: bool) -> None:
+        self.link.send(b"S" + (b"+" if opened else b"-") + key.encode())
 
     def queued(self, queue_id: str) -> None:
         """A message this worker put in the spool: the master's queue manager takes it."""
