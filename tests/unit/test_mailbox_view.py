@@ -76,3 +76,12 @@ def test_resync_from_a_full_listing() -> None:
     assert update.expunged == [3, 1]
     assert update.exists == 2
     assert view.uids == [2, 4]
+
+
+def test_own_expunge_leaves_no_recent_behind() -> None:
+    # RFC 3501 §7.3.2: "* n RECENT" counts messages of the mailbox; an expunged one is not.
+    view = MailboxView("INBOX", changes(info(1), info(2), info(3)))
+    view.recent.update({1, 2, 3})
+    assert view.note_own_expunge([2]) == [2]
+    assert view.recent == {1, 3}
+    assert view.exists == 2

@@ -158,4 +158,5 @@ class MailboxView:
         for uid in gone:
             self.info.pop(uid, None)
             self.pending_expunge.discard(uid)
+            self.recent.discard(uid)  # or a later "* n RECENT" counts messages that are gone
         return out
