@@ -96,6 +96,14 @@ def list_entries(
         prefix = name + SEP
         return any(s.startswith(prefix) for s in subscribed)
 
+    def has_unlisted_subscribed_descendant(name: str) -> bool:
+        # RFC 5258 §3.5: CHILDINFO tells of matching children the reply does not show
+        # themselves; a subscribed child that a pattern matches is listed on its own.
+        prefix = name + SEP
+        return any(
+            s.startswith(prefix) and not any(matches(p, s) for p in pats) for s in subscribed
+        )
+
     out: list[ListEntry] = []
     for name in sorted(names, key=_order):
         if not any(matches(p, name) for p in pats):
@@ -105,7 +113,7 @@ def list_entries(
         if options.lsub or options.subscribed:
             if name in subscribed:
                 pass
-            elif options.recursive_match and has_subscribed_descendant(name):
+            elif options.recursive_match and has_unlisted_subscribed_descendant(name):
                 entry = ListEntry(name, [], child_info=True, folder=folder)
                 _fill(entry, folder, name, children, subscribed, options, attrs)
                 out.append(entry)
