@@ -257,6 +257,7 @@ class Server:
         loop = asyncio.get_running_loop()
         log.info(
             "starting",
+            role="worker" if self._worker_link is not None else "master",
             version=__version__,
             pid=os.getpid(),
             config=self.settings.config_path,
@@ -285,7 +286,11 @@ class Server:
             for name, listener in self.listeners.items():
                 if self._pool is None or name not in WORKER_LISTENERS:
                     await listener.server.start_serving()
-            log.info("ready", listeners=len(self.listeners), pid=os.getpid())
+            if self._worker_link is None:
+                log.info("ready", listeners=len(self.listeners), pid=os.getpid(), role="master")
+            else:
+                services = ",".join(self._worker_services)
+                log.info("ready", pid=os.getpid(), role="worker", services=services)
             await self.stopping.wait()
             await self._drain()
         finally:
