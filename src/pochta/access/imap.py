@@ -41,7 +41,7 @@ from pochta.mime.sort_thread import (
 )
 from pochta.protocols.imap.render import render
 from pochta.protocols.imap.values import Atom, IMAPValue
-from pochta.server.connections import OpenCounts, load_tls_context
+from pochta.server.connections import OpenCounts, load_tls_context, upgrade_to_tls
 from pochta.store import (
     INBOX,
     FlagMode,
@@ -417,15 +417,9 @@ class Session:
         await self.flush()
         # RFC 9051 §6.2.1 / CVE-2011-0411: nothing sent before the handshake counts.
         self.parser = C.new_parser(self.server.settings.imap)
-        self.reader._buffer.clear()  # type: ignore[attr-defined]  # no public API for this
-        try:
-            await self.writer.start_tls(tls)
-        except (ssl.SSLError, ConnectionError, TimeoutError) as exc:
-            log.info("tls_failed", client=self.ip, error=str(exc))
-            raise _Closed from exc
+        if not await upgrade_to_tls(self.reader, self.writer, tls, self.ip, log):
+            raise _Closed
         self.tls_active = True
-        obj = self.writer.get_extra_info("ssl_object")
-        log.info("tls", client=self.ip, version=obj.version() if obj else "")
         return None
 
     async def cmd_login(self, cmd: Any) -> str:

@@ -35,7 +35,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import ssl
 import weakref
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -65,7 +64,7 @@ from pochta.protocols.pop3 import (
     unique_id,
 )
 from pochta.protocols.pop3 import responses as R
-from pochta.server.connections import OpenCounts, load_tls_context
+from pochta.server.connections import OpenCounts, load_tls_context, upgrade_to_tls
 from pochta.store import INBOX, FlagMode, MailStore, NoSuchFolder, NoSuchMessage, StoreError
 
 if TYPE_CHECKING:
@@ -274,24 +273,10 @@ class _Session:
             return
         self.conn.start_tls()
         await self._flush()
-        # RFC 2595 §4 / CVE-2011-0411: plaintext that arrived after STLS but before the
-        # handshake must never be read as if it came over TLS. The core dropped what it was
-        # fed; the stream may hold more, which asyncio would hand over after start_tls.
-        self.reader._buffer.clear()  # type: ignore[attr-defined]  # no public API for this
-        try:
-            await self.writer.start_tls(tls)
-        except (ssl.SSLError, ConnectionError, TimeoutError) as exc:
-            log.info("tls_failed", client=self.ip, error=str(exc))
+        if not await upgrade_to_tls(self.reader, self.writer, tls, self.ip, log):
             self.conn.receive_data(b"")  # closes: the session cannot go on
             return
         self.conn.tls_started()
-        obj = self.writer.get_extra_info("ssl_object")
-        log.info(
-            "tls",
-            client=self.ip,
-            version=obj.version() if obj else "",
-            cipher=obj.cipher()[0] if obj and obj.cipher() else "",
-        )
 
     # -- login: USER/PASS (RFC 1939 §7) and AUTH (RFC 5034) ---------------------------------
 

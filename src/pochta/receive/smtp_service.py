@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import asyncio
 import email.utils
-import ssl
 import time
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Literal
@@ -33,7 +32,7 @@ from pochta.protocols.smtp import replies as R
 from pochta.protocols.smtp.replies import Reply
 from pochta.queue.envelope import Envelope, Recipient, new_queue_id
 from pochta.resolve.classes import MailboxDest
-from pochta.server.connections import OpenCounts, load_tls_context
+from pochta.server.connections import OpenCounts, load_tls_context, upgrade_to_tls
 
 if TYPE_CHECKING:
     from pochta.server.app import Server
@@ -201,25 +200,11 @@ class _Session:
             return
         self.conn.send_reply(R.SERVICE_READY_TLS)
         await self._flush()
-        # RFC 3207 §4.2 / CVE-2011-0411: plaintext that arrived after STARTTLS but before the
-        # handshake must never be read as if it came over TLS. The core dropped what it was
-        # fed; the stream may hold more, which asyncio would hand over after start_tls.
-        self.reader._buffer.clear()  # type: ignore[attr-defined]  # no public API for this
-        try:
-            await self.writer.start_tls(tls)
-        except (ssl.SSLError, ConnectionError, TimeoutError) as exc:
-            log.info("tls_failed", client=self.ip, error=str(exc))
+        if not await upgrade_to_tls(self.reader, self.writer, tls, self.ip, log):
             self.conn.receive_data(b"")
             return
         self.tls_active = True
         self.conn.tls_started()
-        obj = self.writer.get_extra_info("ssl_object")
-        log.info(
-            "tls",
-            client=self.ip,
-            version=obj.version() if obj else "",
-            cipher=obj.cipher()[0] if obj and obj.cipher() else "",
-        )
 
     # -- AUTH (RFC 4954) --------------------------------------------------------------------
 
