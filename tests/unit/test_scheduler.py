@@ -178,7 +178,9 @@ async def test_success_removes_the_message(
         (queue_id, ["c@two.test"]),
     ]
     assert await spool.locate(queue_id) is None
-    assert not any(spool.root.glob(f"*/{queue_id}"))
+    # The file is kept for reuse, marked free: it is no message any more.
+    assert [p.parent.name for p in spool.root.glob(f"*/{queue_id}")] == ["pool"]
+    assert (spool.root / "pool" / queue_id).read_bytes()[:1] == b"#"
     delivered = events(logs, "delivered")
     assert {e["to"] for e in delivered} == {"a@one.test", "b@one.test", "c@two.test"}
     assert all(e["queue_id"] == queue_id and e["reply"] == "250 2.0.0 Ok" for e in delivered)

@@ -424,6 +424,71 @@ async def test_recovery_cleans_up_after_a_crash(spool: Spool, hold_lock: list[in
     assert any(e["event"] == "requeued" and e["queue_id"] == delivered_half for e in logs)
 
 
+# -- recycled queue files --------------------------------------------------------------------
+
+
+async def test_a_delivered_message_file_is_recycled(spool: Spool) -> None:
+    root = spool.root
+    first = await spool.enqueue(make_envelope(), CONTENT * 3)
+    inode = (root / "incoming" / first).stat().st_ino
+    await spool.delete(first, reason="done", durable=False)
+    assert files(root / "pool") == [first]
+    assert (root / "pool" / first).read_bytes()[:1] == b"#"  # free: no message any more
+
+    dir_fsyncs = spool.counters.dir_fsyncs
+    second = await spool.enqueue(make_envelope("c@example.test"), CONTENT)
+    # Written over the recycled file, durable with no directory fsync.
+    assert spool.counters.dir_fsyncs == dir_fsyncs
+    assert files(root / "pool") == []
+    assert (root / "incoming" / second).stat().st_ino == inode
+    assert (await spool.load(second)).recipients[0].address == "c@example.test"
+    assert (root / "incoming" / second).read_bytes().endswith(b"\n" + CONTENT)  # truncated
+
+    # An admin's removal is durable and removes the file.
+    await spool.delete(second)
+    assert files(root / "pool") == []
+
+
+async def test_recovery_adopts_complete_messages_found_in_the_pool(
+    spool: Spool, hold_lock: list[int]
+) -> None:
+    root, pool = spool.root, spool.root / "pool"
+    # Queued in a recycled file, but the crash lost its link into incoming/.
+    lost_link = await spool.enqueue(make_envelope(), CONTENT)
+    os.rename(root / "incoming" / lost_link, pool / "A")
+    before = (pool / "A").read_bytes()
+    # An overwrite the crash cut short: the right length, but not the content it was
+    # queued with (old bytes under a new envelope).
+    torn = await spool.enqueue(make_envelope(), CONTENT)
+    data = bytearray((root / "incoming" / torn).read_bytes())
+    data[-3] ^= 0x20
+    os.unlink(root / "incoming" / torn)
+    (pool / "B").write_bytes(bytes(data))
+    # Enqueues before recovery (`pochta sendmail` while the server is down) never write over
+    # a pool file that holds a message.
+    assert (pool / "A").read_bytes() == before
+    # Linked into incoming/, the pool name's removal lost.
+    linked = await spool.enqueue(make_envelope(), CONTENT)
+    os.link(root / "incoming" / linked, pool / "C")
+    # One a live writer holds, and a free file.
+    busy = await spool.enqueue(make_envelope(), CONTENT)
+    os.rename(root / "incoming" / busy, pool / "E")
+    lock_file(pool / "E", hold_lock)
+    (pool / "D").write_bytes(b'#"queue_id": "x"}\n')
+
+    with capture_logs() as logs:
+        report = await spool.recover()
+    assert report.adopted == 1
+    assert report.corrupt == 0
+    assert await spool.locate(lost_link) == "incoming"
+    assert await spool.read_content(lost_link) == CONTENT
+    assert await spool.locate(torn) is None
+    assert (pool / "B").read_bytes()[:1] == b"#"
+    assert await spool.locate(linked) == "incoming"
+    assert files(pool) == ["B", "D", "E"]
+    assert [e["queue_id"] for e in logs if e["event"] == "adopted"] == [lost_link]
+
+
 async def test_only_one_process_schedules_a_spool(spool: Spool) -> None:
     await spool.recover()
     other = Spool(spool.root)
@@ -493,9 +558,19 @@ def run_and_kill(root: Path, seed: int) -> dict[str, int]:
     return acknowledged
 
 
+@pytest.mark.parametrize("recycled", [False, True], ids=["new-files", "recycled-files"])
 @pytest.mark.parametrize("seed", range(6))
-async def test_kill_9_loses_no_acknowledged_message(tmp_path: Path, seed: int) -> None:
+async def test_kill_9_loses_no_acknowledged_message(
+    tmp_path: Path, seed: int, recycled: bool
+) -> None:
     root = tmp_path / "queue"
+    if recycled:  # a pool of free files from delivered messages, for the child to write over
+        spool = Spool(root)
+        old = [await spool.enqueue(make_envelope(), CONTENT * (1 + i % 120)) for i in range(150)]
+        for queue_id in old:
+            await spool.delete(queue_id, reason="done", durable=False)
+        spool.close()
+        assert len(files(root / "pool")) == 150
     acknowledged = await asyncio.to_thread(run_and_kill, root, seed)
 
     spool = Spool(root)
@@ -515,4 +590,6 @@ async def test_kill_9_loses_no_acknowledged_message(tmp_path: Path, seed: int) -
     assert files(root / "active") == []
     for queue_id in incoming:  # unacknowledged but complete ones parse too
         await spool.load(queue_id)
+    for name in files(root / "pool"):  # what is left in the pool is free
+        assert (root / "pool" / name).read_bytes()[:1] == b"#", name
     spool.close()

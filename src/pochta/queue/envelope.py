@@ -83,6 +83,9 @@ class Envelope(msgspec.Struct):
     protocol: str = "ESMTP"  # RFC 3848 WITH keyword, or "sendmail" for the local command
     requiretls: bool = False
     warned_delay: bool = False  # the delay DSN (RFC 3464 action=delayed) went out already
+    # zlib.crc32 of the content as queued (None: not recorded). Recovery uses it to tell a
+    # complete recycled queue file from one whose overwrite a crash cut short (spool.py).
+    crc32: int | None = None
     version: int = ENVELOPE_VERSION
 
     def pending_recipients(self) -> list[Recipient]:

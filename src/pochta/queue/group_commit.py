@@ -39,9 +39,13 @@ class FsyncCounters:
         self.dir_fsyncs = 0
         self.batches = 0
 
-    def fsync_file(self, fd: int) -> None:
-        """fsync one open file (data and metadata) and count it."""
-        os.fsync(fd)
+    def fsync_file(self, fd: int, *, data_only: bool = False) -> None:
+        """fsync one open file (data and metadata; ``data_only``: fdatasync, which leaves
+        out the times but not the size) and count it."""
+        if data_only:
+            os.fdatasync(fd)
+        else:
+            os.fsync(fd)
         with self._lock:
             self.file_fsyncs += 1
 
