@@ -133,10 +133,11 @@ class DataReader:
         if last < start:
             return 0
         block = bytes(buf[start : last + 2])
-        crlf = block.count(b"\r\n")
+        lines = block.split(b"\r\n")  # the last one is the empty rest after the final CRLF
+        crlf = len(lines) - 1
         if block.count(b"\r") != crlf or block.count(b"\n") != crlf:
             return 0
-        longest = len(max(block.split(b"\r\n"), key=len))
+        longest = max(map(len, lines))
         if longest + 2 > self._max_line:
             self._too_long = True  # RFC 5321 §4.5.3.1.6, as in _add
         self.size += len(block)
