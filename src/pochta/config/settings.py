@@ -115,6 +115,70 @@ class AuthSettings(_Table, frozen=True, kw_only=True, forbid_unknown_fields=True
 
 class DKIMSettings(_Table, frozen=True, kw_only=True, forbid_unknown_fields=True):
     keys_dir: Annotated[str, _doc("Directory of DKIM private keys, DOMAIN/SELECTOR.key.")] = "dkim"
+    sign: Annotated[
+        bool, _doc("Sign mail that local users submit for hosted domains (active selectors).")
+    ] = True
+
+
+class DNSSettings(_Table, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    """The resolver used for MX, TLSA, MTA-STS, SPF, DKIM and DMARC lookups."""
+
+    nameservers: Annotated[
+        list[str],
+        _doc('Servers to ask ("IP", "IP:PORT", "[IPv6]:PORT"); empty: /etc/resolv.conf.'),
+    ] = []
+    timeout_seconds: Annotated[float, _doc("Give up on one lookup after this long.")] = 10.0
+    dnssec_validating: Annotated[
+        bool,
+        _doc(
+            "The nameservers validate DNSSEC and are trusted (a local unbound): their AD bit "
+            "enables DANE (RFC 7672)."
+        ),
+    ] = False
+
+
+class DeliverySettings(_Table, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    """Outbound SMTP, relay, LMTP and pipe delivery (Postfix smtp(8), lmtp(8), pipe(8))."""
+
+    helo_name: Annotated[str, _doc("Name given in EHLO; empty: server.hostname.")] = ""
+    source_address: Annotated[str, _doc("Local IPv4 address to send from; empty: any.")] = ""
+    source_address6: Annotated[str, _doc("Local IPv6 address to send from; empty: any.")] = ""
+    smtp_port: Annotated[int, _doc("Port of MX hosts (25; other values are for tests).")] = 25
+    tls_security_level: Annotated[
+        Literal["none", "may", "encrypt", "dane", "verify"],
+        _doc(
+            "none: never TLS; may: STARTTLS when offered; encrypt: TLS required; dane: DANE "
+            "where TLSA records are validated, else may; verify: a valid certificate for the "
+            "MX name required. MTA-STS enforce and REQUIRETLS raise it per message."
+        ),
+    ] = "may"
+    tls_ca_file: Annotated[
+        str, _doc("Extra PEM CA certificates trusted when verifying peers; empty: system CAs.")
+    ] = ""
+    mta_sts: Annotated[bool, _doc("Honour recipient domains' MTA-STS policies (RFC 8461).")] = True
+    relayhost: Annotated[
+        str,
+        _doc('Smarthost for all remote mail, "[host]:port" (no MX lookup) or "host"; empty: none.'),
+    ] = ""
+    relayhost_username: Annotated[str, _doc("AUTH user name at the relayhost.")] = ""
+    relayhost_password_file: Annotated[
+        str, _doc("File holding the relayhost AUTH password (one line).")
+    ] = ""
+    connect_timeout_seconds: Annotated[float, _doc("Give up connecting after this long.")] = 30.0
+    command_timeout_seconds: Annotated[
+        float, _doc("Longest wait for a reply to one command (RFC 5321 4.5.3.2).")
+    ] = 300.0
+    max_mx_hosts: Annotated[int, _doc("MX hosts tried per attempt, best first.")] = 5
+    connection_cache_seconds: Annotated[
+        float, _doc("Keep an idle connection this long for the next message to that host.")
+    ] = 2.0
+    destination_rate_delay_seconds: Annotated[
+        float, _doc("Pause between deliveries to one destination; 0: none.")
+    ] = 0.0
+    pipe_timeout_seconds: Annotated[float, _doc("Longest run of a pipe command.")] = 1000.0
+    bounces_per_minute: Annotated[
+        int, _doc("Delivery status notifications sent per minute at most; more wait.")
+    ] = 120
 
 
 class TablesSettings(_Table, frozen=True, kw_only=True, forbid_unknown_fields=True):
@@ -276,6 +340,8 @@ class Settings(_Table, frozen=True, kw_only=True, forbid_unknown_fields=True):
     directory: DirectorySettings = DirectorySettings()
     auth: AuthSettings = AuthSettings()
     dkim: DKIMSettings = DKIMSettings()
+    dns: DNSSettings = DNSSettings()
+    delivery: DeliverySettings = DeliverySettings()
     tables: TablesSettings = TablesSettings()
     smtp: SMTPSettings = SMTPSettings()
     queue: QueueSettings = QueueSettings()
