@@ -54,6 +54,7 @@ class Recipient(msgspec.Struct):
     # "relay:[host]:25", "lmtp:unix:/path", "pipe:...".
     destination: str = ""
     delivered_at: float = 0.0
+    remote_mta: str = ""  # the host that gave ``reply`` (RFC 3464 §2.3.5), "" for our own
 
     @property
     def is_final(self) -> bool:

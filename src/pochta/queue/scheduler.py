@@ -85,6 +85,9 @@ class Attempt:
     recipient_address: str
     outcome: Outcome
     reply: str
+    # The server that gave the reply, "mx.example.org" (RFC 3464 §2.3.5 Remote-MTA);
+    # "" when the reply is our own.
+    remote_mta: str = ""
 
 
 # Try the recipients (one destination's group) of a message; one Attempt per recipient.
@@ -507,12 +510,15 @@ class QueueManager:
     ) -> None:
         recipient.attempts += 1
         recipient.reply = attempt.reply
+        recipient.remote_mta = attempt.remote_mta
         # Postfix's delivery log line: to=, orig_to=, relay=, delay=, status (our event name).
         fields: dict[str, object] = {"queue_id": queue_id, "to": recipient.address}
         if recipient.original and recipient.original != recipient.address:
             fields["orig_to"] = recipient.original
         if recipient.destination:
             fields["relay"] = recipient.destination
+        if attempt.remote_mta:
+            fields["remote_mta"] = attempt.remote_mta
         fields.update(
             delay=round(now - envelope.arrival, 3), attempts=recipient.attempts, reply=attempt.reply
         )
