@@ -14,6 +14,11 @@ names and other domains together. Answers are authoritative (AA): the records of
 type (or is an empty non-terminal), NXDOMAIN otherwise, with the zone's SOA in the authority
 section when there is one (RFC 2308 §3). UDP answers larger than the client's limit come back
 truncated (TC) so that the client retries over TCP (RFC 1035 §4.2.1, RFC 7766).
+
+``ZoneServer(..., authenticated=True)`` plays a trusted DNSSEC-validating resolver (DANE
+tests): answers carry the AD flag when the query asked for DNSSEC with DO or AD (RFC 6840
+§5.7-5.8). ``authenticated`` may instead be a function of (name, type), e.g. to make one
+host's records insecure; the attribute can be changed while the server runs.
 """
 
 from __future__ import annotations
@@ -22,6 +27,7 @@ import contextlib
 import socket
 import struct
 import threading
+from collections.abc import Callable
 from types import TracebackType
 
 import dns.exception
@@ -43,8 +49,16 @@ _MAX_CNAME_CHAIN = 8
 class ZoneServer:
     """Authoritative server for one zone on 127.0.0.1 (UDP and TCP on the same port)."""
 
-    def __init__(self, zone_text: str, origin: str = ".", *, host: str = "127.0.0.1") -> None:
+    def __init__(
+        self,
+        zone_text: str,
+        origin: str = ".",
+        *,
+        host: str = "127.0.0.1",
+        authenticated: bool | Callable[[str, str], bool] = False,
+    ) -> None:
         self.origin = dns.name.from_text(origin)
+        self.authenticated = authenticated
         self.host = host
         self.port = 0
         self.queries: list[tuple[str, str]] = []  # (name, type) of every question, in order
@@ -136,7 +150,10 @@ class ZoneServer:
             response.set_rcode(dns.rcode.NOTIMP if query.opcode() != 0 else dns.rcode.FORMERR)
             return response
         question = query.question[0]
-        self.queries.append((question.name.to_text(), dns.rdatatype.to_text(question.rdtype)))
+        qname, qtype = question.name.to_text(), dns.rdatatype.to_text(question.rdtype)
+        self.queries.append((qname, qtype))
+        if self._authentic(query, qname, qtype):
+            response.flags |= dns.flags.AD
         if question.rdclass != dns.rdataclass.IN:
             response.set_rcode(dns.rcode.REFUSED)
             return response
@@ -169,6 +186,15 @@ class ZoneServer:
             if not name.is_subdomain(origin):
                 return response
         return response
+
+    def _authentic(self, query: dns.message.Message, qname: str, qtype: str) -> bool:
+        # RFC 6840 §5.7-5.8: a validating resolver sets AD only for a query with DO or AD.
+        wants = bool(query.ednsflags & dns.flags.DO) or bool(query.flags & dns.flags.AD)
+        if not wants:
+            return False
+        if callable(self.authenticated):
+            return self.authenticated(qname, qtype)
+        return self.authenticated
 
     @staticmethod
     def _add_soa(zone: dns.zone.Zone, response: dns.message.Message) -> None:

@@ -5,6 +5,11 @@ Rotation keeps mail verifiable throughout: the old selectors stop signing but st
 was signed (queued mail, re-verification of stored mail). With ``rotate --stage`` the new
 keys are published first and signing switches later (``activate``), so no message is ever
 signed with a key that receivers cannot find yet.
+
+``retire`` also refuses while the queue holds a message signed with the selector (its
+``DKIM-Signature`` has ``d=DOMAIN`` and ``s=SELECTOR``): that message is still to be delivered
+and verified, and its signature would fail once the DNS record is gone. Only the header block
+of each queued message is read.
 """
 
 from __future__ import annotations
@@ -12,10 +17,13 @@ from __future__ import annotations
 import contextlib
 from collections.abc import Iterable, Sequence
 from pathlib import Path
+from typing import BinaryIO
 
 import click
 import msgspec
+from dkim.util import InvalidTagValueList, parse_tag_value
 
+from pochta.cleanup.headers import MAX_HEADER_BLOCK_BYTES, split_message
 from pochta.cli.common import fail, load_cli_settings, open_directory
 from pochta.config.settings import Settings
 from pochta.directory.addresses import AddressError, normalize_domain
@@ -28,8 +36,11 @@ from pochta.mailauth.dkim_keys import (
     dkim_txt_value,
     generate_selector,
 )
+from pochta.queue.spool import MAX_ENVELOPE_BYTES, STATES, Spool
 
 RETIRE_AFTER_DAYS = 7
+MAX_LISTED_IDS = 20  # queue ids named when retire refuses; the count is always complete
+_HEAD_CHUNK_BYTES = 64 * 1024
 _ALGORITHMS: dict[str, tuple[Algorithm, ...]] = {
     "rsa": ("rsa-sha256",),
     "ed25519": ("ed25519-sha256",),
@@ -270,6 +281,27 @@ def retire(ctx: click.Context, domain: str, selector: str, force: bool) -> None:
                 f"selector {sel.selector} still signs mail for {dom.name}; rotate first with: "
                 f"pochta dkim rotate {dom.name} (or retire it anyway with --force)"
             )
+        if not force:
+            try:
+                queued = queued_signed_with(settings.spool_dir, dom.name, sel.selector)
+            except OSError as exc:
+                fail(
+                    f"cannot read the queue {settings.spool_dir} to see whether mail signed "
+                    f"with {sel.selector} waits there: {exc.strerror or exc} (run as root or "
+                    "as the server's user, or retire anyway with --force)"
+                )
+            if queued:
+                shown = " ".join(queued[:MAX_LISTED_IDS])
+                more = (
+                    f" and {len(queued) - MAX_LISTED_IDS} more"
+                    if len(queued) > MAX_LISTED_IDS
+                    else ""
+                )
+                fail(
+                    f"{len(queued)} queued message(s) signed with selector {sel.selector} of "
+                    f"{dom.name} still wait for delivery: {shown}{more}; retire it once they "
+                    "have left the queue (pochta queue list), or anyway with --force"
+                )
         try:
             directory.remove_dkim_selector(dom.name, sel.selector)
         except DirectoryError as exc:
@@ -285,3 +317,66 @@ def retire(ctx: click.Context, domain: str, selector: str, force: bool) -> None:
         )
     click.echo(f"Retired {sel.selector}: removed from {dom.name} and deleted {sel.key_path}")
     click.echo(f"Remove its DNS record: {sel.selector}._domainkey.{dom.name}. TXT")
+
+
+def queued_signed_with(spool_dir: Path, domain: str, selector: str) -> list[str]:
+    """Queue ids of the messages in the spool (any state) that carry a DKIM-Signature with
+    ``d=domain`` and ``s=selector`` (RFC 6376 §3.5; both compared case-insensitively)."""
+    spool = Spool(spool_dir, io_threads=1, create=False)
+    found: list[str] = []
+    try:
+        for state in STATES:
+            for queue_id in spool.ids_sync(state):
+                head = _queued_header(spool, queue_id)
+                if head is not None and _signed_with(head, domain, selector):
+                    found.append(queue_id)
+    finally:
+        spool.close()
+    return found
+
+
+def _queued_header(spool: Spool, queue_id: str) -> bytes | None:
+    """The start of a queued message, through its header block (None: no longer queued)."""
+    for _ in range(5):  # the file may move to another state between locating and opening
+        state = spool.locate_sync(queue_id)
+        if state is None:
+            return None
+        try:
+            with open(spool.message_path(state, queue_id), "rb") as f:
+                # The first line of a queue file is the envelope (queue/spool.py).
+                envelope = f.readline(MAX_ENVELOPE_BYTES + 1)
+                if not envelope.endswith(b"\n"):
+                    return None
+                return _read_header_block(f)
+        except FileNotFoundError:
+            continue
+    return None
+
+
+def _read_header_block(f: BinaryIO) -> bytes:
+    """Read up to the empty line that ends the header block (at most the cleanup limit)."""
+    data = b""
+    while len(data) < 2 * MAX_HEADER_BLOCK_BYTES:
+        chunk = f.read(_HEAD_CHUNK_BYTES)
+        if not chunk:
+            break
+        start = max(0, len(data) - 3)
+        data += chunk
+        if b"\n\r\n" in data[start:] or b"\n\n" in data[start:] or data.startswith(b"\r\n"):
+            break
+    return data
+
+
+def _signed_with(head: bytes, domain: str, selector: str) -> bool:
+    for field in split_message(head).get_all("dkim-signature"):
+        # RFC 6376 §3.2: tag=value list; unfold first (parse_tag_value expects it).
+        value = field.value.replace(b"\r", b"").replace(b"\n", b"")
+        try:
+            tags = parse_tag_value(value)
+        except InvalidTagValueList:
+            continue
+        d = tags.get(b"d", b"").decode("ascii", "replace").rstrip(".").lower()
+        s = tags.get(b"s", b"").decode("ascii", "replace").lower()
+        if d == domain.lower() and s == selector.lower():
+            return True
+    return False

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import sys
+import time
 from collections.abc import Awaitable, Callable
 from datetime import datetime
 
@@ -20,7 +21,7 @@ import msgspec
 
 from pochta.cli.common import fail, load_cli_settings
 from pochta.logs import configure_logging
-from pochta.queue.envelope import Envelope
+from pochta.queue.envelope import Envelope, Recipient
 from pochta.queue.spool import STATES, QueueEntry, QueueState, Spool, SpoolError
 
 # Postfix's postqueue -p marks: "*" active, "!" on hold; ours adds "#" for corrupt.
@@ -53,8 +54,9 @@ def list_command(ctx: click.Context, as_json: bool, state: QueueState | None) ->
     """List queued messages, like `postqueue -p` (mailq).
 
     Each message shows its id (* active, ! on hold, # corrupt), size, arrival time and
-    sender, then each recipient not yet delivered with its status, attempts, next try and
-    last reply.
+    sender, then each recipient still to be delivered, under the reason it waits for in
+    parentheses (its last reply, and the remote server that gave it), with its status,
+    attempts and next try.
     """
     spool = _spool(ctx)
     try:
@@ -71,32 +73,72 @@ def _local(timestamp: float, fmt: str) -> str:
     return datetime.fromtimestamp(timestamp).astimezone().strftime(fmt)
 
 
+# postqueue -p with long queue ids (postfix/src/postqueue/showq_compat.c, L_SENDER_FORMAT):
+# id and mark in 17 columns, size in 8, arrival in 19, then the sender; recipients start
+# under the sender, and a "(reason)" line ends at column 78.
+_ID_WIDTH = 17
+_RECIPIENT_INDENT = " " * (_ID_WIDTH + 1 + 8 + 1 + 19 + 1)
+_REASON_END = 76
+_ARRIVAL = "%a %b %d %H:%M:%S"
+_WHEN = "%Y-%m-%d %H:%M:%S"
+
+
+def _reason(r: Recipient) -> str:
+    """Why a recipient is still queued: its last reply, and who gave it (Postfix writes
+    "host mx.example.org[192.0.2.1] said: ...")."""
+    if not r.reply:
+        return ""
+    return f"host {r.remote_mta} said: {r.reply}" if r.remote_mta else r.reply
+
+
+def _status(r: Recipient, when: str = _WHEN, now: float | None = None) -> str:
+    """``deferred, 2 attempts, next try ...`` ("" for a recipient not tried yet); with
+    ``now``, how long until the next try too."""
+    if r.status == "pending" and not r.attempts:
+        return ""
+    status: str = r.status
+    if r.attempts:
+        status += f", {r.attempts} attempt{'s' if r.attempts != 1 else ''}"
+    if r.status == "deferred" and r.next_attempt:
+        status += f", next try {_local(r.next_attempt, when)}"
+        if now is not None:
+            status += f" ({_until(r.next_attempt, now)})"
+    if r.status == "delivered" and r.delivered_at:
+        status += f", at {_local(r.delivered_at, when)}"
+    return status
+
+
 def _render_list(entries: list[QueueEntry]) -> str:
     if not entries:
         return "Mail queue is empty\n"
-    lines = [f"{'-Queue ID-':<16} {'--Size--':>8} {'----Arrival Time----':<20}  -Sender/Recipient-"]
+    lines = [
+        f"{'-Queue ID-':<{_ID_WIDTH}} {'--Size--':>8} {'---Arrival Time----':<19} "
+        "-Sender/Recipient-------"
+    ]
     total = 0
     for entry in entries:
-        mark = STATE_MARKS.get(entry.state, " ")
+        mark = STATE_MARKS.get(entry.state, "")
         envelope = entry.envelope
         if envelope is None:
             lines.append(f"{entry.queue_id}{mark}  ({entry.state}: {entry.error})")
             lines.append("")
             continue
         total += envelope.size
-        arrival = _local(envelope.arrival, "%a %b %d %H:%M:%S")
+        arrival = _local(envelope.arrival, _ARRIVAL)
         sender = envelope.sender or "<>"
-        lines.append(f"{entry.queue_id}{mark:<1}{envelope.size:>9} {arrival:<20}  {sender}")
-        pad = " " * 48
-        for r in envelope.recipients:
-            status: str = r.status
-            if r.attempts:
-                status += f", {r.attempts} attempt{'s' if r.attempts != 1 else ''}"
-            if r.status == "deferred" and r.next_attempt:
-                status += f", next try {_local(r.next_attempt, '%Y-%m-%d %H:%M:%S')}"
-            lines.append(f"{pad}{r.address}  [{status}]")
-            if r.reply and r.status != "delivered":
-                lines.append(f"{pad}  ({r.reply})")
+        head = f"{entry.queue_id}{mark}"
+        lines.append(f"{head:<{_ID_WIDTH}} {envelope.size:>8} {arrival:<19} {sender}")
+        # showq_compat.c: a "(reason)" line when the reason changes from one recipient to the
+        # next, "(reason unavailable)" when a recipient has none after one that had one.
+        shown = ""
+        for r in envelope.pending_recipients():  # postqueue lists what is still to do
+            reason = _reason(r)
+            if reason != shown:
+                text = reason or "reason unavailable"
+                lines.append(f"{' ' * max(0, _REASON_END - len(text))}({text})")
+                shown = reason
+            status = _status(r)
+            lines.append(f"{_RECIPIENT_INDENT}{r.address}" + (f"  [{status}]" if status else ""))
         lines.append("")
     requests = len(entries)
     lines.append(
@@ -105,12 +147,43 @@ def _render_list(entries: list[QueueEntry]) -> str:
     return "\n".join(lines) + "\n"
 
 
+def _until(timestamp: float, now: float) -> str:
+    seconds = int(timestamp - now)
+    if seconds <= 0:
+        return "due now"
+    minutes, secs = divmod(seconds, 60)
+    hours, minutes = divmod(minutes, 60)
+    if hours:
+        return f"in {hours}h {minutes:02d}m"
+    return f"in {minutes}m {secs:02d}s" if minutes else f"in {secs}s"
+
+
+def _render_recipients(envelope: Envelope, now: float) -> list[str]:
+    """Each recipient with what the queue knows of it, for ``show``."""
+    when = _WHEN + " %z"
+    lines = ["recipients:"]
+    for r in envelope.recipients:
+        lines.append(f"  {r.address}")
+        if r.original and r.original != r.address:
+            lines.append(f"    original: {r.original}")
+        status = _status(r, when, now) or "pending, not tried yet"
+        lines.append(f"    status: {status}")
+        if r.reply:
+            lines.append(f"    last reply: {r.reply}")
+        if r.remote_mta:
+            lines.append(f"    remote MTA: {r.remote_mta}")
+        if r.destination:
+            lines.append(f"    route: {r.destination}")
+    return lines
+
+
 @queue.command()
 @click.argument("queue_id")
 @click.option("--content", is_flag=True, help="Print the whole message, not only its headers.")
 @click.pass_context
 def show(ctx: click.Context, queue_id: str, content: bool) -> None:
-    """Show the envelope of one message and the headers of its content (like postcat -q)."""
+    """Show one message: each recipient's status, attempts, next try, last reply and the
+    server that gave it; then the envelope and the headers of its content (like postcat -q)."""
     spool = _spool(ctx)
 
     async def load() -> tuple[QueueState, Envelope, bytes]:
@@ -125,6 +198,9 @@ def show(ctx: click.Context, queue_id: str, content: bool) -> None:
         spool.close()
     click.echo(f"state: {state}")
     click.echo(f"arrival: {_local(envelope.arrival, '%Y-%m-%d %H:%M:%S %z')}")
+    click.echo(f"sender: {envelope.sender or '<>'}")
+    click.echo(f"size: {envelope.size} bytes")
+    click.echo("\n".join(_render_recipients(envelope, time.time())))
     click.echo("envelope:")
     click.echo(msgspec.json.format(msgspec.json.encode(envelope), indent=2).decode())
     click.echo("")

@@ -10,6 +10,7 @@ runs the agent for one group.
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import TYPE_CHECKING
 
 from pochta.deliver.mailbox import MailboxAgent
 from pochta.logs import get_logger
@@ -28,14 +29,23 @@ from pochta.resolve.classes import (
     UnixDest,
 )
 from pochta.resolve.resolver import Resolver
+from pochta.resolve.transport import TransportError, parse_transport
+
+if TYPE_CHECKING:
+    from pochta.deliver.pipe import PipeAgent
+    from pochta.deliver.remote import RemoteAgent
 
 log = get_logger("deliver")
 
+# Transports that the smtp/lmtp client agent (remote.py) serves.
+REMOTE_KINDS = frozenset({"smtp", "relay", "lmtp"})
+
 Destination = MailboxDest | RemoteDest | RelayDest | PipeDest | FileDest | UnixDest | DiscardDest
 
-# Until the outbound agents exist (smtp, relay, lmtp, pipe: the outbound issue), mail for
-# them waits in the queue and is retried on the normal schedule; nothing is dropped.
+# A destination no agent here serves (file:, unix:, or a transport name pochta does not
+# know): the mail waits in the queue and is retried on the normal schedule; nothing is dropped.
 NO_AGENT = "451 4.3.5 No delivery agent for {kind} in this version of pochta; kept in queue"
+BAD_ROUTE = "451 4.3.5 Cannot use the route {route!r}: {why}; kept in queue"
 
 
 def destination_string(dest: Destination) -> str:
@@ -88,11 +98,16 @@ class Deliverer:
         spool: Spool,
         mailbox: Callable[[], MailboxAgent],
         resolver: Callable[[], Resolver],
+        *,
+        remote: Callable[[], RemoteAgent] | None = None,
+        pipe: Callable[[], PipeAgent] | None = None,
     ) -> None:
         self.spool = spool
         # Read at each use: the directory and tables are swapped on reload.
         self._mailbox = mailbox
         self._resolver = resolver
+        self._remote = remote
+        self._pipe = pipe
 
     async def __call__(self, envelope: Envelope, recipients: list[Recipient]) -> list[Attempt]:
         kind, _, target = recipients[0].destination.partition(":")
@@ -102,6 +117,10 @@ class Deliverer:
             return [Attempt(r.address, "bounced", target) for r in recipients]
         if kind == "expand":
             return [await self._expand(envelope, r) for r in recipients]
+        if kind in REMOTE_KINDS and self._remote is not None:
+            return await self._deliver_remote(envelope, recipients)
+        if kind == "pipe" and self._pipe is not None:
+            return await self._deliver_pipe(envelope, recipients, target)
         if kind != "mailbox":
             reply = NO_AGENT.format(kind=kind or "an unrouted recipient")
             return [Attempt(r.address, "deferred", reply) for r in recipients]
@@ -119,6 +138,32 @@ class Deliverer:
             )
             attempts.append(Attempt(rcpt.address, result.outcome, str(result.reply)))  # type: ignore[arg-type]
         return attempts
+
+    async def _deliver_remote(
+        self, envelope: Envelope, recipients: list[Recipient]
+    ) -> list[Attempt]:
+        """smtp / relay / lmtp: the whole group (one destination) in one transaction."""
+        assert self._remote is not None
+        destination = recipients[0].destination
+        try:
+            transport = parse_transport(destination)
+        except TransportError as exc:
+            reply = BAD_ROUTE.format(route=destination, why=exc)
+            return [Attempt(r.address, "deferred", reply) for r in recipients]
+        if not transport.nexthop:  # "smtp:" = the recipient's domain (transport(5))
+            transport = transport.with_nexthop(recipients[0].address.rpartition("@")[2])
+        content = await self.spool.read_content(envelope.queue_id)
+        return await self._remote().deliver(envelope, recipients, content, transport)
+
+    async def _deliver_pipe(
+        self, envelope: Envelope, recipients: list[Recipient], target: str
+    ) -> list[Attempt]:
+        """pipe:USER:COMMAND, one run of the command per recipient (local(8))."""
+        assert self._pipe is not None
+        user, _, command = target.partition(":")
+        content = await self.spool.read_content(envelope.queue_id)
+        agent = self._pipe()
+        return [await agent.deliver(envelope, r, content, command, user) for r in recipients]
 
     async def _expand(self, envelope: Envelope, rcpt: Recipient) -> Attempt:
         """An alias with several targets, met after the queue (``pochta sendmail``): deliver

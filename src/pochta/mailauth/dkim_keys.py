@@ -115,6 +115,18 @@ def _new_key(algorithm: Algorithm, rsa_bits: int) -> tuple[bytes, str]:
     raise DkimKeyError(f"unknown DKIM algorithm {algorithm!r}; use rsa-sha256 or ed25519-sha256")
 
 
+def _give_to_keys_owner(keys_dir: Path, *paths: Path) -> None:
+    """Run as root on a keys directory that the server's user owns (a running server that
+    dropped privileges): new files get that owner, so the server can read them at once."""
+    if os.geteuid() != 0:
+        return
+    st = keys_dir.stat()
+    if st.st_uid == 0:
+        return
+    for path in paths:
+        os.chown(path, st.st_uid, st.st_gid)
+
+
 def generate_selector(
     domain: str,
     keys_dir: Path,
@@ -146,6 +158,7 @@ def generate_selector(
     pem, public_b64 = _new_key(algorithm, rsa_bits)
     domain_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
     write_file_atomic(path, pem, mode=0o600)
+    _give_to_keys_owner(keys_dir, domain_dir, path)
     return DkimSelector(
         selector=name,
         algorithm=algorithm,

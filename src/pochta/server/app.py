@@ -525,6 +525,12 @@ class Server:
         paths = [data_dir, self.settings.spool_dir, self.settings.mail_dir, db]
         paths += [db.with_name(db.name + suffix) for suffix in ("-wal", "-shm", "-journal")]
         paths += [Path(x.address.path) for x in self.listeners.values() if x.address.is_unix]
+        # DKIM keys (DOMAIN/SELECTOR.key, made by root with mode 0600): the signer reads them.
+        keys = self.settings.dkim_dir
+        if keys.is_dir():
+            paths.append(keys)
+            for domain_dir in sorted(p for p in keys.iterdir() if p.is_dir()):
+                paths += [domain_dir, *sorted(domain_dir.glob("*.key"))]
         return paths
 
     def _drop_privileges(self) -> None:

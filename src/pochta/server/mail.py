@@ -13,12 +13,18 @@ from typing import TYPE_CHECKING
 
 from pochta.access.change_hub import ChangeHub
 from pochta.access.imap_mime import search_text
-from pochta.cleanup.pipeline import Cleanup
+from pochta.cleanup.pipeline import Cleanup, Filter
 from pochta.deliver.mailbox import MailboxAgent
+from pochta.deliver.notices import Notices
+from pochta.deliver.pipe import PipeAgent
+from pochta.deliver.remote import RemoteAgent
 from pochta.deliver.router import Deliverer, Router, destination_string
+from pochta.deliver.sts_dane_policy import StsDanePolicy
 from pochta.directory.auth_failures import FailureTracker
 from pochta.directory.authenticator import Authenticator
+from pochta.dns.async_resolver import make_async_resolver
 from pochta.logs import get_logger
+from pochta.mailauth.dkim_sign import DkimSigner
 from pochta.queue.envelope import Envelope, Recipient
 from pochta.queue.scheduler import QueueManager
 from pochta.queue.spool import Spool
@@ -52,13 +58,32 @@ class MailSystem:
         # A worker queues (into the same spool) but never delivers: no fresh-content cache.
         self._spool: Spool | None = Spool(settings.spool_dir, remember_fresh=with_queue)
         self._queue: QueueManager | None = None
+        self.remote: RemoteAgent | None = None
         if with_queue:
+            dns_resolver = make_async_resolver(settings.dns)
+            policy = StsDanePolicy(settings, dns_resolver)
+            self.remote = RemoteAgent(
+                settings, resolver=dns_resolver, policy=policy, dane_check_for=policy.dane_check
+            )
+            postmaster = f"postmaster@{settings.server.hostname.rstrip('.')}"
             self._queue = QueueManager(
                 self._spool,
                 settings.queue,
-                Deliverer(self._spool, lambda: self.mailbox, lambda: self.resolver),
+                Deliverer(
+                    self._spool,
+                    lambda: self.mailbox,
+                    lambda: self.resolver,
+                    remote=self._remote_agent,
+                    pipe=lambda: self.pipe,
+                ),
                 Router(lambda: self.resolver),
-                on_final=self._on_final,
+                on_final=Notices(
+                    self._spool,
+                    settings.server.hostname,
+                    postmaster,
+                    settings.delivery.bounces_per_minute,
+                    maximal_lifetime_seconds=settings.queue.maximal_lifetime_seconds,
+                ),
             )
         self._build()
 
@@ -77,13 +102,23 @@ class MailSystem:
     def _build(self) -> None:
         s = self.server.settings
         self.resolver = Resolver(self.server.directory, self.server.tables, s)
-        self.cleanup = Cleanup(s, self.server.tables)
+        filters: list[Filter] = []
+        if s.dkim.sign:
+            # Last filter: the DKIM signature is the last change to the header (dkim_sign.py).
+            filters.append(DkimSigner(self.server.directory, s).filter)
+        self.cleanup = Cleanup(s, self.server.tables, filters=filters)
         self.authenticator = Authenticator(
             self.server.directory, s.auth, s.directory.recipient_delimiter, tracker=self.tracker
         )
         self.mailbox = MailboxAgent(
             self.store, self.server.directory, default_message_limit=s.store.default_message_limit
         )
+        self.pipe = PipeAgent.from_settings(s)
+
+    def _remote_agent(self) -> RemoteAgent:
+        if self.remote is None:  # pragma: no cover - only the master delivers
+            raise RuntimeError("this process does not deliver")
+        return self.remote
 
     def reload(self, _server: Server | None = None) -> None:
         self._build()
@@ -103,6 +138,8 @@ class MailSystem:
             await self.indexer.close()
         if self._queue is not None:
             await self._queue.stop()
+        if self.remote is not None:
+            await self.remote.close()
         if self._spool is not None:
             self._spool.close()
         self.store.close()
@@ -157,16 +194,3 @@ class MailSystem:
         if not envelope.arrival:
             envelope.arrival = time.time()
         return await self.spool.enqueue(envelope, content)
-
-    async def _on_final(self, envelope: Envelope, recipients: list[Recipient], kind: str) -> None:
-        # DSN generation (RFC 3464) comes with the outbound issue; the reasons are kept in the
-        # envelope and logged here, one line per recipient.
-        for rcpt in recipients:
-            log.info(
-                "dsn_pending",
-                queue_id=envelope.queue_id,
-                kind=kind,
-                to=rcpt.address,
-                reply=rcpt.reply,
-                sender=envelope.sender or "<>",
-            )
