@@ -388,9 +388,11 @@ async def test_active_message_limit_leaves_the_rest_in_incoming(
     spool: Spool, agent: FakeAgent, clock: FakeClock
 ) -> None:
     qm = manager(spool, agent, clock, max_active_messages=3)
+    agent.delay = 0.2  # the first three are still active while the dispatcher looks for more
     for i in range(7):
         await enqueue(spool, clock, f"u{i}@one.test")
     assert await qm.run_once() == 3
+    assert agent.peak_total == 3
     assert len(await spool.ids("incoming")) == 4
     assert await qm.run_once() == 3
     assert await qm.run_once() == 1

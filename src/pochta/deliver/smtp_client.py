@@ -405,10 +405,16 @@ def data_payload(content: bytes) -> bytes:
     """The DATA bytes for ``content``: every line ending CRLF (a bare CR or LF becomes CRLF,
     so no receiver can read a different end of data: the SMTP smuggling rule of DESIGN.md),
     lines starting with "." doubled (RFC 5321 §4.5.2), then the terminating ".\\r\\n"."""
-    body = _LINE_ENDS.sub(b"\r\n", content)
+    crlf = content.count(b"\r\n")
+    if content.count(b"\r") == crlf and content.count(b"\n") == crlf:
+        body = content  # already CRLF throughout: the usual case, no rewrite needed
+    else:
+        body = _LINE_ENDS.sub(b"\r\n", content)
     if body and not body.endswith(b"\r\n"):
         body += b"\r\n"
-    return _LEADING_DOT.sub(b"..", body) + b".\r\n"
+    if body.startswith(b".") or b"\n." in body:
+        body = _LEADING_DOT.sub(b"..", body)
+    return body + b".\r\n"
 
 
 def _is_8bit_safe(content: bytes) -> bool:

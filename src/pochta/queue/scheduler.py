@@ -171,14 +171,8 @@ class _Pass:
     failed: list[Recipient]  # bounced or expired in this pass
 
 
-IDEMPOTENT_TRANSPORTS = ("mailbox:", "discard:")
-
-
-def _only_idempotent_left(envelope: Envelope, result: _Pass) -> bool:
-    return not result.failed and all(
-        r.status == "delivered" and r.destination.startswith(IDEMPOTENT_TRANSPORTS)
-        for r in envelope.recipients
-    )
+def _all_delivered(envelope: Envelope, result: _Pass) -> bool:
+    return not result.failed and all(r.status == "delivered" for r in envelope.recipients)
 
 
 class QueueManager:
@@ -491,11 +485,12 @@ class QueueManager:
                 if attempt is None:
                     attempt = Attempt(recipient.address, "deferred", default)
                 self._apply(queue_id, envelope, recipient, attempt, now, result)
-            if _only_idempotent_left(envelope, result):
-                # Every recipient is delivered and the message is about to be removed. All
-                # went to idempotent agents (the mailbox agent dedupes on queue id +
-                # recipient), so a crash before the removal only repeats deliveries that
-                # find their first copy: the envelope need not be made durable first.
+            if _all_delivered(envelope, result):
+                # Every recipient is delivered and the message is removed next, so the
+                # envelope is not made durable first. A crash in between repeats the
+                # deliveries: the mailbox agent finds its first copy (dedupe key), a remote
+                # server may get a duplicate (RFC 1047), as with Postfix, whose agents mark
+                # delivered recipients in the queue file without an fsync.
                 return
             await self.spool.update_envelope(queue_id, envelope)
 
