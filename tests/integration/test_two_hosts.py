@@ -224,3 +224,37 @@ def test_mail_to_an_unknown_user_comes_back_as_a_dsn(
     assert "Status: 5.1.1" in text
     assert "Action: failed" in text
     assert "mail.b.test" in text  # Remote-MTA
+
+
+def test_mail_from_the_sendmail_command_leaves_signed(
+    hosts: tuple[Network, Host, Host, str],
+) -> None:
+    """``pochta sendmail`` queues without cleanup's signer (it runs as any local user); the
+    server signs such mail as it leaves, so it verifies at B like a submission."""
+    net, a, b, records = hosts
+    before = len(b.mailbox("alice"))
+    message = (
+        "From: Alice <alice@a.test>\r\nTo: alice@b.test\r\nSubject: from cron\r\n"
+        "Date: Sat, 28 Nov 2026 12:00:00 +0000\r\nMessage-ID: <cron-1@a.test>\r\n\r\n"
+        "The nightly job ran.\r\n"
+    )
+    proc = net.run(
+        a.name,
+        *pochta_command(
+            "--config", str(a.config), "sendmail", "-f", "alice@a.test", "alice@b.test"
+        ),
+        input=message,
+    )
+    assert proc.returncode == 0, proc.stderr
+    files = b.wait_mail("alice", before + 1)
+    raw = files[-1].read_bytes()
+    parsed = email.message_from_bytes(raw, policy=email.policy.default)
+    assert parsed["Subject"] == "from cron"
+    signatures = parsed.get_all("DKIM-Signature") or []
+    assert len(signatures) == 2, signatures
+    txt = dns_txt(records)
+    wire = raw.replace(b"\r\n", b"\n").replace(b"\n", b"\r\n")
+    for index in range(len(signatures)):
+        assert dkim.DKIM(wire).verify(
+            idx=index, dnsfunc=lambda name, timeout=5: txt.get(name.decode().rstrip(".").lower())
+        ), f"signature {index} does not verify"

@@ -9,7 +9,7 @@ runs the agent for one group.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING
 
 from pochta.deliver.mailbox import MailboxAgent
@@ -101,6 +101,7 @@ class Deliverer:
         *,
         remote: Callable[[], RemoteAgent] | None = None,
         pipe: Callable[[], PipeAgent] | None = None,
+        sign_outgoing: Callable[[Envelope, bytes], Awaitable[bytes | Reply]] | None = None,
     ) -> None:
         self.spool = spool
         # Read at each use: the directory and tables are swapped on reload.
@@ -108,6 +109,9 @@ class Deliverer:
         self._resolver = resolver
         self._remote = remote
         self._pipe = pipe
+        # Mail that skipped the SMTP listeners (``pochta sendmail``) is DKIM-signed here,
+        # when it leaves: the command runs as any local user, who cannot read the keys.
+        self._sign_outgoing = sign_outgoing
 
     async def __call__(self, envelope: Envelope, recipients: list[Recipient]) -> list[Attempt]:
         kind, _, target = recipients[0].destination.partition(":")
@@ -153,6 +157,11 @@ class Deliverer:
         if not transport.nexthop:  # "smtp:" = the recipient's domain (transport(5))
             transport = transport.with_nexthop(recipients[0].address.rpartition("@")[2])
         content = await self.spool.read_content(envelope.queue_id)
+        if self._sign_outgoing is not None and transport.kind != "lmtp":
+            signed = await self._sign_outgoing(envelope, content)
+            if isinstance(signed, Reply):
+                return [Attempt(r.address, "deferred", str(signed)) for r in recipients]
+            content = signed
         return await self._remote().deliver(envelope, recipients, content, transport)
 
     async def _deliver_pipe(

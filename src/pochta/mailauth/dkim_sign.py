@@ -36,8 +36,9 @@ The signature must be the last change to the header: this filter must be the **l
 of :class:`pochta.cleanup.pipeline.Cleanup` (see ``server/mail.py``). Fields prepended after
 it would not break the signature, but any change to a signed field or the body would.
 
-Mail queued by ``pochta sendmail`` does not pass through cleanup in this version, so it is
-not signed (see ``cli/sendmail.py``).
+Mail queued by ``pochta sendmail`` does not pass through cleanup (the command runs as any
+local user, who cannot read the keys): the server signs it with this same filter when it
+leaves for another server (``server/mail.py``, ``Deliverer``'s ``sign_outgoing``).
 """
 
 from __future__ import annotations

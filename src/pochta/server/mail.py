@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING
 
 from pochta.access.change_hub import ChangeHub
 from pochta.access.imap_mime import search_text
-from pochta.cleanup.pipeline import Cleanup, Filter
+from pochta.cleanup.pipeline import Cleanup, CleanupInput, CleanupResult, Filter
 from pochta.deliver.mailbox import MailboxAgent
 from pochta.deliver.notices import Notices
 from pochta.deliver.pipe import PipeAgent
@@ -25,6 +25,7 @@ from pochta.directory.authenticator import Authenticator
 from pochta.dns.async_resolver import make_async_resolver
 from pochta.logs import get_logger
 from pochta.mailauth.dkim_sign import DkimSigner
+from pochta.protocols.smtp.replies import Reply
 from pochta.queue.envelope import Envelope, Recipient
 from pochta.queue.scheduler import QueueManager
 from pochta.queue.spool import Spool
@@ -75,6 +76,7 @@ class MailSystem:
                     lambda: self.resolver,
                     remote=self._remote_agent,
                     pipe=lambda: self.pipe,
+                    sign_outgoing=self._sign_local_submission,
                 ),
                 Router(lambda: self.resolver),
                 on_final=Notices(
@@ -103,9 +105,10 @@ class MailSystem:
         s = self.server.settings
         self.resolver = Resolver(self.server.directory, self.server.tables, s)
         filters: list[Filter] = []
-        if s.dkim.sign:
+        self.signer = DkimSigner(self.server.directory, s) if s.dkim.sign else None
+        if self.signer is not None:
             # Last filter: the DKIM signature is the last change to the header (dkim_sign.py).
-            filters.append(DkimSigner(self.server.directory, s).filter)
+            filters.append(self.signer.filter)
         self.cleanup = Cleanup(s, self.server.tables, filters=filters)
         self.authenticator = Authenticator(
             self.server.directory, s.auth, s.directory.recipient_delimiter, tracker=self.tracker
@@ -114,6 +117,25 @@ class MailSystem:
             self.store, self.server.directory, default_message_limit=s.store.default_message_limit
         )
         self.pipe = PipeAgent.from_settings(s)
+
+    async def _sign_local_submission(self, envelope: Envelope, content: bytes) -> bytes | Reply:
+        """DKIM-sign mail queued by ``pochta sendmail`` as it leaves (a local submission that
+        did not pass cleanup's signer); other mail is signed already, or not ours to sign."""
+        if self.signer is None or envelope.protocol != "sendmail":
+            return content
+        recipients = [r.address for r in envelope.recipients]
+        result = await self.signer.filter(
+            CleanupResult(content, envelope.sender, recipients),
+            CleanupInput(
+                envelope.sender,
+                recipients,
+                protocol="sendmail",
+                queue_id=envelope.queue_id,
+                submission=True,
+                arrival=envelope.arrival,
+            ),
+        )
+        return result if isinstance(result, Reply) else result.content
 
     def _remote_agent(self) -> RemoteAgent:
         if self.remote is None:  # pragma: no cover - only the master delivers
