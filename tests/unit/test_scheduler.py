@@ -21,6 +21,7 @@ from pochta.queue.scheduler import (
     NOT_ROUTED,
     ROUTE_FAILED,
     Attempt,
+    FinalFn,
     FinalKind,
     QueueManager,
     destination_key,
@@ -134,7 +135,7 @@ def manager(
     spool: Spool,
     agent: FakeAgent,
     clock: FakeClock,
-    finals: Finals | None = None,
+    finals: FinalFn | None = None,
     **kwargs: Any,
 ) -> QueueManager:
     queue_settings = kwargs.pop("queue_settings", settings())
@@ -396,6 +397,43 @@ async def test_active_message_limit_leaves_the_rest_in_incoming(
     assert len(await spool.ids("incoming")) == 4
     assert await qm.run_once() == 3
     assert await qm.run_once() == 1
+
+
+async def test_a_bounce_is_kept_until_its_notice_is_written(
+    spool: Spool, agent: FakeAgent, clock: FakeClock, finals: Finals
+) -> None:
+    """The DSN writer fails (disk full): the message stays with its notice owed, and the next
+    attempt writes the notice once, for the bounced recipient only, then removes it."""
+    agent.replies["gone@one.test"] = "550 5.1.1 No such user"
+    agent.replies["later@two.test"] = "451 4.3.0 Try later"
+    broken = {"left": 1}
+
+    def flaky(envelope: Envelope, recipients: list[Recipient], kind: FinalKind) -> None:
+        if broken["left"]:
+            broken["left"] -= 1
+            raise OSError(28, "No space left on device")
+        finals(envelope, recipients, kind)
+
+    qm = manager(spool, agent, clock, flaky)
+    queue_id = await enqueue(spool, clock, "gone@one.test", "later@two.test")
+    await qm.run_once()
+    assert finals.calls == []
+    assert await spool.locate(queue_id) == "deferred"
+    assert not (await on_disk(spool, queue_id)).recipients[0].notified
+
+    agent.replies["later@two.test"] = "451 4.3.0 Still later"
+    clock.now += 4000
+    await qm.scan_deferred()
+    await qm.run_once()
+    assert finals.calls == [(queue_id, ["gone@one.test"], "bounce", ["bounced"])]
+    assert (await on_disk(spool, queue_id)).recipients[0].notified
+
+    del agent.replies["later@two.test"]
+    clock.now += 5000
+    await qm.scan_deferred()
+    await qm.run_once()
+    assert await spool.locate(queue_id) is None
+    assert len(finals.calls) == 1  # the bounce was not written twice
 
 
 def test_destination_key() -> None:

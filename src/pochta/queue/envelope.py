@@ -55,6 +55,9 @@ class Recipient(msgspec.Struct):
     destination: str = ""
     delivered_at: float = 0.0
     remote_mta: str = ""  # the host that gave ``reply`` (RFC 3464 §2.3.5), "" for our own
+    # The final notice (bounce, or success when asked) is queued, or none is owed: set once the
+    # recipient is final and its DSN writer returned, so a notice is neither lost nor doubled.
+    notified: bool = False
 
     @property
     def is_final(self) -> bool:

@@ -414,8 +414,8 @@ class QueueManager:
 
     async def _attempt(self, queue_id: str, envelope: Envelope) -> None:
         todo = envelope.pending_recipients()
-        if not todo:
-            await self.spool.delete(queue_id, reason="done", durable=False)
+        if not todo:  # only notices may be owed (their writer failed last time)
+            await self._finish(queue_id, envelope, _Pass(delivered=[], failed=[]))
             return
         result = _Pass(delivered=[], failed=[])
         lock = asyncio.Lock()  # one envelope update at a time
@@ -563,26 +563,46 @@ class QueueManager:
         ):
             envelope.warned_delay = warned_now = True  # once (Postfix delay_warning_time)
             await self._notify(envelope, [r for r in remaining if _wants_dsn(r, "delay")], "delay")
-        if result.failed:
+        # Final notices owed, from this pass or from one whose DSN writer failed.
+        failed = [r for r in envelope.recipients if r.status in ("bounced", "expired")]
+        delivered = [r for r in envelope.recipients if r.status == "delivered"]
+        failed = [r for r in failed if not r.notified]
+        delivered = [r for r in delivered if not r.notified]
+        try:
             await self._notify(
-                envelope, [r for r in result.failed if _wants_dsn(r, "bounce")], "bounce"
+                envelope, [r for r in failed if _wants_dsn(r, "bounce")], "bounce", strict=True
             )
-        if result.delivered:
             await self._notify(
-                envelope, [r for r in result.delivered if _wants_dsn(r, "success")], "success"
+                envelope,
+                [r for r in delivered if _wants_dsn(r, "success")],
+                "success",
+                strict=True,
             )
+        except Exception:
+            # Nothing is lost: the message stays (deferred, see _process) with the notices
+            # still owed, and the next attempt writes them before it removes the message.
+            await self.spool.update_envelope(queue_id, envelope)
+            raise
+        for recipient in (*failed, *delivered):
+            recipient.notified = True
         if not remaining:
             await self.spool.delete(queue_id, reason="done", durable=False)
             return
-        if warned_now:
+        if warned_now or failed or delivered:
             await self.spool.update_envelope(queue_id, envelope)
         await self.spool.move(queue_id, "deferred", allowed_from=("active",))
         self._schedule(queue_id, min(r.next_attempt for r in remaining))
 
     async def _notify(
-        self, envelope: Envelope, recipients: list[Recipient], kind: FinalKind
+        self,
+        envelope: Envelope,
+        recipients: list[Recipient],
+        kind: FinalKind,
+        *,
+        strict: bool = False,
     ) -> None:
-        """Hand recipients to the DSN writer (RFC 3464); its failure is logged, not fatal."""
+        """Hand recipients to the DSN writer (RFC 3464). Its failure is logged, and raised
+        again when ``strict`` (final notices: the message is kept until they are written)."""
         if not recipients:
             return
         log.info(
@@ -600,6 +620,8 @@ class QueueManager:
                 await outcome
         except Exception:
             log.exception("dsn_failed", queue_id=envelope.queue_id, kind=kind)
+            if strict:
+                raise
 
 
 def _match_groups(
