@@ -65,6 +65,7 @@ run_pochta() {
         --port-base 23000 --bind 127.0.0.1 --no-dkim >/dev/null
     sed -i -e 's/^relayhost = ""/relayhost = "[127.0.0.1]:'"$SINK_PORT"'"/' "$D/pochta.toml"
     grep -q "^relayhost = \"\[127.0.0.1\]:$SINK_PORT\"" "$D/pochta.toml"
+    if [ -n "${PROCESSES:-}" ]; then sed -i "s/^processes = 0$/processes = $PROCESSES/" "$D/pochta.toml"; fi
     "$PY" "$REPO/bench/queue_fill.py" "$D/pochta.toml" "$N"
     local queued
     queued=$(find "$D/queue/incoming" -type f | wc -l)
@@ -83,7 +84,7 @@ run_pochta() {
     done
     t1=$(date +%s.%N)
     local pids cpu delivered deferred
-    pids="$POCHTA_PID $(pgrep -P "$POCHTA_PID" | tr '\n' ' ')"
+    pids="$POCHTA_PID $( (pgrep -P "$POCHTA_PID" || true) | tr "\n" " ")"
     # shellcheck disable=SC2086
     cpu=$(proc_cpu $pids)
     kill "$POCHTA_PID"; wait "$POCHTA_PID" 2>/dev/null || true; POCHTA_PID=""
