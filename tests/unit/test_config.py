@@ -123,6 +123,35 @@ def test_bad_hostname() -> None:
     assert 'e.g. "mail.example.org"' in p
 
 
+def test_delivery_settings_are_checked() -> None:
+    data = with_(
+        "delivery",
+        relayhost="[smtp.provider.net",
+        relayhost_username="me",
+        max_mx_hosts=0,
+        bounces_per_minute=-1,
+        command_timeout_seconds=0,
+    )
+    data["dns"] = {"nameservers": ["127.0.0.1:53", "[::1"]}
+    problems = problems_of(data)
+    keys = sorted(p.split(":")[0] for p in problems)
+    assert keys == [
+        "delivery.bounces_per_minute",
+        "delivery.command_timeout_seconds",
+        "delivery.max_mx_hosts",
+        "delivery.relayhost",
+        "delivery.relayhost_username",
+        "dns.nameservers[1]",
+    ], problems
+    good = with_(
+        "delivery",
+        relayhost="[smtp.provider.net]:587",
+        relayhost_username="me",
+        relayhost_password_file="relay.pw",
+    )
+    assert settings_from_dict(good, check_files=False).delivery.relayhost
+
+
 def test_semantic_ranges() -> None:
     data = with_("auth", failure_window_seconds=0, failure_threshold=0, tarpit_max_seconds=-1)
     data["directory"] = {"recipient_delimiter": "@", "default_quota_bytes": -5}

@@ -7,11 +7,20 @@ from collections.abc import Iterator
 from pochta.config.load import Problem
 from pochta.config.settings import LISTENER_NAMES, Settings
 from pochta.directory.addresses import AddressError, normalize_domain
+from pochta.dns.records import parse_nameserver
+from pochta.resolve.transport import TransportError, parse_transport
 
 
 def check_semantics(settings: Settings, *, check_files: bool = True) -> list[Problem]:
     problems: list[Problem] = []
-    for check in (_check_server, _check_listeners, _check_directory, _check_auth, _check_http):
+    for check in (
+        _check_server,
+        _check_listeners,
+        _check_directory,
+        _check_auth,
+        _check_http,
+        _check_delivery,
+    ):
         problems.extend(check(settings))
     if check_files:
         problems.extend(_check_files(settings))
@@ -89,6 +98,42 @@ def _check_http(s: Settings) -> Iterator[Problem]:
                 f"http.metrics_allowed_networks[{i}]",
                 f'"{net}" is not a network; write an address or CIDR, e.g. "10.0.0.0/8"',
             )
+
+
+def _check_delivery(s: Settings) -> Iterator[Problem]:
+    d = s.delivery
+    if d.relayhost:
+        try:
+            route = parse_transport("smtp:" + d.relayhost)
+        except TransportError as exc:
+            yield Problem("delivery.relayhost", f"{exc}; write e.g. '[smtp.provider.net]:587'")
+        else:
+            if not route.nexthop or route.unix_socket:
+                yield Problem("delivery.relayhost", "name a host, e.g. '[smtp.provider.net]:587'")
+    if bool(d.relayhost_username) != bool(d.relayhost_password_file):
+        yield Problem(
+            "delivery.relayhost_username",
+            "set both relayhost_username and relayhost_password_file, or neither",
+        )
+    if not 1 <= d.max_mx_hosts <= 20:
+        yield Problem("delivery.max_mx_hosts", "must be between 1 and 20")
+    if not 1 <= d.smtp_port <= 65535:
+        yield Problem("delivery.smtp_port", "must be a TCP port, 1 to 65535")
+    if d.bounces_per_minute < 0:
+        yield Problem("delivery.bounces_per_minute", "must be 0 (no limit) or more")
+    for key, value in (
+        ("delivery.connect_timeout_seconds", d.connect_timeout_seconds),
+        ("delivery.command_timeout_seconds", d.command_timeout_seconds),
+        ("delivery.pipe_timeout_seconds", d.pipe_timeout_seconds),
+        ("dns.timeout_seconds", s.dns.timeout_seconds),
+    ):
+        if value <= 0:
+            yield Problem(key, "must be more than 0")
+    for i, server in enumerate(s.dns.nameservers):
+        try:
+            parse_nameserver(server)
+        except ValueError as exc:
+            yield Problem(f"dns.nameservers[{i}]", str(exc))
 
 
 def _check_files(s: Settings) -> Iterator[Problem]:
