@@ -103,9 +103,8 @@ def run_pochta(
     )
 
 
-@pytest.fixture
-def pochta_env(tmp_path: Path) -> PochtaEnv:
-    data = tmp_path / "data"
+def make_pochta_env(data: Path) -> PochtaEnv:
+    """`pochta init` into ``data`` (example.test, free ports on 127.0.0.1)."""
     base = free_port_base()
     proc = run_pochta(
         "init",
@@ -127,3 +126,8 @@ def pochta_env(tmp_path: Path) -> PochtaEnv:
         port_base=base,
         ports={name: port + base for name, port in STANDARD_PORTS.items()},
     )
+
+
+@pytest.fixture
+def pochta_env(tmp_path: Path) -> PochtaEnv:
+    return make_pochta_env(tmp_path / "data")

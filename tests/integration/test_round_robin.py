@@ -30,8 +30,7 @@ from pathlib import Path
 import pytest
 
 import pochta
-from tests.conftest import DOMAIN, HOSTNAME, STANDARD_PORTS, PochtaEnv, run_pochta
-from tests.conftest import free_port_base as _free_port_base
+from tests.conftest import DOMAIN, HOSTNAME, PochtaEnv, make_pochta_env
 from tests.integration.test_serve import serve, set_key
 
 REPO = Path(__file__).resolve().parents[2]
@@ -39,30 +38,6 @@ SCRIPT = REPO / "contrib" / "round-robin" / "pochta-round-robin"
 MANAGERS = ("manager1", "manager2")
 PIPE_PATH = "/usr/bin:/bin"  # the PATH commands get (local(8))
 ROOT = os.geteuid() == 0
-
-
-def _init(data: Path) -> PochtaEnv:
-    base = _free_port_base()
-    proc = run_pochta(
-        "init",
-        "--data",
-        str(data),
-        "--hostname",
-        HOSTNAME,
-        "--domain",
-        DOMAIN,
-        "--port-base",
-        str(base),
-        "--bind",
-        "127.0.0.1",
-    )
-    assert proc.returncode == 0, proc.stderr
-    return PochtaEnv(
-        data_dir=data,
-        config_path=data / "pochta.toml",
-        port_base=base,
-        ports={name: port + base for name, port in STANDARD_PORTS.items()},
-    )
 
 
 def _system_python_like_ours() -> str | None:
@@ -95,7 +70,7 @@ def setup(tmp_path: Path) -> Iterator[Setup]:
     if shutil.which("python3", path=PIPE_PATH) is None:
         pytest.skip("the recipe's script runs with the python3 found on PATH=/usr/bin:/bin")
     if not ROOT:
-        env = _init(tmp_path / "data")
+        env = make_pochta_env(tmp_path / "data")
         (tmp_path / "state").mkdir()
         yield Setup(env, tmp_path, str(Path(sys.executable).with_name("pochta")))
         return
@@ -106,7 +81,7 @@ def setup(tmp_path: Path) -> Iterator[Setup]:
     top = Path(tempfile.mkdtemp(prefix="pochta-rr-"))
     try:
         top.chmod(0o755)
-        env = _init(top / "data")
+        env = make_pochta_env(top / "data")
         set_key(env.config_path, "server", "run_as_user", '"nobody"')
         env.config_path.chmod(0o644)  # `pochta sendmail` in the command reads it as nobody
         (top / "state").mkdir()

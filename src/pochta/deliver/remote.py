@@ -45,6 +45,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import math
 import random
 import time
@@ -533,16 +534,7 @@ class RemoteAgent:
     def _client_for(self, route: _Route) -> ClientSettings:
         if not route.lmtp:
             return self._client
-        c = self._client
-        return ClientSettings(
-            helo_name=c.helo_name,
-            connect_timeout=c.connect_timeout,
-            command_timeout=c.command_timeout,
-            source_address=c.source_address,
-            source_address6=c.source_address6,
-            ca_file=c.ca_file,
-            lmtp=True,
-        )
+        return dataclasses.replace(self._client, lmtp=True)
 
     def _log(
         self,
