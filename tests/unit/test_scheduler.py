@@ -26,7 +26,7 @@ from pochta.queue.scheduler import (
     QueueManager,
     destination_key,
 )
-from pochta.queue.spool import Spool
+from pochta.queue.spool import QueueState, Spool
 
 T0 = 1_750_000_000.0
 CONTENT = b"Subject: test\r\n\r\nbody\r\n"
@@ -563,6 +563,52 @@ async def test_background_loop_picks_up_enqueues_and_other_processes(
         assert {c[0] for c in agent.calls} == {mine, theirs}
         await qm.wait_idle()
         assert await spool.ids("incoming") == []
+    finally:
+        await qm.stop()
+
+
+async def test_a_backlog_is_listed_once_not_at_every_free_slot(
+    spool: Spool, agent: FakeAgent, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """With more in incoming/ than may be active, each slot that comes free takes the next
+    message of the listing it has; incoming/ is not listed again until that is used up."""
+    other = Spool(spool.root, remember_fresh=False)  # queued while the server was down
+    queued = [
+        await other.enqueue(
+            Envelope("", "s@example.org", [Recipient(f"u{i}@one.test")], time.time(), 0), CONTENT
+        )
+        for i in range(40)
+    ]
+    other.close()
+    listings = 0
+    real_ids = spool.ids
+
+    async def counting_ids(state: QueueState) -> list[str]:
+        nonlocal listings
+        listings += state == "incoming"
+        return await real_ids(state)
+
+    monkeypatch.setattr(spool, "ids", counting_ids)
+    agent.delay = 0.005
+    qm = QueueManager(
+        spool,
+        settings(),
+        agent,
+        route_by_domain,
+        scan_interval_seconds=10.0,
+        max_active_messages=4,
+        jitter=0,
+    )
+    await qm.start()
+    try:
+        for _ in range(200):
+            if len(agent.calls) == 40 and qm.active_count == 0:
+                break
+            await asyncio.sleep(0.02)
+        assert sorted(c[0] for c in agent.calls) == sorted(queued)  # each once, in order
+        assert [c[0] for c in agent.calls][:4] == queued[:4]
+        assert agent.peak_total <= 4
+        assert listings <= 2
     finally:
         await qm.stop()
 

@@ -449,6 +449,43 @@ async def test_a_delivered_message_file_is_recycled(spool: Spool) -> None:
     assert files(root / "pool") == []
 
 
+async def test_claim_keeps_the_content_read_from_disk(tmp_path: Path) -> None:
+    """A message queued by another process (here: another Spool) is read whole at claim,
+    so the delivery that follows does not read the file again."""
+    writer = Spool(tmp_path / "queue", remember_fresh=False)
+    queue_id = await writer.enqueue(make_envelope(), CONTENT)
+    writer.close()
+    spool = Spool(tmp_path / "queue")
+    try:
+        assert await spool.claim(queue_id, "incoming") is not None
+        os.truncate(spool.root / "active" / queue_id, 0)  # the disk can no longer give it
+        assert await spool.read_content(queue_id) == CONTENT
+        await spool.delete(queue_id, reason="done", durable=False)
+        with pytest.raises(UnknownMessage):
+            await spool.read_content(queue_id)  # forgotten with the message
+    finally:
+        spool.close()
+
+
+async def test_scheduler_removal_waits_for_a_busy_file(spool: Spool, hold_lock: list[int]) -> None:
+    """The removal after delivery takes the general way when another process holds the
+    file: it waits for the lock, and removes the status file too."""
+    queue_id = await spool.enqueue(make_envelope(), CONTENT)
+    envelope = await spool.claim(queue_id, "incoming")
+    assert envelope is not None
+    await spool.update_envelope(queue_id, envelope)
+    assert (spool.root / "status" / queue_id).exists()
+    lock_file(spool.root / "active" / queue_id, hold_lock)
+    with pytest.raises(MessageBusy):
+        await spool.delete(queue_id, reason="done", durable=False, wait_seconds=0.05)
+    assert await spool.locate(queue_id) == "active"
+    os.close(hold_lock.pop())
+    await spool.delete(queue_id, reason="done", durable=False, wait_seconds=0.05)
+    assert await spool.locate(queue_id) is None
+    assert not (spool.root / "status" / queue_id).exists()
+    assert files(spool.root / "pool") == [queue_id]
+
+
 async def test_recovery_adopts_complete_messages_found_in_the_pool(
     spool: Spool, hold_lock: list[int]
 ) -> None:

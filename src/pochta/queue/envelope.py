@@ -129,7 +129,6 @@ _ALPHABET = "0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz"
 _TIME_CHARS = 10  # 62**10 microseconds is ~26,000 years: the width never changes
 _RANDOM_CHARS = 5  # 62**5 ≈ 9.2e8 choices per microsecond, and creation is O_EXCL anyway
 QUEUE_ID_LENGTH = _TIME_CHARS + _RANDOM_CHARS
-_ID_CHARS = frozenset(_ALPHABET)
 
 _last_micros = 0
 _id_lock = threading.Lock()
@@ -163,7 +162,7 @@ def new_queue_id(now: float | None = None) -> str:
 
 def is_queue_id(text: str) -> bool:
     """True for a string shaped like our queue ids (safe to use as a file name)."""
-    return len(text) == QUEUE_ID_LENGTH and all(c in _ID_CHARS for c in text)
+    return len(text) == QUEUE_ID_LENGTH and text.isascii() and text.isalnum()
 
 
 def queue_id_time(queue_id: str) -> float:

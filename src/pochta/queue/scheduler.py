@@ -53,6 +53,7 @@ as with Postfix — RFC 1047).
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 import heapq
 import inspect
@@ -217,6 +218,9 @@ class QueueManager:
         self._heap: list[tuple[float, str]] = []
         self._wake = asyncio.Event()
         self._fresh: list[str] = []  # queued by this process since the last dispatch
+        # incoming/ as last listed, less what was taken since (oldest first): with a
+        # backlog, a slot coming free takes the next of these without listing again.
+        self._listed: collections.deque[str] = collections.deque()
         self._full_scan = True  # list incoming/ at the next dispatch
         self._backlog = False
         self._task: asyncio.Task[None] | None = None
@@ -354,20 +358,25 @@ class QueueManager:
         the last dispatch, then deferred messages whose time has come."""
         started: list[asyncio.Task[None]] = []
         self._backlog = False
-        fresh, self._fresh = self._fresh, []
-        if full:
+        if full and not self._listed:
+            # (While a listing is still being worked through, a new one would list the
+            # same backlog again: messages queued since wait until it is done, as in
+            # Postfix's qmgr, except those of this process, which come through _fresh.)
             self._full_scan = False
-            incoming = await self.spool.ids("incoming")
-        else:
-            incoming = fresh
-        for queue_id in incoming:
-            if self._stopping or not self._room():
-                return started
-            if queue_id in self._inflight:
-                continue
-            envelope = await self.spool.claim(queue_id, "incoming")
-            if envelope is not None:
-                started.append(self._start(queue_id, envelope))
+            self._listed.extend(await self.spool.ids("incoming"))
+        fresh = collections.deque(self._fresh)
+        self._fresh = []
+        for source in (fresh, self._listed):
+            while source and not self._stopping:
+                if not self._room():
+                    self._fresh.extend(fresh)  # their turn comes when a slot is free
+                    return started
+                queue_id = source.popleft()
+                if queue_id in self._inflight:
+                    continue
+                envelope = await self.spool.claim(queue_id, "incoming")
+                if envelope is not None:
+                    started.append(self._start(queue_id, envelope))
         now = self._clock()
         while not self._stopping and self._heap and self._heap[0][0] <= now and self._room():
             due, queue_id = heapq.heappop(self._heap)
@@ -410,7 +419,7 @@ class QueueManager:
         finally:
             self._inflight.pop(queue_id, None)
             if self._backlog:
-                self.wake()
+                self._wake.set()  # a slot came free: take the next one (no new listing)
 
     async def _attempt(self, queue_id: str, envelope: Envelope) -> None:
         todo = envelope.pending_recipients()

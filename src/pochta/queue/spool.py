@@ -31,7 +31,9 @@ Durability (DESIGN.md "Durability before acknowledgement"): ``enqueue`` writes t
 ``tmp/``, fsyncs it, renames it into ``incoming/`` (the commit point: before it, recovery sees
 a half-written file and removes it), and returns only after ``incoming/`` was fsynced, shared
 with concurrent enqueues by the group committer (``group_commit.py``). File data is written
-in a small thread pool, so the event loop never blocks on the disk.
+and fsynced in a small thread pool, so the event loop never waits for a disk flush; the
+scheduler's claim and removal of a message, a few system calls on one file, run on the event
+loop itself (CLAIM_READ_MAX).
 
 Recycled queue files (``pool/``): creating and removing an inode for every message is the
 most costly part of a queue on ext4 (inode allocation scans the recently freed inodes of its
@@ -115,6 +117,11 @@ MAX_ENVELOPE_BYTES = 16 * 1024 * 1024
 # Contents of messages queued by this process, kept so that their first delivery attempt
 # need not read them back from the disk (bounded; evicted oldest first).
 FRESH_CACHE_BYTES = 32 * 1024 * 1024
+# The scheduler claims and removes messages on the event loop itself: a few system calls on
+# one file cost less than a hand-off to a thread and back (which, with the GIL passed to and
+# fro, costs dozens of futex calls). A claimed file of at most this size is read whole, so
+# that the delivery agent need not read it again.
+CLAIM_READ_MAX = 256 * 1024
 
 log = get_logger("queue")
 T = TypeVar("T")
@@ -438,6 +445,11 @@ class Spool:
             head, size = _read_head(fd)
         finally:
             os.close(fd)
+        return self._checked_envelope(queue_id, head, size)
+
+    def _checked_envelope(self, queue_id: str, head: bytes, size: int) -> Envelope:
+        """The envelope of a message file whose first line is ``head`` and whose size is
+        ``size``: its status file if it has one, else ``head`` (checked against the size)."""
         envelope = decode_envelope(head)
         if envelope.queue_id != queue_id:
             raise EnvelopeError(f"file {queue_id} holds the message {envelope.queue_id}")
@@ -688,22 +700,46 @@ class Spool:
                 os.unlink(self.status_path(queue_id))
             return state
 
-    def _recycle(self, path: Path, queue_id: str) -> bool:
-        """Mark a removed message's file free and move it into pool/ (caller holds its lock);
-        False when the pool is full or the file too large: remove it then."""
+    def _remove_active_now(self, queue_id: str) -> QueueState | None:
+        """The scheduler's removal of a message it delivered, done on the event loop: the file
+        is in active/ and nobody else holds it, as a rule. None when that is not so (then the
+        caller takes the general way, which finds the file and waits for its lock)."""
+        fd = self._open_locked("active", queue_id, os.O_RDWR)
+        if fd is None:
+            return None
+        try:
+            path = self.message_path("active", queue_id)
+            if not self._recycle(path, queue_id, fd):
+                os.unlink(path)
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(self.status_path(queue_id))
+        finally:
+            os.close(fd)
+        return "active"
+
+    def _recycle(self, path: Path, queue_id: str, fd: int | None = None) -> bool:
+        """Mark a removed message's file free and move it into pool/ (caller holds its lock;
+        ``fd``: the file open for writing, if the caller has it); False when the pool is full
+        or the file too large: remove it then."""
         now = time.monotonic()
         pool = self.root / POOL_DIR
         try:
             if now - self._pool_counted > 5.0:
                 self._pool_size = len(os.listdir(pool))
                 self._pool_counted = now
-            if self._pool_size >= POOL_FILES_MAX or path.stat().st_size > POOL_FILE_MAX:
+            size = os.fstat(fd).st_size if fd is not None else path.stat().st_size
+            if self._pool_size >= POOL_FILES_MAX or size > POOL_FILE_MAX:
                 return False
-            fd = os.open(path, os.O_WRONLY | os.O_CLOEXEC)
-            try:
-                _mark_free(fd)
-            finally:
-                os.close(fd)
+            # Not _mark_free: a file that could not be marked must not go into pool/, where
+            # recovery would take it for a queued message.
+            if fd is not None:
+                os.pwrite(fd, FREE_MARK, 0)
+            else:
+                own = os.open(path, os.O_WRONLY | os.O_CLOEXEC)
+                try:
+                    os.pwrite(own, FREE_MARK, 0)
+                finally:
+                    os.close(own)
             os.rename(path, pool / queue_id)
         except OSError:
             return False
@@ -728,41 +764,78 @@ class Spool:
         (``pool/``, see the module docstring); a durable one removes it.
         """
         self._forget(queue_id)
-        state = await self._run(self._remove_sync, queue_id, wait_seconds, not durable)
+        fast = None if durable else self._remove_active_now(queue_id)
+        if fast is None:
+            state = await self._run(self._remove_sync, queue_id, wait_seconds, not durable)
+        else:
+            state = fast
         if durable:
             await self._committer.sync_dirs([self.state_dir(state)])
         log.info("removed", queue_id=queue_id, state=state, reason=reason)
 
     # -- for the scheduler ---------------------------------------------------------------------
 
-    def _claim_sync(self, queue_id: str, from_state: QueueState) -> Envelope | None:
-        try:
-            with self._locked(queue_id, 0.0) as state:
-                if state != from_state:
-                    return None  # moved by someone else (flushed, held)
-                try:
-                    envelope = self._read_envelope(state, queue_id)
-                except FileNotFoundError:  # pragma: no cover - we hold its lock
-                    return None
-                except (EnvelopeError, OSError) as exc:
-                    self._to_corrupt(state, queue_id, str(exc))
-                    return None
-                os.rename(self.message_path(state, queue_id), self.message_path("active", queue_id))
-                return envelope
-        except (MessageBusy, UnknownMessage):
+    def _open_locked(self, state: QueueState, queue_id: str, flags: int) -> int | None:
+        """The message's file in ``state``, opened and locked (without waiting); None when it
+        is not there or another process holds it."""
+        if not is_queue_id(queue_id):
             return None
+        path = self.message_path(state, queue_id)
+        try:
+            fd = os.open(path, flags | os.O_CLOEXEC)
+        except FileNotFoundError:
+            return None
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            # Still at that path now that we hold it (not moved away meanwhile)?
+            if os.stat(path).st_ino == os.fstat(fd).st_ino:
+                return fd
+        except OSError:  # busy (BlockingIOError), or moved (FileNotFoundError)
+            pass
+        os.close(fd)
+        return None
+
+    def claim_now(self, queue_id: str, from_state: QueueState) -> Envelope | None:
+        """``claim`` done on the calling thread (the event loop: see CLAIM_READ_MAX)."""
+        fd = self._open_locked(from_state, queue_id, os.O_RDONLY)
+        if fd is None:
+            self._forget(queue_id)
+            return None
+        try:
+            try:
+                size = os.fstat(fd).st_size
+                if size <= CLAIM_READ_MAX and queue_id not in self._fresh:
+                    data = os.pread(fd, size, 0)
+                    end = data.find(b"\n")
+                    if end < 0:
+                        raise EnvelopeError("no envelope line at the start of the file")
+                    head = data[: end + 1]
+                    envelope = self._checked_envelope(queue_id, head, len(data))
+                    self._remember(queue_id, data[end + 1 :])
+                else:
+                    head, size = _read_head(fd)
+                    envelope = self._checked_envelope(queue_id, head, size)
+            except (EnvelopeError, OSError) as exc:
+                self._forget(queue_id)
+                self._to_corrupt(from_state, queue_id, str(exc))
+                return None
+            os.rename(
+                self.message_path(from_state, queue_id), self.message_path("active", queue_id)
+            )
+            return envelope
+        finally:
+            os.close(fd)
 
     async def claim(self, queue_id: str, from_state: QueueState) -> Envelope | None:
         """Move a message from ``from_state`` to active/ for delivery and return its envelope;
         None when it is gone, busy in another process, or corrupt (then moved to corrupt/).
 
         Not made durable: after a crash the message is in ``from_state`` or in active/, and
-        recovery puts active/ back into incoming/ — the same either way.
+        recovery puts active/ back into incoming/ — the same either way. Runs on the event
+        loop (``claim_now``); a content of at most CLAIM_READ_MAX bytes is kept in memory for
+        the delivery that follows.
         """
-        envelope = await self._run(self._claim_sync, queue_id, from_state)
-        if envelope is None:
-            self._forget(queue_id)
-        return envelope
+        return self.claim_now(queue_id, from_state)
 
     def _to_corrupt(self, state: QueueState, queue_id: str, why: str) -> None:
         os.rename(self.message_path(state, queue_id), self.message_path("corrupt", queue_id))
