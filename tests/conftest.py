@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import email
+import email.policy
 import os
 import random
 import socket
 import subprocess
 import sys
+import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -131,3 +135,32 @@ def make_pochta_env(data: Path) -> PochtaEnv:
 @pytest.fixture
 def pochta_env(tmp_path: Path) -> PochtaEnv:
     return make_pochta_env(tmp_path / "data")
+
+
+def maildir_files(folder: Path) -> list[Path]:
+    """The message files of a Maildir folder (new/ and cur/), by name."""
+    return sorted(p for sub in ("new", "cur") for p in (folder / sub).glob("*") if p.is_file())
+
+
+def wait_maildir(
+    folder: Path, count: int, timeout: float, why: Callable[[], str] = lambda: ""
+) -> list[Path]:
+    """The folder's message files once there are ``count``; fails after ``timeout`` seconds
+    with ``why()`` (a log) in the message."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        files = maildir_files(folder)
+        if len(files) >= count:
+            return files
+        time.sleep(0.05)
+    pytest.fail(f"{count} message(s) expected in {folder}:\n{why()}")
+
+
+def dsn_status_text(path: Path) -> str:
+    """The message/delivery-status part of the DSN (RFC 3464) in ``path``, as text; fails
+    unless the file is a multipart/report of report-type delivery-status."""
+    dsn = email.message_from_bytes(path.read_bytes(), policy=email.policy.default)
+    assert dsn.get_content_type() == "multipart/report"
+    assert dsn.get_param("report-type") == "delivery-status"
+    status = next(p for p in dsn.walk() if p.get_content_type() == "message/delivery-status")
+    return status.as_string()

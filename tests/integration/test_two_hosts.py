@@ -15,7 +15,6 @@ import email
 import email.policy
 import shutil
 import sys
-import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -23,7 +22,7 @@ from pathlib import Path
 import dkim
 import pytest
 
-from tests.conftest import pochta_command, run_pochta
+from tests.conftest import dsn_status_text, maildir_files, pochta_command, run_pochta, wait_maildir
 from tests.integration.netns import Network, NsdServer, netns_available, zones_from_records
 from tests.integration.test_serve import ServeProcess, set_key
 
@@ -46,18 +45,14 @@ class Host:
         return self.data / "pochta.toml"
 
     def mailbox(self, local: str) -> list[Path]:
-        root = self.data / "mail" / self.domain / local
-        return sorted(p for sub in ("new", "cur") for p in (root / sub).glob("*") if p.is_file())
+        return maildir_files(self.data / "mail" / self.domain / local)
 
     def wait_mail(self, local: str, count: int, timeout: float = 30.0) -> list[Path]:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            files = self.mailbox(local)
-            if len(files) >= count:
-                return files
-            time.sleep(0.1)
-        log = "\n".join(self.server.lines[-40:]) if self.server else ""
-        raise AssertionError(f"{count} messages for {local}@{self.domain} did not come:\n{log}")
+        folder = self.data / "mail" / self.domain / local
+        return wait_maildir(folder, count, timeout, self._server_log)
+
+    def _server_log(self) -> str:
+        return "\n".join(self.server.lines[-40:]) if self.server else ""
 
 
 def _init(host: Host, nameserver: str) -> str:
@@ -215,11 +210,7 @@ def test_mail_to_an_unknown_user_comes_back_as_a_dsn(
     before = len(a.mailbox("bob"))
     submit(net, a, "bob@a.test", "nobody@b.test", "to nobody")
     files = a.wait_mail("bob", before + 1)
-    dsn = email.message_from_bytes(files[-1].read_bytes(), policy=email.policy.default)
-    assert dsn.get_content_type() == "multipart/report"
-    assert dsn.get_param("report-type") == "delivery-status"
-    status = next(p for p in dsn.walk() if p.get_content_type() == "message/delivery-status")
-    text = status.as_string()
+    text = dsn_status_text(files[-1])
     assert "nobody@b.test" in text
     assert "Status: 5.1.1" in text
     assert "Action: failed" in text
