@@ -1,25 +1,32 @@
 """SMTP and IMAP served by several processes (server/workers.py): the master passes
 connections to a worker; IMAP sessions in different processes still see each other's changes
-at once, and mail a worker queues is delivered by the master."""
+at once; mail a worker queues is delivered by that worker, and by the master when the
+worker dies."""
 
 from __future__ import annotations
 
+import asyncio
 import os
 import re
 import signal
 import smtplib
 import socket
+import ssl
 import subprocess
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
+from aiosmtpd.controller import Controller
 from imapclient import IMAPClient
 
+from pochta.queue.envelope import queue_shard
 from tests.conftest import DOMAIN, PochtaEnv
 from tests.integration.test_imap import send
-from tests.integration.test_serve import ServeProcess, serve
+from tests.integration.test_serve import ServeProcess, serve, set_key
 
 PASSWORD = "correct horse 1"
 ALICE = f"alice@{DOMAIN}"
@@ -34,6 +41,12 @@ def set_config(config: Path, table: str, **values: int) -> None:
         )
         assert n == 1, f"{table}.{key} not found in the generated config"
     config.write_text(text)
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
 
 
 def _children(pid: int) -> list[int]:
@@ -159,25 +172,46 @@ def test_a_killed_worker_is_restarted_and_stop_ends_all(
             os.kill(pid, 0)
 
 
-def test_smtp_in_a_worker_queues_for_the_master(pochta_env: PochtaEnv) -> None:
+def _queue_id(reply: bytes) -> str:
+    """The id in "250 2.0.0 Ok: queued as ID"."""
+    text = reply.decode()
+    assert "queued as " in text, text
+    return text.rsplit(" ", 1)[1]
+
+
+def _worker_pids(server: ServeProcess) -> dict[int, int]:
+    """worker index -> pid of its latest start."""
+    return {int(r["worker"]): int(r["pid"]) for r in server.events("worker_started")}
+
+
+def test_smtp_in_a_worker_is_delivered_by_that_worker(pochta_env: PochtaEnv) -> None:
+    """A worker queues the mail it receives in its own shard (server/workers.py), so it
+    delivers it itself, with the content still in memory."""
     pochta_env.add_user(ALICE, PASSWORD)
     set_config(pochta_env.config_path, "server", processes=3)
     set_config(pochta_env.config_path, "smtp", max_connections_per_ip=2)
     with serve(pochta_env.config_path) as server:
         server.wait_for("ready", count=3)
-        master = server.proc.pid
-        workers = _children(master)
+        server.wait_for("delivering", count=2)
+        workers = _worker_pids(server)
         port = pochta_env.ports["smtp"]
         first = smtplib.SMTP("127.0.0.1", port, timeout=10)
         second = smtplib.SMTP("127.0.0.1", port, timeout=10)
-        served_by = {_pid_of_connection(port, s.sock.getsockname()[1]) for s in (first, second)}
-        assert served_by == set(workers)
+        served_by = [_pid_of_connection(port, s.sock.getsockname()[1]) for s in (first, second)]
+        assert set(served_by) == set(workers.values())
         # The per-IP limit (2) counts both processes: a third connection is refused.
         with pytest.raises(smtplib.SMTPConnectError) as refused:
             smtplib.SMTP("127.0.0.1", port, timeout=10)
         assert refused.value.smtp_code == 421
-        for i, s in enumerate((first, second)):
-            s.sendmail("carol@example.org", [ALICE], f"Subject: via {i}\r\n\r\nhello\r\n")
+        shard_of_pid = {int(r["pid"]): int(r["shard"]) for r in server.events("delivering")}
+        assert {shard_of_pid[pid] for pid in workers.values()} == {1, 2}
+        for i, (s, pid) in enumerate(zip((first, second), served_by, strict=True)):
+            s.ehlo()
+            s.mail("carol@example.org")
+            s.rcpt(ALICE)
+            code, reply = s.data(f"Subject: via {i}\r\n\r\nhello\r\n".encode())
+            assert code == 250
+            assert queue_shard(_queue_id(reply), 3) == shard_of_pid[pid]
             s.quit()
         c = _client(pochta_env)
         deadline = time.monotonic() + 15
@@ -187,6 +221,63 @@ def test_smtp_in_a_worker_queues_for_the_master(pochta_env: PochtaEnv) -> None:
         c.logout()
         queued = [r for r in server.lines if "event=queued" in r]
         assert len(queued) == 2
+
+
+class StallingSink:
+    """An SMTP peer whose first DATA never gets its reply; later ones are taken."""
+
+    def __init__(self) -> None:
+        self.stalled = threading.Event()
+        self.taken: list[bytes] = []
+
+    async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:
+        if not self.stalled.is_set():
+            self.stalled.set()
+            await asyncio.sleep(60)
+            return "451 4.3.0 too late"
+        self.taken.append(envelope.content)
+        return "250 2.0.0 Taken"
+
+
+def test_a_dead_workers_mail_is_delivered_by_the_master(pochta_env: PochtaEnv) -> None:
+    """A worker dies while it delivers a message: the master moves what that worker left in
+    active/ back to incoming/ and delivers it (taking the worker's shard until the worker is
+    back)."""
+    sink = StallingSink()
+    peer = Controller(sink, hostname="127.0.0.1", port=_free_port())
+    peer.start()
+    try:
+        pochta_env.add_user(ALICE, PASSWORD)
+        set_config(pochta_env.config_path, "server", processes=3)
+        set_key(pochta_env.config_path, "delivery", "relayhost", f'"[127.0.0.1]:{peer.port}"')
+        with serve(pochta_env.config_path) as server:
+            server.wait_for("ready", count=3)
+            server.wait_for("delivering", count=2)
+            context = ssl.create_default_context()
+            context.check_hostname = False
+            context.verify_mode = ssl.CERT_NONE  # the test server's self-signed certificate
+            with smtplib.SMTP("127.0.0.1", pochta_env.ports["submission"], timeout=20) as s:
+                s.starttls(context=context)
+                s.login(ALICE, PASSWORD)
+                s.mail(ALICE)
+                s.rcpt("bob@elsewhere.example")
+                code, reply = s.data(b"Subject: stalls\r\n\r\nwill the master take it?\r\n")
+            assert code == 250
+            queue_id = _queue_id(reply)
+            shard = queue_shard(queue_id, 3)
+            assert shard in (1, 2)  # a worker took the connection, and so the delivery
+            assert sink.stalled.wait(15), "the worker never reached DATA"
+            assert (pochta_env.data_dir / "queue" / "active" / queue_id).exists()
+            os.kill(_worker_pids(server)[shard - 1], signal.SIGKILL)
+            requeued = server.wait_for("worker_mail_requeued", timeout=20)
+            assert (requeued["shard"], requeued["messages"]) == (str(shard), "1")
+            delivered = server.wait_for("delivered", timeout=20)
+            assert delivered["queue_id"] == queue_id
+            assert len(sink.taken) == 1
+            assert b"will the master take it?" in sink.taken[0]
+            server.wait_for("ready", count=4, timeout=20)  # the worker is back
+    finally:
+        peer.stop()
 
 
 def test_delivered_mail_is_indexed_in_the_background(pochta_env: PochtaEnv) -> None:

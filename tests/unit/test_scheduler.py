@@ -14,7 +14,7 @@ import pytest
 from structlog.testing import capture_logs
 
 from pochta.config.settings import QueueSettings
-from pochta.queue.envelope import Envelope, Recipient
+from pochta.queue.envelope import Envelope, Recipient, queue_shard
 from pochta.queue.scheduler import (
     DELIVER_FAILED,
     NO_RESULT,
@@ -611,6 +611,49 @@ async def test_a_backlog_is_listed_once_not_at_every_free_slot(
         assert listings <= 2
     finally:
         await qm.stop()
+
+
+async def test_processes_deliver_their_own_shards_and_share_the_destination_limit(
+    spool: Spool, clock: FakeClock
+) -> None:
+    """Two queue managers on one spool (two processes): each claims the messages of its
+    shard, incoming and deferred, and keeps to half of the per-destination limit."""
+    other = Spool(spool.root, remember_fresh=False)  # pochta sendmail: ids in any shard
+    queued = [await enqueue(other, clock, f"u{i}@one.test") for i in range(24)]
+    other.close()
+    agents = [FakeAgent(delay=0.01), FakeAgent(delay=0.01)]
+    managers = [
+        manager(spool, agents[i], clock, queue_settings=settings(destination_concurrency=4))
+        for i in range(2)
+    ]
+    for i, qm in enumerate(managers):
+        qm.configure_shards(2, (i,))
+    await asyncio.gather(*(qm.run_once() for qm in managers))
+    for i in range(2):
+        delivered = {call[0] for call in agents[i].calls}
+        assert delivered == {q for q in queued if queue_shard(q, 2) == i}
+        assert agents[i].peak["smtp:one.test"] <= 2
+    assert len(agents[0].calls) + len(agents[1].calls) == len(queued)
+
+
+async def test_a_shard_taken_over_and_given_back(
+    spool: Spool, agent: FakeAgent, clock: FakeClock
+) -> None:
+    qm = manager(spool, agent, clock)
+    qm.configure_shards(3, (0,))
+    other = Spool(spool.root, remember_fresh=False)
+    other.shard = (2, 3)
+    theirs = await enqueue(other, clock, "a@one.test")
+    other.close()
+    assert not qm.mine(theirs)
+    assert await qm.run_once() == 0  # shard 2 belongs to a worker
+    qm.take_shard(2)  # ... which died
+    assert qm.shards == {0, 2}
+    assert await qm.run_once() == 1
+    assert [c[0] for c in agent.calls] == [theirs]
+    qm.give_shard(2)
+    assert qm.shards == {0}
+    assert not qm.mine(theirs)
 
 
 async def test_start_loads_the_deferred_queue(

@@ -15,11 +15,14 @@ import signal
 import subprocess
 import sys
 import time
+from collections import Counter
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
 import msgspec
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 from structlog.testing import capture_logs
 
 from pochta.queue.envelope import (
@@ -33,6 +36,7 @@ from pochta.queue.envelope import (
     is_queue_id,
     new_queue_id,
     queue_id_time,
+    queue_shard,
 )
 from pochta.queue.spool import (
     STATES,
@@ -98,6 +102,38 @@ def test_queue_ids_sort_by_time_and_are_file_name_safe() -> None:
     assert queue_id_time(early) == pytest.approx(1_700_000_000.0)
     assert not is_queue_id("../etc/passwd")
     assert not is_queue_id("short")
+
+
+@given(
+    st.integers(min_value=1, max_value=3844).flatmap(
+        lambda count: st.tuples(st.integers(0, count - 1), st.just(count))
+    )
+)
+def test_a_queue_id_falls_in_the_shard_asked_for(shard: tuple[int, int]) -> None:
+    """Each delivering process gives its mail ids of its own shard (server/workers.py)."""
+    index, count = shard
+    for _ in range(20):
+        queue_id = new_queue_id(shard=shard)
+        assert is_queue_id(queue_id)
+        assert queue_shard(queue_id, count) == index
+        assert queue_shard(queue_id, 1) == 0
+
+
+def test_queue_ids_of_no_shard_spread_over_every_shard() -> None:
+    seen = Counter(queue_shard(new_queue_id(), 3) for _ in range(3000))
+    assert set(seen) == {0, 1, 2}
+    assert min(seen.values()) > 800
+
+
+async def test_spool_ids_fall_in_its_shard_and_requeue_active(spool: Spool) -> None:
+    spool.shard = (2, 3)
+    ids = [await spool.enqueue(make_envelope(), CONTENT) for _ in range(4)]
+    assert {queue_shard(q, 3) for q in ids} == {2}
+    for queue_id in ids:
+        assert await spool.claim(queue_id, "incoming") is not None
+    assert await spool.requeue_active(ids[:2], "worker exited") == 2
+    assert [await spool.locate(q) for q in ids] == ["incoming", "incoming", "active", "active"]
+    assert await spool.requeue_active([ids[0]], "again") == 0  # not in active/ any more
 
 
 def test_envelope_round_trip_and_version() -> None:

@@ -50,10 +50,10 @@ class ServerSettings(_Table, frozen=True, kw_only=True, forbid_unknown_fields=Tr
     processes: Annotated[
         int,
         _doc(
-            "Processes, the main one included: the main one accepts, queues and delivers; "
-            "the others serve SMTP, submission and IMAP sessions (Python uses one CPU per "
-            "process). 0: one session process per CPU; 1: the main one does everything. "
-            "Needs a restart."
+            "Processes, the main one included: the main one accepts connections and passes "
+            "them on, the others serve SMTP, submission and IMAP sessions, and each delivers "
+            "its share of the queue (Python uses one CPU per process). 0: one more process "
+            "per CPU; 1: the main one does everything. Needs a restart."
         ),
     ] = 0
 
@@ -263,7 +263,11 @@ class QueueSettings(_Table, frozen=True, kw_only=True, forbid_unknown_fields=Tru
         int, _doc("Warn the sender after this long undelivered; 0 switches it off.")
     ] = 14400
     destination_concurrency: Annotated[
-        int, _doc("Parallel deliveries to one destination (domain or next hop).")
+        int,
+        _doc(
+            "Parallel deliveries to one destination (domain or next hop), all processes "
+            "together: each delivering process keeps to its share."
+        ),
     ] = 20
 
 

@@ -129,6 +129,7 @@ _ALPHABET = "0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz"
 _TIME_CHARS = 10  # 62**10 microseconds is ~26,000 years: the width never changes
 _RANDOM_CHARS = 5  # 62**5 ≈ 9.2e8 choices per microsecond, and creation is O_EXCL anyway
 QUEUE_ID_LENGTH = _TIME_CHARS + _RANDOM_CHARS
+_SHARD_SPAN = 62 * 62  # shards are told apart by the last two digits: up to 3,844
 
 _last_micros = 0
 _id_lock = threading.Lock()
@@ -142,13 +143,16 @@ def _base62(number: int, width: int) -> str:
     return "".join(reversed(digits))
 
 
-def new_queue_id(now: float | None = None) -> str:
+def new_queue_id(now: float | None = None, shard: tuple[int, int] | None = None) -> str:
     """A new queue id: 10 base-62 digits of microseconds since 1970, then 5 random ones.
 
     Like Postfix's long queue ids (time first, so ``ls`` and ``sorted`` give arrival order)
     but without an inode number: the random tail keeps two processes (server and sendmail)
     apart, and the spool creates the content file with O_EXCL, so a clash is retried, never
     overwritten. Within one process the time part never goes backwards.
+
+    ``shard`` (index, count): the id falls in that shard (``queue_shard``); its last two
+    digits are drawn from those that put it there.
     """
     global _last_micros
     micros = int((time.time() if now is None else now) * 1_000_000)
@@ -157,7 +161,22 @@ def new_queue_id(now: float | None = None) -> str:
             micros = max(micros, _last_micros + 1)
             _last_micros = micros
     tail = int.from_bytes(os.urandom(4), "big") % (62**_RANDOM_CHARS)
+    if shard is not None and shard[1] > 1:
+        index, count = shard
+        # The last two digits v with v % count == index: v = index + count * k, k < choices.
+        choices = (_SHARD_SPAN - index + count - 1) // count
+        low = tail % _SHARD_SPAN
+        tail = tail - low + index + count * (low % choices)
     return _base62(micros, _TIME_CHARS) + _base62(tail, _RANDOM_CHARS)
+
+
+def queue_shard(queue_id: str, count: int) -> int:
+    """Which of ``count`` delivering processes schedules ``queue_id``: the value of its last
+    two digits modulo ``count`` (server/workers.py). Ids from ``pochta sendmail`` fall
+    anywhere."""
+    if count <= 1:
+        return 0
+    return (_ALPHABET.index(queue_id[-2]) * 62 + _ALPHABET.index(queue_id[-1])) % count
 
 
 def is_queue_id(text: str) -> bool:

@@ -35,6 +35,12 @@ destination's slot, then for a global one, so a slow destination never holds glo
 while it waits. At most ``max_active_messages`` messages are in ``active/`` at once (Postfix
 qmgr_message_active_limit); the rest wait in ``incoming/``.
 
+Several processes (server/workers.py): each runs a queue manager over the same spool and
+schedules only the messages of its shards (``queue_shard`` of the queue id, ``mine``): its
+scans of incoming/ and deferred/ skip the rest. Claiming (a rename into active/ under the
+message's lock) keeps two processes from delivering one message at once. Each keeps to its
+share of ``destination_concurrency`` (rounded up), so the limit holds for all together.
+
 Final states: 2xx → delivered; 5xx → bounced (RFC 5321 §4.2.1: permanent); 4xx → deferred
 with the backoff of ``backoff.py``, unless the message is older than
 ``maximal_lifetime_seconds``, in which case the recipient expires and is bounced (Postfix
@@ -59,7 +65,7 @@ import heapq
 import inspect
 import random
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Literal
@@ -69,7 +75,7 @@ import msgspec
 from pochta.config.settings import QueueSettings
 from pochta.logs import get_logger
 from pochta.queue.backoff import DEFAULT_JITTER, backoff_delay
-from pochta.queue.envelope import Envelope, Recipient
+from pochta.queue.envelope import Envelope, Recipient, queue_shard
 from pochta.queue.spool import Spool, SpoolError, UnknownMessage
 
 log = get_logger("queue")
@@ -199,6 +205,8 @@ class QueueManager:
         deferred_scan_interval_seconds: float = 300.0,
         jitter: float = DEFAULT_JITTER,
         rng: Callable[[], float] = random.random,
+        shard_count: int = 1,
+        shards: Iterable[int] = (0,),
     ) -> None:
         self.spool = spool
         self.settings = settings
@@ -212,7 +220,9 @@ class QueueManager:
         self._jitter = jitter
         self._rng = rng
         self._global = asyncio.Semaphore(max(1, max_concurrency))
-        self._destinations = _DestinationSlots(settings.destination_concurrency)
+        # Several processes deliver from one spool: each schedules the messages of its
+        # shards (queue_shard; server/workers.py), and its per-destination limit is its share.
+        self.configure_shards(shard_count, shards)
         self._inflight: dict[str, asyncio.Task[None]] = {}
         self._due: dict[str, float] = {}  # deferred queue id -> when it is due
         self._heap: list[tuple[float, str]] = []
@@ -257,6 +267,36 @@ class QueueManager:
             if pending:
                 await asyncio.wait(pending)
 
+    def configure_shards(self, count: int, shards: Iterable[int]) -> None:
+        """Before ``start``: ``count`` processes deliver from this spool, this one the
+        messages of ``shards``; each gets its share of the per-destination limit."""
+        self.shard_count = max(1, count)
+        self._shards = set(shards)
+        self._destinations = _DestinationSlots(
+            -(-self.settings.destination_concurrency // self.shard_count)  # rounded up
+        )
+
+    def mine(self, queue_id: str) -> bool:
+        """Whether this process schedules ``queue_id`` (its shard is one of ours)."""
+        return self.shard_count == 1 or queue_shard(queue_id, self.shard_count) in self._shards
+
+    @property
+    def shards(self) -> frozenset[int]:
+        return frozenset(self._shards)
+
+    def take_shard(self, index: int) -> None:
+        """Schedule the messages of shard ``index`` too (its process is down)."""
+        self._shards.add(index)
+        self.wake()
+
+    def give_shard(self, index: int) -> None:
+        """Stop taking new messages of shard ``index`` (its process is up again); those
+        being delivered here finish here."""
+        self._shards.discard(index)
+
+    def in_flight(self, queue_id: str) -> bool:
+        return queue_id in self._inflight
+
     def wake(self) -> None:
         """Scan incoming/ now (a message was flushed or released, or a slot came free)."""
         if not self._stopping:
@@ -300,7 +340,7 @@ class QueueManager:
 
     async def scan_deferred(self) -> int:
         """Add messages in deferred/ that the timetable does not know; returns how many."""
-        ids = await self.spool.ids("deferred")
+        ids = [q for q in await self.spool.ids("deferred") if self.mine(q)]
         present = set(ids)
         for queue_id in [q for q in self._due if q not in present]:
             del self._due[queue_id]
@@ -363,7 +403,7 @@ class QueueManager:
             # same backlog again: messages queued since wait until it is done, as in
             # Postfix's qmgr, except those of this process, which come through _fresh.)
             self._full_scan = False
-            self._listed.extend(await self.spool.ids("incoming"))
+            self._listed.extend(q for q in await self.spool.ids("incoming") if self.mine(q))
         fresh = collections.deque(self._fresh)
         self._fresh = []
         for source in (fresh, self._listed):
@@ -372,8 +412,8 @@ class QueueManager:
                     self._fresh.extend(fresh)  # their turn comes when a slot is free
                     return started
                 queue_id = source.popleft()
-                if queue_id in self._inflight:
-                    continue
+                if queue_id in self._inflight or not self.mine(queue_id):
+                    continue  # (a shard given away since, or mail queued before we had one)
                 envelope = await self.spool.claim(queue_id, "incoming")
                 if envelope is not None:
                     started.append(self._start(queue_id, envelope))
@@ -383,8 +423,8 @@ class QueueManager:
             if self._due.get(queue_id) != due:
                 continue  # stale: rescheduled, or moved away
             del self._due[queue_id]
-            if queue_id in self._inflight:
-                continue
+            if queue_id in self._inflight or not self.mine(queue_id):
+                continue  # (another process took its shard over meanwhile)
             envelope = await self.spool.claim(queue_id, "deferred")
             if envelope is not None:
                 started.append(self._start(queue_id, envelope))

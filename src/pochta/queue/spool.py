@@ -224,6 +224,9 @@ class Spool:
         self._pool_names: list[str] = []  # free pool files to try, refilled from listdir
         self._pool_size = 0  # files in pool/ as last counted, plus those added since
         self._pool_counted = 0.0
+        # (index, count): new queue ids fall in this delivering process's shard (set by the
+        # server when several processes deliver; see queue_shard).
+        self.shard: tuple[int, int] | None = None
 
     # -- paths ---------------------------------------------------------------------------------
 
@@ -314,7 +317,7 @@ class Spool:
         fixed_id = bool(envelope.queue_id)
         for _ in range(10):
             if not fixed_id:
-                envelope.queue_id = new_queue_id()
+                envelope.queue_id = new_queue_id(shard=self.shard)
             queue_id = envelope.queue_id
             if not is_queue_id(queue_id):
                 raise SpoolError(f"queue id {queue_id!r} is not valid")
@@ -860,6 +863,27 @@ class Spool:
         self._chown(fd)
         self._master_fd = fd
 
+    def _requeue_active_sync(self, queue_ids: Iterable[str], reason: str) -> int:
+        moved = 0
+        for queue_id in queue_ids:
+            try:
+                self._move_sync(
+                    queue_id, "incoming", ("active",), "requeue", ADMIN_LOCK_WAIT_SECONDS
+                )
+            except SpoolError:
+                continue
+            moved += 1
+            log.info("requeued", queue_id=queue_id, previous="active", reason=reason)
+        return moved
+
+    async def requeue_active(self, queue_ids: Iterable[str], reason: str) -> int:
+        """Move these messages from active/ back to incoming/: their delivery was cut off
+        (a worker process died). Returns how many were moved."""
+        moved = await self._run(self._requeue_active_sync, list(queue_ids), reason)
+        if moved:
+            await self._committer.sync_dirs([self.state_dir("active"), self.state_dir("incoming")])
+        return moved
+
     def _recover_sync(self) -> RecoveryReport:
         self.ensure_dirs()
         self.acquire_master_lock()
@@ -871,15 +895,9 @@ class Spool:
                 report.tmp_removed += 1
                 log.info("tmp_removed", file=name, reason="half-written at a crash")
 
-        for queue_id in self.ids_sync("active"):
-            try:
-                self._move_sync(
-                    queue_id, "incoming", ("active",), "requeue", ADMIN_LOCK_WAIT_SECONDS
-                )
-            except SpoolError:
-                continue
-            report.active_requeued += 1
-            log.info("requeued", queue_id=queue_id, previous="active", reason="crash recovery")
+        report.active_requeued = self._requeue_active_sync(
+            self.ids_sync("active"), "crash recovery"
+        )
 
         present: set[str] = set()
         for state in STATES:

@@ -314,7 +314,7 @@ class _Session:
     async def _message(self, event: MessageData) -> None:
         from pochta.cleanup.pipeline import CleanupInput
 
-        queue_id = new_queue_id()
+        queue_id = new_queue_id(shard=self.mail.spool.shard)  # delivered by this process
         txn, self.txn = self.txn, _Transaction()
         nrcpt = len(txn.recipients)
         if self.mode == "submission":

@@ -27,10 +27,10 @@ import signal
 import socket
 import ssl
 import stat
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Coroutine
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import msgspec
 
@@ -276,9 +276,10 @@ class Server:
             if self._worker_services or any(name in MAIL_LISTENERS for name in self.listeners):
                 from pochta.server.mail import MailSystem
 
-                self.mail = MailSystem(self, with_queue=self._worker_link is None)
+                self.mail = MailSystem(self, master=self._worker_link is None)
                 self.reload_hooks.append(self.mail.reload)
-                await self.mail.start()
+                shards = self._pool.shard_count if self._pool is not None else 1
+                await self.mail.start(shard_count=shards)
                 self._link_processes(loop)
             loop.add_signal_handler(signal.SIGTERM, self.stop, "SIGTERM")
             loop.add_signal_handler(signal.SIGINT, self.stop, "SIGINT")
@@ -315,7 +316,7 @@ class Server:
         self._pool.spawn_all()
 
     def _link_processes(self, loop: asyncio.AbstractEventLoop) -> None:
-        """Carry store changes and new queue entries between this process and the others
+        """Carry store changes and the delivery shards between this process and the others
         (server/workers.py)."""
         mail = self.mail
         assert mail is not None
@@ -338,12 +339,24 @@ class Server:
                 else:
                     self._on_sighup()
 
-            master.start(loop, hub.wake_remote, lambda: self.stop("master_lost"), serve, command)
+            def deliver(index: int, count: int) -> None:
+                self._background(mail.start_delivery(index, count))
+
+            master.start(
+                loop, hub.wake_remote, lambda: self.stop("master_lost"), serve, command, deliver
+            )
             mail.store.subscribe_changes(lambda addr, folder, _: master.send_change(addr, folder))
-            mail.spool.add_listener(master.queued)
         elif self._pool is not None:
             pool = self._pool
-            pool.start(loop, hub.wake_remote, mail.queue.notify_queued, self._sessions.get_count)
+
+            def worker_ready(index: int) -> None:
+                mail.queue.give_shard(index + 1)
+                pool.hand_shard(index)
+
+            def worker_exited(index: int) -> None:
+                self._background(mail.take_back_shard(index + 1))
+
+            pool.start(loop, hub.wake_remote, self._sessions.get_count, worker_ready, worker_exited)
             self._accept_here()
             mail.store.subscribe_changes(lambda addr, folder, _: pool.broadcast(addr, folder))
 
@@ -386,7 +399,7 @@ class Server:
                 return
             ip = peer[0] if isinstance(peer, tuple) else "127.0.0.1"
             # Over the per-IP limit: served here, where the service says BYE.
-            # While a worker is up the master keeps no connection: it queues and delivers.
+            # While a worker is up the master keeps no connection: the workers serve them.
             if self.open_from(name, ip) < limit and pool.hand_off(name, ip, conn):
                 conn.close()
                 continue
@@ -455,9 +468,7 @@ class Server:
                 if on_close is not None:
                     on_close()
 
-        task = loop.create_task(adopt())
-        self._state.background.add(task)
-        task.add_done_callback(self._state.background.discard)
+        self._background(adopt())
 
     async def bind(self) -> None:
         """Bind every configured listener that has a service; StartupError on failure."""
@@ -647,7 +658,11 @@ class Server:
     def _on_sighup(self) -> None:
         if self._pool is not None:
             self._pool.tell_all(RELOAD)
-        task = asyncio.get_running_loop().create_task(self.reload())
+        self._background(self.reload())
+
+    def _background(self, work: Coroutine[Any, Any, None]) -> None:
+        """Run ``work`` as a task of this server's (kept until it ends)."""
+        task = asyncio.get_running_loop().create_task(work)
         self._state.background.add(task)
         task.add_done_callback(self._state.background.discard)
 

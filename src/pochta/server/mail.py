@@ -8,6 +8,7 @@ rebuilt from the new directory and tables; spool, store and queue manager stay.
 from __future__ import annotations
 
 import asyncio
+import os
 import time
 from typing import TYPE_CHECKING
 
@@ -26,7 +27,7 @@ from pochta.dns.async_resolver import make_async_resolver
 from pochta.logs import get_logger
 from pochta.mailauth.dkim_sign import DkimSigner
 from pochta.protocols.smtp.replies import Reply
-from pochta.queue.envelope import Envelope, Recipient
+from pochta.queue.envelope import Envelope, Recipient, queue_shard
 from pochta.queue.scheduler import QueueManager
 from pochta.queue.spool import Spool
 from pochta.resolve.classes import MailboxDest, Rejection, RelayDest, RemoteDest
@@ -41,11 +42,14 @@ log = get_logger("mail")
 
 
 class MailSystem:
-    """Everything mail in one process. A worker process (``with_queue`` False) queues into
-    the spool but runs no queue manager: delivery belongs to the master."""
+    """Everything mail in one process. Every process of the server delivers: the master
+    recovers the spool and starts its queue manager in ``start``; a worker (``master``
+    False) starts its own when the master says which shard is its (``start_delivery``;
+    server/workers.py)."""
 
-    def __init__(self, server: Server, *, with_queue: bool = True) -> None:
+    def __init__(self, server: Server, *, master: bool = True) -> None:
         self.server = server
+        self._master = master
         settings = server.settings
         self.tracker = FailureTracker(
             window_seconds=settings.auth.failure_window_seconds,
@@ -56,50 +60,35 @@ class MailSystem:
         self.store = open_store(settings, text_extractor=search_text, index_at_delivery=False)
         self.indexer: TextIndexer | None = None
         self.changes: ChangeHub | None = None  # made in start(), on the running loop
-        # A worker queues (into the same spool) but never delivers: no fresh-content cache.
-        self._spool: Spool | None = Spool(settings.spool_dir, remember_fresh=with_queue)
-        self._queue: QueueManager | None = None
-        self.remote: RemoteAgent | None = None
-        if with_queue:
-            dns_resolver = make_async_resolver(settings.dns)
-            policy = StsDanePolicy(settings, dns_resolver)
-            self.remote = RemoteAgent(
-                settings, resolver=dns_resolver, policy=policy, dane_check_for=policy.dane_check
-            )
-            postmaster = f"postmaster@{settings.server.hostname.rstrip('.')}"
-            self._queue = QueueManager(
-                self._spool,
-                settings.queue,
-                Deliverer(
-                    self._spool,
-                    lambda: self.mailbox,
-                    lambda: self.resolver,
-                    remote=self._remote_agent,
-                    pipe=lambda: self.pipe,
-                    sign_outgoing=self._sign_local_submission,
-                ),
-                Router(lambda: self.resolver),
-                on_final=Notices(
-                    self._spool,
-                    settings.server.hostname,
-                    postmaster,
-                    settings.delivery.bounces_per_minute,
-                    maximal_lifetime_seconds=settings.queue.maximal_lifetime_seconds,
-                ),
-            )
+        self.spool = Spool(settings.spool_dir)
+        dns_resolver = make_async_resolver(settings.dns)
+        policy = StsDanePolicy(settings, dns_resolver)
+        self.remote = RemoteAgent(
+            settings, resolver=dns_resolver, policy=policy, dane_check_for=policy.dane_check
+        )
+        postmaster = f"postmaster@{settings.server.hostname.rstrip('.')}"
+        self.queue = QueueManager(
+            self.spool,
+            settings.queue,
+            Deliverer(
+                self.spool,
+                lambda: self.mailbox,
+                lambda: self.resolver,
+                remote=lambda: self.remote,
+                pipe=lambda: self.pipe,
+                sign_outgoing=self._sign_local_submission,
+            ),
+            Router(lambda: self.resolver),
+            on_final=Notices(
+                self.spool,
+                settings.server.hostname,
+                postmaster,
+                settings.delivery.bounces_per_minute,
+                maximal_lifetime_seconds=settings.queue.maximal_lifetime_seconds,
+            ),
+        )
+        self._delivering = False
         self._build()
-
-    @property
-    def spool(self) -> Spool:
-        if self._spool is None:
-            raise RuntimeError("this process has no spool")
-        return self._spool
-
-    @property
-    def queue(self) -> QueueManager:
-        if self._queue is None:
-            raise RuntimeError("this process has no queue manager (a worker)")
-        return self._queue
 
     def _build(self) -> None:
         s = self.server.settings
@@ -137,33 +126,59 @@ class MailSystem:
         )
         return result if isinstance(result, Reply) else result.content
 
-    def _remote_agent(self) -> RemoteAgent:
-        if self.remote is None:  # pragma: no cover - only the master delivers
-            raise RuntimeError("this process does not deliver")
-        return self.remote
-
     def reload(self, _server: Server | None = None) -> None:
         self._build()
 
-    async def start(self) -> None:
-        if self._spool is not None and self._queue is not None:
-            self._spool.acquire_master_lock()
+    async def start(self, *, shard_count: int = 1) -> None:
+        """Start this process's part; the master also recovers the spool and starts
+        delivering, as shard 0 of ``shard_count`` and, until their workers are up, every
+        other shard (server/workers.py)."""
         self.changes = ChangeHub(self.store, asyncio.get_running_loop())
         self.indexer = TextIndexer(self.store, asyncio.get_running_loop())
-        if self._queue is not None:
-            await self._queue.start()
+        if self._master:
+            self.spool.acquire_master_lock()
+            self.spool.shard = (0, shard_count) if shard_count > 1 else None
+            self.queue.configure_shards(shard_count, range(shard_count))
+            await self.queue.start()
+            self._delivering = True
+
+    async def start_delivery(self, index: int, count: int) -> None:
+        """A worker: deliver the messages of shard ``index`` of ``count`` (the master has
+        recovered the spool by now); the ids of the mail this process queues fall in it."""
+        if self._delivering:
+            return
+        self._delivering = True
+        self.spool.shard = (index, count)
+        self.queue.configure_shards(count, (index,))
+        await self.queue.start(recover=False)
+        log.info("delivering", shard=index, shards=count, pid=os.getpid())
+
+    async def take_back_shard(self, index: int) -> None:
+        """The master, when the worker delivering shard ``index`` has died: deliver that
+        shard here until the worker is back, and try again at once what it left in active/
+        (chosen here, on the event loop, so that nothing this process is delivering is
+        among them: this process claims only from incoming/ and deferred/)."""
+        queue = self.queue
+        queue.take_shard(index)
+        left = [
+            queue_id
+            for queue_id in self.spool.ids_sync("active")
+            if queue_shard(queue_id, queue.shard_count) == index and not queue.in_flight(queue_id)
+        ]
+        if left:
+            moved = await self.spool.requeue_active(left, "worker exited")
+            log.warning("worker_mail_requeued", shard=index, messages=moved)
+            queue.wake()
 
     async def stop(self) -> None:
         if self.changes is not None:
             self.changes.close()
         if self.indexer is not None:
             await self.indexer.close()
-        if self._queue is not None:
-            await self._queue.stop()
-        if self.remote is not None:
-            await self.remote.close()
-        if self._spool is not None:
-            self._spool.close()
+        if self._delivering:
+            await self.queue.stop()
+        await self.remote.close()
+        self.spool.close()
         self.store.close()
 
     def expand(self, recipients: list[Recipient]) -> tuple[list[Recipient], list[tuple[str, str]]]:

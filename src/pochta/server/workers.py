@@ -4,10 +4,25 @@ Python runs one CPU per process, so ``pochta serve`` (the master) can start extr
 for SMTP, submission and IMAP sessions. The master alone accepts their connections and
 passes each socket (SCM_RIGHTS) to the worker holding the fewest, so the load is even and
 the per-IP connection limits count every process; it serves a connection itself only when
-no worker is up. Workers queue mail into the same spool; the master's queue manager
-delivers it, so delivery never waits behind sessions for the CPU. Every process has the same
-:class:`MailStore`; SQLite write transactions serialise their writes across processes, and
-the store's on-disk check notices what another process changed.
+no worker is up. Every process has the same :class:`MailStore`; SQLite write transactions
+serialise their writes across processes, and the store's on-disk check notices what another
+process changed.
+
+Every process delivers, too: the queue is split into shards, one per process (the master is
+shard 0, worker ``i`` shard ``i + 1``), by the last digits of the queue id
+(``queue.envelope.queue_shard``). A process gives the mail it queues ids of its own shard,
+so what a worker receives it also delivers, with the content still in memory; mail queued
+by ``pochta sendmail`` or moved by ``pochta queue`` falls in any shard and is found by the
+scans of incoming/ and deferred/, which each process makes for its shards. A message is
+claimed by renaming it into active/ under its lock, so two processes never deliver it at
+once. Each process keeps to its share of the per-destination concurrency limit.
+
+The master recovers the spool before anyone delivers: it starts with every shard and hands
+shard ``i + 1`` to worker ``i`` once that worker is ready (``G``). When a worker dies, the
+master takes its shard back and moves the messages that worker left in active/ (its shard,
+not being delivered by the master) back to incoming/, where they are tried again at once,
+as after a crash of the whole server (the mailbox agent's dedupe key keeps a mailbox from
+getting a second copy); the restarted worker gets its shard again.
 
 What must cross processes is the wake-up: an IDLE session in one process has to hear of a
 delivery made by the master or a STORE made in a sibling. Each worker is linked to the
@@ -17,7 +32,7 @@ master by a ``SOCK_SEQPACKET`` socket pair (ordered, reliable, one message per c
 * ``*``: anything may have changed (sent after a full send buffer dropped messages);
 * ``A`` listener NUL client IP, with a socket (master to worker): serve this connection;
 * ``X`` listener NUL client IP (worker to master): a connection passed to it has ended;
-* ``Q`` queue id (worker to master): a message the worker queued, for the queue manager;
+* ``G`` index "/" count (master to worker): deliver the messages of shard index of count;
 * ``S`` ("+" or "-") key (worker to master): a session counted under key (an account's
   IMAP sessions) began or ended; ``N`` key NUL total (master to workers): the count of all
   processes, so each can apply the per-account limit;
@@ -169,7 +184,8 @@ class WorkerPool:
         self._workers = [_Worker(i) for i in range(count)]
         self._loop: asyncio.AbstractEventLoop | None = None
         self._on_remote: RemoteChange | None = None
-        self._on_queued: Callable[[str], None] | None = None
+        self._on_ready: Callable[[int], None] | None = None
+        self._on_exit: Callable[[int], None] | None = None
         self._local_sessions: Callable[[str], int] | None = None
         self._supervisor: asyncio.Task[None] | None = None
         self._stopping = False
@@ -203,18 +219,26 @@ class WorkerPool:
         if self._loop is not None:
             self._watch(worker)
 
+    @property
+    def shard_count(self) -> int:
+        """Delivering processes: the workers and the master."""
+        return len(self._workers) + 1
+
     def start(
         self,
         loop: asyncio.AbstractEventLoop,
         on_remote: RemoteChange,
-        on_queued: Callable[[str], None],
         local_sessions: Callable[[str], int],
+        on_ready: Callable[[int], None],
+        on_exit: Callable[[int], None],
     ) -> None:
-        """Begin reading the links and supervising (on the running loop)."""
+        """Begin reading the links and supervising (on the running loop). ``on_ready`` and
+        ``on_exit`` get a worker's index when it is ready and when it has exited."""
         self._loop = loop
         self._on_remote = on_remote
-        self._on_queued = on_queued
         self._local_sessions = local_sessions
+        self._on_ready = on_ready
+        self._on_exit = on_exit
         for worker in self._workers:
             if worker.link is not None:
                 self._watch(worker)
@@ -240,6 +264,8 @@ class WorkerPool:
                 return
             if data == READY:
                 worker.ready = True
+                if self._on_ready is not None:
+                    self._on_ready(worker.index)
                 continue
             if data[:1] == b"X":
                 listener, _, ip = data[1:].decode("ascii", "replace").partition("\0")
@@ -258,10 +284,6 @@ class WorkerPool:
                 else:
                     worker.sessions.pop(name, None)
                 self.push_total(name)
-                continue
-            if data[:1] == b"Q":
-                if self._on_queued is not None:
-                    self._on_queued(data[1:].decode("ascii", "replace"))
                 continue
             parsed = parse_message(data)
             if parsed is None:
@@ -314,6 +336,12 @@ class WorkerPool:
             if worker.link is not None:
                 worker.link.send(data)
 
+    def hand_shard(self, index: int) -> None:
+        """Tell worker ``index`` to deliver its shard (``index + 1``)."""
+        link = self._workers[index].link
+        if link is not None:
+            link.send(b"G%d/%d" % (index + 1, self.shard_count))
+
     def tell_all(self, command: bytes) -> None:
         """RELOAD or STOP to every worker."""
         for worker in self._workers:
@@ -347,6 +375,8 @@ class WorkerPool:
                     for key in gone:
                         self.push_total(key)
                     worker.restart_at = now + RESTART_DELAY_SECONDS
+                    if self._on_exit is not None:
+                        self._on_exit(worker.index)
                 elif proc is None and now >= worker.restart_at and not self._stopping:
                     self._spawn(worker)
 
@@ -390,6 +420,7 @@ class MasterLink:
         on_lost: Callable[[], None],
         on_connection: Callable[[str, str, socket.socket], None],
         on_command: Callable[[bytes], None],
+        on_shard: Callable[[int, int], None],
     ) -> None:
         self._loop = loop
 
@@ -407,6 +438,11 @@ class MasterLink:
                     os.close(fd)
                 if data in (RELOAD, STOP):
                     on_command(data)
+                    continue
+                if data[:1] == b"G":
+                    index, _, count = data[1:].decode("ascii", "replace").partition("/")
+                    if index.isdigit() and count.isdigit() and int(index) < int(count):
+                        on_shard(int(index), int(count))
                     continue
                 if data[:1] == b"N":
                     key, _, total = data[1:].decode("utf-8", "replace").rpartition("\0")
@@ -441,10 +477,6 @@ class MasterLink:
 
     def session(self, key: str, *, opened: bool) -> None:
         self.link.send(b"S" + (b"+" if opened else b"-") + key.encode())
-
-    def queued(self, queue_id: str) -> None:
-        """A message this worker put in the spool: the master's queue manager takes it."""
-        self.link.send(b"Q" + queue_id.encode())
 
     def close(self) -> None:
         if self._retry is not None:
