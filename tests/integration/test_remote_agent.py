@@ -517,6 +517,52 @@ async def test_temporary_refusal_of_the_sender_tries_the_next_mx(tmp_path, zone,
     assert first.messages == []
 
 
+async def test_recipients_refused_for_now_are_tried_at_the_next_mx(tmp_path, zone, peers) -> None:
+    """A 4xx to RCPT at the first MX host: those recipients go to the next host in the same
+    attempt (as in Postfix); a 5xx stays final, and the accepted one is not sent twice."""
+    port = free_port("127.0.0.2")
+    first = Sink(greylist={"bob@two.test"}, refuse={"nobody@two.test": "550 5.1.1 No such user"})
+    second = Sink()
+    peers(first, host="127.0.0.2", port=port)
+    peers(second, host="127.0.0.3", port=port)
+    agent = RemoteAgent(settings_for(tmp_path, zone.address, smtp_port=port))
+    env = envelope_for("bob@two.test", "carol@two.test", "nobody@two.test")
+    attempts = attempts_by_address(
+        await agent.deliver(env, env.recipients, MESSAGE, parse_transport("smtp:two.test"))
+    )
+    await agent.close()
+    assert (attempts["bob@two.test"].outcome, attempts["bob@two.test"].remote_mta) == (
+        "delivered",
+        "mx2.two.test",
+    )
+    assert (attempts["carol@two.test"].outcome, attempts["carol@two.test"].remote_mta) == (
+        "delivered",
+        "mx1.two.test",
+    )
+    assert attempts["nobody@two.test"].outcome == "bounced"
+    assert [m.rcpt_tos for m in first.messages] == [["carol@two.test"]]
+    assert [m.rcpt_tos for m in second.messages] == [["bob@two.test"]]
+
+
+async def test_a_4xx_kept_when_the_next_mx_is_down(tmp_path, zone, peers) -> None:
+    port = free_port("127.0.0.2")
+    first = Sink(greylist={"bob@two.test"})
+    peers(first, host="127.0.0.2", port=port)  # nothing listens on 127.0.0.3
+    agent = RemoteAgent(settings_for(tmp_path, zone.address, smtp_port=port))
+    env = envelope_for("bob@two.test", "carol@two.test")
+    attempts = attempts_by_address(
+        await agent.deliver(env, env.recipients, MESSAGE, parse_transport("smtp:two.test"))
+    )
+    await agent.close()
+    assert attempts["carol@two.test"].outcome == "delivered"
+    bob = attempts["bob@two.test"]
+    assert (bob.outcome, bob.reply, bob.remote_mta) == (
+        "deferred",
+        "450 4.2.0 Greylisted, try again later",
+        "mx1.two.test",
+    )
+
+
 async def test_every_mx_host_down_defers_with_the_last_reply(tmp_path, zone) -> None:
     port = free_port("127.0.0.2")
     agent = RemoteAgent(settings_for(tmp_path, zone.address, smtp_port=port))

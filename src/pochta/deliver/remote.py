@@ -22,8 +22,10 @@ smtp(8) and lmtp(8) do:
    refusal or a TLS failure tries the next address; after a session was opened, a 4xx to
    MAIL FROM tries the next host (RFC 5321 §4.5.4.1 and §5.1: "the SMTP client MUST be able
    to try (and retry) each of the relevant addresses"). A 5xx to MAIL FROM, or a message too
-   big, ends the attempt for every recipient. A 5xx to RCPT is final for that recipient, a
-   4xx defers it; after DATA, a 4xx or 5xx applies to every accepted recipient. When every
+   big, ends the attempt for every recipient. A 5xx to RCPT is final for that recipient;
+   after DATA, a 4xx or 5xx applies to every accepted recipient. Recipients a host refused
+   with a 4xx (to RCPT, or to the final dot) are tried at the next host in the same attempt,
+   as Postfix's smtp does; after the last host they are deferred with that 4xx. When every
    host fails, every recipient is deferred with the last reply, unless the last failure was
    a missing capability the message needs (SMTPUTF8, REQUIRETLS), which bounces (Postfix).
 4. **Connection cache.** After a message the session is kept open for
@@ -435,7 +437,9 @@ class RemoteAgent:
             )
 
         last: SessionFailure | None = None
-        for host in hosts:
+        final: list[Attempt] = []  # from hosts tried before, for recipients now done with
+        soft: list[Attempt] = []  # a host's 4xx for the recipients still to try
+        for number, host in enumerate(hosts, 1):
             try:
                 host_tls = await self._host_tls(route, host, floor, message.requiretls)
             except Exception as exc:  # e.g. a DANE lookup failure: RFC 7672 §2.2, next host
@@ -455,17 +459,34 @@ class RemoteAgent:
                 endpoint = Endpoint(host.name, address, route.port, route.unix)
                 outcome = await self._try_endpoint(message, route, kind, endpoint, host_tls)
                 if isinstance(outcome, list):
-                    return outcome
+                    soft = [a for a in outcome if a.outcome == "deferred"]
+                    if not soft or number == len(hosts):
+                        return final + outcome
+                    # A temporary refusal of some recipients (RCPT, or the reply to the
+                    # final dot): they are tried at the next MX host now, as Postfix's smtp
+                    # does (RFC 5321 §5.1: the other hosts are there to take the mail).
+                    final += [a for a in outcome if a.outcome != "deferred"]
+                    again = {a.recipient_address for a in soft}
+                    message = dataclasses.replace(
+                        message,
+                        recipients=tuple(r for r in message.recipients if r.address in again),
+                    )
+                    recipients = message.recipients
+                    break
                 last = outcome.failure
                 if last.scope == "final":
                     remote = host.name if outcome.answered else ""
-                    return everyone(last.reply, _outcome(last.reply), remote)
+                    if soft:  # an earlier host's 4xx says more than this host's refusal
+                        return final + soft
+                    return final + everyone(last.reply, _outcome(last.reply), remote)
                 if outcome.answered:
                     break  # the host answered: its other addresses would answer the same
+        if soft:
+            return final + soft
         assert last is not None
         if last.scope == "bounce_if_last" and last.permanent:
-            return everyone(last.reply, "bounced")
-        return everyone(last.reply, "deferred")
+            return final + everyone(last.reply, "bounced")
+        return final + everyone(last.reply, "deferred")
 
     async def _try_endpoint(
         self,
