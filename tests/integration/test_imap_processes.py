@@ -184,9 +184,9 @@ def _worker_pids(server: ServeProcess) -> dict[int, int]:
     return {int(r["worker"]): int(r["pid"]) for r in server.events("worker_started")}
 
 
-def test_smtp_in_a_worker_is_delivered_by_that_worker(pochta_env: PochtaEnv) -> None:
-    """A worker queues the mail it receives in its own shard (server/workers.py), so it
-    delivers it itself, with the content still in memory."""
+def test_smtp_in_a_worker_is_queued_in_its_shard_and_delivered(pochta_env: PochtaEnv) -> None:
+    """A worker gives the mail it receives ids of its own shard (server/workers.py); mail for
+    local mailboxes only is handed to the master, which delivers it at once."""
     pochta_env.add_user(ALICE, PASSWORD)
     set_config(pochta_env.config_path, "server", processes=3)
     set_config(pochta_env.config_path, "smtp", max_connections_per_ip=2)

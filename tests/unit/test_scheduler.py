@@ -656,6 +656,31 @@ async def test_a_shard_taken_over_and_given_back(
     assert not qm.mine(theirs)
 
 
+async def test_adopted_mail_is_delivered_whatever_its_shard(
+    spool: Spool, agent: FakeAgent, clock: FakeClock
+) -> None:
+    """A worker hands the master mail for local mailboxes (adopt): the master delivers it
+    although its id is in the worker's shard; the worker's own spool did not announce it."""
+    qm = manager(spool, agent, clock)
+    qm.configure_shards(3, (0,))
+    worker = Spool(spool.root)
+    worker.shard = (1, 3)
+    heard: list[str] = []
+    worker.add_listener(heard.append)
+    queue_id = await worker.enqueue(
+        Envelope("", "s@example.org", [Recipient("a@one.test")], clock.now, 0),
+        CONTENT,
+        here=False,
+    )
+    worker.close()
+    assert heard == []
+    assert not qm.mine(queue_id)
+    assert await qm.run_once() == 0  # found by the scan, but not its shard
+    qm.adopt(queue_id)
+    assert await qm.run_once() == 1
+    assert [c[0] for c in agent.calls] == [queue_id]
+
+
 async def test_start_loads_the_deferred_queue(
     spool: Spool, agent: FakeAgent, clock: FakeClock
 ) -> None:

@@ -228,6 +228,7 @@ class QueueManager:
         self._heap: list[tuple[float, str]] = []
         self._wake = asyncio.Event()
         self._fresh: list[str] = []  # queued by this process since the last dispatch
+        self._adopted: list[str] = []  # handed to this process by another one (adopt)
         # incoming/ as last listed, less what was taken since (oldest first): with a
         # backlog, a slot coming free takes the next of these without listing again.
         self._listed: collections.deque[str] = collections.deque()
@@ -304,10 +305,17 @@ class QueueManager:
             self._wake.set()
 
     def notify_queued(self, queue_id: str) -> None:
-        """``queue_id`` was queued (here: the spool's listener; or by a worker process):
-        start it without a scan."""
+        """``queue_id`` was queued by this process (the spool's listener): start it without
+        a scan."""
         if not self._stopping:
             self._fresh.append(queue_id)
+            self._wake.set()
+
+    def adopt(self, queue_id: str) -> None:
+        """Another process queued ``queue_id`` for this one to deliver, whatever its shard
+        (a worker's mail for local mailboxes, server/workers.py): start it without a scan."""
+        if not self._stopping:
+            self._adopted.append(queue_id)
             self._wake.set()
 
     async def flush(self) -> int:
@@ -404,15 +412,19 @@ class QueueManager:
             # Postfix's qmgr, except those of this process, which come through _fresh.)
             self._full_scan = False
             self._listed.extend(q for q in await self.spool.ids("incoming") if self.mine(q))
-        fresh = collections.deque(self._fresh)
-        self._fresh = []
-        for source in (fresh, self._listed):
+        adopted, fresh = collections.deque(self._adopted), collections.deque(self._fresh)
+        self._adopted, self._fresh = [], []
+        for source in (adopted, fresh, self._listed):
             while source and not self._stopping:
                 if not self._room():
-                    self._fresh.extend(fresh)  # their turn comes when a slot is free
+                    # Their turn comes when a slot is free.
+                    self._adopted.extend(adopted)
+                    self._fresh.extend(fresh)
                     return started
                 queue_id = source.popleft()
-                if queue_id in self._inflight or not self.mine(queue_id):
+                if queue_id in self._inflight:
+                    continue
+                if source is not adopted and not self.mine(queue_id):
                     continue  # (a shard given away since, or mail queued before we had one)
                 envelope = await self.spool.claim(queue_id, "incoming")
                 if envelope is not None:

@@ -278,11 +278,13 @@ class Spool:
 
     # -- enqueue -------------------------------------------------------------------------------
 
-    async def enqueue(self, envelope: Envelope, content: bytes) -> str:
+    async def enqueue(self, envelope: Envelope, content: bytes, *, here: bool = True) -> str:
         """Store a new message durably and return its queue id; only then may 250 be sent.
 
         Fills ``envelope.queue_id`` when empty (a new id) and sets ``envelope.size``. Raises
         ``OSError`` (disk full, I/O error) or ``SpoolError``: the caller answers 451 then.
+        ``here`` False: another process delivers it, so neither the listeners (this process's
+        queue manager) hear of it nor is its content kept in memory.
         """
         envelope.size = len(content)
         queue_id, recycled = await self._run(self._enqueue_sync, envelope, content)
@@ -294,7 +296,8 @@ class Spool:
                 with contextlib.suppress(OSError):
                     os.unlink(self.message_path("incoming", queue_id))
                 raise
-        self._remember(queue_id, content)
+        if here:
+            self._remember(queue_id, content)
         fields: dict[str, object] = {"client": envelope.client_ip} if envelope.client_ip else {}
         if envelope.auth_user:
             fields["sasl_username"] = envelope.auth_user
@@ -307,7 +310,7 @@ class Spool:
             protocol=envelope.protocol,
             **fields,
         )
-        for listener in self._listeners:
+        for listener in self._listeners if here else ():
             listener(queue_id)
         return queue_id
 

@@ -346,6 +346,7 @@ class Server:
                 loop, hub.wake_remote, lambda: self.stop("master_lost"), serve, command, deliver
             )
             mail.store.subscribe_changes(lambda addr, folder, _: master.send_change(addr, folder))
+            mail.to_master = master.queued
         elif self._pool is not None:
             pool = self._pool
 
@@ -356,7 +357,14 @@ class Server:
             def worker_exited(index: int) -> None:
                 self._background(mail.take_back_shard(index + 1))
 
-            pool.start(loop, hub.wake_remote, self._sessions.get_count, worker_ready, worker_exited)
+            pool.start(
+                loop,
+                hub.wake_remote,
+                self._sessions.get_count,
+                worker_ready,
+                worker_exited,
+                mail.queue.adopt,
+            )
             self._accept_here()
             mail.store.subscribe_changes(lambda addr, folder, _: pool.broadcast(addr, folder))
 

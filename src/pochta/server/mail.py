@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import os
 import time
+from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 from pochta.access.change_hub import ChangeHub
@@ -88,6 +89,8 @@ class MailSystem:
             ),
         )
         self._delivering = False
+        # A worker: how to hand a queued message to the master (set by the server).
+        self.to_master: Callable[[str], None] | None = None
         self._build()
 
     def _build(self) -> None:
@@ -230,4 +233,18 @@ class MailSystem:
         envelope.recipients = recipients
         if not envelope.arrival:
             envelope.arrival = time.time()
+        if self.to_master is not None and _mailboxes_only(recipients):
+            # Mail for local mailboxes only is delivered by the master, not by this worker:
+            # the worker's CPU stays with its sessions, and deliveries into a mailbox come
+            # from one process (no SQLite write lock passed between processes). Measured
+            # with bench/smtp_bench.sh: more mail accepted per second, at 4 KiB and 100 KiB.
+            queue_id = await self.spool.enqueue(envelope, content, here=False)
+            self.to_master(queue_id)
+            return queue_id
         return await self.spool.enqueue(envelope, content)
+
+
+def _mailboxes_only(recipients: list[Recipient]) -> bool:
+    """Whether every recipient still to deliver goes to a local mailbox."""
+    pending = [r for r in recipients if not r.is_final]
+    return bool(pending) and all(r.destination.startswith("mailbox:") for r in pending)
