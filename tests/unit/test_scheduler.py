@@ -14,6 +14,7 @@ import pytest
 from structlog.testing import capture_logs
 
 from pochta.config.settings import QueueSettings
+from pochta.queue import scheduler
 from pochta.queue.envelope import Envelope, Recipient, queue_shard
 from pochta.queue.scheduler import (
     DELIVER_FAILED,
@@ -675,10 +676,27 @@ async def test_adopted_mail_is_delivered_whatever_its_shard(
     worker.close()
     assert heard == []
     assert not qm.mine(queue_id)
+    # The worker's own queue manager leaves it to the master for a while.
+    worker_qm = manager(spool, agent, clock)
+    worker_qm.configure_shards(3, (1,))
+    worker_qm.hand_off(queue_id)
+    assert worker_qm.mine(queue_id)
+    assert await worker_qm.run_once() == 0
     assert await qm.run_once() == 0  # found by the scan, but not its shard
     qm.adopt(queue_id)
     assert await qm.run_once() == 1
     assert [c[0] for c in agent.calls] == [queue_id]
+
+
+async def test_mail_handed_off_is_taken_back_after_the_grace_time(
+    spool: Spool, agent: FakeAgent, clock: FakeClock, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    queue_id = await enqueue(spool, clock, "a@one.test")
+    qm = manager(spool, agent, clock)
+    qm.hand_off(queue_id)
+    assert await qm.run_once() == 0
+    monkeypatch.setattr(scheduler, "HANDED_GRACE_SECONDS", 0.0)
+    assert await qm.run_once() == 1  # the other process never took it
 
 
 async def test_start_loads_the_deferred_queue(

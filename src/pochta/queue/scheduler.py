@@ -106,6 +106,9 @@ RouteFn = Callable[[Envelope], dict[str, list[Recipient]] | Awaitable[dict[str, 
 # "delay" (still trying) or "success" (delivered, NOTIFY=SUCCESS). Plain or coroutine.
 FinalFn = Callable[[Envelope, list[Recipient], FinalKind], Awaitable[None] | None]
 
+# How long mail queued here for another process (hand_off) is left to it.
+HANDED_GRACE_SECONDS = 30.0
+
 # Replies the queue manager makes up itself (RFC 3463 §3.4, §3.5: 4.3.0 system errors).
 ROUTE_FAILED = "451 4.3.0 Routing failed, will retry"
 DELIVER_FAILED = "451 4.3.0 Delivery agent failed, will retry"
@@ -229,6 +232,7 @@ class QueueManager:
         self._wake = asyncio.Event()
         self._fresh: list[str] = []  # queued by this process since the last dispatch
         self._adopted: list[str] = []  # handed to this process by another one (adopt)
+        self._handed: dict[str, float] = {}  # queued here for another process (hand_off)
         # incoming/ as last listed, less what was taken since (oldest first): with a
         # backlog, a slot coming free takes the next of these without listing again.
         self._listed: collections.deque[str] = collections.deque()
@@ -310,6 +314,12 @@ class QueueManager:
         if not self._stopping:
             self._fresh.append(queue_id)
             self._wake.set()
+
+    def hand_off(self, queue_id: str) -> None:
+        """This process queued ``queue_id`` for another one to deliver (``adopt`` there):
+        its scans leave it alone for HANDED_GRACE_SECONDS, then take it after all (the news
+        was lost on the way, or the other process is that far behind)."""
+        self._handed[queue_id] = time.monotonic()
 
     def adopt(self, queue_id: str) -> None:
         """Another process queued ``queue_id`` for this one to deliver, whatever its shard
@@ -414,6 +424,9 @@ class QueueManager:
             self._listed.extend(q for q in await self.spool.ids("incoming") if self.mine(q))
         adopted, fresh = collections.deque(self._adopted), collections.deque(self._fresh)
         self._adopted, self._fresh = [], []
+        cutoff = time.monotonic() - HANDED_GRACE_SECONDS
+        while self._handed and next(iter(self._handed.values())) < cutoff:
+            del self._handed[next(iter(self._handed))]  # (oldest first: insertion order)
         for source in (adopted, fresh, self._listed):
             while source and not self._stopping:
                 if not self._room():
@@ -424,8 +437,9 @@ class QueueManager:
                 queue_id = source.popleft()
                 if queue_id in self._inflight:
                     continue
-                if source is not adopted and not self.mine(queue_id):
-                    continue  # (a shard given away since, or mail queued before we had one)
+                if source is not adopted and (not self.mine(queue_id) or queue_id in self._handed):
+                    continue  # (a shard given away since, mail queued before we had one, or
+                    # mail handed to another process)
                 envelope = await self.spool.claim(queue_id, "incoming")
                 if envelope is not None:
                     started.append(self._start(queue_id, envelope))
