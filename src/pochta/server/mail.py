@@ -172,6 +172,7 @@ class MailSystem:
             moved = await self.spool.requeue_active(left, "worker exited")
             log.warning("worker_mail_requeued", shard=index, messages=moved)
             queue.wake()
+        await queue.scan_deferred()  # its deferred mail, into this process's timetable
 
     async def stop(self) -> None:
         if self.changes is not None:
