@@ -266,7 +266,7 @@ class QueueSettings(_Table, frozen=True, kw_only=True, forbid_unknown_fields=Tru
         int,
         _doc(
             "Parallel deliveries to one destination (domain or next hop), all processes "
-            "together: each delivering process keeps to its share."
+            "together: each delivering process takes this divided by their number, rounded up."
         ),
     ] = 20
 

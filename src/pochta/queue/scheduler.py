@@ -39,7 +39,8 @@ Several processes (server/workers.py): each runs a queue manager over the same s
 schedules only the messages of its shards (``queue_shard`` of the queue id, ``mine``): its
 scans of incoming/ and deferred/ skip the rest. Claiming (a rename into active/ under the
 message's lock) keeps two processes from delivering one message at once. Each keeps to its
-share of ``destination_concurrency`` (rounded up), so the limit holds for all together.
+share of ``destination_concurrency``: the limit divided by the number of processes,
+rounded up (20 over 3 processes: 7 each, 21 at most in all).
 
 Final states: 2xx → delivered; 5xx → bounced (RFC 5321 §4.2.1: permanent); 4xx → deferred
 with the backoff of ``backoff.py``, unless the message is older than
