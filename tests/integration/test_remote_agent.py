@@ -47,6 +47,7 @@ from pochta.deliver.smtp_client import (
 )
 from pochta.deliver.tls_policy import DomainPolicy, HostTLS, TLSARecord
 from pochta.queue.envelope import Envelope, Recipient, new_queue_id
+from pochta.queue.scheduler import Attempt
 from pochta.resolve.transport import parse_transport
 from tests.dnsserver import ZoneServer
 
@@ -95,6 +96,16 @@ def envelope_for(*addresses: str, **fields: Any) -> Envelope:
         size=len(MESSAGE),
         **fields,
     )
+
+
+async def deliver_once(settings: Settings, env: Envelope, transport: str) -> list[Attempt]:
+    """A fresh agent tries ``env`` once over ``transport`` (transport(5) syntax), then
+    closes, saying QUIT to any session it kept."""
+    agent = RemoteAgent(settings)
+    try:
+        return await agent.deliver(env, env.recipients, MESSAGE, parse_transport(transport))
+    finally:
+        await agent.close()
 
 
 @dataclass
@@ -261,13 +272,11 @@ def attempt_logs(logs: list[dict[str, Any]]) -> list[dict[str, Any]]:
 async def test_delivers_to_a_bracketed_host_and_logs_the_attempt(tmp_path, zone, peers) -> None:
     sink = Sink()
     peer = peers(sink)
-    agent = RemoteAgent(settings_for(tmp_path, zone.address))
     env = envelope_for("bob@example.test", "carol@example.test")
     with capture_logs() as logs:
-        attempts = await agent.deliver(
-            env, env.recipients, MESSAGE, parse_transport(f"smtp:[127.0.0.1]:{peer.port}")
+        attempts = await deliver_once(
+            settings_for(tmp_path, zone.address), env, f"smtp:[127.0.0.1]:{peer.port}"
         )
-    await agent.close()
     assert [(a.outcome, a.reply, a.remote_mta) for a in attempts] == [
         ("delivered", "250 2.0.0 Queued", "127.0.0.1"),
         ("delivered", "250 2.0.0 Queued", "127.0.0.1"),
@@ -321,12 +330,10 @@ async def test_greylisting_defers_then_delivers(tmp_path, zone, peers) -> None:
 async def test_one_refused_recipient_bounces_alone(tmp_path, zone, peers) -> None:
     sink = Sink(refuse={"nobody@example.test": "550 5.1.1 No such user"})
     peer = peers(sink)
-    agent = RemoteAgent(settings_for(tmp_path, zone.address))
     env = envelope_for("bob@example.test", "nobody@example.test", "<bad>@example.test")
-    attempts = await agent.deliver(
-        env, env.recipients, MESSAGE, parse_transport(f"smtp:[127.0.0.1]:{peer.port}")
+    attempts = await deliver_once(
+        settings_for(tmp_path, zone.address), env, f"smtp:[127.0.0.1]:{peer.port}"
     )
-    await agent.close()
     outcome = attempts_by_address(attempts)
     assert outcome["bob@example.test"].outcome == "delivered"
     assert outcome["nobody@example.test"].outcome == "bounced"
@@ -340,12 +347,10 @@ async def test_one_refused_recipient_bounces_alone(tmp_path, zone, peers) -> Non
 async def test_reply_after_data_applies_to_accepted_recipients(tmp_path, zone, peers) -> None:
     sink = Sink(refuse={"x@example.test": "550 5.1.1 No"}, data_reply="554 5.7.1 Spam")
     peer = peers(sink)
-    agent = RemoteAgent(settings_for(tmp_path, zone.address))
     env = envelope_for("bob@example.test", "carol@example.test", "x@example.test")
-    attempts = await agent.deliver(
-        env, env.recipients, MESSAGE, parse_transport(f"smtp:[127.0.0.1]:{peer.port}")
+    attempts = await deliver_once(
+        settings_for(tmp_path, zone.address), env, f"smtp:[127.0.0.1]:{peer.port}"
     )
-    await agent.close()
     assert [(a.outcome, a.reply) for a in attempts] == [
         ("bounced", "554 5.7.1 Spam"),
         ("bounced", "554 5.7.1 Spam"),
@@ -356,12 +361,10 @@ async def test_reply_after_data_applies_to_accepted_recipients(tmp_path, zone, p
 async def test_permanent_refusal_of_the_sender_bounces_everyone(tmp_path, zone, peers) -> None:
     sink = Sink(mail_reply="553 5.7.1 Sender rejected")
     peer = peers(sink)
-    agent = RemoteAgent(settings_for(tmp_path, zone.address))
     env = envelope_for("bob@example.test", "carol@example.test")
-    attempts = await agent.deliver(
-        env, env.recipients, MESSAGE, parse_transport(f"smtp:[127.0.0.1]:{peer.port}")
+    attempts = await deliver_once(
+        settings_for(tmp_path, zone.address), env, f"smtp:[127.0.0.1]:{peer.port}"
     )
-    await agent.close()
     assert {(a.outcome, a.reply, a.remote_mta) for a in attempts} == {
         ("bounced", "553 5.7.1 Sender rejected", "127.0.0.1")
     }
@@ -370,12 +373,10 @@ async def test_permanent_refusal_of_the_sender_bounces_everyone(tmp_path, zone, 
 async def test_message_over_the_size_limit_bounces(tmp_path, zone, peers) -> None:
     sink = Sink()
     peer = peers(sink, data_size_limit=20)
-    agent = RemoteAgent(settings_for(tmp_path, zone.address))
     env = envelope_for("bob@example.test")
-    [attempt] = await agent.deliver(
-        env, env.recipients, MESSAGE, parse_transport(f"smtp:[127.0.0.1]:{peer.port}")
+    [attempt] = await deliver_once(
+        settings_for(tmp_path, zone.address), env, f"smtp:[127.0.0.1]:{peer.port}"
     )
-    await agent.close()
     assert attempt.outcome == "bounced"
     assert attempt.reply.startswith("552 5.3.4 ")
     assert sink.messages == []
@@ -383,12 +384,10 @@ async def test_message_over_the_size_limit_bounces(tmp_path, zone, peers) -> Non
 
 async def test_closed_port_defers_naming_the_host(tmp_path, zone) -> None:
     port = free_port()
-    agent = RemoteAgent(settings_for(tmp_path, zone.address))
     env = envelope_for("bob@example.test")
-    [attempt] = await agent.deliver(
-        env, env.recipients, MESSAGE, parse_transport(f"smtp:[127.0.0.1]:{port}")
+    [attempt] = await deliver_once(
+        settings_for(tmp_path, zone.address), env, f"smtp:[127.0.0.1]:{port}"
     )
-    await agent.close()
     assert attempt.outcome == "deferred"
     assert attempt.reply == f"451 4.4.1 Connection to 127.0.0.1:{port} refused"
 
@@ -403,12 +402,10 @@ class NoEhloSMTP(SMTP):
 async def test_helo_when_the_server_does_not_know_ehlo(tmp_path, zone, peers) -> None:
     sink = Sink()
     peer = peers(sink, protocol=NoEhloSMTP)
-    agent = RemoteAgent(settings_for(tmp_path, zone.address))
     env = envelope_for("bob@example.test")
-    [attempt] = await agent.deliver(
-        env, env.recipients, MESSAGE, parse_transport(f"smtp:[127.0.0.1]:{peer.port}")
+    [attempt] = await deliver_once(
+        settings_for(tmp_path, zone.address), env, f"smtp:[127.0.0.1]:{peer.port}"
     )
-    await agent.close()
     assert attempt.outcome == "delivered"
     # RFC 5321 §3.2: after HELO no extension may be used, so MAIL FROM has no parameters.
     assert sink.messages[0].mail_options == []
@@ -438,12 +435,12 @@ async def test_no_reply_after_the_final_dot_defers(tmp_path, zone, peers) -> Non
 async def test_source_address_is_used(tmp_path, zone, peers) -> None:
     sink = Sink()
     peer = peers(sink)
-    agent = RemoteAgent(settings_for(tmp_path, zone.address, source_address="127.0.0.9"))
     env = envelope_for("bob@example.test")
-    [attempt] = await agent.deliver(
-        env, env.recipients, MESSAGE, parse_transport(f"smtp:[127.0.0.1]:{peer.port}")
+    [attempt] = await deliver_once(
+        settings_for(tmp_path, zone.address, source_address="127.0.0.9"),
+        env,
+        f"smtp:[127.0.0.1]:{peer.port}",
     )
-    await agent.close()
     assert attempt.outcome == "delivered"
     assert sink.messages[0].peer[0] == "127.0.0.9"
 
@@ -487,13 +484,11 @@ async def test_second_mx_host_takes_the_mail_when_the_first_is_down(tmp_path, zo
     port = free_port("127.0.0.3")
     sink = Sink()
     peers(sink, host="127.0.0.3", port=port)  # nothing listens on 127.0.0.2
-    agent = RemoteAgent(settings_for(tmp_path, zone.address, smtp_port=port))
     env = envelope_for("bob@two.test")
     with capture_logs() as logs:
-        [attempt] = await agent.deliver(
-            env, env.recipients, MESSAGE, parse_transport("smtp:two.test")
+        [attempt] = await deliver_once(
+            settings_for(tmp_path, zone.address, smtp_port=port), env, "smtp:two.test"
         )
-    await agent.close()
     assert (attempt.outcome, attempt.remote_mta) == ("delivered", "mx2.two.test")
     tried = [(line["host"], line["ip"], line["reply"][:3]) for line in attempt_logs(logs)]
     assert tried == [
@@ -508,10 +503,10 @@ async def test_temporary_refusal_of_the_sender_tries_the_next_mx(tmp_path, zone,
     second = Sink()
     peers(first, host="127.0.0.2", port=port)
     peers(second, host="127.0.0.3", port=port)
-    agent = RemoteAgent(settings_for(tmp_path, zone.address, smtp_port=port))
     env = envelope_for("bob@two.test")
-    [attempt] = await agent.deliver(env, env.recipients, MESSAGE, parse_transport("smtp:two.test"))
-    await agent.close()
+    [attempt] = await deliver_once(
+        settings_for(tmp_path, zone.address, smtp_port=port), env, "smtp:two.test"
+    )
     assert (attempt.outcome, attempt.remote_mta) == ("delivered", "mx2.two.test")
     assert len(second.messages) == 1
     assert first.messages == []
@@ -525,12 +520,12 @@ async def test_recipients_refused_for_now_are_tried_at_the_next_mx(tmp_path, zon
     second = Sink()
     peers(first, host="127.0.0.2", port=port)
     peers(second, host="127.0.0.3", port=port)
-    agent = RemoteAgent(settings_for(tmp_path, zone.address, smtp_port=port))
     env = envelope_for("bob@two.test", "carol@two.test", "nobody@two.test")
     attempts = attempts_by_address(
-        await agent.deliver(env, env.recipients, MESSAGE, parse_transport("smtp:two.test"))
+        await deliver_once(
+            settings_for(tmp_path, zone.address, smtp_port=port), env, "smtp:two.test"
+        )
     )
-    await agent.close()
     assert (attempts["bob@two.test"].outcome, attempts["bob@two.test"].remote_mta) == (
         "delivered",
         "mx2.two.test",
@@ -548,12 +543,12 @@ async def test_a_4xx_kept_when_the_next_mx_is_down(tmp_path, zone, peers) -> Non
     port = free_port("127.0.0.2")
     first = Sink(greylist={"bob@two.test"})
     peers(first, host="127.0.0.2", port=port)  # nothing listens on 127.0.0.3
-    agent = RemoteAgent(settings_for(tmp_path, zone.address, smtp_port=port))
     env = envelope_for("bob@two.test", "carol@two.test")
     attempts = attempts_by_address(
-        await agent.deliver(env, env.recipients, MESSAGE, parse_transport("smtp:two.test"))
+        await deliver_once(
+            settings_for(tmp_path, zone.address, smtp_port=port), env, "smtp:two.test"
+        )
     )
-    await agent.close()
     assert attempts["carol@two.test"].outcome == "delivered"
     bob = attempts["bob@two.test"]
     assert (bob.outcome, bob.reply, bob.remote_mta) == (
@@ -565,10 +560,10 @@ async def test_a_4xx_kept_when_the_next_mx_is_down(tmp_path, zone, peers) -> Non
 
 async def test_every_mx_host_down_defers_with_the_last_reply(tmp_path, zone) -> None:
     port = free_port("127.0.0.2")
-    agent = RemoteAgent(settings_for(tmp_path, zone.address, smtp_port=port))
     env = envelope_for("bob@two.test", "carol@two.test")
-    attempts = await agent.deliver(env, env.recipients, MESSAGE, parse_transport("smtp:two.test"))
-    await agent.close()
+    attempts = await deliver_once(
+        settings_for(tmp_path, zone.address, smtp_port=port), env, "smtp:two.test"
+    )
     assert {(a.outcome, a.reply) for a in attempts} == {
         ("deferred", f"451 4.4.1 Connection to mx2.two.test[127.0.0.3:{port}] refused")
     }
@@ -682,13 +677,9 @@ async def test_verify_passes_with_the_ca_file(tmp_path, zone, peers, ca) -> None
         tls_security_level="verify",
         tls_ca_file=ca_file(ca, tmp_path),
     )
-    agent = RemoteAgent(settings)
     env = envelope_for("bob@tls.test")
     with capture_logs() as logs:
-        [attempt] = await agent.deliver(
-            env, env.recipients, MESSAGE, parse_transport("smtp:tls.test")
-        )
-    await agent.close()
+        [attempt] = await deliver_once(settings, env, "smtp:tls.test")
     assert attempt.outcome == "delivered"
     assert sink.messages[0].tls
     [line] = attempt_logs(logs)
@@ -702,10 +693,8 @@ async def test_verify_fails_without_the_ca_file(tmp_path, zone, peers, ca) -> No
     settings = settings_for(
         tmp_path, zone.address, smtp_port=peer.port, tls_security_level="verify"
     )
-    agent = RemoteAgent(settings)
     env = envelope_for("bob@tls.test")
-    [attempt] = await agent.deliver(env, env.recipients, MESSAGE, parse_transport("smtp:tls.test"))
-    await agent.close()
+    [attempt] = await deliver_once(settings, env, "smtp:tls.test")
     assert attempt.outcome == "deferred"
     assert attempt.reply.startswith("451 4.7.5 ")
     assert "not verified" in attempt.reply
@@ -723,10 +712,8 @@ async def test_verify_checks_the_mx_name_not_the_ip(tmp_path, zone, peers, ca) -
         tls_security_level="verify",
         tls_ca_file=ca_file(ca, tmp_path),
     )
-    agent = RemoteAgent(settings)
     env = envelope_for("bob@tls.test")
-    [attempt] = await agent.deliver(env, env.recipients, MESSAGE, parse_transport("smtp:tls.test"))
-    await agent.close()
+    [attempt] = await deliver_once(settings, env, "smtp:tls.test")
     assert attempt.outcome == "deferred"
     assert "mx.tls.test" in attempt.reply
     assert "Hostname mismatch" in attempt.reply, attempt.reply
@@ -736,13 +723,13 @@ async def test_verify_checks_the_mx_name_not_the_ip(tmp_path, zone, peers, ca) -
 async def test_may_accepts_any_certificate(tmp_path, zone, peers) -> None:
     sink = Sink()
     peer = peers(sink, tls_context=server_tls(trustme.CA(), "elsewhere.test"))
-    agent = RemoteAgent(settings_for(tmp_path, zone.address, tls_security_level="may"))
     env = envelope_for("bob@example.test")
     with capture_logs() as logs:
-        [attempt] = await agent.deliver(
-            env, env.recipients, MESSAGE, parse_transport(f"smtp:[127.0.0.1]:{peer.port}")
+        [attempt] = await deliver_once(
+            settings_for(tmp_path, zone.address, tls_security_level="may"),
+            env,
+            f"smtp:[127.0.0.1]:{peer.port}",
         )
-    await agent.close()
     assert attempt.outcome == "delivered"
     assert sink.messages[0].tls
     [line] = attempt_logs(logs)
@@ -753,13 +740,13 @@ async def test_may_accepts_any_certificate(tmp_path, zone, peers) -> None:
 async def test_may_falls_back_to_plain_text_after_a_failed_handshake(tmp_path, zone, peers, ca):
     sink = Sink()
     peer = peers(sink, protocol=BrokenTLSSMTP, tls_context=server_tls(ca, "x.test"))
-    agent = RemoteAgent(settings_for(tmp_path, zone.address, tls_security_level="may"))
     env = envelope_for("bob@example.test")
     with capture_logs() as logs:
-        [attempt] = await agent.deliver(
-            env, env.recipients, MESSAGE, parse_transport(f"smtp:[127.0.0.1]:{peer.port}")
+        [attempt] = await deliver_once(
+            settings_for(tmp_path, zone.address, tls_security_level="may"),
+            env,
+            f"smtp:[127.0.0.1]:{peer.port}",
         )
-    await agent.close()
     assert attempt.outcome == "delivered"
     assert not sink.messages[0].tls
     assert [e["event"] for e in logs if e["event"] == "tls_fallback"] == ["tls_fallback"]
@@ -777,13 +764,13 @@ class RefusingTLSSMTP(SMTP):
 async def test_refused_starttls(tmp_path, zone, peers, ca, level) -> None:
     sink = Sink()
     peer = peers(sink, protocol=RefusingTLSSMTP, tls_context=server_tls(ca, "x.test"))
-    agent = RemoteAgent(settings_for(tmp_path, zone.address, tls_security_level=level))
     env = envelope_for("bob@example.test")
     with capture_logs() as logs:
-        [attempt] = await agent.deliver(
-            env, env.recipients, MESSAGE, parse_transport(f"smtp:[127.0.0.1]:{peer.port}")
+        [attempt] = await deliver_once(
+            settings_for(tmp_path, zone.address, tls_security_level=level),
+            env,
+            f"smtp:[127.0.0.1]:{peer.port}",
         )
-    await agent.close()
     if level == "may":
         # The same connection goes on in plain text; no reconnection.
         assert attempt.outcome == "delivered"
@@ -798,12 +785,12 @@ async def test_refused_starttls(tmp_path, zone, peers, ca, level) -> None:
 async def test_encrypt_needs_starttls(tmp_path, zone, peers) -> None:
     sink = Sink()
     peer = peers(sink)
-    agent = RemoteAgent(settings_for(tmp_path, zone.address, tls_security_level="encrypt"))
     env = envelope_for("bob@example.test")
-    [attempt] = await agent.deliver(
-        env, env.recipients, MESSAGE, parse_transport(f"smtp:[127.0.0.1]:{peer.port}")
+    [attempt] = await deliver_once(
+        settings_for(tmp_path, zone.address, tls_security_level="encrypt"),
+        env,
+        f"smtp:[127.0.0.1]:{peer.port}",
     )
-    await agent.close()
     assert attempt.outcome == "deferred"
     assert attempt.reply.startswith("451 4.7.4 ")
     assert sink.messages == []
@@ -906,12 +893,10 @@ async def test_smtputf8_mail_is_refused_by_a_server_without_it(tmp_path, zone, p
 async def test_smtputf8_mail_goes_to_a_server_with_it(tmp_path, zone, peers) -> None:
     sink = Sink()
     peer = peers(sink)  # the controller enables SMTPUTF8
-    agent = RemoteAgent(settings_for(tmp_path, zone.address))
     env = envelope_for("josé@example.test", sender="renée@pochta.test", smtputf8=True)
-    [attempt] = await agent.deliver(
-        env, env.recipients, MESSAGE, parse_transport(f"smtp:[127.0.0.1]:{peer.port}")
+    [attempt] = await deliver_once(
+        settings_for(tmp_path, zone.address), env, f"smtp:[127.0.0.1]:{peer.port}"
     )
-    await agent.close()
     assert attempt.outcome == "delivered"
     [got] = sink.messages
     assert "SMTPUTF8" in got.mail_options
@@ -924,10 +909,8 @@ async def test_requiretls_needs_the_extension(tmp_path, zone, peers, ca) -> None
     settings = settings_for(
         tmp_path, zone.address, smtp_port=peer.port, tls_ca_file=ca_file(ca, tmp_path)
     )
-    agent = RemoteAgent(settings)
     env = envelope_for("bob@tls.test", requiretls=True)
-    [attempt] = await agent.deliver(env, env.recipients, MESSAGE, parse_transport("smtp:tls.test"))
-    await agent.close()
+    [attempt] = await deliver_once(settings, env, "smtp:tls.test")
     # RFC 8689 §4.2.1: not sent to a server that does not offer REQUIRETLS; the last host
     # lacking it bounces the message (X.7.30).
     assert attempt.outcome == "bounced"
@@ -997,13 +980,11 @@ async def test_relayhost_with_auth_over_starttls(tmp_path, peers, ca) -> None:
         auth_required=True,
         authenticator=relay_authenticator,
     )
-    agent = RemoteAgent(relay_settings(tmp_path, peer.port, "s3cret pass"))
     env = envelope_for("bob@far.example")
     with capture_logs() as logs:
-        [attempt] = await agent.deliver(
-            env, env.recipients, MESSAGE, parse_transport("smtp:far.example")
+        [attempt] = await deliver_once(
+            relay_settings(tmp_path, peer.port, "s3cret pass"), env, "smtp:far.example"
         )
-    await agent.close()
     assert attempt.outcome == "delivered"
     [got] = sink.messages
     assert got.tls
@@ -1020,12 +1001,10 @@ async def test_relayhost_refusing_the_password_defers(tmp_path, peers, ca) -> No
         auth_required=True,
         authenticator=relay_authenticator,
     )
-    agent = RemoteAgent(relay_settings(tmp_path, peer.port, "wrong"))
     env = envelope_for("bob@far.example")
-    [attempt] = await agent.deliver(
-        env, env.recipients, MESSAGE, parse_transport("smtp:far.example")
+    [attempt] = await deliver_once(
+        relay_settings(tmp_path, peer.port, "wrong"), env, "smtp:far.example"
     )
-    await agent.close()
     assert attempt.outcome == "deferred"
     assert attempt.reply.startswith("454 4.7.8 ")
     assert sink.messages == []
@@ -1034,12 +1013,10 @@ async def test_relayhost_refusing_the_password_defers(tmp_path, peers, ca) -> No
 async def test_password_never_goes_without_tls(tmp_path, peers) -> None:
     sink = Sink()
     peer = peers(sink, auth_require_tls=False, authenticator=relay_authenticator)
-    agent = RemoteAgent(relay_settings(tmp_path, peer.port, "s3cret pass"))
     env = envelope_for("bob@far.example")
-    [attempt] = await agent.deliver(
-        env, env.recipients, MESSAGE, parse_transport("smtp:far.example")
+    [attempt] = await deliver_once(
+        relay_settings(tmp_path, peer.port, "s3cret pass"), env, "smtp:far.example"
     )
-    await agent.close()
     assert attempt.outcome == "deferred"
     assert attempt.reply.startswith("451 4.7.0 ")
     assert sink.messages == []
@@ -1050,12 +1027,8 @@ async def test_explicit_next_hop_bypasses_the_relayhost(tmp_path, peers) -> None
     relay_peer = peers(relay)
     direct_peer = peers(direct)
     settings = relay_settings(tmp_path, relay_peer.port, "s3cret pass")
-    agent = RemoteAgent(settings)
     env = envelope_for("bob@far.example")
-    [attempt] = await agent.deliver(
-        env, env.recipients, MESSAGE, parse_transport(f"smtp:[127.0.0.1]:{direct_peer.port}")
-    )
-    await agent.close()
+    [attempt] = await deliver_once(settings, env, f"smtp:[127.0.0.1]:{direct_peer.port}")
     assert attempt.outcome == "delivered"
     assert len(direct.messages) == 1
     assert relay.messages == []
@@ -1092,12 +1065,8 @@ async def test_relayhost_on_port_465_speaks_tls_first(tmp_path, peers, ca) -> No
         settings,
         delivery=msgspec.structs.replace(settings.delivery, relayhost="[127.0.0.7]:465"),
     )
-    agent = RemoteAgent(settings)
     env = envelope_for("bob@far.example")
-    [attempt] = await agent.deliver(
-        env, env.recipients, MESSAGE, parse_transport("smtp:far.example")
-    )
-    await agent.close()
+    [attempt] = await deliver_once(settings, env, "smtp:far.example")
     assert attempt.outcome == "delivered"
     assert sink.messages[0].auth.login == b"relayuser"
 
@@ -1115,12 +1084,8 @@ async def test_relayhost_on_port_587_requires_starttls(tmp_path, peers, ca, offe
         relayhost="[127.0.0.7]:587",
         tls_security_level="none",  # port 587 raises it to "encrypt"
     )
-    agent = RemoteAgent(settings)
     env = envelope_for("bob@far.example")
-    [attempt] = await agent.deliver(
-        env, env.recipients, MESSAGE, parse_transport("smtp:far.example")
-    )
-    await agent.close()
+    [attempt] = await deliver_once(settings, env, "smtp:far.example")
     if offers_tls:
         assert attempt.outcome == "delivered"
         assert sink.messages[0].tls
