@@ -30,6 +30,7 @@ import threading
 from collections.abc import Callable
 from types import TracebackType
 
+import dns.asyncresolver
 import dns.exception
 import dns.flags
 import dns.message
@@ -136,6 +137,14 @@ class ZoneServer:
     def resolver(self, *, timeout: float = 2.0) -> dns.resolver.Resolver:
         """A dnspython resolver that asks only this server."""
         r = dns.resolver.Resolver(configure=False)
+        r.nameservers = [self.host]
+        r.port = self.port
+        r.timeout = r.lifetime = timeout
+        return r
+
+    def async_resolver(self, *, timeout: float = 2.0) -> dns.asyncresolver.Resolver:
+        """The same, for asyncio code."""
+        r = dns.asyncresolver.Resolver(configure=False)
         r.nameservers = [self.host]
         r.port = self.port
         r.timeout = r.lifetime = timeout

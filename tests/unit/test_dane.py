@@ -332,29 +332,21 @@ def server(zone: str) -> Iterator[ZoneServer]:
         yield s
 
 
-def _async_resolver(server: ZoneServer) -> dns.asyncresolver.Resolver:
-    r = dns.asyncresolver.Resolver(configure=False)
-    r.nameservers = [server.host]
-    r.port = server.port
-    r.timeout = r.lifetime = 2.0
-    return r
-
-
 async def test_lookup_finds_validated_records(server: ZoneServer, pki: Pki, leaf: bytes) -> None:
-    result = await lookup_tlsa(_async_resolver(server), MX, 25)
+    result = await lookup_tlsa(server.async_resolver(), MX, 25)
     assert result.status == "usable"
     assert set(result.records) == {_record(3, 1, 1, leaf), _record(2, 0, 1, pki.root_der)}
     assert result.base_domain == MX
     assert result.names == (MX,)
     assert (f"_25._tcp.{MX}.", "TLSA") in server.queries
     # The port is part of the name.
-    other_port = await lookup_tlsa(_async_resolver(server), MX, 2525)
+    other_port = await lookup_tlsa(server.async_resolver(), MX, 2525)
     assert other_port.records == (_record(3, 1, 1, leaf),)
 
 
 async def test_same_zone_without_ad_is_insecure(server: ZoneServer) -> None:
     server.authenticated = False
-    result = await lookup_tlsa(_async_resolver(server), MX, 25)
+    result = await lookup_tlsa(server.async_resolver(), MX, 25)
     assert result.status == "insecure"
     assert result.records == ()
 
@@ -362,7 +354,7 @@ async def test_same_zone_without_ad_is_insecure(server: ZoneServer) -> None:
 async def test_insecure_tlsa_records_are_not_used(server: ZoneServer) -> None:
     # The host's addresses validate, its TLSA records do not.
     server.authenticated = lambda name, rdtype: rdtype != "TLSA"
-    result = await lookup_tlsa(_async_resolver(server), MX, 25)
+    result = await lookup_tlsa(server.async_resolver(), MX, 25)
     assert result.status == "insecure"
     assert "TLSA" in result.detail or "_25._tcp" in result.detail
 
@@ -370,26 +362,26 @@ async def test_insecure_tlsa_records_are_not_used(server: ZoneServer) -> None:
 async def test_insecure_address_records_disable_dane(server: ZoneServer) -> None:
     # RFC 7672 §2.2.1: secure TLSA records of a host whose addresses are insecure don't count.
     server.authenticated = lambda name, rdtype: rdtype == "TLSA"
-    result = await lookup_tlsa(_async_resolver(server), MX, 25)
+    result = await lookup_tlsa(server.async_resolver(), MX, 25)
     assert result.status == "insecure"
     # DANE gave up before asking for TLSA records.
     assert all(rdtype != "TLSA" for _, rdtype in server.queries)
 
 
 async def test_no_records_and_no_host(server: ZoneServer) -> None:
-    resolver = _async_resolver(server)
+    resolver = server.async_resolver()
     assert (await lookup_tlsa(resolver, "plain.example.test", 25)).status == "none"
     assert (await lookup_tlsa(resolver, "missing.example.test", 25)).status == "none"
 
 
 async def test_only_unusable_records(server: ZoneServer) -> None:
-    result = await lookup_tlsa(_async_resolver(server), "mixed.example.test", 25)
+    result = await lookup_tlsa(server.async_resolver(), "mixed.example.test", 25)
     assert result.status == "unusable"
     assert result.records == ()
 
 
 async def test_cname_target_is_the_base_domain(server: ZoneServer, pki: Pki) -> None:
-    result = await lookup_tlsa(_async_resolver(server), "alias.example.test", 25)
+    result = await lookup_tlsa(server.async_resolver(), "alias.example.test", 25)
     assert result.status == "usable"
     assert result.records == (_record(2, 0, 1, pki.root_der),)
     assert result.base_domain == "mx.provider.test"
@@ -400,7 +392,7 @@ async def test_cname_target_is_the_base_domain(server: ZoneServer, pki: Pki) -> 
 
 
 async def test_ipv6_only_host(server: ZoneServer, leaf: bytes) -> None:
-    result = await lookup_tlsa(_async_resolver(server), "v6only.example.test", 25)
+    result = await lookup_tlsa(server.async_resolver(), "v6only.example.test", 25)
     assert result.status == "usable"
     assert result.records == (_record(3, 1, 1, leaf),)
 
@@ -415,13 +407,13 @@ async def test_lookup_failure_is_an_error() -> None:
     # This server answers only for example.test: other names are REFUSED, like a resolver
     # that fails (SERVFAIL for a bogus answer).
     with ZoneServer(NARROW_ZONE, origin="example.test.", authenticated=True) as s:
-        result = await lookup_tlsa(_async_resolver(s), "mx.provider.test", 25)
+        result = await lookup_tlsa(s.async_resolver(), "mx.provider.test", 25)
     assert result.status == "error"
     assert "mx.provider.test" in result.detail
 
 
 async def test_queries_ask_for_dnssec(server: ZoneServer) -> None:
-    plain = _async_resolver(server)
+    plain = server.async_resolver()
     answer = await plain.resolve(f"{MX}.", "A")
     # The server sets AD only when asked (RFC 6840 §5.7): a plain query gets none ...
     assert not answer.response.flags & dns.flags.AD
@@ -437,7 +429,7 @@ async def test_queries_ask_for_dnssec(server: ZoneServer) -> None:
 
 
 async def test_lookup_of_a_bad_name(server: ZoneServer) -> None:
-    result = await lookup_tlsa(_async_resolver(server), "a..b", 25)
+    result = await lookup_tlsa(server.async_resolver(), "a..b", 25)
     assert result == TlsaLookup("none", detail=result.detail)
 
 
@@ -453,7 +445,7 @@ def _settings(tmp_path: Path, *, level: str = "dane", validating: bool = True) -
 
 
 async def test_policy_dane_records_win(server: ZoneServer, tmp_path: Path, leaf: bytes) -> None:
-    policy = StsDanePolicy(_settings(tmp_path), _async_resolver(server))
+    policy = StsDanePolicy(_settings(tmp_path), server.async_resolver())
     floor = await policy.domain_policy("example.test")
     assert floor == DomainPolicy("may")
     host = await policy.host_tls("example.test", MX, 25, floor)
@@ -471,7 +463,7 @@ async def test_policy_dane_records_win(server: ZoneServer, tmp_path: Path, leaf:
 
 async def test_policy_without_ad_keeps_the_floor(server: ZoneServer, tmp_path: Path) -> None:
     server.authenticated = False
-    policy = StsDanePolicy(_settings(tmp_path), _async_resolver(server))
+    policy = StsDanePolicy(_settings(tmp_path), server.async_resolver())
     floor = DomainPolicy("may")
     assert await policy.host_tls("example.test", MX, 25, floor) == HostTLS("may", "config")
 
@@ -479,7 +471,7 @@ async def test_policy_without_ad_keeps_the_floor(server: ZoneServer, tmp_path: P
 async def test_policy_unusable_records_make_tls_mandatory(
     server: ZoneServer, tmp_path: Path
 ) -> None:
-    policy = StsDanePolicy(_settings(tmp_path), _async_resolver(server))
+    policy = StsDanePolicy(_settings(tmp_path), server.async_resolver())
     host = "mixed.example.test"
     may = DomainPolicy("may")
     assert await policy.host_tls("d.test", host, 25, may) == HostTLS("encrypt", "dane-unusable")
@@ -488,7 +480,7 @@ async def test_policy_unusable_records_make_tls_mandatory(
 
 
 async def test_policy_no_records_keeps_the_floor(server: ZoneServer, tmp_path: Path) -> None:
-    policy = StsDanePolicy(_settings(tmp_path), _async_resolver(server))
+    policy = StsDanePolicy(_settings(tmp_path), server.async_resolver())
     floor = DomainPolicy("verify", "mta-sts", ("*.example.test",), "enforce")
     assert await policy.host_tls("d.test", "plain.example.test", 25, floor) == HostTLS(
         "verify", "mta-sts"
@@ -497,14 +489,14 @@ async def test_policy_no_records_keeps_the_floor(server: ZoneServer, tmp_path: P
 
 async def test_policy_lookup_error_refuses_the_host(tmp_path: Path) -> None:
     with ZoneServer(NARROW_ZONE, origin="example.test.", authenticated=True) as s:
-        policy = StsDanePolicy(_settings(tmp_path), _async_resolver(s))
+        policy = StsDanePolicy(_settings(tmp_path), s.async_resolver())
         with pytest.raises(DaneLookupError, match=r"mx\.provider\.test"):
             await policy.host_tls("d.test", "mx.provider.test", 25, DomainPolicy("may"))
 
 
 async def test_policy_needs_a_validating_resolver(server: ZoneServer, tmp_path: Path) -> None:
     with capture_logs() as logs:
-        policy = StsDanePolicy(_settings(tmp_path, validating=False), _async_resolver(server))
+        policy = StsDanePolicy(_settings(tmp_path, validating=False), server.async_resolver())
     assert any(e["event"] == "dane_disabled" for e in logs)
     floor = await policy.domain_policy("example.test")
     assert floor.level == "may"
@@ -513,7 +505,7 @@ async def test_policy_needs_a_validating_resolver(server: ZoneServer, tmp_path: 
 
 
 async def test_policy_other_levels_do_no_lookups(server: ZoneServer, tmp_path: Path) -> None:
-    policy = StsDanePolicy(_settings(tmp_path, level="encrypt"), _async_resolver(server))
+    policy = StsDanePolicy(_settings(tmp_path, level="encrypt"), server.async_resolver())
     floor = await policy.domain_policy("example.test")
     assert floor == DomainPolicy("encrypt")
     assert await policy.host_tls("example.test", MX, 25, floor) == HostTLS("encrypt", "config")

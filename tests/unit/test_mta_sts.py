@@ -354,14 +354,6 @@ def dns_server() -> Iterator[ZoneServer]:
         yield s
 
 
-def _async_resolver(server: ZoneServer) -> dns.asyncresolver.Resolver:
-    r = dns.asyncresolver.Resolver(configure=False)
-    r.nameservers = [server.host]
-    r.port = server.port
-    r.timeout = r.lifetime = 2.0
-    return r
-
-
 class Clock:
     def __init__(self) -> None:
         self.now = 1_700_000_000.0
@@ -379,7 +371,7 @@ def _sts(
     **kwargs: object,
 ) -> StsResolver:
     return StsResolver(
-        _async_resolver(dns_server),
+        dns_server.async_resolver(),
         cache_dir,
         ca_file=ca_file,
         url_template=site.url_template,
@@ -636,7 +628,7 @@ async def _domain_policy(
     sts = _sts(dns_server, site, ca_file, tmp_path / "cache")
     policy = StsDanePolicy(
         _settings(tmp_path, **settings),  # type: ignore[arg-type]
-        _async_resolver(dns_server),
+        dns_server.async_resolver(),
         sts=sts,
     )
     return policy, await policy.domain_policy(DOMAIN)
