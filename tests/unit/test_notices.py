@@ -6,9 +6,7 @@ from __future__ import annotations
 import asyncio
 import email
 import email.policy
-from collections.abc import AsyncIterator
 from email.message import EmailMessage, Message
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -39,13 +37,6 @@ class FakeClock:
         self.slept.append(seconds)
         self.now += seconds
         await asyncio.sleep(0)
-
-
-@pytest.fixture
-async def spool(tmp_path: Path) -> AsyncIterator[Spool]:
-    s = Spool(tmp_path / "queue")
-    yield s
-    s.close()
 
 
 @pytest.fixture

@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections import defaultdict
-from collections.abc import AsyncIterator, MutableMapping
+from collections.abc import MutableMapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -108,13 +108,6 @@ def settings(**changes: int) -> QueueSettings:
     }
     base.update(changes)
     return QueueSettings(**base)  # type: ignore[arg-type]
-
-
-@pytest.fixture
-async def spool(tmp_path: Path) -> AsyncIterator[Spool]:
-    s = Spool(tmp_path / "queue")
-    yield s
-    s.close()
 
 
 @pytest.fixture

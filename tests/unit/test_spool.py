@@ -16,7 +16,7 @@ import subprocess
 import sys
 import time
 from collections import Counter
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 
 import msgspec
@@ -53,13 +53,6 @@ CONTENT = b"From: a@example.org\r\nTo: b@example.test\r\nSubject: hi\r\n\r\nHell
 def make_envelope(*recipients: str, sender: str = "a@example.org") -> Envelope:
     rcpts = [Recipient(r) for r in (recipients or ("b@example.test",))]
     return Envelope("", sender, rcpts, time.time(), 0)
-
-
-@pytest.fixture
-async def spool(tmp_path: Path) -> AsyncIterator[Spool]:
-    s = Spool(tmp_path / "queue")
-    yield s
-    s.close()
 
 
 def files(path: Path) -> list[str]:
