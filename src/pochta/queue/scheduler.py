@@ -209,8 +209,6 @@ class QueueManager:
         deferred_scan_interval_seconds: float = 300.0,
         jitter: float = DEFAULT_JITTER,
         rng: Callable[[], float] = random.random,
-        shard_count: int = 1,
-        shards: Iterable[int] = (0,),
     ) -> None:
         self.spool = spool
         self.settings = settings
@@ -226,7 +224,8 @@ class QueueManager:
         self._global = asyncio.Semaphore(max(1, max_concurrency))
         # Several processes deliver from one spool: each schedules the messages of its
         # shards (queue_shard; server/workers.py), and its per-destination limit is its share.
-        self.configure_shards(shard_count, shards)
+        # One process, one shard, until configure_shards says otherwise.
+        self.configure_shards(1, (0,))
         self._inflight: dict[str, asyncio.Task[None]] = {}
         self._due: dict[str, float] = {}  # deferred queue id -> when it is due
         self._heap: list[tuple[float, str]] = []

@@ -239,10 +239,12 @@ class MailSystem:
             # the worker's CPU stays with its sessions, and deliveries into a mailbox come
             # from one process (no SQLite write lock passed between processes). Measured
             # with bench/smtp_bench.sh: more mail accepted per second, at 4 KiB and 100 KiB.
-            if envelope.queue_id:  # (before it is in incoming/, where our scans look)
-                self.queue.hand_off(envelope.queue_id)
+            preset = envelope.queue_id
+            if preset:  # before it is in incoming/, where our own scans look
+                self.queue.hand_off(preset)
             queue_id = await self.spool.enqueue(envelope, content, here=False)
-            self.queue.hand_off(queue_id)
+            if not preset:
+                self.queue.hand_off(queue_id)
             self.to_master(queue_id)
             return queue_id
         return await self.spool.enqueue(envelope, content)
