@@ -29,6 +29,7 @@ import struct
 import threading
 from collections.abc import Callable
 from types import TracebackType
+from typing import TypeVar
 
 import dns.asyncresolver
 import dns.exception
@@ -45,6 +46,9 @@ import dns.zone
 
 _UDP_DEFAULT_SIZE = 512  # RFC 1035 §4.2.1, without EDNS
 _MAX_CNAME_CHAIN = 8
+
+
+R = TypeVar("R", bound=dns.resolver.BaseResolver)
 
 
 class ZoneServer:
@@ -136,15 +140,13 @@ class ZoneServer:
 
     def resolver(self, *, timeout: float = 2.0) -> dns.resolver.Resolver:
         """A dnspython resolver that asks only this server."""
-        r = dns.resolver.Resolver(configure=False)
-        r.nameservers = [self.host]
-        r.port = self.port
-        r.timeout = r.lifetime = timeout
-        return r
+        return self._aimed(dns.resolver.Resolver(configure=False), timeout)
 
     def async_resolver(self, *, timeout: float = 2.0) -> dns.asyncresolver.Resolver:
         """The same, for asyncio code."""
-        r = dns.asyncresolver.Resolver(configure=False)
+        return self._aimed(dns.asyncresolver.Resolver(configure=False), timeout)
+
+    def _aimed(self, r: R, timeout: float) -> R:
         r.nameservers = [self.host]
         r.port = self.port
         r.timeout = r.lifetime = timeout
