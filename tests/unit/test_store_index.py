@@ -3,9 +3,11 @@ and the uidlist file format it leans on."""
 
 from __future__ import annotations
 
+import multiprocessing
 import sqlite3
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -212,3 +214,33 @@ def test_format_bytes() -> None:
         "1.5M",
         "3.0G",
     ]
+
+
+def _open_new_index(path: str, barrier: Any, results: Any) -> None:
+    barrier.wait()  # every process at once, on a file none of them has set up yet
+    try:
+        index = AccountIndex(Path(path))
+        index.migrate()
+        index.conn().execute("SELECT 1")
+        results.put("ok")
+    except Exception as exc:  # reported to the test, which names it
+        results.put(repr(exc))
+
+
+def test_processes_opening_a_new_index_at_once_all_get_it(tmp_path: Path) -> None:
+    """The first delivery and the first login of an account, in two processes, open its new
+    index together; neither may fail with "database is locked" (the switch to WAL)."""
+    context = multiprocessing.get_context("spawn")
+    failures = []
+    for round_ in range(10):
+        path = str(tmp_path / f"index-{round_}.sqlite3")
+        barrier, results = context.Barrier(4), context.Queue()
+        workers = [
+            context.Process(target=_open_new_index, args=(path, barrier, results)) for _ in range(4)
+        ]
+        for worker in workers:
+            worker.start()
+        for worker in workers:
+            worker.join(60)
+        failures += [r for r in (results.get(timeout=5) for _ in workers) if r != "ok"]
+    assert failures == []

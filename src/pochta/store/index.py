@@ -180,6 +180,31 @@ def is_damage(exc: sqlite3.Error) -> bool:
     return isinstance(exc, sqlite3.DatabaseError) and not isinstance(exc, sqlite3.OperationalError)
 
 
+# How long to wait for another process that holds a new index file while it sets it up.
+WAL_SWITCH_WAIT_SECONDS = 10.0
+
+
+def _set_wal(conn: sqlite3.Connection) -> None:
+    """Put the file in WAL mode (a no-op once it is: the mode is kept in the file).
+
+    Switching needs the file to itself, and SQLite answers "database is locked" at once,
+    without its busy timeout, while another process is doing the same to a new file (two
+    processes opening one account's index at its first delivery and first login). So that
+    case is retried here, for up to WAL_SWITCH_WAIT_SECONDS.
+    """
+    deadline = time.monotonic() + WAL_SWITCH_WAIT_SECONDS
+    while True:
+        try:
+            conn.execute("PRAGMA journal_mode = WAL")
+            return
+        except sqlite3.OperationalError as exc:
+            if "locked" not in str(exc) and "busy" not in str(exc):
+                raise
+            if time.monotonic() >= deadline:
+                raise
+            time.sleep(0.01)
+
+
 class AccountIndex:
     """The index database of one account. Thread-safe: one connection per thread."""
 
@@ -203,7 +228,7 @@ class AccountIndex:
                 cached_statements=128,
             )
             conn.execute("PRAGMA busy_timeout = 30000")
-            conn.execute("PRAGMA journal_mode = WAL")
+            _set_wal(conn)
             conn.execute(f"PRAGMA synchronous = {self._synchronous}")
             conn.execute("PRAGMA foreign_keys = ON")
         except sqlite3.Error as exc:
