@@ -418,9 +418,11 @@ class Spool:
                 path, fd = taken
                 try:
                     self._overwrite(fd, *parts)
-                except BaseException:
+                except BaseException as exc:
                     _mark_free(fd)
                     os.close(fd)
+                    if is_no_space(exc):
+                        raise SpoolFull(path, queue_id) from None
                     raise
             try:
                 # The commit point (once the directory is synced, or at once for a recycled
