@@ -355,7 +355,8 @@ class Spool:
         """Store a new message durably and return its queue id; only then may 250 be sent.
 
         Fills ``envelope.queue_id`` when empty (a new id) and sets ``envelope.size``. Raises
-        ``OSError`` (disk full, I/O error) or ``SpoolError``: the caller answers 451 then.
+        ``SpoolFull`` (disk full: an OSError too; answer 452 4.3.1), another ``OSError`` (I/O
+        error) or ``SpoolError``: the caller answers 451 then.
         ``here`` False: another process delivers it, so neither the listeners (this process's
         queue manager) hear of it nor is its content kept in memory.
         """
