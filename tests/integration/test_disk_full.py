@@ -93,9 +93,8 @@ def test_full_disk_reads_go_on_and_new_mail_waits(
             break
         time.sleep(0.2)
     assert (code, reply) == (452, b"4.3.1 Insufficient system storage")
-    refused = [r for r in server.events("rejected") if r.get("reason") == "insufficient_storage"]
-    assert refused
-    assert refused[-1]["stage"] == "mail"
+    refused = server.wait_for("rejected")  # (the log is read in a thread: wait for it)
+    assert (refused["stage"], refused["reason"]) == ("mail", "insufficient_storage")
     assert len(maildir_files(inbox(env))) == 3  # nothing lost, nothing half-written
     assert list((inbox(env) / "tmp").iterdir()) == []
     assert list((env.data_dir / "queue" / "tmp").iterdir()) == []
