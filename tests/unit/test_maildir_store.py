@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import mailbox
 import os
 import re
@@ -29,10 +30,13 @@ from pochta.store import (
     StoreUnavailable,
     open_store,
 )
+from pochta.store.base import StoreFull
 from pochta.store.index import INDEX_FILE, AccountIndex
 from pochta.store.maildir import (
+    TMP_MAX_AGE_SECONDS,
     UIDLIST_FILE,
     MaildirStore,
+    append_lines,
     check_folder_name,
     decode_folder_name,
     encode_folder_name,
@@ -860,3 +864,153 @@ class StoreMachine(RuleBasedStateMachine):
 
 TestStoreMachine = StoreMachine.TestCase
 TestStoreMachine.settings = settings(max_examples=25, stateful_step_count=25, deadline=None)
+
+
+# -- a full disk (issue 12): reads go on, nothing half-written stays -------------------------
+
+
+class SmallDisk:
+    """A small tmpfs of its own (root only), to be filled for real with a filler file."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.filler = path / "filler"
+
+    def fill(self) -> None:
+        """Write the filler until the file system says ENOSPC (whatever size is left)."""
+        fd = os.open(self.filler, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+        try:
+            for chunk in (1 << 20, 1 << 16, 1 << 12, 1 << 9, 1):
+                with contextlib.suppress(OSError):
+                    while True:
+                        os.write(fd, b"\0" * chunk)
+        finally:
+            os.close(fd)
+        assert os.statvfs(self.path).f_bavail == 0
+
+    def free(self) -> None:
+        self.filler.unlink(missing_ok=True)
+
+
+@contextlib.contextmanager
+def small_disk(path: Path, size: str = "4m") -> Iterator[SmallDisk]:
+    """Mount a tmpfs of ``size`` at ``path`` (created) for the block; skips unless root."""
+    if os.geteuid() != 0:
+        pytest.skip("a real full disk needs a tmpfs, and mounting one needs root")
+    path.mkdir(parents=True, exist_ok=True)
+    mounted = subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", f"size={size},mode=0755", "tmpfs", str(path)],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    if mounted.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs here: {mounted.stderr.strip()}")
+    try:
+        yield SmallDisk(path)
+    finally:
+        subprocess.run(["umount", "-l", str(path)], capture_output=True, check=False)
+
+
+@pytest.fixture
+def disk(tmp_path: Path) -> Iterator[SmallDisk]:
+    with small_disk(tmp_path / "fs") as d:
+        yield d
+
+
+def test_full_disk_reopened_index_is_still_read(disk: SmallDisk) -> None:
+    """No connection holds the index (a restart, an evicted account): the -shm file of its
+    WAL cannot be made on the full disk, yet SELECT's calls answer from the index."""
+    store = MaildirStore(disk.path / "mail", hostname=HOST)
+    for i in range(3):
+        store.deliver(ADDRESS, msg(i))
+    store.claim_recent(ADDRESS, INBOX, 1, claim=True)
+    store.close()
+    disk.fill()
+    store = MaildirStore(disk.path / "mail", hostname=HOST)
+    changes = store.folder_changes(ADDRESS, INBOX, 0)
+    assert [m.uid for m in changes.changed] == [1, 2, 3]
+    # The \Recent claim cannot be recorded: the answer is what the index has.
+    assert store.claim_recent(ADDRESS, INBOX, 3, claim=True) == 1
+    assert store.fetch_message(ADDRESS, INBOX, 2) == msg(1)
+    assert store.list_folders(ADDRESS)[0].name == INBOX
+    assert store.quota_usage(ADDRESS).messages == 3
+    with pytest.raises(StoreFull, match="no space left"):
+        store.deliver(ADDRESS, msg(9))
+    store.close()
+    disk.free()
+    store = MaildirStore(disk.path / "mail", hostname=HOST)
+    assert store.deliver(ADDRESS, msg(4)).uid == 4
+    assert store.claim_recent(ADDRESS, INBOX, 4, claim=True) == 1
+    store.close()
+
+
+def test_full_disk_open_index_serves_what_it_has(disk: SmallDisk) -> None:
+    """The index is open (a running server) and another program drops a file into new/ on
+    the full disk: the rescan cannot record it, so the folder is served as the index has it,
+    and the file is adopted once there is room."""
+    store = MaildirStore(disk.path / "mail", hostname=HOST)
+    for i in range(3):
+        store.deliver(ADDRESS, msg(i))
+    aside = root(store) / "tmp" / "1600000000.foreign"
+    aside.write_bytes(b"Subject: foreign\n\nhi\n")
+    disk.fill()
+    aside.rename(root(store) / "new" / aside.name)  # a rename needs no room
+    changes = store.folder_changes(ADDRESS, INBOX, 0)
+    assert [m.uid for m in changes.changed] == [1, 2, 3]
+    assert store.claim_recent(ADDRESS, INBOX, 3, claim=True) == 0
+    assert store.fetch_message(ADDRESS, INBOX, 3) == msg(2)
+    uidlist = root(store) / UIDLIST_FILE
+    assert read_uidlist(uidlist) is not None
+    disk.free()
+    assert [m.uid for m in store.list_messages(ADDRESS, INBOX)] == [1, 2, 3, 4]
+    assert store.fetch_message(ADDRESS, INBOX, 4) == b"Subject: foreign\r\n\r\nhi\r\n"
+    store.close()
+
+
+def test_new_index_on_a_full_disk_is_a_clear_unavailable(disk: SmallDisk) -> None:
+    store = MaildirStore(disk.path / "mail", hostname=HOST)
+    disk.fill()
+    with pytest.raises(StoreFull, match="cannot be created: no space left on device; free space"):
+        store.list_folders(ADDRESS)
+    store.close()
+
+
+def test_failed_write_leaves_no_partial_file_in_tmp(disk: SmallDisk) -> None:
+    store = MaildirStore(disk.path / "mail", hostname=HOST)
+    store.deliver(ADDRESS, msg(1))
+    tmp = root(store) / "tmp"
+    big = msg(2, b"x" * (8 << 20))  # larger than the whole disk
+    with pytest.raises(StoreFull):
+        store.deliver(ADDRESS, big)
+    assert list(tmp.iterdir()) == []
+    assert [m.uid for m in store.list_messages(ADDRESS, INBOX)] == [1]
+    store.close()
+
+
+def test_failed_uidlist_append_leaves_no_torn_line(disk: SmallDisk) -> None:
+    path = disk.path / "uidlist"
+    path.write_bytes(b"3 V1 N1\n")  # the rest of its page is free room
+    disk.fill()
+    with pytest.raises(OSError, match="No space"):
+        append_lines(path, "1 :" + "x" * 10000 + "\n")
+    assert path.read_bytes() == b"3 V1 N1\n"
+
+
+def test_stale_tmp_files_of_every_folder_are_swept_at_open(tmp_path: Path) -> None:
+    store = MaildirStore(tmp_path, hostname=HOST)
+    store.deliver(ADDRESS, msg(1))
+    store.close()
+    now = 2_000_000_000.0
+    stale = root(store) / "tmp" / "1.stale"
+    stale_sent = root(store) / ".Sent" / "tmp" / "2.stale"
+    fresh = root(store) / "tmp" / "3.fresh"
+    for path, age in ((stale, TMP_MAX_AGE_SECONDS + 1), (stale_sent, 40 * 3600), (fresh, 3600)):
+        path.write_bytes(b"half")
+        os.utime(path, (now - age, now - age))
+    store = MaildirStore(tmp_path, hostname=HOST, clock=lambda: now)
+    assert [m.uid for m in store.list_messages(ADDRESS, INBOX)] == [1]
+    assert not stale.exists()
+    assert not stale_sent.exists()
+    assert fresh.exists()
+    store.close()

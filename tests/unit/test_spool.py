@@ -40,12 +40,16 @@ from pochta.queue.envelope import (
 )
 from pochta.queue.spool import (
     STATES,
+    FreeSpace,
     MessageBusy,
     Spool,
     SpoolError,
+    SpoolFull,
     UnknownMessage,
     WrongState,
+    required_free_bytes,
 )
+from tests.unit.test_maildir_store import small_disk
 
 CONTENT = b"From: a@example.org\r\nTo: b@example.test\r\nSubject: hi\r\n\r\nHello\r\n"
 
@@ -659,3 +663,79 @@ async def test_kill_9_loses_no_acknowledged_message(
     for name in files(root / "pool"):  # what is left in the pool is free
         assert (root / "pool" / name).read_bytes()[:1] == b"#", name
     spool.close()
+
+
+# -- a full disk (issue 12) -------------------------------------------------------------------
+
+
+def test_required_free_bytes_follows_postfix_queue_minfree() -> None:
+    # Postfix 2.1+: 1.5 x message_size_limit even when queue_minfree is 0.
+    assert required_free_bytes(min_free_bytes=0, max_message_bytes=1000) == 1500
+    assert required_free_bytes(min_free_bytes=5000, max_message_bytes=1000) == 5000
+    # SIZE= (RFC 1870): min_free + SIZE, and twice SIZE.
+    assert required_free_bytes(min_free_bytes=5000, max_message_bytes=1000, size=900) == 5900
+    assert required_free_bytes(min_free_bytes=0, max_message_bytes=1000, size=900) == 1800
+    assert required_free_bytes(min_free_bytes=0, max_message_bytes=0) == 0
+
+
+class _FakeStatvfs:
+    def __init__(self, free_blocks: int) -> None:
+        self.free_blocks = free_blocks
+        self.calls = 0
+
+    def __call__(self, path: Path) -> os.statvfs_result:
+        self.calls += 1
+        # (bsize, frsize, blocks, bfree, bavail, files, ffree, favail, flag, namemax)
+        b = self.free_blocks
+        return os.statvfs_result((4096, 1024, 10**6, b + 50, b, 1000, 900, 900, 0, 255))
+
+
+def test_free_space_is_asked_once_per_cache_period(tmp_path: Path) -> None:
+    now = [100.0]
+    statvfs = _FakeStatvfs(free_blocks=10)
+    space = FreeSpace(tmp_path, statvfs=statvfs, clock=lambda: now[0], cache_seconds=1.0)
+    assert space.free_bytes() == 10 * 1024  # f_bavail x f_frsize: what a non-root user gets
+    assert space.shortfall(10 * 1024) == 0
+    assert space.shortfall(15 * 1024) == 5 * 1024
+    for _ in range(100):  # a busy server: one statvfs per second, not per MAIL FROM
+        space.shortfall(1)
+    assert statvfs.calls == 1
+    statvfs.free_blocks = 0
+    now[0] += 0.5
+    assert space.free_bytes() == 10 * 1024  # still the cached value
+    now[0] += 0.5
+    assert space.free_bytes() == 0
+    assert statvfs.calls == 2
+
+
+def test_spool_free_space_reads_the_spool_file_system(spool: Spool) -> None:
+    st = os.statvfs(spool.root)
+    assert spool.free_space.path == spool.root
+    assert abs(spool.free_space.free_bytes() - st.f_bavail * st.f_frsize) < 64 << 20
+
+
+async def test_enqueue_on_a_full_disk_is_spool_full_and_leaves_nothing(tmp_path: Path) -> None:
+    with small_disk(tmp_path / "fs", "2m") as disk:
+        spool = Spool(disk.path / "queue")
+        try:
+            kept = await spool.enqueue(make_envelope(), CONTENT)
+            disk.fill()
+            with pytest.raises(SpoolFull) as caught:
+                await spool.enqueue(make_envelope(), CONTENT + b"x" * 65536)
+            assert isinstance(caught.value, OSError)  # callers that catch OSError still do
+            assert "no space left on device" in str(caught.value)
+            assert caught.value.path.startswith(str(spool.root / "tmp"))
+            assert files(spool.root / "tmp") == []
+            assert files(spool.root / "incoming") == [kept]
+            # A status update (after a delivery attempt) on the full disk: SpoolFull too.
+            envelope = await spool.load(kept)
+            envelope.recipients[0].status = "deferred"
+            envelope.recipients[0].reply = "451 4.3.0 later " + "x" * 100000
+            with pytest.raises(SpoolFull, match=kept):
+                await spool.update_envelope(kept, envelope)
+            assert files(spool.root / "tmp") == []
+            disk.free()
+            await spool.enqueue(make_envelope(), CONTENT)
+            assert len(files(spool.root / "incoming")) == 2
+        finally:
+            spool.close()

@@ -254,6 +254,16 @@ class QueueSettings(_Table, frozen=True, kw_only=True, forbid_unknown_fields=Tru
     spool_dir: Annotated[
         str, _doc("Queue directory (incoming, active, deferred, hold, corrupt).")
     ] = "queue"
+    min_free_bytes: Annotated[
+        int,
+        _doc(
+            "Free bytes the spool's file system must keep to accept mail (Postfix "
+            "queue_minfree): MAIL FROM gets 452 4.3.1 when less is free than the largest of "
+            "this, 1.5 x smtp.max_message_bytes, this + SIZE= and 2 x SIZE=. 0: only the "
+            "1.5 x max_message_bytes rule applies (as in Postfix)."
+        ),
+        msgspec.Meta(ge=0, le=1 << 50),
+    ] = 0
     minimal_backoff_seconds: Annotated[int, _doc("Shortest wait before retrying.")] = 300
     maximal_backoff_seconds: Annotated[int, _doc("Longest wait between retries.")] = 4000
     maximal_lifetime_seconds: Annotated[

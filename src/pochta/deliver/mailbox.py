@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from pochta.directory.base import Directory
 from pochta.logs import get_logger
 from pochta.protocols.smtp.replies import Reply
-from pochta.store.base import MailStore, StoreError
+from pochta.store.base import MailStore, StoreError, StoreFull
 
 log = get_logger("deliver.mailbox")
 
@@ -95,6 +95,10 @@ class MailboxAgent:
                 folder=folder,
                 dedupe_key=f"{queue_id}/{recipient}",
             )
+        except StoreFull as exc:  # the disk of the mailboxes is full: try again later
+            log.warning("mailbox_write_failed", queue_id=queue_id, account=account, error=str(exc))
+            # RFC 3463 §3.4: X.3.1 mail system full.
+            return MailboxResult(recipient, Reply(452, "4.3.1", "mailbox storage full, try later"))
         except StoreError as exc:  # StoreUnavailable and the rest: try again later
             log.error("mailbox_write_failed", queue_id=queue_id, account=account, error=str(exc))
             return MailboxResult(recipient, Reply(451, "4.3.0", "mailbox temporarily unavailable"))

@@ -77,7 +77,7 @@ from pochta.config.settings import QueueSettings
 from pochta.logs import get_logger
 from pochta.queue.backoff import DEFAULT_JITTER, backoff_delay
 from pochta.queue.envelope import Envelope, Recipient, queue_shard
-from pochta.queue.spool import Spool, SpoolError, UnknownMessage
+from pochta.queue.spool import Spool, SpoolError, SpoolFull, UnknownMessage
 
 log = get_logger("queue")
 
@@ -476,8 +476,11 @@ class QueueManager:
             log.info("gone", queue_id=queue_id, reason="removed while being delivered")
         except asyncio.CancelledError:
             raise
-        except Exception:
-            log.exception("queue_error", queue_id=queue_id)
+        except Exception as exc:
+            if isinstance(exc, SpoolFull):  # the operator's matter: one line, no traceback
+                log.warning("queue_error", queue_id=queue_id, path=exc.path, error=exc.strerror)
+            else:
+                log.exception("queue_error", queue_id=queue_id)
             # Keep the message out of active/ so it is not stuck until the next restart.
             with contextlib.suppress(Exception):
                 await self.spool.move(queue_id, "deferred", allowed_from=("active",))
@@ -693,8 +696,11 @@ class QueueManager:
             outcome = self._on_final(envelope, recipients, kind)
             if inspect.isawaitable(outcome):
                 await outcome
-        except Exception:
-            log.exception("dsn_failed", queue_id=envelope.queue_id, kind=kind)
+        except Exception as exc:
+            if isinstance(exc, SpoolFull):
+                log.warning("dsn_failed", queue_id=envelope.queue_id, kind=kind, error=exc.strerror)
+            else:
+                log.exception("dsn_failed", queue_id=envelope.queue_id, kind=kind)
             if strict:
                 raise
 

@@ -72,6 +72,7 @@ from __future__ import annotations
 import asyncio
 import builtins
 import contextlib
+import errno
 import fcntl
 import itertools
 import os
@@ -145,6 +146,76 @@ class MessageBusy(SpoolError):
         self.queue_id = queue_id
 
 
+class SpoolFull(OSError, SpoolError):
+    """The spool's file system (or its disk quota) is full: the message was not written.
+
+    An ``OSError`` (ENOSPC) as before, so callers that catch ``OSError`` keep working, and a
+    ``SpoolError`` with a message that says what to do. Callers log it as one line: a full
+    disk is the operator's matter, not a bug with a traceback."""
+
+    def __init__(self, path: Path | str, queue_id: str = "") -> None:
+        what = f"message {queue_id} not written" if queue_id else "nothing written"
+        super().__init__(
+            errno.ENOSPC,
+            f"no space left on device in the queue, {what}; free space on that file system",
+            str(path),
+        )
+        self.queue_id = queue_id
+        self.path = str(path)
+
+
+def is_no_space(exc: BaseException) -> bool:
+    """An OSError that says the disk (or the disk quota) is full."""
+    return isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, errno.EDQUOT)
+
+
+def required_free_bytes(*, min_free_bytes: int, max_message_bytes: int, size: int = 0) -> int:
+    """Free bytes the spool's file system must have to accept MAIL FROM (Postfix
+    queue_minfree, smtpd_check.c): ``min_free_bytes``; 1.5 x the largest message accepted
+    (Postfix 2.1 and later: a message of the size limit must fit, with room to spare); and
+    for a SIZE= announced at MAIL (RFC 1870 §6.1), ``min_free_bytes`` + SIZE and twice SIZE."""
+    return max(
+        min_free_bytes,
+        (3 * max_message_bytes) // 2,
+        min_free_bytes + size,
+        2 * size,
+    )
+
+
+class FreeSpace:
+    """Free bytes of a file system as an unprivileged writer sees them (statvfs
+    ``f_bavail``), asked at most once per ``cache_seconds`` of ``clock``, so that a busy
+    server does not make a statvfs call per SMTP command. ``statvfs`` and ``clock`` are
+    injectable for tests."""
+
+    def __init__(
+        self,
+        path: Path | str,
+        *,
+        cache_seconds: float = 1.0,
+        statvfs: Callable[[Path], os.statvfs_result] = os.statvfs,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.path = Path(path)
+        self.cache_seconds = cache_seconds
+        self._statvfs = statvfs
+        self._clock = clock
+        self._checked_at: float | None = None
+        self._free = 0
+
+    def free_bytes(self) -> int:
+        now = self._clock()
+        if self._checked_at is None or now - self._checked_at >= self.cache_seconds:
+            st = self._statvfs(self.path)
+            self._free = st.f_bavail * st.f_frsize
+            self._checked_at = now
+        return self._free
+
+    def shortfall(self, needed_bytes: int) -> int:
+        """How many bytes are missing for ``needed_bytes`` to be free (0: enough)."""
+        return max(0, needed_bytes - self.free_bytes())
+
+
 class WrongState(SpoolError):
     def __init__(self, queue_id: str, state: QueueState, action: str) -> None:
         hint = {
@@ -216,6 +287,8 @@ class Spool:
             max_workers=io_threads, thread_name_prefix="pochta-spool"
         )
         self._committer = GroupCommitter(self.counters, window_seconds=commit_window_seconds)
+        # What MAIL FROM checks before taking a message (queue.min_free_bytes).
+        self.free_space = FreeSpace(self.root)
         self._listeners: list[Callable[[str], None]] = []
         self._tmp_counter = itertools.count()
         self._master_fd: int | None = None
@@ -282,7 +355,8 @@ class Spool:
         """Store a new message durably and return its queue id; only then may 250 be sent.
 
         Fills ``envelope.queue_id`` when empty (a new id) and sets ``envelope.size``. Raises
-        ``OSError`` (disk full, I/O error) or ``SpoolError``: the caller answers 451 then.
+        ``SpoolFull`` (disk full: an OSError too; answer 452 4.3.1), another ``OSError`` (I/O
+        error) or ``SpoolError``: the caller answers 451 then.
         ``here`` False: another process delivers it, so neither the listeners (this process's
         queue manager) hear of it nor is its content kept in memory.
         """
@@ -315,7 +389,16 @@ class Spool:
         return queue_id
 
     def _enqueue_sync(self, envelope: Envelope, content: bytes) -> tuple[str, bool]:
-        """Write the message; returns its id and whether it went into a recycled file."""
+        """Write the message; returns its id and whether it went into a recycled file.
+        A full disk raises SpoolFull (nothing of the message is left behind)."""
+        try:
+            return self._enqueue_file(envelope, content)
+        except OSError as exc:
+            if is_no_space(exc) and not isinstance(exc, SpoolFull):
+                raise SpoolFull(exc.filename or self.root, envelope.queue_id) from None
+            raise
+
+    def _enqueue_file(self, envelope: Envelope, content: bytes) -> tuple[str, bool]:
         envelope.crc32 = zlib.crc32(content)
         fixed_id = bool(envelope.queue_id)
         for _ in range(10):
@@ -336,9 +419,11 @@ class Spool:
                 path, fd = taken
                 try:
                     self._overwrite(fd, *parts)
-                except BaseException:
+                except BaseException as exc:
                     _mark_free(fd)
                     os.close(fd)
+                    if is_no_space(exc):
+                        raise SpoolFull(path, queue_id) from None
                     raise
             try:
                 # The commit point (once the directory is synced, or at once for a recycled
@@ -411,17 +496,24 @@ class Spool:
         """Write ``parts`` to a new locked file in tmp/ and fsync it; the caller moves the file
         into place and closes the descriptor."""
         path = self.root / TMP_DIR / f"{queue_id}.{os.getpid()}.{next(self._tmp_counter)}"
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
+        try:
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
+        except OSError as exc:
+            if is_no_space(exc):
+                raise SpoolFull(path, queue_id) from None
+            raise
         try:
             fcntl.flock(fd, fcntl.LOCK_EX)
             self._chown(fd)
             for part in parts:
                 _write_all(fd, part)
             self.counters.fsync_file(fd)
-        except BaseException:
+        except BaseException as exc:
             os.close(fd)
             with contextlib.suppress(OSError):
                 os.unlink(path)
+            if is_no_space(exc):
+                raise SpoolFull(path, queue_id) from None
             raise
         return path, fd
 

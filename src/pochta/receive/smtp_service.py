@@ -31,6 +31,7 @@ from pochta.protocols.smtp import (
 from pochta.protocols.smtp import replies as R
 from pochta.protocols.smtp.replies import Reply
 from pochta.queue.envelope import Envelope, Recipient, new_queue_id
+from pochta.queue.spool import SpoolError, SpoolFull, required_free_bytes
 from pochta.resolve.classes import MailboxDest
 from pochta.server.connections import OpenCounts, load_tls_context, upgrade_to_tls
 
@@ -273,8 +274,41 @@ class _Session:
                 "5.7.1",
                 f"<{event.address}>: Sender address not owned by user {self.auth_user}",
             )
+        refusal = self._storage_refusal(event)
+        if refusal is not None:
+            return refusal
         self.txn = _Transaction(sender=event.address, params=dict(event.params))
         return R.SENDER_OK
+
+    def _storage_refusal(self, event: MailFrom) -> Reply | None:
+        """Postfix queue_minfree: refuse at MAIL FROM, before the client sends the message,
+        when the spool's file system has too little room (``required_free_bytes``). LMTP
+        writes to the mailboxes, not to the spool: not checked here."""
+        if self.mode == "lmtp":
+            return None
+        s = self.server.settings
+        raw_size = event.params.get("SIZE")
+        size = int(raw_size) if raw_size and raw_size.isdigit() else 0  # RFC 1870 §6.1
+        needed = required_free_bytes(
+            min_free_bytes=s.queue.min_free_bytes,
+            max_message_bytes=s.smtp.max_message_bytes,
+            size=size,
+        )
+        space = self.mail.spool.free_space
+        if space.shortfall(needed) == 0:
+            return None
+        log.warning(
+            "rejected",
+            client=self.ip,
+            stage="mail",
+            sender=event.address or "<>",
+            reason="insufficient_storage",
+            free_bytes=space.free_bytes(),
+            needed_bytes=needed,
+            spool=str(space.path),
+        )
+        # RFC 1870 §6.1 and RFC 5321 §4.2.3: 452 (try later); RFC 3463 §3.4: 4.3.1 system full.
+        return R.INSUFFICIENT_STORAGE
 
     def _rcpt_to(self, event: RcptTo) -> Reply:
         address = event.address
@@ -366,8 +400,18 @@ class _Session:
         )
         try:
             queue_id = await self.mail.submit(envelope, result.content)
-        except OSError as exc:
-            log.error("queue_write_failed", client=self.ip, error=str(exc))
+        except SpoolFull as exc:
+            log.warning(
+                "queue_write_failed",
+                queue_id=exc.queue_id or queue_id,
+                client=self.ip,
+                path=exc.path,
+                error="no space left on device",
+            )
+            self.conn.send_reply(R.INSUFFICIENT_STORAGE)
+            return
+        except (OSError, SpoolError) as exc:
+            log.error("queue_write_failed", queue_id=queue_id, client=self.ip, error=str(exc))
             self.conn.send_reply(R.TEMPORARY_FAILURE)
             return
         self.messages += 1

@@ -50,6 +50,7 @@ __all__ = [
     "ReindexReport",
     "StoreError",
     "StoreFlagsResult",
+    "StoreFull",
     "StoreUnavailable",
     "SyncReport",
     "TextExtractor",
@@ -86,6 +87,11 @@ class StoreError(Exception):
 class StoreUnavailable(StoreError):
     """The store could not do it now (disk, permissions, a damaged or busy index): nothing was
     changed, try again later (SMTP 451 4.3.0, IMAP NO [UNAVAILABLE])."""
+
+
+class StoreFull(StoreUnavailable):
+    """The disk (or the disk quota) of the store is full: nothing new can be written, what is
+    there can still be read (SMTP 452 4.3.1, RFC 3463 "mail system full")."""
 
 
 class WouldBlock(StoreError):

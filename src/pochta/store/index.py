@@ -23,6 +23,7 @@ Design notes:
 from __future__ import annotations
 
 import contextlib
+import errno
 import json
 import sqlite3
 import time
@@ -32,7 +33,7 @@ from pathlib import Path
 from typing import Any
 
 from pochta.sqlite_connections import ThreadConnections, TrackedConnection
-from pochta.store.base import StoreError, StoreUnavailable
+from pochta.store.base import StoreError, StoreFull, StoreUnavailable
 
 INDEX_FILE = "pochta-index.sqlite3"
 
@@ -175,6 +176,34 @@ class IndexDamaged(StoreUnavailable):
     """The index file is not a readable SQLite database; ``reindex`` rebuilds it."""
 
 
+class IndexNotWritable(StoreFull):
+    """The index cannot be written now (its disk is full); what it holds can still be read.
+
+    Readers (IMAP SELECT, FETCH) serve what the index has and leave its updates (new UIDs for
+    files found on disk, the \\Recent claim, caches) for later."""
+
+
+# Extended result codes that mean "the disk is full" when opening or writing: SQLITE_FULL,
+# and the I/O errors of growing a file (the -shm file is grown when the first connection
+# opens a WAL database).
+_NO_SPACE_CODES = frozenset(
+    {
+        sqlite3.SQLITE_FULL,
+        sqlite3.SQLITE_IOERR_SHMSIZE,
+        sqlite3.SQLITE_IOERR_WRITE,
+        sqlite3.SQLITE_IOERR_TRUNCATE,
+    }
+)
+
+
+def is_no_space(exc: BaseException) -> bool:
+    """An SQLite or OS error that says the disk is full (or the disk quota is used up)."""
+    if isinstance(exc, sqlite3.Error):
+        code = getattr(exc, "sqlite_errorcode", None)
+        return code in _NO_SPACE_CODES or (code is not None and code & 0xFF == sqlite3.SQLITE_FULL)
+    return isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, errno.EDQUOT)
+
+
 def is_damage(exc: sqlite3.Error) -> bool:
     """A corrupt file, as opposed to a busy or locked one."""
     return isinstance(exc, sqlite3.DatabaseError) and not isinstance(exc, sqlite3.OperationalError)
@@ -219,44 +248,93 @@ class AccountIndex:
 
     def _connect(self) -> TrackedConnection:
         try:
-            conn = sqlite3.connect(
-                self.path,
-                timeout=30.0,
-                isolation_level=None,  # explicit BEGIN/COMMIT
-                check_same_thread=False,  # only so that close() may close it from any thread
-                factory=TrackedConnection,
-                cached_statements=128,
-            )
+            return self._open()
+        except sqlite3.Error as exc:
+            if is_damage(exc):
+                raise IndexDamaged(f"the mailbox index {self.path} is damaged ({exc})") from None
+            if is_no_space(exc):
+                raise IndexNotWritable(
+                    f"cannot open the mailbox index {self.path}: no space left on device ({exc})"
+                ) from None
+            raise StoreUnavailable(f"cannot open the mailbox index {self.path}: {exc}") from None
+
+    def _open(self) -> TrackedConnection:
+        conn = sqlite3.connect(
+            self.path,
+            timeout=30.0,
+            isolation_level=None,  # explicit BEGIN/COMMIT
+            check_same_thread=False,  # only so that close() may close it from any thread
+            factory=TrackedConnection,
+            cached_statements=128,
+        )
+        try:
             conn.execute("PRAGMA busy_timeout = 30000")
             _set_wal(conn)
             conn.execute(f"PRAGMA synchronous = {self._synchronous}")
             conn.execute("PRAGMA foreign_keys = ON")
+        except BaseException:
+            conn.close()
+            raise
+        return conn
+
+    def _open_frozen(self) -> sqlite3.Connection:
+        """A read-only connection that needs no space: ``immutable=1`` reads the database
+        file without the -shm file that a WAL database needs (and that a full disk cannot
+        grow). Used only while the normal open fails for want of space: that happens when no
+        connection has the index open, so its WAL was checkpointed into the file at the last
+        close. Not kept: the next call tries the normal open again."""
+        if not self.path.is_file() or self.path.stat().st_size == 0:
+            raise IndexNotWritable(
+                f"the mailbox index {self.path} cannot be created: no space left on device; "
+                "free space on that file system"
+            )
+        uri = f"{self.path.resolve().as_uri()}?mode=ro&immutable=1"
+        try:
+            conn = sqlite3.connect(uri, uri=True, isolation_level=None, check_same_thread=False)
+            conn.execute("PRAGMA query_only = ON")
+            conn.execute("SELECT count(*) FROM sqlite_master").fetchone()
         except sqlite3.Error as exc:
-            if is_damage(exc):
-                raise IndexDamaged(f"the mailbox index {self.path} is damaged ({exc})") from None
-            raise StoreUnavailable(f"cannot open the mailbox index {self.path}: {exc}") from None
+            raise IndexNotWritable(
+                f"cannot read the mailbox index {self.path} on a full disk: {exc}"
+            ) from None
         return conn
 
     def conn(self) -> sqlite3.Connection:
-        return self._pool.get()
+        """This thread's connection; on a full disk where the index cannot be opened for
+        writing, a read-only one (writes through it fail with IndexNotWritable)."""
+        try:
+            return self._pool.get()
+        except IndexNotWritable:
+            return self._open_frozen()
 
     @contextlib.contextmanager
     def write(self) -> Iterator[sqlite3.Connection]:
-        """One write transaction holding SQLite's write lock from its start."""
-        conn = self.conn()
+        """One write transaction holding SQLite's write lock from its start. A disk too
+        full for it raises IndexNotWritable (a StoreUnavailable): nothing was changed."""
+        conn = self._pool.get()
         try:
             conn.execute("BEGIN IMMEDIATE")
         except sqlite3.OperationalError as exc:
+            if is_no_space(exc):
+                raise self._not_writable(exc) from None
             raise StoreUnavailable(
                 f"the mailbox index {self.path} is busy ({exc}); try again"
             ) from None
         try:
             yield conn
             conn.execute("COMMIT")
-        except BaseException:
+        except BaseException as exc:
             if conn.in_transaction:
-                conn.execute("ROLLBACK")
+                with contextlib.suppress(sqlite3.Error):
+                    conn.execute("ROLLBACK")
+            if is_no_space(exc) and isinstance(exc, sqlite3.Error):
+                raise self._not_writable(exc) from exc
             raise
+
+    def _not_writable(self, exc: BaseException) -> IndexNotWritable:
+        return IndexNotWritable(
+            f"the mailbox index {self.path} cannot be written: no space left on device ({exc})"
+        )
 
     @contextlib.contextmanager
     def read(self) -> Iterator[sqlite3.Connection]:
@@ -271,6 +349,10 @@ class AccountIndex:
 
     def migrate(self) -> None:
         try:
+            # The usual case takes no write lock, so an index on a full disk still opens.
+            with self.read() as conn:
+                if int(conn.execute("PRAGMA user_version").fetchone()[0]) == SCHEMA_VERSION:
+                    return
             self._migrate()
         except sqlite3.Error as exc:
             if is_damage(exc):

@@ -85,6 +85,7 @@ from pochta.store.base import (
     ReindexReport,
     StoreError,
     StoreFlagsResult,
+    StoreFull,
     StoreUnavailable,
     SyncReport,
     TextExtractor,
@@ -101,8 +102,10 @@ from pochta.store.index import (
     AccountIndex,
     FolderRow,
     IndexDamaged,
+    IndexNotWritable,
     MessageRow,
     is_damage,
+    is_no_space,
 )
 
 log = logging.getLogger("pochta.store")
@@ -113,8 +116,9 @@ UIDVALIDITY_FILE = "pochta-uidvalidity"
 SUBSCRIPTIONS_FILE = "subscriptions"
 FOLDER_MARKER_FILE = "maildirfolder"
 _DELETED_PREFIX = "pochta-deleted-"
-# Maildir spec (cr.yp.to/proto/maildir.html): tmp/ files untouched for 36 hours are debris.
-_TMP_MAX_AGE_SECONDS = 36 * 3600
+# Maildir spec (cr.yp.to/proto/maildir.html): tmp/ files untouched for 36 hours are debris
+# (Dovecot removes them when it opens the folder, as we do when an account is opened).
+TMP_MAX_AGE_SECONDS = 36 * 3600
 _UIDLIST_COMPACT_BYTES = 64 * 1024
 
 # -- flags in the file name (Maildir "2," info) --
@@ -343,7 +347,9 @@ def fsync_dir(path: Path) -> None:
 
 
 def write_file(path: Path, data: bytes, *, mtime: float | None = None, sync: bool = True) -> None:
-    """Create ``path`` (it must not exist) with ``data``, fsync'd when ``sync``."""
+    """Create ``path`` (it must not exist) with ``data``, fsync'd when ``sync``. When a write
+    fails (a full disk, an I/O error) the partial file is removed before the error is raised:
+    nothing half-written stays behind in tmp/."""
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
     try:
         view = memoryview(data)
@@ -355,8 +361,12 @@ def write_file(path: Path, data: bytes, *, mtime: float | None = None, sync: boo
             os.utime(fd, (mtime, mtime))
         if sync:
             os.fsync(fd)
-    finally:
+    except BaseException:
         os.close(fd)
+        with contextlib.suppress(OSError):
+            os.unlink(path)
+        raise
+    os.close(fd)
 
 
 def replace_file(path: Path, data: bytes, *, sync: bool = True) -> None:
@@ -471,13 +481,21 @@ def read_uidlist(path: Path) -> Uidlist | None:
 
 def append_lines(path: Path, text: str) -> int:
     """Append to a uidlist; returns its new size. Not fsync'd: see the module docstring (a
-    crash of the process keeps the page cache; the index commit that follows is fsync'd)."""
+    crash of the process keeps the page cache; the index commit that follows is fsync'd).
+    When the write fails (a full disk), the file is cut back to its old size, so no torn line
+    is left for the next append to run into."""
     fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o600)
     try:
+        before = os.fstat(fd).st_size
         data = text.encode("utf-8")
         view = memoryview(data)
-        while view:
-            view = view[os.write(fd, view) :]
+        try:
+            while view:
+                view = view[os.write(fd, view) :]
+        except OSError:
+            with contextlib.suppress(OSError):
+                os.ftruncate(fd, before)
+            raise
         return os.fstat(fd).st_size
     finally:
         os.close(fd)
@@ -512,8 +530,12 @@ def _reported(method: Callable[P, R]) -> Callable[P, R]:
         except StoreError:
             raise
         except OSError as exc:
+            if is_no_space(exc):
+                raise StoreFull(f"mail store: no space left on device ({exc})") from exc
             raise StoreUnavailable(f"mail store: {exc}") from exc
         except sqlite3.Error as exc:
+            if is_no_space(exc):
+                raise StoreFull(f"mailbox index: no space left on device ({exc})") from exc
             if is_damage(exc):
                 raise IndexDamaged(
                     f"a mailbox index is damaged ({exc}); rebuild it with: "
@@ -522,6 +544,17 @@ def _reported(method: Callable[P, R]) -> Callable[P, R]:
             raise StoreUnavailable(f"mailbox index: {exc}") from exc
 
     return wrapper
+
+
+def _log_read_only(account: _Account, step: str, exc: BaseException) -> None:
+    """One line, no traceback: a full disk is an operator's matter, not a bug."""
+    log.warning(
+        "mailbox %s: %s skipped, the index cannot be written (no space left on device: %s); "
+        "serving what it has",
+        account.address,
+        step,
+        exc,
+    )
 
 
 def _message_info(m: MessageRow) -> MessageInfo:
@@ -596,7 +629,8 @@ class _Changes:
 class MaildirStore(MailStore):
     """:class:`MailStore` on Maildir++ files and a per-account SQLite index.
 
-    ``durable=False`` skips every fsync (tests and benchmarks of the logic only).
+    ``durable=False`` skips every fsync (tests and benchmarks of the logic only). ``clock``
+    (seconds since the epoch) dates the tmp/ files that the opening of an account removes.
     """
 
     def __init__(
@@ -608,8 +642,10 @@ class MaildirStore(MailStore):
         max_open_accounts: int = 256,
         text_extractor: TextExtractor | None = None,
         index_at_delivery: bool = True,
+        clock: Callable[[], float] = time.time,
     ) -> None:
         super().__init__()
+        self._clock = clock
         self.text_extractor = text_extractor
         # False: deliveries and APPENDs leave the full-text index to `index_pending` (a
         # background indexer) or to the next search, which indexes what is missing first.
@@ -693,19 +729,35 @@ class MaildirStore(MailStore):
 
     def _open_account(self, account: _Account) -> None:
         """First use in this process: create the mailbox, or rebuild a lost index, or rescan
-        folders changed while we were not looking (a crash, another program)."""
+        folders changed while we were not looking (a crash, another program). On a full disk
+        an index that has the account's folders is read as it is: the rescans wait for the
+        next change (``_current`` tries again)."""
         try:
             account.root.mkdir(parents=True, exist_ok=True)
             account.index.migrate()
-            with account.write_lock, account.index.write() as conn:
-                folders = AccountIndex.folders(conn)
-                if not folders:
-                    self._rebuild(conn, account, None)
-                else:
-                    for folder in folders:
-                        if self._changed_on_disk(account, folder):
-                            report = self._sync_locked(conn, account, folder, _Changes())
-                            account.open_reports.append(report)
+            try:
+                with account.write_lock, account.index.write() as conn:
+                    folders = AccountIndex.folders(conn)
+                    if not folders:
+                        self._rebuild(conn, account, None)
+                    else:
+                        for folder in folders:
+                            if self._changed_on_disk(account, folder):
+                                report = self._sync_locked(conn, account, folder, _Changes())
+                                account.open_reports.append(report)
+            except (IndexNotWritable, OSError) as exc:
+                if not is_no_space(exc) and not isinstance(exc, IndexNotWritable):
+                    raise
+                account.open_reports = []
+                with account.index.read() as conn:
+                    if not AccountIndex.folders(conn):
+                        raise IndexNotWritable(
+                            f"the mailbox {account.root} has no index yet and the disk is full: "
+                            "free space on that file system"
+                        ) from None
+                _log_read_only(account, "open", exc)
+        except IndexNotWritable:
+            raise
         except IndexDamaged as exc:
             raise IndexDamaged(
                 f"{exc}; rebuild it with: pochta mailbox reindex {account.address}"
@@ -718,21 +770,33 @@ class MaildirStore(MailStore):
                 ) from None
             raise StoreUnavailable(f"the mailbox index {account.index.path}: {exc}") from None
         except OSError as exc:
+            if is_no_space(exc):
+                raise StoreFull(f"cannot open the mailbox {account.root}: {exc}") from None
             raise StoreUnavailable(f"cannot open the mailbox {account.root}: {exc}") from None
         self._sweep(account)
 
     def _sweep(self, account: _Account) -> None:
-        """Remove debris: folders whose delete was interrupted, old tmp/ files."""
-        now = time.time()
+        """Remove debris: folders whose delete was interrupted, and the tmp/ files of every
+        folder untouched for TMP_MAX_AGE_SECONDS (a write cut off by a crash)."""
+        now = self._clock()
         with contextlib.suppress(OSError):
             for entry in os.scandir(account.root):
                 if entry.name.startswith(_DELETED_PREFIX):
                     shutil.rmtree(entry.path, ignore_errors=True)
-        with contextlib.suppress(OSError):
-            for entry in os.scandir(account.root / "tmp"):
-                with contextlib.suppress(OSError):
-                    if now - entry.stat().st_mtime > _TMP_MAX_AGE_SECONDS:
-                        os.unlink(entry.path)
+        removed = 0
+        for folder_dir in self._folder_dirs(account).values():
+            with contextlib.suppress(OSError):
+                for entry in os.scandir(folder_dir / "tmp"):
+                    with contextlib.suppress(OSError):
+                        if (
+                            entry.is_file(follow_symlinks=False)
+                            and now - entry.stat(follow_symlinks=False).st_mtime
+                            > TMP_MAX_AGE_SECONDS
+                        ):
+                            os.unlink(entry.path)
+                            removed += 1
+        if removed:
+            log.info("removed %d stale tmp/ file(s) of %s", removed, account.address)
 
     # -- folders on disk --
 
@@ -921,7 +985,9 @@ class MaildirStore(MailStore):
                 self._deliver_batch(account, batch, changes)
             except BaseException as exc:
                 error: BaseException = exc
-                if isinstance(exc, OSError):
+                if isinstance(exc, OSError) and is_no_space(exc):
+                    error = StoreFull(f"delivery to {account.address} failed: {exc}")
+                elif isinstance(exc, OSError):
                     error = StoreUnavailable(f"delivery to {account.address} failed: {exc}")
                 elif isinstance(exc, sqlite3.Error):
                     error = StoreUnavailable(f"the mailbox index of {account.address}: {exc}")
@@ -1183,7 +1249,9 @@ class MaildirStore(MailStore):
                 return
         if quick:
             raise WouldBlock(f"folder {name!r} changed on disk: rescan first")
-        self._sync_folder(account, name, only_if_changed=True)
+        # On a full disk the rescan cannot record what it finds: serve what the index has
+        # (files it does not know yet wait for the next rescan).
+        self._try_sync_folder(account, name, only_if_changed=True)
         with account.index.read() as conn:
             yield conn, self._require_folder(conn, name)
 
@@ -1233,12 +1301,21 @@ class MaildirStore(MailStore):
                 with account.index.read() as conn:
                     row = self._require_folder(conn, name)
                     return AccountIndex.recent_claimed(conn, row.id)
-            with account.write_lock, account.index.write() as conn:
-                row = self._require_folder(conn, name)
-                before = AccountIndex.recent_claimed(conn, row.id)
-                if up_to_uid > before:
-                    AccountIndex.set_recent_claimed(conn, row.id, up_to_uid)
-                return before
+            try:
+                with account.write_lock, account.index.write() as conn:
+                    row = self._require_folder(conn, name)
+                    before = AccountIndex.recent_claimed(conn, row.id)
+                    if up_to_uid > before:
+                        AccountIndex.set_recent_claimed(conn, row.id, up_to_uid)
+                    return before
+            except IndexNotWritable as exc:
+                # A full disk: the messages are \Recent in this session; the claim is made
+                # by a later session that can write it (RFC 3501 §2.3.2 allows a message to be
+                # \Recent in more than one session when the server cannot tell).
+                _log_read_only(account, "claim_recent", exc)
+                with account.index.read() as conn:
+                    row = self._require_folder(conn, name)
+                    return AccountIndex.recent_claimed(conn, row.id)
 
     @_reported
     def index_pending(self, address: str, folder: str, *, batch: int = 100) -> int:
@@ -1317,7 +1394,8 @@ class MaildirStore(MailStore):
                 if attempt:
                     break
                 # Another program renamed (flags) or removed it: rescan, then look again.
-                self._sync_folder(account, name)
+                if not self._try_sync_folder(account, name):
+                    break
         raise NoSuchMessage(f"message UID {uid} of {folder!r} is gone from disk")
 
     @_reported
@@ -1576,6 +1654,20 @@ class MaildirStore(MailStore):
     def sync_folder(self, address: str, folder: str) -> SyncReport:
         with self._use(address) as account:
             return self._sync_folder(account, check_folder_name(folder))
+
+    def _try_sync_folder(
+        self, account: _Account, name: str, *, only_if_changed: bool = False
+    ) -> bool:
+        """``_sync_folder`` for a reader: False (and one log line) when the disk is too full
+        to record the rescan, so that the reader goes on with what the index has."""
+        try:
+            self._sync_folder(account, name, only_if_changed=only_if_changed)
+        except (IndexNotWritable, OSError) as exc:
+            if not is_no_space(exc) and not isinstance(exc, IndexNotWritable):
+                raise
+            _log_read_only(account, "rescan", exc)
+            return False
+        return True
 
     def _sync_folder(
         self, account: _Account, name: str, *, only_if_changed: bool = False

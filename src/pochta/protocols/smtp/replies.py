@@ -81,6 +81,8 @@ BARE_LINEFEED = Reply(
     550, "5.5.2", "Message contains bare CR or LF; lines must end with CRLF (RFC 5321 §2.3.8)"
 )
 TEMPORARY_FAILURE = Reply(451, "4.3.0", "Temporary failure, try again later")
+# RFC 5321 §4.2.3 452 "insufficient system storage"; RFC 3463 §3.4 X.3.1 "mail system full".
+INSUFFICIENT_STORAGE = Reply(452, "4.3.1", "Insufficient system storage")
 SERVICE_CLOSING = Reply(421, "4.3.2", "Service closing transmission channel")
 TIMEOUT = Reply(421, "4.4.2", "Timeout, closing connection")
 TOO_MANY_ERRORS = Reply(421, "4.7.0", "Too many errors, closing connection")
