@@ -114,6 +114,11 @@ class CommandParser:
         )
 
     @property
+    def buffered_octets(self) -> int:
+        """Octets held: unread input and the command read so far."""
+        return len(self._buf) + sum(len(part) for part in self._parts)
+
+    @property
     def literal_octets(self) -> int:
         """Octets of the literals the command being read has announced so far."""
         return self._announced
