@@ -671,50 +671,60 @@ def _reply(f: Any) -> bytes:
     return line
 
 
-def test_before_login_no_literal_invites_data(pochta_env: PochtaEnv) -> None:
+def test_before_login_no_literal_invites_data(imap: tuple[PochtaEnv, ServeProcess]) -> None:
     """Issue 12 point 13: before login APPEND and large literals get no "+", COMPRESS is
     refused, an over-long line is answered with its own tag, and a large LITERAL+ ends the
-    connection. After login the MULTIAPPEND total is capped before its "+"."""
-    with _serve_imap_with(pochta_env, max_append_bytes="20000"):
-        with socket.create_connection(("127.0.0.1", pochta_env.ports["imap"]), timeout=10) as s:
-            f = s.makefile("rwb")
-            assert f.readline().startswith(b"* OK")
-            f.write(b"a1 APPEND INBOX {10}\r\n")
-            f.flush()
-            assert _reply(f).startswith(b"a1 BAD"), "no + before login"
-            f.write(b"a2 LOGIN {9000}\r\n")
-            f.flush()
-            assert _reply(f).startswith(b"a2 BAD")
-            f.write(b"a3 COMPRESS DEFLATE\r\n")
-            f.flush()
-            assert _reply(f).startswith((b"a3 BAD", b"a3 NO"))
-            f.write(b"a4 NOOP " + b"x" * 70000 + b"\r\n")
-            f.flush()
-            assert _reply(f).startswith(b"a4 BAD")
-            f.write(b"a5 NOOP\r\n")
-            f.flush()
-            assert _reply(f).startswith(b"a5 OK")
-            f.write(b"a6 LOGIN {9000+}\r\n" + b"x" * 9000 + b" x\r\n")
-            f.flush()
-            assert _reply(f).startswith(b"a6 BAD")
-            assert f.readline().startswith(b"* BYE")
-            assert f.readline() == b""
-        with socket.create_connection(("127.0.0.1", pochta_env.ports["imap"]), timeout=10) as s:
-            f = s.makefile("rwb")
-            assert f.readline().startswith(b"* OK")
-            f.write(f'l1 LOGIN {ALICE} "{PASSWORD}"\r\n'.encode())
-            f.flush()
-            assert _reply(f).startswith(b"l1 OK")
-            body = b"Subject: big\r\n\r\n" + b"x" * 14_000 + b"\r\n"
-            f.write(b"m1 APPEND INBOX {%d}\r\n" % len(body))
-            f.flush()
-            assert _reply(f).startswith(b"+")
-            f.write(body + b" {%d}\r\n" % len(body))
-            f.flush()
-            assert _reply(f).startswith(b"m1 NO [TOOBIG]")
-            f.write(b"m2 APPEND INBOX {%d}\r\n" % len(body))
-            f.flush()
-            assert _reply(f).startswith(b"+")
-            f.write(body + b"\r\n")
-            f.flush()
-            assert _reply(f).startswith(b"m2 OK")
+    connection."""
+    env, _ = imap
+    with socket.create_connection(("127.0.0.1", env.ports["imap"]), timeout=10) as s:
+        f = s.makefile("rwb")
+        assert f.readline().startswith(b"* OK")
+        f.write(b"a1 APPEND INBOX {10}\r\n")
+        f.flush()
+        assert _reply(f).startswith(b"a1 BAD"), "no + before login"
+        f.write(b"a2 LOGIN {9000}\r\n")
+        f.flush()
+        assert _reply(f).startswith(b"a2 BAD")
+        f.write(b"a3 COMPRESS DEFLATE\r\n")
+        f.flush()
+        assert _reply(f).startswith((b"a3 BAD", b"a3 NO"))
+        f.write(b"a4 NOOP " + b"x" * 70000)  # over max_command_bytes before its CRLF
+        f.flush()
+        assert _reply(f).startswith(b"a4 BAD"), "the line's own tag, not a3's"
+        f.write(b"x\r\n")
+        f.flush()
+        f.write(b"a5 NOOP\r\n")
+        f.flush()
+        assert _reply(f).startswith(b"a5 OK")
+        f.write(b"a6 LOGIN {9000+}\r\n" + b"x" * 9000 + b" x\r\n")
+        f.flush()
+        assert _reply(f).startswith(b"a6 BAD")
+        assert f.readline().startswith(b"* BYE")
+        assert f.readline() == b""
+
+
+def test_multiappend_total_is_capped_before_its_continuation(pochta_env: PochtaEnv) -> None:
+    """Issue 12 point 13: the messages of one APPEND together stay under max_append_bytes;
+    the literal that would pass it gets NO [TOOBIG] instead of "+"."""
+    with (
+        _serve_imap_with(pochta_env, max_append_bytes="20000"),
+        socket.create_connection(("127.0.0.1", pochta_env.ports["imap"]), timeout=10) as s,
+    ):
+        f = s.makefile("rwb")
+        assert f.readline().startswith(b"* OK")
+        f.write(f'l1 LOGIN {ALICE} "{PASSWORD}"\r\n'.encode())
+        f.flush()
+        assert _reply(f).startswith(b"l1 OK")
+        body = b"Subject: big\r\n\r\n" + b"x" * 14_000 + b"\r\n"
+        f.write(b"m1 APPEND INBOX {%d}\r\n" % len(body))
+        f.flush()
+        assert _reply(f).startswith(b"+")
+        f.write(body + b" {%d}\r\n" % len(body))
+        f.flush()
+        assert _reply(f).startswith(b"m1 NO [TOOBIG]")
+        f.write(b"m2 APPEND INBOX {%d}\r\n" % len(body))
+        f.flush()
+        assert _reply(f).startswith(b"+")
+        f.write(body + b"\r\n")
+        f.flush()
+        assert _reply(f).startswith(b"m2 OK")
