@@ -336,3 +336,29 @@ def test_before_login_nothing_invites_an_append_and_little_is_held(
             if isinstance(event, ContinuationRequest):
                 assert p.literal_octets <= 8192
         assert p.buffered_octets <= 4096 + chunk + 8192
+
+
+@settings(max_examples=200, deadline=None)
+@given(ANONYMOUS_INPUT, st.lists(st.integers(min_value=0, max_value=30000), max_size=6))
+def test_before_login_any_cut_gives_the_same_events(parts: list[bytes], cuts: list[int]) -> None:
+    data = b"".join(parts)
+    whole = events(data, anonymous(max_command=4096))
+    p = anonymous(max_command=4096)
+    split: list[object] = []
+    last = 0
+    for cut in [*sorted(c for c in cuts if c <= len(data)), len(data)]:
+        p.feed(data[last:cut])
+        last = cut
+        while (event := p.next_event()) is not None:
+            split.append(event)
+    drop = ContinuationRequest()
+    assert [e for e in whole if e != drop] == [e for e in split if e != drop]
+
+
+def test_over_long_line_tag_does_not_depend_on_the_reads() -> None:
+    for line in (b"t1 NOOP " + b"x" * 300 + b"\r\n", b"y" * 300 + b"\r\n", b"z" * 150 + b" x" * 60):
+        whole = events(line + b"\r\n", CommandParser(max_command=100))
+        p = CommandParser(max_command=100)
+        split = events(line[:120], p) + events(line[120:] + b"\r\n", p)
+        assert whole == split, line
+        assert whole[0].tag in ("t1", "*")  # type: ignore[union-attr]

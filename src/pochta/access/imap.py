@@ -782,7 +782,7 @@ class Session:
             raise Bad("Enable QRESYNC first")
         if self.view is not None:
             self._close_view()
-            # RFC 9051 §6.3.2 (IMAP4rev2) and RFC 7162 §3.2.11 (QRESYNC): the CLOSED code
+            # RFC 9051 §6.3.2 (IMAP4rev2) and RFC 7162 §3.2 (QRESYNC): the CLOSED code
             # marks where the previous mailbox's responses end.
             if self.qresync or self.rev2:
                 self.untagged(Atom("OK"), b"[CLOSED] Previous mailbox closed")

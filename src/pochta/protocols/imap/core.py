@@ -180,7 +180,7 @@ class CommandParser:
             if end < 0:
                 if self._size + len(self._buf) > self.max_command:
                     if not self._parts:  # the reply carries this line's tag, if readable
-                        self._error_tag = _guess_tag(bytes(self._buf[:_TAG_PEEK]), whole=False)
+                        self._error_tag = self._long_line_tag(self._buf)
                     return self._refuse("Command line too long")
                 return None
             line = bytes(self._buf[: end + 2])
@@ -188,6 +188,8 @@ class CommandParser:
             if not self._parts:
                 self._error_tag = _guess_tag(line)
             if self._size + len(line) > self.max_command:
+                if not self._parts:  # as above, so the answer does not depend on the reads
+                    self._error_tag = self._long_line_tag(line)
                 self._reset()
                 return CommandError(self._error_tag, "Command line too long")
             m = _LITERAL.search(line)
@@ -214,6 +216,11 @@ class CommandParser:
             if not plus and n > 0 and len(self._buf) < n:
                 return ContinuationRequest()
             continue
+
+    def _long_line_tag(self, data: bytes | bytearray) -> str:
+        """The tag of a first line longer than max_command, read from what any way of
+        reading it has seen: its first min(_TAG_PEEK, max_command) octets."""
+        return _guess_tag(bytes(data[: min(_TAG_PEEK, self.max_command)]), whole=False)
 
     def _check_literal(self, n: int, *, plus: bool, is_append: bool) -> CommandError | None:
         """Refuse a literal ``{n}`` (``plus``: ``{n+}``) the limits do not allow, before any
