@@ -13,12 +13,13 @@ import time
 from collections.abc import Iterator
 from email.message import EmailMessage
 from pathlib import Path
+from typing import Any
 
 import pytest
 from imapclient import IMAPClient
 
 from tests.conftest import DOMAIN, PochtaEnv
-from tests.integration.test_serve import ServeProcess, serve
+from tests.integration.test_serve import ServeProcess, serve, set_key
 
 PASSWORD = "correct horse 1"
 ALICE = f"alice@{DOMAIN}"
@@ -492,3 +493,237 @@ def test_multiappend_is_all_or_nothing(imap: tuple[PochtaEnv, ServeProcess]) -> 
     c.run(f"APPEND INBOX {{{len(small)}+}}\r\n{small.decode()}")
     assert b"(MESSAGES 1)" in c.run("STATUS INBOX (MESSAGES)")[0]
     c.close()
+
+
+# -- issue 12: several sessions, keywords, CLOSED, timeouts, limits before login ------------
+
+
+def _messages(env: PochtaEnv, user: str, count: int) -> None:
+    for i in range(count):
+        send(env, user, f"m{i}")
+    wait_messages(env, user, count)
+
+
+def test_fetch_after_another_session_expunged_returns_the_rest(
+    imap: tuple[PochtaEnv, ServeProcess],
+) -> None:
+    """RFC 2180 §4.1.2, RFC 9051 §7.1 EXPUNGEISSUED: the messages that still exist come back,
+    the expunged one is left out, and the command ends OK [EXPUNGEISSUED]."""
+    env, _ = imap
+    _messages(env, ALICE, 3)
+    a = login(env)
+    b = login(env)
+    a.select("INBOX")
+    b.select("INBOX")
+    _, data = a.fetch("1:3", "(BODY.PEEK[HEADER.FIELDS (SUBJECT)])")
+    subjects = [d[1].strip() for d in data if isinstance(d, tuple)]
+    b.store("2", "+FLAGS.SILENT", "(\\Deleted)")
+    b.expunge()
+    typ, data = a.fetch("1:3", "(BODY.PEEK[])")
+    assert typ == "OK", data
+    fetched = [item for item in data if isinstance(item, tuple)]
+    assert [item[0].split()[0] for item in fetched] == [b"1", b"3"], data
+    assert subjects[0] in fetched[0][1]
+    assert subjects[2] in fetched[1][1]
+    # imaplib files the tagged reply's response code with the untagged ones.
+    assert "EXPUNGEISSUED" in a.untagged_responses
+    # Now that the client asks, it learns of the expunge; all of the rest is fetchable.
+    typ, data = a.noop()
+    assert typ == "OK"
+    typ, data = a.fetch("1:2", "(BODY.PEEK[HEADER.FIELDS (SUBJECT)])")
+    assert typ == "OK"
+    assert [d[1].strip() for d in data if isinstance(d, tuple)] == [subjects[0], subjects[2]]
+    a.logout()
+    b.logout()
+
+
+def test_new_keywords_are_announced_before_exists_and_fetch(
+    imap: tuple[PochtaEnv, ServeProcess],
+) -> None:
+    """RFC 9051 §7.3.5: FLAGS and PERMANENTFLAGS name a keyword before any EXISTS or FETCH
+    shows it, whether another session appends a message with it or stores it."""
+    env, _ = imap
+    _messages(env, ALICE, 1)
+    a = _Raw(env)
+    a.run(f'LOGIN {ALICE} "{PASSWORD}"')
+    lines = a.run("SELECT INBOX")
+    assert b"$Project" not in b"".join(lines)
+    b = login(env)
+    b.append("INBOX", "($Project)", None, b"Subject: tagged\r\n\r\nbody\r\n")
+    lines = a.run("NOOP")
+    flags_at = next(i for i, x in enumerate(lines) if x.startswith(b"* FLAGS") and b"$Project" in x)
+    permanent_at = next(i for i, x in enumerate(lines) if b"[PERMANENTFLAGS" in x)
+    exists_at = lines.index(b"* 2 EXISTS")
+    assert flags_at < permanent_at < exists_at, lines
+    assert b"$Project" in lines[permanent_at]
+    # Another session stores a new keyword on message 1: FLAGS first, then the FETCH.
+    b.select("INBOX")
+    b.store("1", "+FLAGS", "($Later)")
+    lines = a.run("NOOP")
+    flags_at = next(i for i, x in enumerate(lines) if x.startswith(b"* FLAGS") and b"$Later" in x)
+    fetch_at = next(i for i, x in enumerate(lines) if b" FETCH " in x and b"$Later" in x)
+    assert flags_at < fetch_at, lines
+    a.close()
+    b.logout()
+
+
+def _flags_line(lines: list[bytes]) -> bytes:
+    return next(x for x in lines if x.startswith(b"* FLAGS"))
+
+
+def test_folder_keeps_every_keyword_it_ever_had(pochta_env: PochtaEnv) -> None:
+    """As Dovecot: FLAGS on SELECT lists a keyword no message carries any more, also after
+    a restart (the list is in the index)."""
+    env = pochta_env
+    env.add_user(ALICE, PASSWORD)
+    with serve(env.config_path):
+        _messages(env, ALICE, 1)
+        c = login(env)
+        c.select("INBOX")
+        c.store("1", "+FLAGS", "($Old)")
+        c.store("1", "-FLAGS", "($Old)")
+        c.logout()
+        raw = _Raw(env)
+        raw.run(f'LOGIN {ALICE} "{PASSWORD}"')
+        lines = raw.run("SELECT INBOX")
+        assert b"$Old" in _flags_line(lines), lines
+        assert b"$Old" in next(x for x in lines if b"[PERMANENTFLAGS" in x)
+        raw.close()
+    with serve(env.config_path):
+        raw = _Raw(env)
+        raw.run(f'LOGIN {ALICE} "{PASSWORD}"')
+        assert b"$Old" in _flags_line(raw.run("EXAMINE INBOX"))
+        raw.close()
+
+
+def test_reselect_in_imap4rev2_says_closed_first(imap: tuple[PochtaEnv, ServeProcess]) -> None:
+    """RFC 9051 §6.3.2: with IMAP4rev2 enabled, SELECT while a mailbox is selected sends
+    OK [CLOSED] before the new mailbox's responses."""
+    env, _ = imap
+    c = _Raw(env)
+    c.run(f'LOGIN {ALICE} "{PASSWORD}"')
+    assert c.run("ENABLE IMAP4rev2") == [b"* ENABLED IMAP4rev2"]
+    assert not [x for x in c.run("SELECT INBOX") if b"[CLOSED]" in x]
+    lines = c.run("EXAMINE Sent")
+    assert lines[0].startswith(b"* OK [CLOSED]"), lines
+    c.close()
+
+
+def _serve_imap_with(env: PochtaEnv, **keys: str) -> Any:
+    env.add_user(ALICE, PASSWORD)
+    for key, value in keys.items():
+        set_key(env.config_path, "imap", key, value)
+    return serve(env.config_path)
+
+
+def _trickle_until_closed(sock: socket.socket, byte: bytes, every: float = 0.5) -> bytes:
+    """Send one byte every ``every`` seconds; return what the server says until it closes.
+    Gives up (the test fails) after 60 bytes."""
+    sock.settimeout(every)
+    said = b""
+    for _ in range(60):
+        try:
+            sock.sendall(byte)
+        except (BrokenPipeError, ConnectionResetError):
+            break
+        try:
+            data = sock.recv(4096)
+        except TimeoutError:
+            continue
+        except ConnectionResetError:
+            break
+        if not data:
+            return said
+        said += data
+    else:
+        raise AssertionError(f"the server did not close a trickling client: {said!r}")
+    return said
+
+
+def test_trickling_clients_are_closed(pochta_env: PochtaEnv) -> None:
+    """Issue 12 point 9: one byte every half second resets no clock. Before login the login
+    timeout closes the connection; after login the command timeout does."""
+    with _serve_imap_with(pochta_env, login_timeout_seconds="2", command_timeout_seconds="2"):
+        port = pochta_env.ports["imap"]
+        with socket.create_connection(("127.0.0.1", port), timeout=10) as s:
+            assert s.recv(4096).startswith(b"* OK")
+            said = _trickle_until_closed(s, b"a")
+        assert said.startswith(b"* BYE Log in within 2 seconds"), said
+        with socket.create_connection(("127.0.0.1", port), timeout=10) as s:
+            f = s.makefile("rwb")
+            assert f.readline().startswith(b"* OK")
+            f.write(f'l1 LOGIN {ALICE} "{PASSWORD}"\r\n'.encode())
+            f.flush()
+            line = f.readline()
+            while line.startswith(b"*"):
+                line = f.readline()
+            assert line.startswith(b"l1 OK"), line
+            said = _trickle_until_closed(s, b"x")
+        assert said.startswith(b"* BYE Command took too long"), said
+
+
+def _reply(f: Any) -> bytes:
+    """The first line that is not an untagged data line (a tagged reply, "+" or BYE)."""
+    line: bytes = f.readline()
+    while line.startswith(b"* ") and not line.startswith(b"* BYE"):
+        line = f.readline()
+    return line
+
+
+def test_before_login_no_literal_invites_data(imap: tuple[PochtaEnv, ServeProcess]) -> None:
+    """Issue 12 point 13: before login APPEND and large literals get no "+", COMPRESS is
+    refused, an over-long line is answered with its own tag, and a large LITERAL+ ends the
+    connection."""
+    env, _ = imap
+    with socket.create_connection(("127.0.0.1", env.ports["imap"]), timeout=10) as s:
+        f = s.makefile("rwb")
+        assert f.readline().startswith(b"* OK")
+        f.write(b"a1 APPEND INBOX {10}\r\n")
+        f.flush()
+        assert _reply(f).startswith(b"a1 BAD"), "no + before login"
+        f.write(b"a2 LOGIN {9000}\r\n")
+        f.flush()
+        assert _reply(f).startswith(b"a2 BAD")
+        f.write(b"a3 COMPRESS DEFLATE\r\n")
+        f.flush()
+        assert _reply(f).startswith((b"a3 BAD", b"a3 NO"))
+        f.write(b"a4 NOOP " + b"x" * 70000)  # over max_command_bytes before its CRLF
+        f.flush()
+        assert _reply(f).startswith(b"a4 BAD"), "the line's own tag, not a3's"
+        f.write(b"x\r\n")
+        f.flush()
+        f.write(b"a5 NOOP\r\n")
+        f.flush()
+        assert _reply(f).startswith(b"a5 OK")
+        f.write(b"a6 LOGIN {9000+}\r\n" + b"x" * 9000 + b" x\r\n")
+        f.flush()
+        assert _reply(f).startswith(b"a6 BAD")
+        assert f.readline().startswith(b"* BYE")
+        assert f.readline() == b""
+
+
+def test_multiappend_total_is_capped_before_its_continuation(pochta_env: PochtaEnv) -> None:
+    """Issue 12 point 13: the messages of one APPEND together stay under max_append_bytes;
+    the literal that would pass it gets NO [TOOBIG] instead of "+"."""
+    with (
+        _serve_imap_with(pochta_env, max_append_bytes="20000"),
+        socket.create_connection(("127.0.0.1", pochta_env.ports["imap"]), timeout=10) as s,
+    ):
+        f = s.makefile("rwb")
+        assert f.readline().startswith(b"* OK")
+        f.write(f'l1 LOGIN {ALICE} "{PASSWORD}"\r\n'.encode())
+        f.flush()
+        assert _reply(f).startswith(b"l1 OK")
+        body = b"Subject: big\r\n\r\n" + b"x" * 14_000 + b"\r\n"
+        f.write(b"m1 APPEND INBOX {%d}\r\n" % len(body))
+        f.flush()
+        assert _reply(f).startswith(b"+")
+        f.write(body + b" {%d}\r\n" % len(body))
+        f.flush()
+        assert _reply(f).startswith(b"m1 NO [TOOBIG]")
+        f.write(b"m2 APPEND INBOX {%d}\r\n" % len(body))
+        f.flush()
+        assert _reply(f).startswith(b"+")
+        f.write(body + b"\r\n")
+        f.flush()
+        assert _reply(f).startswith(b"m2 OK")

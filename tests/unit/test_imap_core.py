@@ -213,3 +213,152 @@ def test_pipelined_valid_commands_parse_in_order(cmds: list[bytes], data: st.Dat
         out.append(event)
     tags = [e.tag for e in out if isinstance(e, Command)]
     assert tags == [c.split(b" ")[0].decode() for c in cmds]
+
+
+# -- limits before login (issue 12, point 13) -----------------------------------------------
+
+
+def anonymous(**limits: int) -> CommandParser:
+    """A parser as a session has it before login."""
+    return CommandParser(authenticated=False, max_literal_before_login=8192, **limits)
+
+
+def test_append_before_login_is_refused_without_continuation() -> None:
+    # RFC 9051 §6.3.12: APPEND needs the authenticated state; no "+" invites the message.
+    out = events(b"a1 APPEND INBOX {10}\r\na2 NOOP\r\n", anonymous())
+    assert out == [CommandError("a1", "Log in first"), Command("a2", "NOOP", [])]
+    # A LITERAL+ message is on its way anyway: skipped, not buffered; the stream goes on.
+    out = events(b"a1 APPEND INBOX {10+}\r\n0123456789\r\na2 NOOP\r\n", anonymous())
+    assert out == [CommandError("a1", "Log in first"), Command("a2", "NOOP", [])]
+
+
+def test_large_literal_before_login_gets_no_continuation() -> None:
+    out = events(b"a1 LOGIN {9000}\r\na2 NOOP\r\n", anonymous())
+    assert out == [CommandError("a1", "Literal too large before login"), Command("a2", "NOOP", [])]
+    # A small one is still fine (a password with spaces or quotes).
+    p = anonymous()
+    assert events(b"a3 LOGIN {5}\r\n", p) == [ContinuationRequest()]
+    assert events(b"alice {4+}\r\npass\r\n", p) == [Command("a3", "LOGIN", [b"alice", b"pass"])]
+
+
+def test_large_literal_plus_before_login_ends_the_stream() -> None:
+    p = anonymous()
+    out = events(b"a1 LOGIN {9000+}\r\n" + b"x" * 100, p)
+    assert out == [CommandError("a1", "Literal too large before login", fatal=True)]
+    assert not p.in_command  # nothing held
+    assert events(b"x" * 8900 + b"\r\na2 NOOP\r\n", p) == []
+    # Also inside a command already refused (its LITERAL+ data would be skipped).
+    p = anonymous()
+    out = events(b"a1 APPEND INBOX {5+}\r\nhello {9000+}\r\n", p)
+    assert out == [
+        CommandError("a1", "Log in first"),
+        CommandError("a1", "Literal too large before login", fatal=True),
+    ]
+
+
+def test_after_login_the_large_limits_apply() -> None:
+    p = anonymous()
+    p.authenticated = True
+    assert events(b"a1 APPEND INBOX {9000}\r\n", p) == [ContinuationRequest()]
+
+
+def test_multiappend_total_is_capped_before_the_continuation() -> None:
+    p = CommandParser(max_literal=100, max_append=150)
+    out = events(b"a1 APPEND INBOX {100+}\r\n" + b"x" * 100 + b" {100}\r\na2 NOOP\r\n", p)
+    assert out == [
+        CommandError("a1", "Messages too large together; append them one by one", too_big=True),
+        Command("a2", "NOOP", []),
+    ]
+    # Under the cap both go through.
+    p = CommandParser(max_literal=100, max_append=200)
+    out = events(b"a1 APPEND INBOX {100+}\r\n" + b"x" * 100 + b" {100+}\r\n" + b"y" * 100, p)
+    out += events(b"\r\n", p)
+    assert out == [Command("a1", "APPEND", ["INBOX", b"x" * 100, b"y" * 100])]
+
+
+def test_over_long_line_is_answered_with_its_own_tag() -> None:
+    p = CommandParser(max_command=100)
+    out = events(b"a1 NOOP\r\nb2 NOOP " + b"x" * 200, p)
+    assert out == [Command("a1", "NOOP", []), CommandError("b2", "Command line too long")]
+    out = events(b"\r\nc3 NOOP\r\n", p)
+    assert out == [Command("c3", "NOOP", [])]
+    # No tag to read (no space in sight): "*", never the previous command's tag.
+    p = CommandParser(max_command=100)
+    out = events(b"a1 NOOP\r\n" + b"y" * 200, p)
+    assert out == [Command("a1", "NOOP", []), CommandError("*", "Command line too long")]
+
+
+def test_parser_reports_a_command_in_progress_and_its_literals() -> None:
+    p = CommandParser()
+    assert not p.in_command
+    p.feed(b"a1 APPEND INBOX {300}\r\n")
+    assert p.next_event() == ContinuationRequest()
+    assert p.in_command
+    assert p.literal_octets == 300
+    p.feed(b"z" * 300 + b"\r\n")
+    assert isinstance(p.next_event(), Command)
+    assert not p.in_command
+    assert p.literal_octets == 0
+
+
+ANONYMOUS_INPUT = st.lists(
+    st.one_of(
+        st.binary(max_size=40),
+        st.sampled_from(
+            [
+                b"a APPEND INBOX {20000}\r\n",
+                b"a APPEND INBOX {20+}\r\n",
+                b"a LOGIN {9000}\r\n",
+                b"a LOGIN {3+}\r\n",
+                b"a LOGIN {9000+}\r\n",
+                b"a NOOP\r\n",
+                b"\r\n",
+            ]
+        ),
+        st.integers(min_value=0, max_value=3000).map(lambda n: b"x" * n),
+    ),
+    max_size=12,
+)
+
+
+@settings(max_examples=300, deadline=None)
+@given(ANONYMOUS_INPUT, st.integers(min_value=1, max_value=4096))
+def test_before_login_nothing_invites_an_append_and_little_is_held(
+    parts: list[bytes], chunk: int
+) -> None:
+    """Any input, in chunks of any size: no "+" for a literal over the cap, and the parser
+    holds at most a command's worth (max_command, a small literal) plus one chunk."""
+    data = b"".join(parts)
+    p = anonymous(max_command=4096)
+    for start in range(0, len(data), chunk):
+        p.feed(data[start : start + chunk])
+        while (event := p.next_event()) is not None:
+            if isinstance(event, ContinuationRequest):
+                assert p.literal_octets <= 8192
+        assert p.buffered_octets <= 4096 + chunk + 8192
+
+
+@settings(max_examples=200, deadline=None)
+@given(ANONYMOUS_INPUT, st.lists(st.integers(min_value=0, max_value=30000), max_size=6))
+def test_before_login_any_cut_gives_the_same_events(parts: list[bytes], cuts: list[int]) -> None:
+    data = b"".join(parts)
+    whole = events(data, anonymous(max_command=4096))
+    p = anonymous(max_command=4096)
+    split: list[object] = []
+    last = 0
+    for cut in [*sorted(c for c in cuts if c <= len(data)), len(data)]:
+        p.feed(data[last:cut])
+        last = cut
+        while (event := p.next_event()) is not None:
+            split.append(event)
+    drop = ContinuationRequest()
+    assert [e for e in whole if e != drop] == [e for e in split if e != drop]
+
+
+def test_over_long_line_tag_does_not_depend_on_the_reads() -> None:
+    for line in (b"t1 NOOP " + b"x" * 300 + b"\r\n", b"y" * 300 + b"\r\n", b"z" * 150 + b" x" * 60):
+        whole = events(line + b"\r\n", CommandParser(max_command=100))
+        p = CommandParser(max_command=100)
+        split = events(line[:120], p) + events(line[120:] + b"\r\n", p)
+        assert whole == split, line
+        assert whole[0].tag in ("t1", "*")  # type: ignore[union-attr]

@@ -85,3 +85,18 @@ def test_own_expunge_leaves_no_recent_behind() -> None:
     assert view.note_own_expunge([2]) == [2]
     assert view.recent == {1, 3}
     assert view.exists == 2
+
+
+def test_update_names_the_keywords_to_announce_first() -> None:
+    """RFC 9051 §7.3.5: the keywords of arrivals and flag changes, and the folder's own list,
+    travel with the update so FLAGS can go out before EXISTS and FETCH."""
+    view = MailboxView("INBOX", changes(info(1)))
+    arrival = MessageInfo(2, frozenset(), frozenset({"$Project"}), 0.0, 10, 11)
+    changed = MessageInfo(1, frozenset(), frozenset({"$Later"}), 0.0, 10, 12)
+    folder = FolderChanges(7, 3, 12, (changed, arrival), (), True, keywords=("$Old",))
+    update = view.apply(folder, allow_expunge=True)
+    assert update.exists == 2
+    assert update.keywords == {"$Project", "$Later", "$Old"}
+    # A resync from a full listing keeps the folder's list.
+    stale = FolderChanges(7, 3, 20, (), (), False, keywords=("$Old", "$Kept"))
+    assert "$Kept" in view.resync([arrival, changed], stale, allow_expunge=True).keywords

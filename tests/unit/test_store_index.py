@@ -244,3 +244,54 @@ def test_processes_opening_a_new_index_at_once_all_get_it(tmp_path: Path) -> Non
             worker.join(60)
         failures += [r for r in (results.get(timeout=5) for _ in workers) if r != "ok"]
     assert failures == []
+
+
+def test_folder_keywords_stay_when_no_message_carries_them(index: AccountIndex) -> None:
+    """Issue 12 point 6: FLAGS lists every keyword ever set in the folder (as Dovecot)."""
+    with index.write() as conn:
+        inbox = AccountIndex.add_folder(conn, "INBOX", uidvalidity=1)
+        other = AccountIndex.add_folder(conn, "Other", uidvalidity=2)
+        m = row(1)
+        m.keywords = "$Label1 $project"
+        AccountIndex.insert_message(conn, inbox.id, m)
+        m.keywords = "$Label1 $Project $Zeta"  # $Project: the same keyword, other spelling
+        AccountIndex.update_message(conn, inbox.id, m)
+        m.keywords = ""
+        AccountIndex.update_message(conn, inbox.id, m)
+    with index.read() as conn:
+        assert AccountIndex.folder_keywords(conn, inbox.id) == ["$Label1", "$project", "$Zeta"]
+        assert AccountIndex.folder_keywords(conn, other.id) == []
+    with index.write() as conn:
+        AccountIndex.remove_folder(conn, inbox.id)
+    with index.read() as conn:
+        assert conn.execute("SELECT count(*) FROM keywords").fetchone()[0] == 0
+
+
+def test_upgrade_fills_folder_keywords_from_the_messages(tmp_path: Path) -> None:
+    """An index of schema version 2 gets the keywords its messages carry."""
+    from pochta.store import index as index_module
+
+    path = tmp_path / "old.sqlite3"
+    conn = sqlite3.connect(path, isolation_level=None)
+    for step in index_module._MIGRATIONS[:2]:
+        for statement in step:
+            conn.execute(statement)
+    conn.execute("PRAGMA user_version = 2")
+    conn.execute(
+        "INSERT INTO folders (id, name, uidvalidity, uidnext, highestmodseq, created) "
+        "VALUES (1, 'INBOX', 1, 3, 3, 0)"
+    )
+    for uid, keywords in ((1, "$A $b"), (2, "")):
+        conn.execute(
+            "INSERT INTO messages (folder_id, uid, filename, keywords, internal_date, size, "
+            "modseq) VALUES (1, ?, ?, ?, 0, 1, 1)",
+            (uid, f"f{uid}", keywords),
+        )
+    conn.close()
+    idx = AccountIndex(path)
+    try:
+        idx.migrate()
+        with idx.read() as c:
+            assert AccountIndex.folder_keywords(c, 1) == ["$A", "$b"]
+    finally:
+        idx.close()

@@ -28,6 +28,7 @@ from pochta.access.imap_headers import header_fields, raw_fields
 from pochta.access.imap_items import FetchItem
 from pochta.access.imap_list import ListOptions, canonical_pattern, list_entries
 from pochta.access.imap_search import Key, SearchContext, esearch_parts, evaluate
+from pochta.access.imap_timers import SessionTimers
 from pochta.access.mailbox_view import MailboxView, ViewUpdate
 from pochta.directory.sasl import Challenge, Failure, Mechanism, Success, server_mechanism
 from pochta.logs import get_logger
@@ -51,7 +52,6 @@ from pochta.store import (
     MailStore,
     MessageInfo,
     NoSuchFolder,
-    NoSuchMessage,
     StoreError,
     StoreUnavailable,
     WouldBlock,
@@ -168,6 +168,7 @@ class Session:
         self.ip = ip
         s = self.server.settings.imap
         self.parser = C.new_parser(s)
+        self.timers = SessionTimers(s, time.monotonic())
         self.tls_active = service.ssl_context is not None
         self.user: str | None = None
         self.view: MailboxView | None = None
@@ -234,16 +235,26 @@ class Session:
         return data
 
     async def next_event(self) -> Any:
-        """The next parser event, reading (and flushing what we have to say) as needed."""
+        """The next parser event, reading (and flushing what we have to say) as needed.
+        Reads wait as long as the idle, login and command clocks allow (imap_timers.py)."""
         while True:
             event = self.parser.next_event()
             if event is not None:
+                if not isinstance(event, C.ContinuationRequest):
+                    self.timers.command_done()
                 return event
             await self.flush()
+            wait = self.timers.next_wait(
+                time.monotonic(),
+                logged_in=self.user is not None,
+                in_command=self.parser.in_command,
+                literal_octets=self.parser.literal_octets,
+            )
             try:
-                data = await self._read(self.server.settings.imap.idle_timeout_seconds)
+                data = await self._read(wait.seconds)
             except TimeoutError:
-                self.send(b"* BYE Autologout; idle for too long\r\n")
+                log.info("timeout", client=self.ip, user=self.user, reason=wait.bye)
+                self.send(b"* BYE " + wait.bye.encode() + b"\r\n")
                 raise _Closed from None
             if not data:
                 raise _Closed
@@ -283,6 +294,11 @@ class Session:
             self.send(b"+ Ready for literal data\r\n")
             return
         if isinstance(event, C.CommandError):
+            if event.fatal:
+                self.send(C.tagged(event.tag, "BAD", event.text))
+                self.send(b"* BYE " + event.text.encode() + b"; closing the connection\r\n")
+                log.info("refused", client=self.ip, reason=event.text)
+                raise _Closed
             if event.too_big:
                 self.send(C.tagged(event.tag, "NO", event.text, "TOOBIG"))
             else:
@@ -318,7 +334,9 @@ class Session:
             self.send(C.tagged(tag, "NO", str(exc), _store_code(exc)))
 
     NOT_AUTH_ONLY = frozenset({"LOGIN", "AUTHENTICATE", "STARTTLS"})
-    ANY_STATE = frozenset({"CAPABILITY", "NOOP", "LOGOUT", "ID", "COMPRESS"})
+    # COMPRESS (RFC 4978 §3) only after login, as Dovecot: before it, an anonymous client
+    # would get a deflate stream's memory for nothing.
+    ANY_STATE = frozenset({"CAPABILITY", "NOOP", "LOGOUT", "ID"})
     SELECTED_ONLY = frozenset(
         {
             "CHECK",
@@ -480,6 +498,7 @@ class Session:
         self.server.session_opened(key)
         self._counted_account = key
         self.user = address
+        self.parser.authenticated = True  # the limits after login (APPEND, larger literals)
         log.info("login", client=self.ip, user=address, tls=self.tls_active)
         self.untagged(Atom("CAPABILITY"), *[Atom(c) for c in self.capabilities()])
 
@@ -763,7 +782,9 @@ class Session:
             raise Bad("Enable QRESYNC first")
         if self.view is not None:
             self._close_view()
-            if self.qresync:
+            # RFC 9051 §6.3.2 (IMAP4rev2) and RFC 7162 §3.2 (QRESYNC): the CLOSED code
+            # marks where the previous mailbox's responses end.
+            if self.qresync or self.rev2:
                 self.untagged(Atom("OK"), b"[CLOSED] Previous mailbox closed")
         name = self.folder_name(args.mailbox)
         assert self.user is not None
@@ -779,7 +800,11 @@ class Session:
         self._recent_asked = 0
         await self._claim_recent(claim=not readonly)
         self._watch(name)
-        keywords = sorted({k for m in view.info.values() for k in m.keywords})
+        # Every keyword ever set in the folder, not only those messages carry now: the
+        # list a client learnt must not shrink (Dovecot keeps them all too).
+        keywords = sorted(
+            set(changes.keywords) | {k for m in view.info.values() for k in m.keywords}
+        )
         self._keywords = set(keywords)
         flags: list[IMAPValue] = [*(Atom(f) for f in SYSTEM_FLAGS), *(Atom(k) for k in keywords)]
         self.untagged(Atom("FLAGS"), flags)
@@ -939,6 +964,9 @@ class Session:
         self._send_update(update)
 
     def _send_update(self, update: ViewUpdate) -> None:
+        # RFC 9051 §7.3.5: FLAGS (and PERMANENTFLAGS) name a new keyword before any EXISTS
+        # or FETCH shows a message carrying it.
+        self._announce_keywords(update.keywords)
         for seq in update.expunged:
             self.untagged(seq, Atom("EXPUNGE"))
         if update.vanished:
@@ -1226,6 +1254,7 @@ class Session:
         user, folder = self.user, view.name
         store = self.store
         want_structure = any(i.kind in ("ENVELOPE", "BODYSTRUCTURE", "BODY") for i in items)
+        expunged: list[int] = []  # read as gone: another session expunged them
         for start in range(0, len(uids), 500):
             chunk = uids[start : start + 500]
             cached = (
@@ -1253,16 +1282,31 @@ class Session:
                 )
             except FetchFailed as exc:
                 raise No(exc.text, exc.code) from exc
-            except NoSuchMessage:
-                # Expunged by another session between our view and the read: RFC 9051
-                # §7.5.1 allows NO for that.
-                raise No("Some messages were expunged meanwhile", "EXPUNGEISSUED") from None
+            expunged += result.gone
             for line in result.responses:
                 self.send(line)
             if result.new_cache:
                 with contextlib.suppress(StoreError):
                     await asyncio.to_thread(store.cache_structures, user, folder, result.new_cache)
             await self.flush()
+        if expunged or view.pending_expunge.intersection(uids):
+            # Expunged by another session, not yet told to this one (no EXPUNGE may go out
+            # during FETCH, RFC 9051 §7.5.1). RFC 2180 §4.1.2: the others' data is sent and
+            # the expunged ones are left out; RFC 9051 §7.1 / RFC 5530 §3: OK [EXPUNGEISSUED]
+            # says so. NO (RFC 9051 §6.4.5 "can't fetch that data") only when nothing asked
+            # for could be fetched.
+            if len(expunged) == len(uids):
+                raise No("The messages were expunged by another session", "EXPUNGEISSUED")
+            await self._updates_after(C.command_name(cmd), cmd)
+            self.send(
+                C.tagged(
+                    cmd.tag,
+                    "OK",
+                    "FETCH completed; some messages were expunged by another session",
+                    "EXPUNGEISSUED",
+                )
+            )
+            return None  # type: ignore[return-value]
         return "FETCH completed"
 
     async def cmd_search(self, cmd: Any) -> str:

@@ -55,8 +55,14 @@ class BadArgs(ValueError):
     pass
 
 
-def new_parser(s: IMAPSettings) -> CommandParser:
-    return CommandParser(max_literal=s.max_literal_bytes, max_command=s.max_command_bytes)
+def new_parser(s: IMAPSettings, *, authenticated: bool = False) -> CommandParser:
+    return CommandParser(
+        max_literal=s.max_literal_bytes,
+        max_command=s.max_command_bytes,
+        max_append=s.max_append_bytes,
+        max_literal_before_login=s.max_literal_bytes_before_login,
+        authenticated=authenticated,
+    )
 
 
 def command_name(cmd: Command) -> str:

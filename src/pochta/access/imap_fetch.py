@@ -27,7 +27,7 @@ from pochta.access.imap_mime import (
 from pochta.access.mailbox_view import MailboxView
 from pochta.protocols.imap.render import format_internaldate, render
 from pochta.protocols.imap.values import Atom, IMAPValue
-from pochta.store import MessageInfo
+from pochta.store import MessageInfo, NoSuchMessage
 
 
 class FetchFailed(Exception):
@@ -43,6 +43,9 @@ class FetchFailed(Exception):
 class FetchResult:
     responses: list[bytes] = field(default_factory=list)
     new_cache: dict[int, bytes] = field(default_factory=dict)
+    # UIDs another session expunged before they could be read: left out of the responses
+    # (RFC 2180 §4.1.2), reported with EXPUNGEISSUED (RFC 9051 §7.1).
+    gone: list[int] = field(default_factory=list)
 
 
 _cache_encoder = msgspec.msgpack.Encoder()
@@ -91,7 +94,11 @@ def fetch_messages(
         if need_structure:
             structure = _cached(cached.get(uid))
         if need_message or (need_structure and structure is None):
-            raw = read(uid)
+            try:
+                raw = read(uid)
+            except NoSuchMessage:
+                result.gone.append(uid)
+                continue
             part = parse_structure(raw)
             if need_structure and structure is None:
                 env = envelope(part)

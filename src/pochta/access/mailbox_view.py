@@ -28,6 +28,9 @@ class ViewUpdate:
     vanished: list[int] = field(default_factory=list)  # UIDs (QRESYNC clients)
     exists: int | None = None  # the new message count, when it grew
     flags: list[tuple[int, MessageInfo]] = field(default_factory=list)  # (seq, new state)
+    # Keywords of the folder and of the new and changed messages: announced in FLAGS before
+    # the EXISTS and FETCH that may show them (RFC 9051 §7.3.5).
+    keywords: set[str] = field(default_factory=set)
 
     def __bool__(self) -> bool:
         return bool(self.expunged or self.vanished or self.exists is not None or self.flags)
@@ -69,7 +72,7 @@ class MailboxView:
     ) -> ViewUpdate:
         """Take in what changed since ``self.highestmodseq``. ``changes.complete`` must be
         True (else call :meth:`resync`)."""
-        update = ViewUpdate()
+        update = ViewUpdate(keywords=set(changes.keywords))
         for uid in changes.vanished:
             if uid in self.info:
                 self.pending_expunge.add(uid)
@@ -82,6 +85,7 @@ class MailboxView:
                     self.uids.append(m.uid)
                     self.info[m.uid] = m
                     update.exists = len(self.uids)
+                    update.keywords |= m.keywords
                 continue  # an older UID we do not show: expunged meanwhile (or pending)
             if m.uid in self.pending_expunge:
                 continue
@@ -90,6 +94,7 @@ class MailboxView:
                 seq = self.seq_of(m.uid)
                 assert seq is not None
                 update.flags.append((seq, m))
+                update.keywords |= m.keywords
         self.uidnext = max(self.uidnext, changes.uidnext)
         self.highestmodseq = max(self.highestmodseq, changes.highestmodseq)
         return update
@@ -112,6 +117,7 @@ class MailboxView:
             changed=tuple(current),
             vanished=tuple(gone),
             complete=True,
+            keywords=changes.keywords,
         )
         return self.apply(full, allow_expunge=allow_expunge, use_vanished=use_vanished)
 

@@ -333,6 +333,49 @@ class IMAPSettings(_Table, frozen=True, kw_only=True, forbid_unknown_fields=True
     max_connections_per_account: Annotated[
         int, _doc("Open IMAP sessions per account, from all IPs.")
     ] = 50
+    max_append_bytes: Annotated[
+        int,
+        _doc(
+            "Largest (MULTI)APPEND: all its messages together, held in memory until the last "
+            "one is in (RFC 3502 is all or nothing). One message stays under "
+            "max_literal_bytes. Larger ones get NO [TOOBIG] before their data is sent."
+        ),
+        msgspec.Meta(ge=1, le=2**40),
+    ] = 104857600
+    max_literal_bytes_before_login: Annotated[
+        int,
+        _doc(
+            "Largest literal before login (LOGIN, AUTHENTICATE). Larger ones, and APPEND, are "
+            "refused without '+'; a larger LITERAL+ closes the connection."
+        ),
+        msgspec.Meta(ge=1, le=1048576),
+    ] = 8192
+    login_timeout_seconds: Annotated[
+        int,
+        _doc(
+            "Close a connection that has not logged in this long after connecting, however "
+            "busy it is (Dovecot closes such clients after about a minute)."
+        ),
+        msgspec.Meta(ge=1, le=86400),
+    ] = 60
+    command_timeout_seconds: Annotated[
+        int,
+        _doc(
+            "Close a connection whose command takes longer than this to arrive, counted from "
+            "its first octet; its literals (APPEND messages) add the time they take at "
+            "min_literal_bytes_per_second. Does not limit the wait between commands "
+            "(idle_timeout_seconds does)."
+        ),
+        msgspec.Meta(ge=1, le=86400),
+    ] = 300
+    min_literal_bytes_per_second: Annotated[
+        int,
+        _doc(
+            "The slowest upload command_timeout_seconds allows for literals (4096: a 50 MB "
+            "APPEND may take 3.5 hours)."
+        ),
+        msgspec.Meta(ge=1, le=10**9),
+    ] = 4096
 
 
 class POP3Settings(_Table, frozen=True, kw_only=True, forbid_unknown_fields=True):

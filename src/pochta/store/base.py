@@ -180,6 +180,8 @@ class FolderChanges:
     changed: tuple[MessageInfo, ...]
     vanished: tuple[int, ...]
     complete: bool
+    # Every keyword ever set in the folder, also those no message carries now (IMAP FLAGS).
+    keywords: tuple[str, ...] = ()
 
 
 # Turns a stored message into the text full-text search looks at: (headers, body), decoded.

@@ -17,7 +17,8 @@ Design notes:
 - **Schema versions** in ``PRAGMA user_version``, like the directory: ``_MIGRATIONS[i]`` takes
   the schema from version i to i + 1.
 - Keywords are kept only here (Dovecot also maps up to 26 of them to filename letters a-z
-  with a dovecot-keywords file; we do not write those letters, see ``maildir.py``).
+  with a dovecot-keywords file; we do not write those letters, see ``maildir.py``). The
+  ``keywords`` table lists every keyword ever set in a folder, for IMAP's FLAGS.
 """
 
 from __future__ import annotations
@@ -118,6 +119,23 @@ _MIGRATIONS: tuple[tuple[str, ...], ...] = (
         """CREATE TRIGGER messages_fts_delete AFTER DELETE ON messages BEGIN
             DELETE FROM fts WHERE rowid = old.rowid;
         END""",
+    ),
+    (
+        # Every keyword ever set in a folder (Dovecot keeps them in the index header too):
+        # IMAP's FLAGS and PERMANENTFLAGS list them all, also once no message carries one,
+        # so a client's list never shrinks (RFC 9051 §7.3.5, §7.1 PERMANENTFLAGS).
+        # Keywords compare case-insensitively (RFC 9051 §2.3.2); the first spelling stays.
+        """CREATE TABLE keywords (
+            folder_id INTEGER NOT NULL REFERENCES folders(id) ON DELETE CASCADE,
+            keyword TEXT NOT NULL COLLATE NOCASE,
+            PRIMARY KEY (folder_id, keyword)
+        ) WITHOUT ROWID""",
+        # The keywords of messages already indexed (a flag-keyword is an atom: no '"', no
+        # '\\', RFC 3501 §9, so the space-separated list is safely turned into JSON).
+        """INSERT OR IGNORE INTO keywords (folder_id, keyword)
+            SELECT m.folder_id, k.value FROM messages AS m,
+                json_each('["' || replace(m.keywords, ' ', '","') || '"]') AS k
+            WHERE m.keywords != ''""",
     ),
 )
 
@@ -597,7 +615,9 @@ class AccountIndex:
                 m.dedupe_key,
             ),
         )
-        return int(cursor.lastrowid or 0)
+        rowid = int(cursor.lastrowid or 0)
+        AccountIndex.define_keywords(conn, folder_id, m.keywords)
+        return rowid
 
     @staticmethod
     def update_message(conn: sqlite3.Connection, folder_id: int, m: MessageRow) -> None:
@@ -606,6 +626,30 @@ class AccountIndex:
             "WHERE folder_id = ? AND uid = ?",
             (m.info, m.flags, m.keywords, m.modseq, folder_id, m.uid),
         )
+        AccountIndex.define_keywords(conn, folder_id, m.keywords)
+
+    # -- the folder's keywords --
+
+    @staticmethod
+    def define_keywords(conn: sqlite3.Connection, folder_id: int, keywords: str) -> None:
+        """Add the keywords of a space-separated list to the folder's keywords (kept when
+        no message carries them any more)."""
+        names = keywords.split()
+        if names:
+            conn.executemany(
+                "INSERT INTO keywords (folder_id, keyword) VALUES (?, ?) ON CONFLICT DO NOTHING",
+                [(folder_id, name) for name in names],
+            )
+
+    @staticmethod
+    def folder_keywords(conn: sqlite3.Connection, folder_id: int) -> list[str]:
+        """Every keyword ever set in the folder, in case-insensitive order."""
+        return [
+            str(r[0])
+            for r in conn.execute(
+                "SELECT keyword FROM keywords WHERE folder_id = ? ORDER BY keyword", (folder_id,)
+            )
+        ]
 
     @staticmethod
     def delete_messages(

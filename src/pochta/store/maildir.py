@@ -1265,6 +1265,7 @@ class MaildirStore(MailStore):
         ):
             changed = AccountIndex.changed_since(conn, row.id, since_modseq)
             vanished = AccountIndex.expunged_since(conn, row.id, since_modseq)
+            keywords = AccountIndex.folder_keywords(conn, row.id)
         return FolderChanges(
             uidvalidity=row.uidvalidity,
             uidnext=row.uidnext,
@@ -1272,6 +1273,7 @@ class MaildirStore(MailStore):
             changed=tuple(_message_info(m) for m in changed),
             vanished=tuple(vanished),
             complete=since_modseq == 0 or since_modseq >= row.expunged_since,
+            keywords=tuple(keywords),
         )
 
     def _text_of(self, stored: bytes) -> tuple[str, str] | None:

@@ -34,6 +34,9 @@ class CommandError:
     tag: str
     text: str
     too_big: bool = False
+    # The stream cannot be read on (a non-synchronizing literal refused before login): the
+    # session answers, says BYE and closes; the parser reads nothing more.
+    fatal: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -58,6 +61,16 @@ class TokenError(ValueError):
 
 
 class CommandParser:
+    """Limits (all in octets but ``max_depth`` and ``max_literals``):
+
+    - ``max_literal``: one APPEND message; ``max_append``: all messages of one (MULTI)APPEND
+      together (both answered NO [TOOBIG]).
+    - ``max_command``: a command's lines plus its other literals (BAD).
+    - ``max_literal_before_login``: any literal while ``authenticated`` is False. Before
+      login a synchronizing literal above it, and every APPEND literal, is refused without
+      "+"; a non-synchronizing one above it cannot be skipped safely: fatal.
+    """
+
     def __init__(
         self,
         *,
@@ -65,35 +78,65 @@ class CommandParser:
         max_command: int = 65536,
         max_depth: int = 32,
         max_literals: int = 10000,
+        max_append: int | None = None,
+        max_literal_before_login: int = 8192,
+        authenticated: bool = True,
     ) -> None:
         self.max_literal = max_literal
         self.max_command = max_command
         self.max_depth = max_depth
         self.max_literals = max_literals
+        self.max_append = max_literal * 2 if max_append is None else max_append
+        self.max_literal_before_login = max_literal_before_login
+        self.authenticated = authenticated  # the session sets it at login
         self._buf = bytearray()
         self._parts: list[bytes] = []  # the command so far (lines and literal data)
         self._size = 0
+        self._append_size = 0  # APPEND literals of the command so far
+        self._announced = 0  # octets of every literal the command announced so far
         self._literal_left = 0
         self._literals = 0
         self._skip = 0  # literal bytes of a refused command still to discard
         self._skipping_line = False  # discard up to the next CRLF (after a refused command)
         self._want_line = False
         self._error_tag = "*"
+        self._dead = False  # after a fatal error
 
     def feed(self, data: bytes) -> None:
-        self._buf += data
+        if not self._dead:
+            self._buf += data
+
+    @property
+    def in_command(self) -> bool:
+        """Part of a command (or of a refused one still being discarded) has arrived."""
+        return bool(
+            self._buf or self._parts or self._literal_left or self._skip or self._skipping_line
+        )
+
+    @property
+    def buffered_octets(self) -> int:
+        """Octets held: unread input and the command read so far."""
+        return len(self._buf) + sum(len(part) for part in self._parts)
+
+    @property
+    def literal_octets(self) -> int:
+        """Octets of the literals the command being read has announced so far."""
+        return self._announced
 
     def expect_line(self) -> None:
         self._want_line = True
 
     def next_event(self) -> Command | ContinuationRequest | CommandError | RawLine | None:
         while True:
+            if self._dead:
+                return None
             if self._skip:
                 n = min(self._skip, len(self._buf))
                 del self._buf[:n]
                 self._skip -= n
                 if self._skip:
                     return None
+                self._announced = 0
                 self._skipping_line = True
             if self._skipping_line:
                 end = self._buf.find(b"\r\n")
@@ -105,7 +148,10 @@ class CommandParser:
                 del self._buf[: end + 2]
                 m = _LITERAL.search(line)
                 if m and m.group(3):  # a LITERAL+ of the refused command: its data follows
-                    self._skip = int(m.group(2))
+                    n = int(m.group(2))
+                    if not self.authenticated and n > self.max_literal_before_login:
+                        return self._fatal("Literal too large before login")
+                    self._skip = n
                     continue
                 self._skipping_line = False
                 continue
@@ -133,6 +179,8 @@ class CommandParser:
             end = self._buf.find(b"\r\n")
             if end < 0:
                 if self._size + len(self._buf) > self.max_command:
+                    if not self._parts:  # the reply carries this line's tag, if readable
+                        self._error_tag = self._long_line_tag(self._buf)
                     return self._refuse("Command line too long")
                 return None
             line = bytes(self._buf[: end + 2])
@@ -140,59 +188,117 @@ class CommandParser:
             if not self._parts:
                 self._error_tag = _guess_tag(line)
             if self._size + len(line) > self.max_command:
-                self._parts.clear()
-                self._size = 0
-                self._literals = 0
+                if not self._parts:  # as above, so the answer does not depend on the reads
+                    self._error_tag = self._long_line_tag(line)
+                self._reset()
                 return CommandError(self._error_tag, "Command line too long")
             m = _LITERAL.search(line)
             if m is None:
                 self._parts.append(line)
                 return self._finish()
             n = int(m.group(2))
+            plus = bool(m.group(3))
             self._literals += 1
             self._size += len(line)
+            self._announced += n
             is_append = _is_append(self._parts, line)
-            limit = self.max_literal if is_append else self.max_command
-            if n > limit or (not is_append and self._size + n > self.max_command):
-                self._parts.clear()
-                self._size = 0
-                if m.group(3):  # non-synchronizing: the data is coming anyway
-                    self._skip = n
-                else:
-                    self._skipping_line = False
-                text = "Literal too large" if is_append else "Command too long"
-                return CommandError(self._error_tag, text, too_big=is_append)
+            refused = self._check_literal(n, plus=plus, is_append=is_append)
+            if refused is not None:
+                return refused
             if self._literals > self.max_literals:
                 return self._refuse("Too many literals")
             self._parts.append(line)
-            if not is_append:  # APPEND's messages count against max_literal only
+            if is_append:  # APPEND's messages count against max_literal and max_append
+                self._append_size += n
+            else:
                 self._size += n
             self._literal_left = n
-            if not m.group(3) and n > 0 and len(self._buf) < n:
+            if not plus and n > 0 and len(self._buf) < n:
                 return ContinuationRequest()
             continue
 
-    def _refuse(self, text: str) -> CommandError:
+    def _long_line_tag(self, data: bytes | bytearray) -> str:
+        """The tag of a first line longer than max_command, read from what any way of
+        reading it has seen: its first min(_TAG_PEEK, max_command) octets."""
+        return _guess_tag(bytes(data[: min(_TAG_PEEK, self.max_command)]), whole=False)
+
+    def _check_literal(self, n: int, *, plus: bool, is_append: bool) -> CommandError | None:
+        """Refuse a literal ``{n}`` (``plus``: ``{n+}``) the limits do not allow, before any
+        "+" is sent and without reading its data into the command."""
+        if not self.authenticated:
+            if n > self.max_literal_before_login:
+                if plus:
+                    # RFC 7888 §4: the data of a non-synchronizing literal follows unasked;
+                    # skipping megabytes for an anonymous client is not worth it: close.
+                    return self._fatal("Literal too large before login")
+                return self._drop(n, plus=False, text="Literal too large before login")
+            if is_append:
+                # RFC 9051 §6.3.12: APPEND is valid in the authenticated and selected states
+                # only; refused before the "+" so that no message is sent for nothing.
+                return self._drop(n, plus=plus, text="Log in first")
+        if is_append:
+            if n > self.max_literal:
+                return self._drop(n, plus=plus, text="Literal too large", too_big=True)
+            if self._append_size + n > self.max_append:
+                # RFC 3502 §4: MULTIAPPEND is all or nothing, so all of it is held at once.
+                text = "Messages too large together; append them one by one"
+                return self._drop(n, plus=plus, text=text, too_big=True)
+        elif n > self.max_command or self._size + n > self.max_command:
+            return self._drop(n, plus=plus, text="Command too long")
+        return None
+
+    def _drop(self, n: int, *, plus: bool, text: str, too_big: bool = False) -> CommandError:
+        """Refuse the command at a literal: a synchronizing one gets no "+" (the client
+        reads the tagged answer instead); a non-synchronizing one's data is discarded."""
+        self._reset()
+        if plus:
+            self._skip = n
+            self._announced = n  # the command timer allows for the data still to come
+        else:
+            self._skipping_line = False
+        return CommandError(self._error_tag, text, too_big=too_big)
+
+    def _fatal(self, text: str) -> CommandError:
+        self._reset()
+        self._buf.clear()
+        self._skip = 0
+        self._skipping_line = False
+        self._dead = True
+        return CommandError(self._error_tag, text, fatal=True)
+
+    def _reset(self) -> None:
         self._parts.clear()
         self._size = 0
+        self._append_size = 0
+        self._announced = 0
         self._literals = 0
+
+    def _refuse(self, text: str) -> CommandError:
+        self._reset()
         self._buf.clear()
         self._skipping_line = True
         return CommandError(self._error_tag, text)
 
     def _finish(self) -> Command | CommandError:
         raw = b"".join(self._parts)
-        self._parts.clear()
-        self._size = 0
-        self._literals = 0
+        self._reset()
         try:
             return parse_command(raw, self.max_depth)
         except TokenError as exc:
             return CommandError(self._error_tag, str(exc))
 
 
-def _guess_tag(line: bytes) -> str:
-    head = line.split(b" ", 1)[0].strip()
+# How far into an over-long first line to look for its tag.
+_TAG_PEEK = 1024
+
+
+def _guess_tag(line: bytes, *, whole: bool = True) -> str:
+    """The tag at the start of ``line``, or "*" when there is none to read. ``whole``: the
+    line is complete (a tag may end at its CRLF); else the tag must end at a space."""
+    head, space, _ = line.partition(b" ")
+    if not space and not whole:
+        return "*"
+    head = head.strip()
     try:
         tag = head.decode("ascii")
     except UnicodeDecodeError:
