@@ -123,8 +123,7 @@ def test_kill_9_while_sending_out_may_deliver_that_message_twice(pochta_env: Poc
         env.add_user(f"alice@{DOMAIN}", "crash-test-pw1")
         set_key(env.config_path, "delivery", "relayhost", f'"[127.0.0.1]:{port}"')
         message = (
-            b"From: alice@example.test\r\nSubject: in flight\r\n\r\n"
-            b"sent when the server died\r\n"
+            b"From: alice@example.test\r\nSubject: in flight\r\n\r\nsent when the server died\r\n"
         )
         with serve(env.config_path) as server:
             context = ssl.create_default_context()
