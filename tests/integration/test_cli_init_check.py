@@ -117,3 +117,56 @@ def test_no_config_anywhere(tmp_path: Path) -> None:
     assert proc.returncode == 1
     assert proc.stderr.count("\n") == 1
     assert os.fspath(tmp_path / "x.toml") in proc.stderr
+
+
+def _set(text: str, table: str, key: str, value: str) -> str:
+    """``text`` with ``key = value`` in ``[table]`` (the line init wrote is replaced)."""
+    head, sep, rest = text.partition(f"[{table}]\n")
+    assert sep, table
+    body, nxt, tail = rest.partition("\n[")
+    lines = [ln for ln in body.splitlines() if not ln.startswith(f"{key} = ")]
+    return head + sep + "\n".join([*lines, f"{key} = {value}"]) + "\n" + nxt + tail
+
+
+def test_check_reports_numbers_out_of_range(pochta_env: PochtaEnv) -> None:
+    # Issue 12, point 11: each with its key path and the allowed range; `pochta check` exits 1.
+    text = pochta_env.config_path.read_text()
+    for table, key, value in (
+        ("server", "processes", "-3"),
+        ("smtp", "max_message_bytes", "-1"),
+        ("smtp", "idle_timeout_seconds", "-30"),
+        ("delivery", "connect_timeout_seconds", "-1.0"),
+        ("queue", "minimal_backoff_seconds", "5000"),
+        ("queue", "maximal_backoff_seconds", "4000"),
+    ):
+        text = _set(text, table, key, value)
+    pochta_env.config_path.write_text(text)
+    proc = pochta_env.run("check")
+    assert proc.returncode == 1
+    lines = proc.stderr.splitlines()
+    assert lines[0] == f"pochta: error: {pochta_env.config_path} has 5 problems:"
+    assert sorted(line.strip() for line in lines[1:]) == [
+        "delivery.connect_timeout_seconds: -1.0 is out of range; use a number more than 0 "
+        "and at most 3600",
+        "queue.minimal_backoff_seconds: 5000 is more than queue.maximal_backoff_seconds "
+        "(4000); make the minimal backoff the smaller one",
+        "server.processes: -3 is out of range; use a whole number from 0 to 1024",
+        "smtp.idle_timeout_seconds: -30 is out of range; use a whole number from 1 to 86400",
+        "smtp.max_message_bytes: -1 is out of range; use a whole number from 1 to 2_147_483_647",
+    ]
+
+
+def test_check_accepts_zero_connections_per_ip(pochta_env: PochtaEnv) -> None:
+    # 0 means no limit (Postfix smtpd_client_connection_count_limit), not "lock everyone out".
+    text = _set(pochta_env.config_path.read_text(), "smtp", "max_connections_per_ip", "0")
+    pochta_env.config_path.write_text(text)
+    proc = pochta_env.run("check")
+    assert proc.returncode == 0, proc.stderr
+    text = _set(pochta_env.config_path.read_text(), "smtp", "max_connections_per_ip", "-1")
+    pochta_env.config_path.write_text(text)
+    proc = pochta_env.run("check")
+    assert proc.returncode == 1
+    assert proc.stderr.strip() == (
+        f"pochta: error: {pochta_env.config_path}: smtp.max_connections_per_ip: -1 is out of "
+        "range; use a whole number from 0 to 1_000_000"
+    )
