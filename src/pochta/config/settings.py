@@ -297,10 +297,11 @@ class SMTPSettings(_Table, frozen=True, kw_only=True, forbid_unknown_fields=True
     bare_newline: Annotated[
         Literal["reject", "normalize"],
         _doc(
-            "A bare CR or LF: reject (550 5.5.2) or normalize to CRLF; never a line end in "
-            "the DATA terminator."
+            "A bare LF or CR in a command or message: normalize (each becomes CRLF in the "
+            "stored message, as Postfix 3.9's default does) or reject (550 5.5.2). Either "
+            "way only CRLF.CRLF ends DATA, so SMTP smuggling stays impossible."
         ),
-    ] = "reject"
+    ] = "normalize"
     sender_login_mismatch: Annotated[
         Literal["reject", "allow"],
         _doc("Submission: MAIL FROM and From must belong to the logged-in account (553 5.7.1)."),
