@@ -17,7 +17,7 @@ def test_init_writes_everything(pochta_env: PochtaEnv) -> None:
     assert cfg["server"]["data_dir"] == str(data)
     base = pochta_env.port_base
     assert cfg["listen"]["smtp"] == f"127.0.0.1:{25 + base}"
-    assert cfg["listen"]["managesieve"] == f"127.0.0.1:{4190 + base}"
+    assert cfg["listen"]["managesieve"] == ""  # not served yet: off
     assert (data / "tls" / "cert.pem").is_file()
     key_mode = stat.S_IMODE((data / "tls" / "key.pem").stat().st_mode)
     assert key_mode & 0o077 == 0
@@ -52,10 +52,61 @@ def test_port_base_gives_standard_ports_plus_n(tmp_path: Path) -> None:
         "imaps": "0.0.0.0:10993",
         "pop3": "0.0.0.0:10110",
         "pop3s": "0.0.0.0:10995",
-        "managesieve": "0.0.0.0:14190",
+        "managesieve": "",
         "http": "0.0.0.0:10080",
         "lmtp": "unix:lmtp.sock",
     }
+
+
+def test_port_base_keeps_every_port_in_its_block_of_1000(tmp_path: Path) -> None:
+    # Issue 12 point 19: base 20000 -> every listener within 20000..20999, and neither the
+    # config nor `pochta check` names ManageSieve, which nothing serves yet.
+    data = tmp_path / "d"
+    proc = run_pochta(
+        "init", "--data", str(data), "--hostname", HOSTNAME, "--domain", DOMAIN,
+        "--port-base", "20000", "--bind", "127.0.0.1",
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+    listen = tomllib.loads((data / "pochta.toml").read_text())["listen"]
+    ports = {
+        name: int(value.rpartition(":")[2])
+        for name, value in listen.items()
+        if value and not value.startswith("unix:")
+    }
+    assert len(ports) == 8, listen
+    assert all(20000 <= port <= 20999 for port in ports.values()), ports
+    assert len(set(ports.values())) == len(ports)
+    assert listen["managesieve"] == ""
+    proc = run_pochta("--config", str(data / "pochta.toml"), "check")
+    assert proc.returncode == 0, proc.stderr
+    assert "managesieve" not in proc.stdout.lower() + proc.stderr.lower()
+    served = [line.split()[0] for line in proc.stdout.splitlines() if line.startswith("  listen.")]
+    assert served == [
+        "listen.smtp",
+        "listen.submission",
+        "listen.submissions",
+        "listen.imap",
+        "listen.imaps",
+        "listen.pop3",
+        "listen.pop3s",
+        "listen.http",
+        "listen.lmtp",
+    ]
+    assert "  listen.imap         127.0.0.1:20143" in proc.stdout.splitlines()
+
+
+def test_check_warns_about_a_listener_nothing_serves(pochta_env: PochtaEnv) -> None:
+    text = pochta_env.config_path.read_text().replace(
+        'managesieve = ""', 'managesieve = "127.0.0.1:4190"'
+    )
+    pochta_env.config_path.write_text(text)
+    proc = pochta_env.run("check")
+    assert proc.returncode == 0, proc.stderr
+    assert "listen.managesieve" not in proc.stdout
+    assert proc.stderr.startswith(
+        "warning: listen.managesieve = '127.0.0.1:4190': this version of pochta does not "
+        "serve managesieve yet"
+    )
 
 
 def test_init_refuses_existing_config(pochta_env: PochtaEnv) -> None:

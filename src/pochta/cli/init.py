@@ -9,7 +9,7 @@ import click
 
 from pochta.cli.common import fail
 from pochta.config.sample import render_config
-from pochta.config.settings import STANDARD_PORTS, Settings
+from pochta.config.settings import STANDARD_PORTS, Settings, port_with_base
 from pochta.directory.addresses import AddressError, normalize_domain
 
 
@@ -37,7 +37,10 @@ def _atomic_write(path: Path, text: str, mode: int = 0o640) -> None:
     type=click.IntRange(0, 55000),
     default=0,
     show_default=True,
-    help="Add N to every standard port (10000 gives SMTP 10025, IMAP 10143, ...).",
+    help=(
+        "Move every listener into N..N+999: N plus the standard port (10000 gives SMTP "
+        "10025, IMAP 10143, ...), N plus the last three digits above 999."
+    ),
 )
 @click.option(
     "--bind",
@@ -87,10 +90,15 @@ def init(
     except OSError as exc:
         fail(f"cannot create {data}: {exc.strerror}")
 
+    from pochta.server.services import SERVICES
+
     values: dict[str, dict[str, object]] = {
         "server": {"hostname": host, "data_dir": str(data), "run_as_user": run_as_user},
+        # Only listeners this version serves (ManageSieve stays off until it exists).
         "listen": {
-            name: f"{bind_host}:{port + port_base}" for name, port in STANDARD_PORTS.items()
+            name: f"{bind_host}:{port_with_base(port, port_base)}"
+            for name, port in STANDARD_PORTS.items()
+            if name in SERVICES
         },
     }
     text = render_config(values)

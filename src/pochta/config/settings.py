@@ -90,7 +90,13 @@ class ListenSettings(_Table, frozen=True, kw_only=True, forbid_unknown_fields=Tr
     imaps: Annotated[str, _doc("IMAP over implicit TLS.")] = "0.0.0.0:993"
     pop3: Annotated[str, _doc("POP3 with STLS.")] = "0.0.0.0:110"
     pop3s: Annotated[str, _doc("POP3 over implicit TLS.")] = "0.0.0.0:995"
-    managesieve: Annotated[str, _doc("ManageSieve (RFC 5804).")] = "0.0.0.0:4190"
+    managesieve: Annotated[
+        str,
+        _doc(
+            "ManageSieve (RFC 5804). Not served by this version yet, so off by default; "
+            'its standard port is 4190 ("0.0.0.0:4190").'
+        ),
+    ] = ""
     http: Annotated[str, _doc("HTTP: autoconfig, MTA-STS policy, metrics.")] = "0.0.0.0:80"
     lmtp: Annotated[str, _doc('LMTP: "unix:PATH" (relative to data_dir) or "HOST:PORT".')] = (
         "unix:lmtp.sock"
@@ -492,7 +498,7 @@ class Settings(_Table, frozen=True, kw_only=True, forbid_unknown_fields=True):
 
 LISTENER_NAMES: tuple[str, ...] = tuple(ListenSettings.__struct_fields__)
 
-# Standard port of each listener; `pochta init --port-base N` adds N to each (RFC 6335 names).
+# Standard port of each listener (RFC 6335 names); see ``port_with_base``.
 STANDARD_PORTS: dict[str, int] = {
     "smtp": 25,
     "submission": 587,
@@ -504,3 +510,13 @@ STANDARD_PORTS: dict[str, int] = {
     "managesieve": 4190,
     "http": 80,
 }
+
+
+def port_with_base(port: int, base: int) -> int:
+    """The port ``pochta init --port-base BASE`` gives a listener whose standard port is
+    ``port``: BASE + port for ports below 1000, BASE + port % 1000 above (ManageSieve 4190
+    -> BASE + 190), so every listener stays within BASE..BASE+999 and one block of 1000
+    ports holds a whole test or demo instance. Base 0 keeps the standard ports."""
+    if base == 0:
+        return port
+    return base + port % 1000
