@@ -221,3 +221,52 @@ def test_check_accepts_zero_connections_per_ip(pochta_env: PochtaEnv) -> None:
         f"pochta: error: {pochta_env.config_path}: smtp.max_connections_per_ip: -1 is out of "
         "range; use a whole number from 0 to 1_000_000"
     )
+
+
+def test_check_says_where_postmaster_mail_goes(pochta_env: PochtaEnv) -> None:
+    # Issue 12 point 3: nowhere yet on a fresh install (a warning), then the first account.
+    proc = pochta_env.run("check")
+    assert proc.returncode == 0, proc.stderr
+    assert "  postmaster   -> nowhere yet" in proc.stdout.splitlines()
+    assert proc.stderr.startswith("warning: mail for postmaster has nowhere to go")
+    assert f"pochta user add you@{DOMAIN}" in proc.stderr
+    pochta_env.add_user(f"admin@{DOMAIN}", "correct horse 1")
+    proc = pochta_env.run("check")
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stderr == ""
+    lines = proc.stdout.splitlines()
+    assert f"  postmaster   -> admin@{DOMAIN} (the first account of {DOMAIN})" in lines
+    assert f"    postmaster@{HOSTNAME} -> admin@{DOMAIN}" in lines
+    assert f"    postmaster@{DOMAIN} -> admin@{DOMAIN}" in lines
+
+
+def test_init_postmaster_option(tmp_path: Path) -> None:
+    data = tmp_path / "d"
+    proc = run_pochta(
+        "init", "--data", str(data), "--hostname", HOSTNAME, "--domain", DOMAIN,
+        "--postmaster", "You@Example.ORG", "--no-dkim",
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+    assert "mail for postmaster goes to you@example.org" in proc.stdout
+    config = data / "pochta.toml"
+    assert tomllib.loads(config.read_text())["server"]["postmaster"] == "you@example.org"
+    proc = run_pochta("--config", str(config), "check")
+    assert proc.returncode == 0, proc.stderr
+    lines = proc.stdout.splitlines()
+    assert "  postmaster   -> you@example.org (server.postmaster)" in lines
+    assert f"    postmaster@{DOMAIN} -> you@example.org" in lines
+    proc = run_pochta(
+        "init", "--data", str(tmp_path / "e"), "--hostname", HOSTNAME, "--domain", DOMAIN,
+        "--postmaster", "nobody-at-all",
+    )  # fmt: skip
+    assert proc.returncode == 1
+    assert proc.stderr.startswith("pochta: error: --postmaster: ")
+
+
+def test_check_refuses_a_bad_postmaster_address(pochta_env: PochtaEnv) -> None:
+    text = pochta_env.config_path.read_text().replace('postmaster = ""', 'postmaster = "you"')
+    pochta_env.config_path.write_text(text)
+    proc = pochta_env.run("check")
+    assert proc.returncode == 1
+    assert f"{pochta_env.config_path}: server.postmaster: " in proc.stderr
+    assert 'e.g. "you@example.org"' in proc.stderr

@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import DOMAIN, PochtaEnv
+from tests.conftest import DOMAIN, HOSTNAME, PochtaEnv
 from tests.integration.test_serve import ServeProcess, serve
 
 PASSWORD = "correct horse 1"
@@ -490,3 +490,36 @@ def test_starttls_discards_injected_plaintext(mx: tuple[PochtaEnv, ServeProcess]
             time.sleep(0.3)
             answer = tls.recv(4096)
     assert answer == b"250 2.0.0 OK\r\n"  # only NOOP's reply: RSET and MAIL were dropped
+
+
+def test_postmaster_accepted_and_delivered_on_a_fresh_install(pochta_env: PochtaEnv) -> None:
+    # Issue 12 point 3, RFC 5321 §4.5.1: <postmaster>, postmaster@HOSTNAME and
+    # postmaster@DOMAIN are accepted with no setup and really delivered.
+    env = pochta_env
+    forms = ["postmaster", f"PostMaster@{HOSTNAME}", f"postmaster@{DOMAIN}"]
+    msg = b"Subject: to the postmaster\r\n\r\nhello\r\n"
+    with serve(env.config_path):
+        with smtplib.SMTP("127.0.0.1", env.ports["smtp"]) as c:
+            c.ehlo()
+            c.mail("someone@remote.example")
+            for form in forms:
+                # no account yet: nowhere to put it, so "try again later", never 550
+                code, text = c.rcpt(form)
+                assert (code, text[:5]) == (451, b"4.3.5"), (form, text)
+            c.rset()
+        env.add_user(f"admin@{DOMAIN}", PASSWORD)  # the first account reads postmaster mail
+        with smtplib.SMTP("127.0.0.1", env.ports["smtp"]) as c:
+            for form in forms:
+                assert c.sendmail("someone@remote.example", [form], msg) == {}
+        files = wait_files(env, "admin", 3)
+        assert len(files) == 3
+        assert all(b"hello" in f.read_bytes() for f in files)
+        # An alias for postmaster@DOMAIN wins for that domain; the host name form still
+        # reaches the admin.
+        env.add_user(f"bob@{DOMAIN}", PASSWORD)
+        env.run("alias", "add", f"postmaster@{DOMAIN}", f"bob@{DOMAIN}", check=True)
+        with smtplib.SMTP("127.0.0.1", env.ports["smtp"]) as c:
+            assert c.sendmail("someone@remote.example", [f"postmaster@{DOMAIN}"], msg) == {}
+            assert c.sendmail("someone@remote.example", [f"postmaster@{HOSTNAME}"], msg) == {}
+        assert len(wait_files(env, "bob", 1)) == 1
+        assert len(wait_files(env, "admin", 4)) == 4

@@ -17,6 +17,7 @@ def check(ctx: click.Context) -> None:
     click.echo(f"  hostname   {settings.server.hostname}")
     click.echo(f"  data_dir   {settings.data_dir}")
     _print_listeners(settings)
+    _print_postmaster(settings)
 
 
 def _print_listeners(settings: Settings) -> None:
@@ -35,3 +36,67 @@ def _print_listeners(settings: Settings) -> None:
                 f'{name} yet, so nothing will listen there; set it to ""',
                 err=True,
             )
+
+
+def _print_postmaster(settings: Settings) -> None:
+    """Where postmaster mail goes (RFC 5321 §4.5.1): the admin line, then one line per name
+    we take mail for, as the resolver routes it; a warning when there is nowhere yet."""
+    from pochta.cli.common import open_directory
+    from pochta.resolve import Resolver
+    from pochta.tables.configured import ConfiguredTables
+
+    if not settings.directory_db.exists():
+        click.echo("  postmaster   -> (no directory yet; run pochta init)")
+        return
+    directory = open_directory(settings)
+    try:
+        resolver = Resolver(directory, ConfiguredTables.open(settings.tables), settings)
+        admin = resolver.postmaster_admin()
+        if admin is None:
+            domains = [d.name for d in directory.list_domains()]
+            example = f"you@{domains[0]}" if domains else "you@example.org"
+            click.echo("  postmaster   -> nowhere yet")
+            click.echo(
+                "warning: mail for postmaster has nowhere to go (server.postmaster is empty and "
+                "there is no account yet), so it is answered 451 until there is; set [server] "
+                f'postmaster = "you@example.org" or add an account: pochta user add {example}',
+                err=True,
+            )
+            return
+        click.echo(f"  postmaster   -> {admin[0]} ({admin[1]})")
+        names = [settings.server.hostname, *(d.name for d in directory.list_domains())]
+        for name in dict.fromkeys(n.lower() for n in names):
+            resolution = resolver.resolve(f"postmaster@{name}")
+            where = ", ".join(_destination_text(d) for d in resolution.destinations)
+            click.echo(f"    postmaster@{name} -> {where}")
+    finally:
+        directory.close()
+
+
+def _destination_text(dest: object) -> str:
+    from pochta.resolve import (
+        DiscardDest,
+        FileDest,
+        MailboxDest,
+        PipeDest,
+        Rejection,
+        RelayDest,
+        RemoteDest,
+        UnixDest,
+    )
+
+    if isinstance(dest, MailboxDest):
+        return dest.account
+    if isinstance(dest, RemoteDest | RelayDest):
+        return dest.address
+    if isinstance(dest, PipeDest):
+        return f"|{dest.command}"
+    if isinstance(dest, FileDest):
+        return dest.path
+    if isinstance(dest, UnixDest):
+        return f"Unix user {dest.user}"
+    if isinstance(dest, DiscardDest):
+        return "discarded"
+    if isinstance(dest, Rejection):
+        return f"refused: {dest.reply}"
+    return str(dest)

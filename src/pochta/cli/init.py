@@ -10,7 +10,7 @@ import click
 from pochta.cli.common import fail
 from pochta.config.sample import render_config
 from pochta.config.settings import STANDARD_PORTS, Settings, port_with_base
-from pochta.directory.addresses import AddressError, normalize_domain
+from pochta.directory.addresses import AddressError, normalize_address, normalize_domain
 
 
 def _atomic_write(path: Path, text: str, mode: int = 0o640) -> None:
@@ -48,6 +48,15 @@ def _atomic_write(path: Path, text: str, mode: int = 0o640) -> None:
     show_default=True,
     help="Address the listeners bind to (127.0.0.1 for a local demo).",
 )
+@click.option(
+    "--postmaster",
+    default="",
+    metavar="ADDR",
+    help=(
+        "Who reads mail for postmaster (RFC 5321 §4.5.1), here or elsewhere. Default: the "
+        "first account you add to --domain."
+    ),
+)
 @click.option("--run-as-user", default="", help="Unprivileged user to switch to after binding.")
 @click.option("--no-dkim", is_flag=True, help="Do not generate DKIM keys.")
 @click.pass_context
@@ -58,6 +67,7 @@ def init(
     domain: str,
     port_base: int,
     bind: str,
+    postmaster: str,
     run_as_user: str,
     no_dkim: bool,
 ) -> None:
@@ -70,6 +80,11 @@ def init(
         dom = normalize_domain(domain)
     except AddressError as exc:
         fail(f"--domain: {exc}")
+    if postmaster:
+        try:
+            postmaster = normalize_address(postmaster)
+        except AddressError as exc:
+            fail(f"--postmaster: {exc}")
     bind_host = f"[{bind}]" if ":" in bind else bind
     data = Path(data_dir).absolute()
     config_file = data / "pochta.toml"
@@ -93,7 +108,12 @@ def init(
     from pochta.server.services import SERVICES
 
     values: dict[str, dict[str, object]] = {
-        "server": {"hostname": host, "data_dir": str(data), "run_as_user": run_as_user},
+        "server": {
+            "hostname": host,
+            "data_dir": str(data),
+            "run_as_user": run_as_user,
+            "postmaster": postmaster,
+        },
         # Only listeners this version serves (ManageSieve stays off until it exists).
         "listen": {
             name: f"{bind_host}:{port_with_base(port, port_base)}"
@@ -140,7 +160,11 @@ def init(
     click.echo(f"  directory        {settings.directory_db} (domain {dom})")
     for sel in selectors:
         click.echo(f"  DKIM key         {sel.selector} ({sel.algorithm}) {sel.key_path}")
+    if postmaster:
+        click.echo(f"  postmaster       mail for postmaster goes to {postmaster}")
+    else:
+        click.echo(f"  postmaster       mail for postmaster goes to the first account of {dom}")
     click.echo("Next:")
-    click.echo(f"  pochta --config {config_file} user add postmaster@{dom}")
+    click.echo(f"  pochta --config {config_file} user add you@{dom}")
     click.echo(f"  pochta --config {config_file} dns {dom}")
     click.echo(f"  pochta --config {config_file} serve")

@@ -6,7 +6,7 @@ from collections.abc import Iterator
 
 from pochta.config.load import Problem
 from pochta.config.settings import LISTENER_NAMES, Settings
-from pochta.directory.addresses import AddressError, normalize_domain
+from pochta.directory.addresses import AddressError, normalize_address, normalize_domain
 from pochta.dns.records import parse_nameserver
 from pochta.resolve.transport import TransportError, parse_transport
 
@@ -36,6 +36,15 @@ def _check_server(s: Settings) -> Iterator[Problem]:
             "server.hostname",
             f'{exc}; write the fully qualified name of this host, e.g. "mail.example.org"',
         )
+    if s.server.postmaster:
+        try:
+            normalize_address(s.server.postmaster)
+        except AddressError as exc:
+            yield Problem(
+                "server.postmaster",
+                f'{exc}; write the address that reads postmaster mail, e.g. "you@example.org", '
+                'or "" for the first account',
+            )
 
 
 def _check_listeners(s: Settings) -> Iterator[Problem]:

@@ -53,6 +53,15 @@ class ServerSettings(_Table, frozen=True, kw_only=True, forbid_unknown_fields=Tr
     run_as_group: Annotated[
         str, _doc("Group to switch to; empty means the user's primary group.")
     ] = ""
+    postmaster: Annotated[
+        str,
+        _doc(
+            "Who gets mail for postmaster (RFC 5321 §4.5.1: <postmaster>, postmaster@ this "
+            "host and every hosted domain) when no alias names postmaster@DOMAIN: an address "
+            "here or elsewhere. Empty: the first account of the first domain (the one pochta "
+            "init made). `pochta check` shows where it goes."
+        ),
+    ] = ""
     log_format: Annotated[
         Literal["logfmt", "json"], _doc("One line per event: logfmt or json.")
     ] = "logfmt"
