@@ -1,9 +1,11 @@
 """Load pochta.toml into Settings, collecting every problem instead of stopping at the first.
 
 msgspec stops at the first error, so the file is first walked against the Structs' type
-information (``msgspec.inspect``): each unknown key, wrong type or missing key becomes one
-problem with its TOML key path. Then the values are checked for meaning (ports, host names,
-table files, ...). Only a file without problems is converted into ``Settings``.
+information (``msgspec.inspect``): each unknown key, wrong type, missing key or number
+outside the range its field declares (``msgspec.Meta`` ge/gt/le/lt) becomes one problem with
+its TOML key path and, for a number, the allowed range. Then the values are checked for
+meaning (ports, host names, table files, rules joining two settings, ...). Only a file
+without problems is converted into ``Settings``.
 """
 
 from __future__ import annotations
