@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import email
+import email.policy
+import imaplib
 import shutil
 import smtplib
 import socket
@@ -9,11 +12,13 @@ import ssl
 import subprocess
 import time
 from collections.abc import Iterator
+from contextlib import AbstractContextManager
+from email.header import Header
 from pathlib import Path
 
 import pytest
 
-from tests.conftest import DOMAIN, PochtaEnv
+from tests.conftest import DOMAIN, HOSTNAME, PochtaEnv
 from tests.integration.test_serve import ServeProcess, serve
 
 PASSWORD = "correct horse 1"
@@ -225,23 +230,104 @@ def test_8bit_and_smtputf8(mx: tuple[PochtaEnv, ServeProcess]) -> None:
     assert b"Return-Path: <j\xc3\xbcrgen@b\xc3\xbccher.example>" in path.read_bytes()
 
 
+def _serve_mx(env: PochtaEnv, bare_newline: str) -> AbstractContextManager[ServeProcess]:
+    """The ``mx`` fixture's users and aliases, with ``[smtp] bare_newline`` set."""
+    text = env.config_path.read_text()
+    assert 'bare_newline = "normalize"' in text  # the default init writes
+    env.config_path.write_text(
+        text.replace('bare_newline = "normalize"', f'bare_newline = "{bare_newline}"')
+    )
+    env.add_user(f"alice@{DOMAIN}", PASSWORD)
+    env.add_user(f"bob@{DOMAIN}", PASSWORD)
+    return serve(env.config_path)
+
+
+@pytest.mark.parametrize("mode", ["normalize", "reject"])
 @pytest.mark.parametrize("fake", [b"\n.\n", b"\r.\r\n", b"\n.\r\n", b"\r\n.\n", b"\r.\r"])
-def test_smtp_smuggling_is_impossible(mx: tuple[PochtaEnv, ServeProcess], fake: bytes) -> None:
-    env, server = mx
+def test_smtp_smuggling_is_impossible(pochta_env: PochtaEnv, fake: bytes, mode: str) -> None:
+    env = pochta_env
+    with _serve_mx(env, mode) as server:
+        out = raw_session(
+            env.ports["smtp"],
+            b"EHLO c.example\r\nMAIL FROM:<x@remote.example>\r\nRCPT TO:<alice@example.test>\r\n"
+            b"DATA\r\nSubject: first\r\n\r\nbody"
+            + fake
+            + b"MAIL FROM:<admin@example.test>\r\nRCPT TO:<bob@example.test>\r\nDATA\r\n"
+            b"Subject: smuggled\r\n\r\nevil\r\n.\r\nQUIT\r\n",
+        )
+        replies = [line for line in out.split(b"\r\n") if line[:3].isdigit() and line[3:4] == b" "]
+        if mode == "reject":
+            # smtpd_forbid_bare_newline = reject: no message at all
+            assert b"550 5.5.2" in out
+            time.sleep(0.5)
+            assert mailbox_files(env, "alice") == []
+            assert server.events("queued") == []
+        else:
+            # normalize: one message for alice, the "smuggled" commands are its content
+            assert replies[-2].startswith(b"250 2.0.0 Ok: queued as "), out
+            assert replies[-1] == b"221 2.0.0 Bye"
+            (path,) = wait_files(env, "alice", 1)
+            stored = path.read_bytes()
+            assert b"MAIL FROM:<admin@example.test>" in stored
+            assert b"evil" in stored
+            assert b"\r" not in stored  # Maildir holds LF; no stray CR survived
+            assert len(server.events("queued")) == 1
+        assert mailbox_files(env, "bob") == []
+
+
+LONG_SUBJECT = "Приглашение на встречу по поводу квартального отчёта и планов на следующий год"
+
+
+def test_header_encode_folded_with_bare_lf_is_accepted(mx: tuple[PochtaEnv, ServeProcess]) -> None:
+    # Issue 12 point 2: Header(...).encode() folds a long UTF-8 Subject with a bare "\n";
+    # a script pastes it into CRLF text and sends bytes (smtplib fixes no line ends in bytes).
+    env, _ = mx
+    subject = Header(LONG_SUBJECT, "utf-8").encode()
+    assert "?=\n =?" in subject
+    msg = (
+        f"From: cron@app.example\r\nTo: alice@{DOMAIN}\r\nSubject: {subject}\r\n"
+        "MIME-Version: 1.0\r\nContent-Type: text/plain; charset=utf-8\r\n\r\nreport\r\n"
+    ).encode()
+    assert b"?=\n =?" in msg  # the bare LF really goes out
+    with smtplib.SMTP("127.0.0.1", env.ports["smtp"]) as c:
+        assert c.sendmail("cron@app.example", [f"alice@{DOMAIN}"], msg) == {}
+    (path,) = wait_files(env, "alice", 1)
+    stored = path.read_bytes()
+    assert b"\r" not in stored  # every line end was CRLF (Maildir files hold them as LF)
+    parsed = email.message_from_bytes(stored.replace(b"\n", b"\r\n"), policy=email.policy.SMTP)
+    assert parsed["Subject"] == LONG_SUBJECT
+    assert parsed.get_content().strip() == "report"
+    # what IMAP would send: CRLF only
+    with imaplib.IMAP4("127.0.0.1", env.ports["imap"]) as imap:
+        imap.login(f"alice@{DOMAIN}", PASSWORD)
+        imap.select("INBOX")
+        _, data = imap.fetch("1", "(BODY.PEEK[])")
+    body = data[0][1]
+    assert isinstance(body, bytes)
+    assert b"?=\r\n =?" in body
+    assert body.count(b"\n") == body.count(b"\r\n")
+    assert body.count(b"\r") == body.count(b"\r\n")
+
+
+def test_bdat_text_with_bare_lf_is_normalized(mx: tuple[PochtaEnv, ServeProcess]) -> None:
+    env, _ = mx
+    body = b"Subject: bdat\n =?utf-8?b?QQ==?=\r\n\r\nline one\nline two\r\n"
     out = raw_session(
         env.ports["smtp"],
         b"EHLO c.example\r\nMAIL FROM:<x@remote.example>\r\nRCPT TO:<alice@example.test>\r\n"
-        b"DATA\r\nSubject: first\r\n\r\nbody"
-        + fake
-        + b"MAIL FROM:<admin@example.test>\r\nRCPT TO:<bob@example.test>\r\nDATA\r\n"
-        b"Subject: smuggled\r\n\r\nevil\r\n.\r\nQUIT\r\n",
+        + f"BDAT {len(body)} LAST\r\n".encode()
+        + body
+        + b"QUIT\r\n",
     )
-    # bare newlines are refused by default (smtpd_forbid_bare_newline): no message at all
-    assert b"550 5.5.2" in out
-    time.sleep(0.5)
-    assert mailbox_files(env, "bob") == []
-    assert mailbox_files(env, "alice") == []
-    assert server.events("queued") == []
+    assert b"250 2.0.0 Ok: queued as " in out
+    with imaplib.IMAP4("127.0.0.1", env.ports["imap"]) as imap:
+        wait_files(env, "alice", 1)
+        imap.login(f"alice@{DOMAIN}", PASSWORD)
+        imap.select("INBOX")
+        _, data = imap.fetch("1", "(BODY.PEEK[])")
+    fetched = data[0][1]
+    assert isinstance(fetched, bytes)
+    assert fetched.endswith(b"Subject: bdat\r\n =?utf-8?b?QQ==?=\r\n\r\nline one\r\nline two\r\n")
 
 
 def test_lmtp_per_recipient_replies(pochta_env: PochtaEnv) -> None:
@@ -404,3 +490,36 @@ def test_starttls_discards_injected_plaintext(mx: tuple[PochtaEnv, ServeProcess]
             time.sleep(0.3)
             answer = tls.recv(4096)
     assert answer == b"250 2.0.0 OK\r\n"  # only NOOP's reply: RSET and MAIL were dropped
+
+
+def test_postmaster_accepted_and_delivered_on_a_fresh_install(pochta_env: PochtaEnv) -> None:
+    # Issue 12 point 3, RFC 5321 §4.5.1: <postmaster>, postmaster@HOSTNAME and
+    # postmaster@DOMAIN are accepted with no setup and really delivered.
+    env = pochta_env
+    forms = ["postmaster", f"PostMaster@{HOSTNAME}", f"postmaster@{DOMAIN}"]
+    msg = b"Subject: to the postmaster\r\n\r\nhello\r\n"
+    with serve(env.config_path):
+        with smtplib.SMTP("127.0.0.1", env.ports["smtp"]) as c:
+            c.ehlo()
+            c.mail("someone@remote.example")
+            for form in forms:
+                # no account yet: nowhere to put it, so "try again later", never 550
+                code, text = c.rcpt(form)
+                assert (code, text[:5]) == (451, b"4.3.5"), (form, text)
+            c.rset()
+        env.add_user(f"admin@{DOMAIN}", PASSWORD)  # the first account reads postmaster mail
+        with smtplib.SMTP("127.0.0.1", env.ports["smtp"]) as c:
+            for form in forms:
+                assert c.sendmail("someone@remote.example", [form], msg) == {}
+        files = wait_files(env, "admin", 3)
+        assert len(files) == 3
+        assert all(b"hello" in f.read_bytes() for f in files)
+        # An alias for postmaster@DOMAIN wins for that domain; the host name form still
+        # reaches the admin.
+        env.add_user(f"bob@{DOMAIN}", PASSWORD)
+        env.run("alias", "add", f"postmaster@{DOMAIN}", f"bob@{DOMAIN}", check=True)
+        with smtplib.SMTP("127.0.0.1", env.ports["smtp"]) as c:
+            assert c.sendmail("someone@remote.example", [f"postmaster@{DOMAIN}"], msg) == {}
+            assert c.sendmail("someone@remote.example", [f"postmaster@{HOSTNAME}"], msg) == {}
+        assert len(wait_files(env, "bob", 1)) == 1
+        assert len(wait_files(env, "admin", 4)) == 4

@@ -6,6 +6,7 @@ import tomllib
 from pathlib import Path
 from typing import Any
 
+import msgspec.inspect as mi
 import pytest
 
 from pochta.config.load import ConfigError, load_settings, settings_from_dict
@@ -157,14 +158,139 @@ def test_semantic_ranges() -> None:
     data["directory"] = {"recipient_delimiter": "@", "default_quota_bytes": -5}
     assert sorted(problems_of(data)) == sorted(
         [
-            "auth.failure_window_seconds: must be at least 1",
-            "auth.failure_threshold: must be at least 1",
-            "auth.tarpit_max_seconds: must be between 0 and 300",
+            "auth.failure_window_seconds: 0 is out of range; use a whole number from 1 to 86400",
+            "auth.failure_threshold: 0 is out of range; use a whole number from 1 to 10000",
+            "auth.tarpit_max_seconds: -1 is out of range; use a number from 0 to 300",
             'directory.recipient_delimiter: "@" contains a character that cannot separate an '
             'extension; use "+" or "-"',
-            "directory.default_quota_bytes: must be 0 (unlimited) or more",
+            "directory.default_quota_bytes: -5 is out of range; use a whole number from 0 to "
+            "1_099_511_627_776",
         ]
     )
+
+
+# -- ranges: every number in the config has one (issue 12, point 11) ----------------------
+
+
+def _numeric_fields() -> list[tuple[str, mi.IntType | mi.FloatType]]:
+    """Every int and float setting, as (TOML key path, its type with the range)."""
+    out: list[tuple[str, mi.IntType | mi.FloatType]] = []
+    root = mi.type_info(Settings)
+    assert isinstance(root, mi.StructType)
+    for table in root.fields:
+        st = _unwrap(table.type)
+        if not isinstance(st, mi.StructType):
+            continue
+        for f in st.fields:
+            t = _unwrap(f.type)
+            if isinstance(t, mi.IntType | mi.FloatType):
+                out.append((f"{table.encode_name}.{f.encode_name}", t))
+    return out
+
+
+def _unwrap(t: mi.Type) -> mi.Type:
+    while isinstance(t, mi.Metadata):
+        t = t.type
+    return t
+
+
+NUMERIC_FIELDS = _numeric_fields()
+
+
+def test_numeric_fields_are_found() -> None:
+    keys = [k for k, _ in NUMERIC_FIELDS]
+    assert "smtp.max_message_bytes" in keys
+    assert "queue.minimal_backoff_seconds" in keys
+    assert len(keys) >= 30
+
+
+@pytest.mark.parametrize(("key", "t"), NUMERIC_FIELDS, ids=[k for k, _ in NUMERIC_FIELDS])
+def test_every_number_has_a_range(key: str, t: mi.IntType | mi.FloatType) -> None:
+    # A lower and an upper bound, declared with msgspec.Meta in the field's Annotated.
+    assert t.ge is not None or t.gt is not None, f"{key}: declare its minimum (Meta ge/gt)"
+    assert t.le is not None or t.lt is not None, f"{key}: declare its maximum (Meta le/lt)"
+    table, name = key.split(".")
+    lowest = t.ge if t.ge is not None else t.gt
+    below = (lowest - 1) if isinstance(t, mi.IntType) else (lowest - 0.5)
+    (p,) = problems_of(with_(table, **{name: below}))
+    assert p.startswith(f"{key}: {below} is out of range; use a ")
+    assert str(lowest) in p
+    highest = t.le if t.le is not None else t.lt
+    (p,) = problems_of(with_(table, **{name: highest + 1}))
+    assert p.startswith(f"{key}: {highest + 1} is out of range; use a ")
+    # the bounds themselves are in range (where the bound is inclusive)
+    for bound in (t.ge, t.le):
+        if bound is not None:
+            problems: list[str] = []
+            try:
+                settings_from_dict(with_(table, **{name: bound}), check_files=False)
+            except ConfigError as exc:  # a rule joining two settings may still object
+                problems = [p.message for p in exc.problems]
+            assert not [p for p in problems if "out of range" in p]
+
+
+@pytest.mark.parametrize(
+    ("table", "name", "value", "message"),
+    [
+        ("server", "processes", -3, "-3 is out of range; use a whole number from 0 to 1024"),
+        (
+            "smtp",
+            "max_message_bytes",
+            -1,
+            "-1 is out of range; use a whole number from 1 to 2_147_483_647",
+        ),
+        ("smtp", "idle_timeout_seconds", -5, "-5 is out of range; use a whole number from 1 to"),
+        (
+            "delivery",
+            "connect_timeout_seconds",
+            -1.5,
+            "-1.5 is out of range; use a number more than 0 and at most 3600",
+        ),
+        ("dns", "timeout_seconds", 0, "0 is out of range; use a number more than 0 and at most"),
+        (
+            "imap",
+            "max_connections_per_ip",
+            -1,
+            "-1 is out of range; use a whole number from 0 to 1_000_000",
+        ),
+    ],
+)
+def test_issue_ranges(table: str, name: str, value: float, message: str) -> None:
+    (p,) = problems_of(with_(table, **{name: value}))
+    assert p.startswith(f"{table}.{name}: {message}")
+
+
+def test_zero_connections_per_ip_means_no_limit() -> None:
+    # Postfix smtpd_client_connection_count_limit = 0: no limit, so 0 must not lock clients out.
+    for table in ("smtp", "imap", "pop3"):
+        s = settings_from_dict(with_(table, max_connections_per_ip=0), check_files=False)
+        assert getattr(s, table).max_connections_per_ip == 0
+        assert "0: no limit" in _doc_of(table, "max_connections_per_ip")
+
+
+def _doc_of(table: str, name: str) -> str:
+    root = mi.type_info(Settings)
+    assert isinstance(root, mi.StructType)
+    st = _unwrap(next(f.type for f in root.fields if f.encode_name == table))
+    assert isinstance(st, mi.StructType)
+    t = next(f.type for f in st.fields if f.encode_name == name)
+    assert isinstance(t, mi.Metadata)
+    assert t.extra_json_schema is not None
+    return str(t.extra_json_schema["description"])
+
+
+def test_backoff_order_and_delay_warning() -> None:
+    data = with_("queue", minimal_backoff_seconds=5000, maximal_backoff_seconds=4000)
+    assert problems_of(data) == [
+        "queue.minimal_backoff_seconds: 5000 is more than queue.maximal_backoff_seconds "
+        "(4000); make the minimal backoff the smaller one"
+    ]
+    data = with_("queue", delay_warning_seconds=500000)
+    (p,) = problems_of(data)
+    assert p.startswith(
+        "queue.delay_warning_seconds: 500000 is not less than queue.maximal_lifetime_seconds"
+    )
+    assert settings_from_dict(with_("queue", delay_warning_seconds=0), check_files=False)
 
 
 def test_bad_metrics_network() -> None:

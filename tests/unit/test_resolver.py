@@ -41,6 +41,7 @@ from pochta.resolve.resolver import (
     CONFIG_ERROR,
     DOMAIN_DISABLED,
     MAILBOX_DISABLED,
+    NO_POSTMASTER_YET,
     RELAY_UNKNOWN,
     VIRTUAL_ALIAS_UNKNOWN,
 )
@@ -78,6 +79,7 @@ def make(tmp_path: Path, directory: SqliteDirectory) -> MakeResolver:
         relay_domains: tuple[str, ...] = (),
         unix: bool = False,
         delimiter: str = "+",
+        postmaster: str = "",
     ) -> Resolver:
         def table(name: str, text: str | None, kind: str = "texthash") -> list[str]:
             if text is None:
@@ -96,7 +98,7 @@ def make(tmp_path: Path, directory: SqliteDirectory) -> MakeResolver:
             relay_domains=list(relay_domains),
         )
         settings = Settings(
-            server=ServerSettings(hostname=HOST),
+            server=ServerSettings(hostname=HOST, postmaster=postmaster),
             tables=tables,
             directory=DirectorySettings(recipient_delimiter=delimiter),
             local=LocalSettings(domains=["localhost"], deliver_to_unix_accounts=unix),
@@ -331,18 +333,81 @@ def test_postmaster_account_or_alias_wins(make: MakeResolver, directory: SqliteD
     assert dests(r, "postmaster@example.org") == (MailboxDest("bob@example.org"),)
 
 
-def test_postmaster_then_catchall_then_refusal_with_a_warning(
-    make: MakeResolver, directory: SqliteDirectory
+# Issue 12 point 3: RFC 5321 §4.5.1, postmaster is accepted with no setup.
+POSTMASTER_FORMS = ["postmaster", "<Postmaster>", f"POSTMASTER@{HOST}", "PostMaster@Example.ORG"]
+
+
+@pytest.mark.parametrize("form", POSTMASTER_FORMS)
+def test_postmaster_goes_to_the_first_account_when_nothing_is_set(
+    make: MakeResolver, form: str
 ) -> None:
     r = make()
-    with capture_logs() as logs:
-        assert dests(r, "postmaster@example.org") == reject(UNKNOWN_USER, "postmaster@example.org")
-        dests(r, "postmaster@example.org")
-    warnings = [e for e in logs if e["event"] == "no_postmaster"]
-    assert len(warnings) == 1  # once per domain
-    assert "pochta alias add postmaster@example.org" in warnings[0]["hint"]
+    assert r.postmaster_admin() == ("alice@example.org", "the first account of example.org")
+    assert dests(r, form) == (MailboxDest("alice@example.org"),)
+    assert r.check_recipient(form, authenticated=False) is None
+
+
+@pytest.mark.parametrize("form", POSTMASTER_FORMS)
+def test_postmaster_goes_to_the_configured_admin(make: MakeResolver, form: str) -> None:
+    r = make(postmaster="boss@elsewhere.example")
+    assert r.postmaster_admin() == ("boss@elsewhere.example", "server.postmaster")
+    assert dests(r, form) == (RemoteDest("boss@elsewhere.example", "smtp:elsewhere.example"),)
+    assert r.check_recipient(form, authenticated=False) is None
+
+
+def test_postmaster_alias_of_that_domain_wins_over_the_admin(
+    make: MakeResolver, directory: SqliteDirectory
+) -> None:
+    directory.add_alias("postmaster@example.org", ["bob@example.org"])
+    r = make(postmaster="carol@example.org", virtual_alias=f"postmaster@{HOST} bob@example.org\n")
+    assert dests(r, "postmaster@example.org") == (MailboxDest("bob@example.org"),)
+    assert dests(r, f"postmaster@{HOST}") == (MailboxDest("bob@example.org"),)
+    assert dests(r, "postmaster") == (MailboxDest("bob@example.org"),)
+    assert dests(r, "postmaster@localhost") == (MailboxDest("carol@example.org"),)
+
+
+def test_postmaster_admin_comes_before_the_catchall(
+    make: MakeResolver, directory: SqliteDirectory
+) -> None:
     directory.set_domain("example.org", catchall="carol@example.org")
-    assert dests(r, "postmaster@example.org") == (MailboxDest("carol@example.org"),)
+    assert dests(make(), "postmaster@example.org") == (MailboxDest("alice@example.org"),)
+
+
+def test_postmaster_admin_is_the_first_account_of_the_first_domain(
+    make: MakeResolver, directory: SqliteDirectory
+) -> None:
+    directory.add_domain("later.example")
+    directory.add_account("aaron@later.example", password_hash=HASH)
+    assert make().postmaster_admin() == ("alice@example.org", "the first account of example.org")
+
+
+def test_postmaster_with_nowhere_to_go_waits_451_with_a_warning(tmp_path: Path) -> None:
+    empty = SqliteDirectory(tmp_path / "empty.sqlite3")
+    try:
+        empty.add_domain("fresh.example")
+        tables = TablesSettings()
+        settings = Settings(server=ServerSettings(hostname=HOST))
+        r = Resolver(empty, ConfiguredTables.open(tables), settings)
+        assert r.postmaster_admin() is None
+        with capture_logs() as logs:
+            assert dests(r, "postmaster@fresh.example") == reject(
+                NO_POSTMASTER_YET, "postmaster@fresh.example"
+            )
+            assert dests(r, "postmaster") == reject(NO_POSTMASTER_YET, f"postmaster@{HOST}")
+            dests(r, "postmaster@fresh.example")
+        assert NO_POSTMASTER_YET.code == 451  # never refused for good
+        warnings = [e for e in logs if e["event"] == "no_postmaster"]
+        assert len(warnings) == 2  # once per domain
+        assert "[server] postmaster" in warnings[0]["hint"]
+        empty.add_account("first@fresh.example", password_hash=HASH)
+        assert dests(r, "postmaster@fresh.example") == (MailboxDest("first@fresh.example"),)
+    finally:
+        empty.close()
+
+
+def test_postmaster_admin_pointing_at_itself_does_not_loop(make: MakeResolver) -> None:
+    r = make(postmaster="postmaster@example.org")
+    assert dests(r, "postmaster@example.org") == reject(NO_POSTMASTER_YET, "postmaster@example.org")
 
 
 # -- local class ---------------------------------------------------------------------------

@@ -851,9 +851,19 @@ def test_data_line_too_long() -> None:
 
 
 def test_data_bare_lf_rejected() -> None:
-    app, out = _data_session(b"a\nb\r\n.\r\nNOOP\r\n")
+    app, out = _data_session(b"a\nb\r\n.\r\nNOOP\r\n", bare_newline="reject")
     assert out == (BARE_LINEFEED.encode() + b"250 2.0.0 OK\r\n")
     assert app.events == [Noop()]
+
+
+def test_bare_newline_default_is_normalize() -> None:
+    # Issue 12 point 2: Postfix 3.9's default; mail from scripts that fold with "\n" arrives.
+    assert SMTPSettings().bare_newline == "normalize"
+    app, out = _data_session(b"Subject: =?utf-8?b?QQ==?=\n =?utf-8?b?Qg==?=\r\n\r\nhi\nyo\r\n.\r\n")
+    assert out == b"250 2.0.0 Queued\r\n"
+    assert app.events == [
+        MessageData(b"Subject: =?utf-8?b?QQ==?=\r\n =?utf-8?b?Qg==?=\r\n\r\nhi\r\nyo\r\n")
+    ]
 
 
 def test_data_bare_newlines_normalized() -> None:
@@ -963,6 +973,59 @@ def test_bdat_binary_chunks() -> None:
         "250 2.0.0 OK\r\n"
     )
     assert app.events == [MessageData(binary + b"RSET"), Noop()]
+
+
+def _text_bdat_session(data: bytes, **kwargs: Any) -> tuple[App, bytes]:
+    """BDAT without BODY=BINARYMIME: text lines (RFC 3030 §2)."""
+    conn = make_conn(**kwargs)
+    app = App()
+    greet_ehlo(conn, app)
+    head = b"MAIL FROM:<a@example.org>\r\nRCPT TO:<b@example.org>\r\n"
+    assert exchange(conn, app, head) == b"250 2.1.0 Sender OK\r\n250 2.1.5 Recipient OK\r\n"
+    app.events.clear()
+    return app, b"".join(exchange(conn, app, data[i : i + 1]) for i in range(len(data)))
+
+
+@pytest.mark.parametrize("split", [False, True], ids=["whole", "bytewise"])
+def test_bdat_text_bare_newlines_normalized(split: bool) -> None:
+    # Issue 12 point 2, BDAT: bare LF and CR become CRLF; a CRLF cut between two chunks
+    # stays one line end; a CR ending the last chunk becomes CRLF.
+    chunks = [b"Subject: a\n b\r", b"\nx\ry\r\n\n", b"z\r"]
+    data = b"".join(
+        f"BDAT {len(c)}{' LAST' if i == len(chunks) - 1 else ''}\r\n".encode() + c
+        for i, c in enumerate(chunks)
+    )
+    if split:
+        app, out = _text_bdat_session(data)
+    else:
+        conn = make_conn()
+        app = App()
+        greet_ehlo(conn, app)
+        exchange(conn, app, b"MAIL FROM:<a@example.org>\r\nRCPT TO:<b@example.org>\r\n")
+        app.events.clear()
+        out = exchange(conn, app, data)
+    assert out.endswith(b"250 2.0.0 Queued\r\n")
+    assert app.events == [MessageData(b"Subject: a\r\n b\r\nx\r\ny\r\n\r\nz\r\n")]
+
+
+def test_bdat_text_kept_in_reject_mode_and_binarymime_kept() -> None:
+    # reject mode leaves BDAT content as it was; BINARYMIME is octets (RFC 3030 §3).
+    app, out = _text_bdat_session(b"BDAT 4 LAST\r\na\nb\r", bare_newline="reject")
+    assert app.events == [MessageData(b"a\nb\r")]
+    app, out2 = _bdat_session(b"BDAT 4 LAST\r\na\nb\r")
+    assert app.events == [MessageData(b"a\nb\r")]
+    assert out.endswith(b"250 2.0.0 Queued\r\n")
+    assert out2 == "250 2.0.0 Queued\r\n"
+
+
+def test_bdat_normalized_size_counts_against_the_limit() -> None:
+    # 600 bare LFs are 1200 octets once normalised: over a 1000-octet limit.
+    body = b"\n" * 600
+    app, out = _text_bdat_session(
+        f"BDAT {len(body)} LAST\r\n".encode() + body, max_message_bytes=1000
+    )
+    assert out.startswith(b"552 5.3.4")
+    assert app.events == []
 
 
 def test_bdat_zero_last_alone() -> None:
@@ -1458,7 +1521,7 @@ BARE_COMMAND = "500 5.5.2 Bare CR or LF in command; lines must end with CRLF (RF
 
 
 def test_bare_lf_in_command_is_never_executed() -> None:
-    conn = make_conn()
+    conn = make_conn(bare_newline="reject")
     app = App()
     greet_ehlo(conn, app)
     out = exchange(

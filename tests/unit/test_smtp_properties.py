@@ -17,7 +17,7 @@ from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from pochta.protocols.smtp import NEED_DATA, Event
-from pochta.protocols.smtp.data import DataReader
+from pochta.protocols.smtp.data import ChunkedMessage, DataReader
 from pochta.protocols.smtp.parse import (
     ParseError,
     bdat_chunk_size,
@@ -362,3 +362,23 @@ def test_data_reader_cuts_do_not_matter(data: bytes, cuts: list[int], mode: Mode
     assert read(cuts) == whole
     if whole[0]:
         assert read(list(range(len(data)))) == whole
+
+
+@settings(max_examples=300)
+@given(
+    st.lists(st.sampled_from([b"\r", b"\n", b"\r\n", b"a", b"."]), max_size=40).map(b"".join),
+    st.lists(st.integers(0, 80), max_size=10),
+)
+@example(b"a\r\nb", [2])
+def test_bdat_normalize_cuts_do_not_matter(data: bytes, cuts: list[int]) -> None:
+    # BDAT text content (issue 12 point 2): however the chunks cut it, every CR and LF ends
+    # up in a CRLF, and a CRLF cut between two chunks is still one line end.
+    message = ChunkedMessage(max_message_bytes=0, normalize=True)
+    for piece in pieces(data, cuts):
+        message.add(piece)
+    whole = ChunkedMessage(max_message_bytes=0, normalize=True)
+    whole.add(data)
+    assert message.content == whole.content
+    expected = data.replace(b"\r\n", b"\n").replace(b"\r", b"\n").replace(b"\n", b"\r\n")
+    assert message.content == expected
+    assert message.failure is None

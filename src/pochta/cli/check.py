@@ -5,7 +5,7 @@ from __future__ import annotations
 import click
 
 from pochta.cli.common import config_path, load_cli_settings
-from pochta.config.settings import LISTENER_NAMES
+from pochta.config.settings import LISTENER_NAMES, Settings
 
 
 @click.command()
@@ -16,6 +16,87 @@ def check(ctx: click.Context) -> None:
     click.echo(f"{config_path(ctx)}: OK")
     click.echo(f"  hostname   {settings.server.hostname}")
     click.echo(f"  data_dir   {settings.data_dir}")
+    _print_listeners(settings)
+    _print_postmaster(settings)
+
+
+def _print_listeners(settings: Settings) -> None:
+    """One line per listener this version serves ("listen.smtp  127.0.0.1:25", or "off");
+    scripts (the demo banner) read them. A listener configured for a service that does not
+    exist yet gets a warning, not a line: nothing will listen there."""
+    from pochta.server.services import SERVICES
+
     for name in LISTENER_NAMES:
         value = getattr(settings.listen, name)
-        click.echo(f"  listen.{name:<12} {value or 'off'}")
+        if name in SERVICES:
+            click.echo(f"  listen.{name:<12} {value or 'off'}")
+        elif value:
+            click.echo(
+                f"warning: listen.{name} = {value!r}: this version of pochta does not serve "
+                f'{name} yet, so nothing will listen there; set it to ""',
+                err=True,
+            )
+
+
+def _print_postmaster(settings: Settings) -> None:
+    """Where postmaster mail goes (RFC 5321 §4.5.1): the admin line, then one line per name
+    we take mail for, as the resolver routes it; a warning when there is nowhere yet."""
+    from pochta.cli.common import open_directory
+    from pochta.resolve import Resolver
+    from pochta.tables.configured import ConfiguredTables
+
+    if not settings.directory_db.exists():
+        click.echo("  postmaster   -> (no directory yet; run pochta init)")
+        return
+    directory = open_directory(settings)
+    try:
+        resolver = Resolver(directory, ConfiguredTables.open(settings.tables), settings)
+        admin = resolver.postmaster_admin()
+        if admin is None:
+            domains = [d.name for d in directory.list_domains()]
+            example = f"you@{domains[0]}" if domains else "you@example.org"
+            click.echo("  postmaster   -> nowhere yet")
+            click.echo(
+                "warning: mail for postmaster has nowhere to go (server.postmaster is empty and "
+                "there is no account yet), so it is answered 451 until there is; set [server] "
+                f'postmaster = "you@example.org" or add an account: pochta user add {example}',
+                err=True,
+            )
+            return
+        click.echo(f"  postmaster   -> {admin[0]} ({admin[1]})")
+        names = [settings.server.hostname, *(d.name for d in directory.list_domains())]
+        for name in dict.fromkeys(n.lower() for n in names):
+            resolution = resolver.resolve(f"postmaster@{name}")
+            where = ", ".join(_destination_text(d) for d in resolution.destinations)
+            click.echo(f"    postmaster@{name} -> {where}")
+    finally:
+        directory.close()
+
+
+def _destination_text(dest: object) -> str:
+    from pochta.resolve import (
+        DiscardDest,
+        FileDest,
+        MailboxDest,
+        PipeDest,
+        Rejection,
+        RelayDest,
+        RemoteDest,
+        UnixDest,
+    )
+
+    if isinstance(dest, MailboxDest):
+        return dest.account
+    if isinstance(dest, RemoteDest | RelayDest):
+        return dest.address
+    if isinstance(dest, PipeDest):
+        return f"|{dest.command}"
+    if isinstance(dest, FileDest):
+        return dest.path
+    if isinstance(dest, UnixDest):
+        return f"Unix user {dest.user}"
+    if isinstance(dest, DiscardDest):
+        return "discarded"
+    if isinstance(dest, Rejection):
+        return f"refused: {dest.reply}"
+    return str(dest)

@@ -9,8 +9,8 @@ import click
 
 from pochta.cli.common import fail
 from pochta.config.sample import render_config
-from pochta.config.settings import STANDARD_PORTS, Settings
-from pochta.directory.addresses import AddressError, normalize_domain
+from pochta.config.settings import STANDARD_PORTS, Settings, port_with_base
+from pochta.directory.addresses import AddressError, normalize_address, normalize_domain
 
 
 def _atomic_write(path: Path, text: str, mode: int = 0o640) -> None:
@@ -37,13 +37,25 @@ def _atomic_write(path: Path, text: str, mode: int = 0o640) -> None:
     type=click.IntRange(0, 55000),
     default=0,
     show_default=True,
-    help="Add N to every standard port (10000 gives SMTP 10025, IMAP 10143, ...).",
+    help=(
+        "Move every listener into N..N+999: N plus the standard port (10000 gives SMTP "
+        "10025, IMAP 10143, ...), N plus the last three digits above 999."
+    ),
 )
 @click.option(
     "--bind",
     default="0.0.0.0",  # noqa: S104 - a mail server listens on all interfaces by default
     show_default=True,
     help="Address the listeners bind to (127.0.0.1 for a local demo).",
+)
+@click.option(
+    "--postmaster",
+    default="",
+    metavar="ADDR",
+    help=(
+        "Who reads mail for postmaster (RFC 5321 §4.5.1), here or elsewhere. Default: the "
+        "first account you add to --domain."
+    ),
 )
 @click.option("--run-as-user", default="", help="Unprivileged user to switch to after binding.")
 @click.option("--no-dkim", is_flag=True, help="Do not generate DKIM keys.")
@@ -55,6 +67,7 @@ def init(
     domain: str,
     port_base: int,
     bind: str,
+    postmaster: str,
     run_as_user: str,
     no_dkim: bool,
 ) -> None:
@@ -67,6 +80,11 @@ def init(
         dom = normalize_domain(domain)
     except AddressError as exc:
         fail(f"--domain: {exc}")
+    if postmaster:
+        try:
+            postmaster = normalize_address(postmaster)
+        except AddressError as exc:
+            fail(f"--postmaster: {exc}")
     bind_host = f"[{bind}]" if ":" in bind else bind
     data = Path(data_dir).absolute()
     config_file = data / "pochta.toml"
@@ -87,10 +105,20 @@ def init(
     except OSError as exc:
         fail(f"cannot create {data}: {exc.strerror}")
 
+    from pochta.server.services import SERVICES
+
     values: dict[str, dict[str, object]] = {
-        "server": {"hostname": host, "data_dir": str(data), "run_as_user": run_as_user},
+        "server": {
+            "hostname": host,
+            "data_dir": str(data),
+            "run_as_user": run_as_user,
+            "postmaster": postmaster,
+        },
+        # Only listeners this version serves (ManageSieve stays off until it exists).
         "listen": {
-            name: f"{bind_host}:{port + port_base}" for name, port in STANDARD_PORTS.items()
+            name: f"{bind_host}:{port_with_base(port, port_base)}"
+            for name, port in STANDARD_PORTS.items()
+            if name in SERVICES
         },
     }
     text = render_config(values)
@@ -132,7 +160,11 @@ def init(
     click.echo(f"  directory        {settings.directory_db} (domain {dom})")
     for sel in selectors:
         click.echo(f"  DKIM key         {sel.selector} ({sel.algorithm}) {sel.key_path}")
+    if postmaster:
+        click.echo(f"  postmaster       mail for postmaster goes to {postmaster}")
+    else:
+        click.echo(f"  postmaster       mail for postmaster goes to the first account of {dom}")
     click.echo("Next:")
-    click.echo(f"  pochta --config {config_file} user add postmaster@{dom}")
+    click.echo(f"  pochta --config {config_file} user add you@{dom}")
     click.echo(f"  pochta --config {config_file} dns {dom}")
     click.echo(f"  pochta --config {config_file} serve")

@@ -6,7 +6,7 @@ from collections.abc import Iterator
 
 from pochta.config.load import Problem
 from pochta.config.settings import LISTENER_NAMES, Settings
-from pochta.directory.addresses import AddressError, normalize_domain
+from pochta.directory.addresses import AddressError, normalize_address, normalize_domain
 from pochta.dns.records import parse_nameserver
 from pochta.resolve.transport import TransportError, parse_transport
 
@@ -17,9 +17,9 @@ def check_semantics(settings: Settings, *, check_files: bool = True) -> list[Pro
         _check_server,
         _check_listeners,
         _check_directory,
-        _check_auth,
         _check_http,
         _check_delivery,
+        _check_queue,
     ):
         problems.extend(check(settings))
     if check_files:
@@ -36,6 +36,15 @@ def _check_server(s: Settings) -> Iterator[Problem]:
             "server.hostname",
             f'{exc}; write the fully qualified name of this host, e.g. "mail.example.org"',
         )
+    if s.server.postmaster:
+        try:
+            normalize_address(s.server.postmaster)
+        except AddressError as exc:
+            yield Problem(
+                "server.postmaster",
+                f'{exc}; write the address that reads postmaster mail, e.g. "you@example.org", '
+                'or "" for the first account',
+            )
 
 
 def _check_listeners(s: Settings) -> Iterator[Problem]:
@@ -73,18 +82,6 @@ def _check_directory(s: Settings) -> Iterator[Problem]:
             "directory.recipient_delimiter",
             'is longer than 8 characters; each character is a delimiter, e.g. "+-"',
         )
-    if s.directory.default_quota_bytes < 0:
-        yield Problem("directory.default_quota_bytes", "must be 0 (unlimited) or more")
-
-
-def _check_auth(s: Settings) -> Iterator[Problem]:
-    a = s.auth
-    if a.failure_window_seconds < 1:
-        yield Problem("auth.failure_window_seconds", "must be at least 1")
-    if a.failure_threshold < 1:
-        yield Problem("auth.failure_threshold", "must be at least 1")
-    if not 0 <= a.tarpit_max_seconds <= 300:
-        yield Problem("auth.tarpit_max_seconds", "must be between 0 and 300")
 
 
 def _check_http(s: Settings) -> Iterator[Problem]:
@@ -115,25 +112,30 @@ def _check_delivery(s: Settings) -> Iterator[Problem]:
             "delivery.relayhost_username",
             "set both relayhost_username and relayhost_password_file, or neither",
         )
-    if not 1 <= d.max_mx_hosts <= 20:
-        yield Problem("delivery.max_mx_hosts", "must be between 1 and 20")
-    if not 1 <= d.smtp_port <= 65535:
-        yield Problem("delivery.smtp_port", "must be a TCP port, 1 to 65535")
-    if d.bounces_per_minute < 0:
-        yield Problem("delivery.bounces_per_minute", "must be 0 (no limit) or more")
-    for key, value in (
-        ("delivery.connect_timeout_seconds", d.connect_timeout_seconds),
-        ("delivery.command_timeout_seconds", d.command_timeout_seconds),
-        ("delivery.pipe_timeout_seconds", d.pipe_timeout_seconds),
-        ("dns.timeout_seconds", s.dns.timeout_seconds),
-    ):
-        if value <= 0:
-            yield Problem(key, "must be more than 0")
+    # The range of each number (ports, timeouts, counts) is declared in settings.py and
+    # checked by the loader's walk; here only rules that join two settings.
     for i, server in enumerate(s.dns.nameservers):
         try:
             parse_nameserver(server)
         except ValueError as exc:
             yield Problem(f"dns.nameservers[{i}]", str(exc))
+
+
+def _check_queue(s: Settings) -> Iterator[Problem]:
+    q = s.queue
+    if q.minimal_backoff_seconds > q.maximal_backoff_seconds:
+        yield Problem(
+            "queue.minimal_backoff_seconds",
+            f"{q.minimal_backoff_seconds} is more than queue.maximal_backoff_seconds "
+            f"({q.maximal_backoff_seconds}); make the minimal backoff the smaller one",
+        )
+    if q.delay_warning_seconds and q.delay_warning_seconds >= q.maximal_lifetime_seconds:
+        yield Problem(
+            "queue.delay_warning_seconds",
+            f"{q.delay_warning_seconds} is not less than queue.maximal_lifetime_seconds "
+            f"({q.maximal_lifetime_seconds}), so no warning would ever be sent; make it "
+            "smaller, or 0 to switch warnings off",
+        )
 
 
 def _check_files(s: Settings) -> Iterator[Problem]:

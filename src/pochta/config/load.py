@@ -1,9 +1,11 @@
 """Load pochta.toml into Settings, collecting every problem instead of stopping at the first.
 
 msgspec stops at the first error, so the file is first walked against the Structs' type
-information (``msgspec.inspect``): each unknown key, wrong type or missing key becomes one
-problem with its TOML key path. Then the values are checked for meaning (ports, host names,
-table files, ...). Only a file without problems is converted into ``Settings``.
+information (``msgspec.inspect``): each unknown key, wrong type, missing key or number
+outside the range its field declares (``msgspec.Meta`` ge/gt/le/lt) becomes one problem with
+its TOML key path and, for a number, the allowed range. Then the values are checked for
+meaning (ports, host names, table files, rules joining two settings, ...). Only a file
+without problems is converted into ``Settings``.
 """
 
 from __future__ import annotations
@@ -225,4 +227,44 @@ def _walk_value(t: mi.Type, value: Any, path: str, problems: list[Problem]) -> A
         raise TypeError(f"config walker cannot check {t!r} at {path}")
     if not check(value):
         problems.append(Problem(path, f"{_describe(value)} is not {_NAMES[type(t)]}"))
+    elif isinstance(t, mi.IntType | mi.FloatType) and not _in_range(t, value):
+        problems.append(Problem(path, f"{_describe(value)} is out of range; use {_range_text(t)}"))
     return value
+
+
+def _in_range(t: mi.IntType | mi.FloatType, value: float) -> bool:
+    """The msgspec.Meta(ge/gt/le/lt) constraints of the field's Annotated."""
+    return (
+        (t.ge is None or value >= t.ge)
+        and (t.gt is None or value > t.gt)
+        and (t.le is None or value <= t.le)
+        and (t.lt is None or value < t.lt)
+    )
+
+
+def range_text(t: mi.Type) -> str:
+    """The allowed range of a numeric field, e.g. "a whole number from 1 to 65535"."""
+    t = _unwrap(t)
+    assert isinstance(t, mi.IntType | mi.FloatType)
+    return _range_text(t)
+
+
+def _range_text(t: mi.IntType | mi.FloatType) -> str:
+    noun = _NAMES[type(t)]
+    if t.ge is not None and t.le is not None:
+        return f"{noun} from {_number(t.ge)} to {_number(t.le)}"
+    parts = []
+    if t.ge is not None:
+        parts.append(f"at least {_number(t.ge)}")
+    if t.gt is not None:
+        parts.append(f"more than {_number(t.gt)}")
+    if t.le is not None:
+        parts.append(f"at most {_number(t.le)}")
+    if t.lt is not None:
+        parts.append(f"less than {_number(t.lt)}")
+    return f"{noun} " + " and ".join(parts) if parts else noun
+
+
+def _number(n: float) -> str:
+    """As TOML may write it: 65535, 1_000_000."""
+    return f"{n:_}" if abs(n) >= 100_000 else str(n)

@@ -19,6 +19,18 @@ def _doc(text: str) -> msgspec.Meta:
     return msgspec.Meta(description=text)
 
 
+# Valid ranges. Every int and float setting declares its range with msgspec.Meta(ge/gt/le/lt)
+# in its Annotated; config/load.py reads them and reports a value outside with its key path
+# and the range. Where 0 means "no limit", the doc says so (as Postfix and Dovecot do).
+_MAX_COUNT = 1_000_000
+"""Upper bound of counts (recipients, errors, connections): more is a typo, not a setting."""
+_MAX_BYTES = 1 << 40
+"""Upper bound of byte sizes and quotas (1 TiB)."""
+_MAX_MESSAGE_BYTES = (1 << 31) - 1
+"""Largest settable message size: fits the SIZE value (RFC 1870) of every client."""
+_DAY = 86400
+
+
 class _Table(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
     """Base of every TOML table: immutable, keyword-only, unknown keys rejected."""
 
@@ -41,6 +53,15 @@ class ServerSettings(_Table, frozen=True, kw_only=True, forbid_unknown_fields=Tr
     run_as_group: Annotated[
         str, _doc("Group to switch to; empty means the user's primary group.")
     ] = ""
+    postmaster: Annotated[
+        str,
+        _doc(
+            "Who gets mail for postmaster (RFC 5321 §4.5.1: <postmaster>, postmaster@ this "
+            "host and every hosted domain) when no alias names postmaster@DOMAIN: an address "
+            "here or elsewhere. Empty: the first account of the first domain (the one pochta "
+            "init made). `pochta check` shows where it goes."
+        ),
+    ] = ""
     log_format: Annotated[
         Literal["logfmt", "json"], _doc("One line per event: logfmt or json.")
     ] = "logfmt"
@@ -55,6 +76,7 @@ class ServerSettings(_Table, frozen=True, kw_only=True, forbid_unknown_fields=Tr
             "its share of the queue (Python uses one CPU per process). 0: one more process "
             "per CPU; 1: the main one does everything. Needs a restart."
         ),
+        msgspec.Meta(ge=0, le=1024),
     ] = 0
 
 
@@ -77,7 +99,13 @@ class ListenSettings(_Table, frozen=True, kw_only=True, forbid_unknown_fields=Tr
     imaps: Annotated[str, _doc("IMAP over implicit TLS.")] = "0.0.0.0:993"
     pop3: Annotated[str, _doc("POP3 with STLS.")] = "0.0.0.0:110"
     pop3s: Annotated[str, _doc("POP3 over implicit TLS.")] = "0.0.0.0:995"
-    managesieve: Annotated[str, _doc("ManageSieve (RFC 5804).")] = "0.0.0.0:4190"
+    managesieve: Annotated[
+        str,
+        _doc(
+            "ManageSieve (RFC 5804). Not served by this version yet, so off by default; "
+            'its standard port is 4190 ("0.0.0.0:4190").'
+        ),
+    ] = ""
     http: Annotated[str, _doc("HTTP: autoconfig, MTA-STS policy, metrics.")] = "0.0.0.0:80"
     lmtp: Annotated[str, _doc('LMTP: "unix:PATH" (relative to data_dir) or "HOST:PORT".')] = (
         "unix:lmtp.sock"
@@ -96,18 +124,26 @@ class DirectorySettings(_Table, frozen=True, kw_only=True, forbid_unknown_fields
         _doc('Plus-addressing: "user+tag@domain" reaches "user". Empty string switches it off.'),
     ] = "+"
     default_quota_bytes: Annotated[
-        int, _doc("Quota given to new accounts when none is named; 0 means unlimited.")
+        int,
+        _doc("Quota given to new accounts when none is named; 0 means unlimited."),
+        msgspec.Meta(ge=0, le=_MAX_BYTES),
     ] = 0
 
 
 class AuthSettings(_Table, frozen=True, kw_only=True, forbid_unknown_fields=True):
     failure_window_seconds: Annotated[
-        int, _doc("Failed logins are counted per client IP and per account over this window.")
+        int,
+        _doc("Failed logins are counted per client IP and per account over this window."),
+        msgspec.Meta(ge=1, le=_DAY),
     ] = 60
     failure_threshold: Annotated[
-        int, _doc("After this many failures in the window, answers are delayed (tarpit).")
+        int,
+        _doc("After this many failures in the window, answers are delayed (tarpit)."),
+        msgspec.Meta(ge=1, le=10_000),
     ] = 5
-    tarpit_max_seconds: Annotated[float, _doc("Longest delay given to a tarpitted answer.")] = 15.0
+    tarpit_max_seconds: Annotated[
+        float, _doc("Longest delay given to a tarpitted answer."), msgspec.Meta(ge=0, le=300)
+    ] = 15.0
     allow_plaintext_on_loopback: Annotated[
         bool, _doc("Allow PLAIN/LOGIN without TLS from 127.0.0.0/8 and ::1 (never from elsewhere).")
     ] = False
@@ -127,7 +163,9 @@ class DNSSettings(_Table, frozen=True, kw_only=True, forbid_unknown_fields=True)
         list[str],
         _doc('Servers to ask ("IP", "IP:PORT", "[IPv6]:PORT"); empty: /etc/resolv.conf.'),
     ] = []
-    timeout_seconds: Annotated[float, _doc("Give up on one lookup after this long.")] = 10.0
+    timeout_seconds: Annotated[
+        float, _doc("Give up on one lookup after this long."), msgspec.Meta(gt=0, le=300)
+    ] = 10.0
     dnssec_validating: Annotated[
         bool,
         _doc(
@@ -143,7 +181,11 @@ class DeliverySettings(_Table, frozen=True, kw_only=True, forbid_unknown_fields=
     helo_name: Annotated[str, _doc("Name given in EHLO; empty: server.hostname.")] = ""
     source_address: Annotated[str, _doc("Local IPv4 address to send from; empty: any.")] = ""
     source_address6: Annotated[str, _doc("Local IPv6 address to send from; empty: any.")] = ""
-    smtp_port: Annotated[int, _doc("Port of MX hosts (25; other values are for tests).")] = 25
+    smtp_port: Annotated[
+        int,
+        _doc("Port of MX hosts (25; other values are for tests)."),
+        msgspec.Meta(ge=1, le=65535),
+    ] = 25
     tls_security_level: Annotated[
         Literal["none", "may", "encrypt", "dane", "verify"],
         _doc(
@@ -164,20 +206,34 @@ class DeliverySettings(_Table, frozen=True, kw_only=True, forbid_unknown_fields=
     relayhost_password_file: Annotated[
         str, _doc("File holding the relayhost AUTH password (one line).")
     ] = ""
-    connect_timeout_seconds: Annotated[float, _doc("Give up connecting after this long.")] = 30.0
+    connect_timeout_seconds: Annotated[
+        float, _doc("Give up connecting after this long."), msgspec.Meta(gt=0, le=3600)
+    ] = 30.0
     command_timeout_seconds: Annotated[
-        float, _doc("Longest wait for a reply to one command (RFC 5321 4.5.3.2).")
+        float,
+        _doc("Longest wait for a reply to one command (RFC 5321 4.5.3.2)."),
+        msgspec.Meta(gt=0, le=3600),
     ] = 300.0
-    max_mx_hosts: Annotated[int, _doc("MX hosts tried per attempt, best first.")] = 5
+    max_mx_hosts: Annotated[
+        int, _doc("MX hosts tried per attempt, best first."), msgspec.Meta(ge=1, le=20)
+    ] = 5
     connection_cache_seconds: Annotated[
-        float, _doc("Keep an idle connection this long for the next message to that host.")
+        float,
+        _doc("Keep an idle connection this long for the next message to that host; 0: none."),
+        msgspec.Meta(ge=0, le=3600),
     ] = 2.0
     destination_rate_delay_seconds: Annotated[
-        float, _doc("Pause between deliveries to one destination; 0: none.")
+        float,
+        _doc("Pause between deliveries to one destination; 0: none."),
+        msgspec.Meta(ge=0, le=3600),
     ] = 0.0
-    pipe_timeout_seconds: Annotated[float, _doc("Longest run of a pipe command.")] = 1000.0
+    pipe_timeout_seconds: Annotated[
+        float, _doc("Longest run of a pipe command."), msgspec.Meta(gt=0, le=_DAY)
+    ] = 1000.0
     bounces_per_minute: Annotated[
-        int, _doc("Delivery status notifications sent per minute at most; more wait.")
+        int,
+        _doc("Delivery status notifications sent per minute at most; more wait. 0: no limit."),
+        msgspec.Meta(ge=0, le=_MAX_COUNT),
     ] = 120
 
 
@@ -215,36 +271,63 @@ class SMTPSettings(_Table, frozen=True, kw_only=True, forbid_unknown_fields=True
     """The SMTP, submission and LMTP servers (Postfix's smtpd_* limits)."""
 
     max_message_bytes: Annotated[
-        int, _doc("Largest message accepted (SIZE, RFC 1870); Postfix message_size_limit.")
+        int,
+        _doc("Largest message accepted (SIZE, RFC 1870); Postfix message_size_limit."),
+        msgspec.Meta(ge=1, le=_MAX_MESSAGE_BYTES),
     ] = 52428800
-    max_recipients: Annotated[int, _doc("Recipients per message; more get 452 4.5.3.")] = 1000
+    max_recipients: Annotated[
+        int,
+        _doc("Recipients per message; more get 452 4.5.3."),
+        # RFC 5321 §4.5.3.1.8: a server must take at least 100 recipients.
+        msgspec.Meta(ge=100, le=_MAX_COUNT),
+    ] = 1000
     max_command_line_bytes: Annotated[
-        int, _doc("Longest command line incl. CRLF (RFC 5321 §4.5.3.1.4 says 512 at least).")
+        int,
+        _doc("Longest command line incl. CRLF (RFC 5321 §4.5.3.1.4 says 512 at least)."),
+        msgspec.Meta(ge=512, le=1 << 20),  # RFC 5321 §4.5.3.1.4: 512 octets at least
     ] = 4096
     max_data_line_bytes: Annotated[
-        int, _doc("Longest line inside a message incl. CRLF; longer gets 500 5.5.6.")
+        int,
+        _doc("Longest line inside a message incl. CRLF; longer gets 500 5.5.6."),
+        msgspec.Meta(ge=1000, le=1 << 24),  # RFC 5321 §4.5.3.1.6: 1000 octets at least
     ] = 65536
     max_commands_before_mail: Annotated[
-        int, _doc("Commands (NOOP, RSET, VRFY, ...) allowed without a MAIL transaction.")
+        int,
+        _doc("Commands (NOOP, RSET, VRFY, ...) allowed without a MAIL transaction."),
+        msgspec.Meta(ge=1, le=_MAX_COUNT),
     ] = 100
-    max_errors: Annotated[int, _doc("Errors per session before 421 and disconnect.")] = 20
+    max_errors: Annotated[
+        int,
+        _doc("Errors per session before 421 and disconnect."),
+        msgspec.Meta(ge=1, le=_MAX_COUNT),
+    ] = 20
     idle_timeout_seconds: Annotated[
-        int, _doc("Wait this long for the next command or data line (smtpd_timeout).")
+        int,
+        _doc("Wait this long for the next command or data line (smtpd_timeout)."),
+        msgspec.Meta(ge=1, le=_DAY),
     ] = 300
-    session_timeout_seconds: Annotated[int, _doc("Longest whole session.")] = 3600
+    session_timeout_seconds: Annotated[
+        int, _doc("Longest whole session."), msgspec.Meta(ge=1, le=7 * _DAY)
+    ] = 3600
     bare_newline: Annotated[
         Literal["reject", "normalize"],
         _doc(
-            "A bare CR or LF: reject (550 5.5.2) or normalize to CRLF; never a line end in "
-            "the DATA terminator."
+            "A bare LF or CR in a command or message: normalize (each becomes CRLF in the "
+            "stored message, as Postfix 3.9's default does) or reject (550 5.5.2). Either "
+            "way only CRLF.CRLF ends DATA, so SMTP smuggling stays impossible."
         ),
-    ] = "reject"
+    ] = "normalize"
     sender_login_mismatch: Annotated[
         Literal["reject", "allow"],
         _doc("Submission: MAIL FROM and From must belong to the logged-in account (553 5.7.1)."),
     ] = "reject"
     max_connections_per_ip: Annotated[
-        int, _doc("Open SMTP connections per client IP (smtpd_client_connection_count_limit).")
+        int,
+        _doc(
+            "Open SMTP connections per client IP (smtpd_client_connection_count_limit); "
+            "0: no limit, as in Postfix."
+        ),
+        msgspec.Meta(ge=0, le=_MAX_COUNT),
     ] = 50
 
 
@@ -264,13 +347,26 @@ class QueueSettings(_Table, frozen=True, kw_only=True, forbid_unknown_fields=Tru
         ),
         msgspec.Meta(ge=0, le=1 << 50),
     ] = 0
-    minimal_backoff_seconds: Annotated[int, _doc("Shortest wait before retrying.")] = 300
-    maximal_backoff_seconds: Annotated[int, _doc("Longest wait between retries.")] = 4000
+    minimal_backoff_seconds: Annotated[
+        int,
+        _doc("Shortest wait before retrying; at most maximal_backoff_seconds."),
+        msgspec.Meta(ge=1, le=_DAY),
+    ] = 300
+    maximal_backoff_seconds: Annotated[
+        int, _doc("Longest wait between retries."), msgspec.Meta(ge=1, le=_DAY)
+    ] = 4000
     maximal_lifetime_seconds: Annotated[
-        int, _doc("Give up and bounce after this long in the queue.")
+        int,
+        _doc("Give up and bounce after this long in the queue."),
+        msgspec.Meta(ge=1, le=100 * _DAY),
     ] = 432000
     delay_warning_seconds: Annotated[
-        int, _doc("Warn the sender after this long undelivered; 0 switches it off.")
+        int,
+        _doc(
+            "Warn the sender after this long undelivered; 0 switches it off. Less than "
+            "maximal_lifetime_seconds."
+        ),
+        msgspec.Meta(ge=0, le=100 * _DAY),
     ] = 14400
     destination_concurrency: Annotated[
         int,
@@ -278,6 +374,7 @@ class QueueSettings(_Table, frozen=True, kw_only=True, forbid_unknown_fields=Tru
             "Parallel deliveries to one destination (domain or next hop), all processes "
             "together: each delivering process takes this divided by their number, rounded up."
         ),
+        msgspec.Meta(ge=1, le=10_000),
     ] = 20
 
 
@@ -287,7 +384,9 @@ class StoreSettings(_Table, frozen=True, kw_only=True, forbid_unknown_fields=Tru
     backend: Annotated[Literal["maildir"], _doc("Where messages live.")] = "maildir"
     mail_dir: Annotated[str, _doc("Root of the mailboxes: MAIL_DIR/DOMAIN/LOCALPART/.")] = "mail"
     default_message_limit: Annotated[
-        int, _doc("Most messages per account when its quota names none; 0 = unlimited.")
+        int,
+        _doc("Most messages per account when its quota names none; 0 = unlimited."),
+        msgspec.Meta(ge=0, le=1 << 32),
     ] = 0
 
 
@@ -319,19 +418,33 @@ class IMAPSettings(_Table, frozen=True, kw_only=True, forbid_unknown_fields=True
         _doc("LOGIN/AUTHENTICATE without TLS from 127.0.0.1/::1 (webmail on the same host)."),
     ] = True
     max_literal_bytes: Annotated[
-        int, _doc("Largest literal a client may send (APPEND; APPENDLIMIT advertises it).")
+        int,
+        _doc("Largest literal a client may send (APPEND; APPENDLIMIT advertises it)."),
+        msgspec.Meta(ge=1, le=_MAX_MESSAGE_BYTES),
     ] = 52428800
     max_command_bytes: Annotated[
-        int, _doc("Longest command, literals of non-APPEND commands included.")
+        int,
+        _doc("Longest command, literals of non-APPEND commands included."),
+        # RFC 7162 §4: a server SHOULD accept command lines of 8192 octets at least.
+        msgspec.Meta(ge=8192, le=1 << 26),
     ] = 65536
     idle_timeout_seconds: Annotated[
-        int, _doc("Log out a client silent this long (RFC 9051 §5.4 asks 30 minutes at least).")
+        int,
+        _doc("Log out a client silent this long (RFC 9051 §5.4 asks 30 minutes at least)."),
+        msgspec.Meta(ge=1, le=_DAY),
     ] = 1800
     max_connections_per_ip: Annotated[
-        int, _doc("Open IMAP connections per client IP (Dovecot mail_max_userip_connections).")
+        int,
+        _doc(
+            "Open IMAP connections per client IP (Dovecot mail_max_userip_connections); "
+            "0: no limit."
+        ),
+        msgspec.Meta(ge=0, le=_MAX_COUNT),
     ] = 50
     max_connections_per_account: Annotated[
-        int, _doc("Open IMAP sessions per account, from all IPs.")
+        int,
+        _doc("Open IMAP sessions per account, from all IPs."),
+        msgspec.Meta(ge=1, le=_MAX_COUNT),
     ] = 50
     max_append_bytes: Annotated[
         int,
@@ -385,9 +498,15 @@ class POP3Settings(_Table, frozen=True, kw_only=True, forbid_unknown_fields=True
         bool, _doc("USER/PASS and AUTH without TLS from 127.0.0.1/::1.")
     ] = True
     idle_timeout_seconds: Annotated[
-        int, _doc("Close a connection silent this long (RFC 1939 §3: at least 10 minutes).")
+        int,
+        _doc("Close a connection silent this long (RFC 1939 §3: at least 10 minutes)."),
+        msgspec.Meta(ge=1, le=_DAY),
     ] = 600
-    max_connections_per_ip: Annotated[int, _doc("Open POP3 connections per client IP.")] = 20
+    max_connections_per_ip: Annotated[
+        int,
+        _doc("Open POP3 connections per client IP; 0: no limit."),
+        msgspec.Meta(ge=0, le=_MAX_COUNT),
+    ] = 20
 
 
 class Settings(_Table, frozen=True, kw_only=True, forbid_unknown_fields=True):
@@ -441,7 +560,7 @@ class Settings(_Table, frozen=True, kw_only=True, forbid_unknown_fields=True):
 
 LISTENER_NAMES: tuple[str, ...] = tuple(ListenSettings.__struct_fields__)
 
-# Standard port of each listener; `pochta init --port-base N` adds N to each (RFC 6335 names).
+# Standard port of each listener (RFC 6335 names); see ``port_with_base``.
 STANDARD_PORTS: dict[str, int] = {
     "smtp": 25,
     "submission": 587,
@@ -453,3 +572,13 @@ STANDARD_PORTS: dict[str, int] = {
     "managesieve": 4190,
     "http": 80,
 }
+
+
+def port_with_base(port: int, base: int) -> int:
+    """The port ``pochta init --port-base BASE`` gives a listener whose standard port is
+    ``port``: BASE + port for ports below 1000, BASE + port % 1000 above (ManageSieve 4190
+    -> BASE + 190), so every listener stays within BASE..BASE+999 and one block of 1000
+    ports holds a whole test or demo instance. Base 0 keeps the standard ports."""
+    if base == 0:
+        return port
+    return base + port % 1000

@@ -23,16 +23,16 @@ local(8), transport(5)):
 
    - *virtual mailbox*: a directory domain, or one in virtual_mailbox_domains. A directory
      account (exact, then without extension), else a virtual_mailbox_maps key; else
-     ``postmaster`` goes to the local alias; else the table catch-alls (``@domain`` in
-     virtual_alias_maps, then in virtual_mailbox_maps); else the directory domain's
-     catch-all; else 550 5.1.1. A disabled account is 550 5.2.1.
+     ``postmaster`` goes to the local alias, else to the admin (below); else the table
+     catch-alls (``@domain`` in virtual_alias_maps, then in virtual_mailbox_maps); else the
+     directory domain's catch-all; else 550 5.1.1. A disabled account is 550 5.2.1.
    - *local*: server.hostname and ``[local] domains``: alias_maps (Sendmail format) by local
      part, with then without extension (local(8)); ``|command`` and ``/file`` targets become
      PipeDest/FileDest, ``:include:`` files are read; else a Unix account when
-     ``deliver_to_unix_accounts``; else 550 5.1.1.
+     ``deliver_to_unix_accounts``; else ``postmaster`` goes to the admin; else 550 5.1.1.
    - *virtual alias*: a domain whose bare name is a key of virtual_alias_maps (Postfix's
      ``virtual_alias_domains = $virtual_alias_maps`` convention) and no alias matched:
-     postmaster, then the ``@domain`` key, else 550 5.1.1.
+     postmaster (local alias, then the admin), then the ``@domain`` key, else 550 5.1.1.
    - *relay*: relay_domains (``.example.org`` also matches subdomains); checked against
      relay_recipient_maps when there are any; RelayDest via transport_maps or ``relay:DOMAIN``.
    - *default*: everything else; RemoteDest via transport_maps or ``smtp:DOMAIN``.
@@ -46,9 +46,17 @@ Decisions and deviations, for the reader who changes this file:
   captures existing mailboxes unless each has a ``user@d user@d`` line (virtual(5)); here it
   applies only when the address is not an account or a virtual_mailbox_maps key. Identity
   lines still work, so Postfix tables give the result their authors meant.
-- **postmaster@every hosted domain** (RFC 5321 §4.5.1, RFC 2142): an account or alias wins;
-  else the local alias ``postmaster`` from alias_maps; else the catch-alls; else 550 5.1.1 and
-  a warning (once per domain) telling the admin to add ``pochta alias add postmaster@D ...``.
+- **postmaster is never refused** (RFC 5321 §4.5.1: ``<postmaster>``, postmaster@HOSTNAME
+  and postmaster@every domain we accept mail for MUST be accepted; the name is
+  case-insensitive, §2.4). An explicit entry for postmaster@THAT-DOMAIN wins (directory
+  alias, virtual_alias_maps, an account); else the local alias ``postmaster`` in alias_maps;
+  else the **admin**: ``[server] postmaster`` (written by ``pochta init --postmaster``), or,
+  when that is empty, the first account (oldest, then by name) of the first domain that has
+  one, domains taken oldest first (so the domain ``pochta init`` created comes first). The
+  admin comes before the catch-alls: postmaster mail is for the person who runs the server.
+  With no admin and no account at all there is no mailbox to put the mail in: 451 4.3.5, so
+  the sender retries until one exists, and a warning (once per domain) says how to set one;
+  ``pochta check`` shows where postmaster mail goes.
 - **Limits.** Postfix defers (4.6.0) past virtual_alias_recursion_limit /
   virtual_alias_expansion_limit; we refuse with 554 5.4.6 (a loop is an admin error that
   retrying cannot fix): depth 20, 1000 final destinations per address.
@@ -118,6 +126,7 @@ __all__ = [
     "MAILBOX_DISABLED",
     "MAX_ALIAS_DEPTH",
     "MAX_DESTINATIONS",
+    "NO_POSTMASTER_YET",
     "RELAY_UNKNOWN",
     "ROLE_NAMES",
     "VIRTUAL_ALIAS_UNKNOWN",
@@ -154,6 +163,7 @@ ALIAS_LOOP = Reply(554, "5.4.6", "Alias expansion loop")  # RFC 3463 X.4.6 routi
 ALIAS_TOO_MANY = Reply(554, "5.4.6", "Alias expansion has too many recipients")
 ALIAS_TEMPFAIL = Reply(451, "4.3.0", "Alias expansion error; try again later")
 CONFIG_ERROR = Reply(451, "4.3.5", "Server configuration error; try again later")
+NO_POSTMASTER_YET = Reply(451, "4.3.5", "No postmaster mailbox is set up yet; try again later")
 
 QuotaCheck = Callable[[str], Reply | None]
 """Given a MailboxDest account, a refusal (452 4.2.2, 552 5.2.2) or None when it fits."""
@@ -408,6 +418,25 @@ class Resolver:
                 return True
         return False
 
+    def postmaster_admin(self) -> tuple[str, str] | None:
+        """Where postmaster mail goes when no alias names it: (address, why), or None when
+        there is nowhere yet (see the module docstring)."""
+        configured = self._settings.server.postmaster.strip()
+        if configured:
+            return configured, "server.postmaster"
+        domains = sorted(
+            (d for d in self._directory.list_domains() if d.enabled),
+            key=lambda d: (d.created, d.name),
+        )
+        for domain in domains:
+            accounts = sorted(
+                (a for a in self._directory.list_accounts(domain.name) if a.enabled),
+                key=lambda a: (a.created, a.address),
+            )
+            if accounts:
+                return accounts[0].address, f"the first account of {domain.name}"
+        return None
+
     # -- the walk ----------------------------------------------------------------------------
 
     def _resolve(self, address: str, chain: tuple[str, ...], state: _State) -> list[Destination]:
@@ -553,8 +582,8 @@ class Resolver:
         user, extension = split_extension(parsed.local, self._delimiter)
         if self._settings.local.deliver_to_unix_accounts and _unix_account_exists(user):
             return self._leaves(state, UnixDest(user, (extension or "")[1:]))
-        if user == "postmaster":
-            self._warn_no_postmaster(parsed.domain)
+        if _is_postmaster(parsed):
+            return self._postmaster(parsed, chain, state)
         return self._leaves(state, Rejection(UNKNOWN_USER, text))
 
     def _local_alias(self, local_part: str) -> list[_Item] | None:
@@ -589,6 +618,18 @@ class Resolver:
                 return table
         return None
 
+    def _postmaster(
+        self, parsed: ParsedAddress, chain: tuple[str, ...], state: _State
+    ) -> list[Destination]:
+        """RFC 5321 §4.5.1: postmaster with no alias of its own goes to the admin; with no
+        admin yet, 451 (retried, never refused for good)."""
+        text = parsed.text
+        admin = self.postmaster_admin()
+        if admin is not None and self._normalise(admin[0]) != text:
+            return self._expand(text, [admin[0]], chain, state, state.virtual_self)
+        self._warn_no_postmaster(parsed.domain)
+        return self._leaves(state, Rejection(NO_POSTMASTER_YET, text))
+
     def _warn_no_postmaster(self, domain: str) -> None:
         if domain in self._warned_postmaster:
             return
@@ -597,8 +638,9 @@ class Resolver:
             "no_postmaster",
             domain=domain,
             hint=(
-                f"RFC 5321 §4.5.1 requires postmaster@{domain}; add one with: pochta alias add "
-                f"postmaster@{domain} you@{domain}, or a 'postmaster:' line in alias_maps"
+                f"RFC 5321 §4.5.1 requires postmaster@{domain}; mail to it waits (451) until "
+                'there is a mailbox: set [server] postmaster = "you@example.org" or add an '
+                "account (pochta user add you@YOUR-DOMAIN)"
             ),
         )
 
@@ -654,11 +696,12 @@ class Resolver:
     ) -> list[Destination]:
         """No account and no alias: postmaster, then the catch-alls, else ``reply``."""
         text = parsed.text
-        if parsed.local == "postmaster":
+        if _is_postmaster(parsed) and text not in state.virtual_self:
             # RFC 5321 §4.5.1: postmaster@every domain we accept mail for.
             items = self._local_alias("postmaster")
             if items is not None:
                 return self._expand(text, items, chain, state, state.local_self)
+            return self._postmaster(parsed, chain, state)
         if text not in state.virtual_self:
             targets = self._virtual_alias(parsed, DomainClass.VIRTUAL_MAILBOX, wildcard=True)
             if targets is not None:
@@ -669,8 +712,6 @@ class Resolver:
             if record is not None and record.catchall:
                 # The domain's catch-all: only for local parts that are no account or alias.
                 return self._expand(text, [record.catchall], chain, state, state.virtual_self)
-        if parsed.local == "postmaster":
-            self._warn_no_postmaster(parsed.domain)
         return self._leaves(state, Rejection(reply, text))
 
     # -- relay and default classes -----------------------------------------------------------
@@ -745,6 +786,14 @@ class Resolver:
     ) -> list[Destination]:
         log.warning("bad_transport", recipient=parsed.text, error=str(exc))
         return self._leaves(state, Rejection(CONFIG_ERROR, parsed.text))
+
+
+def _is_postmaster(parsed: ParsedAddress) -> bool:
+    """RFC 5321 §4.5.1, §2.4: "postmaster" in any case, quoted or not."""
+    local = parsed.local
+    if len(local) >= 2 and local[0] == '"' and local[-1] == '"':
+        local = local[1:-1]
+    return local.lower() == "postmaster"
 
 
 def _error_reply(text: str, default_class: str) -> Reply:

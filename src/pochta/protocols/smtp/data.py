@@ -4,10 +4,21 @@
 ``DataReader`` is where SMTP smuggling is stopped. Only ``CRLF "." CRLF`` ends a message
 (RFC 5321 §4.1.1.4); only CRLF ends a line (RFC 5321 §2.3.8). A bare CR or LF is content:
 
+* ``bare_newline="normalize"`` (the default, as Postfix 3.9's smtpd_forbid_bare_newline):
+  each bare LF becomes CRLF in the content, so mail from scripts that write "\n" (Python's
+  ``email.header.Header.encode()`` folds with it) is accepted; a "." line reached through a
+  bare LF is content, never the terminator, and never dot-unstuffed.
 * ``bare_newline="reject"``: the message is read to the real terminator and refused with
-  550 5.5.2 (``BARE_LINEFEED``);
-* ``bare_newline="normalize"``: each bare CR or LF becomes CRLF in the content; a "." line
-  reached through one is content, never the terminator, and never dot-unstuffed.
+  550 5.5.2 (``BARE_LINEFEED``).
+
+A bare CR is normalised too, to CRLF. Deviation from Postfix, which keeps a bare CR as an
+ordinary octet: RFC 5322 §2.3 lets CR appear only in CRLF, the store keeps CRLF text and IMAP
+cannot send a bare CR in a literal (RFC 9051 §4.3), so a lone CR (old Mac line ends) is
+taken as the line end its writer meant.
+
+BDAT content (``ChunkedMessage``) is normalised the same way in "normalize" mode unless the
+transaction declared BODY=BINARYMIME (RFC 3030 §3: any octet, kept as sent); it has no
+terminator, so it cannot smuggle.
 
 Both readers consume from the caller's buffer and never hold more than the current line
 (bounded by ``max_line_bytes``) plus the content (bounded by ``max_message_bytes``): once a
@@ -30,6 +41,7 @@ from pochta.protocols.smtp.replies import (
 __all__ = ["ChunkedMessage", "DataReader"]
 
 _BARE = re.compile(rb"[\r\n]")
+_LINE_END = re.compile(rb"\r\n|\r|\n")  # CRLF, or a bare CR or LF: each becomes CRLF
 
 
 class DataReader:
@@ -186,25 +198,36 @@ class DataReader:
 
 class ChunkedMessage:
     """The content of a BDAT transaction (RFC 3030 §2): chunks of exact octet counts,
-    binary, no dot-stuffing, any octet allowed. Octets past ``max_message_bytes`` are counted
-    and dropped; ``failure`` is then 552 5.3.4."""
+    no dot-stuffing, any octet allowed. With ``normalize`` each bare CR or LF becomes CRLF
+    (a CR at the end of a chunk waits for the next one: it may be the CR of a CRLF).
+    Octets past ``max_message_bytes`` are counted and dropped; ``failure`` is then 552
+    5.3.4."""
 
-    def __init__(self, *, max_message_bytes: int) -> None:
+    def __init__(self, *, max_message_bytes: int, normalize: bool = False) -> None:
         self._max_message = max_message_bytes
+        self._normalize = normalize
         self._content = bytearray()
-        self.size = 0
+        self._cr = False  # normalize: the last chunk ended with a CR not yet written
+        self.size = 0  # octets of content so far (after normalising)
 
     @property
     def failure(self) -> Reply | None:
-        if self._max_message and self.size > self._max_message:
+        size = self.size + (2 if self._cr else 0)
+        if self._max_message and size > self._max_message:
             return MESSAGE_TOO_BIG  # RFC 3030 §2 / RFC 1870 §6.3: 552 5.3.4
         return None
 
     @property
     def content(self) -> bytes:
-        return bytes(self._content)
+        return bytes(self._content) + (b"\r\n" if self._cr else b"")
 
     def add(self, octets: bytes | bytearray) -> None:
+        if self._normalize:
+            data = (b"\r" if self._cr else b"") + bytes(octets)
+            self._cr = data.endswith(b"\r")
+            if self._cr:
+                data = data[:-1]
+            octets = _LINE_END.sub(b"\r\n", data)  # RFC 5322 §2.3: CR and LF only as CRLF
         self.size += len(octets)
         if self.failure is not None:
             self._content.clear()

@@ -695,7 +695,11 @@ class SMTPServerConnection:
             self._skip_chunk(size, exc.reply, 1)
             return
         if self._chunk is None:
-            self._chunk = ChunkedMessage(max_message_bytes=self.settings.max_message_bytes)
+            self._chunk = ChunkedMessage(
+                max_message_bytes=self.settings.max_message_bytes,
+                # RFC 3030 §3: BINARYMIME content is kept octet for octet.
+                normalize=self.settings.bare_newline == "normalize" and self._body != "BINARYMIME",
+            )
         self._chunk_left = self._chunk_size = size
         self._chunk_last = last
         self._after_chunk = State.READY
