@@ -134,8 +134,9 @@ class _Session:
         started = time.monotonic()
         # When the first byte of a command line not yet ended arrived (None: no such line).
         # A line must end within smtp.command_timeout_seconds: bytes trickling in one at a
-        # time reset the idle timer but not this one (RFC 5321 §4.5.3.2 gives the client 5
-        # minutes per command; here that is the whole line, not each read).
+        # time reset the idle timer but not this one (RFC 5321 §4.5.3.2.7: the server waits
+        # 5 minutes for a command; here for the whole line, not for each read). Message
+        # content has only the idle timer per read and the session timer.
         line_started: float | None = None
         self.conn.greet(Reply(220, "", f"{s.server.hostname} ESMTP pochta"))
         try:

@@ -46,7 +46,12 @@ Choices made here, and why:
 * The USER reply never says whether the user exists (RFC 1939 §7 allows "-ERR"; that would
   tell an attacker which names to try).
 * The idle timer ends the session without a response and without the UPDATE state (RFC 1939
-  §3); so does a dropped connection.
+  §3); so does a dropped connection. The glue's login and command-line timers (bytes that
+  trickle in reset only the idle timer) answer "-ERR" with the reason, then close, with no
+  UPDATE either (``timeout(response)``).
+* Brute force on one connection: the ``max_auth_failures``-th login refused with [AUTH] is
+  answered "-ERR [AUTH] ... closing connection" and the connection closes (Dovecot's login
+  processes close after 3 failures). [IN-USE] and [SYS/TEMP] refusals do not count.
 """
 
 from __future__ import annotations
