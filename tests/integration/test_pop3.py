@@ -451,3 +451,96 @@ def test_fetchmail_fetches_over_stls_and_deletes(
     assert record["user"] == BOB
     assert record["deleted"] == "3"
     assert pop3_record(server, "tls")["version"].startswith("TLSv1.")
+
+
+# -- issue 12: pre-login trickle, command-line cap, brute force on one connection ---------------
+
+
+def _trickle(sock: socket.socket, data: bytes, *, every: float = 0.5) -> bytes:
+    """Send `data` one byte every `every` seconds until the server speaks; return what it said
+    ("" if it never did, i.e. it let the trickle go on)."""
+    sock.settimeout(every)
+    for byte in data:
+        sock.sendall(bytes([byte]))
+        try:
+            said = sock.recv(4096)
+        except TimeoutError:
+            continue
+        return said
+    return b""
+
+
+def _closed(sock: socket.socket) -> bool:
+    sock.settimeout(10)
+    try:
+        return sock.recv(1) == b""
+    except ConnectionResetError:
+        return True
+
+
+def test_trickle_before_login_gets_err_then_eof(pochta_env: PochtaEnv) -> None:
+    """One byte every 0.5 s resets the idle timer, not the login timer: -ERR, then EOF."""
+    env = pochta_env
+    set_key(env.config_path, "pop3", "login_timeout_seconds", "2")
+    with (
+        serve(env.config_path) as server,
+        socket.create_connection(("127.0.0.1", env.ports["pop3"]), timeout=10) as sock,
+    ):
+        assert sock.recv(4096).startswith(b"+OK")
+        said = _trickle(sock, b"USER someone.with.a.long.name@example.test" * 2)
+        assert said == b"-ERR Login took too long, closing connection\r\n"
+        assert _closed(sock)
+        assert pop3_record(server, "timeout")["timer"] == "login"
+
+
+def test_trickled_command_after_login_gets_err_then_eof(pochta_env: PochtaEnv) -> None:
+    """Logged in (the login timer is over), a command line must still end in time."""
+    env = pochta_env
+    set_key(env.config_path, "pop3", "command_timeout_seconds", "2")
+    env.add_user(ALICE, PASSWORD)
+    with (
+        serve(env.config_path) as server,
+        socket.create_connection(("127.0.0.1", env.ports["pop3"]), timeout=10) as sock,
+    ):
+        f = sock.makefile("rb")
+        assert f.readline().startswith(b"+OK")
+        sock.sendall(f"USER {ALICE}\r\nPASS {PASSWORD}\r\n".encode())
+        assert f.readline().startswith(b"+OK")
+        assert f.readline().startswith(b"+OK Logged in")
+        said = _trickle(sock, b"NOOP" * 20)
+        assert said == b"-ERR Command line took too long, closing connection\r\n"
+        assert _closed(sock)
+        assert pop3_record(server, "timeout")["timer"] == "command"
+
+
+def test_wrong_passwords_close_the_connection(pochta_env: PochtaEnv) -> None:
+    """Brute force on one connection: the 3rd wrong PASS (pop3.max_auth_failures, Dovecot's
+    3) is answered -ERR and the connection closes; the same with AUTH."""
+    env = pochta_env
+    set_key(env.config_path, "auth", "failure_threshold", "100")  # no tarpit in this test
+    env.add_user(ALICE, PASSWORD)
+    with serve(env.config_path):
+        c = poplib.POP3("127.0.0.1", env.ports["pop3"], timeout=10)
+        for _ in range(2):
+            c.user(ALICE)
+            with pytest.raises(
+                poplib.error_proto, match=r"^b'-ERR \[AUTH\] Authentication failed'"
+            ):
+                c.pass_("wrong")
+        c.user(ALICE)
+        with pytest.raises(poplib.error_proto, match=r"too many failures, closing connection"):
+            c.pass_("wrong")
+        with pytest.raises(poplib.error_proto, match="EOF"):
+            c.user(ALICE)
+        c.close()
+
+        with socket.create_connection(("127.0.0.1", env.ports["pop3"]), timeout=10) as sock:
+            f = sock.makefile("rb")
+            assert f.readline().startswith(b"+OK")
+            bad = base64.b64encode(f"\0{ALICE}\0wrong".encode())
+            for _ in range(2):
+                sock.sendall(b"AUTH PLAIN " + bad + b"\r\n")
+                assert f.readline() == b"-ERR [AUTH] Authentication failed\r\n"
+            sock.sendall(b"AUTH PLAIN " + bad + b"\r\n")
+            assert f.readline().endswith(b"too many failures, closing connection\r\n")
+            assert f.readline() == b""  # EOF

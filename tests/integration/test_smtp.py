@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import email
 import email.policy
 import imaplib
@@ -19,7 +20,7 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import DOMAIN, HOSTNAME, PochtaEnv
-from tests.integration.test_serve import ServeProcess, serve
+from tests.integration.test_serve import ServeProcess, serve, set_key
 
 PASSWORD = "correct horse 1"
 
@@ -523,3 +524,77 @@ def test_postmaster_accepted_and_delivered_on_a_fresh_install(pochta_env: Pochta
             assert c.sendmail("someone@remote.example", [f"postmaster@{HOSTNAME}"], msg) == {}
         assert len(wait_files(env, "bob", 1)) == 1
         assert len(wait_files(env, "admin", 4)) == 4
+
+
+# -- issue 12: a trickled command line, brute force on one connection --------------------------
+
+
+def _trickle(sock: socket.socket, data: bytes, *, every: float = 0.5) -> bytes:
+    """Send `data` one byte every `every` seconds until the server speaks; return what it said
+    (b"" if it never did, i.e. it let the trickle go on)."""
+    sock.settimeout(every)
+    for byte in data:
+        sock.sendall(bytes([byte]))
+        try:
+            return sock.recv(4096)
+        except TimeoutError:
+            continue
+    return b""
+
+
+def test_trickled_command_line_gets_421(pochta_env: PochtaEnv) -> None:
+    """One byte every 0.5 s resets the idle timer, not smtp.command_timeout_seconds."""
+    env = pochta_env
+    set_key(env.config_path, "smtp", "command_timeout_seconds", "2")
+    with (
+        serve(env.config_path) as server,
+        socket.create_connection(("127.0.0.1", env.ports["smtp"]), timeout=10) as sock,
+    ):
+        f = sock.makefile("rb")
+        assert f.readline().startswith(b"220 ")
+        said = _trickle(sock, b"EHLO a.very.slow.client.example.org" * 2)
+        assert said == b"421 4.4.2 Timeout, closing connection\r\n"
+        sock.settimeout(10)
+        assert sock.recv(1) == b""  # EOF
+        assert [r["timer"] for r in server.events("timeout")] == ["command"]
+
+
+def test_message_content_is_not_capped_per_line(pochta_env: PochtaEnv) -> None:
+    """DATA content keeps the per-read idle timer: content trickling in for longer than
+    command_timeout_seconds is still taken."""
+    env = pochta_env
+    env.add_user(f"alice@{DOMAIN}", PASSWORD)
+    set_key(env.config_path, "smtp", "command_timeout_seconds", "1")
+    with (
+        serve(env.config_path),
+        socket.create_connection(("127.0.0.1", env.ports["smtp"]), timeout=10) as sock,
+    ):
+        f = sock.makefile("rb")
+        assert f.readline().startswith(b"220 ")
+        sock.sendall(
+            b"HELO c.example.org\r\nMAIL FROM:<c@example.org>\r\n"
+            + f"RCPT TO:<alice@{DOMAIN}>\r\nDATA\r\n".encode()
+        )
+        replies = [f.readline()[:3] for _ in range(4)]
+        assert replies == [b"250", b"250", b"250", b"354"]
+        assert _trickle(sock, b"Subject: slow") == b""  # 6.5 s of content: no 421
+        sock.sendall(b"\r\n\r\nbody\r\n.\r\n")
+        assert f.readline().startswith(b"250 2.0.0 Ok: queued as ")
+
+
+def test_auth_failures_close_the_connection(pochta_env: PochtaEnv) -> None:
+    """The 3rd failed AUTH on one connection (smtp.max_auth_failures) is answered 421 4.7.0
+    and the connection closes."""
+    env = pochta_env
+    env.add_user(f"alice@{DOMAIN}", PASSWORD)
+    set_key(env.config_path, "auth", "allow_plaintext_on_loopback", "true")
+    set_key(env.config_path, "auth", "failure_threshold", "100")  # no tarpit in this test
+    with serve(env.config_path), smtplib.SMTP("127.0.0.1", env.ports["submission"]) as c:
+        c.ehlo()
+        wrong = base64.b64encode(f"\0alice@{DOMAIN}\0wrong".encode()).decode()
+        for _ in range(2):
+            assert c.docmd("AUTH", f"PLAIN {wrong}")[0] == 535
+        code, text = c.docmd("AUTH", f"PLAIN {wrong}")
+        assert (code, text[:5]) == (421, b"4.7.0")
+        with pytest.raises(smtplib.SMTPServerDisconnected):
+            c.noop()

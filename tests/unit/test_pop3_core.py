@@ -964,3 +964,50 @@ def test_dot_stuffing_round_trips(parts: list[bytes]) -> None:
     if not message.endswith(b"\r\n"):
         message += b"\r\n"
     assert unstuff(dot_stuff(message) + b".\r\n") == message
+
+
+# -- brute force on one connection, and the timers that say why (issue 12) ----------------------
+
+
+def test_third_wrong_password_closes_the_connection() -> None:
+    """Dovecot's login processes close after 3 failed attempts; so does the core (default)."""
+    conn = make_conn()
+    wrong = f"USER {USER}\r\nPASS wrong\r\n".encode()
+    for _ in range(2):
+        assert (
+            exchange(conn, App(), wrong)
+            == b"+OK Send PASS\r\n-ERR [AUTH] Authentication failed\r\n"
+        )
+        assert not conn.closed
+    assert exchange(conn, App(), wrong) == (
+        b"+OK Send PASS\r\n"
+        b"-ERR [AUTH] Authentication failed; too many failures, closing connection\r\n"
+    )
+    assert conn.closed
+
+
+def test_auth_failures_count_with_user_pass_and_in_use_does_not() -> None:
+    conn = make_conn(max_auth_failures=2)
+    bad_plain = base64.b64encode(f"\0{USER}\0wrong".encode()).decode()
+    out = exchange(conn, App(), f"AUTH PLAIN {bad_plain}\r\n".encode())
+    assert out == b"-ERR [AUTH] Authentication failed\r\n"
+    # [IN-USE] is not a wrong password: it does not count.
+    out = exchange(conn, App(), b"USER locked@example.test\r\nPASS any\r\n")
+    assert out.endswith(b"-ERR [IN-USE] Maildrop is locked by another session; try again later\r\n")
+    assert not conn.closed
+    out = exchange(conn, App(), f"USER {USER}\r\nPASS wrong\r\n".encode())
+    assert out.endswith(b"closing connection\r\n")
+    assert conn.closed
+    assert exchange(conn, App(), f"USER {USER}\r\nPASS {PASSWORD}\r\n".encode()) == b""
+
+
+def test_timeout_with_a_response_says_why_then_closes() -> None:
+    conn = make_conn()
+    conn.receive_data(b"US")  # a line not ended yet
+    conn.timeout(R.LOGIN_TIMEOUT)
+    assert conn.data_to_send() == b"-ERR Login took too long, closing connection\r\n"
+    assert conn.closed
+    conn.timeout(R.COMMAND_TIMEOUT)  # already closed: nothing more
+    assert conn.data_to_send() == b""
+    with pytest.raises(LocalProtocolError):
+        make_conn().timeout(R.ok("no"))

@@ -42,7 +42,7 @@ from pochta.mime.sort_thread import (
 )
 from pochta.protocols.imap.render import render
 from pochta.protocols.imap.values import Atom, IMAPValue
-from pochta.server.connections import OpenCounts, load_tls_context, upgrade_to_tls
+from pochta.server.connections import load_tls_context, upgrade_to_tls
 from pochta.store import (
     INBOX,
     FlagMode,
@@ -133,20 +133,21 @@ class IMAPService:
         if implicit_tls and self.tls is None:
             raise RuntimeError(f"listen.{listener} needs a TLS certificate; see tls.cert_file")
         self.ssl_context = self.tls if implicit_tls else None
-        self.open_per_ip = OpenCounts()
 
     async def handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         peer = writer.get_extra_info("peername")
         ip = peer[0] if isinstance(peer, tuple) else "127.0.0.1"
-        limit = self.server.settings.imap.max_connections_per_ip
-        # Counted over every process (server/workers.py).
-        if self.server.open_from(self.name, ip) >= limit:
-            writer.write(b"* BYE [UNAVAILABLE] Too many connections from your address\r\n")
+        # imap.max_connections and max_connections_per_ip, over every process (server/app.py).
+        refused = self.server.refusal(self.name, ip)
+        if refused is not None:
+            # RFC 9051 §7.1.5: BYE as the greeting, the server will not serve this client;
+            # RFC 5530 §3 UNAVAILABLE: a temporary failure, try again later.
+            why = "from your address" if refused == "per_ip" else "try again later"
+            writer.write(f"* BYE [UNAVAILABLE] Too many connections, {why}\r\n".encode())
             await writer.drain()
-            log.warning("too_many_connections", listener=self.name, client=ip)
+            log.warning("too_many_connections", listener=self.name, client=ip, limit=refused)
             return
-        with self.open_per_ip.holding(ip):
-            await Session(self, reader, writer, ip).run()
+        await Session(self, reader, writer, ip).run()
 
 
 class _Closed(Exception):
@@ -181,6 +182,7 @@ class Session:
         self._unwatch: Callable[[], None] | None = None
         self._logout = False
         self._counted_account: str | None = None
+        self._counted_userip: str | None = None
         self._keywords: set[str] = set()  # announced in FLAGS for the selected folder
         self._recent_asked = 0  # the highest UID of the selected folder asked about \Recent
 
@@ -287,6 +289,8 @@ class Session:
             self._stop_watching()
             if self._counted_account is not None:
                 self.server.session_closed(self._counted_account)
+            if self._counted_userip is not None:
+                self.server.session_closed(self._counted_userip)
             log.info("disconnect", listener=self.service.name, client=self.ip, user=self.user)
 
     async def dispatch(self, event: Any) -> None:
@@ -397,6 +401,7 @@ class Session:
         return "NOOP completed"
 
     async def cmd_logout(self, cmd: Any) -> str | None:
+        self.server.connection_quit()  # before the BYE goes out: no longer counted (app.py)
         self.send(b"* BYE pochta logging out\r\n")
         self.send(C.tagged(cmd.tag, "OK", "LOGOUT completed"))
         self._logout = True
@@ -489,14 +494,23 @@ class Session:
         return "AUTHENTICATE completed"
 
     async def _logged_in(self, address: str) -> None:
-        limit = self.server.settings.imap.max_connections_per_account
+        s = self.server.settings.imap
         key = f"imap:{address.lower()}"
-        # Counted over every process (server/workers.py).
-        if self.server.sessions(key) >= limit:
+        userip = f"imap-userip:{self.ip}/{address.lower()}"
+        # Counted over every process (server/workers.py); 0 is no limit. RFC 9051 §7.1: LIMIT.
+        limit = s.max_connections_per_account
+        if limit and self.server.sessions(key) >= limit:
             log.warning("too_many_sessions", client=self.ip, user=address)
             raise No("Too many sessions for this account", "LIMIT")
+        # Dovecot's mail_max_userip_connections: sessions of one account from one address.
+        limit = s.max_userip_connections
+        if limit and self.server.sessions(userip) >= limit:
+            log.warning("too_many_sessions", client=self.ip, user=address, limit="userip")
+            raise No("Too many sessions for this account from your address", "LIMIT")
         self.server.session_opened(key)
         self._counted_account = key
+        self.server.session_opened(userip)
+        self._counted_userip = userip
         self.user = address
         self.parser.authenticated = True  # the limits after login (APPEND, larger literals)
         log.info("login", client=self.ip, user=address, tls=self.tls_active)

@@ -35,6 +35,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import time
 import weakref
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -64,7 +65,7 @@ from pochta.protocols.pop3 import (
     unique_id,
 )
 from pochta.protocols.pop3 import responses as R
-from pochta.server.connections import OpenCounts, load_tls_context, upgrade_to_tls
+from pochta.server.connections import load_tls_context, upgrade_to_tls
 from pochta.store import INBOX, FlagMode, MailStore, NoSuchFolder, NoSuchMessage, StoreError
 
 if TYPE_CHECKING:
@@ -106,7 +107,6 @@ class _Shared:
     """What the pop3 and pop3s listeners of one server share."""
 
     locks: MaildropLocks = field(default_factory=MaildropLocks)
-    open_per_ip: OpenCounts = field(default_factory=OpenCounts)
 
 
 # One per running Server: its two POP3 listeners are two service objects.
@@ -136,15 +136,15 @@ class POP3Service:
     async def handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         peer = writer.get_extra_info("peername")
         ip = peer[0] if isinstance(peer, tuple) else "127.0.0.1"  # unix socket: local
-        limit = self.server.settings.pop3.max_connections_per_ip
-        counts = self.shared.open_per_ip
-        if counts.full(ip, limit):
-            writer.write(R.TOO_MANY_CONNECTIONS.encode())
+        # pop3.max_connections and max_connections_per_ip (server/app.py).
+        refused = self.server.refusal(self.name, ip)
+        if refused is not None:
+            response = R.TOO_MANY_CONNECTIONS if refused == "per_ip" else R.SERVER_BUSY
+            writer.write(response.encode())  # RFC 3206 §4: [SYS/TEMP], try again later
             await writer.drain()
-            log.warning("too_many_connections", listener=self.name, client=ip)
+            log.warning("too_many_connections", listener=self.name, client=ip, limit=refused)
             return
-        with counts.holding(ip):
-            await _Session(self, reader, writer, ip).run()
+        await _Session(self, reader, writer, ip).run()
 
 
 class _Session:
@@ -168,12 +168,16 @@ class _Session:
                 self.server.settings.pop3.allow_plaintext_on_loopback and _is_loopback(ip)
             ),
             auth_mechanisms=MECHANISMS,
+            max_auth_failures=self.server.settings.pop3.max_auth_failures,
         )
         self.user: str | None = None  # the account whose maildrop this session locked
         self.mech: Mechanism | None = None
         self.pending_success: Success | None = None  # SCRAM's final data was sent
         self.retrieved = 0  # RETR commands answered with the message
         self.deleted: int | None = None  # messages removed at QUIT (None: no UPDATE)
+        self.clock = time.monotonic  # for the login and command-line timers
+        self.connected = self.clock()
+        self.line_started: float | None = None  # first byte of a command line not yet ended
 
     @property
     def mail(self) -> MailSystem:
@@ -216,27 +220,52 @@ class _Session:
                 deleted=self.deleted,
             )
 
+    def _timer(self) -> tuple[str, float]:
+        """The timer that runs out first and the seconds left on it: the idle timer (reset by
+        every read), the login timer (from the connect until the TRANSACTION state) and the
+        command-line timer (from the first byte of a line to its end). Bytes trickling in
+        reset only the first, so they cannot hold a connection open for ever."""
+        s = self.server.settings.pop3
+        now = self.clock()
+        timers = {"idle": float(s.idle_timeout_seconds)}
+        if self.user is None:
+            timers["login"] = s.login_timeout_seconds - (now - self.connected)
+        if self.line_started is not None:
+            timers["command"] = s.command_timeout_seconds - (now - self.line_started)
+        timer = min(timers, key=timers.__getitem__)
+        return timer, max(timers[timer], 0.0)
+
     async def _read(self) -> bytes | None:
-        """The next bytes from the client (b"" at EOF); None when the idle timer ran out or
-        the server is stopping (the core has then closed, RFC 1939 §3)."""
-        idle = self.server.settings.pop3.idle_timeout_seconds
+        """The next bytes from the client (b"" at EOF); None when a timer ran out or the
+        server is stopping (the core has then closed, RFC 1939 §3)."""
+        timer, wait = self._timer()
         read = asyncio.ensure_future(self.reader.read(READ_CHUNK))
         stop = asyncio.ensure_future(self.server.stopping.wait())
         try:
             done, _ = await asyncio.wait(
-                {read, stop}, timeout=idle, return_when=asyncio.FIRST_COMPLETED
+                {read, stop}, timeout=wait, return_when=asyncio.FIRST_COMPLETED
             )
         finally:
             stop.cancel()
             if not read.done():
                 read.cancel()
         if read in done:
-            return read.result()
+            data = read.result()
+            if not data or data.endswith(b"\n"):
+                self.line_started = None  # every line has ended
+            elif self.line_started is None:
+                self.line_started = self.clock()
+            return data
         if stop in done:
             self.conn.shutdown()
         else:
-            log.info("timeout", client=self.ip, user=self.user, idle_seconds=idle)
-            self.conn.timeout()
+            log.info("timeout", client=self.ip, user=self.user, timer=timer)
+            if timer == "login":
+                self.conn.timeout(R.LOGIN_TIMEOUT)
+            elif timer == "command":
+                self.conn.timeout(R.COMMAND_TIMEOUT)
+            else:
+                self.conn.timeout()  # RFC 1939 §3: the autologout timer, no response
         await self._flush()
         return None
 
@@ -250,7 +279,10 @@ class _Session:
 
     async def _act(self, event: Event) -> None:
         if not event.needs_reply:
-            return  # Quit before login: the core said goodbye
+            # Quit before login: the core said goodbye; before that goes out, the connection
+            # stops counting toward the connection limits (server/app.py).
+            self.server.connection_quit()
+            return
         if isinstance(event, StartTLS):
             await self._starttls()
         elif isinstance(event, Login):
@@ -410,6 +442,7 @@ class _Session:
             self.conn.reject(R.UPDATE_FAILED)  # RFC 1939 §6
             return
         self.deleted = len(removed)
+        self.server.connection_quit()  # before the +OK goes out (server/app.py)
         self.conn.update_done()
         log.info(
             "quit",

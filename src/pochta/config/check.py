@@ -87,14 +87,19 @@ def _check_directory(s: Settings) -> Iterator[Problem]:
 def _check_http(s: Settings) -> Iterator[Problem]:
     import ipaddress
 
-    for i, net in enumerate(s.http.metrics_allowed_networks):
-        try:
-            ipaddress.ip_network(net, strict=False)
-        except ValueError:
-            yield Problem(
-                f"http.metrics_allowed_networks[{i}]",
-                f'"{net}" is not a network; write an address or CIDR, e.g. "10.0.0.0/8"',
-            )
+    lists = {
+        "http.metrics_allowed_networks": s.http.metrics_allowed_networks,
+        "smtp.connection_limit_exceptions": s.smtp.connection_limit_exceptions,
+    }
+    for key, nets in lists.items():
+        for i, net in enumerate(nets):
+            try:
+                ipaddress.ip_network(net, strict=False)
+            except ValueError:
+                yield Problem(
+                    f"{key}[{i}]",
+                    f'"{net}" is not a network; write an address or CIDR, e.g. "10.0.0.0/8"',
+                )
 
 
 def _check_delivery(s: Settings) -> Iterator[Problem]:

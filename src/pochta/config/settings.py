@@ -324,11 +324,47 @@ class SMTPSettings(_Table, frozen=True, kw_only=True, forbid_unknown_fields=True
     max_connections_per_ip: Annotated[
         int,
         _doc(
-            "Open SMTP connections per client IP (smtpd_client_connection_count_limit); "
-            "0: no limit, as in Postfix."
+            "Open connections per client IP on each SMTP listener, all processes together "
+            "(smtpd_client_connection_count_limit); a connection stops counting once QUIT is "
+            "answered. 0 = no limit, as in Postfix. Addresses in connection_limit_exceptions "
+            "are exempt."
         ),
         msgspec.Meta(ge=0, le=_MAX_COUNT),
     ] = 50
+    connection_limit_exceptions: Annotated[
+        list[str],
+        _doc(
+            "Client networks (address or CIDR) exempt from max_connections_per_ip, like "
+            "Postfix's smtpd_client_event_limit_exceptions ($mynetworks, which includes the "
+            "host itself). Default: loopback. [] exempts nobody."
+        ),
+    ] = msgspec.field(default_factory=lambda: ["127.0.0.0/8", "::1/128"])
+    max_connections: Annotated[
+        int,
+        _doc(
+            "Open connections on each SMTP listener (smtp, submission, submissions, lmtp "
+            "each), all processes together, like a Postfix service's process limit; more get "
+            "421 4.7.0. 0 = no limit."
+        ),
+        msgspec.Meta(ge=0, le=1_000_000),
+    ] = 1000
+    command_timeout_seconds: Annotated[
+        int,
+        _doc(
+            "Longest time one command line may take from its first byte to its line end; "
+            "bytes that trickle in do not extend it (421 4.4.2). Message content is read with "
+            "idle_timeout_seconds per read instead."
+        ),
+        msgspec.Meta(ge=1, le=86400),
+    ] = 300
+    max_auth_failures: Annotated[
+        int,
+        _doc(
+            "Failed AUTH attempts per connection; the last one is answered 421 4.7.0 and the "
+            "connection closes (Dovecot's login processes close after 3)."
+        ),
+        msgspec.Meta(ge=1, le=1000),
+    ] = 3
 
 
 class QueueSettings(_Table, frozen=True, kw_only=True, forbid_unknown_fields=True):
@@ -436,16 +472,34 @@ class IMAPSettings(_Table, frozen=True, kw_only=True, forbid_unknown_fields=True
     max_connections_per_ip: Annotated[
         int,
         _doc(
-            "Open IMAP connections per client IP (Dovecot mail_max_userip_connections); "
-            "0: no limit."
+            "Open connections per client IP on the imap and imaps listeners together, all "
+            "processes together; high, because many users may share one NAT address (see "
+            "max_userip_connections). 0 = no limit."
         ),
         msgspec.Meta(ge=0, le=_MAX_COUNT),
-    ] = 50
+    ] = 500
     max_connections_per_account: Annotated[
         int,
-        _doc("Open IMAP sessions per account, from all IPs."),
-        msgspec.Meta(ge=1, le=_MAX_COUNT),
+        _doc("Open IMAP sessions per account, from all IPs. 0 = no limit."),
+        msgspec.Meta(ge=0, le=_MAX_COUNT),
     ] = 50
+    max_userip_connections: Annotated[
+        int,
+        _doc(
+            "Open IMAP sessions of one account from one client IP, checked at login "
+            "(NO [LIMIT]); Dovecot's mail_max_userip_connections. 0 = no limit."
+        ),
+        msgspec.Meta(ge=0, le=100_000),
+    ] = 10
+    max_connections: Annotated[
+        int,
+        _doc(
+            "Open connections on the imap and imaps listeners together, all processes "
+            "together (Dovecot's imap-login service); more get * BYE [UNAVAILABLE]. 0 = no "
+            "limit."
+        ),
+        msgspec.Meta(ge=0, le=1_000_000),
+    ] = 1000
     max_append_bytes: Annotated[
         int,
         _doc(
@@ -504,9 +558,44 @@ class POP3Settings(_Table, frozen=True, kw_only=True, forbid_unknown_fields=True
     ] = 600
     max_connections_per_ip: Annotated[
         int,
-        _doc("Open POP3 connections per client IP; 0: no limit."),
+        _doc(
+            "Open connections per client IP on the pop3 and pop3s listeners together; a "
+            "connection stops counting once QUIT is answered. 0 = no limit."
+        ),
         msgspec.Meta(ge=0, le=_MAX_COUNT),
     ] = 20
+    max_connections: Annotated[
+        int,
+        _doc(
+            "Open connections on the pop3 and pop3s listeners together; more get "
+            "-ERR [SYS/TEMP]. 0 = no limit."
+        ),
+        msgspec.Meta(ge=0, le=1_000_000),
+    ] = 500
+    login_timeout_seconds: Annotated[
+        int,
+        _doc(
+            "Close a connection not logged in after this long, whatever it sends (Dovecot "
+            "closes unauthenticated clients after about a minute)."
+        ),
+        msgspec.Meta(ge=1, le=3600),
+    ] = 60
+    command_timeout_seconds: Annotated[
+        int,
+        _doc(
+            "Longest time one command line may take from its first byte to its line end; "
+            "bytes that trickle in do not extend it."
+        ),
+        msgspec.Meta(ge=1, le=3600),
+    ] = 60
+    max_auth_failures: Annotated[
+        int,
+        _doc(
+            "Failed USER/PASS or AUTH attempts per connection; the last one closes the "
+            "connection (Dovecot's login processes close after 3)."
+        ),
+        msgspec.Meta(ge=1, le=1000),
+    ] = 3
 
 
 class Settings(_Table, frozen=True, kw_only=True, forbid_unknown_fields=True):

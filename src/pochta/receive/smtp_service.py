@@ -27,13 +27,14 @@ from pochta.protocols.smtp import (
     Reset,
     SMTPServerConnection,
     StartTLS,
+    State,
 )
 from pochta.protocols.smtp import replies as R
 from pochta.protocols.smtp.replies import Reply
 from pochta.queue.envelope import Envelope, Recipient, new_queue_id
 from pochta.queue.spool import SpoolError, SpoolFull, required_free_bytes
 from pochta.resolve.classes import MailboxDest
-from pochta.server.connections import OpenCounts, load_tls_context, upgrade_to_tls
+from pochta.server.connections import load_tls_context, upgrade_to_tls
 
 if TYPE_CHECKING:
     from pochta.server.app import Server
@@ -44,6 +45,11 @@ log = get_logger("smtpd")
 Mode = Literal["mx", "submission", "lmtp"]
 READ_CHUNK = 65536
 MAX_FROM_HEADER_SCAN = 1 << 20
+TOO_MANY_FROM_IP = Reply(421, "4.7.0", "Too many connections from your address")
+TOO_MANY_CONNECTIONS = Reply(421, "4.7.0", "Too many connections, try again later")
+TOO_MANY_AUTH_FAILURES = Reply(
+    421, "4.7.0", "Authentication credentials invalid; too many failures, closing connection"
+)
 
 
 @dataclass
@@ -65,20 +71,21 @@ class SMTPService:
         if implicit_tls and self.tls is None:
             raise RuntimeError(f"listen.{listener} needs a TLS certificate; see tls.cert_file")
         self.ssl_context = self.tls if implicit_tls else None
-        self.open_per_ip = OpenCounts()
 
     async def handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         peer = writer.get_extra_info("peername")
         ip = peer[0] if isinstance(peer, tuple) else "127.0.0.1"  # unix socket: local
-        limit = self.server.settings.smtp.max_connections_per_ip
-        # Counted over every process (server/workers.py).
-        if self.server.open_from(self.name, ip) >= limit:
-            writer.write(Reply(421, "4.7.0", "Too many connections from your address").encode())
+        # smtp.max_connections and max_connections_per_ip, over every process (server/app.py).
+        refused = self.server.refusal(self.name, ip)
+        if refused is not None:
+            # RFC 5321 §3.8: 421 instead of the greeting; the client tries again later.
+            writer.write(
+                (TOO_MANY_FROM_IP if refused == "per_ip" else TOO_MANY_CONNECTIONS).encode()
+            )
             await writer.drain()
-            log.warning("too_many_connections", listener=self.name, client=ip)
+            log.warning("too_many_connections", listener=self.name, client=ip, limit=refused)
             return
-        with self.open_per_ip.holding(ip):
-            await _Session(self, reader, writer, ip).run()
+        await _Session(self, reader, writer, ip).run()
 
 
 class _Session:
@@ -114,6 +121,7 @@ class _Session:
         self.helo = ""
         self.txn = _Transaction()
         self.messages = 0
+        self.auth_failures = 0
 
     @property
     def mail(self) -> MailSystem:
@@ -125,18 +133,35 @@ class _Session:
         s = self.server.settings
         log.info("connect", listener=self.service.name, client=self.ip)
         started = time.monotonic()
+        # When the first byte of a command line not yet ended arrived (None: no such line).
+        # A line must end within smtp.command_timeout_seconds: bytes trickling in one at a
+        # time reset the idle timer but not this one (RFC 5321 §4.5.3.2.7: the server waits
+        # 5 minutes for a command; here for the whole line, not for each read). Message
+        # content has only the idle timer per read and the session timer.
+        line_started: float | None = None
         self.conn.greet(Reply(220, "", f"{s.server.hostname} ESMTP pochta"))
         try:
             await self._flush()
             while not self.conn.closed:
-                left = s.smtp.session_timeout_seconds - (time.monotonic() - started)
-                wait = min(s.smtp.idle_timeout_seconds, max(left, 0))
+                s = self.server.settings
+                now = time.monotonic()
+                timers = {
+                    "idle": float(s.smtp.idle_timeout_seconds),
+                    "session": s.smtp.session_timeout_seconds - (now - started),
+                }
+                if line_started is not None:
+                    timers["command"] = s.smtp.command_timeout_seconds - (now - line_started)
+                timer = min(timers, key=timers.__getitem__)
                 try:
-                    data = await asyncio.wait_for(self.reader.read(READ_CHUNK), wait)
+                    data = await asyncio.wait_for(
+                        self.reader.read(READ_CHUNK), max(timers[timer], 0)
+                    )
                 except TimeoutError:
-                    self.conn.timeout()
+                    log.info("timeout", client=self.ip, timer=timer)
+                    self.conn.timeout()  # RFC 5321 §4.5.3.2: 421 4.4.2
                     await self._flush()
                     break
+                read_at = time.monotonic()
                 if self.server.stopping.is_set() and not data:
                     break
                 self.conn.receive_data(data)
@@ -151,6 +176,10 @@ class _Session:
                 await self._flush()
                 if not data:
                     break
+                if self.conn.state in (State.DATA, State.BDAT) or data.endswith(b"\n"):
+                    line_started = None  # message content, or every line ended
+                elif line_started is None:
+                    line_started = read_at
         finally:
             log.info(
                 "disconnect",
@@ -172,6 +201,10 @@ class _Session:
         if not event.needs_reply:
             if isinstance(event, Reset | Quit):
                 self.txn = _Transaction()
+            if isinstance(event, Quit):
+                # The core has queued 221; before it goes out, the connection stops counting
+                # toward the connection limits (a client may reconnect the moment it reads it).
+                self.server.connection_quit()
             return
         try:
             if isinstance(event, Helo):
@@ -243,6 +276,13 @@ class _Session:
             reason = step.reason if isinstance(step, Failure) else "failed"
             log.info("auth_failed", client=self.ip, mechanism=self.mech.name, reason=reason)
             self.mech = None
+            self.auth_failures += 1
+            if self.auth_failures >= self.server.settings.smtp.max_auth_failures:
+                # Dovecot's login processes close after 3 failures; Postfix has only its
+                # error limit (smtpd_hard_error_limit). RFC 5321 §3.8: 421 closes.
+                log.warning("too_many_auth_failures", client=self.ip, failures=self.auth_failures)
+                self.conn.send_reply(TOO_MANY_AUTH_FAILURES)
+                return
             self.conn.send_reply(R.AUTH_FAILED)
 
     def _authenticated(self, success: Success) -> None:

@@ -20,7 +20,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import errno
+import functools
 import importlib
+import ipaddress
 import os
 import pkgutil
 import signal
@@ -30,7 +32,7 @@ import stat
 from collections.abc import Awaitable, Callable, Coroutine
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal
 
 import msgspec
 
@@ -90,11 +92,60 @@ PRELOAD_MODULES = (
 # Settings that only take effect at start-up; a reload keeps the running values.
 # Listeners whose connections the master shares with worker processes (server/workers.py).
 WORKER_LISTENERS = ("imap", "imaps", "smtp", "submission", "submissions")
+SMTP_LISTENERS = ("smtp", "submission", "submissions", "lmtp")
 RESTART_ONLY_SERVER_KEYS = ("data_dir", "run_as_user", "run_as_group", "processes")
 
 
 class StartupError(Exception):
     """The server cannot start; ``str()`` is one line that says what to do."""
+
+
+# Why a connection is refused: the listener's max_connections, or max_connections_per_ip.
+Refusal = Literal["total", "per_ip"]
+
+
+@dataclass(slots=True)
+class _Slot:
+    """One connection's place in the connection counts; given back once, at the answer to
+    QUIT/LOGOUT (``Server.connection_quit``) or when the connection ends."""
+
+    give_back: Callable[[], None] | None
+
+    def release(self) -> None:
+        give_back, self.give_back = self.give_back, None
+        if give_back is not None:
+            give_back()
+
+
+@functools.lru_cache(maxsize=16)
+def _networks(specs: tuple[str, ...]) -> tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...]:
+    nets = []
+    for spec in specs:
+        with contextlib.suppress(ValueError):  # `pochta check` reports it (config/check.py)
+            nets.append(ipaddress.ip_network(spec, strict=False))
+    return tuple(nets)
+
+
+def _service_listeners(listener: str) -> tuple[str, ...]:
+    """The listeners counted together for the connection limits: IMAP's two and POP3's two
+    (one service each, as Dovecot's imap-login and pop3-login); each SMTP listener on its own
+    (a service each in Postfix's master.cf: MX mail and users' submissions do not compete)."""
+    for group in (("imap", "imaps"), ("pop3", "pop3s")):
+        if listener in group:
+            return group
+    return (listener,)
+
+
+def in_networks(ip: str, specs: list[str]) -> bool:
+    """Whether client address `ip` lies in one of the networks `specs` ("10.0.0.0/8", "::1");
+    an IPv4-mapped IPv6 address (a dual-stack listener) counts as its IPv4 address."""
+    try:
+        addr = ipaddress.ip_address(ip.split("%", 1)[0])
+    except ValueError:
+        return False
+    if isinstance(addr, ipaddress.IPv6Address) and addr.ipv4_mapped is not None:
+        addr = addr.ipv4_mapped
+    return any(addr in net for net in _networks(tuple(specs)))
 
 
 @dataclass(slots=True)
@@ -195,6 +246,8 @@ class _State:
     background: set[asyncio.Task[None]] = field(default_factory=set)
     # The master's sockets of WORKER_LISTENERS, accepted from directly when workers exist.
     accepting: list[socket.socket] = field(default_factory=list)
+    # Each open connection's place in the counts (see Server.connection_quit).
+    slots: dict[asyncio.Task[None], _Slot] = field(default_factory=dict)
 
 
 class Server:
@@ -217,6 +270,9 @@ class Server:
         self._pool: WorkerPool | None = None
         self._master: MasterLink | None = None
         self._sessions = OpenCounts()  # sessions of this process, per key (see sessions())
+        # Connections this process serves: per "listener NUL client IP", and per listener.
+        self._open_per_ip = OpenCounts()
+        self._open_total = OpenCounts()
         self.metrics = Metrics()
         self.services = SERVICES if services is None else services
         # Set when SIGTERM/SIGINT arrives: services close idle connections at once.
@@ -396,7 +452,6 @@ class Server:
     def _accept_ready(self, name: str, service: Service, raw: socket.socket) -> None:
         pool = self._pool
         assert pool is not None
-        limit = self._per_ip_limit(name)
         for _ in range(64):
             try:
                 conn, peer = raw.accept()
@@ -406,9 +461,12 @@ class Server:
                 log.warning("accept_failed", listener=name, error=str(exc))
                 return
             ip = peer[0] if isinstance(peer, tuple) else "127.0.0.1"
-            # Over the per-IP limit: served here, where the service says BYE.
+            # A worker tells of a QUIT before it answers it: read what the workers said, so a
+            # client that reconnects right after QUIT finds its old connection gone.
+            pool.poll()
+            # Over a limit: served here, where the service refuses it (421, BYE, -ERR).
             # While a worker is up the master keeps no connection: the workers serve them.
-            if self.open_from(name, ip) < limit and pool.hand_off(name, ip, conn):
+            if self.refusal(name, ip, accepted=False) is None and pool.hand_off(name, ip, conn):
                 conn.close()
                 continue
             self._adopt(name, service, conn)
@@ -435,21 +493,74 @@ class Server:
         elif self._pool is not None:
             self._pool.push_total(key)
 
-    def _per_ip_limit(self, listener: str) -> int:
+    def _limits(self, listener: str) -> tuple[int, int, list[str]]:
+        """(max_connections, max_connections_per_ip, networks exempt from the per-IP limit)
+        of `listener`; 0 is no limit (as in Postfix)."""
         s = self.settings
         if listener in ("imap", "imaps"):
-            return s.imap.max_connections_per_ip
-        return s.smtp.max_connections_per_ip
+            return s.imap.max_connections, s.imap.max_connections_per_ip, []
+        if listener in ("pop3", "pop3s"):
+            return s.pop3.max_connections, s.pop3.max_connections_per_ip, []
+        if listener in SMTP_LISTENERS:
+            smtp = s.smtp
+            return (
+                smtp.max_connections,
+                smtp.max_connections_per_ip,
+                smtp.connection_limit_exceptions,
+            )
+        return 0, 0, []
+
+    def refusal(self, listener: str, ip: str, *, accepted: bool = True) -> Refusal | None:
+        """Whether a connection from `ip` on `listener` is over a limit, counted over every
+        process: "total" (the listener's max_connections), "per_ip", or None (serve it).
+        `accepted`: the connection is already counted (a service asks, from its handle)."""
+        total, per_ip, exempt = self._limits(listener)
+        new = 0 if accepted else 1
+        if total and self.open_on(listener) + new > total:
+            return "total"
+        if per_ip and self.open_from(listener, ip) + new > per_ip and not in_networks(ip, exempt):
+            return "per_ip"
+        return None
 
     def open_from(self, listener: str, ip: str) -> int:
-        """Connections from `ip` on `listener` in every process (for the per-IP limit)."""
-        here = 0
-        found = self.listeners.get(listener)
-        service = found.service if found is not None else self._worker_services.get(listener)
-        counts = getattr(service, "open_per_ip", None)
-        if counts is not None:
-            here = counts.counts.get(ip, 0)
-        return here + (self._pool.open_from(listener, ip) if self._pool is not None else 0)
+        """Connections from `ip` on `listener`'s service in every process (per-IP limit)."""
+        pool = self._pool
+        return sum(
+            self._open_per_ip.get_count(f"{name}\0{ip}")
+            + (pool.open_from(name, ip) if pool is not None else 0)
+            for name in _service_listeners(listener)
+        )
+
+    def open_on(self, listener: str) -> int:
+        """Connections on `listener`'s service in every process (for max_connections)."""
+        pool = self._pool
+        return sum(
+            self._open_total.get_count(name) + (pool.open_on(name) if pool is not None else 0)
+            for name in _service_listeners(listener)
+        )
+
+    def connection_quit(self) -> None:
+        """Called by a session as it answers QUIT (SMTP 221, POP3 +OK, IMAP BYE to LOGOUT),
+        before the answer is written: from now on its connection no longer counts toward the
+        limits, even if the socket lingers, so a client that reconnects at once is not
+        refused (a worker tells the master right away, server/workers.py)."""
+        task = asyncio.current_task()
+        slot = self._state.slots.get(task) if task is not None else None
+        if slot is not None:
+            slot.release()
+
+    def _count(self, listener: str, ip: str, on_close: Callable[[], None] | None) -> _Slot:
+        key = f"{listener}\0{ip}"
+        self._open_per_ip.add(key)
+        self._open_total.add(listener)
+
+        def give_back() -> None:
+            self._open_per_ip.remove(key)
+            self._open_total.remove(listener)
+            if on_close is not None:
+                on_close()
+
+        return _Slot(give_back)
 
     def _adopt(
         self,
@@ -593,6 +704,9 @@ class Server:
         task = asyncio.current_task()
         assert task is not None
         self._state.connections.add(task)
+        peer = writer.get_extra_info("peername")
+        ip = peer[0] if isinstance(peer, tuple) else "127.0.0.1"  # unix socket: local
+        slot = self._state.slots[task] = self._count(name, ip, on_close)
         self.metrics.connections_total.labels(name).inc()
         gauge = self.metrics.connections_open.labels(name)
         gauge.inc()
@@ -608,8 +722,8 @@ class Server:
         finally:
             gauge.dec()
             self._state.connections.discard(task)
-            if on_close is not None:
-                on_close()
+            self._state.slots.pop(task, None)
+            slot.release()
             writer.close()
             with contextlib.suppress(Exception):
                 await asyncio.wait_for(writer.wait_closed(), 1.0)

@@ -3,10 +3,10 @@
 Python runs one CPU per process, so ``pochta serve`` (the master) can start extra processes
 for SMTP, submission and IMAP sessions. The master alone accepts their connections and
 passes each socket (SCM_RIGHTS) to the worker holding the fewest, so the load is even and
-the per-IP connection limits count every process; it serves a connection itself only when
-no worker is up. Every process has the same :class:`MailStore`; SQLite write transactions
-serialise their writes across processes, and the store's on-disk check notices what another
-process changed.
+the connection limits (per listener and per client IP) count every process; it serves a
+connection itself only when no worker is up. Every process has the same :class:`MailStore`;
+SQLite write transactions serialise their writes across processes, and the store's on-disk
+check notices what another process changed.
 
 Every process delivers, too: the queue is split into shards, one per process (the master is
 shard 0, worker ``i`` shard ``i + 1``), by the last digits of the queue id
@@ -34,7 +34,9 @@ master by a ``SOCK_SEQPACKET`` socket pair (ordered, reliable, one message per c
 * ``C`` address NUL folder: that folder of that account changed;
 * ``*``: anything may have changed (sent after a full send buffer dropped messages);
 * ``A`` listener NUL client IP, with a socket (master to worker): serve this connection;
-* ``X`` listener NUL client IP (worker to master): a connection passed to it has ended;
+* ``X`` listener NUL client IP (worker to master): a connection passed to it has ended, or
+  is about to get its answer to QUIT/LOGOUT (then it no longer counts toward the limits; the
+  master reads the links before it judges each new connection);
 * ``G`` index "/" count (master to worker): deliver the messages of shard index of count;
 * ``Q`` queue id (worker to master): a message for local mailboxes only, for the master to
   deliver;
@@ -329,6 +331,20 @@ class WorkerPool:
         """Connections from `ip` on `listener` that the workers serve."""
         return sum(w.open_per_ip.get((listener, ip), 0) for w in self._workers)
 
+    def open_on(self, listener: str) -> int:
+        """Connections on `listener` that the workers serve."""
+        return sum(
+            n for w in self._workers for (name, _), n in w.open_per_ip.items() if name == listener
+        )
+
+    def poll(self) -> None:
+        """Read what the workers have sent so far, now rather than at the loop's next turn:
+        the master calls this before it judges a new connection against the limits, so an
+        ``X`` a worker sent before answering QUIT is counted (see ``connection_closed``)."""
+        for worker in self._workers:
+            if worker.link is not None and worker.reader_fd >= 0:
+                self._read(worker, worker.link)
+
     def hand_off(self, listener: str, ip: str, sock: socket.socket) -> bool:
         """Pass an accepted connection to the least busy worker. True when it went (the
         caller closes `sock`); False when no worker can take it now (the caller serves it)."""
@@ -488,6 +504,8 @@ class MasterLink:
         self.link.send(change_message(address, folder))
 
     def connection_closed(self, listener: str, ip: str) -> None:
+        """A connection passed to us ended, or answered QUIT (sent before the answer, so the
+        master has it before the client can connect again)."""
         self.link.send(b"X" + listener.encode() + b"\0" + ip.encode())
 
     def session(self, key: str, *, opened: bool) -> None:

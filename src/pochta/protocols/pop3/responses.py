@@ -95,5 +95,10 @@ MAILDROP_UNAVAILABLE = err("Cannot open the maildrop now; try again later", SYS_
 MESSAGE_UNAVAILABLE = err("Cannot read the message now; try again later", SYS_TEMP)
 MESSAGE_GONE = err("Message was removed by another client")
 TOO_MANY_CONNECTIONS = err("Too many connections from your address", SYS_TEMP)
+SERVER_BUSY = err("Too many connections, try again later", SYS_TEMP)  # pop3.max_connections
+# The last of pop3.max_auth_failures refused logins: RFC 3206 §5 [AUTH], then the close.
+TOO_MANY_AUTH_FAILURES = err("Authentication failed; too many failures, closing connection", AUTH)
+LOGIN_TIMEOUT = err("Login took too long, closing connection")  # pop3.login_timeout_seconds
+COMMAND_TIMEOUT = err("Command line took too long, closing connection")
 # RFC 1939 §6: "-ERR some deleted messages not removed"; here none are (all or nothing).
 UPDATE_FAILED = err("Deleted messages were not removed; nothing was changed", SYS_TEMP)

@@ -46,7 +46,12 @@ Choices made here, and why:
 * The USER reply never says whether the user exists (RFC 1939 §7 allows "-ERR"; that would
   tell an attacker which names to try).
 * The idle timer ends the session without a response and without the UPDATE state (RFC 1939
-  §3); so does a dropped connection.
+  §3); so does a dropped connection. The glue's login and command-line timers (bytes that
+  trickle in reset only the idle timer) answer "-ERR" with the reason, then close, with no
+  UPDATE either (``timeout(response)``).
+* Brute force on one connection: the ``max_auth_failures``-th login refused with [AUTH] is
+  answered "-ERR [AUTH] ... closing connection" and the connection closes (Dovecot's login
+  processes close after 3 failures). [IN-USE] and [SYS/TEMP] refusals do not count.
 """
 
 from __future__ import annotations
@@ -101,6 +106,7 @@ MAX_COMMAND_BYTES: Final = 512  # RFC 2449 §4 says 255 incl. CRLF; see the modu
 AUTH_LINE_BYTES: Final = 12288  # AUTH lines and SASL responses; see the module docstring
 MAX_ERRORS: Final = 20
 MAX_LONG_LINES: Final = 3
+MAX_AUTH_FAILURES: Final = 3  # Dovecot's login processes close after 3 failed attempts
 
 
 class LocalProtocolError(RuntimeError):
@@ -182,6 +188,7 @@ class POP3ServerConnection:
         max_command_bytes: int = MAX_COMMAND_BYTES,
         max_errors: int = MAX_ERRORS,
         max_long_lines: int = MAX_LONG_LINES,
+        max_auth_failures: int = MAX_AUTH_FAILURES,
     ) -> None:
         self._tls_active = tls_active
         self._tls_available = tls_available
@@ -192,6 +199,8 @@ class POP3ServerConnection:
         self._line_limit = max(max_command_bytes, AUTH_LINE_BYTES)
         self._max_errors = max_errors
         self._max_long_lines = max_long_lines
+        self._max_auth_failures = max_auth_failures
+        self._auth_failures = 0  # logins refused "-ERR [AUTH]" (kept across STLS)
         self._state = State.CONNECTED
         self._in = bytearray()
         self._out = bytearray()
@@ -338,7 +347,9 @@ class POP3ServerConnection:
     def reject(self, response: Response) -> None:
         """Answer any pending event with "-ERR". A refused Update still ends the session
         (RFC 1939 §6: "-ERR some deleted messages not removed", then the connection closes);
-        a refused login leaves the client in the AUTHORIZATION state to try again."""
+        a refused login leaves the client in the AUTHORIZATION state to try again, unless it
+        is the ``max_auth_failures``-th refused with [AUTH]: that one closes the connection
+        (brute force on one connection; Dovecot closes after 3)."""
         if response.ok:
             raise LocalProtocolError("reject() takes an -ERR response")
         event = self._take(Event)
@@ -348,11 +359,23 @@ class POP3ServerConnection:
             return
         if isinstance(event, (Login, AuthStart, AuthResponse)):
             self._state = State.AUTHORIZATION
+            if response.code == R.AUTH:  # RFC 3206 §5: wrong credentials
+                self._auth_failures += 1
+                if self._auth_failures >= self._max_auth_failures:
+                    self._write(R.TOO_MANY_AUTH_FAILURES)
+                    self._close()
+                    return
         self._finish(response)
 
-    def timeout(self) -> None:
-        """The idle timer ran out: RFC 1939 §3 "the session does NOT enter the UPDATE state
-        -- the server should close the TCP connection without ... sending any response"."""
+    def timeout(self, response: Response | None = None) -> None:
+        """A timer ran out. The idle timer (no `response`): RFC 1939 §3 "the session does NOT
+        enter the UPDATE state -- the server should close the TCP connection without ...
+        sending any response". The login and command-line timers are not the autologout
+        timer of §3: they say why ("-ERR", `response`) and close, nothing removed either."""
+        if response is not None and not self.closed:
+            if response.ok:
+                raise LocalProtocolError("timeout() takes an -ERR response")
+            self._write(response)
         self._close()
 
     def shutdown(self) -> None:
