@@ -94,10 +94,13 @@ def remove(ctx: click.Context, name: str, force: bool) -> None:
         aliases = len(directory.list_aliases(name))
         directory.remove_domain(name, force=force)
         mail = settings.data_dir / "mail" / name
+        keys = settings.dkim_dir / name
     parts = [_plural(n, w) for n, w in ((accounts, "account"), (aliases, "alias")) if n]
     click.echo(f"removed domain {name}" + (f" with {' and '.join(parts)}" if parts else ""))
     if mail.exists():
         click.echo(f"its mailboxes were kept in {mail}; delete them with: rm -r {mail}")
+    if keys.exists():
+        click.echo(f"its DKIM keys were kept in {keys}; delete them with: rm -r {keys}")
 
 
 def _set_enabled(ctx: click.Context, name: str, enabled: bool) -> None:
