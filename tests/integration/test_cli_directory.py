@@ -5,6 +5,8 @@ from __future__ import annotations
 import subprocess
 from pathlib import Path
 
+import pytest
+
 from tests.conftest import DOMAIN, PochtaEnv
 
 TESTDATA = Path("/work/shared/testdata/password-hashes/dovecot-2.3.19-doveadm-pw.tsv")
@@ -41,9 +43,11 @@ def test_domain_add_list_remove(pochta_env: PochtaEnv) -> None:
     env.add_user("c@example.org", PASSWORD)
     ok(env.run("alias", "add", "info@example.org", "a@example.org"))
     lines = ok(env.run("domain", "list")).splitlines()
-    assert (
-        "example.org enabled accounts=3 aliases=1 dkim=- catchall=postmaster@example.org" in lines
-    )
+    (line,) = [line for line in lines if line.startswith("example.org ")]
+    fields = dict(f.split("=", 1) for f in line.split()[2:])
+    assert (fields["accounts"], fields["aliases"]) == ("3", "1")
+    assert fields["catchall"] == "postmaster@example.org"
+    assert len(fields["dkim"].split(",")) == 2  # domain add made its DKIM keys
     assert any(line.startswith(f"{DOMAIN} enabled accounts=0 aliases=0 dkim=") for line in lines)
 
     ok(env.run("domain", "disable", "example.org"))
@@ -56,6 +60,8 @@ def test_domain_add_list_remove(pochta_env: PochtaEnv) -> None:
     )
     out = ok(env.run("domain", "remove", "example.org", "--force"))
     assert out.splitlines()[0] == "removed domain example.org with 3 accounts and 1 alias"
+    keys = env.data_dir / "dkim" / "example.org"
+    assert f"its DKIM keys were kept in {keys}; delete them with: rm -r {keys}" in out
     assert "example.org" not in ok(env.run("domain", "list")).replace(DOMAIN, "")
     assert ok(env.run("user", "list")) == ""
     assert refused(env.run("domain", "remove", "example.org")) == (
@@ -273,3 +279,44 @@ def test_import_passwd_file(pochta_env: PochtaEnv, tmp_path: Path) -> None:
     assert refused(
         env.run("user", "import-passwd-file", str(users), "--domain", "nothere.org")
     ) == ("domain nothere.org is not hosted here; add it with: pochta domain add nothere.org")
+
+
+@pytest.mark.parametrize("local", ["a/b", "/abs", "..", ".hidden", "tab\there"])
+def test_user_add_refuses_local_parts_that_cannot_name_a_mailbox(
+    pochta_env: PochtaEnv, local: str
+) -> None:
+    # The local part names DATA/mail/DOMAIN/LOCALPART; refused before the password prompt.
+    message = refused(pochta_env.run("user", "add", f"{local}@{DOMAIN}", "--password-stdin"))
+    assert message.startswith(repr(f"{local}@{DOMAIN}"))
+    assert "letters, digits, non-ASCII letters and ! # $ % & ' * + - = ? ^ _ ` { | } ~" in message
+    assert "with single dots between them" in message
+    assert ok(pochta_env.run("user", "list", DOMAIN)) == ""
+    assert not (pochta_env.data_dir / "mail" / "abs").exists()
+
+
+def test_domain_add_refuses_a_slash(pochta_env: PochtaEnv) -> None:
+    message = refused(pochta_env.run("domain", "add", "a/b.example"))
+    assert "not a valid domain name; labels are letters, digits and '-'" in message
+
+
+def test_import_passwd_file_reports_and_skips_local_parts_with_a_slash(
+    pochta_env: PochtaEnv, tmp_path: Path
+) -> None:
+    env = pochta_env
+    users = tmp_path / "users"
+    users.write_text(f"a/b:{{PLAIN}}x\n/abs@{DOMAIN}:{{PLAIN}}x\nfine:{{PLAIN}}x\n")
+    proc = env.run("user", "import-passwd-file", str(users), "--domain", DOMAIN)
+    assert proc.returncode == 1, proc.stderr
+    assert proc.stdout == f"imported 1 account from {users}\n"
+    errors = proc.stderr.splitlines()
+    assert errors[0].startswith(f"pochta: error: {users}:1: 'a/b@{DOMAIN}' cannot be a mailbox")
+    assert errors[1].startswith(f"pochta: error: {users}:2: '/abs@{DOMAIN}' cannot be a mailbox")
+    for line in errors[:2]:
+        assert "may only hold letters, digits" in line
+    assert errors[2] == (
+        f"pochta: error: 2 lines of {users} could not be imported; "
+        "fix them and run the import again with --skip-existing"
+    )
+    assert ok(env.run("user", "list", DOMAIN)).splitlines() == [
+        f"fine@{DOMAIN} quota=unlimited enabled"
+    ]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+import smtplib
 import stat
 from pathlib import Path
 
@@ -14,6 +15,11 @@ from pochta.directory.model import DkimSelector
 from pochta.mailauth.dkim_keys import load_private_key
 from tests.conftest import DOMAIN, HOSTNAME, PochtaEnv
 from tests.dnsserver import ZoneServer
+from tests.integration.test_dkim_signing import _tls, crlf, dkimpy_verdicts, signature_tags
+from tests.integration.test_serve import serve
+from tests.integration.test_smtp import wait_files
+
+PASSWORD = "correct horse 1"
 
 IPV4 = "192.0.2.10"
 SHOW_LINE = re.compile(
@@ -271,3 +277,113 @@ def test_published_dkim_record_verifies_signature(pochta_env: PochtaEnv) -> None
             )
             assert dkim.verify(signature + message, dnsfunc=dnsfunc), name
         assert any(q[1] == "TXT" and "_domainkey" in q[0] for q in server.queries)
+
+
+# -- DKIM keys for every hosted domain (issue 12, point 8) ---------------------------------------
+
+SECOND = "second.test"
+
+
+def _selectors_of(env: PochtaEnv, domain: str) -> dict[str, tuple[str, str, str]]:
+    out = env.run("dkim", "show", domain, check=True).stdout
+    return {
+        m.group(1): (m.group(2), m.group(3), m.group(4))
+        for m in map(SHOW_LINE.match, out.splitlines())
+        if m
+    }
+
+
+def test_domain_add_makes_keys_like_init_and_dns_publishes_them(pochta_env: PochtaEnv) -> None:
+    env = pochta_env
+    out = env.run("domain", "add", SECOND, check=True).stdout
+    sels = _selectors_of(env, SECOND)
+    assert sorted(a for a, _, _ in sels.values()) == ["ed25519-sha256", "rsa-sha256"]
+    assert all(state == "active" for _, state, _ in sels.values())
+    first = next(iter(_selectors_of(env, DOMAIN).values()))[2]
+    for name, (algorithm, _, path) in sels.items():
+        assert f"DKIM key {name} ({algorithm}) {path}" in out  # says where the keys are
+        key = Path(path)
+        assert key.parent == Path(first).parent.parent / SECOND
+        # The same mode and owner as the keys pochta init made.
+        assert stat.S_IMODE(key.stat().st_mode) == 0o600
+        assert (key.stat().st_uid, key.stat().st_gid) == (
+            Path(first).stat().st_uid,
+            Path(first).stat().st_gid,
+        )
+    assert f"pochta dns {SECOND}" in out
+    proc = env.run("dns", SECOND, "--ipv4", IPV4, check=True)
+    assert proc.stderr == ""
+    for name, (algorithm, _, _) in sels.items():
+        k = "rsa" if algorithm == "rsa-sha256" else "ed25519"
+        assert f'{name}._domainkey.{SECOND}. 3600 IN TXT "v=DKIM1; k={k}; p=' in proc.stdout
+    check = env.run("check")
+    assert check.returncode == 0
+    assert "warning" not in check.stdout + check.stderr
+
+
+def test_domain_without_keys_is_flagged_and_keygen_all_missing_fixes_it(
+    pochta_env: PochtaEnv,
+) -> None:
+    env = pochta_env
+    out = env.run("domain", "add", SECOND, "--no-dkim", check=True).stdout
+    assert f"make them with: pochta dkim keygen {SECOND}" in out
+    env.run("domain", "add", "third.test", "--no-dkim", check=True)
+    before = _selectors_of(env, DOMAIN)
+
+    proc = env.run("dns", SECOND, "--ipv4", IPV4, check=True)
+    assert "_domainkey" not in proc.stdout
+    assert proc.stderr == (
+        f"pochta: warning: {SECOND} has no DKIM keys, so its mail goes out unsigned and has no "
+        f"DKIM record to publish; make them with: pochta dkim keygen {SECOND} (or, for every "
+        "domain without keys: pochta dkim keygen --all-missing)\n"
+    )
+    check = env.run("check")
+    assert check.returncode == 0  # a warning: mail still flows, unsigned
+    warnings = [line for line in check.stderr.splitlines() if line.startswith("warning: ")]
+    assert [w.split()[1] for w in warnings] == [SECOND, "third.test"]
+    assert all("pochta dkim keygen" in w for w in warnings)
+
+    made = env.run("dkim", "keygen", "--all-missing", check=True).stdout
+    created = [line for line in made.splitlines() if line.startswith("Created DKIM selector")]
+    domains = sorted(line.split()[6] for line in created)
+    assert domains == [SECOND, SECOND, "third.test", "third.test"]
+    assert f"._domainkey.{SECOND}. 3600 IN TXT" in made
+    assert _selectors_of(env, DOMAIN) == before  # the domain that had keys is untouched
+    second = _selectors_of(env, SECOND)
+    assert len(second) == 2
+
+    again = env.run("dkim", "keygen", "--all-missing", check=True).stdout
+    assert again == "Every hosted domain has DKIM keys; nothing to do.\n"
+    assert _selectors_of(env, SECOND) == second
+    assert "warning" not in env.run("check", check=True).stderr
+    assert env.run("dns", SECOND, "--ipv4", IPV4, check=True).stderr == ""
+
+    both = env.run("dkim", "keygen", SECOND, "--all-missing")
+    assert both.returncode == 1
+    assert "not both" in both.stderr
+    neither = env.run("dkim", "keygen")
+    assert neither.returncode == 1
+    assert "--all-missing" in neither.stderr
+
+
+def test_second_domain_mail_is_signed_with_its_own_keys(pochta_env: PochtaEnv) -> None:
+    env = pochta_env
+    env.run("domain", "add", SECOND, check=True)
+    env.add_user(f"dave@{SECOND}", PASSWORD)
+    env.add_user(f"bob@{DOMAIN}", PASSWORD)
+    sels = _selectors_of(env, SECOND)
+    zone = env.run("dns", SECOND, "--ipv4", IPV4, check=True).stdout
+    message = (
+        f"From: Dave <dave@{SECOND}>\r\nTo: <bob@{DOMAIN}>\r\nSubject: second\r\n\r\nhello\r\n"
+    ).encode()
+    with ZoneServer(zone, origin=".") as dns_server, serve(env.config_path):
+        with smtplib.SMTP("127.0.0.1", env.ports["submission"], timeout=20) as c:
+            c.starttls(context=_tls())
+            c.login(f"dave@{SECOND}", PASSWORD)
+            c.sendmail(f"dave@{SECOND}", [f"bob@{DOMAIN}"], message)
+        (path,) = wait_files(env, "bob", 1)
+        content = crlf(path.read_bytes())
+        tags = signature_tags(content)
+        assert {t[b"d"] for t in tags} == {SECOND.encode()}
+        assert {t[b"s"].decode() for t in tags} == set(sels)
+        assert dkimpy_verdicts(content, dns_server.resolver()) == [True, True]

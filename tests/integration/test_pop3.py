@@ -31,6 +31,7 @@ from pochta.store import INBOX, FlagMode, StoreUnavailable
 from pochta.store.maildir import MaildirStore
 from tests.conftest import DOMAIN, HOSTNAME, PochtaEnv
 from tests.integration.test_serve import ServeProcess, serve, set_key, wait_until
+from tests.scram_authzid import scram_client
 
 PASSWORD = "correct horse 1"
 ALICE = f"alice@{DOMAIN}"
@@ -199,6 +200,43 @@ def test_auth_plain_and_scram_sha_256(pop3: tuple[PochtaEnv, ServeProcess]) -> N
         f.flush()
         assert f.readline().startswith(b"+OK Logged in")
     assert pop3_record(server, "login", count=2)["mechanism"] == "SCRAM-SHA-256"
+
+
+def _pop3_scram(env: PochtaEnv, authzid: str) -> bytes:
+    """AUTH SCRAM-SHA-256 as ALICE naming ``authzid`` (isync's way); the server's last line."""
+    with socket.create_connection(("127.0.0.1", env.ports["pop3"]), timeout=10) as sock:
+        f = sock.makefile("rwb")
+        f.readline()
+        client = scram_client(ALICE, PASSWORD, authzid)
+        first = client.get_client_first()
+        assert first.startswith(f"n,a={authzid},n={ALICE},")
+        f.write(b"AUTH SCRAM-SHA-256 " + base64.b64encode(first.encode()) + b"\r\n")
+        f.flush()
+        challenge = f.readline()
+        if not challenge.startswith(b"+ "):
+            return challenge
+        client.set_server_first(base64.b64decode(challenge[2:]).decode())
+        f.write(base64.b64encode(client.get_client_final().encode()) + b"\r\n")
+        f.flush()
+        final = f.readline()
+        assert final.startswith(b"+ "), final
+        client.set_server_final(base64.b64decode(final[2:]).decode())  # the server proves itself
+        f.write(b"\r\nSTAT\r\n")
+        f.flush()
+        reply = f.readline()
+        assert f.readline() == b"+OK 0 0\r\n"
+        return reply
+
+
+def test_auth_scram_sha_256_with_authzid(pop3: tuple[PochtaEnv, ServeProcess]) -> None:
+    # RFC 5802 §5.1: an authzid equal to the user name (what isync sends) logs in.
+    env, server = pop3
+    assert _pop3_scram(env, ALICE).startswith(b"+OK Logged in")
+    assert pop3_record(server, "login")["mechanism"] == "SCRAM-SHA-256"
+    # Another identity asks to act as someone else: refused with [AUTH] (RFC 3206 §5).
+    assert _pop3_scram(env, BOB).startswith(b"-ERR [AUTH]")
+    failed = pop3_record(server, "auth_failed")
+    assert failed["reason"].startswith("proxy authorisation is not allowed")
 
 
 def test_plaintext_refused_unless_allowed_and_idle_timeout(pochta_env: PochtaEnv) -> None:

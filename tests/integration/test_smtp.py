@@ -21,6 +21,7 @@ import pytest
 
 from tests.conftest import DOMAIN, HOSTNAME, PochtaEnv
 from tests.integration.test_serve import ServeProcess, serve, set_key
+from tests.scram_authzid import scram_client
 
 PASSWORD = "correct horse 1"
 
@@ -164,6 +165,35 @@ def test_submission_needs_tls_then_auth(mx: tuple[PochtaEnv, ServeProcess]) -> N
     assert b"\nMessage-ID: <" in text  # added for submissions
     assert b"\nDate: " in text
     assert PASSWORD.encode() not in text
+
+
+def _submission_scram(c: smtplib.SMTP, user: str, authzid: str) -> tuple[int, bytes]:
+    """AUTH SCRAM-SHA-256 (RFC 4954) naming ``authzid`` in the GS2 header, as isync does."""
+    client = scram_client(user, PASSWORD, authzid)
+    first = base64.b64encode(client.get_client_first().encode()).decode()
+    code, text = c.docmd("AUTH", f"SCRAM-SHA-256 {first}")
+    if code != 334:
+        return code, text
+    client.set_server_first(base64.b64decode(text).decode())
+    code, text = c.docmd(base64.b64encode(client.get_client_final().encode()).decode())
+    assert code == 334, text
+    client.set_server_final(base64.b64decode(text).decode())  # the server proves itself
+    return c.docmd("")  # RFC 4954 §4: the empty answer to the additional data
+
+
+def test_submission_scram_with_authzid(mx: tuple[PochtaEnv, ServeProcess]) -> None:
+    env, server = mx
+    alice = f"alice@{DOMAIN}"
+    with smtplib.SMTP_SSL("127.0.0.1", env.ports["submissions"], context=_tls()) as c:
+        c.ehlo()
+        code, text = _submission_scram(c, alice, f"bob@{DOMAIN}")
+        assert code == 535, text  # another identity: proxy authorisation refused
+        code, text = _submission_scram(c, alice, alice)
+        assert code == 235, text
+        c.sendmail(alice, [f"bob@{DOMAIN}"], b"From: alice@example.test\r\nSubject: s\r\n\r\nx\r\n")
+    assert len(wait_files(env, "bob", 1)) == 1
+    failed = [r for r in server.events("auth_failed") if r.get("logger") != "pochta.auth"]
+    assert any(r["reason"].startswith("proxy authorisation is not allowed") for r in failed)
 
 
 def test_sender_login_mismatch(mx: tuple[PochtaEnv, ServeProcess]) -> None:

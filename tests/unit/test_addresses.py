@@ -1,4 +1,5 @@
-"""Address lists (RFC 5322 §3.4) as IMAP reports them.
+"""Address lists (RFC 5322 §3.4) as IMAP reports them, and (at the end) the directory's
+check of the addresses that name mailbox directories.
 
 Examples of each rule (alone, three times in a list and as members of a group, with and
 without the MISSING_* fill) and the messages of imaptest's fetch-envelope and
@@ -11,7 +12,10 @@ test_sort_thread.py. Properties
 
 from __future__ import annotations
 
+import os
 import string
+import unicodedata
+from pathlib import Path
 
 import pytest
 from hypothesis import example, given
@@ -21,9 +25,11 @@ from pochta.access.imap_headers import header_fields
 from pochta.access.imap_mime import envelope, parse_structure
 from pochta.access.imap_search import SearchContext, evaluate
 from pochta.access.mailbox_view import MailboxView
+from pochta.directory.addresses import AddressError, check_mailbox_address
 from pochta.mime.addresses import Address, format_address_list, parse_address_list
 from pochta.protocols.imap.values import IMAPValue
 from pochta.store import FolderChanges, MessageInfo
+from pochta.store.maildir import MaildirStore
 
 GROUP_START = Address(mailbox="group")
 GROUP_END = Address()
@@ -321,3 +327,85 @@ def test_search_addresses_imaptest(name: str, needle: str, wanted: list[int]) ->
 
     ctx = SearchContext(view, lambda *_: set(), headers)
     assert evaluate(("header", name, needle), ctx) == wanted
+
+
+# -- directory addresses: a mailbox's local part names MAIL_DIR/DOMAIN/LOCALPART --------------
+
+_MAILDIR_ROOT = Path("/srv/pochta/mail")
+
+
+@pytest.mark.parametrize(
+    "address",
+    [
+        "a/b@example.test",
+        "/abs@example.test",
+        "../x@example.test",
+        "a\x00b@example.test",
+        "a\x01b@example.test",
+        "a\x7fb@example.test",
+        "a\x85b@example.test",  # C1 control
+        "a\u2028b@example.test",  # line separator
+        "a\u00a0b@example.test",  # no-break space
+        "a\ud800b@example.test",  # lone surrogate: not UTF-8
+        ".a@example.test",
+        "a.@example.test",
+        "a..b@example.test",
+        ".@example.test",
+        "..@example.test",
+        "a b@example.test",
+    ],
+)
+def test_mailbox_address_refused_names_the_allowed_characters(address: str) -> None:
+    with pytest.raises(AddressError) as info:
+        check_mailbox_address(address)
+    message = str(info.value)
+    assert "letters, digits" in message
+    assert "with single dots between them" in message
+    if "/" in address:
+        assert "cannot be a mailbox" in message
+        assert "'/'" in message
+
+
+@pytest.mark.parametrize("domain", ["a/b.test", "../x.test", "x.test/..", "..", "a.test\x00"])
+def test_mailbox_domain_with_slash_refused(domain: str) -> None:
+    with pytest.raises(AddressError):
+        check_mailbox_address(f"alice@{domain}")
+
+
+@pytest.mark.parametrize(
+    ("address", "canonical"),
+    [
+        ("Alice@Example.TEST", "alice@example.test"),
+        ("o'brien+tag@example.test", "o'brien+tag@example.test"),
+        ("first.last@example.test", "first.last@example.test"),
+        ("jörg@bücher.example", "jörg@xn--bcher-kva.example"),
+        ("x~y=z@example.test", "x~y=z@example.test"),
+    ],
+)
+def test_mailbox_address_accepted(address: str, canonical: str) -> None:
+    assert check_mailbox_address(address) == canonical
+
+
+@given(st.text(min_size=1, max_size=64))
+@example("a/b")
+@example("..")
+@example(".")
+@example("a\x00")
+@example("\udcff")
+def test_any_accepted_local_part_stays_inside_the_domain_directory(local: str) -> None:
+    try:
+        address = check_mailbox_address(f"{local}@example.test")
+    except AddressError:
+        return
+    store = MaildirStore(_MAILDIR_ROOT, hostname="mail.example.test", durable=False)
+    root = store.account_root(address)  # the store's own path builder
+    domain_dir = _MAILDIR_ROOT / "example.test"
+    assert root.parent == domain_dir
+    assert os.path.normpath(root) == str(root)  # no "." or ".." component
+    assert root.name == address.rpartition("@")[0]
+    assert "/" not in root.name
+    name = os.fsencode(root.name)  # a file name the OS can take: UTF-8, no NUL
+    assert b"\x00" not in name
+    assert name.decode("utf-8") == root.name
+    # no control characters, surrogates or spaces/separators in a file name
+    assert not {unicodedata.category(ch) for ch in root.name} & {"Cc", "Cs", "Zs", "Zl", "Zp"}

@@ -7,6 +7,7 @@ import datetime as dt
 import stat
 from pathlib import Path
 
+import msgspec
 import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
@@ -225,3 +226,52 @@ def test_load_private_key_errors(tmp_path: Path) -> None:
     Path(ed.key_path).write_text("garbage")
     with pytest.raises(DkimKeyError, match="not an unencrypted PEM"):
         load_private_key(ed)
+
+
+# -- add_selectors / add_domain_keys: make and register, all or nothing ------------------------
+
+
+def test_add_domain_keys_registers_both_and_warning_goes_away(tmp_path: Path) -> None:
+    from pochta.directory.sqlite import SqliteDirectory
+    from pochta.dns.records import dkim_key_warning
+    from pochta.mailauth.dkim_keys import add_domain_keys
+
+    directory = SqliteDirectory(tmp_path / "d.sqlite3")
+    try:
+        directory.add_domain(DOMAIN)
+        found = directory.get_domain(DOMAIN)
+        assert found is not None
+        warning = dkim_key_warning(DOMAIN, found.dkim)
+        assert warning is not None
+        assert f"pochta dkim keygen {DOMAIN}" in warning
+        assert "--all-missing" in warning
+        made = add_domain_keys(directory, DOMAIN, tmp_path / "keys")
+        assert [s.algorithm for s in made] == ["rsa-sha256", "ed25519-sha256"]
+        found = directory.get_domain(DOMAIN)
+        assert found is not None
+        assert {s.selector for s in found.dkim} == {s.selector for s in made}
+        assert dkim_key_warning(DOMAIN, found.dkim) is None
+        staged = [msgspec.structs.replace(s, active=False) for s in found.dkim]
+        inactive = dkim_key_warning(DOMAIN, staged)
+        assert inactive is not None
+        assert f"pochta dkim activate {DOMAIN}" in inactive
+    finally:
+        directory.close()
+
+
+def test_add_selectors_leaves_nothing_when_one_key_fails(tmp_path: Path) -> None:
+    from pochta.directory.sqlite import SqliteDirectory
+    from pochta.mailauth.dkim_keys import ALGORITHMS, DkimKeyError, add_selectors
+
+    directory = SqliteDirectory(tmp_path / "d.sqlite3")
+    try:
+        directory.add_domain(DOMAIN)
+        # The RSA key "x" is made, then the Ed25519 one cannot take the same name.
+        with pytest.raises(DkimKeyError, match="already exists"):
+            add_selectors(directory, DOMAIN, tmp_path / "keys", ALGORITHMS, selector="x")
+        found = directory.get_domain(DOMAIN)
+        assert found is not None
+        assert found.dkim == ()
+        assert list((tmp_path / "keys" / DOMAIN).glob("*.key")) == []
+    finally:
+        directory.close()

@@ -215,7 +215,10 @@ def test_old_format_mail_field_is_ignored() -> None:
     [
         (":{PLAIN}x", "the line has no user name before the first ':'"),
         ("bob:{PLAIN}x", "user 'bob' has no @domain; name the domain with --domain"),
-        ("bad user@example.org:{PLAIN}x", "the local part has characters that are not allowed"),
+        ("bad user@example.org:{PLAIN}x", "cannot be a mailbox"),
+        ("a/b@example.org:{PLAIN}x", "its local part names the mailbox directory and may only"),
+        ("/abs@example.org:{PLAIN}x", "letters, digits, non-ASCII letters and"),
+        ("a/b:{PLAIN}x", "'a/b@example.org' cannot be a mailbox"),
         ("bob@nodots:{PLAIN}x", "is not a fully qualified domain name"),
         ("bob@example.org", "bob@example.org has no password; set one after the import"),
         ("bob@example.org:", "bob@example.org has no password"),
@@ -238,7 +241,7 @@ def test_old_format_mail_field_is_ignored() -> None:
 def test_line_errors(line: str, message: str) -> None:
     text = f"# header\n\nok@example.org:{{PLAIN}}x\n{line}\n"
     with pytest.raises(PasswdFileError) as exc:
-        parse_passwd_file(text, "/etc/dovecot/users", None)
+        parse_passwd_file(text, "/etc/dovecot/users", "example.org" if "/" in line else None)
     assert len(exc.value.errors) == 1
     error = exc.value.errors[0]
     assert error.line == 4
@@ -339,6 +342,20 @@ def test_import_refusals_per_line(directory: SqliteDirectory, tmp_path: Path) ->
     fine = directory.get_account("fine@example.org")
     assert fine is not None
     assert fine.quota_bytes == 77  # the default when the file names none
+
+
+def test_import_skips_and_reports_lines_that_cannot_name_a_mailbox(
+    directory: SqliteDirectory, tmp_path: Path
+) -> None:
+    path = tmp_path / "users"
+    path.write_text("a/b:{PLAIN}x\n/abs@example.org:{PLAIN}x\n..:{PLAIN}x\nfine:{PLAIN}x\n")
+    report = import_passwd_file(directory, path, "example.org", skip_existing=False)
+    assert report.created == ["fine@example.org"]
+    assert [e.line for e in report.errors] == [1, 2, 3]
+    for error in report.errors:
+        assert "cannot be a mailbox" in error.message or "not allowed" in error.message
+        assert "letters, digits" in error.message
+    assert [a.address for a in directory.list_accounts()] == ["fine@example.org"]
 
 
 def test_import_needs_hosted_domain_and_readable_file(

@@ -26,6 +26,7 @@ from pochta.directory.sasl import (
     Success,
     server_mechanism,
 )
+from tests.scram_authzid import scram_client
 
 # -- PLAIN (RFC 4616) --
 
@@ -56,9 +57,18 @@ def test_plain_rfc4616_example() -> None:
 def test_plain_proxy_refused() -> None:
     # RFC 4616 §4: "Ursel\0Kurt\0xipj3plmq" asks to act as Ursel.
     mech = PlainMechanism()
-    assert mech.start(b"Ursel\x00Kurt\x00xipj3plmq") == Failure(
-        "proxy authorisation is not allowed"
+    step = mech.start(b"Ursel\x00Kurt\x00xipj3plmq")
+    assert isinstance(step, Failure)
+    assert step.reason.startswith("proxy authorisation is not allowed")
+    assert "must be empty or the user name itself" in step.reason
+
+
+def test_plain_authzid_equal_to_authcid_accepted() -> None:
+    mech = PlainMechanism()
+    assert mech.start(b"Kurt@x.test\x00kurt@X.test\x00pw") == NeedPassword(
+        "kurt@X.test", "Kurt@x.test", "pw"
     )
+    assert mech.password_result(True) == Success("kurt@X.test", "")
 
 
 @pytest.mark.parametrize(
@@ -239,12 +249,110 @@ def test_scram_y_flag_accepted() -> None:
     assert isinstance(mech.start(b"y,," + first[3:].encode()), NeedScramKeys)
 
 
-def test_scram_proxy_and_authzid() -> None:
+def test_scram_proxy_refused() -> None:
     mech = ScramSha256Mechanism()
-    assert mech.start(b"n,a=admin,n=user,r=abc") == Failure("proxy authorisation is not allowed")
+    step = mech.start(b"n,a=admin,n=user,r=abc")
+    assert isinstance(step, Failure)
+    assert step.reason.startswith("proxy authorisation is not allowed")
+
+
+def test_scram_authzid_equal_to_user_name_accepted() -> None:
+    # isync 1.4 (mbsync) sends "n,a=USER,n=USER,r=...": RFC 5802 §5.1/§7 allow it.
+    keys = _keys("correct horse")
+    first = scram_client("carol@example.org", "x", "carol@example.org").get_client_first()
+    assert first.startswith("n,a=carol@example.org,n=carol@example.org,r=")
+    client = scram_client("carol@example.org", "correct horse", "carol@example.org")
+    step = _run_scram(server_mechanism("SCRAM-SHA-256"), client, lambda _u: keys)
+    assert isinstance(step, Success)  # and the client checked the server signature
+    assert (step.authcid, step.authzid) == ("carol@example.org", "")
+
+
+def test_scram_authzid_equal_after_escaping_and_case() -> None:
+    # "=2C"/"=3D" unescaped (RFC 5802 §7), then compared as an account address.
+    keys = _keys("pw")
+    for user, authzid in (("a,b=c", "a,b=c"), ("carol@example.org", "Carol@Example.ORG")):
+        client = scram_client(user, "pw", authzid)
+        assert isinstance(_run_scram(ScramSha256Mechanism(), client, lambda _u: keys), Success)
+
+
+def test_scram_authzid_different_refused_with_wrong_password_too() -> None:
+    client = scram_client("carol@example.org", "pw", "admin@example.org")
+    step = ScramSha256Mechanism().start(client.get_client_first().encode())
+    assert isinstance(step, Failure)
+    assert step.reason.startswith("proxy authorisation is not allowed")
+
+
+@pytest.mark.parametrize("first", [b"n,a=,n=user,r=abc", b"n,a=us=2Xer,n=user,r=abc"])
+def test_scram_malformed_authzid(first: bytes) -> None:
+    step = ScramSha256Mechanism().start(first)
+    assert step == Failure("malformed SCRAM client-first message: bad authzid")
+
+
+@pytest.mark.parametrize(
+    "sent_header",
+    [
+        "n,,",  # the header without the authzid it had
+        "y,a=carol@example.org,",  # another flag
+        "n,a=admin@example.org,",  # another authzid
+        "n,a=carol@example.org",  # cut short
+    ],
+)
+def test_scram_tampered_channel_binding_refused(sent_header: str) -> None:
+    # RFC 5802 §7: c= is the base64 of the gs2-header the client sent, authzid included.
+    keys = _keys("pw")
+    client = scram_client("carol@example.org", "pw", "carol@example.org")
     mech = ScramSha256Mechanism()
-    step = mech.start(b"n,a=user,n=user,r=abc")
-    assert isinstance(step, Failure)  # scramp refuses any authzid
+    assert isinstance(mech.start(client.get_client_first().encode()), NeedScramKeys)
+    step = mech.scram_keys(keys)
+    assert isinstance(step, Challenge)
+    client.set_server_first(step.data.decode())
+    final = client.get_client_final()
+    right = "c=" + base64.b64encode(b"n,a=carol@example.org,").decode() + ","
+    assert final.startswith(right)
+    tampered = "c=" + base64.b64encode(sent_header.encode()).decode() + "," + final[len(right) :]
+    step = mech.respond(tampered.encode())
+    assert isinstance(step, Failure)
+    assert "channel bindings don't match" in step.reason
+
+
+def test_scram_without_authzid_c_must_be_plain_header() -> None:
+    # A client that sent no authzid cannot claim one in c= either.
+    keys = _keys("pw")
+    client = scramp.ScramClient(["SCRAM-SHA-256"], "carol@example.org", "pw")
+    mech = ScramSha256Mechanism()
+    mech.start(client.get_client_first().encode())
+    step = mech.scram_keys(keys)
+    assert isinstance(step, Challenge)
+    client.set_server_first(step.data.decode())
+    final = client.get_client_final()
+    assert final.startswith("c=biws,")
+    forged = "c=" + base64.b64encode(b"n,a=carol@example.org,").decode() + final[6:]
+    assert isinstance(mech.respond(forged.encode()), Failure)
+
+
+_SASLNAME = st.text(
+    alphabet=st.characters(codec="utf-8", exclude_categories=("Cc", "Cs", "Zs", "Co", "Cn")),
+    min_size=1,
+    max_size=20,
+)
+
+
+@given(user=_SASLNAME, other=_SASLNAME)
+@settings(max_examples=30, deadline=None)
+def test_scram_authzid_property(user: str, other: str) -> None:
+    """Any user name SASLprep keeps as it is logs in with itself as authzid; any other
+    authzid fails, whatever the escaping."""
+    try:
+        if scramp.utils.saslprep(user) != user or scramp.utils.saslprep(other) != other:
+            return
+    except scramp.ScramException:
+        return
+    keys = _keys("pw")
+    step = _run_scram(ScramSha256Mechanism(), scram_client(user, "pw", user), lambda _u: keys)
+    assert isinstance(step, Success)
+    if other.lower() != user.lower():
+        client = scram_client(user, "pw", other)
+        assert isinstance(ScramSha256Mechanism().start(client.get_client_first().encode()), Failure)
 
 
 def test_scram_username_escapes() -> None:

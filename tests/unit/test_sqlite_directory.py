@@ -137,6 +137,28 @@ def test_duplicate_domain(directory: SqliteDirectory) -> None:
         directory.add_domain("Example.ORG")
 
 
+@pytest.mark.parametrize("address", ["a/b@example.org", "/abs@example.org", "a\x01@example.org"])
+def test_account_that_cannot_name_a_mailbox_is_refused(
+    directory: SqliteDirectory, address: str
+) -> None:
+    # The local part names MAIL_DIR/DOMAIN/LOCALPART: every way in refuses it.
+    with pytest.raises(DirectoryError, match=r"cannot be a mailbox.*letters, digits"):
+        directory.add_account(address, password_hash="h")
+    account = Account(address=address, password_hash="h")
+    with pytest.raises(DirectoryError, match=r"cannot be a mailbox.*letters, digits"):
+        directory.add_accounts_bulk([account])
+    assert directory.list_accounts() == []
+
+
+@pytest.mark.parametrize("name", ["a/b.example", "../example.org", "x.example/..", "nodots"])
+def test_domain_that_cannot_name_a_directory_is_refused(
+    directory: SqliteDirectory, name: str
+) -> None:
+    with pytest.raises(DirectoryError):
+        directory.add_domain(name)
+    assert [d.name for d in directory.list_domains()] == ["example.org"]
+
+
 def test_set_domain(directory: SqliteDirectory) -> None:
     d = directory.set_domain("example.org", enabled=False, catchall="x@example.org")
     assert not d.enabled

@@ -18,6 +18,7 @@ def check(ctx: click.Context) -> None:
     click.echo(f"  data_dir   {settings.data_dir}")
     _print_listeners(settings)
     _print_postmaster(settings)
+    _warn_domains_without_dkim(settings)
 
 
 def _print_listeners(settings: Settings) -> None:
@@ -100,3 +101,28 @@ def _destination_text(dest: object) -> str:
     if isinstance(dest, Rejection):
         return f"refused: {dest.reply}"
     return str(dest)
+
+
+def _warn_domains_without_dkim(settings: Settings) -> None:
+    """A ``warning:`` line per hosted domain without an active DKIM key. A warning, not a
+    problem: its mail still flows, unsigned, so the exit status stays 0."""
+    from pochta.directory.open import open_directory
+    from pochta.dns.records import dkim_key_warning
+
+    if not settings.directory_db.exists():
+        return  # no directory yet: nothing is hosted
+    try:
+        directory = open_directory(settings)
+        try:
+            domains = directory.list_domains()
+        finally:
+            directory.close()
+    except Exception as exc:  # a check reports; the directory's own commands say more
+        click.echo(
+            f"warning: cannot read the directory {settings.directory_db} to check DKIM keys: {exc}",
+            err=True,
+        )
+        return
+    for domain in domains:
+        if warning := dkim_key_warning(domain.name, domain.dkim):
+            click.echo(f"warning: {warning}", err=True)

@@ -14,13 +14,11 @@ of each queued message is read.
 
 from __future__ import annotations
 
-import contextlib
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import BinaryIO
 
 import click
-import msgspec
 from dkim.util import InvalidTagValueList, parse_tag_value
 
 from pochta.cleanup.headers import MAX_HEADER_BLOCK_BYTES, split_message
@@ -33,8 +31,8 @@ from pochta.dns.records import Record, render_record
 from pochta.mailauth.dkim_keys import (
     Algorithm,
     DkimKeyError,
+    add_selectors,
     dkim_txt_value,
-    generate_selector,
 )
 from pochta.queue.spool import MAX_ENVELOPE_BYTES, STATES, Spool
 
@@ -82,24 +80,18 @@ def _make_selectors(
     active: bool,
 ) -> list[DkimSelector]:
     """New keys for ``dom``, written and added to the directory; on failure none is left."""
-    made: list[DkimSelector] = []
-    taken = [s.selector for s in dom.dkim]
     try:
-        for algorithm in algorithms:
-            sel = generate_selector(
-                dom.name, settings.dkim_dir, algorithm, selector, bits, taken=taken
-            )
-            sel = msgspec.structs.replace(sel, active=active)
-            made.append(sel)
-            taken.append(sel.selector)
-            directory.add_dkim_selector(dom.name, sel)
+        return add_selectors(
+            directory,
+            dom.name,
+            settings.dkim_dir,
+            algorithms,
+            selector=selector,
+            rsa_bits=bits,
+            active=active,
+        )
     except (DkimKeyError, DirectoryError, OSError) as exc:
-        for sel in made:
-            with contextlib.suppress(DirectoryError):
-                directory.remove_dkim_selector(dom.name, sel.selector)
-            Path(sel.key_path).unlink(missing_ok=True)
         fail(str(exc))
-    return made
 
 
 def _print_publish(domain: str, selectors: Sequence[DkimSelector]) -> None:
@@ -114,7 +106,12 @@ def dkim() -> None:
 
 
 @dkim.command()
-@click.argument("domain")
+@click.argument("domain", required=False)
+@click.option(
+    "--all-missing",
+    is_flag=True,
+    help="Make keys for every hosted domain that has no DKIM selector (instead of DOMAIN).",
+)
 @click.option(
     "--algorithm",
     type=click.Choice(sorted(_ALGORITHMS)),
@@ -132,29 +129,52 @@ def dkim() -> None:
 )
 @click.pass_context
 def keygen(
-    ctx: click.Context, domain: str, algorithm: str, selector: str | None, bits: int
+    ctx: click.Context,
+    domain: str | None,
+    all_missing: bool,
+    algorithm: str,
+    selector: str | None,
+    bits: int,
 ) -> None:
-    """Make new DKIM keys for DOMAIN; they sign new mail at once."""
-    if selector and algorithm == "both":
-        fail("--selector names one key; use it with --algorithm rsa or --algorithm ed25519")
+    """Make new DKIM keys for DOMAIN (or, with --all-missing, for every hosted domain
+    without any); they sign new mail at once."""
+    if all_missing and domain:
+        fail("name a DOMAIN or use --all-missing, not both")
+    if not all_missing and not domain:
+        fail("name the DOMAIN to make keys for, or use --all-missing for every domain without")
+    if selector and (algorithm == "both" or all_missing):
+        fail(
+            "--selector names one key of one domain; use it with DOMAIN and "
+            "--algorithm rsa or --algorithm ed25519"
+        )
     settings = load_cli_settings(ctx)
     directory = open_directory(settings)
     try:
-        dom = _hosted_domain(directory, domain)
-        made = _make_selectors(
-            settings,
-            directory,
-            dom,
-            _ALGORITHMS[algorithm],
-            selector=selector,
-            bits=bits,
-            active=True,
-        )
+        if domain:
+            targets = [_hosted_domain(directory, domain)]
+        else:
+            targets = [d for d in directory.list_domains() if not d.dkim]
+            if not targets:
+                click.echo("Every hosted domain has DKIM keys; nothing to do.")
+        for dom in targets:
+            made = _make_selectors(
+                settings,
+                directory,
+                dom,
+                _ALGORITHMS[algorithm],
+                selector=selector,
+                bits=bits,
+                active=True,
+            )
+            # Printed domain by domain: a failure further on leaves these keys in place.
+            for sel in made:
+                click.echo(
+                    f"Created DKIM selector {sel.selector} ({sel.algorithm}) for {dom.name} "
+                    f"{sel.key_path}"
+                )
+            _print_publish(dom.name, made)
     finally:
         directory.close()
-    for sel in made:
-        click.echo(f"Created DKIM selector {sel.selector} ({sel.algorithm}) {sel.key_path}")
-    _print_publish(dom.name, made)
 
 
 @dkim.command()

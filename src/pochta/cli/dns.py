@@ -14,6 +14,7 @@ from pochta.dns.records import (
     CLIENT_SERVICES,
     CheckResult,
     check_records,
+    dkim_key_warning,
     make_resolver,
     render_rdata,
     render_zone,
@@ -123,6 +124,8 @@ def dns_command(
         directory.close()
     if hosted is None:
         fail(f"domain {dom} is not hosted here; add it with: pochta domain add {dom}")
+    if warning := dkim_key_warning(dom, hosted.dkim):
+        click.echo(f"pochta: warning: {warning}", err=True)
     host = settings.server.hostname.rstrip(".").lower()
 
     notes: list[str] = []

@@ -4,8 +4,11 @@ from __future__ import annotations
 
 import click
 
-from pochta.cli.common import opened_directory, reports_errors
+from pochta.cli.common import fail, opened_directory, reports_errors
 from pochta.directory.addresses import normalize_address, normalize_domain
+from pochta.directory.base import DirectoryError
+from pochta.directory.model import DkimSelector
+from pochta.mailauth.dkim_keys import DkimKeyError, add_domain_keys
 
 
 def _plural(count: int, word: str) -> str:
@@ -20,16 +23,40 @@ def domain() -> None:
 @domain.command("add")
 @click.argument("name", metavar="DOMAIN")
 @click.option("--catchall", metavar="ADDR", default="", help="Receives mail for unknown users.")
+@click.option(
+    "--no-dkim", is_flag=True, help="Do not make DKIM keys (make them later: pochta dkim keygen)."
+)
 @click.pass_context
 @reports_errors
-def add(ctx: click.Context, name: str, catchall: str) -> None:
-    """Host DOMAIN: accept its mail and let accounts be created in it."""
+def add(ctx: click.Context, name: str, catchall: str, no_dkim: bool) -> None:
+    """Host DOMAIN: accept its mail, let accounts be created in it, and make its DKIM keys
+    (RSA 2048 and Ed25519, as pochta init does)."""
     name = normalize_domain(name)
     catchall = normalize_address(catchall) if catchall else ""
-    with opened_directory(ctx) as (_, directory):
+    selectors: list[DkimSelector] = []
+    with opened_directory(ctx) as (settings, directory):
         directory.add_domain(name, catchall=catchall)
+        if not no_dkim:
+            try:
+                selectors = add_domain_keys(directory, name, settings.dkim_dir)
+            except (DkimKeyError, DirectoryError, OSError) as exc:
+                # All or nothing: a domain without keys would send unsigned mail unnoticed.
+                directory.remove_domain(name, force=True)
+                fail(
+                    f"domain {name} not added: its DKIM keys could not be made in "
+                    f"{settings.dkim_dir}: {exc} (run as root or as the server's user, "
+                    "or add it with --no-dkim and make keys later: pochta dkim keygen "
+                    f"{name})"
+                )
     click.echo(f"added domain {name}" + (f" (catch-all -> {catchall})" if catchall else ""))
+    for sel in selectors:
+        click.echo(f"  DKIM key {sel.selector} ({sel.algorithm}) {sel.key_path}")
+    if no_dkim:
+        click.echo(
+            f"  no DKIM keys: its mail goes out unsigned; make them with: pochta dkim keygen {name}"
+        )
     click.echo(f"next: pochta user add postmaster@{name}; pochta dns {name}")
+    click.echo(f"  (pochta dns {name} prints the DNS records to publish, DKIM included)")
 
 
 @domain.command("list")
@@ -67,10 +94,13 @@ def remove(ctx: click.Context, name: str, force: bool) -> None:
         aliases = len(directory.list_aliases(name))
         directory.remove_domain(name, force=force)
         mail = settings.data_dir / "mail" / name
+        keys = settings.dkim_dir / name
     parts = [_plural(n, w) for n, w in ((accounts, "account"), (aliases, "alias")) if n]
     click.echo(f"removed domain {name}" + (f" with {' and '.join(parts)}" if parts else ""))
     if mail.exists():
         click.echo(f"its mailboxes were kept in {mail}; delete them with: rm -r {mail}")
+    if keys.exists():
+        click.echo(f"its DKIM keys were kept in {keys}; delete them with: rm -r {keys}")
 
 
 def _set_enabled(ctx: click.Context, name: str, enabled: bool) -> None:

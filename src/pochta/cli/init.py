@@ -140,11 +140,9 @@ def init(
         directory.add_domain(dom)
         selectors = []
         if not no_dkim:
-            from pochta.mailauth.dkim_keys import generate_domain_keys
+            from pochta.mailauth.dkim_keys import add_domain_keys
 
-            selectors = generate_domain_keys(dom, settings.dkim_dir)
-            for sel in selectors:
-                directory.add_dkim_selector(dom, sel)
+            selectors = add_domain_keys(directory, dom, settings.dkim_dir)
     finally:
         directory.close()
     _atomic_write(config_file, text)

@@ -14,7 +14,7 @@ import click
 
 from pochta.cli.common import fail, opened_directory, read_password, reports_errors
 from pochta.config.settings import Settings
-from pochta.directory.addresses import normalize_address, normalize_domain
+from pochta.directory.addresses import check_mailbox_address, normalize_address, normalize_domain
 from pochta.directory.base import Directory, DirectoryError
 from pochta.directory.passwd_file import KIB, import_passwd_file, parse_size
 
@@ -81,7 +81,7 @@ def add(
     ctx: click.Context, address: str, password_stdin: bool, quota: str | None, disabled: bool
 ) -> None:
     """Create the account ADDRESS (its domain must be hosted)."""
-    address = normalize_address(address)
+    address = check_mailbox_address(address)  # before asking for a password
     quota_bytes = parse_quota(quota) if quota is not None else None
     with opened_directory(ctx) as (settings, directory):
         # Refuse before asking for a password that would be thrown away.

@@ -8,6 +8,7 @@ server to treat local parts as case-sensitive.
 from __future__ import annotations
 
 import re
+import unicodedata
 
 
 class AddressError(ValueError):
@@ -45,20 +46,62 @@ def normalize_domain(domain: str) -> str:
     return ascii_form
 
 
+def _unbracket(address: str) -> str:
+    a = address.strip()
+    return a[1:-1] if a.startswith("<") and a.endswith(">") else a
+
+
 def split_address(address: str) -> tuple[str, str]:
     """(local part, domain) of "local@domain", normalised; AddressError when malformed."""
-    a = address.strip()
-    if a.startswith("<") and a.endswith(">"):
-        a = a[1:-1]
-    local, at, domain = a.rpartition("@")
+    local, at, domain = _unbracket(address).rpartition("@")
     if not at or not local:
         raise AddressError(f"{address!r} is not an address; use local@domain")
     if len(local.encode()) > 64:
         # RFC 5321 §4.5.3.1.1: local part at most 64 octets.
         raise AddressError(f"{address!r}: the local part is longer than 64 octets")
     if not _LOCAL.match(local):
-        raise AddressError(f"{address!r}: the local part has characters that are not allowed")
+        raise AddressError(
+            f"{address!r}: the local part has characters that are not allowed; use "
+            f"{_ADDRESS_LOCAL_CHARACTERS}"
+        )
     return local.lower(), normalize_domain(domain)
+
+
+# RFC 5322 §3.2.3 dot-atom, as _LOCAL allows it.
+_ADDRESS_LOCAL_CHARACTERS = (
+    "letters, digits, non-ASCII letters and ! # $ % & ' * + - / = ? ^ _ ` { | } ~, "
+    "with single dots between them (not first or last)"
+)
+# What a mailbox's local part may hold: it names the directory MAIL_DIR/DOMAIN/LOCALPART
+# (store/maildir.py), so on top of the address syntax no "/" (a path separator; RFC 5322
+# §3.2.3 atext allows it) and no character a file name cannot carry or shows wrongly.
+MAILBOX_LOCAL_CHARACTERS = (
+    "letters, digits, non-ASCII letters and ! # $ % & ' * + - = ? ^ _ ` { | } ~, "
+    "with single dots between them (not first or last)"
+)
+# Unicode categories refused in a mailbox name: controls (C0, DEL, C1), surrogates (not
+# UTF-8, RFC 3629 §3), private use, spaces and line/paragraph separators.
+_NOT_IN_MAILBOX_NAMES = frozenset({"Cc", "Cs", "Co", "Zs", "Zl", "Zp"})
+
+
+def check_mailbox_address(address: str) -> str:
+    """The canonical "local@domain" of an account whose mailbox directory
+    MAIL_DIR/DOMAIN/LOCALPART can exist, or AddressError naming the allowed characters.
+
+    Every account a directory backend adds goes through here: the local part must be one
+    path component inside the domain's directory (no "/", not "." or "..", no leading dot)
+    and a readable file name (no control, space or separator characters)."""
+    local = _unbracket(address).rpartition("@")[0]
+    bad = [ch for ch in local if ch == "/" or unicodedata.category(ch) in _NOT_IN_MAILBOX_NAMES]
+    # _LOCAL (dot-atom) also keeps out "", ".", "..", a leading dot and "\\".
+    if local and (bad or not _LOCAL.match(local)):
+        shown = f" (not {', '.join(sorted({repr(ch) for ch in bad}))})" if bad else ""
+        raise AddressError(
+            f"{address!r} cannot be a mailbox: its local part names the mailbox directory "
+            f"and may only hold {MAILBOX_LOCAL_CHARACTERS}{shown}"
+        )
+    local, domain = split_address(address)  # the rest: "@", lengths, the domain
+    return f"{local}@{domain}"
 
 
 def normalize_address(address: str) -> str:

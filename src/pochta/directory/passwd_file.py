@@ -29,7 +29,7 @@ from pathlib import Path
 
 import msgspec
 
-from pochta.directory.addresses import AddressError, normalize_address, normalize_domain
+from pochta.directory.addresses import AddressError, check_mailbox_address, normalize_domain
 from pochta.directory.base import Directory, DirectoryError
 from pochta.directory.model import Account
 
@@ -224,7 +224,9 @@ def _parse_line(line: str, number: int, default_domain: str | None) -> PasswdEnt
             raise _LineProblem(f"user {user!r} has no @domain; name the domain with --domain")
         user = f"{user}@{default_domain}"
     try:
-        address = normalize_address(user)
+        # The line becomes an account, so its local part must name a mailbox directory;
+        # a line that cannot is reported and skipped, the others are imported.
+        address = check_mailbox_address(user)
     except AddressError as exc:
         raise _LineProblem(str(exc)) from None
     extras: list[str] = []

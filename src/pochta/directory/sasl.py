@@ -34,7 +34,10 @@ from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
 from scramp import ScramMechanism
+from scramp.core import Gs2Header
 from scramp.utils import ScramException, ServerError, saslprep
+
+from pochta.directory.addresses import AddressError, normalize_address
 
 __all__ = [
     "MAX_RESPONSE_BYTES",
@@ -60,7 +63,10 @@ MAX_RESPONSE_BYTES = 8192
 
 # The reasons a client may see. A wrong password and an unknown user give the same one.
 BAD_CREDENTIALS = "invalid credentials"
-PROXY_REFUSED = "proxy authorisation is not allowed"
+PROXY_REFUSED = (
+    "proxy authorisation is not allowed: the authorisation identity must be empty "
+    "or the user name itself"
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -158,8 +164,9 @@ class Mechanism(abc.ABC):
 
     def _check_authzid(self, authcid: str, authzid: str) -> Failure | None:
         # RFC 4422 §3.4.1: an authzid other than the authcid asks to act as someone else;
-        # we have no policy that allows it yet.
-        if authzid and authzid != authcid:
+        # we have no policy that allows it yet. One equal to the authcid (isync/mbsync sends
+        # it with SCRAM) asks for nothing more than the login itself.
+        if authzid and not _same_identity(authcid, authzid):
             return self._fail(PROXY_REFUSED)
         return None
 
@@ -279,8 +286,8 @@ class ScramSha256Mechanism(Mechanism):
         super().__init__()
         self._server_nonce = server_nonce  # tests only: a fixed nonce makes RFC 7677 §3 exact
         self._fake_key_secret = fake_key_secret or _FAKE_KEY_SECRET
-        self._client_first = ""
-        self._authzid = ""
+        self._client_first = ""  # as scramp gets it: without the authzid
+        self._gs2_header = ""  # as the client sent it: with the authzid
         self._fake = False
         self._server: Any = None  # scramp.ScramServer, untyped
 
@@ -323,12 +330,15 @@ class ScramSha256Mechanism(Mechanism):
             return self._fail("malformed SCRAM client-first message: bad GS2 flag")
         authzid = ""
         if authzid_attr:
-            if not authzid_attr.startswith("a="):
-                return self._fail("malformed SCRAM client-first message: bad authzid")
+            # RFC 5802 §7: authzid = "a=" saslname; "," and "=" travel as "=2C" and "=3D".
             unescaped = _unescape_saslname(authzid_attr[2:])
-            if unescaped is None:
+            if not authzid_attr.startswith("a=") or not unescaped:
                 return self._fail("malformed SCRAM client-first message: bad authzid")
-            authzid = unescaped
+            try:
+                # RFC 5802 §5.1: names are prepared with SASLprep (RFC 4013) before comparing.
+                authzid = saslprep(unescaped)
+            except ScramException:
+                return self._fail("malformed SCRAM client-first message: authzid fails SASLprep")
         # RFC 5802 §7: client-first-message-bare = [reserved-mext ","] username "," nonce ...
         if bare.startswith("m="):
             # RFC 5802 §5.1: an unknown mandatory extension makes the exchange fail.
@@ -349,12 +359,12 @@ class ScramSha256Mechanism(Mechanism):
         self.authcid = authcid
         if failure := self._check_authzid(authcid, authzid):
             return failure
-        if authzid:
-            # Deviation from RFC 5802 §7: scramp's server refuses any authzid in the GS2
-            # header, even one equal to the user name; clients rarely send one.
-            return self._fail("an authorisation identity is not supported with SCRAM-SHA-256")
-        self._client_first = text
-        self._authzid = authzid
+        # RFC 5802 §5.1/§7: an authzid equal to the user name is allowed (isync sends one).
+        # scramp's server refuses any authzid in the GS2 header, so it gets the header
+        # without it, and the header the client sent is put back for client-final's c=
+        # check (see _SentGs2Header).
+        self._gs2_header = f"{flag},{authzid_attr},"
+        self._client_first = f"{flag},,{bare}"
         self._state = "keys"
         return NeedScramKeys(authcid, authzid)
 
@@ -370,6 +380,9 @@ class ScramSha256Mechanism(Mechanism):
                 lambda _username: parsed, s_nonce=self._server_nonce
             )
             server.set_client_first(self._client_first)
+            # RFC 5802 §7: c= of client-final is the base64 of the gs2-header the client
+            # sent, authzid included; scramp compares it with its own header object.
+            server.gs2_header = _SentGs2Header(self._gs2_header)
             server_first = server.get_server_first()
         except ScramException as exc:
             return self._fail(f"malformed SCRAM client-first message: {exc.args[0]}")
@@ -398,7 +411,8 @@ class ScramSha256Mechanism(Mechanism):
             return self._fail(f"SCRAM error: {exc}")
         if self._fake:  # cannot happen (the proof cannot match a random key), but be sure
             return self._fail(BAD_CREDENTIALS)
-        return self._succeed(self.authcid, self._authzid, str(server_final).encode("utf-8"))
+        # The authzid, if any, is the user name itself (checked at client-first): "".
+        return self._succeed(self.authcid, "", str(server_final).encode("utf-8"))
 
     def _fake_keys(self, authcid: str) -> tuple[bytes, bytes, bytes, int]:
         # Stable per user name within this process, unpredictable without the secret.
@@ -407,6 +421,34 @@ class ScramSha256Mechanism(Mechanism):
             return hmac.new(self._fake_key_secret, msg, hashlib.sha256).digest()
 
         return derive(b"salt")[:16], derive(b"stored"), derive(b"server"), _SCRAM_ITERATIONS
+
+
+class _SentGs2Header(Gs2Header):  # type: ignore[misc]  # scramp is untyped
+    """scramp's gs2-header, rendered as the client sent it (``n,a=user,``): scramp
+    builds the expected c= of client-final from ``bytes(header)`` (RFC 5802 §7:
+    cbind-input = gs2-header [ cbind-data ], the latter only for "p", which we refuse), so the
+    client's header, authzid included, is what its c= must carry."""
+
+    def __init__(self, sent: str) -> None:
+        super().__init__(sent[0], None)
+        self._sent = sent
+
+    def __str__(self) -> str:
+        return self._sent
+
+    def __bytes__(self) -> bytes:
+        return self._sent.encode("utf-8")  # RFC 5802 §7: saslname is UTF-8
+
+
+def _same_identity(authcid: str, authzid: str) -> bool:
+    """Whether ``authzid`` names the account ``authcid`` logs in as: the same string, or the
+    same address once normalised (account lookups ignore case)."""
+    if authzid == authcid:
+        return True
+    try:
+        return normalize_address(authzid) == normalize_address(authcid)
+    except AddressError:
+        return False
 
 
 def _unescape_saslname(value: str) -> str | None:

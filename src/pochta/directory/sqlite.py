@@ -30,6 +30,7 @@ from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
+from pochta.directory.addresses import AddressError, check_mailbox_address, normalize_domain
 from pochta.directory.base import Directory, DirectoryError
 from pochta.directory.model import Account, Alias, DkimSelector, Domain
 from pochta.sqlite_connections import ThreadConnections, TrackedConnection
@@ -106,6 +107,15 @@ def _split(address: str) -> tuple[str, str]:
     if not at or not local or not domain:
         raise DirectoryError(f"{address!r} is not an address; use local@domain")
     return local, domain
+
+
+def _mailbox_address(address: str) -> str:
+    """The canonical address of a new account, or DirectoryError when its local part cannot
+    name a mailbox directory (MAIL_DIR/DOMAIN/LOCALPART): see check_mailbox_address."""
+    try:
+        return check_mailbox_address(address)
+    except AddressError as exc:
+        raise DirectoryError(str(exc)) from None
 
 
 def _plural(count: int, word: str) -> str:
@@ -252,7 +262,11 @@ class SqliteDirectory(Directory):
     # -- domains --
 
     def add_domain(self, name: str, *, catchall: str = "") -> Domain:
-        name = _fold(name)
+        try:
+            # It names the directory MAIL_DIR/DOMAIN: only a host name (no "/", no "..").
+            name = normalize_domain(name)
+        except AddressError as exc:
+            raise DirectoryError(str(exc)) from None
         catchall = _fold(catchall)
         created = _now()
         with self._write() as conn:
@@ -402,7 +416,7 @@ class SqliteDirectory(Directory):
         enabled: bool = True,
     ) -> Account:
         account = Account(
-            address=_fold(address),
+            address=_mailbox_address(address),
             password_hash=password_hash,
             scram_sha256=scram_sha256,
             quota_bytes=quota_bytes,
@@ -446,7 +460,7 @@ class SqliteDirectory(Directory):
         with self._write() as conn:
             hosted = {str(r[0]).lower() for r in conn.execute("SELECT name FROM domains")}
             for account in accounts:
-                address = _fold(account.address)
+                address = _mailbox_address(account.address)
                 local, domain = _split(address)
                 if domain not in hosted:
                     raise _not_hosted(domain)

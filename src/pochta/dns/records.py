@@ -166,6 +166,25 @@ def _dkim_records(domain: str, selectors: Sequence[DkimSelector]) -> list[Record
     return out
 
 
+def dkim_key_warning(domain: str, selectors: Sequence[DkimSelector]) -> str | None:
+    """Why ``domain`` signs no mail, with the command that fixes it; None when one of its
+    DKIM selectors is active. ``pochta dns`` and ``pochta check`` print it."""
+    if not selectors:
+        return (
+            f"{domain} has no DKIM keys, so its mail goes out unsigned and has no DKIM record "
+            f"to publish; make them with: pochta dkim keygen {domain} (or, for every domain "
+            "without keys: pochta dkim keygen --all-missing)"
+        )
+    if not any(sel.active for sel in selectors):
+        names = ", ".join(sel.selector for sel in selectors)
+        return (
+            f"{domain} has no active DKIM key, so its mail goes out unsigned; once a selector's "
+            f"record is in DNS, switch it on with: pochta dkim activate {domain} SELECTOR "
+            f"(selectors: {names})"
+        )
+    return None
+
+
 def _srv_records(domain: str, host: str, service_ports: Mapping[str, int | None]) -> list[Record]:
     out: list[Record] = []
     comment = (

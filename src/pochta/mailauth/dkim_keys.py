@@ -19,17 +19,20 @@ name shows at a glance how old a key is and never collides with the previous one
 from __future__ import annotations
 
 import base64
+import contextlib
 import datetime as dt
 import os
 import re
-from collections.abc import Collection
+from collections.abc import Collection, Iterable
 from pathlib import Path
 from typing import Literal
 
+import msgspec
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ed25519, rsa
 
 from pochta.directory.addresses import normalize_domain
+from pochta.directory.base import Directory, DirectoryError
 from pochta.directory.model import DkimSelector
 from pochta.tls.selfsigned import write_file_atomic
 
@@ -177,6 +180,52 @@ def generate_domain_keys(
     rsa_sel = generate_selector(domain, keys_dir, "rsa-sha256", taken=taken)
     ed_sel = generate_selector(domain, keys_dir, "ed25519-sha256", taken=[*taken, rsa_sel.selector])
     return [rsa_sel, ed_sel]
+
+
+def add_selectors(
+    directory: Directory,
+    domain: str,
+    keys_dir: Path,
+    algorithms: Iterable[Algorithm],
+    *,
+    selector: str | None = None,
+    rsa_bits: int = 2048,
+    active: bool = True,
+) -> list[DkimSelector]:
+    """Make a key per algorithm for the hosted ``domain`` and add its selector to the
+    directory; every way of making keys (``pochta init``, ``domain add``, ``dkim keygen`` and
+    ``rotate``) comes here. On failure (DkimKeyError, DirectoryError, OSError, raised) none
+    of the new keys is left behind, in the directory or on disk. The files get the owner of
+    ``keys_dir`` when run as root (``_give_to_keys_owner``), as a running server needs."""
+    found = directory.get_domain(domain)
+    if found is None:
+        raise DirectoryError(
+            f"domain {domain} is not hosted here; add it with: pochta domain add {domain}"
+        )
+    made: list[DkimSelector] = []
+    taken = [s.selector for s in found.dkim]
+    try:
+        for algorithm in algorithms:
+            sel = generate_selector(
+                found.name, keys_dir, algorithm, selector, rsa_bits, taken=taken
+            )
+            sel = msgspec.structs.replace(sel, active=active)
+            made.append(sel)
+            taken.append(sel.selector)
+            directory.add_dkim_selector(found.name, sel)
+    except (DkimKeyError, DirectoryError, OSError):
+        for sel in made:
+            with contextlib.suppress(DirectoryError):
+                directory.remove_dkim_selector(found.name, sel.selector)
+            Path(sel.key_path).unlink(missing_ok=True)
+        raise
+    return made
+
+
+def add_domain_keys(directory: Directory, domain: str, keys_dir: Path) -> list[DkimSelector]:
+    """An RSA-2048 and an Ed25519 key for the hosted ``domain``, both signing at once (RFC
+    8463 §1: verifiers that do not know Ed25519 ignore that signature and use the RSA one)."""
+    return add_selectors(directory, domain, keys_dir, ALGORITHMS)
 
 
 def dkim_txt_value(sel: DkimSelector) -> str:
