@@ -57,6 +57,7 @@ delay, and stops them with SIGTERM when it stops.
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 import os
 import socket
@@ -105,39 +106,68 @@ def parse_message(data: bytes) -> tuple[str | None, str | None] | None:
 
 
 class Link:
-    """One end of a master-worker socket pair. ``send`` works from any thread; a message
-    that does not fit the send buffer is replaced by WAKE_ALL, sent at the next chance."""
+    """One end of a master-worker socket pair. ``send`` works from any thread.
+
+    When the send buffer is full, a store change (``C``) is replaced by one WAKE_ALL, which
+    says "anything may have changed"; every other message (connection and session counts,
+    hand-offs, shards) counts, so it waits in order and goes out at the next chance (``retry``,
+    on a timer, or the next ``send``). Dropping one would leave a count wrong for good."""
 
     def __init__(self, sock: socket.socket) -> None:
         sock.setblocking(False)
         self.sock = sock
         self._lock = threading.Lock()
         self._overflow = False
+        self._pending: collections.deque[bytes] = collections.deque()
 
     def send(self, data: bytes) -> None:
         with self._lock:
             try:
-                if self._overflow:
-                    self.sock.send(WAKE_ALL)
-                    self._overflow = False
-                self.sock.send(data)
-            except BlockingIOError:
-                self._overflow = True
+                self._flush()
             except OSError:
-                pass  # the peer is gone; its supervisor deals with that
-
-    def retry(self) -> None:
-        """Send the pending WAKE_ALL, if any (called on a timer)."""
-        with self._lock:
-            if not self._overflow:
+                return  # the peer is gone; its supervisor deals with that
+            if self._overflow or self._pending:
+                self._defer(data)  # keep the order: this one goes after those
                 return
             try:
+                self.sock.send(data)
+            except BlockingIOError:
+                self._defer(data)
+            except OSError:
+                pass
+
+    def _defer(self, data: bytes) -> None:
+        if data[:1] == b"C" or data == WAKE_ALL:
+            self._overflow = True
+        else:
+            self._pending.append(data)
+
+    def _flush(self) -> None:
+        """Send the pending WAKE_ALL and messages, in order, as far as the buffer takes them;
+        raises OSError (not BlockingIOError) when the peer is gone."""
+        try:
+            if self._overflow:
                 self.sock.send(WAKE_ALL)
                 self._overflow = False
-            except BlockingIOError:
-                pass
+            while self._pending:
+                self.sock.send(self._pending[0])
+                self._pending.popleft()
+        except BlockingIOError:
+            pass
+
+    @property
+    def pending(self) -> int:
+        """Messages waiting for room in the send buffer (WAKE_ALL counts as one)."""
+        return len(self._pending) + int(self._overflow)
+
+    def retry(self) -> None:
+        """Send what is pending, if anything (called on a timer)."""
+        with self._lock:
+            try:
+                self._flush()
             except OSError:
                 self._overflow = False
+                self._pending.clear()
 
     def send_socket(self, data: bytes, fd: int) -> bool:
         """Pass a connection's socket; False when it cannot go now (serve it here)."""
