@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import imaplib
 import shutil
 import smtplib
@@ -104,6 +105,26 @@ def test_bad_password_and_unknown_user(imap: tuple[PochtaEnv, ServeProcess]) -> 
     assert c.login(ALICE, PASSWORD)[0] == "OK"
     c.logout()
     assert "Bad-Secret-77" not in "".join(str(r) for r in server.records)
+
+
+def test_failed_logins_end_the_connection(imap: tuple[PochtaEnv, ServeProcess]) -> None:
+    # Issue 12 point 14, as Dovecot's imap-login: after imap.max_auth_failures (3) failed
+    # LOGIN/AUTHENTICATE the NO is followed by BYE and the connection closes.
+    env, server = imap
+    with socket.create_connection(("127.0.0.1", env.ports["imap"]), timeout=10) as sock:
+        f = sock.makefile("rb")
+        assert f.readline().startswith(b"* OK")
+        sock.sendall(b'a1 LOGIN "alice@example.test" "wrong-1"\r\n')
+        assert f.readline().startswith(b"a1 NO [AUTHENTICATIONFAILED]")
+        sock.sendall(
+            b"a2 AUTHENTICATE PLAIN " + base64.b64encode(b"\0" + ALICE.encode() + b"\0x") + b"\r\n"
+        )
+        assert f.readline().startswith(b"a2 NO [AUTHENTICATIONFAILED]")
+        sock.sendall(b'a3 LOGIN "nobody@example.test" "wrong-3"\r\n')
+        assert f.readline().startswith(b"a3 NO [AUTHENTICATIONFAILED]")
+        assert f.readline().startswith(b"* BYE Too many authentication failures")
+        assert f.readline() == b""  # closed: a fourth guess needs a new connection
+    assert server.wait_for("auth_failures_closed")["failures"] == "3"
 
 
 def test_authenticate_plain_with_sasl_ir(imap: tuple[PochtaEnv, ServeProcess]) -> None:

@@ -183,6 +183,7 @@ class Session:
         self._logout = False
         self._counted_account: str | None = None
         self._counted_userip: str | None = None
+        self._auth_failures = 0  # failed LOGIN/AUTHENTICATE on this connection
         self._keywords: set[str] = set()  # announced in FLAGS for the selected folder
         self._recent_asked = 0  # the highest UID of the selected folder asked about \Recent
 
@@ -334,6 +335,8 @@ class Session:
             self.send(C.tagged(tag, "BAD", str(exc)))
         except No as exc:
             self.send(C.tagged(tag, "NO", exc.text, exc.code))
+            if exc.code == "AUTHENTICATIONFAILED":
+                self._auth_failed()
         except StoreError as exc:
             self.send(C.tagged(tag, "NO", str(exc), _store_code(exc)))
 
@@ -444,6 +447,17 @@ class Session:
             raise _Closed
         self.tls_active = True
         return None
+
+    def _auth_failed(self) -> None:
+        """Count a failed LOGIN/AUTHENTICATE (its NO is already queued); after
+        imap.max_auth_failures of them the connection ends, as Dovecot's imap-login does
+        ("Disconnected (auth failed, N attempts)"): a guesser must reconnect, and meets the
+        tarpit and the connection limits again."""
+        self._auth_failures += 1
+        if self._auth_failures >= self.server.settings.imap.max_auth_failures:
+            log.info("auth_failures_closed", client=self.ip, failures=self._auth_failures)
+            self.send(b"* BYE Too many authentication failures; closing the connection\r\n")
+            raise _Closed
 
     async def cmd_login(self, cmd: Any) -> str:
         if not self.plaintext_ok():

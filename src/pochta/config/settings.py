@@ -500,6 +500,14 @@ class IMAPSettings(_Table, frozen=True, kw_only=True, forbid_unknown_fields=True
         ),
         msgspec.Meta(ge=0, le=1_000_000),
     ] = 1000
+    max_auth_failures: Annotated[
+        int,
+        _doc(
+            "Failed LOGIN/AUTHENTICATE per connection; after the last one's NO the server "
+            "says BYE and closes (Dovecot's imap-login disconnects after failed attempts)."
+        ),
+        msgspec.Meta(ge=1, le=1000),
+    ] = 3
     max_append_bytes: Annotated[
         int,
         _doc(
