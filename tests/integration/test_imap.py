@@ -382,9 +382,17 @@ SyncState *
     c.logout()
 
 
-def test_idle_threads_do_not_block_each_other(imap: tuple[PochtaEnv, ServeProcess]) -> None:
+def test_idle_threads_do_not_block_each_other(pochta_env: PochtaEnv) -> None:
     """Twenty IDLE sessions at once; a delivery reaches every one of them."""
-    env, _ = imap
+    env = pochta_env
+    env.add_user(BOB, PASSWORD)
+    # Twenty sessions of one account from one address: above Dovecot's default of 10.
+    set_key(env.config_path, "imap", "max_userip_connections", "20")
+    with serve(env.config_path):
+        _twenty_idle_sessions_see_one_delivery(env)
+
+
+def _twenty_idle_sessions_see_one_delivery(env: PochtaEnv) -> None:
     clients = []
     for _ in range(20):
         c = IMAPClient("127.0.0.1", port=env.ports["imap"], ssl=False, timeout=10)

@@ -265,7 +265,7 @@ def test_zero_connections_per_ip_means_no_limit() -> None:
     for table in ("smtp", "imap", "pop3"):
         s = settings_from_dict(with_(table, max_connections_per_ip=0), check_files=False)
         assert getattr(s, table).max_connections_per_ip == 0
-        assert "0: no limit" in _doc_of(table, "max_connections_per_ip")
+        assert "0 = no limit" in _doc_of(table, "max_connections_per_ip")
 
 
 def _doc_of(table: str, name: str) -> str:

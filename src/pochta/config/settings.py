@@ -232,7 +232,7 @@ class DeliverySettings(_Table, frozen=True, kw_only=True, forbid_unknown_fields=
     ] = 1000.0
     bounces_per_minute: Annotated[
         int,
-        _doc("Delivery status notifications sent per minute at most; more wait. 0: no limit."),
+        _doc("Delivery status notifications sent per minute at most; more wait. 0 = no limit."),
         msgspec.Meta(ge=0, le=_MAX_COUNT),
     ] = 120
 
