@@ -586,6 +586,8 @@ def test_trickled_command_line_gets_421(pochta_env: PochtaEnv) -> None:
         assert said == b"421 4.4.2 Timeout, closing connection\r\n"
         sock.settimeout(10)
         assert sock.recv(1) == b""  # EOF
+        # The log is read in a thread: wait for the line rather than look once.
+        assert server.wait_for("timeout", timeout=10)["timer"] == "command"
         assert [r["timer"] for r in server.events("timeout")] == ["command"]
 
 
