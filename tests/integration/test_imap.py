@@ -556,6 +556,12 @@ def test_fetch_after_another_session_expunged_returns_the_rest(
     assert subjects[2] in fetched[1][1]
     # imaplib files the tagged reply's response code with the untagged ones.
     assert "EXPUNGEISSUED" in a.untagged_responses
+    # Only the expunged message asked for: no data, still OK [EXPUNGEISSUED] (as Dovecot).
+    a.untagged_responses.clear()
+    typ, data = a.fetch("2", "(BODY.PEEK[])")
+    assert typ == "OK", data
+    assert not [d for d in data if d is not None], data
+    assert "EXPUNGEISSUED" in a.untagged_responses
     # Now that the client asks, it learns of the expunge; all of the rest is fetchable.
     typ, data = a.noop()
     assert typ == "OK"
