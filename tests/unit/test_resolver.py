@@ -17,6 +17,7 @@ from pochta.config.settings import (
     Settings,
     TablesSettings,
 )
+from pochta.directory.model import Account
 from pochta.directory.sqlite import SqliteDirectory
 from pochta.protocols.smtp.replies import RELAY_DENIED, UNKNOWN_USER, Reply
 from pochta.resolve import (
@@ -34,6 +35,7 @@ from pochta.resolve import (
     split_addresses,
 )
 from pochta.resolve.resolver import (
+    ADMIN_CACHE_SECONDS,
     ALIAS_LOOP,
     ALIAS_TEMPFAIL,
     ALIAS_TOO_MANY,
@@ -345,6 +347,31 @@ def test_postmaster_goes_to_the_first_account_when_nothing_is_set(
     assert r.postmaster_admin() == ("alice@example.org", "the first account of example.org")
     assert dests(r, form) == (MailboxDest("alice@example.org"),)
     assert r.check_recipient(form, authenticated=False) is None
+
+
+def test_postmaster_admin_lookup_is_kept_a_while(
+    tmp_path: Path, directory: SqliteDirectory, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The first account is found by listing accounts: once per ADMIN_CACHE_SECONDS, not per
+    # RCPT TO:<postmaster> (counted on an injected clock).
+    listed: list[str | None] = []
+    real = directory.list_accounts
+
+    def counting(domain: str | None = None) -> list[Account]:
+        listed.append(domain)
+        return real(domain)
+
+    monkeypatch.setattr(directory, "list_accounts", counting)
+    now = [1000.0]
+    settings = Settings(server=ServerSettings(hostname=HOST))
+    tables = TablesSettings()
+    r = Resolver(directory, ConfiguredTables.open(tables), settings, clock=lambda: now[0])
+    for _ in range(5):
+        assert dests(r, "postmaster@example.org") == (MailboxDest("alice@example.org"),)
+    assert listed == ["example.org"]
+    now[0] += ADMIN_CACHE_SECONDS
+    assert dests(r, "postmaster") == (MailboxDest("alice@example.org"),)
+    assert listed == ["example.org", "example.org"]
 
 
 @pytest.mark.parametrize("form", POSTMASTER_FORMS)

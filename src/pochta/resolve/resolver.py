@@ -74,6 +74,7 @@ import enum
 import os
 import pwd
 import re
+import time
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 
@@ -164,6 +165,7 @@ ALIAS_TOO_MANY = Reply(554, "5.4.6", "Alias expansion has too many recipients")
 ALIAS_TEMPFAIL = Reply(451, "4.3.0", "Alias expansion error; try again later")
 CONFIG_ERROR = Reply(451, "4.3.5", "Server configuration error; try again later")
 NO_POSTMASTER_YET = Reply(451, "4.3.5", "No postmaster mailbox is set up yet; try again later")
+ADMIN_CACHE_SECONDS = 60.0  # how long the derived postmaster admin (first account) is kept
 
 QuotaCheck = Callable[[str], Reply | None]
 """Given a MailboxDest account, a refusal (452 4.2.2, 552 5.2.2) or None when it fits."""
@@ -279,7 +281,14 @@ class Resolver:
     Directory's; the asyncio servers call them directly.
     """
 
-    def __init__(self, directory: Directory, tables: ConfiguredTables, settings: Settings) -> None:
+    def __init__(
+        self,
+        directory: Directory,
+        tables: ConfiguredTables,
+        settings: Settings,
+        *,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
         self._directory = directory
         self._tables = tables
         self._settings = settings
@@ -289,6 +298,9 @@ class Resolver:
         )
         self._delimiter = settings.directory.recipient_delimiter
         self._warned_postmaster: set[str] = set()
+        self._clock = clock
+        # The derived admin (first account): (when found, result); see postmaster_admin.
+        self._admin_found: tuple[float, tuple[str, str]] | None = None
 
     # -- public API ------------------------------------------------------------------------
 
@@ -424,6 +436,16 @@ class Resolver:
         configured = self._settings.server.postmaster.strip()
         if configured:
             return configured, "server.postmaster"
+        # Finding the first account lists a domain's accounts: kept a while, so that mail
+        # for postmaster (a favourite of spammers) does not list them per RCPT.
+        now = self._clock()
+        if self._admin_found is not None and now - self._admin_found[0] < ADMIN_CACHE_SECONDS:
+            return self._admin_found[1]
+        found = self._first_account()
+        self._admin_found = (now, found) if found is not None else None
+        return found
+
+    def _first_account(self) -> tuple[str, str] | None:
         domains = sorted(
             (d for d in self._directory.list_domains() if d.enabled),
             key=lambda d: (d.created, d.name),
