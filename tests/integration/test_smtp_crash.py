@@ -138,8 +138,13 @@ def test_kill_9_while_sending_out_may_deliver_that_message_twice(pochta_env: Poc
             server.proc.wait(10)
         with serve(env.config_path) as server:
             server.wait_for("delivered", timeout=30)
+            # The queue file goes after the "delivered" line: wait for it, bounded.
+            for _ in range(200):
+                if _spool_empty(env):
+                    break
+                time.sleep(0.1)
+            assert _spool_empty(env)
         assert len(sink.taken) == 2  # the peer has it twice: at least once, never lost
         assert all(b"sent when the server died" in taken for taken in sink.taken)
-        assert _spool_empty(env)
     finally:
         peer.stop()
