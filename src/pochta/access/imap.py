@@ -40,6 +40,7 @@ from pochta.mime.sort_thread import (
     thread_orderedsubject,
     thread_references,
 )
+from pochta.netaddr import is_loopback
 from pochta.protocols.imap.render import render
 from pochta.protocols.imap.values import Atom, IMAPValue
 from pochta.server.connections import load_tls_context, upgrade_to_tls
@@ -119,10 +120,6 @@ class No(Exception):
         super().__init__(text)
         self.text = text
         self.code = code
-
-
-def _is_loopback(ip: str) -> bool:
-    return ip in ("127.0.0.1", "::1") or ip.startswith("127.")
 
 
 class IMAPService:
@@ -377,7 +374,7 @@ class Session:
     def plaintext_ok(self) -> bool:
         if self.tls_active:
             return True
-        return self.server.settings.imap.allow_plaintext_on_loopback and _is_loopback(self.ip)
+        return self.server.settings.imap.allow_plaintext_on_loopback and is_loopback(self.ip)
 
     def capabilities(self) -> list[str]:
         caps = list(BASE_CAPABILITIES)

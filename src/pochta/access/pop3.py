@@ -50,6 +50,7 @@ from pochta.directory.sasl import (
     server_mechanism,
 )
 from pochta.logs import get_logger
+from pochta.netaddr import is_loopback
 from pochta.protocols.pop3 import (
     NEED_DATA,
     AuthResponse,
@@ -165,7 +166,7 @@ class _Session:
             tls_active=tls_active,
             tls_available=service.tls is not None and not tls_active,
             plaintext_login=(
-                self.server.settings.pop3.allow_plaintext_on_loopback and _is_loopback(ip)
+                self.server.settings.pop3.allow_plaintext_on_loopback and is_loopback(ip)
             ),
             auth_mechanisms=MECHANISMS,
             max_auth_failures=self.server.settings.pop3.max_auth_failures,
@@ -478,10 +479,6 @@ def apply_update(
         except StoreError as exc:  # the deletions stand; \Seen is a courtesy
             log.warning("seen_failed", user=user, error=str(exc))
     return removed
-
-
-def _is_loopback(ip: str) -> bool:
-    return ip.startswith("127.") or ip == "::1" or ip.startswith("::ffff:127.")
 
 
 def pop3(server: Server, listener: str) -> POP3Service:

@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Literal
 
 from pochta.directory.sasl import Challenge, Failure, Mechanism, Success, server_mechanism
 from pochta.logs import get_logger
+from pochta.netaddr import is_loopback
 from pochta.protocols.smtp import (
     NEED_DATA,
     AuthResponse,
@@ -112,7 +113,7 @@ class _Session:
             tls_active=self.tls_active,
             tls_available=service.tls is not None and not self.tls_active,
             auth_mechanisms=("PLAIN", "LOGIN", "SCRAM-SHA-256") if submission else (),
-            auth_requires_tls=not (s.auth.allow_plaintext_on_loopback and _is_loopback(ip)),
+            auth_requires_tls=not (s.auth.allow_plaintext_on_loopback and is_loopback(ip)),
             require_auth=submission,
         )
         self.auth_user = ""
@@ -549,10 +550,6 @@ def _body(value: str | None) -> Literal["7BIT", "8BITMIME", "BINARYMIME"]:
     if value in ("8BITMIME", "BINARYMIME"):
         return value  # type: ignore[return-value]
     return "7BIT"
-
-
-def _is_loopback(ip: str) -> bool:
-    return ip.startswith("127.") or ip == "::1"
 
 
 def smtp(server: Server, listener: str) -> SMTPService:

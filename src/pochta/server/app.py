@@ -20,9 +20,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import errno
-import functools
 import importlib
-import ipaddress
 import os
 import pkgutil
 import signal
@@ -40,6 +38,7 @@ from pochta import __version__
 from pochta.config.settings import LISTENER_NAMES, Settings
 from pochta.directory.base import Directory
 from pochta.logs import configure_logging, get_logger
+from pochta.netaddr import in_networks
 from pochta.server.addresses import ListenAddress, parse_listen
 from pochta.server.connections import OpenCounts
 from pochta.server.metrics import Metrics
@@ -117,15 +116,6 @@ class _Slot:
             give_back()
 
 
-@functools.lru_cache(maxsize=16)
-def _networks(specs: tuple[str, ...]) -> tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...]:
-    nets = []
-    for spec in specs:
-        with contextlib.suppress(ValueError):  # `pochta check` reports it (config/check.py)
-            nets.append(ipaddress.ip_network(spec, strict=False))
-    return tuple(nets)
-
-
 def _service_listeners(listener: str) -> tuple[str, ...]:
     """The listeners counted together for the connection limits: IMAP's two and POP3's two
     (one service each, as Dovecot's imap-login and pop3-login); each SMTP listener on its own
@@ -134,18 +124,6 @@ def _service_listeners(listener: str) -> tuple[str, ...]:
         if listener in group:
             return group
     return (listener,)
-
-
-def in_networks(ip: str, specs: list[str]) -> bool:
-    """Whether client address `ip` lies in one of the networks `specs` ("10.0.0.0/8", "::1");
-    an IPv4-mapped IPv6 address (a dual-stack listener) counts as its IPv4 address."""
-    try:
-        addr = ipaddress.ip_address(ip.split("%", 1)[0])
-    except ValueError:
-        return False
-    if isinstance(addr, ipaddress.IPv6Address) and addr.ipv4_mapped is not None:
-        addr = addr.ipv4_mapped
-    return any(addr in net for net in _networks(tuple(specs)))
 
 
 @dataclass(slots=True)

@@ -27,6 +27,8 @@ import h11
 
 from pochta.directory.addresses import AddressError, normalize_domain, split_address
 from pochta.logs import get_logger
+from pochta.netaddr import in_networks
+from pochta.netaddr import is_loopback as is_loopback_ip
 from pochta.web.autoconfig import (
     AUTODISCOVER_BODY_LIMIT,
     build_autoconfig,
@@ -91,16 +93,9 @@ class _HeadTooLarge(Exception):
 
 
 def is_loopback(client: str) -> bool:
-    """True for 127.0.0.0/8, ::1 and ::ffff:127.x; unix socket peers ("") count as local."""
-    if not client:
-        return True
-    try:
-        ip = ipaddress.ip_address(client.split("%", 1)[0])
-    except ValueError:
-        return False
-    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
-        return ip.ipv4_mapped.is_loopback
-    return ip.is_loopback
+    """The one loopback rule (pochta.netaddr.is_loopback); a unix socket peer ("") is local
+    too."""
+    return client == "" or is_loopback_ip(client)
 
 
 def host_domain(host_header: str) -> str | None:
@@ -173,12 +168,7 @@ class HttpService:
         at each request, so a reload applies)."""
         if is_loopback(client):
             return True
-        try:
-            ip = ipaddress.ip_address(client.split("%", 1)[0])
-        except ValueError:
-            return False
-        nets = self._server.settings.http.metrics_allowed_networks
-        return any(ip in ipaddress.ip_network(net, strict=False) for net in nets)
+        return in_networks(client, self._server.settings.http.metrics_allowed_networks)
 
     def _metrics(self, request: Request) -> Response:
         if not self._metrics_allowed(request.client):
