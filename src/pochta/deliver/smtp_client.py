@@ -58,6 +58,7 @@ import aiosmtplib
 
 from pochta.deliver.tls_policy import LEVEL_ORDER, HostTLS, Level, TLSARecord
 from pochta.logs import get_logger
+from pochta.protocols.smtp.parse import xtext_encode
 from pochta.protocols.smtp.replies import Reply
 
 log = get_logger("deliver")
@@ -367,15 +368,8 @@ def address_problem(address: str) -> str:
     return ""
 
 
-def xtext(text: str) -> str:
-    """RFC 3461 §4: xtext, where "+", "=" and octets outside "!".."~" become "+HH"."""
-    out = []
-    for byte in text.encode("utf-8"):
-        if 33 <= byte <= 126 and byte not in (ord("+"), ord("=")):
-            out.append(chr(byte))
-        else:
-            out.append(f"+{byte:02X}")
-    return "".join(out)
+# RFC 3461 §4: the one xtext encoder is the SMTP parser's; the name stays for callers.
+xtext = xtext_encode
 
 
 def _utf8_addr_xtext(address: str) -> str:
@@ -396,7 +390,7 @@ def _orcpt_param(orcpt: str) -> str:
     if not sep:
         kind, address = "rfc822", orcpt
     if address.isascii():
-        return f"{kind.strip() or 'rfc822'};{xtext(address)}"
+        return f"{kind.strip() or 'rfc822'};{xtext_encode(address)}"
     # RFC 6533 §3: a non-ASCII original address travels as type "utf-8".
     return f"utf-8;{_utf8_addr_xtext(address)}"
 
@@ -1005,7 +999,7 @@ class ClientSession:
             if message.ret:
                 params.append(f"RET={message.ret}")  # RFC 3461 §4.3
             if message.envid and message.envid.isascii():
-                params.append(f"ENVID={xtext(message.envid)}")  # RFC 3461 §4.4
+                params.append(f"ENVID={xtext_encode(message.envid)}")  # RFC 3461 §4.4
         if message.requiretls and self.supports("requiretls"):
             params.append("REQUIRETLS")  # RFC 8689 §4
         return self._command("MAIL FROM", message.sender, params, utf8)
