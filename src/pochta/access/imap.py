@@ -30,7 +30,16 @@ from pochta.access.imap_list import ListOptions, canonical_pattern, list_entries
 from pochta.access.imap_search import Key, SearchContext, esearch_parts, evaluate
 from pochta.access.imap_timers import SessionTimers
 from pochta.access.mailbox_view import MailboxView, ViewUpdate
-from pochta.directory.sasl import Challenge, Failure, Mechanism, Success, server_mechanism
+from pochta.directory.sasl import server_mechanism
+from pochta.directory.sasl_exchange import (
+    Authenticated,
+    BadBase64,
+    Cancelled,
+    Failed,
+    Resolve,
+    SaslExchange,
+    SendChallenge,
+)
 from pochta.logs import get_logger
 from pochta.mime.sort_thread import (
     SortInfo,
@@ -472,36 +481,33 @@ class Session:
             raise No("Use STARTTLS first", "PRIVACYREQUIRED")
         mechanism, initial = C.authenticate_args(cmd)
         try:
-            mech: Mechanism = server_mechanism(mechanism)
+            sasl = SaslExchange(server_mechanism(mechanism))
         except ValueError:
             raise No("Unsupported authentication mechanism", "CANNOT") from None
-        step: Any = mech.start(initial)
+        action: Resolve | SendChallenge | Authenticated | Failed | Cancelled | BadBase64
+        action = sasl.start(initial)
         while True:
-            step = await self.mail.authenticator.resolve_step(self.ip, mech, step)
-            if isinstance(step, Challenge | Success) and (
-                isinstance(step, Challenge) or step.final_data
-            ):
-                data = step.data if isinstance(step, Challenge) else step.final_data
-                self.send(b"+ " + base64.b64encode(data or b"") + b"\r\n")
+            if isinstance(action, Resolve):
+                step = await self.mail.authenticator.resolve_step(
+                    self.ip, sasl.mechanism, action.step
+                )
+                action = sasl.resolved(step)
+            elif isinstance(action, SendChallenge):
+                self.send(b"+ " + base64.b64encode(action.data) + b"\r\n")  # RFC 9051 §6.2.2
                 self.parser.expect_line()
-                line = await self.next_event()
-                raw = C.raw_line(line)
-                if raw == b"*":
-                    raise Bad("Authentication cancelled")
-                try:
-                    answer = base64.b64decode(raw, validate=True)
-                except ValueError:
-                    raise Bad("Invalid base64") from None
-                if isinstance(step, Success):
-                    break  # RFC 9051 §6.2.2: the client's empty answer to the final data
-                step = mech.respond(answer)
-                continue
-            break
-        if not isinstance(step, Success):
-            reason = step.reason if isinstance(step, Failure) else "failed"
-            log.info("auth_failed", client=self.ip, mechanism=mech.name, reason=reason)
+                action = sasl.answer_line(C.raw_line(await self.next_event()))
+            else:
+                break
+        if isinstance(action, Cancelled):
+            raise Bad("Authentication cancelled")  # RFC 9051 §6.2.2: "*" gets a tagged BAD
+        if isinstance(action, BadBase64):
+            raise Bad("Invalid base64")  # RFC 9051 §6.2.2: so does invalid base64
+        if isinstance(action, Failed):
+            log.info(
+                "auth_failed", client=self.ip, mechanism=sasl.mechanism.name, reason=action.reason
+            )
             raise No("Authentication failed", "AUTHENTICATIONFAILED")
-        await self._logged_in(step.authcid)
+        await self._logged_in(action.success.authcid)
         return "AUTHENTICATE completed"
 
     async def _logged_in(self, address: str) -> None:

@@ -41,13 +41,13 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
-from pochta.directory.sasl import (
-    Challenge,
-    Failure,
-    Mechanism,
-    Step,
-    Success,
-    server_mechanism,
+from pochta.directory.sasl import server_mechanism
+from pochta.directory.sasl_exchange import (
+    Authenticated,
+    Failed,
+    Resolve,
+    SaslExchange,
+    SendChallenge,
 )
 from pochta.logs import get_logger
 from pochta.netaddr import is_loopback
@@ -172,8 +172,7 @@ class _Session:
             max_auth_failures=self.server.settings.pop3.max_auth_failures,
         )
         self.user: str | None = None  # the account whose maildrop this session locked
-        self.mech: Mechanism | None = None
-        self.pending_success: Success | None = None  # SCRAM's final data was sent
+        self.sasl: SaslExchange | None = None  # the AUTH exchange under way
         self.retrieved = 0  # RETR commands answered with the message
         self.deleted: int | None = None  # messages removed at QUIT (None: no UPDATE)
         self.clock = time.monotonic  # for the login and command-line timers
@@ -324,53 +323,43 @@ class _Session:
         await self._open(result.account.address, "USER")
 
     async def _auth_start(self, event: AuthStart) -> None:
-        self.pending_success = None
         try:
-            self.mech = server_mechanism(event.mechanism)
+            self.sasl = SaslExchange(server_mechanism(event.mechanism))
         except ValueError:
+            self.sasl = None
             self.conn.reject(R.UNKNOWN_MECHANISM)
             return
-        await self._auth_step(self.mech.start(event.initial_response))
+        await self._auth_step(self.sasl.start(event.initial_response))
 
     async def _auth_response(self, event: AuthResponse) -> None:
-        if self.pending_success is not None:
-            # RFC 4422 §3.6 (and RFC 5034 §4): the server's additional data with success
-            # went out as a challenge; the client answers it with an empty response.
-            success, self.pending_success = self.pending_success, None
-            if event.data:
-                self._auth_failed("response to the final challenge was not empty")
-                return
-            await self._open(success.authcid, self.mech.name if self.mech else "SASL")
-            return
-        if self.mech is None:
+        # The core answered "*" and bad base64 itself (RFC 5034 §4).
+        if self.sasl is None or self.sasl.finished:
             self.conn.reject(R.AUTH_FAILED)
             return
-        await self._auth_step(self.mech.respond(event.data))
+        await self._auth_step(self.sasl.answer(event.data))
 
-    async def _auth_step(self, step: Step) -> None:
-        mech = self.mech
-        assert mech is not None
-        step = await self.mail.authenticator.resolve_step(self.ip, mech, step)
-        if isinstance(step, Challenge):
-            self.conn.auth_challenge(step.data)
-        elif isinstance(step, Success):
-            if step.final_data:
-                self.pending_success = step
-                self.conn.auth_challenge(step.final_data)
-            else:
-                await self._open(step.authcid, mech.name)
-        else:
-            self._auth_failed(step.reason if isinstance(step, Failure) else "failed")
+    async def _auth_step(self, action: Resolve | SendChallenge | Authenticated | Failed) -> None:
+        sasl = self.sasl
+        assert sasl is not None
+        if isinstance(action, Resolve):
+            step = await self.mail.authenticator.resolve_step(self.ip, sasl.mechanism, action.step)
+            action = sasl.resolved(step)
+        if isinstance(action, SendChallenge):
+            self.conn.auth_challenge(action.data)  # RFC 5034 §4: "+ " base64
+        elif isinstance(action, Authenticated):
+            await self._open(action.success.authcid, sasl.mechanism.name)
+        elif isinstance(action, Failed):
+            self._auth_failed(action.reason)
 
     def _auth_failed(self, reason: str) -> None:
-        mechanism = self.mech.name if self.mech else "SASL"
+        mechanism = self.sasl.mechanism.name if self.sasl else "SASL"
         log.info("auth_failed", client=self.ip, mechanism=mechanism, reason=reason)
-        self.mech = None
+        self.sasl = None
         self.conn.reject(R.AUTH_FAILED)  # RFC 3206 §5: [AUTH]
 
     async def _open(self, address: str, mechanism: str) -> None:
         """Lock and list the maildrop of a client that proved who it is (RFC 1939 §4)."""
-        self.mech = None
+        self.sasl = None
         locks = self.service.shared.locks
         if not locks.acquire(address):
             log.info("in_use", client=self.ip, user=address)

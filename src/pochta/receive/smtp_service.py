@@ -12,7 +12,14 @@ import time
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Literal
 
-from pochta.directory.sasl import Challenge, Failure, Mechanism, Success, server_mechanism
+from pochta.directory.sasl import Success, server_mechanism
+from pochta.directory.sasl_exchange import (
+    Authenticated,
+    Failed,
+    Resolve,
+    SaslExchange,
+    SendChallenge,
+)
 from pochta.logs import get_logger
 from pochta.netaddr import is_loopback
 from pochta.protocols.smtp import (
@@ -117,8 +124,7 @@ class _Session:
             require_auth=submission,
         )
         self.auth_user = ""
-        self.mech: Mechanism | None = None
-        self.pending_success: Success | None = None
+        self.sasl: SaslExchange | None = None
         self.helo = ""
         self.txn = _Transaction()
         self.messages = 0
@@ -245,38 +251,33 @@ class _Session:
 
     async def _auth_start(self, event: AuthStart) -> None:
         try:
-            self.mech = server_mechanism(event.mechanism)
+            self.sasl = SaslExchange(server_mechanism(event.mechanism))
         except ValueError:
             self.conn.send_reply(Reply(504, "5.5.4", "Unrecognized authentication type"))
             return
-        await self._auth_step(self.mech.start(event.initial_response))
+        await self._auth_step(self.sasl.start(event.initial_response))
 
     async def _auth_response(self, event: AuthResponse) -> None:
-        if self.pending_success is not None:
-            # RFC 4954 §4: the client's empty answer to the additional-data challenge.
-            success, self.pending_success = self.pending_success, None
-            self._authenticated(success)
-            return
-        if self.mech is None:
+        # The core answered "*" and bad base64 itself (RFC 4954 §4).
+        if self.sasl is None or self.sasl.finished:
             self.conn.send_reply(R.BAD_SEQUENCE)
             return
-        await self._auth_step(self.mech.respond(event.data))
+        await self._auth_step(self.sasl.answer(event.data))
 
-    async def _auth_step(self, step: object) -> None:
-        assert self.mech is not None
-        step = await self.mail.authenticator.resolve_step(self.ip, self.mech, step)  # type: ignore[arg-type]
-        if isinstance(step, Challenge):
-            self.conn.auth_challenge(step.data)
-        elif isinstance(step, Success):
-            if step.final_data:
-                self.pending_success = step
-                self.conn.auth_challenge(step.final_data)
-            else:
-                self._authenticated(step)
-        else:
-            reason = step.reason if isinstance(step, Failure) else "failed"
-            log.info("auth_failed", client=self.ip, mechanism=self.mech.name, reason=reason)
-            self.mech = None
+    async def _auth_step(self, action: Resolve | SendChallenge | Authenticated | Failed) -> None:
+        sasl = self.sasl
+        assert sasl is not None
+        if isinstance(action, Resolve):
+            step = await self.mail.authenticator.resolve_step(self.ip, sasl.mechanism, action.step)
+            action = sasl.resolved(step)
+        if isinstance(action, SendChallenge):
+            self.conn.auth_challenge(action.data)  # RFC 4954 §4: 334 base64
+        elif isinstance(action, Authenticated):
+            self._authenticated(action.success)
+        elif isinstance(action, Failed):
+            reason = action.reason
+            log.info("auth_failed", client=self.ip, mechanism=sasl.mechanism.name, reason=reason)
+            self.sasl = None
             self.auth_failures += 1
             if self.auth_failures >= self.server.settings.smtp.max_auth_failures:
                 # Dovecot's login processes close after 3 failures; Postfix has only its
@@ -288,7 +289,7 @@ class _Session:
 
     def _authenticated(self, success: Success) -> None:
         self.auth_user = success.authcid
-        self.mech = None
+        self.sasl = None
         log.info("auth", client=self.ip, user=self.auth_user)
         self.conn.send_reply(R.AUTH_OK)
 
