@@ -568,8 +568,9 @@ def test_wrong_passwords_close_the_connection(pochta_env: PochtaEnv) -> None:
         c.user(ALICE)
         with pytest.raises(poplib.error_proto, match=r"too many failures, closing connection"):
             c.pass_("wrong")
-        with pytest.raises(poplib.error_proto, match="EOF"):
-            c.user(ALICE)
+        # Read, do not send: a command sent to a closed connection may meet a reset (RST)
+        # instead of the end of the stream.
+        assert c.file.readline() == b""  # the server closed the connection
         c.close()
 
         with socket.create_connection(("127.0.0.1", env.ports["pop3"]), timeout=10) as sock:
