@@ -35,8 +35,8 @@ import dns.resolver
 import pytest
 from dkim.util import parse_tag_value
 
-from pochta.cleanup.headers import SplitMessage, split_message
 from pochta.config.load import load_settings
+from pochta.mime.headers import SplitMessage, split_message
 from pochta.queue.spool import Spool
 from tests.conftest import DOMAIN, PochtaEnv
 from tests.dnsserver import ZoneServer

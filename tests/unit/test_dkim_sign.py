@@ -21,7 +21,6 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from structlog.testing import capture_logs
 
-from pochta.cleanup.headers import split_message
 from pochta.cleanup.pipeline import Cleanup, CleanupInput, CleanupResult
 from pochta.cli.dkim import queued_signed_with
 from pochta.config.settings import DKIMSettings, ServerSettings, Settings, TablesSettings
@@ -41,6 +40,7 @@ from pochta.mailauth.dkim_sign import (
     DkimSigner,
     signed_field_names,
 )
+from pochta.mime.headers import split_message
 from pochta.protocols.smtp.replies import Reply
 from pochta.queue.envelope import Envelope, Recipient
 from pochta.queue.spool import Spool

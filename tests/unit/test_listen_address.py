@@ -10,7 +10,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from pochta.server.addresses import ListenAddress, parse_listen
+from pochta.config.listen import ListenAddress, parse_listen
 from pochta.server.app import bind_error_message
 
 

@@ -52,7 +52,6 @@ from pochta.mime.sort_thread import (
 from pochta.netaddr import is_loopback
 from pochta.protocols.imap.render import render
 from pochta.protocols.imap.values import Atom, IMAPValue
-from pochta.server.connections import load_tls_context, upgrade_to_tls
 from pochta.store import (
     INBOX,
     FlagMode,
@@ -66,6 +65,7 @@ from pochta.store import (
     StoreUnavailable,
     WouldBlock,
 )
+from pochta.tls.streams import load_tls_context, upgrade_to_tls
 
 if TYPE_CHECKING:
     from pochta.server.app import Server
@@ -135,7 +135,7 @@ class IMAPService:
     def __init__(self, server: Server, listener: str, *, implicit_tls: bool) -> None:
         self.server = server
         self.name = listener
-        self.tls = load_tls_context(server)
+        self.tls = load_tls_context(server.settings)
         if implicit_tls and self.tls is None:
             raise RuntimeError(f"listen.{listener} needs a TLS certificate; see tls.cert_file")
         self.ssl_context = self.tls if implicit_tls else None

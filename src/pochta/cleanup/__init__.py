@@ -3,21 +3,11 @@
 :class:`Cleanup` takes a received message and its envelope, prepends ``Received:``, adds
 ``Message-ID:``/``Date:`` to submissions, applies canonical(5) maps, enforces header limits
 and the hop count, then runs the mail-authentication and spam filters. Header handling works
-on raw bytes (:mod:`pochta.cleanup.headers`) so that untouched fields and the body stay
+on raw bytes (:mod:`pochta.mime.headers`) so that untouched fields and the body stay
 exactly as they came.
 """
 
 from pochta.cleanup.canonical import CanonicalMaps, address_spans, rewrite_address_list
-from pochta.cleanup.headers import (
-    MAX_HEADER_BLOCK_BYTES,
-    MAX_HEADER_FIELD_BYTES,
-    HeaderField,
-    HeaderLimitError,
-    SplitMessage,
-    detect_newline,
-    make_field,
-    split_message,
-)
 from pochta.cleanup.pipeline import (
     HEADER_TOO_LARGE,
     MAX_HOPS,
@@ -26,6 +16,16 @@ from pochta.cleanup.pipeline import (
     CleanupInput,
     CleanupResult,
     Filter,
+)
+from pochta.mime.headers import (
+    MAX_HEADER_BLOCK_BYTES,
+    MAX_HEADER_FIELD_BYTES,
+    HeaderField,
+    HeaderLimitError,
+    SplitMessage,
+    detect_newline,
+    make_field,
+    split_message,
 )
 
 __all__ = [

@@ -3,8 +3,9 @@
 Every message, from the MX, submission, LMTP or the sendmail command, passes through
 :meth:`Cleanup.process` before it is queued. The steps, in order:
 
-1. **Split** the content into header fields and body, byte-exact (:mod:`.headers`). A header
-   block over 1 MiB or one field over 64 KiB: ``550 5.6.0 Message header too large``.
+1. **Split** the content into header fields and body, byte-exact
+   (:mod:`pochta.mime.headers`). A header block over 1 MiB or one field over 64 KiB:
+   ``550 5.6.0 Message header too large``.
 2. **Hop count**: more than 100 ``Received:`` fields with ours counted is a mail loop:
    ``554 5.4.6 Too many hops`` (RFC 5321 §6.3 "at least 100").
 3. **Canonical mapping** of the envelope (:mod:`.canonical`): sender_canonical_maps /
@@ -37,7 +38,10 @@ from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 
 from pochta.cleanup.canonical import CanonicalMaps, rewrite_address_list
-from pochta.cleanup.headers import (
+from pochta.cleanup.received import date_value, message_id_value, received_value
+from pochta.config.settings import Settings
+from pochta.logs import get_logger
+from pochta.mime.headers import (
     MAX_HEADER_BLOCK_BYTES,
     MAX_HEADER_FIELD_BYTES,
     HeaderField,
@@ -47,9 +51,6 @@ from pochta.cleanup.headers import (
     make_field,
     split_message,
 )
-from pochta.cleanup.received import date_value, message_id_value, received_value
-from pochta.config.settings import Settings
-from pochta.logs import get_logger
 from pochta.protocols.smtp.replies import TEMPORARY_FAILURE, Reply
 from pochta.tables.configured import ConfiguredTables
 

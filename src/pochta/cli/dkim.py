@@ -21,7 +21,6 @@ from typing import BinaryIO
 import click
 from dkim.util import InvalidTagValueList, parse_tag_value
 
-from pochta.cleanup.headers import MAX_HEADER_BLOCK_BYTES, split_message
 from pochta.cli.common import fail, load_cli_settings, open_directory
 from pochta.config.settings import Settings
 from pochta.directory.addresses import AddressError, normalize_domain
@@ -34,6 +33,7 @@ from pochta.mailauth.dkim_keys import (
     add_selectors,
     dkim_txt_value,
 )
+from pochta.mime.headers import MAX_HEADER_BLOCK_BYTES, split_message
 from pochta.queue.spool import MAX_ENVELOPE_BYTES, STATES, Spool
 
 RETIRE_AFTER_DAYS = 7

@@ -48,7 +48,7 @@ def _check_server(s: Settings) -> Iterator[Problem]:
 
 
 def _check_listeners(s: Settings) -> Iterator[Problem]:
-    from pochta.server.addresses import parse_listen
+    from pochta.config.listen import parse_listen
 
     seen: dict[str, str] = {}
     for name in LISTENER_NAMES:

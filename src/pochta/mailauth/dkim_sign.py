@@ -54,7 +54,6 @@ import dkim
 import msgspec
 
 from pochta.cleanup.canonical import address_spans
-from pochta.cleanup.headers import MAX_HEADER_BLOCK_BYTES, HeaderField, split_message
 from pochta.cleanup.pipeline import CleanupInput, CleanupResult
 from pochta.config.settings import Settings
 from pochta.directory.addresses import AddressError, normalize_domain
@@ -62,6 +61,7 @@ from pochta.directory.base import Directory
 from pochta.directory.model import DkimSelector
 from pochta.logs import get_logger
 from pochta.mailauth.dkim_keys import DkimKeyError, load_private_key
+from pochta.mime.headers import MAX_HEADER_BLOCK_BYTES, HeaderField, split_message
 from pochta.protocols.smtp.replies import Reply
 
 __all__ = [

@@ -42,7 +42,7 @@ from pochta.protocols.smtp.replies import Reply
 from pochta.queue.envelope import Envelope, Recipient, new_queue_id
 from pochta.queue.spool import SpoolError, SpoolFull, required_free_bytes
 from pochta.resolve.classes import MailboxDest
-from pochta.server.connections import load_tls_context, upgrade_to_tls
+from pochta.tls.streams import load_tls_context, upgrade_to_tls
 
 if TYPE_CHECKING:
     from pochta.server.app import Server
@@ -75,7 +75,7 @@ class SMTPService:
         self.name = listener
         self.mode = mode
         # Loaded now, before the privilege drop: the key file is root's.
-        self.tls = None if mode == "lmtp" else load_tls_context(server)
+        self.tls = None if mode == "lmtp" else load_tls_context(server.settings)
         if implicit_tls and self.tls is None:
             raise RuntimeError(f"listen.{listener} needs a TLS certificate; see tls.cert_file")
         self.ssl_context = self.tls if implicit_tls else None

@@ -35,11 +35,11 @@ from typing import TYPE_CHECKING, Any, Literal
 import msgspec
 
 from pochta import __version__
+from pochta.config.listen import ListenAddress, parse_listen
 from pochta.config.settings import LISTENER_NAMES, Settings
 from pochta.directory.base import Directory
 from pochta.logs import configure_logging, get_logger
 from pochta.netaddr import in_networks
-from pochta.server.addresses import ListenAddress, parse_listen
 from pochta.server.connections import OpenCounts
 from pochta.server.metrics import Metrics
 from pochta.server.privileges import PrivilegeError, drop_privileges

@@ -16,8 +16,8 @@ import xml.etree.ElementTree as ET
 from dataclasses import dataclass
 from xml.parsers import expat
 
+from pochta.config.listen import parse_listen
 from pochta.config.settings import ListenSettings
-from pochta.server.addresses import parse_listen
 
 AUTODISCOVER_REQUEST_NS = (
     "http://schemas.microsoft.com/exchange/autodiscover/outlook/requestschema/2006"
