@@ -8,7 +8,9 @@ import asyncio
 import contextlib
 import http.server
 import json
+import os
 import ssl
+import stat
 import threading
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -439,6 +441,31 @@ async def test_policy_survives_a_restart(
     again = await _sts(dns_server, site, ca_file, tmp_path, clock).policy(DOMAIN)
     assert again == first
     assert site.policy_requests() == 1
+
+
+async def test_cache_write_fsyncs_its_directory(
+    dns_server: ZoneServer,
+    site: PolicySite,
+    ca_file: Path,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The cached policy's rename reaches the disk (fsync of the cache directory): a policy
+    lost in a crash is a window for a downgrade (RFC 8461 §10.2)."""
+    dirs: list[Path] = []
+    real = os.fsync
+
+    def fsync(fd: int) -> None:
+        if stat.S_ISDIR(os.fstat(fd).st_mode):
+            dirs.append(Path(os.readlink(f"/proc/self/fd/{fd}")))
+        real(fd)
+
+    monkeypatch.setattr(os, "fsync", fsync)
+    cache = tmp_path / "sts"
+    assert await _sts(dns_server, site, ca_file, cache).policy(DOMAIN) is not None
+    assert (cache / f"{DOMAIN}.json").exists()
+    assert dirs == [cache]
+    assert [p.name for p in cache.iterdir()] == [f"{DOMAIN}.json"]
 
 
 async def test_cached_policy_applies_when_txt_disappears(

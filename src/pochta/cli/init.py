@@ -11,21 +11,7 @@ from pochta.cli.common import fail
 from pochta.config.sample import render_config
 from pochta.config.settings import STANDARD_PORTS, Settings, port_with_base
 from pochta.directory.addresses import AddressError, normalize_address, normalize_domain
-
-
-def _atomic_write(path: Path, text: str, mode: int = 0o640) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, mode)
-    with os.fdopen(fd, "w", encoding="utf-8") as f:
-        f.write(text)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
-    dfd = os.open(path.parent, os.O_RDONLY)
-    try:
-        os.fsync(dfd)
-    finally:
-        os.close(dfd)
+from pochta.durable import write_atomic
 
 
 @click.command()
@@ -145,13 +131,14 @@ def init(
             selectors = add_domain_keys(directory, dom, settings.dkim_dir)
     finally:
         directory.close()
-    _atomic_write(config_file, text)
+    owner = None
     if run_as_user and os.geteuid() == 0:
         # The server rereads the config on SIGHUP after dropping to run_as_user: let its
         # group read the file (it holds no secrets; keys stay 0600 root).
         import pwd
 
-        os.chown(config_file, 0, pwd.getpwnam(run_as_user).pw_gid)
+        owner = (0, pwd.getpwnam(run_as_user).pw_gid)
+    write_atomic(config_file, text.encode("utf-8"), mode=0o640, owner=owner)
 
     click.echo(f"Created {config_file}")
     click.echo(f"  TLS certificate  {cert} (self-signed for {host})")

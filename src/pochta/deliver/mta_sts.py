@@ -27,7 +27,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import os
 import re
 import ssl
 import time
@@ -43,6 +42,7 @@ import dns.resolver
 import httpx
 import msgspec
 
+from pochta.durable import write_atomic
 from pochta.logs import get_logger
 
 log = get_logger("deliver")
@@ -526,10 +526,6 @@ class StsResolver:
 
     def _write(self, entry: CachedPolicy) -> None:
         self.cache_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
-        path = self._path(entry.domain)
-        tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-        with open(tmp, "wb") as f:
-            f.write(_encoder.encode(entry))
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
+        # The directory is fsynced too: a policy the next start does not find is a window
+        # for a downgrade (RFC 8461 §10.2).
+        write_atomic(self._path(entry.domain), _encoder.encode(entry), mode=0o600)

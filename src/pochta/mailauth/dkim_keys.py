@@ -34,7 +34,7 @@ from cryptography.hazmat.primitives.asymmetric import ed25519, rsa
 from pochta.directory.addresses import normalize_domain
 from pochta.directory.base import Directory, DirectoryError
 from pochta.directory.model import DkimSelector
-from pochta.tls.selfsigned import write_file_atomic
+from pochta.durable import write_atomic
 
 Algorithm = Literal["rsa-sha256", "ed25519-sha256"]
 ALGORITHMS: tuple[Algorithm, ...] = ("rsa-sha256", "ed25519-sha256")
@@ -160,7 +160,7 @@ def generate_selector(
         )
     pem, public_b64 = _new_key(algorithm, rsa_bits)
     domain_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
-    write_file_atomic(path, pem, mode=0o600)
+    write_atomic(path, pem, mode=0o600)
     _give_to_keys_owner(keys_dir, domain_dir, path)
     return DkimSelector(
         selector=name,

@@ -29,6 +29,8 @@ from collections.abc import Iterable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
+from pochta.durable import fsync_directory
+
 
 class FsyncCounters:
     """Thread-safe counts of fsync calls, for tests and benchmarks."""
@@ -51,11 +53,7 @@ class FsyncCounters:
 
     def fsync_dir(self, path: Path) -> None:
         """fsync one directory (its entries: creates, renames, unlinks) and count it."""
-        fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
+        fsync_directory(path)
         with self._lock:
             self.dir_fsyncs += 1
 

@@ -65,6 +65,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import ParamSpec, TypeVar
 
+from pochta.durable import fsync_directory as fsync_dir
+from pochta.durable import write_atomic
+from pochta.durable import write_new_file as write_file
 from pochta.store.base import (
     INBOX,
     SPECIAL_FOLDERS,
@@ -338,47 +341,14 @@ def to_wire(stored: bytes) -> bytes:
 # -- durable file operations --
 
 
-def fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
-def write_file(path: Path, data: bytes, *, mtime: float | None = None, sync: bool = True) -> None:
-    """Create ``path`` (it must not exist) with ``data``, fsync'd when ``sync``. When a write
-    fails (a full disk, an I/O error) the partial file is removed before the error is raised:
-    nothing half-written stays behind in tmp/."""
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
-    try:
-        view = memoryview(data)
-        while view:
-            written = os.write(fd, view)
-            view = view[written:]
-        if mtime is not None:
-            # Dovecot reads INTERNALDATE from the file's mtime (RFC 3501 §2.3.3).
-            os.utime(fd, (mtime, mtime))
-        if sync:
-            os.fsync(fd)
-    except BaseException:
-        os.close(fd)
-        with contextlib.suppress(OSError):
-            os.unlink(path)
-        raise
-    os.close(fd)
+# fsync_dir and write_file are pochta.durable's (imported above under the names this module
+# has always used); replace_file leaves the directory fsync to its callers, which do it once.
 
 
 def replace_file(path: Path, data: bytes, *, sync: bool = True) -> None:
-    """Atomically give ``path`` the content ``data`` (write aside, fsync, rename)."""
-    tmp = path.with_name(f".{path.name}.{secrets.token_hex(4)}.tmp")
-    write_file(tmp, data, sync=sync)
-    try:
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
-        raise
+    """Atomically give ``path`` the content ``data`` (write aside, fsync, rename); the
+    directory is not fsynced here."""
+    write_atomic(path, data, sync=sync, sync_directory=False)
 
 
 def link_or_rename(source: Path, target: Path) -> None:

@@ -14,8 +14,6 @@ from __future__ import annotations
 
 import datetime as dt
 import ipaddress
-import os
-import tempfile
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Literal
@@ -24,6 +22,8 @@ from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+
+from pochta.durable import write_atomic
 
 KeyType = Literal["ecdsa-p256", "rsa-2048"]
 
@@ -34,32 +34,6 @@ MAX_DAYS = 825
 _CLOCK_SKEW = dt.timedelta(hours=1)
 # RFC 5280 Appendix A.1: ub-common-name is 64 characters.
 _CN_MAX = 64
-
-
-def write_file_atomic(path: Path, data: bytes, *, mode: int) -> None:
-    """Write ``data`` to ``path`` so a reader sees the old file or the new one, never a part.
-
-    The temporary file is created 0600 (``mkstemp``) before any byte is written, so a secret
-    is never readable by others, then chmod to ``mode``, fsynced and renamed over ``path``;
-    the directory is fsynced so the rename survives a crash. Parent directories are created.
-    """
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            os.fchmod(f.fileno(), mode)
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    dir_fd = os.open(path.parent, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        os.fsync(dir_fd)
-    finally:
-        os.close(dir_fd)
 
 
 def _general_name(name: str) -> x509.GeneralName:
@@ -160,5 +134,5 @@ def write_self_signed(
     cert_pem, key_pem = make_self_signed(
         hostname, extra_names=extra_names, days=days, key_type=key_type
     )
-    write_file_atomic(Path(key_path), key_pem, mode=0o600)
-    write_file_atomic(Path(cert_path), cert_pem, mode=0o644)
+    write_atomic(Path(key_path), key_pem, mode=0o600, make_parents=True)
+    write_atomic(Path(cert_path), cert_pem, mode=0o644, make_parents=True)
