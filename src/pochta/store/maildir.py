@@ -45,7 +45,6 @@ Design notes, for the reader who changes this file:
 
 from __future__ import annotations
 
-import base64
 import collections
 import contextlib
 import errno
@@ -68,6 +67,7 @@ from typing import ParamSpec, TypeVar
 from pochta.durable import fsync_directory as fsync_dir
 from pochta.durable import write_atomic
 from pochta.durable import write_new_file as write_file
+from pochta.mime.utf7 import decode_modified_utf7, encode_modified_utf7
 from pochta.store.base import (
     INBOX,
     SPECIAL_FOLDERS,
@@ -195,61 +195,10 @@ def flag_names(bits: int) -> frozenset[str]:
 # -- folder names (RFC 3501 §5.1.3 modified UTF-7, as Dovecot names Maildir++ dirs) --
 
 
-def encode_folder_name(name: str) -> str:
-    """Modified UTF-7 of RFC 3501 §5.1.3: printable US-ASCII stands for itself, "&" is "&-",
-    everything else is "&" + modified BASE64 of UTF-16BE + "-" (with "," for "/")."""
-    out: list[str] = []
-    pending: list[str] = []
-
-    def flush() -> None:
-        if pending:
-            raw = "".join(pending).encode("utf-16-be")
-            b64 = base64.b64encode(raw).decode("ascii").rstrip("=").replace("/", ",")
-            out.append(f"&{b64}-")
-            pending.clear()
-
-    for ch in name:
-        if 0x20 <= ord(ch) <= 0x7E:
-            flush()
-            out.append("&-" if ch == "&" else ch)
-        else:
-            pending.append(ch)
-    flush()
-    return "".join(out)
-
-
-def decode_folder_name(text: str) -> str:
-    """The inverse of :func:`encode_folder_name`; ValueError on text that is not valid
-    modified UTF-7 (RFC 3501 §5.1.3)."""
-    out: list[str] = []
-    i = 0
-    while i < len(text):
-        ch = text[i]
-        if not 0x20 <= ord(ch) <= 0x7E:
-            raise ValueError(f"{text!r}: modified UTF-7 is printable ASCII only")
-        if ch != "&":
-            out.append(ch)
-            i += 1
-            continue
-        end = text.find("-", i + 1)
-        if end < 0:
-            raise ValueError(f"{text!r}: unterminated &... shift sequence")
-        chunk = text[i + 1 : end]
-        if not chunk:
-            out.append("&")
-        else:
-            b64 = chunk.replace(",", "/")
-            try:
-                raw = base64.b64decode(b64 + "=" * (-len(b64) % 4), validate=True)
-                decoded = raw.decode("utf-16-be")
-            except (ValueError, UnicodeDecodeError) as exc:
-                raise ValueError(f"{text!r}: bad modified BASE64 ({exc})") from None
-            if not decoded or any(0x20 <= ord(c) <= 0x7E for c in decoded):
-                # RFC 3501 §5.1.3: printable ASCII must not be encoded.
-                raise ValueError(f"{text!r}: encodes printable ASCII")
-            out.append(decoded)
-        i = end + 1
-    return "".join(out)
+# Modified UTF-7 is the one of the IMAP server (pochta.mime.utf7): a name IMAP refuses never
+# names a directory, and a directory whose name is not canonical is no folder.
+encode_folder_name = encode_modified_utf7
+decode_folder_name = decode_modified_utf7
 
 
 def check_folder_name(name: str) -> str:

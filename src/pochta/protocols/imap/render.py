@@ -3,9 +3,9 @@ lists, tagged and untagged lines, and modified UTF-7 mailbox names (RFC 3501 §5
 
 from __future__ import annotations
 
-import base64
 import datetime as dt
 
+from pochta.mime.utf7 import decode_modified_utf7, encode_modified_utf7
 from pochta.protocols.imap.values import Atom, IMAPValue
 
 _QUOTABLE_MAX = 1024
@@ -91,58 +91,6 @@ def set_text(numbers: list[int]) -> str:
 
 # -- modified UTF-7 (RFC 3501 §5.1.3) -------------------------------------------------------
 
-
-def encode_mailbox(name: str) -> str:
-    out: list[str] = []
-    pending: list[str] = []
-
-    def flush() -> None:
-        if pending:
-            raw = "".join(pending).encode("utf-16-be")
-            out.append("&" + base64.b64encode(raw).decode().rstrip("=").replace("/", ",") + "-")
-            pending.clear()
-
-    for ch in name:
-        if 0x20 <= ord(ch) <= 0x7E:
-            flush()
-            out.append("&-" if ch == "&" else ch)
-        else:
-            pending.append(ch)
-    flush()
-    return "".join(out)
-
-
-def decode_mailbox(name: str) -> str:
-    """Raises ValueError for names that are not valid modified UTF-7."""
-    out: list[str] = []
-    i = 0
-    while i < len(name):
-        ch = name[i]
-        if ord(ch) > 0x7E or ord(ch) < 0x20:
-            raise ValueError("8-bit or control character in a modified UTF-7 name")
-        if ch != "&":
-            out.append(ch)
-            i += 1
-            continue
-        end = name.find("-", i + 1)
-        if end < 0:
-            raise ValueError("unterminated &-sequence")
-        chunk = name[i + 1 : end]
-        if not chunk:
-            out.append("&")
-        else:
-            b64 = chunk.replace(",", "/")
-            b64 += "=" * (-len(b64) % 4)
-            try:
-                raw = base64.b64decode(b64, validate=True)
-                text = raw.decode("utf-16-be")
-            except (ValueError, UnicodeDecodeError):
-                raise ValueError("invalid modified base64 in a mailbox name") from None
-            if (
-                any(0x20 <= ord(c) <= 0x7E for c in text)
-                or encode_mailbox(text) != "&" + chunk + "-"
-            ):
-                raise ValueError("non-canonical modified UTF-7")
-            out.append(text)
-        i = end + 1
-    return "".join(out)
+# One implementation, shared with the Maildir folder directory names.
+encode_mailbox = encode_modified_utf7
+decode_mailbox = decode_modified_utf7
