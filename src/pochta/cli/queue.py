@@ -21,6 +21,7 @@ import msgspec
 
 from pochta.cli.common import fail, load_cli_settings
 from pochta.logs import configure_logging
+from pochta.mime.headers import split_message
 from pochta.queue.envelope import Envelope, Recipient
 from pochta.queue.spool import STATES, QueueEntry, QueueState, Spool, SpoolError
 
@@ -177,6 +178,12 @@ def _render_recipients(envelope: Envelope, now: float) -> list[str]:
     return lines
 
 
+def header_section(content: bytes) -> bytes:
+    """The header fields of ``content`` as they came (folding and line ends kept), without
+    the empty line and the body: where the block ends is mime.headers' rule (RFC 5322 §2.2)."""
+    return b"".join(field.raw for field in split_message(content).headers)
+
+
 @queue.command()
 @click.argument("queue_id")
 @click.option("--content", is_flag=True, help="Print the whole message, not only its headers.")
@@ -205,8 +212,7 @@ def show(ctx: click.Context, queue_id: str, content: bool) -> None:
     click.echo(msgspec.json.format(msgspec.json.encode(envelope), indent=2).decode())
     click.echo("")
     if not content:
-        end = data.find(b"\r\n\r\n")
-        data = data if end < 0 else data[: end + 2]
+        data = header_section(data)
     sys.stdout.flush()
     sys.stdout.buffer.write(data)
     sys.stdout.buffer.flush()

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 
 from pochta.directory.base import Directory
 from pochta.logs import get_logger
+from pochta.mime.headers import leading_fields
 from pochta.protocols.smtp.replies import Reply
 from pochta.store.base import MailStore, StoreError, StoreFull
 
@@ -35,14 +36,15 @@ class MailboxResult:
         return "deferred" if self.reply.is_transient else "bounced"
 
 
-def _header_block(content: bytes) -> bytes:
-    end = content.find(b"\r\n\r\n")
-    return content[: MAX_DELIVERED_TO_SCAN_BYTES if end < 0 else end + 2]
-
-
 def delivered_to_loop(content: bytes, account: str) -> bool:
-    needle = f"delivered-to: {account}".encode().lower()
-    return any(line.lower().rstrip() == needle for line in _header_block(content).split(b"\r\n"))
+    """Whether a Delivered-To field of the header block (its first
+    MAX_DELIVERED_TO_SCAN_BYTES; ``mime.headers`` decides where it ends, RFC 5322 §2.2)
+    names ``account``, compared without case."""
+    needle = account.lower()
+    return any(
+        field.key == "delivered-to" and field.text.lower() == needle
+        for field in leading_fields(content, MAX_DELIVERED_TO_SCAN_BYTES)
+    )
 
 
 def delivery_headers(sender: str, account: str) -> bytes:

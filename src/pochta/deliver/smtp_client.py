@@ -58,6 +58,7 @@ import aiosmtplib
 
 from pochta.deliver.tls_policy import LEVEL_ORDER, HostTLS, Level, TLSARecord
 from pochta.logs import get_logger
+from pochta.mime.headers import split_message
 from pochta.protocols.smtp.parse import xtext_encode
 from pochta.protocols.smtp.replies import Reply
 
@@ -431,9 +432,8 @@ def _needs_smtputf8(message: OutgoingMessage) -> bool:
         return True
     if not message.smtputf8:
         return False
-    end = message.content.find(b"\r\n\r\n")
-    header = message.content if end < 0 else message.content[:end]
-    return not header.isascii()
+    # The header section as mime.headers splits it (RFC 5322 §2.2), never the body.
+    return not all(field.raw.isascii() for field in split_message(message.content).headers)
 
 
 @functools.lru_cache(maxsize=8)

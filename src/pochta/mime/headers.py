@@ -30,6 +30,7 @@ __all__ = [
     "HeaderLimitError",
     "SplitMessage",
     "detect_newline",
+    "leading_fields",
     "make_field",
     "split_message",
 ]
@@ -172,3 +173,16 @@ def make_field(name: str, value: str, newline: bytes = b"\r\n") -> HeaderField:
     text = newline.decode("ascii").join(lines)
     raw = f"{name}: {text}".encode("utf-8", "surrogateescape") + newline
     return HeaderField(raw, name)
+
+
+def leading_fields(content: bytes, limit: int) -> tuple[HeaderField, ...]:
+    """The header fields of ``content`` that lie within its first ``limit`` bytes: all of
+    them when the header block ends there; else those that end before the limit (the field
+    that crosses it may go on, so it is left out). For checks that read the header of any
+    message but must not scan more than ``limit`` bytes of it."""
+    try:
+        return split_message(content, max_block_bytes=limit).headers
+    except HeaderLimitError:
+        pass
+    cut = content.rfind(b"\n", 0, limit) + 1
+    return split_message(content[:cut]).headers[:-1]

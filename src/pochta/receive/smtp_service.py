@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import email.utils
+import re
 import time
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Literal
@@ -21,6 +22,7 @@ from pochta.directory.sasl_exchange import (
     SendChallenge,
 )
 from pochta.logs import get_logger
+from pochta.mime.headers import leading_fields
 from pochta.netaddr import is_loopback
 from pochta.protocols.smtp import (
     NEED_DATA,
@@ -53,11 +55,27 @@ log = get_logger("smtpd")
 Mode = Literal["mx", "submission", "lmtp"]
 READ_CHUNK = 65536
 MAX_FROM_HEADER_SCAN = 1 << 20
+# RFC 5322 §2.2.3: unfolding removes each line break (the final one too).
+_UNFOLD = re.compile(rb"\r?\n")
+
 TOO_MANY_FROM_IP = Reply(421, "4.7.0", "Too many connections from your address")
 TOO_MANY_CONNECTIONS = Reply(421, "4.7.0", "Too many connections, try again later")
 TOO_MANY_AUTH_FAILURES = Reply(
     421, "4.7.0", "Authentication credentials invalid; too many failures, closing connection"
 )
+
+
+def header_from_addresses(content: bytes) -> list[str]:
+    """The addresses of every From field of the message's header block (within its first
+    MAX_FROM_HEADER_SCAN bytes; cleanup refuses a longer block), as ``mime.headers`` splits
+    it: the block ends at the empty line or at the first line that is no field (RFC 5322
+    §2.2), fields are unfolded (§2.2.3), CRLF and bare LF both end a line."""
+    values = [
+        _UNFOLD.sub(b"", field.value).decode("utf-8", "replace")
+        for field in leading_fields(content, MAX_FROM_HEADER_SCAN)
+        if field.key == "from"
+    ]
+    return [addr for _, addr in email.utils.getaddresses(values) if addr]
 
 
 @dataclass
@@ -503,32 +521,17 @@ class _Session:
         Postfix reject_sender_login_mismatch applied to the header as well)."""
         if self.server.settings.smtp.sender_login_mismatch != "reject":
             return None
-        head = content[:MAX_FROM_HEADER_SCAN].split(b"\r\n\r\n", 1)[0]
-        values = []
-        current: list[str] | None = None
-        for line in head.decode("utf-8", "replace").split("\r\n"):
-            if line[:1] in (" ", "\t") and current is not None:
-                current.append(line)
-                continue
-            current = None
-            name, colon, value = line.partition(":")
-            if colon and name.strip().lower() == "from":
-                current = [value]
-                values.append(current)
-        for parts in values:
-            for _, addr in email.utils.getaddresses(["".join(parts)]):
-                if addr and not self.mail.resolver.sender_allowed(self.auth_user, addr):
-                    log.info(
-                        "rejected",
-                        client=self.ip,
-                        stage="data",
-                        header_from=addr,
-                        user=self.auth_user,
-                        reason="sender_login_mismatch",
-                    )
-                    return Reply(
-                        553, "5.7.1", f"From: <{addr}> is not owned by user {self.auth_user}"
-                    )
+        for addr in header_from_addresses(content):
+            if not self.mail.resolver.sender_allowed(self.auth_user, addr):
+                log.info(
+                    "rejected",
+                    client=self.ip,
+                    stage="data",
+                    header_from=addr,
+                    user=self.auth_user,
+                    reason="sender_login_mismatch",
+                )
+                return Reply(553, "5.7.1", f"From: <{addr}> is not owned by user {self.auth_user}")
         return None
 
     def _protocol(self) -> str:
