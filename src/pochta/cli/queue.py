@@ -276,6 +276,20 @@ def _each(
         fail(errors[-1])
 
 
+# The actions of one id. Not ``MessageQueue.hold`` and the like: those are the Protocol's
+# empty declarations, which do nothing on a Spool.
+async def _hold(queue: MessageQueue, queue_id: str) -> None:
+    await queue.hold(queue_id)
+
+
+async def _release(queue: MessageQueue, queue_id: str) -> None:
+    await queue.release(queue_id)
+
+
+async def _requeue(queue: MessageQueue, queue_id: str) -> None:
+    await queue.requeue(queue_id)
+
+
 IDS = click.argument("queue_ids", nargs=-1, metavar="ID...|ALL")
 
 
@@ -284,7 +298,7 @@ IDS = click.argument("queue_ids", nargs=-1, metavar="ID...|ALL")
 @click.pass_context
 def hold(ctx: click.Context, queue_ids: tuple[str, ...]) -> None:
     """Keep messages from delivery until released (postsuper -h)."""
-    _each(ctx, queue_ids, MessageQueue.hold, ("incoming", "deferred"), "Placed on hold")
+    _each(ctx, queue_ids, _hold, ("incoming", "deferred"), "Placed on hold")
 
 
 @queue.command()
@@ -292,7 +306,7 @@ def hold(ctx: click.Context, queue_ids: tuple[str, ...]) -> None:
 @click.pass_context
 def release(ctx: click.Context, queue_ids: tuple[str, ...]) -> None:
     """Release held messages; they are tried at once (postsuper -H)."""
-    _each(ctx, queue_ids, MessageQueue.release, ("hold",), "Released from hold")
+    _each(ctx, queue_ids, _release, ("hold",), "Released from hold")
 
 
 @queue.command()
@@ -300,7 +314,7 @@ def release(ctx: click.Context, queue_ids: tuple[str, ...]) -> None:
 @click.pass_context
 def requeue(ctx: click.Context, queue_ids: tuple[str, ...]) -> None:
     """Try messages again now, routed afresh; also from hold and corrupt (postsuper -r)."""
-    _each(ctx, queue_ids, MessageQueue.requeue, ("deferred", "hold"), "Requeued")
+    _each(ctx, queue_ids, _requeue, ("deferred", "hold"), "Requeued")
 
 
 @queue.command()
