@@ -14,7 +14,7 @@ import argparse
 import asyncio
 import time
 
-from pochta.config.load import load_settings
+from pochta.checks import load_checked_settings
 from pochta.logs import configure_logging
 from pochta.queue.envelope import Envelope, Recipient
 from pochta.queue.spool import Spool
@@ -31,7 +31,7 @@ def message(i: int, size: int, sender: str, to: str) -> bytes:
 
 
 async def fill(config: str, count: int, size: int, domain: str) -> None:
-    settings = load_settings(config)
+    settings = load_checked_settings(config)
     spool = Spool(settings.spool_dir)
     sender = f"bench@{settings.server.hostname.partition('.')[2] or 'example.test'}"
     try:

@@ -35,7 +35,7 @@ import dns.resolver
 import pytest
 from dkim.util import parse_tag_value
 
-from pochta.config.load import load_settings
+from pochta.checks import load_checked_settings
 from pochta.mime.headers import SplitMessage, split_message
 from pochta.queue.spool import Spool
 from tests.conftest import DOMAIN, PochtaEnv
@@ -323,7 +323,7 @@ def test_mail_from_outside_is_not_signed(setup: Setup) -> None:
 
 
 def _queued_content(env: PochtaEnv, queue_id: str) -> bytes:
-    spool = Spool(load_settings(env.config_path, check_files=False).spool_dir, create=False)
+    spool = Spool(load_checked_settings(env.config_path, check_files=False).spool_dir, create=False)
     try:
         return asyncio.run(spool.read_content(queue_id))
     finally:

@@ -24,7 +24,7 @@ from pathlib import Path
 import pytest
 from structlog.testing import capture_logs
 
-from pochta.config.load import load_settings
+from pochta.checks import load_checked_settings
 from pochta.config.settings import LISTENER_NAMES
 from pochta.directory.sqlite import SqliteDirectory
 from pochta.server import app
@@ -502,7 +502,7 @@ class _SlowService:
 async def _run_with(
     pochta_env: PochtaEnv, service: _SlowService
 ) -> tuple[Server, asyncio.Task[int], int]:
-    settings = load_settings(pochta_env.config_path)
+    settings = load_checked_settings(pochta_env.config_path)
     server = Server(settings, services={"http": lambda _server, _name: service})
     task = asyncio.create_task(server.run())
     for _ in range(200):
@@ -550,7 +550,7 @@ async def test_unix_listener_replaces_a_stale_socket(pochta_env: PochtaEnv) -> N
     with socket.socket(socket.AF_UNIX) as stale:  # left behind by a crash: nobody listens
         stale.bind(str(path))
     service = _SlowService(delay=0)
-    settings = load_settings(pochta_env.config_path)
+    settings = load_checked_settings(pochta_env.config_path)
     server = Server(settings, services={"lmtp": lambda _server, _name: service})
     task = asyncio.create_task(server.run())
     for _ in range(500):

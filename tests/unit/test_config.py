@@ -9,14 +9,15 @@ from typing import Any
 import msgspec.inspect as mi
 import pytest
 
-from pochta.config.load import ConfigError, load_settings, settings_from_dict
+from pochta.checks import checked_settings_from_dict, load_checked_settings
+from pochta.config.load import ConfigError
 from pochta.config.sample import render_config
 from pochta.config.settings import LISTENER_NAMES, Settings
 
 
 def problems_of(data: dict[str, Any]) -> list[str]:
     with pytest.raises(ConfigError) as info:
-        settings_from_dict(data, check_files=False)
+        checked_settings_from_dict(data, check_files=False)
     return [str(p) for p in info.value.problems]
 
 
@@ -30,7 +31,7 @@ def with_(table: str, **values: Any) -> dict[str, Any]:
 
 
 def test_minimal_config_is_valid() -> None:
-    s = settings_from_dict(BASE, check_files=False)
+    s = checked_settings_from_dict(BASE, check_files=False)
     assert s.server.hostname == "mail.example.test"
     assert s.listen.smtp == "0.0.0.0:25"
     assert s.directory.recipient_delimiter == "+"
@@ -114,7 +115,7 @@ def test_duplicate_listener_port() -> None:
 
 
 def test_listener_switched_off() -> None:
-    s = settings_from_dict(with_("listen", pop3="", pop3s=""), check_files=False)
+    s = checked_settings_from_dict(with_("listen", pop3="", pop3s=""), check_files=False)
     assert s.listen.pop3 == ""
 
 
@@ -150,7 +151,7 @@ def test_delivery_settings_are_checked() -> None:
         relayhost_username="me",
         relayhost_password_file="relay.pw",
     )
-    assert settings_from_dict(good, check_files=False).delivery.relayhost
+    assert checked_settings_from_dict(good, check_files=False).delivery.relayhost
 
 
 def test_semantic_ranges() -> None:
@@ -223,7 +224,7 @@ def test_every_number_has_a_range(key: str, t: mi.IntType | mi.FloatType) -> Non
         if bound is not None:
             problems: list[str] = []
             try:
-                settings_from_dict(with_(table, **{name: bound}), check_files=False)
+                checked_settings_from_dict(with_(table, **{name: bound}), check_files=False)
             except ConfigError as exc:  # a rule joining two settings may still object
                 problems = [p.message for p in exc.problems]
             assert not [p for p in problems if "out of range" in p]
@@ -263,7 +264,7 @@ def test_issue_ranges(table: str, name: str, value: float, message: str) -> None
 def test_zero_connections_per_ip_means_no_limit() -> None:
     # Postfix smtpd_client_connection_count_limit = 0: no limit, so 0 must not lock clients out.
     for table in ("smtp", "imap", "pop3"):
-        s = settings_from_dict(with_(table, max_connections_per_ip=0), check_files=False)
+        s = checked_settings_from_dict(with_(table, max_connections_per_ip=0), check_files=False)
         assert getattr(s, table).max_connections_per_ip == 0
         assert "0 = no limit" in _doc_of(table, "max_connections_per_ip")
 
@@ -290,7 +291,7 @@ def test_backoff_order_and_delay_warning() -> None:
     assert p.startswith(
         "queue.delay_warning_seconds: 500000 is not less than queue.maximal_lifetime_seconds"
     )
-    assert settings_from_dict(with_("queue", delay_warning_seconds=0), check_files=False)
+    assert checked_settings_from_dict(with_("queue", delay_warning_seconds=0), check_files=False)
 
 
 def test_bad_metrics_network() -> None:
@@ -305,7 +306,7 @@ def test_files_checked(tmp_path: Path) -> None:
     cfg = tmp_path / "pochta.toml"
     cfg.write_text('[server]\nhostname = "mail.example.test"\n')
     with pytest.raises(ConfigError) as info:
-        load_settings(cfg)
+        load_checked_settings(cfg)
     keys = [p.key for p in info.value.problems]
     assert keys == ["tls.cert_file", "tls.key_file"]
     assert "run pochta init" in info.value.problems[0].message
@@ -320,7 +321,7 @@ def test_missing_table_file(tmp_path: Path) -> None:
         (tmp_path / "tls").mkdir(exist_ok=True)
         (tmp_path / "tls" / name).write_text("x")
     with pytest.raises(ConfigError) as info:
-        settings_from_dict(data)
+        checked_settings_from_dict(data)
     (p,) = info.value.problems
     assert p.key == "tables.virtual_alias_maps[0]"
     assert "nope" in p.message
@@ -328,12 +329,12 @@ def test_missing_table_file(tmp_path: Path) -> None:
 
 def test_missing_file_and_syntax_error(tmp_path: Path) -> None:
     with pytest.raises(ConfigError) as info:
-        load_settings(tmp_path / "absent.toml")
+        load_checked_settings(tmp_path / "absent.toml")
     assert "not found; create one with: pochta init" in str(info.value)
     bad = tmp_path / "bad.toml"
     bad.write_text("[server\nhostname = 1\n")
     with pytest.raises(ConfigError) as info:
-        load_settings(bad)
+        load_checked_settings(bad)
     assert "TOML syntax error" in str(info.value)
     assert "line 1" in str(info.value)
 
@@ -341,7 +342,7 @@ def test_missing_file_and_syntax_error(tmp_path: Path) -> None:
 def test_sample_config_round_trips() -> None:
     text = render_config({"server": {"hostname": "mail.example.test", "data_dir": "/srv/p"}})
     data = tomllib.loads(text)
-    s = settings_from_dict(data, check_files=False)
+    s = checked_settings_from_dict(data, check_files=False)
     assert s.server.data_dir == "/srv/p"
     assert s.listen == Settings(server=s.server).listen
     # every field is written, with its doc line above it

@@ -616,13 +616,16 @@ async def test_processes_deliver_their_own_shards_and_share_the_destination_limi
     queued = [await enqueue(other, clock, f"u{i}@one.test") for i in range(24)]
     other.close()
     agents = [FakeAgent(delay=0.01), FakeAgent(delay=0.01)]
+    # Each process has its own Spool over the one directory; the shards are the Spool's.
+    spools = [spool, Spool(spool.root)]
     managers = [
-        manager(spool, agents[i], clock, queue_settings=settings(destination_concurrency=4))
+        manager(spools[i], agents[i], clock, queue_settings=settings(destination_concurrency=4))
         for i in range(2)
     ]
     for i, qm in enumerate(managers):
         qm.configure_shards(2, (i,))
     await asyncio.gather(*(qm.run_once() for qm in managers))
+    spools[1].close()
     for i in range(2):
         delivered = {call[0] for call in agents[i].calls}
         assert delivered == {q for q in queued if queue_shard(q, 2) == i}
@@ -636,7 +639,7 @@ async def test_a_shard_taken_over_and_given_back(
     qm = manager(spool, agent, clock)
     qm.configure_shards(3, (0,))
     other = Spool(spool.root, remember_fresh=False)
-    other.shard = (2, 3)
+    other.configure_shards(3, (2,))
     theirs = await enqueue(other, clock, "a@one.test")
     other.close()
     assert not qm.mine(theirs)
@@ -658,7 +661,7 @@ async def test_adopted_mail_is_delivered_whatever_its_shard(
     qm = manager(spool, agent, clock)
     qm.configure_shards(3, (0,))
     worker = Spool(spool.root)
-    worker.shard = (1, 3)
+    worker.configure_shards(3, (1,))
     heard: list[str] = []
     worker.add_listener(heard.append)
     queue_id = await worker.enqueue(
@@ -670,7 +673,8 @@ async def test_adopted_mail_is_delivered_whatever_its_shard(
     assert heard == []
     assert not qm.mine(queue_id)
     # The worker's own queue manager leaves it to the master for a while.
-    worker_qm = manager(spool, agent, clock)
+    worker_spool = Spool(spool.root)
+    worker_qm = manager(worker_spool, agent, clock)
     worker_qm.configure_shards(3, (1,))
     worker_qm.hand_off(queue_id)
     assert worker_qm.mine(queue_id)
@@ -679,6 +683,7 @@ async def test_adopted_mail_is_delivered_whatever_its_shard(
     qm.adopt(queue_id)
     assert await qm.run_once() == 1
     assert [c[0] for c in agent.calls] == [queue_id]
+    worker_spool.close()
 
 
 async def test_mail_handed_off_is_taken_back_after_the_grace_time(
@@ -746,3 +751,23 @@ async def test_background_loop_retries_when_due(spool: Spool, agent: FakeAgent) 
         assert called_at[1] >= due  # retried when due, never before
     finally:
         await qm.stop()
+
+
+async def test_take_back_shard_requeues_what_the_dead_worker_left(
+    spool: Spool, agent: FakeAgent, clock: FakeClock
+) -> None:
+    """The master takes a dead worker's shard: what it left in active/ is delivered at once
+    by the master; the master asks the queue for those ids (server/mail.py take_back_shard)."""
+    qm = manager(spool, agent, clock)
+    qm.configure_shards(3, (0,))
+    worker = Spool(spool.root, remember_fresh=False)
+    worker.configure_shards(3, (1,))
+    left = [await enqueue(worker, clock, f"u{i}@one.test") for i in range(3)]
+    for queue_id in left:
+        assert await worker.claim(queue_id, "incoming") is not None
+    worker.close()
+    assert await qm.run_once() == 0  # the worker's, and being delivered there
+    assert await qm.take_back_shard(1, "worker exited") == 3
+    assert qm.shards == {0, 1}
+    assert await qm.run_once() == 3
+    assert sorted(c[0] for c in agent.calls) == sorted(left)

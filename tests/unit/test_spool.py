@@ -25,6 +25,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 from structlog.testing import capture_logs
 
+from pochta.queue.base import FreeSpaceGauge, MessageQueue
 from pochta.queue.envelope import (
     ENVELOPE_VERSION,
     QUEUE_ID_LENGTH,
@@ -123,7 +124,7 @@ def test_queue_ids_of_no_shard_spread_over_every_shard() -> None:
 
 
 async def test_spool_ids_fall_in_its_shard_and_requeue_active(spool: Spool) -> None:
-    spool.shard = (2, 3)
+    spool.configure_shards(3, (2,))
     ids = [await spool.enqueue(make_envelope(), CONTENT) for _ in range(4)]
     assert {queue_shard(q, 3) for q in ids} == {2}
     for queue_id in ids:
@@ -739,3 +740,46 @@ async def test_enqueue_on_a_full_disk_is_spool_full_and_leaves_nothing(tmp_path:
             assert len(files(spool.root / "incoming")) == 2
         finally:
             spool.close()
+
+
+def test_the_spool_is_a_message_queue(spool: Spool) -> None:
+    """queue/base.py's interface: what the scheduler, agents, notices and CLI are typed against."""
+    assert isinstance(spool, MessageQueue)
+    assert isinstance(spool.free_space, FreeSpaceGauge)
+
+
+async def test_the_spool_keeps_the_shards(spool: Spool) -> None:
+    """Which process delivers which message is the queue's answer, not the server's."""
+    assert (spool.shard_count, spool.shards, spool.shard) == (1, {0}, None)
+    assert all(spool.mine(new_queue_id()) for _ in range(50))  # one process: everything
+    spool.configure_shards(3, range(3))  # the master, until its workers are up
+    assert spool.shard == (0, 3)  # new ids fall in the master's own shard
+    assert {spool.shard_of(spool.new_queue_id()) for _ in range(20)} == {0}
+    spool.configure_shards(3, (0,))
+    theirs = [q for q in (new_queue_id() for _ in range(200)) if spool.shard_of(q) == 2]
+    assert theirs
+    assert not any(spool.mine(q) for q in theirs)
+    spool.take_shard(2)  # its worker died
+    assert spool.shards == {0, 2}
+    assert all(spool.mine(q) for q in theirs)
+    spool.give_shard(2)  # ... and is back
+    assert not any(spool.mine(q) for q in theirs)
+
+
+async def test_requeue_active_shard_takes_only_that_shard_and_not_the_busy(spool: Spool) -> None:
+    """A dead worker's mail left in active/ goes back to incoming/; the master's own active
+    mail of other shards, and what the master is delivering itself, stay."""
+    worker = Spool(spool.root, remember_fresh=False)
+    worker.configure_shards(3, (1,))
+    left = [await worker.enqueue(make_envelope(), CONTENT) for _ in range(3)]
+    worker.close()
+    spool.configure_shards(3, (0,))
+    own = await spool.enqueue(make_envelope(), CONTENT)
+    for queue_id in (*left, own):
+        assert await spool.claim(queue_id, "incoming") is not None
+    busy = {left[0]}  # in flight here already (taken over, claimed again meanwhile)
+    moved = await spool.requeue_active_shard(1, "worker exited", busy=busy.__contains__)
+    assert moved == 2
+    assert [await spool.locate(q) for q in left] == ["active", "incoming", "incoming"]
+    assert await spool.locate(own) == "active"
+    assert await spool.requeue_active_shard(2, "worker exited", busy=busy.__contains__) == 0

@@ -10,7 +10,8 @@ from typing import TYPE_CHECKING, NoReturn, ParamSpec, TypeVar
 
 import click
 
-from pochta.config.load import ConfigError, find_config_path, load_settings
+from pochta.checks import load_checked_settings
+from pochta.config.load import ConfigError, find_config_path
 from pochta.config.settings import Settings
 from pochta.directory.addresses import AddressError
 from pochta.directory.base import DirectoryError
@@ -41,7 +42,7 @@ def load_cli_settings(ctx: click.Context, *, check_files: bool = True) -> Settin
     """Settings from --config, $POCHTA_CONFIG or the default path; else exit 1 with the problems."""
     path = config_path(ctx)
     try:
-        return load_settings(path, check_files=check_files)
+        return load_checked_settings(path, check_files=check_files)
     except ConfigError as exc:
         if len(exc.problems) == 1:
             only = exc.problems[0]

@@ -17,7 +17,7 @@ from pochta.cli.user import format_size
 from pochta.directory.addresses import normalize_address
 from pochta.directory.base import DirectoryError
 from pochta.directory.model import Account
-from pochta.store import MailStore, StoreError, open_store
+from pochta.store import MaildirMaintenance, MailStore, StoreError, open_store
 from pochta.store.quota import format_bytes
 
 
@@ -36,6 +36,16 @@ def _opened_mailbox(ctx: click.Context, address: str) -> Iterator[tuple[Account,
         fail(str(exc))
     finally:
         store.close()
+
+
+def maildir_maintenance(store: MailStore, command: str) -> MaildirMaintenance:
+    """The store's Maildir repairs; else exit 1 saying this store has none."""
+    if not isinstance(store, MaildirMaintenance):
+        fail(
+            f"this store ({type(store).__name__}) has no Maildir files and index to repair; "
+            f"pochta mailbox {command} works on the Maildir store only"
+        )
+    return store
 
 
 def _count(n: int, word: str) -> str:
@@ -118,7 +128,7 @@ def reindex(ctx: click.Context, address: str) -> None:
     """Rebuild the index of ADDRESS from its Maildir (UIDs kept where the uidlist has them)."""
     address = normalize_address(address)
     with _opened_mailbox(ctx, address) as (_, store, _limit):
-        report = store.reindex(address)
+        report = maildir_maintenance(store, "reindex").reindex(address)
     for note in report.notes:
         click.echo(f"note: {note}")
     click.echo(

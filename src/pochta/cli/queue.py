@@ -22,15 +22,16 @@ import msgspec
 from pochta.cli.common import fail, load_cli_settings
 from pochta.logs import configure_logging
 from pochta.mime.headers import split_message
+from pochta.queue.base import STATES, MessageQueue, QueueEntry, QueueState, SpoolError
 from pochta.queue.envelope import Envelope, Recipient
-from pochta.queue.spool import STATES, QueueEntry, QueueState, Spool, SpoolError
+from pochta.queue.spool import Spool
 
 # Postfix's postqueue -p marks: "*" active, "!" on hold; ours adds "#" for corrupt.
 STATE_MARKS = {"active": "*", "hold": "!", "corrupt": "#"}
 ALL = "ALL"
 
 
-def _spool(ctx: click.Context) -> Spool:
+def _spool(ctx: click.Context) -> MessageQueue:
     settings = load_cli_settings(ctx, check_files=False)
     # Admin commands log only problems, on stderr; what they did is printed on stdout.
     configure_logging(settings.server.log_format, "warning")
@@ -238,7 +239,7 @@ def flush(ctx: click.Context) -> None:
 def _each(
     ctx: click.Context,
     queue_ids: tuple[str, ...],
-    action: Callable[[Spool, str], Awaitable[None]],
+    action: Callable[[MessageQueue, str], Awaitable[None]],
     all_states: tuple[QueueState, ...],
     done: str,
 ) -> None:
@@ -281,6 +282,20 @@ def _each(
         fail(errors[-1])
 
 
+# The actions of one id. Not ``MessageQueue.hold`` and the like: those are the Protocol's
+# empty declarations, which do nothing on a Spool.
+async def _hold(queue: MessageQueue, queue_id: str) -> None:
+    await queue.hold(queue_id)
+
+
+async def _release(queue: MessageQueue, queue_id: str) -> None:
+    await queue.release(queue_id)
+
+
+async def _requeue(queue: MessageQueue, queue_id: str) -> None:
+    await queue.requeue(queue_id)
+
+
 IDS = click.argument("queue_ids", nargs=-1, metavar="ID...|ALL")
 
 
@@ -289,7 +304,7 @@ IDS = click.argument("queue_ids", nargs=-1, metavar="ID...|ALL")
 @click.pass_context
 def hold(ctx: click.Context, queue_ids: tuple[str, ...]) -> None:
     """Keep messages from delivery until released (postsuper -h)."""
-    _each(ctx, queue_ids, Spool.hold, ("incoming", "deferred"), "Placed on hold")
+    _each(ctx, queue_ids, _hold, ("incoming", "deferred"), "Placed on hold")
 
 
 @queue.command()
@@ -297,7 +312,7 @@ def hold(ctx: click.Context, queue_ids: tuple[str, ...]) -> None:
 @click.pass_context
 def release(ctx: click.Context, queue_ids: tuple[str, ...]) -> None:
     """Release held messages; they are tried at once (postsuper -H)."""
-    _each(ctx, queue_ids, Spool.release, ("hold",), "Released from hold")
+    _each(ctx, queue_ids, _release, ("hold",), "Released from hold")
 
 
 @queue.command()
@@ -305,7 +320,7 @@ def release(ctx: click.Context, queue_ids: tuple[str, ...]) -> None:
 @click.pass_context
 def requeue(ctx: click.Context, queue_ids: tuple[str, ...]) -> None:
     """Try messages again now, routed afresh; also from hold and corrupt (postsuper -r)."""
-    _each(ctx, queue_ids, Spool.requeue, ("deferred", "hold"), "Requeued")
+    _each(ctx, queue_ids, _requeue, ("deferred", "hold"), "Requeued")
 
 
 @queue.command()
@@ -314,7 +329,7 @@ def requeue(ctx: click.Context, queue_ids: tuple[str, ...]) -> None:
 def delete(ctx: click.Context, queue_ids: tuple[str, ...]) -> None:
     """Remove messages from the queue, in any state (postsuper -d). No bounce is sent."""
 
-    async def remove(spool: Spool, queue_id: str) -> None:
+    async def remove(spool: MessageQueue, queue_id: str) -> None:
         await spool.delete(queue_id, reason="deleted by admin")
 
     _each(ctx, queue_ids, remove, STATES, "Deleted")

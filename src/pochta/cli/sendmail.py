@@ -170,12 +170,13 @@ def _split_list(arg: str) -> list[str]:
 
 
 def _run(ctx: click.Context, request: Request) -> int:
-    from pochta.config.load import ConfigError, load_settings
+    from pochta.checks import load_checked_settings
+    from pochta.config.load import ConfigError
     from pochta.logs import configure_logging
 
     path = request.config or config_path(ctx)
     try:
-        settings = load_settings(path, check_files=False)
+        settings = load_checked_settings(path, check_files=False)
     except ConfigError as exc:
         problems = "; ".join(str(p) for p in exc.problems)
         _exit(EX_TEMPFAIL, f"cannot read the config {path}: {problems}")

@@ -1,55 +1,22 @@
-"""Checks of meaning, run after the structure of the file is known to be right."""
+"""Checks of meaning that need nothing but the settings, run after the structural walk.
+
+The checks that need another package (host names and addresses from ``directory``, the
+relay host's transport syntax from ``resolve``, table files from ``tables``) live in
+``pochta.checks``, which runs these and those in the order ``pochta check`` prints them.
+"""
 
 from __future__ import annotations
 
+import ipaddress
 from collections.abc import Iterator
 
-from pochta.config.load import Problem
+from pochta.config.listen import parse_listen
+from pochta.config.nameserver import parse_nameserver
+from pochta.config.problems import Problem
 from pochta.config.settings import LISTENER_NAMES, Settings
-from pochta.directory.addresses import AddressError, normalize_address, normalize_domain
-from pochta.dns.records import parse_nameserver
-from pochta.resolve.transport import TransportError, parse_transport
 
 
-def check_semantics(settings: Settings, *, check_files: bool = True) -> list[Problem]:
-    problems: list[Problem] = []
-    for check in (
-        _check_server,
-        _check_listeners,
-        _check_directory,
-        _check_http,
-        _check_delivery,
-        _check_queue,
-    ):
-        problems.extend(check(settings))
-    if check_files:
-        problems.extend(_check_files(settings))
-        problems.extend(_check_tables(settings))
-    return problems
-
-
-def _check_server(s: Settings) -> Iterator[Problem]:
-    try:
-        normalize_domain(s.server.hostname)
-    except AddressError as exc:
-        yield Problem(
-            "server.hostname",
-            f'{exc}; write the fully qualified name of this host, e.g. "mail.example.org"',
-        )
-    if s.server.postmaster:
-        try:
-            normalize_address(s.server.postmaster)
-        except AddressError as exc:
-            yield Problem(
-                "server.postmaster",
-                f'{exc}; write the address that reads postmaster mail, e.g. "you@example.org", '
-                'or "" for the first account',
-            )
-
-
-def _check_listeners(s: Settings) -> Iterator[Problem]:
-    from pochta.config.listen import parse_listen
-
+def check_listeners(s: Settings) -> Iterator[Problem]:
     seen: dict[str, str] = {}
     for name in LISTENER_NAMES:
         value: str = getattr(s.listen, name)
@@ -70,7 +37,7 @@ def _check_listeners(s: Settings) -> Iterator[Problem]:
             seen[key] = name
 
 
-def _check_directory(s: Settings) -> Iterator[Problem]:
+def check_directory(s: Settings) -> Iterator[Problem]:
     delim = s.directory.recipient_delimiter
     if any(ch in delim for ch in '@ \t"<>,'):
         yield Problem(
@@ -84,9 +51,7 @@ def _check_directory(s: Settings) -> Iterator[Problem]:
         )
 
 
-def _check_http(s: Settings) -> Iterator[Problem]:
-    import ipaddress
-
+def check_networks(s: Settings) -> Iterator[Problem]:
     lists = {
         "http.metrics_allowed_networks": s.http.metrics_allowed_networks,
         "smtp.connection_limit_exceptions": s.smtp.connection_limit_exceptions,
@@ -102,16 +67,10 @@ def _check_http(s: Settings) -> Iterator[Problem]:
                 )
 
 
-def _check_delivery(s: Settings) -> Iterator[Problem]:
+def check_delivery(s: Settings) -> Iterator[Problem]:
+    """The relay host's login pair and the DNS servers (the relay host's syntax is
+    ``pochta.checks``')."""
     d = s.delivery
-    if d.relayhost:
-        try:
-            route = parse_transport("smtp:" + d.relayhost)
-        except TransportError as exc:
-            yield Problem("delivery.relayhost", f"{exc}; write e.g. '[smtp.provider.net]:587'")
-        else:
-            if not route.nexthop or route.unix_socket:
-                yield Problem("delivery.relayhost", "name a host, e.g. '[smtp.provider.net]:587'")
     if bool(d.relayhost_username) != bool(d.relayhost_password_file):
         yield Problem(
             "delivery.relayhost_username",
@@ -126,7 +85,7 @@ def _check_delivery(s: Settings) -> Iterator[Problem]:
             yield Problem(f"dns.nameservers[{i}]", str(exc))
 
 
-def _check_queue(s: Settings) -> Iterator[Problem]:
+def check_queue(s: Settings) -> Iterator[Problem]:
     q = s.queue
     if q.minimal_backoff_seconds > q.maximal_backoff_seconds:
         yield Problem(
@@ -143,7 +102,7 @@ def _check_queue(s: Settings) -> Iterator[Problem]:
         )
 
 
-def _check_files(s: Settings) -> Iterator[Problem]:
+def check_files(s: Settings) -> Iterator[Problem]:
     if s.server.data_dir and not s.data_dir.is_dir():
         yield Problem(
             "server.data_dir",
@@ -158,31 +117,3 @@ def _check_files(s: Settings) -> Iterator[Problem]:
                 f"{path} does not exist; point it at your PEM file or run pochta init to "
                 "make a self-signed one",
             )
-
-
-def _check_tables(s: Settings) -> Iterator[Problem]:
-    from pochta.tables import TableError, open_table
-
-    for name in type(s.tables).__struct_fields__:
-        specs: list[str] = getattr(s.tables, name)
-        if name in ("virtual_mailbox_domains", "relay_domains"):
-            for i, dom in enumerate(specs):
-                if ":" in dom or "/" in dom:
-                    try:
-                        open_table(dom, kind="map")
-                    except TableError as exc:
-                        yield Problem(f"tables.{name}[{i}]", str(exc))
-                else:
-                    try:
-                        normalize_domain(dom)
-                    except AddressError as exc:
-                        yield Problem(f"tables.{name}[{i}]", str(exc))
-            continue
-        for i, spec in enumerate(specs):
-            try:
-                if name == "alias_maps":
-                    open_table(spec, kind="aliases")
-                else:
-                    open_table(spec, kind="map")
-            except TableError as exc:
-                yield Problem(f"tables.{name}[{i}]", str(exc))

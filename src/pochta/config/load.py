@@ -3,9 +3,13 @@
 msgspec stops at the first error, so the file is first walked against the Structs' type
 information (``msgspec.inspect``): each unknown key, wrong type, missing key or number
 outside the range its field declares (``msgspec.Meta`` ge/gt/le/lt) becomes one problem with
-its TOML key path and, for a number, the allowed range. Then the values are checked for
-meaning (ports, host names, table files, rules joining two settings, ...). Only a file
-without problems is converted into ``Settings``.
+its TOML key path and, for a number, the allowed range. Only a file without problems is
+converted into ``Settings``.
+
+This module checks syntax, types and ranges only. The checks of meaning (ports, host names,
+table files, rules joining two settings) need other packages and run after it:
+``pochta.checks.load_checked_settings`` walks with ``read_config`` and adds them, so one run
+of ``pochta check`` still lists every problem.
 """
 
 from __future__ import annotations
@@ -21,7 +25,20 @@ from typing import Any
 import msgspec
 import msgspec.inspect as mi
 
+from pochta.config.problems import ConfigError, Problem
 from pochta.config.settings import Settings
+
+__all__ = [
+    "ConfigError",
+    "Problem",
+    "Walked",
+    "find_config_path",
+    "load_settings",
+    "range_text",
+    "read_config",
+    "settings_from_dict",
+    "walk_settings",
+]
 
 DEFAULT_CONFIG_PATHS = ("/etc/pochta/pochta.toml",)
 CONFIG_ENV = "POCHTA_CONFIG"
@@ -29,23 +46,19 @@ _INTERNAL_FIELDS = frozenset({"config_path"})
 
 
 @dataclass(frozen=True, slots=True)
-class Problem:
-    """One thing wrong in the config: the key path and a message that says what to write."""
+class Walked:
+    """A config after the structural walk: its problems, and the Settings with the defaults
+    standing in for the keys that were wrong (None when a required key is missing)."""
 
-    key: str
-    message: str
+    config_path: str
+    settings: Settings | None
+    problems: list[Problem]
 
-    def __str__(self) -> str:
-        return f"{self.key}: {self.message}" if self.key else self.message
-
-
-class ConfigError(Exception):
-    """The config cannot be used; ``problems`` lists everything wrong with it."""
-
-    def __init__(self, path: str, problems: list[Problem]) -> None:
-        self.path = path
-        self.problems = problems
-        super().__init__("\n".join(str(p) for p in problems))
+    def settings_or_raise(self) -> Settings:
+        """The Settings when there is no problem; else ConfigError listing them all."""
+        if self.problems or self.settings is None:
+            raise ConfigError(self.config_path, self.problems)
+        return self.settings
 
 
 def find_config_path(explicit: str | None) -> Path:
@@ -58,8 +71,14 @@ def find_config_path(explicit: str | None) -> Path:
     return Path(DEFAULT_CONFIG_PATHS[0])
 
 
-def load_settings(path: str | Path, *, check_files: bool = True) -> Settings:
-    """Read, check and convert the config file; ConfigError lists every problem."""
+def load_settings(path: str | Path) -> Settings:
+    """Read the config file and convert it (syntax, types, ranges); ConfigError lists every
+    problem. The checks of meaning are ``pochta.checks.load_checked_settings``."""
+    return read_config(path).settings_or_raise()
+
+
+def read_config(path: str | Path) -> Walked:
+    """Read and walk the config file; ConfigError when it cannot be read or is not TOML."""
     p = Path(path)
     try:
         raw = p.read_bytes()
@@ -83,27 +102,24 @@ def load_settings(path: str | Path, *, check_files: bool = True) -> Settings:
         raise ConfigError(str(p), [Problem("", f"{p} is not UTF-8 text")]) from None
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(str(p), [Problem("", f"{p}: TOML syntax error: {exc}")]) from None
-    return settings_from_dict(data, config_path=str(p.resolve()), check_files=check_files)
+    return walk_settings(data, config_path=str(p.resolve()))
 
 
-def settings_from_dict(
-    data: dict[str, Any], *, config_path: str = "", check_files: bool = True
-) -> Settings:
+def settings_from_dict(data: dict[str, Any], *, config_path: str = "") -> Settings:
+    """``load_settings`` of data already parsed from TOML."""
+    return walk_settings(data, config_path=config_path).settings_or_raise()
+
+
+def walk_settings(data: dict[str, Any], *, config_path: str = "") -> Walked:
+    """Every structural problem of ``data``, and the Settings of the keys that were right."""
     problems: list[Problem] = []
     clean = _walk_struct(mi.type_info(Settings), data, "", problems)
     try:
         settings = msgspec.convert({**clean, "config_path": config_path}, Settings)
     except msgspec.ValidationError:
         # Only a missing required key gets here, and it is already a problem.
-        raise ConfigError(config_path, problems) from None
-    from pochta.config.check import check_semantics
-
-    # The keys that were wrong are left out (defaults stand in), so the meaning of the rest
-    # is checked too and one run of `pochta check` lists every problem.
-    problems.extend(check_semantics(settings, check_files=check_files))
-    if problems:
-        raise ConfigError(config_path, problems)
-    return settings
+        return Walked(config_path, None, problems)
+    return Walked(config_path, settings, problems)
 
 
 # -- the structural walk ------------------------------------------------------------------

@@ -33,9 +33,9 @@ from collections.abc import Awaitable, Callable
 
 from pochta.deliver.dsn import DEFAULT_RETURN_LIMIT_BYTES, build_dsn, is_international
 from pochta.logs import get_logger
+from pochta.queue.base import MessageQueue, SpoolError
 from pochta.queue.envelope import Envelope, EnvelopeError, Recipient
 from pochta.queue.scheduler import FinalKind
-from pochta.queue.spool import Spool, SpoolError
 
 log = get_logger("deliver")
 
@@ -90,7 +90,7 @@ class Notices:
 
     def __init__(
         self,
-        spool: Spool,
+        spool: MessageQueue,
         hostname: str,
         postmaster: str,
         bounces_per_minute: int,

@@ -15,9 +15,9 @@ from typing import TYPE_CHECKING
 from pochta.deliver.mailbox import MailboxAgent
 from pochta.logs import get_logger
 from pochta.protocols.smtp.replies import Reply
+from pochta.queue.base import MessageQueue
 from pochta.queue.envelope import Envelope, Recipient
 from pochta.queue.scheduler import Attempt
-from pochta.queue.spool import Spool
 from pochta.resolve.classes import (
     DiscardDest,
     FileDest,
@@ -95,7 +95,7 @@ class Deliverer:
 
     def __init__(
         self,
-        spool: Spool,
+        spool: MessageQueue,
         mailbox: Callable[[], MailboxAgent],
         resolver: Callable[[], Resolver],
         *,

@@ -21,8 +21,8 @@ import dns.flags
 import dns.nameserver
 import dns.resolver
 
+from pochta.config.nameserver import parse_nameserver
 from pochta.config.settings import DNSSettings
-from pochta.dns.records import parse_nameserver
 
 # Entries kept by the answer cache (names × types); old entries are evicted first.
 CACHE_ENTRIES = 10_000

@@ -29,6 +29,7 @@ import dns.rdatatype
 import dns.resolver
 import dns.reversename
 
+from pochta.config.nameserver import parse_nameserver as parse_nameserver  # re-exported
 from pochta.directory.model import DkimSelector
 from pochta.mailauth.dkim_keys import dkim_txt_value, split_txt
 
@@ -518,36 +519,3 @@ def make_resolver(nameserver: str | None = None, *, timeout: float = 5.0) -> dns
     resolver.lifetime = timeout
     resolver.timeout = timeout
     return resolver
-
-
-def parse_nameserver(value: str) -> tuple[str, int]:
-    """("IP", port) of "IP", "IP:PORT", "[IPv6]" or "[IPv6]:PORT"; ValueError saying why not."""
-    text = value.strip()
-    port = 53
-    if text.startswith("["):
-        host, sep, rest = text[1:].partition("]")
-        if not sep:
-            raise ValueError(f"{value!r}: missing ']' after the IPv6 address")
-        if rest:
-            if not rest.startswith(":"):
-                raise ValueError(f"{value!r}: expected [IPv6]:PORT")
-            port_text = rest[1:]
-            if not port_text.isdigit():
-                raise ValueError(f"{value!r}: the port must be a number")
-            port = int(port_text)
-    elif text.count(":") == 1:
-        host, _, port_text = text.partition(":")
-        if not port_text.isdigit():
-            raise ValueError(f"{value!r}: the port must be a number")
-        port = int(port_text)
-    else:
-        host = text
-    try:
-        ip = str(ipaddress.ip_address(host))
-    except ValueError:
-        raise ValueError(
-            f"{value!r} is not an IP address; use e.g. 192.0.2.53, 192.0.2.53:5353 or [::1]:53"
-        ) from None
-    if not 0 < port < 65536:
-        raise ValueError(f"{value!r}: port {port} is out of range")
-    return ip, port

@@ -16,7 +16,7 @@ writes the delivery status notifications (RFC 3464) — bounces, delay warnings 
 notices.
 
 When messages are picked up: a message in ``incoming/`` is due at once. ``wake()`` (called
-by ``Spool.enqueue`` through its listener, with the new queue id) starts the delivery of
+by ``enqueue`` (queue/base.py) through its listener, with the new queue id) starts the delivery of
 that message at once without listing the directory; besides, ``incoming/`` is listed every
 ``scan_interval_seconds`` (1 s) and after any other wake, which is how messages written by other
 processes — ``pochta sendmail``, ``pochta queue flush/release/requeue`` — are noticed: no
@@ -36,7 +36,7 @@ while it waits. At most ``max_active_messages`` messages are in ``active/`` at o
 qmgr_message_active_limit); the rest wait in ``incoming/``.
 
 Several processes (server/workers.py): each runs a queue manager over the same spool and
-schedules only the messages of its shards (``queue_shard`` of the queue id, ``mine``): its
+schedules only the messages of its shards (the queue's ``mine``, queue/base.py): its
 scans of incoming/ and deferred/ skip the rest. Claiming (a rename into active/ under the
 message's lock) keeps two processes from delivering one message at once. Each keeps to its
 share of ``destination_concurrency``: the limit divided by the number of processes,
@@ -76,8 +76,8 @@ import msgspec
 from pochta.config.settings import QueueSettings
 from pochta.logs import get_logger
 from pochta.queue.backoff import DEFAULT_JITTER, backoff_delay
-from pochta.queue.envelope import Envelope, Recipient, queue_shard
-from pochta.queue.spool import Spool, SpoolError, SpoolFull, UnknownMessage
+from pochta.queue.base import MessageQueue, SpoolError, SpoolFull, UnknownMessage
+from pochta.queue.envelope import Envelope, Recipient
 
 log = get_logger("queue")
 
@@ -196,7 +196,7 @@ class QueueManager:
 
     def __init__(
         self,
-        spool: Spool,
+        spool: MessageQueue,
         settings: QueueSettings,
         deliver: DeliverFn,
         route: RouteFn,
@@ -222,10 +222,10 @@ class QueueManager:
         self._jitter = jitter
         self._rng = rng
         self._global = asyncio.Semaphore(max(1, max_concurrency))
-        # Several processes deliver from one spool: each schedules the messages of its
-        # shards (queue_shard; server/workers.py), and its per-destination limit is its share.
-        # One process, one shard, until configure_shards says otherwise.
-        self.configure_shards(1, (0,))
+        # Several processes deliver from one queue: each schedules the messages of its
+        # shards (the queue knows which: queue/base.py), and its per-destination limit is its
+        # share. One process, one shard, until configure_shards says otherwise.
+        self._destinations = self._share_of_destinations()
         self._inflight: dict[str, asyncio.Task[None]] = {}
         self._due: dict[str, float] = {}  # deferred queue id -> when it is due
         self._heap: list[tuple[float, str]] = []
@@ -273,31 +273,48 @@ class QueueManager:
                 await asyncio.wait(pending)
 
     def configure_shards(self, count: int, shards: Iterable[int]) -> None:
-        """Before ``start``: ``count`` processes deliver from this spool, this one the
-        messages of ``shards``; each gets its share of the per-destination limit."""
-        self.shard_count = max(1, count)
-        self._shards = set(shards)
-        self._destinations = _DestinationSlots(
-            -(-self.settings.destination_concurrency // self.shard_count)  # rounded up
-        )
+        """Before ``start``: ``count`` processes deliver from this queue, this one the
+        messages of ``shards`` (the queue keeps them); each gets its share of the
+        per-destination limit."""
+        self.spool.configure_shards(count, shards)
+        self._destinations = self._share_of_destinations()
+
+    def _share_of_destinations(self) -> _DestinationSlots:
+        count = self.spool.shard_count
+        return _DestinationSlots(-(-self.settings.destination_concurrency // count))  # ceil
+
+    @property
+    def shard_count(self) -> int:
+        return self.spool.shard_count
 
     def mine(self, queue_id: str) -> bool:
-        """Whether this process schedules ``queue_id`` (its shard is one of ours)."""
-        return self.shard_count == 1 or queue_shard(queue_id, self.shard_count) in self._shards
+        """Whether this process schedules ``queue_id`` (the queue knows its shards)."""
+        return self.spool.mine(queue_id)
 
     @property
     def shards(self) -> frozenset[int]:
-        return frozenset(self._shards)
+        return self.spool.shards
 
     def take_shard(self, index: int) -> None:
         """Schedule the messages of shard ``index`` too (its process is down)."""
-        self._shards.add(index)
+        self.spool.take_shard(index)
         self.wake()
 
     def give_shard(self, index: int) -> None:
         """Stop taking new messages of shard ``index`` (its process is up again); those
         being delivered here finish here."""
-        self._shards.discard(index)
+        self.spool.give_shard(index)
+
+    async def take_back_shard(self, index: int, reason: str) -> int:
+        """Deliver shard ``index`` here (its process died): take it, try again at once what
+        that process left in active/ (none of what this one delivers), and load its deferred
+        mail into this timetable. How many messages were put back from active/."""
+        self.take_shard(index)
+        moved = await self.spool.requeue_active_shard(index, reason, busy=self.in_flight)
+        if moved:
+            self.wake()
+        await self.scan_deferred()
+        return moved
 
     def in_flight(self, queue_id: str) -> bool:
         return queue_id in self._inflight

@@ -82,11 +82,22 @@ import zlib
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Literal, TypeVar, get_args
+from typing import TypeVar
 
 import msgspec
 
 from pochta.logs import get_logger
+from pochta.queue.base import (
+    STATES,
+    MessageBusy,
+    QueueEntry,
+    QueueState,
+    RecoveryReport,
+    SpoolError,
+    SpoolFull,
+    UnknownMessage,
+    WrongState,
+)
 from pochta.queue.envelope import (
     Envelope,
     EnvelopeError,
@@ -94,11 +105,27 @@ from pochta.queue.envelope import (
     encode_envelope,
     is_queue_id,
     new_queue_id,
+    queue_shard,
 )
 from pochta.queue.group_commit import FsyncCounters, GroupCommitter
 
-QueueState = Literal["incoming", "active", "deferred", "hold", "corrupt"]
-STATES: tuple[QueueState, ...] = get_args(QueueState)
+__all__ = [  # the shared types are queue/base.py's; importers of spool keep finding them here
+    "MAX_ENVELOPE_BYTES",
+    "STATES",
+    "FreeSpace",
+    "MessageBusy",
+    "QueueEntry",
+    "QueueState",
+    "RecoveryReport",
+    "Spool",
+    "SpoolError",
+    "SpoolFull",
+    "UnknownMessage",
+    "WrongState",
+    "is_no_space",
+    "required_free_bytes",
+]
+
 
 STATUS_DIR = "status"
 TMP_DIR = "tmp"
@@ -126,42 +153,6 @@ CLAIM_READ_MAX = 256 * 1024
 
 log = get_logger("queue")
 T = TypeVar("T")
-
-
-class SpoolError(Exception):
-    """A queue operation that cannot be done; the message says why and what to do."""
-
-
-class UnknownMessage(SpoolError):
-    def __init__(self, queue_id: str) -> None:
-        super().__init__(f"no message {queue_id} in the queue")
-        self.queue_id = queue_id
-
-
-class MessageBusy(SpoolError):
-    """Another process holds the message's lock (delivery, enqueue, an admin command)."""
-
-    def __init__(self, queue_id: str) -> None:
-        super().__init__(f"message {queue_id} is being changed by another process; try again")
-        self.queue_id = queue_id
-
-
-class SpoolFull(OSError, SpoolError):
-    """The spool's file system (or its disk quota) is full: the message was not written.
-
-    An ``OSError`` (ENOSPC) as before, so callers that catch ``OSError`` keep working, and a
-    ``SpoolError`` with a message that says what to do. Callers log it as one line: a full
-    disk is the operator's matter, not a bug with a traceback."""
-
-    def __init__(self, path: Path | str, queue_id: str = "") -> None:
-        what = f"message {queue_id} not written" if queue_id else "nothing written"
-        super().__init__(
-            errno.ENOSPC,
-            f"no space left on device in the queue, {what}; free space on that file system",
-            str(path),
-        )
-        self.queue_id = queue_id
-        self.path = str(path)
 
 
 def is_no_space(exc: BaseException) -> bool:
@@ -216,36 +207,6 @@ class FreeSpace:
         return max(0, needed_bytes - self.free_bytes())
 
 
-class WrongState(SpoolError):
-    def __init__(self, queue_id: str, state: QueueState, action: str) -> None:
-        hint = {
-            "active": "it is being delivered now; try again when the attempt ends",
-            "hold": "it is on hold; release it first",
-            "corrupt": "it is corrupt; requeue or delete it",
-        }.get(state, f"it is in {state}")
-        super().__init__(f"cannot {action} message {queue_id}: {hint}")
-        self.queue_id = queue_id
-        self.state = state
-
-
-class QueueEntry(msgspec.Struct):
-    """One message as ``list`` sees it. ``envelope`` is None when its file does not parse
-    (always so in ``corrupt/`` when the file is broken); ``error`` then says why."""
-
-    queue_id: str
-    state: QueueState
-    envelope: Envelope | None
-    error: str = ""
-
-
-class RecoveryReport(msgspec.Struct):
-    tmp_removed: int = 0
-    active_requeued: int = 0
-    corrupt: int = 0
-    orphans_removed: int = 0  # status files left by a removal that a crash cut short
-    adopted: int = 0  # complete messages found in pool/ (queued, but the link was lost)
-
-
 def _read_head(fd: int) -> tuple[bytes, int]:
     """The envelope line of an open message file and the file's size."""
     size = os.fstat(fd).st_size
@@ -297,9 +258,73 @@ class Spool:
         self._pool_names: list[str] = []  # free pool files to try, refilled from listdir
         self._pool_size = 0  # files in pool/ as last counted, plus those added since
         self._pool_counted = 0.0
-        # (index, count): new queue ids fall in this delivering process's shard (set by the
-        # server when several processes deliver; see queue_shard).
-        self.shard: tuple[int, int] | None = None
+        # Shards (queue/base.py): how many processes deliver from this spool, which of them
+        # this process schedules, and the one its new queue ids fall in.
+        self._shard_count = 1
+        self._shards: set[int] = {0}
+        self._own_shard = 0
+
+    # -- shards (see queue/base.py and server/workers.py) -------------------------------------
+
+    @property
+    def shard_count(self) -> int:
+        return self._shard_count
+
+    @property
+    def shards(self) -> frozenset[int]:
+        return frozenset(self._shards)
+
+    @property
+    def shard(self) -> tuple[int, int] | None:
+        """(own shard, count) when several processes deliver, else None."""
+        return (self._own_shard, self._shard_count) if self._shard_count > 1 else None
+
+    def configure_shards(
+        self, count: int, shards: Iterable[int], *, own: int | None = None
+    ) -> None:
+        """``count`` processes deliver from this spool, this one the messages of ``shards``;
+        the ids of the mail it queues fall in ``own`` (default: the lowest of ``shards``)."""
+        self._shard_count = max(1, count)
+        self._shards = set(shards)
+        self._own_shard = min(self._shards, default=0) if own is None else own
+
+    def shard_of(self, queue_id: str) -> int:
+        """The shard of ``queue_id``: its last two digits modulo the count (``queue_shard``)."""
+        return queue_shard(queue_id, self._shard_count)
+
+    def mine(self, queue_id: str) -> bool:
+        """Whether this process schedules ``queue_id`` (its shard is one of ours)."""
+        return self._shard_count == 1 or self.shard_of(queue_id) in self._shards
+
+    def take_shard(self, index: int) -> None:
+        """Schedule the messages of shard ``index`` too (its process is down)."""
+        self._shards.add(index)
+
+    def give_shard(self, index: int) -> None:
+        """Stop taking new messages of shard ``index`` (its process is up again); those
+        being delivered here finish here."""
+        self._shards.discard(index)
+
+    def new_queue_id(self) -> str:
+        """A new queue id in this process's own shard (``queue_shard``), so the mail it
+        queues is delivered by this process."""
+        return new_queue_id(shard=self.shard)
+
+    async def requeue_active_shard(
+        self, index: int, reason: str, *, busy: Callable[[str], bool]
+    ) -> int:
+        """What the dead process of shard ``index`` left in active/, back into incoming/,
+        but for the ids ``busy`` (this process delivers them). The ids are chosen before
+        the first ``await``, on the event loop, so nothing that this process claims meanwhile
+        is among them (it claims only from incoming/ and deferred/). How many were moved."""
+        left = [
+            queue_id
+            for queue_id in self.ids_sync("active")
+            if self.shard_of(queue_id) == index and not busy(queue_id)
+        ]
+        if not left:
+            return 0
+        return await self.requeue_active(left, reason)
 
     # -- paths ---------------------------------------------------------------------------------
 
@@ -403,7 +428,7 @@ class Spool:
         fixed_id = bool(envelope.queue_id)
         for _ in range(10):
             if not fixed_id:
-                envelope.queue_id = new_queue_id(shard=self.shard)
+                envelope.queue_id = self.new_queue_id()
             queue_id = envelope.queue_id
             if not is_queue_id(queue_id):
                 raise SpoolError(f"queue id {queue_id!r} is not valid")

@@ -41,7 +41,7 @@ from pochta.protocols.smtp import (
 )
 from pochta.protocols.smtp import replies as R
 from pochta.protocols.smtp.replies import Reply
-from pochta.queue.envelope import Envelope, Recipient, new_queue_id
+from pochta.queue.envelope import Envelope, Recipient
 from pochta.queue.spool import SpoolError, SpoolFull, required_free_bytes
 from pochta.resolve.classes import MailboxDest
 from pochta.tls.streams import load_tls_context, upgrade_to_tls
@@ -408,7 +408,7 @@ class _Session:
     async def _message(self, event: MessageData) -> None:
         from pochta.cleanup.pipeline import CleanupInput
 
-        queue_id = new_queue_id(shard=self.mail.spool.shard)  # delivered by this process
+        queue_id = self.mail.spool.new_queue_id()  # in this process's shard: delivered here
         txn, self.txn = self.txn, _Transaction()
         nrcpt = len(txn.recipients)
         if self.mode == "submission":

@@ -71,6 +71,7 @@ STREAM_LIMIT = 2**16  # asyncio's StreamReader default, as start_server uses
 PRELOAD_MODULES = (
     "pochta.config.load",
     "pochta.config.check",
+    "pochta.checks",
     "pochta.tables.spec",
     "pochta.directory.open",
     "pochta.directory.sqlite",
@@ -768,13 +769,14 @@ class Server:
 
     async def reload(self) -> None:
         """Re-read the config file and reopen the directory; keep the old on any problem."""
-        from pochta.config.load import ConfigError, load_settings
+        from pochta.checks import load_checked_settings
+        from pochta.config.load import ConfigError
 
         async with self._reload_lock:
             path = self.settings.config_path
             log.info("reload", config=path)
             try:
-                new = await asyncio.to_thread(load_settings, path)
+                new = await asyncio.to_thread(load_checked_settings, path)
             except ConfigError as exc:
                 self._reload_failed([str(p) for p in exc.problems])
                 return

@@ -28,7 +28,7 @@ from pochta.dns.async_resolver import make_async_resolver
 from pochta.logs import get_logger
 from pochta.mailauth.dkim_sign import DkimSigner
 from pochta.protocols.smtp.replies import Reply
-from pochta.queue.envelope import Envelope, Recipient, queue_shard
+from pochta.queue.envelope import Envelope, Recipient
 from pochta.queue.scheduler import QueueManager
 from pochta.queue.spool import Spool
 from pochta.resolve.classes import MailboxDest, Rejection, RelayDest, RemoteDest
@@ -140,8 +140,7 @@ class MailSystem:
         self.indexer = TextIndexer(self.store, asyncio.get_running_loop())
         if self._master:
             self.spool.acquire_master_lock()
-            self.spool.shard = (0, shard_count) if shard_count > 1 else None
-            self.queue.configure_shards(shard_count, range(shard_count))
+            self.queue.configure_shards(shard_count, range(shard_count))  # own shard: 0
             await self.queue.start()
             self._delivering = True
 
@@ -151,7 +150,6 @@ class MailSystem:
         if self._delivering:
             return
         self._delivering = True
-        self.spool.shard = (index, count)
         self.queue.configure_shards(count, (index,))
         await self.queue.start(recover=False)
         log.info("delivering", shard=index, shards=count, pid=os.getpid())
@@ -159,20 +157,10 @@ class MailSystem:
     async def take_back_shard(self, index: int) -> None:
         """The master, when the worker delivering shard ``index`` has died: deliver that
         shard here until the worker is back, and try again at once what it left in active/
-        (chosen here, on the event loop, so that nothing this process is delivering is
-        among them: this process claims only from incoming/ and deferred/)."""
-        queue = self.queue
-        queue.take_shard(index)
-        left = [
-            queue_id
-            for queue_id in self.spool.ids_sync("active")
-            if queue_shard(queue_id, queue.shard_count) == index and not queue.in_flight(queue_id)
-        ]
-        if left:
-            moved = await self.spool.requeue_active(left, "worker exited")
+        (the queue chooses those: ``QueueManager.take_back_shard``)."""
+        moved = await self.queue.take_back_shard(index, "worker exited")
+        if moved:
             log.warning("worker_mail_requeued", shard=index, messages=moved)
-            queue.wake()
-        await queue.scan_deferred()  # its deferred mail, into this process's timetable
 
     async def stop(self) -> None:
         if self.changes is not None:

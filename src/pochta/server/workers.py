@@ -9,8 +9,10 @@ SQLite write transactions serialise their writes across processes, and the store
 check notices what another process changed.
 
 Every process delivers, too: the queue is split into shards, one per process (the master is
-shard 0, worker ``i`` shard ``i + 1``), by the last digits of the queue id
-(``queue.envelope.queue_shard``). A process gives the mail it queues ids of its own shard,
+shard 0, worker ``i`` shard ``i + 1``), by the last digits of the queue id. The queue
+keeps the shards and answers which ids are whose (``MessageQueue.configure_shards``,
+``mine``, ``shard_of``, ``requeue_active_shard`` in ``queue/base.py``); this module only
+carries which process has which. A process gives the mail it queues ids of its own shard,
 so what a worker receives for other hosts it also delivers, with the content still in
 memory. Mail a worker receives for local mailboxes only goes to the master instead (``Q``):
 the worker's CPU stays with its sessions and one process writes the deliveries into the

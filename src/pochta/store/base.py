@@ -23,6 +23,7 @@ import threading
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from enum import StrEnum
+from typing import Protocol, runtime_checkable
 
 from pochta.store.quota import QuotaCheck, QuotaUsage, evaluate_quota
 
@@ -42,6 +43,7 @@ __all__ = [
     "FolderExists",
     "FolderInfo",
     "MailStore",
+    "MaildirMaintenance",
     "MessageInfo",
     "NoSuchFolder",
     "NoSuchMessage",
@@ -401,10 +403,6 @@ class MailStore(abc.ABC):
         """The message with CRLF line ends, exactly ``MessageInfo.size`` octets."""
 
     @abc.abstractmethod
-    def message_path(self, address: str, folder: str, uid: int) -> str:
-        """Where the message lives (a file path, or a backend URL), for logs and tools."""
-
-    @abc.abstractmethod
     def store_flags(
         self,
         address: str,
@@ -434,17 +432,8 @@ class MailStore(abc.ABC):
     # -- maintenance --
 
     @abc.abstractmethod
-    def sync_folder(self, address: str, folder: str) -> SyncReport:
-        """Rescan one folder: adopt files the index does not know, drop rows whose file is
-        gone (recorded as expunged), pick up flags changed by other programs."""
-
-    @abc.abstractmethod
     def sync(self, address: str) -> list[SyncReport]:
         """Rescan the account: folders made or removed by hand, then every folder."""
-
-    @abc.abstractmethod
-    def reindex(self, address: str) -> ReindexReport:
-        """Rebuild the account's index from what is on disk."""
 
     @abc.abstractmethod
     def purge_account(self, address: str) -> bool:
@@ -452,3 +441,24 @@ class MailStore(abc.ABC):
 
     @abc.abstractmethod
     def close(self) -> None: ...
+
+
+@runtime_checkable
+class MaildirMaintenance(Protocol):
+    """The repairs of a store whose mail is files beside an index (the Maildir store): not
+    part of ``MailStore``, since a database backend has no files to rescan nor an index to
+    rebuild from them. ``pochta mailbox reindex`` checks for it with ``isinstance`` and says
+    so when the store has none."""
+
+    def message_path(self, address: str, folder: str, uid: int) -> str:
+        """The file of the message, for logs and tools."""
+        ...
+
+    def sync_folder(self, address: str, folder: str) -> SyncReport:
+        """Rescan one folder: adopt files the index does not know, drop rows whose file is
+        gone (recorded as expunged), pick up flags changed by other programs."""
+        ...
+
+    def reindex(self, address: str) -> ReindexReport:
+        """Rebuild the account's index from what is on disk."""
+        ...

@@ -80,6 +80,7 @@ from pochta.store.base import (
     FolderChanges,
     FolderExists,
     FolderInfo,
+    MaildirMaintenance,
     MailStore,
     MessageInfo,
     NoSuchFolder,
@@ -545,8 +546,10 @@ class _Changes:
             self.items.append((folder, kind))
 
 
-class MaildirStore(MailStore):
-    """:class:`MailStore` on Maildir++ files and a per-account SQLite index.
+class MaildirStore(MailStore, MaildirMaintenance):
+    """:class:`MailStore` on Maildir++ files and a per-account SQLite index, with the
+    repairs only files beside an index have (:class:`MaildirMaintenance`: ``message_path``,
+    ``sync_folder``, ``reindex``).
 
     ``durable=False`` skips every fsync (tests and benchmarks of the logic only). ``clock``
     (seconds since the epoch) dates the tmp/ files that the opening of an account removes.
