@@ -21,6 +21,7 @@ from pochta.cleanup import (
     Cleanup,
     CleanupInput,
     CleanupResult,
+    Filter,
     HeaderLimitError,
     address_spans,
     detect_newline,
@@ -29,6 +30,7 @@ from pochta.cleanup import (
     split_message,
 )
 from pochta.cleanup.received import message_id_value, received_value
+from pochta.cleanup.verdict import Action, Symbol, Verdict
 from pochta.config.settings import ServerSettings, Settings, TablesSettings
 from pochta.protocols.smtp.replies import TEMPORARY_FAILURE, Reply
 from pochta.tables.configured import ConfiguredTables
@@ -584,3 +586,77 @@ def test_prepend_header_follows_the_message_line_ending() -> None:
     assert lf.headers_added == ["X-Spam: no\n\tscore=1"]
     with pytest.raises(ValueError, match="SP or HTAB"):
         lf.prepend_header("X-Spam", "no\r\nBcc: victim@example.org")
+
+
+# -- the verdict ---------------------------------------------------------------------------
+
+
+async def test_a_filter_reads_the_verdict_of_the_one_before(make_tables: MakeTables) -> None:
+    seen: list[tuple[str, ...]] = []
+
+    async def authentication(result: CleanupResult, info: CleanupInput) -> CleanupResult | Reply:
+        result = result.add_auth_result("spf", "pass", smtp_mailfrom=info.sender)
+        result = result.add_auth_result("dkim", "pass", header_d="far.test", header_s="s1")
+        return result.add_auth_result("dkim", "fail", "bad signature", header_d="x.test")
+
+    async def scoring(result: CleanupResult, info: CleanupInput) -> CleanupResult | Reply:
+        dkim = result.verdict.auth_results("dkim")  # the first filter's findings, no headers
+        seen.append(tuple(a.render() for a in dkim))
+        if any(a.result == "fail" for a in dkim):
+            result = result.add_symbol("R_DKIM_REJECT", 1.5, "DKIM failed", ["x.test"])
+        result = result.add_symbol("BAYES_SPAM", 4.0)
+        return result.decide("folder", "score over 5", folder="Junk")
+
+    cleanup = make_cleanup(make_tables(), filters=[authentication, scoring])
+    with capture_logs() as logs:
+        result = await cleanup.process(b"A: b\r\n\r\nbody", mx_input())
+    assert seen == [
+        (
+            "dkim=pass header.d=far.test header.s=s1",
+            'dkim=fail reason="bad signature" header.d=x.test',
+        )
+    ]
+    assert result.accepted
+    verdict = result.verdict
+    assert [a.method for a in verdict.auth] == ["spf", "dkim", "dkim"]
+    assert verdict.auth[0].properties == {"smtp.mailfrom": "alice@far.test"}
+    assert verdict.symbol("R_DKIM_REJECT") == Symbol(
+        name="R_DKIM_REJECT", score=1.5, description="DKIM failed", options=("x.test",)
+    )
+    assert verdict.score == 5.5
+    assert (verdict.action, verdict.folder, verdict.delivery_folder) == ("folder", "Junk", "Junk")
+    [line] = [e for e in logs if e["event"] == "cleanup"]
+    assert (line["action"], line["score"], line["folder"]) == ("folder", 5.5, "Junk")
+
+
+async def test_a_verdict_to_reject_or_tempfail_refuses_the_message(make_tables: MakeTables) -> None:
+    def deciding(action: Action, reason: str) -> Filter:
+        async def hook(result: CleanupResult, info: CleanupInput) -> CleanupResult | Reply:
+            return result.add_symbol("GTUBE", 100.0).decide(action, reason)
+
+        return hook
+
+    rejected = await make_cleanup(
+        make_tables(), filters=[deciding("reject", "Gtube pattern\r\nX")]
+    ).process(b"A: b\r\n\r\nbody", mx_input())
+    assert rejected.reply == Reply(550, "5.7.1", "Gtube pattern??X")
+    assert not rejected.accepted
+    deferred = await make_cleanup(make_tables(), filters=[deciding("tempfail", "")]).process(
+        b"A: b\r\n\r\nbody", mx_input()
+    )
+    assert deferred.reply == Reply(451, "4.7.1", "Try again later")
+    kept = await make_cleanup(make_tables(), filters=[deciding("add_header", "")]).process(
+        b"A: b\r\n\r\nbody", mx_input()
+    )
+    assert kept.accepted
+    assert kept.verdict.score == 100.0
+    with pytest.raises(ValueError, match="needs the folder"):
+        Verdict().with_action("folder")
+
+
+def test_a_symbol_counts_once() -> None:
+    verdict = (
+        Verdict().with_symbol(Symbol(name="A", score=2)).with_symbol(Symbol(name="A", score=3))
+    )
+    assert verdict.symbols == (Symbol(name="A", score=3),)
+    assert verdict.score == 3

@@ -25,6 +25,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 from structlog.testing import capture_logs
 
+from pochta.cleanup.verdict import AuthResult, Symbol, Verdict
 from pochta.queue.base import FreeSpaceGauge, MessageQueue
 from pochta.queue.envelope import (
     ENVELOPE_VERSION,
@@ -783,3 +784,20 @@ async def test_requeue_active_shard_takes_only_that_shard_and_not_the_busy(spool
     assert [await spool.locate(q) for q in left] == ["active", "incoming", "incoming"]
     assert await spool.locate(own) == "active"
     assert await spool.requeue_active_shard(2, "worker exited", busy=busy.__contains__) == 0
+
+
+def test_envelope_keeps_the_verdict_and_reads_old_files_without_it() -> None:
+    envelope = make_envelope("x@example.test", "y@example.test")
+    envelope.queue_id = new_queue_id()
+    envelope.verdict = (
+        Verdict()
+        .with_auth(AuthResult(method="dmarc", result="pass", properties={"header.from": "x.test"}))
+        .with_symbol(Symbol(name="BAYES_HAM", score=-3.0, options=("99%",)))
+        .with_action("folder", "low trust", "Junk")
+    )
+    data = encode_envelope(envelope)
+    assert decode_envelope(data).verdict == envelope.verdict
+    # An envelope written before the verdict existed (no "verdict" key) still loads.
+    old = msgspec.json.decode(data)
+    del old["verdict"]
+    assert decode_envelope(msgspec.json.encode(old)).verdict == Verdict()

@@ -20,7 +20,10 @@ Every message, from the MX, submission, LMTP or the sendmail command, passes thr
 7. **Filters** (mail authentication, spam scoring) run last, in order, each an async
    callable that returns a new :class:`CleanupResult` or a :class:`Reply` that refuses the
    message. A filter that raises refuses it temporarily (451 4.3.0), like Postfix's
-   milter_default_action = tempfail.
+   milter_default_action = tempfail. Filters pass results to each other in the result's
+   :class:`~pochta.cleanup.verdict.Verdict` (``add_auth_result``, ``add_symbol``,
+   ``decide``); a verdict whose action is ``reject`` or ``tempfail`` refuses the message
+   (550 5.7.1 / 451 4.7.1 with the verdict's reason) once the filters have run.
 
 The body is never decoded or re-encoded. When the header block ended without an empty line
 (a non-header line started the body) and we add fields, an empty line is written between
@@ -39,6 +42,7 @@ from dataclasses import dataclass, field
 
 from pochta.cleanup.canonical import CanonicalMaps, rewrite_address_list
 from pochta.cleanup.received import date_value, message_id_value, received_value
+from pochta.cleanup.verdict import Action, AuthResult, Symbol, Verdict
 from pochta.config.settings import Settings
 from pochta.logs import get_logger
 from pochta.mime.headers import (
@@ -62,6 +66,8 @@ __all__ = [
     "CleanupInput",
     "CleanupResult",
     "Filter",
+    "Verdict",
+    "verdict_refusal",
 ]
 
 log = get_logger("cleanup")
@@ -106,6 +112,7 @@ class CleanupResult:
     recipients: list[str]
     headers_added: list[str] = field(default_factory=list)
     problems: list[Reply] = field(default_factory=list)
+    verdict: Verdict = field(default_factory=Verdict)
 
     @property
     def accepted(self) -> bool:
@@ -124,6 +131,28 @@ class CleanupResult:
             content=new.raw + self.content,
             headers_added=[*self.headers_added, _field_text(new)],
         )
+
+    def add_auth_result(
+        self, method: str, result: str, reason: str = "", **properties: str
+    ) -> CleanupResult:
+        """A copy whose verdict has one more authentication result (RFC 8601 §2.2);
+        ``properties`` as ``header_d="example.org"`` become ``header.d``."""
+        props = {key.replace("_", ".", 1): value for key, value in properties.items()}
+        found = AuthResult(method=method, result=result, reason=reason, properties=props)
+        return dataclasses.replace(self, verdict=self.verdict.with_auth(found))
+
+    def add_symbol(
+        self, name: str, score: float = 0.0, description: str = "", options: Sequence[str] = ()
+    ) -> CleanupResult:
+        """A copy whose verdict has the symbol ``name`` with ``score`` (Rspamd's symbol)."""
+        symbol = Symbol(name=name, score=score, description=description, options=tuple(options))
+        return dataclasses.replace(self, verdict=self.verdict.with_symbol(symbol))
+
+    def decide(self, action: Action, reason: str = "", folder: str = "") -> CleanupResult:
+        """A copy with the verdict's final action set (``reject``/``tempfail`` refuse the
+        message after the filters; ``folder`` needs ``folder``)."""
+        verdict = self.verdict.with_action(action, reason, folder)
+        return dataclasses.replace(self, verdict=verdict)
 
 
 Filter = Callable[[CleanupResult, CleanupInput], Awaitable[CleanupResult | Reply]]
@@ -167,6 +196,9 @@ class Cleanup:
                     result = dataclasses.replace(result, problems=[*result.problems, outcome])
                     break
                 result = outcome
+            refusal = verdict_refusal(result.verdict)
+            if result.accepted and refusal is not None:
+                result = dataclasses.replace(result, problems=[refusal])
         self._log(result, info)
         return result
 
@@ -255,7 +287,34 @@ class Cleanup:
             sender=result.sender,
             nrcpt=len(result.recipients),
             size=len(result.content),
+            **_verdict_log(result.verdict),
         )
+
+
+def _verdict_log(verdict: Verdict) -> dict[str, object]:
+    """The verdict in the cleanup log line, when a filter made one."""
+    if verdict == Verdict():
+        return {}
+    found: dict[str, object] = {"action": verdict.action, "score": round(verdict.score, 2)}
+    if verdict.folder:
+        found["folder"] = verdict.folder
+    return found
+
+
+def verdict_refusal(verdict: Verdict) -> Reply | None:
+    """The reply for a verdict that refuses the message: ``reject`` is 550 5.7.1,
+    ``tempfail`` 451 4.7.1 (RFC 3463 §3.8: delivery not authorized / security or policy
+    status), with the verdict's reason as text."""
+    if verdict.action == "reject":
+        return Reply(550, "5.7.1", _reply_text(verdict.reason) or "Message rejected by policy")
+    if verdict.action == "tempfail":
+        return Reply(451, "4.7.1", _reply_text(verdict.reason) or "Try again later")
+    return None
+
+
+def _reply_text(reason: str) -> str:
+    """A reason made safe as one reply line: printable ASCII, at most 200 characters."""
+    return "".join(c if " " <= c <= "~" else "?" for c in reason)[:200].strip()
 
 
 def _assemble(message: SplitMessage, newline: bytes) -> bytes:

@@ -19,6 +19,7 @@ from datetime import datetime
 import click
 import msgspec
 
+from pochta.cleanup.verdict import Verdict
 from pochta.cli.common import fail, load_cli_settings
 from pochta.logs import configure_logging
 from pochta.mime.headers import split_message
@@ -185,6 +186,25 @@ def header_section(content: bytes) -> bytes:
     return b"".join(field.raw for field in split_message(content).headers)
 
 
+def _render_verdict(verdict: Verdict) -> list[str]:
+    """What cleanup's filters found (cleanup/verdict.py), for ``show``."""
+    lines = [f"verdict: {verdict.action}, score {verdict.score:g}"]
+    if verdict.reason:
+        lines.append(f"  reason: {verdict.reason}")
+    if verdict.folder:
+        lines.append(f"  folder: {verdict.folder}")
+    for found in verdict.auth:  # RFC 8601 §2.2 resinfo, as in Authentication-Results
+        lines.append(f"  auth: {found.render()}")
+    for symbol in verdict.symbols:
+        text = f"  symbol: {symbol.name} ({symbol.score:g})"
+        if symbol.description:
+            text += f" {symbol.description}"
+        if symbol.options:
+            text += f" [{', '.join(symbol.options)}]"
+        lines.append(text)
+    return lines
+
+
 @queue.command()
 @click.argument("queue_id")
 @click.option("--content", is_flag=True, help="Print the whole message, not only its headers.")
@@ -209,6 +229,7 @@ def show(ctx: click.Context, queue_id: str, content: bool) -> None:
     click.echo(f"sender: {envelope.sender or '<>'}")
     click.echo(f"size: {envelope.size} bytes")
     click.echo("\n".join(_render_recipients(envelope, time.time())))
+    click.echo("\n".join(_render_verdict(envelope.verdict)))
     click.echo("envelope:")
     click.echo(msgspec.json.format(msgspec.json.encode(envelope), indent=2).decode())
     click.echo("")

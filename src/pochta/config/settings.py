@@ -235,6 +235,15 @@ class DeliverySettings(_Table, frozen=True, kw_only=True, forbid_unknown_fields=
         _doc("Delivery status notifications sent per minute at most; more wait. 0 = no limit."),
         msgspec.Meta(ge=0, le=_MAX_COUNT),
     ] = 120
+    save_to_detail_mailbox: Annotated[
+        bool,
+        _doc(
+            "Deliver user+detail@domain into the folder named by the detail when the account "
+            "has it (Dovecot's lmtp_save_to_detail_mailbox); when it does not exist the mail "
+            "goes to INBOX (no folder is made from an address). A folder chosen by a filter's "
+            "verdict (e.g. Junk) comes first and is created when missing."
+        ),
+    ] = False
 
 
 class TablesSettings(_Table, frozen=True, kw_only=True, forbid_unknown_fields=True):
@@ -365,6 +374,20 @@ class SMTPSettings(_Table, frozen=True, kw_only=True, forbid_unknown_fields=True
         ),
         msgspec.Meta(ge=1, le=1000),
     ] = 3
+    peername_lookup: Annotated[
+        bool,
+        _doc(
+            "Look up each client's name at connect: the PTR name of its IP, kept only when "
+            "that name's A/AAAA records give the IP back (Postfix smtpd_peername_lookup and "
+            "client_name; 'unknown' otherwise). It shows in Received: and is given to the "
+            "recipient policies; a DNS failure never refuses mail. Not for LMTP."
+        ),
+    ] = True
+    peername_lookup_timeout_seconds: Annotated[
+        float,
+        _doc("Longest wait for the client's name (PTR and the forward check together)."),
+        msgspec.Meta(gt=0, le=60),
+    ] = 5.0
 
 
 class QueueSettings(_Table, frozen=True, kw_only=True, forbid_unknown_fields=True):

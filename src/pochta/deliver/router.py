@@ -132,13 +132,15 @@ class Deliverer:
         agent = self._mailbox()
         attempts = []
         for rcpt in recipients:
-            account, _, _extension = rcpt.destination.partition(":")[2].partition("/")
+            account, _, extension = rcpt.destination.partition(":")[2].partition("/")
             result = await agent.deliver(
                 queue_id=envelope.queue_id,
                 sender=envelope.sender,
                 recipient=rcpt.address,
                 account=account,
                 content=content,
+                verdict_folder=envelope.verdict.delivery_folder,
+                extension=extension,
             )
             attempts.append(Attempt(rcpt.address, result.outcome, str(result.reply)))  # type: ignore[arg-type]
         return attempts

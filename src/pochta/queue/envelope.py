@@ -24,6 +24,8 @@ from typing import Literal
 
 import msgspec
 
+from pochta.cleanup.verdict import Verdict
+
 ENVELOPE_VERSION = 1
 
 RecipientStatus = Literal["pending", "delivered", "deferred", "bounced", "expired"]
@@ -90,6 +92,9 @@ class Envelope(msgspec.Struct):
     # zlib.crc32 of the content as queued (None: not recorded). Recovery uses it to tell a
     # complete recycled queue file from one whose overwrite a crash cut short (spool.py).
     crc32: int | None = None
+    # What cleanup's filters found and decided (cleanup/verdict.py); absent in envelopes
+    # written before it existed, which load with the empty verdict.
+    verdict: Verdict = msgspec.field(default_factory=Verdict)
     version: int = ENVELOPE_VERSION
 
     def pending_recipients(self) -> list[Recipient]:

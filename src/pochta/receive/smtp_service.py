@@ -13,6 +13,8 @@ import time
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Literal
 
+import dns.asyncresolver
+
 from pochta.directory.sasl import Success, server_mechanism
 from pochta.directory.sasl_exchange import (
     Authenticated,
@@ -21,6 +23,7 @@ from pochta.directory.sasl_exchange import (
     SaslExchange,
     SendChallenge,
 )
+from pochta.dns.async_resolver import ResolverConfigError, make_async_resolver
 from pochta.logs import get_logger
 from pochta.mime.headers import leading_fields
 from pochta.netaddr import is_loopback
@@ -43,6 +46,8 @@ from pochta.protocols.smtp import replies as R
 from pochta.protocols.smtp.replies import Reply
 from pochta.queue.envelope import Envelope, Recipient
 from pochta.queue.spool import SpoolError, SpoolFull, required_free_bytes
+from pochta.receive.client_name import verified_client_name
+from pochta.receive.policy import PolicyRequest, check_policies
 from pochta.resolve.classes import MailboxDest
 from pochta.tls.streams import load_tls_context, upgrade_to_tls
 
@@ -97,6 +102,18 @@ class SMTPService:
         if implicit_tls and self.tls is None:
             raise RuntimeError(f"listen.{listener} needs a TLS certificate; see tls.cert_file")
         self.ssl_context = self.tls if implicit_tls else None
+        self._dns: dns.asyncresolver.Resolver | None = None
+
+    @property
+    def dns(self) -> dns.asyncresolver.Resolver | None:
+        """The resolver for client names (made at first use, from ``[dns]``); None when
+        ``[dns]`` cannot make one (``pochta check`` says why)."""
+        if self._dns is None:
+            try:
+                self._dns = make_async_resolver(self.server.settings.dns)
+            except ResolverConfigError as exc:
+                log.warning("client_name_lookup_off", listener=self.name, reason=str(exc))
+        return self._dns
 
     async def handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         peer = writer.get_extra_info("peername")
@@ -144,6 +161,7 @@ class _Session:
         self.auth_user = ""
         self.sasl: SaslExchange | None = None
         self.helo = ""
+        self.client_hostname = ""  # forward-confirmed reverse DNS name, "" when unknown
         self.txn = _Transaction()
         self.messages = 0
         self.auth_failures = 0
@@ -156,8 +174,14 @@ class _Session:
 
     async def run(self) -> None:
         s = self.server.settings
-        log.info("connect", listener=self.service.name, client=self.ip)
         started = time.monotonic()
+        await self._look_up_client_name()
+        log.info(
+            "connect",
+            listener=self.service.name,
+            client=self.ip,
+            client_name=self.client_hostname or "unknown",
+        )
         # When the first byte of a command line not yet ended arrived (None: no such line).
         # A line must end within smtp.command_timeout_seconds: bytes trickling in one at a
         # time reset the idle timer but not this one (RFC 5321 §4.5.3.2.7: the server waits
@@ -214,6 +238,20 @@ class _Session:
                 user=self.auth_user or None,
             )
 
+    async def _look_up_client_name(self) -> None:
+        """Postfix's client_name, once per connection before the greeting (as smtpd does):
+        the PTR name of the IP when its forward lookup confirms it (receive/client_name.py).
+        LMTP clients are our own MTAs: not looked up."""
+        s = self.server.settings.smtp
+        if self.mode == "lmtp" or not s.peername_lookup:
+            return
+        resolver = self.service.dns
+        if resolver is None:
+            return
+        self.client_hostname = await verified_client_name(
+            resolver, self.ip, timeout_seconds=s.peername_lookup_timeout_seconds
+        )
+
     async def _flush(self) -> None:
         out = self.conn.data_to_send()
         if out:
@@ -242,9 +280,9 @@ class _Session:
             elif isinstance(event, AuthResponse):
                 await self._auth_response(event)
             elif isinstance(event, MailFrom):
-                self.conn.send_reply(self._mail_from(event))
+                self.conn.send_reply(await self._mail_from(event))
             elif isinstance(event, RcptTo):
-                self.conn.send_reply(self._rcpt_to(event))
+                self.conn.send_reply(await self._rcpt_to(event))
             elif isinstance(event, MessageData):
                 await self._message(event)
             else:  # pragma: no cover - every event that needs a reply is handled above
@@ -313,7 +351,7 @@ class _Session:
 
     # -- the transaction --------------------------------------------------------------------
 
-    def _mail_from(self, event: MailFrom) -> Reply:
+    async def _mail_from(self, event: MailFrom) -> Reply:
         s = self.server.settings
         if (
             self.mode == "submission"
@@ -335,10 +373,43 @@ class _Session:
                 f"<{event.address}>: Sender address not owned by user {self.auth_user}",
             )
         refusal = self._storage_refusal(event)
+        if refusal is None:
+            refusal = await self._policy_refusal("mail", event.address)
         if refusal is not None:
             return refusal
         self.txn = _Transaction(sender=event.address, params=dict(event.params))
         return R.SENDER_OK
+
+    async def _policy_refusal(
+        self, stage: Literal["mail", "rcpt"], sender: str, recipient: str = ""
+    ) -> Reply | None:
+        """The recipient policies (receive/policy.py) after the built-in checks passed;
+        LMTP does not ask them."""
+        policies = self.mail.policies
+        if self.mode == "lmtp" or not policies:
+            return None
+        request = PolicyRequest(
+            stage=stage,
+            listener=self.service.name,
+            client_ip=self.ip,
+            client_hostname=self.client_hostname,
+            helo=self.helo,
+            auth_user=self.auth_user,
+            sender=sender,
+            recipient=recipient,
+        )
+        reply = await check_policies(policies, request)
+        if reply is not None:
+            log.info(
+                "rejected",
+                client=self.ip,
+                stage=stage,
+                sender=sender or "<>",
+                to=recipient or None,
+                reply=str(reply),
+                reason="policy",
+            )
+        return reply
 
     def _storage_refusal(self, event: MailFrom) -> Reply | None:
         """Postfix queue_minfree: refuse at MAIL FROM, before the client sends the message,
@@ -370,7 +441,7 @@ class _Session:
         # RFC 1870 §6.1 and RFC 5321 §4.2.3: 452 (try later); RFC 3463 §3.4: 4.3.1 system full.
         return R.INSUFFICIENT_STORAGE
 
-    def _rcpt_to(self, event: RcptTo) -> Reply:
+    async def _rcpt_to(self, event: RcptTo) -> Reply:
         address = event.address
         if address.lower() == "postmaster":  # RFC 5321 §4.1.1.3
             address = f"postmaster@{self.server.settings.server.hostname}"
@@ -399,6 +470,9 @@ class _Session:
                 reply=str(reply),
             )
             return reply
+        refusal = await self._policy_refusal("rcpt", self.txn.sender, address)
+        if refusal is not None:
+            return refusal
         notify = tuple(n for n in (event.params.get("NOTIFY") or "").split(",") if n)
         self.txn.recipients.append(
             Recipient(address=address, orcpt=event.params.get("ORCPT") or "", notify=notify)
@@ -421,6 +495,7 @@ class _Session:
             sender=txn.sender,
             recipients=[r.address for r in txn.recipients],
             client_ip=self.ip,
+            client_hostname=self.client_hostname,
             helo=self.helo,
             protocol=self._protocol(),
             tls_version=obj.version() or "" if obj else "",
@@ -440,8 +515,16 @@ class _Session:
             Recipient(address=addr, orcpt=r.orcpt, notify=r.notify, original=r.address)
             for addr, r in zip(result.recipients, txn.recipients, strict=True)
         ]
+        if result.verdict.action == "discard":
+            # Postfix DISCARD: the client is told the mail was accepted; it is dropped here.
+            log.info("discarded", queue_id=queue_id, client=self.ip, reason=result.verdict.reason)
+            self.messages += 1
+            self._reply_all(Reply(250, "2.0.0", f"Ok: discarded as {queue_id}"), nrcpt)
+            return
         if self.mode == "lmtp":
-            await self._deliver_lmtp(queue_id, result.sender, recipients, result.content)
+            await self._deliver_lmtp(
+                queue_id, result.sender, recipients, result.content, result.verdict.delivery_folder
+            )
             return
         envelope = Envelope(
             queue_id=queue_id,
@@ -457,6 +540,7 @@ class _Session:
             client_helo=self.helo,
             auth_user=self.auth_user,
             protocol=info.protocol,
+            verdict=result.verdict,
         )
         try:
             queue_id = await self.mail.submit(envelope, result.content)
@@ -478,7 +562,12 @@ class _Session:
         self.conn.send_reply(Reply(250, "2.0.0", f"Ok: queued as {queue_id}"))
 
     async def _deliver_lmtp(
-        self, queue_id: str, sender: str, recipients: list[Recipient], content: bytes
+        self,
+        queue_id: str,
+        sender: str,
+        recipients: list[Recipient],
+        content: bytes,
+        verdict_folder: str,
     ) -> None:
         replies = []
         agent = self.mail.mailbox
@@ -493,6 +582,8 @@ class _Session:
                     recipient=rcpt.address,
                     account=dest.account,
                     content=content,
+                    verdict_folder=verdict_folder,
+                    extension=dest.extension,
                 )
                 log.info(
                     "delivery",

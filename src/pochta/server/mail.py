@@ -31,6 +31,7 @@ from pochta.protocols.smtp.replies import Reply
 from pochta.queue.envelope import Envelope, Recipient
 from pochta.queue.scheduler import QueueManager
 from pochta.queue.spool import Spool
+from pochta.receive.policy import Policy
 from pochta.resolve.classes import MailboxDest, Rejection, RelayDest, RemoteDest
 from pochta.resolve.resolver import Resolver
 from pochta.server.text_indexer import TextIndexer
@@ -106,8 +107,14 @@ class MailSystem:
             self.server.directory, s.auth, s.directory.recipient_delimiter, tracker=self.tracker
         )
         self.mailbox = MailboxAgent(
-            self.store, self.server.directory, default_message_limit=s.store.default_message_limit
+            self.store,
+            self.server.directory,
+            default_message_limit=s.store.default_message_limit,
+            save_to_detail_mailbox=s.delivery.save_to_detail_mailbox,
         )
+        # The recipient policies asked at MAIL FROM and RCPT TO (receive/policy.py), in
+        # order. None yet: SPF, greylisting and rate limits are added here.
+        self.policies: list[Policy] = []
         self.pipe = PipeAgent.from_settings(s)
 
     async def _sign_local_submission(self, envelope: Envelope, content: bytes) -> bytes | Reply:

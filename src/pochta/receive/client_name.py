@@ -1,0 +1,74 @@
+"""The client's verified name: forward-confirmed reverse DNS (Postfix's ``client_name``).
+
+Postfix keeps two names for an SMTP client: ``reverse_client_name``, whatever the PTR record
+of the IP says, and ``client_name``, that name only when a forward lookup of it gives the IP
+back (else "unknown"). Only the verified one is worth showing in ``Received:`` or to a
+policy: anyone who owns the reverse zone of an IP can make its PTR say anything.
+
+:func:`verified_client_name` does the second: the PTR names of the IP (RFC 1035 §3.5
+in-addr.arpa, RFC 3596 §2.5 ip6.arpa), then for each the A (IPv4) or AAAA (IPv6) records; the
+first name whose addresses contain the IP is the answer. Any failure (NXDOMAIN, SERVFAIL,
+timeout, a bad name) gives "": a DNS problem never refuses or delays mail beyond the time
+limit.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import ipaddress
+
+import dns.asyncresolver
+import dns.exception
+import dns.name
+import dns.rdatatype
+import dns.resolver
+import dns.reversename
+
+from pochta.logs import get_logger
+
+__all__ = ["MAX_PTR_NAMES", "verified_client_name"]
+
+log = get_logger("smtpd")
+
+# Postfix checks one name (getnameinfo); a PTR RRset may hold several: try a few.
+MAX_PTR_NAMES = 4
+
+_FAILURES = (dns.exception.DNSException, OSError, ValueError, TimeoutError)
+
+
+async def verified_client_name(
+    resolver: dns.asyncresolver.Resolver, ip: str, *, timeout_seconds: float
+) -> str:
+    """The forward-confirmed name of ``ip`` (no trailing dot, lower case), or "".
+
+    The whole look-up (PTR and the forward checks) ends within ``timeout_seconds``.
+    """
+    try:
+        address = ipaddress.ip_address(ip.split("%", 1)[0])
+    except ValueError:
+        return ""  # a unix socket or something else: no name to look up
+    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
+        address = address.ipv4_mapped
+    try:
+        return await asyncio.wait_for(_confirmed(resolver, address), timeout_seconds)
+    except _FAILURES as exc:
+        log.info("client_name_unknown", client=ip, reason=type(exc).__name__)
+        return ""
+
+
+async def _confirmed(
+    resolver: dns.asyncresolver.Resolver, address: ipaddress.IPv4Address | ipaddress.IPv6Address
+) -> str:
+    ptr = await resolver.resolve(dns.reversename.from_address(str(address)), "PTR")
+    forward = dns.rdatatype.A if address.version == 4 else dns.rdatatype.AAAA
+    for rdata in list(ptr)[:MAX_PTR_NAMES]:
+        name: dns.name.Name = rdata.target
+        if name == dns.name.root:
+            continue
+        try:
+            answer = await resolver.resolve(name, forward)
+        except dns.exception.DNSException:
+            continue  # this name has no address of the family: try the next one
+        if any(ipaddress.ip_address(r.address) == address for r in answer):
+            return name.to_text(omit_final_dot=True).lower()
+    return ""
