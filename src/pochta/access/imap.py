@@ -68,8 +68,7 @@ from pochta.store import (
 from pochta.tls.streams import load_tls_context, upgrade_to_tls
 
 if TYPE_CHECKING:
-    from pochta.server.app import Server
-    from pochta.server.mail import MailSystem
+    from pochta.runtime import MailRuntime, SessionRuntime
 
 log = get_logger("imap")
 
@@ -132,7 +131,7 @@ class No(Exception):
 
 
 class IMAPService:
-    def __init__(self, server: Server, listener: str, *, implicit_tls: bool) -> None:
+    def __init__(self, server: SessionRuntime, listener: str, *, implicit_tls: bool) -> None:
         self.server = server
         self.name = listener
         self.tls = load_tls_context(server.settings)
@@ -196,7 +195,7 @@ class Session:
     # -- plumbing -------------------------------------------------------------------------
 
     @property
-    def mail(self) -> MailSystem:
+    def mail(self) -> MailRuntime:
         mail = self.server.mail
         assert mail is not None
         return mail
@@ -1508,9 +1507,9 @@ def _store_code(exc: StoreError) -> str | None:
     return "CANNOT"
 
 
-def imap(server: Server, listener: str) -> IMAPService:
+def imap(server: SessionRuntime, listener: str) -> IMAPService:
     return IMAPService(server, listener, implicit_tls=False)
 
 
-def imaps(server: Server, listener: str) -> IMAPService:
+def imaps(server: SessionRuntime, listener: str) -> IMAPService:
     return IMAPService(server, listener, implicit_tls=True)

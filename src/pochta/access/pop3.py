@@ -70,8 +70,7 @@ from pochta.store import INBOX, FlagMode, MailStore, NoSuchFolder, NoSuchMessage
 from pochta.tls.streams import load_tls_context, upgrade_to_tls
 
 if TYPE_CHECKING:
-    from pochta.server.app import Server
-    from pochta.server.mail import MailSystem
+    from pochta.runtime import MailRuntime, SessionRuntime
 
 log = get_logger("pop3")
 
@@ -111,10 +110,10 @@ class _Shared:
 
 
 # One per running Server: its two POP3 listeners are two service objects.
-_SHARED: weakref.WeakKeyDictionary[Server, _Shared] = weakref.WeakKeyDictionary()
+_SHARED: weakref.WeakKeyDictionary[SessionRuntime, _Shared] = weakref.WeakKeyDictionary()
 
 
-def shared_state(server: Server) -> _Shared:
+def shared_state(server: SessionRuntime) -> _Shared:
     state = _SHARED.get(server)
     if state is None:
         state = _SHARED[server] = _Shared()
@@ -124,7 +123,7 @@ def shared_state(server: Server) -> _Shared:
 class POP3Service:
     """One listener: pop3 (STLS offered) or pop3s (implicit TLS, RFC 8314)."""
 
-    def __init__(self, server: Server, listener: str, *, implicit_tls: bool) -> None:
+    def __init__(self, server: SessionRuntime, listener: str, *, implicit_tls: bool) -> None:
         self.server = server
         self.name = listener
         # Loaded now, before the privilege drop: the key file is root's.
@@ -180,7 +179,7 @@ class _Session:
         self.line_started: float | None = None  # first byte of a command line not yet ended
 
     @property
-    def mail(self) -> MailSystem:
+    def mail(self) -> MailRuntime:
         mail = self.server.mail
         assert mail is not None
         return mail
@@ -470,9 +469,9 @@ def apply_update(
     return removed
 
 
-def pop3(server: Server, listener: str) -> POP3Service:
+def pop3(server: SessionRuntime, listener: str) -> POP3Service:
     return POP3Service(server, listener, implicit_tls=False)
 
 
-def pop3s(server: Server, listener: str) -> POP3Service:
+def pop3s(server: SessionRuntime, listener: str) -> POP3Service:
     return POP3Service(server, listener, implicit_tls=True)

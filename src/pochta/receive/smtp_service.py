@@ -52,8 +52,7 @@ from pochta.resolve.classes import MailboxDest
 from pochta.tls.streams import load_tls_context, upgrade_to_tls
 
 if TYPE_CHECKING:
-    from pochta.server.app import Server
-    from pochta.server.mail import MailSystem
+    from pochta.runtime import MailRuntime, SessionRuntime
 
 log = get_logger("smtpd")
 
@@ -93,7 +92,9 @@ class _Transaction:
 class SMTPService:
     """One listener: ``mode`` decides the policy (MX, submission, LMTP)."""
 
-    def __init__(self, server: Server, listener: str, mode: Mode, *, implicit_tls: bool) -> None:
+    def __init__(
+        self, server: SessionRuntime, listener: str, mode: Mode, *, implicit_tls: bool
+    ) -> None:
         self.server = server
         self.name = listener
         self.mode = mode
@@ -167,7 +168,7 @@ class _Session:
         self.auth_failures = 0
 
     @property
-    def mail(self) -> MailSystem:
+    def mail(self) -> MailRuntime:
         mail = self.server.mail
         assert mail is not None
         return mail
@@ -482,7 +483,7 @@ class _Session:
     async def _message(self, event: MessageData) -> None:
         from pochta.cleanup.pipeline import CleanupInput
 
-        queue_id = self.mail.spool.new_queue_id()  # in this process's shard: delivered here
+        queue_id = self.mail.door.new_queue_id()  # delivered by this process
         txn, self.txn = self.txn, _Transaction()
         nrcpt = len(txn.recipients)
         if self.mode == "submission":
@@ -504,7 +505,7 @@ class _Session:
             queue_id=queue_id,
             submission=self.mode == "submission",
         )
-        result = await self.mail.cleanup.process(event.content, info)
+        result = await self.mail.door.clean(event.content, info)
         if result.reply is not None and not result.accepted:
             log.info(
                 "rejected", queue_id=queue_id, client=self.ip, stage="data", reply=str(result.reply)
@@ -543,7 +544,7 @@ class _Session:
             verdict=result.verdict,
         )
         try:
-            queue_id = await self.mail.submit(envelope, result.content)
+            queue_id = await self.mail.door.submit(envelope, result.content)
         except SpoolFull as exc:
             log.warning(
                 "queue_write_failed",
@@ -647,17 +648,17 @@ def _body(value: str | None) -> Literal["7BIT", "8BITMIME", "BINARYMIME"]:
     return "7BIT"
 
 
-def smtp(server: Server, listener: str) -> SMTPService:
+def smtp(server: SessionRuntime, listener: str) -> SMTPService:
     return SMTPService(server, listener, "mx", implicit_tls=False)
 
 
-def submission(server: Server, listener: str) -> SMTPService:
+def submission(server: SessionRuntime, listener: str) -> SMTPService:
     return SMTPService(server, listener, "submission", implicit_tls=False)
 
 
-def submissions(server: Server, listener: str) -> SMTPService:
+def submissions(server: SessionRuntime, listener: str) -> SMTPService:
     return SMTPService(server, listener, "submission", implicit_tls=True)
 
 
-def lmtp(server: Server, listener: str) -> SMTPService:
+def lmtp(server: SessionRuntime, listener: str) -> SMTPService:
     return SMTPService(server, listener, "lmtp", implicit_tls=False)

@@ -30,7 +30,7 @@ import stat
 from collections.abc import Awaitable, Callable, Coroutine
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Any
 
 import msgspec
 
@@ -40,6 +40,7 @@ from pochta.config.settings import LISTENER_NAMES, Settings
 from pochta.directory.base import Directory
 from pochta.logs import configure_logging, get_logger
 from pochta.netaddr import in_networks
+from pochta.runtime import Refusal
 from pochta.server.connections import OpenCounts
 from pochta.server.metrics import Metrics
 from pochta.server.privileges import PrivilegeError, drop_privileges
@@ -98,10 +99,6 @@ RESTART_ONLY_SERVER_KEYS = ("data_dir", "run_as_user", "run_as_group", "processe
 
 class StartupError(Exception):
     """The server cannot start; ``str()`` is one line that says what to do."""
-
-
-# Why a connection is refused: the listener's max_connections, or max_connections_per_ip.
-Refusal = Literal["total", "per_ip"]
 
 
 @dataclass(slots=True)
@@ -380,7 +377,7 @@ class Server:
             master.start(
                 loop, hub.wake_remote, lambda: self.stop("master_lost"), serve, command, deliver
             )
-            mail.store.subscribe_changes(lambda addr, folder, _: master.send_change(addr, folder))
+            hub.relay_to(master)  # this worker's changes go to the master, which wakes the rest
             mail.to_master = master.queued
         elif self._pool is not None:
             pool = self._pool
@@ -401,7 +398,7 @@ class Server:
                 mail.queue.adopt,
             )
             self._accept_here()
-            mail.store.subscribe_changes(lambda addr, folder, _: pool.broadcast(addr, folder))
+            hub.relay_to(pool)  # the master's changes go to every worker
 
     def _make_worker_services(self, names: list[str]) -> None:
         """A worker's services: no sockets of its own; the master passes connections."""

@@ -90,6 +90,7 @@ class MailSystem:
             ),
         )
         self._delivering = False
+        self.door = _Door(self)
         # A worker: how to hand a queued message to the master (set by the server).
         self.to_master: Callable[[str], None] | None = None
         self._build()
@@ -243,6 +244,27 @@ class MailSystem:
             self.to_master(queue_id)
             return queue_id
         return await self.spool.enqueue(envelope, content)
+
+
+class _Door:
+    """The door into the queue the sessions use (``pochta.runtime.Door``), over what exists
+    today: ``cleanup.process``, ``expand`` and ``submit`` of the MailSystem (read at each
+    call: cleanup is rebuilt on reload). cleanup/door.py's ``Door`` replaces it."""
+
+    def __init__(self, mail: MailSystem) -> None:
+        self._mail = mail
+
+    def new_queue_id(self) -> str:
+        return self._mail.spool.new_queue_id()
+
+    async def clean(self, content: bytes, info: CleanupInput) -> CleanupResult:
+        return await self._mail.cleanup.process(content, info)
+
+    def expand(self, recipients: list[Recipient]) -> tuple[list[Recipient], list[tuple[str, str]]]:
+        return self._mail.expand(recipients)
+
+    async def submit(self, envelope: Envelope, content: bytes) -> str:
+        return await self._mail.submit(envelope, content)
 
 
 def _mailboxes_only(recipients: list[Recipient]) -> bool:

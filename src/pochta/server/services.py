@@ -5,8 +5,8 @@ owns the sockets, counts connections and cancels what is left at shutdown. A lis
 name is not in ``SERVICES`` is not bound: pochta never accepts a connection it cannot serve.
 
 Later issues add ``smtp``, ``submission``, ``imap``, ... here, each a factory that imports
-its package lazily (so ``pochta.server`` does not import every protocol at start-up and the
-packages can import ``pochta.server`` for types without a cycle).
+its package lazily (so ``pochta.server`` does not import every protocol at start-up). The
+session packages never import ``pochta.server``: they are typed against ``pochta.runtime``.
 """
 
 from __future__ import annotations
@@ -24,7 +24,7 @@ class Service(Protocol):
     """What a listener runs for each connection.
 
     Services read ``server.settings`` and ``server.directory`` at each use and never keep
-    them: both are swapped on reload (SIGHUP).
+    them: both are swapped on reload (SIGHUP) (see pochta.runtime).
     """
 
     # The listener name ("http", "imaps", ...), used in logs and metrics.
@@ -43,52 +43,52 @@ class Service(Protocol):
 ServiceFactory = Callable[["Server", str], Service]
 
 
+# The factories pass the Server itself to the services, which are typed against
+# pochta.runtime: mypy checks here that Server (and its MailSystem) satisfy those interfaces.
+
+
 def _http(server: Server, listener: str) -> Service:
     from pochta.web.http_server import HttpService
 
     return HttpService(server, listener)
 
 
-def _smtp_factory(mode: str) -> ServiceFactory:
-    def factory(server: Server, listener: str) -> Service:
-        from pochta.receive import smtp_service
+def _smtp(server: Server, listener: str) -> Service:
+    from pochta.receive import smtp_service
 
-        made: Service = getattr(smtp_service, mode)(server, listener)
-        return made
-
-    return factory
-
-
-def _imap_factory(mode: str) -> ServiceFactory:
-    def factory(server: Server, listener: str) -> Service:
-        from pochta.access import imap
-
-        made: Service = getattr(imap, mode)(server, listener)
-        return made
-
-    return factory
+    factories = {
+        "smtp": smtp_service.smtp,
+        "submission": smtp_service.submission,
+        "submissions": smtp_service.submissions,
+        "lmtp": smtp_service.lmtp,
+    }
+    return factories[listener](server, listener)
 
 
-def _pop3_factory(mode: str) -> ServiceFactory:
-    def factory(server: Server, listener: str) -> Service:
-        from pochta.access import pop3
+def _imap(server: Server, listener: str) -> Service:
+    from pochta.access import imap
 
-        made: Service = getattr(pop3, mode)(server, listener)
-        return made
+    factories = {"imap": imap.imap, "imaps": imap.imaps}
+    return factories[listener](server, listener)
 
-    return factory
+
+def _pop3(server: Server, listener: str) -> Service:
+    from pochta.access import pop3
+
+    factories = {"pop3": pop3.pop3, "pop3s": pop3.pop3s}
+    return factories[listener](server, listener)
 
 
 SERVICES: dict[str, ServiceFactory] = {
     "http": _http,
-    "smtp": _smtp_factory("smtp"),
-    "submission": _smtp_factory("submission"),
-    "submissions": _smtp_factory("submissions"),
-    "lmtp": _smtp_factory("lmtp"),
-    "imap": _imap_factory("imap"),
-    "imaps": _imap_factory("imaps"),
-    "pop3": _pop3_factory("pop3"),
-    "pop3s": _pop3_factory("pop3s"),
+    "smtp": _smtp,
+    "submission": _smtp,
+    "submissions": _smtp,
+    "lmtp": _smtp,
+    "imap": _imap,
+    "imaps": _imap,
+    "pop3": _pop3,
+    "pop3s": _pop3,
 }
 
 # Listeners that need the mail system (queue, store, delivery) running.

@@ -84,7 +84,7 @@ RESTART_DELAY_SECONDS = 5.0
 STOP_GRACE_SECONDS = 12.0
 
 # Called on the event loop for a change another process made: (address, folder), or
-# (None, None) for "anything may have changed".
+# (None, None) for "anything may have changed" (``pochta.runtime.ChangeBus.wake_remote``).
 RemoteChange = Callable[[str | None, str | None], None]
 
 
@@ -392,8 +392,9 @@ class WorkerPool:
         target.open_per_ip[key] = target.open_per_ip.get(key, 0) + 1
         return True
 
-    def broadcast(self, address: str, folder: str) -> None:
-        """A change made in the master (any thread): tell every worker."""
+    def send_change(self, address: str, folder: str) -> None:
+        """A change made in the master (any thread): tell every worker (the master's
+        ``pochta.runtime.ChangeRelay``)."""
         data = change_message(address, folder)
         for worker in self._workers:
             if worker.link is not None:
@@ -533,6 +534,8 @@ class MasterLink:
             self.link.retry()
 
     def send_change(self, address: str, folder: str) -> None:
+        """A change made in this worker (any thread): tell the master, which wakes its
+        sessions and tells the other workers (the worker's ``pochta.runtime.ChangeRelay``)."""
         self.link.send(change_message(address, folder))
 
     def connection_closed(self, listener: str, ip: str) -> None:

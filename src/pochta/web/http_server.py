@@ -39,7 +39,7 @@ from pochta.web.autoconfig import (
 )
 
 if TYPE_CHECKING:
-    from pochta.server.app import Server
+    from pochta.runtime import WebRuntime
 
 log = get_logger("http")
 
@@ -123,11 +123,11 @@ _GET = frozenset({"GET", "HEAD"})
 
 
 class HttpService:
-    """The stream service registered as ``http`` in ``pochta.server.services``."""
+    """The stream service registered as ``http`` in ``server/services.py``."""
 
     def __init__(
         self,
-        server: Server,
+        server: WebRuntime,
         name: str = "http",
         *,
         metrics_allowed: Callable[[str], bool] | None = None,

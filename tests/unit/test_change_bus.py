@@ -1,0 +1,97 @@
+"""The change bus (pochta.runtime.ChangeBus): ChangeHub wakes the IDLE sessions of this
+process and hands each change to a relay, which carries it to the other processes; theirs
+come back through ``wake_remote``. The relay is a seam: the master-worker socket link today
+(its wire format checked here), another (PostgreSQL LISTEN/NOTIFY) tomorrow."""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+from pathlib import Path
+
+from pochta.access.change_hub import ChangeHub
+from pochta.config.settings import ServerSettings, Settings
+from pochta.runtime import ANY_FOLDER, ChangeBus, ChangeRelay
+from pochta.server.workers import MasterLink, WorkerPool, change_message, parse_message
+from pochta.store import INBOX, MailStore, open_store
+
+ALICE = "Alice@example.org"
+
+
+class RecordingRelay:
+    """A stand-in for any relay (the socket link, a LISTEN/NOTIFY one)."""
+
+    def __init__(self) -> None:
+        self.sent: list[tuple[str, str]] = []
+
+    def send_change(self, address: str, folder: str) -> None:
+        self.sent.append((address, folder))
+
+
+def _store(tmp_path: Path) -> MailStore:
+    settings = Settings(server=ServerSettings(hostname="mail.example.org", data_dir=str(tmp_path)))
+    return open_store(settings)
+
+
+async def _woken(event: asyncio.Event) -> bool:
+    await asyncio.sleep(0)  # publish hands the wake-up to the loop (call_soon_threadsafe)
+    await asyncio.sleep(0)
+    return event.is_set()
+
+
+async def test_a_store_change_wakes_watchers_here_and_goes_to_the_relay(tmp_path: Path) -> None:
+    store = _store(tmp_path)
+    relay = RecordingRelay()
+    bus: ChangeBus = ChangeHub(store, asyncio.get_running_loop(), relay)
+    inbox, _ = bus.watch("alice@example.org", INBOX)
+    anywhere, _ = bus.watch("alice@example.org", ANY_FOLDER)
+    other, _ = bus.watch("bob@example.org", INBOX)
+    await asyncio.to_thread(store.deliver, "alice@example.org", b"Subject: x\r\n\r\nx\r\n")
+    assert await _woken(inbox)
+    assert anywhere.is_set()
+    assert not other.is_set()
+    assert ("alice@example.org", INBOX) in relay.sent
+    store.close()
+
+
+async def test_publish_and_wake_remote(tmp_path: Path) -> None:
+    store = _store(tmp_path)
+    relay = RecordingRelay()
+    hub = ChangeHub(store, asyncio.get_running_loop())
+    hub.relay_to(relay)
+    event, stop = hub.watch("alice@example.org", "Sent")
+    hub.publish(ALICE, "Sent")
+    assert await _woken(event)
+    assert relay.sent == [(ALICE, "Sent")]
+    # From another process: not relayed again (the master forwards to the other workers).
+    event.clear()
+    hub.wake_remote(ALICE, "Sent")
+    assert event.is_set()
+    event.clear()
+    hub.wake_remote(None, None)  # anything may have changed
+    assert event.is_set()
+    assert relay.sent == [(ALICE, "Sent")]
+    stop()
+    event.clear()
+    hub.wake_remote(ALICE, "Sent")
+    assert not event.is_set()
+    hub.close()
+    hub.publish(ALICE, "Sent")  # closed: no relay any more
+    assert relay.sent == [(ALICE, "Sent")]
+    store.close()
+
+
+def test_the_socket_links_are_relays_with_the_same_wire_format() -> None:
+    """A worker's MasterLink and the master's WorkerPool are the hub's relays; the message
+    on the wire is ``C`` address NUL folder, as before."""
+    ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+    link = MasterLink(ours.detach())
+    relay: ChangeRelay = link
+    relay.send_change(ALICE, "INBOX")
+    data = theirs.recv(4096)
+    assert data == change_message(ALICE, "INBOX") == b"Calice@example.org\x00INBOX"
+    assert parse_message(data) == ("alice@example.org", "INBOX")
+    link.close()
+    theirs.close()
+    pool: ChangeRelay = WorkerPool([], [], 0)
+    pool.send_change(ALICE, "INBOX")  # no workers: nothing to tell, no error
