@@ -14,11 +14,12 @@ from pathlib import Path
 import pytest
 
 from pochta.cleanup.pipeline import CleanupInput, CleanupResult
-from pochta.config.settings import ServerSettings, Settings
+from pochta.config.settings import ServerSettings, Settings, SMTPSettings
 from pochta.directory.authenticator import AuthResult
 from pochta.directory.model import Account
 from pochta.protocols.smtp.replies import Reply
 from pochta.queue.envelope import Envelope, Recipient
+from pochta.receive.policy import Policy
 from pochta.resolve.classes import Resolution
 from pochta.runtime import ChangeBus, Refusal
 from pochta.store import MailStore, open_store
@@ -104,6 +105,7 @@ class FakeMail:
     authenticator: FakeLogin = field(default_factory=FakeLogin)
     mailbox: object = None
     changes: ChangeBus | None = None
+    policies: list[Policy] = field(default_factory=list)
 
 
 class FakeRuntime:
@@ -137,7 +139,10 @@ class FakeRuntime:
 
 @pytest.fixture
 def runtime(tmp_path: Path) -> FakeRuntime:
-    settings = Settings(server=ServerSettings(hostname="mail.example.org", data_dir=str(tmp_path)))
+    settings = Settings(
+        server=ServerSettings(hostname="mail.example.org", data_dir=str(tmp_path)),
+        smtp=SMTPSettings(peername_lookup=False),  # no DNS: only loopback is ever asked
+    )
     store = open_store(settings)
     return FakeRuntime(settings, FakeMail(store))
 
