@@ -39,7 +39,7 @@ from pochta.protocols.smtp import (
 )
 from pochta.protocols.smtp import replies as R
 from pochta.protocols.smtp.replies import Reply
-from pochta.queue.envelope import Envelope, Recipient, new_queue_id
+from pochta.queue.envelope import Envelope, Recipient
 from pochta.queue.spool import SpoolError, SpoolFull, required_free_bytes
 from pochta.resolve.classes import MailboxDest
 from pochta.tls.streams import load_tls_context, upgrade_to_tls
@@ -390,7 +390,7 @@ class _Session:
     async def _message(self, event: MessageData) -> None:
         from pochta.cleanup.pipeline import CleanupInput
 
-        queue_id = new_queue_id(shard=self.mail.spool.shard)  # delivered by this process
+        queue_id = self.mail.door.new_queue_id()  # delivered by this process
         txn, self.txn = self.txn, _Transaction()
         nrcpt = len(txn.recipients)
         if self.mode == "submission":
@@ -411,7 +411,7 @@ class _Session:
             queue_id=queue_id,
             submission=self.mode == "submission",
         )
-        result = await self.mail.cleanup.process(event.content, info)
+        result = await self.mail.door.clean(event.content, info)
         if result.reply is not None and not result.accepted:
             log.info(
                 "rejected", queue_id=queue_id, client=self.ip, stage="data", reply=str(result.reply)
@@ -441,7 +441,7 @@ class _Session:
             protocol=info.protocol,
         )
         try:
-            queue_id = await self.mail.submit(envelope, result.content)
+            queue_id = await self.mail.door.submit(envelope, result.content)
         except SpoolFull as exc:
             log.warning(
                 "queue_write_failed",
