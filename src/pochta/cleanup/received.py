@@ -95,7 +95,7 @@ def received_value(
         # userid UID)"; the uid is the writer's, checked against the maildrop file's owner.
         comment = f"pochta, from userid {int(local_uid)}"
     by = f"by {hostname} ({comment})"
-    if keyword.lower() != "local":
+    if keyword != "local":
         # RFC 5321 §4.4: "with" is optional; mail made on this host (pickup, notices) has
         # no protocol to name, and Postfix leaves it out there too.
         by += f" with {keyword}"

@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING
 
 from pochta.access.change_hub import ChangeHub
 from pochta.access.imap_mime import search_text
+from pochta.cleanup.dkim_filter import DkimFilter
 from pochta.cleanup.door import Door
 from pochta.cleanup.pipeline import Cleanup, Filter
 from pochta.deliver.mailbox import MailboxAgent
@@ -107,10 +108,9 @@ class MailSystem:
         s = self.server.settings
         self.resolver = Resolver(self.server.directory, self.server.tables, s)
         filters: list[Filter] = []
-        self.signer = DkimSigner(self.server.directory, s) if s.dkim.sign else None
-        if self.signer is not None:
-            # Last filter: the DKIM signature is the last change to the header (dkim_sign.py).
-            filters.append(self.signer.filter)
+        if s.dkim.sign:
+            # Last filter: the DKIM signature is the last change to the header (dkim_filter.py).
+            filters.append(DkimFilter(DkimSigner(self.server.directory, s.dkim_dir)))
         self.cleanup = Cleanup(s, self.server.tables, filters=filters)
         self.authenticator = Authenticator(
             self.server.directory, s.auth, s.directory.recipient_delimiter, tracker=self.tracker
