@@ -151,7 +151,7 @@ def test_sendmail_while_stopped_goes_out_after_start_past_a_corrupt_file(world: 
 
 def test_a_bounce_to_an_outside_sender_is_dkim_signed(world: World) -> None:
     with serve(world.env.config_path) as server:
-        proc = world.sendmail("-f", OUTSIDE, f"nobody@{DOMAIN}", uid=as_local_user())
+        proc = world.sendmail("-f", OUTSIDE, f"nobody@{DOMAIN}")
         assert proc.returncode == 0, proc.stderr
         server.wait_for("dsn_queued")
         deadline = time.monotonic() + 20
