@@ -3,6 +3,7 @@ either a Drop or MaildropError; the pickup checks that refuse a file; the direct
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import stat
 from pathlib import Path
@@ -11,6 +12,10 @@ import pytest
 from hypothesis import example, given
 from hypothesis import strategies as st
 
+from pochta.cleanup.pipeline import CleanupInput, CleanupResult
+from pochta.config.settings import ServerSettings, Settings
+from pochta.protocols.smtp.replies import Reply
+from pochta.queue.envelope import Envelope
 from pochta.receive.maildrop import (
     MAGIC,
     MAILDROP_MODE,
@@ -22,7 +27,7 @@ from pochta.receive.maildrop import (
     ensure_maildrop,
     write_drop,
 )
-from pochta.receive.pickup import _check
+from pochta.receive.pickup import Pickup, _check
 
 addresses = st.from_regex(r"[a-z0-9.+_-]{1,20}@[a-z0-9-]{1,20}(\.[a-z]{2,6}){1,2}", fullmatch=True)
 drops = st.builds(
@@ -117,3 +122,84 @@ def test_directories_and_a_durable_write(tmp_path: Path) -> None:
     path = write_drop(maildrop, encode(drop, b"hi"))
     assert [p.name for p in maildrop.iterdir()] == [path.name]  # no .tmp left
     assert decode(path.read_bytes()) == (drop, b"hi")
+
+
+# -- the pickup stage with a stand-in door ------------------------------------------------------
+
+
+class FakeDoor:
+    """Cleanup answers as told per sender; submit records what would be queued."""
+
+    def __init__(self, replies: dict[str, Reply]) -> None:
+        self.replies = replies
+        self.cleaned: list[CleanupInput] = []
+        self.queued: list[tuple[Envelope, bytes]] = []
+        self.fail_submit_for: set[str] = set()
+
+    def new_queue_id(self) -> str:
+        return f"Q{len(self.cleaned)}"
+
+    async def clean(self, content: bytes, info: CleanupInput) -> CleanupResult:
+        self.cleaned.append(info)
+        reply = self.replies.get(info.sender)
+        result = CleanupResult(b"Received: x\r\n" + content, info.sender, list(info.recipients))
+        return dataclasses.replace(result, problems=[reply]) if reply else result
+
+    async def submit(self, envelope: Envelope, content: bytes) -> str:
+        if envelope.sender in self.fail_submit_for:
+            raise OSError(28, "No space left on device")
+        self.queued.append((envelope, content))
+        return envelope.queue_id
+
+
+def drop_file(maildrop: Path, sender: str, name: str) -> None:
+    content = b"Subject: s\r\n\r\nbody\r\n"
+    drop = Drop(sender=sender, recipients=["b@example.org"], uid=os.getuid(), size=len(content))
+    (maildrop / name).write_bytes(encode(drop, content))
+    os.utime(maildrop / name, ns=(int(name[-1]) * 10**9, int(name[-1]) * 10**9))  # oldest first
+
+
+async def test_pickup_queues_bounces_defers_and_goes_on(tmp_path: Path) -> None:
+    settings = Settings(server=ServerSettings(hostname="mail.example.org", data_dir=str(tmp_path)))
+    door = FakeDoor(
+        {
+            "refused@example.org": Reply(550, "5.6.0", "Message header too large"),
+            "later@example.org": Reply(451, "4.3.0", "Cannot DKIM-sign the message now"),
+            "": Reply(550, "5.6.0", "no"),  # from <>: logged and removed, never bounced
+        }
+    )
+    door.fail_submit_for.add("full@example.org")
+    now = [0.0]
+    pickup = Pickup(
+        settings,
+        lambda: door,  # type: ignore[arg-type, return-value]
+        retry_seconds=60,
+        clock=lambda: now[0],
+    )
+    maildrop = ensure_maildrop(settings.spool_dir)
+    drop_file(maildrop, "full@example.org", "f1")
+    drop_file(maildrop, "refused@example.org", "f2")
+    drop_file(maildrop, "later@example.org", "f3")
+    drop_file(maildrop, "good@example.org", "f4")
+    (maildrop / "f5").write_bytes(b"junk")
+    drop_file(maildrop, "", "f6")
+    assert await pickup.scan() == 2  # the bounce and the good one
+    left = sorted(p.name for p in maildrop.iterdir())
+    assert left == ["f1", "f3"]  # the disk-full one and the 4xx one wait
+    assert [p.name for p in (settings.spool_dir / "maildrop-corrupt").iterdir()] == ["f5"]
+    bounced, good = door.queued
+    assert [(r.status, r.reply) for r in bounced[0].recipients] == [
+        ("bounced", "550 5.6.0 Message header too large")
+    ]
+    assert bounced[1] == b"Subject: s\r\n\r\nbody\r\n"  # the message as written, to return
+    assert not good[0].recipients[0].is_final
+    assert good[1].startswith(b"Received: x\r\n")
+    info = door.cleaned[-1]
+    assert (info.protocol, info.submission, info.local_uid) == ("local", True, os.getuid())
+    assert await pickup.scan() == 0  # nothing is retried before retry_seconds
+    assert len(door.cleaned) == 5
+    now[0] = 61.0
+    door.fail_submit_for.clear()
+    door.replies.pop("later@example.org")
+    assert await pickup.scan() == 2
+    assert list(maildrop.iterdir()) == []

@@ -115,8 +115,14 @@ class Pickup:
             if self._retry_at.get(name, 0.0) > now:
                 continue
             self._retry_at.pop(name, None)
-            if await self._pick(name):
-                queued += 1
+            try:
+                if await self._pick(name):
+                    queued += 1
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:  # e.g. a full disk: this file waits, the others go on
+                self._retry_at[name] = self._clock() + self._retry_seconds
+                log.warning("pickup_failed", file=name, error=str(exc) or type(exc).__name__)
         return queued
 
     async def _pick(self, name: str) -> bool:
