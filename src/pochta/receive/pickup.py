@@ -79,7 +79,16 @@ class Pickup:
         self._server_uid = os.getuid()
 
     async def start(self) -> None:
-        ensure_maildrop(self._settings.spool_dir)
+        try:
+            ensure_maildrop(self._settings.spool_dir)
+        except OSError as exc:  # the server still runs; sendmail reports what is wrong
+            log.error(
+                "maildrop_unusable",
+                path=str(self.maildrop),
+                error=exc.strerror or str(exc),
+                hint=f"run as root: chown {os.getuid()} {self.maildrop} && "
+                f"chmod 1733 {self.maildrop}",
+            )
         self._task = asyncio.create_task(self._run(), name="pickup")
 
     async def stop(self) -> None:
