@@ -12,6 +12,7 @@ from typing import Any
 
 from pochta.queue.envelope import Envelope, Recipient
 from pochta.queue.spool import Spool
+from pochta.receive.maildrop import Drop, decode
 from tests.conftest import HOSTNAME, PochtaEnv
 
 MESSAGE = "Subject: test\nFrom: alice@example.test\nTo: bob@example.org\n\nHello\n"
@@ -31,6 +32,12 @@ def content_of(env: PochtaEnv, queue_id: str) -> bytes:
     """The content part of a message file (after the envelope line)."""
     (path,) = spool_of(env).glob(f"*/{queue_id}")
     return path.read_bytes().split(b"\n", 1)[1]
+
+
+def dropped(env: PochtaEnv) -> list[tuple[Drop, bytes]]:
+    """What `pochta sendmail` left in maildrop/ for the server's pickup: (envelope, message)."""
+    maildrop = spool_of(env) / "maildrop"
+    return [decode(p.read_bytes()) for p in sorted(maildrop.iterdir()) if "." not in p.name]
 
 
 def one_line_error(proc: Any, text: str) -> None:
@@ -66,23 +73,26 @@ def make_message(env: PochtaEnv, *recipients: str, state: str = "incoming") -> s
 # -- pochta sendmail -----------------------------------------------------------------------
 
 
-def test_sendmail_queues_into_incoming(pochta_env: PochtaEnv) -> None:
+def test_sendmail_writes_the_maildrop_not_the_queue(pochta_env: PochtaEnv) -> None:
+    maildrop = spool_of(pochta_env) / "maildrop"
+    assert maildrop.stat().st_mode & 0o7777 == 0o1733  # made by init: write, never list
     proc = pochta_env.run(
         "sendmail", "-f", "alice@example.test", "bob@example.org", input=MESSAGE + ".\nafter\n"
     )
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout == ""
-    [entry] = listing(pochta_env)
-    assert entry["state"] == "incoming"
-    envelope = entry["envelope"]
-    assert envelope["sender"] == "alice@example.test"
-    assert [r["address"] for r in envelope["recipients"]] == ["bob@example.org"]
-    assert envelope["protocol"] == "sendmail"
-    assert envelope["body"] == "7BIT"
-    content = content_of(pochta_env, entry["queue_id"])
+    assert listing(pochta_env) == []  # the server's pickup queues it
+    [(drop, content)] = dropped(pochta_env)
+    [name] = [p.name for p in maildrop.iterdir()]
+    assert len(name) == 32  # random, unguessable
+    assert "." not in name  # no .tmp left
+    assert drop.sender == "alice@example.test"
+    assert drop.recipients == ["bob@example.org"]
+    assert drop.uid == os.getuid()
+    assert drop.body == ""  # pickup detects it
     # CRLF line ends; a line with only "." ended the input
     assert content == MESSAGE.replace("\n", "\r\n").encode()
-    assert envelope["size"] == len(content)
+    assert drop.size == len(content)
 
 
 def test_sendmail_t_takes_header_recipients_and_drops_bcc(pochta_env: PochtaEnv) -> None:
@@ -102,9 +112,8 @@ def test_sendmail_t_takes_header_recipients_and_drops_bcc(pochta_env: PochtaEnv)
         "sendmail", "-t", "-oi", "-F", "Alice", "extra@example.org", input=message
     )
     assert proc.returncode == 0, proc.stderr
-    [entry] = listing(pochta_env)
-    addresses = [r["address"] for r in entry["envelope"]["recipients"]]
-    assert addresses == [
+    [(drop, content)] = dropped(pochta_env)
+    assert drop.recipients == [
         "extra@example.org",
         "bob@example.org",
         "carol@example.org",
@@ -112,7 +121,6 @@ def test_sendmail_t_takes_header_recipients_and_drops_bcc(pochta_env: PochtaEnv)
         "secret@example.net",
         "hidden@example.net",
     ]
-    content = content_of(pochta_env, entry["queue_id"])
     assert b"Bcc" not in content
     assert b"hidden" not in content
     assert content.startswith(b"Subject: team\r\n")
@@ -132,21 +140,18 @@ def test_sendmail_defaults_and_dsn_options(pochta_env: PochtaEnv) -> None:
         input="Subject: caf\u00e9\n\nna\u00efve\n",
     )
     assert proc.returncode == 0, proc.stderr
-    [entry] = listing(pochta_env)
-    envelope = entry["envelope"]
+    [(drop, _)] = dropped(pochta_env)
     user = pwd.getpwuid(os.getuid()).pw_name
-    assert envelope["sender"] == f"{user}@{HOSTNAME}"  # the Unix user @ server.hostname
-    recipient = envelope["recipients"][0]
-    assert recipient["address"] == f"root@{HOSTNAME}"  # bare name: @hostname appended
-    assert recipient["notify"] == ["SUCCESS", "FAILURE"]
-    assert envelope["ret"] == "HDRS"
-    assert envelope["envid"] == "env-1"
-    assert envelope["body"] == "8BITMIME"  # detected
+    assert drop.sender == f"{user}@{HOSTNAME}"  # the Unix user @ server.hostname
+    assert drop.recipients == [f"root@{HOSTNAME}"]  # bare name: @hostname appended
+    assert drop.notify == ["SUCCESS", "FAILURE"]
+    assert drop.ret == "HDRS"
+    assert drop.envid == "env-1"
 
 
 def test_sendmail_null_sender(pochta_env: PochtaEnv) -> None:
     assert pochta_env.run("sendmail", "-f", "<>", "bob@example.org", input=MESSAGE).returncode == 0
-    assert listing(pochta_env)[0]["envelope"]["sender"] == ""
+    assert dropped(pochta_env)[0][0].sender == ""
 
 
 def test_sendmail_usage_errors_exit_64(pochta_env: PochtaEnv) -> None:
@@ -163,7 +168,7 @@ def test_sendmail_usage_errors_exit_64(pochta_env: PochtaEnv) -> None:
         assert proc.returncode == 64, (args, proc.stderr)
         assert text in proc.stderr, (args, proc.stderr)
         assert proc.stderr.count("\n") == 1
-    assert not (spool_of(pochta_env) / "incoming").exists() or listing(pochta_env) == []
+    assert dropped(pochta_env) == []
 
 
 def test_sendmail_temporary_failures_exit_75(pochta_env: PochtaEnv, tmp_path: Path) -> None:
@@ -172,10 +177,13 @@ def test_sendmail_temporary_failures_exit_75(pochta_env: PochtaEnv, tmp_path: Pa
     )
     assert proc.returncode == 75, proc.stderr
     assert "cannot read the config" in proc.stderr
-    spool_of(pochta_env).write_text("a file where the queue directory should be")
+    maildrop = spool_of(pochta_env) / "maildrop"
+    maildrop.rmdir()
+    maildrop.write_text("a file where the maildrop directory should be")
     proc = pochta_env.run("sendmail", "bob@example.org", input=MESSAGE)
     assert proc.returncode == 75, proc.stderr
     assert "pochta sendmail:" in proc.stderr
+    assert "maildrop" in proc.stderr
 
 
 def test_sendmail_too_big_exits_65(pochta_env: PochtaEnv) -> None:
@@ -216,17 +224,14 @@ def test_list_shows_recipients_with_status_reply_and_next_try(pochta_env: Pochta
 
 
 def test_show_prints_envelope_and_headers(pochta_env: PochtaEnv) -> None:
-    pochta_env.run(
-        "sendmail", "-f", "alice@example.test", "bob@example.org", input=MESSAGE, check=True
-    )
-    [entry] = listing(pochta_env)
-    proc = pochta_env.run("queue", "show", entry["queue_id"], check=True)
+    queue_id = make_message(pochta_env, "bob@example.org")
+    proc = pochta_env.run("queue", "show", queue_id, check=True)
     assert "state: incoming" in proc.stdout
     assert '"sender": "alice@example.test"' in proc.stdout
-    assert "Subject: test" in proc.stdout
-    assert "Hello" not in proc.stdout  # headers only
-    full = pochta_env.run("queue", "show", "--content", entry["queue_id"], check=True)
-    assert "Hello" in full.stdout
+    assert "Subject: made" in proc.stdout
+    assert "body" not in proc.stdout.split("Subject: made")[1]  # headers only
+    full = pochta_env.run("queue", "show", "--content", queue_id, check=True)
+    assert "body" in full.stdout.split("Subject: made")[1]
 
 
 def test_unknown_ids_are_one_line_errors(pochta_env: PochtaEnv) -> None:

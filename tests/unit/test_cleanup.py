@@ -323,6 +323,11 @@ def test_received_value_forms() -> None:
     )
     local = received_value(hostname=HOST, arrival=ARRIVAL, protocol="LOCAL", queue_id="Q1")
     assert local == f"by {HOST} (pochta) with LOCAL id Q1;\r\n\t{date}"
+    # pickup (pochta sendmail), as Postfix: the user's uid, no "with" (RFC 5321 §4.4 optional)
+    picked = received_value(
+        hostname=HOST, arrival=ARRIVAL, protocol="local", queue_id="Q2", local_uid=1000
+    )
+    assert picked == f"by {HOST} (pochta, from userid 1000) id Q2;\r\n\t{date}"
     mapped = received_value(
         hostname=HOST, arrival=ARRIVAL, protocol="SMTP", client_ip="::ffff:192.0.2.7"
     )

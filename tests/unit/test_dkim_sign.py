@@ -21,6 +21,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from structlog.testing import capture_logs
 
+from pochta.cleanup.dkim_filter import KEY_UNAVAILABLE, DkimFilter
 from pochta.cleanup.pipeline import Cleanup, CleanupInput, CleanupResult
 from pochta.cli.dkim import queued_signed_with
 from pochta.config.settings import DKIMSettings, ServerSettings, Settings, TablesSettings
@@ -34,7 +35,6 @@ from pochta.mailauth.dkim_keys import (
     split_txt,
 )
 from pochta.mailauth.dkim_sign import (
-    KEY_UNAVAILABLE,
     MAX_SIGNED_FIELDS,
     OVERSIGNED_FIELDS,
     DkimSigner,
@@ -104,9 +104,9 @@ def make_settings(keys: Keys, *, sign: bool = True) -> Settings:
 
 def make_cleanup(keys: Keys, *, sign: bool = True) -> tuple[Cleanup, DkimSigner]:
     settings = make_settings(keys, sign=sign)
-    signer = DkimSigner(keys.directory, settings)
+    signer = DkimSigner(keys.directory, settings.dkim_dir)
     tables = ConfiguredTables.open(TablesSettings())
-    return Cleanup(settings, tables, filters=[signer.filter]), signer
+    return Cleanup(settings, tables, filters=[DkimFilter(signer, enabled=sign)]), signer
 
 
 def submission(**overrides: object) -> CleanupInput:
@@ -301,7 +301,7 @@ def test_mx_traffic_is_never_signed(keys: Keys) -> None:
     "from_field",
     [
         b"From: someone@elsewhere.example\r\n",  # not hosted
-        b"From: sub@mail.example.test\r\n",  # a subdomain is another domain
+        b"From: x@example\r\n",  # a parent would be a top-level name alone
         b"From: a@example.test, b@elsewhere.example\r\n",  # two domains: none to align with
         b"From: undisclosed:;\r\n",  # no address
         b"",  # no From at all
@@ -316,6 +316,21 @@ def test_foreign_or_unclear_from_is_not_signed(keys: Keys, from_field: bytes) ->
     assert result.accepted
     assert signatures(result.content) == []
     assert any(e["event"] == "dkim_not_signed" and e["log_level"] == "debug" for e in logs)
+
+
+def test_a_subdomain_is_signed_by_the_nearest_hosted_parent(keys: Keys) -> None:
+    """MAILER-DAEMON@mail.example.test (the host name, not hosted): d=example.test, so a
+    bounce verifies and aligns in relaxed mode (RFC 7489 §3.1.1)."""
+    keys.host(DOMAIN)
+    keys.host("other.mail.example.test")  # hosted, but not a parent: never chosen
+    cleanup, _ = make_cleanup(keys)
+    message = b"From: MAILER-DAEMON@mail.example.test\r\nTo: b@example.org\r\n\r\nbody\r\n"
+    result = run(cleanup, message, submission(sender=""))
+    assert result.accepted
+    assert [t[b"d"] for t in signatures(result.content)] == [b"example.test"] * 2
+    assert verify_all(keys, result.content) == [True, True]
+    deeper = b"From: a@x.y.example.test\r\n\r\nbody\r\n"
+    assert [t[b"d"] for t in signatures(run(cleanup, deeper).content)] == [b"example.test"] * 2
 
 
 def test_two_from_fields_are_not_signed(keys: Keys) -> None:

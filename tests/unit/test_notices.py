@@ -12,9 +12,10 @@ from typing import Any
 import pytest
 from structlog.testing import capture_logs
 
+from pochta.cleanup.pipeline import CleanupInput, CleanupResult
 from pochta.config.settings import QueueSettings
 from pochta.deliver.notices import Notices, TokenBucket
-from pochta.queue.envelope import Envelope, Recipient
+from pochta.queue.envelope import Envelope, Recipient, new_queue_id
 from pochta.queue.scheduler import Attempt, QueueManager
 from pochta.queue.spool import Spool
 
@@ -44,8 +45,37 @@ def clock() -> FakeClock:
     return FakeClock()
 
 
+class PassDoor:
+    """The door's surface Notices uses: cleanup adds one header, submit queues as is (no
+    resolver to expand with here); what went through is kept for the tests."""
+
+    def __init__(self, spool: Spool) -> None:
+        self.spool = spool
+        self.cleaned: list[CleanupInput] = []
+
+    def new_queue_id(self) -> str:
+        return new_queue_id()
+
+    async def clean(self, content: bytes, info: CleanupInput) -> CleanupResult:
+        self.cleaned.append(info)
+        return CleanupResult(b"X-Cleaned: yes\r\n" + content, info.sender, list(info.recipients))
+
+    async def submit(self, envelope: Envelope, content: bytes) -> str:
+        return await self.spool.enqueue(envelope, content)
+
+
 def notices(spool: Spool, clock: FakeClock, per_minute: int = 120, **kwargs: Any) -> Notices:
-    return Notices(spool, HOST, POSTMASTER, per_minute, clock, sleep=clock.sleep, **kwargs)
+    door = PassDoor(spool)
+    return Notices(
+        spool,
+        lambda: door,  # type: ignore[arg-type, return-value]
+        HOST,
+        POSTMASTER,
+        per_minute,
+        clock,
+        sleep=clock.sleep,
+        **kwargs,
+    )
 
 
 async def queue_original(
@@ -238,9 +268,9 @@ async def test_zero_means_no_limit_and_negative_is_refused() -> None:
 
 async def test_constructor_checks() -> None:
     with pytest.raises(ValueError, match="host name"):
-        Notices(None, "", POSTMASTER, 1)  # type: ignore[arg-type]
+        Notices(None, None, "", POSTMASTER, 1)  # type: ignore[arg-type]
     with pytest.raises(ValueError, match="postmaster"):
-        Notices(None, HOST, "", 1)  # type: ignore[arg-type]
+        Notices(None, None, HOST, "", 1)  # type: ignore[arg-type]
 
 
 # -- end to end through the queue manager --------------------------------------------------------
@@ -286,6 +316,8 @@ async def test_queue_manager_bounce_ends_up_as_a_dsn_in_the_spool(
     assert status["Status"] == "5.1.1"
     assert status["Remote-MTA"] == "dns; mx.one.test"
     assert status["Diagnostic-Code"] == "smtp; 550 5.1.1 No such user"
+    # It went in through the door: cleaned as a local submission (so the DKIM filter signs).
+    assert content.startswith(b"X-Cleaned: yes\r\n")
     # The DSN is an ordinary queued message: the next pass delivers it, from <>.
     assert await qm.run_once() == 1
     assert delivered_to == [("", "alice@example.org")]

@@ -94,6 +94,7 @@ class CleanupInput:
     auth_user: str = ""  # the SASL login; never written into the message
     queue_id: str = ""
     submission: bool = False  # from an authenticated submission client (or local command)
+    local_uid: int | None = None  # the uid of a local ``pochta sendmail`` user (pickup)
     arrival: float = field(default_factory=time.time)
 
 
@@ -243,6 +244,7 @@ class Cleanup:
                 client_hostname=info.client_hostname,
                 tls_version=info.tls_version,
                 tls_cipher=info.tls_cipher,
+                local_uid=info.local_uid,
                 recipients=list(info.recipients),
                 hide_client=info.submission and self._hide_submission_client,
                 newline=newline.decode("ascii"),

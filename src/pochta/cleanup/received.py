@@ -13,7 +13,10 @@ writes it, one clause per line::
   TCP-info of RFC 5321 §4.4. Client-chosen text is reduced to safe characters.
 - the TLS comment sits where RFC 5321 allows CFWS, before ``by`` (Postfix does the same).
 - ``with`` is the RFC 3848 / RFC 6531 §3.7.3 protocol keyword (ESMTPSA for an authenticated
-  session). The login name is never written (Postfix smtpd_sasl_authenticated_header = no).
+  session); mail made on this host (protocol ``local``: ``pochta sendmail`` through pickup,
+  notices) has none, and names the local user instead: ``by HOST (pochta, from userid
+  1000)``, as Postfix writes it. The login name is never written (Postfix
+  smtpd_sasl_authenticated_header = no).
 - ``for`` appears only with exactly one recipient: naming one of several would disclose
   Bcc recipients to the others.
 - the date is the arrival time in local time with its numeric offset (RFC 5322 §3.3).
@@ -70,6 +73,7 @@ def received_value(
     client_hostname: str = "",
     tls_version: str = "",
     tls_cipher: str = "",
+    local_uid: int | None = None,
     recipients: tuple[str, ...] | list[str] = (),
     hide_client: bool = False,
     newline: str = "\r\n",
@@ -85,7 +89,16 @@ def received_value(
             cipher = f" with cipher {_clean(tls_cipher, 100)}" if tls_cipher else ""
             clauses.append(f"(using {_clean(tls_version, 32)}{cipher})")
     keyword = _WORD.sub("", protocol)[:16] or "ESMTP"
-    by = f"by {hostname} (pochta) with {keyword}"
+    comment = "pochta"
+    if local_uid is not None and not client_ip:
+        # Mail from a local user (pickup), as Postfix writes it: "by HOST (Postfix, from
+        # userid UID)"; the uid is the writer's, checked against the maildrop file's owner.
+        comment = f"pochta, from userid {int(local_uid)}"
+    by = f"by {hostname} ({comment})"
+    if keyword != "local":
+        # RFC 5321 §4.4: "with" is optional; mail made on this host (pickup, notices) has
+        # no protocol to name, and Postfix leaves it out there too.
+        by += f" with {keyword}"
     queue = _WORD.sub("", queue_id)[:64]
     if queue:
         by += f" id {queue}"

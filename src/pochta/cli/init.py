@@ -87,7 +87,8 @@ def init(
                 f"create it with: useradd --system {run_as_user}"
             )
     try:
-        data.mkdir(parents=True, exist_ok=True, mode=0o750)
+        # o+x (no listing): local users reach queue/maildrop/ for `pochta sendmail`.
+        data.mkdir(parents=True, exist_ok=True, mode=0o751)
     except OSError as exc:
         fail(f"cannot create {data}: {exc.strerror}")
 
@@ -131,7 +132,16 @@ def init(
             selectors = add_domain_keys(directory, dom, settings.dkim_dir)
     finally:
         directory.close()
+    from pochta.receive.maildrop import ensure_maildrop
+
     owner = None
+    if run_as_user and os.geteuid() == 0:
+        import pwd
+
+        user = pwd.getpwnam(run_as_user)
+        owner = (user.pw_uid, user.pw_gid)
+    # maildrop/ 1733, the server's: every local user may drop mail there, none may list it.
+    ensure_maildrop(settings.spool_dir, owner)
     if run_as_user and os.geteuid() == 0:
         # The server rereads the config on SIGHUP after dropping to run_as_user: let its
         # group read the file (it holds no secrets; keys stay 0600 root).

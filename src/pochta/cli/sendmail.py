@@ -6,25 +6,26 @@ sender, -N/-R/-V are the DSN parameters. Unknown-but-harmless options (-F, -oem,
 ...) are accepted and ignored, as Postfix does; options that ask for another mode (-bs, -bp,
 -q, -I) are refused with exit status 64.
 
-It writes straight into the spool's incoming/ (Postfix's maildrop, without the pickup step),
-so it works whether or not the server runs; a running server notices the message within a
-second (it scans incoming/). Header fixes (Date, Message-ID, From) are left to the cleanup
-stage; only Bcc and Resent-Bcc are dropped here, as Postfix's message_drop_headers does.
+As Postfix's postdrop(1), it does not write the queue: it writes one file into
+``<spool_dir>/maildrop/`` (mode 1733: every local user may write there, nobody may list it;
+format in ``receive/maildrop.py``) and exits, whether or not the server runs. The server's
+pickup stage (``receive/pickup.py``) takes each file through the door: cleanup adds
+``Received:``, ``Message-ID:`` and ``Date:``, the DKIM filter signs, aliases are expanded,
+and the message is queued; while the server is stopped the files wait there. Only Bcc and
+Resent-Bcc are dropped here, as Postfix's message_drop_headers does.
 
-Exit statuses (sysexits.h, as sendmail): 0 queued, 64 EX_USAGE (bad option, no recipient,
-bad address), 65 EX_DATAERR (message larger than smtp.max_message_bytes), 75 EX_TEMPFAIL
-(not queued: no config, spool not writable, disk full — try again later).
+Exit statuses (sysexits.h, as sendmail): 0 written to the maildrop, 64 EX_USAGE (bad option,
+no recipient, bad address), 65 EX_DATAERR (message larger than smtp.max_message_bytes), 75
+EX_TEMPFAIL (not written: no config, maildrop missing or not writable, disk full — try again
+later).
 """
 
 from __future__ import annotations
 
-import asyncio
 import getopt
 import os
 import pwd
-import re
 import sys
-import time
 from email.utils import getaddresses
 from pathlib import Path
 from typing import Literal, NoReturn
@@ -32,6 +33,14 @@ from typing import Literal, NoReturn
 import click
 
 from pochta.cli.common import config_path
+from pochta.mime.headers import (
+    MAX_HEADER_BLOCK_BYTES,
+    MAX_HEADER_FIELD_BYTES,
+    HeaderLimitError,
+    SplitMessage,
+    split_message,
+)
+from pochta.receive.maildrop import address_problem
 
 EX_OK = 0
 EX_USAGE = 64
@@ -40,14 +49,10 @@ EX_TEMPFAIL = 75
 
 # Postfix sendmail(1)'s option letters; ':' takes a value.
 OPTIONS = "B:C:F:GIL:N:O:R:UV:X:b:ce:f:h:imno:p:r:tvx"
-# RFC 5321 §4.5.3.1.3: a path is at most 256 octets, i.e. an address 254.
-MAX_ADDRESS_LENGTH = 254
-_BAD_ADDRESS = re.compile(r"[\s<>()\[\]\\,;:\"\x00-\x1f\x7f]")
-_HEADER_NAME = re.compile(rb"^([!-9;-~]+)[ \t]*:")
 
 
 RetType = Literal["FULL", "HDRS", ""]
-BodyType = Literal["7BIT", "8BITMIME", "BINARYMIME"]
+BodyType = Literal["7BIT", "8BITMIME"]  # -B; BINARYMIME needs BDAT, which sendmail has not
 
 
 class Usage(Exception):
@@ -191,12 +196,16 @@ def _run(ctx: click.Context, request: Request) -> int:
             f"message is {len(content)} bytes, more than smtp.max_message_bytes "
             f"({settings.smtp.max_message_bytes})",
         )
-    headers_end = _headers_end(content)
-    headers = content[:headers_end]
+    try:
+        message = split_message(
+            content, max_block_bytes=MAX_HEADER_BLOCK_BYTES, max_field_bytes=MAX_HEADER_FIELD_BYTES
+        )
+    except HeaderLimitError as exc:
+        _exit(EX_DATAERR, f"message header too large: {exc}")
     recipients = list(request.recipients)
     if request.extract:
-        recipients.extend(extract_recipients(headers))
-    content = drop_headers(headers, ("bcc", "resent-bcc")) + content[headers_end:]
+        recipients.extend(extract_recipients(message))
+    content = drop_headers(message, ("bcc", "resent-bcc"))
 
     sender = (
         request.sender
@@ -223,40 +232,36 @@ def _run(ctx: click.Context, request: Request) -> int:
 def _enqueue(
     spool_dir: Path, request: Request, sender: str, addresses: list[str], content: bytes
 ) -> int:
-    from pochta.queue.envelope import Envelope, Recipient
-    from pochta.queue.spool import Spool, SpoolError
+    """Write the message into maildrop/ for the server's pickup (receive/pickup.py)."""
+    from pochta.receive.maildrop import MAILDROP_DIR, Drop, encode, write_drop
 
-    eight_bit = not content.isascii()
-    body: BodyType = request.body or ("8BITMIME" if eight_bit else "7BIT")
-    envelope = Envelope(
-        queue_id="",
+    drop = Drop(
         sender=sender,
-        recipients=[Recipient(a, original=a, notify=request.notify) for a in addresses],
-        arrival=time.time(),
-        size=len(content),
+        recipients=addresses,
+        notify=list(request.notify),
         ret=request.ret,
         envid=request.envid,
-        smtputf8=not all(a.isascii() for a in (sender, *addresses)),  # RFC 6531 §3.4
-        body=body,
-        protocol="sendmail",
+        body=request.body,  # "" : pickup detects it
+        uid=os.getuid(),
+        size=len(content),
     )
+    maildrop = spool_dir / MAILDROP_DIR
     try:
-        spool = Spool(spool_dir, io_threads=2)
+        write_drop(maildrop, encode(drop, content))
     except OSError as exc:
-        _exit(EX_TEMPFAIL, f"cannot open the queue {spool_dir}: {exc.strerror or exc}{_hint(exc)}")
-    try:
-        asyncio.run(spool.enqueue(envelope, content))
-    except (OSError, SpoolError) as exc:
-        reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
-        _exit(EX_TEMPFAIL, f"message not queued: {reason}{_hint(exc)}")
-    finally:
-        spool.close()
+        reason = exc.strerror or str(exc)
+        _exit(EX_TEMPFAIL, f"message not queued: {maildrop}: {reason}{_hint(exc)}")
     return EX_OK
 
 
 def _hint(exc: Exception) -> str:
+    if isinstance(exc, FileNotFoundError):
+        return " (run `pochta serve` once, or `pochta init`: they create the maildrop)"
     if isinstance(exc, PermissionError):
-        return " (run as root or as the server's user: the queue is not writable by others)"
+        return (
+            " (maildrop/ must be mode 1733 and the directories above it searchable (o+x) "
+            "by local users; `pochta serve` sets maildrop/ at start)"
+        )
     return ""
 
 
@@ -266,13 +271,11 @@ def _qualify(address: str, hostname: str) -> str:
     address = address.strip()
     if address.startswith("<") and address.endswith(">"):
         address = address[1:-1].strip()
-    if not address or _BAD_ADDRESS.search(address):
-        raise Usage(f"bad address {address!r}")
-    if "@" not in address:
+    if address and "@" not in address:
         address = f"{address}@{hostname}"
-    local, _, domain = address.rpartition("@")
-    if not local or not domain or len(address) > MAX_ADDRESS_LENGTH:
-        raise Usage(f"bad address {address!r}")
+    problem = address_problem(address)
+    if problem:
+        raise Usage(problem)
     return address
 
 
@@ -290,49 +293,18 @@ def read_message(raw: bytes, *, dots_end: bool) -> bytes:
     return b"".join(line + b"\r\n" for line in out)
 
 
-def _headers_end(content: bytes) -> int:
-    """Offset just past the header section's last CRLF (before the empty line)."""
-    if content.startswith(b"\r\n"):
-        return 0
-    end = content.find(b"\r\n\r\n")
-    return len(content) if end < 0 else end + 2
-
-
-def _header_fields(headers: bytes) -> list[tuple[str, bytes]]:
-    """(lower-case name, whole field incl. folded lines and CRLFs)."""
-    fields: list[tuple[str, bytes]] = []
-    lines = headers.split(b"\r\n")
-    if lines and lines[-1] == b"":
-        lines.pop()
-    for line in lines:
-        if line[:1] in (b" ", b"\t") and fields:
-            name, text = fields[-1]
-            fields[-1] = (name, text + line + b"\r\n")
-            continue
-        match = _HEADER_NAME.match(line)
-        name = match.group(1).decode("ascii").lower() if match else ""
-        fields.append((name, line + b"\r\n"))
-    return fields
-
-
-def extract_recipients(headers: bytes) -> list[str]:
+def extract_recipients(headers: SplitMessage) -> list[str]:
     """-t: addresses of To, Cc and Bcc — or of Resent-To, Resent-Cc and Resent-Bcc when the
     message has Resent- headers (RFC 5322 §3.6.6)."""
-    fields = _header_fields(headers)
-    names = {name for name, _ in fields}
-    wanted = (
-        ("resent-to", "resent-cc", "resent-bcc")
-        if names & {"resent-to", "resent-cc", "resent-bcc"}
-        else ("to", "cc", "bcc")
-    )
-    values = []
-    for name, text in fields:
-        if name in wanted:
-            value = text.split(b":", 1)[1].decode("utf-8", "replace")
-            values.append(value.replace("\r\n", ""))
+    resent = ("resent-to", "resent-cc", "resent-bcc")
+    wanted = resent if any(headers.has(n) for n in resent) else ("to", "cc", "bcc")
+    values = [
+        h.text.replace("\r\n", "").replace("\n", "") for h in headers.headers if h.key in wanted
+    ]
     return [addr for _, addr in getaddresses(values) if addr]
 
 
-def drop_headers(headers: bytes, names: tuple[str, ...]) -> bytes:
-    """The header section without the named fields (with their folded lines)."""
-    return b"".join(text for name, text in _header_fields(headers) if name not in names)
+def drop_headers(message: SplitMessage, names: tuple[str, ...]) -> bytes:
+    """The message without the named fields (with their folded lines)."""
+    kept = tuple(h for h in message.headers if h.key not in names)
+    return SplitMessage(kept, message.separator, message.body).join()

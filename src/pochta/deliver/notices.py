@@ -16,9 +16,12 @@ Rules, in the order they apply:
   with a warning in the log: there is nobody left to tell.
 - The notice is queued with the null sender (RFC 3461 §6.2, RFC 5321 §4.5.5), so that a
   notice about the notice never comes back here as a notice; its one recipient is the
-  original sender, with no destination yet (the router resolves it at its first attempt),
-  protocol ``dsn`` (``pochta queue`` shows where it came from), SMTPUTF8 when it is an
-  RFC 6533 notice, 8BITMIME when it carries 8-bit text.
+  original sender. It enters the queue through the door (``cleanup/door.py``), like every
+  message: cleanup adds ``Received:``, the DKIM filter signs it (as MAILER-DAEMON of the host
+  name, with the key of the hosted domain the host name belongs to), and the door expands
+  the recipient (an alias of a local sender is followed). Protocol ``dsn`` (``pochta
+  queue`` shows where it came from), SMTPUTF8 when it is an RFC 6533 notice, 8BITMIME when
+  it carries 8-bit text.
 - Rate limit: a token bucket holds ``bounces_per_minute`` tokens and refills at that rate.
   An empty bucket makes the call wait for a token rather than drop the notice: the queue
   manager keeps the original message until ``on_final`` returns, so nothing is lost, and a
@@ -31,6 +34,8 @@ import asyncio
 import time
 from collections.abc import Awaitable, Callable
 
+from pochta.cleanup.door import Door
+from pochta.cleanup.pipeline import CleanupInput
 from pochta.deliver.dsn import DEFAULT_RETURN_LIMIT_BYTES, build_dsn, is_international
 from pochta.logs import get_logger
 from pochta.queue.base import MessageQueue, SpoolError
@@ -80,6 +85,10 @@ class TokenBucket:
                 waited += wait
 
 
+class NoticeRefused(Exception):
+    """Cleanup refused a notice (a DKIM key that cannot be read: 451): it is tried again."""
+
+
 class Notices:
     """The ``FinalFn`` that turns bounces, delays and successes into queued DSNs.
 
@@ -91,6 +100,7 @@ class Notices:
     def __init__(
         self,
         spool: MessageQueue,
+        door: Callable[[], Door],
         hostname: str,
         postmaster: str,
         bounces_per_minute: int,
@@ -105,6 +115,7 @@ class Notices:
         if not postmaster:
             raise ValueError("Notices needs a postmaster address for double bounces")
         self.spool = spool
+        self._door = door
         self.hostname = hostname
         self.postmaster = postmaster
         self.from_address = f"MAILER-DAEMON@{hostname}"
@@ -163,17 +174,34 @@ class Notices:
             postmaster_copy=postmaster_copy,
             return_limit_bytes=self.return_limit_bytes,
         )
-        notice = Envelope(
-            queue_id="",
-            sender="",  # RFC 3461 §6.2: a DSN goes out with the null reverse-path
-            recipients=[Recipient(address=to)],
-            arrival=now,
-            size=len(message),
-            smtputf8=is_international(envelope, recipients, content, to),
-            body="7BIT" if message.isascii() else "8BITMIME",
-            protocol="dsn",
+        door = self._door()
+        dsn_queue_id = door.new_queue_id()
+        cleaned = await door.clean(
+            message,
+            CleanupInput(
+                sender="",  # RFC 3461 §6.2: a DSN goes out with the null reverse-path
+                recipients=[to],
+                protocol="local",
+                queue_id=dsn_queue_id,
+                submission=True,  # signed by the DKIM filter, as Postfix's bounce(8) mail
+                arrival=now,
+            ),
         )
-        dsn_queue_id = await self.spool.enqueue(notice, message)
+        if not cleaned.accepted:
+            # The queue manager keeps the original and tries again (scheduler._notify).
+            raise NoticeRefused(f"cleanup refused the notice: {cleaned.reply}")
+        notice = Envelope(
+            queue_id=dsn_queue_id,
+            sender="",
+            recipients=[Recipient(address=a) for a in cleaned.recipients],
+            arrival=now,
+            size=len(cleaned.content),
+            smtputf8=is_international(envelope, recipients, content, to),
+            body="7BIT" if cleaned.content.isascii() else "8BITMIME",
+            protocol="dsn",
+            verdict=cleaned.verdict,
+        )
+        dsn_queue_id = await door.submit(notice, cleaned.content)
         log.info(
             "dsn_queued",
             queue_id=envelope.queue_id,

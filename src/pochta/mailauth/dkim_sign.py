@@ -1,9 +1,15 @@
-"""DKIM signing of submitted mail: a cleanup filter (RFC 6376; Ed25519 per RFC 8463).
+"""DKIM signing over bytes (RFC 6376; Ed25519 per RFC 8463): a message in, signatures out.
 
-Which mail is signed: only what a local user submits (``CleanupInput.submission``), and only
-when the RFC5322.From domain is a hosted domain with active selectors. The signing domain
-``d=`` is the From domain itself, so that the signature is aligned for DMARC (RFC 7489 §3.1)
-in both strict and relaxed mode. Anything else passes unchanged, with a debug line saying why.
+Pure signing: keys come from the directory's selector records and the key files, the message
+is bytes; nothing here knows about cleanup, the queue or SMTP replies. The cleanup filter
+that calls it for submitted mail (``CleanupInput.submission``) and turns its refusals into
+replies is ``cleanup/dkim_filter.py``.
+
+Which domain signs: the RFC5322.From domain when it is hosted here; otherwise the nearest
+hosted parent domain (From ``MAILER-DAEMON@mail.example.org`` is signed with ``d=example.org``:
+RFC 7489 §3.1.1 relaxed alignment holds, as both share the organizational domain). The
+first hosted domain found decides: without active selectors the message is not signed.
+Anything not signed passes unchanged, with a debug line saying why.
 
 One signature per active selector: a domain made by ``pochta dkim keygen`` has an RSA-2048
 and an Ed25519 selector, so mail carries both side by side. RFC 8463 §1: verifiers that do
@@ -29,16 +35,12 @@ Keys are read with :func:`pochta.mailauth.dkim_keys.load_private_key` and kept i
 a key file that changes (inode, size or mtime) is read again. Parsing the message and hashing
 the body are CPU work, so signing always runs in a thread (``asyncio.to_thread``).
 
-A key that cannot be read refuses the message with ``451 4.3.0`` and an error line in the log:
-the client tries again later, and nothing leaves unsigned by mistake.
+A key that cannot be read raises :class:`SignError` (``temporary``): the filter refuses the
+message with ``451 4.3.0``, the client tries again later, and nothing leaves unsigned by
+mistake.
 
-The signature must be the last change to the header: this filter must be the **last** filter
-of :class:`pochta.cleanup.pipeline.Cleanup` (see ``server/mail.py``). Fields prepended after
-it would not break the signature, but any change to a signed field or the body would.
-
-Mail queued by ``pochta sendmail`` does not pass through cleanup (the command runs as any
-local user, who cannot read the keys): the server signs it with this same filter when it
-leaves for another server (``server/mail.py``, ``Deliverer``'s ``sign_outgoing``).
+Mail from ``pochta sendmail`` and the server's notices pass through cleanup like any other
+(the pickup stage and the door), so they are signed there too.
 """
 
 from __future__ import annotations
@@ -49,29 +51,27 @@ import threading
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Literal
 
 import dkim
 import msgspec
 
-from pochta.cleanup.canonical import address_spans
-from pochta.cleanup.pipeline import CleanupInput, CleanupResult
-from pochta.config.settings import Settings
 from pochta.directory.addresses import AddressError, normalize_domain
 from pochta.directory.base import Directory
-from pochta.directory.model import DkimSelector
+from pochta.directory.model import DkimSelector, Domain
 from pochta.logs import get_logger
 from pochta.mailauth.dkim_keys import DkimKeyError, load_private_key
+from pochta.mime.addresses import address_spans
 from pochta.mime.headers import MAX_HEADER_BLOCK_BYTES, HeaderField, split_message
-from pochta.protocols.smtp.replies import Reply
 
 __all__ = [
-    "KEY_UNAVAILABLE",
     "MAX_SIGNED_FIELDS",
     "OVERSIGNED_FIELDS",
+    "SIGNATURE_FIELD",
     "SIGNED_FIELDS",
-    "TOO_MANY_FIELDS",
-    "UNSIGNABLE_HEADER",
     "DkimSigner",
+    "SignError",
+    "Signatures",
     "signed_field_names",
     "signing_domain",
 ]
@@ -104,17 +104,7 @@ MAX_SIGNED_FIELDS = 256
 """Most names in one signature's ``h=`` list (over-signed ones included); a message that
 would need more is refused (5.6.0) rather than signed in part."""
 
-# Deviation from RFC 6376 (which says nothing about it): a key that cannot be used is a
-# temporary failure, not a reason to send the message unsigned.
-KEY_UNAVAILABLE = Reply(451, "4.3.0", "Cannot DKIM-sign the message now; try again later")
-TOO_MANY_FIELDS = Reply(
-    550, "5.6.0", f"Message has too many header fields to DKIM-sign (limit {MAX_SIGNED_FIELDS})"
-)
-UNSIGNABLE_HEADER = Reply(
-    550, "5.6.0", "Message header cannot be DKIM-signed (white space before a colon?)"
-)
-
-_SIGNATURE_FIELD = "DKIM-Signature"
+SIGNATURE_FIELD = "DKIM-Signature"
 # RSA first: its signature ends on top (prepended last), see the module docstring.
 _ALGORITHM_ORDER = {"rsa-sha256": 0, "ed25519-sha256": 1}
 _KEY_CACHE_MAX = 1024  # selectors whose keys are kept; bounded by the directory anyway
@@ -203,73 +193,100 @@ def signed_field_names(headers: Sequence[HeaderField]) -> list[str]:
     return names
 
 
-class DkimSigner:
-    """Signs submitted mail for hosted domains; ``filter`` is a cleanup ``Filter`` and must
-    be the last one (the signature is the last change to the header)."""
+class SignError(Exception):
+    """The message cannot be signed. ``kind``: "key" (a key that cannot be used now: a
+    temporary failure), "fields" (more than MAX_SIGNED_FIELDS to sign), "format" (a header
+    dkimpy refuses)."""
 
-    def __init__(self, directory: Directory, settings: Settings) -> None:
+    def __init__(self, reason: str, *, kind: Literal["key", "fields", "format"]) -> None:
+        super().__init__(reason)
+        self.reason = reason
+        self.kind = kind
+
+    @property
+    def temporary(self) -> bool:
+        return self.kind == "key"
+
+
+@dataclass(frozen=True, slots=True)
+class Signatures:
+    """The DKIM-Signature values for one message, first selector first (to go on top)."""
+
+    domain: str
+    selectors: tuple[str, ...]
+    values: tuple[str, ...]  # field values, folded, without the name and the final newline
+
+
+class DkimSigner:
+    """Signs messages for hosted domains with their active selectors' keys."""
+
+    def __init__(self, directory: Directory, keys_dir: Path) -> None:
         self._directory = directory
-        self._enabled = settings.dkim.sign
-        self._keys_dir = settings.dkim_dir
+        self._keys_dir = keys_dir
         self._keys = _KeyCache()
 
-    async def filter(self, result: CleanupResult, info: CleanupInput) -> CleanupResult | Reply:
-        """``result`` with one DKIM-Signature per active selector prepended, unchanged when
-        the message is not to be signed, or a Reply refusing it (see the module docstring)."""
-        if not self._enabled or not info.submission:
-            return result
+    def hosted_signer(self, domain: str) -> Domain | None:
+        """The hosted domain that signs for ``domain``: itself, else its nearest hosted
+        parent (never a top-level name alone)."""
+        labels = domain.split(".")
+        for start in range(len(labels) - 1):
+            found = self._directory.get_domain(".".join(labels[start:]))
+            if found is not None:
+                return found
+        return None
+
+    async def sign(self, content: bytes, *, queue_id: str = "") -> Signatures | None:
+        """The signatures for ``content``, None when it is not to be signed (a debug line
+        says why), or SignError (see the module docstring)."""
         # The header block is at most 1 MiB plus what cleanup added: no copy of the body.
-        head = split_message(result.content[: 2 * MAX_HEADER_BLOCK_BYTES])
-        domain, why = signing_domain(head.headers)
-        if domain is None:
-            log.debug("dkim_not_signed", queue_id=info.queue_id, reason=why)
-            return result
-        hosted = self._directory.get_domain(domain)
+        head = split_message(content[: 2 * MAX_HEADER_BLOCK_BYTES])
+        from_domain, why = signing_domain(head.headers)
+        if from_domain is None:
+            log.debug("dkim_not_signed", queue_id=queue_id, reason=why)
+            return None
+        hosted = self.hosted_signer(from_domain)
         if hosted is None:
-            log.debug("dkim_not_signed", queue_id=info.queue_id, domain=domain, reason="not hosted")
-            return result
+            log.debug("dkim_not_signed", queue_id=queue_id, domain=from_domain, reason="not hosted")
+            return None
+        domain = hosted.name
         selectors = sorted(
             (s for s in hosted.dkim if s.active),
             key=lambda s: (_ALGORITHM_ORDER.get(s.algorithm, 2), s.selector),
         )
         if not selectors:
             log.debug(
-                "dkim_not_signed",
-                queue_id=info.queue_id,
-                domain=domain,
-                reason="no active selector",
+                "dkim_not_signed", queue_id=queue_id, domain=domain, reason="no active selector"
             )
-            return result
+            return None
         names = signed_field_names(head.headers)
         if len(names) > MAX_SIGNED_FIELDS:
-            log.info(
-                "dkim_refused", queue_id=info.queue_id, domain=domain, reason="too many fields"
-            )
-            return TOO_MANY_FIELDS
+            log.info("dkim_refused", queue_id=queue_id, domain=domain, reason="too many fields")
+            raise SignError(f"more than {MAX_SIGNED_FIELDS} fields to sign", kind="fields")
         try:
-            signed = await asyncio.to_thread(self._sign, result.content, domain, selectors, names)
+            signed = await asyncio.to_thread(self._sign, content, domain, selectors, names)
         except _KeyProblem as exc:
             log.error(
                 "dkim_key_unusable",
-                queue_id=info.queue_id,
+                queue_id=queue_id,
                 domain=domain,
                 selector=exc.selector,
                 reason=exc.reason,
             )
-            return KEY_UNAVAILABLE
+            raise SignError(exc.reason, kind="key") from None
         except dkim.MessageFormatError as exc:
-            log.info("dkim_refused", queue_id=info.queue_id, domain=domain, reason=str(exc)[:200])
-            return UNSIGNABLE_HEADER
-        # Prepend in reverse: the first selector's signature ends on top.
-        for sig in reversed(signed):
-            result = result.prepend_header(_SIGNATURE_FIELD, sig.value)
+            log.info("dkim_refused", queue_id=queue_id, domain=domain, reason=str(exc)[:200])
+            raise SignError(str(exc)[:200], kind="format") from None
         log.info(
             "dkim_signed",
-            queue_id=info.queue_id,
+            queue_id=queue_id,
             domain=domain,
             selectors=",".join(s.selector for s in signed),
         )
-        return result
+        return Signatures(
+            domain,
+            tuple(s.selector for s in signed),
+            tuple(s.value for s in signed),
+        )
 
     def _key(self, sel: DkimSelector) -> bytes:
         path = Path(sel.key_path)

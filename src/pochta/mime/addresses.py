@@ -25,7 +25,7 @@ import re
 from collections.abc import Iterable
 from dataclasses import dataclass
 
-__all__ = ["Address", "format_address_list", "parse_address_list"]
+__all__ = ["Address", "address_spans", "format_address_list", "parse_address_list"]
 
 MISSING_MAILBOX = "MISSING_MAILBOX"
 MISSING_DOMAIN = "MISSING_DOMAIN"
@@ -385,3 +385,161 @@ def format_address_list(addresses: Iterable[Address]) -> str:
     if members is not None:
         items.append(f"{group}: {', '.join(members)};" if members else f"{group}:;")
     return ", ".join(items)
+
+
+# -- addr-spec spans in an address list (the DKIM signer, canonical header rewriting) ------
+
+_SPECIALS_END = frozenset(',;:<>()"')
+
+
+@dataclass(frozen=True, slots=True)
+class _Token:
+    kind: str  # "atom", "quoted", "comment", "angle", "space", ",", ";", ":"
+    start: int
+    end: int
+
+
+def _tokens(text: str) -> list[_Token] | None:
+    """RFC 5322 §3.2-§3.4 lexical tokens of an address list, or None when a quoted string,
+    comment or angle address is not closed (then nothing is rewritten)."""
+    out: list[_Token] = []
+    i, size = 0, len(text)
+    while i < size:
+        char = text[i]
+        if char in " \t\r\n":
+            j = i
+            while j < size and text[j] in " \t\r\n":
+                j += 1
+            out.append(_Token("space", i, j))
+        elif char == '"':
+            j = _close_quote(text, i)
+            if j < 0:
+                return None
+            out.append(_Token("quoted", i, j))
+        elif char == "(":
+            j = _close_comment(text, i)
+            if j < 0:
+                return None
+            out.append(_Token("comment", i, j))
+        elif char == "<":
+            j = _close_angle(text, i)
+            if j < 0:
+                return None
+            out.append(_Token("angle", i, j))
+        elif char in ",;:":
+            j = i + 1
+            out.append(_Token(char, i, j))
+        elif char in ">)":
+            return None
+        else:
+            j = i
+            while j < size and text[j] not in _SPECIALS_END and text[j] not in " \t\r\n":
+                j += 1
+            out.append(_Token("atom", i, j))
+        i = j
+    return out
+
+
+def _close_quote(text: str, i: int) -> int:
+    """Index after the quoted string starting at ``i`` (RFC 5322 §3.2.4), or -1."""
+    j = i + 1
+    while j < len(text):
+        if text[j] == "\\":
+            j += 2
+            continue
+        if text[j] == '"':
+            return j + 1
+        j += 1
+    return -1
+
+
+def _close_comment(text: str, i: int) -> int:
+    """Index after the (nested) comment starting at ``i`` (RFC 5322 §3.2.2), or -1."""
+    depth, j = 0, i
+    while j < len(text):
+        char = text[j]
+        if char == "\\":
+            j += 2
+            continue
+        if char == "(":
+            depth += 1
+        elif char == ")":
+            depth -= 1
+            if depth == 0:
+                return j + 1
+        j += 1
+    return -1
+
+
+def _close_angle(text: str, i: int) -> int:
+    """Index after the angle address starting at ``i``; quoted strings inside may hold
+    ``>`` (``<"a>b"@example.org>``). -1 when not closed."""
+    j = i + 1
+    while j < len(text):
+        char = text[j]
+        if char == '"':
+            j = _close_quote(text, j)
+            if j < 0:
+                return -1
+            continue
+        if char == ">":
+            return j + 1
+        if char == "<":
+            return -1
+        j += 1
+    return -1
+
+
+def address_spans(text: str) -> list[tuple[int, int]]:
+    """(start, end) of each addr-spec in an RFC 5322 §3.4 address-list, in ``text``.
+
+    ``name <addr>`` gives the inside of the brackets (after an obsolete route ``@a,@b:``);
+    a bare ``addr (comment)`` gives the address without the comment. Groups
+    (``name: a, b;``) are walked into. Mailboxes that are not plainly one address are
+    skipped.
+    """
+    tokens = _tokens(text)
+    if tokens is None:
+        return []
+    spans: list[tuple[int, int]] = []
+    mailbox: list[_Token] = []
+    for token in tokens:
+        if token.kind in (",", ";"):
+            _mailbox_span(text, mailbox, spans)
+            mailbox = []
+        elif token.kind == ":":
+            mailbox = []  # what came before was a group's display name (RFC 5322 §3.4)
+        else:
+            mailbox.append(token)
+    _mailbox_span(text, mailbox, spans)
+    return spans
+
+
+def _mailbox_span(text: str, mailbox: list[_Token], spans: list[tuple[int, int]]) -> None:
+    angles = [t for t in mailbox if t.kind == "angle"]
+    if len(angles) > 1:
+        return
+    if angles:
+        start, end = angles[0].start + 1, angles[0].end - 1
+        inner = text[start:end]
+        if inner.startswith("@") and ":" in inner:  # RFC 5322 §4.4 obs-route
+            start += inner.index(":") + 1
+        while start < end and text[start] in " \t":
+            start += 1
+        while end > start and text[end - 1] in " \t":
+            end -= 1
+        span = (start, end)
+    else:
+        core = [t for t in mailbox if t.kind not in ("space", "comment")]
+        if not core:
+            return
+        first, last = mailbox.index(core[0]), mailbox.index(core[-1])
+        if any(t.kind in ("space", "comment") for t in mailbox[first:last]):
+            return  # "Bob Smith bob@x" or "bob(c)@x": not plainly one address
+        span = (core[0].start, core[-1].end)
+    # The span must be plainly local@domain: atoms and quoted strings, the domain in an atom.
+    parts = _tokens(text[span[0] : span[1]])
+    if parts and all(t.kind in ("atom", "quoted") for t in parts) and parts[-1].kind == "atom":
+        domain_part = text[span[0] + parts[-1].start : span[0] + parts[-1].end]
+        if "@" in domain_part and "\r" not in domain_part:
+            spans.append(span)

@@ -628,7 +628,9 @@ class Server:
         """What the server writes under data_dir: given to run_as_user when started as root."""
         data_dir = self.settings.data_dir
         db = self.settings.directory_db
-        paths = [data_dir, self.settings.spool_dir, self.settings.mail_dir, db]
+        spool = self.settings.spool_dir
+        paths = [data_dir, spool, spool / "maildrop", spool / "maildrop-corrupt"]
+        paths += [self.settings.mail_dir, db]
         paths += [db.with_name(db.name + suffix) for suffix in ("-wal", "-shm", "-journal")]
         paths += [Path(x.address.path) for x in self.listeners.values() if x.address.is_unix]
         # DKIM keys (DOMAIN/SELECTOR.key, made by root with mode 0600): the signer reads them.

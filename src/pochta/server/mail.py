@@ -1,4 +1,5 @@
-"""The mail system inside ``pochta serve``: spool, queue manager, store, resolver, cleanup.
+"""The mail system inside ``pochta serve``: spool, queue manager, store, resolver, cleanup,
+the door into the queue (cleanup/door.py) and, in the master, the pickup of maildrop/.
 
 Built after the privilege drop (so every file it creates belongs to run_as_user), started
 before ``ready``, stopped after the listeners close. On SIGHUP the resolver and cleanup are
@@ -9,30 +10,29 @@ from __future__ import annotations
 
 import asyncio
 import os
-import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 from pochta.access.change_hub import ChangeHub
 from pochta.access.imap_mime import search_text
-from pochta.cleanup.pipeline import Cleanup, CleanupInput, CleanupResult, Filter
+from pochta.cleanup.dkim_filter import DkimFilter
+from pochta.cleanup.door import Door
+from pochta.cleanup.pipeline import Cleanup, Filter
 from pochta.deliver.mailbox import MailboxAgent
 from pochta.deliver.notices import Notices
 from pochta.deliver.pipe import PipeAgent
 from pochta.deliver.remote import RemoteAgent
-from pochta.deliver.router import Deliverer, Router, destination_string
+from pochta.deliver.router import Deliverer, Router
 from pochta.deliver.sts_dane_policy import StsDanePolicy
 from pochta.directory.auth_failures import FailureTracker
 from pochta.directory.authenticator import Authenticator
 from pochta.dns.async_resolver import make_async_resolver
 from pochta.logs import get_logger
 from pochta.mailauth.dkim_sign import DkimSigner
-from pochta.protocols.smtp.replies import Reply
-from pochta.queue.envelope import Envelope, Recipient
 from pochta.queue.scheduler import QueueManager
 from pochta.queue.spool import Spool
+from pochta.receive.pickup import Pickup
 from pochta.receive.policy import Policy
-from pochta.resolve.classes import MailboxDest, Rejection, RelayDest, RemoteDest
 from pochta.resolve.resolver import Resolver
 from pochta.server.text_indexer import TextIndexer
 from pochta.store import open_store
@@ -78,11 +78,11 @@ class MailSystem:
                 lambda: self.resolver,
                 remote=lambda: self.remote,
                 pipe=lambda: self.pipe,
-                sign_outgoing=self._sign_local_submission,
             ),
-            Router(lambda: self.resolver),
+            Router(lambda: self.door, self.spool),
             on_final=Notices(
                 self.spool,
+                lambda: self.door,
                 settings.server.hostname,
                 postmaster,
                 settings.delivery.bounces_per_minute,
@@ -90,19 +90,27 @@ class MailSystem:
             ),
         )
         self._delivering = False
-        self.door = _Door(self)
-        # A worker: how to hand a queued message to the master (set by the server).
-        self.to_master: Callable[[str], None] | None = None
+        self.pickup: Pickup | None = None  # the master's, made in start()
         self._build()
+        # The one way into the queue (cleanup/door.py): listeners, pickup and notices.
+        self.door = Door(self.spool, lambda: self.cleanup, lambda: self.resolver, self.queue)
+
+    @property
+    def to_master(self) -> Callable[[str], None] | None:
+        """A worker: how to hand a queued message to the master (set by the server)."""
+        return self.door.to_master
+
+    @to_master.setter
+    def to_master(self, hand_over: Callable[[str], None] | None) -> None:
+        self.door.to_master = hand_over
 
     def _build(self) -> None:
         s = self.server.settings
         self.resolver = Resolver(self.server.directory, self.server.tables, s)
         filters: list[Filter] = []
-        self.signer = DkimSigner(self.server.directory, s) if s.dkim.sign else None
-        if self.signer is not None:
-            # Last filter: the DKIM signature is the last change to the header (dkim_sign.py).
-            filters.append(self.signer.filter)
+        if s.dkim.sign:
+            # Last filter: the DKIM signature is the last change to the header (dkim_filter.py).
+            filters.append(DkimFilter(DkimSigner(self.server.directory, s.dkim_dir)))
         self.cleanup = Cleanup(s, self.server.tables, filters=filters)
         self.authenticator = Authenticator(
             self.server.directory, s.auth, s.directory.recipient_delimiter, tracker=self.tracker
@@ -118,25 +126,6 @@ class MailSystem:
         self.policies: list[Policy] = []
         self.pipe = PipeAgent.from_settings(s)
 
-    async def _sign_local_submission(self, envelope: Envelope, content: bytes) -> bytes | Reply:
-        """DKIM-sign mail queued by ``pochta sendmail`` as it leaves (a local submission that
-        did not pass cleanup's signer); other mail is signed already, or not ours to sign."""
-        if self.signer is None or envelope.protocol != "sendmail":
-            return content
-        recipients = [r.address for r in envelope.recipients]
-        result = await self.signer.filter(
-            CleanupResult(content, envelope.sender, recipients),
-            CleanupInput(
-                envelope.sender,
-                recipients,
-                protocol="sendmail",
-                queue_id=envelope.queue_id,
-                submission=True,
-                arrival=envelope.arrival,
-            ),
-        )
-        return result if isinstance(result, Reply) else result.content
-
     def reload(self, _server: Server | None = None) -> None:
         self._build()
 
@@ -151,6 +140,9 @@ class MailSystem:
             self.queue.configure_shards(shard_count, range(shard_count))  # own shard: 0
             await self.queue.start()
             self._delivering = True
+            # pochta sendmail's maildrop/ into the queue, through the door (one process).
+            self.pickup = Pickup(self.server.settings, lambda: self.door)
+            await self.pickup.start()
 
     async def start_delivery(self, index: int, count: int) -> None:
         """A worker: deliver the messages of shard ``index`` of ``count`` (the master has
@@ -171,6 +163,8 @@ class MailSystem:
             log.warning("worker_mail_requeued", shard=index, messages=moved)
 
     async def stop(self) -> None:
+        if self.pickup is not None:
+            await self.pickup.stop()
         if self.changes is not None:
             self.changes.close()
         if self.indexer is not None:
@@ -180,94 +174,3 @@ class MailSystem:
         await self.remote.close()
         self.spool.close()
         self.store.close()
-
-    def expand(self, recipients: list[Recipient]) -> tuple[list[Recipient], list[tuple[str, str]]]:
-        """Virtual alias expansion before the queue (Postfix cleanup(8) does it there too):
-        one queued Recipient per final destination, ``original`` keeping the RCPT address.
-        Returns the recipients and the (address, reply) of branches that cannot be delivered.
-        """
-        out: list[Recipient] = []
-        failed: list[tuple[str, str]] = []
-        seen: set[tuple[str, str]] = set()
-        for rcpt in recipients:
-            resolution = self.resolver.resolve(rcpt.address)
-            for rej in resolution.rejections:
-                failed.append((rej.address or rcpt.address, str(rej.reply)))
-            for dest in resolution.deliverable:
-                if isinstance(dest, Rejection):  # pragma: no cover - deliverable has none
-                    continue
-                where = destination_string(dest)
-                if isinstance(dest, MailboxDest):
-                    address = dest.account
-                elif isinstance(dest, RemoteDest | RelayDest):
-                    address = dest.address
-                else:
-                    address = rcpt.address
-                key = (address, where)
-                if key in seen:
-                    continue
-                seen.add(key)
-                out.append(
-                    Recipient(
-                        address=address,
-                        original=rcpt.address,
-                        orcpt=rcpt.orcpt,
-                        notify=rcpt.notify,
-                        destination=where,
-                    )
-                )
-        return out, failed
-
-    async def submit(self, envelope: Envelope, content: bytes) -> str:
-        """Expand, then queue durably; returns the queue id once it is on disk."""
-        recipients, failed = self.expand(envelope.recipients)
-        for address, reply in failed:
-            # Accepted at RCPT (some branch was deliverable); the rest is a bounce later.
-            recipients.append(
-                Recipient(address=address, status="bounced", reply=reply, destination="")
-            )
-            log.warning("alias_branch_failed", to=address, reply=reply)
-        envelope.recipients = recipients
-        if not envelope.arrival:
-            envelope.arrival = time.time()
-        if self.to_master is not None and _mailboxes_only(recipients):
-            # Mail for local mailboxes only is delivered by the master, not by this worker:
-            # the worker's CPU stays with its sessions, and deliveries into a mailbox come
-            # from one process (no SQLite write lock passed between processes). Measured
-            # with bench/smtp_bench.sh: more mail accepted per second, at 4 KiB and 100 KiB.
-            preset = envelope.queue_id
-            if preset:  # before it is in incoming/, where our own scans look
-                self.queue.hand_off(preset)
-            queue_id = await self.spool.enqueue(envelope, content, here=False)
-            if not preset:
-                self.queue.hand_off(queue_id)
-            self.to_master(queue_id)
-            return queue_id
-        return await self.spool.enqueue(envelope, content)
-
-
-class _Door:
-    """The door into the queue the sessions use (``pochta.runtime.Door``), over what exists
-    today: ``cleanup.process``, ``expand`` and ``submit`` of the MailSystem (read at each
-    call: cleanup is rebuilt on reload). cleanup/door.py's ``Door`` replaces it."""
-
-    def __init__(self, mail: MailSystem) -> None:
-        self._mail = mail
-
-    def new_queue_id(self) -> str:
-        return self._mail.spool.new_queue_id()
-
-    async def clean(self, content: bytes, info: CleanupInput) -> CleanupResult:
-        return await self._mail.cleanup.process(content, info)
-
-    def expand(self, recipients: list[Recipient]) -> tuple[list[Recipient], list[tuple[str, str]]]:
-        return self._mail.expand(recipients)
-
-    async def submit(self, envelope: Envelope, content: bytes) -> str:
-        return await self._mail.submit(envelope, content)
-
-
-def _mailboxes_only(recipients: list[Recipient]) -> bool:
-    """Whether every recipient still to deliver goes to a local mailbox."""
-    pending = [r for r in recipients if not r.is_final]
-    return bool(pending) and all(r.destination.startswith("mailbox:") for r in pending)
