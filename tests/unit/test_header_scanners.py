@@ -165,3 +165,24 @@ def test_queue_show_prints_the_header_section_the_splitter_finds(content: bytes)
     shown = header_section(content)
     assert shown == b"".join(f.raw for f in split.headers)
     assert shown + split.separator + split.body == content
+
+
+@settings(max_examples=300, deadline=None)
+@given(messages(), st.integers(min_value=1, max_value=400))
+@example(b"Subject: a\r\nnot a field\r\nFrom: x@y.test\r\n\r\nbody", 1000)  # body starts early
+@example(b"Subject: a\nX: folded\n continued\n\nbody", 1000)  # bare LF becomes CRLF
+def test_bounce_header_copy_is_the_fields_the_splitter_finds(content: bytes, limit: int) -> None:
+    """deliver/dsn.py's text/rfc822-headers part: the splitter's fields, CRLF, whole fields
+    only, never more than the limit (RFC 6522 §4, RFC 5322 §2.2.3)."""
+    from pochta.deliver.dsn import _header_block
+
+    copied = _header_block(content, limit)
+    assert len(copied) <= limit
+    whole = b"".join(
+        f.raw.replace(b"\r\n", b"\n").replace(b"\n", b"\r\n").rstrip(b"\r\n") + b"\r\n"
+        for f in split_message(content).headers
+    )
+    assert whole.startswith(copied)  # a prefix of the fields, cut between two fields
+    assert not copied or copied.endswith(b"\r\n")
+    if len(whole) <= limit:
+        assert copied == whole

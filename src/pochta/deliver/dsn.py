@@ -49,6 +49,7 @@ from email.parser import BytesHeaderParser
 from email.policy import compat32
 from email.utils import format_datetime
 
+from pochta.mime.headers import leading_fields
 from pochta.protocols.smtp.parse import xtext_encode
 from pochta.queue.envelope import Envelope, Recipient
 from pochta.queue.scheduler import FinalKind
@@ -88,7 +89,6 @@ _NOT_BCHARS = re.compile(r"[^A-Za-z0-9.-]")
 # RFC 5322 §3.4.1 domain: dot-atom-text or a domain literal (loosely).
 _DOMAIN = re.compile(r"[^\s<>()\[\],;:\\\"@]+|\[[^\s\[\]\\]*\]")
 _MSG_ID = re.compile(r"<[^\s<>@]+@[^\s<>@]+>")
-_HEADER_END = re.compile(rb"\r?\n\r?\n")
 _ANY_LINE_END = re.compile(rb"\r\n?|\n")
 
 
@@ -522,19 +522,17 @@ def _returned(
 
 
 def _header_block(content: bytes, limit: int) -> bytes:
-    """The header of ``content`` with CRLF line ends, cut at a field boundary to at most
-    ``limit`` bytes (b"" when its first field alone is longer)."""
-    end = _HEADER_END.search(content, 0, limit + 4)
-    raw = content[: end.start()] if end is not None else content[: limit + 1]
-    if not raw.strip(b"\r\n"):
-        return b""
-    header = _crlf(raw)
-    if len(header) <= limit:
-        return header
-    cut = header.rfind(b"\r\n", 0, limit - 1)
-    while cut > 0 and header[cut + 2 : cut + 3] in (b" ", b"\t"):
-        cut = header.rfind(b"\r\n", 0, cut)  # RFC 5322 §2.2.3: not inside a folded field
-    return header[: cut + 2] if cut > 0 else b""
+    """The header fields of ``content`` (where the block ends is mime.headers' rule, RFC 5322
+    §2.2) with CRLF line ends, cut at a field boundary to at most ``limit`` bytes (b"" when
+    its first field alone is longer). CRLF only lengthens a field, so the fields within the
+    first ``limit`` bytes are all that can fit."""
+    header = b""
+    for field in leading_fields(content, limit):
+        line = _crlf(field.raw)
+        if len(header) + len(line) > limit:
+            break
+        header += line
+    return header
 
 
 def _crlf(data: bytes) -> bytes:
