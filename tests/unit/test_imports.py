@@ -6,6 +6,9 @@ inside functions.
   ``pochta.server``: the sessions get the running parts through ``pochta.runtime``, and
   ``server/`` (which imports them) builds them, so there is no cycle.
 - ``pochta.runtime`` imports nothing of pochta at run time (only under TYPE_CHECKING).
+- Along the mail flow (receive, cleanup, queue, resolve, deliver, store, access) a stage
+  imports the stages before it freely; from a stage after it, only the data types and
+  interfaces (``DOWNSTREAM_INTERFACES``), never an implementation.
 """
 
 from __future__ import annotations
@@ -129,3 +132,56 @@ def test_the_walk_finds_every_kind_of_import(tmp_path: Path, source: str, found:
     path.write_text(source)
     hits = [m for _, m, _ in _imports(path, tmp_path / "pochta") if _is_within(m, "pochta.server")]
     assert bool(hits) is found
+
+
+# The flow of ARCHITECTURE.md's diagram, and what an earlier stage may take from a later one.
+STAGES = ("receive", "cleanup", "queue", "resolve", "deliver", "store", "access")
+DOWNSTREAM_INTERFACES = frozenset(
+    {
+        "pochta.cleanup.pipeline",  # CleanupInput / CleanupResult, the door's argument types
+        "pochta.cleanup.door",  # the one way into the queue
+        "pochta.cleanup.verdict",
+        "pochta.queue.envelope",
+        "pochta.queue.base",  # MessageQueue, its errors and the free-space rule
+        "pochta.resolve.classes",  # destinations and resolutions
+        "pochta.store.base",  # MailStore
+    }
+)
+
+
+def _stage(module: str) -> str | None:
+    parts = module.split(".")
+    return parts[1] if len(parts) > 1 and parts[0] == "pochta" and parts[1] in STAGES else None
+
+
+def test_stages_take_only_interfaces_from_later_stages() -> None:
+    offenders = []
+    for stage in STAGES:
+        for path in sorted((SRC / stage).rglob("*.py")):
+            for line, module, _checking in _imports(path):
+                target = _stage(module)
+                if target is None or STAGES.index(target) <= STAGES.index(stage):
+                    continue
+                if not any(_is_within(module, allowed) for allowed in DOWNSTREAM_INTERFACES):
+                    if module.rpartition(".")[0] in DOWNSTREAM_INTERFACES:
+                        continue  # ``from pochta.queue.base import X`` also yields base.X
+                    offenders.append(f"{_module_name(path)}:{line} imports {module}")
+    assert offenders == []
+
+
+def test_only_the_door_enqueues() -> None:
+    """ARCHITECTURE.md: every message enters the queue through ``cleanup/door.py``; nothing
+    else in pochta calls a queue's ``enqueue`` (the queue package implements it)."""
+    callers = []
+    for path in sorted(SRC.rglob("*.py")):
+        module = _module_name(path)
+        if module == "pochta.cleanup.door" or _is_within(module, "pochta.queue"):
+            continue
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            if (
+                isinstance(node, ast.Call)
+                and isinstance(node.func, ast.Attribute)
+                and node.func.attr == "enqueue"
+            ):
+                callers.append(f"{module}:{node.lineno}")
+    assert callers == []

@@ -20,12 +20,12 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
+from typing import Protocol
 
 from pochta.cleanup.pipeline import Cleanup, CleanupInput, CleanupResult
 from pochta.logs import get_logger
-from pochta.queue.envelope import Envelope, Recipient, new_queue_id
-from pochta.queue.scheduler import QueueManager
-from pochta.queue.spool import Spool
+from pochta.queue.base import MessageQueue
+from pochta.queue.envelope import Envelope, Recipient
 from pochta.resolve.classes import (
     DiscardDest,
     FileDest,
@@ -34,13 +34,27 @@ from pochta.resolve.classes import (
     Rejection,
     RelayDest,
     RemoteDest,
+    Resolution,
     UnixDest,
 )
-from pochta.resolve.resolver import Resolver
 
 __all__ = ["Destination", "Door", "destination_string"]
 
 log = get_logger("cleanup")
+
+
+class AddressResolver(Protocol):
+    """What the door asks of the address resolver (``resolve/resolver.Resolver``)."""
+
+    def resolve(self, address: str) -> Resolution: ...
+
+
+class HandOff(Protocol):
+    """The queue manager of this process (``queue/scheduler.QueueManager``): a message handed
+    to the master is not this process's to deliver."""
+
+    def hand_off(self, queue_id: str) -> None: ...
+
 
 Destination = MailboxDest | RemoteDest | RelayDest | PipeDest | FileDest | UnixDest | DiscardDest
 
@@ -69,10 +83,10 @@ class Door:
 
     def __init__(
         self,
-        spool: Spool,
+        spool: MessageQueue,
         cleanup: Callable[[], Cleanup],
-        resolver: Callable[[], Resolver],
-        queue: QueueManager | None = None,
+        resolver: Callable[[], AddressResolver],
+        queue: HandOff | None = None,
     ) -> None:
         self.spool = spool
         self._cleanup = cleanup
@@ -83,7 +97,7 @@ class Door:
 
     def new_queue_id(self) -> str:
         """An id of this process's shard: the mail it queues is delivered here."""
-        return new_queue_id(shard=self.spool.shard)
+        return self.spool.new_queue_id()
 
     async def clean(self, content: bytes, info: CleanupInput) -> CleanupResult:
         """Cleanup's steps and filters (:meth:`Cleanup.process`)."""

@@ -244,3 +244,16 @@ class MessageQueue(Protocol):
         """Put back into incoming/ what shard ``index``'s dead process left being delivered,
         but for the ids ``busy`` says this process delivers; how many."""
         ...
+
+
+def required_free_bytes(*, min_free_bytes: int, max_message_bytes: int, size: int = 0) -> int:
+    """Free bytes the spool's file system must have to accept MAIL FROM (Postfix
+    queue_minfree, smtpd_check.c): ``min_free_bytes``; 1.5 x the largest message accepted
+    (Postfix 2.1 and later: a message of the size limit must fit, with room to spare); and
+    for a SIZE= announced at MAIL (RFC 1870 §6.1), ``min_free_bytes`` + SIZE and twice SIZE."""
+    return max(
+        min_free_bytes,
+        (3 * max_message_bytes) // 2,
+        min_free_bytes + size,
+        2 * size,
+    )

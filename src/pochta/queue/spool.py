@@ -97,6 +97,7 @@ from pochta.queue.base import (
     SpoolFull,
     UnknownMessage,
     WrongState,
+    required_free_bytes,
 )
 from pochta.queue.envelope import (
     Envelope,
@@ -158,19 +159,6 @@ T = TypeVar("T")
 def is_no_space(exc: BaseException) -> bool:
     """An OSError that says the disk (or the disk quota) is full."""
     return isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, errno.EDQUOT)
-
-
-def required_free_bytes(*, min_free_bytes: int, max_message_bytes: int, size: int = 0) -> int:
-    """Free bytes the spool's file system must have to accept MAIL FROM (Postfix
-    queue_minfree, smtpd_check.c): ``min_free_bytes``; 1.5 x the largest message accepted
-    (Postfix 2.1 and later: a message of the size limit must fit, with room to spare); and
-    for a SIZE= announced at MAIL (RFC 1870 §6.1), ``min_free_bytes`` + SIZE and twice SIZE."""
-    return max(
-        min_free_bytes,
-        (3 * max_message_bytes) // 2,
-        min_free_bytes + size,
-        2 * size,
-    )
 
 
 class FreeSpace:

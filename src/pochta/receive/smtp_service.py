@@ -44,8 +44,8 @@ from pochta.protocols.smtp import (
 )
 from pochta.protocols.smtp import replies as R
 from pochta.protocols.smtp.replies import Reply
+from pochta.queue.base import SpoolError, SpoolFull, required_free_bytes
 from pochta.queue.envelope import Envelope, Recipient
-from pochta.queue.spool import SpoolError, SpoolFull, required_free_bytes
 from pochta.receive.client_name import verified_client_name
 from pochta.receive.policy import PolicyRequest, check_policies
 from pochta.resolve.classes import MailboxDest
