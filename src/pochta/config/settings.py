@@ -380,7 +380,9 @@ class SMTPSettings(_Table, frozen=True, kw_only=True, forbid_unknown_fields=True
             "Look up each client's name at connect: the PTR name of its IP, kept only when "
             "that name's A/AAAA records give the IP back (Postfix smtpd_peername_lookup and "
             "client_name; 'unknown' otherwise). It shows in Received: and is given to the "
-            "recipient policies; a DNS failure never refuses mail. Not for LMTP."
+            "recipient policies; a DNS failure never refuses mail. Not for LMTP. With "
+            "dns.nameservers empty the system resolver answers (getnameinfo/getaddrinfo, so "
+            "/etc/hosts too, as Postfix); with nameservers set, those servers."
         ),
     ] = True
     peername_lookup_timeout_seconds: Annotated[

@@ -10,12 +10,17 @@ in-addr.arpa, RFC 3596 §2.5 ip6.arpa), then for each the A (IPv4) or AAAA (IPv6
 first name whose addresses contain the IP is the answer. Any failure (NXDOMAIN, SERVFAIL,
 timeout, a bad name) gives "": a DNS problem never refuses or delays mail beyond the time
 limit.
+
+With no ``dns.nameservers`` configured, :func:`system_client_name` asks the system instead,
+as Postfix does (getnameinfo, then getaddrinfo: the name service switch, so /etc/hosts
+answers for 127.0.0.1 and the host's own addresses without a DNS query).
 """
 
 from __future__ import annotations
 
 import asyncio
 import ipaddress
+import socket
 
 import dns.asyncresolver
 import dns.exception
@@ -26,7 +31,7 @@ import dns.reversename
 
 from pochta.logs import get_logger
 
-__all__ = ["MAX_PTR_NAMES", "verified_client_name"]
+__all__ = ["MAX_PTR_NAMES", "system_client_name", "verified_client_name"]
 
 log = get_logger("smtpd")
 
@@ -36,6 +41,38 @@ MAX_PTR_NAMES = 4
 _FAILURES = (dns.exception.DNSException, OSError, ValueError, TimeoutError)
 
 
+def _address(ip: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
+    try:
+        address = ipaddress.ip_address(ip.split("%", 1)[0])
+    except ValueError:
+        return None  # a unix socket or something else: no name to look up
+    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
+        return address.ipv4_mapped
+    return address
+
+
+async def system_client_name(ip: str, *, timeout_seconds: float) -> str:
+    """:func:`verified_client_name` through the system's resolver (nsswitch), or ""."""
+    address = _address(ip)
+    if address is None:
+        return ""
+    loop = asyncio.get_running_loop()
+
+    async def confirmed() -> str:
+        name, _ = await loop.getnameinfo((str(address), 0), socket.NI_NAMEREQD)
+        family = socket.AF_INET if address.version == 4 else socket.AF_INET6
+        infos = await loop.getaddrinfo(name, None, family=family, type=socket.SOCK_STREAM)
+        if any(ipaddress.ip_address(info[4][0]) == address for info in infos):
+            return name.rstrip(".").lower()
+        return ""
+
+    try:
+        return await asyncio.wait_for(confirmed(), timeout_seconds)
+    except (OSError, ValueError, UnicodeError, TimeoutError) as exc:
+        log.info("client_name_unknown", client=ip, reason=type(exc).__name__)
+        return ""
+
+
 async def verified_client_name(
     resolver: dns.asyncresolver.Resolver, ip: str, *, timeout_seconds: float
 ) -> str:
@@ -43,12 +80,9 @@ async def verified_client_name(
 
     The whole look-up (PTR and the forward checks) ends within ``timeout_seconds``.
     """
-    try:
-        address = ipaddress.ip_address(ip.split("%", 1)[0])
-    except ValueError:
-        return ""  # a unix socket or something else: no name to look up
-    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
-        address = address.ipv4_mapped
+    address = _address(ip)
+    if address is None:
+        return ""
     try:
         return await asyncio.wait_for(_confirmed(resolver, address), timeout_seconds)
     except _FAILURES as exc:

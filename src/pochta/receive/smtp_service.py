@@ -46,7 +46,7 @@ from pochta.protocols.smtp import replies as R
 from pochta.protocols.smtp.replies import Reply
 from pochta.queue.base import SpoolError, SpoolFull, required_free_bytes
 from pochta.queue.envelope import Envelope, Recipient
-from pochta.receive.client_name import verified_client_name
+from pochta.receive.client_name import system_client_name, verified_client_name
 from pochta.receive.policy import PolicyRequest, check_policies
 from pochta.resolve.classes import MailboxDest
 from pochta.tls.streams import load_tls_context, upgrade_to_tls
@@ -245,6 +245,11 @@ class _Session:
         LMTP clients are our own MTAs: not looked up."""
         s = self.server.settings.smtp
         if self.mode == "lmtp" or not s.peername_lookup:
+            return
+        if not self.server.settings.dns.nameservers:  # the system's resolver, as Postfix
+            self.client_hostname = await system_client_name(
+                self.ip, timeout_seconds=s.peername_lookup_timeout_seconds
+            )
             return
         resolver = self.service.dns
         if resolver is None:
