@@ -107,15 +107,16 @@ def run_pochta(
     )
 
 
-def make_pochta_env(data: Path) -> PochtaEnv:
-    """`pochta init` into ``data`` (example.test, free ports on 127.0.0.1)."""
+def make_pochta_env(data: Path, hostname: str = HOSTNAME) -> PochtaEnv:
+    """`pochta init` into ``data`` (example.test served by ``hostname``, free ports on
+    127.0.0.1)."""
     base = free_port_base()
     proc = run_pochta(
         "init",
         "--data",
         str(data),
         "--hostname",
-        HOSTNAME,
+        hostname,
         "--domain",
         DOMAIN,
         "--port-base",

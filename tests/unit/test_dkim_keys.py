@@ -275,3 +275,60 @@ def test_add_selectors_leaves_nothing_when_one_key_fails(tmp_path: Path) -> None
         assert list((tmp_path / "keys" / DOMAIN).glob("*.key")) == []
     finally:
         directory.close()
+
+
+# -- the host name's own keys (issue 13 point 2) ----------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("hosted", "hostname", "needs"),
+    [
+        ("example.test", "mx.provider.test", True),
+        ("example.test", "example.test", False),
+        ("example.test", "mail.example.test", False),  # the parent signs (relaxed alignment)
+        ("example.test", "a.b.example.test", False),
+        ("sub.provider.test", "provider.test", True),  # a subdomain does not contain it
+        ("provider.test", "provider.test.", False),  # the trailing dot changes nothing
+    ],
+)
+def test_host_needs_own_keys(tmp_path: Path, hosted: str, hostname: str, needs: bool) -> None:
+    from pochta.directory.sqlite import SqliteDirectory
+    from pochta.mailauth.dkim_keys import host_needs_own_keys
+
+    directory = SqliteDirectory(tmp_path / "d.sqlite3")
+    try:
+        directory.add_domain(hosted)
+        assert host_needs_own_keys(directory, hostname) is needs
+    finally:
+        directory.close()
+
+
+def test_add_host_keys_makes_a_signing_only_row_with_both_keys(tmp_path: Path) -> None:
+    from pochta.directory.sqlite import SqliteDirectory
+    from pochta.mailauth.dkim_keys import add_host_keys, host_needs_own_keys
+    from pochta.mailauth.dkim_sign import DkimSigner
+
+    directory = SqliteDirectory(tmp_path / "d.sqlite3")
+    try:
+        directory.add_domain(DOMAIN)
+        made = add_host_keys(directory, "MX.Provider.test", tmp_path / "keys")
+        assert [s.algorithm for s in made] == ["rsa-sha256", "ed25519-sha256"]
+        assert all(Path(s.key_path).parent == tmp_path / "keys" / "mx.provider.test" for s in made)
+        found = directory.get_domain("mx.provider.test")
+        assert found is not None
+        assert found.signing_only
+        assert {s.selector for s in found.dkim} == {s.selector for s in made}
+        assert not host_needs_own_keys(directory, "mx.provider.test")
+        # The signer finds it for the notices' From domain, and for nothing else.
+        signer = DkimSigner(directory, tmp_path / "keys")
+        assert signer.hosted_signer("mx.provider.test") == found
+        hosted = signer.hosted_signer(DOMAIN)
+        assert hosted is not None
+        assert hosted.name == DOMAIN
+        bare = add_host_keys(directory, "other.test", tmp_path / "keys", make_keys=False)
+        assert bare == []
+        other = directory.get_domain("other.test")
+        assert other is not None
+        assert (other.signing_only, other.dkim) == (True, ())
+    finally:
+        directory.close()

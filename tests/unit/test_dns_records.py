@@ -20,6 +20,8 @@ from pochta.dns.records import (
     CheckResult,
     Record,
     check_records,
+    host_signing_records,
+    mail_host_records,
     mta_sts_policy,
     parse_nameserver,
     render_zone,
@@ -385,3 +387,48 @@ def test_check_reports_resolver_errors() -> None:
     (result,) = check_records([record], Failing(configure=False))
     assert result.status == "ERROR"
     assert result.detail.startswith("no answer from DNS")
+
+
+# -- the host name's own keys (issue 13 point 2) ----------------------------------------------
+
+OWN_HOST = "mx.provider.test"
+
+
+def test_host_signing_records_are_the_helo_spf_and_the_host_dkim_keys(
+    selectors: list[DkimSelector],
+) -> None:
+    section = host_signing_records(OWN_HOST + ".", selectors)
+    assert [(r.name, r.rtype) for r in section] == [(OWN_HOST, "TXT")] + [
+        (f"{s.selector}._domainkey.{OWN_HOST}", "TXT") for s in selectors
+    ]
+    assert section[0].value == "v=spf1 a -all"  # RFC 7208 §2.3
+    assert "RFC 7208 §2.3" in section[0].comment
+    for record, sel in zip(section[1:], selectors, strict=True):
+        assert record.value == dkim_txt_value(sel)
+        assert f"MAILER-DAEMON@{OWN_HOST}" in record.comment
+        assert f"d={OWN_HOST}" in record.comment
+    # With the section printed, the domain's records leave the HELO record to it.
+    domain = required_records(DOMAIN, OWN_HOST, selectors, IPV4, None, now=NOW, helo_spf=False)
+    assert (OWN_HOST, "TXT") not in _by_key(domain)
+    assert (f"_spf.{OWN_HOST}", "TXT") in _by_key(domain)
+    full = required_records(DOMAIN, OWN_HOST, selectors, IPV4, None, now=NOW)
+    assert _by_key(full)[(OWN_HOST, "TXT")] == ["v=spf1 a -all"]
+
+
+def test_mail_host_records_have_no_mail_domain_records(selectors: list[DkimSelector]) -> None:
+    records = mail_host_records(OWN_HOST, selectors, IPV4, IPV6)
+    keys = _by_key(records)
+    assert keys[(OWN_HOST, "A")] == [IPV4]
+    assert keys[(OWN_HOST, "AAAA")] == [IPV6]
+    assert keys[(OWN_HOST, "TXT")] == ["v=spf1 a -all"]  # once: a second would be a permerror
+    assert keys[(f"_spf.{OWN_HOST}", "TXT")] == [f"v=spf1 ip4:{IPV4} ip6:{IPV6} -all"]
+    assert {n for n, t in keys if t == "PTR"} == {
+        "10.2.0.192.in-addr.arpa",
+        "0.1.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.8.b.d.0.1.0.0.2.ip6.arpa",
+    }
+    for sel in selectors:
+        assert keys[(f"{sel.selector}._domainkey.{OWN_HOST}", "TXT")] == [dkim_txt_value(sel)]
+    assert not [k for k in keys if k[1] in ("MX", "SRV", "CNAME")]
+    assert not [n for n, _ in keys if n.startswith(("_dmarc.", "_mta-sts.", "_smtp._tls."))]
+    zone = render_zone(records)
+    dns.zone.from_text(zone, origin=".", relativize=False, check_origin=False)

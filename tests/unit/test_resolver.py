@@ -713,3 +713,34 @@ def test_owned_addresses_and_sender_allowed(make: MakeResolver, directory: Sqlit
     assert not ok("alice@example.org", "anything@example.org")  # catch-alls grant nothing
     assert not ok("alice@example.org", "alice@far.test")
     assert not ok("alice@example.org", "@@")
+
+
+# Issue 13 point 2: the host name's signing-only row (its DKIM keys) is no mail domain.
+
+
+def test_signing_only_row_of_the_host_name_stays_in_the_local_class(
+    make: MakeResolver, directory: SqliteDirectory
+) -> None:
+    directory.add_domain(HOST, signing_only=True)
+    r = make(aliases="root: bob@example.org\n")
+    assert r.domain_class(HOST) is DomainClass.LOCAL
+    assert dests(r, f"root@{HOST}") == (MailboxDest("bob@example.org"),)
+    assert dests(r, f"postmaster@{HOST}") == (MailboxDest("alice@example.org"),)
+    assert dests(r, f"nobody@{HOST}") == reject(UNKNOWN_USER, f"nobody@{HOST}")
+    assert r.check_recipient(f"root@{HOST}", authenticated=False) is None
+    # The admin is still the first account of the first mail domain.
+    assert r.postmaster_admin() == ("alice@example.org", "the first account of example.org")
+
+
+def test_signing_only_row_of_another_name_is_not_ours(
+    make: MakeResolver, directory: SqliteDirectory
+) -> None:
+    """A signing-only row left for a former host name: its mail goes out like anyone's."""
+    directory.add_domain("old-mx.provider.test", signing_only=True)
+    r = make()
+    assert r.domain_class("old-mx.provider.test") is DomainClass.DEFAULT
+    assert not r.is_ours("old-mx.provider.test")
+    assert dests(r, "x@old-mx.provider.test") == (
+        RemoteDest("x@old-mx.provider.test", "smtp:old-mx.provider.test"),
+    )
+    assert r.check_recipient("x@old-mx.provider.test", authenticated=False) == RELAY_DENIED

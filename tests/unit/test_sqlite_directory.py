@@ -13,7 +13,7 @@ import pytest
 
 from pochta.directory.base import DirectoryError
 from pochta.directory.model import Account, DkimSelector
-from pochta.directory.sqlite import SCHEMA_VERSION, SqliteDirectory
+from pochta.directory.sqlite import _MIGRATIONS, SCHEMA_VERSION, SqliteDirectory
 
 HASH = "{ARGON2ID}$argon2id$v=19$m=65536,t=3,p=4$c2FsdHNhbHQ$aGFzaGhhc2hoYXNo"
 
@@ -100,6 +100,49 @@ def test_newer_schema_is_refused(db_path: Path) -> None:
     conn.close()
     with pytest.raises(DirectoryError, match=re.escape("newer than this pochta understands")):
         SqliteDirectory(db_path)
+
+
+def test_schema_1_database_is_migrated_on_open(db_path: Path) -> None:
+    """A directory written by pochta before signing-only rows (schema 1) gets the column on
+    open; its domains stay mail domains, with their accounts, aliases and keys."""
+    db_path.parent.mkdir(parents=True)
+    conn = sqlite3.connect(db_path)
+    for statement in _MIGRATIONS[0]:  # the first schema, as pochta wrote it
+        conn.execute(statement)
+    conn.execute(
+        "INSERT INTO domains (name, enabled, catchall, created) VALUES (?, 1, '', 5)",
+        ("example.org",),
+    )
+    conn.execute(
+        "INSERT INTO dkim_selectors (domain, selector, algorithm, key_path, public_key_b64, "
+        "active, created) VALUES ('example.org', 'ed-1', 'ed25519-sha256', '/k', 'AA', 1, 5)"
+    )
+    conn.execute(
+        "INSERT INTO accounts (address, local_part, domain, password_hash, created) "
+        "VALUES ('bob@example.org', 'bob', 'example.org', ?, 5)",
+        (HASH,),
+    )
+    conn.execute("PRAGMA user_version = 1")
+    conn.commit()
+    conn.close()
+
+    d = SqliteDirectory(db_path)
+    assert d.schema_version() == SCHEMA_VERSION == 2
+    domain = d.get_domain("example.org")
+    assert domain is not None
+    assert domain.signing_only is False
+    assert [s.selector for s in domain.dkim] == ["ed-1"]
+    assert d.get_account("bob@example.org") is not None
+    d.add_alias("info@example.org", ["bob@example.org"])  # still a mail domain
+    host = d.add_domain("mx.provider.test", signing_only=True)
+    assert host.signing_only
+    d.close()
+    again = SqliteDirectory(db_path)
+    assert [(x.name, x.signing_only) for x in again.list_domains()] == [
+        ("example.org", False),
+        ("mx.provider.test", True),
+    ]
+    again.close()
 
 
 def test_closed_directory_refuses(db_path: Path) -> None:
@@ -222,6 +265,63 @@ def test_remove_domain_leaves_other_domains(directory: SqliteDirectory) -> None:
     directory.add_account("bob@example.org", password_hash=HASH)
     directory.remove_domain("example.org", force=True)
     assert directory.get_account("bob@other.example") is not None
+
+
+def test_signing_only_row_holds_keys_but_no_mail(directory: SqliteDirectory) -> None:
+    host = directory.add_domain("MX.Provider.test", signing_only=True)
+    assert (host.name, host.signing_only, host.dkim) == ("mx.provider.test", True, ())
+    directory.add_dkim_selector("mx.provider.test", selector("ed-1"))
+    found = directory.get_domain("mx.provider.test")
+    assert found is not None
+    assert found.signing_only
+    assert [s.selector for s in found.dkim] == ["ed-1"]
+    listed = {d.name: d for d in directory.list_domains()}
+    assert listed["mx.provider.test"].signing_only
+    assert not listed["example.org"].signing_only
+    no_mail = re.escape(
+        "domain mx.provider.test only holds the DKIM keys of the host name (signing-only), it "
+        "is not a mail domain; host it first with: pochta domain add mx.provider.test"
+    )
+    with pytest.raises(DirectoryError, match=no_mail):
+        directory.add_account("root@mx.provider.test", password_hash=HASH)
+    with pytest.raises(DirectoryError, match=no_mail):
+        directory.add_accounts_bulk([Account(address="a@mx.provider.test", password_hash=HASH)])
+    with pytest.raises(DirectoryError, match=no_mail):
+        directory.add_alias("root@mx.provider.test", ["bob@example.org"])
+    with pytest.raises(DirectoryError, match=no_mail):
+        directory.set_domain("mx.provider.test", enabled=False)
+    with pytest.raises(DirectoryError, match="no catch-all"):
+        directory.add_domain("other.test", catchall="x@example.org", signing_only=True)
+    with pytest.raises(DirectoryError, match="already exists"):
+        directory.add_domain("mx.provider.test", signing_only=True)
+    with pytest.raises(DirectoryError, match="already exists"):
+        directory.add_domain("example.org", signing_only=True)
+
+
+def test_adding_a_signing_only_row_as_a_domain_hosts_it_with_its_keys(
+    directory: SqliteDirectory,
+) -> None:
+    directory.add_domain("mx.provider.test", signing_only=True)
+    directory.add_dkim_selector("mx.provider.test", selector("ed-1"))
+    hosted = directory.add_domain("mx.provider.test", catchall="all@example.org")
+    assert not hosted.signing_only
+    assert hosted.catchall == "all@example.org"
+    assert [s.selector for s in hosted.dkim] == ["ed-1"]
+    assert directory.get_domain("mx.provider.test") == hosted
+    directory.add_account("root@mx.provider.test", password_hash=HASH)
+    with pytest.raises(DirectoryError, match="already exists"):
+        directory.add_domain("mx.provider.test")
+
+
+def test_removing_a_signing_only_row_drops_its_selectors(directory: SqliteDirectory) -> None:
+    directory.add_domain("mx.provider.test", signing_only=True)
+    directory.add_dkim_selector("mx.provider.test", selector("ed-1"))
+    directory.remove_domain("mx.provider.test")
+    assert directory.get_domain("mx.provider.test") is None
+    directory.add_domain("mx.provider.test", signing_only=True)
+    found = directory.get_domain("mx.provider.test")
+    assert found is not None
+    assert found.dkim == ()
 
 
 # -- DKIM selectors --

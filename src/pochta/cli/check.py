@@ -54,7 +54,7 @@ def _print_postmaster(settings: Settings) -> None:
         resolver = Resolver(directory, ConfiguredTables.open(settings.tables), settings)
         admin = resolver.postmaster_admin()
         if admin is None:
-            domains = [d.name for d in directory.list_domains()]
+            domains = [d.name for d in directory.list_domains() if not d.signing_only]
             example = f"you@{domains[0]}" if domains else "you@example.org"
             click.echo("  postmaster   -> nowhere yet")
             click.echo(

@@ -1,5 +1,8 @@
 """`pochta dkim`: DKIM keys of a hosted domain — make, show, rotate, activate, retire.
 
+The host name has keys of its own when no hosted domain contains it (a signing-only entry,
+made by ``pochta init`` or ``keygen --all-missing``): the same commands manage them.
+
 Rotation keeps mail verifiable throughout: the old selectors stop signing but stay published
 (``active = False``) until ``retire``, because a receiver may verify a message days after it
 was signed (queued mail, re-verification of stored mail). With ``rotate --stage`` the new
@@ -32,6 +35,7 @@ from pochta.mailauth.dkim_keys import (
     DkimKeyError,
     add_selectors,
     dkim_txt_value,
+    host_needs_own_keys,
 )
 from pochta.mime.headers import MAX_HEADER_BLOCK_BYTES, split_message
 from pochta.queue.spool import MAX_ENVELOPE_BYTES, STATES, Spool
@@ -110,7 +114,10 @@ def dkim() -> None:
 @click.option(
     "--all-missing",
     is_flag=True,
-    help="Make keys for every hosted domain that has no DKIM selector (instead of DOMAIN).",
+    help=(
+        "Make keys for every hosted domain that has no DKIM selector (instead of DOMAIN), and "
+        "for the host name when no hosted domain contains it (it signs the notices)."
+    ),
 )
 @click.option(
     "--algorithm",
@@ -137,7 +144,8 @@ def keygen(
     bits: int,
 ) -> None:
     """Make new DKIM keys for DOMAIN (or, with --all-missing, for every hosted domain
-    without any); they sign new mail at once."""
+    without any, and for the host name when no hosted domain contains it); they sign new
+    mail at once."""
     if all_missing and domain:
         fail("name a DOMAIN or use --all-missing, not both")
     if not all_missing and not domain:
@@ -154,6 +162,18 @@ def keygen(
             targets = [_hosted_domain(directory, domain)]
         else:
             targets = [d for d in directory.list_domains() if not d.dkim]
+            host = settings.server.hostname
+            if host_needs_own_keys(directory, host):
+                # The notices leave as MAILER-DAEMON@HOST: without a hosted domain above it,
+                # the host name signs them itself (mailauth/dkim_keys.py add_host_keys).
+                try:
+                    targets.append(directory.add_domain(normalize_domain(host), signing_only=True))
+                except (AddressError, DirectoryError) as exc:
+                    fail(f"server.hostname {host}: {exc}")
+                click.echo(
+                    f"Added {targets[-1].name}, the host name, as a signing-only entry: no "
+                    "hosted domain contains it, so it signs the notices it sends itself"
+                )
             if not targets:
                 click.echo("Every hosted domain has DKIM keys; nothing to do.")
         for dom in targets:

@@ -1,4 +1,9 @@
-"""`pochta dns DOMAIN`: the DNS records DOMAIN needs, and with --check, what DNS says."""
+"""`pochta dns DOMAIN`: the DNS records DOMAIN needs, and with --check, what DNS says.
+
+When the host name has DKIM keys of its own (a signing-only entry: no hosted domain contains
+it), its HELO SPF and DKIM records follow the domain's in a section of their own, titled
+with the host name; ``pochta dns HOSTNAME`` prints only the host name's records.
+"""
 
 from __future__ import annotations
 
@@ -13,8 +18,11 @@ from pochta.directory.addresses import AddressError, normalize_domain
 from pochta.dns.records import (
     CLIENT_SERVICES,
     CheckResult,
+    Record,
     check_records,
     dkim_key_warning,
+    host_signing_records,
+    mail_host_records,
     make_resolver,
     render_rdata,
     render_zone,
@@ -117,16 +125,23 @@ def dns_command(
     except AddressError as exc:
         fail(str(exc))
     settings = load_cli_settings(ctx)
+    host = settings.server.hostname.rstrip(".").lower()
     directory = open_directory(settings)
     try:
         hosted = directory.get_domain(dom)
+        host_entry = directory.get_domain(host)
     finally:
         directory.close()
     if hosted is None:
         fail(f"domain {dom} is not hosted here; add it with: pochta domain add {dom}")
     if warning := dkim_key_warning(dom, hosted.dkim):
         click.echo(f"pochta: warning: {warning}", err=True)
-    host = settings.server.hostname.rstrip(".").lower()
+    # The host name signs its own notices: its records get a section of their own.
+    own_host = host_entry if host_entry is not None and host_entry.signing_only else None
+    if hosted.signing_only:
+        own_host = None  # the host name itself is asked for: all its records are the zone
+    if own_host is not None and (warning := dkim_key_warning(host, own_host.dkim)):
+        click.echo(f"pochta: warning: {warning}", err=True)
 
     notes: list[str] = []
     if ipv4 is None or ipv6 is None:
@@ -151,25 +166,44 @@ def dns_command(
         except OSError as exc:  # no /etc/resolv.conf
             fail(f"cannot set up a DNS resolver ({exc}); name one with --nameserver IP")
 
-    records = required_records(
-        dom,
-        host,
-        hosted.dkim,
-        ipv4,
-        ipv6,
-        service_ports=_service_ports(settings),
-    )
+    section: list[Record] = []
+    if hosted.signing_only:
+        # No mail domain: no MX, DMARC, MTA-STS... only what the host name itself needs.
+        title = (
+            f"; DNS records for {dom}, which only signs the mail host's notices (a "
+            "signing-only entry, no mail domain)"
+        )
+        records = mail_host_records(dom, hosted.dkim, ipv4, ipv6)
+    else:
+        title = f"; DNS records for {dom}, whose mail is served by {host}"
+        records = required_records(
+            dom,
+            host,
+            hosted.dkim,
+            ipv4,
+            ipv6,
+            service_ports=_service_ports(settings),
+            helo_spf=own_host is None,
+        )
+        if own_host is not None:
+            section = host_signing_records(host, own_host.dkim)
     if resolver is None:
-        click.echo(f"; DNS records for {dom}, whose mail is served by {host}")
+        click.echo(title)
         for note in notes:
             click.echo(note)
         click.echo()
         click.echo(render_zone(records), nl=False)
+        if section:
+            click.echo()
+            click.echo(
+                f"; ===== The mail host {host}: its own records, in the zone of {host} ====="
+            )
+            click.echo(render_zone(section), nl=False)
         return
 
     for note in notes:
         click.echo(note)
-    results = check_records(records, resolver)
+    results = check_records([*records, *section], resolver)
     bad = _print_check(results)
     where = f"nameserver {nameserver}" if nameserver else "the system resolver"
     click.echo(f"{len(results) - bad} of {len(results)} records OK (asked {where})")

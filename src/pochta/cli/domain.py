@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import click
 
 from pochta.cli.common import fail, opened_directory, reports_errors
 from pochta.directory.addresses import normalize_address, normalize_domain
-from pochta.directory.base import DirectoryError
-from pochta.directory.model import DkimSelector
+from pochta.directory.base import Directory, DirectoryError
+from pochta.directory.model import DkimSelector, Domain
 from pochta.mailauth.dkim_keys import DkimKeyError, add_domain_keys
 
 
@@ -30,11 +32,17 @@ def domain() -> None:
 @reports_errors
 def add(ctx: click.Context, name: str, catchall: str, no_dkim: bool) -> None:
     """Host DOMAIN: accept its mail, let accounts be created in it, and make its DKIM keys
-    (RSA 2048 and Ed25519, as pochta init does)."""
+    (RSA 2048 and Ed25519, as pochta init does). The host name's signing-only entry becomes
+    a mail domain this way and keeps its keys."""
     name = normalize_domain(name)
     catchall = normalize_address(catchall) if catchall else ""
     selectors: list[DkimSelector] = []
     with opened_directory(ctx) as (settings, directory):
+        existing = directory.get_domain(name)
+        if existing is not None and existing.signing_only:
+            host = normalize_domain(settings.server.hostname)
+            _promote(directory, settings.dkim_dir, existing, catchall, no_dkim, host)
+            return
         directory.add_domain(name, catchall=catchall)
         if not no_dkim:
             try:
@@ -59,19 +67,62 @@ def add(ctx: click.Context, name: str, catchall: str, no_dkim: bool) -> None:
     click.echo(f"  (pochta dns {name} prints the DNS records to publish, DKIM included)")
 
 
+def _promote(
+    directory: Directory,
+    keys_dir: Path,
+    existing: Domain,
+    catchall: str,
+    no_dkim: bool,
+    hostname: str,
+) -> None:
+    """``domain add`` of the host name's signing-only entry: it becomes a mail domain and
+    keeps its DKIM selectors (its keys sign on, its published records stay valid). Keys are
+    made first, if it has none, so a failure leaves the entry as it was."""
+    name = existing.name
+    made: list[DkimSelector] = []
+    if not existing.dkim and not no_dkim:
+        try:
+            made = add_domain_keys(directory, name, keys_dir)
+        except (DkimKeyError, DirectoryError, OSError) as exc:
+            fail(
+                f"domain {name} not added: its DKIM keys could not be made in {keys_dir}: "
+                f"{exc} (run as root or as the server's user, or add it with --no-dkim)"
+            )
+    directory.add_domain(name, catchall=catchall)
+    click.echo(f"added domain {name}" + (f" (catch-all -> {catchall})" if catchall else ""))
+    if existing.dkim:
+        kept = ", ".join(s.selector for s in existing.dkim)
+        click.echo(f"  it held the host name's DKIM keys (signing-only); they are kept: {kept}")
+    for sel in made:
+        click.echo(f"  DKIM key {sel.selector} ({sel.algorithm}) {sel.key_path}")
+    if not existing.dkim and no_dkim:
+        click.echo(
+            f"  no DKIM keys: its mail goes out unsigned; make them with: pochta dkim keygen {name}"
+        )
+    if name == hostname:
+        # The resolver puts directory domains before local names (resolve/resolver.py).
+        click.echo(
+            f"  {name} is the host name: mail for it now goes to its accounts and aliases, "
+            "no longer to local users (add root, postmaster... as accounts or aliases)"
+        )
+    click.echo(f"next: pochta user add postmaster@{name}; pochta dns {name}")
+
+
 @domain.command("list")
 @click.pass_context
 @reports_errors
 def list_(ctx: click.Context) -> None:
-    """One line per domain: name, state, accounts, aliases, DKIM selectors."""
+    """One line per domain: name, state, accounts, aliases, DKIM selectors. The state of
+    the host name's entry that only holds DKIM keys is ``signing-only``."""
     with opened_directory(ctx) as (_, directory):
         for d in directory.list_domains():
             accounts = directory.count_accounts(d.name)
             aliases = len(directory.list_aliases(d.name))
             dkim = ",".join(s.selector + ("" if s.active else "(inactive)") for s in d.dkim)
+            state = "enabled" if d.enabled else "disabled"
             fields = [
                 d.name,
-                "enabled" if d.enabled else "disabled",
+                "signing-only" if d.signing_only else state,
                 f"accounts={accounts}",
                 f"aliases={aliases}",
                 f"dkim={dkim or '-'}",

@@ -1,4 +1,9 @@
-"""`pochta init`: a config, a self-signed certificate, DKIM keys and an empty directory."""
+"""`pochta init`: a config, a self-signed certificate, DKIM keys and an empty directory.
+
+When the host name is not the domain nor one of its subdomains (``mx.provider.test`` serving
+``example.test``), the host name gets DKIM keys of its own, in a signing-only directory row:
+the server's notices leave as ``MAILER-DAEMON@HOSTNAME`` and are signed with ``d=HOSTNAME``.
+"""
 
 from __future__ import annotations
 
@@ -121,15 +126,20 @@ def init(
     write_self_signed(cert, key, host)
 
     from pochta.directory.open import open_directory
+    from pochta.mailauth.dkim_keys import add_domain_keys, add_host_keys, host_needs_own_keys
 
     directory = open_directory(settings)
     try:
         directory.add_domain(dom)
         selectors = []
         if not no_dkim:
-            from pochta.mailauth.dkim_keys import add_domain_keys
-
             selectors = add_domain_keys(directory, dom, settings.dkim_dir)
+        host_row = host_needs_own_keys(directory, host)
+        host_selectors = []
+        if host_row:
+            host_selectors = add_host_keys(
+                directory, host, settings.dkim_dir, make_keys=not no_dkim
+            )
     finally:
         directory.close()
     from pochta.receive.maildrop import ensure_maildrop
@@ -155,6 +165,16 @@ def init(
     click.echo(f"  directory        {settings.directory_db} (domain {dom})")
     for sel in selectors:
         click.echo(f"  DKIM key         {sel.selector} ({sel.algorithm}) {sel.key_path}")
+    if host_row:
+        click.echo(
+            f"  host name        {host} is not in {dom}: it has DKIM keys of its own (a "
+            "signing-only directory entry, no mail domain), so the notices it sends as "
+            f"MAILER-DAEMON@{host} are signed with d={host}"
+        )
+        for sel in host_selectors:
+            click.echo(f"  DKIM key         {sel.selector} ({sel.algorithm}) {sel.key_path}")
+        if no_dkim:
+            click.echo("                   (make its keys with: pochta dkim keygen --all-missing)")
     if postmaster:
         click.echo(f"  postmaster       mail for postmaster goes to {postmaster}")
     else:

@@ -86,7 +86,8 @@ def add(
     with opened_directory(ctx) as (settings, directory):
         # Refuse before asking for a password that would be thrown away.
         domain = address.rpartition("@")[2]
-        if directory.get_domain(domain) is None:
+        found = directory.get_domain(domain)
+        if found is None or found.signing_only:
             raise DirectoryError(
                 f"domain {domain} is not hosted here; add it with: pochta domain add {domain}"
             )

@@ -22,7 +22,11 @@ class Directory(abc.ABC):
 
     # -- domains --
     @abc.abstractmethod
-    def add_domain(self, name: str, *, catchall: str = "") -> Domain: ...
+    def add_domain(self, name: str, *, catchall: str = "", signing_only: bool = False) -> Domain:
+        """Add a mail domain, or with ``signing_only`` a row that only holds DKIM keys (see
+        ``Domain.signing_only``). Adding a mail domain of the name of a signing-only row turns
+        that row into the mail domain, keeping its DKIM selectors; any other existing name is
+        refused (DirectoryError)."""
 
     @abc.abstractmethod
     def get_domain(self, name: str) -> Domain | None: ...
@@ -37,7 +41,8 @@ class Directory(abc.ABC):
     @abc.abstractmethod
     def set_domain(
         self, name: str, *, enabled: bool | None = None, catchall: str | None = None
-    ) -> Domain: ...
+    ) -> Domain:
+        """Change a mail domain; refused (DirectoryError) for a signing-only row."""
 
     @abc.abstractmethod
     def add_dkim_selector(self, domain: str, selector: DkimSelector) -> None: ...
@@ -59,7 +64,8 @@ class Directory(abc.ABC):
         quota_bytes: int = 0,
         enabled: bool = True,
     ) -> Account:
-        """DirectoryError when the domain is not hosted or the address exists (account or alias)."""
+        """DirectoryError when the domain is not hosted (or only signing-only) or the address
+        exists (account or alias)."""
 
     @abc.abstractmethod
     def add_accounts_bulk(self, accounts: Iterable[Account]) -> int:
@@ -92,7 +98,7 @@ class Directory(abc.ABC):
     @abc.abstractmethod
     def add_alias(self, source: str, targets: Sequence[str]) -> Alias:
         """Add targets to the alias ``source`` (created if new). The source's domain must be
-        hosted and the source must not be an account."""
+        a hosted mail domain (not signing-only) and the source must not be an account."""
 
     @abc.abstractmethod
     def get_alias(self, source: str) -> Alias | None: ...

@@ -20,6 +20,11 @@ class Domain(msgspec.Struct, frozen=True, kw_only=True):
     catchall: str = ""  # address that receives mail for unknown local parts; "" = none
     created: int = 0
     dkim: tuple[DkimSelector, ...] = ()
+    # A row that only holds DKIM keys: the server's host name, whose notices (bounces from
+    # MAILER-DAEMON@HOSTNAME) are signed with d=HOSTNAME when no hosted domain contains it.
+    # Not a mail domain: no accounts or aliases, and the resolver passes it over (its
+    # addresses stay in the local class).
+    signing_only: bool = False
 
 
 class Account(msgspec.Struct, frozen=True, kw_only=True):

@@ -278,6 +278,12 @@ def parse_passwd_file(text: str, source: str, default_domain: str | None) -> lis
     return entries
 
 
+def _mail_domain(directory: Directory, domain: str) -> bool:
+    """Accounts can be made in ``domain``: hosted, and not the host name's signing-only entry."""
+    found = directory.get_domain(domain)
+    return found is not None and not found.signing_only
+
+
 def import_passwd_file(
     directory: Directory,
     path: Path,
@@ -294,7 +300,7 @@ def import_passwd_file(
     ``skip_existing``, which leaves it untouched.
     """
     domain = normalize_domain(domain)
-    if directory.get_domain(domain) is None:
+    if not _mail_domain(directory, domain):
         raise DirectoryError(
             f"domain {domain} is not hosted here; add it with: pochta domain add {domain}"
         )
@@ -315,7 +321,7 @@ def import_passwd_file(
         problem = ""
         entry_domain = entry.address.rpartition("@")[2]
         if entry_domain not in hosted:
-            hosted[entry_domain] = directory.get_domain(entry_domain) is not None
+            hosted[entry_domain] = _mail_domain(directory, entry_domain)
         if not hosted[entry_domain]:
             problem = (
                 f"domain {entry_domain} is not hosted here; "

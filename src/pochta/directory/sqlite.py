@@ -79,6 +79,9 @@ _MIGRATIONS: tuple[tuple[str, ...], ...] = (
         "CREATE INDEX alias_targets_by_target ON alias_targets(target)",
         "CREATE INDEX alias_targets_by_domain ON alias_targets(domain)",
     ),
+    # 1 -> 2: rows that only hold DKIM keys (the host name's; Domain.signing_only). Existing
+    # rows are mail domains.
+    ("ALTER TABLE domains ADD COLUMN signing_only INTEGER NOT NULL DEFAULT 0",),
 )
 
 SCHEMA_VERSION = len(_MIGRATIONS)
@@ -151,6 +154,25 @@ def _selector(row: Sequence[Any]) -> DkimSelector:
 def _not_hosted(domain: str) -> DirectoryError:
     return DirectoryError(
         f"domain {domain} is not hosted here; add it with: pochta domain add {domain}"
+    )
+
+
+def _signing_only(domain: str) -> DirectoryError:
+    return DirectoryError(
+        f"domain {domain} only holds the DKIM keys of the host name (signing-only), it is not "
+        f"a mail domain; host it first with: pochta domain add {domain} (its keys are kept)"
+    )
+
+
+def _domain(row: Sequence[Any], dkim: tuple[DkimSelector, ...]) -> Domain:
+    name, enabled, catchall, created, signing_only = row
+    return Domain(
+        name=name,
+        enabled=bool(enabled),
+        catchall=catchall,
+        created=created,
+        dkim=dkim,
+        signing_only=bool(signing_only),
     )
 
 
@@ -240,8 +262,18 @@ class SqliteDirectory(Directory):
 
     @staticmethod
     def _require_domain(conn: sqlite3.Connection, domain: str) -> None:
+        """Any row: a mail domain or a signing-only one (DKIM selectors, removal)."""
         if conn.execute("SELECT 1 FROM domains WHERE name = ?", (domain,)).fetchone() is None:
             raise _not_hosted(domain)
+
+    @staticmethod
+    def _require_mail_domain(conn: sqlite3.Connection, domain: str) -> None:
+        """A mail domain: accounts, aliases and its settings; a signing-only row is refused."""
+        row = conn.execute("SELECT signing_only FROM domains WHERE name = ?", (domain,)).fetchone()
+        if row is None:
+            raise _not_hosted(domain)
+        if row[0]:
+            raise _signing_only(domain)
 
     @staticmethod
     def _alias_targets(conn: sqlite3.Connection, source: str) -> list[str]:
@@ -261,37 +293,56 @@ class SqliteDirectory(Directory):
 
     # -- domains --
 
-    def add_domain(self, name: str, *, catchall: str = "") -> Domain:
+    def add_domain(self, name: str, *, catchall: str = "", signing_only: bool = False) -> Domain:
         try:
             # It names the directory MAIL_DIR/DOMAIN: only a host name (no "/", no "..").
             name = normalize_domain(name)
         except AddressError as exc:
             raise DirectoryError(str(exc)) from None
         catchall = _fold(catchall)
+        if signing_only and catchall:
+            raise DirectoryError(f"{name}: a signing-only domain takes no mail, so no catch-all")
         created = _now()
         with self._write() as conn:
-            if conn.execute("SELECT 1 FROM domains WHERE name = ?", (name,)).fetchone():
+            row = conn.execute(
+                "SELECT signing_only FROM domains WHERE name = ?", (name,)
+            ).fetchone()
+            promote = row is not None and bool(row[0]) and not signing_only
+            if row is not None and not promote:
                 raise DirectoryError(f"domain {name} already exists")
-            conn.execute(
-                "INSERT INTO domains (name, enabled, catchall, created) VALUES (?, 1, ?, ?)",
-                (name, catchall, created),
-            )
-        return Domain(name=name, enabled=True, catchall=catchall, created=created)
+            if promote:
+                # A signing-only row becomes the mail domain; its DKIM selectors stay. It is
+                # dated now, so the admin stays the first account of older domains.
+                conn.execute(
+                    "UPDATE domains SET signing_only = 0, enabled = 1, catchall = ?, created = ? "
+                    "WHERE name = ?",
+                    (catchall, created, name),
+                )
+            else:
+                conn.execute(
+                    "INSERT INTO domains (name, enabled, catchall, created, signing_only) "
+                    "VALUES (?, 1, ?, ?, ?)",
+                    (name, catchall, created, int(signing_only)),
+                )
+            dkim = self._selectors(conn, name)
+        return Domain(
+            name=name,
+            enabled=True,
+            catchall=catchall,
+            created=created,
+            dkim=dkim,
+            signing_only=signing_only,
+        )
 
     def get_domain(self, name: str) -> Domain | None:
         conn = self._conn()
         row = conn.execute(
-            "SELECT name, enabled, catchall, created FROM domains WHERE name = ?", (_fold(name),)
+            "SELECT name, enabled, catchall, created, signing_only FROM domains WHERE name = ?",
+            (_fold(name),),
         ).fetchone()
         if row is None:
             return None
-        return Domain(
-            name=row[0],
-            enabled=bool(row[1]),
-            catchall=row[2],
-            created=row[3],
-            dkim=self._selectors(conn, row[0]),
-        )
+        return _domain(row, self._selectors(conn, row[0]))
 
     def list_domains(self) -> list[Domain]:
         conn = self._conn()
@@ -302,15 +353,9 @@ class SqliteDirectory(Directory):
         ):
             selectors.setdefault(str(row[0]).lower(), []).append(_selector(row[1:]))
         return [
-            Domain(
-                name=name,
-                enabled=bool(enabled),
-                catchall=catchall,
-                created=created,
-                dkim=tuple(selectors.get(name.lower(), ())),
-            )
-            for name, enabled, catchall, created in conn.execute(
-                "SELECT name, enabled, catchall, created FROM domains ORDER BY name"
+            _domain(row, tuple(selectors.get(str(row[0]).lower(), ())))
+            for row in conn.execute(
+                "SELECT name, enabled, catchall, created, signing_only FROM domains ORDER BY name"
             )
         ]
 
@@ -339,7 +384,7 @@ class SqliteDirectory(Directory):
     ) -> Domain:
         name = _fold(name)
         with self._write() as conn:
-            self._require_domain(conn, name)
+            self._require_mail_domain(conn, name)
             if enabled is not None:
                 conn.execute("UPDATE domains SET enabled = ? WHERE name = ?", (int(enabled), name))
             if catchall is not None:
@@ -431,7 +476,7 @@ class SqliteDirectory(Directory):
         local, domain = _split(account.address)
         if account.quota_bytes < 0:
             raise DirectoryError(f"{account.address}: quota cannot be negative; 0 means unlimited")
-        self._require_domain(conn, domain)
+        self._require_mail_domain(conn, domain)
         if conn.execute("SELECT 1 FROM accounts WHERE address = ?", (account.address,)).fetchone():
             raise DirectoryError(f"account {account.address} already exists")
         targets = self._alias_targets(conn, account.address)
@@ -458,12 +503,15 @@ class SqliteDirectory(Directory):
         count = 0
         now = _now()
         with self._write() as conn:
-            hosted = {str(r[0]).lower() for r in conn.execute("SELECT name FROM domains")}
+            rows = conn.execute("SELECT name, signing_only FROM domains").fetchall()
+            hosted = {str(name).lower(): bool(signing) for name, signing in rows}
             for account in accounts:
                 address = _mailbox_address(account.address)
                 local, domain = _split(address)
                 if domain not in hosted:
                     raise _not_hosted(domain)
+                if hosted[domain]:
+                    raise _signing_only(domain)
                 if account.quota_bytes < 0:
                     raise DirectoryError(f"{address}: quota cannot be negative; 0 means unlimited")
                 try:
@@ -590,7 +638,7 @@ class SqliteDirectory(Directory):
         if not wanted:
             raise DirectoryError(f"alias {source} needs at least one target address")
         with self._write() as conn:
-            self._require_domain(conn, domain)
+            self._require_mail_domain(conn, domain)
             if conn.execute("SELECT 1 FROM accounts WHERE address = ?", (source,)).fetchone():
                 raise DirectoryError(
                     f"{source} is an account; an alias cannot have the same address "

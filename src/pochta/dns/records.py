@@ -8,6 +8,12 @@ in two:
 - each domain's records (MX, SPF with ``redirect=_spf.HOST``, DKIM, DMARC, MTA-STS, TLS-RPT,
   client autoconfiguration), which point at the host.
 
+When no hosted domain contains HOST (``mx.provider.test`` serving ``example.test``), HOST has
+DKIM keys of its own (a signing-only directory entry, made by ``pochta init``): its notices
+leave as ``MAILER-DAEMON@HOST`` signed with ``d=HOST``. ``host_signing_records`` are then the
+host name's own section, its HELO SPF record and its DKIM keys; ``mail_host_records`` is all
+the host name needs, without the records of a mail domain (MX, DMARC, MTA-STS...).
+
 Names are absolute and printed with a trailing dot, so the output can be pasted into any zone.
 """
 
@@ -87,13 +93,27 @@ def mta_sts_policy(hostname: str, *, mode: str = "testing", max_age: int = MTA_S
     return "\r\n".join(lines) + "\r\n"
 
 
-def _host_records(hostname: str, domain: str, ipv4: str | None, ipv6: str | None) -> list[Record]:
-    host = _fqdn(hostname)
-    where = (
-        ""
-        if _under(host, domain)
-        else f" These belong in the zone of {host}, once for all the domains it serves."
+def _where(host: str, domain: str) -> str:
+    if _under(host, domain):
+        return ""
+    return f" These belong in the zone of {host}, once for all the domains it serves."
+
+
+def _helo_spf(host: str, where: str) -> Record:
+    return Record(
+        host,
+        "TXT",
+        "v=spf1 a -all",
+        # RFC 7208 §2.3: receivers check the HELO identity too; only HOST itself may use it.
+        f"SPF for the HELO name (RFC 7208 §2.3): only {host} says HELO {host}.{where}",
     )
+
+
+def _host_records(
+    hostname: str, domain: str, ipv4: str | None, ipv6: str | None, *, helo_spf: bool = True
+) -> list[Record]:
+    host = _fqdn(hostname)
+    where = _where(host, domain)
     out: list[Record] = []
     addr_comment = (
         f"Address of the mail host {host}: target of the MX, name in HELO and in the TLS "
@@ -113,15 +133,8 @@ def _host_records(hostname: str, domain: str, ipv4: str | None, ipv6: str | None
         if ip:
             rev = dns.reversename.from_address(ip).to_text(omit_final_dot=True)
             out.append(Record(rev, "PTR", f"{host}.", ptr_comment))
-    out.append(
-        Record(
-            host,
-            "TXT",
-            "v=spf1 a -all",
-            # RFC 7208 §2.3: receivers check the HELO identity too; only HOST itself may use it.
-            f"SPF for the HELO name (RFC 7208 §2.3): only {host} says HELO {host}.{where}",
-        )
-    )
+    if helo_spf:
+        out.append(_helo_spf(host, where))
     if ipv4 or ipv6:
         # RFC 7208 §5.6: ip4/ip6 need no further DNS lookups (the §4.6.4 limit is 10).
         mechs = [f"ip4:{ipv4}"] if ipv4 else []
@@ -142,7 +155,9 @@ def _host_records(hostname: str, domain: str, ipv4: str | None, ipv6: str | None
     return out
 
 
-def _dkim_records(domain: str, selectors: Sequence[DkimSelector]) -> list[Record]:
+def _dkim_records(
+    domain: str, selectors: Sequence[DkimSelector], purpose: str = ""
+) -> list[Record]:
     out: list[Record] = []
     for sel in selectors:
         state = (
@@ -161,10 +176,44 @@ def _dkim_records(domain: str, selectors: Sequence[DkimSelector]) -> list[Record
                 dkim_txt_value(sel),
                 f"DKIM public key, selector {sel.selector}, {sel.algorithm} "
                 f"(RFC 6376 §3.6.1{', RFC 8463 §4.2' if sel.algorithm.startswith('ed') else ''}"
-                f"); {state}.",
+                f"); {state}.{purpose}",
             )
         )
     return out
+
+
+def host_signing_records(hostname: str, selectors: Sequence[DkimSelector]) -> list[Record]:
+    """The host name's own section, when it has DKIM keys of its own (a signing-only entry):
+    its HELO SPF record (RFC 7208 §2.3) and its DKIM keys, which sign the notices it sends as
+    ``MAILER-DAEMON@HOST`` with ``d=HOST``. Both go in the zone of HOST. ``required_records``
+    leaves the HELO record out when given ``helo_spf=False``, so it is printed once."""
+    host = _fqdn(hostname)
+    return [
+        _helo_spf(host, ""),
+        *_dkim_records(
+            host,
+            selectors,
+            f" The notices of the mail host (bounces from MAILER-DAEMON@{host}) are signed "
+            f"with d={host}: no hosted domain contains the host name.",
+        ),
+    ]
+
+
+def mail_host_records(
+    hostname: str, selectors: Sequence[DkimSelector], ipv4: str | None, ipv6: str | None
+) -> list[Record]:
+    """Every record of a host name that only signs (a signing-only entry, no mail domain):
+    its address, reverse and SPF records and its DKIM keys; no MX, DMARC, MTA-STS, TLS-RPT
+    or client records, as no mail is delivered to it as a domain."""
+    host = _fqdn(hostname)
+    if ipv4 is not None:
+        ipv4 = str(ipaddress.IPv4Address(ipv4))
+    if ipv6 is not None:
+        ipv6 = str(ipaddress.IPv6Address(ipv6))
+    return [
+        *_host_records(host, host, ipv4, ipv6, helo_spf=False),
+        *host_signing_records(host, selectors),
+    ]
 
 
 def dkim_key_warning(domain: str, selectors: Sequence[DkimSelector]) -> str | None:
@@ -219,6 +268,7 @@ def required_records(
     report_address: str | None = None,
     service_ports: Mapping[str, int | None] | None = None,
     now: dt.datetime | None = None,
+    helo_spf: bool = True,
 ) -> list[Record]:
     """Every record ``domain`` needs when mail for it is served by ``hostname``.
 
@@ -228,6 +278,8 @@ def required_records(
     ``report_address`` receives DMARC and TLS-RPT reports (default postmaster@DOMAIN and
     tlsrpt@DOMAIN). ``service_ports`` maps the client services (``submissions``, ``imap``,
     ...) to their ports, None for a service switched off; missing ones use the standard port.
+    ``helo_spf=False`` leaves out the host's HELO SPF record, for when it is printed in the
+    host name's own section (``host_signing_records``).
     """
     dom = _fqdn(domain)
     host = _fqdn(hostname)
@@ -235,7 +287,7 @@ def required_records(
         ipv4 = str(ipaddress.IPv4Address(ipv4))
     if ipv6 is not None:
         ipv6 = str(ipaddress.IPv6Address(ipv6))
-    out = _host_records(host, dom, ipv4, ipv6)
+    out = _host_records(host, dom, ipv4, ipv6, helo_spf=helo_spf)
     if host == dom:
         # The host's own "v=spf1 a -all" already covers the domain: a second SPF record at the
         # same name would be a permerror (RFC 7208 §4.5).

@@ -192,11 +192,12 @@ def add_selectors(
     rsa_bits: int = 2048,
     active: bool = True,
 ) -> list[DkimSelector]:
-    """Make a key per algorithm for the hosted ``domain`` and add its selector to the
-    directory; every way of making keys (``pochta init``, ``domain add``, ``dkim keygen`` and
-    ``rotate``) comes here. On failure (DkimKeyError, DirectoryError, OSError, raised) none
-    of the new keys is left behind, in the directory or on disk. The files get the owner of
-    ``keys_dir`` when run as root (``_give_to_keys_owner``), as a running server needs."""
+    """Make a key per algorithm for the hosted ``domain`` (a mail domain or the host name's
+    signing-only row) and add its selector to the directory; every way of making keys
+    (``pochta init``, ``domain add``, ``dkim keygen`` and ``rotate``) comes here. On failure
+    (DkimKeyError, DirectoryError, OSError, raised) none of the new keys is left behind, in
+    the directory or on disk. The files get the owner of ``keys_dir`` when run as root
+    (``_give_to_keys_owner``), as a running server needs."""
     found = directory.get_domain(domain)
     if found is None:
         raise DirectoryError(
@@ -226,6 +227,31 @@ def add_domain_keys(directory: Directory, domain: str, keys_dir: Path) -> list[D
     """An RSA-2048 and an Ed25519 key for the hosted ``domain``, both signing at once (RFC
     8463 §1: verifiers that do not know Ed25519 ignore that signature and use the RSA one)."""
     return add_selectors(directory, domain, keys_dir, ALGORITHMS)
+
+
+def host_needs_own_keys(directory: Directory, hostname: str) -> bool:
+    """True when no directory row is ``hostname`` or one of its parent domains (never a
+    top-level name alone), so the server's notices, From ``MAILER-DAEMON@HOSTNAME``, would
+    find no key to sign with (``DkimSigner.hosted_signer`` walks the same way). The host
+    name then gets a signing-only row of its own (``add_host_keys``)."""
+    labels = normalize_domain(hostname).split(".")
+    return all(
+        directory.get_domain(".".join(labels[start:])) is None for start in range(len(labels) - 1)
+    )
+
+
+def add_host_keys(
+    directory: Directory, hostname: str, keys_dir: Path, *, make_keys: bool = True
+) -> list[DkimSelector]:
+    """The signing-only row of ``hostname`` (``Domain.signing_only``) and, unless not
+    ``make_keys``, its RSA and Ed25519 keys, as ``add_domain_keys`` makes them for a domain:
+    the notices are then signed with ``d=HOSTNAME``, aligned with their From domain (RFC 7489
+    §3.1.1). ``pochta init`` and ``pochta dkim keygen --all-missing`` call it when
+    ``host_needs_own_keys``. Raises as ``add_selectors`` does; the row stays without keys
+    then, for ``pochta dkim keygen --all-missing`` to fill."""
+    name = normalize_domain(hostname)
+    directory.add_domain(name, signing_only=True)
+    return add_domain_keys(directory, name, keys_dir) if make_keys else []
 
 
 def dkim_txt_value(sel: DkimSelector) -> str:

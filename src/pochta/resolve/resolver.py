@@ -25,7 +25,9 @@ local(8), transport(5)):
      account (exact, then without extension), else a virtual_mailbox_maps key; else
      ``postmaster`` goes to the local alias, else to the admin (below); else the table
      catch-alls (``@domain`` in virtual_alias_maps, then in virtual_mailbox_maps); else the
-     directory domain's catch-all; else 550 5.1.1. A disabled account is 550 5.2.1.
+     directory domain's catch-all; else 550 5.1.1. A disabled account is 550 5.2.1. A
+     signing-only directory row (the host name's DKIM keys, made by ``pochta init``) is no
+     mail domain: its addresses fall through to the classes below (local, for the host name).
    - *local*: server.hostname and ``[local] domains``: alias_maps (Sendmail format) by local
      part, with then without extension (local(8)); ``|command`` and ``/file`` targets become
      PipeDest/FileDest, ``:include:`` files are read; else a Unix account when
@@ -492,7 +494,7 @@ class Resolver:
         return self._route(parsed, state, "smtp", RemoteDest)
 
     def _class(self, domain: str, record: Domain | None) -> DomainClass:
-        if record is not None:
+        if record is not None and not record.signing_only:
             return DomainClass.VIRTUAL_MAILBOX
         if domain in self._local_names:
             return DomainClass.LOCAL

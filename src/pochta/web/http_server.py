@@ -180,13 +180,14 @@ class HttpService:
         )
 
     def _hosted(self, domain: str) -> str | None:
-        """The normalised domain if the directory hosts it (and it is enabled), else None."""
+        """The normalised domain if the directory hosts it (enabled, not the host name's
+        signing-only entry), else None."""
         try:
             name = normalize_domain(domain)
         except AddressError:
             return None
         found = self._server.directory.get_domain(name)
-        return name if found is not None and found.enabled else None
+        return name if found is not None and found.enabled and not found.signing_only else None
 
     def _mta_sts(self, request: Request) -> Response:
         # RFC 8461 §3.3: fetched from https://mta-sts.DOMAIN/.well-known/mta-sts.txt; answer
