@@ -12,7 +12,7 @@ from typing import Any
 
 from pochta.queue.envelope import Envelope, Recipient
 from pochta.queue.spool import Spool
-from tests.conftest import HOSTNAME, PochtaEnv
+from tests.harness import HOSTNAME, PochtaEnv
 
 MESSAGE = "Subject: test\nFrom: alice@example.test\nTo: bob@example.org\n\nHello\n"
 

@@ -14,8 +14,16 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import DOMAIN, PochtaEnv, maildir_files, make_pochta_env, wait_maildir
-from tests.integration.test_serve import ServeProcess, serve, set_key
+from tests.harness import (
+    DOMAIN,
+    PochtaEnv,
+    ServeProcess,
+    maildir_files,
+    make_pochta_env,
+    serve,
+    set_key,
+    wait_maildir,
+)
 from tests.unit.test_maildir_store import SmallDisk, small_disk
 
 PASSWORD = "correct horse 1"

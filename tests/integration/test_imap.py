@@ -7,7 +7,6 @@ import imaplib
 import shutil
 import smtplib
 import socket
-import ssl
 import subprocess
 import threading
 import time
@@ -19,19 +18,11 @@ from typing import Any
 import pytest
 from imapclient import IMAPClient
 
-from tests.conftest import DOMAIN, PochtaEnv
-from tests.integration.test_serve import ServeProcess, serve, set_key
+from tests.harness import DOMAIN, PochtaEnv, ServeProcess, client_tls, serve, set_key
 
 PASSWORD = "correct horse 1"
 ALICE = f"alice@{DOMAIN}"
 BOB = f"bob@{DOMAIN}"
-
-
-def _tls() -> ssl.SSLContext:
-    ctx = ssl.create_default_context()
-    ctx.check_hostname = False
-    ctx.verify_mode = ssl.CERT_NONE
-    return ctx
 
 
 @pytest.fixture
@@ -81,7 +72,7 @@ def test_greeting_capabilities_starttls_and_login(imap: tuple[PochtaEnv, ServePr
     assert "IMAP4REV1" in c.capabilities
     assert "IMAP4REV2" in c.capabilities
     assert "STARTTLS" in c.capabilities
-    c.starttls(ssl_context=_tls())
+    c.starttls(ssl_context=client_tls())
     _typ, data = c.capability()
     caps = data[0].decode().upper().split()
     for cap in ("IDLE", "UIDPLUS", "MOVE", "CONDSTORE", "ENABLE", "LITERAL+", "AUTH=PLAIN"):
@@ -90,7 +81,7 @@ def test_greeting_capabilities_starttls_and_login(imap: tuple[PochtaEnv, ServePr
     assert c.login(ALICE, PASSWORD)[0] == "OK"
     c.logout()
 
-    s = imaplib.IMAP4_SSL("127.0.0.1", env.ports["imaps"], ssl_context=_tls(), timeout=10)
+    s = imaplib.IMAP4_SSL("127.0.0.1", env.ports["imaps"], ssl_context=client_tls(), timeout=10)
     assert s.login(ALICE, PASSWORD)[0] == "OK"
     s.logout()
 

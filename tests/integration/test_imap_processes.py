@@ -24,9 +24,8 @@ from aiosmtpd.controller import Controller
 from imapclient import IMAPClient
 
 from pochta.queue.envelope import queue_shard
-from tests.conftest import DOMAIN, PochtaEnv
+from tests.harness import DOMAIN, PochtaEnv, ServeProcess, serve, set_key
 from tests.integration.test_imap import send
-from tests.integration.test_serve import ServeProcess, serve, set_key
 
 PASSWORD = "correct horse 1"
 ALICE = f"alice@{DOMAIN}"

@@ -46,10 +46,17 @@ from pochta.config.settings import Settings
 from pochta.deliver.remote import RemoteAgent
 from pochta.queue.envelope import Envelope, Recipient, new_queue_id
 from pochta.resolve.transport import parse_transport
-from tests.conftest import DOMAIN, PochtaEnv, dsn_status_text, maildir_files, wait_maildir
 from tests.dnsserver import ZoneServer
-from tests.integration.test_serve import serve, set_key
-from tests.integration.test_smtp import wait_files
+from tests.harness import (
+    DOMAIN,
+    PochtaEnv,
+    dsn_status_text,
+    maildir_files,
+    serve,
+    set_key,
+    wait_files,
+    wait_maildir,
+)
 
 POSTFIX = shutil.which("postfix") or "/usr/sbin/postfix"
 POSTCONF = shutil.which("postconf") or "/usr/sbin/postconf"

@@ -12,7 +12,7 @@ import pytest
 
 from pochta.queue.envelope import Envelope, Recipient
 from pochta.queue.spool import Spool
-from tests.conftest import PochtaEnv
+from tests.harness import PochtaEnv
 
 ARRIVAL = 1_700_000_000.0  # Tue Nov 14 22:13:20 2023 UTC
 REFUSED = "451 4.4.1 Connection refused"
