@@ -44,9 +44,9 @@ from structlog.testing import capture_logs
 
 from pochta.config.settings import Settings
 from pochta.deliver.remote import RemoteAgent
-from pochta.queue.envelope import Envelope, Recipient, new_queue_id
 from pochta.resolve.transport import parse_transport
 from tests.dnsserver import ZoneServer
+from tests.factories import make_envelope
 from tests.harness import (
     DOMAIN,
     PochtaEnv,
@@ -273,18 +273,8 @@ def agent_for(tmp_path: Path, zone: ZoneServer, port: int, **delivery: Any) -> R
     return RemoteAgent(msgspec.convert(raw, Settings))
 
 
-def envelope_for(*addresses: str) -> Envelope:
-    return Envelope(
-        queue_id=new_queue_id(),
-        sender=SENDER,
-        recipients=[Recipient(a) for a in addresses],
-        arrival=time.time(),
-        size=len(MESSAGE),
-    )
-
-
 async def deliver(agent: RemoteAgent, *addresses: str) -> dict[str, Any]:
-    env = envelope_for(*addresses)
+    env = make_envelope(*addresses, sender=SENDER, queue_id=None, content=MESSAGE)
     attempts = await agent.deliver(env, env.recipients, MESSAGE, parse_transport("smtp:peer.test"))
     return {a.recipient_address: a for a in attempts}
 

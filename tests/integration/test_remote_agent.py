@@ -20,6 +20,7 @@ import tempfile
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -46,10 +47,11 @@ from pochta.deliver.smtp_client import (
     xtext,
 )
 from pochta.deliver.tls_policy import DomainPolicy, HostTLS, TLSARecord
-from pochta.queue.envelope import Envelope, Recipient, new_queue_id
+from pochta.queue.envelope import Envelope
 from pochta.queue.scheduler import Attempt
 from pochta.resolve.transport import parse_transport
 from tests.dnsserver import ZoneServer
+from tests.factories import make_envelope
 
 SENDER = "alice@pochta.test"
 MESSAGE = (
@@ -87,15 +89,7 @@ def settings_for(tmp_path: Path, nameserver: str, **delivery: Any) -> Settings:
     return msgspec.convert(raw, Settings)
 
 
-def envelope_for(*addresses: str, **fields: Any) -> Envelope:
-    fields.setdefault("sender", SENDER)
-    return Envelope(
-        queue_id=new_queue_id(),
-        recipients=[Recipient(a) for a in addresses],
-        arrival=time.time(),
-        size=len(MESSAGE),
-        **fields,
-    )
+envelope_for = partial(make_envelope, sender=SENDER, queue_id=None, content=MESSAGE)
 
 
 async def deliver_once(settings: Settings, env: Envelope, transport: str) -> list[Attempt]:

@@ -42,9 +42,9 @@ from pochta.mailauth.dkim_sign import (
 )
 from pochta.mime.headers import split_message
 from pochta.protocols.smtp.replies import Reply
-from pochta.queue.envelope import Envelope, Recipient
 from pochta.queue.spool import Spool
 from pochta.tables.configured import ConfiguredTables
+from tests.factories import make_envelope
 
 HOST = "mail.example.test"
 DOMAIN = "example.test"
@@ -435,12 +435,8 @@ async def test_queued_signed_with_finds_the_selector(keys: Keys, tmp_path: Path)
     spool = Spool(tmp_path / "spool")
 
     async def enqueue(content: bytes) -> str:
-        env = Envelope(
-            queue_id="",
-            sender="alice@example.test",
-            recipients=[Recipient("bob@example.org")],
-            arrival=1_736_157_600.0,
-            size=len(content),
+        env = make_envelope(
+            "bob@example.org", sender="alice@example.test", arrival=1_736_157_600.0, content=content
         )
         return await spool.enqueue(env, content)
 
