@@ -22,6 +22,7 @@ import random
 import re
 import shlex
 import signal
+import smtplib
 import socket
 import ssl
 import subprocess
@@ -34,6 +35,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
+
+from tests.factories import make_message
 
 STANDARD_PORTS = {
     "smtp": 25,
@@ -279,6 +282,12 @@ def client_tls() -> ssl.SSLContext:
     ctx.check_hostname = False
     ctx.verify_mode = ssl.CERT_NONE  # the test server's certificate is self-signed
     return ctx
+
+
+def smtp_send(env: PochtaEnv, to: str, subject: str, body: str = "Hello there.\n") -> None:
+    """A plain message (``factories.make_message``) to ``to`` through the server's port 25."""
+    with smtplib.SMTP("127.0.0.1", env.ports["smtp"], timeout=10) as s:
+        s.send_message(make_message(to, subject, body))
 
 
 def wait_until(check: Callable[[], bool], timeout: float = 10.0) -> bool:

@@ -37,16 +37,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import msgspec
 import pytest
 import trustme
 from structlog.testing import capture_logs
 
-from pochta.config.settings import Settings
 from pochta.deliver.remote import RemoteAgent
 from pochta.resolve.transport import parse_transport
 from tests.dnsserver import ZoneServer
-from tests.factories import make_envelope
+from tests.factories import make_envelope, make_settings
 from tests.harness import (
     DOMAIN,
     PochtaEnv,
@@ -260,17 +258,19 @@ def zone() -> Iterator[ZoneServer]:
 
 
 def agent_for(tmp_path: Path, zone: ZoneServer, port: int, **delivery: Any) -> RemoteAgent:
-    raw = {
-        "server": {"hostname": "mail.pochta.test", "data_dir": str(tmp_path)},
-        "dns": {"nameservers": [zone.address], "timeout_seconds": 2},
-        "delivery": {
-            "connect_timeout_seconds": 5,
-            "command_timeout_seconds": 20,
-            "smtp_port": port,
-            **delivery,
-        },
-    }
-    return RemoteAgent(msgspec.convert(raw, Settings))
+    settings = make_settings(
+        {
+            "server.hostname": "mail.pochta.test",
+            "server.data_dir": str(tmp_path),
+            "dns.nameservers": [zone.address],
+            "dns.timeout_seconds": 2,
+            "delivery.connect_timeout_seconds": 5,
+            "delivery.command_timeout_seconds": 20,
+            "delivery.smtp_port": port,
+            **{f"delivery.{key}": value for key, value in delivery.items()},
+        }
+    )
+    return RemoteAgent(settings)
 
 
 async def deliver(agent: RemoteAgent, *addresses: str) -> dict[str, Any]:

@@ -51,7 +51,7 @@ from pochta.queue.envelope import Envelope
 from pochta.queue.scheduler import Attempt
 from pochta.resolve.transport import parse_transport
 from tests.dnsserver import ZoneServer
-from tests.factories import make_envelope
+from tests.factories import make_envelope, make_settings
 
 SENDER = "alice@pochta.test"
 MESSAGE = (
@@ -81,12 +81,17 @@ def free_port(host: str = "127.0.0.1") -> int:
 
 
 def settings_for(tmp_path: Path, nameserver: str, **delivery: Any) -> Settings:
-    raw = {
-        "server": {"hostname": "mail.pochta.test", "data_dir": str(tmp_path)},
-        "dns": {"nameservers": [nameserver], "timeout_seconds": 2},
-        "delivery": {"connect_timeout_seconds": 5, "command_timeout_seconds": 10, **delivery},
-    }
-    return msgspec.convert(raw, Settings)
+    return make_settings(
+        {
+            "server.hostname": "mail.pochta.test",
+            "server.data_dir": str(tmp_path),
+            "dns.nameservers": [nameserver],
+            "dns.timeout_seconds": 2,
+            "delivery.connect_timeout_seconds": 5,
+            "delivery.command_timeout_seconds": 10,
+            **{f"delivery.{key}": value for key, value in delivery.items()},
+        }
+    )
 
 
 envelope_for = partial(make_envelope, sender=SENDER, queue_id=None, content=MESSAGE)

@@ -29,9 +29,10 @@ from pochta.cleanup import (
     split_message,
 )
 from pochta.cleanup.received import message_id_value, received_value
-from pochta.config.settings import ServerSettings, Settings, TablesSettings
+from pochta.config.settings import TablesSettings
 from pochta.protocols.smtp.replies import TEMPORARY_FAILURE, Reply
 from pochta.tables.configured import ConfiguredTables
+from tests.factories import make_settings
 
 HOST = "mail.example.test"
 ARRIVAL = 1_700_000_000.0
@@ -337,7 +338,7 @@ def test_message_id_is_unique_and_well_formed() -> None:
 
 
 def make_cleanup(tables: ConfiguredTables, **kwargs: object) -> Cleanup:
-    settings = Settings(server=ServerSettings(hostname=HOST))
+    settings = make_settings({"server.hostname": HOST})
     return Cleanup(settings, tables, **kwargs)  # type: ignore[arg-type]
 
 
