@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from tests.conftest import DOMAIN, PochtaEnv
+from tests.harness import DOMAIN, PochtaEnv
 
 SHA512_CRYPT = (
     "{SHA512-CRYPT}$6$GE.9sUKTQ4VRsm39$znFFH7nPTsJJk1kmhoW/jcCtBSRktvi3lPiqSknWvTn29ocjfIQJdEAo"

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import DOMAIN, PochtaEnv
+from tests.harness import DOMAIN, PochtaEnv
 
 TESTDATA = Path("/work/shared/testdata/password-hashes/dovecot-2.3.19-doveadm-pw.tsv")
 PASSWORD = "correct horse battery"

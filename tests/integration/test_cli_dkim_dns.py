@@ -13,11 +13,9 @@ import pytest
 
 from pochta.directory.model import DkimSelector
 from pochta.mailauth.dkim_keys import load_private_key
-from tests.conftest import DOMAIN, HOSTNAME, PochtaEnv
 from tests.dnsserver import ZoneServer
-from tests.integration.test_dkim_signing import _tls, crlf, dkimpy_verdicts, signature_tags
-from tests.integration.test_serve import serve
-from tests.integration.test_smtp import wait_files
+from tests.harness import DOMAIN, HOSTNAME, PochtaEnv, client_tls, serve, wait_files
+from tests.integration.test_dkim_signing import crlf, dkimpy_verdicts, signature_tags
 
 PASSWORD = "correct horse 1"
 
@@ -379,7 +377,7 @@ def test_second_domain_mail_is_signed_with_its_own_keys(pochta_env: PochtaEnv) -
     ).encode()
     with ZoneServer(zone, origin=".") as dns_server, serve(env.config_path):
         with smtplib.SMTP("127.0.0.1", env.ports["submission"], timeout=20) as c:
-            c.starttls(context=_tls())
+            c.starttls(context=client_tls())
             c.login(f"dave@{SECOND}", PASSWORD)
             c.sendmail(f"dave@{SECOND}", [f"bob@{DOMAIN}"], message)
         (path,) = wait_files(env, "bob", 1)

@@ -7,7 +7,7 @@ import stat
 import tomllib
 from pathlib import Path
 
-from tests.conftest import DOMAIN, HOSTNAME, PochtaEnv, run_pochta
+from tests.harness import DOMAIN, HOSTNAME, PochtaEnv, run_pochta
 
 
 def test_init_writes_everything(pochta_env: PochtaEnv) -> None:

@@ -9,7 +9,7 @@ from pathlib import Path
 from pochta.store import FlagMode
 from pochta.store.index import INDEX_FILE
 from pochta.store.maildir import MaildirStore
-from tests.conftest import DOMAIN, HOSTNAME, PochtaEnv
+from tests.harness import DOMAIN, HOSTNAME, PochtaEnv
 
 PASSWORD = "correct horse battery"
 ADDRESS = f"bob@{DOMAIN}"

@@ -10,10 +10,10 @@ import time
 from pathlib import Path
 from typing import Any
 
-from pochta.queue.envelope import Envelope, Recipient
 from pochta.queue.spool import Spool
 from pochta.receive.maildrop import Drop, decode
-from tests.conftest import HOSTNAME, PochtaEnv
+from tests.factories import make_envelope
+from tests.harness import HOSTNAME, PochtaEnv
 
 MESSAGE = "Subject: test\nFrom: alice@example.test\nTo: bob@example.org\n\nHello\n"
 
@@ -52,8 +52,7 @@ def make_message(env: PochtaEnv, *recipients: str, state: str = "incoming") -> s
     async def run() -> str:
         spool = Spool(spool_of(env))
         try:
-            rcpts = [Recipient(r) for r in recipients]
-            envelope = Envelope("", "alice@example.test", rcpts, time.time(), 0)
+            envelope = make_envelope(*recipients, sender="alice@example.test")
             queue_id = await spool.enqueue(envelope, b"Subject: made\r\n\r\nbody\r\n")
             if state == "deferred":
                 for r in envelope.recipients:

@@ -15,8 +15,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from tests.conftest import DOMAIN, PochtaEnv
-from tests.integration.test_serve import ServeProcess, serve, set_key
+from tests.harness import DOMAIN, PochtaEnv, ServeProcess, serve, set_key
 
 PASSWORD = "correct horse 1"
 ALICE = f"alice@{DOMAIN}"

@@ -9,13 +9,21 @@ import imaplib
 import smtplib
 import time
 from collections.abc import Iterator
-from email.message import EmailMessage
 from pathlib import Path
 
 import pytest
 
-from tests.conftest import DOMAIN, PochtaEnv, maildir_files, make_pochta_env, wait_maildir
-from tests.integration.test_serve import ServeProcess, serve, set_key
+from tests.factories import make_message
+from tests.harness import (
+    DOMAIN,
+    PochtaEnv,
+    ServeProcess,
+    maildir_files,
+    make_pochta_env,
+    serve,
+    set_key,
+    wait_maildir,
+)
 from tests.unit.test_maildir_store import SmallDisk, small_disk
 
 PASSWORD = "correct horse 1"
@@ -34,16 +42,6 @@ def full_disk_server(tmp_path: Path) -> Iterator[tuple[PochtaEnv, ServeProcess, 
             yield env, server, disk
 
 
-def message(subject: str, body: str = "Hello there.\n") -> EmailMessage:
-    msg = EmailMessage()
-    msg["From"] = "carol@example.org"
-    msg["To"] = ALICE
-    msg["Subject"] = subject
-    msg["Message-ID"] = f"<{subject.replace(' ', '.')}.{time.time_ns()}@example.org>"
-    msg.set_content(body)
-    return msg
-
-
 def inbox(env: PochtaEnv) -> Path:
     return env.data_dir / "mail" / DOMAIN / "alice"
 
@@ -54,7 +52,7 @@ def test_full_disk_reads_go_on_and_new_mail_waits(
     env, server, disk = full_disk_server
     for i in range(3):
         with smtplib.SMTP("127.0.0.1", env.ports["smtp"], timeout=10) as s:
-            s.send_message(message(f"before {i}"))
+            s.send_message(make_message(ALICE, f"before {i}"))
     wait_maildir(inbox(env), 3, WAIT_SECONDS, lambda: "\n".join(server.lines))
 
     # A client passed MAIL FROM with room to spare; then the disk fills before its DATA.
@@ -63,7 +61,7 @@ def test_full_disk_reads_go_on_and_new_mail_waits(
         assert s.mail("carol@example.org")[0] == 250
         assert s.rcpt(ALICE)[0] == 250
         disk.fill()
-        big = message("too late", "y" * 70 + "\n").as_bytes().replace(b"\n", b"\r\n")
+        big = make_message(ALICE, "too late", "y" * 70 + "\n").as_bytes().replace(b"\n", b"\r\n")
         code, reply = s.data(big + (b"y" * 70 + b"\r\n") * 6000)
     assert (code, reply[:5]) == (452, b"4.3.1"), reply
     failed = server.wait_for("queue_write_failed")
@@ -105,7 +103,7 @@ def test_full_disk_reads_go_on_and_new_mail_waits(
     while True:
         with smtplib.SMTP("127.0.0.1", env.ports["smtp"], timeout=10) as s:
             try:
-                s.send_message(message("after"))
+                s.send_message(make_message(ALICE, "after"))
                 break
             except smtplib.SMTPSenderRefused:
                 if time.monotonic() > deadline:

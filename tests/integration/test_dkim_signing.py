@@ -22,7 +22,6 @@ import re
 import shutil
 import smtplib
 import socket
-import ssl
 import subprocess
 import threading
 from collections.abc import Iterator
@@ -38,23 +37,23 @@ from dkim.util import parse_tag_value
 from pochta.checks import load_checked_settings
 from pochta.mime.headers import SplitMessage, split_message
 from pochta.queue.spool import Spool
-from tests.conftest import DOMAIN, PochtaEnv
 from tests.dnsserver import ZoneServer
-from tests.integration.test_serve import ServeProcess, serve, set_key
-from tests.integration.test_smtp import wait_files
+from tests.harness import (
+    DOMAIN,
+    PochtaEnv,
+    ServeProcess,
+    client_tls,
+    serve,
+    set_key,
+    use_nameserver,
+    wait_files,
+)
 
 PASSWORD = "correct horse 1"
 IPV4 = "192.0.2.10"
 OPENDKIM_TESTMSG = "/usr/sbin/opendkim-testmsg"
 SHOW_LINE = re.compile(r"^(\S+)  (rsa-sha256|ed25519-sha256)  (active|published \(not signing\))")
 REMOTE = "carol@elsewhere.example"
-
-
-def _tls() -> ssl.SSLContext:
-    ctx = ssl.create_default_context()
-    ctx.check_hostname = False
-    ctx.verify_mode = ssl.CERT_NONE  # the test server's certificate is self-signed
-    return ctx
 
 
 def selectors(env: PochtaEnv) -> dict[str, tuple[str, bool]]:
@@ -86,7 +85,7 @@ def submit(env: PochtaEnv, to: str, subject: str) -> None:
         "Hello,\r\n\r\nthe keys are in the usual place.  \r\n\r\n-- \r\nAlice\r\n"
     ).encode()
     with smtplib.SMTP("127.0.0.1", env.ports["submission"], timeout=20) as c:
-        c.starttls(context=_tls())
+        c.starttls(context=client_tls())
         c.login(f"alice@{DOMAIN}", PASSWORD)
         c.sendmail(f"alice@{DOMAIN}", [to], message)
 
@@ -257,7 +256,7 @@ def setup(pochta_env: PochtaEnv, tmp_path: Path) -> Iterator[Setup]:
     with contextlib.ExitStack() as stack:
         stack.callback(closed.close)
         zone = stack.enter_context(ZoneServer(zone_text(env), origin="."))
-        set_key(env.config_path, "dns", "nameservers", f'["{zone.address}"]')
+        use_nameserver(env.config_path, zone.address)
         set_key(env.config_path, "delivery", "relayhost", f'"[127.0.0.1]:{port}"')
         set_key(env.config_path, "delivery", "smtp_port", str(port))
         set_key(env.config_path, "delivery", "connect_timeout_seconds", "2.0")

@@ -24,19 +24,20 @@ import pytest
 from aiosmtpd.controller import Controller
 
 from pochta.mime.headers import split_message
-from tests.conftest import (
+from tests.dnsserver import ZoneServer
+from tests.harness import (
     DOMAIN,
     STANDARD_PORTS,
     PochtaEnv,
     free_port_base,
     make_pochta_env,
     run_pochta,
+    serve,
+    set_key,
     wait_maildir,
 )
-from tests.dnsserver import ZoneServer
 from tests.integration.test_dkim_signing import dkimpy_verdicts, signature_tags
 from tests.integration.test_remote_agent import Sink, free_port
-from tests.integration.test_serve import serve, set_key
 
 HOST = "mx.provider.test"
 OUTSIDE = "carol@elsewhere.example"

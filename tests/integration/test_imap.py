@@ -5,33 +5,22 @@ from __future__ import annotations
 import base64
 import imaplib
 import shutil
-import smtplib
 import socket
-import ssl
 import subprocess
 import threading
 import time
 from collections.abc import Iterator
-from email.message import EmailMessage
 from pathlib import Path
 from typing import Any
 
 import pytest
 from imapclient import IMAPClient
 
-from tests.conftest import DOMAIN, PochtaEnv
-from tests.integration.test_serve import ServeProcess, serve, set_key
+from tests.harness import DOMAIN, PochtaEnv, ServeProcess, client_tls, serve, set_key, smtp_send
 
 PASSWORD = "correct horse 1"
 ALICE = f"alice@{DOMAIN}"
 BOB = f"bob@{DOMAIN}"
-
-
-def _tls() -> ssl.SSLContext:
-    ctx = ssl.create_default_context()
-    ctx.check_hostname = False
-    ctx.verify_mode = ssl.CERT_NONE
-    return ctx
 
 
 @pytest.fixture
@@ -40,17 +29,6 @@ def imap(pochta_env: PochtaEnv) -> Iterator[tuple[PochtaEnv, ServeProcess]]:
     pochta_env.add_user(BOB, PASSWORD)
     with serve(pochta_env.config_path) as server:
         yield pochta_env, server
-
-
-def send(env: PochtaEnv, to: str, subject: str, body: str = "Hello there.\n") -> None:
-    msg = EmailMessage()
-    msg["From"] = "carol@example.org"
-    msg["To"] = to
-    msg["Subject"] = subject
-    msg["Message-ID"] = f"<{subject.replace(' ', '.')}.{time.time_ns()}@example.org>"
-    msg.set_content(body)
-    with smtplib.SMTP("127.0.0.1", env.ports["smtp"], timeout=10) as s:
-        s.send_message(msg)
 
 
 def wait_messages(env: PochtaEnv, user: str, count: int, timeout: float = 15.0) -> None:
@@ -81,7 +59,7 @@ def test_greeting_capabilities_starttls_and_login(imap: tuple[PochtaEnv, ServePr
     assert "IMAP4REV1" in c.capabilities
     assert "IMAP4REV2" in c.capabilities
     assert "STARTTLS" in c.capabilities
-    c.starttls(ssl_context=_tls())
+    c.starttls(ssl_context=client_tls())
     _typ, data = c.capability()
     caps = data[0].decode().upper().split()
     for cap in ("IDLE", "UIDPLUS", "MOVE", "CONDSTORE", "ENABLE", "LITERAL+", "AUTH=PLAIN"):
@@ -90,7 +68,7 @@ def test_greeting_capabilities_starttls_and_login(imap: tuple[PochtaEnv, ServePr
     assert c.login(ALICE, PASSWORD)[0] == "OK"
     c.logout()
 
-    s = imaplib.IMAP4_SSL("127.0.0.1", env.ports["imaps"], ssl_context=_tls(), timeout=10)
+    s = imaplib.IMAP4_SSL("127.0.0.1", env.ports["imaps"], ssl_context=client_tls(), timeout=10)
     assert s.login(ALICE, PASSWORD)[0] == "OK"
     s.logout()
 
@@ -152,7 +130,7 @@ def test_bad_syntax_gets_bad_not_a_drop(imap: tuple[PochtaEnv, ServeProcess]) ->
 
 def test_list_special_use_create_rename_delete(imap: tuple[PochtaEnv, ServeProcess]) -> None:
     env, _ = imap
-    send(env, ALICE, "first")
+    smtp_send(env, ALICE, "first")
     wait_messages(env, ALICE, 1)
     c = IMAPClient("127.0.0.1", port=env.ports["imap"], ssl=False, timeout=10)
     c.login(ALICE, PASSWORD)
@@ -182,7 +160,9 @@ def test_list_special_use_create_rename_delete(imap: tuple[PochtaEnv, ServeProce
 def test_fetch_store_search_copy_move_expunge(imap: tuple[PochtaEnv, ServeProcess]) -> None:
     env, _ = imap
     for i in range(3):
-        send(env, ALICE, f"note {i}", body=f"body number {i} zanzibar\n" if i == 1 else "plain\n")
+        smtp_send(
+            env, ALICE, f"note {i}", body=f"body number {i} zanzibar\n" if i == 1 else "plain\n"
+        )
     wait_messages(env, ALICE, 3)
     c = IMAPClient("127.0.0.1", port=env.ports["imap"], ssl=False, timeout=10)
     c.login(ALICE, PASSWORD)
@@ -276,7 +256,7 @@ def test_sort_and_thread_through_imapclient(imap: tuple[PochtaEnv, ServeProcess]
 
 def test_two_sessions_see_each_other_and_idle_pushes(imap: tuple[PochtaEnv, ServeProcess]) -> None:
     env, _ = imap
-    send(env, ALICE, "one")
+    smtp_send(env, ALICE, "one")
     wait_messages(env, ALICE, 1)
     a = IMAPClient("127.0.0.1", port=env.ports["imap"], ssl=False, timeout=10)
     b = IMAPClient("127.0.0.1", port=env.ports["imap"], ssl=False, timeout=10)
@@ -289,7 +269,7 @@ def test_two_sessions_see_each_other_and_idle_pushes(imap: tuple[PochtaEnv, Serv
     a.add_flags([uid], [b"\\Flagged"])
     responses = b.idle_check(timeout=5)
     assert any(r[1] == b"FETCH" for r in responses), responses
-    send(env, ALICE, "two")
+    smtp_send(env, ALICE, "two")
     # IDLE has no polling fallback: an EXISTS inside the session's wait is the push itself.
     responses = b.idle_check(timeout=10)
     assert (2, b"EXISTS") in responses, responses
@@ -301,7 +281,7 @@ def test_two_sessions_see_each_other_and_idle_pushes(imap: tuple[PochtaEnv, Serv
 def test_uids_and_uidvalidity_survive_a_restart(pochta_env: PochtaEnv) -> None:
     pochta_env.add_user(ALICE, PASSWORD)
     with serve(pochta_env.config_path):
-        send(pochta_env, ALICE, "kept")
+        smtp_send(pochta_env, ALICE, "kept")
         wait_messages(pochta_env, ALICE, 1)
         c = IMAPClient("127.0.0.1", port=pochta_env.ports["imap"], ssl=False, timeout=10)
         c.login(ALICE, PASSWORD)
@@ -323,7 +303,7 @@ def test_uids_and_uidvalidity_survive_a_restart(pochta_env: PochtaEnv) -> None:
 @pytest.mark.skipif(shutil.which("mbsync") is None, reason="isync (mbsync) is not installed")
 def test_mbsync_syncs_both_ways(imap: tuple[PochtaEnv, ServeProcess], tmp_path: Path) -> None:
     env, _ = imap
-    send(env, ALICE, "for mbsync")
+    smtp_send(env, ALICE, "for mbsync")
     wait_messages(env, ALICE, 1)
     local = tmp_path / "Mail"
     local.mkdir()
@@ -400,7 +380,7 @@ def _twenty_idle_sessions_see_one_delivery(env: PochtaEnv) -> None:
         c.select_folder("INBOX")
         c.idle()
         clients.append(c)
-    send(env, BOB, "to all")
+    smtp_send(env, BOB, "to all")
     seen = []
 
     def check(c: IMAPClient) -> None:
@@ -450,7 +430,7 @@ class _Raw:
 def test_qresync_resynchronises_a_returning_client(imap: tuple[PochtaEnv, ServeProcess]) -> None:
     env, _ = imap
     for i in range(4):
-        send(env, ALICE, f"q {i}")
+        smtp_send(env, ALICE, f"q {i}")
     wait_messages(env, ALICE, 4)
     assert b"QRESYNC" in login(env).capability()[1][0]
     c = _Raw(env)
@@ -529,7 +509,7 @@ def test_multiappend_is_all_or_nothing(imap: tuple[PochtaEnv, ServeProcess]) -> 
 
 def _messages(env: PochtaEnv, user: str, count: int) -> None:
     for i in range(count):
-        send(env, user, f"m{i}")
+        smtp_send(env, user, f"m{i}")
     wait_messages(env, user, count)
 
 

@@ -24,9 +24,7 @@ from aiosmtpd.controller import Controller
 from imapclient import IMAPClient
 
 from pochta.queue.envelope import queue_shard
-from tests.conftest import DOMAIN, PochtaEnv
-from tests.integration.test_imap import send
-from tests.integration.test_serve import ServeProcess, serve, set_key
+from tests.harness import DOMAIN, PochtaEnv, ServeProcess, serve, set_key, smtp_send
 
 PASSWORD = "correct horse 1"
 ALICE = f"alice@{DOMAIN}"
@@ -104,7 +102,7 @@ def test_connections_spread_and_changes_cross_processes(
     # The master passes each connection to the least busy worker: one each.
     assert {_server_pid_of(a), _server_pid_of(b)} == set(workers)
 
-    send(env, ALICE, "first")
+    smtp_send(env, ALICE, "first")
     deadline = time.monotonic() + 15
     while a.folder_status("INBOX", ["MESSAGES"])[b"MESSAGES"] < 1:
         assert time.monotonic() < deadline
@@ -125,7 +123,7 @@ def test_connections_spread_and_changes_cross_processes(
 
     # ...and so is a delivery, which the master makes.
     a.idle()
-    send(env, ALICE, "second")
+    smtp_send(env, ALICE, "second")
     responses = a.idle_check(timeout=10)
     a.idle_done()
     assert (2, b"EXISTS") in responses
@@ -286,7 +284,7 @@ def test_delivered_mail_is_indexed_in_the_background(pochta_env: PochtaEnv) -> N
     text = pochta_env.config_path.read_text()
     pochta_env.config_path.write_text(text.replace('log_level = "info"', 'log_level = "debug"', 1))
     with serve(pochta_env.config_path) as server:
-        send(pochta_env, ALICE, "to index", body="a zanzibar in the body\n")
+        smtp_send(pochta_env, ALICE, "to index", body="a zanzibar in the body\n")
         record = server.wait_for("fts_indexed", timeout=20)
         assert record["user"] == ALICE
         assert record["messages"] == "1"
@@ -301,7 +299,7 @@ def test_recent_goes_to_one_session_across_processes(
 ) -> None:
     env, _ = two_processes
     for i in range(2):
-        send(env, ALICE, f"recent {i}")
+        smtp_send(env, ALICE, f"recent {i}")
     a, b = _client(env), _client(env)
     assert _server_pid_of(a) != _server_pid_of(b)
     deadline = time.monotonic() + 15
@@ -313,7 +311,7 @@ def test_recent_goes_to_one_session_across_processes(
     assert a.select_folder("INBOX")[b"RECENT"] == 2
     assert b.select_folder("INBOX")[b"RECENT"] == 0  # another process, same truth
     a.idle()
-    send(env, ALICE, "recent 2")
+    smtp_send(env, ALICE, "recent 2")
     responses = a.idle_check(timeout=10)
     a.idle_done()
     assert (3, b"RECENT") in responses  # its two and the new one

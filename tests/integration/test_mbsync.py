@@ -16,8 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import DOMAIN, PochtaEnv, maildir_files, wait_maildir
-from tests.integration.test_serve import ServeProcess, serve
+from tests.harness import DOMAIN, PochtaEnv, ServeProcess, maildir_files, serve, wait_maildir
 
 PASSWORD = "correct horse 1"
 ALICE = f"alice@{DOMAIN}"

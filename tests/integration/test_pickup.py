@@ -26,13 +26,13 @@ import pytest
 from aiosmtpd.controller import Controller
 
 from pochta.mime.headers import split_message
-from pochta.queue.envelope import Envelope, Recipient
+from pochta.queue.envelope import Recipient
 from pochta.queue.spool import Spool
-from tests.conftest import DOMAIN, HOSTNAME, PochtaEnv, make_pochta_env, wait_maildir
 from tests.dnsserver import ZoneServer
+from tests.factories import make_envelope
+from tests.harness import DOMAIN, HOSTNAME, PochtaEnv, make_pochta_env, serve, set_key, wait_maildir
 from tests.integration.test_dkim_signing import crlf, dkimpy_verdicts, signature_tags
 from tests.integration.test_remote_agent import Sink, free_port
-from tests.integration.test_serve import serve, set_key
 
 NOBODY = 65534  # a local user that is neither root nor the server's user
 OUTSIDE = "carol@elsewhere.example"
@@ -182,10 +182,9 @@ def test_mail_queued_by_an_older_version_is_still_delivered(world: World) -> Non
                 Recipient(f"bob@{DOMAIN}"),  # destination "" (never routed)
                 Recipient(f"team@{DOMAIN}", destination=f"expand:team@{DOMAIN}"),
             ):
-                envelope = Envelope(
-                    "", "alice@example.test", [recipient], time.time(), len(content)
+                envelope = make_envelope(
+                    recipient, sender="alice@example.test", content=content, protocol="sendmail"
                 )
-                envelope.protocol = "sendmail"
                 await spool.enqueue(envelope, content)
         finally:
             spool.close()

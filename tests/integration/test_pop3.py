@@ -29,8 +29,16 @@ from scramp import ScramClient
 from pochta.access.pop3 import apply_update
 from pochta.store import INBOX, FlagMode, StoreUnavailable
 from pochta.store.maildir import MaildirStore
-from tests.conftest import DOMAIN, HOSTNAME, PochtaEnv
-from tests.integration.test_serve import ServeProcess, serve, set_key, wait_until
+from tests.harness import (
+    DOMAIN,
+    HOSTNAME,
+    PochtaEnv,
+    ServeProcess,
+    mailbox_files,
+    serve,
+    set_key,
+    wait_until,
+)
 from tests.scram_authzid import scram_client
 
 PASSWORD = "correct horse 1"
@@ -61,15 +69,10 @@ def send(env: PochtaEnv, to: str, subject: str) -> None:
         s.sendmail("carol@example.org", [to], body.encode())
 
 
-def maildir_files(env: PochtaEnv, local: str) -> list[Path]:
-    root = env.data_dir / "mail" / DOMAIN / local
-    return sorted(p for sub in ("new", "cur") for p in (root / sub).glob("*") if p.is_file())
-
-
 def subjects(env: PochtaEnv, local: str) -> dict[str, Path]:
     """Subject -> file of every message in the account's INBOX."""
     out = {}
-    for path in maildir_files(env, local):
+    for path in mailbox_files(env, local):
         match = re.search(rb"^Subject: (.*)$", path.read_bytes(), re.M)
         assert match is not None, path
         out[match.group(1).decode()] = path
@@ -484,7 +487,7 @@ def test_fetchmail_fetches_over_stls_and_deletes(
     for name in ("fm1", "fm2", "fm3"):
         assert f"Subject: {name}".encode() in fetched
     assert b"\n.a line with a leading dot\n" in fetched
-    assert maildir_files(env, "bob") == []
+    assert mailbox_files(env, "bob") == []
     record = pop3_record(server, "quit")
     assert record["user"] == BOB
     assert record["deleted"] == "3"

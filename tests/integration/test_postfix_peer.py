@@ -37,19 +37,24 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import msgspec
 import pytest
 import trustme
 from structlog.testing import capture_logs
 
-from pochta.config.settings import Settings
 from pochta.deliver.remote import RemoteAgent
-from pochta.queue.envelope import Envelope, Recipient, new_queue_id
 from pochta.resolve.transport import parse_transport
-from tests.conftest import DOMAIN, PochtaEnv, dsn_status_text, maildir_files, wait_maildir
 from tests.dnsserver import ZoneServer
-from tests.integration.test_serve import serve, set_key
-from tests.integration.test_smtp import wait_files
+from tests.factories import make_envelope, make_settings
+from tests.harness import (
+    DOMAIN,
+    PochtaEnv,
+    dsn_status_text,
+    maildir_files,
+    serve,
+    set_key,
+    wait_files,
+    wait_maildir,
+)
 
 POSTFIX = shutil.which("postfix") or "/usr/sbin/postfix"
 POSTCONF = shutil.which("postconf") or "/usr/sbin/postconf"
@@ -253,31 +258,23 @@ def zone() -> Iterator[ZoneServer]:
 
 
 def agent_for(tmp_path: Path, zone: ZoneServer, port: int, **delivery: Any) -> RemoteAgent:
-    raw = {
-        "server": {"hostname": "mail.pochta.test", "data_dir": str(tmp_path)},
-        "dns": {"nameservers": [zone.address], "timeout_seconds": 2},
-        "delivery": {
-            "connect_timeout_seconds": 5,
-            "command_timeout_seconds": 20,
-            "smtp_port": port,
-            **delivery,
-        },
-    }
-    return RemoteAgent(msgspec.convert(raw, Settings))
-
-
-def envelope_for(*addresses: str) -> Envelope:
-    return Envelope(
-        queue_id=new_queue_id(),
-        sender=SENDER,
-        recipients=[Recipient(a) for a in addresses],
-        arrival=time.time(),
-        size=len(MESSAGE),
+    settings = make_settings(
+        {
+            "server.hostname": "mail.pochta.test",
+            "server.data_dir": str(tmp_path),
+            "dns.nameservers": [zone.address],
+            "dns.timeout_seconds": 2,
+            "delivery.connect_timeout_seconds": 5,
+            "delivery.command_timeout_seconds": 20,
+            "delivery.smtp_port": port,
+            **{f"delivery.{key}": value for key, value in delivery.items()},
+        }
     )
+    return RemoteAgent(settings)
 
 
 async def deliver(agent: RemoteAgent, *addresses: str) -> dict[str, Any]:
-    env = envelope_for(*addresses)
+    env = make_envelope(*addresses, sender=SENDER, queue_id=None, content=MESSAGE)
     attempts = await agent.deliver(env, env.recipients, MESSAGE, parse_transport("smtp:peer.test"))
     return {a.recipient_address: a for a in attempts}
 

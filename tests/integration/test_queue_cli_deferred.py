@@ -12,7 +12,8 @@ import pytest
 
 from pochta.queue.envelope import Envelope, Recipient
 from pochta.queue.spool import Spool
-from tests.conftest import PochtaEnv
+from tests.factories import make_envelope
+from tests.harness import PochtaEnv
 
 ARRIVAL = 1_700_000_000.0  # Tue Nov 14 22:13:20 2023 UTC
 REFUSED = "451 4.4.1 Connection refused"
@@ -61,18 +62,14 @@ def deferred(address: str, reply: str, remote: str, next_try: float, attempts: i
 
 def test_list_looks_like_postqueue(pochta_env: PochtaEnv) -> None:
     next_try = time.time() + 600
-    envelope = Envelope(
-        "",
-        "alice@example.test",
-        [
-            deferred("bob@example.org", REFUSED, "mx.example.org", next_try, 2),
-            deferred("carol@example.org", REFUSED, "mx.example.org", next_try, 2),
-            deferred("dave@example.net", GREYLISTED, "mx.example.net", next_try, 1),
-            Recipient("erin@example.com"),  # not tried yet
-            Recipient("done@example.org", status="delivered", reply="250 2.0.0 Ok", attempts=1),
-        ],
-        ARRIVAL,
-        0,
+    envelope = make_envelope(
+        deferred("bob@example.org", REFUSED, "mx.example.org", next_try, 2),
+        deferred("carol@example.org", REFUSED, "mx.example.org", next_try, 2),
+        deferred("dave@example.net", GREYLISTED, "mx.example.net", next_try, 1),
+        Recipient("erin@example.com"),  # not tried yet
+        Recipient("done@example.org", status="delivered", reply="250 2.0.0 Ok", attempts=1),
+        sender="alice@example.test",
+        arrival=ARRIVAL,
     )
     queue_id = queue_message(pochta_env, envelope)
     out = pochta_env.run("queue", "list", check=True).stdout
@@ -102,12 +99,10 @@ def test_list_looks_like_postqueue(pochta_env: PochtaEnv) -> None:
 
 def test_list_marks_and_our_own_replies(pochta_env: PochtaEnv) -> None:
     """A reply we made up ourselves has no remote MTA; held mail is marked with !."""
-    envelope = Envelope(
-        "",
-        "",
-        [Recipient("x@example.org", status="deferred", reply="451 4.3.0 temporary failure")],
-        ARRIVAL,
-        0,
+    envelope = make_envelope(
+        Recipient("x@example.org", status="deferred", reply="451 4.3.0 temporary failure"),
+        sender="",
+        arrival=ARRIVAL,
     )
     queue_id = queue_message(pochta_env, envelope, state="hold")
     lines = pochta_env.run("queue", "list", check=True).stdout.splitlines()
@@ -122,24 +117,20 @@ def test_list_marks_and_our_own_replies(pochta_env: PochtaEnv) -> None:
 def test_show_gives_each_recipients_state(pochta_env: PochtaEnv) -> None:
     next_try = time.time() + 3600 + 120
     delivered_at = ARRIVAL + 5
-    envelope = Envelope(
-        "",
-        "alice@example.test",
-        [
-            deferred("bob@example.org", REFUSED, "mx.example.org", next_try, 3),
-            Recipient(
-                "carol@example.test",
-                original="team@example.test",
-                status="delivered",
-                reply="250 2.0.0 delivered to carol@example.test INBOX uid 1",
-                attempts=1,
-                delivered_at=delivered_at,
-                destination="mailbox:carol@example.test",
-            ),
-            Recipient("new@example.org"),
-        ],
-        ARRIVAL,
-        0,
+    envelope = make_envelope(
+        deferred("bob@example.org", REFUSED, "mx.example.org", next_try, 3),
+        Recipient(
+            "carol@example.test",
+            original="team@example.test",
+            status="delivered",
+            reply="250 2.0.0 delivered to carol@example.test INBOX uid 1",
+            attempts=1,
+            delivered_at=delivered_at,
+            destination="mailbox:carol@example.test",
+        ),
+        Recipient("new@example.org"),
+        sender="alice@example.test",
+        arrival=ARRIVAL,
     )
     queue_id = queue_message(pochta_env, envelope)
     out = pochta_env.run("queue", "show", queue_id, check=True).stdout
@@ -171,12 +162,10 @@ def test_show_gives_each_recipients_state(pochta_env: PochtaEnv) -> None:
 
 
 def test_json_list_keeps_remote_mta(pochta_env: PochtaEnv) -> None:
-    envelope = Envelope(
-        "",
-        "alice@example.test",
-        [deferred("bob@example.org", REFUSED, "mx.example.org", time.time() + 60, 1)],
-        ARRIVAL,
-        0,
+    envelope = make_envelope(
+        deferred("bob@example.org", REFUSED, "mx.example.org", time.time() + 60, 1),
+        sender="alice@example.test",
+        arrival=ARRIVAL,
     )
     queue_message(pochta_env, envelope)
     proc = pochta_env.run("queue", "list", "--json", check=True)
@@ -186,12 +175,10 @@ def test_json_list_keeps_remote_mta(pochta_env: PochtaEnv) -> None:
 
 
 def test_due_now_when_the_next_try_has_passed(pochta_env: PochtaEnv) -> None:
-    envelope = Envelope(
-        "",
-        "alice@example.test",
-        [deferred("bob@example.org", REFUSED, "", time.time() - 30, 4)],
-        ARRIVAL,
-        0,
+    envelope = make_envelope(
+        deferred("bob@example.org", REFUSED, "", time.time() - 30, 4),
+        sender="alice@example.test",
+        arrival=ARRIVAL,
     )
     queue_id = queue_message(pochta_env, envelope)
     out = pochta_env.run("queue", "show", queue_id, check=True).stdout

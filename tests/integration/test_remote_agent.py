@@ -20,6 +20,7 @@ import tempfile
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -46,10 +47,11 @@ from pochta.deliver.smtp_client import (
     xtext,
 )
 from pochta.deliver.tls_policy import DomainPolicy, HostTLS, TLSARecord
-from pochta.queue.envelope import Envelope, Recipient, new_queue_id
+from pochta.queue.envelope import Envelope
 from pochta.queue.scheduler import Attempt
 from pochta.resolve.transport import parse_transport
 from tests.dnsserver import ZoneServer
+from tests.factories import make_envelope, make_settings
 
 SENDER = "alice@pochta.test"
 MESSAGE = (
@@ -79,23 +81,20 @@ def free_port(host: str = "127.0.0.1") -> int:
 
 
 def settings_for(tmp_path: Path, nameserver: str, **delivery: Any) -> Settings:
-    raw = {
-        "server": {"hostname": "mail.pochta.test", "data_dir": str(tmp_path)},
-        "dns": {"nameservers": [nameserver], "timeout_seconds": 2},
-        "delivery": {"connect_timeout_seconds": 5, "command_timeout_seconds": 10, **delivery},
-    }
-    return msgspec.convert(raw, Settings)
-
-
-def envelope_for(*addresses: str, **fields: Any) -> Envelope:
-    fields.setdefault("sender", SENDER)
-    return Envelope(
-        queue_id=new_queue_id(),
-        recipients=[Recipient(a) for a in addresses],
-        arrival=time.time(),
-        size=len(MESSAGE),
-        **fields,
+    return make_settings(
+        {
+            "server.hostname": "mail.pochta.test",
+            "server.data_dir": str(tmp_path),
+            "dns.nameservers": [nameserver],
+            "dns.timeout_seconds": 2,
+            "delivery.connect_timeout_seconds": 5,
+            "delivery.command_timeout_seconds": 10,
+            **{f"delivery.{key}": value for key, value in delivery.items()},
+        }
     )
+
+
+envelope_for = partial(make_envelope, sender=SENDER, queue_id=None, content=MESSAGE)
 
 
 async def deliver_once(settings: Settings, env: Envelope, transport: str) -> list[Attempt]:

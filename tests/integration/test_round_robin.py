@@ -30,8 +30,7 @@ from pathlib import Path
 import pytest
 
 import pochta
-from tests.conftest import DOMAIN, HOSTNAME, PochtaEnv, make_pochta_env
-from tests.integration.test_serve import serve, set_key
+from tests.harness import DOMAIN, HOSTNAME, PochtaEnv, make_pochta_env, serve, set_key
 
 REPO = Path(__file__).resolve().parents[2]
 SCRIPT = REPO / "contrib" / "round-robin" / "pochta-round-robin"

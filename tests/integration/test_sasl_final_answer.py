@@ -15,9 +15,7 @@ from collections.abc import Callable, Iterator
 import pytest
 from scramp import ScramClient
 
-from tests.conftest import DOMAIN, PochtaEnv
-from tests.integration.test_serve import ServeProcess, serve
-from tests.integration.test_smtp import _tls
+from tests.harness import DOMAIN, PochtaEnv, ServeProcess, client_tls, serve
 
 PASSWORD = "correct horse 1"
 ALICE = f"alice@{DOMAIN}"
@@ -46,7 +44,7 @@ def test_smtp_refuses_a_non_empty_answer_to_the_final_data(
     server: tuple[PochtaEnv, ServeProcess],
 ) -> None:
     env, _ = server
-    with smtplib.SMTP_SSL("127.0.0.1", env.ports["submissions"], context=_tls()) as c:
+    with smtplib.SMTP_SSL("127.0.0.1", env.ports["submissions"], context=client_tls()) as c:
         c.ehlo()
         code, text = _smtp_scram(c, base64.b64encode(b"x").decode())
         assert (code, text) == (535, b"5.7.8 Authentication credentials invalid")

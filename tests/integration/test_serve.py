@@ -7,18 +7,11 @@ import http.client
 import json
 import os
 import pwd
-import re
-import shlex
 import signal
 import socket
 import ssl
 import subprocess
-import sys
 import tempfile
-import threading
-import time
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -30,113 +23,15 @@ from pochta.directory.sqlite import SqliteDirectory
 from pochta.server import app
 from pochta.server.app import Server
 from pochta.server.services import SERVICES
-from tests.conftest import DOMAIN, HOSTNAME, PochtaEnv, free_port_base, run_pochta
-
-START_TIMEOUT = 20.0
-
-LogRecord = dict[str, str]
-
-
-def parse_log_line(line: str) -> LogRecord:
-    """One log line, JSON or logfmt, as a dict of strings."""
-    if line.startswith("{"):
-        return {k: str(v) for k, v in json.loads(line).items()}
-    out: LogRecord = {}
-    for token in shlex.split(line):
-        key, _, value = token.partition("=")
-        out[key] = value
-    return out
-
-
-class ServeProcess:
-    """`pochta serve` running; stderr collected line by line in a thread."""
-
-    def __init__(self, proc: subprocess.Popen[str]) -> None:
-        self.proc = proc
-        self.lines: list[str] = []
-        self._cond = threading.Condition()
-        self._reader = threading.Thread(target=self._read, daemon=True)
-        self._reader.start()
-
-    def _read(self) -> None:
-        assert self.proc.stderr is not None
-        for line in self.proc.stderr:
-            with self._cond:
-                self.lines.append(line.rstrip("\n"))
-                self._cond.notify_all()
-        with self._cond:
-            self._cond.notify_all()
-
-    @property
-    def records(self) -> list[LogRecord]:
-        with self._cond:
-            lines = list(self.lines)
-        return [parse_log_line(x) for x in lines if x.startswith(("{", "timestamp="))]
-
-    def events(self, name: str) -> list[LogRecord]:
-        return [r for r in self.records if r.get("event") == name]
-
-    def wait_for(self, event: str, *, count: int = 1, timeout: float = START_TIMEOUT) -> LogRecord:
-        """The count-th record of ``event``; fails with the log if it does not come in time."""
-        deadline = time.monotonic() + timeout
-        with self._cond:
-            while True:
-                found = [
-                    r
-                    for r in (parse_log_line(x) for x in self.lines if x.startswith(("{", "time")))
-                    if r.get("event") == event
-                ]
-                if len(found) >= count:
-                    return found[count - 1]
-                remaining = deadline - time.monotonic()
-                if remaining <= 0 or (self.proc.poll() is not None and not self._reader.is_alive()):
-                    log = "\n".join(self.lines)
-                    pytest.fail(f"no {event!r} event (exit {self.proc.poll()}); log:\n{log}")
-                self._cond.wait(min(remaining, 0.2))
-
-    def signal(self, sig: signal.Signals) -> None:
-        self.proc.send_signal(sig)
-
-    def wait_exit(self, timeout: float = 20.0) -> int:
-        code = self.proc.wait(timeout)
-        self._reader.join(5)
-        return code
-
-
-@contextmanager
-def serve(config_path: Path) -> Iterator[ServeProcess]:
-    """Start the real `pochta serve`, wait for `ready`, and always kill it afterwards."""
-    env = {k: v for k, v in os.environ.items() if k != "POCHTA_CONFIG"}
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "pochta", "--config", str(config_path), "serve"],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-        env=env,
-    )
-    running = ServeProcess(proc)
-    try:
-        running.wait_for("ready")
-        yield running
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-        proc.wait(10)
-        assert proc.stdout is not None
-        stdout = proc.stdout.read()
-        proc.stdout.close()
-        assert stdout == "", f"serve wrote to stdout: {stdout!r}"
-
-
-def set_key(config: Path, table: str, key: str, toml_value: str) -> None:
-    """Rewrite `key = ...` in `[table]` of the generated config (the key must be there)."""
-    text = config.read_text()
-    pattern = re.compile(
-        rf"(^\[{re.escape(table)}\]\n(?:(?!^\[).*\n)*?^){re.escape(key)} = .*$", re.M
-    )
-    new, n = pattern.subn(lambda m: f"{m.group(1)}{key} = {toml_value}", text)
-    assert n == 1, f"[{table}] {key} not found in {config}"
-    config.write_text(new)
+from tests.harness import (
+    DOMAIN,
+    HOSTNAME,
+    PochtaEnv,
+    make_pochta_env,
+    parse_log_line,
+    serve,
+    set_key,
+)
 
 
 def http_get(
@@ -149,15 +44,6 @@ def http_get(
         return resp.status, {k.lower(): v for k, v in resp.getheaders()}, resp.read()
     finally:
         conn.close()
-
-
-def wait_until(check: Callable[[], bool], timeout: float = 10.0) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if check():
-            return True
-        time.sleep(0.05)
-    return False
 
 
 # -- the HTTP service ---------------------------------------------------------------------
@@ -420,22 +306,7 @@ def test_binds_low_port_as_root_then_runs_as_nobody() -> None:
     try:
         top.chmod(0o755)
         data = top / "data"
-        base = free_port_base()
-        init = run_pochta(
-            "init",
-            "--data",
-            str(data),
-            "--hostname",
-            HOSTNAME,
-            "--domain",
-            DOMAIN,
-            "--port-base",
-            str(base),
-            "--bind",
-            "127.0.0.1",
-        )
-        assert init.returncode == 0, init.stderr
-        config = data / "pochta.toml"
+        config = make_pochta_env(data).config_path
         port = _free_low_port()
         set_key(config, "listen", "http", f'"127.0.0.1:{port}"')
         set_key(config, "server", "run_as_user", '"nobody"')

@@ -9,43 +9,28 @@ import imaplib
 import shutil
 import smtplib
 import socket
-import ssl
 import subprocess
 import time
 from collections.abc import Iterator
 from contextlib import AbstractContextManager
 from email.header import Header
-from pathlib import Path
 
 import pytest
 
-from tests.conftest import DOMAIN, HOSTNAME, PochtaEnv
-from tests.integration.test_serve import ServeProcess, serve, set_key
+from tests.harness import (
+    DOMAIN,
+    HOSTNAME,
+    PochtaEnv,
+    ServeProcess,
+    client_tls,
+    mailbox_files,
+    serve,
+    set_key,
+    wait_files,
+)
 from tests.scram_authzid import scram_client
 
 PASSWORD = "correct horse 1"
-
-
-def _tls() -> ssl.SSLContext:
-    ctx = ssl.create_default_context()
-    ctx.check_hostname = False
-    ctx.verify_mode = ssl.CERT_NONE
-    return ctx
-
-
-def mailbox_files(env: PochtaEnv, local: str) -> list[Path]:
-    root = env.data_dir / "mail" / DOMAIN / local
-    return sorted(p for sub in ("new", "cur") for p in (root / sub).glob("*") if p.is_file())
-
-
-def wait_files(env: PochtaEnv, local: str, count: int, timeout: float = 15.0) -> list[Path]:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        files = mailbox_files(env, local)
-        if len(files) >= count:
-            return files
-        time.sleep(0.05)
-    return mailbox_files(env, local)
 
 
 @pytest.fixture
@@ -147,7 +132,7 @@ def test_submission_needs_tls_then_auth(mx: tuple[PochtaEnv, ServeProcess]) -> N
         assert not c.has_extn("auth")
         code, _ = c.docmd("AUTH", "PLAIN AGFsaWNlAHg=")
         assert code == 538
-        c.starttls(context=_tls())
+        c.starttls(context=client_tls())
         c.ehlo()
         assert c.esmtp_features["auth"].split() == ["PLAIN", "LOGIN", "SCRAM-SHA-256"]
         assert c.mail(f"alice@{DOMAIN}")[0] == 530
@@ -184,7 +169,7 @@ def _submission_scram(c: smtplib.SMTP, user: str, authzid: str) -> tuple[int, by
 def test_submission_scram_with_authzid(mx: tuple[PochtaEnv, ServeProcess]) -> None:
     env, server = mx
     alice = f"alice@{DOMAIN}"
-    with smtplib.SMTP_SSL("127.0.0.1", env.ports["submissions"], context=_tls()) as c:
+    with smtplib.SMTP_SSL("127.0.0.1", env.ports["submissions"], context=client_tls()) as c:
         c.ehlo()
         code, text = _submission_scram(c, alice, f"bob@{DOMAIN}")
         assert code == 535, text  # another identity: proxy authorisation refused
@@ -198,7 +183,7 @@ def test_submission_scram_with_authzid(mx: tuple[PochtaEnv, ServeProcess]) -> No
 
 def test_sender_login_mismatch(mx: tuple[PochtaEnv, ServeProcess]) -> None:
     env, _ = mx
-    with smtplib.SMTP_SSL("127.0.0.1", env.ports["submissions"], context=_tls()) as c:
+    with smtplib.SMTP_SSL("127.0.0.1", env.ports["submissions"], context=client_tls()) as c:
         c.login(f"alice@{DOMAIN}", PASSWORD)
         code, _ = c.mail(f"bob@{DOMAIN}")
         assert code == 553
@@ -441,7 +426,7 @@ async def test_aiosmtplib_pipelined_submission(mx: tuple[PochtaEnv, ServeProcess
 
     env, _ = mx
     client = aiosmtplib.SMTP(
-        hostname="127.0.0.1", port=env.ports["submission"], start_tls=True, tls_context=_tls()
+        hostname="127.0.0.1", port=env.ports["submission"], start_tls=True, tls_context=client_tls()
     )
     async with client:
         await client.login(f"alice@{DOMAIN}", PASSWORD)
@@ -516,7 +501,7 @@ def test_starttls_discards_injected_plaintext(mx: tuple[PochtaEnv, ServeProcess]
             pass
         raw.sendall(b"STARTTLS\r\nRSET\r\nMAIL FROM:<evil@remote.example>\r\n")
         assert raw.recv(4096).startswith(b"220 ")
-        with _tls().wrap_socket(raw) as tls:
+        with client_tls().wrap_socket(raw) as tls:
             tls.sendall(b"NOOP\r\n")
             time.sleep(0.3)
             answer = tls.recv(4096)

@@ -16,8 +16,7 @@ from typing import Any
 
 from aiosmtpd.controller import Controller
 
-from tests.conftest import DOMAIN, PochtaEnv
-from tests.integration.test_serve import serve, set_key
+from tests.harness import DOMAIN, PochtaEnv, serve, set_key
 
 CONNECTIONS = 20
 PER_CONNECTION = 25  # 500 messages in all

@@ -22,9 +22,17 @@ from pathlib import Path
 import dkim
 import pytest
 
-from tests.conftest import dsn_status_text, maildir_files, pochta_command, run_pochta, wait_maildir
+from tests.harness import (
+    ServeProcess,
+    dsn_status_text,
+    maildir_files,
+    pochta_command,
+    run_pochta,
+    set_key,
+    use_nameserver,
+    wait_maildir,
+)
 from tests.integration.netns import Network, NsdServer, netns_available, zones_from_records
-from tests.integration.test_serve import ServeProcess, set_key
 
 pytestmark = pytest.mark.root
 
@@ -69,7 +77,7 @@ def _init(host: Host, nameserver: str) -> str:
     )
     assert proc.returncode == 0, proc.stderr
     set_key(host.config, "server", "processes", "1")
-    set_key(host.config, "dns", "nameservers", f'["{nameserver}"]')
+    use_nameserver(host.config, nameserver)
     for local in ("alice", "bob"):
         user = run_pochta(
             "--config",

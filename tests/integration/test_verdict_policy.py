@@ -23,9 +23,8 @@ from pochta.protocols.smtp.replies import Reply
 from pochta.receive.policy import PolicyRequest
 from pochta.server.app import Server
 from pochta.server.mail import MailSystem
-from tests.conftest import DOMAIN, PochtaEnv
 from tests.dnsserver import ZoneServer
-from tests.integration.test_serve import set_key
+from tests.harness import DOMAIN, PochtaEnv, set_key
 
 BOB = f"bob@{DOMAIN}"
 # 127.0.0.5: PTR and A agree; 127.0.0.6: the PTR names a host whose A is elsewhere;

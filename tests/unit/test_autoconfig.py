@@ -10,7 +10,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from pochta.config.settings import HTTPSettings, ListenSettings, ServerSettings, Settings
+from pochta.config.settings import ListenSettings, Settings
 from pochta.directory.model import Domain
 from pochta.server.metrics import Metrics
 from pochta.web.autoconfig import (
@@ -25,6 +25,7 @@ from pochta.web.autoconfig import (
     ports_from_listen,
 )
 from pochta.web.http_server import HttpService, Request, host_domain, is_loopback
+from tests.factories import make_settings
 
 PORTS = ClientPorts(imaps=993, imap=143, pop3s=995, pop3=110, submissions=465, submission=587)
 HOSTILE = '<evil attr="x">&amp;</evil>]]><!--'
@@ -210,9 +211,13 @@ class FakeServer:
 
 @pytest.fixture
 def service() -> HttpService:
-    settings = Settings(
-        server=ServerSettings(hostname="mail.example.org"),
-        listen=ListenSettings(imaps="0.0.0.0:993", pop3="", pop3s=""),
+    settings = make_settings(
+        {
+            "server.hostname": "mail.example.org",
+            "listen.imaps": "0.0.0.0:993",
+            "listen.pop3": "",
+            "listen.pop3s": "",
+        }
     )
     directory = FakeDirectory(
         {
@@ -276,9 +281,11 @@ def test_route_metrics_only_for_loopback(service: HttpService) -> None:
 
 
 def test_route_metrics_for_configured_networks() -> None:
-    settings = Settings(
-        server=ServerSettings(hostname="mail.example.org"),
-        http=HTTPSettings(metrics_allowed_networks=["192.0.2.0/24", "2001:db8::/32"]),
+    settings = make_settings(
+        {
+            "server.hostname": "mail.example.org",
+            "http.metrics_allowed_networks": ["192.0.2.0/24", "2001:db8::/32"],
+        }
     )
     service = HttpService(FakeServer(settings, FakeDirectory()))  # type: ignore[arg-type]
     assert service.respond(_get("/metrics", client="192.0.2.77")).status == 200

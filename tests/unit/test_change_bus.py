@@ -10,10 +10,10 @@ import socket
 from pathlib import Path
 
 from pochta.access.change_hub import ChangeHub
-from pochta.config.settings import ServerSettings, Settings
 from pochta.runtime import ANY_FOLDER, ChangeBus, ChangeRelay
 from pochta.server.workers import MasterLink, WorkerPool, change_message, parse_message
 from pochta.store import INBOX, MailStore, open_store
+from tests.factories import make_settings
 
 ALICE = "Alice@example.org"
 
@@ -29,7 +29,9 @@ class RecordingRelay:
 
 
 def _store(tmp_path: Path) -> MailStore:
-    settings = Settings(server=ServerSettings(hostname="mail.example.org", data_dir=str(tmp_path)))
+    settings = make_settings(
+        {"server.hostname": "mail.example.org", "server.data_dir": str(tmp_path)}
+    )
     return open_store(settings)
 
 

@@ -31,9 +31,10 @@ from pochta.cleanup import (
 )
 from pochta.cleanup.received import message_id_value, received_value
 from pochta.cleanup.verdict import Action, Symbol, Verdict
-from pochta.config.settings import ServerSettings, Settings, TablesSettings
+from pochta.config.settings import TablesSettings
 from pochta.protocols.smtp.replies import TEMPORARY_FAILURE, Reply
 from pochta.tables.configured import ConfiguredTables
+from tests.factories import make_settings
 
 HOST = "mail.example.test"
 ARRIVAL = 1_700_000_000.0
@@ -344,7 +345,7 @@ def test_message_id_is_unique_and_well_formed() -> None:
 
 
 def make_cleanup(tables: ConfiguredTables, **kwargs: object) -> Cleanup:
-    settings = Settings(server=ServerSettings(hostname=HOST))
+    settings = make_settings({"server.hostname": HOST})
     return Cleanup(settings, tables, **kwargs)  # type: ignore[arg-type]
 
 

@@ -19,7 +19,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 from structlog.testing import capture_logs
 
-from pochta.config.settings import DeliverySettings, DNSSettings, ServerSettings, Settings
+from pochta.config.settings import Settings
 from pochta.deliver.dane import (
     TlsaLookup,
     dnssec_resolver,
@@ -30,6 +30,7 @@ from pochta.deliver.dane import (
 from pochta.deliver.sts_dane_policy import DaneLookupError, StsDanePolicy
 from pochta.deliver.tls_policy import DomainPolicy, HostTLS, TLSARecord
 from tests.dnsserver import ZoneServer
+from tests.factories import make_settings
 
 MX = "mx.example.test"
 
@@ -437,10 +438,14 @@ async def test_lookup_of_a_bad_name(server: ZoneServer) -> None:
 
 
 def _settings(tmp_path: Path, *, level: str = "dane", validating: bool = True) -> Settings:
-    return Settings(
-        server=ServerSettings(hostname="mail.example.test", data_dir=str(tmp_path)),
-        delivery=DeliverySettings(tls_security_level=level, mta_sts=False),  # type: ignore[arg-type]
-        dns=DNSSettings(dnssec_validating=validating),
+    return make_settings(
+        {
+            "server.hostname": "mail.example.test",
+            "server.data_dir": str(tmp_path),
+            "delivery.tls_security_level": level,
+            "delivery.mta_sts": False,
+            "dns.dnssec_validating": validating,
+        }
     )
 
 

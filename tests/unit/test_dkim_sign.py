@@ -24,7 +24,7 @@ from structlog.testing import capture_logs
 from pochta.cleanup.dkim_filter import KEY_UNAVAILABLE, DkimFilter
 from pochta.cleanup.pipeline import Cleanup, CleanupInput, CleanupResult
 from pochta.cli.dkim import queued_signed_with
-from pochta.config.settings import DKIMSettings, ServerSettings, Settings, TablesSettings
+from pochta.config.settings import Settings, TablesSettings
 from pochta.directory.model import DkimSelector
 from pochta.directory.sqlite import SqliteDirectory
 from pochta.mailauth.dkim_keys import (
@@ -42,9 +42,9 @@ from pochta.mailauth.dkim_sign import (
 )
 from pochta.mime.headers import split_message
 from pochta.protocols.smtp.replies import Reply
-from pochta.queue.envelope import Envelope, Recipient
 from pochta.queue.spool import Spool
 from pochta.tables.configured import ConfiguredTables
+from tests import factories
 
 HOST = "mail.example.test"
 DOMAIN = "example.test"
@@ -96,9 +96,13 @@ def keys(tmp_path: Path) -> Iterator[Keys]:
 
 
 def make_settings(keys: Keys, *, sign: bool = True) -> Settings:
-    return Settings(
-        server=ServerSettings(hostname=HOST, data_dir=str(keys.keys_dir.parent)),
-        dkim=DKIMSettings(keys_dir=str(keys.keys_dir), sign=sign),
+    return factories.make_settings(
+        {
+            "server.hostname": HOST,
+            "server.data_dir": str(keys.keys_dir.parent),
+            "dkim.keys_dir": str(keys.keys_dir),
+            "dkim.sign": sign,
+        }
     )
 
 
@@ -450,12 +454,8 @@ async def test_queued_signed_with_finds_the_selector(keys: Keys, tmp_path: Path)
     spool = Spool(tmp_path / "spool")
 
     async def enqueue(content: bytes) -> str:
-        env = Envelope(
-            queue_id="",
-            sender="alice@example.test",
-            recipients=[Recipient("bob@example.org")],
-            arrival=1_736_157_600.0,
-            size=len(content),
+        env = factories.make_envelope(
+            "bob@example.org", sender="alice@example.test", arrival=1_736_157_600.0, content=content
         )
         return await spool.enqueue(env, content)
 

@@ -6,6 +6,7 @@ import email
 import email.policy
 import re
 from email.message import EmailMessage, Message
+from functools import partial
 from typing import Any
 
 import pytest
@@ -20,6 +21,7 @@ from pochta.deliver.dsn import (
     status_code,
 )
 from pochta.queue.envelope import Envelope, Recipient
+from tests.factories import make_envelope
 
 T0 = 1_750_000_000.0  # Sun, 15 Jun 2025 15:06:40 +0000
 NOW = T0 + 3600
@@ -64,16 +66,7 @@ TOP_HEADERS = {
 }
 
 
-def envelope(**changes: Any) -> Envelope:
-    fields: dict[str, Any] = {
-        "queue_id": "0Abc123XYZabcde",
-        "sender": "alice@example.org",
-        "recipients": [],
-        "arrival": T0,
-        "size": len(CONTENT),
-    }
-    fields.update(changes)
-    return Envelope(**fields)
+envelope = partial(make_envelope, queue_id="0Abc123XYZabcde", arrival=T0, content=CONTENT)
 
 
 def bounced(address: str = "bob@example.com", **changes: Any) -> Recipient:

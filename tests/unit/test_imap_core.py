@@ -355,6 +355,37 @@ def test_before_login_any_cut_gives_the_same_events(parts: list[bytes], cuts: li
     assert [e for e in whole if e != drop] == [e for e in split if e != drop]
 
 
+def test_literal_plus_after_an_over_long_line_is_discarded_however_it_arrives() -> None:
+    """An over-long line ending in a LITERAL+ is refused, and the literal's data that follows
+    unasked (RFC 7888 §4) is discarded, never read as commands, whether the line arrives
+    whole or cut anywhere (found by the property test below: a whole line used to leave the
+    data to be parsed as commands)."""
+    smuggled = b"a9 LOGOUT\r\n"
+    line = b"t1 NOOP " + b"x" * 300 + b" {%d+}\r\n" % len(smuggled)
+    data = line + smuggled + b"\r\n" + b"t2 NOOP\r\n"  # the command ends after its literal
+    for cut in (None, 5, 120, len(line) - 4, len(line) - 2, len(line) + 3):
+        p = CommandParser(max_command=100)
+        got = events(data, p) if cut is None else events(data[:cut], p) + events(data[cut:], p)
+        names = [e.name for e in got if isinstance(e, Command)]
+        assert names == ["NOOP"], (cut, got)  # t2 only: a9 LOGOUT was literal data
+        assert [e.tag for e in got if isinstance(e, Command)] == ["t2"]
+    # Before login a LITERAL+ beyond the limit closes the session, however it arrives.
+    big = b"x" * 5000 + b" {9000+}\r\n"
+    assert events(big, anonymous(max_command=4096))[-1].fatal  # type: ignore[attr-defined]
+    p = anonymous(max_command=4096)
+    assert (events(big[:4097], p) + events(big[4097:], p))[-1].fatal  # type: ignore[attr-defined]
+
+
+def test_literal_plus_beyond_max_literals_is_discarded_not_parsed() -> None:
+    """The literal that is one too many is refused and its unasked LITERAL+ data skipped:
+    a command line inside it is never run."""
+    p = CommandParser(max_literals=2)
+    data = b"t1 X {1+}\r\na {1+}\r\nb {11+}\r\na9 LOGOUT\r\n\r\nt2 NOOP\r\n"
+    got = events(data, p)
+    assert [(e.tag, e.name) for e in got if isinstance(e, Command)] == [("t2", "NOOP")]
+    assert any(isinstance(e, CommandError) and e.text == "Too many literals" for e in got)
+
+
 def test_over_long_line_tag_does_not_depend_on_the_reads() -> None:
     for line in (b"t1 NOOP " + b"x" * 300 + b"\r\n", b"y" * 300 + b"\r\n", b"z" * 150 + b" x" * 60):
         whole = events(line + b"\r\n", CommandParser(max_command=100))

@@ -43,6 +43,7 @@ from pochta.store.maildir import (
     info_with_flags,
     read_uidlist,
 )
+from tests.factories import make_settings
 
 ADDRESS = "bob@example.test"
 HOST = "mail.example.test"
@@ -726,9 +727,7 @@ def test_change_listener(store: MaildirStore) -> None:
 
 
 def test_open_store_uses_the_settings(tmp_path: Path) -> None:
-    from pochta.config.settings import ServerSettings, Settings
-
-    settings = Settings(server=ServerSettings(hostname=HOST, data_dir=str(tmp_path)))
+    settings = make_settings({"server.hostname": HOST, "server.data_dir": str(tmp_path)})
     store = open_store(settings)
     assert isinstance(store, MaildirStore)
     store.deliver(ADDRESS, MESSAGE)

@@ -13,7 +13,6 @@ from hypothesis import example, given
 from hypothesis import strategies as st
 
 from pochta.cleanup.pipeline import CleanupInput, CleanupResult
-from pochta.config.settings import ServerSettings, Settings
 from pochta.protocols.smtp.replies import Reply
 from pochta.queue.envelope import Envelope
 from pochta.receive.maildrop import (
@@ -28,6 +27,7 @@ from pochta.receive.maildrop import (
     write_drop,
 )
 from pochta.receive.pickup import Pickup, _check
+from tests.factories import make_settings
 
 addresses = st.from_regex(r"[a-z0-9.+_-]{1,20}@[a-z0-9-]{1,20}(\.[a-z]{2,6}){1,2}", fullmatch=True)
 drops = st.builds(
@@ -160,7 +160,9 @@ def drop_file(maildrop: Path, sender: str, name: str) -> None:
 
 
 async def test_pickup_queues_bounces_defers_and_goes_on(tmp_path: Path) -> None:
-    settings = Settings(server=ServerSettings(hostname="mail.example.org", data_dir=str(tmp_path)))
+    settings = make_settings(
+        {"server.hostname": "mail.example.org", "server.data_dir": str(tmp_path)}
+    )
     door = FakeDoor(
         {
             "refused@example.org": Reply(550, "5.6.0", "Message header too large"),

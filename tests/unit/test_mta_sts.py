@@ -23,7 +23,7 @@ from hypothesis import example, given
 from hypothesis import strategies as st
 from structlog.testing import capture_logs
 
-from pochta.config.settings import DeliverySettings, DNSSettings, ServerSettings, Settings
+from pochta.config.settings import Settings
 from pochta.deliver.mta_sts import (
     MAX_POLICY_BYTES,
     StsPolicy,
@@ -36,6 +36,7 @@ from pochta.deliver.mta_sts import (
 from pochta.deliver.sts_dane_policy import StsDanePolicy
 from pochta.deliver.tls_policy import DomainPolicy, HostTLS
 from tests.dnsserver import ZoneServer
+from tests.factories import make_settings
 
 # RFC 8461 §3.2, the example policy.
 RFC_POLICY = (
@@ -636,10 +637,13 @@ async def test_bad_domain_names_touch_nothing(
 
 
 def _settings(tmp_path: Path, *, level: str = "may", mta_sts: bool = True) -> Settings:
-    return Settings(
-        server=ServerSettings(hostname="mail.example.test", data_dir=str(tmp_path)),
-        delivery=DeliverySettings(tls_security_level=level, mta_sts=mta_sts),  # type: ignore[arg-type]
-        dns=DNSSettings(),
+    return make_settings(
+        {
+            "server.hostname": "mail.example.test",
+            "server.data_dir": str(tmp_path),
+            "delivery.tls_security_level": level,
+            "delivery.mta_sts": mta_sts,
+        }
     )
 
 
@@ -718,9 +722,12 @@ async def test_mta_sts_switched_off(
 
 
 def test_default_sts_resolver_uses_the_data_dir(tmp_path: Path, ca_file: Path) -> None:
-    settings = Settings(
-        server=ServerSettings(hostname="mail.example.test", data_dir=str(tmp_path)),
-        delivery=DeliverySettings(tls_ca_file=str(ca_file)),
+    settings = make_settings(
+        {
+            "server.hostname": "mail.example.test",
+            "server.data_dir": str(tmp_path),
+            "delivery.tls_ca_file": str(ca_file),
+        }
     )
     policy = StsDanePolicy(settings, dns.asyncresolver.Resolver(configure=False))
     assert policy.sts is not None

@@ -10,9 +10,9 @@ import sys
 import pytest
 
 from pochta import netaddr
-from pochta.config.settings import HTTPSettings, ServerSettings, Settings
 from pochta.netaddr import in_networks, is_loopback
 from pochta.web.http_server import HttpService, Request
+from tests.factories import make_settings
 from tests.unit.test_autoconfig import FakeDirectory, FakeServer
 
 LOOPBACK_TABLE = [
@@ -93,9 +93,11 @@ def test_runtime_and_http_use_the_one_rule() -> None:
 def test_metrics_network_accepts_ipv4_mapped_client() -> None:
     """http.metrics_allowed_networks treats a dual-stack listener's ::ffff:a.b.c.d client as
     a.b.c.d, as server.max_connections_per_ip's exemptions do."""
-    settings = Settings(
-        server=ServerSettings(hostname="mail.example.org"),
-        http=HTTPSettings(metrics_allowed_networks=["192.0.2.0/24"]),
+    settings = make_settings(
+        {
+            "server.hostname": "mail.example.org",
+            "http.metrics_allowed_networks": ["192.0.2.0/24"],
+        }
     )
     service = HttpService(FakeServer(settings, FakeDirectory()))  # type: ignore[arg-type]
     request = Request(

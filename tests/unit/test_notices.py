@@ -18,6 +18,7 @@ from pochta.deliver.notices import Notices, TokenBucket
 from pochta.queue.envelope import Envelope, Recipient, new_queue_id
 from pochta.queue.scheduler import Attempt, QueueManager
 from pochta.queue.spool import Spool
+from tests.factories import make_envelope
 
 T0 = 1_750_000_000.0
 HOST = "mail.example.org"
@@ -82,7 +83,7 @@ async def queue_original(
     spool: Spool, sender: str = "alice@example.org", *rcpts: str, **params: Any
 ) -> Envelope:
     recipients = [Recipient(r) for r in (rcpts or ("bob@example.com",))]
-    env = Envelope("", sender, recipients, T0, 0, **params)
+    env = make_envelope(*recipients, sender=sender, arrival=T0, **params)
     await spool.enqueue(env, CONTENT)
     return env
 
@@ -302,7 +303,7 @@ async def test_queue_manager_bounce_ends_up_as_a_dsn_in_the_spool(
     hook = notices(spool, clock, maximal_lifetime_seconds=queue_settings.maximal_lifetime_seconds)
     qm = QueueManager(spool, queue_settings, deliver, route, clock=clock, on_final=hook, jitter=0)
     original = await spool.enqueue(
-        Envelope("", "alice@example.org", [Recipient("nobody@one.test")], clock.now, 0), CONTENT
+        make_envelope("nobody@one.test", sender="alice@example.org", arrival=clock.now), CONTENT
     )
     assert await qm.run_once() == 1
     assert await spool.locate(original) is None  # bounced: removed after on_final returned

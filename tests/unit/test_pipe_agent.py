@@ -14,6 +14,7 @@ import shutil
 import tempfile
 import time
 from collections.abc import Iterator
+from functools import partial
 from pathlib import Path
 
 import pytest
@@ -31,7 +32,8 @@ from pochta.deliver.pipe import (
     parse_pipe_destination,
     sanitize_output,
 )
-from pochta.queue.envelope import Envelope, Recipient
+from pochta.queue.envelope import Recipient
+from tests.factories import make_envelope
 
 ROOT = os.geteuid() == 0
 ME = pwd.getpwuid(os.geteuid()).pw_name
@@ -55,19 +57,14 @@ def scratch(tmp_path: Path) -> Iterator[Path]:
         shutil.rmtree(top, ignore_errors=True)
 
 
-def envelope(**kw: object) -> Envelope:
-    fields: dict[str, object] = {
-        "queue_id": "0AbCdEfGhIjKlMn",
-        "sender": "alice@example.org",
-        "recipients": [],
-        "arrival": time.time(),
-        "size": len(CONTENT),
-        "client_ip": "192.0.2.7",
-        "client_helo": "client.example.org",
-        "protocol": "ESMTPS",
-    }
-    fields.update(kw)
-    return Envelope(**fields)  # type: ignore[arg-type]
+envelope = partial(
+    make_envelope,
+    queue_id="0AbCdEfGhIjKlMn",
+    content=CONTENT,
+    client_ip="192.0.2.7",
+    client_helo="client.example.org",
+    protocol="ESMTPS",
+)
 
 
 RCPT = Recipient("support+urgent@mail.example.test", original="support@example.test")

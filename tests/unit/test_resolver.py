@@ -11,10 +11,6 @@ import pytest
 from structlog.testing import capture_logs
 
 from pochta.config.settings import (
-    DirectorySettings,
-    LocalSettings,
-    ServerSettings,
-    Settings,
     TablesSettings,
 )
 from pochta.directory.model import Account
@@ -48,6 +44,7 @@ from pochta.resolve.resolver import (
     VIRTUAL_ALIAS_UNKNOWN,
 )
 from pochta.tables.configured import ConfiguredTables
+from tests.factories import make_settings
 
 HASH = "{ARGON2ID}$argon2id$v=19$m=65536,t=3,p=4$c2FsdHNhbHQ$aGFzaGhhc2hoYXNo"
 HOST = "mail.example.test"
@@ -99,11 +96,15 @@ def make(tmp_path: Path, directory: SqliteDirectory) -> MakeResolver:
             virtual_mailbox_domains=list(virtual_mailbox_domains),
             relay_domains=list(relay_domains),
         )
-        settings = Settings(
-            server=ServerSettings(hostname=HOST, postmaster=postmaster),
-            tables=tables,
-            directory=DirectorySettings(recipient_delimiter=delimiter),
-            local=LocalSettings(domains=["localhost"], deliver_to_unix_accounts=unix),
+        settings = make_settings(
+            {
+                "server.hostname": HOST,
+                "server.postmaster": postmaster,
+                "tables": tables,
+                "directory.recipient_delimiter": delimiter,
+                "local.domains": ["localhost"],
+                "local.deliver_to_unix_accounts": unix,
+            }
         )
         return Resolver(directory, ConfiguredTables.open(tables), settings)
 
@@ -363,7 +364,7 @@ def test_postmaster_admin_lookup_is_kept_a_while(
 
     monkeypatch.setattr(directory, "list_accounts", counting)
     now = [1000.0]
-    settings = Settings(server=ServerSettings(hostname=HOST))
+    settings = make_settings({"server.hostname": HOST})
     tables = TablesSettings()
     r = Resolver(directory, ConfiguredTables.open(tables), settings, clock=lambda: now[0])
     for _ in range(5):
@@ -413,7 +414,7 @@ def test_postmaster_with_nowhere_to_go_waits_451_with_a_warning(tmp_path: Path) 
     try:
         empty.add_domain("fresh.example")
         tables = TablesSettings()
-        settings = Settings(server=ServerSettings(hostname=HOST))
+        settings = make_settings({"server.hostname": HOST})
         r = Resolver(empty, ConfiguredTables.open(tables), settings)
         assert r.postmaster_admin() is None
         with capture_logs() as logs:

@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from pochta.cleanup.pipeline import CleanupInput, CleanupResult
-from pochta.config.settings import ServerSettings, Settings, SMTPSettings
+from pochta.config.settings import Settings
 from pochta.directory.authenticator import AuthResult
 from pochta.directory.model import Account
 from pochta.protocols.smtp.replies import Reply
@@ -23,6 +23,7 @@ from pochta.receive.policy import Policy
 from pochta.resolve.classes import Resolution
 from pochta.runtime import ChangeBus, Refusal
 from pochta.store import MailStore, open_store
+from tests.factories import make_settings
 
 ALICE = "alice@example.org"
 
@@ -139,9 +140,12 @@ class FakeRuntime:
 
 @pytest.fixture
 def runtime(tmp_path: Path) -> FakeRuntime:
-    settings = Settings(
-        server=ServerSettings(hostname="mail.example.org", data_dir=str(tmp_path)),
-        smtp=SMTPSettings(peername_lookup=False),  # no DNS: only loopback is ever asked
+    settings = make_settings(
+        {
+            "server.hostname": "mail.example.org",
+            "server.data_dir": str(tmp_path),
+            "smtp.peername_lookup": False,  # no name lookups: a fake runtime, no resolver
+        }
     )
     store = open_store(settings)
     return FakeRuntime(settings, FakeMail(store))

@@ -28,6 +28,7 @@ from pochta.queue.scheduler import (
     destination_key,
 )
 from pochta.queue.spool import QueueState, Spool
+from tests.factories import make_envelope
 
 T0 = 1_750_000_000.0
 CONTENT = b"Subject: test\r\n\r\nbody\r\n"
@@ -147,7 +148,8 @@ def manager(
 
 async def enqueue(spool: Spool, clock: FakeClock, *recipients: str, **params: Any) -> str:
     rcpts = [Recipient(r, **params) for r in recipients]
-    return await spool.enqueue(Envelope("", "sender@example.org", rcpts, clock.now, 0), CONTENT)
+    envelope = make_envelope(*rcpts, sender="sender@example.org", arrival=clock.now)
+    return await spool.enqueue(envelope, CONTENT)
 
 
 async def on_disk(spool: Spool, queue_id: str) -> Envelope:
@@ -542,12 +544,12 @@ async def test_background_loop_picks_up_enqueues_and_other_processes(
     try:
         now = time.time()
         mine = await spool.enqueue(
-            Envelope("", "s@example.org", [Recipient("a@one.test")], now, 0), CONTENT
+            make_envelope("a@one.test", sender="s@example.org", arrival=now), CONTENT
         )
         # Written by another Spool object (like `pochta sendmail`): no wake, found by the scan.
         other = Spool(spool.root)
         theirs = await other.enqueue(
-            Envelope("", "s@example.org", [Recipient("b@one.test")], now, 0), CONTENT
+            make_envelope("b@one.test", sender="s@example.org", arrival=now), CONTENT
         )
         other.close()
         for _ in range(100):
@@ -569,7 +571,7 @@ async def test_a_backlog_is_listed_once_not_at_every_free_slot(
     other = Spool(spool.root, remember_fresh=False)  # queued while the server was down
     queued = [
         await other.enqueue(
-            Envelope("", "s@example.org", [Recipient(f"u{i}@one.test")], time.time(), 0), CONTENT
+            make_envelope(f"u{i}@one.test", sender="s@example.org", arrival=time.time()), CONTENT
         )
         for i in range(40)
     ]
@@ -665,7 +667,7 @@ async def test_adopted_mail_is_delivered_whatever_its_shard(
     heard: list[str] = []
     worker.add_listener(heard.append)
     queue_id = await worker.enqueue(
-        Envelope("", "s@example.org", [Recipient("a@one.test")], clock.now, 0),
+        make_envelope("a@one.test", sender="s@example.org", arrival=clock.now),
         CONTENT,
         here=False,
     )
@@ -733,7 +735,7 @@ async def test_background_loop_retries_when_due(spool: Spool, agent: FakeAgent) 
     await qm.start()
     try:
         qm._deliver = timed  # type: ignore[method-assign]
-        envelope = Envelope("", "s@example.org", [Recipient("a@one.test")], time.time(), 0)
+        envelope = make_envelope("a@one.test", sender="s@example.org", arrival=time.time())
         queue_id = await spool.enqueue(envelope, CONTENT)
         for _ in range(2000):
             if called_at and qm.active_count == 0:

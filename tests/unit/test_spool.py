@@ -17,6 +17,7 @@ import sys
 import time
 from collections import Counter
 from collections.abc import Iterator
+from functools import partial
 from pathlib import Path
 
 import msgspec
@@ -32,7 +33,6 @@ from pochta.queue.envelope import (
     QUEUE_ID_LENGTH,
     Envelope,
     EnvelopeError,
-    Recipient,
     decode_envelope,
     encode_envelope,
     is_queue_id,
@@ -51,14 +51,15 @@ from pochta.queue.spool import (
     WrongState,
     required_free_bytes,
 )
+from tests.factories import make_envelope
 from tests.unit.test_maildir_store import small_disk
 
 CONTENT = b"From: a@example.org\r\nTo: b@example.test\r\nSubject: hi\r\n\r\nHello\r\n"
 
 
-def make_envelope(*recipients: str, sender: str = "a@example.org") -> Envelope:
-    rcpts = [Recipient(r) for r in (recipients or ("b@example.test",))]
-    return Envelope("", sender, rcpts, time.time(), 0)
+SENDER = "a@example.org"
+RCPT = "b@example.test"
+spool_envelope = partial(make_envelope, sender=SENDER)  # queue_id "": the spool fills it in
 
 
 def files(path: Path) -> list[str]:
@@ -126,7 +127,7 @@ def test_queue_ids_of_no_shard_spread_over_every_shard() -> None:
 
 async def test_spool_ids_fall_in_its_shard_and_requeue_active(spool: Spool) -> None:
     spool.configure_shards(3, (2,))
-    ids = [await spool.enqueue(make_envelope(), CONTENT) for _ in range(4)]
+    ids = [await spool.enqueue(spool_envelope(RCPT), CONTENT) for _ in range(4)]
     assert {queue_shard(q, 3) for q in ids} == {2}
     for queue_id in ids:
         assert await spool.claim(queue_id, "incoming") is not None
@@ -136,7 +137,7 @@ async def test_spool_ids_fall_in_its_shard_and_requeue_active(spool: Spool) -> N
 
 
 def test_envelope_round_trip_and_version() -> None:
-    envelope = make_envelope("x@example.test", "y@example.test")
+    envelope = spool_envelope("x@example.test", "y@example.test")
     envelope.queue_id = new_queue_id()
     envelope.recipients[0].notify = ("SUCCESS", "FAILURE")
     envelope.ret = "HDRS"
@@ -169,7 +170,7 @@ def split_file(path: Path) -> tuple[Envelope, bytes]:
 
 
 async def test_enqueue_writes_one_file_with_envelope_and_content(spool: Spool) -> None:
-    envelope = make_envelope("b@example.test", "c@example.test")
+    envelope = spool_envelope("b@example.test", "c@example.test")
     with capture_logs() as logs:
         queue_id = await spool.enqueue(envelope, CONTENT)
     assert is_queue_id(queue_id)
@@ -195,15 +196,15 @@ async def test_enqueue_writes_one_file_with_envelope_and_content(spool: Spool) -
 async def test_enqueue_wakes_listeners(spool: Spool) -> None:
     seen: list[str] = []
     spool.add_listener(seen.append)
-    queue_id = await spool.enqueue(make_envelope(), CONTENT)
+    queue_id = await spool.enqueue(spool_envelope(RCPT), CONTENT)
     assert seen == [queue_id]
 
 
 async def test_enqueue_with_a_given_id_refuses_a_duplicate(spool: Spool) -> None:
-    envelope = make_envelope()
+    envelope = spool_envelope(RCPT)
     envelope.queue_id = new_queue_id()
     await spool.enqueue(envelope, CONTENT)
-    again = make_envelope()
+    again = spool_envelope(RCPT)
     again.queue_id = envelope.queue_id
     with pytest.raises(SpoolError, match="exists already"):
         await spool.enqueue(again, b"other")
@@ -217,7 +218,7 @@ async def test_enqueue_with_a_given_id_refuses_a_duplicate(spool: Spool) -> None
 
 async def test_group_commit_shares_directory_fsyncs(spool: Spool) -> None:
     n = 100
-    ids = await asyncio.gather(*(spool.enqueue(make_envelope(), CONTENT) for _ in range(n)))
+    ids = await asyncio.gather(*(spool.enqueue(spool_envelope(RCPT), CONTENT) for _ in range(n)))
     assert len(set(ids)) == n
     assert len(files(spool.root / "incoming")) == n
     assert spool.counters.file_fsyncs == n  # one file each: not shareable
@@ -228,7 +229,7 @@ async def test_group_commit_shares_directory_fsyncs(spool: Spool) -> None:
 
 async def test_a_sequential_enqueue_gets_its_own_fsync(spool: Spool) -> None:
     for i in range(3):
-        await spool.enqueue(make_envelope(), CONTENT)
+        await spool.enqueue(spool_envelope(RCPT), CONTENT)
         assert spool.counters.batches == i + 1
 
 
@@ -240,7 +241,7 @@ async def test_failed_directory_fsync_is_not_acknowledged(
 
     monkeypatch.setattr(spool.counters, "fsync_dir", broken)
     with pytest.raises(OSError, match="Input/output"):
-        await spool.enqueue(make_envelope(), CONTENT)
+        await spool.enqueue(spool_envelope(RCPT), CONTENT)
     # Taken back, so the client's retry is no duplicate.
     assert files(spool.root / "incoming") == []
     assert files(spool.root / "tmp") == []
@@ -251,7 +252,7 @@ async def test_spool_survives_several_event_loops(tmp_path: Path) -> None:
     s = Spool(tmp_path / "q")
 
     async def once() -> str:
-        return await s.enqueue(make_envelope(), CONTENT)
+        return await s.enqueue(spool_envelope(RCPT), CONTENT)
 
     first = await once()
     second = await asyncio.get_running_loop().run_in_executor(None, asyncio.run, once())
@@ -263,7 +264,7 @@ async def test_spool_survives_several_event_loops(tmp_path: Path) -> None:
 
 
 async def test_update_envelope_goes_to_a_status_file_never_the_message(spool: Spool) -> None:
-    queue_id = await spool.enqueue(make_envelope(), CONTENT)
+    queue_id = await spool.enqueue(spool_envelope(RCPT), CONTENT)
     path = spool.root / "incoming" / queue_id
     before = path.stat()
     envelope = await spool.load(queue_id)
@@ -297,7 +298,7 @@ async def test_update_envelope_goes_to_a_status_file_never_the_message(spool: Sp
 
 
 async def test_states_hold_release_requeue_delete(spool: Spool) -> None:
-    queue_id = await spool.enqueue(make_envelope(), CONTENT)
+    queue_id = await spool.enqueue(spool_envelope(RCPT), CONTENT)
     with capture_logs() as logs:
         await spool.hold(queue_id)
         assert await spool.locate(queue_id) == "hold"
@@ -318,7 +319,7 @@ async def test_states_hold_release_requeue_delete(spool: Spool) -> None:
 
 
 async def test_active_message_cannot_be_held_but_can_be_deleted(spool: Spool) -> None:
-    queue_id = await spool.enqueue(make_envelope(), CONTENT)
+    queue_id = await spool.enqueue(spool_envelope(RCPT), CONTENT)
     assert await spool.claim(queue_id, "incoming") is not None
     assert await spool.locate(queue_id) == "active"
     with pytest.raises(WrongState, match="being delivered"):
@@ -330,7 +331,7 @@ async def test_active_message_cannot_be_held_but_can_be_deleted(spool: Spool) ->
 
 
 async def test_a_locked_message_is_busy(spool: Spool, hold_lock: list[int]) -> None:
-    queue_id = await spool.enqueue(make_envelope(), CONTENT)
+    queue_id = await spool.enqueue(spool_envelope(RCPT), CONTENT)
     lock_file(spool.root / "incoming" / queue_id, hold_lock)  # another process changing it
     with pytest.raises(MessageBusy):
         await spool.move(queue_id, "hold", wait_seconds=0.05)
@@ -340,7 +341,7 @@ async def test_a_locked_message_is_busy(spool: Spool, hold_lock: list[int]) -> N
 
 async def test_the_lock_moves_with_the_file(spool: Spool, hold_lock: list[int]) -> None:
     """A lock taken on the file in incoming/ still holds once the file is in deferred/."""
-    queue_id = await spool.enqueue(make_envelope(), CONTENT)
+    queue_id = await spool.enqueue(spool_envelope(RCPT), CONTENT)
     fd = os.open(spool.root / "incoming" / queue_id, os.O_RDONLY)
     hold_lock.append(fd)
     os.rename(spool.root / "incoming" / queue_id, spool.root / "deferred" / queue_id)
@@ -353,10 +354,10 @@ async def test_the_lock_moves_with_the_file(spool: Spool, hold_lock: list[int]) 
 
 
 async def test_claim_moves_to_active_and_sorts_out_corrupt(spool: Spool) -> None:
-    good = await spool.enqueue(make_envelope(), CONTENT)
-    bad = await spool.enqueue(make_envelope(), CONTENT)
+    good = await spool.enqueue(spool_envelope(RCPT), CONTENT)
+    bad = await spool.enqueue(spool_envelope(RCPT), CONTENT)
     (spool.root / "incoming" / bad).write_bytes(b"not json\n")
-    short = await spool.enqueue(make_envelope(), CONTENT)
+    short = await spool.enqueue(spool_envelope(RCPT), CONTENT)
     cut(spool.root / "incoming" / short, 3)  # cut short, as by a lost write
     envelope = await spool.claim(good, "incoming")
     assert envelope is not None
@@ -375,9 +376,9 @@ async def test_claim_moves_to_active_and_sorts_out_corrupt(spool: Spool) -> None
 
 
 async def test_list_and_flush(spool: Spool) -> None:
-    a = await spool.enqueue(make_envelope(), CONTENT)
-    b = await spool.enqueue(make_envelope(), CONTENT)
-    c = await spool.enqueue(make_envelope(), CONTENT)
+    a = await spool.enqueue(spool_envelope(RCPT), CONTENT)
+    b = await spool.enqueue(spool_envelope(RCPT), CONTENT)
+    c = await spool.enqueue(spool_envelope(RCPT), CONTENT)
     await spool.move(b, "deferred")
     await spool.move(c, "deferred")
     (spool.root / "corrupt" / new_queue_id()).write_bytes(b"{")
@@ -404,7 +405,7 @@ async def test_files_take_the_spool_owner_when_run_as_root(tmp_path: Path) -> No
     root.mkdir()
     os.chown(root, 4242, 4243)
     s = Spool(root)
-    queue_id = await s.enqueue(make_envelope(), CONTENT)
+    queue_id = await s.enqueue(spool_envelope(RCPT), CONTENT)
     await s.update_envelope(queue_id, await s.load(queue_id))
     for path in (root / "incoming", root / "incoming" / queue_id, root / "status" / queue_id):
         st = path.stat()
@@ -417,15 +418,15 @@ async def test_files_take_the_spool_owner_when_run_as_root(tmp_path: Path) -> No
 
 async def test_recovery_cleans_up_after_a_crash(spool: Spool, hold_lock: list[int]) -> None:
     root = spool.root
-    delivered_half = await spool.enqueue(make_envelope(), CONTENT)
+    delivered_half = await spool.enqueue(spool_envelope(RCPT), CONTENT)
     await spool.claim(delivered_half, "incoming")  # was being delivered at the crash
-    fine = await spool.enqueue(make_envelope(), CONTENT)
+    fine = await spool.enqueue(spool_envelope(RCPT), CONTENT)
     await spool.update_envelope(fine, await spool.load(fine))
     await spool.move(fine, "deferred")
-    broken = await spool.enqueue(make_envelope(), CONTENT)
+    broken = await spool.enqueue(spool_envelope(RCPT), CONTENT)
     await spool.move(broken, "deferred")
     (root / "deferred" / broken).write_bytes(b'{"queue_id": 1}\n')
-    cut_short = await spool.enqueue(make_envelope(), CONTENT)
+    cut_short = await spool.enqueue(spool_envelope(RCPT), CONTENT)
     cut(root / "incoming" / cut_short, 1)
     (root / "incoming" / "README").write_text("not a message")
 
@@ -464,14 +465,14 @@ async def test_recovery_cleans_up_after_a_crash(spool: Spool, hold_lock: list[in
 
 async def test_a_delivered_message_file_is_recycled(spool: Spool) -> None:
     root = spool.root
-    first = await spool.enqueue(make_envelope(), CONTENT * 3)
+    first = await spool.enqueue(spool_envelope(RCPT), CONTENT * 3)
     inode = (root / "incoming" / first).stat().st_ino
     await spool.delete(first, reason="done", durable=False)
     assert files(root / "pool") == [first]
     assert (root / "pool" / first).read_bytes()[:1] == b"#"  # free: no message any more
 
     dir_fsyncs = spool.counters.dir_fsyncs
-    second = await spool.enqueue(make_envelope("c@example.test"), CONTENT)
+    second = await spool.enqueue(spool_envelope("c@example.test"), CONTENT)
     # Written over the recycled file, durable with no directory fsync.
     assert spool.counters.dir_fsyncs == dir_fsyncs
     assert files(root / "pool") == []
@@ -488,7 +489,7 @@ async def test_claim_keeps_the_content_read_from_disk(tmp_path: Path) -> None:
     """A message queued by another process (here: another Spool) is read whole at claim,
     so the delivery that follows does not read the file again."""
     writer = Spool(tmp_path / "queue", remember_fresh=False)
-    queue_id = await writer.enqueue(make_envelope(), CONTENT)
+    queue_id = await writer.enqueue(spool_envelope(RCPT), CONTENT)
     writer.close()
     spool = Spool(tmp_path / "queue")
     try:
@@ -505,7 +506,7 @@ async def test_claim_keeps_the_content_read_from_disk(tmp_path: Path) -> None:
 async def test_scheduler_removal_waits_for_a_busy_file(spool: Spool, hold_lock: list[int]) -> None:
     """The removal after delivery takes the general way when another process holds the
     file: it waits for the lock, and removes the status file too."""
-    queue_id = await spool.enqueue(make_envelope(), CONTENT)
+    queue_id = await spool.enqueue(spool_envelope(RCPT), CONTENT)
     envelope = await spool.claim(queue_id, "incoming")
     assert envelope is not None
     await spool.update_envelope(queue_id, envelope)
@@ -526,12 +527,12 @@ async def test_recovery_adopts_complete_messages_found_in_the_pool(
 ) -> None:
     root, pool = spool.root, spool.root / "pool"
     # Queued in a recycled file, but the crash lost its link into incoming/.
-    lost_link = await spool.enqueue(make_envelope(), CONTENT)
+    lost_link = await spool.enqueue(spool_envelope(RCPT), CONTENT)
     os.rename(root / "incoming" / lost_link, pool / "A")
     before = (pool / "A").read_bytes()
     # An overwrite the crash cut short: the right length, but not the content it was
     # queued with (old bytes under a new envelope).
-    torn = await spool.enqueue(make_envelope(), CONTENT)
+    torn = await spool.enqueue(spool_envelope(RCPT), CONTENT)
     data = bytearray((root / "incoming" / torn).read_bytes())
     data[-3] ^= 0x20
     os.unlink(root / "incoming" / torn)
@@ -540,10 +541,10 @@ async def test_recovery_adopts_complete_messages_found_in_the_pool(
     # a pool file that holds a message.
     assert (pool / "A").read_bytes() == before
     # Linked into incoming/, the pool name's removal lost.
-    linked = await spool.enqueue(make_envelope(), CONTENT)
+    linked = await spool.enqueue(spool_envelope(RCPT), CONTENT)
     os.link(root / "incoming" / linked, pool / "C")
     # One a live writer holds, and a free file.
-    busy = await spool.enqueue(make_envelope(), CONTENT)
+    busy = await spool.enqueue(spool_envelope(RCPT), CONTENT)
     os.rename(root / "incoming" / busy, pool / "E")
     lock_file(pool / "E", hold_lock)
     (pool / "D").write_bytes(b'#"queue_id": "x"}\n')
@@ -638,7 +639,9 @@ async def test_kill_9_loses_no_acknowledged_message(
     root = tmp_path / "queue"
     if recycled:  # a pool of free files from delivered messages, for the child to write over
         spool = Spool(root)
-        old = [await spool.enqueue(make_envelope(), CONTENT * (1 + i % 120)) for i in range(150)]
+        old = [
+            await spool.enqueue(spool_envelope(RCPT), CONTENT * (1 + i % 120)) for i in range(150)
+        ]
         for queue_id in old:
             await spool.delete(queue_id, reason="done", durable=False)
         spool.close()
@@ -720,10 +723,10 @@ async def test_enqueue_on_a_full_disk_is_spool_full_and_leaves_nothing(tmp_path:
     with small_disk(tmp_path / "fs", "2m") as disk:
         spool = Spool(disk.path / "queue")
         try:
-            kept = await spool.enqueue(make_envelope(), CONTENT)
+            kept = await spool.enqueue(spool_envelope(RCPT), CONTENT)
             disk.fill()
             with pytest.raises(SpoolFull) as caught:
-                await spool.enqueue(make_envelope(), CONTENT + b"x" * 65536)
+                await spool.enqueue(spool_envelope(RCPT), CONTENT + b"x" * 65536)
             assert isinstance(caught.value, OSError)  # callers that catch OSError still do
             assert "no space left on device" in str(caught.value)
             assert caught.value.path.startswith(str(spool.root / "tmp"))
@@ -737,7 +740,7 @@ async def test_enqueue_on_a_full_disk_is_spool_full_and_leaves_nothing(tmp_path:
                 await spool.update_envelope(kept, envelope)
             assert files(spool.root / "tmp") == []
             disk.free()
-            await spool.enqueue(make_envelope(), CONTENT)
+            await spool.enqueue(spool_envelope(RCPT), CONTENT)
             assert len(files(spool.root / "incoming")) == 2
         finally:
             spool.close()
@@ -772,10 +775,10 @@ async def test_requeue_active_shard_takes_only_that_shard_and_not_the_busy(spool
     mail of other shards, and what the master is delivering itself, stay."""
     worker = Spool(spool.root, remember_fresh=False)
     worker.configure_shards(3, (1,))
-    left = [await worker.enqueue(make_envelope(), CONTENT) for _ in range(3)]
+    left = [await worker.enqueue(spool_envelope(RCPT), CONTENT) for _ in range(3)]
     worker.close()
     spool.configure_shards(3, (0,))
-    own = await spool.enqueue(make_envelope(), CONTENT)
+    own = await spool.enqueue(spool_envelope(RCPT), CONTENT)
     for queue_id in (*left, own):
         assert await spool.claim(queue_id, "incoming") is not None
     busy = {left[0]}  # in flight here already (taken over, claimed again meanwhile)
@@ -787,7 +790,7 @@ async def test_requeue_active_shard_takes_only_that_shard_and_not_the_busy(spool
 
 
 def test_envelope_keeps_the_verdict_and_reads_old_files_without_it() -> None:
-    envelope = make_envelope("x@example.test", "y@example.test")
+    envelope = make_envelope("y@example.test", sender="x@example.test")
     envelope.queue_id = new_queue_id()
     envelope.verdict = (
         Verdict()

@@ -52,6 +52,8 @@ class Command:
 
 
 _LITERAL = re.compile(rb"(~?)\{(\d{1,20})(\+?)\}\r\n\Z")
+# The longest literal marker _LITERAL matches, without its CRLF: "~{" 20 digits "+}".
+_MARKER_TAIL = 25
 _TAG = re.compile(r"[\x21-\x7e]+")
 _TAG_BAD = set('(){%*"\\+')
 
@@ -141,8 +143,10 @@ class CommandParser:
             if self._skipping_line:
                 end = self._buf.find(b"\r\n")
                 if end < 0:
-                    if len(self._buf) > 2:
-                        del self._buf[:-1]
+                    # Keep what may be the start of the line's literal marker and its CR, so
+                    # that a {N+} cut by the reads is still seen (RFC 7888 §4).
+                    if len(self._buf) > _MARKER_TAIL + 1:
+                        del self._buf[: -(_MARKER_TAIL + 1)]
                     return None
                 line = bytes(self._buf[: end + 2])
                 del self._buf[: end + 2]
@@ -181,7 +185,12 @@ class CommandParser:
                 if self._size + len(self._buf) > self.max_command:
                     if not self._parts:  # the reply carries this line's tag, if readable
                         self._error_tag = self._long_line_tag(self._buf)
-                    return self._refuse("Command line too long")
+                    # The skipping state reads the rest of the line; it keeps what may be
+                    # the start of a literal marker, so a {N+} cut by the reads is seen.
+                    self._reset()
+                    del self._buf[: -(_MARKER_TAIL + 1)]
+                    self._skipping_line = True
+                    return CommandError(self._error_tag, "Command line too long")
                 return None
             line = bytes(self._buf[: end + 2])
             del self._buf[: end + 2]
@@ -190,7 +199,11 @@ class CommandParser:
             if self._size + len(line) > self.max_command:
                 if not self._parts:  # as above, so the answer does not depend on the reads
                     self._error_tag = self._long_line_tag(line)
+                # As when the line arrives in pieces: refused, then its end is read by the
+                # skipping state, which discards the data of a LITERAL+ that follows unasked.
                 self._reset()
+                self._skipping_line = True
+                self._buf[0:0] = line[-(_MARKER_TAIL + 2) :]
                 return CommandError(self._error_tag, "Command line too long")
             m = _LITERAL.search(line)
             if m is None:
@@ -206,7 +219,7 @@ class CommandParser:
             if refused is not None:
                 return refused
             if self._literals > self.max_literals:
-                return self._refuse("Too many literals")
+                return self._drop(n, plus=plus, text="Too many literals")
             self._parts.append(line)
             if is_append:  # APPEND's messages count against max_literal and max_append
                 self._append_size += n
@@ -272,12 +285,6 @@ class CommandParser:
         self._append_size = 0
         self._announced = 0
         self._literals = 0
-
-    def _refuse(self, text: str) -> CommandError:
-        self._reset()
-        self._buf.clear()
-        self._skipping_line = True
-        return CommandError(self._error_tag, text)
 
     def _finish(self) -> Command | CommandError:
         raw = b"".join(self._parts)
