@@ -80,7 +80,6 @@ def world() -> Iterator[World]:
     top.chmod(0o755)
     try:
         env = make_pochta_env(top / "data")
-        env.config_path.chmod(0o644)  # sendmail reads it as the local user
         env.add_user(f"bob@{DOMAIN}", "correct horse 1")
         sink = Sink()
         port = free_port()

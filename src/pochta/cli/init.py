@@ -152,13 +152,11 @@ def init(
         owner = (user.pw_uid, user.pw_gid)
     # maildrop/ 1733, the server's: every local user may drop mail there, none may list it.
     ensure_maildrop(settings.spool_dir, owner)
-    if run_as_user and os.geteuid() == 0:
-        # The server rereads the config on SIGHUP after dropping to run_as_user: let its
-        # group read the file (it holds no secrets; keys stay 0600 root).
-        import pwd
-
-        owner = (0, pwd.getpwnam(run_as_user).pw_gid)
-    write_atomic(config_file, text.encode("utf-8"), mode=0o640, owner=owner)
+    # Readable by everyone, as Postfix's main.cf: the server rereads it on SIGHUP after
+    # dropping to run_as_user, and `pochta sendmail` reads it as any local user. It holds no
+    # secrets (the relayhost password and the keys are files of their own, 0600).
+    owner = (0, 0) if os.geteuid() == 0 else None
+    write_atomic(config_file, text.encode("utf-8"), mode=0o644, owner=owner)
 
     click.echo(f"Created {config_file}")
     click.echo(f"  TLS certificate  {cert} (self-signed for {host})")
