@@ -132,6 +132,19 @@ def test_sendmail_from_a_local_user_arrives_cleaned_and_signed(world: World) -> 
     assert [p.name for p in (world.spool_dir / "maildrop").iterdir()] == []
 
 
+def test_a_config_local_users_cannot_read_gets_a_hint(world: World) -> None:
+    """pochta init writes the config 0644; one narrowed by hand stops local users, and the
+    error says how to fix it (exit 75: try again later)."""
+    uid = as_local_user()
+    if uid is None:
+        pytest.skip("needs root to run sendmail as another local user")
+    assert world.env.config_path.stat().st_mode & 0o777 == 0o644
+    world.env.config_path.chmod(0o600)
+    proc = world.sendmail(f"bob@{DOMAIN}", uid=uid)
+    assert proc.returncode == 75
+    assert f"chmod 644 {world.env.config_path}" in proc.stderr
+
+
 def test_sendmail_while_stopped_goes_out_after_start_past_a_corrupt_file(world: World) -> None:
     maildrop = world.spool_dir / "maildrop"
     (maildrop / "0bad").write_bytes(b"POCHTA-MAILDROP 1\n{not json\nSubject: x\r\n\r\n")

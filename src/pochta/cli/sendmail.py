@@ -184,6 +184,8 @@ def _run(ctx: click.Context, request: Request) -> int:
         settings = load_checked_settings(path, check_files=False)
     except ConfigError as exc:
         problems = "; ".join(str(p) for p in exc.problems)
+        if "Permission denied" in problems:
+            problems += f" (local users need to read it: chmod 644 {path}; it holds no secrets)"
         _exit(EX_TEMPFAIL, f"cannot read the config {path}: {problems}")
     configure_logging(settings.server.log_format, "warning")
     hostname = settings.server.hostname
