@@ -154,6 +154,7 @@ def test_show_gives_each_recipients_state(pochta_env: PochtaEnv) -> None:
         "    route: mailbox:carol@example.test",
         "  new@example.org",
         "    status: pending, not tried yet",
+        "verdict: accept, score 0",  # what cleanup's filters found: nothing here
     ]
     document, _, headers = rest.partition("\n\n")
     recorded = json.loads(document)
