@@ -205,3 +205,19 @@ async def test_pickup_queues_bounces_defers_and_goes_on(tmp_path: Path) -> None:
     door.replies.pop("later@example.org")
     assert await pickup.scan() == 2
     assert list(maildrop.iterdir()) == []
+
+
+async def test_pickup_sweeps_only_stale_partial_files(tmp_path: Path) -> None:
+    """A ``.tmp`` left by a sendmail that died mid-write goes after an hour; one being
+    written now stays (the wall clock is injected)."""
+    settings = make_settings(
+        {"server.hostname": "mail.example.org", "server.data_dir": str(tmp_path)}
+    )
+    maildrop = ensure_maildrop(settings.spool_dir)
+    now = 1_800_000_000.0
+    pickup = Pickup(settings, lambda: FakeDoor({}), wall_clock=lambda: now)  # type: ignore[arg-type, return-value]
+    for name, age in (("old.tmp", 3601.0), ("fresh.tmp", 5.0)):
+        (maildrop / name).write_bytes(b"partial")
+        os.utime(maildrop / name, (now - age, now - age))
+    assert await pickup.scan() == 0
+    assert sorted(p.name for p in maildrop.iterdir()) == ["fresh.tmp"]

@@ -53,6 +53,9 @@ log = get_logger("pickup")
 
 SCAN_INTERVAL_SECONDS = 0.5
 RETRY_SECONDS = 60.0
+# A ``NAME.tmp`` is a file ``pochta sendmail`` is writing; the command reads the whole message
+# before it writes, so one older than this was left by a sendmail that died mid-write.
+STALE_TMP_SECONDS = 3600.0
 
 
 class Pickup:
@@ -66,12 +69,14 @@ class Pickup:
         interval: float = SCAN_INTERVAL_SECONDS,
         retry_seconds: float = RETRY_SECONDS,
         clock: Callable[[], float] = time.monotonic,
+        wall_clock: Callable[[], float] = time.time,
     ) -> None:
         self._settings = settings
         self._door = door
         self._interval = interval
         self._retry_seconds = retry_seconds
         self._clock = clock
+        self._wall_clock = wall_clock
         self.maildrop = settings.spool_dir / "maildrop"
         self.corrupt = settings.spool_dir / CORRUPT_DIR
         self._retry_at: dict[str, float] = {}  # name -> when to try a 4xx-refused file again
@@ -111,9 +116,11 @@ class Pickup:
     async def scan(self) -> int:
         """One pass over maildrop/, oldest first; returns how many files were queued."""
         try:
-            names = [n for n in os.listdir(self.maildrop) if "." not in n]
+            listed = os.listdir(self.maildrop)
         except FileNotFoundError:
             return 0
+        names = [n for n in listed if "." not in n]
+        self._sweep([n for n in listed if n.endswith(".tmp")])
         dated = []
         for name in names:
             with contextlib.suppress(FileNotFoundError):
@@ -133,6 +140,16 @@ class Pickup:
                 self._retry_at[name] = self._clock() + self._retry_seconds
                 log.warning("pickup_failed", file=name, error=str(exc) or type(exc).__name__)
         return queued
+
+    def _sweep(self, partial: list[str]) -> None:
+        """Remove ``.tmp`` files older than STALE_TMP_SECONDS (a sendmail died writing)."""
+        too_old = self._wall_clock() - STALE_TMP_SECONDS
+        for name in partial:
+            path = self.maildrop / name
+            with contextlib.suppress(FileNotFoundError):
+                if path.stat().st_mtime < too_old:
+                    path.unlink()
+                    log.warning("maildrop_partial_removed", file=name)
 
     async def _pick(self, name: str) -> bool:
         path = self.maildrop / name
