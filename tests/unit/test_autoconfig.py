@@ -223,6 +223,8 @@ def service() -> HttpService:
         {
             "example.org": Domain(name="example.org"),
             "off.example": Domain(name="off.example", enabled=False),
+            # the host name's DKIM keys only (pochta init): not a mail domain of ours
+            "mx.provider.example": Domain(name="mx.provider.example", signing_only=True),
         }
     )
     return HttpService(FakeServer(settings, directory))  # type: ignore[arg-type]
@@ -237,7 +239,14 @@ def test_route_mta_sts(service: HttpService) -> None:
     assert ok.status == 200
     assert ok.content_type == "text/plain"
     assert b"mx: mail.example.org\r\n" in ok.body
-    for host in ("example.org", "mta-sts.other.example", "mta-sts.off.example", "1.2.3.4", ""):
+    for host in (
+        "example.org",
+        "mta-sts.other.example",
+        "mta-sts.off.example",
+        "mta-sts.mx.provider.example",  # signing-only: no policy for a domain without mail
+        "1.2.3.4",
+        "",
+    ):
         assert service.respond(_get("/.well-known/mta-sts.txt", host)).status == 404
 
 
@@ -253,8 +262,9 @@ def test_route_autoconfig(service: HttpService) -> None:
     )
     assert by_host.status == 200
     assert by_host.body == by_query.body
-    unhosted = _get("/mail/config-v1.1.xml", query={"emailaddress": ["a@other.example"]})
-    assert service.respond(unhosted).status == 404
+    for other in ("a@other.example", "a@mx.provider.example"):
+        unhosted = _get("/mail/config-v1.1.xml", query={"emailaddress": [other]})
+        assert service.respond(unhosted).status == 404
     hostile = _get("/mail/config-v1.1.xml", query={"emailaddress": [HOSTILE]})
     assert service.respond(hostile).status == 400
 
