@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 
-from pochta.receive.client_name import system_client_name
+from pochta.receive.client_name import NameCache, system_client_name
 
 
 class FakeLoop:
@@ -93,3 +93,41 @@ async def test_loopback_is_answered_by_the_system_as_getnameinfo_says() -> None:
         expected, confirmed = "", False
     name = await system_client_name("127.0.0.1", timeout_seconds=5)
     assert name == (expected.rstrip(".").lower() if confirmed else "")
+
+
+async def test_the_cache_keeps_names_and_no_names_but_not_timeouts(fake: FakeLoop) -> None:
+    now = [0.0]
+    cache = NameCache(seconds=60, entries=2, clock=lambda: now[0])
+    for _ in range(3):
+        assert await system_client_name("192.0.2.1", timeout_seconds=5, cache=cache) == (
+            "mail.example.test"
+        )
+        assert await system_client_name("192.0.2.3", timeout_seconds=5, cache=cache) == ""
+    assert fake.asked == ["192.0.2.1", "192.0.2.3"]  # once each: "no name" is kept too
+    now[0] = 61.0  # past the time an answer is kept
+    await system_client_name("192.0.2.1", timeout_seconds=5, cache=cache)
+    assert fake.asked[-1] == "192.0.2.1"
+    await system_client_name("192.0.2.2", timeout_seconds=5, cache=cache)  # a third IP
+    assert len(cache._answers) == 2  # the oldest went
+
+
+async def test_a_timeout_is_not_kept(monkeypatch: pytest.MonkeyPatch) -> None:
+    calls = []
+
+    async def never(*args: Any, **kwargs: Any) -> tuple[str, str]:
+        calls.append(args)
+        await asyncio.Event().wait()
+        raise AssertionError("unreachable")
+
+    real = asyncio.get_running_loop
+
+    def running() -> Any:
+        actual = real()
+        actual.getnameinfo = never  # type: ignore[method-assign]
+        return actual
+
+    monkeypatch.setattr(asyncio, "get_running_loop", running)
+    cache = NameCache()
+    for _ in range(2):
+        assert await system_client_name("192.0.2.1", timeout_seconds=0.01, cache=cache) == ""
+    assert len(calls) == 2  # asked again: a slow resolver is not an answer

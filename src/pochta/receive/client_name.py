@@ -13,7 +13,10 @@ limit.
 
 With no ``dns.nameservers`` configured, :func:`system_client_name` asks the system instead,
 as Postfix does (getnameinfo, then getaddrinfo: the name service switch, so /etc/hosts
-answers for 127.0.0.1 and the host's own addresses without a DNS query).
+answers for 127.0.0.1 and the host's own addresses without a DNS query). The system gives no
+TTLs, so its answers (a name, or none) are kept for ``NAME_CACHE_SECONDS`` per IP, as nscd
+would: a client that connects for every message is looked up once a minute, not each time
+(the dnspython path has the resolver's own TTL cache).
 """
 
 from __future__ import annotations
@@ -21,6 +24,8 @@ from __future__ import annotations
 import asyncio
 import ipaddress
 import socket
+import time
+from collections.abc import Callable
 
 import dns.asyncresolver
 import dns.exception
@@ -31,7 +36,7 @@ import dns.reversename
 
 from pochta.logs import get_logger
 
-__all__ = ["MAX_PTR_NAMES", "system_client_name", "verified_client_name"]
+__all__ = ["MAX_PTR_NAMES", "NameCache", "system_client_name", "verified_client_name"]
 
 log = get_logger("smtpd")
 
@@ -51,11 +56,46 @@ def _address(ip: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
     return address
 
 
-async def system_client_name(ip: str, *, timeout_seconds: float) -> str:
-    """:func:`verified_client_name` through the system's resolver (nsswitch), or ""."""
+NAME_CACHE_SECONDS = 60.0
+NAME_CACHE_ENTRIES = 4096
+
+
+class NameCache:
+    """Answers of the system resolver per IP for ``seconds`` (at most ``entries``, the
+    oldest dropped first); ``clock`` is injectable for tests."""
+
+    def __init__(
+        self,
+        seconds: float = NAME_CACHE_SECONDS,
+        entries: int = NAME_CACHE_ENTRIES,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.seconds, self.entries, self._clock = seconds, entries, clock
+        self._answers: dict[str, tuple[float, str]] = {}
+
+    def get(self, ip: str) -> str | None:
+        found = self._answers.get(ip)
+        if found is None or found[0] <= self._clock():
+            return None
+        return found[1]
+
+    def put(self, ip: str, name: str) -> None:
+        self._answers.pop(ip, None)
+        if len(self._answers) >= self.entries:
+            del self._answers[next(iter(self._answers))]
+        self._answers[ip] = (self._clock() + self.seconds, name)
+
+
+async def system_client_name(
+    ip: str, *, timeout_seconds: float, cache: NameCache | None = None
+) -> str:
+    """:func:`verified_client_name` through the system's resolver (nsswitch), or "".
+    With ``cache``, a name or a definite "no name" is kept; a timeout is not."""
     address = _address(ip)
     if address is None:
         return ""
+    if cache is not None and (known := cache.get(str(address))) is not None:
+        return known
     loop = asyncio.get_running_loop()
 
     async def confirmed() -> str:
@@ -67,10 +107,16 @@ async def system_client_name(ip: str, *, timeout_seconds: float) -> str:
         return ""
 
     try:
-        return await asyncio.wait_for(confirmed(), timeout_seconds)
-    except (OSError, ValueError, UnicodeError, TimeoutError) as exc:
-        log.info("client_name_unknown", client=ip, reason=type(exc).__name__)
+        name = await asyncio.wait_for(confirmed(), timeout_seconds)
+    except TimeoutError:
+        log.info("client_name_unknown", client=ip, reason="TimeoutError")
         return ""
+    except (OSError, ValueError, UnicodeError) as exc:  # no name: kept like a name
+        log.info("client_name_unknown", client=ip, reason=type(exc).__name__)
+        name = ""
+    if cache is not None:
+        cache.put(str(address), name)
+    return name
 
 
 async def verified_client_name(

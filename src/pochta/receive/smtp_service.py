@@ -46,7 +46,7 @@ from pochta.protocols.smtp import replies as R
 from pochta.protocols.smtp.replies import Reply
 from pochta.queue.base import SpoolError, SpoolFull, required_free_bytes
 from pochta.queue.envelope import Envelope, Recipient
-from pochta.receive.client_name import system_client_name, verified_client_name
+from pochta.receive.client_name import NameCache, system_client_name, verified_client_name
 from pochta.receive.policy import PolicyRequest, check_policies
 from pochta.resolve.classes import MailboxDest
 from pochta.tls.streams import load_tls_context, upgrade_to_tls
@@ -104,6 +104,7 @@ class SMTPService:
             raise RuntimeError(f"listen.{listener} needs a TLS certificate; see tls.cert_file")
         self.ssl_context = self.tls if implicit_tls else None
         self._dns: dns.asyncresolver.Resolver | None = None
+        self.names = NameCache()  # the system resolver's answers (client_name.py)
 
     @property
     def dns(self) -> dns.asyncresolver.Resolver | None:
@@ -248,7 +249,7 @@ class _Session:
             return
         if not self.server.settings.dns.nameservers:  # the system's resolver, as Postfix
             self.client_hostname = await system_client_name(
-                self.ip, timeout_seconds=s.peername_lookup_timeout_seconds
+                self.ip, timeout_seconds=s.peername_lookup_timeout_seconds, cache=self.service.names
             )
             return
         resolver = self.service.dns
