@@ -65,11 +65,14 @@ async def test_the_name_counts_only_when_confirmed(fake: FakeLoop, ip: str, name
     assert fake.asked == ([] if ip == "not an address" else [ip.removeprefix("::ffff:")])
 
 
-async def test_a_lookup_that_does_not_end_gives_no_name(monkeypatch: pytest.MonkeyPatch) -> None:
-    hang = asyncio.Event()
+@pytest.fixture
+def hanging(monkeypatch: pytest.MonkeyPatch) -> list[object]:
+    """getnameinfo never answers; the list records each call."""
+    calls: list[object] = []
 
     async def never(*args: Any, **kwargs: Any) -> tuple[str, str]:
-        await hang.wait()
+        calls.append(args)
+        await asyncio.Event().wait()
         raise AssertionError("unreachable")
 
     real = asyncio.get_running_loop
@@ -80,7 +83,12 @@ async def test_a_lookup_that_does_not_end_gives_no_name(monkeypatch: pytest.Monk
         return actual
 
     monkeypatch.setattr(asyncio, "get_running_loop", running)
+    return calls
+
+
+async def test_a_lookup_that_does_not_end_gives_no_name(hanging: list[object]) -> None:
     assert await system_client_name("192.0.2.1", timeout_seconds=0.01) == ""
+    assert len(hanging) == 1
 
 
 async def test_loopback_is_answered_by_the_system_as_getnameinfo_says() -> None:
@@ -111,23 +119,8 @@ async def test_the_cache_keeps_names_and_no_names_but_not_timeouts(fake: FakeLoo
     assert len(cache._answers) == 2  # the oldest went
 
 
-async def test_a_timeout_is_not_kept(monkeypatch: pytest.MonkeyPatch) -> None:
-    calls = []
-
-    async def never(*args: Any, **kwargs: Any) -> tuple[str, str]:
-        calls.append(args)
-        await asyncio.Event().wait()
-        raise AssertionError("unreachable")
-
-    real = asyncio.get_running_loop
-
-    def running() -> Any:
-        actual = real()
-        actual.getnameinfo = never  # type: ignore[method-assign]
-        return actual
-
-    monkeypatch.setattr(asyncio, "get_running_loop", running)
+async def test_a_timeout_is_not_kept(hanging: list[object]) -> None:
     cache = NameCache()
     for _ in range(2):
         assert await system_client_name("192.0.2.1", timeout_seconds=0.01, cache=cache) == ""
-    assert len(calls) == 2  # asked again: a slow resolver is not an answer
+    assert len(hanging) == 2  # asked again: a slow resolver is not an answer
