@@ -54,6 +54,7 @@ def check_settings(settings: Settings, *, check_files: bool = True) -> list[Prob
         config_check.check_listeners,
         config_check.check_directory,
         config_check.check_networks,
+        config_check.check_mailauth,
         _check_relayhost,
         config_check.check_delivery,
         config_check.check_queue,

@@ -45,6 +45,7 @@ from pochta.cleanup.received import date_value, message_id_value, received_value
 from pochta.cleanup.verdict import Action, AuthResult, Symbol, Verdict
 from pochta.config.settings import Settings
 from pochta.logs import get_logger
+from pochta.mailauth.spf import SpfResult
 from pochta.mime.headers import (
     MAX_HEADER_BLOCK_BYTES,
     MAX_HEADER_FIELD_BYTES,
@@ -95,6 +96,8 @@ class CleanupInput:
     queue_id: str = ""
     submission: bool = False  # from an authenticated submission client (or local command)
     local_uid: int | None = None  # the uid of a local ``pochta sendmail`` user (pickup)
+    from_mx: bool = False  # from the smtp (MX) listener: inbound checks apply (auth_filter)
+    spf: SpfResult | None = None  # SPF of MAIL FROM/HELO, from the policy (spf_policy.py)
     arrival: float = field(default_factory=time.time)
 
 

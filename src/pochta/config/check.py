@@ -67,6 +67,23 @@ def check_networks(s: Settings) -> Iterator[Problem]:
                 )
 
 
+def check_mailauth(s: Settings) -> Iterator[Problem]:
+    """``mailauth.dmarc_allow``: each entry a client address/network or a domain name."""
+    for i, entry in enumerate(s.mailauth.dmarc_allow):
+        try:
+            ipaddress.ip_network(entry, strict=False)
+            continue
+        except ValueError:
+            pass
+        labels = entry.rstrip(".").split(".")
+        if "/" in entry or len(labels) < 2 or not all(labels) or any(" " in x for x in labels):
+            yield Problem(
+                f"mailauth.dmarc_allow[{i}]",
+                f'"{entry}" is neither a network ("192.0.2.0/24") nor a domain '
+                '("lists.example.org")',
+            )
+
+
 def check_delivery(s: Settings) -> Iterator[Problem]:
     """The relay host's login pair and the DNS servers (the relay host's syntax is
     ``pochta.checks``')."""

@@ -175,6 +175,46 @@ class DNSSettings(_Table, frozen=True, kw_only=True, forbid_unknown_fields=True)
     ] = False
 
 
+class MailAuthSettings(_Table, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    """Checks of incoming mail: SPF (RFC 7208), DKIM (RFC 6376), DMARC (RFC 7489)."""
+
+    check_incoming: Annotated[
+        bool,
+        _doc(
+            "Check SPF, DKIM and DMARC on mail from the smtp (MX) listener and write one "
+            "Authentication-Results field (RFC 8601); never on submission, the sendmail "
+            "command's pickup or LMTP."
+        ),
+    ] = True
+    spf_reject: Annotated[
+        bool,
+        _doc(
+            "Refuse an SPF 'fail' of MAIL FROM at MAIL FROM with 550 5.7.23 (RFC 7372 §3.2). "
+            "Off: the result only feeds DMARC and the verdict (forwarded mail often fails SPF)."
+        ),
+    ] = False
+    dmarc_reject_action: Annotated[
+        Literal["reject", "quarantine"],
+        _doc(
+            "What a DMARC failure under p=reject gets: 'reject' (550 5.7.1 at the end of "
+            "DATA, RFC 7489 §6.7) or 'quarantine' (delivered to Junk)."
+        ),
+    ] = "reject"
+    dmarc_allow: Annotated[
+        list[str],
+        _doc(
+            'Client addresses or networks ("192.0.2.0/24") and sender domains '
+            '("lists.example.org", the MAIL FROM or From domain) whose DMARC failure is '
+            "recorded but not enforced: known forwarders and mailing lists."
+        ),
+    ] = []
+    timeout_seconds: Annotated[
+        float,
+        _doc("Longest wait for each check's DNS lookups (SPF: the whole check, RFC 7208 §4.6.4)."),
+        msgspec.Meta(gt=0, le=300),
+    ] = 20.0
+
+
 class DeliverySettings(_Table, frozen=True, kw_only=True, forbid_unknown_fields=True):
     """Outbound SMTP, relay, LMTP and pipe delivery (Postfix smtp(8), lmtp(8), pipe(8))."""
 
@@ -639,6 +679,7 @@ class Settings(_Table, frozen=True, kw_only=True, forbid_unknown_fields=True):
     auth: AuthSettings = AuthSettings()
     dkim: DKIMSettings = DKIMSettings()
     dns: DNSSettings = DNSSettings()
+    mailauth: MailAuthSettings = MailAuthSettings()
     delivery: DeliverySettings = DeliverySettings()
     tables: TablesSettings = TablesSettings()
     smtp: SMTPSettings = SMTPSettings()

@@ -11,6 +11,11 @@ first: at RCPT TO a policy sees only recipients the server would accept, so grey
 runs for unknown users. LMTP does not ask: its client is a trusted MTA that has already
 decided.
 
+A policy may leave what it found for cleanup in the request's :class:`Findings`: the session
+makes one per transaction (at MAIL FROM), hands the same object to every request of that
+transaction, and gives it to cleanup with the message (the SPF result of
+``receive/spf_policy.py`` reaches ``CleanupInput.spf`` this way, computed once).
+
 A policy that raises, or answers a positive reply, is a bug in it: the client gets
 451 4.3.5 (Postfix's answer when a policy service fails) and the mail is tried again later,
 never lost.
@@ -19,18 +24,27 @@ never lost.
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Literal
 
 from pochta.logs import get_logger
+from pochta.mailauth.spf import SpfResult
 from pochta.protocols.smtp.replies import Reply
 
-__all__ = ["POLICY_FAILED", "Policy", "PolicyRequest", "check_policies"]
+__all__ = ["POLICY_FAILED", "Findings", "Policy", "PolicyRequest", "check_policies"]
 
 log = get_logger("smtpd.policy")
 
 # RFC 3463 §3.4 X.3.5: system incorrectly configured (Postfix: "Server configuration problem").
 POLICY_FAILED = Reply(451, "4.3.5", "Server configuration problem; try again later")
+
+
+@dataclass(slots=True)
+class Findings:
+    """What the policies found during one SMTP transaction, kept by the session until the
+    message goes to cleanup (a new one at each MAIL FROM)."""
+
+    spf: SpfResult | None = None  # SPF of MAIL FROM (HELO for the null sender), once
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -45,6 +59,7 @@ class PolicyRequest:
     auth_user: str  # sasl_username, "" when not authenticated
     sender: str  # MAIL FROM address, "" for the null sender
     recipient: str = ""  # RCPT TO address (stage "rcpt"); "" at MAIL FROM
+    findings: Findings = field(default_factory=Findings)  # this transaction's, shared
 
 
 Policy = Callable[[PolicyRequest], Awaitable[Reply | None]]

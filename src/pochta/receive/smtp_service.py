@@ -47,7 +47,7 @@ from pochta.protocols.smtp.replies import Reply
 from pochta.queue.base import SpoolError, SpoolFull, required_free_bytes
 from pochta.queue.envelope import Envelope, Recipient
 from pochta.receive.client_name import NameCache, system_client_name, verified_client_name
-from pochta.receive.policy import PolicyRequest, check_policies
+from pochta.receive.policy import Findings, PolicyRequest, check_policies
 from pochta.resolve.classes import MailboxDest
 from pochta.tls.streams import load_tls_context, upgrade_to_tls
 
@@ -87,6 +87,7 @@ class _Transaction:
     sender: str = ""
     params: dict[str, str | None] = field(default_factory=dict)
     recipients: list[Recipient] = field(default_factory=list)
+    findings: Findings = field(default_factory=Findings)  # what the policies found (SPF)
 
 
 class SMTPService:
@@ -380,15 +381,21 @@ class _Session:
                 f"<{event.address}>: Sender address not owned by user {self.auth_user}",
             )
         refusal = self._storage_refusal(event)
+        findings = Findings()  # this transaction's: the policies fill it, cleanup reads it
         if refusal is None:
-            refusal = await self._policy_refusal("mail", event.address)
+            refusal = await self._policy_refusal("mail", event.address, findings=findings)
         if refusal is not None:
             return refusal
-        self.txn = _Transaction(sender=event.address, params=dict(event.params))
+        self.txn = _Transaction(sender=event.address, params=dict(event.params), findings=findings)
         return R.SENDER_OK
 
     async def _policy_refusal(
-        self, stage: Literal["mail", "rcpt"], sender: str, recipient: str = ""
+        self,
+        stage: Literal["mail", "rcpt"],
+        sender: str,
+        recipient: str = "",
+        *,
+        findings: Findings,
     ) -> Reply | None:
         """The recipient policies (receive/policy.py) after the built-in checks passed;
         LMTP does not ask them."""
@@ -404,6 +411,7 @@ class _Session:
             auth_user=self.auth_user,
             sender=sender,
             recipient=recipient,
+            findings=findings,
         )
         reply = await check_policies(policies, request)
         if reply is not None:
@@ -477,7 +485,9 @@ class _Session:
                 reply=str(reply),
             )
             return reply
-        refusal = await self._policy_refusal("rcpt", self.txn.sender, address)
+        refusal = await self._policy_refusal(
+            "rcpt", self.txn.sender, address, findings=self.txn.findings
+        )
         if refusal is not None:
             return refusal
         notify = tuple(n for n in (event.params.get("NOTIFY") or "").split(",") if n)
@@ -510,6 +520,8 @@ class _Session:
             auth_user=self.auth_user,
             queue_id=queue_id,
             submission=self.mode == "submission",
+            from_mx=self.mode == "mx",
+            spf=txn.findings.spf,
         )
         result = await self.mail.door.clean(event.content, info)
         if result.reply is not None and not result.accepted:

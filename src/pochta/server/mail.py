@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING
 
 from pochta.access.change_hub import ChangeHub
 from pochta.access.imap_mime import search_text
+from pochta.cleanup.auth_filter import AuthFilter
 from pochta.cleanup.dkim_filter import DkimFilter
 from pochta.cleanup.door import Door
 from pochta.cleanup.pipeline import Cleanup, Filter
@@ -28,11 +29,14 @@ from pochta.directory.auth_failures import FailureTracker
 from pochta.directory.authenticator import Authenticator
 from pochta.dns.async_resolver import make_async_resolver
 from pochta.logs import get_logger
+from pochta.mailauth import dkim_verify, dmarc
 from pochta.mailauth.dkim_sign import DkimSigner
+from pochta.mailauth.spf import DnspythonSpfDns
 from pochta.queue.scheduler import QueueManager
 from pochta.queue.spool import Spool
 from pochta.receive.pickup import Pickup
 from pochta.receive.policy import Policy
+from pochta.receive.spf_policy import SpfPolicy
 from pochta.resolve.resolver import Resolver
 from pochta.server.text_indexer import TextIndexer
 from pochta.store import open_store
@@ -64,6 +68,8 @@ class MailSystem:
         self.changes: ChangeHub | None = None  # made in start(), on the running loop
         self.spool = Spool(settings.spool_dir)
         dns_resolver = make_async_resolver(settings.dns)
+        # The one cached resolver of this process: delivery and the inbound checks.
+        self.dns_resolver = dns_resolver
         policy = StsDanePolicy(settings, dns_resolver)
         self.remote = RemoteAgent(
             settings, resolver=dns_resolver, policy=policy, dane_check_for=policy.dane_check
@@ -108,6 +114,28 @@ class MailSystem:
         s = self.server.settings
         self.resolver = Resolver(self.server.directory, self.server.tables, s)
         filters: list[Filter] = []
+        policies: list[Policy] = []
+        if s.mailauth.check_incoming:
+            # First filter: SPF/DKIM/DMARC of MX mail, before anything signs (auth_filter.py).
+            filters.append(
+                AuthFilter(
+                    hostname=s.server.hostname,
+                    dkim_lookup=dkim_verify.resolver_txt_lookup(self.dns_resolver),
+                    dmarc_lookup=dmarc.resolver_txt_lookup(self.dns_resolver),
+                    reject_action=s.mailauth.dmarc_reject_action,
+                    allow=s.mailauth.dmarc_allow,
+                    timeout_seconds=s.mailauth.timeout_seconds,
+                )
+            )
+            # SPF of MAIL FROM, once per transaction, for the filter (spf_policy.py).
+            policies.append(
+                SpfPolicy(
+                    dns=DnspythonSpfDns(self.dns_resolver),
+                    receiver=s.server.hostname,
+                    reject=s.mailauth.spf_reject,
+                    timeout_seconds=s.mailauth.timeout_seconds,
+                )
+            )
         if s.dkim.sign:
             # Last filter: the DKIM signature is the last change to the header (dkim_filter.py).
             filters.append(DkimFilter(DkimSigner(self.server.directory, s.dkim_dir)))
@@ -122,8 +150,8 @@ class MailSystem:
             save_to_detail_mailbox=s.delivery.save_to_detail_mailbox,
         )
         # The recipient policies asked at MAIL FROM and RCPT TO (receive/policy.py), in
-        # order. None yet: SPF, greylisting and rate limits are added here.
-        self.policies: list[Policy] = []
+        # order: SPF (above); greylisting and rate limits are added here.
+        self.policies: list[Policy] = policies
         self.pipe = PipeAgent.from_settings(s)
 
     def reload(self, _server: Server | None = None) -> None:
