@@ -1,0 +1,185 @@
+"""cleanup/auth_filter.py and receive/spf_policy.py with dict zones: no network, no server."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+import pytest
+
+from pochta.cleanup.auth_filter import AuthFilter, authserv_id, render_header
+from pochta.cleanup.pipeline import CleanupInput, CleanupResult
+from pochta.cleanup.verdict import AuthResult
+from pochta.mailauth import dmarc
+from pochta.mailauth.spf import SpfResult
+from pochta.protocols.smtp.replies import Reply
+from pochta.receive.policy import Findings, PolicyRequest
+from pochta.receive.spf_policy import SpfPolicy
+from tests.spf_zone import ZoneDns
+
+HOST = "mail.example.test"
+CONTENT = b"From: <ceo@forged.test>\r\nSubject: hi\r\n\r\nbody\r\n"
+SPF_FAIL = SpfResult(
+    result="fail",
+    reason="not allowed",
+    properties={"smtp.mailfrom": "ceo@forged.test"},
+    domain="forged.test",
+)
+
+
+def _dmarc_lookup(zone: Mapping[str, list[bytes]], *, broken: bool = False) -> dmarc.TxtLookup:
+    async def lookup(name: str) -> list[bytes]:
+        if broken:
+            raise dmarc.DnsTemporaryError(f"{name}: SERVFAIL")
+        name = name.rstrip(".")
+        if name not in zone:
+            raise dmarc.NoSuchDomain(name)
+        return zone[name]
+
+    return lookup
+
+
+async def _no_keys(name: str) -> list[bytes]:
+    return []
+
+
+def _filter(*, broken: bool = False, **options: object) -> AuthFilter:
+    zone = {"_dmarc.forged.test": [b"v=DMARC1; p=reject"]}
+    return AuthFilter(
+        hostname=HOST,
+        dkim_lookup=_no_keys,
+        dmarc_lookup=_dmarc_lookup(zone, broken=broken),
+        **options,  # type: ignore[arg-type]
+    )
+
+
+def _info(**fields: object) -> CleanupInput:
+    base: dict[str, object] = {
+        "sender": "ceo@forged.test",
+        "recipients": ["bob@example.test"],
+        "client_ip": "192.0.2.7",
+        "from_mx": True,
+        "spf": SPF_FAIL,
+    }
+    base.update(fields)
+    return CleanupInput(**base)  # type: ignore[arg-type]
+
+
+async def _run(flt: AuthFilter, info: CleanupInput, content: bytes = CONTENT) -> CleanupResult:
+    out = await flt(CleanupResult(content, info.sender, list(info.recipients)), info)
+    assert not isinstance(out, Reply)
+    return out
+
+
+def test_authserv_id_skips_comments_and_the_version() -> None:
+    assert authserv_id("Mail.Example.Test; spf=pass") == HOST
+    assert authserv_id(" (forged) mail.example.test 1 ; dkim=pass") == HOST
+    assert authserv_id("mail.example.test.;none") == HOST
+    assert authserv_id("other.example; spf=pass") == "other.example"
+
+
+def test_render_quotes_values_that_are_not_tokens() -> None:
+    text = render_header(
+        HOST,
+        [
+            AuthResult(method="spf", result="pass", properties={"smtp.mailfrom": "a.b@x.test"}),
+            AuthResult(
+                method="dkim",
+                result="fail",
+                reason='body hash "bh" mismatch',
+                properties={"header.d": "x.test", "header.b": "ab/c+d=e"},
+            ),
+        ],
+    )
+    assert text == (
+        f"{HOST};\r\n\tspf=pass smtp.mailfrom=a.b@x.test;\r\n"
+        '\tdkim=fail reason="body hash \\"bh\\" mismatch" header.d=x.test header.b="ab/c+d=e"'
+    )
+
+
+async def test_dmarc_reject_refuses_with_the_reason() -> None:
+    out = await _run(_filter(), _info())
+    assert out.verdict.action == "reject"
+    assert out.verdict.reason.startswith("DMARC policy of forged.test rejects this message")
+    assert [a.method for a in out.verdict.auth] == ["spf", "dkim", "dmarc"]
+    assert [a.result for a in out.verdict.auth] == ["fail", "none", "fail"]
+
+
+async def test_quarantine_action_and_allow_list() -> None:
+    out = await _run(_filter(reject_action="quarantine"), _info())
+    assert (out.verdict.action, out.verdict.folder) == ("folder", "Junk")
+    for allow in (["192.0.2.0/24"], ["forged.test"], ["test"]):
+        out = await _run(_filter(allow=allow), _info())
+        assert out.verdict.action == "accept", allow
+        assert out.verdict.symbol("DMARC_POLICY_ALLOWED") is not None
+        assert out.verdict.auth_results("dmarc")[0].result == "fail"  # still recorded
+    out = await _run(_filter(allow=["198.51.100.0/24", "other.test"]), _info())
+    assert out.verdict.action == "reject"
+
+
+async def test_a_dns_failure_never_refuses() -> None:
+    out = await _run(_filter(broken=True), _info())
+    assert out.verdict.action == "accept"
+    assert out.verdict.auth_results("dmarc")[0].result == "temperror"
+    assert b"dmarc=temperror" in out.content
+
+
+async def test_only_mx_mail_is_checked_and_our_old_results_go() -> None:
+    forged = b"Authentication-Results: mail.example.test; dmarc=pass\r\n" + CONTENT
+    untouched = await _run(_filter(), _info(from_mx=False), forged)
+    assert untouched.content == forged
+    assert untouched.verdict.auth == ()
+    checked = await _run(_filter(allow=["forged.test"]), _info(), forged)
+    assert checked.content.count(b"Authentication-Results:") == 1
+    assert b"dmarc=pass" not in checked.content
+
+
+# -- the SPF policy -----------------------------------------------------------------------
+
+ZONE = {
+    "forged.test": [("TXT", b"v=spf1 ip4:192.0.2.1 -all")],
+    "helo.test": [("TXT", b"v=spf1 -all")],
+}
+
+
+def _request(**fields: object) -> PolicyRequest:
+    base: dict[str, object] = {
+        "stage": "mail",
+        "listener": "smtp",
+        "client_ip": "192.0.2.7",
+        "client_hostname": "",
+        "helo": "helo.test",
+        "auth_user": "",
+        "sender": "ceo@forged.test",
+    }
+    base.update(fields)
+    return PolicyRequest(**base)  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize("reject", [False, True])
+async def test_spf_policy_checks_once_and_refuses_only_when_asked(reject: bool) -> None:
+    dns = ZoneDns(ZONE)
+    policy = SpfPolicy(dns=dns, receiver=HOST, reject=reject, timeout_seconds=5)
+    findings = Findings()
+    reply = await policy(_request(findings=findings))
+    assert findings.spf is not None
+    assert (findings.spf.result, findings.spf.identity) == ("fail", "mailfrom")
+    if reject:
+        assert reply is not None
+        assert (reply.code, reply.enhanced) == (550, "5.7.23")
+    else:
+        assert reply is None
+    asked = len(dns.queries)
+    await policy(_request(stage="rcpt", recipient="bob@example.test", findings=findings))
+    assert len(dns.queries) == asked  # once per transaction
+
+
+async def test_spf_policy_null_sender_checks_helo_and_skips_other_listeners() -> None:
+    dns = ZoneDns(ZONE)
+    policy = SpfPolicy(dns=dns, receiver=HOST, reject=False, timeout_seconds=5)
+    findings = Findings()
+    await policy(_request(sender="", findings=findings))
+    assert findings.spf is not None
+    assert (findings.spf.identity, findings.spf.result) == ("helo", "fail")  # RFC 7208 §2.4
+    skipped = Findings()
+    await policy(_request(listener="submission", auth_user="bob", findings=skipped))
+    assert skipped.spf is None
