@@ -156,6 +156,10 @@ build_template() {
         grep -q "^max_connections_per_ip = $POCHTA_MAX_CONN_PER_IP\$" "$D/pochta.toml" \
             || { say "could not set max_connections_per_ip"; return 1; }
     fi
+    # The inbound SPF/DKIM/DMARC checks would ask the machine's resolver about the load
+    # senders' domains (not loopback): off here, as in the tests' harness. The benchmark with
+    # every check on runs them against a DNS zone on loopback (issue 14).
+    sed -i "s/^check_incoming = true$/check_incoming = false/" "$D/pochta.toml"
     "$POCHTA" --config "$D/pochta.toml" check >"$LOGS/pochta_check.log" 2>&1 \
         || say "warning: pochta check reported problems (see $LOGS/pochta_check.log)"
     local n
