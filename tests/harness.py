@@ -36,19 +36,9 @@ from pathlib import Path
 
 import pytest
 
+from pochta.config.settings import STANDARD_PORTS
 from tests.factories import make_message
 
-STANDARD_PORTS = {
-    "smtp": 25,
-    "submission": 587,
-    "submissions": 465,
-    "imap": 143,
-    "imaps": 993,
-    "pop3": 110,
-    "pop3s": 995,
-    "managesieve": 4190,
-    "http": 80,
-}
 DOMAIN = "example.test"
 HOSTNAME = "mail.example.test"
 START_TIMEOUT = 20.0

@@ -28,6 +28,7 @@ if TYPE_CHECKING:
     from pochta.directory.authenticator import AuthResult
     from pochta.directory.base import Directory
     from pochta.directory.sasl import Mechanism, Step
+    from pochta.directory.sasl_exchange import Outcome, Resolve, SaslExchange, SendChallenge
     from pochta.protocols.smtp.replies import Reply
     from pochta.queue.envelope import Envelope, Recipient
     from pochta.receive.policy import Policy
@@ -126,6 +127,10 @@ class Login(Protocol):
     ) -> AuthResult: ...
 
     async def resolve_step(self, ip: str, mech: Mechanism, step: Step) -> Step: ...
+
+    async def settle(
+        self, ip: str, exchange: SaslExchange, action: Resolve | SendChallenge | Outcome
+    ) -> SendChallenge | Outcome: ...
 
 
 class RecipientResolver(Protocol):

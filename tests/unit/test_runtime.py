@@ -96,6 +96,9 @@ class FakeLogin:
     async def resolve_step(self, ip: str, mech: object, step: object) -> object:
         raise AssertionError("no SASL in these dialogues")
 
+    async def settle(self, ip: str, exchange: object, action: object) -> object:
+        raise AssertionError("no SASL in these dialogues")
+
 
 @dataclass
 class FakeMail:

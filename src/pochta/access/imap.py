@@ -487,10 +487,7 @@ class Session:
         action = sasl.start(initial)
         while True:
             if isinstance(action, Resolve):
-                step = await self.mail.authenticator.resolve_step(
-                    self.ip, sasl.mechanism, action.step
-                )
-                action = sasl.resolved(step)
+                action = await self.mail.authenticator.settle(self.ip, sasl, action)
             elif isinstance(action, SendChallenge):
                 self.send(b"+ " + base64.b64encode(action.data) + b"\r\n")  # RFC 9051 §6.2.2
                 self.parser.expect_line()

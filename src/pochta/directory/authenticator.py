@@ -53,6 +53,7 @@ from pochta.directory.sasl import (
     Step,
     Success,
 )
+from pochta.directory.sasl_exchange import Outcome, Resolve, SaslExchange, SendChallenge
 
 __all__ = ["AuthResult", "Authenticator"]
 
@@ -156,6 +157,15 @@ class Authenticator:
         return AuthResult(ok, account if ok else None, reason)
 
     # -- SASL glue --
+
+    async def settle(
+        self, ip: str, exchange: SaslExchange, action: Resolve | SendChallenge | Outcome
+    ) -> SendChallenge | Outcome:
+        """An exchange's action with its ``Resolve`` carried out (``resolve_step``), so that a
+        protocol sees only a challenge to send or the outcome (directory/sasl_exchange.py)."""
+        if isinstance(action, Resolve):
+            return exchange.resolved(await self.resolve_step(ip, exchange.mechanism, action.step))
+        return action
 
     async def resolve_step(self, ip: str, mech: Mechanism, step: Step) -> Step:
         """Do what ``step`` asks of the glue and return the next step for the protocol

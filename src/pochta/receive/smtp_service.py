@@ -331,9 +331,7 @@ class _Session:
     async def _auth_step(self, action: Resolve | SendChallenge | Authenticated | Failed) -> None:
         sasl = self.sasl
         assert sasl is not None
-        if isinstance(action, Resolve):
-            step = await self.mail.authenticator.resolve_step(self.ip, sasl.mechanism, action.step)
-            action = sasl.resolved(step)
+        action = await self.mail.authenticator.settle(self.ip, sasl, action)
         if isinstance(action, SendChallenge):
             self.conn.auth_challenge(action.data)  # RFC 4954 §4: 334 base64
         elif isinstance(action, Authenticated):
