@@ -132,6 +132,14 @@ class Sink:
     quits: int = 0
     _seen: set[str] = field(default_factory=set)
 
+    def wait_for_messages(self, count: int = 1, timeout: float = 20.0) -> bool:
+        """Whether ``count`` messages arrived within ``timeout`` seconds (a bound on the wait,
+        not a timing assertion: the sink runs in its own thread)."""
+        deadline = time.monotonic() + timeout
+        while len(self.messages) < count and time.monotonic() < deadline:
+            time.sleep(0.05)
+        return len(self.messages) >= count
+
     async def handle_EHLO(self, server, session, envelope, hostname, responses):
         session.host_name = hostname
         return responses[:-1] + [f"250-{e}" for e in self.ehlo_extra] + responses[-1:]
