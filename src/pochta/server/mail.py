@@ -3,7 +3,9 @@ the door into the queue (cleanup/door.py) and, in the master, the pickup of mail
 
 Built after the privilege drop (so every file it creates belongs to run_as_user), started
 before ``ready``, stopped after the listeners close. On SIGHUP the resolver and cleanup are
-rebuilt from the new directory and tables; spool, store and queue manager stay.
+rebuilt from the new directory and tables, and when ``[dns]`` or ``[delivery]`` changed, the
+DNS resolver and the outbound agent too (the old agent finishes its deliveries and closes its
+cached connections); spool, store and queue manager stay.
 """
 
 from __future__ import annotations
@@ -67,13 +69,9 @@ class MailSystem:
         self.indexer: TextIndexer | None = None
         self.changes: ChangeHub | None = None  # made in start(), on the running loop
         self.spool = Spool(settings.spool_dir)
-        dns_resolver = make_async_resolver(settings.dns)
-        # The one cached resolver of this process: delivery and the inbound checks.
-        self.dns_resolver = dns_resolver
-        policy = StsDanePolicy(settings, dns_resolver)
-        self.remote = RemoteAgent(
-            settings, resolver=dns_resolver, policy=policy, dane_check_for=policy.dane_check
-        )
+        self._closing: set[asyncio.Task[None]] = set()
+        self._network: tuple[object, object] | None = None
+        self._build_network()
         postmaster = f"postmaster@{settings.server.hostname.rstrip('.')}"
         self.queue = QueueManager(
             self.spool,
@@ -110,8 +108,30 @@ class MailSystem:
     def to_master(self, hand_over: Callable[[str], None] | None) -> None:
         self.door.to_master = hand_over
 
+    def _build_network(self) -> None:
+        """The one cached DNS resolver of this process (delivery and the inbound checks) and
+        the outbound agent, made again when ``[dns]`` or ``[delivery]`` changed."""
+        s = self.server.settings
+        if self._network == (s.dns, s.delivery):
+            return
+        old = getattr(self, "remote", None)
+        self._network = (s.dns, s.delivery)
+        self.dns_resolver = make_async_resolver(s.dns)
+        policy = StsDanePolicy(s, self.dns_resolver)
+        self.remote = RemoteAgent(
+            s, resolver=self.dns_resolver, policy=policy, dane_check_for=policy.dane_check
+        )
+        if old is not None:
+            # Deliveries under way keep the old agent; closed, it quits their sessions
+            # when they end instead of caching them.
+            task = asyncio.get_running_loop().create_task(old.close())
+            self._closing.add(task)
+            task.add_done_callback(self._closing.discard)
+            log.info("network_settings_reloaded")
+
     def _build(self) -> None:
         s = self.server.settings
+        self._build_network()
         self.resolver = Resolver(self.server.directory, self.server.tables, s)
         filters: list[Filter] = []
         policies: list[Policy] = []
@@ -200,5 +220,7 @@ class MailSystem:
         if self._delivering:
             await self.queue.stop()
         await self.remote.close()
+        if self._closing:
+            await asyncio.gather(*list(self._closing), return_exceptions=True)
         self.spool.close()
         self.store.close()
