@@ -53,6 +53,7 @@ def _txt(value: str) -> str:
 
 # forged.test: p=reject, SPF only for an address that is not ours (127.0.0.1 sends).
 # good.test: p=reject, SPF for 127.0.0.1, and the DKIM key of SELECTOR.
+# lists.test: a mailing list whose ARC key is ARC_SELECTOR (the same key pair, for brevity).
 # example.test (our hosted domain): p=reject with an SPF that 127.0.0.1 fails: a submission
 # checked as MX mail would be refused.
 ZONE = f"""
@@ -62,6 +63,7 @@ good.test. 60 IN TXT "v=spf1 ip4:127.0.0.1 -all"
 _dmarc.good.test. 60 IN TXT "v=DMARC1; p=reject"
 {SELECTOR}._domainkey.good.test. 60 IN TXT {_txt("v=DKIM1; k=rsa; p=" + PUBLIC_B64)}
 {DOMAIN}. 60 IN TXT "v=spf1 ip4:192.0.2.9 -all"
+arc._domainkey.lists.test. 60 IN TXT {_txt("v=DKIM1; k=rsa; p=" + PUBLIC_B64)}
 _dmarc.{DOMAIN}. 60 IN TXT "v=DMARC1; p=reject"
 """
 
@@ -219,3 +221,45 @@ async def test_submission_mail_is_not_checked(pochta_env: PochtaEnv) -> None:
         asked = {name for name, _type in zone.queries}
         assert f"_dmarc.{DOMAIN}." not in asked
         assert f"{DOMAIN}." not in asked
+
+
+def through_list(content: bytes) -> bytes:
+    """What a mailing list at lists.test sends on: it checked the author's mail (DKIM and
+    DMARC pass there), tagged the subject (which breaks the author's DKIM signature) and
+    ARC-sealed the result with dkimpy's sealer."""
+    changed = content.replace(b"Subject: via list\r\n", b"Subject: [list] via list\r\n")
+    checked = (
+        b"Authentication-Results: lists.test; dkim=pass header.d=good.test;\r\n"
+        b"\tdmarc=pass header.from=good.test\r\n" + changed
+    )
+    arc_set = dkim.arc_sign(checked, b"arc", b"lists.test", PRIVATE_PEM, b"lists.test")
+    assert arc_set
+    return b"".join(arc_set) + checked
+
+
+@pytest.mark.parametrize("trusted", [True, False])
+async def test_list_mail_with_a_trusted_arc_seal_is_delivered(
+    pochta_env: PochtaEnv, trusted: bool
+) -> None:
+    """RFC 8617 §7.2.1: good.test says p=reject; the list's change breaks DKIM and the list
+    sends from its own address, so DMARC fails here. A trusted sealer's ARC chain saves it;
+    an untrusted one does not."""
+    sealers = '["lists.test"]' if trusted else "[]"
+    async with running(pochta_env, trusted_arc_sealers=sealers) as (server, _zone):
+        port = pochta_env.ports["smtp"]
+        content = through_list(signed(message("alice@good.test", "via list")))
+        sender = "list-bounces@lists.test"
+        if not trusted:
+            with pytest.raises(smtplib.SMTPDataError) as refused:
+                await asyncio.to_thread(send_mx, port, sender, [BOB], content)
+            assert refused.value.smtp_code == 550
+            text = refused.value.smtp_error.decode()
+            assert text.startswith("5.7.1 DMARC policy of good.test rejects this message"), text
+            assert mail_of(server).store.list_messages(BOB, "INBOX") == []
+            return
+        assert await asyncio.to_thread(send_mx, port, sender, [BOB], content) == {}
+        got = await wait_for_message(server, "INBOX", subject("[list] via list"))
+        [ours, _lists] = auth_results(got)
+        assert ours.startswith(f"{HOSTNAME}; spf=none"), ours
+        assert "dkim=fail" in ours
+        assert "arc=pass header.oldest-pass=0; dmarc=fail" in ours, ours

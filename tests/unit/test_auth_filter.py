@@ -10,11 +10,14 @@ from pochta.cleanup.auth_filter import AuthFilter, authserv_id, render_header
 from pochta.cleanup.pipeline import CleanupInput, CleanupResult
 from pochta.cleanup.verdict import AuthResult
 from pochta.mailauth import dmarc
+from pochta.mailauth.arc_verify import verify_arc
 from pochta.mailauth.spf import SpfResult
+from pochta.mime.headers import split_message
 from pochta.protocols.smtp.replies import Reply
 from pochta.receive.policy import Findings, PolicyRequest
 from pochta.receive.spf_policy import SpfPolicy
 from tests.spf_zone import ZoneDns
+from tests.unit.test_arc_verify import RSA_TXT, seal
 
 HOST = "mail.example.test"
 CONTENT = b"From: <ceo@forged.test>\r\nSubject: hi\r\n\r\nbody\r\n"
@@ -100,8 +103,8 @@ async def test_dmarc_reject_refuses_with_the_reason() -> None:
     out = await _run(_filter(), _info())
     assert out.verdict.action == "reject"
     assert out.verdict.reason.startswith("DMARC policy of forged.test rejects this message")
-    assert [a.method for a in out.verdict.auth] == ["spf", "dkim", "dmarc"]
-    assert [a.result for a in out.verdict.auth] == ["fail", "none", "fail"]
+    assert [a.method for a in out.verdict.auth] == ["spf", "dkim", "arc", "dmarc"]
+    assert [a.result for a in out.verdict.auth] == ["fail", "none", "none", "fail"]
 
 
 async def test_quarantine_action_and_allow_list() -> None:
@@ -183,3 +186,103 @@ async def test_spf_policy_null_sender_checks_helo_and_skips_other_listeners() ->
     skipped = Findings()
     await policy(_request(listener="submission", auth_user="bob", findings=skipped))
     assert skipped.spf is None
+
+
+# -- ARC: the result, and trusted sealers overriding DMARC ---------------------------------
+
+ARC_KEYS = {
+    "arc._domainkey.lists.test": [RSA_TXT],
+    "arc._domainkey.other.test": [RSA_TXT],
+}
+
+
+def _arc_filter(**options: object) -> AuthFilter:
+    """The filter of ``_filter`` whose DKIM/ARC keys are ARC_KEYS."""
+
+    async def keys(name: str) -> list[bytes]:
+        return list(ARC_KEYS.get(name, []))
+
+    zone = {"_dmarc.forged.test": [b"v=DMARC1; p=reject"]}
+    return AuthFilter(
+        hostname=HOST,
+        dkim_lookup=keys,
+        dmarc_lookup=_dmarc_lookup(zone),
+        **options,  # type: ignore[arg-type]
+    )
+
+
+def _listed(sealer: str = "lists.test", said: str = "dmarc=pass header.from=forged.test") -> bytes:
+    """CONTENT as a list sends it on: checked by ``sealer`` (``said``), changed (a subject
+    tag, which would break a DKIM signature of the author), then sealed."""
+    return seal(CONTENT.replace(b"Subject: hi", b"Subject: [list] hi"), sealer, results=said)
+
+
+async def test_arc_result_is_in_the_header_and_the_verdict() -> None:
+    out = await _run(_arc_filter(), _info(), _listed())
+    [arc] = out.verdict.auth_results("arc")
+    assert (arc.result, arc.properties) == ("pass", {"header.oldest-pass": "0"})
+    header = split_message(out.content).get_all("authentication-results")[0].text
+    assert "\tarc=pass header.oldest-pass=0;\r\n\tdmarc=fail" in header
+    # Not trusted: the DMARC failure is enforced.
+    assert out.verdict.action == "reject"
+    assert out.verdict.symbol("ARC_TRUSTED_OVERRIDE") is None
+
+
+async def test_trusted_sealer_overrides_a_reject() -> None:
+    for trusted in (["lists.test"], ["LISTS.test."], ["test"]):
+        out = await _run(_arc_filter(trusted_arc_sealers=trusted), _info(), _listed())
+        assert out.verdict.action == "accept", trusted
+        symbol = out.verdict.symbol("ARC_TRUSTED_OVERRIDE")
+        assert symbol is not None
+        assert symbol.options == ("lists.test i=1",)
+        assert out.verdict.auth_results("dmarc")[0].result == "fail"  # still recorded
+
+
+async def _arc_keys(name: str) -> list[bytes]:
+    return list(ARC_KEYS.get(name, []))
+
+
+async def test_policy_override_is_named_for_reports() -> None:
+    """RFC 7489 Appendix C PolicyOverrideType, as ``_decide`` gives it to the recorder."""
+    flt = _arc_filter(trusted_arc_sealers=["lists.test"], allow=["other.test"])
+    result = CleanupResult(_listed(), "ceo@forged.test", ["bob@example.test"])
+    found = dmarc.DmarcResult(
+        "fail", "no aligned pass", disposition="reject", from_domain="forged.test"
+    )
+    arc_pass = await verify_arc(result.content, txt_lookup=_arc_keys)
+    no_arc = await verify_arc(CONTENT, txt_lookup=_arc_keys)
+    domains = ["forged.test"]
+    _, override = flt._decide(result, found, _info(), domains, arc_pass)
+    assert override == "trusted_forwarder"
+    _, override = flt._decide(result, found, _info(sender="x@other.test"), domains, no_arc)
+    assert override == "local_policy"
+    decided, override = flt._decide(result, found, _info(), domains, no_arc)
+    assert (override, decided.verdict.action) == ("", "reject")
+
+
+async def test_untrusted_or_unconvincing_sealers_do_not_override() -> None:
+    cases = {
+        "another sealer": _listed("other.test"),
+        "sealer saw a DMARC fail": _listed(said="dmarc=fail header.from=forged.test"),
+        "sealer vouched for another From": _listed(said="dmarc=pass header.from=else.test"),
+        "sealer said only spf": _listed(said="spf=pass smtp.mailfrom=ceo@forged.test"),
+    }
+    for name, content in cases.items():
+        out = await _run(_arc_filter(trusted_arc_sealers=["lists.test"]), _info(), content)
+        assert out.verdict.auth_results("arc")[0].result == "pass", name
+        assert out.verdict.action == "reject", name
+        assert out.verdict.symbol("ARC_TRUSTED_OVERRIDE") is None, name
+
+
+async def test_a_failed_chain_does_not_override() -> None:
+    # Changed after the trusted list sealed it: cv=fail for us, no override.
+    changed = _listed().replace(b"body", b"other body")
+    out = await _run(_arc_filter(trusted_arc_sealers=["lists.test"]), _info(), changed)
+    [arc] = out.verdict.auth_results("arc")
+    assert (arc.result, arc.reason) == ("fail", "ARC-Message-Signature i=1 did not validate")
+    assert out.verdict.action == "reject"
+    # A chain that says cv=fail itself, sealed by the trusted list on top.
+    broken = seal(changed, "lists.test", results="arc=fail; dmarc=pass header.from=forged.test")
+    out = await _run(_arc_filter(trusted_arc_sealers=["lists.test"]), _info(), broken)
+    assert out.verdict.auth_results("arc")[0].result == "fail"
+    assert out.verdict.action == "reject"

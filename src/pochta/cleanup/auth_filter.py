@@ -11,16 +11,30 @@ adapts the pure modules of ``mailauth/``:
    ``CleanupInput.spf``); ``none`` when there is none;
 3. DKIM: every signature verified (``mailauth/dkim_verify.verify_dkim``), one result each;
    ``dkim=none`` for an unsigned message (RFC 8601 §2.7.1);
-4. DMARC (``mailauth/dmarc.evaluate``) over the From domain, the SPF result with its domain
+4. ARC: the chain of ``ARC-*`` fields verified (``mailauth/arc_verify.verify_arc``, RFC 8617
+   §5.2), one ``arc=`` result;
+5. DMARC (``mailauth/dmarc.evaluate``) over the From domain, the SPF result with its domain
    and the DKIM results;
-5. every result goes into the verdict (``add_auth_result``) and ONE
-   ``Authentication-Results: HOSTNAME; spf=...; dkim=...; dmarc=...`` is prepended
+6. every result goes into the verdict (``add_auth_result``) and ONE
+   ``Authentication-Results: HOSTNAME; spf=...; dkim=...; arc=...; dmarc=...`` is prepended
    (RFC 8601 §2.2);
-6. the decision: a DMARC failure whose disposition is ``reject`` refuses the message
+7. the decision: a DMARC failure whose disposition is ``reject`` refuses the message
    (550 5.7.1 with the reason, RFC 7489 §6.7) unless ``mailauth.dmarc_reject_action`` is
    ``quarantine``, or the client or sender is in ``mailauth.dmarc_allow`` (known forwarders
-   and mailing lists: recorded, not enforced); a ``quarantine`` disposition delivers to
-   Junk. A DNS failure never refuses mail: ``temperror`` is recorded and the mail delivered.
+   and mailing lists: recorded, not enforced, policy override ``local_policy``), or the
+   message comes through a trusted ARC sealer (below); a ``quarantine`` disposition
+   delivers to Junk. A DNS failure never refuses mail: ``temperror`` is recorded and the
+   mail delivered.
+
+Trusted ARC sealers (``mailauth.trusted_arc_sealers``; RFC 7489 §6.6.2/§7.2.2 local policy,
+RFC 8617 §7.2.1): a DMARC failure is not enforced when the ARC chain validates
+(``arc=pass``), the newest set (highest ``i=``) was sealed by a listed domain or a subdomain
+of one, and that set's ``ARC-Authentication-Results`` says ``dmarc=pass`` (with a
+``header.from``, if it names one, equal to our From domain). Only the newest sealer's word
+counts, and only its DMARC result: an ``spf=pass``/``dkim=pass`` in the AAR is not judged for
+alignment here (the sealer's DMARC result already did that). The override is logged
+(``dmarc_arc_override``), marked with the symbol ``ARC_TRUSTED_OVERRIDE`` and named
+``trusted_forwarder`` (RFC 7489 Appendix C ``PolicyOverrideType``) for the aggregate reports.
 
 DNS: the lookups are the production ones over the one cached resolver of the mail system
 (``make_async_resolver(settings.dns)``), injected here so tests give their own.
@@ -39,18 +53,30 @@ from pochta.cleanup.pipeline import CleanupInput, CleanupResult
 from pochta.cleanup.verdict import AuthResult
 from pochta.logs import get_logger
 from pochta.mailauth import dkim_verify, dmarc
+from pochta.mailauth.arc_verify import ArcResult, ArcSet, verify_arc
 from pochta.mailauth.dkim_verify import DkimResult, verify_dkim
 from pochta.mailauth.dmarc import DkimIdentity, DmarcResult, author_domains, evaluate
 from pochta.mime.headers import split_message
 from pochta.netaddr import in_networks
 from pochta.protocols.smtp.replies import Reply
 
-__all__ = ["AUTH_RESULTS_FIELD", "JUNK_FOLDER", "AuthFilter", "authserv_id", "render_header"]
+__all__ = [
+    "AUTH_RESULTS_FIELD",
+    "JUNK_FOLDER",
+    "OVERRIDE_LOCAL_POLICY",
+    "OVERRIDE_TRUSTED_FORWARDER",
+    "AuthFilter",
+    "authserv_id",
+    "render_header",
+]
 
 log = get_logger("cleanup.auth")
 
 AUTH_RESULTS_FIELD = "Authentication-Results"
 JUNK_FOLDER = "Junk"
+# RFC 7489 Appendix C PolicyOverrideType: why a DMARC failure was not enforced.
+OVERRIDE_LOCAL_POLICY = "local_policy"  # mailauth.dmarc_allow
+OVERRIDE_TRUSTED_FORWARDER = "trusted_forwarder"  # mailauth.trusted_arc_sealers
 
 # RFC 2045 §5.1 token: CHAR except SPACE, CTLs and tspecials (RFC 8601 §2.2 "value").
 _TOKEN = re.compile(r"[!#$%&'*+\-.0-9A-Z^_`a-z{|}~]+")
@@ -72,6 +98,7 @@ class AuthFilter:
         allow: Sequence[str] = (),
         timeout_seconds: float = 20.0,
         random_fraction: Callable[[], float] = random.random,
+        trusted_arc_sealers: Sequence[str] = (),
     ) -> None:
         self.hostname = hostname.rstrip(".").lower()
         self._dkim_lookup = dkim_lookup
@@ -81,6 +108,7 @@ class AuthFilter:
         self._allow_domains = {a.rstrip(".").lower() for a in allow if not _is_network(a)}
         self._timeout = timeout_seconds
         self._random = random_fraction
+        self._trusted_sealers = {d.rstrip(".").lower() for d in trusted_arc_sealers if d}
 
     async def __call__(self, result: CleanupResult, info: CleanupInput) -> CleanupResult | Reply:
         if not info.from_mx or info.submission:
@@ -89,6 +117,7 @@ class AuthFilter:
         head = split_message(result.content)
         spf = _spf_auth(info)
         dkim = await self._dkim(result.content)
+        arc = await self._arc(result.content)
         domains, from_reason = author_domains(head.headers)
         found = await self._dmarc(domains, from_reason, info, dkim)
         dmarc_auth = AuthResult(
@@ -106,18 +135,26 @@ class AuthFilter:
             )
             for d in dkim
         ] or [AuthResult(method="dkim", result="none", reason="message not signed")]
-        results = [spf, *dkim_auth, dmarc_auth]
+        arc_auth = AuthResult(
+            method="arc",
+            result=arc.result,
+            reason=arc.reason,
+            properties=dict(arc.properties),
+        )
+        results = [spf, *dkim_auth, arc_auth, dmarc_auth]
         for found_result in results:
             result = dataclasses.replace(result, verdict=result.verdict.with_auth(found_result))
         result = result.prepend_header(AUTH_RESULTS_FIELD, render_header(self.hostname, results))
-        result = self._decide(result, found, info, domains)
+        result, policy_override = self._decide(result, found, info, domains, arc)
         log.info(
             "authentication",
             queue_id=info.queue_id,
             spf=spf.result,
             dkim=",".join(a.result for a in dkim_auth),
+            arc=arc.result,
             dmarc=found.result,
             disposition=found.disposition,
+            policy_override=policy_override,
             action=result.verdict.action,
         )
         return result
@@ -146,6 +183,13 @@ class AuthFilter:
                 return await verify_dkim(content, txt_lookup=self._dkim_lookup)
         except TimeoutError:
             return [DkimResult("temperror", f"no answer within {self._timeout:g} s")]
+
+    async def _arc(self, content: bytes) -> ArcResult:
+        try:
+            async with asyncio.timeout(self._timeout):
+                return await verify_arc(content, txt_lookup=self._dkim_lookup)
+        except TimeoutError:
+            return ArcResult("temperror", f"no answer within {self._timeout:g} s")
 
     async def _dmarc(
         self,
@@ -176,10 +220,17 @@ class AuthFilter:
             return DmarcResult("temperror", f"no answer within {self._timeout:g} s", props)
 
     def _decide(
-        self, result: CleanupResult, found: DmarcResult, info: CleanupInput, domains: list[str]
-    ) -> CleanupResult:
+        self,
+        result: CleanupResult,
+        found: DmarcResult,
+        info: CleanupInput,
+        domains: list[str],
+        arc: ArcResult,
+    ) -> tuple[CleanupResult, str]:
+        """The result with the DMARC decision, and the policy override (RFC 7489 Appendix C
+        ``PolicyOverrideType``: "", ``local_policy``, ``trusted_forwarder``)."""
         if found.result not in ("fail", "permerror") or found.disposition == "none":
-            return result  # pass, none, temperror (RFC 7489 §6.6.3: deliver): no action
+            return result, ""  # pass, none, temperror (RFC 7489 §6.6.3: deliver): no action
         allowed = self._allowed(info, domains)
         if allowed:
             log.info(
@@ -192,15 +243,49 @@ class AuthFilter:
             )
             return result.add_symbol(
                 "DMARC_POLICY_ALLOWED", 0.0, "DMARC failure not enforced", [allowed]
+            ), OVERRIDE_LOCAL_POLICY
+        sealer = self._trusted_arc(arc, found, domains)
+        if sealer is not None:
+            # RFC 8617 §7.2.1, RFC 7489 §6.6.2: local policy may accept what a trusted
+            # intermediary authenticated before it changed the message.
+            log.info(
+                "dmarc_arc_override",
+                queue_id=info.queue_id,
+                sealer=sealer.domain,
+                instance=sealer.instance,
+                disposition=found.disposition,
             )
+            detail = f"{sealer.domain} i={sealer.instance}"
+            return result.add_symbol(
+                "ARC_TRUSTED_OVERRIDE", 0.0, "DMARC failure not enforced", [detail]
+            ), OVERRIDE_TRUSTED_FORWARDER
         what = found.from_domain or (domains[0] if domains else "the From domain")
         if found.disposition == "reject" and self._reject_action == "reject":
             # RFC 7489 §6.7: reject during the SMTP transaction, 5.7.1 with the reason.
             reason = f"DMARC policy of {what} rejects this message: {found.reason}"
-            return result.decide("reject", reason)
+            return result.decide("reject", reason), ""
         # RFC 7489 §6.6.4 quarantine (or a reject we were told to quarantine): to Junk.
         reason = f"DMARC {found.disposition} policy of {what}: {found.reason}"
-        return result.decide("folder", reason, folder=JUNK_FOLDER)
+        return result.decide("folder", reason, folder=JUNK_FOLDER), ""
+
+    def _trusted_arc(self, arc: ArcResult, found: DmarcResult, domains: list[str]) -> ArcSet | None:
+        """The newest ARC set when it may override the DMARC failure (module docstring)."""
+        newest = arc.newest
+        if arc.result != "pass" or newest is None or not self._trusted_sealers:
+            return None  # RFC 8617 §7.2.1: only a validated chain carries a sealer's word
+        name = newest.domain
+        while name and name not in self._trusted_sealers:
+            name = name.partition(".")[2]  # a listed domain covers its subdomains
+        if not name:
+            return None
+        said = newest.result_of("dmarc")
+        if said is None or said.result != "pass":
+            return None
+        author = (found.from_domain or (domains[0] if domains else "")).rstrip(".").lower()
+        vouched = said.properties.get("header.from", "").rstrip(".").lower()
+        if vouched and vouched != author:
+            return None  # the sealer vouched for another author domain
+        return newest
 
     def _allowed(self, info: CleanupInput, domains: list[str]) -> str:
         """The ``dmarc_allow`` entry that matches the client or a sender domain, or ""."""

@@ -213,6 +213,16 @@ class MailAuthSettings(_Table, frozen=True, kw_only=True, forbid_unknown_fields=
         _doc("Longest wait for each check's DNS lookups (SPF: the whole check, RFC 7208 §4.6.4)."),
         msgspec.Meta(gt=0, le=300),
     ] = 20.0
+    trusted_arc_sealers: Annotated[
+        list[str],
+        _doc(
+            "Signing domains (ARC-Seal d=) of ARC sealers, such as mailing lists and "
+            'forwarders ("googlegroups.com"), whose ARC-Authentication-Results are trusted '
+            "when our DMARC check fails: with a valid ARC chain (RFC 8617) whose newest set "
+            "was sealed by a listed domain or a subdomain of one and says dmarc=pass, the "
+            "failure is recorded but not enforced (RFC 7489 §6.6.2 local policy)."
+        ),
+    ] = []
 
 
 class DeliverySettings(_Table, frozen=True, kw_only=True, forbid_unknown_fields=True):

@@ -145,6 +145,7 @@ class MailSystem:
                     reject_action=s.mailauth.dmarc_reject_action,
                     allow=s.mailauth.dmarc_allow,
                     timeout_seconds=s.mailauth.timeout_seconds,
+                    trusted_arc_sealers=s.mailauth.trusted_arc_sealers,
                 )
             )
             # SPF of MAIL FROM, once per transaction, for the filter (spf_policy.py).
