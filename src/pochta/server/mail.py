@@ -37,6 +37,7 @@ from pochta.queue.spool import Spool
 from pochta.receive.pickup import Pickup
 from pochta.receive.policy import Policy
 from pochta.receive.spf_policy import SpfPolicy
+from pochta.reports.tls_store import TlsRecorder, open_tls_db
 from pochta.resolve.resolver import Resolver
 from pochta.server.text_indexer import TextIndexer
 from pochta.store import open_store
@@ -71,8 +72,14 @@ class MailSystem:
         # The one cached resolver of this process: delivery and the inbound checks.
         self.dns_resolver = dns_resolver
         policy = StsDanePolicy(settings, dns_resolver)
+        # TLS-RPT (RFC 8460): one row per new session to an MX host, in reports.db.
+        self.tls_recorder = TlsRecorder(lambda: open_tls_db(settings))
         self.remote = RemoteAgent(
-            settings, resolver=dns_resolver, policy=policy, dane_check_for=policy.dane_check
+            settings,
+            resolver=dns_resolver,
+            policy=policy,
+            dane_check_for=policy.dane_check,
+            tls_outcome=self.tls_recorder,
         )
         postmaster = f"postmaster@{settings.server.hostname.rstrip('.')}"
         self.queue = QueueManager(
@@ -200,5 +207,6 @@ class MailSystem:
         if self._delivering:
             await self.queue.stop()
         await self.remote.close()
+        self.tls_recorder.close()
         self.spool.close()
         self.store.close()
