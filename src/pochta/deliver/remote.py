@@ -81,6 +81,13 @@ from pochta.deliver.tls_policy import (
 )
 from pochta.dns.async_resolver import make_async_resolver
 from pochta.logs import get_logger
+from pochta.mailauth.tls_report import (
+    PolicyType,
+    TlsOutcome,
+    classify_failure,
+    sts_policy_string,
+    tlsa_policy_string,
+)
 from pochta.queue.envelope import Envelope, Recipient
 from pochta.queue.scheduler import Attempt, Outcome
 from pochta.resolve.transport import NETWORK_KINDS, Transport, TransportError, parse_transport
@@ -160,6 +167,8 @@ class RemoteAgent:
     TLS policy source (default: the configured level alone). ``dane_check_for(host)`` returns
     the certificate check for a host whose policy level is "dane" (``StsDanePolicy.dane_check``
     fits); without it such hosts fail their TLS check. ``rng`` shuffles equal MX preferences.
+    ``tls_outcome`` is told the TLS outcome of each new session to a recipient domain's MX
+    host (RFC 8460 TLS-RPT; ``reports/tls_store.TlsRecorder`` records it).
     """
 
     def __init__(
@@ -171,6 +180,7 @@ class RemoteAgent:
         dane_check_for: Callable[[str], DaneCheck] | None = None,
         rng: random.Random | None = None,
         routable6: Callable[[str], bool] = ipv6_routable,
+        tls_outcome: Callable[[TlsOutcome], None] | None = None,
     ) -> None:
         self.settings = settings
         delivery = settings.delivery
@@ -180,6 +190,7 @@ class RemoteAgent:
         self._dane_check_for = dane_check_for
         self._rng = rng
         self._routable6 = routable6
+        self._tls_outcome = tls_outcome
         self.helo_name = _ascii_name(delivery.helo_name or settings.server.hostname)
         self._local_names = frozenset(
             n.lower().rstrip(".") for n in (self.helo_name, settings.server.hostname) if n
@@ -457,7 +468,7 @@ class RemoteAgent:
                 continue
             for address in host.addresses:
                 endpoint = Endpoint(host.name, address, route.port, route.unix)
-                outcome = await self._try_endpoint(message, route, kind, endpoint, host_tls)
+                outcome = await self._try_endpoint(message, route, kind, endpoint, host_tls, floor)
                 if isinstance(outcome, list):
                     soft = [a for a in outcome if a.outcome == "deferred"]
                     if not soft or number == len(hosts):
@@ -495,6 +506,7 @@ class RemoteAgent:
         kind: str,
         endpoint: Endpoint,
         host_tls: HostTLS,
+        floor: DomainPolicy,
     ) -> list[Attempt] | _Failed:
         """One address: the attempts when a transaction ran, else why not."""
         user = route.credentials.username if route.credentials else ""
@@ -518,7 +530,9 @@ class RemoteAgent:
                 )
             except SessionFailure as failure:
                 self._log(message, kind, endpoint, failure.tls, failure.reply, reused=False)
+                self._tls_seen(route, endpoint, host_tls, floor, failure.reply, failure.tls)
                 return _Failed(failure, answered=False)
+            self._tls_seen(route, endpoint, host_tls, floor, "", session.tls)
         try:
             result = await session.send(message)
         except SessionFailure as failure:
@@ -551,6 +565,57 @@ class RemoteAgent:
         else:
             session.close()
         return attempts
+
+    def _tls_seen(
+        self,
+        route: _Route,
+        endpoint: Endpoint,
+        host_tls: HostTLS,
+        floor: DomainPolicy,
+        failure: str,
+        tls: TLSState,
+    ) -> None:
+        """Tell ``tls_outcome`` how TLS went on a new session to an MX host of the recipient
+        domain (RFC 8460 §4: reports count sessions; a relayhost or LMTP is no MX host)."""
+        if self._tls_outcome is None or not route.mx or host_tls.level == "none":
+            return
+        if failure:
+            result_type = classify_failure(failure)
+            if result_type is None:
+                return  # no TLS was negotiated (connection refused, greeting refused...)
+        elif tls.version:
+            result_type = ""
+        else:
+            # Opportunistic TLS ended in plain text (STARTTLS not offered, or refused).
+            result_type = "starttls-not-supported"  # RFC 8460 §4.3.1
+        # RFC 8460 §4.4 policy-type and policy-string: DANE where it applied, else MTA-STS.
+        policy_type: PolicyType = "no-policy-found"
+        policy: tuple[str, ...] = ()
+        if host_tls.level == "dane" and host_tls.tlsa:
+            policy_type = "tlsa"
+            policy = tlsa_policy_string(
+                (r.usage, r.selector, r.mtype, r.data) for r in host_tls.tlsa
+            )
+        elif floor.source == "mta-sts":
+            policy_type = "sts"
+            policy = sts_policy_string(floor.mode, floor.mx_patterns)
+        delivery = self.settings.delivery
+        source = delivery.source_address6 if ":" in endpoint.address else delivery.source_address
+        try:
+            self._tls_outcome(
+                TlsOutcome(
+                    route.domain,
+                    policy_type,
+                    policy,
+                    endpoint.host,
+                    endpoint.address,
+                    source,
+                    result_type,
+                    failure,
+                )
+            )
+        except Exception:  # a report is never worth a delivery
+            log.exception("tls_outcome_failed", domain=route.domain, host=endpoint.host)
 
     def _client_for(self, route: _Route) -> ClientSettings:
         if not route.lmtp:

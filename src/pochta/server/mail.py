@@ -39,6 +39,7 @@ from pochta.queue.spool import Spool
 from pochta.receive.pickup import Pickup
 from pochta.receive.policy import Policy
 from pochta.receive.spf_policy import SpfPolicy
+from pochta.reports.tls_store import TlsRecorder, open_tls_db
 from pochta.resolve.resolver import Resolver
 from pochta.server.text_indexer import TextIndexer
 from pochta.store import open_store
@@ -70,6 +71,8 @@ class MailSystem:
         self.changes: ChangeHub | None = None  # made in start(), on the running loop
         self.spool = Spool(settings.spool_dir)
         self._closing: set[asyncio.Task[None]] = set()
+        # TLS-RPT (RFC 8460): one row per new session to an MX host, in reports.db.
+        self.tls_recorder = TlsRecorder(lambda: open_tls_db(settings))
         self._network: tuple[object, object] | None = None
         self._build_network()
         postmaster = f"postmaster@{settings.server.hostname.rstrip('.')}"
@@ -119,7 +122,11 @@ class MailSystem:
         self.dns_resolver = make_async_resolver(s.dns)
         policy = StsDanePolicy(s, self.dns_resolver)
         self.remote = RemoteAgent(
-            s, resolver=self.dns_resolver, policy=policy, dane_check_for=policy.dane_check
+            s,
+            resolver=self.dns_resolver,
+            policy=policy,
+            dane_check_for=policy.dane_check,
+            tls_outcome=self.tls_recorder,
         )
         if old is not None:
             # Deliveries under way keep the old agent; closed, it quits their sessions
@@ -223,5 +230,6 @@ class MailSystem:
         await self.remote.close()
         if self._closing:
             await asyncio.gather(*list(self._closing), return_exceptions=True)
+        self.tls_recorder.close()
         self.spool.close()
         self.store.close()
