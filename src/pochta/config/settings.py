@@ -228,9 +228,7 @@ class SRSSettings(_Table, frozen=True, kw_only=True, forbid_unknown_fields=True)
     ] = True
     domain: Annotated[
         str,
-        _doc(
-            "Domain of the SRS addresses; its MX must be this host. Empty: server.hostname."
-        ),
+        _doc("Domain of the SRS addresses; its MX must be this host. Empty: server.hostname."),
     ] = ""
     secret_file: Annotated[
         str,
@@ -239,7 +237,7 @@ class SRSSettings(_Table, frozen=True, kw_only=True, forbid_unknown_fields=True)
             "new one on top, remove the old one after max_age_days). Relative: under data_dir. "
             "pochta init writes one; serve makes it when missing."
         ),
-    ] = "srs.secret"
+    ] = "srs.secret"  # noqa: S105 - a file name, not a secret
     max_age_days: Annotated[
         int,
         _doc("Days an SRS address stays valid for bounces (libsrs2 maxage)."),
