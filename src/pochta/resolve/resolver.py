@@ -8,6 +8,10 @@ local(8), transport(5)):
    quoted local part, which is kept as given. UTF-8 local parts (RFC 6531) pass through. A
    bare local part means ``local@server.hostname`` (Postfix append_at_myorigin), so
    ``RCPT TO:<Postmaster>`` works (RFC 5321 §4.5.1).
+   An SRS0/SRS1 address at the SRS domain (``[srs]``, ``mailauth/srs.py``; that domain is a
+   local name) is a bounce to mail we forwarded: its hash and age are checked (550 5.1.1
+   saying which fails) and it resolves as the address it stands for (SRS0: the original
+   sender; SRS1: the first forwarder's SRS0 address).
 2. **Disabled directory domain**: 550 5.1.2 for every address in it.
 3. **Virtual aliases** (Postfix does this in cleanup(8), before any class): directory aliases
    and virtual_alias_maps, key by key in virtual(5) order: ``user+ext@d``, ``user@d`` (and
