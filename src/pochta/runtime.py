@@ -94,7 +94,8 @@ class Door(Protocol):
         ...
 
     async def submit(self, envelope: Envelope, content: bytes) -> str:
-        """Expand, then queue durably; the queue id once it is on disk (only then 250)."""
+        """Expand, then queue durably; the queue id once it is on disk (only then 250).
+        ReplyError when the door refuses the message (forwarding only to a forged sender)."""
         ...
 
 

@@ -175,7 +175,8 @@ async def test_signed_mail_passes_and_carries_the_results(pochta_env: PochtaEnv)
         ours, theirs = results
         assert theirs.startswith("other.example; spf=pass")
         # Ours on top of what we received (below delivery's Return-Path and Delivered-To).
-        keys = [h.key for h in split_message(got).headers]
+        # (The ARC set of the forwarded copy, srs.seal_forwarded, rides along: one content.)
+        keys = [h.key for h in split_message(got).headers if not h.key.startswith("arc-")]
         assert keys[:4] == ["return-path", "delivered-to", "authentication-results", "received"]
         words = ours
         assert words.startswith(

@@ -12,6 +12,18 @@ Every message that enters the queue passes here: the SMTP, submission and LMTP l
    (:meth:`Door.expand`, one queued recipient per final destination, as Postfix's cleanup
    does it before the queue), then the durable write; the id is returned once it is on disk.
 
+Forwarded mail (issue 14): MX mail that went through the inbound checks (its verdict has
+our DMARC result) and that alias expansion sends to another host is
+
+- refused with ``550 5.7.1`` (:data:`BACKSCATTER`, raised as ``ReplyError``: the session
+  answers it at the end of DATA) when it has no local recipient and its sender fails both
+  SPF and DMARC: accepting it would only make a bounce to a forged sender later (backscatter);
+- otherwise sealed with one ARC set (RFC 8617 §5.1, ``mailauth/arc_seal.py``) when
+  ``srs.seal_forwarded`` is on; a message that cannot be sealed is queued unsealed, with a
+  log line saying why. Its envelope sender is rewritten with SRS only on the way out
+  (``deliver/remote.py``): the queued sender stays the original one, so our own DSNs go
+  to it.
+
 In a worker process, mail for local mailboxes only is handed to the master, which delivers
 it (``to_master``, set by the server; see ``server/workers.py``).
 """
@@ -24,6 +36,7 @@ from typing import Protocol
 
 from pochta.cleanup.pipeline import Cleanup, CleanupInput, CleanupResult
 from pochta.logs import get_logger
+from pochta.protocols.smtp.replies import Reply, ReplyError
 from pochta.queue.base import MessageQueue
 from pochta.queue.envelope import Envelope, Recipient
 from pochta.resolve.classes import (
@@ -38,7 +51,7 @@ from pochta.resolve.classes import (
     UnixDest,
 )
 
-__all__ = ["Destination", "Door", "destination_string"]
+__all__ = ["BACKSCATTER", "Destination", "Door", "Sealer", "destination_string"]
 
 log = get_logger("cleanup")
 
@@ -47,6 +60,21 @@ class AddressResolver(Protocol):
     """What the door asks of the address resolver (``resolve/resolver.Resolver``)."""
 
     def resolve(self, address: str) -> Resolution: ...
+
+
+class Sealer(Protocol):
+    """The ARC sealer (``mailauth/arc_seal.ArcSealer``): the content with one ARC set
+    prepended, or an exception saying why none could be added."""
+
+    async def seal(self, content: bytes, *, queue_id: str = "") -> bytes: ...
+
+
+BACKSCATTER = Reply(
+    550,
+    "5.7.1",
+    "Message refused: it would be forwarded to another host only, and its sender fails SPF "
+    "and DMARC (a bounce would go to a forged address)",
+)
 
 
 class HandOff(Protocol):
@@ -87,8 +115,10 @@ class Door:
         cleanup: Callable[[], Cleanup],
         resolver: Callable[[], AddressResolver],
         queue: HandOff | None = None,
+        sealer: Callable[[], Sealer | None] | None = None,
     ) -> None:
         self.spool = spool
+        self._sealer = sealer
         self._cleanup = cleanup
         self._resolver = resolver
         self._queue = queue
@@ -154,6 +184,7 @@ class Door:
             )
             log.warning("alias_branch_failed", to=address, reply=reply)
         envelope.recipients = [*recipients, *final]
+        content = await self._forwarded(envelope, content)
         if not envelope.arrival:
             envelope.arrival = time.time()
         if self.to_master is not None and _mailboxes_only(envelope.recipients):
@@ -170,6 +201,45 @@ class Door:
             self.to_master(queue_id)
             return queue_id
         return await self.spool.enqueue(envelope, content)
+
+    async def _forwarded(self, envelope: Envelope, content: bytes) -> bytes:
+        """The backscatter rule and the ARC seal (see the module docstring)."""
+        verdict = envelope.verdict
+        if not verdict.result_of("dmarc"):
+            return content  # not MX mail checked by cleanup/auth_filter.py
+        pending = [r for r in envelope.recipients if not r.is_final]
+        remote = [r for r in pending if _is_remote(r)]
+        if not remote:
+            return content
+        if (
+            len(remote) == len(pending)
+            and verdict.result_of("spf") == "fail"
+            and verdict.result_of("dmarc") == "fail"
+        ):
+            log.info(
+                "rejected",
+                queue_id=envelope.queue_id,
+                client=envelope.client_ip,
+                stage="data",
+                sender=envelope.sender or "<>",
+                reply=str(BACKSCATTER),
+            )
+            raise ReplyError(BACKSCATTER)
+        sealer = self._sealer() if self._sealer is not None else None
+        if sealer is None:
+            return content
+        try:
+            return await sealer.seal(content, queue_id=envelope.queue_id)
+        except Exception as exc:
+            log.warning("arc_not_sealed", queue_id=envelope.queue_id, reason=str(exc)[:200])
+            return content
+
+
+def _is_remote(rcpt: Recipient) -> bool:
+    """Whether a recipient still to deliver goes to another host (smtp, relay, lmtp)."""
+    # destination_string of RemoteDest/RelayDest: their route, "smtp:", "relay:" or "lmtp:"
+    # (resolve/transport.py NETWORK_KINDS; the door takes only data types from resolve/).
+    return not rcpt.is_final and rcpt.destination.partition(":")[0] in ("smtp", "relay", "lmtp")
 
 
 def _mailboxes_only(recipients: list[Recipient]) -> bool:

@@ -83,6 +83,12 @@ class Verdict(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True):
         """The results of one method, in the order they were added (DKIM: per signature)."""
         return [a for a in self.auth if a.method == method]
 
+    def result_of(self, method: str) -> str:
+        """The result of the first ``method`` result ("pass", "fail", ...), "" when none:
+        the SPF and DMARC outcome the door's backscatter rule reads (cleanup/door.py)."""
+        found = self.auth_results(method)
+        return found[0].result if found else ""
+
     def symbol(self, name: str) -> Symbol | None:
         """The symbol named ``name``, or None."""
         return next((s for s in self.symbols if s.name == name), None)

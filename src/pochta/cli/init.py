@@ -142,6 +142,7 @@ def init(
             )
     finally:
         directory.close()
+    from pochta.mailauth.srs import ensure_secret_file
     from pochta.receive.maildrop import ensure_maildrop
 
     owner = None
@@ -150,6 +151,9 @@ def init(
 
         user = pwd.getpwnam(run_as_user)
         owner = (user.pw_uid, user.pw_gid)
+    # One random SRS secret, 0600, the server's (mailauth/srs.py: the first line signs).
+    srs_secret = settings.path(settings.srs.secret_file)
+    ensure_secret_file(srs_secret, owner)
     # maildrop/ 1733, the server's: every local user may drop mail there, none may list it.
     ensure_maildrop(settings.spool_dir, owner)
     # Readable by everyone, as Postfix's main.cf: the server rereads it on SIGHUP after
@@ -161,6 +165,7 @@ def init(
     click.echo(f"Created {config_file}")
     click.echo(f"  TLS certificate  {cert} (self-signed for {host})")
     click.echo(f"  directory        {settings.directory_db} (domain {dom})")
+    click.echo(f"  SRS secret       {srs_secret}")
     for sel in selectors:
         click.echo(f"  DKIM key         {sel.selector} ({sel.algorithm}) {sel.key_path}")
     if host_row:

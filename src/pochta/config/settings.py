@@ -225,6 +225,44 @@ class MailAuthSettings(_Table, frozen=True, kw_only=True, forbid_unknown_fields=
     ] = []
 
 
+class SRSSettings(_Table, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    """Forwarded mail: SRS sender rewriting (libsrs2's scheme) and the ARC seal (RFC 8617)."""
+
+    enabled: Annotated[
+        bool,
+        _doc(
+            "Send mail whose envelope sender is not in a hosted domain (an alias forwarding "
+            "outside) with an SRS0/SRS1 MAIL FROM at srs.domain, so SPF passes at the next "
+            "hop; bounces to those addresses are checked and sent back to the original sender."
+        ),
+    ] = True
+    domain: Annotated[
+        str,
+        _doc("Domain of the SRS addresses; its MX must be this host. Empty: server.hostname."),
+    ] = ""
+    secret_file: Annotated[
+        str,
+        _doc(
+            "File of SRS secrets, one a line: the first signs, all verify (rotation: add the "
+            "new one on top, remove the old one after max_age_days). Relative: under data_dir. "
+            "pochta init writes one; serve makes it when missing."
+        ),
+    ] = "srs.secret"  # noqa: S105 - a file name, not a secret
+    max_age_days: Annotated[
+        int,
+        _doc("Days an SRS address stays valid for bounces (libsrs2 maxage)."),
+        msgspec.Meta(ge=1, le=365),
+    ] = 21
+    seal_forwarded: Annotated[
+        bool,
+        _doc(
+            "Add an ARC set (ARC-Authentication-Results, ARC-Message-Signature, ARC-Seal; RFC "
+            "8617 §5.1) signed with the host name's RSA DKIM key to MX mail that virtual "
+            "aliases send to another host, so receivers that trust us can override DMARC."
+        ),
+    ] = True
+
+
 class DeliverySettings(_Table, frozen=True, kw_only=True, forbid_unknown_fields=True):
     """Outbound SMTP, relay, LMTP and pipe delivery (Postfix smtp(8), lmtp(8), pipe(8))."""
 
@@ -690,6 +728,7 @@ class Settings(_Table, frozen=True, kw_only=True, forbid_unknown_fields=True):
     dkim: DKIMSettings = DKIMSettings()
     dns: DNSSettings = DNSSettings()
     mailauth: MailAuthSettings = MailAuthSettings()
+    srs: SRSSettings = SRSSettings()
     delivery: DeliverySettings = DeliverySettings()
     tables: TablesSettings = TablesSettings()
     smtp: SMTPSettings = SMTPSettings()

@@ -181,8 +181,11 @@ class RemoteAgent:
         rng: random.Random | None = None,
         routable6: Callable[[str], bool] = ipv6_routable,
         tls_outcome: Callable[[TlsOutcome], None] | None = None,
+        sender_rewrite: Callable[[str, str], str] | None = None,
     ) -> None:
         self.settings = settings
+        # (sender, queue id) -> the MAIL FROM to send: SRS (mailauth/srs.SrsRewriter).
+        self._sender_rewrite = sender_rewrite
         delivery = settings.delivery
         self._resolver = resolver
         self._configured = ConfiguredPolicy(delivery.tls_security_level)
@@ -267,7 +270,11 @@ class RemoteAgent:
             return [Attempt(r.address, _outcome(route.reply), route.reply) for r in recipients]
         message = OutgoingMessage(
             queue_id=envelope.queue_id,
-            sender=envelope.sender,
+            sender=(
+                self._sender_rewrite(envelope.sender, envelope.queue_id)
+                if self._sender_rewrite is not None
+                else envelope.sender
+            ),
             recipients=tuple(
                 RecipientSpec(
                     r.address,

@@ -72,6 +72,7 @@ __all__ = [
     "DkimSigner",
     "SignError",
     "Signatures",
+    "SigningKey",
     "signed_field_names",
     "signing_domain",
 ]
@@ -217,6 +218,15 @@ class Signatures:
     values: tuple[str, ...]  # field values, folded, without the name and the final newline
 
 
+@dataclass(frozen=True, slots=True)
+class SigningKey:
+    """A hosted domain's selector and its private key (the form dkimpy takes)."""
+
+    domain: str
+    selector: str
+    private_key: bytes
+
+
 class DkimSigner:
     """Signs messages for hosted domains with their active selectors' keys."""
 
@@ -233,6 +243,22 @@ class DkimSigner:
             found = self._directory.get_domain(".".join(labels[start:]))
             if found is not None:
                 return found
+        return None
+
+    def signing_key(self, domain: str, algorithm: str) -> SigningKey | None:
+        """The first active selector of ``algorithm`` of the hosted domain that signs for
+        ``domain`` (as :meth:`sign` finds it), with its private key from the key cache; None
+        when there is none, SignError (kind "key") when its key cannot be read. The ARC
+        sealer (``mailauth/arc_seal.py``) takes the host name's key here."""
+        hosted = self.hosted_signer(domain)
+        if hosted is None:
+            return None
+        for sel in sorted(hosted.dkim, key=lambda s: s.selector):
+            if sel.active and sel.algorithm == algorithm:
+                try:
+                    return SigningKey(hosted.name, sel.selector, self._key(sel))
+                except _KeyProblem as exc:
+                    raise SignError(exc.reason, kind="key") from None
         return None
 
     async def sign(self, content: bytes, *, queue_id: str = "") -> Signatures | None:

@@ -561,6 +561,9 @@ class _Session:
         )
         try:
             queue_id = await self.mail.door.submit(envelope, result.content)
+        except R.ReplyError as exc:  # the door's refusal (backscatter rule, cleanup/door.py)
+            self._reply_all(exc.reply, nrcpt)
+            return
         except SpoolFull as exc:
             log.warning(
                 "queue_write_failed",

@@ -8,6 +8,10 @@ local(8), transport(5)):
    quoted local part, which is kept as given. UTF-8 local parts (RFC 6531) pass through. A
    bare local part means ``local@server.hostname`` (Postfix append_at_myorigin), so
    ``RCPT TO:<Postmaster>`` works (RFC 5321 §4.5.1).
+   An SRS0/SRS1 address at the SRS domain (``[srs]``, ``mailauth/srs.py``; that domain is a
+   local name) is a bounce to mail we forwarded: its hash and age are checked (550 5.1.1
+   saying which fails) and it resolves as the address it stands for (SRS0: the original
+   sender; SRS1: the first forwarder's SRS0 address).
 2. **Disabled directory domain**: 550 5.1.2 for every address in it.
 3. **Virtual aliases** (Postfix does this in cleanup(8), before any class): directory aliases
    and virtual_alias_maps, key by key in virtual(5) order: ``user+ext@d``, ``user@d`` (and
@@ -84,6 +88,7 @@ from pochta.config.settings import Settings
 from pochta.directory.base import Directory
 from pochta.directory.model import Domain
 from pochta.logs import get_logger
+from pochta.mailauth.srs import SrsCodec, SrsError, is_srs
 from pochta.protocols.smtp.replies import RELAY_DENIED, UNKNOWN_USER, Reply
 from pochta.resolve.classes import (
     Destination,
@@ -290,13 +295,17 @@ class Resolver:
         settings: Settings,
         *,
         clock: Callable[[], float] = time.monotonic,
+        srs: SrsCodec | None = None,
     ) -> None:
         self._directory = directory
+        self._srs = srs
         self._tables = tables
         self._settings = settings
         self._hostname = normalize_domain(settings.server.hostname)
+        # The SRS domain is a name this host receives mail for (its bounces come here).
+        srs_domain = (normalize_domain(srs.domain),) if srs is not None else ()
         self._local_names = frozenset(
-            {self._hostname, *(normalize_domain(d) for d in settings.local.domains)}
+            {self._hostname, *srs_domain, *(normalize_domain(d) for d in settings.local.domains)}
         )
         self._delimiter = settings.directory.recipient_delimiter
         self._warned_postmaster: set[str] = set()
@@ -314,10 +323,31 @@ class Resolver:
             return Resolution(address, (Rejection(BAD_ADDRESS, address),))
         state = _State()
         try:
-            found = self._resolve(text, (), state)
+            if self._srs is not None and self._is_srs(text):
+                found = self._srs_reverse(address, text, state)
+            else:
+                found = self._resolve(text, (), state)
         except _Abort as abort:
             return Resolution(text, (Rejection(abort.reply, text),))
         return Resolution(text, _dedupe(found))
+
+    def _is_srs(self, text: str) -> bool:
+        local, _, domain = text.rpartition("@")
+        return self._srs is not None and domain == self._srs.domain and is_srs(local)
+
+    def _srs_reverse(self, address: str, text: str, state: _State) -> list[Destination]:
+        """A bounce to an SRS address of ours (mailauth/srs.py): to the original sender
+        (SRS0) or to the first forwarder's SRS0 address (SRS1), resolved like any address;
+        a hash that does not verify or an expired stamp is 550 5.1.1 saying which."""
+        assert self._srs is not None
+        raw = address.strip().removeprefix("<").removesuffix(">")
+        local = raw.rpartition("@")[0] or text.rpartition("@")[0]  # as sent: case kept
+        try:
+            original = self._srs.reverse(local)
+        except SrsError as exc:
+            log.info("srs_refused", recipient=text, reason=exc.reason)
+            return self._leaves(state, Rejection(Reply(550, "5.1.1", exc.reason), text))
+        return self._resolve(original, (text,), state)
 
     def domain_class(self, domain: str) -> DomainClass:
         """The address class of ``domain`` (a disabled directory domain is still ours)."""

@@ -39,6 +39,7 @@ from pochta.config.listen import ListenAddress, parse_listen
 from pochta.config.settings import LISTENER_NAMES, Settings
 from pochta.directory.base import Directory
 from pochta.logs import configure_logging, get_logger
+from pochta.mailauth.srs import ensure_secret_file
 from pochta.netaddr import in_networks
 from pochta.runtime import Refusal
 from pochta.server.connections import OpenCounts
@@ -300,6 +301,7 @@ class Server:
         try:
             await self.bind()
             if self._worker_link is None:
+                self._ensure_srs_secret()  # before the workers, which read it
                 self._spawn_workers()  # as root still: workers load the TLS key themselves
             _preload_modules()
             self._drop_privileges()
@@ -624,6 +626,19 @@ class Server:
             start_serving=False,
         )
 
+    def _ensure_srs_secret(self) -> None:
+        """Installs older than SRS have no secrets file: make one (given to run_as_user with
+        the other paths at the privilege drop)."""
+        srs = self.settings.srs
+        if not srs.enabled:
+            return
+        path = self.settings.path(srs.secret_file)
+        try:
+            if ensure_secret_file(path):
+                log.info("srs_secret_created", path=str(path))
+        except OSError as exc:
+            raise StartupError(f"cannot write the SRS secret file {path}: {exc}") from None
+
     def _writable_paths(self) -> list[Path]:
         """What the server writes under data_dir: given to run_as_user when started as root."""
         data_dir = self.settings.data_dir
@@ -633,6 +648,9 @@ class Server:
         paths += [self.settings.mail_dir, db]
         paths += [db.with_name(db.name + suffix) for suffix in ("-wal", "-shm", "-journal")]
         paths += [Path(x.address.path) for x in self.listeners.values() if x.address.is_unix]
+        srs_secret = self.settings.path(self.settings.srs.secret_file)
+        if srs_secret.exists():  # read by MailSystem after the drop (mode 0600)
+            paths.append(srs_secret)
         # DKIM keys (DOMAIN/SELECTOR.key, made by root with mode 0600): the signer reads them.
         keys = self.settings.dkim_dir
         if keys.is_dir():

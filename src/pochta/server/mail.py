@@ -32,15 +32,17 @@ from pochta.directory.authenticator import Authenticator
 from pochta.dns.async_resolver import make_async_resolver
 from pochta.logs import get_logger
 from pochta.mailauth import dkim_verify, dmarc
+from pochta.mailauth.arc_seal import ArcSealer
 from pochta.mailauth.dkim_sign import DkimSigner
 from pochta.mailauth.spf import DnspythonSpfDns
+from pochta.mailauth.srs import SrsCodec, SrsRewriter, read_secrets
 from pochta.queue.scheduler import QueueManager
 from pochta.queue.spool import Spool
 from pochta.receive.pickup import Pickup
 from pochta.receive.policy import Policy
 from pochta.receive.spf_policy import SpfPolicy
 from pochta.reports.tls_store import TlsRecorder, open_tls_db
-from pochta.resolve.resolver import Resolver
+from pochta.resolve.resolver import DomainClass, Resolver
 from pochta.server.text_indexer import TextIndexer
 from pochta.store import open_store
 
@@ -48,6 +50,9 @@ if TYPE_CHECKING:
     from pochta.server.app import Server
 
 log = get_logger("mail")
+
+# Domains whose senders leave unchanged (not SRS): ours (Postfix+postsrsd exclude them too).
+_HOSTED = frozenset({DomainClass.VIRTUAL_MAILBOX, DomainClass.LOCAL, DomainClass.VIRTUAL_ALIAS})
 
 
 class MailSystem:
@@ -100,7 +105,39 @@ class MailSystem:
         self.pickup: Pickup | None = None  # the master's, made in start()
         self._build()
         # The one way into the queue (cleanup/door.py): listeners, pickup and notices.
-        self.door = Door(self.spool, lambda: self.cleanup, lambda: self.resolver, self.queue)
+        self.door = Door(
+            self.spool,
+            lambda: self.cleanup,
+            lambda: self.resolver,
+            self.queue,
+            sealer=lambda: self.sealer,
+        )
+
+    def _envelope_sender(self, sender: str, queue_id: str) -> str:
+        """The MAIL FROM of outgoing mail: SRS for senders not hosted here (mailauth/srs.py)."""
+        return self.srs.envelope_sender(sender, queue_id) if self.srs is not None else sender
+
+    def _hosted(self, domain: str) -> bool:
+        return self.resolver.domain_class(domain) in _HOSTED
+
+    def _srs_codec(self) -> SrsCodec | None:
+        """The SRS codec from ``[srs]`` and its secrets file, None when off or unreadable."""
+        s = self.server.settings
+        if not s.srs.enabled:
+            return None
+        path = s.path(s.srs.secret_file)
+        try:
+            secrets = read_secrets(path)
+        except (OSError, ValueError) as exc:
+            log.error(
+                "srs_disabled",
+                path=str(path),
+                error=str(exc),
+                hint="restore the file (one secret a line) or remove it: serve makes a new one",
+            )
+            return None
+        domain = (s.srs.domain or s.server.hostname).rstrip(".").lower()
+        return SrsCodec(domain, secrets, max_age_days=s.srs.max_age_days)
 
     @property
     def to_master(self) -> Callable[[str], None] | None:
@@ -127,6 +164,7 @@ class MailSystem:
             policy=policy,
             dane_check_for=policy.dane_check,
             tls_outcome=self.tls_recorder,
+            sender_rewrite=self._envelope_sender,
         )
         if old is not None:
             # Deliveries under way keep the old agent; closed, it quits their sessions
@@ -139,7 +177,15 @@ class MailSystem:
     def _build(self) -> None:
         s = self.server.settings
         self._build_network()
-        self.resolver = Resolver(self.server.directory, self.server.tables, s)
+        codec = self._srs_codec()
+        self.resolver = Resolver(self.server.directory, self.server.tables, s, srs=codec)
+        self.srs = SrsRewriter(codec, self._hosted) if codec is not None else None
+        # The ARC seal of forwarded MX mail (cleanup/door.py), with the host name's key.
+        self.sealer: ArcSealer | None = None
+        if s.srs.seal_forwarded and s.mailauth.check_incoming:
+            self.sealer = ArcSealer(
+                DkimSigner(self.server.directory, s.dkim_dir), s.server.hostname
+            )
         filters: list[Filter] = []
         policies: list[Policy] = []
         if s.mailauth.check_incoming:
