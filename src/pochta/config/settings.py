@@ -80,6 +80,10 @@ class ServerSettings(_Table, frozen=True, kw_only=True, forbid_unknown_fields=Tr
     ] = 0
 
 
+# Per-name certificates are a list of tables rather than a directory convention (one file
+# pair per name in a directory): the files stay where the ACME client writes them
+# (certbot's live/NAME/), one certificate may cover several names or a wildcard, and the
+# loader checks every entry with its key path (tls.certificates[0].names[1]).
 class NamedCertificate(_Table, frozen=True, kw_only=True, forbid_unknown_fields=True):
     """One certificate the https listener serves to the server names (SNI) it lists."""
 
@@ -104,8 +108,9 @@ class TLSSettings(_Table, frozen=True, kw_only=True, forbid_unknown_fields=True)
             '(SNI), e.g. [{ names = ["mta-sts.example.org", "autoconfig.example.org"], '
             'cert_file = "/etc/letsencrypt/live/mta-sts.example.org/fullchain.pem", '
             'key_file = "/etc/letsencrypt/live/mta-sts.example.org/privkey.pem" }]. Other '
-            "names, and clients that send none, get cert_file. Reloaded on SIGHUP; "
-            "`pochta check` lists the names no certificate covers."
+            "names, and clients that send none, get cert_file. Reloaded on SIGHUP (so the "
+            "files must be readable by server.run_as_user); `pochta check` lists the names "
+            "no certificate covers."
         ),
     ] = []
 
