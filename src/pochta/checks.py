@@ -11,9 +11,9 @@ rest is checked too and one run lists every problem.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from pochta.config import check as config_check
 from pochta.config.load import Walked, read_config, walk_settings
@@ -22,8 +22,12 @@ from pochta.config.settings import Settings
 from pochta.directory.addresses import AddressError, normalize_address, normalize_domain
 from pochta.resolve.transport import TransportError, parse_transport
 
+if TYPE_CHECKING:
+    from pochta.tls.context import CertInfo
+
 __all__ = [
     "ConfigError",
+    "certificate_warnings",
     "check_settings",
     "checked_settings_from_dict",
     "load_checked_settings",
@@ -51,6 +55,7 @@ def check_settings(settings: Settings, *, check_files: bool = True) -> list[Prob
     problems: list[Problem] = []
     for check in (
         _check_server,
+        _check_tls,
         config_check.check_listeners,
         config_check.check_directory,
         config_check.check_networks,
@@ -89,6 +94,23 @@ def _check_server(s: Settings) -> Iterator[Problem]:
                 f'{exc}; write the address that reads postmaster mail, e.g. "you@example.org", '
                 'or "" for the first account',
             )
+
+
+def _check_tls(s: Settings) -> Iterator[Problem]:
+    """Each ``tls.certificates`` entry names at least one server name, each a domain name
+    or a wildcard one label below one ("*.example.org")."""
+    for i, entry in enumerate(s.tls.certificates):
+        key = f"tls.certificates[{i}].names"
+        if not entry.names:
+            yield Problem(key, 'is empty; list the names it is for, e.g. ["mta-sts.example.org"]')
+        for j, name in enumerate(entry.names):
+            try:
+                normalize_domain(name.removeprefix("*."))
+            except AddressError as exc:
+                yield Problem(
+                    f"{key}[{j}]",
+                    f'{exc}; write a server name, e.g. "mta-sts.example.org" or "*.example.org"',
+                )
 
 
 def _check_relayhost(s: Settings) -> Iterator[Problem]:
@@ -130,3 +152,115 @@ def _check_tables(s: Settings) -> Iterator[Problem]:
                     open_table(spec, kind="map")
             except TableError as exc:
                 yield Problem(f"tables.{name}[{i}]", str(exc))
+
+
+# -- which names the certificates cover (warnings of `pochta check`) -------------------------
+
+# The listeners that present tls.cert_file under the host name (no SNI there: mail clients
+# and MTAs check the certificate against the name they connected to, the MX or host name).
+MAIL_TLS_LISTENERS = ("smtp", "submission", "submissions", "imap", "imaps", "pop3", "pop3s")
+# The names of each hosted domain that clients fetch over HTTPS (dns/records.py publishes
+# them): the MTA-STS policy (RFC 8461 §3.3), Thunderbird's autoconfig, Outlook's autodiscover.
+HTTPS_NAME_PREFIXES = ("mta-sts", "autoconfig", "autodiscover")
+
+
+def certificate_warnings(settings: Settings, domains: Iterable[str]) -> list[str]:
+    """One line per name a client will check that no certificate covers (RFC 6125 §6.4), each
+    with the certificate to get and the setting to add; and one line when the host's
+    certificate is self-signed. Warnings, not problems: TLS still works, clients may refuse.
+
+    The names: the host name, for the mail listeners (tls.cert_file), and for each hosted
+    domain in ``domains``, when listen.https is on, mta-sts.DOMAIN, autoconfig.DOMAIN and
+    autodiscover.DOMAIN, each checked against the certificate the https listener picks for it
+    (``tls.context.SniContexts``: tls.certificates by name, else tls.cert_file).
+    """
+    from pochta.tls.context import (
+        TLSConfigError,
+        covers,
+        describe_certificate,
+        reference_name,
+        wildcard_of,
+    )
+
+    out: list[str] = []
+    host_path = settings.path(settings.tls.cert_file)
+    try:
+        host = describe_certificate(host_path)
+    except TLSConfigError as exc:
+        return [str(exc)]
+    hostname = settings.server.hostname
+    if host.self_signed:
+        out.append(
+            f"tls.cert_file {host_path} is self-signed: mail clients, browsers and MTA-STS "
+            "senders will not trust it; get a certificate from a public CA, e.g. "
+            f"certbot certonly --manual --preferred-challenges dns -d {hostname}, and set "
+            "tls.cert_file and tls.key_file to its fullchain.pem and privkey.pem"
+        )
+    if any(getattr(settings.listen, n) for n in MAIL_TLS_LISTENERS) and not host.matches_hostname(
+        hostname
+    ):
+        out.append(
+            f"tls.cert_file {host_path} does not cover the host name {hostname} "
+            f"(it names {', '.join(host.subject_names) or 'nothing'}), which SMTP, IMAP and "
+            "POP3 clients check; get a certificate for it, e.g. certbot certonly --manual "
+            f"--preferred-challenges dns -d {hostname}, and set tls.cert_file and "
+            "tls.key_file to its fullchain.pem and privkey.pem"
+        )
+    if not settings.listen.https:
+        return out
+    # Which entry the https listener serves for a name: the same table SniContexts.select
+    # reads (the first entry naming a name wins, exact name before the wildcard).
+    by_name: dict[str, tuple[str, CertInfo | None]] = {}
+    for i, entry in enumerate(settings.tls.certificates):
+        where = f"tls.certificates[{i}]"
+        try:
+            info: CertInfo | None = describe_certificate(
+                settings.path(entry.cert_file), setting=f"{where}.cert_file"
+            )
+        except TLSConfigError as exc:
+            out.append(str(exc))
+            info = None
+        for name in map(reference_name, entry.names):
+            if name is not None:
+                by_name.setdefault(name, (where, info))
+    for domain in domains:
+        names = [f"{prefix}.{domain}" for prefix in HTTPS_NAME_PREFIXES]
+        entry_line = (
+            f"{{ names = [{', '.join(f'{chr(34)}{n}{chr(34)}' for n in names)}], "
+            f'cert_file = "/etc/letsencrypt/live/{names[0]}/fullchain.pem", '
+            f'key_file = "/etc/letsencrypt/live/{names[0]}/privkey.pem" }}'
+        )
+        fix = (
+            "get a certificate for "
+            + ", ".join(names)
+            + ", e.g. certbot certonly --manual --preferred-challenges dns "
+            + " ".join(f"-d {n}" for n in names)
+            + f", and add to [tls] certificates: {entry_line}"
+        )
+        for name in names:
+            where, info = _picked(by_name, wildcard_of(name), name)
+            if where:
+                if info is None or covers(info.subject_names, name):
+                    continue  # an unreadable file is reported above
+                served = f"{where}, served for it by listen.https, covers only " + ", ".join(
+                    info.subject_names
+                )
+            elif host.matches_hostname(name):
+                continue
+            else:
+                served = (
+                    "listen.https serves tls.cert_file for it (no tls.certificates entry "
+                    f"names it), which covers only {', '.join(host.subject_names)}"
+                )
+            out.append(f"no certificate covers {name}: {served}; {fix}")
+    return out
+
+
+def _picked(
+    by_name: dict[str, tuple[str, CertInfo | None]], wildcard: str | None, name: str
+) -> tuple[str, CertInfo | None]:
+    """The tls.certificates entry the https listener serves for ``name``, or ("", None)."""
+    for key in (name, wildcard):
+        if key and key in by_name:
+            return by_name[key]
+    return "", None

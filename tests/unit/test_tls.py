@@ -16,7 +16,17 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from cryptography.x509.oid import ExtendedKeyUsageOID
 
-from pochta.tls.context import CertInfo, TLSConfigError, describe_certificate, server_context
+from pochta.tls.context import (
+    CertInfo,
+    SniContexts,
+    TLSConfigError,
+    covers,
+    describe_certificate,
+    name_covers,
+    reference_name,
+    server_context,
+    wildcard_of,
+)
 from pochta.tls.selfsigned import KeyType, write_self_signed
 
 HOST = "mail.example.test"
@@ -225,3 +235,105 @@ def test_tls11_client_is_refused(pair: tuple[Path, Path]) -> None:
         pytest.skip("this OpenSSL cannot even offer TLS 1.1")
     with pytest.raises((ssl.SSLError, OSError)):
         _handshake(server_context(*pair), client, HOST)
+
+
+# -- the cover rule (RFC 6125 §6.4) and SNI selection -----------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("presented", "host", "covered"),
+    [
+        ("mta-sts.example.org", "mta-sts.example.org", True),
+        ("MTA-STS.Example.ORG", "mta-sts.example.org.", True),  # §6.4.1: case, trailing dot
+        ("*.example.org", "mta-sts.example.org", True),  # §6.4.3: one left-most label
+        ("*.example.org", "example.org", False),  # "*" is exactly one label
+        ("*.example.org", "a.b.example.org", False),  # ... not two
+        ("*.example.org", "*.example.org", False),  # a wildcard is not a host name
+        ("*.org", "example.org", False),  # a wildcard over a top-level domain
+        ("f*.example.org", "foo.example.org", False),  # partial-label wildcards: not matched
+        ("mta-sts.*.org", "mta-sts.example.org", False),  # "*" only in the left-most label
+        ("xn--*.example.org", "xn--bcher-kva.example.org", False),  # not inside an A-label
+        ("*.xn--bcher-kva.example", "mta-sts.bücher.example", True),  # §6.4.2: U-label host
+        ("mta-sts.xn--bcher-kva.example", "MTA-STS.BÜCHER.example", True),
+        ("mta-sts.bücher.example", "mta-sts.xn--bcher-kva.example", True),  # a U-label SAN
+        ("*.xn--bcher-kva.example", "xn--bcher-kva.example", False),
+        ("mta-sts.example.org", "mta-sts.example.org.evil.test", False),
+        ("mta-sts.example.org", "", False),
+    ],
+)
+def test_cover_rule(presented: str, host: str, covered: bool) -> None:
+    assert name_covers(presented, host) is covered
+    now = dt.datetime.now(dt.UTC)
+    info = CertInfo((presented,), "CN=x", now, now, False, "")
+    assert info.matches_hostname(host) is covered
+    assert covers(["other.example.net", presented], host) is covered
+
+
+def test_reference_name_and_wildcard_of() -> None:
+    assert reference_name("Mta-Sts.Bücher.Example.") == "mta-sts.xn--bcher-kva.example"
+    assert reference_name("*.Bücher.example") == "*.xn--bcher-kva.example"
+    assert reference_name("") is None
+    assert reference_name("a" * 64 + ".bücher.example") is None  # IDNA refuses a long label
+    assert wildcard_of("mta-sts.example.org") == "*.example.org"
+    assert wildcard_of("example.org") is None
+
+
+def _sni_handshake(server: ssl.SSLContext, server_name: str | None) -> x509.Certificate:
+    """A handshake over memory BIOs (no sockets); the certificate the server presented."""
+    client_ctx = ssl.create_default_context()
+    client_ctx.check_hostname = False
+    client_ctx.verify_mode = ssl.CERT_NONE
+    c_in, c_out, s_in, s_out = (ssl.MemoryBIO() for _ in range(4))
+    client = client_ctx.wrap_bio(c_in, c_out, server_hostname=server_name)
+    srv = server.wrap_bio(s_in, s_out, server_side=True)
+    done = {"client": False, "server": False}
+    for _ in range(20):
+        for side, obj in (("client", client), ("server", srv)):
+            if not done[side]:
+                try:
+                    obj.do_handshake()
+                    done[side] = True
+                except ssl.SSLWantReadError:
+                    pass
+        s_in.write(c_out.read())
+        c_in.write(s_out.read())
+        if all(done.values()):
+            break
+    der = client.getpeercert(binary_form=True)
+    assert der is not None
+    return x509.load_der_x509_certificate(der)
+
+
+def _san(cert: x509.Certificate) -> list[str]:
+    ext = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName)
+    return ext.value.get_values_for_type(x509.DNSName)
+
+
+def test_sni_picks_the_certificate_by_name(tmp_path: Path) -> None:
+    def context(name: str) -> ssl.SSLContext:
+        cert, key = tmp_path / f"{name}.pem", tmp_path / f"{name}.key"
+        write_self_signed(cert, key, name)
+        return server_context(cert, key)
+
+    host, sts, wild = (
+        context(HOST),
+        context("mta-sts.example.test"),
+        context("any.xn--bcher-kva.test"),
+    )
+    sni = SniContexts(host, {"mta-sts.example.test": sts, "*.xn--bcher-kva.test": wild})
+    assert sni.select("MTA-STS.example.test") is sts
+    assert sni.select("autoconfig.xn--bcher-kva.test") is wild  # the wildcard, one label up
+    assert sni.select("a.b.xn--bcher-kva.test") is host  # two labels: not the wildcard's
+    assert sni.select("other.example.test") is host
+    assert sni.select(None) is host
+
+    assert _san(_sni_handshake(sni.context, "mta-sts.example.test")) == ["mta-sts.example.test"]
+    assert _san(_sni_handshake(sni.context, "x.xn--bcher-kva.test")) == ["any.xn--bcher-kva.test"]
+    assert _san(_sni_handshake(sni.context, None)) == [HOST]  # no SNI: the host's
+    assert _san(_sni_handshake(sni.context, "unknown.example.net")) == [HOST]
+
+    # A reload swaps the table: the listening context stays, the next handshakes change.
+    renewed = context("renewed.example.test")
+    sni.replace(renewed, {})
+    assert _san(_sni_handshake(sni.context, "mta-sts.example.test")) == ["renewed.example.test"]
+    assert _san(_sni_handshake(sni.context, None)) == ["renewed.example.test"]

@@ -2,10 +2,15 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import click
 
 from pochta.cli.common import config_path, load_cli_settings
 from pochta.config.settings import LISTENER_NAMES, Settings
+
+if TYPE_CHECKING:
+    from pochta.directory.model import Domain
 
 
 @click.command()
@@ -18,7 +23,9 @@ def check(ctx: click.Context) -> None:
     click.echo(f"  data_dir   {settings.data_dir}")
     _print_listeners(settings)
     _print_postmaster(settings)
-    _warn_domains_without_dkim(settings)
+    domains = _hosted_domains(settings)
+    _warn_domains_without_dkim(domains)
+    _warn_uncovered_names(settings, [d.name for d in domains if d.enabled and not d.signing_only])
 
 
 def _print_listeners(settings: Settings) -> None:
@@ -103,26 +110,42 @@ def _destination_text(dest: object) -> str:
     return str(dest)
 
 
-def _warn_domains_without_dkim(settings: Settings) -> None:
-    """A ``warning:`` line per hosted domain without an active DKIM key. A warning, not a
-    problem: its mail still flows, unsigned, so the exit status stays 0."""
+def _hosted_domains(settings: Settings) -> list[Domain]:
+    """The directory's domains; none (with a warning) when it cannot be read."""
     from pochta.directory.open import open_directory
-    from pochta.dns.records import dkim_key_warning
 
     if not settings.directory_db.exists():
-        return  # no directory yet: nothing is hosted
+        return []  # no directory yet: nothing is hosted
     try:
         directory = open_directory(settings)
         try:
-            domains = directory.list_domains()
+            return directory.list_domains()
         finally:
             directory.close()
     except Exception as exc:  # a check reports; the directory's own commands say more
         click.echo(
-            f"warning: cannot read the directory {settings.directory_db} to check DKIM keys: {exc}",
+            f"warning: cannot read the directory {settings.directory_db} to check DKIM keys "
+            f"and certificate names: {exc}",
             err=True,
         )
-        return
+        return []
+
+
+def _warn_domains_without_dkim(domains: list[Domain]) -> None:
+    """A ``warning:`` line per hosted domain without an active DKIM key. A warning, not a
+    problem: its mail still flows, unsigned, so the exit status stays 0."""
+    from pochta.dns.records import dkim_key_warning
+
     for domain in domains:
         if warning := dkim_key_warning(domain.name, domain.dkim):
             click.echo(f"warning: {warning}", err=True)
+
+
+def _warn_uncovered_names(settings: Settings, domains: list[str]) -> None:
+    """A ``warning:`` line per name no certificate covers (host name, mta-sts.DOMAIN,
+    autoconfig.DOMAIN, autodiscover.DOMAIN) and one for a self-signed host certificate
+    (``pochta.checks.certificate_warnings``). Warnings: TLS still works, so exit status 0."""
+    from pochta.checks import certificate_warnings
+
+    for warning in certificate_warnings(settings, domains):
+        click.echo(f"warning: {warning}", err=True)

@@ -134,3 +134,12 @@ def check_files(s: Settings) -> Iterator[Problem]:
                 f"{path} does not exist; point it at your PEM file or run pochta init to "
                 "make a self-signed one",
             )
+    for i, entry in enumerate(s.tls.certificates):
+        for name, value in (("cert_file", entry.cert_file), ("key_file", entry.key_file)):
+            path = s.path(value)
+            if not path.is_file():
+                yield Problem(
+                    f"tls.certificates[{i}].{name}",
+                    f"{path} does not exist; point it at the PEM file of the certificate for "
+                    f"{', '.join(entry.names) or 'its names'}, or remove the entry",
+                )

@@ -80,9 +80,39 @@ class ServerSettings(_Table, frozen=True, kw_only=True, forbid_unknown_fields=Tr
     ] = 0
 
 
+# Per-name certificates are a list of tables rather than a directory convention (one file
+# pair per name in a directory): the files stay where the ACME client writes them
+# (certbot's live/NAME/), one certificate may cover several names or a wildcard, and the
+# loader checks every entry with its key path (tls.certificates[0].names[1]).
+class NamedCertificate(_Table, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    """One certificate the https listener serves to the server names (SNI) it lists."""
+
+    names: Annotated[
+        list[str],
+        _doc(
+            'Server names (SNI) this certificate is served for, e.g. ["mta-sts.example.org", '
+            '"autoconfig.example.org"]; "*.example.org" stands for one label.'
+        ),
+    ]
+    cert_file: Annotated[str, _doc("PEM certificate chain (leaf first), e.g. fullchain.pem.")]
+    key_file: Annotated[str, _doc("PEM private key matching cert_file, e.g. privkey.pem.")]
+
+
 class TLSSettings(_Table, frozen=True, kw_only=True, forbid_unknown_fields=True):
     cert_file: Annotated[str, _doc("PEM certificate chain for all TLS listeners.")] = "tls/cert.pem"
     key_file: Annotated[str, _doc("PEM private key matching cert_file.")] = "tls/key.pem"
+    certificates: Annotated[
+        list[NamedCertificate],
+        _doc(
+            "More certificates for the https listener, picked by the name the client asks for "
+            '(SNI), e.g. [{ names = ["mta-sts.example.org", "autoconfig.example.org"], '
+            'cert_file = "/etc/letsencrypt/live/mta-sts.example.org/fullchain.pem", '
+            'key_file = "/etc/letsencrypt/live/mta-sts.example.org/privkey.pem" }]. Other '
+            "names, and clients that send none, get cert_file. Reloaded on SIGHUP (so the "
+            "files must be readable by server.run_as_user); `pochta check` lists the names "
+            "no certificate covers."
+        ),
+    ] = []
 
 
 class ListenSettings(_Table, frozen=True, kw_only=True, forbid_unknown_fields=True):
@@ -107,6 +137,14 @@ class ListenSettings(_Table, frozen=True, kw_only=True, forbid_unknown_fields=Tr
         ),
     ] = ""
     http: Annotated[str, _doc("HTTP: autoconfig, MTA-STS policy, metrics.")] = "0.0.0.0:80"
+    https: Annotated[
+        str,
+        _doc(
+            "HTTPS (implicit TLS, RFC 2818): what http serves, for the MTA-STS policy (RFC 8461 "
+            "§3.3 fetches it over HTTPS) and Outlook's autodiscover; the certificate is picked "
+            "by SNI from tls.certificates, else tls.cert_file."
+        ),
+    ] = "0.0.0.0:443"
     lmtp: Annotated[str, _doc('LMTP: "unix:PATH" (relative to data_dir) or "HOST:PORT".')] = (
         "unix:lmtp.sock"
     )
@@ -783,6 +821,7 @@ STANDARD_PORTS: dict[str, int] = {
     "pop3s": 995,
     "managesieve": 4190,
     "http": 80,
+    "https": 443,
 }
 
 

@@ -53,6 +53,19 @@ def _http(server: Server, listener: str) -> Service:
     return HttpService(server, listener)
 
 
+def _https(server: Server, listener: str) -> Service:
+    """The http service over implicit TLS (RFC 2818), its certificate picked by SNI; the
+    certificates are loaded again on every reload (SIGHUP)."""
+    from pochta.tls.streams import load_sni_contexts, reload_sni_contexts
+    from pochta.web.http_server import HttpService
+
+    contexts = load_sni_contexts(server.settings)
+    if contexts is None:
+        raise RuntimeError(f"listen.{listener} needs a TLS certificate; see tls.cert_file")
+    server.reload_hooks.append(lambda s: reload_sni_contexts(contexts, s.settings))
+    return HttpService(server, listener, ssl_context=contexts.context)
+
+
 def _smtp(server: Server, listener: str) -> Service:
     from pochta.receive import smtp_service
 
@@ -81,6 +94,7 @@ def _pop3(server: Server, listener: str) -> Service:
 
 SERVICES: dict[str, ServiceFactory] = {
     "http": _http,
+    "https": _https,
     "smtp": _smtp,
     "submission": _smtp,
     "submissions": _smtp,

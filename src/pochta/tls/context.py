@@ -10,6 +10,7 @@ from __future__ import annotations
 import datetime as dt
 import os
 import ssl
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -55,16 +56,62 @@ class CertInfo:
         return (now or dt.datetime.now(dt.UTC)) > self.not_after
 
     def matches_hostname(self, hostname: str) -> bool:
-        """True when ``hostname`` is one of the names, a wildcard matching only the left-most
-        label (RFC 6125 §6.4.3)."""
-        host = hostname.rstrip(".").lower()
-        for name in self.subject_names:
-            n = name.lower()
-            if n == host:
-                return True
-            if n.startswith("*.") and "." in host and host.split(".", 1)[1] == n[2:]:
-                return True
+        """True when one of the names covers ``hostname`` (``covers``: RFC 6125 §6.4.3)."""
+        return covers(self.subject_names, hostname)
+
+
+def reference_name(name: str) -> str | None:
+    """``name`` as certificates and SNI carry it: A-labels (RFC 5280 §7.2, RFC 6066 §3),
+    lower case, no trailing dot; None when it is not a domain name (IDNA refuses it). A
+    leading "*." is kept."""
+    n = name.strip().rstrip(".").lower()
+    wildcard = n.startswith("*.")
+    if wildcard:
+        n = n[2:]
+    if not n:
+        return None
+    try:
+        # The IDNA codec of the directory's normalize_domain: U-labels become A-labels.
+        ascii_form = n.encode("idna").decode("ascii") if not n.isascii() else n
+    except UnicodeError:
+        return None
+    return f"*.{ascii_form}" if wildcard else ascii_form
+
+
+def name_covers(presented: str, hostname: str) -> bool:
+    """True when the certificate's DNS name ``presented`` covers ``hostname``.
+
+    RFC 6125 §6.4.1: names compare case-insensitively, as A-labels (§6.4.2: a U-label is
+    turned into its A-label first). §6.4.3: "*" matches only as the whole left-most label
+    and stands for exactly one label: "*.example.org" covers "mta-sts.example.org", not
+    "example.org" nor "a.b.example.org"; a wildcard elsewhere or inside a label ("f*.example
+    .org", "xn--*") matches nothing (§6.4.3 lets clients refuse them, and CAs no longer
+    issue them). "*.org" (a wildcard over a single label) matches nothing either.
+    """
+    pattern, host = reference_name(presented), reference_name(hostname)
+    if pattern is None or host is None or host.startswith("*."):
         return False
+    if "*" not in pattern:
+        return pattern == host
+    if not pattern.startswith("*.") or "*" in pattern[2:]:
+        return False  # RFC 6125 §6.4.3: only a whole left-most "*" label
+    parent = pattern[2:]
+    if "." not in parent:
+        return False  # "*.org": a wildcard over a top-level domain
+    first, dot, rest = host.partition(".")
+    return bool(first) and bool(dot) and rest == parent
+
+
+def wildcard_of(name: str) -> str | None:
+    """The wildcard name that would cover ``name`` ("*.example.org" for
+    "mta-sts.example.org", RFC 6125 §6.4.3), or None for a name of one or two labels."""
+    first, _, parent = name.partition(".")
+    return f"*.{parent}" if first and "." in parent else None
+
+
+def covers(presented: tuple[str, ...] | list[str], hostname: str) -> bool:
+    """True when any of the certificate's names covers ``hostname`` (``name_covers``)."""
+    return any(name_covers(name, hostname) for name in presented)
 
 
 def _read(path: Path, setting: str, what: str) -> bytes:
@@ -162,6 +209,53 @@ def server_context(
             f"{exc.reason or exc}"
         ) from None
     return ctx
+
+
+class SniContexts:
+    """The contexts of a listener that picks its certificate by the name the client asks for
+    (SNI, RFC 6066 §3): the https listener.
+
+    ``context`` is the context the listener is bound with. Its ``sni_callback``, which
+    OpenSSL calls for every ClientHello (with None when the client sends no name), moves the
+    handshake to the context of that name: the exact name first, then the wildcard one label
+    up ("*.example.org" for "mta-sts.example.org", RFC 6125 §6.4.3), else the default (the
+    host's certificate). ``replace`` swaps the whole table at once (a reload): handshakes
+    already under way keep the context they picked, the next ones get the new table.
+    """
+
+    def __init__(self, default: ssl.SSLContext, by_name: Mapping[str, ssl.SSLContext]) -> None:
+        self._table: tuple[ssl.SSLContext, dict[str, ssl.SSLContext]] = (default, dict(by_name))
+        self.context = default
+        self.context.sni_callback = self._pick
+
+    @property
+    def default(self) -> ssl.SSLContext:
+        return self._table[0]
+
+    @property
+    def by_name(self) -> dict[str, ssl.SSLContext]:
+        return dict(self._table[1])
+
+    def replace(self, default: ssl.SSLContext, by_name: Mapping[str, ssl.SSLContext]) -> None:
+        self._table = (default, dict(by_name))
+
+    def select(self, server_name: str | None) -> ssl.SSLContext:
+        """The context for ``server_name`` (an A-label name as SNI carries it, or None)."""
+        default, by_name = self._table
+        name = reference_name(server_name) if server_name else None
+        if name is None:
+            return default
+        found = by_name.get(name)
+        if found is None and (wildcard := wildcard_of(name)) is not None:
+            found = by_name.get(wildcard)
+        return found if found is not None else default
+
+    def _pick(
+        self, sslobj: ssl.SSLObject | ssl.SSLSocket, server_name: str | None, _: ssl.SSLContext
+    ) -> None:
+        chosen = self.select(server_name)
+        if sslobj.context is not chosen:
+            sslobj.context = chosen
 
 
 def _names(cert: x509.Certificate) -> tuple[str, ...]:

@@ -1,14 +1,16 @@
-"""TLS on a live asyncio stream: the server context from the settings, and the STARTTLS/STLS
+"""TLS on a live asyncio stream: the server context from the settings, the SNI contexts of
+the https listener (``load_sni_contexts``, ``reload_sni_contexts``), and the STARTTLS/STLS
 upgrade every protocol listener shares (SMTP, IMAP, POP3)."""
 
 from __future__ import annotations
 
 import asyncio
 import ssl
+from collections.abc import Mapping
 from typing import TYPE_CHECKING
 
 from pochta.logs import PochtaLogger, get_logger
-from pochta.tls.context import TLSConfigError, server_context
+from pochta.tls.context import SniContexts, TLSConfigError, reference_name, server_context
 
 if TYPE_CHECKING:
     from pochta.config.settings import Settings
@@ -25,6 +27,58 @@ def load_tls_context(settings: Settings) -> ssl.SSLContext | None:
     except TLSConfigError as exc:
         log.error("tls_unavailable", error=str(exc))
         return None
+
+
+def _named_contexts(
+    settings: Settings, keep: Mapping[str, ssl.SSLContext]
+) -> dict[str, ssl.SSLContext]:
+    """The context of each name in ``tls.certificates`` (the first entry naming a name wins).
+    An entry whose files cannot be loaded is logged and left out; its names keep their
+    context in ``keep`` (the running one, on a reload), else get the host's certificate."""
+    by_name: dict[str, ssl.SSLContext] = {}
+    for i, entry in enumerate(settings.tls.certificates):
+        key = f"tls.certificates[{i}]"
+        names = [n for n in map(reference_name, entry.names) if n is not None]
+        try:
+            context = server_context(
+                settings.path(entry.cert_file),
+                settings.path(entry.key_file),
+                cert_setting=f"{key}.cert_file",
+                key_setting=f"{key}.key_file",
+            )
+        except TLSConfigError as exc:
+            log.error("tls_unavailable", error=str(exc), names=",".join(names))
+            for name in names:
+                if name in keep:
+                    by_name.setdefault(name, keep[name])
+            continue
+        for name in names:
+            by_name.setdefault(name, context)
+    return by_name
+
+
+def load_sni_contexts(settings: Settings) -> SniContexts | None:
+    """The https listener's contexts: the host's certificate and ``tls.certificates`` by
+    name; None (logged) when the host's certificate cannot be loaded."""
+    default = load_tls_context(settings)
+    if default is None:
+        return None
+    return SniContexts(default, _named_contexts(settings, {}))
+
+
+def reload_sni_contexts(contexts: SniContexts, settings: Settings) -> None:
+    """Load the certificates again (SIGHUP), so renewed files are served from the next
+    handshake; a certificate that cannot be loaded now keeps the running one (logged)."""
+    try:
+        default = server_context(
+            settings.path(settings.tls.cert_file), settings.path(settings.tls.key_file)
+        )
+    except TLSConfigError as exc:
+        log.error("tls_reload_failed", error=str(exc), action="kept the running certificate")
+        default = contexts.default
+    by_name = _named_contexts(settings, contexts.by_name)
+    contexts.replace(default, by_name)
+    log.info("tls_reloaded", names=len(by_name))
 
 
 async def upgrade_to_tls(

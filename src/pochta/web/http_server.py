@@ -5,9 +5,12 @@ write loop per connection as in hypercorn's ``asyncio/tcp_server.py``, plus a ro
 (``HttpService.respond``) that takes a parsed ``Request`` and returns a ``Response`` without
 touching the socket, so routes are tested without a network.
 
-Plain HTTP only for now. RFC 8461 §3.3 requires the MTA-STS policy to be fetched over HTTPS
-from ``mta-sts.DOMAIN`` with a valid certificate: until ACME lands (a later issue) an admin
-puts a TLS proxy in front, and the policy mode stays "testing".
+The same service answers the ``https`` listener (``server/services.py``): the server wraps
+its connections in TLS (implicit TLS, RFC 2818) and picks the certificate by SNI
+(``tls/context.py`` ``SniContexts``), so the MTA-STS policy is fetched over HTTPS from
+``mta-sts.DOMAIN`` as RFC 8461 §3.3 requires, with the certificate configured for that name
+in ``tls.certificates``. Certificates come from the admin (no ACME yet), so the policy mode
+stays "testing".
 """
 
 from __future__ import annotations
@@ -123,7 +126,7 @@ _GET = frozenset({"GET", "HEAD"})
 
 
 class HttpService:
-    """The stream service registered as ``http`` in ``server/services.py``."""
+    """The stream service registered as ``http`` and ``https`` in ``server/services.py``."""
 
     def __init__(
         self,
@@ -131,9 +134,11 @@ class HttpService:
         name: str = "http",
         *,
         metrics_allowed: Callable[[str], bool] | None = None,
+        ssl_context: ssl.SSLContext | None = None,
     ) -> None:
         self.name = name
-        self.ssl_context: ssl.SSLContext | None = None
+        # Implicit TLS (the https listener): the server wraps each connection in it.
+        self.ssl_context = ssl_context
         self._server = server
         self._metrics_allowed = metrics_allowed or self._metrics_client_allowed
         self._routes: dict[str, tuple[frozenset[str], Callable[[Request], Response]]] = {
