@@ -336,7 +336,13 @@ async def check_spf(
             cost = f"{len(terms)} of {SPF_MAX_LOOKUPS} DNS lookups" + (
                 f": {', '.join(terms)}" if terms else ""
             )
-            if len(terms) > SPF_MAX_LOOKUPS or void > SPF_MAX_VOID:
+            # pyspf stops at the term past a limit, before asking DNS: its reason says so.
+            stopped = result.result == "permerror" and (
+                "Too many DNS lookups" in result.reason or "Void lookup limit" in result.reason
+            )
+            if stopped or len(terms) > SPF_MAX_LOOKUPS or void > SPF_MAX_VOID:
+                if stopped and len(terms) <= SPF_MAX_LOOKUPS and void <= SPF_MAX_VOID:
+                    cost = f"over {cost} (the next term was refused)"
                 # RFC 7208 §4.6.4: over 10 DNS-querying terms or 2 void lookups: permerror.
                 out.append(
                     Finding(
