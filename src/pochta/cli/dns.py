@@ -3,18 +3,43 @@
 When the host name has DKIM keys of its own (a signing-only entry: no hosted domain contains
 it), its HELO SPF and DKIM records follow the domain's in a section of their own, titled
 with the host name; ``pochta dns HOSTNAME`` prints only the host name's records.
+
+With ``--check`` the records are compared with DNS (``records.check_records``), then the DNS
+doctor (``pochta.dns.doctor``) checks that the whole works. Our addresses for it: ``--ip``
+(and ``--ipv4``/``--ipv6``), else what the host name resolves to on this machine
+(``_public_addresses``), else the host name's A/AAAA in the DNS asked. The MTA-STS policy is
+fetched with ``deliver/mta_sts.py`` at the address ``mta-sts.DOMAIN`` has in that DNS.
 """
 
 from __future__ import annotations
 
+import asyncio
 import ipaddress
 import socket
 
 import click
+import dns.asyncresolver
+import dns.resolver
 
 from pochta.cli.common import fail, load_cli_settings, open_directory
 from pochta.config.settings import Settings
+from pochta.deliver.mta_sts import StsResolver
+from pochta.deliver.sts_dane_policy import default_cache_dir
+from pochta.deliver.tls_policy import DomainPolicy
 from pochta.directory.addresses import AddressError, normalize_domain
+from pochta.directory.model import DkimSelector
+from pochta.dns.doctor import (
+    CHECKS,
+    DEFAULT_BLOCKLISTS,
+    DoctorInput,
+    FetchedPolicy,
+    Finding,
+    PolicyFetch,
+    async_resolver_like,
+    host_addresses,
+    render_findings,
+    run_doctor,
+)
 from pochta.dns.records import (
     CLIENT_SERVICES,
     CheckResult,
@@ -28,6 +53,7 @@ from pochta.dns.records import (
     render_zone,
     required_records,
 )
+from pochta.mailauth.spf import DnspythonSpfDns
 
 
 def _listener_port(value: str) -> int | None:
@@ -93,6 +119,78 @@ def _print_check(results: list[CheckResult]) -> int:
     return bad
 
 
+def _policy_fetch(
+    settings: Settings, resolver: dns.asyncresolver.Resolver, port: int
+) -> PolicyFetch:
+    """The MTA-STS fetch of ``deliver/mta_sts.py`` (its certificate checks, limits and
+    parser), at the address ``mta-sts.DOMAIN`` has in the DNS the doctor asks. Trusted CAs:
+    the system's (``SSL_CERT_FILE`` replaces them) and ``delivery.tls_ca_file``."""
+    ca_file = settings.delivery.tls_ca_file
+
+    async def fetch(domain: str) -> FetchedPolicy:
+        name = f"mta-sts.{domain}"
+        addresses = await host_addresses(resolver, name)
+        if not addresses:
+            raise OSError(f"{name} has no address in DNS (A/AAAA)")
+        ip = addresses[0]
+        where = f"[{ip}]" if ":" in ip else ip
+        sts = StsResolver(
+            resolver,
+            default_cache_dir(settings),
+            ca_file=settings.path(ca_file) if ca_file else None,
+            url_template=f"https://{where}:{{port}}/.well-known/mta-sts.txt",
+            port=port,
+            timeout_seconds=resolver.lifetime,
+        )
+        policy = await sts.fetch(domain)
+        matcher = DomainPolicy("verify", "mta-sts", policy.mx, "enforce")
+        return FetchedPolicy(policy.mode, policy.mx, matcher.mx_allowed)
+
+    return fetch
+
+
+def _doctor(
+    settings: Settings,
+    resolver: dns.resolver.Resolver,
+    what: DoctorInput,
+    ips_known: bool,
+    mta_sts_port: int,
+) -> tuple[list[Finding], list[str]]:
+    """Run the doctor (``pochta.dns.doctor``); (findings, notes)."""
+
+    async def run() -> tuple[list[Finding], list[str]]:
+        aresolver = async_resolver_like(resolver)
+        notes: list[str] = []
+        target = what
+        if not ips_known:
+            found = tuple(await host_addresses(aresolver, what.host))
+            if found:
+                notes.append(
+                    f"; our addresses: {', '.join(found)}, {what.host} in DNS (or pass --ip)"
+                )
+            else:
+                notes.append(f"; our addresses: unknown, pass --ip (no A/AAAA for {what.host})")
+            target = DoctorInput(
+                what.domain,
+                what.host,
+                found,
+                what.selectors,
+                what.expected,
+                what.blocklists,
+                what.mail_domain,
+                what.skip,
+            )
+        findings = await run_doctor(
+            aresolver,
+            DnspythonSpfDns(aresolver),
+            _policy_fetch(settings, aresolver, mta_sts_port),
+            target,
+        )
+        return findings, notes
+
+    return asyncio.run(run())
+
+
 @click.command("dns")
 @click.argument("domain")
 @click.option("--ipv4", metavar="A.B.C.D", help="Public IPv4 address of the mail host.")
@@ -106,6 +204,37 @@ def _print_check(results: list[CheckResult]) -> int:
     help="With --check, ask this server (e.g. the domain's authoritative server, which has no "
     "stale cache) instead of the system resolver.",
 )
+@click.option(
+    "--ip",
+    "ips",
+    metavar="ADDR",
+    multiple=True,
+    help="With --check: a public address the host sends mail from (repeatable); default: "
+    "--ipv4/--ipv6, else what the host name resolves to.",
+)
+@click.option(
+    "--blocklist",
+    "blocklists",
+    metavar="ZONE",
+    multiple=True,
+    help="With --check: a DNS blocklist to look our addresses up in (repeatable; replaces "
+    f"the default {', '.join(DEFAULT_BLOCKLISTS)}).",
+)
+@click.option(
+    "--skip",
+    "skips",
+    type=click.Choice([*CHECKS, "all"]),
+    multiple=True,
+    help="With --check: leave out this check of the doctor (repeatable; all: only compare "
+    "the records).",
+)
+@click.option(
+    "--mta-sts-port",
+    type=click.IntRange(1, 65535),
+    default=443,
+    show_default=True,
+    help="With --check: port of the MTA-STS policy server (443; other values are for tests).",
+)
 @click.pass_context
 def dns_command(
     ctx: click.Context,
@@ -114,12 +243,33 @@ def dns_command(
     ipv6: str | None,
     check: bool,
     nameserver: str | None,
+    ips: tuple[str, ...],
+    blocklists: tuple[str, ...],
+    skips: tuple[str, ...],
+    mta_sts_port: int,
 ) -> None:
-    """Print every DNS record DOMAIN needs, as zone-file lines."""
+    """Print every DNS record DOMAIN needs, as zone-file lines.
+
+    With --check, compare them with DNS, then run the doctor: reverse DNS of the host, SPF
+    evaluated for our addresses, MX, DKIM keys against our private keys, DMARC and its report
+    targets, the MTA-STS policy over HTTPS, and DNS blocklists."""
     if nameserver and not check:
         fail("--nameserver is used with --check")
+    if (ips or blocklists or skips) and not check:
+        fail("--ip, --blocklist and --skip are used with --check")
     ipv4 = _check_ip("--ipv4", ipv4, 4)
     ipv6 = _check_ip("--ipv6", ipv6, 6)
+    given: list[str] = []
+    for value in ips:
+        try:
+            given.append(str(ipaddress.ip_address(value)))
+        except ValueError:
+            fail(f"--ip {value!r} is not an IP address")
+    for ip in given:  # the first --ip of each family stands for the A/AAAA record
+        if ":" in ip and ipv6 is None:
+            ipv6 = ip
+        elif ":" not in ip and ipv4 is None:
+            ipv4 = ip
     try:
         dom = normalize_domain(domain)
     except AddressError as exc:
@@ -209,4 +359,37 @@ def dns_command(
     click.echo(f"{len(results) - bad} of {len(results)} records OK (asked {where})")
     if bad:
         click.echo(f"Print the expected records with: pochta dns {dom}")
+    doctor_bad = 0
+    if "all" not in skips and len(set(skips)) < len(CHECKS):
+        ours = list(dict.fromkeys([*given, *(ip for ip in (ipv4, ipv6) if ip)]))
+        dkim: list[DkimSelector] = list(hosted.dkim)
+        what = DoctorInput(
+            dom,
+            host,
+            tuple(ours),
+            tuple(dkim),
+            tuple([*records, *section]),
+            blocklists or DEFAULT_BLOCKLISTS,
+            mail_domain=not hosted.signing_only,
+            skip=frozenset(skips),
+        )
+        findings, doctor_notes = _doctor(settings, resolver, what, bool(ours), mta_sts_port)
+        if own_host is not None and "dkim" not in skips:
+            extra = DoctorInput(
+                host, host, (), tuple(own_host.dkim), (), skip=frozenset(CHECKS) - {"dkim"}
+            )
+            more, _ = _doctor(settings, resolver, extra, True, mta_sts_port)
+            findings += more
+        click.echo()
+        for note in doctor_notes:
+            click.echo(note)
+        for line in render_findings(findings):
+            click.echo(line)
+        doctor_bad = sum(1 for f in findings if f.bad)
+        unknown = sum(1 for f in findings if f.status == "COULD-NOT-CHECK")
+        click.echo(
+            f"{len(findings) - doctor_bad - unknown} of {len(findings)} checks OK, "
+            f"{doctor_bad} to fix, {unknown} could not be checked (the doctor)"
+        )
+    if bad or doctor_bad:
         ctx.exit(1)
