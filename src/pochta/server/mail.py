@@ -23,6 +23,7 @@ from pochta.deliver.mailbox import MailboxAgent
 from pochta.deliver.notices import Notices
 from pochta.deliver.pipe import PipeAgent
 from pochta.deliver.remote import RemoteAgent
+from pochta.deliver.report import ReportAgent
 from pochta.deliver.router import Deliverer, Router
 from pochta.deliver.sts_dane_policy import StsDanePolicy
 from pochta.directory.auth_failures import FailureTracker
@@ -37,7 +38,9 @@ from pochta.queue.spool import Spool
 from pochta.receive.pickup import Pickup
 from pochta.receive.policy import Policy
 from pochta.receive.spf_policy import SpfPolicy
+from pochta.reports.store import EvaluationRecorder
 from pochta.resolve.resolver import Resolver
+from pochta.server.report_job import ReportJob
 from pochta.server.text_indexer import TextIndexer
 from pochta.store import open_store
 
@@ -84,6 +87,7 @@ class MailSystem:
                 lambda: self.resolver,
                 remote=lambda: self.remote,
                 pipe=lambda: self.pipe,
+                report=lambda: self.report,
             ),
             Router(lambda: self.door, self.spool),
             on_final=Notices(
@@ -97,6 +101,7 @@ class MailSystem:
         )
         self._delivering = False
         self.pickup: Pickup | None = None  # the master's, made in start()
+        self.report_job: ReportJob | None = None  # the master's, made in start()
         self._build()
         # The one way into the queue (cleanup/door.py): listeners, pickup and notices.
         self.door = Door(self.spool, lambda: self.cleanup, lambda: self.resolver, self.queue)
@@ -125,6 +130,7 @@ class MailSystem:
                     reject_action=s.mailauth.dmarc_reject_action,
                     allow=s.mailauth.dmarc_allow,
                     timeout_seconds=s.mailauth.timeout_seconds,
+                    record=EvaluationRecorder(s),  # into reports.db, for the DMARC reports
                 )
             )
             # SPF of MAIL FROM, once per transaction, for the filter (spf_policy.py).
@@ -153,6 +159,7 @@ class MailSystem:
         # order: SPF (above); greylisting and rate limits are added here.
         self.policies: list[Policy] = policies
         self.pipe = PipeAgent.from_settings(s)
+        self.report = ReportAgent(s)  # report:KIND alias targets (deliver/report.py)
 
     def reload(self, _server: Server | None = None) -> None:
         self._build()
@@ -171,6 +178,11 @@ class MailSystem:
             # pochta sendmail's maildrop/ into the queue, through the door (one process).
             self.pickup = Pickup(self.server.settings, lambda: self.door)
             await self.pickup.start()
+            # RFC 7489 §7.2 aggregate reports, every [reports] interval_hours (report_job.py).
+            self.report_job = ReportJob(
+                lambda: self.server.settings, lambda: self.server.directory, self.dns_resolver
+            )
+            self.report_job.start()
 
     async def start_delivery(self, index: int, count: int) -> None:
         """A worker: deliver the messages of shard ``index`` of ``count`` (the master has
@@ -191,6 +203,8 @@ class MailSystem:
             log.warning("worker_mail_requeued", shard=index, messages=moved)
 
     async def stop(self) -> None:
+        if self.report_job is not None:
+            await self.report_job.stop()
         if self.pickup is not None:
             await self.pickup.stop()
         if self.changes is not None:
