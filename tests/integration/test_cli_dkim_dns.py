@@ -206,7 +206,8 @@ def test_dns_check_against_real_server(pochta_env: PochtaEnv) -> None:
             _replace(
                 zone_text,
                 f"_dmarc.{DOMAIN}.",
-                f'_dmarc.{DOMAIN}. 3600 IN TXT "v=DMARC1; p=none; rua=mailto:dmarc-reports@{DOMAIN}"',
+                f"_dmarc.{DOMAIN}. 3600 IN TXT "
+                f'"v=DMARC1; p=none; rua=mailto:dmarc-reports@{DOMAIN}"',
             )
         )
         proc = pochta_env.run(
