@@ -209,7 +209,8 @@ def test_dns_check_against_real_server(pochta_env: PochtaEnv) -> None:
             _replace(
                 zone_text,
                 f"_dmarc.{DOMAIN}.",
-                f'_dmarc.{DOMAIN}. 3600 IN TXT "v=DMARC1; p=none; rua=mailto:postmaster@{DOMAIN}"',
+                f"_dmarc.{DOMAIN}. 3600 IN TXT "
+                f'"v=DMARC1; p=none; rua=mailto:dmarc-reports@{DOMAIN}"',
             )
         )
         proc = pochta_env.run(
@@ -219,10 +220,10 @@ def test_dns_check_against_real_server(pochta_env: PochtaEnv) -> None:
         lines = proc.stdout.splitlines()
         i = lines.index(f"DIFFERENT  _dmarc.{DOMAIN}. TXT")
         assert lines[i + 1].strip() == (
-            f'expected: "v=DMARC1; p=quarantine; rua=mailto:postmaster@{DOMAIN}"'
+            f'expected: "v=DMARC1; p=quarantine; rua=mailto:dmarc-reports@{DOMAIN}"'
         )
         assert lines[i + 2].strip() == (
-            f"DNS has:  v=DMARC1; p=none; rua=mailto:postmaster@{DOMAIN}"
+            f"DNS has:  v=DMARC1; p=none; rua=mailto:dmarc-reports@{DOMAIN}"
         )
         assert lines[-2] == f"{total - 1} of {total} records OK (asked nameserver {server.address})"
 

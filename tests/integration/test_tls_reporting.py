@@ -1,11 +1,13 @@
 """TLS-RPT end to end (RFC 8460): a real pochta delivers over STARTTLS (verified with a test
 CA) to a local sink whose domain publishes ``_smtp._tls`` on a loopback ZoneServer; the
-session's outcome is recorded in reports.db, ``send_tls_reports`` queues the report to the
-rua through the door, and the restarted server delivers it to the sink."""
+session's outcome is recorded in reports.db; ``pochta report send --tls`` (the report job's
+run) queues the report of that whole UTC day to the rua through the maildrop, and the
+restarted server's pickup sends it to the sink. A report mailed to tlsrpt@ our domain (the
+alias ``report:tls`` that ``domain add`` makes) is stored and ``pochta report tls``
+summarises it."""
 
 from __future__ import annotations
 
-import asyncio
 import email
 import email.policy
 import smtplib
@@ -16,18 +18,10 @@ import trustme
 from aiosmtpd.controller import Controller
 
 from pochta.checks import load_checked_settings
-from pochta.cleanup.door import Door
-from pochta.cleanup.pipeline import Cleanup
-from pochta.directory.open import open_directory
-from pochta.dns.async_resolver import make_async_resolver
 from pochta.mailauth.tls_report import parse_report, report_from_mail
-from pochta.queue.spool import Spool
-from pochta.reports.tls_sender import send_tls_reports
 from pochta.reports.tls_store import open_tls_db, sessions_between
-from pochta.resolve.resolver import Resolver
-from pochta.tables.configured import ConfiguredTables
 from tests.dnsserver import ZoneServer
-from tests.harness import DOMAIN, client_tls, make_pochta_env, serve, set_key
+from tests.harness import DOMAIN, client_tls, make_pochta_env, run_pochta, serve, set_key
 from tests.integration.test_remote_agent import Sink, ca_file, free_port, server_tls
 
 PASSWORD = "correct horse 1"
@@ -84,29 +78,16 @@ def test_outcome_recorded_and_report_queued_to_the_rua(tmp_path: Path) -> None:
             assert outcome.success
             assert outcome.policy_type == "no-policy-found"
             assert (outcome.mx_host, outcome.receiving_ip) == ("mx.remote.test", "127.0.0.1")
+            # TLS reports cover whole UTC days (RFC 8460 §4.1) and today is not over: move
+            # the session to yesterday, as if the test had run then.
+            conn.execute("UPDATE tls_sessions SET at = at - 86400")
+            conn.close()
 
-            tables = ConfiguredTables.open(settings.tables)
-            resolver = Resolver(open_directory(settings), tables, settings)
-            cleanup = Cleanup(settings, tables, filters=[])
-            spool = Spool(settings.spool_dir)
-            door = Door(spool, lambda: cleanup, lambda: resolver)
-
-            async def send() -> list[object]:
-                return list(
-                    await send_tls_reports(
-                        conn,
-                        door,
-                        hostname=settings.server.hostname,
-                        start=start,
-                        end=end,
-                        resolver=make_async_resolver(settings.dns),
-                    )
-                )
-
-            (sent,) = asyncio.run(send())
-            spool.close()
-            assert sent.domain == "remote.test"  # type: ignore[attr-defined]
-            assert len(sent.queued) == 1  # type: ignore[attr-defined]
+            sent = run_pochta("--config", str(env.config_path), "report", "send", "--tls")
+            assert sent.returncode == 0, sent.stderr
+            assert "remote.test to tlsrpt@remote.test" in sent.stdout, sent.stdout
+            again = run_pochta("--config", str(env.config_path), "report", "send", "--tls")
+            assert "no TLS reports due" in again.stdout, again.stdout  # a day is reported once
 
             with serve(env.config_path) as server:
                 server.wait_for("delivered")
@@ -120,7 +101,6 @@ def test_outcome_recorded_and_report_queued_to_the_rua(tmp_path: Path) -> None:
             assert policy.policy.policy_domain == "remote.test"
             assert policy.summary.total_successful_session_count == 1
             assert policy.summary.total_failure_session_count == 0
-            conn.close()
     finally:
         controller.stop()
 

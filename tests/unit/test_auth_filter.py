@@ -16,6 +16,7 @@ from pochta.mime.headers import split_message
 from pochta.protocols.smtp.replies import Reply
 from pochta.receive.policy import Findings, PolicyRequest
 from pochta.receive.spf_policy import SpfPolicy
+from pochta.reports.store import DmarcEvaluation
 from tests.spf_zone import ZoneDns
 from tests.unit.test_arc_verify import RSA_TXT, seal
 
@@ -286,3 +287,30 @@ async def test_a_failed_chain_does_not_override() -> None:
     out = await _run(_arc_filter(trusted_arc_sealers=["lists.test"]), _info(), broken)
     assert out.verdict.auth_results("arc")[0].result == "fail"
     assert out.verdict.action == "reject"
+
+
+async def test_recorder_gets_one_evaluation_per_message_rejected_ones_too() -> None:
+    """Issue 14 point 3: the DMARC report data, after the decision (reports/store.py)."""
+    seen: list[DmarcEvaluation] = []
+    out = await _run(_filter(record=seen.append), _info())
+    assert out.verdict.action == "reject"
+    out = await _run(_filter(record=seen.append, allow=["192.0.2.0/24"]), _info())
+    assert out.verdict.action == "accept"
+    out = await _run(_filter(record=seen.append), _info(from_mx=False))  # not checked
+    assert [(e.dmarc_result, e.disposition, e.override) for e in seen] == [
+        ("fail", "reject", ""),
+        ("fail", "none", "local_policy"),
+    ]
+    first = seen[0]
+    assert (first.source_ip, first.header_from, first.envelope_from) == (
+        "192.0.2.7",
+        "forged.test",
+        "ceo@forged.test",
+    )
+    assert (first.spf_domain, first.spf_result, first.spf_aligned) == ("forged.test", "fail", False)
+    assert (first.policy_domain, first.p, first.pct, first.dkim) == (
+        "forged.test",
+        "reject",
+        100,
+        (),
+    )

@@ -85,7 +85,7 @@ def test_record_set(records: list[Record], selectors: list[DkimSelector]) -> Non
         (DOMAIN, "MX"): [f"10 {HOST}."],
         (DOMAIN, "TXT"): [f"v=spf1 redirect=_spf.{HOST}"],
         **{(f"{s.selector}._domainkey.{DOMAIN}", "TXT"): [dkim_txt_value(s)] for s in selectors},
-        (f"_dmarc.{DOMAIN}", "TXT"): [f"v=DMARC1; p=quarantine; rua=mailto:postmaster@{DOMAIN}"],
+        (f"_dmarc.{DOMAIN}", "TXT"): [f"v=DMARC1; p=quarantine; rua=mailto:dmarc-reports@{DOMAIN}"],
         (f"_mta-sts.{DOMAIN}", "TXT"): ["v=STSv1; id=20250106123045"],
         (f"mta-sts.{DOMAIN}", "CNAME"): [f"{HOST}."],
         (f"_smtp._tls.{DOMAIN}", "TXT"): [f"v=TLSRPTv1; rua=mailto:tlsrpt@{DOMAIN}"],
@@ -308,7 +308,7 @@ def test_check_differences(records: list[Record]) -> None:
     zone = _replace_line(
         zone,
         f"_dmarc.{DOMAIN}.",
-        f'_dmarc.{DOMAIN}. 3600 IN TXT "v=DMARC1; p=none; rua=mailto:postmaster@{DOMAIN}"',
+        f'_dmarc.{DOMAIN}. 3600 IN TXT "v=DMARC1; p=none; rua=mailto:dmarc-reports@{DOMAIN}"',
     )
     zone = _replace_line(zone, f"autoconfig.{DOMAIN}.", None)
     zone = _replace_line(
@@ -319,7 +319,7 @@ def test_check_differences(records: list[Record]) -> None:
     results = _checked(records, zone)
     dmarc = results[(f"_dmarc.{DOMAIN}", "TXT")]
     assert dmarc.status == "DIFFERENT"
-    assert dmarc.found == (f"v=DMARC1; p=none; rua=mailto:postmaster@{DOMAIN}",)
+    assert dmarc.found == (f"v=DMARC1; p=none; rua=mailto:dmarc-reports@{DOMAIN}",)
     assert results[(f"autoconfig.{DOMAIN}", "CNAME")].status == "MISSING"
     # Any valid MTA-STS id will do: it only tracks policy changes (RFC 8461 §3.1).
     assert results[(f"_mta-sts.{DOMAIN}", "TXT")].status == "OK"
@@ -339,7 +339,7 @@ def test_check_normalised_compares(records: list[Record], selectors: list[DkimSe
         zone,
         f"_dmarc.{DOMAIN}.",
         f'_dmarc.{DOMAIN}. 3600 IN TXT "v=DMARC1;p=reject;  adkim=r; '
-        f'rua=mailto:POSTMASTER@{DOMAIN}"',
+        f'rua=mailto:DMARC-REPORTS@{DOMAIN}"',
     )
     zone = _replace_line(zone, f"{DOMAIN}. 3600 IN TXT", None)
     zone += f'{DOMAIN}. 3600 IN TXT "v=spf1  REDIRECT=_spf.{HOST}" "" "google-site=1"\n'

@@ -11,7 +11,6 @@ from typing import Any
 
 import pytest
 
-from pochta.cleanup.pipeline import CleanupInput, CleanupResult
 from pochta.mailauth.tls_report import (
     TlsOutcome,
     TlsReportError,
@@ -21,11 +20,10 @@ from pochta.mailauth.tls_report import (
     report_mail,
     sts_policy_string,
 )
-from pochta.queue.envelope import Envelope
 from pochta.reports.tls_sender import send_tls_reports
 from pochta.reports.tls_store import (
     TlsRecorder,
-    _connect,
+    connect_tls_db,
     ingest_tls_report,
     received_summary,
     sessions_between,
@@ -37,12 +35,12 @@ STS = sts_policy_string("enforce", ["mx.example.net"])
 
 @pytest.fixture
 def conn(tmp_path: Path) -> sqlite3.Connection:
-    return _connect(tmp_path / "reports.db")
+    return connect_tls_db(tmp_path / "reports.db")
 
 
 def test_recorder_writes_one_row_per_session(conn: sqlite3.Connection, tmp_path: Path) -> None:
     now = [T0 + 10]
-    recorder = TlsRecorder(lambda: _connect(tmp_path / "reports.db"), clock=lambda: now[0])
+    recorder = TlsRecorder(lambda: connect_tls_db(tmp_path / "reports.db"), clock=lambda: now[0])
     recorder(TlsOutcome("Example.NET.", "sts", STS, "mx.example.net", "192.0.2.1"))
     recorder(
         TlsOutcome(
@@ -128,23 +126,6 @@ def test_ingest_refuses_a_message_without_a_report(conn: sqlite3.Connection) -> 
         ingest_tls_report(conn, b"Subject: hi\r\n\r\nno report here\r\n")
 
 
-class FakeDoor:
-    def __init__(self) -> None:
-        self.submitted: list[tuple[Envelope, bytes]] = []
-        self.ids = 0
-
-    def new_queue_id(self) -> str:
-        self.ids += 1
-        return f"Q{self.ids}"
-
-    async def clean(self, content: bytes, info: CleanupInput) -> CleanupResult:
-        return CleanupResult(content=content, sender=info.sender, recipients=list(info.recipients))
-
-    async def submit(self, envelope: Envelope, content: bytes) -> str:
-        self.submitted.append((envelope, content))
-        return envelope.queue_id
-
-
 def test_send_reports_to_mailto_and_https_once(conn: sqlite3.Connection) -> None:
     recorder = TlsRecorder(lambda: conn, clock=lambda: T0 + 100)
     recorder(TlsOutcome("example.net", "sts", STS, "mx.example.net", "192.0.2.1"))
@@ -165,10 +146,10 @@ def test_send_reports_to_mailto_and_https_once(conn: sqlite3.Connection) -> None
         posts.append((url, body))
         return 200
 
-    door = FakeDoor()
+    dropped: list[tuple[str, list[str], bytes]] = []
     run: Any = lambda: send_tls_reports(  # noqa: E731
         conn,
-        door,
+        lambda sender, rcpts, content: dropped.append((sender, rcpts, content)),
         hostname="mail.example.org",
         start=T0,
         end=T0 + 86_400,  # type: ignore[arg-type]
@@ -178,11 +159,11 @@ def test_send_reports_to_mailto_and_https_once(conn: sqlite3.Connection) -> None
     )
     (sent,) = asyncio.run(run())
     assert sent.domain == "example.net"
-    assert sent.queued == ("Q1",)
+    assert sent.queued == ("tls@example.net",)
     assert sent.posted == ("https://r.example.net/post",)
-    ((envelope, content),) = door.submitted
-    assert envelope.sender == ""
-    assert [r.address for r in envelope.recipients] == ["tls@example.net"]
+    ((sender, recipients, content),) = dropped
+    assert sender == ""
+    assert recipients == ["tls@example.net"]
     report = parse_report(report_from_mail(content))
     assert report.policies[0].summary.total_successful_session_count == 1
     assert parse_report(posts[0][1]) == report

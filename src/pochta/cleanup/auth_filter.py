@@ -47,6 +47,7 @@ import dataclasses
 import ipaddress
 import random
 import re
+import time
 from collections.abc import Callable, Sequence
 
 from pochta.cleanup.pipeline import CleanupInput, CleanupResult
@@ -59,6 +60,7 @@ from pochta.mailauth.dmarc import DkimIdentity, DmarcResult, author_domains, eva
 from pochta.mime.headers import split_message
 from pochta.netaddr import in_networks
 from pochta.protocols.smtp.replies import Reply
+from pochta.reports.store import DmarcEvaluation
 
 __all__ = [
     "AUTH_RESULTS_FIELD",
@@ -99,6 +101,7 @@ class AuthFilter:
         timeout_seconds: float = 20.0,
         random_fraction: Callable[[], float] = random.random,
         trusted_arc_sealers: Sequence[str] = (),
+        record: Callable[[DmarcEvaluation], None] | None = None,
     ) -> None:
         self.hostname = hostname.rstrip(".").lower()
         self._dkim_lookup = dkim_lookup
@@ -109,6 +112,8 @@ class AuthFilter:
         self._timeout = timeout_seconds
         self._random = random_fraction
         self._trusted_sealers = {d.rstrip(".").lower() for d in trusted_arc_sealers if d}
+        # Called once per checked message, after the decision (reports/store.py).
+        self._record = record
 
     async def __call__(self, result: CleanupResult, info: CleanupInput) -> CleanupResult | Reply:
         if not info.from_mx or info.submission:
@@ -146,6 +151,8 @@ class AuthFilter:
             result = dataclasses.replace(result, verdict=result.verdict.with_auth(found_result))
         result = result.prepend_header(AUTH_RESULTS_FIELD, render_header(self.hostname, results))
         result, policy_override = self._decide(result, found, info, domains, arc)
+        if self._record is not None and found.from_domain:
+            self._record(evaluation(found, dkim, info, result, policy_override))
         log.info(
             "authentication",
             queue_id=info.queue_id,
@@ -305,6 +312,57 @@ class AuthFilter:
                     return name
                 name = name.partition(".")[2]  # a listed domain covers its subdomains
         return ""
+
+
+def evaluation(
+    found: DmarcResult,
+    dkim: Sequence[DkimResult],
+    info: CleanupInput,
+    result: CleanupResult,
+    policy_override: str = "",
+) -> DmarcEvaluation:
+    """What the reports record of this message (RFC 7489 Appendix C ``record``): the
+    disposition applied is the verdict's, the override why it differs from the policy."""
+    verdict = result.verdict
+    applied = "none"
+    if verdict.action == "reject":
+        applied = "reject"
+    elif verdict.delivery_folder == JUNK_FOLDER and found.disposition != "none":
+        applied = "quarantine"
+    # local_policy (dmarc_allow) or trusted_forwarder (ARC) as _decide named it, else why
+    # the applied disposition differs from the policy's.
+    override = policy_override
+    if not override and "sampled out" in found.reason:
+        override = "sampled_out"  # RFC 7489 §6.6.4 pct
+    elif not override and applied != found.disposition:
+        override = "local_policy"
+    rec = found.record
+    return DmarcEvaluation(
+        time=time.time(),
+        source_ip=info.client_ip,
+        header_from=found.from_domain,
+        envelope_from=info.sender,
+        spf_domain=info.spf.domain if info.spf is not None else "",
+        spf_result=info.spf.result if info.spf is not None else "none",
+        dkim=tuple(
+            (d.properties.get("header.d", ""), d.properties.get("header.s", ""), d.result)
+            for d in dkim
+            if d.properties.get("header.d")
+        ),
+        dmarc_result=found.result,
+        spf_aligned=found.spf_aligned,
+        dkim_aligned=found.dkim_aligned,
+        policy_domain=found.record_domain,
+        p=(rec.policy or "none") if rec is not None else "",
+        sp=(rec.subdomain_policy or rec.policy or "none") if rec is not None else "",
+        pct=rec.percent if rec is not None else 100,
+        adkim=rec.dkim_alignment if rec is not None else "r",
+        aspf=rec.spf_alignment if rec is not None else "r",
+        np=(rec.nonexistent_policy or "") if rec is not None else "",
+        rua=tuple((u.uri, u.max_size_bytes) for u in rec.aggregate_report_uris) if rec else (),
+        disposition=applied,
+        override=override,
+    )
 
 
 def _spf_auth(info: CleanupInput) -> AuthResult:

@@ -47,6 +47,7 @@ from pochta.resolve.classes import (
     Rejection,
     RelayDest,
     RemoteDest,
+    ReportDest,
     Resolution,
     UnixDest,
 )
@@ -84,7 +85,9 @@ class HandOff(Protocol):
     def hand_off(self, queue_id: str) -> None: ...
 
 
-Destination = MailboxDest | RemoteDest | RelayDest | PipeDest | FileDest | UnixDest | DiscardDest
+Destination = (
+    MailboxDest | RemoteDest | RelayDest | PipeDest | FileDest | UnixDest | DiscardDest | ReportDest
+)
 
 
 def destination_string(dest: Destination) -> str:
@@ -99,6 +102,8 @@ def destination_string(dest: Destination) -> str:
         return f"file:{dest.user}:{dest.path}"
     if isinstance(dest, UnixDest):
         return f"unix:{dest.user}"
+    if isinstance(dest, ReportDest):
+        return f"report:{dest.kind}"
     return "discard:"
 
 

@@ -6,6 +6,13 @@ import click
 
 from pochta.cli.common import opened_directory, reports_errors
 from pochta.directory.addresses import normalize_address, normalize_domain
+from pochta.resolve.classes import report_target
+
+
+def _target(text: str) -> str:
+    """An address, or ``report:KIND`` (store the mail as a report: report:dmarc, report:tls)."""
+    report = report_target(text)
+    return f"report:{report.kind}" if report is not None else normalize_address(text)
 
 
 @click.group()
@@ -19,9 +26,10 @@ def alias() -> None:
 @click.pass_context
 @reports_errors
 def add(ctx: click.Context, source: str, targets: tuple[str, ...]) -> None:
-    """Deliver mail for SOURCE to each TARGET (added to the alias if it exists)."""
+    """Deliver mail for SOURCE to each TARGET (added to the alias if it exists). A TARGET
+    ``report:dmarc`` or ``report:tls`` stores the mail as an aggregate report (pochta report)."""
     source = normalize_address(source)
-    wanted = [normalize_address(t) for t in targets]
+    wanted = [_target(t) for t in targets]
     with opened_directory(ctx) as (_, directory):
         result = directory.add_alias(source, wanted)
     click.echo(f"{result.source} -> {', '.join(result.targets)}")
@@ -47,7 +55,7 @@ def list_(ctx: click.Context, domain: str | None) -> None:
 def remove(ctx: click.Context, source: str, target: str | None) -> None:
     """Remove the alias SOURCE, or only its TARGET."""
     source = normalize_address(source)
-    target = normalize_address(target) if target else None
+    target = _target(target) if target else None
     with opened_directory(ctx) as (_, directory):
         directory.remove_alias(source, target)
         rest = directory.get_alias(source)

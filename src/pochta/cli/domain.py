@@ -12,6 +12,23 @@ from pochta.directory.base import Directory, DirectoryError
 from pochta.directory.model import DkimSelector, Domain
 from pochta.mailauth.dkim_keys import DkimKeyError, add_domain_keys
 
+# The report addresses `pochta dns` publishes (rua=) and the alias targets that store what
+# arrives there (resolve/classes.ReportDest, reports/inbox.py).
+REPORT_ALIASES = (("dmarc-reports", "report:dmarc"), ("tlsrpt", "report:tls"))
+
+
+def add_report_aliases(directory: Directory, name: str) -> list[str]:
+    """Create the missing report aliases of domain ``name``; the lines made. An address
+    that is already an account or an alias is left as the admin set it."""
+    made = []
+    for local, target in REPORT_ALIASES:
+        source = f"{local}@{name}"
+        if directory.get_alias(source) is not None or directory.get_account(source) is not None:
+            continue
+        directory.add_alias(source, [target])
+        made.append(f"{source} -> {target}")
+    return made
+
 
 def _plural(count: int, word: str) -> str:
     return f"{count} {word}" if count == 1 else f"{count} {word}{'es' if word[-1] == 's' else 's'}"
@@ -56,7 +73,10 @@ def add(ctx: click.Context, name: str, catchall: str, no_dkim: bool) -> None:
                     "or add it with --no-dkim and make keys later: pochta dkim keygen "
                     f"{name})"
                 )
+        aliases = add_report_aliases(directory, name)
     click.echo(f"added domain {name}" + (f" (catch-all -> {catchall})" if catchall else ""))
+    for line in aliases:
+        click.echo(f"  report alias {line}")
     for sel in selectors:
         click.echo(f"  DKIM key {sel.selector} ({sel.algorithm}) {sel.key_path}")
     if no_dkim:
@@ -89,7 +109,10 @@ def _promote(
                 f"{exc} (run as root or as the server's user, or add it with --no-dkim)"
             )
     directory.add_domain(name, catchall=catchall)
+    aliases = add_report_aliases(directory, name)
     click.echo(f"added domain {name}" + (f" (catch-all -> {catchall})" if catchall else ""))
+    for line in aliases:
+        click.echo(f"  report alias {line}")
     if existing.dkim:
         kept = ", ".join(s.selector for s in existing.dkim)
         click.echo(f"  it held the host name's DKIM keys (signing-only); they are kept: {kept}")
@@ -106,6 +129,25 @@ def _promote(
             "no longer to local users (add root, postmaster... as accounts or aliases)"
         )
     click.echo(f"next: pochta user add postmaster@{name}; pochta dns {name}")
+
+
+@domain.command("report-aliases")
+@click.argument("names", metavar="[DOMAIN]...", nargs=-1)
+@click.pass_context
+@reports_errors
+def report_aliases(ctx: click.Context, names: tuple[str, ...]) -> None:
+    """Create the missing report aliases (dmarc-reports@D -> report:dmarc, tlsrpt@D ->
+    report:tls) of each DOMAIN, or of every hosted domain: for domains added before pochta
+    made them."""
+    with opened_directory(ctx) as (_, directory):
+        wanted = [normalize_domain(n) for n in names] or [
+            d.name for d in directory.list_domains() if not d.signing_only
+        ]
+        made = [line for name in wanted for line in add_report_aliases(directory, name)]
+    for line in made:
+        click.echo(f"added {line}")
+    if not made:
+        click.echo("every report alias is there already")
 
 
 @domain.command("list")

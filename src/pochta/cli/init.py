@@ -125,12 +125,15 @@ def init(
     cert, key = settings.path(settings.tls.cert_file), settings.path(settings.tls.key_file)
     write_self_signed(cert, key, host)
 
+    from pochta.cli.domain import add_report_aliases
     from pochta.directory.open import open_directory
     from pochta.mailauth.dkim_keys import add_domain_keys, add_host_keys, host_needs_own_keys
 
     directory = open_directory(settings)
     try:
         directory.add_domain(dom)
+        # Where other servers send their DMARC and TLS reports (the rua= `pochta dns` prints).
+        add_report_aliases(directory, dom)
         selectors = []
         if not no_dkim:
             selectors = add_domain_keys(directory, dom, settings.dkim_dir)

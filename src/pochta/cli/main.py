@@ -25,6 +25,7 @@ SUBCOMMANDS: dict[str, str] = {
     "queue": "pochta.cli.queue:queue",
     "sendmail": "pochta.cli.sendmail:sendmail",
     "mailbox": "pochta.cli.mailbox:mailbox",
+    "report": "pochta.cli.report:report",
 }
 
 

@@ -757,6 +757,44 @@ class POP3Settings(_Table, frozen=True, kw_only=True, forbid_unknown_fields=True
     ] = 3
 
 
+class ReportsSettings(_Table, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    """Aggregate reports: DMARC (RFC 7489 §7.2) and TLS-RPT (RFC 8460), sent and received,
+    in ``reports.db``."""
+
+    dmarc_send: Annotated[
+        bool,
+        _doc(
+            "Send DMARC aggregate reports (RFC 7489 §7.2) to the rua= address of every From "
+            "domain whose mail was checked here (mailauth.check_incoming), once per "
+            "interval_hours, from dmarc-reports@HOST."
+        ),
+    ] = True
+    tls_send: Annotated[
+        bool,
+        _doc(
+            "Record the TLS outcome of every new outbound session to an MX host and send "
+            "TLS reports (RFC 8460) for each whole UTC day to the domains that publish an "
+            "_smtp._tls record, from noreply-tlsrpt@HOST."
+        ),
+    ] = True
+    interval_hours: Annotated[
+        int,
+        _doc("Hours between two runs of the report job in the master (RFC 7489 §7.2: daily)."),
+        msgspec.Meta(ge=1, le=168),
+    ] = 24
+    organization: Annotated[
+        str,
+        _doc("org_name in the reports we send (RFC 7489 Appendix C). Empty: the host name."),
+    ] = ""
+    contact: Annotated[
+        str,
+        _doc(
+            "email in the reports we send, where report readers may write (Appendix C). "
+            "Empty: postmaster@HOST."
+        ),
+    ] = ""
+
+
 class Settings(_Table, frozen=True, kw_only=True, forbid_unknown_fields=True):
     server: ServerSettings
     tls: TLSSettings = TLSSettings()
@@ -776,6 +814,7 @@ class Settings(_Table, frozen=True, kw_only=True, forbid_unknown_fields=True):
     http: HTTPSettings = HTTPSettings()
     imap: IMAPSettings = IMAPSettings()
     pop3: POP3Settings = POP3Settings()
+    reports: ReportsSettings = ReportsSettings()
 
     # Set by the loader, not read from TOML: where the file was found.
     config_path: Annotated[str, _doc("(internal) path of the loaded file")] = ""

@@ -3,8 +3,8 @@
 Virtual alias expansion happens before the queue (as in Postfix, where cleanup(8) expands
 virtual aliases), so each queued recipient already names one final destination in
 ``Recipient.destination``: ``mailbox:ACCOUNT[/EXTENSION]``, ``smtp:DOMAIN``, ``relay:...``,
-``lmtp:...``, ``pipe:...``, ``file:...``, ``discard:``. ``route`` groups by it; ``deliver``
-runs the agent for one group.
+``lmtp:...``, ``pipe:...``, ``file:...``, ``report:KIND``, ``discard:``. ``route`` groups by
+it; ``deliver`` runs the agent for one group.
 """
 
 from __future__ import annotations
@@ -27,6 +27,7 @@ from pochta.resolve.transport import TransportError, parse_transport
 if TYPE_CHECKING:
     from pochta.deliver.pipe import PipeAgent
     from pochta.deliver.remote import RemoteAgent
+    from pochta.deliver.report import ReportAgent
 
 log = get_logger("deliver")
 
@@ -95,6 +96,7 @@ class Deliverer:
         *,
         remote: Callable[[], RemoteAgent] | None = None,
         pipe: Callable[[], PipeAgent] | None = None,
+        report: Callable[[], ReportAgent] | None = None,
     ) -> None:
         self.spool = spool
         # Read at each use: the directory and tables are swapped on reload.
@@ -102,6 +104,7 @@ class Deliverer:
         self._resolver = resolver
         self._remote = remote
         self._pipe = pipe
+        self._report = report
 
     async def __call__(self, envelope: Envelope, recipients: list[Recipient]) -> list[Attempt]:
         kind, _, target = recipients[0].destination.partition(":")
@@ -116,6 +119,9 @@ class Deliverer:
             return await self._deliver_remote(envelope, recipients)
         if kind == "pipe" and self._pipe is not None:
             return await self._deliver_pipe(envelope, recipients, target)
+        if kind == "report" and self._report is not None:
+            content = await self.spool.read_content(envelope.queue_id)
+            return await self._report().deliver(envelope, recipients, content, target)
         if kind != "mailbox":
             reply = NO_AGENT.format(kind=kind or "an unrouted recipient")
             return [Attempt(r.address, "deferred", reply) for r in recipients]

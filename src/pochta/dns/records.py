@@ -275,9 +275,10 @@ def required_records(
     ``selectors`` are the domain's DKIM selectors, active and retired-but-published alike.
     Without ``ipv4``/``ipv6`` the A/AAAA and PTR records are left out and ``_spf.HOST`` uses
     ``a:HOST``. ``mta_sts_id`` defaults to the current UTC time (YYYYMMDDhhmmss).
-    ``report_address`` receives DMARC and TLS-RPT reports (default postmaster@DOMAIN and
-    tlsrpt@DOMAIN). ``service_ports`` maps the client services (``submissions``, ``imap``,
-    ...) to their ports, None for a service switched off; missing ones use the standard port.
+    ``report_address`` receives DMARC and TLS-RPT reports (default dmarc-reports@DOMAIN and
+    tlsrpt@DOMAIN, the aliases ``pochta domain add`` makes). ``service_ports`` maps the
+    client services (``submissions``, ``imap``, ...) to their ports, None for a service
+    switched off; missing ones use the standard port.
     ``helo_spf=False`` leaves out the host's HELO SPF record, for when it is printed in the
     host name's own section (``host_signing_records``).
     """
@@ -310,7 +311,7 @@ def required_records(
             )
         )
     out.extend(_dkim_records(dom, selectors))
-    dmarc_rua = report_address or f"postmaster@{dom}"
+    dmarc_rua = report_address or f"dmarc-reports@{dom}"  # the report:dmarc alias
     out.append(
         Record(
             f"_dmarc.{dom}",
@@ -320,7 +321,8 @@ def required_records(
             f"DMARC policy (RFC 7489 §6.3). p=quarantine: mail that fails both aligned SPF "
             "and DKIM goes to spam, which stops spoofing of the domain from day one while a "
             "mistake in this setup costs spam-folder placement rather than bounces. Switch to "
-            f"p=reject once the daily reports to {dmarc_rua} show only your own servers "
+            f"p=reject once the daily reports to {dmarc_rua} (pochta report dmarc) show only "
+            "your own servers "
             "(RFC 7489 §6.7).",
         )
     )

@@ -7,10 +7,11 @@
 1. look up ``_smtp._tls.DOMAIN`` TXT (RFC 8460 §3) over the one dnspython resolver
    (``pochta.dns.async_resolver``); no record, or more than one, means no report (§3);
 2. build the report (``mailauth/tls_report.build_report``, §4);
-3. ``mailto:`` rua: one message to every such address (§5.3), queued through the door
-   (``cleanup/door.py``) as outbound mail from the null sender, as ``deliver/notices.py``
-   queues a notice: cleanup adds Message-ID and Date and the DKIM filter signs it (§5.3:
-   the report MUST be DKIM-signed). ``https:`` rua: POST of the gzip report with
+3. ``mailto:`` rua: one message to every such address (§5.3) from the null sender, handed
+   to ``drop`` (``server/report_job.maildrop_writer``: the maildrop, as the DMARC reports
+   and ``pochta sendmail``), whose pickup runs it through the door as a local submission:
+   cleanup adds Message-ID and Date and the DKIM filter signs it (§5.3: the report MUST be
+   DKIM-signed). ``https:`` rua: POST of the gzip report with
    ``Content-Type: application/tlsrpt+gzip`` (§5.4; httpx, already used by MTA-STS);
 4. remember the domain and period as sent (``tls_sent``), whatever a destination said: a
    destination that failed is named in the log and the result, not retried every run (§5.3:
@@ -29,8 +30,6 @@ from dataclasses import dataclass
 import dns.asyncresolver
 import httpx
 
-from pochta.cleanup.door import Door
-from pochta.cleanup.pipeline import CleanupInput
 from pochta.logs import get_logger
 from pochta.mailauth.dkim_verify import DnsTemporaryError, TxtLookup, resolver_txt_lookup
 from pochta.mailauth.tls_report import (
@@ -42,7 +41,6 @@ from pochta.mailauth.tls_report import (
     report_gzip,
     report_mail,
 )
-from pochta.queue.envelope import Envelope, Recipient
 from pochta.reports.tls_store import already_sent, mark_sent, sessions_between
 
 log = get_logger("reports")
@@ -50,11 +48,13 @@ log = get_logger("reports")
 HTTPS_TIMEOUT_SECONDS = 60.0
 # POST(url, gzip bytes) -> HTTP status; httpx in production, a fake in tests.
 HttpsPost = Callable[[str, bytes], Awaitable[int]]
+# Queue a message: (sender, recipients, content); OSError when it cannot be written.
+Drop = Callable[[str, list[str], bytes], None]
 
 
 @dataclass(frozen=True, slots=True)
 class TlsReportSent:
-    """What happened to one domain's report: queue ids of the mail, URLs posted to, and the
+    """What happened to one domain's report: the addresses mailed, URLs posted to, and the
     destinations that failed with why."""
 
     domain: str
@@ -73,7 +73,7 @@ async def httpx_post(url: str, body: bytes) -> int:
 
 async def send_tls_reports(
     conn: sqlite3.Connection,
-    door: Door,
+    drop: Drop,
     *,
     hostname: str,
     start: float,
@@ -128,10 +128,9 @@ async def send_tls_reports(
         problems: list[str] = []
         if record.mailto:
             try:
-                queued.append(
-                    await _queue_mail(door, report, domain, submitter, record.mailto, clock())
-                )
-            except _Refused as exc:
+                _queue_mail(drop, report, domain, submitter, record.mailto)
+                queued.extend(record.mailto)
+            except OSError as exc:
                 problems.append(f"mailto {','.join(record.mailto)}: {exc}")
         body = report_gzip(report) if record.https else b""
         for url in record.https:
@@ -158,49 +157,16 @@ async def send_tls_reports(
     return sent
 
 
-class _Refused(Exception):
-    pass
-
-
-async def _queue_mail(
-    door: Door,
-    report: TlsReport,
-    domain: str,
-    submitter: str,
-    to: tuple[str, ...],
-    now: float,
-) -> str:
-    from_address = f"noreply-tlsrpt@{submitter}"
+def _queue_mail(
+    drop: Drop, report: TlsReport, domain: str, submitter: str, to: tuple[str, ...]
+) -> None:
     message = report_mail(
         report,
         policy_domain=domain,
         submitter=submitter,
-        from_address=from_address,
+        from_address=f"noreply-tlsrpt@{submitter}",
         to=to,
         boundary=f"tlsrpt-{secrets.token_hex(12)}",
     )
-    queue_id = door.new_queue_id()
-    cleaned = await door.clean(
-        message,
-        CleanupInput(
-            sender="",  # like a notice: a report that cannot be delivered is not bounced back
-            recipients=list(to),
-            protocol="local",
-            queue_id=queue_id,
-            submission=True,  # Message-ID, Date, DKIM signature (RFC 8460 §5.3)
-            arrival=now,
-        ),
-    )
-    if not cleaned.accepted:
-        raise _Refused(f"cleanup refused the report: {cleaned.reply}")
-    envelope = Envelope(
-        queue_id=queue_id,
-        sender="",
-        recipients=[Recipient(address=a) for a in cleaned.recipients],
-        arrival=now,
-        size=len(cleaned.content),
-        body="7BIT",
-        protocol="local",
-        verdict=cleaned.verdict,
-    )
-    return await door.submit(envelope, cleaned.content)
+    # The null sender, like a notice: a report that cannot be delivered is not bounced back.
+    drop("", list(to), message)

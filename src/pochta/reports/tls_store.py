@@ -36,11 +36,10 @@ from pochta.mailauth.tls_report import (
     parse_report,
     report_from_mail,
 )
+from pochta.reports.store import connect_reports_db, ensure_schema, reports_db_path
 
 log = get_logger("reports")
 
-REPORTS_DB = "reports.db"  # under the data directory
-BUSY_TIMEOUT_MS = 5000
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS tls_sessions (
@@ -96,26 +95,24 @@ CREATE TABLE IF NOT EXISTS tls_received_failures (
 """
 
 
+TLS_SCHEMA_VERSION = 1
+
+
 def ensure_tls_schema(conn: sqlite3.Connection) -> None:
-    """Create the TLS-RPT tables when missing (idempotent)."""
-    conn.executescript(_SCHEMA)
+    """Create the TLS-RPT tables when missing (idempotent; ``reports/store.ensure_schema``)."""
+    statements = [part.strip() for part in _SCHEMA.split(";") if part.strip()]
+    ensure_schema(conn, "tls", TLS_SCHEMA_VERSION, statements)
 
 
 def open_tls_db(settings: Settings) -> sqlite3.Connection:
-    """``DATA_DIR/reports.db`` with WAL and a busy timeout, and the TLS-RPT tables.
-
-    MERGE: a stand-in for ``reports/store.open_reports_db(settings)`` (branch dmarcrpt); at
-    merge, replace its body with ``conn = open_reports_db(settings)`` followed by
-    ``ensure_tls_schema(conn)``."""
-    path = settings.path(REPORTS_DB)
-    return _connect(path)
+    """``DATA_DIR/reports.db`` with the TLS-RPT tables (:func:`connect_tls_db`)."""
+    return connect_tls_db(reports_db_path(settings))
 
 
-def _connect(path: Path) -> sqlite3.Connection:
-    conn = sqlite3.connect(path, timeout=BUSY_TIMEOUT_MS / 1000, isolation_level=None)
-    conn.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
-    conn.execute("PRAGMA journal_mode = WAL")  # readers and one writer at once
-    conn.execute("PRAGMA synchronous = NORMAL")  # WAL: no fsync per insert
+def connect_tls_db(path: Path) -> sqlite3.Connection:
+    """``reports.db`` at ``path`` (``reports/store.connect_reports_db``: WAL, busy timeout)
+    with the TLS-RPT tables."""
+    conn = connect_reports_db(path)
     conn.execute("PRAGMA foreign_keys = ON")
     ensure_tls_schema(conn)
     return conn

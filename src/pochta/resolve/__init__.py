@@ -15,6 +15,7 @@ from pochta.resolve.classes import (
     Rejection,
     RelayDest,
     RemoteDest,
+    ReportDest,
     Resolution,
     UnixDest,
 )
@@ -40,6 +41,7 @@ __all__ = [
     "Rejection",
     "RelayDest",
     "RemoteDest",
+    "ReportDest",
     "Resolution",
     "Resolver",
     "Transport",

@@ -8,6 +8,7 @@ each one to the agent of its type in ``deliver/``.
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 
 from pochta.protocols.smtp.replies import Reply
@@ -22,8 +23,10 @@ __all__ = [
     "Rejection",
     "RelayDest",
     "RemoteDest",
+    "ReportDest",
     "Resolution",
     "UnixDest",
+    "report_target",
 ]
 
 
@@ -104,6 +107,24 @@ class DiscardDest:
 
 
 @dataclass(frozen=True, slots=True)
+class ReportDest:
+    """Read the message as a report of ``kind`` and store it (an alias target
+    ``report:KIND``: ``report:dmarc`` for RFC 7489 aggregate reports, ``report:tls`` for
+    RFC 8460 TLS-RPT); ``deliver/report.py`` hands it to ``reports/inbox.ingest``."""
+
+    kind: str
+
+
+_REPORT_TARGET = re.compile(r"report:([a-z][a-z0-9-]{0,31})", re.IGNORECASE)
+
+
+def report_target(text: str) -> ReportDest | None:
+    """The ReportDest an alias target ``report:KIND`` names, or None for anything else."""
+    match = _REPORT_TARGET.fullmatch(text.strip())
+    return ReportDest(match.group(1).lower()) if match else None
+
+
+@dataclass(frozen=True, slots=True)
 class Rejection:
     """The address (or one branch of its expansion, ``address``) cannot be delivered."""
 
@@ -112,7 +133,15 @@ class Rejection:
 
 
 Destination = (
-    MailboxDest | RemoteDest | RelayDest | PipeDest | FileDest | UnixDest | DiscardDest | Rejection
+    MailboxDest
+    | RemoteDest
+    | RelayDest
+    | PipeDest
+    | FileDest
+    | UnixDest
+    | DiscardDest
+    | ReportDest
+    | Rejection
 )
 
 

@@ -101,6 +101,7 @@ from pochta.resolve.classes import (
     RemoteDest,
     Resolution,
     UnixDest,
+    report_target,
 )
 from pochta.resolve.transport import (
     NETWORK_KINDS,
@@ -548,7 +549,11 @@ class Resolver:
         if not items:
             log.warning("alias_without_targets", recipient=address)
             raise _Abort(CONFIG_ERROR)
-        normalised = [self._normalise(i) if isinstance(i, str) else i for i in items]
+        normalised: list[_Item] = []
+        for i in items:
+            report = report_target(i) if isinstance(i, str) else None
+            # A "report:KIND" target (like |command and /file) is a final destination.
+            normalised.append(report or (self._normalise(i) if isinstance(i, str) else i))
         if address in normalised:
             self_set.add(address)  # Postfix cleanup_map1n: expand into itself once
         ancestors = (*chain, address)
@@ -615,6 +620,9 @@ class Resolver:
         targets = split_addresses(value) if isinstance(value, str) else list(value)
         out: list[str] = []
         for target in targets:
+            if report_target(target) is not None:
+                out.append(target)  # report:KIND is no address: no extension, no @domain
+                continue
             if target.startswith("@"):
                 user = parsed.local
                 if extension:

@@ -25,6 +25,7 @@ from pochta.deliver.mailbox import MailboxAgent
 from pochta.deliver.notices import Notices
 from pochta.deliver.pipe import PipeAgent
 from pochta.deliver.remote import RemoteAgent
+from pochta.deliver.report import ReportAgent
 from pochta.deliver.router import Deliverer, Router
 from pochta.deliver.sts_dane_policy import StsDanePolicy
 from pochta.directory.auth_failures import FailureTracker
@@ -41,8 +42,10 @@ from pochta.queue.spool import Spool
 from pochta.receive.pickup import Pickup
 from pochta.receive.policy import Policy
 from pochta.receive.spf_policy import SpfPolicy
+from pochta.reports.store import EvaluationRecorder
 from pochta.reports.tls_store import TlsRecorder, open_tls_db
 from pochta.resolve.resolver import DomainClass, Resolver
+from pochta.server.report_job import ReportJob
 from pochta.server.text_indexer import TextIndexer
 from pochta.store import open_store
 
@@ -78,7 +81,7 @@ class MailSystem:
         self._closing: set[asyncio.Task[None]] = set()
         # TLS-RPT (RFC 8460): one row per new session to an MX host, in reports.db.
         self.tls_recorder = TlsRecorder(lambda: open_tls_db(settings))
-        self._network: tuple[object, object] | None = None
+        self._network: tuple[object, ...] | None = None
         self._build_network()
         postmaster = f"postmaster@{settings.server.hostname.rstrip('.')}"
         self.queue = QueueManager(
@@ -90,6 +93,7 @@ class MailSystem:
                 lambda: self.resolver,
                 remote=lambda: self.remote,
                 pipe=lambda: self.pipe,
+                report=lambda: self.report,
             ),
             Router(lambda: self.door, self.spool),
             on_final=Notices(
@@ -103,6 +107,7 @@ class MailSystem:
         )
         self._delivering = False
         self.pickup: Pickup | None = None  # the master's, made in start()
+        self.report_job: ReportJob | None = None  # the master's, made in start()
         self._build()
         # The one way into the queue (cleanup/door.py): listeners, pickup and notices.
         self.door = Door(
@@ -152,10 +157,10 @@ class MailSystem:
         """The one cached DNS resolver of this process (delivery and the inbound checks) and
         the outbound agent, made again when ``[dns]`` or ``[delivery]`` changed."""
         s = self.server.settings
-        if self._network == (s.dns, s.delivery):
+        if self._network == (s.dns, s.delivery, s.reports.tls_send):
             return
         old = getattr(self, "remote", None)
-        self._network = (s.dns, s.delivery)
+        self._network = (s.dns, s.delivery, s.reports.tls_send)
         self.dns_resolver = make_async_resolver(s.dns)
         policy = StsDanePolicy(s, self.dns_resolver)
         self.remote = RemoteAgent(
@@ -163,7 +168,7 @@ class MailSystem:
             resolver=self.dns_resolver,
             policy=policy,
             dane_check_for=policy.dane_check,
-            tls_outcome=self.tls_recorder,
+            tls_outcome=self.tls_recorder if s.reports.tls_send else None,
             sender_rewrite=self._envelope_sender,
         )
         if old is not None:
@@ -199,6 +204,7 @@ class MailSystem:
                     allow=s.mailauth.dmarc_allow,
                     timeout_seconds=s.mailauth.timeout_seconds,
                     trusted_arc_sealers=s.mailauth.trusted_arc_sealers,
+                    record=EvaluationRecorder(s),  # into reports.db, for the DMARC reports
                 )
             )
             # SPF of MAIL FROM, once per transaction, for the filter (spf_policy.py).
@@ -227,6 +233,7 @@ class MailSystem:
         # order: SPF (above); greylisting and rate limits are added here.
         self.policies: list[Policy] = policies
         self.pipe = PipeAgent.from_settings(s)
+        self.report = ReportAgent(s)  # report:KIND alias targets (deliver/report.py)
 
     def reload(self, _server: Server | None = None) -> None:
         self._build()
@@ -245,6 +252,13 @@ class MailSystem:
             # pochta sendmail's maildrop/ into the queue, through the door (one process).
             self.pickup = Pickup(self.server.settings, lambda: self.door)
             await self.pickup.start()
+            # RFC 7489 §7.2 aggregate reports, every [reports] interval_hours (report_job.py).
+            self.report_job = ReportJob(
+                lambda: self.server.settings,
+                lambda: self.server.directory,
+                lambda: self.dns_resolver,
+            )
+            self.report_job.start()
 
     async def start_delivery(self, index: int, count: int) -> None:
         """A worker: deliver the messages of shard ``index`` of ``count`` (the master has
@@ -265,6 +279,8 @@ class MailSystem:
             log.warning("worker_mail_requeued", shard=index, messages=moved)
 
     async def stop(self) -> None:
+        if self.report_job is not None:
+            await self.report_job.stop()
         if self.pickup is not None:
             await self.pickup.stop()
         if self.changes is not None:
