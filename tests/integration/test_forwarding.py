@@ -10,9 +10,14 @@ loopback zone server; the next hop is an aiosmtpd sink as the relayhost.
 from __future__ import annotations
 
 import asyncio
+import os
+import pwd
 import smtplib
+import subprocess
+import tempfile
 from collections.abc import AsyncIterator, Callable
 from contextlib import AsyncExitStack, asynccontextmanager
+from pathlib import Path
 from typing import Any
 
 import dkim
@@ -22,7 +27,7 @@ from pochta.config.load import load_settings
 from pochta.mailauth.dkim_keys import dkim_txt_value
 from pochta.server.app import Server
 from tests.dnsserver import ZoneServer
-from tests.harness import DOMAIN, HOSTNAME, PochtaEnv, set_key
+from tests.harness import DOMAIN, HOSTNAME, PochtaEnv, make_pochta_env, serve, set_key
 from tests.integration.test_remote_agent import Sink, SinkController, free_port
 
 ALIAS = f"fwd@{DOMAIN}"
@@ -161,3 +166,47 @@ async def test_forwarding_only_a_failing_sender_is_refused_at_data(pochta_env: P
         text = refused.value.smtp_error.decode()
         assert text.startswith("5.7.1 Message refused: it would be forwarded"), text
         assert sink.messages == []
+
+
+@pytest.mark.root
+@pytest.mark.skipif(os.geteuid() != 0, reason="dropping privileges needs root")
+def test_serve_makes_a_missing_srs_secret_for_run_as_user_and_forwards_with_srs() -> None:
+    """An install older than SRS has no secrets file: ``pochta serve`` makes one at start
+    (``Server._ensure_srs_secret``), as root, mode 0600, given to run_as_user at the
+    privilege drop, so the server can still read it and forwarded mail leaves with SRS."""
+    nobody = pwd.getpwnam("nobody")
+    # The data dir must be reachable by nobody: pytest's tmp_path lives under a 0700 dir.
+    top = Path(tempfile.mkdtemp(prefix="pochta-srs-"))
+    sink = Sink()
+    controller = SinkController(
+        sink, hostname="127.0.0.1", port=free_port("127.0.0.1"), server_hostname="sink.test"
+    )
+    controller.start()
+    try:
+        top.chmod(0o755)
+        env = make_pochta_env(top / "data")
+        secret = env.data_dir / "srs.secret"
+        assert secret.exists()  # pochta init wrote one; an older install has none
+        secret.unlink()
+        set_key(env.config_path, "server", "run_as_user", '"nobody"')
+        set_key(env.config_path, "delivery", "relayhost", f'"[127.0.0.1]:{controller.port}"')
+        env.run("alias", "add", ALIAS, FRIEND, check=True)
+        with serve(env.config_path) as server:
+            created = server.wait_for("srs_secret_created")
+            assert created["path"] == str(secret)
+            stat = secret.stat()
+            assert stat.st_mode & 0o777 == 0o600
+            assert (stat.st_uid, stat.st_gid) == (nobody.pw_uid, nobody.pw_gid)
+            assert len(secret.read_text().split()) == 1
+            port = env.ports["smtp"]
+            send_mx(port, "alice@good.test", [ALIAS], message("alice@good.test", "after"))
+            assert sink.wait_for_messages(1), "\n".join(server.lines[-40:])
+        got = sink.messages[0]
+        assert got.rcpt_tos == [FRIEND]
+        local, _, domain = got.mail_from.rpartition("@")
+        assert domain == HOSTNAME, got.mail_from
+        assert local.startswith("SRS0="), got.mail_from
+        assert local.endswith("=good.test=alice"), got.mail_from
+    finally:
+        controller.stop()
+        subprocess.run(["rm", "-rf", str(top)], check=False)
