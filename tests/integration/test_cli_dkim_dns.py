@@ -14,7 +14,7 @@ import pytest
 from pochta.directory.model import DkimSelector
 from pochta.mailauth.dkim_keys import load_private_key
 from tests.dnsserver import ZoneServer
-from tests.harness import DOMAIN, HOSTNAME, PochtaEnv, client_tls, serve, wait_files
+from tests.harness import DOMAIN, HOSTNAME, PochtaEnv, client_tls, serve, set_key, wait_files
 from tests.integration.test_dkim_signing import crlf, dkimpy_verdicts, signature_tags
 
 PASSWORD = "correct horse 1"
@@ -162,6 +162,20 @@ def test_dns_output_is_a_zone(pochta_env: PochtaEnv) -> None:
     assert next(iter(imaps)).port == pochta_env.ports["imaps"]
     for name in _selectors(pochta_env):
         assert zone.get_rdataset(f"{name}._domainkey.{DOMAIN}.", "TXT") is not None
+
+
+def test_dns_publishes_an_srs_domain_of_its_own(pochta_env: PochtaEnv) -> None:
+    """With ``[srs] domain`` a name of its own under the domain, forwarded mail leaves with
+    senders there: the next hop checks SPF for it and bounces need its MX."""
+    assert f"srs.{DOMAIN}" not in _zone(pochta_env)
+    set_key(pochta_env.config_path, "srs", "domain", f'"srs.{DOMAIN}"')
+    zone = dns.zone.from_text(_zone(pochta_env), origin=".", relativize=False, check_origin=False)
+    mx = zone.get_rdataset(f"srs.{DOMAIN}.", "MX")
+    assert mx is not None
+    assert [rd.to_text() for rd in mx] == [f"10 {HOSTNAME}."]
+    spf = zone.get_rdataset(f"srs.{DOMAIN}.", "TXT")
+    assert spf is not None
+    assert [rd.to_text() for rd in spf] == [f'"v=spf1 redirect=_spf.{HOSTNAME}"']
 
 
 def test_dns_without_address_says_so(pochta_env: PochtaEnv) -> None:

@@ -52,6 +52,7 @@ from pochta.dns.records import (
     render_rdata,
     render_zone,
     required_records,
+    srs_domain_records,
 )
 from pochta.mailauth.spf import DnspythonSpfDns
 
@@ -337,6 +338,9 @@ def dns_command(
         )
         if own_host is not None:
             section = host_signing_records(host, own_host.dkim)
+        srs_domain = settings.srs.domain.rstrip(".").lower() if settings.srs.enabled else ""
+        if srs_domain and srs_domain not in (dom, host) and srs_domain.endswith(f".{dom}"):
+            records = [*records, *srs_domain_records(srs_domain, host)]
     if resolver is None:
         click.echo(title)
         for note in notes:

@@ -199,6 +199,22 @@ def host_signing_records(hostname: str, selectors: Sequence[DkimSelector]) -> li
     ]
 
 
+def srs_domain_records(srs_domain: str, hostname: str) -> list[Record]:
+    """The records of an ``[srs] domain`` of its own (neither the host name nor a hosted
+    domain): mail forwarded here leaves with SRS0=...@SRS_DOMAIN, so the next hop checks SPF
+    for that name, and bounces to it come back through its MX."""
+    name = _fqdn(srs_domain)
+    host = _fqdn(hostname)
+    comment = (
+        f"The SRS domain ([srs] domain): forwarded mail leaves with senders @{name}; the "
+        f"next hop checks their SPF (RFC 7208 §2.4) and bounces come back through the MX."
+    )
+    return [
+        Record(name, "MX", f"10 {host}.", comment),
+        Record(name, "TXT", f"v=spf1 redirect=_spf.{host}", comment),
+    ]
+
+
 def mail_host_records(
     hostname: str, selectors: Sequence[DkimSelector], ipv4: str | None, ipv6: str | None
 ) -> list[Record]:
