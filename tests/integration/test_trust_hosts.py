@@ -6,7 +6,8 @@ Host A (mail.a.test, 10.77.0.1), B (mail.b.test, 10.77.0.2) and C (mail.c.test, 
 each run the real ``pochta serve`` in a network namespace of their own, with the inbound
 checks on (``pochta init``'s default) and NSD serving the zones ``pochta dns`` prints for each
 host (as ``test_two_hosts.py`` does, whose helpers are used here). C's address is in no SPF
-record but c.test's, so a message sent from C with ``From: alice@a.test`` is a forgery.
+record but c.test's, so a message sent from C with ``From: alice@a.test`` is a forgery. Last,
+A's DMARC aggregate report about b.test mail reaches B and is summarised there.
 """
 
 from __future__ import annotations
@@ -14,8 +15,10 @@ from __future__ import annotations
 import email
 import email.message
 import email.policy
+import json
 import shutil
 import sys
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -258,3 +261,32 @@ def test_a_bounce_to_b_s_srs_address_is_relayed_to_the_original_sender(trust: Tr
     assert b.server is not None
     given = {r["mail_from"].lower() for r in b.server.events("srs_rewrite")}
     assert target in given, (target, given)
+
+
+def test_a_dmarc_report_from_a_about_b_is_received_and_summarised_on_b(trust: Trust) -> None:
+    """RFC 7489 §7.2 both ways: A checks a message from b.test (whose record, as ``pochta
+    dns`` prints it, says rua=mailto:dmarc-reports@b.test), sends its aggregate report, and B
+    stores it (the alias dmarc-reports@b.test -> report:dmarc) and summarises it."""
+    net, a, b = trust.net, trust.a, trust.b
+    assert "rua=mailto:dmarc-reports@b.test" in trust.records
+    before = len(a.mailbox("alice"))
+    submit(net, b, "bob@b.test", "alice@a.test", "for the report")
+    a.wait_mail("alice", before + 1)
+    # Inside A's namespace: the report job's DNS is NSD on the test network.
+    sent = net.run("a", *pochta_command("--config", str(a.config), "report", "send", "--dmarc"))
+    assert sent.returncode == 0, sent.stdout + sent.stderr
+    assert "queued: b.test to dmarc-reports@b.test" in sent.stdout, sent.stdout
+    sources: dict[str, dict[str, object]] = {}
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        proc = run_pochta("--config", str(b.config), "report", "dmarc", "--json", "--days", "1")
+        assert proc.returncode == 0, proc.stdout + proc.stderr
+        sources = {s["source_ip"]: s for s in json.loads(proc.stdout)["sources"]}
+        if sources:
+            break
+        time.sleep(0.2)
+    assert b.address in sources, sources
+    row = sources[b.address]
+    assert row["orgs"] == ["mail.a.test"]
+    assert row["messages"] == row["pass"]
+    assert row["fail"] == 0
