@@ -15,14 +15,20 @@ from __future__ import annotations
 import asyncio
 import gzip
 import json
+import time
 from email.message import EmailMessage
 
+from pochta.checks import load_checked_settings
+from pochta.mailauth.tls_report import TlsOutcome
 from pochta.reports.attachments import report_documents
 from pochta.reports.dmarc_xml import parse_report
-from tests.harness import DOMAIN, PochtaEnv
+from pochta.reports.store import insert_evaluation
+from pochta.reports.tls_store import TlsRecorder, open_tls_db
+from tests.dnsserver import ZoneServer
+from tests.harness import DOMAIN, PochtaEnv, set_key
 from tests.integration.test_inbound_auth import running, send_mx
 from tests.integration.test_verdict_policy import wait_for_message
-from tests.unit.test_dmarc_reports import GOOGLE
+from tests.unit.test_dmarc_reports import GOOGLE, evaluation
 from tests.unit.test_tls_store import _received as tls_received
 
 BOB = f"bob@{DOMAIN}"
@@ -158,3 +164,26 @@ async def test_report_mailed_to_us_is_stored_and_summarised(pochta_env: PochtaEn
     assert b"nothing attached" in kept.read_bytes()
     table = ok(pochta_env, "report", "dmarc", "--days", "3650")
     assert "SPF not aligned from: 203.0.113.7" in table
+
+
+def test_report_send_forgets_rows_older_than_keep_days(pochta_env: PochtaEnv) -> None:
+    """[reports] keep_days bounds reports.db: the report run removes older DMARC evaluations
+    and TLS sessions, and keeps the recent ones."""
+    settings = load_checked_settings(str(pochta_env.config_path))
+    now = time.time()
+    conn = open_tls_db(settings)
+    for age_days in (40, 1):
+        insert_evaluation(conn, evaluation(time=now - age_days * 86_400, rua=()))
+        TlsRecorder(lambda: conn, clock=lambda a=age_days: now - a * 86_400)(
+            TlsOutcome("quiet.test", "no-policy-found", (), "mx.quiet.test", "192.0.2.3")
+        )
+    set_key(pochta_env.config_path, "reports", "keep_days", "30")
+    # quiet.test publishes no _smtp._tls record: the zone server answers so, on loopback.
+    with ZoneServer("", origin=".") as zone:
+        set_key(pochta_env.config_path, "dns", "nameservers", f'["{zone.address}"]')
+        ok(pochta_env, "report", "send")
+    times = [row[0] for row in conn.execute("SELECT time FROM dmarc_evaluations")]
+    sessions = [row[0] for row in conn.execute("SELECT at FROM tls_sessions")]
+    conn.close()
+    assert [round((now - t) / 86_400) for t in times] == [1]
+    assert [round((now - t) / 86_400) for t in sessions] == [1]

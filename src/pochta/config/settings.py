@@ -782,6 +782,15 @@ class ReportsSettings(_Table, frozen=True, kw_only=True, forbid_unknown_fields=T
         _doc("Hours between two runs of the report job in the master (RFC 7489 §7.2: daily)."),
         msgspec.Meta(ge=1, le=168),
     ] = 24
+    keep_days: Annotated[
+        int,
+        _doc(
+            "Days the per-message rows (DMARC evaluations, outbound TLS sessions) are kept "
+            "in reports.db for the reports and `pochta report dmarc --ours`; the report job "
+            "removes older ones. Received reports are kept."
+        ),
+        msgspec.Meta(ge=1, le=3650),
+    ] = 31
     organization: Annotated[
         str,
         _doc("org_name in the reports we send (RFC 7489 Appendix C). Empty: the host name."),

@@ -34,6 +34,7 @@ __all__ = [
     "ReceivedReport",
     "connect_reports_db",
     "ensure_schema",
+    "forget_evaluations_before",
     "open_reports_db",
     "reports_db_path",
 ]
@@ -62,6 +63,11 @@ def connect_reports_db(path: Path) -> sqlite3.Connection:
     conn.execute("PRAGMA synchronous = NORMAL")  # statistics: no fsync per commit (above)
     ensure_schema(conn, "dmarc", DMARC_SCHEMA_VERSION, DMARC_SCHEMA)
     return conn
+
+
+def forget_evaluations_before(conn: sqlite3.Connection, before: float) -> int:
+    """Remove the DMARC evaluations older than ``before``; how many were removed."""
+    return conn.execute("DELETE FROM dmarc_evaluations WHERE time < ?", (before,)).rowcount
 
 
 def ensure_schema(

@@ -23,9 +23,9 @@ from pochta.logs import get_logger
 from pochta.mailauth import dmarc
 from pochta.receive.maildrop import MAILDROP_DIR, Drop, encode, write_drop
 from pochta.reports.dmarc_send import OutgoingReport, send_dmarc_reports
-from pochta.reports.store import open_reports_db
+from pochta.reports.store import forget_evaluations_before, open_reports_db
 from pochta.reports.tls_sender import TlsReportSent, send_tls_reports
-from pochta.reports.tls_store import open_tls_db
+from pochta.reports.tls_store import forget_sessions_before, open_tls_db
 
 __all__ = ["ReportJob", "ReportRun", "maildrop_writer", "our_domains", "run_reports"]
 
@@ -61,12 +61,13 @@ DAY = 86_400
 TLS_DAYS_BACK = 7  # whole days not reported yet (a server that was down) are caught up
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class ReportRun:
     """What one run queued: the DMARC reports and the TLS reports (one per domain and day)."""
 
     dmarc: list[OutgoingReport] = field(default_factory=list)
     tls: list[TlsReportSent] = field(default_factory=list)
+    forgotten: int = 0  # per-message rows older than [reports] keep_days, removed
 
 
 async def run_reports(
@@ -82,6 +83,15 @@ async def run_reports(
     when = time.time() if now is None else now
     drop = maildrop_writer(settings)
     run = ReportRun()
+    conn = open_tls_db(settings)  # both kinds' tables
+    try:
+        # The per-message rows are kept [reports] keep_days (a week of TLS days is reported).
+        oldest = when - max(settings.reports.keep_days, TLS_DAYS_BACK + 1) * DAY
+        run.forgotten = forget_evaluations_before(conn, oldest) + forget_sessions_before(
+            conn, oldest
+        )
+    finally:
+        conn.close()
     if dmarc_reports:
         conn = open_reports_db(settings)
         try:
@@ -165,4 +175,9 @@ class ReportJob:
             except Exception as exc:
                 log.error("report_job_failed", error=str(exc))
                 continue
-            log.info("report_job", dmarc_reports=len(run.dmarc), tls_reports=len(run.tls))
+            log.info(
+                "report_job",
+                dmarc_reports=len(run.dmarc),
+                tls_reports=len(run.tls),
+                rows_removed=run.forgotten,
+            )
