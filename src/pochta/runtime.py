@@ -225,6 +225,11 @@ class WebRuntime(Protocol):
         """Set when the server stops: sessions close idle connections at once."""
         ...
 
+    def on_reload(self, hook: Callable[[], None]) -> None:
+        """Call ``hook`` after each successful reload (SIGHUP), the new settings in place
+        (the TLS listeners load their certificates again: ``tls/streams.py``)."""
+        ...
+
 
 class SessionRuntime(WebRuntime, Protocol):
     """What the SMTP, LMTP, IMAP and POP3 services use (``server.app.Server``): the mail

@@ -11,6 +11,7 @@ certificate `pochta init` made.
 from __future__ import annotations
 
 import signal
+import smtplib
 import socket
 import ssl
 from pathlib import Path
@@ -213,3 +214,59 @@ def test_check_refuses_a_certificate_entry_without_files(pochta_env: PochtaEnv) 
     assert proc.returncode == 1
     assert "tls.certificates[0].cert_file" in proc.stderr
     assert "tls.certificates[0].names[0]" in proc.stderr
+
+
+def _smtp_starttls_cert(port: int, ctx: ssl.SSLContext) -> x509.Certificate:
+    with smtplib.SMTP("127.0.0.1", port, timeout=10) as client:
+        client.starttls(context=ctx)
+        sock = client.sock
+        assert isinstance(sock, ssl.SSLSocket)
+        der = sock.getpeercert(binary_form=True)
+    assert der is not None
+    return x509.load_der_x509_certificate(der)
+
+
+def _implicit_tls_cert(port: int, ctx: ssl.SSLContext) -> x509.Certificate:
+    with (
+        socket.create_connection(("127.0.0.1", port), timeout=10) as raw,
+        ctx.wrap_socket(raw, server_hostname=HOSTNAME) as tls,
+    ):
+        der = tls.getpeercert(binary_form=True)
+    assert der is not None
+    return x509.load_der_x509_certificate(der)
+
+
+def test_sighup_renews_the_host_certificate_of_every_listener(
+    pochta_env: PochtaEnv, ca: trustme.CA
+) -> None:
+    """certbot renews the host's certificate in place, then `systemctl reload pochta`:
+    STARTTLS (SMTP, submission) and implicit TLS (IMAPS, POP3S, SMTPS) serve the new one
+    from the next handshake on, without a restart."""
+    ctx = client_tls()  # the self-signed start: not verified
+    # One process: every listener is the master's, whose services live on across a reload.
+    set_key(pochta_env.config_path, "server", "processes", "1")
+
+    def served() -> dict[str, int]:
+        ports = pochta_env.ports
+        return {
+            "smtp": _smtp_starttls_cert(ports["smtp"], ctx).serial_number,
+            "submission": _smtp_starttls_cert(ports["submission"], ctx).serial_number,
+            "submissions": _implicit_tls_cert(ports["submissions"], ctx).serial_number,
+            "imaps": _implicit_tls_cert(ports["imaps"], ctx).serial_number,
+            "pop3s": _implicit_tls_cert(ports["pop3s"], ctx).serial_number,
+            "https": _implicit_tls_cert(ports["https"], ctx).serial_number,
+        }
+
+    with serve(pochta_env.config_path) as server:
+        first = served()
+        assert len(set(first.values())) == 1  # one host certificate
+        renewed = ca.issue_cert(HOSTNAME)
+        renewed.cert_chain_pems[0].write_to_path(str(pochta_env.data_dir / "tls" / "cert.pem"))
+        renewed.private_key_pem.write_to_path(str(pochta_env.data_dir / "tls" / "key.pem"))
+        assert served() == first  # nothing reads the files before the reload
+        server.signal(signal.SIGHUP)
+        server.wait_for("reloaded")
+        new_serial = x509.load_pem_x509_certificate(
+            renewed.cert_chain_pems[0].bytes()
+        ).serial_number
+        assert served() == dict.fromkeys(first, new_serial)

@@ -65,7 +65,7 @@ from pochta.store import (
     StoreUnavailable,
     WouldBlock,
 )
-from pochta.tls.streams import load_tls_context, upgrade_to_tls
+from pochta.tls.streams import reloadable_tls_context, upgrade_to_tls
 
 if TYPE_CHECKING:
     from pochta.runtime import MailRuntime, SessionRuntime
@@ -134,7 +134,7 @@ class IMAPService:
     def __init__(self, server: SessionRuntime, listener: str, *, implicit_tls: bool) -> None:
         self.server = server
         self.name = listener
-        self.tls = load_tls_context(server.settings)
+        self.tls = reloadable_tls_context(server)
         if implicit_tls and self.tls is None:
             raise RuntimeError(f"listen.{listener} needs a TLS certificate; see tls.cert_file")
         self.ssl_context = self.tls if implicit_tls else None

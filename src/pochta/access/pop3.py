@@ -67,7 +67,7 @@ from pochta.protocols.pop3 import (
 )
 from pochta.protocols.pop3 import responses as R
 from pochta.store import INBOX, FlagMode, MailStore, NoSuchFolder, NoSuchMessage, StoreError
-from pochta.tls.streams import load_tls_context, upgrade_to_tls
+from pochta.tls.streams import reloadable_tls_context, upgrade_to_tls
 
 if TYPE_CHECKING:
     from pochta.runtime import MailRuntime, SessionRuntime
@@ -127,7 +127,7 @@ class POP3Service:
         self.server = server
         self.name = listener
         # Loaded now, before the privilege drop: the key file is root's.
-        self.tls = load_tls_context(server.settings)
+        self.tls = reloadable_tls_context(server)
         if implicit_tls and self.tls is None:
             raise RuntimeError(f"listen.{listener} needs a TLS certificate; see tls.cert_file")
         self.ssl_context = self.tls if implicit_tls else None

@@ -49,7 +49,7 @@ from pochta.queue.envelope import Envelope, Recipient
 from pochta.receive.client_name import NameCache, system_client_name, verified_client_name
 from pochta.receive.policy import Findings, PolicyRequest, check_policies
 from pochta.resolve.classes import MailboxDest
-from pochta.tls.streams import load_tls_context, upgrade_to_tls
+from pochta.tls.streams import reloadable_tls_context, upgrade_to_tls
 
 if TYPE_CHECKING:
     from pochta.runtime import MailRuntime, SessionRuntime
@@ -100,7 +100,7 @@ class SMTPService:
         self.name = listener
         self.mode = mode
         # Loaded now, before the privilege drop: the key file is root's.
-        self.tls = None if mode == "lmtp" else load_tls_context(server.settings)
+        self.tls = None if mode == "lmtp" else reloadable_tls_context(server)
         if implicit_tls and self.tls is None:
             raise RuntimeError(f"listen.{listener} needs a TLS certificate; see tls.cert_file")
         self.ssl_context = self.tls if implicit_tls else None

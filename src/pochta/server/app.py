@@ -283,6 +283,10 @@ class Server:
     def listeners(self) -> dict[str, Listener]:
         return self._state.listeners
 
+    def on_reload(self, hook: Callable[[], None]) -> None:
+        """Call ``hook`` after each successful reload, the new settings in place."""
+        self.reload_hooks.append(lambda _server: hook())
+
     # -- life cycle ----------------------------------------------------------------------
 
     async def run(self) -> int:

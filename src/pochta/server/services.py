@@ -56,14 +56,13 @@ def _http(server: Server, listener: str) -> Service:
 def _https(server: Server, listener: str) -> Service:
     """The http service over implicit TLS (RFC 2818), its certificate picked by SNI; the
     certificates are loaded again on every reload (SIGHUP)."""
-    from pochta.tls.streams import load_sni_contexts, reload_sni_contexts
+    from pochta.tls.streams import reloadable_tls_context
     from pochta.web.http_server import HttpService
 
-    contexts = load_sni_contexts(server.settings)
-    if contexts is None:
+    context = reloadable_tls_context(server)
+    if context is None:
         raise RuntimeError(f"listen.{listener} needs a TLS certificate; see tls.cert_file")
-    server.reload_hooks.append(lambda s: reload_sni_contexts(contexts, s.settings))
-    return HttpService(server, listener, ssl_context=contexts.context)
+    return HttpService(server, listener, ssl_context=context)
 
 
 def _smtp(server: Server, listener: str) -> Service:

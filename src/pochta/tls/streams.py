@@ -1,13 +1,13 @@
-"""TLS on a live asyncio stream: the server context from the settings, the SNI contexts of
-the https listener (``load_sni_contexts``, ``reload_sni_contexts``), and the STARTTLS/STLS
-upgrade every protocol listener shares (SMTP, IMAP, POP3)."""
+"""TLS on a live asyncio stream: the server context from the settings, the SNI contexts
+every TLS listener is bound with and that a reload loads again (``reloadable_tls_context``),
+and the STARTTLS/STLS upgrade every protocol listener shares (SMTP, IMAP, POP3)."""
 
 from __future__ import annotations
 
 import asyncio
 import ssl
-from collections.abc import Mapping
-from typing import TYPE_CHECKING
+from collections.abc import Callable, Mapping
+from typing import TYPE_CHECKING, Protocol
 
 from pochta.logs import PochtaLogger, get_logger
 from pochta.tls.context import SniContexts, TLSConfigError, reference_name, server_context
@@ -64,6 +64,30 @@ def load_sni_contexts(settings: Settings) -> SniContexts | None:
     if default is None:
         return None
     return SniContexts(default, _named_contexts(settings, {}))
+
+
+class Reloadable(Protocol):
+    """What :func:`reloadable_tls_context` needs of the server (``server.app.Server``)."""
+
+    @property
+    def settings(self) -> Settings: ...
+
+    def on_reload(self, hook: Callable[[], None]) -> None:
+        """Call ``hook`` after each successful reload (SIGHUP), with the new settings in place."""
+        ...
+
+
+def reloadable_tls_context(server: Reloadable) -> ssl.SSLContext | None:
+    """The context a TLS listener (STARTTLS or implicit) is bound or upgraded with: the
+    host's certificate, and those of ``tls.certificates`` picked by SNI (RFC 6066 §3), all
+    loaded again on every reload, so a renewed certificate is served from the next handshake
+    on (the new files must be readable by ``server.run_as_user``). None (logged) when the
+    host's certificate cannot be loaded."""
+    contexts = load_sni_contexts(server.settings)
+    if contexts is None:
+        return None
+    server.on_reload(lambda: reload_sni_contexts(contexts, server.settings))
+    return contexts.context
 
 
 def reload_sni_contexts(contexts: SniContexts, settings: Settings) -> None:
