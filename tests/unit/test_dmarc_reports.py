@@ -4,6 +4,7 @@ the grouping of evaluations into records, the report:KIND alias target and the r
 
 from __future__ import annotations
 
+import asyncio
 import gzip
 import io
 import sqlite3
@@ -363,6 +364,7 @@ async def test_send_builds_one_gzip_report_per_domain_and_honours_the_limits(
     )
     record(evaluation(header_from="example.org", policy_domain="example.org"))  # ours
     record(evaluation(header_from="norua.test", policy_domain="norua.test", rua=()))
+    record.flush()  # on the event loop the recorder writes in batches
     lookup, _ = lookup_from({})
     dropped: list[tuple[str, list[str], bytes]] = []
     conn = open_reports_db(settings)
@@ -457,3 +459,27 @@ def test_report_alias_target_resolves_to_a_report_destination(tmp_path: Path) ->
         "mailbox:me@example.org/x",
     ]
     directory.close()
+
+
+async def test_recorder_writes_in_batches_on_the_event_loop(tmp_path: Path) -> None:
+    """One transaction per batch, not one commit per message: kept until BATCH gathered
+    or the timer (FLUSH_SECONDS) fires, and written whole by flush()."""
+    settings = make_settings({"server.data_dir": str(tmp_path)})
+    record = EvaluationRecorder(settings)
+    conn = open_reports_db(settings)
+
+    def rows() -> int:
+        return int(conn.execute("SELECT count(*) FROM dmarc_evaluations").fetchone()[0])
+
+    for i in range(3):
+        record(evaluation(time=1_700_000_000.0 + i))
+    assert rows() == 0  # kept, the timer is set
+    record.flush()
+    assert rows() == 3
+    for i in range(EvaluationRecorder.BATCH):
+        record(evaluation(time=1_700_001_000.0 + i))
+    assert rows() == 3 + EvaluationRecorder.BATCH  # a full batch is written at once
+    record(evaluation())
+    await asyncio.sleep(EvaluationRecorder.FLUSH_SECONDS * 1.5)  # the timer writes the rest
+    assert rows() == 4 + EvaluationRecorder.BATCH
+    conn.close()

@@ -81,6 +81,8 @@ class MailSystem:
         self._closing: set[asyncio.Task[None]] = set()
         # TLS-RPT (RFC 8460): one row per new session to an MX host, in reports.db.
         self.tls_recorder = TlsRecorder(lambda: open_tls_db(settings))
+        # Each DMARC evaluation of MX mail, written in batches (reports/store.py).
+        self.recorder = EvaluationRecorder(settings)
         self._network: tuple[object, ...] | None = None
         self._build_network()
         postmaster = f"postmaster@{settings.server.hostname.rstrip('.')}"
@@ -204,7 +206,7 @@ class MailSystem:
                     allow=s.mailauth.dmarc_allow,
                     timeout_seconds=s.mailauth.timeout_seconds,
                     trusted_arc_sealers=s.mailauth.trusted_arc_sealers,
-                    record=EvaluationRecorder(s),  # into reports.db, for the DMARC reports
+                    record=self.recorder,  # into reports.db, for the DMARC reports
                 )
             )
             # SPF of MAIL FROM, once per transaction, for the filter (spf_policy.py).
@@ -293,5 +295,6 @@ class MailSystem:
         if self._closing:
             await asyncio.gather(*list(self._closing), return_exceptions=True)
         self.tls_recorder.close()
+        self.recorder.flush()
         self.spool.close()
         self.store.close()

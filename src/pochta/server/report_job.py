@@ -23,7 +23,7 @@ from pochta.logs import get_logger
 from pochta.mailauth import dmarc
 from pochta.receive.maildrop import MAILDROP_DIR, Drop, encode, write_drop
 from pochta.reports.dmarc_send import OutgoingReport, send_dmarc_reports
-from pochta.reports.store import forget_evaluations_before, open_reports_db
+from pochta.reports.store import EvaluationRecorder, forget_evaluations_before, open_reports_db
 from pochta.reports.tls_sender import TlsReportSent, send_tls_reports
 from pochta.reports.tls_store import forget_sessions_before, open_tls_db
 
@@ -58,6 +58,7 @@ def our_domains(settings: Settings, directory: Directory) -> Callable[[str], boo
 
 
 DAY = 86_400
+RECORDING_DELAY = EvaluationRecorder.FLUSH_SECONDS + 1.0
 TLS_DAYS_BACK = 7  # whole days not reported yet (a server that was down) are caught up
 
 
@@ -100,7 +101,9 @@ async def run_reports(
                     settings,
                     conn,
                     lookup=dmarc.resolver_txt_lookup(resolver),
-                    now=when,
+                    # The evaluations of the last moments may still be in a recorder's
+                    # batch (reports/store.py): they belong to the next period.
+                    now=when - RECORDING_DELAY,
                     ours=our_domains(settings, directory),
                     drop=drop,
                 )
