@@ -472,3 +472,27 @@ def test_adapter_timeout_and_servfail_are_temporary(error: Exception) -> None:
         verify_dkim(sign_rsa(data("test.message")), txt_lookup=lookup)  # type: ignore[arg-type]
     )
     assert results(found) == ["temperror"]
+
+
+def test_small_single_signature_verified_inline_others_in_a_thread(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """One signature over a small message: no thread hop; a large message or several
+    signatures: dkimpy runs in a thread, never on the event loop."""
+    hops: list[int] = []
+    real = asyncio.to_thread
+
+    async def counting(fn: Any, /, *args: Any, **kwargs: Any) -> Any:
+        hops.append(1)
+        return await real(fn, *args, **kwargs)
+
+    monkeypatch.setattr(dkim_verify.asyncio, "to_thread", counting)
+    small = sign_rsa(data("test.message"))
+    assert results(verify(small)) == ["pass"]
+    assert hops == []
+    large_body = b"x" * 100 + b"\r\n"
+    large = sign_rsa(data("test.message") + large_body * (dkim_verify.INLINE_MAX_BYTES // 100))
+    assert results(verify(large)) == ["pass"]
+    assert hops == [1]
+    assert results(verify(sign_rsa(small, selector=b"test"))) == ["pass", "pass"]
+    assert hops == [1, 1]
