@@ -51,7 +51,11 @@ import dns.rdatatype
 import dns.resolver
 from dkim.util import InvalidTagValueList, parse_tag_value
 
+from pochta.mailauth import dkim_rsa
 from pochta.mime.headers import HeaderField, split_message
+
+# dkimpy's RSA check through OpenSSL (dkim_rsa.py): the same answers, a fraction of the CPU.
+dkim_rsa.install()
 
 __all__ = [
     "MAX_SIGNATURES",
