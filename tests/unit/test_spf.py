@@ -14,6 +14,7 @@ from typing import Any
 import pytest
 import spf
 
+from pochta.mailauth import spf as spf_module
 from pochta.mailauth.spf import (
     MAX_DNS_QUERIES,
     DnsNameNotFound,
@@ -291,8 +292,35 @@ async def test_pyspf_runs_in_the_pool_not_on_the_loop(pool: CountingPool) -> Non
         got = await check_spf(IP, "a@example.test", "h", dns=ZoneDns(zone), executor=pool)
     assert got.result == "pass"
     assert pool.submitted == 1
-    assert len(threads) == 1
-    assert threads[0].startswith("test-spf")
+    # A first check has nothing in the memo: the inline attempt stops at its first lookup
+    # and the evaluation that answers runs in the pool.
+    assert threads[-1].startswith("test-spf")
+    assert not any(name.startswith("test-spf") for name in threads[:-1])
+
+
+async def test_answers_of_the_last_seconds_are_evaluated_inline(pool: CountingPool) -> None:
+    """MEMO_SECONDS: a check whose every answer a recent check got runs on the loop with no
+    DNS query and no thread; after that, DNS and the pool again."""
+    now = [100.0]
+    dns = ZoneDns(
+        {
+            "example.test": [_txt("v=spf1 include:inc.test -all")],
+            "inc.test": [_txt("v=spf1 ip4:192.0.2.0/24 -all")],
+        }
+    )
+    spf_module._memos[dns] = spf_module._AnswerMemo(clock=lambda: now[0])
+    first = await check_spf(IP, "a@example.test", "h", dns=dns, executor=pool)
+    asked = len(dns.queries)
+    second = await check_spf(IP, "b@example.test", "h", dns=dns, executor=pool)
+    assert (first.result, second.result) == ("pass", "pass")
+    assert pool.submitted == 1  # the second check did not use the pool ...
+    assert len(dns.queries) == asked  # ... nor DNS
+    assert second.dns_queries == first.dns_queries == 2
+    now[0] += spf_module.MEMO_SECONDS + 1
+    third = await check_spf(IP, "c@example.test", "h", dns=dns, executor=pool)
+    assert third.result == "pass"
+    assert pool.submitted == 2
+    assert len(dns.queries) == 2 * asked
 
 
 async def test_pyspf_outside_a_check_gets_no_dns() -> None:

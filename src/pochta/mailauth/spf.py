@@ -6,8 +6,12 @@ the policy hook and the cleanup filter that will call it come with the next step
 The record evaluation is pyspf's (``spf.query``, strict RFC 7208 mode), kept behind our own
 interface, :func:`check_spf` and :func:`check_helo`, returning :class:`SpfResult`:
 
-- pyspf is synchronous, so each check runs in a bounded thread pool (``SPF_THREADS`` threads
-  unless the caller gives its own executor), never on the event loop;
+- pyspf is synchronous, so a check that needs DNS runs in a bounded thread pool
+  (``SPF_THREADS`` threads unless the caller gives its own executor), never on the event
+  loop. The answers each check got are kept :data:`MEMO_SECONDS` per :class:`SpfDns`; a
+  check whose every lookup is among them (the next messages of a burst from one sender)
+  is evaluated at once on the calling thread, with no DNS and no thread hop; the first
+  lookup it lacks sends it to the pool as above;
 - pyspf never does DNS of its own: this module replaces its one lookup function
   (``spf.DNSLookup``) with a bridge that asks the caller's asynchronous :class:`SpfDns` on
   the event loop (``asyncio.run_coroutine_threadsafe``) and waits in the pyspf thread. Tests
@@ -34,6 +38,7 @@ import concurrent.futures
 import ipaddress
 import threading
 import time
+import weakref
 from collections.abc import Callable
 from concurrent.futures import Executor, ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -135,6 +140,79 @@ class SpfResult:
     dns_queries: int = 0
 
 
+MEMO_SECONDS = 10.0
+"""How long an answer an SPF check got stays usable for the next checks through the same
+``SpfDns`` (:class:`_AnswerMemo`): bursts of mail from one sender are checked on the event
+loop with no DNS round trip and no thread (the resolver's cache keeps the TTL; this bounds
+how much longer an answer may be used to these few seconds)."""
+MEMO_ENTRIES = 4096
+
+
+class _AnswerMemo:
+    """The recent answers of one ``SpfDns``: (name, type) -> (expiry, values)."""
+
+    def __init__(self, clock: Callable[[], float] = time.monotonic) -> None:
+        self._answers: dict[tuple[str, str], tuple[float, list[Any]]] = {}
+        self._clock = clock
+
+    def get(self, name: str, qtype: str) -> list[Any] | None:
+        found = self._answers.get((name.lower(), qtype))
+        if found is None or found[0] < self._clock():
+            return None
+        return found[1]
+
+    def put(self, name: str, qtype: str, values: list[Any]) -> None:
+        if len(self._answers) >= MEMO_ENTRIES:
+            now = self._clock()
+            self._answers = {k: v for k, v in self._answers.items() if v[0] >= now}
+            if len(self._answers) >= MEMO_ENTRIES:
+                self._answers.clear()
+        self._answers[(name.lower(), qtype)] = (self._clock() + MEMO_SECONDS, values)
+
+
+_memos: weakref.WeakKeyDictionary[Any, _AnswerMemo] = weakref.WeakKeyDictionary()
+
+
+def _memo_for(dns_: SpfDns) -> _AnswerMemo | None:
+    """The memo of ``dns_`` (made at first use), or None for an adapter that cannot be
+    weakly referenced (then every check goes to the thread)."""
+    try:
+        memo = _memos.get(dns_)
+        if memo is None:
+            memo = _memos[dns_] = _AnswerMemo()
+    except TypeError:
+        return None
+    return memo
+
+
+class _NotInMemo(BaseException):
+    """An inline check needed an answer the memo does not have (a BaseException, so that
+    pyspf's own handlers never take it for an error of the record)."""
+
+
+class _MemoBridge:
+    """pyspf's lookups answered from the memo alone, on the calling thread."""
+
+    def __init__(self, memo: _AnswerMemo, max_queries: int) -> None:
+        self._memo = memo
+        self._max_queries = max_queries
+        self.queries = 0
+        # pyspf swallows some lookup errors with a bare except (exp=, ptr): a miss seen
+        # anywhere voids the inline result.
+        self.missed = False
+
+    def lookup(self, name: str, qtype: str) -> list[tuple[tuple[str, str], Any]]:
+        self.queries += 1
+        if self.queries > self._max_queries:
+            # RFC 7208 §4.6.4: exceeding the processing limits is a permerror.
+            raise spf.PermError(f"more than {self._max_queries} DNS queries in one SPF check")
+        values = self._memo.get(name, qtype)
+        if values is None:
+            self.missed = True
+            raise _NotInMemo
+        return [((name, qtype), value) for value in values]
+
+
 class _Bridge:
     """Answers pyspf's synchronous lookups from an :class:`SpfDns` on the event loop."""
 
@@ -145,8 +223,10 @@ class _Bridge:
         deadline: float,
         clock: Callable[[], float],
         max_queries: int,
+        memo: _AnswerMemo | None = None,
     ) -> None:
         self._dns = dns_
+        self._memo = memo
         self._loop = loop
         self._deadline = deadline
         self._clock = clock
@@ -178,6 +258,8 @@ class _Bridge:
         except Exception as exc:  # a failing resolver adapter: no answer, so temporary
             log.warning("spf_dns_error", name=name, type=qtype, error=repr(exc))
             raise spf.TempError(f"DNS: {qtype} {name}: {exc!r}") from None
+        if self._memo is not None:
+            self._loop.call_soon_threadsafe(self._memo.put, name, qtype, values)
         return [((name, qtype), value) for value in values]
 
     async def _ask(self, name: str, qtype: str) -> list[Any]:
@@ -205,7 +287,7 @@ _local = threading.local()
 def _lookup_in_thread(
     name: str, qtype: str, strict: object = True, timeout: object = None
 ) -> list[tuple[tuple[str, str], Any]]:
-    bridge: _Bridge | None = getattr(_local, "bridge", None)
+    bridge: _Bridge | _MemoBridge | None = getattr(_local, "bridge", None)
     if bridge is None:
         raise spf.TempError("DNS: pyspf called outside pochta.mailauth.spf.check_spf")
     return bridge.lookup(name, qtype)
@@ -236,9 +318,10 @@ def _valid_ip(ip: str | ipaddress.IPv4Address | ipaddress.IPv6Address) -> str:
 
 
 def _run_query(
-    bridge: _Bridge, ip: str, sender: str, helo: str, receiver: str
+    bridge: _Bridge | _MemoBridge, ip: str, sender: str, helo: str, receiver: str
 ) -> tuple[str, str, str]:
-    """Runs in a pool thread: one pyspf evaluation with ``bridge`` as its DNS."""
+    """One pyspf evaluation with ``bridge`` as its DNS (in a pool thread; a
+    :class:`_MemoBridge` on the event loop)."""
     _local.bridge = bridge
     try:
         query = spf.query(i=ip, s=sender, h=helo, receiver=receiver, strict=True)
@@ -266,12 +349,28 @@ async def _check(
 ) -> SpfResult:
     address = _valid_ip(ip)
     loop = asyncio.get_running_loop()
-    bridge = _Bridge(dns, loop, clock() + timeout_seconds, clock, max_dns_queries)
-    pool = executor if executor is not None else _default_pool()
+    memo = _memo_for(dns)
+    outcome: tuple[str, str, str] | None = None
+    queries = 0
     try:
-        result, explanation, problem = await loop.run_in_executor(
-            pool, _run_query, bridge, address, sender, helo, receiver
-        )
+        if memo is not None:
+            # Every answer recent: evaluated here, no DNS and no thread (MEMO_SECONDS).
+            inline = _MemoBridge(memo, max_dns_queries)
+            try:
+                outcome = _run_query(inline, address, sender, helo, receiver)
+                queries = inline.queries
+            except _NotInMemo:
+                outcome = None
+            if inline.missed:
+                outcome = None
+        if outcome is None:
+            bridge = _Bridge(dns, loop, clock() + timeout_seconds, clock, max_dns_queries, memo)
+            pool = executor if executor is not None else _default_pool()
+            outcome = await loop.run_in_executor(
+                pool, _run_query, bridge, address, sender, helo, receiver
+            )
+            queries = bridge.queries
+        result, explanation, problem = outcome
     except Exception as exc:  # a pyspf bug on some record: say so, do not crash the session
         log.warning("spf_error", sender=sender, helo=helo, ip=address, error=repr(exc))
         result, explanation, problem = "permerror", "", f"SPF evaluation failed: {exc!r}"
@@ -287,7 +386,7 @@ async def _check(
         domain=domain,
         # RFC 7208 §6.2: the explanation is only for a "fail" result.
         explanation=explanation if keyword == "fail" else "",
-        dns_queries=bridge.queries,
+        dns_queries=queries,
     )
 
 
