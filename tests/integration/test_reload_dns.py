@@ -1,5 +1,6 @@
-"""A SIGHUP that changes ``[dns]`` reaches the inbound checks and delivery (issue 14): the
-server is asked through the reload that SIGHUP runs, and answers from the new name server.
+"""A SIGHUP that changes ``[dns]`` reaches the inbound checks, the client name lookup and
+delivery (issue 14): the server is asked through the reload that SIGHUP runs, and answers
+from the new name server.
 
 Zone A says forged.test's SPF does not cover 127.0.0.1 (p=reject: refused); zone B, on another
 loopback server, authorises 127.0.0.1 (SPF pass, aligned: delivered). Before the fix the
@@ -21,6 +22,8 @@ from tests.integration.test_verdict_policy import mail_of, subject, wait_for_mes
 ZONE_B = """
 forged.test. 60 IN TXT "v=spf1 ip4:127.0.0.1 -all"
 _dmarc.forged.test. 60 IN TXT "v=DMARC1; p=reject"
+1.0.0.127.in-addr.arpa. 60 IN PTR client.forged.test.
+client.forged.test. 60 IN A 127.0.0.1
 """
 
 
@@ -43,3 +46,5 @@ async def test_a_reload_with_a_new_name_server_reaches_the_checks(pochta_env: Po
             stored = await wait_for_message(server, "INBOX", subject("after"))
             assert b"spf=pass" in stored
             assert b"dmarc=pass" in stored
+            # The client name (forward-confirmed PTR) is looked up in the new zone too.
+            assert b"(client.forged.test [127.0.0.1])" in stored

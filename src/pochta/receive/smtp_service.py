@@ -105,16 +105,21 @@ class SMTPService:
             raise RuntimeError(f"listen.{listener} needs a TLS certificate; see tls.cert_file")
         self.ssl_context = self.tls if implicit_tls else None
         self._dns: dns.asyncresolver.Resolver | None = None
+        self._dns_settings: object = None
         self.names = NameCache()  # the system resolver's answers (client_name.py)
 
     @property
     def dns(self) -> dns.asyncresolver.Resolver | None:
-        """The resolver for client names (made at first use, from ``[dns]``); None when
-        ``[dns]`` cannot make one (``pochta check`` says why)."""
-        if self._dns is None:
+        """The resolver for client names (made at first use from ``[dns]``, again when a
+        reload changed ``[dns]``); None when ``[dns]`` cannot make one (``pochta check``
+        says why)."""
+        wanted = self.server.settings.dns
+        if self._dns is None or self._dns_settings != wanted:
+            self._dns_settings = wanted
             try:
-                self._dns = make_async_resolver(self.server.settings.dns)
+                self._dns = make_async_resolver(wanted)
             except ResolverConfigError as exc:
+                self._dns = None
                 log.warning("client_name_lookup_off", listener=self.name, reason=str(exc))
         return self._dns
 
