@@ -246,6 +246,7 @@ def one_run(
     nameserver: str,
     messages: list[tuple[str, bytes]],
     concurrency: int,
+    processes: int = 0,
 ) -> dict[str, float]:
     data = work / "data"
     shutil.rmtree(data, ignore_errors=True)
@@ -255,6 +256,8 @@ def one_run(
     config.write_text(text)
     set_key(config, "mailauth", "check_incoming", "true" if checks else "false")
     set_key(config, "dns", "nameservers", f'["{nameserver}"]')
+    if processes:
+        set_key(config, "server", "processes", str(processes))
     port = smtp_port(config)
     log = (work / f"serve-{'on' if checks else 'off'}.log").open("wb")
     proc = subprocess.Popen(
@@ -289,6 +292,9 @@ def main() -> None:
     parser.add_argument("--size", type=int, default=4096)
     parser.add_argument("--work", type=Path, default=Path("/tmp/pochta-auth-bench"))
     parser.add_argument("--out", type=Path, default=None)
+    parser.add_argument(
+        "--processes", type=int, default=0, help="server.processes (default: the server's)"
+    )
     a = parser.parse_args()
     a.work.mkdir(parents=True, exist_ok=True)
     template = a.work / "template"
@@ -309,11 +315,18 @@ def main() -> None:
     with ZoneServer(make_zone(public), origin=".") as zone:
         for rep in range(a.reps):
             for checks in (False, True) if rep % 2 == 0 else (True, False):
-                r = one_run(template, a.work, checks, zone.address, messages, a.concurrency)
+                r = one_run(
+                    template, a.work, checks, zone.address, messages, a.concurrency, a.processes
+                )
                 r["rep"] = rep
                 runs.append(r)
                 print(json.dumps(r), flush=True)
-    summary: dict[str, object] = {"n": a.n, "concurrency": a.concurrency, "size": a.size}
+    summary: dict[str, object] = {
+        "n": a.n,
+        "concurrency": a.concurrency,
+        "size": a.size,
+        "processes": a.processes or "default",
+    }
     for checks in (False, True):
         mine = [r for r in runs if r["checks"] == checks]
         name = "on" if checks else "off"

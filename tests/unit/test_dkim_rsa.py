@@ -52,3 +52,15 @@ def test_an_unknown_hash_goes_to_dkimpy() -> None:
 def test_installed_for_dkimpy_by_the_verifier() -> None:
     assert dkim_verify.MAX_SIGNATURES  # the module that installs it is imported
     assert dkim.RSASSA_PKCS1_v1_5_verify is dkim_rsa.verify
+
+
+def test_parsed_keys_are_remembered_and_copied() -> None:
+    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    der = key.public_key().public_bytes(
+        serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
+    )
+    first = dkim_rsa.parse_public_key(der)
+    assert first == dkim.crypto.parse_public_key(der)
+    first["modulus"] = 1  # a caller changing its copy ...
+    assert dkim_rsa.parse_public_key(der) == dkim.crypto.parse_public_key(der)  # ... changes none
+    assert dkim.parse_public_key is dkim_rsa.parse_public_key

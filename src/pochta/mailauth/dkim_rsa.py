@@ -7,7 +7,9 @@ byte-by-byte integer-to-string loop, about a third of the CPU of checking one 4 
 ``DomainSigner.verify_sig_process`` calls, for DKIM and ARC alike) at :func:`verify`, which
 gives the same answer through ``cryptography``'s verifier, already a dependency. Anything
 ``cryptography`` will not take (a hash it does not know here, a key it refuses) is handed
-to dkimpy's original function, so results never depend on which one ran.
+to dkimpy's original function, so results never depend on which one ran. dkimpy's
+``parse_public_key`` (its own ASN.1 reader, run for every signature) is remembered for the
+last 256 keys.
 """
 
 from __future__ import annotations
@@ -21,9 +23,10 @@ from cryptography.exceptions import InvalidSignature, UnsupportedAlgorithm
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import padding, rsa, utils
 
-__all__ = ["install", "verify"]
+__all__ = ["install", "parse_public_key", "verify"]
 
 _original = dkim.crypto.RSASSA_PKCS1_v1_5_verify
+_original_parse = dkim.crypto.parse_public_key
 
 # RFC 6376 §3.3: rsa-sha256 (and rsa-sha1, which RFC 8301 §3.1 retires; still checked so
 # that the result can say "policy" rather than "fail").
@@ -55,6 +58,21 @@ def verify(hash: Any, signature: bytes, public_key: dict[str, int]) -> bool:
     return True
 
 
+@functools.lru_cache(maxsize=256)
+def _parsed_public_key(data: bytes) -> dict[str, int]:
+    parsed: dict[str, int] = _original_parse(data)
+    return parsed
+
+
+def parse_public_key(data: bytes) -> dict[str, int]:
+    """dkimpy's ``parse_public_key`` (DER SubjectPublicKeyInfo or RSAPublicKey to modulus and
+    exponent in its pure-Python ASN.1 reader), remembered for the keys seen last: the same
+    few keys sign most mail. A copy each time, so no caller can change the remembered one."""
+    return dict(_parsed_public_key(data))
+
+
 def install() -> None:
-    """Make dkimpy check RSA signatures with :func:`verify` (idempotent)."""
+    """Make dkimpy check RSA signatures with :func:`verify` and remember parsed keys
+    (idempotent)."""
     dkim.RSASSA_PKCS1_v1_5_verify = verify
+    dkim.parse_public_key = parse_public_key
