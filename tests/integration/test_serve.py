@@ -94,7 +94,9 @@ def test_http_answers_autoconfig_mta_sts_metrics(pochta_env: PochtaEnv) -> None:
         assert status == 200
         assert b'pochta_connections_total{listener="http"}' in body
         assert b"pochta_reloads_total" in body
-        assert http_get(port, "/healthz") == (200, http_get(port, "/healthz")[1], b"ok\n")
+        status, headers, body = http_get(port, "/healthz")
+        assert (status, body) == (200, b"ok\n")
+        assert headers["content-type"].startswith("text/plain")
         assert http_get(port, "/healthz", method="DELETE")[0] == 405
         assert http_get(port, "/nothing-here")[0] == 404
         status, headers, body = http_get(port, "/healthz", method="HEAD")

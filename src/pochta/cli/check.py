@@ -90,6 +90,7 @@ def _destination_text(dest: object) -> str:
         Rejection,
         RelayDest,
         RemoteDest,
+        ReportDest,
         UnixDest,
     )
 
@@ -105,6 +106,8 @@ def _destination_text(dest: object) -> str:
         return f"Unix user {dest.user}"
     if isinstance(dest, DiscardDest):
         return "discarded"
+    if isinstance(dest, ReportDest):
+        return f"report:{dest.kind} (stored in reports.db: pochta report {dest.kind})"
     if isinstance(dest, Rejection):
         return f"refused: {dest.reply}"
     return str(dest)
