@@ -45,8 +45,15 @@ def verify(hash: Any, signature: bytes, public_key: dict[str, int]) -> bool:
     algorithm = _HASHES.get(str(getattr(hash, "name", "")).lower())
     if algorithm is None:
         return bool(_original(hash, signature, public_key))
+    modulus = public_key["modulus"]
+    number = int.from_bytes(signature, "big")
+    if number >= modulus:
+        return bool(_original(hash, signature, public_key))  # dkimpy reduces it; so do we
+    # dkimpy reads the signature as a number, so leading zero octets may be missing or extra
+    # (RFC 8017 §8.2.2 step 1 wants exactly k octets; OpenSSL insists): give OpenSSL k.
+    signature = number.to_bytes((modulus.bit_length() + 7) // 8, "big")
     try:
-        key = _key(public_key["modulus"], public_key["publicExponent"])
+        key = _key(modulus, public_key["publicExponent"])
         digest = hash.digest()
         key.verify(signature, digest, padding.PKCS1v15(), utils.Prehashed(algorithm()))
     except InvalidSignature:
