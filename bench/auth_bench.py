@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import base64
 import json
 import os
 import random
@@ -35,13 +34,12 @@ import time
 from pathlib import Path
 
 import dkim
-from cryptography.hazmat.primitives import serialization
-from cryptography.hazmat.primitives.asymmetric import rsa
 
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
 from tests.dnsserver import ZoneServer  # noqa: E402  (the repo root is on the path now)
+from tests.factories import make_rsa_dkim_key  # noqa: E402
 
 POCHTA = [sys.executable, "-m", "pochta"]
 SENDER_DOMAIN = "sender.test"
@@ -55,11 +53,11 @@ def _txt(value: str) -> str:
     return " ".join(f'"{value[i : i + 200]}"' for i in range(0, len(value), 200))
 
 
-def make_zone(public_b64: str) -> str:
+def make_zone(key_txt: bytes) -> str:
     return f"""
 {SENDER_DOMAIN}. 3600 IN TXT "v=spf1 ip4:127.0.0.1 -all"
 _dmarc.{SENDER_DOMAIN}. 3600 IN TXT "v=DMARC1; p=reject; rua=mailto:dmarc@{SENDER_DOMAIN}"
-{SELECTOR}._domainkey.{SENDER_DOMAIN}. 3600 IN TXT {_txt("v=DKIM1; k=rsa; p=" + public_b64)}
+{SELECTOR}._domainkey.{SENDER_DOMAIN}. 3600 IN TXT {_txt(key_txt.decode())}
 client.{SENDER_DOMAIN}. 3600 IN A 127.0.0.1
 1.0.0.127.in-addr.arpa. 3600 IN PTR client.{SENDER_DOMAIN}.
 """
@@ -299,20 +297,10 @@ def main() -> None:
     a.work.mkdir(parents=True, exist_ok=True)
     template = a.work / "template"
     build_template(template)
-    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
-    key_pem = key.private_bytes(
-        serialization.Encoding.PEM,
-        serialization.PrivateFormat.TraditionalOpenSSL,
-        serialization.NoEncryption(),
-    )
-    public = base64.b64encode(
-        key.public_key().public_bytes(
-            serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
-        )
-    ).decode()
+    key_pem, key_txt = make_rsa_dkim_key()
     messages = make_messages(a.n, a.size, key_pem)
     runs: list[dict[str, float]] = []
-    with ZoneServer(make_zone(public), origin=".") as zone:
+    with ZoneServer(make_zone(key_txt), origin=".") as zone:
         for rep in range(a.reps):
             for checks in (False, True) if rep % 2 == 0 else (True, False):
                 r = one_run(

@@ -3,16 +3,20 @@
 make_envelope("bob@example.test", sender="alice@example.org", content=CONTENT)
 make_settings({"server.hostname": HOST, "delivery.tls_security_level": "dane"})
 make_message("alice@example.test", "hello")
+make_rsa_dkim_key()  # (private PEM, the DKIM TXT record)
 """
 
 from __future__ import annotations
 
+import base64
 import time
 from collections.abc import Mapping
 from email.message import EmailMessage
 from typing import Any
 
 import msgspec
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import rsa
 
 from pochta.config.settings import Settings
 from pochta.queue.envelope import Envelope, Recipient, new_queue_id
@@ -90,3 +94,21 @@ def make_message(
     msg["Message-ID"] = f"<{subject.replace(' ', '.')}.{time.time_ns()}@example.org>"
     msg.set_content(body)
     return msg
+
+
+# -- DKIM keys ------------------------------------------------------------------------------
+
+
+def make_rsa_dkim_key(bits: int = 2048) -> tuple[bytes, bytes]:
+    """A new RSA key: (its private key in PEM, the DKIM key record to publish for it,
+    ``v=DKIM1; k=rsa; p=...`` with the SubjectPublicKeyInfo, RFC 6376 §3.6.1)."""
+    key = rsa.generate_private_key(public_exponent=65537, key_size=bits)
+    pem = key.private_bytes(
+        serialization.Encoding.PEM,
+        serialization.PrivateFormat.TraditionalOpenSSL,
+        serialization.NoEncryption(),
+    )
+    der = key.public_key().public_bytes(
+        serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
+    )
+    return pem, b"v=DKIM1; k=rsa; p=" + base64.b64encode(der)

@@ -9,7 +9,6 @@ answer comes from a zone server on loopback (tests/dnsserver.py); clients are sm
 from __future__ import annotations
 
 import asyncio
-import base64
 import json
 import re
 import smtplib
@@ -18,13 +17,12 @@ from contextlib import AsyncExitStack, asynccontextmanager
 
 import dkim
 import pytest
-from cryptography.hazmat.primitives import serialization
-from cryptography.hazmat.primitives.asymmetric import rsa
 
 from pochta.config.load import load_settings
 from pochta.mime.headers import split_message
 from pochta.server.app import Server
 from tests.dnsserver import ZoneServer
+from tests.factories import make_rsa_dkim_key
 from tests.harness import DOMAIN, HOSTNAME, PochtaEnv, set_key
 from tests.integration.test_verdict_policy import mail_of, subject, wait_for_message
 
@@ -33,17 +31,7 @@ PASSWORD = "secret-pw-1"
 HELO = "helo.client.test"
 SELECTOR = "sel"
 
-_KEY = rsa.generate_private_key(public_exponent=65537, key_size=2048)
-PRIVATE_PEM = _KEY.private_bytes(
-    serialization.Encoding.PEM,
-    serialization.PrivateFormat.TraditionalOpenSSL,
-    serialization.NoEncryption(),
-)
-PUBLIC_B64 = base64.b64encode(
-    _KEY.public_key().public_bytes(
-        serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
-    )
-).decode()
+PRIVATE_PEM, DKIM_TXT = make_rsa_dkim_key()
 
 
 def _txt(value: str) -> str:
@@ -61,9 +49,9 @@ forged.test. 60 IN TXT "v=spf1 ip4:192.0.2.1 -all"
 _dmarc.forged.test. 60 IN TXT "v=DMARC1; p=reject"
 good.test. 60 IN TXT "v=spf1 ip4:127.0.0.1 -all"
 _dmarc.good.test. 60 IN TXT "v=DMARC1; p=reject"
-{SELECTOR}._domainkey.good.test. 60 IN TXT {_txt("v=DKIM1; k=rsa; p=" + PUBLIC_B64)}
+{SELECTOR}._domainkey.good.test. 60 IN TXT {_txt(DKIM_TXT.decode())}
 {DOMAIN}. 60 IN TXT "v=spf1 ip4:192.0.2.9 -all"
-arc._domainkey.lists.test. 60 IN TXT {_txt("v=DKIM1; k=rsa; p=" + PUBLIC_B64)}
+arc._domainkey.lists.test. 60 IN TXT {_txt(DKIM_TXT.decode())}
 _dmarc.{DOMAIN}. 60 IN TXT "v=DMARC1; p=reject"
 """
 

@@ -3,31 +3,14 @@
 
 from __future__ import annotations
 
-import base64
-
 import dkim
 import pytest
-from cryptography.hazmat.primitives import serialization
-from cryptography.hazmat.primitives.asymmetric import rsa
 
 from pochta.mailauth.arc_seal import SealError, seal_fields
+from tests.factories import make_rsa_dkim_key
 
-
-def _key() -> tuple[bytes, bytes]:
-    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
-    pem = key.private_bytes(
-        serialization.Encoding.PEM,
-        serialization.PrivateFormat.TraditionalOpenSSL,
-        serialization.NoEncryption(),
-    )
-    public = key.public_key().public_bytes(
-        serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
-    )
-    return pem, b"v=DKIM1; k=rsa; p=" + base64.b64encode(public)
-
-
-KEY1, TXT1 = _key()
-KEY2, TXT2 = _key()
+KEY1, TXT1 = make_rsa_dkim_key()
+KEY2, TXT2 = make_rsa_dkim_key()
 ZONE = {"arc._domainkey.fwd.example": TXT1, "arc._domainkey.second.example": TXT2}
 
 

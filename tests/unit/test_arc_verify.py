@@ -15,11 +15,10 @@ import dkim
 import nacl.encoding
 import nacl.signing
 import pytest
-from cryptography.hazmat.primitives import serialization
-from cryptography.hazmat.primitives.asymmetric import rsa
 
 from pochta.mailauth.arc_verify import MAX_ARC_SETS, ArcResult, verify_arc
 from pochta.mailauth.dkim_verify import DnsTemporaryError
+from tests.factories import make_rsa_dkim_key
 
 ORIGINAL = (
     b"From: Alice <alice@good.test>\r\n"
@@ -31,20 +30,7 @@ ORIGINAL = (
 )
 
 
-def _rsa_key() -> tuple[bytes, bytes]:
-    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
-    pem = key.private_bytes(
-        serialization.Encoding.PEM,
-        serialization.PrivateFormat.TraditionalOpenSSL,
-        serialization.NoEncryption(),
-    )
-    der = key.public_key().public_bytes(
-        serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
-    )
-    return pem, b"v=DKIM1; k=rsa; p=" + base64.b64encode(der)
-
-
-RSA_PEM, RSA_TXT = _rsa_key()
+RSA_PEM, RSA_TXT = make_rsa_dkim_key()
 ED_KEY = nacl.signing.SigningKey.generate()
 ED_SEED = base64.b64encode(bytes(ED_KEY))
 ED_TXT = b"v=DKIM1; k=ed25519; p=" + base64.b64encode(bytes(ED_KEY.verify_key))
