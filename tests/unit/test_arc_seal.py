@@ -32,14 +32,30 @@ MESSAGE = (
 )
 
 
-def test_seal_then_arc_verify_passes() -> None:
-    fields = seal_fields(
-        MESSAGE,
+def seal_at_fwd(message: bytes = MESSAGE) -> bytes:
+    """The ARC set mx.fwd.example adds (first hop, KEY1)."""
+    return seal_fields(
+        message,
         authserv_id="mx.fwd.example",
         domain="fwd.example",
         selector="arc",
         private_key=KEY1,
     )
+
+
+def seal_at_second(message: bytes) -> bytes:
+    """The ARC set mx.second.example adds (next hop, KEY2)."""
+    return seal_fields(
+        message,
+        authserv_id="mx.second.example",
+        domain="second.example",
+        selector="arc",
+        private_key=KEY2,
+    )
+
+
+def test_seal_then_arc_verify_passes() -> None:
+    fields = seal_at_fwd()
     assert fields.startswith(b"ARC-Seal: i=1;")
     assert b"ARC-Message-Signature: i=1;" in fields
     assert b"ARC-Authentication-Results: i=1; mx.fwd.example;" in fields
@@ -52,26 +68,14 @@ def test_seal_then_arc_verify_passes() -> None:
 
 
 def test_second_seal_is_i2_cv_pass() -> None:
-    first = seal_fields(
-        MESSAGE,
-        authserv_id="mx.fwd.example",
-        domain="fwd.example",
-        selector="arc",
-        private_key=KEY1,
-    )
+    first = seal_at_fwd()
     # The next hop verified the chain and wrote arc=pass in its Authentication-Results.
     hop2 = (
         b"Authentication-Results: mx.second.example; arc=pass;\r\n\tspf=fail smtp.mailfrom=x\r\n"
         + first
         + MESSAGE
     )
-    second = seal_fields(
-        hop2,
-        authserv_id="mx.second.example",
-        domain="second.example",
-        selector="arc",
-        private_key=KEY2,
-    )
+    second = seal_at_second(hop2)
     seal = second.split(b"ARC-Message-Signature")[0]
     assert b"i=2" in seal
     assert b"cv=pass" in seal
@@ -93,22 +97,10 @@ def test_no_results_of_ours_no_seal() -> None:
 
 
 def test_earlier_chain_without_arc_result_no_seal() -> None:
-    first = seal_fields(
-        MESSAGE,
-        authserv_id="mx.fwd.example",
-        domain="fwd.example",
-        selector="arc",
-        private_key=KEY1,
-    )
+    first = seal_at_fwd()
     hop2 = (
         b"Authentication-Results: mx.second.example; spf=pass smtp.mailfrom=x\r\n" + first + MESSAGE
     )
     with pytest.raises(SealError) as caught:
-        seal_fields(
-            hop2,
-            authserv_id="mx.second.example",
-            domain="second.example",
-            selector="arc",
-            private_key=KEY2,
-        )
+        seal_at_second(hop2)
     assert caught.value.kind == "chain"
