@@ -804,6 +804,77 @@ class ReportsSettings(_Table, frozen=True, kw_only=True, forbid_unknown_fields=T
     ] = ""
 
 
+class SpamSettings(_Table, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    """The spam filter (Rspamd's role): checks scored as symbols, actions by score."""
+
+    enabled: Annotated[
+        bool,
+        _doc(
+            "Score every message from the smtp (MX) listener with the spam checks and act on "
+            "the score (headers, Junk, greylisting, quarantine or reject); never submissions, "
+            "the sendmail command's pickup or LMTP."
+        ),
+    ] = True
+
+
+class SpamListsSettings(_Table, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    """Sender and recipient allow and block lists of the spam filter."""
+
+    enabled: Annotated[bool, _doc("Score senders and recipients on the allow and block lists.")] = (
+        True
+    )
+
+
+class DNSBLSettings(_Table, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    """DNS blocklists of the spam filter: client addresses and the domains of links."""
+
+    enabled: Annotated[
+        bool, _doc("Look up the client address and the links' domains in the DNS blocklists.")
+    ] = True
+
+
+class BayesSettings(_Table, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    """The Bayes classifier of the spam filter, per user and global."""
+
+    enabled: Annotated[
+        bool, _doc("Classify messages with the token statistics learnt from users' Junk moves.")
+    ] = True
+
+
+class GreylistSettings(_Table, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    """Greylisting (RFC 6647) of suspicious mail."""
+
+    enabled: Annotated[
+        bool, _doc("Answer a suspicious message from a new (client, sender, recipient) with 451.")
+    ] = True
+
+
+class RateLimitSettings(_Table, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    """Rate limits per client address, authenticated user and recipient."""
+
+    enabled: Annotated[bool, _doc("Apply the rate limits.")] = True
+
+
+class RspamdSettings(_Table, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    """An external Rspamd asked over its HTTP protocol (/checkv2)."""
+
+    url: Annotated[
+        str,
+        _doc('Base URL of the Rspamd normal worker ("http://127.0.0.1:11333"); empty: off.'),
+    ] = ""
+
+
+class MilterSettings(_Table, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    """External filters spoken to with the Sendmail milter protocol."""
+
+    servers: Annotated[
+        list[str],
+        _doc(
+            'Milter addresses, asked in order ("inet:127.0.0.1:8891", "unix:/path"); empty: none.'
+        ),
+    ] = []
+
+
 class Settings(_Table, frozen=True, kw_only=True, forbid_unknown_fields=True):
     server: ServerSettings
     tls: TLSSettings = TLSSettings()
@@ -824,6 +895,14 @@ class Settings(_Table, frozen=True, kw_only=True, forbid_unknown_fields=True):
     imap: IMAPSettings = IMAPSettings()
     pop3: POP3Settings = POP3Settings()
     reports: ReportsSettings = ReportsSettings()
+    spam: SpamSettings = SpamSettings()
+    spam_lists: SpamListsSettings = SpamListsSettings()
+    dnsbl: DNSBLSettings = DNSBLSettings()
+    bayes: BayesSettings = BayesSettings()
+    greylist: GreylistSettings = GreylistSettings()
+    rate_limits: RateLimitSettings = RateLimitSettings()
+    rspamd: RspamdSettings = RspamdSettings()
+    milter: MilterSettings = MilterSettings()
 
     # Set by the loader, not read from TOML: where the file was found.
     config_path: Annotated[str, _doc("(internal) path of the loaded file")] = ""
