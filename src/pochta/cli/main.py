@@ -26,6 +26,7 @@ SUBCOMMANDS: dict[str, str] = {
     "sendmail": "pochta.cli.sendmail:sendmail",
     "mailbox": "pochta.cli.mailbox:mailbox",
     "report": "pochta.cli.report:report",
+    "spam": "pochta.cli.spam:spam",
 }
 
 
