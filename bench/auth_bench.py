@@ -245,6 +245,9 @@ def one_run(
     messages: list[tuple[str, bytes]],
     concurrency: int,
     processes: int = 0,
+    *,
+    toggle: tuple[str, str] = ("mailauth", "check_incoming"),
+    settings: tuple[tuple[str, str, str], ...] = (),
 ) -> dict[str, float]:
     data = work / "data"
     shutil.rmtree(data, ignore_errors=True)
@@ -252,7 +255,9 @@ def one_run(
     config = data / "pochta.toml"
     text = config.read_text().replace(str(template), str(data))
     config.write_text(text)
-    set_key(config, "mailauth", "check_incoming", "true" if checks else "false")
+    for table, key, value in settings:
+        set_key(config, table, key, value)
+    set_key(config, *toggle, "true" if checks else "false")
     set_key(config, "dns", "nameservers", f'["{nameserver}"]')
     if processes:
         set_key(config, "server", "processes", str(processes))
