@@ -210,7 +210,7 @@ class ClientBlocklists:
     async def __call__(self, scan: ScanInput) -> Sequence[Symbol]:
         ip = askable_address(scan.client_ip)
         if not ip or scan.auth_user or not self.zones:
-            return ()
+            return []
         return await address_symbols(
             self.lookup,
             [ip],
