@@ -144,6 +144,10 @@ def make_pochta_env(data: Path, hostname: str = HOSTNAME) -> PochtaEnv:
     # want them turn them on with a loopback zone server (tests/integration/
     # test_inbound_auth.py), the others never ask the system's resolver.
     set_key(data / "pochta.toml", "mailauth", "check_incoming", "false")
+    # The DNS blocklists ([dnsbl], spam/dnsbl.py, spam/uribl.py) would ask Spamhaus and SURBL
+    # about every MX message; tests that want them point the zones at a loopback zone server
+    # (tests/integration/test_spam_dnsbl.py).
+    set_key(data / "pochta.toml", "dnsbl", "enabled", "false")
     return PochtaEnv(
         data_dir=data,
         config_path=data / "pochta.toml",

@@ -831,6 +831,43 @@ class DNSBLSettings(_Table, frozen=True, kw_only=True, forbid_unknown_fields=Tru
     enabled: Annotated[
         bool, _doc("Look up the client address and the links' domains in the DNS blocklists.")
     ] = True
+    client_zones: Annotated[
+        list[str],
+        _doc(
+            "Blocklists of client addresses (RFC 5782 §2), asked for every MX client that is "
+            "not loopback, private or link-local, and for the IP literals in links. Spamhaus "
+            "does not answer queries through public resolvers (8.8.8.8, 1.1.1.1...): use your "
+            "own recursive resolver in [dns] nameservers. Empty: none."
+        ),
+    ] = msgspec.field(default_factory=lambda: ["zen.spamhaus.org"])
+    uri_zones: Annotated[
+        list[str],
+        _doc(
+            "Domain blocklists (RFC 5782 §3) asked for the registrable domain of each link "
+            "in the message (hosted domains are not asked). Empty: none."
+        ),
+    ] = msgspec.field(default_factory=lambda: ["dbl.spamhaus.org", "multi.surbl.org"])
+    default_score: Annotated[
+        float,
+        _doc(
+            "Score of a listing in a zone whose return codes pochta does not know (symbol "
+            "RBL_<ZONE> or URIBL_<ZONE>); the known zones (ZEN, DBL, SURBL) score per code."
+        ),
+        msgspec.Meta(ge=0, le=100),
+    ] = 2.0
+    max_uri_lookups: Annotated[
+        int,
+        _doc("Distinct link domains (and IP literals) asked per message; the rest are not."),
+        msgspec.Meta(ge=1, le=1000),
+    ] = 20
+    timeout_seconds: Annotated[
+        float,
+        _doc(
+            "Time limit of all the blocklist lookups of one message (they run concurrently); "
+            "what has not answered by then gives no symbol."
+        ),
+        msgspec.Meta(gt=0, le=60),
+    ] = 5.0
 
 
 class BayesSettings(_Table, frozen=True, kw_only=True, forbid_unknown_fields=True):

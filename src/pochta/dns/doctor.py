@@ -16,8 +16,9 @@ doctor asks whether the published whole works, as a receiver sees it:
   target outside the organisational domain authorises the reports (RFC 7489 §7.1);
 - ``check_mta_sts``: the ``_mta-sts`` record's id, and the policy fetched over HTTPS (the
   caller injects the fetch: ``deliver/mta_sts.py``'s in ``pochta dns``) covers the MX hosts;
-- ``check_blocklists``: our addresses on DNS blocklists; Spamhaus's 127.255.255.252/254/255
-  "we do not answer you" replies are "could not check", never "listed".
+- ``check_blocklists``: our addresses on DNS blocklists, asked and read by ``dns/dnsbl.py``
+  as the spam filter does; Spamhaus's 127.255.255.252/254/255 "we do not answer you" replies
+  and answers outside 127.0.0.0/8 are "could not check", never "listed".
 
 Each check is a small coroutine over an injected dnspython asyncio resolver, returning
 :class:`Finding` lines: ``OK``, ``MISSING``, ``WRONG``, ``LISTED`` or ``COULD-NOT-CHECK``,
@@ -43,6 +44,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ed25519, rsa
 
 from pochta.directory.model import DkimSelector
+from pochta.dns import dnsbl
 from pochta.dns.records import Record, render_record, txt_kind
 from pochta.mailauth import spf as spf_check
 from pochta.mailauth.dkim_keys import DkimKeyError, load_private_key
@@ -62,13 +64,6 @@ DEFAULT_BLOCKLISTS: tuple[str, ...] = (
     "b.barracudacentral.org",
     "psbl.surriel.com",
 )
-# Spamhaus return codes that are not listings (Spamhaus "DNSBL return codes"): the query
-# was refused, so nothing is known about the address.
-_SPAMHAUS_REFUSALS: dict[str, str] = {
-    "127.255.255.252": "typing error in the DNSBL name",
-    "127.255.255.254": "query through a public/open resolver, which Spamhaus does not answer",
-    "127.255.255.255": "excessive number of queries",
-}
 # RFC 7208 §4.6.4: at most 10 DNS-querying terms and 2 void lookups per check.
 SPF_MAX_LOOKUPS = 10
 SPF_MAX_VOID = 2
@@ -702,22 +697,17 @@ async def check_mta_sts(
 # -- 7. blocklists ----------------------------------------------------------------------------
 
 
-def _dnsbl_name(ip: str, zone: str) -> str:
-    rev = dns.reversename.from_address(ip).to_text(omit_final_dot=True)
-    # DNSBLs are queried with the reversed address under the list's zone (RFC 5782 §2.1).
-    stem = rev.removesuffix(".in-addr.arpa").removesuffix(".ip6.arpa")
-    return f"{stem}.{zone.rstrip('.')}"
-
-
 async def check_blocklists(
     resolver: dns.asyncresolver.Resolver, ips: Sequence[str], zones: Sequence[str]
 ) -> list[Finding]:
-    """Each address in each DNSBL zone: NXDOMAIN is OK, 127.0.0.2-255 is LISTED (RFC 5782
-    §2.1), Spamhaus's 127.255.255.252/254/255 refusals are COULD-NOT-CHECK."""
+    """Each address in each DNSBL zone, asked and read as the spam filter does
+    (``dns/dnsbl.py``): NXDOMAIN is OK, a return code in 127.0.0.0/8 is LISTED (RFC 5782
+    §2.1); the lists' refusals (Spamhaus 127.255.255.252/254/255) and answers outside
+    127.0.0.0/8 are COULD-NOT-CHECK, never LISTED."""
     out: list[Finding] = []
     for ip in ips:
         for zone in zones:
-            qname = _dnsbl_name(ip, zone)
+            qname = dnsbl.ip_query_name(ip, zone)  # RFC 5782 §2.1 (IPv4), §2.4 (IPv6)
             subject = f"{ip} in {zone}"
             found = await _lookup(resolver, qname, "A")
             if found.state in ("nxdomain", "nodata"):
@@ -726,32 +716,14 @@ async def check_blocklists(
             if found.state == "error":
                 out.append(_could_not(subject, found, f"A {qname}"))
                 continue
-            answers = [str(rd.address) for rd in found.rdatas]
-            refusals = [a for a in answers if a in _SPAMHAUS_REFUSALS]
-            if refusals:
+            listing = dnsbl.interpret(str(rd.address) for rd in found.rdatas)
+            if not listing.listed:
                 out.append(
                     Finding(
                         "COULD-NOT-CHECK",
                         subject,
-                        tuple(answers),
-                        f"the list refused the query ({_SPAMHAUS_REFUSALS[refusals[0]]}); "
-                        "ask through your own resolver, not a public one",
-                    )
-                )
-                continue
-            listed = [
-                a
-                for a in answers
-                if ipaddress.ip_address(a) in ipaddress.ip_network("127.0.0.0/24")
-                and a != "127.0.0.1"
-            ]
-            if not listed:
-                out.append(
-                    Finding(
-                        "COULD-NOT-CHECK",
-                        subject,
-                        tuple(answers),
-                        "unexpected answer (a DNSBL answers 127.0.0.2-127.0.0.255, RFC 5782 §2.1)",
+                        listing.answers,
+                        f"the list gave no usable answer: {listing.problem}",
                     )
                 )
                 continue
@@ -761,7 +733,7 @@ async def check_blocklists(
                 Finding(
                     "LISTED",
                     subject,
-                    tuple(answers),
+                    listing.answers,
                     f"{ip} is listed" + (f": {why}" if why else ""),
                     f"find the cause (open relay, compromised account), then ask {zone} to "
                     "delist it",
