@@ -7,6 +7,7 @@ import asyncio
 from collections.abc import Iterator
 from pathlib import Path
 
+import dns.asyncresolver
 import pytest
 from click.testing import CliRunner, Result
 
@@ -256,3 +257,48 @@ def test_real_command(env: PochtaEnv) -> None:
     assert bad.returncode == 1
     assert "pochta: error:" in bad.stderr
     assert "use user@domain" in bad.stderr
+
+
+# -- build_checks ----------------------------------------------------------------------------
+
+
+def test_build_checks_has_the_symbol_checks_and_reads_the_lists(env: PochtaEnv) -> None:
+    from pochta.checks import load_checked_settings
+    from pochta.directory.open import open_directory
+    from pochta.spam.setup import build_checks
+
+    assert run(env, "block", "add", "--for", f"bob@{DOMAIN}", "pest.example").exit_code == 0
+    settings = load_checked_settings(str(env.config_path), check_files=False)
+    directory = open_directory(settings)
+    try:
+        resolver = dns.asyncresolver.Resolver(configure=False)  # never asked by these checks
+        checks = build_checks(settings, directory=directory, dns_resolver=resolver)
+        names = {c.name for c in checks}
+        assert {"auth", "client", "header_heuristics", "mime_heuristics", "lists"} <= names
+        message = ScanMessage(b"From: x@pest.example\r\n\r\nhi\r\n")
+        scan = ScanInput(message=message, sender="x@pest.example", recipients=(f"bob@{DOMAIN}",))
+        lists_check = next(c for c in checks if c.name == "lists")
+        found = asyncio.run(lists_check(scan))
+        assert [s.name for s in found] == ["USER_BLOCKLIST"]
+    finally:
+        directory.close()
+
+
+def test_hosted_domains_are_read_once_per_interval(env: PochtaEnv) -> None:
+    from pochta.checks import load_checked_settings
+    from pochta.directory.open import open_directory
+    from pochta.spam.setup import hosted_domains
+
+    settings = load_checked_settings(str(env.config_path), check_files=False)
+    directory = open_directory(settings)
+    now = [0.0]
+    try:
+        domains = hosted_domains(directory, seconds=30, clock=lambda: now[0])
+        assert domains() == (DOMAIN,)
+        directory.add_domain("new.example")
+        assert domains() == (DOMAIN,)  # cached
+        now[0] = 31.0
+        assert set(domains()) == {DOMAIN, "new.example"}
+    finally:
+        directory.remove_domain("new.example", force=True)
+        directory.close()
