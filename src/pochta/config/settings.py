@@ -823,6 +823,30 @@ class SpamListsSettings(_Table, frozen=True, kw_only=True, forbid_unknown_fields
     enabled: Annotated[bool, _doc("Score senders and recipients on the allow and block lists.")] = (
         True
     )
+    allow_score: Annotated[
+        float,
+        _doc(
+            "Score of a sender on an allow list (USER_/DOMAIN_/GLOBAL_ALLOWLIST; `pochta spam "
+            "allow`): negative, large enough to outweigh the other checks."
+        ),
+        msgspec.Meta(ge=-1000, le=0),
+    ] = -20.0
+    block_score: Annotated[
+        float,
+        _doc(
+            "Score of a sender on a block list (USER_/DOMAIN_/GLOBAL_BLOCKLIST; `pochta spam "
+            "block`): positive, large enough to reach the spam actions alone."
+        ),
+        msgspec.Meta(ge=0, le=1000),
+    ] = 20.0
+    recipient_allow_score: Annotated[
+        float,
+        _doc(
+            "Score of mail to a never-filtered recipient (RCPT_ALLOWLIST; `pochta spam allow "
+            "add --recipient abuse@DOMAIN`): so negative that no action is ever taken."
+        ),
+        msgspec.Meta(ge=-100000, le=0),
+    ] = -100.0
 
 
 class DNSBLSettings(_Table, frozen=True, kw_only=True, forbid_unknown_fields=True):

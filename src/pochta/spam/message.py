@@ -28,14 +28,17 @@ from email.parser import BytesParser
 from functools import cached_property
 from html.parser import HTMLParser
 
+from pochta.mime.addresses import parse_address_list
 from pochta.mime.headers import SplitMessage, split_message
 
 __all__ = [
+    "MAX_ADDRESSES",
     "MAX_PARTS",
     "MAX_PART_TEXT",
     "MAX_SCAN_BYTES",
     "MAX_URLS",
     "Attachment",
+    "Author",
     "Link",
     "ScanMessage",
     "TextPart",
@@ -50,6 +53,8 @@ MAX_PART_TEXT = 256 * 1024
 """Characters of text kept per part."""
 MAX_URLS = 200
 """Links kept per message (URI blocklist lookups are bounded separately)."""
+MAX_ADDRESSES = 1000
+"""Addresses read per address field (From, To, Cc)."""
 
 # Links in plain text: an explicit scheme, or a name starting with "www.".
 _TEXT_URL = re.compile(r"(?i)\b(?:https?://|www\.)[^\s<>\"'`{}|\\^\[\]]+")
@@ -64,6 +69,22 @@ class TextPart:
     content_type: str
     charset: str
     text: str
+    transfer_encoding: str = ""  # Content-Transfer-Encoding, lower case; "" when absent
+    raw_8bit: bool = False  # the encoded body holds octets above 127 (RFC 2045 §2.7: 7bit)
+
+
+@dataclass(frozen=True, slots=True)
+class Author:
+    """The first mailbox of the From field: its display name (RFC 2047 words decoded, ""
+    when none) and its address (``local@domain``, the domain lower case; "" when the field
+    held no parsable mailbox)."""
+
+    name: str
+    address: str
+
+    @property
+    def domain(self) -> str:
+        return self.address.rpartition("@")[2]
 
 
 @dataclass(frozen=True, slots=True)
@@ -127,6 +148,33 @@ class ScanMessage:
     def headers(self, name: str) -> list[str]:
         """Every field ``name``, decoded as :meth:`header` does."""
         return [decode_header_text(f.text) for f in self.split.get_all(name.lower())]
+
+    @cached_property
+    def author(self) -> Author | None:
+        """The first mailbox of the first From field, None when there is no From field.
+        The address list is parsed on the field as written (mime/addresses.py), so an
+        encoded word in the display name cannot pose as the address."""
+        found = self.split.get_all("from")
+        if not found:
+            return None
+        for entry in parse_address_list(found[0].text, limit=MAX_ADDRESSES):
+            if entry.domain is None:  # a group's start or end
+                continue
+            name = decode_header_text(entry.name) if entry.name else ""
+            if not entry.mailbox or not entry.domain:
+                return Author(name, "")
+            return Author(name, f"{entry.mailbox}@{entry.domain.lower()}")
+        return Author("", "")
+
+    def address_count(self, name: str) -> int:
+        """Mailboxes in every ``name`` field (To, Cc), counted up to :data:`MAX_ADDRESSES`."""
+        count = 0
+        for fld in self.split.get_all(name.lower()):
+            entries = parse_address_list(fld.text, limit=MAX_ADDRESSES)
+            count += sum(1 for e in entries if e.domain is not None and not e.is_group_start)
+            if count >= MAX_ADDRESSES:
+                return MAX_ADDRESSES
+        return count
 
     @property
     def text_parts(self) -> list[TextPart]:
@@ -208,11 +256,21 @@ def _read_part(part: EmailMessage, out: _Parsed) -> None:
             _add_links(out, reader.links)
         else:
             _add_links(out, [Link(_clean_url(m.group())) for m in _TEXT_URL.finditer(text)])
-        out.text_parts.append(TextPart(content_type, charset, text[:MAX_PART_TEXT]))
+        encoding = str(part.get("content-transfer-encoding", "")).strip().lower()
+        out.text_parts.append(
+            TextPart(content_type, charset, text[:MAX_PART_TEXT], encoding, _raw_8bit(part))
+        )
         return
     payload = part.get_payload(decode=False)
     size = len(payload) if isinstance(payload, str | bytes) else 0
     out.attachments.append(Attachment(filename, content_type, size))
+
+
+def _raw_8bit(part: EmailMessage) -> bool:
+    """Whether the part's body as sent holds octets above 127 (the parser keeps them as
+    non-ASCII characters in the undecoded payload)."""
+    payload = part.get_payload(decode=False)
+    return isinstance(payload, str) and not payload[: MAX_PART_TEXT * 4].isascii()
 
 
 def _filename(part: EmailMessage) -> str:

@@ -1,30 +1,83 @@
-"""The spam checks of the mail system, built from the settings: what the scanner runs.
+"""The spam checks of the mail system, built from the settings (``build_checks``).
 
-``build_checks`` is the one list; each check's engineer adds its lines here, in the order
-the symbols should read in a verdict (the scanner runs them concurrently anyway).
+Each part of the filter adds its own lines here; the scanner (spam/scanner.py) runs the list
+in order and sums the symbols.
 """
 
 from __future__ import annotations
 
 import time
+from collections.abc import Callable, Iterable
 
 import dns.asyncresolver
 
 from pochta.config.settings import Settings
 from pochta.directory.base import Directory
 from pochta.dns.dnsbl import ZoneWarnings
+from pochta.spam.auth_symbols import AuthSymbols, ClientSymbols
 from pochta.spam.check import Check
 from pochta.spam.dnsbl import BlocklistLookup, ClientBlocklists
+from pochta.spam.heuristics import HeaderHeuristics, MimeHeuristics
+from pochta.spam.lists import ListSymbols, SpamLists
 from pochta.spam.uribl import UriBlocklists
 
-__all__ = ["build_checks"]
+__all__ = ["HOSTED_DOMAINS_CACHE_SECONDS", "build_checks", "hosted_domains"]
+
+HOSTED_DOMAINS_CACHE_SECONDS = 30.0
+"""How long the hosted domains are kept between directory reads (a domain added while the
+server runs counts for the display-name and HELO rules within this time)."""
+
+
+def hosted_domains(
+    directory: Directory,
+    *,
+    seconds: float = HOSTED_DOMAINS_CACHE_SECONDS,
+    clock: Callable[[], float] = time.monotonic,
+) -> Callable[[], tuple[str, ...]]:
+    """A callable giving the hosted mail domains (not the signing-only rows), read from the
+    directory at most once per ``seconds``."""
+    cached: tuple[str, ...] = ()
+    read_at: float | None = None
+
+    def domains() -> tuple[str, ...]:
+        nonlocal cached, read_at
+        now = clock()
+        if read_at is None or now - read_at >= seconds:
+            cached = tuple(d.name for d in directory.list_domains() if not d.signing_only)
+            read_at = now
+        return cached
+
+    return domains
 
 
 def build_checks(
     settings: Settings, *, directory: Directory, dns_resolver: dns.asyncresolver.Resolver
 ) -> list[Check]:
-    """The checks ``settings`` turn on, over the process's directory and cached resolver."""
+    """The checks the scanner runs on every inbound message."""
     checks: list[Check] = []
+
+    # Authentication results, reverse DNS, HELO, header and MIME heuristics (spam/
+    # auth_symbols.py, spam/heuristics.py): no I/O beyond the cached hosted domains.
+    hosted = hosted_domains(directory)
+
+    def own_names() -> Iterable[str]:
+        return (*settings.local.domains, *hosted())
+
+    checks.append(AuthSymbols())
+    checks.append(ClientSymbols(hostname=settings.server.hostname, own_names=own_names))
+    checks.append(HeaderHeuristics(hosted_domains=hosted))
+    checks.append(MimeHeuristics())
+    # Sender allow/block lists and never-filtered recipients (spam/lists.py).
+    if settings.spam_lists.enabled:
+        checks.append(
+            ListSymbols(
+                SpamLists(settings.directory_db),
+                allow_score=settings.spam_lists.allow_score,
+                block_score=settings.spam_lists.block_score,
+                recipient_score=settings.spam_lists.recipient_allow_score,
+                recipient_delimiter=settings.directory.recipient_delimiter,
+            )
+        )
     dnsbl = settings.dnsbl
     if dnsbl.enabled:
         # DNS blocklists (spam/dnsbl.py, spam/uribl.py): one lookup helper, so the "fix your
