@@ -228,25 +228,19 @@ def _decode_optneg(data: bytes) -> OptionNegotiation:
 
 def negotiated(answer: OptionNegotiation) -> OptionNegotiation:
     """The milter's OPTNEG answer checked against our offer (version 6, OFFERED_*): the
-    version must be 2 to 6 and neither actions nor protocol flags may ask for more than was
-    offered (libmilter: "milter_negotiate: ... does not fulfill")."""
+    version must be 2 to 6; actions and protocol flags beyond the offer are dropped, as
+    Postfix's milter8 does (a milter asking for envelope changes still runs; should it then
+    send one, that reply is a protocol error), and the rest is what both sides agreed."""
     if not 2 <= answer.version <= MILTER_VERSION:
         raise MilterProtocolError(
             f"milter speaks protocol version {answer.version}; pochta speaks 2 to {MILTER_VERSION}"
         )
-    extra_actions = answer.actions & ~int(OFFERED_ACTIONS)
-    if extra_actions:
-        raise MilterProtocolError(
-            f"milter wants actions 0x{extra_actions:x} that pochta does not offer "
-            f"(offered 0x{int(OFFERED_ACTIONS):x}: no envelope changes after DATA)"
-        )
-    extra_protocol = answer.protocol & ~int(OFFERED_PROTOCOL)
-    if extra_protocol:
-        raise MilterProtocolError(
-            f"milter wants protocol flags 0x{extra_protocol:x} that pochta does not offer "
-            f"(offered 0x{int(OFFERED_PROTOCOL):x})"
-        )
-    return answer
+    return OptionNegotiation(
+        answer.version,
+        answer.actions & int(OFFERED_ACTIONS),
+        answer.protocol & int(OFFERED_PROTOCOL),
+        answer.macros,
+    )
 
 
 # -- commands -------------------------------------------------------------------------------
