@@ -921,8 +921,32 @@ class RspamdSettings(_Table, frozen=True, kw_only=True, forbid_unknown_fields=Tr
 
     url: Annotated[
         str,
-        _doc('Base URL of the Rspamd normal worker ("http://127.0.0.1:11333"); empty: off.'),
+        _doc(
+            'Base URL of the Rspamd normal worker ("http://127.0.0.1:11333"); empty: off. '
+            "Mail from the MX is posted to URL/checkv2 and Rspamd's action decides; while it "
+            "is set, pochta's own scanner ([spam]) does not run."
+        ),
     ] = ""
+    timeout_seconds: Annotated[
+        float,
+        _doc("Longest wait for Rspamd's answer to one message (connect, send, scan, reply)."),
+        msgspec.Meta(gt=0, le=600),
+    ] = 20.0
+    reject_action: Annotated[
+        Literal["reject", "junk"],
+        _doc(
+            "What Rspamd's 'reject' action gets: 'reject' (550 5.7.1 at the end of DATA) or "
+            "'junk' (delivered to the Junk folder, so nothing real is lost)."
+        ),
+    ] = "reject"
+    failure_action: Annotated[
+        Literal["accept", "tempfail"],
+        _doc(
+            "When Rspamd cannot be reached, times out or answers nonsense: 'accept' (the "
+            "message is delivered unscanned, logged) or 'tempfail' (451 4.7.1, the client "
+            "retries later)."
+        ),
+    ] = "accept"
 
 
 class MilterSettings(_Table, frozen=True, kw_only=True, forbid_unknown_fields=True):
@@ -934,6 +958,22 @@ class MilterSettings(_Table, frozen=True, kw_only=True, forbid_unknown_fields=Tr
             'Milter addresses, asked in order ("inet:127.0.0.1:8891", "unix:/path"); empty: none.'
         ),
     ] = []
+    timeout_seconds: Annotated[
+        float,
+        _doc(
+            "Longest wait for one milter's answer to one command, and for its connection "
+            "(Postfix milter_command_timeout)."
+        ),
+        msgspec.Meta(gt=0, le=600),
+    ] = 30.0
+    default_action: Annotated[
+        Literal["tempfail", "accept"],
+        _doc(
+            "When a milter cannot be reached, times out or breaks the protocol: 'tempfail' "
+            "(451 4.7.1, Postfix's milter_default_action) or 'accept' (the message goes on "
+            "without that milter, logged)."
+        ),
+    ] = "tempfail"
 
 
 class Settings(_Table, frozen=True, kw_only=True, forbid_unknown_fields=True):

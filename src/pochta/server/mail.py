@@ -20,7 +20,9 @@ from pochta.access.imap_mime import search_text
 from pochta.cleanup.auth_filter import AuthFilter
 from pochta.cleanup.dkim_filter import DkimFilter
 from pochta.cleanup.door import Door
+from pochta.cleanup.milter_filter import MilterFilter
 from pochta.cleanup.pipeline import Cleanup, Filter
+from pochta.cleanup.rspamd_filter import RspamdFilter
 from pochta.deliver.mailbox import MailboxAgent
 from pochta.deliver.notices import Notices
 from pochta.deliver.pipe import PipeAgent
@@ -47,6 +49,7 @@ from pochta.reports.tls_store import TlsRecorder, open_tls_db
 from pochta.resolve.resolver import DomainClass, Resolver
 from pochta.server.report_job import ReportJob
 from pochta.server.text_indexer import TextIndexer
+from pochta.spam.rspamd import RspamdClient
 from pochta.store import open_store
 
 if TYPE_CHECKING:
@@ -218,6 +221,20 @@ class MailSystem:
                     timeout_seconds=s.mailauth.timeout_seconds,
                 )
             )
+        if s.rspamd.url:
+            # An external Rspamd over /checkv2 (cleanup/rspamd_filter.py); MX mail only.
+            filters.append(
+                RspamdFilter(
+                    RspamdClient(s.rspamd.url, timeout_seconds=s.rspamd.timeout_seconds),
+                    hostname=s.server.hostname,
+                    reject_action=s.rspamd.reject_action,
+                    failure_action=s.rspamd.failure_action,
+                )
+            )
+        if s.milter.servers:
+            # External milters, in order (cleanup/milter_filter.py): after Rspamd, so a
+            # signing milter sees the final header; pochta's own spam filter comes next.
+            filters.append(MilterFilter.from_settings(s))
         if s.dkim.sign:
             # Last filter: the DKIM signature is the last change to the header (dkim_filter.py).
             filters.append(DkimFilter(DkimSigner(self.server.directory, s.dkim_dir)))
