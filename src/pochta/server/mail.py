@@ -21,6 +21,7 @@ from pochta.cleanup.auth_filter import AuthFilter
 from pochta.cleanup.dkim_filter import DkimFilter
 from pochta.cleanup.door import Door
 from pochta.cleanup.pipeline import Cleanup, Filter
+from pochta.cleanup.spam_filter import SpamFilter
 from pochta.deliver.mailbox import MailboxAgent
 from pochta.deliver.notices import Notices
 from pochta.deliver.pipe import PipeAgent
@@ -47,6 +48,9 @@ from pochta.reports.tls_store import TlsRecorder, open_tls_db
 from pochta.resolve.resolver import DomainClass, Resolver
 from pochta.server.report_job import ReportJob
 from pochta.server.text_indexer import TextIndexer
+from pochta.spam.quarantine import QUARANTINE_DIR, QuarantineStore
+from pochta.spam.scanner import Scanner
+from pochta.spam.setup import build_checks
 from pochta.store import open_store
 
 if TYPE_CHECKING:
@@ -78,6 +82,7 @@ class MailSystem:
         self.indexer: TextIndexer | None = None
         self.changes: ChangeHub | None = None  # made in start(), on the running loop
         self.spool = Spool(settings.spool_dir)
+        self.quarantine = QuarantineStore(settings.data_dir / QUARANTINE_DIR)
         self._closing: set[asyncio.Task[None]] = set()
         # TLS-RPT (RFC 8460): one row per new session to an MX host, in reports.db.
         self.tls_recorder = TlsRecorder(lambda: open_tls_db(settings))
@@ -118,6 +123,7 @@ class MailSystem:
             lambda: self.resolver,
             self.queue,
             sealer=lambda: self.sealer,
+            quarantine=lambda: self.quarantine,  # spam over reject_score (spam/quarantine.py)
         )
 
     def _envelope_sender(self, sender: str, queue_id: str) -> str:
@@ -218,6 +224,13 @@ class MailSystem:
                     timeout_seconds=s.mailauth.timeout_seconds,
                 )
             )
+        if s.spam.enabled:
+            # The spam scanner of MX mail, after the auth results its checks read and before
+            # the signer (cleanup/spam_filter.py); quarantined mail goes to self.quarantine.
+            checks = build_checks(
+                s, directory=self.server.directory, dns_resolver=self.dns_resolver
+            )
+            filters.append(SpamFilter(Scanner(checks, s.spam)))
         if s.dkim.sign:
             # Last filter: the DKIM signature is the last change to the header (dkim_filter.py).
             filters.append(DkimFilter(DkimSigner(self.server.directory, s.dkim_dir)))
