@@ -171,6 +171,8 @@ class QuarantineStore:
             data = path.read_bytes()
         except FileNotFoundError:
             raise self._unknown(queue_id) from None
+        if not data.startswith(MAGIC):
+            raise QuarantineError(f"{path}: not a version 1 quarantine file")
         end = data.find(b"\n", len(MAGIC))
         if end < 0:
             raise QuarantineError(f"{path}: no entry line")
