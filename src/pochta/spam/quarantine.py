@@ -25,6 +25,7 @@ import asyncio
 import os
 import time
 from pathlib import Path
+from typing import Literal
 
 import msgspec
 
@@ -74,10 +75,10 @@ class QuarantineEntry(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=T
     client_ip: str = ""
     client_helo: str = ""
     # RFC 3461 DSN parameters and RFC 6152 BODY, kept for the release.
-    ret: str = ""
+    ret: Literal["FULL", "HDRS", ""] = ""
     envid: str = ""
     notify: list[str] = []
-    body: str = ""
+    body: Literal["7BIT", "8BITMIME", "BINARYMIME", ""] = ""
     subject: str = ""  # the Subject, decoded and cut, for the list
 
 
