@@ -24,6 +24,12 @@ our DMARC result) and that alias expansion sends to another host is
   (``deliver/remote.py``): the queued sender stays the original one, so our own DSNs go
   to it.
 
+Quarantined mail (issue 15): a message whose verdict action is ``quarantine`` (the spam
+filter, ``cleanup/spam_filter.py``, at or above ``spam.reject_score``) is not queued:
+:meth:`Door.submit` writes it, with its envelope, score and symbols, into the quarantine
+(``spam/quarantine.QuarantineStore``, durably, before the session's 250), logs
+``quarantined`` with the queue id, score and symbols, and returns its id.
+
 In a worker process, mail for local mailboxes only is handed to the master, which delivers
 it (``to_master``, set by the server; see ``server/workers.py``).
 """
