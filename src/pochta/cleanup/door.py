@@ -24,6 +24,12 @@ our DMARC result) and that alias expansion sends to another host is
   (``deliver/remote.py``): the queued sender stays the original one, so our own DSNs go
   to it.
 
+Quarantined mail (issue 15): a message whose verdict action is ``quarantine`` (the spam
+filter, ``cleanup/spam_filter.py``, at or above ``spam.reject_score``) is not queued:
+:meth:`Door.submit` writes it, with its envelope, score and symbols, into the quarantine
+(``spam/quarantine.QuarantineStore``, durably, before the session's 250), logs
+``quarantined`` with the queue id, score and symbols, and returns its id.
+
 In a worker process, mail for local mailboxes only is handed to the master, which delivers
 it (``to_master``, set by the server; see ``server/workers.py``).
 """
@@ -52,7 +58,7 @@ from pochta.resolve.classes import (
     UnixDest,
 )
 
-__all__ = ["BACKSCATTER", "Destination", "Door", "Sealer", "destination_string"]
+__all__ = ["BACKSCATTER", "Destination", "Door", "Quarantine", "Sealer", "destination_string"]
 
 log = get_logger("cleanup")
 
@@ -76,6 +82,13 @@ BACKSCATTER = Reply(
     "Message refused: it would be forwarded to another host only, and its sender fails SPF "
     "and DMARC (a bounce would go to a forged address)",
 )
+
+
+class Quarantine(Protocol):
+    """The quarantine (``spam/quarantine.QuarantineStore``): the message kept durably out of
+    the queue; returns where. OSError when it cannot be written."""
+
+    async def keep(self, envelope: Envelope, content: bytes) -> object: ...
 
 
 class HandOff(Protocol):
@@ -121,9 +134,11 @@ class Door:
         resolver: Callable[[], AddressResolver],
         queue: HandOff | None = None,
         sealer: Callable[[], Sealer | None] | None = None,
+        quarantine: Callable[[], Quarantine | None] | None = None,
     ) -> None:
         self.spool = spool
         self._sealer = sealer
+        self._quarantine = quarantine
         self._cleanup = cleanup
         self._resolver = resolver
         self._queue = queue
@@ -179,7 +194,15 @@ class Door:
     async def submit(self, envelope: Envelope, content: bytes) -> str:
         """Expand the recipients still to deliver, then queue durably; returns the queue id
         once it is on disk. Recipients already final (a refused message queued only to be
-        bounced, see ``receive/pickup.py``) are kept as they are."""
+        bounced, see ``receive/pickup.py``) are kept as they are. A message whose verdict
+        says ``quarantine`` (the spam filter, ``cleanup/spam_filter.py``) is written into the
+        quarantine instead, durably too, and its id returned the same way."""
+        if envelope.verdict.action == "quarantine":
+            quarantine = self._quarantine() if self._quarantine is not None else None
+            if quarantine is not None:
+                return await self._keep(quarantine, envelope, content)
+            # No quarantine here (not wired): queued as any message, nothing is lost.
+            log.warning("quarantine_unavailable", queue_id=envelope.queue_id)
         final = [r for r in envelope.recipients if r.is_final]
         recipients, failed = self.expand([r for r in envelope.recipients if not r.is_final])
         for address, reply in failed:
@@ -206,6 +229,22 @@ class Door:
             self.to_master(queue_id)
             return queue_id
         return await self.spool.enqueue(envelope, content)
+
+    async def _keep(self, quarantine: Quarantine, envelope: Envelope, content: bytes) -> str:
+        """The message into the quarantine (the session answers 250 once this returns)."""
+        where = await quarantine.keep(envelope, content)
+        verdict = envelope.verdict
+        log.info(
+            "quarantined",
+            queue_id=envelope.queue_id,
+            client=envelope.client_ip,
+            sender=envelope.sender or "<>",
+            nrcpt=len(envelope.recipients),
+            score=f"{verdict.score:.2f}",
+            symbols=", ".join(f"{s.name}({s.score:.2f})" for s in verdict.symbols),
+            path=str(where),
+        )
+        return envelope.queue_id
 
     async def _forwarded(self, envelope: Envelope, content: bytes) -> bytes:
         """The backscatter rule and the ARC seal (see the module docstring)."""

@@ -16,7 +16,9 @@ without parsing headers again. The verdict is stored with the envelope (queue/en
   Junk done by delivery). ``reject`` and ``tempfail`` refuse the message in cleanup
   (pipeline.py), ``discard`` accepts it and drops it (Postfix DISCARD), ``folder`` delivers
   local copies into :attr:`Verdict.folder` (deliver/mailbox.py), ``add_header`` tells that a
-  filter marked the message (the filter writes the field itself).
+  filter marked the message (the filter writes the field itself), ``quarantine`` accepts it
+  and keeps it out of the queue, in the quarantine (cleanup/door.py, spam/quarantine.py) until
+  an admin releases or deletes it (Rspamd's and Amavis's quarantine).
 
 Verdicts are immutable: each ``with_*`` method returns a new one, so filters can pass results
 along without aliasing surprises.
@@ -30,7 +32,7 @@ import msgspec
 
 __all__ = ["Action", "AuthResult", "Symbol", "Verdict"]
 
-Action = Literal["accept", "add_header", "folder", "reject", "tempfail", "discard"]
+Action = Literal["accept", "add_header", "folder", "reject", "tempfail", "discard", "quarantine"]
 
 
 class AuthResult(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True):

@@ -27,6 +27,7 @@ SUBCOMMANDS: dict[str, str] = {
     "mailbox": "pochta.cli.mailbox:mailbox",
     "report": "pochta.cli.report:report",
     "spam": "pochta.cli.spam:spam",
+    "quarantine": "pochta.cli.quarantine:quarantine",
 }
 
 

@@ -190,6 +190,8 @@ def _example(t: mi.Type) -> str:
         return " or ".join(f'"{v}"' for v in t.values)
     if isinstance(t, mi.ListType):
         return "[]"
+    if isinstance(t, mi.DictType):
+        return "{}"
     return "a value"
 
 
@@ -238,6 +240,21 @@ def _walk_value(t: mi.Type, value: Any, path: str, problems: list[Problem]) -> A
         for i, item in enumerate(value):
             _walk_value(t.item_type, item, f"{path}[{i}]", problems)
         return value
+    if isinstance(t, mi.DictType):
+        # A table of names to values (e.g. spam.scores = { BAYES_SPAM = 5.0 }): the keys are
+        # TOML keys (always strings); each value is checked with its key in the path.
+        if not isinstance(value, dict):
+            problems.append(
+                Problem(path, f"{_describe(value)} is not a table; write {{ NAME = value, ... }}")
+            )
+            return {}
+        clean: dict[str, Any] = {}
+        for key, item in value.items():
+            before = len(problems)
+            _walk_value(t.value_type, item, _join(path, key), problems)
+            if len(problems) == before:
+                clean[key] = item
+        return clean
     check = _CHECKS.get(type(t))
     if check is None:  # pragma: no cover - a Settings field of a type the walker lacks
         raise TypeError(f"config walker cannot check {t!r} at {path}")

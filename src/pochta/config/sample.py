@@ -26,6 +26,11 @@ def _toml_value(value: Any) -> str:
         return json.dumps(value, ensure_ascii=False)  # a JSON string is a TOML basic string
     if isinstance(value, list | tuple):
         return "[" + ", ".join(_toml_value(v) for v in value) + "]"
+    if isinstance(value, dict):  # an inline table (TOML 1.0 §Inline Table), keys quoted
+        if not value:
+            return "{}"
+        pairs = (f"{_toml_value(str(k))} = {_toml_value(v)}" for k, v in value.items())
+        return "{ " + ", ".join(pairs) + " }"
     raise TypeError(f"cannot write {value!r} as TOML")
 
 

@@ -815,6 +815,53 @@ class SpamSettings(_Table, frozen=True, kw_only=True, forbid_unknown_fields=True
             "the sendmail command's pickup or LMTP."
         ),
     ] = True
+    check_timeout_seconds: Annotated[
+        float,
+        _doc(
+            "Longest a single check may take (a DNS list that does not answer); a check that "
+            "runs out of time or fails gives no symbols and the message is scored without it "
+            "(Rspamd's task_timeout is 8 s for the whole scan)."
+        ),
+        msgspec.Meta(gt=0, le=300),
+    ] = 8.0
+    greylist_score: Annotated[
+        float,
+        _doc(
+            "From this score on (below junk_score), a message from a new (client, sender, "
+            "recipient) is answered 451 4.7.1 when greylisting is on ([greylist]); Rspamd's "
+            "greylist action. 0: never."
+        ),
+        msgspec.Meta(ge=0, le=100_000),
+    ] = 4.0
+    junk_score: Annotated[
+        float,
+        _doc(
+            "From this score on, the message is spam (X-Spam-Status: Yes, the required= "
+            "value) and delivered into the Junk folder; Rspamd's add header action. 0: never."
+        ),
+        msgspec.Meta(ge=0, le=100_000),
+    ] = 6.0
+    reject_score: Annotated[
+        float,
+        _doc("From this score on, reject_action is taken; Rspamd's reject action. 0: never."),
+        msgspec.Meta(ge=0, le=100_000),
+    ] = 15.0
+    reject_action: Annotated[
+        Literal["quarantine", "reject", "junk"],
+        _doc(
+            'What a score at or above reject_score does: "quarantine" answers 250 and keeps '
+            "the message in DATA_DIR/quarantine/ (`pochta quarantine list|show|release|"
+            'delete`), "reject" answers 550 5.7.1 at the end of DATA, "junk" delivers into '
+            "Junk like junk_score."
+        ),
+    ] = "quarantine"
+    scores: Annotated[
+        dict[str, Annotated[float, msgspec.Meta(ge=-10_000, le=10_000)]],
+        _doc(
+            "Scores that replace the checks' own, by symbol name, e.g. { BAYES_SPAM = 5.0, "
+            "MISSING_DATE = 0.5 } (`pochta spam score FILE` lists the symbols of a message)."
+        ),
+    ] = {}
 
 
 class SpamListsSettings(_Table, frozen=True, kw_only=True, forbid_unknown_fields=True):

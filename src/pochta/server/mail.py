@@ -23,6 +23,7 @@ from pochta.cleanup.door import Door
 from pochta.cleanup.milter_filter import MilterFilter
 from pochta.cleanup.pipeline import Cleanup, Filter
 from pochta.cleanup.rspamd_filter import RspamdFilter
+from pochta.cleanup.spam_filter import SpamFilter
 from pochta.deliver.mailbox import MailboxAgent
 from pochta.deliver.notices import Notices
 from pochta.deliver.pipe import PipeAgent
@@ -49,7 +50,10 @@ from pochta.reports.tls_store import TlsRecorder, open_tls_db
 from pochta.resolve.resolver import DomainClass, Resolver
 from pochta.server.report_job import ReportJob
 from pochta.server.text_indexer import TextIndexer
+from pochta.spam.quarantine import QUARANTINE_DIR, QuarantineStore
 from pochta.spam.rspamd import RspamdClient
+from pochta.spam.scanner import Scanner
+from pochta.spam.setup import build_checks
 from pochta.store import open_store
 
 if TYPE_CHECKING:
@@ -81,6 +85,7 @@ class MailSystem:
         self.indexer: TextIndexer | None = None
         self.changes: ChangeHub | None = None  # made in start(), on the running loop
         self.spool = Spool(settings.spool_dir)
+        self.quarantine = QuarantineStore(settings.data_dir / QUARANTINE_DIR)
         self._closing: set[asyncio.Task[None]] = set()
         # TLS-RPT (RFC 8460): one row per new session to an MX host, in reports.db.
         self.tls_recorder = TlsRecorder(lambda: open_tls_db(settings))
@@ -121,6 +126,7 @@ class MailSystem:
             lambda: self.resolver,
             self.queue,
             sealer=lambda: self.sealer,
+            quarantine=lambda: self.quarantine,  # spam over reject_score (spam/quarantine.py)
         )
 
     def _envelope_sender(self, sender: str, queue_id: str) -> str:
@@ -235,6 +241,15 @@ class MailSystem:
             # External milters, in order (cleanup/milter_filter.py): after Rspamd, so a
             # signing milter sees the final header; pochta's own spam filter comes next.
             filters.append(MilterFilter.from_settings(s))
+        if s.spam.enabled and not s.rspamd.url:
+            # pochta's own spam scanner of MX mail (off when Rspamd decides), after the auth
+            # results its checks read and before the signer (cleanup/spam_filter.py);
+            # quarantined mail goes to self.quarantine.
+            checks = build_checks(
+                s, directory=self.server.directory, dns_resolver=self.dns_resolver
+            )
+            # greylist: the gate of spam/greylist.py (admit), None until it is wired here.
+            filters.append(SpamFilter(Scanner(checks, s.spam), greylist=None))
         if s.dkim.sign:
             # Last filter: the DKIM signature is the last change to the header (dkim_filter.py).
             filters.append(DkimFilter(DkimSigner(self.server.directory, s.dkim_dir)))

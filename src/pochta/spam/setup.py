@@ -1,7 +1,9 @@
-"""The spam checks of the mail system, built from the settings (``build_checks``).
+"""The checks of the mail system's spam filter, made from the settings.
 
-Each part of the filter adds its own lines here; the scanner (spam/scanner.py) runs the list
-in order and sums the symbols.
+:func:`build_checks` is called where the mail system builds cleanup (``server/mail.py``,
+again on reload) and by ``pochta spam score``; each part of the filter adds its own lines
+here, with the settings and dependencies it needs (no globals). The scanner
+(spam/scanner.py) runs them concurrently and sums the symbols.
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ from pochta.dns.dnsbl import ZoneWarnings
 from pochta.spam.auth_symbols import AuthSymbols, ClientSymbols
 from pochta.spam.check import Check
 from pochta.spam.dnsbl import BlocklistLookup, ClientBlocklists
+from pochta.spam.gtube import Gtube
 from pochta.spam.heuristics import HeaderHeuristics, MimeHeuristics
 from pochta.spam.lists import ListSymbols, SpamLists
 from pochta.spam.uribl import UriBlocklists
@@ -54,7 +57,7 @@ def build_checks(
     settings: Settings, *, directory: Directory, dns_resolver: dns.asyncresolver.Resolver
 ) -> list[Check]:
     """The checks the scanner runs on every inbound message."""
-    checks: list[Check] = []
+    checks: list[Check] = [Gtube()]  # the end-to-end test string (spam/gtube.py)
 
     # Authentication results, reverse DNS, HELO, header and MIME heuristics (spam/
     # auth_symbols.py, spam/heuristics.py): no I/O beyond the cached hosted domains.
