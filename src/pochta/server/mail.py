@@ -47,6 +47,14 @@ from pochta.reports.tls_store import TlsRecorder, open_tls_db
 from pochta.resolve.resolver import DomainClass, Resolver
 from pochta.server.report_job import ReportJob
 from pochta.server.text_indexer import TextIndexer
+from pochta.spam.greylist import Greylist, GreylistPolicy
+from pochta.spam.ratelimit import (
+    ClientRateLimit,
+    RateCounter,
+    RecipientRateLimit,
+    UserRateLimit,
+)
+from pochta.spam.store import spam_db_path
 from pochta.store import open_store
 
 if TYPE_CHECKING:
@@ -118,6 +126,7 @@ class MailSystem:
             lambda: self.resolver,
             self.queue,
             sealer=lambda: self.sealer,
+            outbound_limit=lambda: self.user_rate_limit,  # holds a user's excess (issue 15)
         )
 
     def _envelope_sender(self, sender: str, queue_id: str) -> str:
@@ -218,6 +227,19 @@ class MailSystem:
                     timeout_seconds=s.mailauth.timeout_seconds,
                 )
             )
+        # Rate limits (spam/ratelimit.py): per client address at MAIL FROM and per recipient
+        # at RCPT TO as policies; per authenticated user in the door, which holds the excess.
+        self.user_rate_limit: UserRateLimit | None = None
+        if s.rate_limits.enabled:
+            counter = RateCounter(spam_db_path(s))
+            policies.append(ClientRateLimit(s.rate_limits, counter))
+            policies.append(RecipientRateLimit(s.rate_limits, counter))
+            self.user_rate_limit = UserRateLimit(s.rate_limits, counter)
+        # Greylisting (spam/greylist.py): the scanner asks it for suspicious mail ("score");
+        # in mode "always" every new triplet at RCPT TO, after the rate limits.
+        self.greylist = Greylist(s.greylist, spam_db_path(s)) if s.greylist.enabled else None
+        if self.greylist is not None and s.greylist.mode == "always":
+            policies.append(GreylistPolicy(self.greylist))
         if s.dkim.sign:
             # Last filter: the DKIM signature is the last change to the header (dkim_filter.py).
             filters.append(DkimFilter(DkimSigner(self.server.directory, s.dkim_dir)))
@@ -232,7 +254,7 @@ class MailSystem:
             save_to_detail_mailbox=s.delivery.save_to_detail_mailbox,
         )
         # The recipient policies asked at MAIL FROM and RCPT TO (receive/policy.py), in
-        # order: SPF (above); greylisting and rate limits are added here.
+        # order: SPF, the rate limits, greylisting in mode "always" (above).
         self.policies: list[Policy] = policies
         self.pipe = PipeAgent.from_settings(s)
         self.report = ReportAgent(s)  # report:KIND alias targets (deliver/report.py)
