@@ -906,8 +906,8 @@ class RateLimitSettings(_Table, frozen=True, kw_only=True, forbid_unknown_fields
         int,
         _doc(
             "Messages (MAIL FROM) one client address may send to the smtp (MX) listener per "
-            "hour, all processes together; more get 451 4.7.1 at MAIL FROM. Ten times what a "
-            "busy mailing-list host sends one small site; a spam run hits it. 0 = no limit."
+            "hour, all processes together; more get 451 4.7.1 at MAIL FROM. High for any real "
+            "MTA writing to one site, low for a spam run from one host. 0 = no limit."
         ),
         msgspec.Meta(ge=0, le=_MAX_COUNT),
     ] = 1000
