@@ -32,6 +32,11 @@ filter, ``cleanup/spam_filter.py``, at or above ``spam.reject_score``) is not qu
 
 In a worker process, mail for local mailboxes only is handed to the master, which delivers
 it (``to_master``, set by the server; see ``server/workers.py``).
+
+Outbound rate limit (issue 15): the mail of an authenticated user past its
+``[rate_limits] messages_per_user_per_hour`` (``OutboundLimit``, ``spam/ratelimit.py``)
+is accepted and queued straight into hold (Postfix's hold queue): never lost, never sent
+until an admin runs ``pochta queue release ID``.
 """
 
 from __future__ import annotations
@@ -58,7 +63,15 @@ from pochta.resolve.classes import (
     UnixDest,
 )
 
-__all__ = ["BACKSCATTER", "Destination", "Door", "Quarantine", "Sealer", "destination_string"]
+__all__ = [
+    "BACKSCATTER",
+    "Destination",
+    "Door",
+    "OutboundLimit",
+    "Quarantine",
+    "Sealer",
+    "destination_string",
+]
 
 log = get_logger("cleanup")
 
@@ -89,6 +102,13 @@ class Quarantine(Protocol):
     the queue; returns where. OSError when it cannot be written."""
 
     async def keep(self, envelope: Envelope, content: bytes) -> object: ...
+
+
+class OutboundLimit(Protocol):
+    """The per-user rate limit (``spam/ratelimit.UserRateLimit``): counts a message's
+    recipients for an authenticated user; True when it is over the limit (hold it)."""
+
+    def hold(self, user: str, recipients: int, *, queue_id: str = "") -> bool: ...
 
 
 class HandOff(Protocol):
@@ -135,10 +155,12 @@ class Door:
         queue: HandOff | None = None,
         sealer: Callable[[], Sealer | None] | None = None,
         quarantine: Callable[[], Quarantine | None] | None = None,
+        outbound_limit: Callable[[], OutboundLimit | None] | None = None,
     ) -> None:
         self.spool = spool
         self._sealer = sealer
         self._quarantine = quarantine
+        self._outbound_limit = outbound_limit
         self._cleanup = cleanup
         self._resolver = resolver
         self._queue = queue
@@ -203,6 +225,7 @@ class Door:
                 return await self._keep(quarantine, envelope, content)
             # No quarantine here (not wired): queued as any message, nothing is lost.
             log.warning("quarantine_unavailable", queue_id=envelope.queue_id)
+        held = self._over_outbound_limit(envelope)  # before expansion: RCPTs count
         final = [r for r in envelope.recipients if r.is_final]
         recipients, failed = self.expand([r for r in envelope.recipients if not r.is_final])
         for address, reply in failed:
@@ -215,6 +238,8 @@ class Door:
         content = await self._forwarded(envelope, content)
         if not envelope.arrival:
             envelope.arrival = time.time()
+        if held:
+            return await self.spool.enqueue(envelope, content, hold=True)
         if self.to_master is not None and _mailboxes_only(envelope.recipients):
             # Mail for local mailboxes only is delivered by the master, not by this worker:
             # the worker's CPU stays with its sessions, and deliveries into a mailbox come
@@ -245,6 +270,16 @@ class Door:
             path=str(where),
         )
         return envelope.queue_id
+
+    def _over_outbound_limit(self, envelope: Envelope) -> bool:
+        """An authenticated user's mail past the per-user rate limit: hold it (module
+        docstring). Counted as the message is queued (a message refused earlier does not
+        count), per recipient given at RCPT TO, before alias expansion."""
+        limit = self._outbound_limit() if self._outbound_limit is not None else None
+        if limit is None or not envelope.auth_user:
+            return False
+        pending = sum(1 for r in envelope.recipients if not r.is_final)
+        return limit.hold(envelope.auth_user, pending, queue_id=envelope.queue_id)
 
     async def _forwarded(self, envelope: Envelope, content: bytes) -> bytes:
         """The backscatter rule and the ARC seal (see the module docstring)."""

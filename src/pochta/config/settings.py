@@ -955,12 +955,98 @@ class GreylistSettings(_Table, frozen=True, kw_only=True, forbid_unknown_fields=
     enabled: Annotated[
         bool, _doc("Answer a suspicious message from a new (client, sender, recipient) with 451.")
     ] = True
+    mode: Annotated[
+        Literal["score", "always"],
+        _doc(
+            '"score": greylist only mail whose spam score reaches [spam] greylist_score, at the '
+            "end of DATA (Rspamd's way); \"always\": every new triplet at RCPT TO (postgrey's "
+            "way). Authenticated sessions and other listeners than smtp are never greylisted."
+        ),
+    ] = "score"
+    delay_seconds: Annotated[
+        int,
+        _doc(
+            "How long a new (client network, sender, recipient) triplet is refused with "
+            "451 4.7.1 before a retry passes (postgrey and Rspamd wait 5 minutes). "
+            "Values under 60 are meant for tests."
+        ),
+        msgspec.Meta(ge=1, le=86_400),
+    ] = 300
+    retry_window_hours: Annotated[
+        int,
+        _doc(
+            "How long after the first attempt a retry still passes; later, the triplet counts "
+            "as new again (postgrey's retry window: 2 days)."
+        ),
+        msgspec.Meta(ge=1, le=720),
+    ] = 48
+    keep_days: Annotated[
+        int,
+        _doc(
+            "How long a triplet that passed is remembered after its last message; it is not "
+            "greylisted again meanwhile (postgrey's max-age: 35 days)."
+        ),
+        msgspec.Meta(ge=1, le=3650),
+    ] = 35
+    auto_allow_after: Annotated[
+        int,
+        _doc(
+            "A client network (IPv4 /24, IPv6 /64) whose mail passed greylisting this many "
+            "times (at most once an hour) skips it from then on (postgrey's "
+            "auto-whitelist-clients). 0 = never."
+        ),
+        msgspec.Meta(ge=0, le=_MAX_COUNT),
+    ] = 5
+    allow: Annotated[
+        list[str],
+        _doc(
+            'Never greylisted: client networks ("192.0.2.0/24", "2001:db8::/32", an address) '
+            'and sender domains ("example.org" and its subdomains).'
+        ),
+    ] = []
 
 
 class RateLimitSettings(_Table, frozen=True, kw_only=True, forbid_unknown_fields=True):
     """Rate limits per client address, authenticated user and recipient."""
 
     enabled: Annotated[bool, _doc("Apply the rate limits.")] = True
+    messages_per_ip_per_hour: Annotated[
+        int,
+        _doc(
+            "Messages (MAIL FROM) one client address may send to the smtp (MX) listener per "
+            "hour, all processes together; more get 451 4.7.1 at MAIL FROM. High for any real "
+            "MTA writing to one site, low for a spam run from one host. 0 = no limit."
+        ),
+        msgspec.Meta(ge=0, le=_MAX_COUNT),
+    ] = 1000
+    messages_per_recipient_per_hour: Annotated[
+        int,
+        _doc(
+            "Messages one recipient may receive per hour from unauthenticated clients (the "
+            "MX); more get 451 4.7.1 at RCPT TO, so a flood cannot fill a mailbox. 0 = no "
+            "limit."
+        ),
+        msgspec.Meta(ge=0, le=_MAX_COUNT),
+    ] = 500
+    messages_per_user_per_hour: Annotated[
+        int,
+        _doc(
+            "Recipients an authenticated user may send to per hour (a message to 10 counts "
+            "10). The excess is accepted and put on hold in the queue (`pochta queue release "
+            "ID` sends it), with an error in the log the first time a user crosses the limit "
+            "in an hour: a stolen password cannot make the server a spam cannon, and nothing "
+            "a real user sends is lost. 500 is far above a person's day. 0 = no limit."
+        ),
+        msgspec.Meta(ge=0, le=_MAX_COUNT),
+    ] = 500
+    exempt_networks: Annotated[
+        list[str],
+        _doc(
+            "Client networks (address or CIDR) not counted per client or per recipient, "
+            "like Postfix's smtpd_client_event_limit_exceptions. Default: loopback (programs "
+            "on this host). [] exempts nobody."
+        ),
+    ] = msgspec.field(default_factory=lambda: ["127.0.0.0/8", "::1/128"])
 
 
 class RspamdSettings(_Table, frozen=True, kw_only=True, forbid_unknown_fields=True):

@@ -127,9 +127,12 @@ class MessageQueue(Protocol):
         """A new queue id, in this process's own shard."""
         ...
 
-    async def enqueue(self, envelope: Envelope, content: bytes, *, here: bool = True) -> str:
+    async def enqueue(
+        self, envelope: Envelope, content: bytes, *, here: bool = True, hold: bool = False
+    ) -> str:
         """Store a new message durably; its queue id. ``here`` False: another process
-        delivers it (this one's listeners are not told)."""
+        delivers it (this one's listeners are not told). ``hold``: straight into the hold
+        state (Postfix's cleanup HOLD action), never tried until an admin releases it."""
         ...
 
     def add_listener(self, callback: Callable[[str], None]) -> None:

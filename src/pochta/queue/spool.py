@@ -364,7 +364,9 @@ class Spool:
 
     # -- enqueue -------------------------------------------------------------------------------
 
-    async def enqueue(self, envelope: Envelope, content: bytes, *, here: bool = True) -> str:
+    async def enqueue(
+        self, envelope: Envelope, content: bytes, *, here: bool = True, hold: bool = False
+    ) -> str:
         """Store a new message durably and return its queue id; only then may 250 be sent.
 
         Fills ``envelope.queue_id`` when empty (a new id) and sets ``envelope.size``. Raises
@@ -372,17 +374,24 @@ class Spool:
         error) or ``SpoolError``: the caller answers 451 then.
         ``here`` False: another process delivers it, so neither the listeners (this process's
         queue manager) hear of it nor is its content kept in memory.
+        ``hold``: into hold/ instead of incoming/ (Postfix's cleanup HOLD), so no scheduler
+        ever claims it before an admin releases it; never into a recycled pool file, whose
+        recovery would put it in incoming/.
         """
         envelope.size = len(content)
-        queue_id, recycled = await self._run(self._enqueue_sync, envelope, content)
+        state: QueueState = "hold" if hold else "incoming"
+        queue_id, recycled = await self._run(self._enqueue_sync, envelope, content, state)
         if not recycled:  # a recycled file is durable once written (see the docstring)
             try:
-                await self._committer.sync_dirs([self.state_dir("incoming")])
+                await self._committer.sync_dirs([self.state_dir(state)])
             except OSError:
                 # Not acknowledged: take it back so the client's retry is no duplicate.
                 with contextlib.suppress(OSError):
-                    os.unlink(self.message_path("incoming", queue_id))
+                    os.unlink(self.message_path(state, queue_id))
                 raise
+        if hold:
+            here = False  # nobody delivers it until it is released
+            log.info("held", queue_id=queue_id)
         if here:
             self._remember(queue_id, content)
         fields: dict[str, object] = {"client": envelope.client_ip} if envelope.client_ip else {}
@@ -401,17 +410,21 @@ class Spool:
             listener(queue_id)
         return queue_id
 
-    def _enqueue_sync(self, envelope: Envelope, content: bytes) -> tuple[str, bool]:
+    def _enqueue_sync(
+        self, envelope: Envelope, content: bytes, state: QueueState = "incoming"
+    ) -> tuple[str, bool]:
         """Write the message; returns its id and whether it went into a recycled file.
         A full disk raises SpoolFull (nothing of the message is left behind)."""
         try:
-            return self._enqueue_file(envelope, content)
+            return self._enqueue_file(envelope, content, state)
         except OSError as exc:
             if is_no_space(exc) and not isinstance(exc, SpoolFull):
                 raise SpoolFull(exc.filename or self.root, envelope.queue_id) from None
             raise
 
-    def _enqueue_file(self, envelope: Envelope, content: bytes) -> tuple[str, bool]:
+    def _enqueue_file(
+        self, envelope: Envelope, content: bytes, state: QueueState = "incoming"
+    ) -> tuple[str, bool]:
         envelope.crc32 = zlib.crc32(content)
         fixed_id = bool(envelope.queue_id)
         for _ in range(10):
@@ -425,7 +438,7 @@ class Spool:
             parts = (encode_envelope(envelope), content)
             # Written and synced, locked while we write: recovery leaves a file alone while
             # its writer lives.
-            taken = self._take_pool_file()
+            taken = self._take_pool_file() if state == "incoming" else None
             if taken is None:
                 path, fd = self._write_tmp(queue_id, *parts)
             else:
@@ -441,7 +454,7 @@ class Spool:
             try:
                 # The commit point (once the directory is synced, or at once for a recycled
                 # file). link(), unlike rename(), never replaces a message with this id.
-                os.link(path, self.message_path("incoming", queue_id))
+                os.link(path, self.message_path(state, queue_id))
             except BaseException as exc:
                 if taken is not None:
                     _mark_free(fd)  # stays in pool/, free again

@@ -50,10 +50,18 @@ from pochta.reports.tls_store import TlsRecorder, open_tls_db
 from pochta.resolve.resolver import DomainClass, Resolver
 from pochta.server.report_job import ReportJob
 from pochta.server.text_indexer import TextIndexer
+from pochta.spam.greylist import Greylist, GreylistPolicy
 from pochta.spam.quarantine import QUARANTINE_DIR, QuarantineStore
+from pochta.spam.ratelimit import (
+    ClientRateLimit,
+    RateCounter,
+    RecipientRateLimit,
+    UserRateLimit,
+)
 from pochta.spam.rspamd import RspamdClient
 from pochta.spam.scanner import Scanner
 from pochta.spam.setup import build_checks
+from pochta.spam.store import spam_db_path
 from pochta.store import open_store
 
 if TYPE_CHECKING:
@@ -127,6 +135,7 @@ class MailSystem:
             self.queue,
             sealer=lambda: self.sealer,
             quarantine=lambda: self.quarantine,  # spam over reject_score (spam/quarantine.py)
+            outbound_limit=lambda: self.user_rate_limit,  # holds a user's excess (issue 15)
         )
 
     def _envelope_sender(self, sender: str, queue_id: str) -> str:
@@ -227,6 +236,19 @@ class MailSystem:
                     timeout_seconds=s.mailauth.timeout_seconds,
                 )
             )
+        # Rate limits (spam/ratelimit.py): per client address at MAIL FROM and per recipient
+        # at RCPT TO as policies; per authenticated user in the door, which holds the excess.
+        self.user_rate_limit: UserRateLimit | None = None
+        if s.rate_limits.enabled:
+            counter = RateCounter(spam_db_path(s))
+            policies.append(ClientRateLimit(s.rate_limits, counter))
+            policies.append(RecipientRateLimit(s.rate_limits, counter))
+            self.user_rate_limit = UserRateLimit(s.rate_limits, counter)
+        # Greylisting (spam/greylist.py): the scanner asks it for suspicious mail ("score");
+        # in mode "always" every new triplet at RCPT TO, after the rate limits.
+        self.greylist = Greylist(s.greylist, spam_db_path(s)) if s.greylist.enabled else None
+        if self.greylist is not None and s.greylist.mode == "always":
+            policies.append(GreylistPolicy(self.greylist))
         if s.rspamd.url:
             # An external Rspamd over /checkv2 (cleanup/rspamd_filter.py); MX mail only.
             filters.append(
@@ -248,8 +270,9 @@ class MailSystem:
             checks = build_checks(
                 s, directory=self.server.directory, dns_resolver=self.dns_resolver
             )
-            # greylist: the gate of spam/greylist.py (admit), None until it is wired here.
-            filters.append(SpamFilter(Scanner(checks, s.spam), greylist=None))
+            # Greylisting of suspicious mail (mode "score"): the scanner asks the gate.
+            gate = self.greylist if s.greylist.mode == "score" else None
+            filters.append(SpamFilter(Scanner(checks, s.spam), greylist=gate))
         if s.dkim.sign:
             # Last filter: the DKIM signature is the last change to the header (dkim_filter.py).
             filters.append(DkimFilter(DkimSigner(self.server.directory, s.dkim_dir)))
@@ -264,7 +287,7 @@ class MailSystem:
             save_to_detail_mailbox=s.delivery.save_to_detail_mailbox,
         )
         # The recipient policies asked at MAIL FROM and RCPT TO (receive/policy.py), in
-        # order: SPF (above); greylisting and rate limits are added here.
+        # order: SPF, the rate limits, greylisting in mode "always" (above).
         self.policies: list[Policy] = policies
         self.pipe = PipeAgent.from_settings(s)
         self.report = ReportAgent(s)  # report:KIND alias targets (deliver/report.py)
