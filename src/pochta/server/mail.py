@@ -47,6 +47,7 @@ from pochta.reports.tls_store import TlsRecorder, open_tls_db
 from pochta.resolve.resolver import DomainClass, Resolver
 from pochta.server.report_job import ReportJob
 from pochta.server.text_indexer import TextIndexer
+from pochta.spam.training import MailboxTrainer, mailbox_trainer
 from pochta.store import open_store
 
 if TYPE_CHECKING:
@@ -77,6 +78,8 @@ class MailSystem:
         self.store = open_store(settings, text_extractor=search_text, index_at_delivery=False)
         self.indexer: TextIndexer | None = None
         self.changes: ChangeHub | None = None  # made in start(), on the running loop
+        # Bayes learning from IMAP Junk moves and $Junk/$NotJunk (spam/training.py).
+        self.spam_trainer: MailboxTrainer | None = mailbox_trainer(settings, self.store)
         self.spool = Spool(settings.spool_dir)
         self._closing: set[asyncio.Task[None]] = set()
         # TLS-RPT (RFC 8460): one row per new session to an MX host, in reports.db.
@@ -296,5 +299,7 @@ class MailSystem:
             await asyncio.gather(*list(self._closing), return_exceptions=True)
         self.tls_recorder.close()
         self.recorder.flush()
+        if self.spam_trainer is not None:
+            await asyncio.to_thread(self.spam_trainer.close)  # finishes the queued learns
         self.spool.close()
         self.store.close()

@@ -25,6 +25,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal, Protocol
 
+from pochta.config.settings import Settings
 from pochta.logs import get_logger
 from pochta.spam.bayes import message_digest, token_hashes
 from pochta.spam.bayes_store import GLOBAL, BayesStore, LearnOutcome
@@ -36,6 +37,7 @@ __all__ = [
     "MailboxTrainer",
     "Source",
     "Trainer",
+    "mailbox_trainer",
     "read_messages",
     "transfer_signal",
 ]
@@ -200,6 +202,14 @@ class _FolderLike(Protocol):
     def special_use(self) -> str | None: ...
 
 
+def mailbox_trainer(settings: Settings, store: FolderReader) -> MailboxTrainer | None:
+    """The IMAP sessions' trainer of a mail system, None when ``[bayes]`` is off."""
+    if not settings.bayes.enabled:
+        return None
+    trainer = Trainer(BayesStore(settings.directory_db), learn_global=settings.bayes.learn_global)
+    return MailboxTrainer(trainer, store)
+
+
 @dataclass(slots=True)
 class MailboxTrainer:
     """The IMAP sessions' trainer (``runtime.SpamTrainer``): queues learns on one thread."""
@@ -230,7 +240,9 @@ class MailboxTrainer:
             self._submit(self._learn_uids, account, folder, list(uids), junk, reason)
 
     def close(self) -> None:
+        """Finish the queued learns, then close the statistics."""
         self._executor.shutdown(wait=True)
+        self.trainer.store.close()
 
     def _submit(self, func: object, *args: object) -> None:
         assert callable(func)
