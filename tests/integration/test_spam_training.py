@@ -78,9 +78,11 @@ def test_learn_for_a_user_and_errors(pochta_env: PochtaEnv, tmp_path: Path) -> N
     assert counts(env, ALICE) == Counts(1, 0)
     assert counts(env, GLOBAL) == Counts(1, 0)
     proc = env.run("spam", "learn", str(tmp_path / "m.eml"))
-    assert proc.returncode != 0 and "--spam or --ham" in proc.stderr
+    assert proc.returncode != 0
+    assert "--spam or --ham" in proc.stderr
     proc = env.run("spam", "learn", "--spam", "--user", f"nobody@{DOMAIN}", str(tmp_path))
-    assert proc.returncode != 0 and "no account" in proc.stderr
+    assert proc.returncode != 0
+    assert "no account" in proc.stderr
 
 
 def wait_counts(env: PochtaEnv, scope: str, want: Counts, timeout: float = 20.0) -> None:
@@ -95,7 +97,8 @@ def wait_counts(env: PochtaEnv, scope: str, want: Counts, timeout: float = 20.0)
 def uid_of(c: imaplib.IMAP4, folder: str) -> bytes:
     assert c.select(folder)[0] == "OK"
     typ, data = c.uid("SEARCH", "ALL")
-    assert typ == "OK" and data[0]
+    assert typ == "OK"
+    assert data[0]
     return data[0].split()[-1]
 
 
@@ -124,7 +127,7 @@ def test_imap_junk_moves_and_flags_train_the_user(pochta_env: PochtaEnv) -> None
 
         # COPY into Junk then MOVE it out of Junk into a folder: spam, then ham.
         c.select("INBOX")
-        typ, data = c.uid("SEARCH", "ALL")
+        _typ, data = c.uid("SEARCH", "ALL")
         first = data[0].split()[0]
         assert c.uid("COPY", first, "Junk")[0] == "OK"
         wait_counts(env, ALICE, Counts(2, 1))

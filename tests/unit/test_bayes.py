@@ -123,11 +123,14 @@ def test_score_curve() -> None:
     assert bayes_score(0.5, curve) is None
     low = bayes_score(0.9, curve)
     high = bayes_score(1.0, curve)
-    assert low is not None and high is not None
+    assert low is not None
+    assert high is not None
     assert (low.name, low.score, high.score) == ("BAYES_SPAM", 6.0, 8.0)
     assert low.options == ("0.9000",)
     ham = bayes_score(0.0, curve)
-    assert ham is not None and ham.name == "BAYES_HAM" and ham.score == -3.0
+    assert ham is not None
+    assert ham.name == "BAYES_HAM"
+    assert ham.score == -3.0
 
 
 # -- the check: which statistics --------------------------------------------------------------

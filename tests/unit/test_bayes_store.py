@@ -63,7 +63,8 @@ def test_learning_as_the_other_class_moves_it(store: BayesStore) -> None:
     assert trainer.learn(SPAM, spam=False) == "moved"
     assert store.scope_counts(GLOBAL) == Counts(0, 1)
     counts = store.token_counts(GLOBAL, token_hashes(ScanMessage(SPAM)))
-    assert counts and all(c == (0, 1) for c in counts.values())
+    assert counts
+    assert all(c == (0, 1) for c in counts.values())
     assert trainer.learn(SPAM, spam=False) == "known"
 
 
