@@ -17,7 +17,7 @@ replaced on reload (SIGHUP); so are ``authenticator``, ``resolver`` and ``mailbo
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Literal, Protocol
 
@@ -170,6 +170,21 @@ class MailboxDelivery(Protocol):
     ) -> MailboxResult: ...
 
 
+class SpamTrainer(Protocol):
+    """Learns from what IMAP users say is junk (``spam/training.MailboxTrainer``). Both
+    calls return at once: the learning happens on a thread of its own."""
+
+    def messages_moved(self, account: str, source: str, target: str, uids: Sequence[int]) -> None:
+        """MOVE or COPY of ``uids`` (their UIDs in ``target``) out of ``source``."""
+        ...
+
+    def keywords_added(
+        self, account: str, folder: str, uids: Sequence[int], keywords: Iterable[str]
+    ) -> None:
+        """STORE that added ``keywords`` ($Junk, $NotJunk, ...) to ``uids`` of ``folder``."""
+        ...
+
+
 class MailRuntime(Protocol):
     """The mail system of this process (``server.mail.MailSystem``)."""
 
@@ -199,6 +214,11 @@ class MailRuntime(Protocol):
     @property
     def policies(self) -> list[Policy]:
         """Asked at MAIL FROM and RCPT TO after the built-in checks (receive/policy.py)."""
+        ...
+
+    @property
+    def spam_trainer(self) -> SpamTrainer | None:
+        """Bayes learning from IMAP Junk moves and flags; None when Bayes is off."""
         ...
 
 

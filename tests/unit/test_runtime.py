@@ -110,6 +110,7 @@ class FakeMail:
     mailbox: object = None
     changes: ChangeBus | None = None
     policies: list[Policy] = field(default_factory=list)
+    spam_trainer: object = None
 
 
 class FakeRuntime:

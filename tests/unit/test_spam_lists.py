@@ -106,6 +106,17 @@ def test_envelope_sender_or_from_address_matches(lists: SpamLists) -> None:
     assert symbols(lists, sender="", from_="other@example.com") == {}
 
 
+def test_an_undecodable_from_address_matches_nothing_and_does_not_fail(
+    lists: SpamLists,
+) -> None:
+    """A From field with bytes that are not UTF-8 (old 8-bit mail) reads as surrogate
+    escapes; the check skips that address instead of failing on it."""
+    lists.add("allow", "", "friend@example.com")
+    message = ScanMessage(b"From: \xa4\xa4@example.com\r\nSubject: x\r\n\r\nhi\r\n")
+    scan = ScanInput(message=message, sender="friend@example.com", recipients=["bob@example.org"])
+    assert {s.name for s in asyncio.run(ListSymbols(lists)(scan))} == {"GLOBAL_ALLOWLIST"}
+
+
 def test_user_scope_beats_domain_and_global(lists: SpamLists) -> None:
     lists.add("block", "", "example.net")
     lists.add("block", "example.org", "example.net")

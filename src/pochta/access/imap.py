@@ -191,6 +191,8 @@ class Session:
         self._auth_failures = 0  # failed LOGIN/AUTHENTICATE on this connection
         self._keywords: set[str] = set()  # announced in FLAGS for the selected folder
         self._recent_asked = 0  # the highest UID of the selected folder asked about \Recent
+        # Work to start once the answer is out (Bayes learning of Junk moves and flags).
+        self._after_answer: list[Callable[[], None]] = []
 
     # -- plumbing -------------------------------------------------------------------------
 
@@ -344,6 +346,18 @@ class Session:
                 self._auth_failed()
         except StoreError as exc:
             self.send(C.tagged(tag, "NO", str(exc), _store_code(exc)))
+        if self._after_answer:
+            await self._answer_then_learn()
+
+    async def _answer_then_learn(self) -> None:
+        """Send the answer, then hand the learning to the trainer's thread: the client
+        never waits for the Bayes statistics."""
+        jobs, self._after_answer = self._after_answer, []
+        try:
+            await self.flush()
+        finally:
+            for job in jobs:
+                job()
 
     NOT_AUTH_ONLY = frozenset({"LOGIN", "AUTHENTICATE", "STARTTLS"})
     # COMPRESS (RFC 4978 §3) only after login, as Dovecot: before it, an anonymous client
@@ -1143,6 +1157,15 @@ class Session:
             unchanged_since=args.unchanged_since,
         )
         changed = {u.uid for u in result.updated}
+        trainer = self.mail.spam_trainer
+        if trainer is not None and mode is not FlagMode.REMOVE and changed:
+            # Thunderbird and Apple Mail mark junk / not junk with these keywords.
+            marks = [f for f in args.flags if f.lower() in ("$junk", "$notjunk")]
+            if marks:
+                user, folder, learn = self.user, view.name, sorted(changed)
+                self._after_answer.append(
+                    lambda: trainer.keywords_added(user, folder, learn, marks)
+                )
         for update in result.updated:
             old = view.info.get(update.uid)
             if old is None:
@@ -1195,6 +1218,11 @@ class Session:
             result = await self.blocking(func, self.user, view.name, uids, target)
         except NoSuchFolder as exc:
             raise No(f"No mailbox {args.mailbox}", "TRYCREATE") from exc
+        trainer = self.mail.spam_trainer
+        if trainer is not None and result.pairs:
+            # Into Junk: spam; out of Junk (not into Trash): ham (spam/training.py decides).
+            user, source, copies = self.user, view.name, [b for _, b in result.pairs]
+            self._after_answer.append(lambda: trainer.messages_moved(user, source, target, copies))
         code = None
         if result.pairs:
             code = (

@@ -947,6 +947,47 @@ class BayesSettings(_Table, frozen=True, kw_only=True, forbid_unknown_fields=Tru
     enabled: Annotated[
         bool, _doc("Classify messages with the token statistics learnt from users' Junk moves.")
     ] = True
+    min_learned: Annotated[
+        int,
+        _doc(
+            "Spam AND ham messages a user's statistics must have learned before that user's "
+            "mail is classified with them (else with the global ones, which need as many; "
+            "SpamAssassin's bayes_min_spam_num / bayes_min_ham_num)."
+        ),
+        msgspec.Meta(ge=1, le=1_000_000),
+    ] = 200
+    learn_global: Annotated[
+        bool,
+        _doc(
+            "Learn what a user trains (Junk moves, pochta spam learn --user) into the global "
+            "statistics too, not only the user's."
+        ),
+    ] = True
+    spam_probability: Annotated[
+        float,
+        _doc("Spam probability from which BAYES_SPAM is given (0.5 to 1)."),
+        msgspec.Meta(ge=0.5, le=1.0),
+    ] = 0.96
+    spam_min_score: Annotated[
+        float,
+        _doc("Score of BAYES_SPAM at spam_probability; it grows linearly up to spam_max_score."),
+        msgspec.Meta(ge=0.0, le=100.0),
+    ] = 6.0
+    spam_max_score: Annotated[
+        float,
+        _doc("Score of BAYES_SPAM at probability 1."),
+        msgspec.Meta(ge=0.0, le=100.0),
+    ] = 8.0
+    ham_probability: Annotated[
+        float,
+        _doc("Spam probability up to which BAYES_HAM is given (0 to 0.5)."),
+        msgspec.Meta(ge=0.0, le=0.5),
+    ] = 0.1
+    ham_score: Annotated[
+        float,
+        _doc("Score of BAYES_HAM at probability 0 (negative); 0 at ham_probability."),
+        msgspec.Meta(ge=-100.0, le=0.0),
+    ] = -3.0
 
 
 class GreylistSettings(_Table, frozen=True, kw_only=True, forbid_unknown_fields=True):

@@ -62,6 +62,7 @@ from pochta.spam.rspamd import RspamdClient
 from pochta.spam.scanner import Scanner
 from pochta.spam.setup import build_checks
 from pochta.spam.store import spam_db_path
+from pochta.spam.training import MailboxTrainer, mailbox_trainer
 from pochta.store import open_store
 
 if TYPE_CHECKING:
@@ -92,6 +93,8 @@ class MailSystem:
         self.store = open_store(settings, text_extractor=search_text, index_at_delivery=False)
         self.indexer: TextIndexer | None = None
         self.changes: ChangeHub | None = None  # made in start(), on the running loop
+        # Bayes learning from IMAP Junk moves and $Junk/$NotJunk (spam/training.py).
+        self.spam_trainer: MailboxTrainer | None = mailbox_trainer(settings, self.store)
         self.spool = Spool(settings.spool_dir)
         self.quarantine = QuarantineStore(settings.data_dir / QUARANTINE_DIR)
         self._closing: set[asyncio.Task[None]] = set()
@@ -351,5 +354,7 @@ class MailSystem:
             await asyncio.gather(*list(self._closing), return_exceptions=True)
         self.tls_recorder.close()
         self.recorder.flush()
+        if self.spam_trainer is not None:
+            await asyncio.to_thread(self.spam_trainer.close)  # finishes the queued learns
         self.spool.close()
         self.store.close()

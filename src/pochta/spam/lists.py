@@ -239,8 +239,9 @@ class ListSymbols:
 
     async def __call__(self, scan: ScanInput) -> Sequence[Symbol]:
         author = scan.message.author
-        senders = [s for s in (scan.sender, author.address if author else "") if s]
-        recipients = [self._base(r) for r in scan.recipients]
+        # An address with bytes that are not UTF-8 (surrogate escapes) matches no entry.
+        senders = [s for s in (scan.sender, author.address if author else "") if s and _is_text(s)]
+        recipients = [self._base(r) for r in scan.recipients if _is_text(r)]
         return await asyncio.to_thread(self.decide, senders, recipients)
 
     def _base(self, recipient: str) -> str:
@@ -301,3 +302,12 @@ class ListSymbols:
                 options=(best.pattern, scope or "global"),
             )
         return None
+
+
+def _is_text(address: str) -> bool:
+    """Whether ``address`` is valid Unicode (no surrogate escapes of undecodable bytes)."""
+    try:
+        address.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True

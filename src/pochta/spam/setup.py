@@ -17,6 +17,8 @@ from pochta.config.settings import Settings
 from pochta.directory.base import Directory
 from pochta.dns.dnsbl import ZoneWarnings
 from pochta.spam.auth_symbols import AuthSymbols, ClientSymbols
+from pochta.spam.bayes import BayesCheck, ScoreCurve
+from pochta.spam.bayes_store import BayesStore
 from pochta.spam.check import Check
 from pochta.spam.dnsbl import BlocklistLookup, ClientBlocklists
 from pochta.spam.gtube import Gtube
@@ -24,7 +26,7 @@ from pochta.spam.heuristics import HeaderHeuristics, MimeHeuristics
 from pochta.spam.lists import ListSymbols, SpamLists
 from pochta.spam.uribl import UriBlocklists
 
-__all__ = ["HOSTED_DOMAINS_CACHE_SECONDS", "build_checks", "hosted_domains"]
+__all__ = ["HOSTED_DOMAINS_CACHE_SECONDS", "bayes_curve", "build_checks", "hosted_domains"]
 
 HOSTED_DOMAINS_CACHE_SECONDS = 30.0
 """How long the hosted domains are kept between directory reads (a domain added while the
@@ -54,9 +56,15 @@ def hosted_domains(
 
 
 def build_checks(
-    settings: Settings, *, directory: Directory, dns_resolver: dns.asyncresolver.Resolver
+    settings: Settings,
+    *,
+    directory: Directory,
+    dns_resolver: dns.asyncresolver.Resolver,
+    clock: Callable[[], float] = time.time,
 ) -> list[Check]:
-    """The checks the scanner runs on every inbound message."""
+    """The checks the scanner runs on every inbound message; ``clock`` is the time the
+    date rules compare the Date field with (the accuracy run gives each old corpus message
+    its own arrival time)."""
     checks: list[Check] = [Gtube()]  # the end-to-end test string (spam/gtube.py)
 
     # Authentication results, reverse DNS, HELO, header and MIME heuristics (spam/
@@ -68,8 +76,18 @@ def build_checks(
 
     checks.append(AuthSymbols())
     checks.append(ClientSymbols(hostname=settings.server.hostname, own_names=own_names))
-    checks.append(HeaderHeuristics(hosted_domains=hosted))
+    checks.append(HeaderHeuristics(hosted_domains=hosted, clock=clock))
     checks.append(MimeHeuristics())
+    if settings.bayes.enabled:
+        # Bayes: BAYES_SPAM / BAYES_HAM from the statistics in the directory database.
+        checks.append(
+            BayesCheck(
+                BayesStore(settings.directory_db),
+                min_learned=settings.bayes.min_learned,
+                curve=bayes_curve(settings),
+                is_local=_account_of(directory),
+            )
+        )
     # Sender allow/block lists and never-filtered recipients (spam/lists.py).
     if settings.spam_lists.enabled:
         checks.append(
@@ -108,3 +126,24 @@ def build_checks(
                 )
             )
     return checks
+
+
+def bayes_curve(settings: Settings) -> ScoreCurve:
+    b = settings.bayes
+    return ScoreCurve(
+        spam_above=b.spam_probability,
+        spam_min_score=b.spam_min_score,
+        spam_max_score=b.spam_max_score,
+        ham_below=b.ham_probability,
+        ham_score=b.ham_score,
+    )
+
+
+def _account_of(directory: Directory) -> Callable[[str], str | None]:
+    """An envelope recipient -> its account's address, None when it has none here."""
+
+    def account_of(address: str) -> str | None:
+        account = directory.get_account(address)
+        return account.address if account is not None else None
+
+    return account_of

@@ -1,0 +1,198 @@
+"""The Bayes tokenizer, the Robinson/Fisher combination, the score curve and the check's
+choice of statistics (spam/bayes.py)."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Sequence
+
+import pytest
+
+from pochta.spam.bayes import (
+    MAX_TOKENS,
+    BayesCheck,
+    Counts,
+    ScoreCurve,
+    bayes_score,
+    spam_probability,
+    token_hash,
+    token_hashes,
+    tokenize,
+)
+from pochta.spam.check import ScanInput
+from pochta.spam.message import ScanMessage
+
+
+def msg(subject: str, body: str, *, html: bool = False, extra: str = "") -> ScanMessage:
+    ctype = "text/html" if html else "text/plain"
+    return ScanMessage(
+        (
+            f"From: Bob Sender <bob@sender.example>\r\nSubject: {subject}\r\n"
+            f"X-Mailer: Mass Mailer 3.1\r\nContent-Type: {ctype}; charset=utf-8\r\n{extra}\r\n"
+            f"{body}\r\n"
+        ).encode()
+    )
+
+
+SPAMMY = ["cheap pills viagra offer", "win money casino now", "free prize claim lottery"]
+HAMMY = ["meeting agenda tomorrow project", "lunch with team review", "patch review build"]
+
+
+# -- tokenizer ------------------------------------------------------------------------------
+
+
+def test_tokens_of_headers_words_links_and_markers() -> None:
+    m = msg(
+        "Cheap Pills",
+        "Hello WORLD, see http://shop.pills.example/buy and supercalifragilisticexpialidocious",
+    )
+    tokens = tokenize(m)
+    assert {"subject:cheap", "subject:pills", "hello", "world", "see"} <= tokens
+    assert {"from:bob", "from:addr:sender.example"} <= tokens
+    assert "x-mailer:mass mailer 3.1" in tokens
+    assert {"url:shop.pills.example", "url:pills.example", "proto:http"} <= tokens
+    assert "skip:s 30" in tokens  # a 34-character word, summarised
+    assert "charset:utf-8" in tokens
+    assert "header:x-mailer:1" in tokens
+    assert not any(t.startswith("http") for t in tokens)  # links come from message.links
+
+
+def test_html_is_read_as_visible_text() -> None:
+    m = msg("x", "<html><style>hidden</style><p>Visible words</p></html>", html=True)
+    tokens = tokenize(m)
+    assert {"visible", "words", "part:html-only"} <= tokens
+    assert "hidden" not in tokens
+
+
+def test_eight_bit_share_and_received_hints() -> None:
+    m = msg(
+        "x",
+        "ééééé abc",
+        extra="Received: from relay.mx.example (relay [192.0.2.7]) by mx.example.org\r\n",
+    )
+    tokens = tokenize(m)
+    (share,) = [int(t.split(":")[1]) for t in tokens if t.startswith("8bit%:")]
+    assert 40 <= share <= 60  # five 8-bit characters of about ten
+    assert {"received:mx.example", "received:example.org", "received:192.0.2"} <= tokens
+
+
+def test_tokens_are_bounded() -> None:
+    body = " ".join(f"w{i:07d}" for i in range(MAX_TOKENS * 3))
+    assert len(tokenize(msg("x", body))) <= MAX_TOKENS
+
+
+def test_token_hash_is_signed_64_bit_and_stable() -> None:
+    h = token_hash("viagra")
+    assert -(2**63) <= h < 2**63
+    assert h == token_hash("viagra") != token_hash("viagrA")
+
+
+# -- combination ----------------------------------------------------------------------------
+
+
+def trained(
+    spam_texts: Sequence[str], ham_texts: Sequence[str]
+) -> tuple[dict[int, tuple[int, int]], Counts]:
+    stats: dict[int, list[int]] = {}
+    for texts, column in ((spam_texts, 0), (ham_texts, 1)):
+        for text in texts:
+            for t in token_hashes(msg("hello", text)):
+                stats.setdefault(t, [0, 0])[column] += 1
+    return {t: (v[0], v[1]) for t, v in stats.items()}, Counts(len(spam_texts), len(ham_texts))
+
+
+def test_spam_and_ham_are_told_apart() -> None:
+    stats, counts = trained(SPAMMY * 10, HAMMY * 10)
+    spam = spam_probability(token_hashes(msg("hello", "casino prize money")), stats, counts)
+    ham = spam_probability(token_hashes(msg("hello", "project review agenda")), stats, counts)
+    assert spam > 0.99
+    assert ham < 0.01
+
+
+def test_unknown_words_say_nothing() -> None:
+    stats, counts = trained(SPAMMY, HAMMY)
+    unknown = [token_hash("zzzunknown"), token_hash("qqqnever")]
+    assert spam_probability(unknown, stats, counts) == 0.5
+
+
+# -- score curve ----------------------------------------------------------------------------
+
+
+def test_score_curve() -> None:
+    curve = ScoreCurve(spam_above=0.9, spam_min_score=6.0, spam_max_score=8.0, ham_below=0.1)
+    assert bayes_score(0.5, curve) is None
+    low = bayes_score(0.9, curve)
+    high = bayes_score(1.0, curve)
+    assert low is not None
+    assert high is not None
+    assert (low.name, low.score, high.score) == ("BAYES_SPAM", 6.0, 8.0)
+    assert low.options == ("0.9000",)
+    ham = bayes_score(0.0, curve)
+    assert ham is not None
+    assert ham.name == "BAYES_HAM"
+    assert ham.score == -3.0
+
+
+# -- the check: which statistics --------------------------------------------------------------
+
+
+class FakeSource:
+    """Statistics per scope in memory; counts the reads."""
+
+    def __init__(self) -> None:
+        self.stats: dict[str, tuple[dict[int, tuple[int, int]], Counts]] = {}
+        self.token_reads: list[str] = []
+
+    def scope_counts(self, scope: str) -> Counts:
+        return self.stats[scope][1] if scope in self.stats else Counts(0, 0)
+
+    def token_counts(self, scope: str, tokens: Sequence[int]) -> dict[int, tuple[int, int]]:
+        self.token_reads.append(scope)
+        known = self.stats[scope][0]
+        return {t: known[t] for t in tokens if t in known}
+
+
+def run_check(check: BayesCheck, message: ScanMessage, recipients: list[str]) -> list[str]:
+    scan = ScanInput(message=message, sender="s@x.example", recipients=recipients)
+    return [s.name for s in asyncio.run(check(scan))]
+
+
+@pytest.fixture
+def source() -> FakeSource:
+    s = FakeSource()
+    s.stats[""] = trained(SPAMMY * 5, HAMMY * 5)
+    # alice thinks the "project" mail is spam: her statistics say the opposite of the global.
+    s.stats["alice@example.org"] = trained(HAMMY * 5, SPAMMY * 5)
+    s.stats["bob@example.org"] = trained(HAMMY, SPAMMY)  # too little to be used
+    return s
+
+
+def local(address: str) -> str | None:
+    return address if address.endswith("@example.org") else None
+
+
+def test_one_local_recipient_with_enough_training_uses_theirs(source: FakeSource) -> None:
+    check = BayesCheck(source, min_learned=10, curve=ScoreCurve(), is_local=local)
+    project = msg("hello", "project review agenda")
+    assert run_check(check, project, ["alice@example.org"]) == ["BAYES_SPAM"]
+    assert source.token_reads == ["alice@example.org"]
+
+
+def test_otherwise_the_global_statistics(source: FakeSource) -> None:
+    check = BayesCheck(source, min_learned=10, curve=ScoreCurve(), is_local=local)
+    project = msg("hello", "project review agenda")
+    assert run_check(check, project, ["bob@example.org"]) == ["BAYES_HAM"]  # bob: too few
+    assert run_check(check, project, ["alice@example.org", "bob@example.org"]) == ["BAYES_HAM"]
+    assert run_check(check, project, ["carol@remote.example"]) == ["BAYES_HAM"]
+    assert source.token_reads == ["", "", ""]
+
+
+def test_nothing_learned_gives_no_symbol() -> None:
+    check = BayesCheck(FakeSource(), min_learned=1, curve=ScoreCurve(), is_local=local)
+    assert run_check(check, msg("hello", "casino prize"), ["alice@example.org"]) == []
+
+
+def test_too_little_learned_globally_gives_no_symbol(source: FakeSource) -> None:
+    check = BayesCheck(source, min_learned=200, curve=ScoreCurve(), is_local=local)
+    assert run_check(check, msg("hello", "casino prize"), ["alice@example.org"]) == []
+    assert source.token_reads == []
