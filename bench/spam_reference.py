@@ -17,7 +17,7 @@ dir) plus ``bench.cf`` (Bayes on, its database under WORK, no auto-learn, no aut
 ``sa-learn -L --spam DIR`` and ``--ham DIR`` (one call per class), then ``spamd -L`` (local
 tests only: no DNS, RBL, URIBL, Razor, Pyzor, DCC; with Bayes this is score set 2) on a
 loopback port with 2 children, and one ``spamc -R`` per message. is_spam is SpamAssassin's
-verdict (``spamc`` exits 1, score >= required_score, 5.0).
+verdict: score >= required_score (5.0), as spamd's ``Spam: True``.
 
 Rspamd: Debian's stock configuration (``/etc/rspamd/rspamd.conf``, read, not changed) with
 ``LOCAL_CONFDIR`` pointed at a private dir under WORK whose local.d/override.d files bind the
@@ -334,9 +334,8 @@ def run_spamassassin(
             raise SystemExit(f"spamc failed on {sample.name}: {done.returncode} {out[:200]!r}")
         score, required = float(head[1]), float(head[2])
         symbols = tuple(re.findall(r"^\s*-?[\d.]+\s+([A-Z][A-Z0-9_]+)\s", out, re.M))
-        flagged = done.returncode == 1
-        if flagged != (score >= required):
-            log(f"  note: {sample.name}: exit {done.returncode} but {score}/{required}")
+        # SpamAssassin's verdict (spamd's "Spam: True"): score >= required_score.
+        flagged = score >= required
         return Scored(
             sample.name,
             sample.is_spam,
