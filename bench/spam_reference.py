@@ -504,8 +504,6 @@ def run_rspamd(
             fail = done.stdout.count("success = false") + done.stdout.count("error")
             learn_out[cls] = f"{ok} learned, {fail} refused ({time.monotonic() - t0:.0f} s)"
             log(f"  {learn_out[cls]}")
-        stat = command_output(["rspamc", "-h", controller, "stat"])
-        bayes_stat = [ln.strip() for ln in stat.splitlines() if "BAYES" in ln]
 
         def scan(sample: Sample, path: Path) -> Scored:
             t0 = time.perf_counter()
@@ -561,7 +559,6 @@ def run_rspamd(
         },
         bayes_learn=learn_out,
         bayes_learn_type="bulk (every message learned)" if bulk_learn else "stock rspamc learn",
-        bayes_stat=bayes_stat,
         log=rspamd_log_facts(root / "log" / "rspamd.log"),
         top_symbols_missed_spam=top_symbols([r for r in results if r.is_spam and not r.flagged]),
         versions={
