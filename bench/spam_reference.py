@@ -491,12 +491,13 @@ def run_rspamd(
         wait_port(ports["normal"], proc, "rspamd normal worker")
         learn_out = {}
         for cls in ("spam", "ham"):
-            log(f"rspamc learn_{cls} ({len(list(folders[cls].iterdir()))} files)")
+            files = sorted(str(p) for p in folders[cls].iterdir())
+            log(f"rspamc learn_{cls} ({len(files)} files)")
             t0 = time.monotonic()
             done = subprocess.run(
-                # One at a time, in file order: Rspamd's learn condition depends on what
-                # is learned already, so parallel learns would make each run differ.
-                [*rspamc_learn, "-h", controller, "-n", "1", f"learn_{cls}", str(folders[cls])],
+                # One at a time, in sorted order (not the folder's): Rspamd's learn
+                # condition depends on what it has learned already.
+                [*rspamc_learn, "-h", controller, "-n", "1", f"learn_{cls}", *files],
                 capture_output=True,
                 text=True,
             )
