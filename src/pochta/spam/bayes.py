@@ -63,6 +63,7 @@ __all__ = [
     "UNKNOWN_WORD_PROB",
     "UNKNOWN_WORD_STRENGTH",
     "BayesCheck",
+    "Combining",
     "Counts",
     "ScoreCurve",
     "TokenSource",
@@ -231,6 +232,20 @@ def message_digest(message: ScanMessage) -> bytes:
 
 
 @dataclass(frozen=True, slots=True)
+class Combining:
+    """The constants of the combination (defaults: the module's), a parameter so that
+    ``bench/spam_accuracy.py --cv`` can compare them."""
+
+    unknown_word_strength: float = UNKNOWN_WORD_STRENGTH
+    unknown_word_prob: float = UNKNOWN_WORD_PROB
+    min_prob_strength: float = MIN_PROB_STRENGTH
+    max_discriminators: int = MAX_DISCRIMINATORS
+
+
+DEFAULT_COMBINING = Combining()
+
+
+@dataclass(frozen=True, slots=True)
 class Counts:
     """The learned messages of one scope (global or a user)."""
 
@@ -238,15 +253,19 @@ class Counts:
     ham: int
 
 
-def token_probability(spam: int, ham: int, counts: Counts) -> float:
+def token_probability(
+    spam: int, ham: int, counts: Counts, combining: Combining = DEFAULT_COMBINING
+) -> float:
     """Robinson's ``f(w)`` of a token seen in ``spam`` spam and ``ham`` ham messages."""
     spam_ratio = spam / counts.spam if counts.spam else 0.0
     ham_ratio = ham / counts.ham if counts.ham else 0.0
+    x = combining.unknown_word_prob
     if spam_ratio + ham_ratio == 0:
-        return UNKNOWN_WORD_PROB
+        return x
     p = spam_ratio / (spam_ratio + ham_ratio)
     n = spam + ham
-    return (UNKNOWN_WORD_STRENGTH * UNKNOWN_WORD_PROB + n * p) / (UNKNOWN_WORD_STRENGTH + n)
+    s = combining.unknown_word_strength
+    return (s * x + n * p) / (s + n)
 
 
 def _chi2q(x2: float, v: int) -> float:
@@ -261,7 +280,10 @@ def _chi2q(x2: float, v: int) -> float:
 
 
 def spam_probability(
-    tokens: Iterable[int], stats: Mapping[int, tuple[int, int]], counts: Counts
+    tokens: Iterable[int],
+    stats: Mapping[int, tuple[int, int]],
+    counts: Counts,
+    combining: Combining = DEFAULT_COMBINING,
 ) -> float:
     """The probability that a message with ``tokens`` is spam, from ``stats`` (token ->
     (spam, ham) messages) learned over ``counts``; 0.5 when no token says anything."""
@@ -270,13 +292,13 @@ def spam_probability(
         seen = stats.get(token)
         if seen is None:
             continue
-        f = token_probability(seen[0], seen[1], counts)
-        if abs(f - 0.5) >= MIN_PROB_STRENGTH:
+        f = token_probability(seen[0], seen[1], counts, combining)
+        if abs(f - 0.5) >= combining.min_prob_strength:
             clues.append(f)
     if not clues:
         return 0.5
     clues.sort(key=lambda f: abs(f - 0.5), reverse=True)
-    clues = clues[:MAX_DISCRIMINATORS]
+    clues = clues[: combining.max_discriminators]
     # f is never 0 or 1: Robinson's correction keeps it inside (0, 1).
     ln_ham = sum(math.log(f) for f in clues)
     ln_spam = sum(math.log(1.0 - f) for f in clues)
