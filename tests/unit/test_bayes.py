@@ -57,6 +57,30 @@ def test_tokens_of_headers_words_links_and_markers() -> None:
     assert not any(t.startswith("http") for t in tokens)  # links come from message.links
 
 
+def test_tokens_of_address_fields_message_id_and_content_type() -> None:
+    m = msg(
+        "x",
+        "body",
+        extra=(
+            "To: Ann <ann@mail.corp.example>, b@other.example\r\n"
+            "Reply-To: offers@deals.example\r\n"
+            "Message-ID: <20020807.AB12@mx.sender.example>\r\n"
+        ),
+    )
+    tokens = tokenize(m)
+    assert {"to:ann", "to:addr:mail.corp.example", "to:domain:corp.example"} <= tokens
+    assert {"to:local:b", "to:addr:other.example", "to:count:2"} <= tokens
+    assert {"reply-to:addr:deals.example", "cc:none"} <= tokens
+    assert "message-id:shape:9.A9" in tokens
+    assert "content-type:charset=utf-8" in tokens
+
+
+def test_tokens_of_url_paths() -> None:
+    tokens = tokenize(msg("x", "see http://shop.example/cheap-meds/order.php?id=7"))
+    assert {"url:/cheap", "url:/meds", "url:/order", "url:/php"} <= tokens
+    assert "url:/7" not in tokens  # pieces of 1 or 2 characters say nothing
+
+
 def test_html_is_read_as_visible_text() -> None:
     m = msg("x", "<html><style>hidden</style><p>Visible words</p></html>", html=True)
     tokens = tokenize(m)

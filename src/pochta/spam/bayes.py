@@ -10,11 +10,16 @@ message's tokens into one probability that it is spam. :class:`BayesCheck` is th
 **Tokens** (SpamBayes' tokenizer, simplified): every word of the text parts (HTML as its
 visible text) lower-cased, 3 to 12 characters; a longer word gives ``skip:`` + its first
 character + its length in tens (as SpamBayes), or its parts when it is an address; the
-words of the Subject and From, prefixed by the field name; the host names of links and
-every parent domain (``url:example.com``); a few header fields whole (X-Mailer,
-User-Agent, Content-Type, charsets, transfer encodings); the names of the header fields
-present (``header:x-mailer``); the host names and /24 networks of the ``Received`` fields;
-the share of 8-bit characters in tens of per cent. Each message gives each token once, at
+words of the Subject; for From, To, Cc, Reply-To, Sender and Return-Path the addresses'
+domains and their parents, local parts and display-name words (and how many addresses To
+and Cc have, as a power of 2); the host names of links and every parent domain
+(``url:example.com``) and the words of their paths (``url:/order``); a few header fields
+whole (X-Mailer, User-Agent, Content-Type, charsets, transfer encodings) and the
+Content-Type parameters; the Message-ID's domain and the shape of its left part and of
+the MIME boundary (runs of digits and letters reduced: what the sending software writes);
+the names of the header fields present (``header:x-mailer``); the host names (and parents)
+and the /8, /16 and /24 prefixes of the IPv4 addresses of the ``Received`` fields; the
+share of 8-bit characters in tens of per cent. Each message gives each token once, at
 most :data:`MAX_TOKENS` of them, from at most :data:`MAX_TEXT_CHARS` characters of text.
 
 **Combination** (Gary Robinson's, as SpamBayes and SpamAssassin do it):
@@ -98,6 +103,12 @@ _IPV4 = re.compile(r"\b(\d{1,3})\.(\d{1,3})\.(\d{1,3})\.\d{1,3}\b")
 _RECEIVED_HOST = re.compile(r"\b(?:from|by)\s+([a-z0-9][a-z0-9.-]*\.[a-z]{2,})", re.IGNORECASE)
 _WHOLE_FIELDS = ("x-mailer", "user-agent", "content-type", "content-transfer-encoding")
 _SUBJECT_WORDS = re.compile(r"[\w$€£%]+|[!?$]+")
+_ADDRESS_FIELDS = ("from", "to", "cc", "reply-to", "sender", "return-path")
+_PARAMS = re.compile(r";\s*([\w-]+)\s*=\s*(\"[^\"]*\"|[^;\s]+)")
+_SHAPE_DIGITS = re.compile(r"\d+")
+_SHAPE_UPPER = re.compile(r"[A-Z]+")
+_SHAPE_LOWER = re.compile(r"[a-z]+")
+_URL_PIECES = re.compile(r"[^a-z0-9]+")
 
 
 # -- tokens ---------------------------------------------------------------------------------
@@ -141,28 +152,30 @@ def _header_tokens(message: ScanMessage, tokens: set[str]) -> None:
     else:
         for word in _SUBJECT_WORDS.findall(subject[:500]):
             tokens.add(f"subject:{word.lower()}")
-    sender = message.header("from") or ""
-    for word in _WORDS.findall(sender[:500]):
-        word = word.strip(_WORD_STRIP).lower()
-        if "@" in word:
-            local, _, domain = word.rpartition("@")
-            tokens.add(f"from:addr:{domain}")
-            tokens.add(f"from:local:{local[:20]}")
-        elif word:
-            tokens.add(f"from:{word[:20]}")
-    for name in ("reply-to", "return-path"):
-        value = message.header(name)
-        if value and "@" in value:
-            tokens.add(f"{name}:{value.rsplit('@', 1)[1].strip(' >').lower()[:60]}")
+        for word in _WORDS.findall(subject[:500]):
+            _word_tokens(word, "subject:", tokens)
+    for name in _ADDRESS_FIELDS:
+        _address_tokens(message, name, tokens)
     message_id = message.header("message-id")
     if message_id is None:
         tokens.add("message-id:none")
     elif "@" in message_id:
-        tokens.add(f"message-id:@{message_id.rsplit('@', 1)[1].strip(' >').lower()[:60]}")
+        left, _, right = message_id.strip().strip("<>").rpartition("@")
+        tokens.add(f"message-id:@{right.lower()[:60]}")
+        tokens.add(f"message-id:shape:{_shape(left)}")
     for name in _WHOLE_FIELDS:
         value = message.header(name)
         if value:
             tokens.add(f"{name}:{' '.join(value.lower().split())[:60]}")
+    content_type = message.header("content-type")
+    if content_type:
+        for param in _PARAMS.findall(content_type[:500]):
+            key, value = param
+            value = value.strip('"').lower()
+            if key.lower() == "boundary":
+                tokens.add(f"boundary:{_shape(value)}")
+            else:
+                tokens.add(f"content-type:{key.lower()}={value[:40]}")
     seen: dict[str, int] = {}
     for field in message.split.headers[:200]:
         key = field.name.lower()[:40]
@@ -170,10 +183,45 @@ def _header_tokens(message: ScanMessage, tokens: set[str]) -> None:
     for key, count in seen.items():
         tokens.add(f"header:{key}:{min(count, 5)}")
     for received in message.headers("received")[:10]:
-        for host in _RECEIVED_HOST.findall(received[:1000]):
-            tokens.add(f"received:{'.'.join(host.lower().split('.')[-2:])}")
-        for a, b, c in _IPV4.findall(received[:1000]):
+        text = received[:1000]
+        for host in _RECEIVED_HOST.findall(text):
+            labels = host.lower().split(".")
+            for i in range(max(0, len(labels) - 4), len(labels) - 1):
+                tokens.add("received:" + ".".join(labels[i:]))
+        for a, b, c in _IPV4.findall(text):
+            tokens.add(f"received:{a}")
+            tokens.add(f"received:{a}.{b}")
             tokens.add(f"received:{a}.{b}.{c}")
+
+
+def _address_tokens(message: ScanMessage, name: str, tokens: set[str]) -> None:
+    """The addresses of a field (``to:addr:`` + domain, ``to:local:`` + local part), the
+    domain's parents (``to:domain:``), the display-name words (``to:`` + word), and for
+    To and Cc how many addresses, rounded down to a power of 2 (SpamBayes' tokenizer)."""
+    count = 0
+    for value in message.headers(name)[:5]:
+        for word in _WORDS.findall(value[:1000]):
+            word = word.strip(_WORD_STRIP).lower()
+            if "@" in word:
+                count += 1
+                local, _, domain = word.rpartition("@")
+                tokens.add(f"{name}:addr:{domain[:60]}")
+                tokens.add(f"{name}:local:{local[:20]}")
+                labels = domain.split(".")
+                for i in range(1, max(1, len(labels) - 1)):
+                    tokens.add(f"{name}:domain:{'.'.join(labels[i:])[:60]}")
+            elif word:
+                tokens.add(f"{name}:{word[:20]}")
+    if name in ("to", "cc") and count:
+        tokens.add(f"{name}:count:{1 << (count.bit_length() - 1)}")
+    elif count == 0:
+        tokens.add(f"{name}:none")
+
+
+def _shape(text: str) -> str:
+    """What a generated identifier looks like: runs of digits as ``9``, of letters as
+    ``a`` or ``A``, other characters kept (``3D2F1.ab@x`` -> ``9A9A9.a``)."""
+    return _SHAPE_DIGITS.sub("9", _SHAPE_UPPER.sub("A", _SHAPE_LOWER.sub("a", text[:60])))
 
 
 def _url_tokens(url: str, tokens: set[str]) -> None:
@@ -185,10 +233,14 @@ def _url_tokens(url: str, tokens: set[str]) -> None:
     host = found.group(1).lower().rstrip(".")[:100]
     if _IPV4.fullmatch(host) or host.replace(".", "").isdigit():
         tokens.add("url:ip")
-        return
-    labels = host.split(".")
-    for i in range(max(0, len(labels) - 4), len(labels) - 1):
-        tokens.add("url:" + ".".join(labels[i:]))
+    else:
+        labels = host.split(".")
+        for i in range(max(0, len(labels) - 4), len(labels) - 1):
+            tokens.add("url:" + ".".join(labels[i:]))
+    path = lowered[found.end() :][:200]
+    for piece in _URL_PIECES.split(path):
+        if 2 < len(piece) <= 20:
+            tokens.add(f"url:/{piece}")
 
 
 def _word_tokens(raw: str, prefix: str, tokens: set[str]) -> None:
