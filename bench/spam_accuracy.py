@@ -62,7 +62,7 @@ RECIPIENT = "user@example.org"
 # Score curves tried by --cv: (spam_above, spam_min_score, spam_max_score).
 CURVES = [
     (above, low, 8.0)
-    for above in (0.5, 0.6, 0.7, 0.8, 0.9, 0.96, 0.99)
+    for above in (0.5, 0.51, 0.55, 0.6, 0.7, 0.8, 0.9, 0.96, 0.99)
     for low in (3.0, 4.0, 5.0, 6.0)
 ]
 # Combination constants tried by --cv (the first is the module's defaults).
@@ -197,7 +197,7 @@ class MemorySource:
             self.stats.setdefault(t, [0, 0])[column] += step
 
 
-def cross_validate(data: Path, folds: int) -> dict[str, object]:
+def cross_validate(data: Path, folds: int, dump: Path | None = None) -> dict[str, object]:
     """K-fold cross-validation inside the training part: for each fold, the other folds
     are learned (in memory: the tokens and combination of the store and the check) and
     every message of the fold goes through the whole scanner (``build_checks`` with the
@@ -214,6 +214,7 @@ def cross_validate(data: Path, folds: int) -> dict[str, object]:
     for i, sample in enumerate(train):
         source.add(tokens[i], spam=sample.is_spam, step=1)
     others: list[float] = [0.0] * len(train)
+    symbols: list[dict[str, float]] = [{} for _ in train]
     probabilities: list[list[float]] = [[] for _ in train]
     fired: dict[str, Counter[bool]] = {}
     with tempfile.TemporaryDirectory(prefix="pochta-accuracy-cv-") as tmp:
@@ -249,6 +250,7 @@ def cross_validate(data: Path, folds: int) -> dict[str, object]:
                 )
                 result = await scanner.scan(scan)
                 others[i] = sum(s.score for s in result.symbols if not s.name.startswith("BAYES"))
+                symbols[i] = {s.name: s.score for s in result.symbols}
                 for symbol in result.symbols:
                     if symbol.score and not symbol.name.startswith("BAYES"):
                         fired.setdefault(symbol.name, Counter())[train[i].is_spam] += 1
@@ -266,6 +268,13 @@ def cross_validate(data: Path, folds: int) -> dict[str, object]:
             for i in held:
                 source.add(tokens[i], spam=train[i].is_spam, step=1)
         directory.close()
+    if dump is not None:
+        rows = zip(train, symbols, probabilities, strict=True)
+        dump.write_text(
+            json.dumps(
+                [{"name": t.name, "spam": t.is_spam, "symbols": y, "p": p} for t, y, p in rows]
+            )
+        )
     spam = [i for i, s in enumerate(train) if s.is_spam]
     ham = [i for i, s in enumerate(train) if not s.is_spam]
     threshold = junk_score(settings)
@@ -317,10 +326,11 @@ def main() -> None:
     parser.add_argument("--cache", type=Path, default=DEFAULT_CACHE)
     parser.add_argument("--data", type=Path, help="an unpacked corpus 'data' folder")
     parser.add_argument("--cv", type=int, default=0, metavar="K", help="K-fold CV on train")
+    parser.add_argument("--dump", type=Path, help="with --cv: each message's symbols to a file")
     a = parser.parse_args()
     data = a.data or fetch_corpus(a.cache)
     if a.cv:
-        print(json.dumps(cross_validate(data, a.cv), indent=2))
+        print(json.dumps(cross_validate(data, a.cv, a.dump), indent=2))
         return
     print(json.dumps(run(data), indent=2))
 
