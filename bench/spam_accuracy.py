@@ -12,10 +12,12 @@ document: spam caught and ham flagged at the junk threshold (``[spam] junk_score
 the median and 95th percentile of the time to score one message (parse included).
 
 ``--cv K`` never looks at the test part: it cuts the training part into K folds, learns
-K-1 and classifies the one left out, for each fold, and prints the distribution of the
-spam probabilities of the ham and spam messages, and for each score curve in
-:data:`CURVES` the spam caught and ham flagged on the training part. This is how the
-``[bayes]`` defaults were chosen.
+K-1 (in memory) and runs every message of the fold left out through the whole scanner
+(the same checks, Bayes reading the in-memory statistics), and prints the distribution of
+the spam probabilities, the symbols fired on spam and ham, and the best (combining
+constants in :data:`COMBININGS`, score curve in :data:`CURVES`) pairs by spam caught with
+at most 0.1% of the ham flagged at the junk threshold (``--dump FILE``: each message's
+symbols and probabilities). This is how the Bayes constants and ````[bayes]`` defaults were chosen.
 """
 
 from __future__ import annotations
