@@ -17,7 +17,8 @@ K-1 (in memory) and runs every message of the fold left out through the whole sc
 the spam probabilities, the symbols fired on spam and ham, and the best (combining
 constants in :data:`COMBININGS`, score curve in :data:`CURVES`) pairs by spam caught with
 at most 0.1% of the ham flagged at the junk threshold (``--dump FILE``: each message's
-symbols and probabilities). This is how the Bayes constants and ````[bayes]`` defaults were chosen.
+symbols and probabilities). This is how the Bayes constants and the ``[bayes]`` defaults
+were chosen.
 """
 
 from __future__ import annotations
