@@ -12,10 +12,13 @@ document: spam caught and ham flagged at the junk threshold (``[spam] junk_score
 the median and 95th percentile of the time to score one message (parse included).
 
 ``--cv K`` never looks at the test part: it cuts the training part into K folds, learns
-K-1 and classifies the one left out, for each fold, and prints the distribution of the
-spam probabilities of the ham and spam messages, and for each score curve in
-:data:`CURVES` the spam caught and ham flagged on the training part. This is how the
-``[bayes]`` defaults were chosen.
+K-1 (in memory) and runs every message of the fold left out through the whole scanner
+(the same checks, Bayes reading the in-memory statistics), and prints the distribution of
+the spam probabilities, the symbols fired on spam and ham, and the best (combining
+constants in :data:`COMBININGS`, score curve in :data:`CURVES`) pairs by spam caught with
+at most 0.1% of the ham flagged at the junk threshold (``--dump FILE``: each message's
+symbols and probabilities). This is how the Bayes constants and the ``[bayes]`` defaults
+were chosen.
 """
 
 from __future__ import annotations
@@ -29,6 +32,7 @@ import sys
 import tempfile
 import time
 from collections import Counter
+from collections.abc import Iterable, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -36,15 +40,23 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from spam_corpus import DEFAULT_CACHE, Sample, fetch_corpus, read_message, split_corpus
 
-from pochta.config.settings import DNSBLSettings, ServerSettings, Settings
+from pochta.config.settings import BayesSettings, DNSBLSettings, ServerSettings, Settings
 from pochta.directory.open import open_directory
 from pochta.dns.async_resolver import make_async_resolver
-from pochta.spam.bayes import Counts, ScoreCurve, bayes_score, spam_probability, token_hashes
+from pochta.spam.bayes import (
+    BayesCheck,
+    Combining,
+    Counts,
+    ScoreCurve,
+    bayes_score,
+    spam_probability,
+    token_hashes,
+)
 from pochta.spam.bayes_store import BayesStore
 from pochta.spam.check import ScanInput
 from pochta.spam.message import ScanMessage
 from pochta.spam.scanner import Scanner
-from pochta.spam.setup import build_checks
+from pochta.spam.setup import bayes_curve, build_checks
 from pochta.spam.training import Trainer, read_messages
 
 DEFAULT_JUNK_SCORE = 6.0
@@ -52,14 +64,19 @@ RECIPIENT = "user@example.org"
 
 # Score curves tried by --cv: (spam_above, spam_min_score, spam_max_score).
 CURVES = [
-    (0.96, 6.0, 8.0),
-    (0.90, 3.0, 8.0),
-    (0.80, 4.0, 8.0),
-    (0.70, 4.0, 8.0),
-    (0.60, 4.0, 8.0),
-    (0.50, 4.0, 8.0),
-    (0.55, 6.0, 8.0),
-    (0.60, 6.0, 8.0),
+    (above, low, 8.0)
+    for above in (0.5, 0.51, 0.55, 0.6, 0.7, 0.8, 0.9, 0.96, 0.99)
+    for low in (3.0, 4.0, 5.0, 6.0)
+]
+# Combination constants tried by --cv (the first is the module's defaults).
+COMBININGS = [
+    Combining(),
+    *(
+        Combining(unknown_word_strength=s, min_prob_strength=m, max_discriminators=d)
+        for s in (0.1, 0.45, 1.0)
+        for m in (0.1, 0.3)
+        for d in (150, 400)
+    ),
 ]
 
 
@@ -162,56 +179,143 @@ def run(data: Path) -> dict[str, object]:
     }
 
 
-def cross_validate(data: Path, folds: int) -> dict[str, object]:
-    """K-fold cross-validation inside the training part (in memory: the same tokens and
-    combination as the store and the check)."""
+class MemorySource:
+    """The statistics of the folds learned, in memory (a ``spam/bayes.TokenSource``)."""
+
+    def __init__(self, stats: dict[int, list[int]], counts: list[int]) -> None:
+        self.stats = stats
+        self.counts = counts  # [spam, ham]
+
+    def scope_counts(self, scope: str) -> Counts:
+        return Counts(self.counts[0], self.counts[1])
+
+    def token_counts(self, scope: str, tokens: Sequence[int]) -> dict[int, tuple[int, int]]:
+        found = (self.stats.get(t) for t in tokens)
+        return {t: (v[0], v[1]) for t, v in zip(tokens, found, strict=True) if v}
+
+    def add(self, tokens: Iterable[int], *, spam: bool, step: int) -> None:
+        column = 0 if spam else 1
+        self.counts[column] += step
+        for t in tokens:
+            self.stats.setdefault(t, [0, 0])[column] += step
+
+
+def cross_validate(data: Path, folds: int, dump: Path | None = None) -> dict[str, object]:
+    """K-fold cross-validation inside the training part: for each fold, the other folds
+    are learned (in memory: the tokens and combination of the store and the check) and
+    every message of the fold goes through the whole scanner (``build_checks`` with the
+    Bayes check reading the in-memory statistics, each message's arrival as the clock).
+    The scanner's total without the Bayes symbol is kept with the message's spam
+    probability under each :data:`COMBININGS`, so every (combining, curve) pair of the
+    grid is the scanner's total at the junk threshold."""
     train = split_corpus(data).train
-    tokens = [token_hashes(ScanMessage(read_message(s.path))) for s in train]
+    contents = [read_message(s.path) for s in train]
+    tokens = [token_hashes(ScanMessage(c)) for c in contents]
     order = list(range(len(train)))
     random.Random(1).shuffle(order)
-    probabilities: list[tuple[float, bool]] = []
-    for fold in range(folds):
-        held = set(order[fold::folds])
-        stats: dict[int, list[int]] = {}
-        counts = [0, 0]
-        for i, sample in enumerate(train):
-            if i in held:
-                continue
-            column = 0 if sample.is_spam else 1
-            counts[column] += 1
-            for t in tokens[i]:
-                stats.setdefault(t, [0, 0])[column] += 1
-        frozen = {t: (v[0], v[1]) for t, v in stats.items()}
-        for i in sorted(held):
-            p = spam_probability(tokens[i], frozen, Counts(counts[0], counts[1]))
-            probabilities.append((p, train[i].is_spam))
-    ham = sorted(p for p, s in probabilities if not s)
-    spam = sorted(p for p, s in probabilities if s)
-    curves = []
-    for above, low, high in CURVES:
-        curve = ScoreCurve(spam_above=above, spam_min_score=low, spam_max_score=high)
-        scores = [(_score(p, curve), s) for p, s in probabilities]
-        caught = sum(sc >= DEFAULT_JUNK_SCORE for sc, s in scores if s)
-        flagged = sum(sc >= DEFAULT_JUNK_SCORE for sc, s in scores if not s)
-        curves.append(
-            {
-                "spam_above": above,
-                "spam_min_score": low,
-                "spam_max_score": high,
-                "spam_caught_pct": round(100 * caught / len(spam), 2),
-                "ham_flagged_pct": round(100 * flagged / len(ham), 3),
-                "ham_flagged": flagged,
-            }
+    source = MemorySource({}, [0, 0])
+    for i, sample in enumerate(train):
+        source.add(tokens[i], spam=sample.is_spam, step=1)
+    others: list[float] = [0.0] * len(train)
+    symbols: list[dict[str, float]] = [{} for _ in train]
+    probabilities: list[list[float]] = [[] for _ in train]
+    fired: dict[str, Counter[bool]] = {}
+    with tempfile.TemporaryDirectory(prefix="pochta-accuracy-cv-") as tmp:
+        settings = Settings(
+            server=ServerSettings(hostname="mx.example.org", data_dir=tmp),
+            dnsbl=DNSBLSettings(enabled=False),
+            bayes=BayesSettings(enabled=False),  # added below, on the in-memory statistics
         )
+        directory = open_directory(settings)
+        directory.add_domain(RECIPIENT.partition("@")[2])
+        directory.add_account(RECIPIENT, password_hash="{PLAIN}not-used")
+        checks = build_checks(
+            settings,
+            directory=directory,
+            dns_resolver=make_async_resolver(settings.dns),
+            clock=lambda: NOW[0],
+        )
+        bayes = BayesCheck(
+            source,
+            min_learned=BayesSettings().min_learned,
+            curve=bayes_curve(settings),
+        )
+        scanner = Scanner([*checks, bayes], settings.spam)
+
+        async def scan_fold(held: list[int]) -> None:
+            for i in held:
+                NOW[0] = arrival(train[i].path)
+                scan = ScanInput(
+                    message=ScanMessage(contents[i]),
+                    sender="",
+                    recipients=[RECIPIENT],
+                    from_mx=True,
+                )
+                result = await scanner.scan(scan)
+                others[i] = sum(s.score for s in result.symbols if not s.name.startswith("BAYES"))
+                symbols[i] = {s.name: s.score for s in result.symbols}
+                for symbol in result.symbols:
+                    if symbol.score and not symbol.name.startswith("BAYES"):
+                        fired.setdefault(symbol.name, Counter())[train[i].is_spam] += 1
+                stats = source.token_counts("", tokens[i])
+                counts = source.scope_counts("")
+                probabilities[i] = [
+                    spam_probability(tokens[i], stats, counts, c) for c in COMBININGS
+                ]
+
+        for fold in range(folds):
+            held = sorted(order[fold::folds])
+            for i in held:
+                source.add(tokens[i], spam=train[i].is_spam, step=-1)
+            asyncio.run(scan_fold(held))
+            for i in held:
+                source.add(tokens[i], spam=train[i].is_spam, step=1)
+        directory.close()
+    if dump is not None:
+        rows = zip(train, symbols, probabilities, strict=True)
+        dump.write_text(
+            json.dumps(
+                [{"name": t.name, "spam": t.is_spam, "symbols": y, "p": p} for t, y, p in rows]
+            )
+        )
+    spam = [i for i, s in enumerate(train) if s.is_spam]
+    ham = [i for i, s in enumerate(train) if not s.is_spam]
+    threshold = junk_score(settings)
+    grid = []
+    for k, combining in enumerate(COMBININGS):
+        for above, low, high in CURVES:
+            curve = ScoreCurve(spam_above=above, spam_min_score=low, spam_max_score=high)
+            total = [others[i] + _score(probabilities[i][k], curve) for i in range(len(train))]
+            caught = sum(total[i] >= threshold for i in spam)
+            flagged = sum(total[i] >= threshold for i in ham)
+            grid.append(
+                {
+                    "combining": [
+                        combining.unknown_word_strength,
+                        combining.unknown_word_prob,
+                        combining.min_prob_strength,
+                        combining.max_discriminators,
+                    ],
+                    "curve": [above, low, high],
+                    "spam_caught_pct": round(100 * caught / len(spam), 2),
+                    "ham_flagged": flagged,
+                }
+            )
+    grid.sort(key=lambda g: (g["ham_flagged"] > len(ham) // 1000, -g["spam_caught_pct"]))
+    p0 = [p[0] for p in probabilities]
     cuts = (0.01, 0.1, 0.3, 0.5, 0.7, 0.9, 0.99)
     return {
         "folds": folds,
         "ham": len(ham),
         "spam": len(spam),
-        "ham_at_or_above": {c: sum(p >= c for p in ham) for c in cuts},
-        "spam_below": {c: sum(p < c for p in spam) for c in cuts},
-        "ham_highest": [round(p, 4) for p in ham[-5:]],
-        "curves": curves,
+        "junk_score": threshold,
+        "ham_at_or_above": {c: sum(p0[i] >= c for i in ham) for c in cuts},
+        "spam_below": {c: sum(p0[i] < c for i in spam) for c in cuts},
+        "symbols_fired_spam_ham": {
+            name: [c[True], c[False]]
+            for name, c in sorted(fired.items(), key=lambda kv: -sum(kv[1].values()))
+        },
+        "best": grid[:12],
     }
 
 
@@ -225,10 +329,11 @@ def main() -> None:
     parser.add_argument("--cache", type=Path, default=DEFAULT_CACHE)
     parser.add_argument("--data", type=Path, help="an unpacked corpus 'data' folder")
     parser.add_argument("--cv", type=int, default=0, metavar="K", help="K-fold CV on train")
+    parser.add_argument("--dump", type=Path, help="with --cv: each message's symbols to a file")
     a = parser.parse_args()
     data = a.data or fetch_corpus(a.cache)
     if a.cv:
-        print(json.dumps(cross_validate(data, a.cv), indent=2))
+        print(json.dumps(cross_validate(data, a.cv, a.dump), indent=2))
         return
     print(json.dumps(run(data), indent=2))
 

@@ -8,6 +8,7 @@ from collections.abc import Sequence
 
 import pytest
 
+from pochta.config.settings import BayesSettings
 from pochta.spam.bayes import (
     MAX_TOKENS,
     BayesCheck,
@@ -17,6 +18,7 @@ from pochta.spam.bayes import (
     spam_probability,
     token_hash,
     token_hashes,
+    token_probability,
     tokenize,
 )
 from pochta.spam.check import ScanInput
@@ -55,6 +57,30 @@ def test_tokens_of_headers_words_links_and_markers() -> None:
     assert "charset:utf-8" in tokens
     assert "header:x-mailer:1" in tokens
     assert not any(t.startswith("http") for t in tokens)  # links come from message.links
+
+
+def test_tokens_of_address_fields_message_id_and_content_type() -> None:
+    m = msg(
+        "x",
+        "body",
+        extra=(
+            "To: Ann <ann@mail.corp.example>, b@other.example\r\n"
+            "Reply-To: offers@deals.example\r\n"
+            "Message-ID: <20020807.AB12@mx.sender.example>\r\n"
+        ),
+    )
+    tokens = tokenize(m)
+    assert {"to:ann", "to:addr:mail.corp.example", "to:domain:corp.example"} <= tokens
+    assert {"to:local:b", "to:addr:other.example", "to:count:2"} <= tokens
+    assert {"reply-to:addr:deals.example", "cc:none"} <= tokens
+    assert "message-id:shape:9.A9" in tokens
+    assert "content-type:charset=utf-8" in tokens
+
+
+def test_tokens_of_url_paths() -> None:
+    tokens = tokenize(msg("x", "see http://shop.example/cheap-meds/order.php?id=7"))
+    assert {"url:/cheap", "url:/meds", "url:/order", "url:/php"} <= tokens
+    assert "url:/7" not in tokens  # pieces of 1 or 2 characters say nothing
 
 
 def test_html_is_read_as_visible_text() -> None:
@@ -119,7 +145,9 @@ def test_unknown_words_say_nothing() -> None:
 
 
 def test_score_curve() -> None:
-    curve = ScoreCurve(spam_above=0.9, spam_min_score=6.0, spam_max_score=8.0, ham_below=0.1)
+    curve = ScoreCurve(
+        spam_above=0.9, spam_min_score=6.0, spam_max_score=8.0, ham_below=0.1, ham_score=-3.0
+    )
     assert bayes_score(0.5, curve) is None
     low = bayes_score(0.9, curve)
     high = bayes_score(1.0, curve)
@@ -131,6 +159,37 @@ def test_score_curve() -> None:
     assert ham is not None
     assert ham.name == "BAYES_HAM"
     assert ham.score == -3.0
+
+
+def test_default_curve_is_the_cross_validated_one() -> None:
+    """[bayes] defaults (chosen by cross-validation on the training part, see the module
+    docstring): no clue at all (0.5) gives nothing; just above it BAYES_SPAM is 5, which
+    decides only with another check's symbol; certain ham gives -5."""
+    curve = ScoreCurve()
+    assert curve == ScoreCurve(
+        spam_above=BayesSettings().spam_probability,
+        spam_min_score=BayesSettings().spam_min_score,
+        spam_max_score=BayesSettings().spam_max_score,
+        ham_below=BayesSettings().ham_probability,
+        ham_score=BayesSettings().ham_score,
+    )
+    assert bayes_score(0.5, curve) is None
+    unsure = bayes_score(0.51, curve)
+    assert unsure is not None
+    assert (unsure.name, unsure.score) == ("BAYES_SPAM", 5.0)
+    ham = bayes_score(0.0, curve)
+    assert ham is not None
+    assert ham.score == -5.0
+
+
+def test_default_combining_is_the_cross_validated_one() -> None:
+    """unknown_word_strength 0.1, minimum_prob_strength 0.3, 400 discriminators: a token
+    seen in one spam of 10 and no ham is a clue of 0.1·0.5 + 1·1 over 1.1 ≈ 0.955; one
+    whose f is 0.75 (within 0.3 of 0.5) says nothing."""
+    counts = Counts(spam=10, ham=10)
+    assert abs(token_probability(1, 0, counts) - (0.05 + 1.0) / 1.1) < 1e-9
+    weak = {1: (3, 1)}  # p = 0.75: left out, so no clue at all
+    assert spam_probability([1], weak, counts) == 0.5
 
 
 # -- the check: which statistics --------------------------------------------------------------

@@ -967,12 +967,12 @@ class BayesSettings(_Table, frozen=True, kw_only=True, forbid_unknown_fields=Tru
         float,
         _doc("Spam probability from which BAYES_SPAM is given (0.5 to 1)."),
         msgspec.Meta(ge=0.5, le=1.0),
-    ] = 0.96
+    ] = 0.51
     spam_min_score: Annotated[
         float,
         _doc("Score of BAYES_SPAM at spam_probability; it grows linearly up to spam_max_score."),
         msgspec.Meta(ge=0.0, le=100.0),
-    ] = 6.0
+    ] = 5.0
     spam_max_score: Annotated[
         float,
         _doc("Score of BAYES_SPAM at probability 1."),
@@ -987,7 +987,7 @@ class BayesSettings(_Table, frozen=True, kw_only=True, forbid_unknown_fields=Tru
         float,
         _doc("Score of BAYES_HAM at probability 0 (negative); 0 at ham_probability."),
         msgspec.Meta(ge=-100.0, le=0.0),
-    ] = -3.0
+    ] = -5.0
 
 
 class GreylistSettings(_Table, frozen=True, kw_only=True, forbid_unknown_fields=True):
