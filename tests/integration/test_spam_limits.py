@@ -35,6 +35,7 @@ def _message(to: str, subject: str, sender: str = "carol@example.org") -> bytes:
 def test_greylisting_always_first_rcpt_451_retry_passes(pochta_env: PochtaEnv) -> None:
     env = pochta_env
     env.add_user(f"bob@{DOMAIN}", PASSWORD)
+    set_key(env.config_path, "greylist", "enabled", "true")  # make_pochta_env: off
     set_key(env.config_path, "greylist", "mode", '"always"')
     set_key(env.config_path, "greylist", "delay_seconds", "1")
     sender, to = "alice@sender.example", f"bob@{DOMAIN}"
@@ -60,6 +61,38 @@ def test_greylisting_always_first_rcpt_451_retry_passes(pochta_env: PochtaEnv) -
             c.login(to, PASSWORD)
             assert c.sendmail(to, [to], _message(to, "from bob himself", to)) == {}
         assert len(wait_files(env, "bob", 2)) == 2
+
+
+GTUBE = "XJS*C4JDBQADN1.NSBN3*2IDNEN*GTUBE-STANDARD-ANTI-UBE-TEST-EMAIL*C.34X"
+
+
+def test_greylisting_by_score_defers_suspicious_mail_until_its_retry(
+    pochta_env: PochtaEnv,
+) -> None:
+    """Mode "score" (the default): only a message whose score reaches [spam]
+    greylist_score is greylisted, at the end of DATA; ham from a new triplet is not."""
+    env = pochta_env
+    env.add_user(f"bob@{DOMAIN}", PASSWORD)
+    set_key(env.config_path, "greylist", "enabled", "true")  # make_pochta_env: off
+    set_key(env.config_path, "greylist", "delay_seconds", "1")
+    # GTUBE scored 4.5 (+ MISSING_DATE 1): above greylist_score (4), below junk_score (6).
+    set_key(env.config_path, "spam", "scores", "{ GTUBE = 4.5 }")
+    to = f"bob@{DOMAIN}"
+    suspicious = make_message(to, "suspicious", f"{GTUBE}\n", sender="eve@sender.example")
+    with serve(env.config_path) as server:
+        with smtplib.SMTP("127.0.0.1", env.ports["smtp"], timeout=10) as c:
+            assert c.sendmail("alice@sender.example", [to], _message(to, "ham")) == {}
+            with pytest.raises(smtplib.SMTPDataError) as refused:
+                c.sendmail("eve@sender.example", [to], suspicious.as_bytes())
+        assert refused.value.smtp_code == 451
+        assert refused.value.smtp_error.startswith(b"4.7.1 Greylisted")
+        assert server.wait_for("greylisted")["sender"] == "eve@sender.example"
+        time.sleep(1.5)  # the client's queue waits past delay_seconds before it retries
+        with smtplib.SMTP("127.0.0.1", env.ports["smtp"], timeout=10) as c:
+            assert c.sendmail("eve@sender.example", [to], suspicious.as_bytes()) == {}
+        files = wait_files(env, "bob", 2)
+        subjects = sorted(b"Subject: suspicious" in f.read_bytes() for f in files)
+        assert subjects == [False, True]  # both in INBOX: the retry passed
 
 
 def _queue_entries(env: PochtaEnv) -> list[dict[str, object]]:
