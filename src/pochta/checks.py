@@ -63,6 +63,8 @@ def check_settings(settings: Settings, *, check_files: bool = True) -> list[Prob
         _check_relayhost,
         config_check.check_delivery,
         config_check.check_queue,
+        config_check.check_spam,
+        _check_milters,
     ):
         problems.extend(check(settings))
     if check_files:
@@ -124,6 +126,17 @@ def _check_relayhost(s: Settings) -> Iterator[Problem]:
     else:
         if not route.nexthop or route.unix_socket:
             yield Problem("delivery.relayhost", "name a host, e.g. '[smtp.provider.net]:587'")
+
+
+def _check_milters(s: Settings) -> Iterator[Problem]:
+    """Each ``[milter] servers`` address parses (spam/milter.py)."""
+    from pochta.spam.milter import parse_address
+
+    for i, address in enumerate(s.milter.servers):
+        try:
+            parse_address(address)
+        except ValueError as exc:
+            yield Problem(f"milter.servers[{i}]", str(exc))
 
 
 def _check_tables(s: Settings) -> Iterator[Problem]:

@@ -349,3 +349,25 @@ def test_sample_config_round_trips() -> None:
     for name in LISTENER_NAMES:
         assert f"\n{name} = " in text
     assert text.count("\n# ") >= 30
+
+
+def test_spam_thresholds_must_rise() -> None:
+    """greylist < junk < reject, 0 switching one off (config/check.py check_spam)."""
+    [problem] = problems_of(with_("spam", junk_score=20.0))
+    assert problem.startswith("spam.reject_score:")
+    assert "not above spam.junk_score" in problem
+    assert checked_settings_from_dict(
+        with_("spam", junk_score=0.0, reject_score=3.0, greylist_score=2.0), check_files=False
+    )
+
+
+def test_spam_network_lists_and_milter_addresses_are_checked() -> None:
+    data = with_("rate_limits", exempt_networks=["127.0.0.0/8", "not a net"])
+    data["greylist"] = {"allow": ["192.0.2.0/24", "@example.org", "bad entry"]}
+    data["milter"] = {"servers": ["inet:127.0.0.1:8891", "tcp:1.2.3.4"]}
+    found = problems_of(data)
+    assert [p.split(":")[0] for p in found] == [
+        "rate_limits.exempt_networks[1]",
+        "greylist.allow[2]",
+        "milter.servers[1]",
+    ]

@@ -8,6 +8,7 @@ relay host's transport syntax from ``resolve``, table files from ``tables``) liv
 from __future__ import annotations
 
 import ipaddress
+import itertools
 from collections.abc import Iterator
 
 from pochta.config.listen import parse_listen
@@ -81,6 +82,49 @@ def check_mailauth(s: Settings) -> Iterator[Problem]:
                 f"mailauth.dmarc_allow[{i}]",
                 f'"{entry}" is neither a network ("192.0.2.0/24") nor a domain '
                 '("lists.example.org")',
+            )
+
+
+def check_spam(s: Settings) -> Iterator[Problem]:
+    """The spam filter's thresholds in order, and the network lists of greylisting and the
+    rate limits (a bad entry would otherwise be skipped silently)."""
+    sp = s.spam
+    steps = [
+        (name, value)
+        for name, value in (
+            ("greylist_score", sp.greylist_score),
+            ("junk_score", sp.junk_score),
+            ("reject_score", sp.reject_score),
+        )
+        if value > 0  # 0 switches that action off
+    ]
+    for (low_name, low), (high_name, high) in itertools.pairwise(steps):
+        if low >= high:
+            yield Problem(
+                f"spam.{high_name}",
+                f"{high} is not above spam.{low_name} ({low}); the actions go greylist < "
+                "junk < reject (0 switches one off)",
+            )
+    for i, entry in enumerate(s.rate_limits.exempt_networks):
+        try:
+            ipaddress.ip_network(entry, strict=False)
+        except ValueError:
+            yield Problem(
+                f"rate_limits.exempt_networks[{i}]",
+                f'"{entry}" is not an address or network (e.g. "192.0.2.0/24")',
+            )
+    for i, entry in enumerate(s.greylist.allow):
+        try:
+            ipaddress.ip_network(entry, strict=False)
+            continue
+        except ValueError:
+            pass
+        labels = entry.lstrip("@").rstrip(".").split(".")
+        if "/" in entry or len(labels) < 2 or not all(labels) or any(" " in x for x in labels):
+            yield Problem(
+                f"greylist.allow[{i}]",
+                f'"{entry}" is neither a network ("192.0.2.0/24") nor a sender domain '
+                '("example.org")',
             )
 
 
