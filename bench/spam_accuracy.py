@@ -65,7 +65,7 @@ RECIPIENT = "user@example.org"
 # Score curves tried by --cv: (spam_above, spam_min_score, spam_max_score).
 CURVES = [
     (above, low, 8.0)
-    for above in (0.5, 0.51, 0.55, 0.6, 0.7, 0.8, 0.9, 0.96, 0.99)
+    for above in (0.51, 0.55, 0.6, 0.7, 0.8, 0.9, 0.96, 0.99)
     for low in (3.0, 4.0, 5.0, 6.0)
 ]
 # Combination constants tried by --cv (the first is the module's defaults).
@@ -76,6 +76,15 @@ COMBININGS = [
         for s in (0.1, 0.45, 1.0)
         for m in (0.1, 0.3)
         for d in (150, 400)
+    ),
+    *(
+        Combining(
+            unknown_word_strength=s, min_prob_strength=m, max_discriminators=d, max_header_clues=h
+        )
+        for s in (0.1, 0.2)
+        for m in (0.3, 0.35)
+        for d in (60, 150, 400)
+        for h in (5, 10, 20, 10_000)
     ),
 ]
 
@@ -295,6 +304,7 @@ def cross_validate(data: Path, folds: int, dump: Path | None = None) -> dict[str
                         combining.unknown_word_prob,
                         combining.min_prob_strength,
                         combining.max_discriminators,
+                        combining.max_header_clues,
                     ],
                     "curve": [above, low, high],
                     "spam_caught_pct": round(100 * caught / len(spam), 2),

@@ -10,8 +10,11 @@ import pytest
 
 from pochta.config.settings import BayesSettings
 from pochta.spam.bayes import (
+    HEADER_PREFIXES,
+    MAX_HEADER_CLUES,
     MAX_TOKENS,
     BayesCheck,
+    Combining,
     Counts,
     ScoreCurve,
     bayes_score,
@@ -163,8 +166,8 @@ def test_score_curve() -> None:
 
 def test_default_curve_is_the_cross_validated_one() -> None:
     """[bayes] defaults (chosen by cross-validation on the training part, see the module
-    docstring): no clue at all (0.5) gives nothing; just above it BAYES_SPAM is 5, which
-    decides only with another check's symbol; certain ham gives -5."""
+    docstring): no clue at all (0.5) gives nothing; just above it BAYES_SPAM is 6, the
+    junk threshold; certain ham gives -5."""
     curve = ScoreCurve()
     assert curve == ScoreCurve(
         spam_above=BayesSettings().spam_probability,
@@ -176,20 +179,46 @@ def test_default_curve_is_the_cross_validated_one() -> None:
     assert bayes_score(0.5, curve) is None
     unsure = bayes_score(0.51, curve)
     assert unsure is not None
-    assert (unsure.name, unsure.score) == ("BAYES_SPAM", 5.0)
+    assert (unsure.name, unsure.score) == ("BAYES_SPAM", 6.0)
     ham = bayes_score(0.0, curve)
     assert ham is not None
     assert ham.score == -5.0
 
 
 def test_default_combining_is_the_cross_validated_one() -> None:
-    """unknown_word_strength 0.1, minimum_prob_strength 0.3, 400 discriminators: a token
+    """unknown_word_strength 0.1, minimum_prob_strength 0.35, 400 discriminators: a token
     seen in one spam of 10 and no ham is a clue of 0.1·0.5 + 1·1 over 1.1 ≈ 0.955; one
-    whose f is 0.75 (within 0.3 of 0.5) says nothing."""
+    whose f is 0.8 (within 0.35 of 0.5) says nothing."""
     counts = Counts(spam=10, ham=10)
     assert abs(token_probability(1, 0, counts) - (0.05 + 1.0) / 1.1) < 1e-9
-    weak = {1: (3, 1)}  # p = 0.75: left out, so no clue at all
-    assert spam_probability([1], weak, counts) == 0.5
+    weak = {2: (4, 1)}  # p = 0.8, f ≈ 0.794: left out, so no clue at all
+    assert spam_probability([2], weak, counts) == 0.5
+
+
+def test_header_tokens_are_marked_in_their_hash() -> None:
+    """Header tokens (not the Subject's) have the lowest bit of their hash set, the
+    others clear, so the combination can tell them apart from hashes alone."""
+    for token in ("header:list-id:1", "received:example.org", "from:addr:x.example"):
+        assert token.startswith(HEADER_PREFIXES)
+        assert token_hash(token) & 1 == 1
+    for token in ("viagra", "subject:offer", "url:example.com", "skip:a 20"):
+        assert token_hash(token) & 1 == 0
+
+
+def test_header_clues_are_capped() -> None:
+    """A spam body sent through a mailing list: the list's header fields give more ham
+    clues than the body has spam words, and chi-square combining calls it unsure (under
+    BayesSettings' spam_probability: no BAYES_SPAM); with at most MAX_HEADER_CLUES of
+    them the body's words decide."""
+    counts = Counts(spam=100, ham=100)
+    list_fields = [token_hash(f"header:list-field-{i}:1") for i in range(3 * MAX_HEADER_CLUES)]
+    words = [token_hash(f"spamword{i}") for i in range(2 * MAX_HEADER_CLUES)]
+    assert all(t & 1 for t in list_fields)
+    stats = {t: (10, 90) for t in list_fields} | {t: (60, 1) for t in words}
+    uncapped = Combining(max_header_clues=10_000)
+    unsure = spam_probability(list_fields + words, stats, counts, uncapped)
+    assert unsure < BayesSettings().spam_probability
+    assert spam_probability(list_fields + words, stats, counts) > 0.9
 
 
 # -- the check: which statistics --------------------------------------------------------------

@@ -972,7 +972,7 @@ class BayesSettings(_Table, frozen=True, kw_only=True, forbid_unknown_fields=Tru
         float,
         _doc("Score of BAYES_SPAM at spam_probability; it grows linearly up to spam_max_score."),
         msgspec.Meta(ge=0.0, le=100.0),
-    ] = 5.0
+    ] = 6.0
     spam_max_score: Annotated[
         float,
         _doc("Score of BAYES_SPAM at probability 1."),
