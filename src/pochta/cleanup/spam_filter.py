@@ -20,8 +20,9 @@ For one message:
    - ``reject``: ``reject``; cleanup answers ``550 5.7.1 Spam message rejected`` at the end
      of DATA (``pipeline.verdict_refusal``);
    - ``greylist``: the greylisting gate is asked (``admit``); a triplet it does not know
-     yet is ``tempfail``: ``451 4.7.1 Greylisted, try again later`` (RFC 6647 §2.1). Without
-     a gate (greylisting off) the message is accepted with its headers.
+     yet is ``tempfail``: ``451 4.7.1 Greylisted, try again later`` (RFC 6647 §2.3,
+     content-level greylisting). Without a gate (greylisting off) the message is accepted
+     with its headers.
 
 A decision an earlier filter made is never weakened: a message already refused or dropped
 is not scanned, and one already bound for Junk (DMARC quarantine) stays there unless the
@@ -49,7 +50,7 @@ log = get_logger("cleanup.spam")
 
 JUNK_FOLDER = "Junk"
 SPAM_REJECTED = "Spam message rejected"  # Rspamd's text for its reject action
-GREYLISTED = "Greylisted, try again later"  # RFC 6647 §2.1: a temporary failure (451 4.7.1)
+GREYLISTED = "Greylisted, try again later"  # RFC 6647 §2.3: greylisting after DATA (451 4.7.1)
 
 _SETTLED = frozenset({"reject", "tempfail", "discard"})  # earlier filters' final refusals
 
