@@ -13,6 +13,7 @@ from pochta.spam.bayes import (
     HEADER_PREFIXES,
     MAX_HEADER_CLUES,
     MAX_TOKENS,
+    UNSURE_BAND,
     BayesCheck,
     Combining,
     Counts,
@@ -166,8 +167,9 @@ def test_score_curve() -> None:
 
 def test_default_curve_is_the_cross_validated_one() -> None:
     """[bayes] defaults (chosen by cross-validation on the training part, see the module
-    docstring): no clue at all (0.5) gives nothing; just above it BAYES_SPAM is 6, the
-    junk threshold; certain ham gives -5."""
+    docstring): no clue at all (0.5) gives nothing; from 0.501 (the unsure band's
+    geometric-mean order leaning to spam) BAYES_SPAM is 6, the junk threshold; certain
+    ham gives -5."""
     curve = ScoreCurve()
     assert curve == ScoreCurve(
         spam_above=BayesSettings().spam_probability,
@@ -177,7 +179,7 @@ def test_default_curve_is_the_cross_validated_one() -> None:
         ham_score=BayesSettings().ham_score,
     )
     assert bayes_score(0.5, curve) is None
-    unsure = bayes_score(0.51, curve)
+    unsure = bayes_score(0.501, curve)
     assert unsure is not None
     assert (unsure.name, unsure.score) == ("BAYES_SPAM", 6.0)
     ham = bayes_score(0.0, curve)
@@ -211,7 +213,7 @@ def test_header_clues_are_capped() -> None:
     BayesSettings' spam_probability: no BAYES_SPAM); with at most MAX_HEADER_CLUES of
     them the body's words decide."""
     counts = Counts(spam=100, ham=100)
-    list_fields = [token_hash(f"header:list-field-{i}:1") for i in range(3 * MAX_HEADER_CLUES)]
+    list_fields = [token_hash(f"header:list-field-{i}:1") for i in range(6 * MAX_HEADER_CLUES)]
     words = [token_hash(f"spamword{i}") for i in range(2 * MAX_HEADER_CLUES)]
     assert all(t & 1 for t in list_fields)
     stats = {t: (10, 90) for t in list_fields} | {t: (60, 1) for t in words}
@@ -219,6 +221,28 @@ def test_header_clues_are_capped() -> None:
     unsure = spam_probability(list_fields + words, stats, counts, uncapped)
     assert unsure < BayesSettings().spam_probability
     assert spam_probability(list_fields + words, stats, counts) > 0.9
+
+
+def test_unsure_chi_square_is_ordered_by_geometric_means() -> None:
+    """Many strong spam clues and many strong ham clues: chi-square is sure both ways and
+    says 0.5 whichever side has more; inside UNSURE_BAND Robinson's geometric means decide,
+    so the side with the stronger clues wins, by less than the band."""
+    counts = Counts(spam=100, ham=100)
+    spam_words = [token_hash(f"spamword{i}") for i in range(40)]
+    ham_words = [token_hash(f"hamword{i}") for i in range(30)]
+    stats = {t: (50, 1) for t in spam_words} | {t: (1, 50) for t in ham_words}
+    message = spam_words + ham_words
+    chi_square = spam_probability(message, stats, counts, Combining(unsure_band=0.0))
+    assert abs(chi_square - 0.5) < 0.001  # unsure: no BAYES_SPAM
+    assert chi_square < BayesSettings().spam_probability
+    leaning = spam_probability(message, stats, counts)
+    assert BayesSettings().spam_probability <= leaning < 0.5 + UNSURE_BAND
+    hammy = spam_words[:30] + ham_words + [token_hash(f"more{i}") for i in range(10)]
+    stats |= {token_hash(f"more{i}"): (1, 50) for i in range(10)}
+    assert 0.5 - UNSURE_BAND < spam_probability(hammy, stats, counts) < 0.5
+    # sure messages and clueless ones are as chi-square says
+    assert spam_probability(spam_words, stats, counts) > 0.99
+    assert spam_probability([token_hash("never-seen")], stats, counts) == 0.5
 
 
 # -- the check: which statistics --------------------------------------------------------------

@@ -967,7 +967,7 @@ class BayesSettings(_Table, frozen=True, kw_only=True, forbid_unknown_fields=Tru
         float,
         _doc("Spam probability from which BAYES_SPAM is given (0.5 to 1)."),
         msgspec.Meta(ge=0.5, le=1.0),
-    ] = 0.51
+    ] = 0.501
     spam_min_score: Annotated[
         float,
         _doc("Score of BAYES_SPAM at spam_probability; it grows linearly up to spam_max_score."),
