@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import re
 import statistics
 import subprocess
 import sys
@@ -52,7 +53,12 @@ def corpus_messages(n: int) -> list[tuple[str, bytes]]:
     out = []
     for i in range(n):
         sample = test[i % len(test)]
-        out.append((f"user{i % USERS + 1}@example.test", spam_corpus.read_message(sample.path)))
+        content = spam_corpus.read_message(sample.path)
+        if not content.endswith(b"\r\n"):
+            content += b"\r\n"
+        # RFC 5321 §4.5.2: the load generator sends DATA as is, so stuff the dots here.
+        content = re.sub(rb"(?m)^\.", b"..", content)
+        out.append((f"user{i % USERS + 1}@example.test", content))
     return out
 
 
