@@ -2,7 +2,9 @@
 
 The checks (heuristics, Bayes, URI blocklists) need the decoded header values, the text of
 the body parts, the links and the attachments. :class:`ScanMessage` parses the content once,
-with the standard library's ``email`` package (``policy.default``), within limits a client
+with the standard library's ``email`` package (``policy.compat32``: its header objects of
+``policy.default`` cost more than the whole scan otherwise; the checks read header values
+through :meth:`ScanMessage.header`, decoded here), within limits a client
 cannot raise: only the first :data:`MAX_SCAN_BYTES` of a message are parsed (SpamAssassin's
 ``spamc`` stops at 500 KB, Rspamd's Bayes at its own limits), at most :data:`MAX_PARTS` MIME
 parts are read, and each part's text is cut at :data:`MAX_PART_TEXT`. Nothing here raises on
@@ -23,7 +25,7 @@ import email.policy
 import re
 from dataclasses import dataclass, field
 from email.header import decode_header, make_header
-from email.message import EmailMessage
+from email.message import Message
 from email.parser import BytesParser
 from functools import cached_property
 from html.parser import HTMLParser
@@ -130,12 +132,9 @@ class ScanMessage:
         return split_message(self.content)
 
     @cached_property
-    def email(self) -> EmailMessage:
-        """The first :data:`MAX_SCAN_BYTES` parsed by ``email`` (``policy.default``)."""
-        parser = BytesParser(_class=EmailMessage, policy=email.policy.default)
-        message = parser.parsebytes(self.content[:MAX_SCAN_BYTES])
-        assert isinstance(message, EmailMessage)
-        return message
+    def email(self) -> Message:
+        """The first :data:`MAX_SCAN_BYTES` parsed by ``email`` (``policy.compat32``)."""
+        return BytesParser(policy=email.policy.compat32).parsebytes(self.content[:MAX_SCAN_BYTES])
 
     def header(self, name: str) -> str | None:
         """The first field ``name`` decoded (RFC 2047 encoded words, unfolded), None when
@@ -237,7 +236,7 @@ def decode_header_text(text: str) -> str:
         return unfolded
 
 
-def _read_part(part: EmailMessage, out: _Parsed) -> None:
+def _read_part(part: Message, out: _Parsed) -> None:
     content_type = part.get_content_type()
     disposition = part.get_content_disposition()
     filename = _filename(part)
@@ -266,21 +265,21 @@ def _read_part(part: EmailMessage, out: _Parsed) -> None:
     out.attachments.append(Attachment(filename, content_type, size))
 
 
-def _raw_8bit(part: EmailMessage) -> bool:
+def _raw_8bit(part: Message) -> bool:
     """Whether the part's body as sent holds octets above 127 (the parser keeps them as
     non-ASCII characters in the undecoded payload)."""
     payload = part.get_payload(decode=False)
     return isinstance(payload, str) and not payload[: MAX_PART_TEXT * 4].isascii()
 
 
-def _filename(part: EmailMessage) -> str:
+def _filename(part: Message) -> str:
     try:
-        return part.get_filename() or ""
+        return decode_header_text(str(part.get_filename() or ""))
     except (email.errors.HeaderParseError, LookupError, ValueError):
         return ""
 
 
-def _part_text(part: EmailMessage) -> tuple[str, int]:
+def _part_text(part: Message) -> tuple[str, int]:
     """The part's text, and 1 when its charset was unknown or its bytes did not decode."""
     raw = part.get_payload(decode=True)
     data = raw if isinstance(raw, bytes) else b""

@@ -70,6 +70,7 @@ def build_checks(
     # Authentication results, reverse DNS, HELO, header and MIME heuristics (spam/
     # auth_symbols.py, spam/heuristics.py): no I/O beyond the cached hosted domains.
     hosted = hosted_domains(directory)
+    hosted_set = _AsSet(hosted)
 
     def own_names() -> Iterable[str]:
         return (*settings.local.domains, *hosted())
@@ -119,7 +120,7 @@ def build_checks(
                     uri_zones=tuple(dnsbl.uri_zones),
                     client_zones=tuple(dnsbl.client_zones),
                     lookup=lookup,
-                    hosted=lambda name: directory.get_domain(name) is not None,
+                    hosted=hosted_set.contains,
                     default_score=dnsbl.default_score,
                     max_lookups=dnsbl.max_uri_lookups,
                     timeout_seconds=dnsbl.timeout_seconds,
@@ -147,3 +148,19 @@ def _account_of(directory: Directory) -> Callable[[str], str | None]:
         return account.address if account is not None else None
 
     return account_of
+
+
+class _AsSet:
+    """Membership in the cached hosted domains, the set made again only when the directory
+    was read again (a link's domain is asked for every link of every message)."""
+
+    def __init__(self, domains: Callable[[], tuple[str, ...]]) -> None:
+        self._domains = domains
+        self._source: tuple[str, ...] | None = None
+        self._set: frozenset[str] = frozenset()
+
+    def contains(self, name: str) -> bool:
+        domains = self._domains()
+        if domains is not self._source:
+            self._source, self._set = domains, frozenset(domains)
+        return name in self._set
