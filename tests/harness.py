@@ -14,6 +14,7 @@ Every server is killed when its ``serve`` block ends, whatever happened inside.
 
 from __future__ import annotations
 
+import asyncio
 import email
 import email.policy
 import json
@@ -29,15 +30,19 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import AsyncIterator, Callable, Iterator
+from contextlib import asynccontextmanager, contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pytest
 
 from pochta.config.settings import STANDARD_PORTS
 from tests.factories import make_message
+
+if TYPE_CHECKING:
+    from pochta.server.app import Server
 
 DOMAIN = "example.test"
 HOSTNAME = "mail.example.test"
@@ -346,3 +351,28 @@ def dsn_status_text(path: Path) -> str:
     assert dsn.get_param("report-type") == "delivery-status"
     status = next(p for p in dsn.walk() if p.get_content_type() == "message/delivery-status")
     return status.as_string()
+
+
+@asynccontextmanager
+async def serving_in_process(
+    config_path: Path, listeners: tuple[str, ...] = ("smtp",)
+) -> AsyncIterator[Server]:
+    """``pochta serve`` of ``config_path`` as a task of this event loop (tests that read the
+    mail system's parts), once ``listeners`` accept connections; stopped on exit."""
+    from pochta.config.load import load_settings
+    from pochta.server.app import Server
+
+    server: Server = Server(load_settings(config_path))
+    task = asyncio.create_task(server.run())
+    for _ in range(1000):
+        wanted = [server.listeners.get(name) for name in listeners]
+        if server.mail is not None and all(w and w.server.is_serving() for w in wanted):
+            break
+        if task.done():
+            task.result()
+        await asyncio.sleep(0.01)
+    try:
+        yield server
+    finally:
+        server.stop("test")
+        await asyncio.wait_for(task, 20)

@@ -23,11 +23,18 @@ from typing import Any
 import dkim
 import pytest
 
-from pochta.config.load import load_settings
 from pochta.mailauth.dkim_keys import dkim_txt_value
 from pochta.server.app import Server
 from tests.dnsserver import ZoneServer
-from tests.harness import DOMAIN, HOSTNAME, PochtaEnv, make_pochta_env, serve, set_key
+from tests.harness import (
+    DOMAIN,
+    HOSTNAME,
+    PochtaEnv,
+    make_pochta_env,
+    serve,
+    serving_in_process,
+    set_key,
+)
 from tests.integration.test_remote_agent import Sink, SinkController, free_port
 
 ALIAS = f"fwd@{DOMAIN}"
@@ -61,22 +68,10 @@ async def running(env: PochtaEnv) -> AsyncIterator[tuple[Server, Sink]]:
         set_key(env.config_path, "dns", "timeout_seconds", "2.0")
         set_key(env.config_path, "delivery", "relayhost", f'"[127.0.0.1]:{port}"')
         set_key(env.config_path, "mailauth", "check_incoming", "true")
-        server = Server(load_settings(env.config_path))
-        task = asyncio.create_task(server.run())
-        for _ in range(1000):
-            smtp = server.listeners.get("smtp")
-            if server.mail is not None and smtp and smtp.server.is_serving():
-                break
-            if task.done():
-                task.result()
-            await asyncio.sleep(0.01)
+        server = await stack.enter_async_context(serving_in_process(env.config_path))
         assert server.mail is not None
         server.directory.add_alias(ALIAS, [FRIEND])
-        try:
-            yield server, sink
-        finally:
-            server.stop("test")
-            await asyncio.wait_for(task, 20)
+        yield server, sink
 
 
 def message(sender: str, title: str) -> bytes:

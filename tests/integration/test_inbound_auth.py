@@ -18,12 +18,11 @@ from contextlib import AsyncExitStack, asynccontextmanager
 import dkim
 import pytest
 
-from pochta.config.load import load_settings
 from pochta.mime.headers import split_message
 from pochta.server.app import Server
 from tests.dnsserver import ZoneServer
 from tests.factories import make_rsa_dkim_key
-from tests.harness import DOMAIN, HOSTNAME, PochtaEnv, set_key
+from tests.harness import DOMAIN, HOSTNAME, PochtaEnv, serving_in_process, set_key
 from tests.integration.test_verdict_policy import mail_of, subject, wait_for_message
 
 BOB = f"bob@{DOMAIN}"
@@ -70,20 +69,10 @@ async def running(env: PochtaEnv, **mailauth: str) -> AsyncIterator[tuple[Server
         set_key(env.config_path, "mailauth", "check_incoming", "true")
         for key, value in mailauth.items():
             set_key(env.config_path, "mailauth", key, value)
-        server = Server(load_settings(env.config_path))
-        task = asyncio.create_task(server.run())
-        for _ in range(1000):
-            wanted = [server.listeners.get(name) for name in ("smtp", "submission")]
-            if server.mail is not None and all(w and w.server.is_serving() for w in wanted):
-                break
-            if task.done():
-                task.result()
-            await asyncio.sleep(0.01)
-        try:
-            yield server, zone
-        finally:
-            server.stop("test")
-            await asyncio.wait_for(task, 20)
+        server = await stack.enter_async_context(
+            serving_in_process(env.config_path, ("smtp", "submission"))
+        )
+        yield server, zone
 
 
 def message(sender: str, title: str, extra: str = "") -> bytes:

@@ -27,7 +27,6 @@ import pytest
 
 from pochta.cleanup.milter_filter import MilterFilter
 from pochta.cleanup.pipeline import CleanupInput, CleanupResult
-from pochta.config.load import load_settings
 from pochta.mime.headers import split_message
 from pochta.protocols.milter.codec import FrameReader, decode_command, encode_reply
 from pochta.protocols.milter.constants import Protocol
@@ -57,7 +56,7 @@ from pochta.server.app import Server
 from pochta.spam.milter import parse_address
 from tests.dnsserver import ZoneServer
 from tests.factories import make_rsa_dkim_key
-from tests.harness import DOMAIN, HOSTNAME, PochtaEnv, set_key
+from tests.harness import DOMAIN, HOSTNAME, PochtaEnv, serving_in_process, set_key
 from tests.integration.test_verdict_policy import mail_of, subject, wait_for_message
 
 BOB = f"bob@{DOMAIN}"
@@ -132,20 +131,8 @@ async def running(env: PochtaEnv, **milter: str) -> AsyncIterator[Server]:
         set_key(env.config_path, "dns", "timeout_seconds", "2.0")
         for key, value in milter.items():
             set_key(env.config_path, "milter", key, value)
-        server = Server(load_settings(env.config_path))
-        task = asyncio.create_task(server.run())
-        for _ in range(1000):
-            smtp = server.listeners.get("smtp")
-            if server.mail is not None and smtp is not None and smtp.server.is_serving():
-                break
-            if task.done():
-                task.result()
-            await asyncio.sleep(0.01)
-        try:
-            yield server
-        finally:
-            server.stop("test")
-            await asyncio.wait_for(task, 20)
+        server = await stack.enter_async_context(serving_in_process(env.config_path))
+        yield server
 
 
 def message(title: str) -> bytes:

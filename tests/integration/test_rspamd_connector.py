@@ -21,11 +21,10 @@ from pathlib import Path
 
 import pytest
 
-from pochta.config.load import load_settings
 from pochta.mime.headers import split_message
 from pochta.server.app import Server
 from tests.dnsserver import ZoneServer
-from tests.harness import DOMAIN, PochtaEnv, set_key
+from tests.harness import DOMAIN, PochtaEnv, serving_in_process, set_key
 from tests.integration.test_verdict_policy import mail_of, subject, wait_for_message
 
 BOB = f"bob@{DOMAIN}"
@@ -119,20 +118,8 @@ async def running(env: PochtaEnv, **rspamd: str) -> AsyncIterator[Server]:
         set_key(env.config_path, "dns", "timeout_seconds", "2.0")
         for key, value in rspamd.items():
             set_key(env.config_path, "rspamd", key, value)
-        server = Server(load_settings(env.config_path))
-        task = asyncio.create_task(server.run())
-        for _ in range(1000):
-            smtp = server.listeners.get("smtp")
-            if server.mail is not None and smtp is not None and smtp.server.is_serving():
-                break
-            if task.done():
-                task.result()
-            await asyncio.sleep(0.01)
-        try:
-            yield server
-        finally:
-            server.stop("test")
-            await asyncio.wait_for(task, 20)
+        server = await stack.enter_async_context(serving_in_process(env.config_path))
+        yield server
 
 
 def message(title: str, body: str) -> bytes:

@@ -24,7 +24,7 @@ from pochta.spam.message import ScanMessage
 from pochta.spam.setup import build_checks
 from pochta.spam.uribl import UriBlocklists
 from tests.dnsserver import ZoneServer
-from tests.harness import DOMAIN, PochtaEnv, set_key, use_nameserver
+from tests.harness import DOMAIN, PochtaEnv, serving_in_process, set_key, use_nameserver
 from tests.integration.test_verdict_policy import mail_of, subject, wait_for_message
 
 BOB = f"bob@{DOMAIN}"
@@ -49,20 +49,8 @@ async def running(env: PochtaEnv) -> AsyncIterator[tuple[Server, ZoneServer]]:
         set_key(env.config_path, "dnsbl", "enabled", "true")
         set_key(env.config_path, "dnsbl", "client_zones", '["zen.spamhaus.org"]')
         set_key(env.config_path, "dnsbl", "uri_zones", '["dbl.spamhaus.org"]')
-        server = Server(load_settings(env.config_path))
-        task = asyncio.create_task(server.run())
-        for _ in range(1000):
-            listener = server.listeners.get("smtp")
-            if server.mail is not None and listener and listener.server.is_serving():
-                break
-            if task.done():
-                task.result()
-            await asyncio.sleep(0.01)
-        try:
-            yield server, zone
-        finally:
-            server.stop("test")
-            await asyncio.wait_for(task, 20)
+        server = await stack.enter_async_context(serving_in_process(env.config_path))
+        yield server, zone
 
 
 def send(port: int, content: bytes) -> object:
