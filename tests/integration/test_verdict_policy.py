@@ -18,13 +18,12 @@ from contextlib import ExitStack
 import pytest
 
 from pochta.cleanup.pipeline import CleanupInput, CleanupResult
-from pochta.config.load import load_settings
 from pochta.protocols.smtp.replies import Reply
 from pochta.receive.policy import PolicyRequest
 from pochta.server.app import Server
 from pochta.server.mail import MailSystem
 from tests.dnsserver import ZoneServer
-from tests.harness import DOMAIN, PochtaEnv, set_key
+from tests.harness import DOMAIN, PochtaEnv, serving_in_process, set_key
 
 BOB = f"bob@{DOMAIN}"
 # 127.0.0.5: PTR and A agree; 127.0.0.6: the PTR names a host whose A is elsewhere;
@@ -50,20 +49,8 @@ async def server(pochta_env: PochtaEnv) -> AsyncIterator[Server]:
         # Remote mail waits in the queue: its relay host refuses connections.
         set_key(env.config_path, "delivery", "relayhost", '"[127.0.0.1]:9"')
         set_key(env.config_path, "auth", "allow_plaintext_on_loopback", "true")
-        running = Server(load_settings(env.config_path))
-        task = asyncio.create_task(running.run())
-        for _ in range(1000):
-            smtp = running.listeners.get("smtp")
-            if running.mail is not None and smtp is not None and smtp.server.is_serving():
-                break
-            if task.done():
-                task.result()
-            await asyncio.sleep(0.01)
-        try:
+        async with serving_in_process(env.config_path) as running:
             yield running
-        finally:
-            running.stop("test")
-            await asyncio.wait_for(task, 20)
 
 
 def mail_of(server: Server) -> MailSystem:
