@@ -31,6 +31,7 @@ import statistics
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import dkim
@@ -287,6 +288,34 @@ def one_run(
     return result
 
 
+def alternating(run: Callable[[bool], dict[str, float]], reps: int) -> list[dict[str, float]]:
+    """``reps`` pairs of runs, off then on, then on then off (so the slow phases of a shared
+    machine hit both modes); each run printed as a JSON line as it ends."""
+    runs: list[dict[str, float]] = []
+    for rep in range(reps):
+        for on in (False, True) if rep % 2 == 0 else (True, False):
+            result = run(on)
+            result["rep"] = rep
+            runs.append(result)
+            print(json.dumps(result), flush=True)
+    return runs
+
+
+def summarize(runs: list[dict[str, float]], cost_key: str) -> dict[str, float]:
+    """The medians of each mode, the on/off throughput ratio and, as ``cost_key``, the server
+    CPU per message that the switched part adds."""
+    out: dict[str, float] = {}
+    for on in (False, True):
+        mine = [r for r in runs if r["checks"] == on]
+        name = "on" if on else "off"
+        out[f"{name}_msgs_per_s"] = statistics.median(r["msgs_per_s"] for r in mine)
+        out[f"{name}_cpu_ms_per_msg"] = statistics.median(r["cpu_ms_per_msg"] for r in mine)
+        out[f"{name}_failed"] = sum(r["failed"] for r in mine)
+    out["ratio_on_off"] = out["on_msgs_per_s"] / out["off_msgs_per_s"]
+    out[cost_key] = out["on_cpu_ms_per_msg"] - out["off_cpu_ms_per_msg"]
+    return out
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--n", type=int, default=3000)
@@ -304,34 +333,20 @@ def main() -> None:
     build_template(template)
     key_pem, key_txt = make_rsa_dkim_key()
     messages = make_messages(a.n, a.size, key_pem)
-    runs: list[dict[str, float]] = []
     with ZoneServer(make_zone(key_txt), origin=".") as zone:
-        for rep in range(a.reps):
-            for checks in (False, True) if rep % 2 == 0 else (True, False):
-                r = one_run(
-                    template, a.work, checks, zone.address, messages, a.concurrency, a.processes
-                )
-                r["rep"] = rep
-                runs.append(r)
-                print(json.dumps(r), flush=True)
+        runs = alternating(
+            lambda checks: one_run(
+                template, a.work, checks, zone.address, messages, a.concurrency, a.processes
+            ),
+            a.reps,
+        )
     summary: dict[str, object] = {
         "n": a.n,
         "concurrency": a.concurrency,
         "size": a.size,
         "processes": a.processes or "default",
+        **summarize(runs, "checks_cpu_ms_per_msg"),
     }
-    for checks in (False, True):
-        mine = [r for r in runs if r["checks"] == checks]
-        name = "on" if checks else "off"
-        summary[f"{name}_msgs_per_s"] = statistics.median(r["msgs_per_s"] for r in mine)
-        summary[f"{name}_cpu_ms_per_msg"] = statistics.median(r["cpu_ms_per_msg"] for r in mine)
-        summary[f"{name}_failed"] = sum(r["failed"] for r in mine)
-    summary["ratio_on_off"] = float(summary["on_msgs_per_s"]) / float(  # type: ignore[arg-type]
-        summary["off_msgs_per_s"]  # type: ignore[arg-type]
-    )
-    summary["checks_cpu_ms_per_msg"] = float(summary["on_cpu_ms_per_msg"]) - float(  # type: ignore[arg-type]
-        summary["off_cpu_ms_per_msg"]  # type: ignore[arg-type]
-    )
     print(json.dumps(summary, indent=1))
     if a.out:
         a.out.write_text(json.dumps({"runs": runs, "summary": summary}, indent=1))

@@ -24,7 +24,6 @@ from __future__ import annotations
 import argparse
 import json
 import re
-import statistics
 import subprocess
 import sys
 from pathlib import Path
@@ -103,7 +102,6 @@ def main() -> None:
     auth_bench.build_template(template)
     train(template, a.train)
     messages = corpus_messages(a.n)
-    runs: list[dict[str, float]] = []
     with ZoneServer(ZONE, origin=".") as zone:
         settings: tuple[tuple[str, str, str], ...] = (
             ("mailauth", "check_incoming", "true"),
@@ -113,37 +111,26 @@ def main() -> None:
             key, _, value = item.partition("=")
             table, _, name = key.partition(".")
             settings += ((table, name, value),)
-        for rep in range(a.reps):
-            for on in (False, True) if rep % 2 == 0 else (True, False):
-                r = auth_bench.one_run(
-                    template,
-                    a.work,
-                    on,
-                    zone.address,
-                    messages,
-                    a.concurrency,
-                    toggle=("spam", "enabled"),
-                    settings=settings,
-                )
-                r["rep"] = rep
-                runs.append(r)
-                print(json.dumps(r), flush=True)
+        runs = auth_bench.alternating(
+            lambda on: auth_bench.one_run(
+                template,
+                a.work,
+                on,
+                zone.address,
+                messages,
+                a.concurrency,
+                toggle=("spam", "enabled"),
+                settings=settings,
+            ),
+            a.reps,
+        )
     summary: dict[str, object] = {
         "n": a.n,
         "concurrency": a.concurrency,
         "train": a.train,
         "set": a.set,
+        **auth_bench.summarize(runs, "filter_cpu_ms_per_msg"),
     }
-    for on in (False, True):
-        mine = [r for r in runs if r["checks"] == on]
-        name = "on" if on else "off"
-        summary[f"{name}_msgs_per_s"] = statistics.median(r["msgs_per_s"] for r in mine)
-        summary[f"{name}_cpu_ms_per_msg"] = statistics.median(r["cpu_ms_per_msg"] for r in mine)
-        summary[f"{name}_failed"] = sum(r["failed"] for r in mine)
-    on_rate, off_rate = summary["on_msgs_per_s"], summary["off_msgs_per_s"]
-    on_cpu, off_cpu = summary["on_cpu_ms_per_msg"], summary["off_cpu_ms_per_msg"]
-    summary["ratio_on_off"] = float(on_rate) / float(off_rate)  # type: ignore[arg-type]
-    summary["filter_cpu_ms_per_msg"] = float(on_cpu) - float(off_cpu)  # type: ignore[arg-type]
     print(json.dumps(summary, indent=1))
     if a.out:
         a.out.write_text(json.dumps({"runs": runs, "summary": summary}, indent=1))

@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-import importlib
-
 import click
+
+from pochta.cli.lazy import LazyGroup
 
 # name -> "module:attribute" (as cli/main.py's SUBCOMMANDS).
 SPAM_COMMANDS: dict[str, str] = {
@@ -15,20 +15,6 @@ SPAM_COMMANDS: dict[str, str] = {
 }
 
 
-class _LazySpamGroup(click.Group):
-    def list_commands(self, ctx: click.Context) -> list[str]:
-        return sorted(SPAM_COMMANDS)
-
-    def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
-        target = SPAM_COMMANDS.get(cmd_name)
-        if target is None:
-            return None
-        module_name, attr = target.split(":")
-        command = getattr(importlib.import_module(module_name), attr)
-        assert isinstance(command, click.Command)
-        return command
-
-
-@click.group(cls=_LazySpamGroup)
+@click.group(cls=LazyGroup, lazy=SPAM_COMMANDS)
 def spam() -> None:
     """The spam filter: score a message, train Bayes, edit the allow and block lists."""
