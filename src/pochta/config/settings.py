@@ -1150,6 +1150,127 @@ class MilterSettings(_Table, frozen=True, kw_only=True, forbid_unknown_fields=Tr
     ] = "tempfail"
 
 
+class SieveSettings(_Table, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    """Sieve filtering at local delivery (RFC 5228, Dovecot Pigeonhole's role), the users'
+    scripts kept with ManageSieve (RFC 5804) or ``pochta sieve``."""
+
+    enabled: Annotated[
+        bool,
+        _doc(
+            "Run the account's active Sieve script (and its domain's global before/after "
+            "scripts) when mail is delivered into a local mailbox. An error in a script "
+            "delivers the message to INBOX and is logged: nothing is lost."
+        ),
+    ] = True
+    scripts_dir: Annotated[
+        str,
+        _doc(
+            "Where the users' scripts are kept, one directory per account (relative paths are "
+            "under server.data_dir)."
+        ),
+    ] = "sieve"
+    global_dir: Annotated[
+        str,
+        _doc(
+            "Where the administrator's scripts are kept: per domain a before and an after "
+            "script (Dovecot's sieve_before/sieve_after) and the scripts `include :global` "
+            "finds (relative paths are under server.data_dir)."
+        ),
+    ] = "sieve-global"
+    max_script_bytes: Annotated[
+        int,
+        _doc("Largest script accepted (Dovecot's sieve_max_script_size)."),
+        msgspec.Meta(ge=1, le=16 * 1024 * 1024),
+    ] = 1024 * 1024
+    max_scripts: Annotated[
+        int,
+        _doc(
+            "Most scripts one account may keep (Dovecot's sieve_quota_max_scripts). 0 = no limit."
+        ),
+        msgspec.Meta(ge=0, le=_MAX_COUNT),
+    ] = 32
+    max_storage_bytes: Annotated[
+        int,
+        _doc(
+            "Most bytes of scripts one account may keep, all together (Dovecot's "
+            "sieve_quota_max_storage). 0 = no limit."
+        ),
+        msgspec.Meta(ge=0, le=1 << 40),
+    ] = 4 * 1024 * 1024
+    max_redirects: Annotated[
+        int,
+        _doc("Most redirect actions one message may cause (Dovecot's sieve_max_redirects)."),
+        msgspec.Meta(ge=0, le=1000),
+    ] = 4
+    max_actions: Annotated[
+        int,
+        _doc("Most actions one script run may perform (Dovecot's sieve_max_actions)."),
+        msgspec.Meta(ge=1, le=10_000),
+    ] = 32
+    max_run_seconds: Annotated[
+        float,
+        _doc(
+            "Longest a script may run on one message (Dovecot's sieve_max_cpu_time); a script "
+            "that runs out of time is an error: the message goes to INBOX."
+        ),
+        msgspec.Meta(gt=0, le=600),
+    ] = 5.0
+    max_include_depth: Annotated[
+        int,
+        _doc("Deepest nesting of include (RFC 6609; Dovecot's sieve_include_max_nesting_depth)."),
+        msgspec.Meta(ge=1, le=100),
+    ] = 10
+    max_includes: Annotated[
+        int,
+        _doc("Most scripts one run may include (Dovecot's sieve_include_max_includes)."),
+        msgspec.Meta(ge=1, le=10_000),
+    ] = 255
+    vacation_default_period_seconds: Annotated[
+        int,
+        _doc(
+            "How long vacation stays silent to a sender it answered, when the script gives no "
+            ":days or :seconds (RFC 5230 §4.1 suggests 7 days)."
+        ),
+        msgspec.Meta(ge=0, le=10 * 365 * 86400),
+    ] = 7 * 86400
+    vacation_min_period_seconds: Annotated[
+        int,
+        _doc(
+            "Shortest period a script may ask for (RFC 6131 §2: a floor keeps a careless "
+            ":seconds from flooding a sender); shorter asks are raised to it."
+        ),
+        msgspec.Meta(ge=0, le=10 * 365 * 86400),
+    ] = 86400
+    vacation_max_period_seconds: Annotated[
+        int,
+        _doc("Longest period a script may ask for; longer asks are lowered to it."),
+        msgspec.Meta(ge=0, le=10 * 365 * 86400),
+    ] = 90 * 86400
+    duplicate_default_period_seconds: Annotated[
+        int,
+        _doc(
+            "How long the duplicate test (RFC 7352) remembers a message id when the script "
+            "gives no :seconds (Dovecot's sieve_duplicate_default_period)."
+        ),
+        msgspec.Meta(ge=1, le=10 * 365 * 86400),
+    ] = 14 * 86400
+
+
+class ManageSieveSettings(_Table, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    """The ManageSieve service (RFC 5804), on the managesieve listener."""
+
+    idle_timeout_seconds: Annotated[
+        int,
+        _doc("A session that sends nothing for this long is closed (BYE)."),
+        msgspec.Meta(ge=10, le=86400),
+    ] = 1800
+    max_line_bytes: Annotated[
+        int,
+        _doc("Longest command line, literals not counted."),
+        msgspec.Meta(ge=1024, le=1 << 20),
+    ] = 8192
+
+
 class Settings(_Table, frozen=True, kw_only=True, forbid_unknown_fields=True):
     server: ServerSettings
     tls: TLSSettings = TLSSettings()
@@ -1178,6 +1299,8 @@ class Settings(_Table, frozen=True, kw_only=True, forbid_unknown_fields=True):
     rate_limits: RateLimitSettings = RateLimitSettings()
     rspamd: RspamdSettings = RspamdSettings()
     milter: MilterSettings = MilterSettings()
+    sieve: SieveSettings = SieveSettings()
+    managesieve: ManageSieveSettings = ManageSieveSettings()
 
     # Set by the loader, not read from TOML: where the file was found.
     config_path: Annotated[str, _doc("(internal) path of the loaded file")] = ""

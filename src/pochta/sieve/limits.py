@@ -1,0 +1,32 @@
+"""The limits one compile and one run of a script keep (``[sieve]`` settings)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from pochta.config.settings import SieveSettings
+
+__all__ = ["SieveLimits"]
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class SieveLimits:
+    max_script_bytes: int = 1024 * 1024
+    max_redirects: int = 4
+    max_actions: int = 32
+    max_run_seconds: float = 5.0
+    max_include_depth: int = 10
+    max_includes: int = 255
+    duplicate_default_period_seconds: int = 14 * 86400
+
+    @classmethod
+    def from_settings(cls, settings: SieveSettings) -> SieveLimits:
+        return cls(
+            max_script_bytes=settings.max_script_bytes,
+            max_redirects=settings.max_redirects,
+            max_actions=settings.max_actions,
+            max_run_seconds=settings.max_run_seconds,
+            max_include_depth=settings.max_include_depth,
+            max_includes=settings.max_includes,
+            duplicate_default_period_seconds=settings.duplicate_default_period_seconds,
+        )
