@@ -115,3 +115,17 @@ def write_atomic(
         raise
     if sync and sync_directory:
         fsync_directory(path.parent)
+
+
+def owner_for_new_files(path: Path) -> tuple[int, int] | None:
+    """The owner a file created at ``path`` must get: run as root over a tree the server's
+    user owns (the nearest existing ancestor is not root's), that user, so the server reads
+    and moves the file after dropping privileges; else None (keep ours)."""
+    if os.geteuid() != 0:
+        return None
+    while not path.exists():
+        if path.parent == path:
+            return None
+        path = path.parent
+    st = path.stat()
+    return None if st.st_uid == 0 else (st.st_uid, st.st_gid)

@@ -86,6 +86,7 @@ from typing import TypeVar
 
 import msgspec
 
+from pochta.durable import owner_for_new_files
 from pochta.logs import get_logger
 from pochta.queue.base import (
     STATES,
@@ -229,7 +230,7 @@ class Spool:
         # Keep new contents in memory for the queue manager of this process (none in a worker).
         self._remember_fresh = remember_fresh
         self.counters = FsyncCounters()
-        self._owner = _owner_for(self.root)
+        self._owner = owner_for_new_files(self.root)
         if create:
             self.ensure_dirs()
         self._executor = ThreadPoolExecutor(
@@ -1161,17 +1162,3 @@ def _unlink_if_unlocked(path: Path) -> bool:
         return True
     finally:
         os.close(fd)
-
-
-def _owner_for(root: Path) -> tuple[int, int] | None:
-    """Run as root on a spool owned by the server's user: files we create get that owner, so
-    the server (after dropping privileges) can read and move them."""
-    if os.geteuid() != 0:
-        return None
-    path = root
-    while not path.exists():
-        if path.parent == path:
-            return None
-        path = path.parent
-    st = path.stat()
-    return None if st.st_uid == 0 else (st.st_uid, st.st_gid)

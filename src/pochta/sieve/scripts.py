@@ -25,7 +25,7 @@ from typing import Literal
 from urllib.parse import quote, unquote
 
 from pochta.config.settings import Settings
-from pochta.durable import fsync_directory, write_atomic
+from pochta.durable import fsync_directory, owner_for_new_files, write_atomic
 from pochta.sieve.context import ScriptLoader
 from pochta.sieve.repository import StoredScript
 
@@ -81,18 +81,6 @@ def _script_name(file_name: str) -> str | None:
     if not file_name.endswith(SUFFIX) or file_name.startswith("."):
         return None
     return unquote(file_name[: -len(SUFFIX)])
-
-
-def _owner_for(path: Path) -> tuple[int, int] | None:
-    """Run as root over a tree the server's user owns: the owner new files must get."""
-    if os.geteuid() != 0:
-        return None
-    while not path.exists():
-        if path.parent == path:
-            return None
-        path = path.parent
-    st = path.stat()
-    return None if st.st_uid == 0 else (st.st_uid, st.st_gid)
 
 
 @dataclass(frozen=True, slots=True)
@@ -200,7 +188,7 @@ class ScriptStore:
         if problem:
             raise ScriptQuotaError(problem)
         path = self._path(account, name)
-        write_atomic(path, data, mode=0o600, owner=_owner_for(path), make_parents=True)
+        write_atomic(path, data, mode=0o600, owner=owner_for_new_files(path), make_parents=True)
 
     def delete(self, account: str, name: str) -> None:
         """RFC 5804 §2.10: the active script cannot be deleted."""
@@ -245,7 +233,9 @@ class ScriptStore:
             return
         if not self.exists(account, name):
             raise ScriptNotFound(f"no script named {name!r}")
-        write_atomic(marker, name.encode("utf-8"), owner=_owner_for(marker), make_parents=True)
+        write_atomic(
+            marker, name.encode("utf-8"), owner=owner_for_new_files(marker), make_parents=True
+        )
 
     # -- the administrator's scripts -----------------------------------------------------
 
@@ -274,7 +264,7 @@ class ScriptStore:
         data = text.encode("utf-8")
         if len(data) > self.max_script_bytes:
             raise ScriptQuotaError(f"script is larger than {self.max_script_bytes} octets")
-        write_atomic(path, data, mode=0o644, owner=_owner_for(path), make_parents=True)
+        write_atomic(path, data, mode=0o644, owner=owner_for_new_files(path), make_parents=True)
 
     def global_include_path(self, name: str) -> Path:
         check_script_name(name)
