@@ -32,7 +32,7 @@ from pochta.sieve.limits import SieveLimits
 from pochta.sieve.registry import REGISTRY, Registry
 
 __all__ = [
-    "MAX_VARIABLE_CHARS",
+    "MAX_VARIABLE_BYTES",
     "Header",
     "Run",
     "StopScript",
@@ -40,7 +40,7 @@ __all__ = [
     "split_message",
 ]
 
-MAX_VARIABLE_CHARS = 4000  # RFC 5229 §6 lets us limit a value; Pigeonhole's default is 4 KiB
+MAX_VARIABLE_BYTES = 4000  # RFC 5229 §6 lets us limit a value; as Pigeonhole, 4000 octets
 _VAR_REF = re.compile(r"\$\{([A-Za-z0-9_.]+)\}")
 _FIELD_NAME = re.compile(r"[!-9;-~]+\Z")  # RFC 5322 §3.6.8 printable US-ASCII but ':'
 _IDENT = re.compile(r"[A-Za-z_][A-Za-z0-9_]*\Z")
@@ -264,8 +264,11 @@ class Run:
         return namespace.get(self, ".".join(parts[1:]))
 
     def set_variable(self, name: str, value: str) -> None:
-        if len(value) > MAX_VARIABLE_CHARS:
-            value = value[:MAX_VARIABLE_CHARS]
+        if len(value) * 4 > MAX_VARIABLE_BYTES:
+            data = value.encode("utf-8", "surrogateescape")
+            if len(data) > MAX_VARIABLE_BYTES:
+                # cut at a character boundary (RFC 5229 §6: the value is truncated)
+                value = data[:MAX_VARIABLE_BYTES].decode("utf-8", "ignore")
         parts = name.split(".")
         if len(parts) > 1:
             namespace = self.registry.namespaces.get(parts[0].lower())

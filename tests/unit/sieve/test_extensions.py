@@ -172,6 +172,17 @@ def test_variables_expand_and_unknown_are_empty() -> None:
     assert run(text).actions == (FileInto(mailbox="x.frop...${bad-name}"),)
 
 
+def test_variable_values_are_cut_at_4000_octets() -> None:
+    # RFC 5229 §6: a value may be truncated; as Pigeonhole, at 4000 UTF-8 octets, whole chars
+    long = "é" * 2500  # 5000 octets
+    text = (
+        'require ["variables", "relational", "comparator-i;ascii-numeric"];\n'
+        f'set "a" "{long}"; set :length "n" "${{a}}";\n'
+        'if string :value "eq" :comparator "i;ascii-numeric" "${n}" "2000" { discard; }'
+    )
+    assert discards(text)
+
+
 def test_string_count_skips_empty() -> None:
     text = (
         'require ["variables", "relational", "comparator-i;ascii-numeric"];\n'
