@@ -26,16 +26,18 @@ DETAIL_SEPARATOR = "+"  # RFC 5233 §4: the separator is the implementation's; o
 def header_addresses(value: str) -> list[ParsedAddress]:
     """The mailboxes of an address-list header value; a group's members count, its name
     does not (RFC 5228 §2.7.4). Entries that do not parse keep their raw text in ``full``."""
+    if not value.strip():
+        return [ParsedAddress("", "", "", valid=False)]  # an empty field: :all sees ""
+    entries = [a for a in parse_address_list(value) if not (a.is_group_start or a.is_group_end)]
+    pieces = [p.strip() for p in value.split(",")]
     out: list[ParsedAddress] = []
-    for a in parse_address_list(value):
-        if a.is_group_start or a.is_group_end:
+    for n, a in enumerate(entries):
+        if a.invalid or not a.mailbox or not a.domain:
+            # RFC 5228 §2.7.4: not matched by :localpart or :domain; :all sees the text
+            raw = pieces[n] if len(pieces) == len(entries) else value.strip()
+            out.append(ParsedAddress(raw, "", "", valid=False))
             continue
-        if a.invalid or a.mailbox is None or a.domain is None:
-            raw = value.strip()
-            out.append(ParsedAddress(raw, "", ""))
-            continue
-        full = f"{a.mailbox}@{a.domain}" if a.domain else a.mailbox
-        out.append(ParsedAddress(full, a.mailbox, a.domain))
+        out.append(ParsedAddress(f"{a.mailbox}@{a.domain}", a.mailbox, a.domain))
     return out
 
 
@@ -60,22 +62,22 @@ def _all(a: ParsedAddress) -> str | None:
 
 
 def _localpart(a: ParsedAddress) -> str | None:
-    return a.local if a.local or not a.full else a.full
+    return a.local if a.valid else None
 
 
 def _domain(a: ParsedAddress) -> str | None:
-    return a.domain
+    return a.domain if a.valid else None
 
 
 def _user(a: ParsedAddress) -> str | None:
     # RFC 5233 §4: the local part up to the separator (all of it when there is none)
-    return _localpart(a).partition(DETAIL_SEPARATOR)[0]  # type: ignore[union-attr]
+    return a.local.partition(DETAIL_SEPARATOR)[0] if a.valid else None
 
 
 def _detail(a: ParsedAddress) -> str | None:
     # RFC 5233 §4: after the separator; no separator means no detail (the test fails)
-    _, sep, detail = (_localpart(a) or "").partition(DETAIL_SEPARATOR)
-    return detail if sep else None
+    _, sep, detail = a.local.partition(DETAIL_SEPARATOR)
+    return detail if sep and a.valid else None
 
 
 REGISTRY.add_capability(Capability("subaddress"))

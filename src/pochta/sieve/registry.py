@@ -154,12 +154,13 @@ class MatchType:
 
 @dataclass(frozen=True, slots=True)
 class ParsedAddress:
-    """An address as the address parts see it; ``local`` and ``domain`` empty and ``full``
-    the raw text when it did not parse."""
+    """An address as the address parts see it. One that did not parse has ``valid``
+    False and ``full`` its raw text: only :all sees it (RFC 5228 §2.7.4)."""
 
     full: str
     local: str
     domain: str
+    valid: bool = True
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

@@ -315,3 +315,24 @@ def test_envelope_paths(path: str, test: str, expected: bool) -> None:
     # RFC 5228 §5.4 with RFC 5321 §4.1.2 paths: source routes ignored, bad paths match nothing
     text = f'require "envelope";\nif envelope {test} {{ discard; }}'
     assert (run(text, recipient=path).actions == (Discard(),)) is expected
+
+
+@pytest.mark.parametrize(
+    ("test", "expected"),
+    [
+        ('address :localpart "from" "stephan"', False),
+        ('address :all "from" "stephan@"', True),
+        ('address :domain "to" "example.org"', False),
+        ('address :all "cc" "nonsense"', True),
+        ('address :all "resent-to" ""', True),
+        ('address :domain "bcc" "frop.example.com"', True),
+        ('address :localpart "bcc" ""', False),
+    ],
+)
+def test_invalid_addresses_only_match_all(test: str, expected: bool) -> None:
+    # RFC 5228 §2.7.4: an address that does not parse is not matched by :localpart/:domain
+    message = (
+        b"From: stephan@\r\nTo: @example.org\r\nCc: nonsense\r\nResent-To:\r\n"
+        b"Bcc: nico@frop.example.com, @example.org\r\n\r\nTest.\r\n"
+    )
+    assert (run(f"if {test} {{ discard; }}", message).actions == (Discard(),)) is expected
