@@ -174,8 +174,15 @@ class _Compiler:
         """The block; under ``if ihave`` (RFC 5463 §4) compiled only when every capability
         is known, with them required inside; otherwise skipped (it never runs)."""
         assert node.block is not None
-        if node.name in ("if", "elsif") and call.tests and call.tests[0].name == "ihave":
-            names = call.tests[0].strings(0)
+        guards: list[Call] = []
+        if node.name in ("if", "elsif") and call.tests:
+            test = call.tests[0]
+            # RFC 5463 §4: the ihave test itself, or one among the tests of an allof
+            guards = [test] if test.name == "ihave" else []
+            if test.name == "allof":
+                guards = [t for t in test.tests if t.name == "ihave"]
+        if guards:
+            names = [n for g in guards for n in g.strings(0)]
             known = self.registry.capabilities
             if not all(n in self.state.available and known[n].ihave for n in names):
                 return ()

@@ -323,6 +323,8 @@ elsif ihave "imap4flags" { addflag "X"; fileinto "known"; }
 """
     result = run(text)
     assert result.actions == (FileInto(mailbox="known", flags=frozenset({"X"})),)
+    text = 'require "ihave"; if allof (true, ihave "x-frob") { frob; } else { discard; }'
+    assert run(text).actions == (Discard(),)
     with pytest.raises(SieveRuntimeError, match="error: broken"):
         run('require "ihave"; error "broken";')
     with pytest.raises(SieveError, match="needs require"):
