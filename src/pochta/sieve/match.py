@@ -17,10 +17,17 @@ from __future__ import annotations
 import re
 from collections.abc import Callable
 from functools import lru_cache
+from typing import Literal
 
 from pochta.sieve.registry import REGISTRY, Capability, Comparator, MatchType
 
-__all__ = ["MAX_REGEX_CHARS", "RELATIONS", "compile_regex", "wildcard_match"]
+__all__ = [
+    "MAX_REGEX_CHARS",
+    "RELATIONS",
+    "compile_regex",
+    "wildcard_match",
+    "wildcard_match_general",
+]
 
 MAX_REGEX_CHARS = 1024
 RELATIONS = {"gt", "ge", "lt", "le", "eq", "ne"}  # RFC 5231 §5
@@ -63,6 +70,50 @@ def wildcard_match(
     ``fold`` maps characters for comparison (a comparator's ``fold``)."""
     f: Callable[[str], str] = fold if fold is not None else _same
     pieces = _pattern(key)
+    if "?" not in pieces:
+        found = _stars_only(value, pieces, f)
+        if found is not False:
+            return found
+    return _backtracking(value, pieces, f)
+
+
+def _stars_only(
+    value: str, pieces: list[str], f: Callable[[str], str]
+) -> list[str] | Literal[False] | None:
+    """The fast way for keys of literals and ``*`` only: each literal run found leftmost
+    with ``str.find`` (linear), the same answer as the general matcher. False when folding
+    changes lengths (then positions in the folded text are not those of the value)."""
+    segments: list[str] = [""]
+    for p in pieces:
+        if p == "*":
+            segments.append("")
+        else:
+            segments[-1] += p[1] if len(p) == 2 and p[0] == "\\" else p
+    folded = f(value)
+    parts = [f(s) for s in segments]
+    if len(folded) != len(value) or any(
+        len(a) != len(b) for a, b in zip(parts, segments, strict=True)
+    ):
+        return False
+    if len(parts) == 1:
+        return [value] if folded == parts[0] else None
+    first, last = parts[0], parts[-1]
+    end = len(folded) - len(last)
+    if end < len(first) or not folded.startswith(first) or not folded.endswith(last):
+        return None
+    pos = len(first)
+    captures = [value]
+    for part in parts[1:-1]:
+        at = folded.find(part, pos, end)
+        if at < 0:
+            return None
+        captures.append(value[pos:at])
+        pos = at + len(part)
+    captures.append(value[pos:end])
+    return captures
+
+
+def _backtracking(value: str, pieces: list[str], f: Callable[[str], str]) -> list[str] | None:
     fv = [f(c) for c in value]
     n, m = len(value), len(pieces)
     # captures[k]: (start, end) of the k-th wildcard
@@ -99,6 +150,13 @@ def wildcard_match(
         caps[star_caps - 1] = (start, star_vi)
         vi, pi = star_vi, star_pi
     return [value] + [value[a:b] for a, b in caps]
+
+
+def wildcard_match_general(
+    value: str, key: str, fold: Callable[[str], str] | None = None
+) -> list[str] | None:
+    """``wildcard_match`` without the fast way (for tests that compare the two)."""
+    return _backtracking(value, _pattern(key), fold if fold is not None else _same)
 
 
 def _matches(comparator: Comparator, _: str, value: str, key: str) -> tuple[bool, list[str] | None]:

@@ -4,6 +4,7 @@ SieveError (SieveRuntimeError for runs)."""
 from __future__ import annotations
 
 import contextlib
+from collections.abc import Callable
 
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
@@ -12,6 +13,7 @@ from pochta.sieve.actions import SieveResult
 from pochta.sieve.errors import SieveError
 from pochta.sieve.lexer import decode_script
 from pochta.sieve.limits import SieveLimits
+from pochta.sieve.match import wildcard_match, wildcard_match_general
 from pochta.sieve.script import compile_script, run_script
 
 from .helpers import context
@@ -204,3 +206,15 @@ def test_generated_scripts_run_or_raise_sieve_error(body: str, message: bytes) -
     except SieveError:
         return
     assert isinstance(result, SieveResult)
+
+
+@settings(max_examples=500, deadline=None)
+@given(
+    st.text(alphabet="abAB*", max_size=12),
+    st.text(alphabet="abAB*\\", max_size=8),
+    st.sampled_from([None, str.lower]),
+)
+def test_the_fast_wildcard_matcher_agrees_with_the_general_one(
+    value: str, key: str, fold: Callable[[str], str] | None
+) -> None:
+    assert wildcard_match(value, key, fold) == wildcard_match_general(value, key, fold)
