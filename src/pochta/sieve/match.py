@@ -291,8 +291,14 @@ def _translate(pattern: str) -> str:
     return "".join(out)
 
 
+_REGEX_CASE: dict[str, Literal["octet", "ascii", "unicode"]] = {
+    "i;ascii-casemap": "ascii",
+    "i;unicode-casemap": "unicode",
+}
+
+
 @lru_cache(maxsize=256)
-def compile_regex(pattern: str, ignore_case: bool) -> re.Pattern[str]:
+def compile_regex(pattern: str, case: Literal["octet", "ascii", "unicode"]) -> re.Pattern[str]:
     """The Python regex for a POSIX ERE key; ValueError says what is wrong with it."""
     if len(pattern) > MAX_REGEX_CHARS:
         raise ValueError(f"regex longer than {MAX_REGEX_CHARS} characters")
@@ -302,14 +308,19 @@ def compile_regex(pattern: str, ignore_case: bool) -> re.Pattern[str]:
             "exponential time; rewrite it without nested repetition"
         )
     try:
-        return re.compile(_translate(pattern), re.DOTALL | (re.IGNORECASE if ignore_case else 0))
+        flags = {
+            "octet": 0,
+            "ascii": re.IGNORECASE | re.ASCII,  # i;ascii-casemap folds A-Z only
+            "unicode": re.IGNORECASE,
+        }[case]
+        return re.compile(_translate(pattern), re.DOTALL | flags)
     except re.error as e:
         raise ValueError(f"bad regex {pattern!r}: {e}") from None
 
 
 def _regex(comparator: Comparator, _: str, value: str, key: str) -> tuple[bool, list[str] | None]:
     try:
-        rx = compile_regex(key, comparator.fold is not None and comparator.name != "i;octet")
+        rx = compile_regex(key, _REGEX_CASE.get(comparator.name, "octet"))
     except ValueError:
         return False, None
     m = rx.search(value)
@@ -322,7 +333,7 @@ def _check_regex(key: str, comparator: Comparator) -> str | None:
     if "${" in key:
         return None  # checked when the variables are known
     try:
-        compile_regex(key, True)
+        compile_regex(key, _REGEX_CASE.get(comparator.name, "octet"))
     except ValueError as e:
         return str(e)
     return None

@@ -339,6 +339,9 @@ if header :regex "subject" "^\\\\[([[:alpha:]]+)-([0-9]+)\\\\]" { fileinto "${1}
     assert result.actions == (FileInto(mailbox="Bug.42"),)
     with pytest.raises(SieveError, match="nested repetition"):
         compile_script('require "regex"; if header :regex "s" "(a+)+b" {}')
+    octet = 'require "regex"; if header :regex :comparator "i;octet" "subject" "^frop" {discard;}'
+    assert not discards(octet)
+    assert discards('require "regex"; if header :regex "subject" "^frop" { discard; }')
     with pytest.raises(SieveError, match="bad regex"):
         compile_script('require "regex"; if header :regex "s" "(ab" {}')
     with pytest.raises(SieveError, match="longer than"):

@@ -60,7 +60,7 @@ def _hasflag(run: Run, call: Call) -> bool:
 
 def _check_variable(call: Call, state: CompileState) -> Call | None:
     if len(call.args) == 2:
-        if "variables" not in state.required and call.name != "hasflag":
+        if "variables" not in state.required:
             raise call.error(f"'{call.name}' with a variable name needs require \"variables\"")
         if call.name != "hasflag" and len(call.strings(0)) != 1:
             raise call.error(f"the variable name of '{call.name}' must be one string")
