@@ -2,11 +2,15 @@
 in ``registry.REGISTRY``."""
 
 from pochta.sieve.extensions import (  # noqa: F401 - imported to register
+    body,
     core,
+    encoded,
     environment,
     fileinto,
     ihave,
+    imap4flags,
     reject,
+    variables,
 )
 
 # Branch sieve-ext (RFC 5260, 5293, 7352, 5235, 5230/6131, 6609); index after date (it wraps it).
