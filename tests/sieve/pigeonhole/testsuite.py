@@ -147,7 +147,7 @@ def _test(run: Run, call: Call) -> None:
     try:
         run.run_block(call.block)
     except TestFailed as failed:
-        suite.outcomes.append(BlockOutcome(label, FAIL, f"test_fail: {failed}"))
+        suite.outcomes.append(BlockOutcome(label, FAIL, f"test_fail: {failed}{_log(suite)}"))
     except SkipBlock as skip:
         suite.outcomes.append(BlockOutcome(label, SKIP, str(skip)))
     except StopScript:
@@ -159,6 +159,14 @@ def _test(run: Run, call: Call) -> None:
         suite.outcomes.append(BlockOutcome(label, PASS))
     # Any other exception (a runtime error) leaves suite.block set for the harness's report.
     suite.block = None
+
+
+def _log(suite: Suite) -> str:
+    """The error log, shortened, for the report of a failed block."""
+    if not suite.errors:
+        return ""
+    first = " ".join(suite.errors[0].split())[:160]
+    return f" [error log: {len(suite.errors)}; first: {first}]"
 
 
 def _test_fail(run: Run, call: Call) -> None:
