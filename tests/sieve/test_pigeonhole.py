@@ -53,5 +53,6 @@ def test_directory(directory: str) -> None:
     if unexpected_fail:
         message.append("failed, not in expected.txt:\n  " + "\n  ".join(unexpected_fail))
     if unexpected_pass:
-        message.append("now passes; take it out of expected.txt:\n  " + "\n  ".join(unexpected_pass))
+        passing = "\n  ".join(unexpected_pass)
+        message.append(f"now passes; take it out of expected.txt:\n  {passing}")
     assert not message, "\n".join(message)

@@ -44,7 +44,8 @@ def test_pass_fail_and_state_across_blocks(tmp_path: Path) -> None:
         '  if not header :is "subject" "Frop!" { test_fail "default subject"; }\n'
         "}\n"
         'test "fails" { test_fail "on purpose"; }\n'
-        'test_set "message" text:\nFrom: a@example.net\nTo: b@example.org\nSubject: Two\n\nx\n.\n;\n'
+        'test_set "message" text:\n'
+        "From: a@example.net\nTo: b@example.org\nSubject: Two\n\nx\n.\n;\n"
         'test "message persists" {\n'
         '  if not header :is "subject" "Two" { test_fail "message not set"; }\n'
         "}\n",
