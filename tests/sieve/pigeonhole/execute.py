@@ -12,6 +12,7 @@ from __future__ import annotations
 import importlib
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from email.utils import formatdate, make_msgid
 
 from pochta.sieve.actions import (
@@ -121,7 +122,12 @@ def execute_result(
                 out.ok = False
                 out.errors.append("vacation: pochta.sieve.vacation.build_reply not built yet")
                 continue
-            reply = builder(action, message=message, envelope=envelope, user=TESTSUITE_USER)
+            reply = builder(
+                action,
+                message,
+                date=datetime.now(UTC),
+                message_id=make_msgid(domain=TESTSUITE_USER.partition("@")[2]),
+            )
             # RFC 5230 §5.1: the reply goes out with the null sender.
             outbox.append(CapturedMessage("", action.to, reply))
     if result.implicit_keep:

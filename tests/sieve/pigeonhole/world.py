@@ -143,6 +143,10 @@ def _seconds(value: str) -> float:
     return int(m.group(1)) * unit
 
 
+def _whole_seconds(value: str) -> int:
+    return int(_seconds(value))
+
+
 def _int(value: str) -> int:
     m = re.fullmatch(r"\s*(\d+)\s*([kKmMgG]?)[bB]?\s*", value)
     if not m:
@@ -158,6 +162,10 @@ LIMIT_SETTINGS: dict[str, tuple[str, object]] = {
     "sieve_include_max_includes": ("max_includes", _int),
     "sieve_include_max_nesting_depth": ("max_include_depth", _int),
     "sieve_max_cpu_time": ("max_run_seconds", _seconds),
+    "sieve_vacation_min_period": ("vacation_min_period_seconds", _whole_seconds),
+    "sieve_vacation_max_period": ("vacation_max_period_seconds", _whole_seconds),
+    "sieve_vacation_default_period": ("vacation_default_period_seconds", _whole_seconds),
+    "sieve_duplicate_default_period": ("duplicate_default_period_seconds", _whole_seconds),
 }
 
 
