@@ -38,17 +38,19 @@ def run_file(file: SvtestFile) -> FileOutcome:
     if file.skip:
         outcome.blocks = [BlockOutcome(name, SKIP, file.skip) for name in file.blocks]
         return outcome
-    testsuite.register()
+    reg = testsuite.registry()
     suite = testsuite.Suite(directory=file.path.parent)
     try:
-        script = compile_script(file.text, name=file.rel, limits=_SUITE_LIMITS, loader=suite.loader)
+        script = compile_script(
+            file.text, name=file.rel, limits=_SUITE_LIMITS, loader=suite.loader, registry=reg
+        )
     except SieveError as e:
         outcome.file_error = f"does not compile: {e}"
         _fail_rest(outcome, [], f"the .svtest file does not compile: {e}")
         return outcome
     token = testsuite.CURRENT.set(suite)
     try:
-        run = Run(suite.context(), _SUITE_LIMITS)
+        run = Run(suite.context(), _SUITE_LIMITS, registry=reg)
         execute(run, script)
     except testsuite.TestFailed as e:
         outcome.file_error = f"test_fail outside a block: {e}"

@@ -28,6 +28,7 @@ from pochta.sieve.registry import (
     Capability,
     CommandSpec,
     Namespace,
+    Registry,
     TagSpec,
     TestSpec,
 )
@@ -47,7 +48,7 @@ from tests.sieve.pigeonhole.world import (
 if TYPE_CHECKING:
     from pochta.sieve.compiler import Call
 
-__all__ = ["CAPABILITY", "CURRENT", "FileLoader", "SkipBlock", "Suite", "TestFailed", "register"]
+__all__ = ["CAPABILITY", "CURRENT", "FileLoader", "SkipBlock", "Suite", "TestFailed", "registry"]
 
 CAPABILITY = "vnd.dovecot.testsuite"
 
@@ -302,7 +303,7 @@ def _test_script_compile(run: Run, call: Call) -> bool:
         return False
     try:
         suite.compiled = compile_script(
-            text, name=path.stem, limits=_limits(suite), loader=suite.loader
+            text, name=path.stem, limits=_limits(suite), loader=suite.loader, registry=registry()
         )
     except SieveError as e:
         errors = getattr(e, "errors", None) or [e]
@@ -312,7 +313,7 @@ def _test_script_compile(run: Run, call: Call) -> bool:
 
 
 def _test_script_run(run: Run, call: Call) -> bool:
-    from pochta.sieve.script import run_script
+    from pochta.sieve.script import Script, execute
 
     suite = _suite()
     suite.errors = []
@@ -321,7 +322,10 @@ def _test_script_run(run: Run, call: Call) -> bool:
         return False
     append = "append_result" in call.tags
     try:
-        result = run_script(suite.compiled, suite.context(), limits=_limits(suite))  # type: ignore[arg-type]
+        assert isinstance(suite.compiled, Script)
+        sub = Run(suite.context(), _limits(suite), registry=registry())
+        execute(sub, suite.compiled)
+        result = sub.result()
     except SieveError as e:
         suite.errors.append(str(e))
         if not append:
@@ -376,11 +380,34 @@ def _tst_namespace(run: Run, rest: str) -> str | None:
     return None
 
 
-def register() -> None:
-    """Add the extension to the interpreter's registry (once)."""
-    if CAPABILITY in REGISTRY.capabilities:
-        return
-    REGISTRY.add_capability(Capability(CAPABILITY, advertised=False))
+_REGISTRY: list[Registry] = []
+
+
+def registry() -> Registry:
+    """The interpreter's registry plus ``vnd.dovecot.testsuite``: a copy, so the test-only
+    extension never becomes something a real script may require."""
+    if _REGISTRY:
+        return _REGISTRY[0]
+    import pochta.sieve.script  # noqa: F401 - registers every extension on REGISTRY
+
+    reg = Registry(
+        capabilities=dict(REGISTRY.capabilities),
+        commands=dict(REGISTRY.commands),
+        tests=dict(REGISTRY.tests),
+        extra_tags={k: list(v) for k, v in REGISTRY.extra_tags.items()},
+        comparators=dict(REGISTRY.comparators),
+        match_types=dict(REGISTRY.match_types),
+        address_parts=dict(REGISTRY.address_parts),
+        namespaces=dict(REGISTRY.namespaces),
+        data=dict(REGISTRY.data),
+    )
+    _register(reg)
+    _REGISTRY.append(reg)
+    return reg
+
+
+def _register(reg: Registry) -> None:
+    reg.add_capability(Capability(CAPABILITY, advertised=False))
     commands = [
         CommandSpec(
             name="test",
@@ -501,7 +528,7 @@ def register() -> None:
         ),
     ]
     for command in commands:
-        REGISTRY.add_command(command)
+        reg.add_command(command)
     for test in tests:
-        REGISTRY.add_test(test)
-    REGISTRY.add_namespace(Namespace(name="tst", capability=CAPABILITY, get=_tst_namespace))
+        reg.add_test(test)
+    reg.add_namespace(Namespace(name="tst", capability=CAPABILITY, get=_tst_namespace))
