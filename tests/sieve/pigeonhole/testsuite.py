@@ -181,6 +181,7 @@ def _test_set(run: Run, call: Call) -> None:
     if what == "message":
         suite.message = crlf(value)
         suite.envelope = envelope_for(suite.message)
+        run.flags = []  # a new message has no flags yet (a stored one's: _message_select)
     elif what.startswith("envelope."):
         suite.envelope = set_envelope_part(suite.envelope, what[len("envelope.") :], value)
     else:
@@ -253,6 +254,11 @@ def _message_select(run: Run, call: Call) -> bool:
         if stored is None:
             return False
         suite.message = stored.content
+        _sync(run, suite)
+        # The stored message's flags become the current ones, so hasflag reads what
+        # fileinto/keep stored (as Dovecot's testsuite does for a message from a folder).
+        run.flags = sorted(stored.flags)
+        return True
     else:
         if not 0 <= index < len(suite.outbox):
             return False
@@ -408,6 +414,16 @@ def registry() -> Registry:
 
 def _register(reg: Registry) -> None:
     reg.add_capability(Capability(CAPABILITY, advertised=False))
+    # README: mailbox/errors.svtest requires vnd.dovecot.debug and never logs; a no-op.
+    reg.add_capability(Capability("vnd.dovecot.debug", advertised=False))
+    reg.add_command(
+        CommandSpec(
+            name="debug_log",
+            capability="vnd.dovecot.debug",
+            positional=("string",),
+            handler=_test_result_print,
+        )
+    )
     commands = [
         CommandSpec(
             name="test",
