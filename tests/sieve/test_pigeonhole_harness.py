@@ -110,3 +110,18 @@ def test_envelope_rules() -> None:
     assert (env.sender, env.recipient) == ("s@example.net", "recipient@example.com")
     env = envelope_for(b"Subject: none\r\n\r\nx\r\n")
     assert env.sender == "sender@example.com"
+
+
+def test_failed_action_falls_back_to_keep(tmp_path: Path) -> None:
+    # RFC 5228 §2.10.6, as the delivery side does it: a fileinto that fails keeps the message.
+    outcome = _run(
+        tmp_path,
+        'require "vnd.dovecot.testsuite";\nrequire "fileinto";\n'
+        'test "missing mailbox" {\n'
+        '  fileinto "Nowhere";\n'
+        '  if test_result_execute { test_fail "execute should fail"; }\n'
+        '  if not test_error :contains "Nowhere" { test_fail "no error logged"; }\n'
+        '  if not test_message :folder "INBOX" 0 { test_fail "not kept"; }\n'
+        "}\n",
+    )
+    assert _statuses(outcome) == {"missing mailbox": PASS}, outcome.blocks

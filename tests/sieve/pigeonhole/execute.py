@@ -132,4 +132,8 @@ def execute_result(
             outbox.append(CapturedMessage("", action.to, reply))
     if result.implicit_keep:
         store.append("INBOX", result.final_content or message, result.keep_flags)
+    elif not out.ok and not any(isinstance(a, Keep) for a in result.actions):
+        # RFC 5228 §2.10.6: when an action fails, the implicit keep is carried out, with
+        # the message as received (as Dovecot: no editheader changes).
+        store.append("INBOX", message)
     return out
