@@ -33,6 +33,7 @@ from pochta.sieve.actions import Vacation
 from pochta.sieve.context import Envelope
 
 __all__ = [
+    "addressed_to",
     "build_reply",
     "default_handle",
     "may_answer",
@@ -83,16 +84,14 @@ def _field_addresses(message: SplitMessage, names: Iterable[str]) -> list[str]:
 
 def may_answer(message: bytes, envelope: Envelope, addresses: Collection[str]) -> str | None:
     """None when vacation may answer ``message``; else why not, in words for the log.
-    ``addresses`` are the ``:addresses`` of the command; the envelope recipient and the
-    original recipient count as the user's own too."""
+    ``addresses`` are the ``:addresses`` of the command; the envelope recipient counts as
+    the user's own too. The original recipient (before alias expansion) does not: mail to a
+    group alias is not answered unless :addresses names the alias (as Dovecot's default,
+    sieve_vacation_use_original_recipient = no)."""
     sender = envelope.sender.strip().strip("<>")
     if not sender:
         return "the sender is <> (RFC 5230 §4.6, RFC 3834 §2)"
-    ours = {
-        normal_address(a)
-        for a in (envelope.recipient, envelope.original_recipient, *addresses)
-        if a.strip()
-    }
+    ours = {normal_address(a) for a in (envelope.recipient, *addresses) if a.strip()}
     if normal_address(sender) in ours:
         return "the sender is the user's own address (RFC 5230 §4.6)"
     local = sender.rpartition("@")[0].lower() or sender.lower()
@@ -148,6 +147,16 @@ def default_handle(reason: str, subject: str, from_address: str, mime: bool) -> 
     return "vacation-" + digest.hexdigest()[:32]
 
 
+def addressed_to(message: bytes, addresses: Collection[str]) -> str:
+    """The first of ``addresses`` that the message's To/Cc/Bcc/Resent-* name, as written
+    there; "" when none is (vacation's default :from, RFC 5230 §4.8)."""
+    wanted = {normal_address(a) for a in addresses if a.strip()}
+    for address in _field_addresses(split_message(message), _RECIPIENT_FIELDS):
+        if normal_address(address) in wanted:
+            return address
+    return ""
+
+
 def reply_subject(message: bytes) -> str:
     """RFC 5230 §4.7: "Auto: " and the original subject (decoded), when there is no
     ``:subject``; "Automated reply" when the original has none."""
@@ -178,6 +187,9 @@ def _encode(text: str) -> str:
 def _mailbox(name: str, address: str) -> str:
     if not name:
         return f"<{address}>"
+    if name.isascii():  # RFC 5322 §3.2.4: a quoted-string display name
+        quoted = name.replace("\\", "\\\\").replace('"', '\\"')
+        return f'"{quoted}" <{address}>'
     return formataddr((name, address), charset="utf-8")  # RFC 2047 for non-ASCII names
 
 

@@ -11,6 +11,7 @@ import pytest
 from pochta.sieve.actions import Vacation
 from pochta.sieve.context import Envelope
 from pochta.sieve.vacation import (
+    addressed_to,
     build_reply,
     default_handle,
     may_answer,
@@ -82,12 +83,14 @@ def test_not_named_in_recipient_fields() -> None:
     message = b"From: timo@example.com\r\nTo: all@example.com\r\nSubject: x\r\n\r\nx\r\n"
     assert "§4.5" in (may_answer(message, ENV, ()) or "")
     assert may_answer(message, ENV, ["All@Example.com"]) is None
+    # The original recipient (before alias expansion) is not the user's own address: mail
+    # to a group alias is not answered unless :addresses names it (Dovecot's default too).
     env = Envelope(
         sender="timo@example.com",
         recipient="stephan@example.com",
         original_recipient="all@example.com",
     )
-    assert may_answer(message, env, ()) is None
+    assert may_answer(message, env, ()) is not None
 
 
 @pytest.mark.parametrize("field", [b"Cc", b"Bcc", b"Resent-To", b"Resent-Cc", b"Resent-Bcc"])
@@ -187,3 +190,14 @@ def test_default_handle_follows_the_reply() -> None:
     assert a == default_handle("gone", "Auto: x", "me@example.com", mime=False)
     assert a != default_handle("gone!", "Auto: x", "me@example.com", mime=False)
     assert a != default_handle("gone", "Auto: x", "me@example.com", mime=True)
+
+
+def test_reply_to_field_keeps_the_display_name_quoted() -> None:
+    raw = build_reply(_vacation(to="stephan@example.org"), ORIGINAL, date=WHEN, message_id="<m@x>")
+    assert b'\r\nTo: "Stephan Bosch" <stephan@example.org>\r\n' in raw
+
+
+def test_addressed_to_finds_the_alias_as_written() -> None:
+    message = b"From: a@example.org\r\nTo: x@example.net\r\nCc: TSS@Example.net\r\n\r\nx\r\n"
+    assert addressed_to(message, ["tss@example.net"]) == "TSS@Example.net"
+    assert addressed_to(message, ["other@example.net"]) == ""

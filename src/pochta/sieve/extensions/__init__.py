@@ -1,22 +1,21 @@
 """The Sieve extensions, one module per group; importing this package registers them all
 in ``registry.REGISTRY``."""
 
-# Branch sieve-ext (RFC 5260, 5293, 7352, 5235, 5230/6131, 6609); index after date (it wraps it).
-from pochta.sieve.extensions import (  # noqa: F401 - imported to register  # noqa: E402, F401, I001 - imported to register
+from pochta.sieve.extensions import (  # noqa: F401 - imported to register
     body,
     core,
-    date,
-    duplicate,
-    editheader,
+    date,  # sieve-ext: RFC 5260
+    duplicate,  # sieve-ext: RFC 7352
+    editheader,  # sieve-ext: RFC 5293
     encoded,
     environment,
     fileinto,
     ihave,
     imap4flags,
-    include,
-    index,
+    include,  # sieve-ext: RFC 6609 (imports variables first: it wraps set)
+    index,  # sieve-ext: RFC 5260 §6 (imports date and core first: it wraps their tests)
     reject,
-    spamtest,
-    vacation,
+    spamtest,  # sieve-ext: RFC 5235
+    vacation,  # sieve-ext: RFC 5230, RFC 6131
     variables,
 )

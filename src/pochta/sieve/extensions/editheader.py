@@ -10,18 +10,20 @@ from __future__ import annotations
 from pochta.sieve.compiler import Call, CompileState
 from pochta.sieve.errors import SieveRuntimeError
 from pochta.sieve.extensions import headeredit
-from pochta.sieve.extensions.index import INDEX_TAGS, check_index
+from pochta.sieve.extensions.index import check_index
 from pochta.sieve.interpreter import Run, decode_words
 from pochta.sieve.registry import REGISTRY, Capability, CommandSpec, TagSpec
 
 __all__: list[str] = []
+
+_NAME_RULE = "(RFC 5322 §2.2: printable ASCII, no space or ':')"
 
 
 def _name(run: Run, call: Call) -> str:
     name = run.expand(call.string(0))
     if not headeredit.valid_field_name(name):
         # RFC 5293 §4, §5: a name made by variables that is no field name is a runtime error
-        raise SieveRuntimeError(f"'{name}' is not a valid header field name (RFC 5322 §2.2)")
+        raise SieveRuntimeError(f"the header field name '{name}' is invalid {_NAME_RULE}")
     return name
 
 
@@ -29,7 +31,7 @@ def _addheader(run: Run, call: Call) -> None:
     name = _name(run, call)
     value = run.expand(call.string(1))
     if not headeredit.valid_field_value(value):
-        raise SieveRuntimeError(f"the value for header '{name}' holds a NUL character")
+        raise SieveRuntimeError(f"the value {value!r} for header '{name}' is invalid: a NUL")
     run.set_message(headeredit.add_field(run.message, name, value, last="last" in call.tags))
 
 
@@ -62,20 +64,20 @@ def _check_name(call: Call, state: CompileState) -> None:
         return
     if not headeredit.valid_field_name(name):
         # RFC 5293 §4: a constant name that is no field name is a compile error
-        raise call.error(f"'{name}' is not a valid header field name (RFC 5322 §2.2)")
+        raise call.error(f"the header field name '{name}' is invalid {_NAME_RULE}")
 
 
 def _check_add(call: Call, state: CompileState) -> Call | None:
     _check_name(call, state)
     value = call.string(1)
     if not headeredit.valid_field_value(value):
-        raise call.error(f"the value for header '{call.string(0)}' holds a NUL character")
+        raise call.error(f"the value {value!r} for header '{call.string(0)}' is invalid: a NUL")
     return None
 
 
 def _check_delete(call: Call, state: CompileState) -> Call | None:
-    _check_name(call, state)
     check_index(call)
+    _check_name(call, state)
     return None
 
 
@@ -96,7 +98,8 @@ REGISTRY.add_command(
         capability="editheader",
         positional=("string", "string-list"),
         min_positional=1,
-        tags=INDEX_TAGS,
+        # RFC 5293 §5: deleteheader's own :index and :last (no require "index" needed)
+        tags=(TagSpec("index", arg="number"), TagSpec("last")),
         comparator=True,
         match_type=True,
         handler=_deleteheader,

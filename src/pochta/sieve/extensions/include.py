@@ -31,6 +31,7 @@ from typing import Literal
 from pochta.sieve.compiler import Call, CompileState, compile_tree
 from pochta.sieve.context import ScriptLoader
 from pochta.sieve.errors import SieveError, SieveRuntimeError
+from pochta.sieve.extensions import variables as _variables  # noqa: F401 - set is wrapped
 from pochta.sieve.interpreter import Run, StopScript
 from pochta.sieve.parser import parse
 from pochta.sieve.registry import REGISTRY, Capability, CommandSpec, Namespace, TagSpec
@@ -64,6 +65,7 @@ class Included:
     optional: bool
     compiled: bool
     script: _Compiled | None = None
+    loop: bool = False  # an :once include of a script that includes this one
 
 
 @dataclass(slots=True)
@@ -124,9 +126,10 @@ def _check_include(call: Call, state: CompileState) -> Call | None:
         raise call.error(f"include '{name}': {problem}")
     location = _location(call)
     key = (location, name)
-    chain: tuple[tuple[Location, str], ...] = state.data.get("include.chain") or (
-        (("personal", state.name),) if state.name else ()
-    )
+    # The scripts being compiled around this include (not the main script: its name need
+    # not be that of a stored script; a main script that includes itself loops one level
+    # further down and is caught there).
+    chain: tuple[tuple[Location, str], ...] = state.data.get("include.chain", ())
     shared: _Shared = state.data.setdefault("include.shared", _Shared())
     info = Included(
         location=location,
@@ -139,6 +142,9 @@ def _check_include(call: Call, state: CompileState) -> Call | None:
     if loader is None:
         return _with(call, info)
     if key in chain:
+        if info.once:
+            # RFC 6609 §3.2: an :once include of a script already running is skipped
+            return _with(call, dataclasses.replace(info, loop=True))
         # RFC 6609 §3.2: a script must not include itself, directly or not
         raise call.error(f"include loop: '{name}' ({location}) includes itself")
     depth = state.data.get("include.depth", 0) + 1  # the main script is at depth 0
@@ -260,7 +266,7 @@ def _include(run: Run, call: Call) -> None:
     if info.once and key in done:
         return  # RFC 6609 §3.2 :once
     stack: list[tuple[Location, str]] = run.state.setdefault("include.stack", [])
-    if key in stack:
+    if key in stack or info.loop:
         # RFC 6609 §3.2: an include loop
         raise SieveRuntimeError(f"include loop: '{info.name}' ({info.location}) includes itself")
     if len(stack) >= run.limits.max_include_depth:
@@ -311,10 +317,30 @@ def _check_global(call: Call, state: CompileState) -> Call | None:
     if "variables" not in state.required:
         # RFC 6609 §3.3: global declares variables, so it needs the variables extension
         raise call.error("command 'global' needs require \"variables\"")
+    set_before: set[str] = state.data.get("include.set_names", set())
     for name in call.strings(0):
         if not _VARIABLE.match(name):
             raise call.error(f"'{name}' is not a valid variable name for 'global'")
+        if name.lower() in set_before:
+            # RFC 6609 §3.3: a variable is global from its declaration on; one the script
+            # already used as a local cannot become global
+            raise call.error(f"variable '{name}' is set before it is declared global")
     return None
+
+
+def _watch_set() -> None:
+    """Wrap ``set``'s validator to note the local variables a script sets, for the check
+    above (the compiler runs validators in script order)."""
+    spec = REGISTRY.commands["set"]
+    validate = spec.validate
+
+    def validator(call: Call, state: CompileState) -> Call | None:
+        replaced = validate(call, state) if validate is not None else None
+        if "include" in state.required:
+            state.data.setdefault("include.set_names", set()).add(call.string(0).lower())
+        return replaced
+
+    REGISTRY.add_command(dataclasses.replace(spec, validate=validator))
 
 
 def _global_get(run: Run, name: str) -> str | None:
@@ -359,3 +385,4 @@ REGISTRY.add_command(
 REGISTRY.add_namespace(
     Namespace(name="global", capability="include", get=_global_get, set=_global_set)
 )
+_watch_set()

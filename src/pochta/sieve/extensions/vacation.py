@@ -4,6 +4,10 @@ per period. The interpreter decides whether the message may be answered at all
 name the user) and builds the ``Vacation`` action; the delivery side keeps the
 once-per-sender-per-period state and sends the reply made by ``vacation.build_reply``.
 
+RFC 6131 §2: requiring "vacation-seconds" brings vacation with it; the registry has one
+capability per command, so the command is registered without one and its validator asks for
+either.
+
 The period (``:days`` × 86400 or ``:seconds``) is kept within ``[sieve]``
 vacation_min/max_period_seconds; without either, vacation_default_period_seconds. A
 vacation does not cancel the implicit keep (RFC 5230 §4.7).
@@ -56,7 +60,9 @@ def _vacation(run: Run, call: Call) -> None:
     if from_address and not _valid_from(from_address):
         run.warnings.append(f"vacation :from {from_address!r} is no address: the recipient's used")
         from_address = ""
-    from_address = from_address or envelope.recipient  # RFC 5230 §4.8
+    # RFC 5230 §4.8: else the user's address the message was sent to (one of :addresses
+    # when the envelope recipient is not in the header), else the envelope recipient
+    from_address = from_address or vacation.addressed_to(run.message, ours) or envelope.recipient
     mime = "mime" in call.tags
     given_handle = call.tags.get("handle")
     handle = (
@@ -91,6 +97,9 @@ def _vacation(run: Run, call: Call) -> None:
 
 
 def _check(call: Call, state: CompileState) -> Call | None:
+    if not (state.has("vacation") or state.has("vacation-seconds")):
+        # RFC 5228 §3.2; RFC 6131 §2: "vacation-seconds" brings vacation with it
+        raise call.error('command \'vacation\' needs require "vacation" or "vacation-seconds"')
     given_from = call.tags.get("from")
     variables = "variables" in state.required
     constant = isinstance(given_from, str) and not (variables and "${" in given_from)
@@ -108,8 +117,7 @@ REGISTRY.add_capability(Capability("vacation"))
 REGISTRY.add_capability(Capability("vacation-seconds"))
 REGISTRY.add_command(
     CommandSpec(
-        name="vacation",
-        capability="vacation",
+        name="vacation",  # its capability is checked by _check (either of two)
         positional=("string",),
         tags=(
             TagSpec("days", arg="number", group="period"),
