@@ -8,8 +8,11 @@ from datetime import UTC, datetime
 
 import pytest
 
-from pochta.sieve.actions import Vacation
+from pochta.sieve.actions import SieveResult, Vacation
 from pochta.sieve.context import Envelope
+from pochta.sieve.errors import SieveError, SieveRuntimeError
+from pochta.sieve.limits import SieveLimits
+from pochta.sieve.script import compile_script
 from pochta.sieve.vacation import (
     addressed_to,
     build_reply,
@@ -19,6 +22,8 @@ from pochta.sieve.vacation import (
     reply_references,
     reply_subject,
 )
+
+from .helpers import run
 
 ENV = Envelope(sender="timo@example.com", recipient="stephan@example.com")
 NORMAL = (
@@ -201,3 +206,111 @@ def test_addressed_to_finds_the_alias_as_written() -> None:
     message = b"From: a@example.org\r\nTo: x@example.net\r\nCc: TSS@Example.net\r\n\r\nx\r\n"
     assert addressed_to(message, ["tss@example.net"]) == "TSS@Example.net"
     assert addressed_to(message, ["other@example.net"]) == ""
+
+
+# -- the vacation command in scripts (RFC 5230, RFC 6131) ----------------------------------
+
+MAIL = (
+    b'From: "Timo" <timo@example.com>\r\nTo: stephan@example.com\r\n'
+    b"Subject: Frop!\r\nMessage-ID: <m1@example.com>\r\n\r\nFrop!\r\n"
+)
+
+
+def _run(script: str, message: bytes = MAIL, **kw: object) -> SieveResult:
+    kw.setdefault("sender", "timo@example.com")
+    kw.setdefault("recipient", "stephan@example.com")
+    return run(script, message, **kw)
+
+
+def _vacations(result: SieveResult) -> list[Vacation]:
+    return [a for a in result.actions if isinstance(a, Vacation)]
+
+
+def test_rfc5230_example_and_defaults() -> None:
+    # RFC 5230 §4 example, with :days 23 and :addresses.
+    result = _run(
+        """require "vacation";
+        if header :contains "subject" "cyrus" {
+            vacation "I'm out -- send mail to cyrus-bugs";
+        } else {
+            vacation :days 23 :addresses ["tjs@example.edu", "ts4z@landru.example.edu"]
+              "I'm out -- call me at +1 304 555 0123";
+        }"""
+    )
+    (action,) = _vacations(result)
+    assert result.implicit_keep  # RFC 5230 §4.7: vacation keeps the implicit keep
+    assert action.to == "timo@example.com"  # RFC 5230 §4.5: the envelope sender
+    assert action.reason == "I'm out -- call me at +1 304 555 0123"
+    assert action.period_seconds == 23 * 86400
+    assert action.subject == "Auto: Frop!"  # RFC 5230 §4.7
+    assert action.from_address == "stephan@example.com"  # RFC 5230 §4.8
+    assert action.in_reply_to == "<m1@example.com>"
+    assert action.references == "<m1@example.com>"
+    assert action.handle.startswith("vacation-")
+    assert not action.mime
+
+
+def test_arguments_are_carried() -> None:
+    result = _run(
+        """require ["vacation", "vacation-seconds"];
+        vacation :seconds 7200 :subject "Away" :from "Stephan <stephan@example.com>"
+                 :handle "h1" :mime
+        "Content-Type: text/plain; charset=utf-8\r\n\r\nAway.\r\n";"""
+    )
+    (action,) = _vacations(result)
+    assert action.subject == "Away"
+    assert action.from_address == "Stephan <stephan@example.com>"
+    assert action.handle == "h1"
+    assert action.mime
+    assert action.period_seconds == 86400  # raised to [sieve] vacation_min_period_seconds
+
+
+def test_period_limits_come_from_sieve_limits() -> None:
+    limits = SieveLimits(
+        vacation_default_period_seconds=3600,
+        vacation_min_period_seconds=60,
+        vacation_max_period_seconds=86400,
+    )
+    script = 'require ["vacation-seconds"]; vacation "x";'
+    assert _vacations(_run(script, limits=limits))[0].period_seconds == 3600
+    script = 'require ["vacation-seconds"]; vacation :seconds 1 "x";'
+    assert _vacations(_run(script, limits=limits))[0].period_seconds == 60
+    script = 'require ["vacation"]; vacation :days 30 "x";'
+    assert _vacations(_run(script, limits=limits))[0].period_seconds == 86400
+
+
+def test_not_answered_is_no_action_but_a_warning() -> None:
+    result = _run('require "vacation"; vacation "x";', sender="")
+    assert _vacations(result) == []
+    assert result.implicit_keep
+    assert "<>" in result.warnings[0]
+    listed = MAIL.replace(b"Subject:", b"List-Id: <l.example.com>\r\nSubject:")
+    assert _vacations(_run('require "vacation"; vacation "x";', listed)) == []
+
+
+def test_same_reply_same_handle() -> None:
+    one = _vacations(_run('require "vacation"; vacation :subject "A" "x";'))[0].handle
+    same = _vacations(_run('require "vacation"; vacation :days 3 :subject "A" "x";'))[0].handle
+    other = _vacations(_run('require "vacation"; vacation :subject "B" "x";'))[0].handle
+    assert one == same
+    assert one != other
+
+
+def test_reject_and_vacation_conflict() -> None:
+    with pytest.raises(SieveRuntimeError):
+        _run('require ["vacation", "reject"]; vacation "x"; reject "no";')
+
+
+@pytest.mark.parametrize(
+    ("script", "error"),
+    [
+        ('require "vacation"; vacation :seconds 60 "x";', 'needs require "vacation-seconds"'),
+        ('require "vacation"; vacation :days 1 :days 2 "x";', "twice"),
+        ('require "vacation-seconds"; vacation :days 1 :seconds 2 "x";', "not both"),
+        ('require "vacation"; vacation :from "not an address" "x";', "':from' needs an address"),
+        ('vacation "x";', 'needs require "vacation" or "vacation-seconds"'),
+    ],
+)
+def test_compile_errors(script: str, error: str) -> None:
+    with pytest.raises(SieveError, match=error):
+        compile_script(script)
