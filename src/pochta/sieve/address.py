@@ -3,11 +3,23 @@ the address parts :all, :localpart, :domain (RFC 5228) and :user, :detail (RFC 5
 
 from __future__ import annotations
 
+import re
+
 from pochta.mime.addresses import parse_address_list
 from pochta.sieve.registry import REGISTRY, AddressPart, Capability, ParsedAddress
 
 __all__ = ["DETAIL_SEPARATOR", "header_addresses", "parse_one"]
 
+# RFC 5321 §4.1.2 and §4.1.3: Path = "<" [ A-d-l ":" ] Mailbox ">"
+# Lenient as Pigeonhole is: "_" and a leading or trailing "-" in host names, dots anywhere
+# in a local part (seen in the wild, e.g. Japanese mobile carriers), and a local part alone
+# (<MAILER-DAEMON>).
+_SUB_DOMAIN = r"[A-Za-z0-9_\-\x80-\U0010ffff]+"
+_DOMAIN = rf"(?:{_SUB_DOMAIN}(?:\.{_SUB_DOMAIN})*|\[[^\[\]\\\s]+\])"
+_LOCAL = r'(?:[A-Za-z0-9!#$%&\'*+\-/=?^_`{|}~.\x80-\U0010ffff]+|"(?:[^"\\\r\n]|\\.)*")'
+_ROUTE = rf"@{_DOMAIN}(?:,@{_DOMAIN})*:"
+_MAILBOX = rf"(?:{_ROUTE})?(?P<local>{_LOCAL})(?:@(?P<domain>{_DOMAIN}))?"
+_PATH = re.compile(rf"{_MAILBOX}\Z")
 DETAIL_SEPARATOR = "+"  # RFC 5233 §4: the separator is the implementation's; ours is "+"
 
 
@@ -27,13 +39,20 @@ def header_addresses(value: str) -> list[ParsedAddress]:
     return out
 
 
-def parse_one(address: str) -> ParsedAddress:
-    """An envelope address (no angle brackets): RFC 5228 §5.4."""
-    address = address.strip().removeprefix("<").removesuffix(">")
-    local, at, domain = address.rpartition("@")
-    if not at:
-        return ParsedAddress(address, address, "")
-    return ParsedAddress(address, local, domain)
+def parse_one(path: str) -> ParsedAddress | None:
+    """An envelope address (RFC 5228 §5.4) read as an RFC 5321 §4.1.2 path, its angle
+    brackets optional and a source route ignored; None when it is not one."""
+    path = path.strip()
+    if path.startswith("<") and path.endswith(">"):
+        path = path[1:-1]
+    m = _PATH.match(path)
+    if m is None:
+        return None
+    local, domain = m.group("local"), m.group("domain")
+    full = f"{local}@{domain}" if domain else local
+    if local.startswith('"'):
+        local = re.sub(r"\\(.)", r"\1", local[1:-1])
+    return ParsedAddress(full, local, domain or "")
 
 
 def _all(a: ParsedAddress) -> str | None:

@@ -174,7 +174,8 @@ class _Compiler:
         assert node.block is not None
         if node.name in ("if", "elsif") and call.tests and call.tests[0].name == "ihave":
             names = call.tests[0].strings(0)
-            if not all(n in self.state.available for n in names):
+            known = self.registry.capabilities
+            if not all(n in self.state.available and known[n].ihave for n in names):
                 return ()
             before = set(self.state.required)
             self.state.required.update(names)

@@ -42,6 +42,7 @@ __all__ = [
 
 MAX_VARIABLE_CHARS = 4000  # RFC 5229 §6 lets us limit a value; Pigeonhole's default is 4 KiB
 _VAR_REF = re.compile(r"\$\{([A-Za-z0-9_.]+)\}")
+_FIELD_NAME = re.compile(r"[!-9;-~]+\Z")  # RFC 5322 §3.6.8 printable US-ASCII but ':'
 _IDENT = re.compile(r"[A-Za-z_][A-Za-z0-9_]*\Z")
 
 
@@ -157,6 +158,11 @@ class Run:
         self.edited = True
         self._headers = None
 
+    def size(self) -> int:
+        """RFC 5228 §5.9: the message's size in octets, counted with CRLF line ends (as
+        it is sent, whatever the store keeps)."""
+        return len(self.message) + self.message.count(b"\n") - self.message.count(b"\r\n")
+
     def content(self) -> bytes | None:
         """What an action carries: the edited message, or None for the one received."""
         return self.message if self.edited else None
@@ -167,6 +173,8 @@ class Run:
         return self._headers
 
     def raw_header_values(self, name: str) -> list[str]:
+        if not _FIELD_NAME.match(name):
+            return []  # RFC 5322 §3.6.8: not a field name, so no header has it
         name = name.lower()
         return [h.raw for h in self.headers() if h.name.lower() == name]
 
@@ -194,7 +202,7 @@ class Run:
                 "(RFC 5429 §2.1.3)"
             )
         for n, earlier in enumerate(self.actions):
-            merged = _same(earlier, action)
+            merged = _same(earlier, action, self.context.default_mailbox)
             if merged is not None:
                 self.actions[n] = merged
                 if cancels_keep:
@@ -267,9 +275,16 @@ class Run:
             return
         self.variables[name.lower()] = value
 
-    def match(self, call: Call, values: Sequence[str], keys: Iterable[str]) -> bool:
+    def match(
+        self,
+        call: Call,
+        values: Sequence[str],
+        keys: Iterable[str],
+        *,
+        match_values: bool = True,
+    ) -> bool:
         """The values against the keys with the call's comparator and match type; sets the
-        match variables on success (RFC 5229 §3.2)."""
+        match variables on success (RFC 5229 §3.2) unless ``match_values`` is False."""
         comparator = call.comparator or self.registry.comparators["i;ascii-casemap"]
         match_type = call.match_type or self.registry.match_types["is"]
         expanded = self.expand_all(keys)
@@ -280,7 +295,7 @@ class Run:
             for key in expanded:
                 ok, captures = match_type.match(comparator, call.relation, value, key)
                 if ok:
-                    if captures is not None and self.use_variables:
+                    if captures is not None and self.use_variables and match_values:
                         self.match_values = captures
                     return True
         return False
@@ -299,9 +314,26 @@ def split_flags(values: Iterable[str]) -> list[str]:
     return out
 
 
-def _same(earlier: Action, action: Action) -> Action | None:
-    """``earlier`` merged with ``action`` when RFC 5228 §2.10.3 makes them one action."""
-    if isinstance(earlier, Keep) and isinstance(action, Keep):
+def _same(earlier: Action, action: Action, default_mailbox: str) -> Action | None:
+    """``earlier`` merged with ``action`` when RFC 5228 §2.10.3 makes them one action;
+    ``keep`` and ``fileinto`` the default mailbox are one too (RFC 5228 §4.3)."""
+
+    def is_keep(a: Action) -> bool:
+        return isinstance(a, Keep) or (
+            isinstance(a, FileInto)
+            and not a.create
+            and a.mailbox.upper() == default_mailbox.upper()
+        )
+
+    if is_keep(earlier) and is_keep(action):
+        assert isinstance(earlier, Keep | FileInto)
+        assert isinstance(action, Keep | FileInto)
+        if isinstance(earlier, FileInto):
+            return FileInto(
+                mailbox=earlier.mailbox,
+                flags=earlier.flags | action.flags,
+                content=action.content,
+            )
         return Keep(flags=earlier.flags | action.flags, content=action.content)
     if isinstance(earlier, FileInto) and isinstance(action, FileInto):
         if earlier.mailbox == action.mailbox:

@@ -13,12 +13,21 @@ from typing import Literal
 
 from pochta.sieve.errors import SieveError
 
-__all__ = ["MAX_NUMBER", "Token", "TokenKind", "decode_script", "tokenize"]
+__all__ = [
+    "MAX_IDENTIFIER_CHARS",
+    "MAX_NUMBER",
+    "Token",
+    "TokenKind",
+    "decode_script",
+    "tokenize",
+    "tokenize_all",
+]
 
 TokenKind = Literal["identifier", "tag", "number", "string", "punct", "eof"]
 
-# RFC 5228 §2.4.1: implementations must support at least 2^31; we hold 63 bits like Pigeonhole.
-MAX_NUMBER = 2**63 - 1
+# RFC 5228 §2.4.1: implementations must support at least 2^31; we hold 64 bits like Pigeonhole.
+MAX_NUMBER = 2**64 - 1
+MAX_IDENTIFIER_CHARS = 32  # Pigeonhole's limit; the RFC sets none, no Sieve word is longer
 _QUANTIFIERS = {"k": 1024, "m": 1024**2, "g": 1024**3}  # RFC 5228 §2.4.1
 _PUNCT = "[]{}(),;"
 _ID_START = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ_")
@@ -60,12 +69,23 @@ def decode_script(data: bytes) -> str:
 
 def tokenize(text: str) -> list[Token]:
     """Every token of ``text`` and a final ``eof`` token; SieveError at the first bad one."""
-    return _Lexer(text).run()
+    tokens, errors = tokenize_all(text)
+    if errors:
+        raise errors[0]
+    return tokens
+
+
+def tokenize_all(text: str) -> tuple[list[Token], list[SieveError]]:
+    """The tokens, and the errors the lexer could step over (a number too large reads as
+    the largest); SieveError at the first one it cannot step over (an unterminated string)."""
+    lexer = _Lexer(text)
+    return lexer.run(), lexer.errors
 
 
 class _Lexer:
     def __init__(self, text: str) -> None:
         self.text = text
+        self.errors: list[SieveError] = []
 
     def run(self) -> list[Token]:
         text = self.text
@@ -112,6 +132,15 @@ class _Lexer:
                 while j < n and text[j] in _ID_CHARS:
                     j += 1
                 word = text[i:j].lower()
+                if j - i > MAX_IDENTIFIER_CHARS:
+                    self.errors.append(
+                        SieveError(
+                            f"identifier '{text[i:j]}' is longer than {MAX_IDENTIFIER_CHARS} "
+                            "characters",
+                            line,
+                            col,
+                        )
+                    )
                 if word == "text" and j < n and text[j] == ":":
                     start_line = line
                     value, i, line, line_start = self.multiline(j + 1, line, line_start)
@@ -126,6 +155,15 @@ class _Lexer:
                 j += 1
                 while j < n and text[j] in _ID_CHARS:
                     j += 1
+                if j - i - 1 > MAX_IDENTIFIER_CHARS:
+                    self.errors.append(
+                        SieveError(
+                            f"tag ':{text[i + 1 : j]}' is longer than {MAX_IDENTIFIER_CHARS} "
+                            "characters",
+                            line,
+                            col,
+                        )
+                    )
                 out.append(Token("tag", text[i + 1 : j].lower(), line, col))
                 i = j
             elif c in _DIGITS:
@@ -143,7 +181,12 @@ class _Lexer:
                         col,
                     )
                 if number > MAX_NUMBER:
-                    raise SieveError(f"number {text[i:j]} is too large", line, col)
+                    self.errors.append(
+                        SieveError(
+                            f"number {text[i:j]} is too large (at most {MAX_NUMBER})", line, col
+                        )
+                    )
+                    number = MAX_NUMBER
                 out.append(Token("number", number, line, col))
                 i = j
             elif c == '"':
@@ -155,7 +198,12 @@ class _Lexer:
                     line_start = text.rfind("\n", i, j) + 1
                 i = j
             else:
-                raise SieveError(f"unexpected character {c!r}", line, col)
+                # Reported, and stepped over up to the next space or punctuation, so that the
+                # rest of the script is still checked.
+                self.errors.append(SieveError(f"unexpected character {c!r}", line, col))
+                i += 1
+                while i < n and text[i] not in _PUNCT and not text[i].isspace():
+                    i += 1
 
     def quoted(self, i: int, line: int, col: int) -> tuple[str, int]:
         """RFC 5228 §2.4.2: ``\\\\`` is a backslash, ``\\"`` a quote, any other backslash is

@@ -154,7 +154,42 @@ _POSIX_CLASSES = {
     "cntrl": "\\x00-\\x1f\\x7f",
     "xdigit": "0-9A-Fa-f",
 }
-_NESTED = re.compile(r"\([^()]*[*+}][^()]*\)\s*[*+{]")
+
+
+def _nested_repetition(pattern: str) -> bool:
+    """Whether a repeated group holds a repetition itself (``(a+)+``, ``((a|b)*)*``): the
+    shape that makes a backtracking matcher take exponential time."""
+    stack: list[bool] = []  # per open group: does it hold a quantifier?
+    i, n = 0, len(pattern)
+    closed_with_quantifier = False  # the last atom was a group holding a quantifier
+    while i < n:
+        c = pattern[i]
+        if c == "\\":
+            i += 2
+            closed_with_quantifier = False
+            continue
+        if c == "[":
+            j = pattern.find("]", i + 2)
+            i = n if j < 0 else j + 1
+            closed_with_quantifier = False
+            continue
+        if c == "(":
+            stack.append(False)
+        elif c == ")":
+            inner = stack.pop() if stack else False
+            if stack and inner:
+                stack[-1] = True
+            i += 1
+            closed_with_quantifier = inner
+            continue
+        elif c in "*+?{":
+            if closed_with_quantifier and c != "?":
+                return True
+            if stack:
+                stack[-1] = True
+        closed_with_quantifier = False
+        i += 1
+    return False
 
 
 def _translate(pattern: str) -> str:
@@ -203,7 +238,7 @@ def compile_regex(pattern: str, ignore_case: bool) -> re.Pattern[str]:
     """The Python regex for a POSIX ERE key; ValueError says what is wrong with it."""
     if len(pattern) > MAX_REGEX_CHARS:
         raise ValueError(f"regex longer than {MAX_REGEX_CHARS} characters")
-    if _NESTED.search(pattern):
+    if _nested_repetition(pattern):
         raise ValueError(
             f"regex {pattern!r} repeats a repeated group (like '(a+)+'), which can take "
             "exponential time; rewrite it without nested repetition"

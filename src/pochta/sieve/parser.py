@@ -8,26 +8,38 @@ of nested blocks and tests, and the length of a string list.
 from __future__ import annotations
 
 from pochta.sieve.errors import SieveError
-from pochta.sieve.lexer import Token, tokenize
+from pochta.sieve.lexer import Token, tokenize_all
 from pochta.sieve.syntax import Argument, Node, NumberArg, StringListArg, TagArg
 
 __all__ = ["MAX_LIST_ITEMS", "MAX_NESTING", "parse"]
 
-MAX_NESTING = 32  # blocks and tests inside each other (Pigeonhole's default is 32)
+MAX_NESTING = 32  # blocks inside blocks, and tests inside tests (Pigeonhole's limits)
+MAX_ERRORS = 50  # syntax errors collected before the parser gives up
 MAX_LIST_ITEMS = 1024  # strings in one string list
 
 
 def parse(text: str, *, max_bytes: int = 0) -> tuple[Node, ...]:
-    """The commands of the script ``text``; SieveError at the first syntax error."""
+    """The commands of the script ``text``; SieveError at the first syntax error, with
+    ``.errors`` listing every one found (after an error the parser goes on after the next
+    ``;`` or block, as Pigeonhole does, to report more than one)."""
     if max_bytes and len(text.encode("utf-8", "surrogateescape")) > max_bytes:
         raise SieveError(f"the script is larger than {max_bytes} octets ([sieve] max_script_bytes)")
-    return _Parser(tokenize(text)).script()
+    tokens, errors = tokenize_all(text)
+    parser = _Parser(tokens)
+    parser.errors.extend(errors)
+    commands = parser.script()
+    if parser.errors:
+        errors = sorted(parser.errors, key=lambda e: (e.line, e.column))
+        errors[0].errors = errors
+        raise errors[0]
+    return commands
 
 
 class _Parser:
     def __init__(self, tokens: list[Token]) -> None:
         self.tokens = tokens
         self.i = 0
+        self.errors: list[SieveError] = []
 
     def peek(self) -> Token:
         return self.tokens[self.i]
@@ -49,22 +61,54 @@ class _Parser:
     def script(self) -> tuple[Node, ...]:
         commands = self.commands(0)
         tok = self.peek()
-        if tok.kind != "eof":
+        if tok.kind != "eof" and len(self.errors) < MAX_ERRORS:
             if tok.kind == "punct" and tok.value == "}":
-                raise SieveError("'}' without a matching '{'", tok.line, tok.column)
-            raise self.fail("a command")
+                self.errors.append(SieveError("'}' without a matching '{'", tok.line, tok.column))
+            else:
+                self.errors.append(self.fail("a command"))
         return commands
 
     def commands(self, depth: int) -> tuple[Node, ...]:
         out: list[Node] = []
-        while self.peek().kind == "identifier":
-            out.append(self.command(depth))
+        while len(self.errors) < MAX_ERRORS:
+            tok = self.peek()
+            if tok.kind == "eof" or (tok.kind == "punct" and tok.value == "}"):
+                break
+            try:
+                if tok.kind != "identifier":
+                    raise self.fail("a command")
+                out.append(self.command(depth))
+            except SieveError as e:
+                self.errors.append(e)
+                self.recover()
         return tuple(out)
+
+    def recover(self) -> None:
+        """Skip to after the next ``;`` or ``{...}`` block of this level, or to its ``}``."""
+        level = 0
+        while True:
+            tok = self.peek()
+            if tok.kind == "eof":
+                return
+            if tok.kind == "punct":
+                if tok.value == "{":
+                    level += 1
+                elif tok.value == "}":
+                    if level == 0:
+                        return
+                    level -= 1
+                    if level == 0:
+                        self.take()
+                        return
+                elif tok.value == ";" and level == 0:
+                    self.take()
+                    return
+            self.take()
 
     def command(self, depth: int) -> Node:
         tok = self.take()
         name = str(tok.value)
-        arguments, tests, test_list = self.arguments(depth, name)
+        arguments, tests, test_list = self.arguments(0, name)
         block: tuple[Node, ...] | None = None
         if self.is_punct(";"):
             self.take()

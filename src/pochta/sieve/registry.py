@@ -68,10 +68,13 @@ StringFilter = Callable[[str], str]
 
 @dataclass(frozen=True, slots=True)
 class Capability:
-    """A ``require`` name. ``advertised`` ones are listed to ManageSieve clients."""
+    """A ``require`` name. ``advertised`` ones are listed to ManageSieve clients;
+    ``ihave`` False for those that change how a script is read (RFC 5463 §4: variables,
+    encoded-character), which ``ihave`` never reports."""
 
     name: str
     advertised: bool = True
+    ihave: bool = True
 
 
 @dataclass(frozen=True, slots=True)

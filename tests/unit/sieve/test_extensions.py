@@ -330,3 +330,57 @@ if header :regex "subject" "^\\\\[([[:alpha:]]+)-([0-9]+)\\\\]" { fileinto "${1}
         compile_script('require "regex"; if header :regex "s" "(ab" {}')
     with pytest.raises(SieveError, match="longer than"):
         compile_script('require "regex"; if header :regex "s" "' + "a" * 2000 + '" {}')
+
+
+def test_regex_nested_repetition_with_inner_groups() -> None:
+    for pattern in ("((a+))+", "((a|b)*)*x", "(x(y+)z)*"):
+        with pytest.raises(SieveError, match="nested repetition"):
+            compile_script(f'require "regex"; if header :regex "s" "{pattern}" {{}}')
+    compile_script('require "regex"; if header :regex "s" "(ab)+[(+]+c+" {}')
+
+
+def test_regex_from_a_variable_is_checked_when_it_runs() -> None:
+    text = (
+        'require ["regex", "variables"];\n'
+        'set "re" "(a+)+b"; if string :regex "aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaac" "${re}" '
+        "{ discard; }"
+    )
+    assert run(text).actions == ()
+
+
+def test_body_of_a_header_only_message_is_absent() -> None:
+    # RFC 5173 §5: no empty line after the header: every body test is false
+    assert not discards('require "body"; if body :raw :contains "" { discard; }', b"To: a@b\r\n")
+    assert discards('require "body"; if body :raw :is "" { discard; }', b"To: a@b\r\n\r\n")
+
+
+def test_body_does_not_set_match_variables() -> None:
+    # RFC 5173 §6
+    text = """require ["body", "variables", "fileinto"];
+if header :matches "subject" "*" {}
+if body :matches "*" { fileinto "${1}"; }
+"""
+    assert run(text).actions == (FileInto(mailbox="Frop!"),)
+
+
+def test_body_skips_unknown_encodings_and_strips_html() -> None:
+    message = (
+        b'Content-Type: multipart/mixed; boundary="o"\r\n\r\n'
+        b"--o\r\nContent-Type: text/plain\r\nContent-Transfer-Encoding: x-weird\r\n\r\nHello\r\n"
+        b"--o\r\nContent-Type: text/html\r\n\r\n<p class=big>Hi &amp; bye</p>\r\n"
+        b"--o\r\nContent-Type: message/rfc822\r\n\r\nSubject: inner\r\n\r\ninner body\r\n"
+        b"--o--\r\n"
+    )
+    assert not discards('require "body"; if body :text :contains "Hello" { discard; }', message)
+    assert discards('require "body"; if body :text :contains "Hi & bye" { discard; }', message)
+    assert not discards('require "body"; if body :text :contains "class" { discard; }', message)
+    assert discards('require "body"; if body :text :contains "inner body" { discard; }', message)
+    text = 'require "body"; if body :content "message/rfc822" :is "Subject: inner\r\n" {discard;}'
+    assert discards(text, message)
+
+
+def test_ihave_never_reports_variables_or_encoded_character() -> None:
+    # RFC 5463 §4
+    text = 'require "ihave"; if anyof (ihave "variables", ihave "encoded-character") {discard;}'
+    assert not discards(text)
+    assert discards('require "ihave"; if ihave "fileinto" { discard; }')

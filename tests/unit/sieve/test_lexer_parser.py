@@ -137,3 +137,26 @@ def test_string_list_limit() -> None:
 def test_script_size_limit() -> None:
     with pytest.raises(SieveError, match="max_script_bytes"):
         parse("keep;" * 100, max_bytes=100)
+
+
+def test_parser_reports_every_error_it_can_step_over() -> None:
+    text = (
+        "if size :over 99999999999999999999999 { stop; }\n"  # number too large, read as max
+        "friep $$$;\n"  # garbage, stepped over
+        "if true { keep }\n"  # ';' missing: the block is skipped
+        "if this_is_a_far_too_long_identifier_name { stop; }\n"
+        "keep;\n"
+    )
+    with pytest.raises(SieveError) as e:
+        parse(text)
+    assert [(x.line, x.message) for x in e.value.errors] == [
+        (1, "number 99999999999999999999999 is too large (at most 18446744073709551615)"),
+        (2, "unexpected character '$'"),
+        (3, "expected ';' after command 'keep', found '}'"),
+        (4, "identifier 'this_is_a_far_too_long_identifier_name' is longer than 32 characters"),
+    ]
+    assert e.value is e.value.errors[0]
+
+
+def test_numbers_up_to_64_bits() -> None:
+    assert values("18446744073709551615 16777215G") == [2**64 - 1, (2**24 - 1) * 1024**3]

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import re
 
+from pochta.mime.addresses import parse_address_list
 from pochta.sieve import comparators as _comparators  # noqa: F401 - registers comparators
 from pochta.sieve import match as _match  # noqa: F401 - registers match types
 from pochta.sieve.actions import Discard, Keep, Redirect
@@ -23,12 +24,11 @@ from pochta.sieve.registry import (
     TestSpec,
 )
 
-__all__ = ["check_header_names", "extract_parts", "valid_redirect_address"]
+__all__ = ["extract_parts", "redirect_address"]
 
-# RFC 5322 §3.6.8 field-name: printable US-ASCII but ':'
-_FIELD_NAME = re.compile(r"[!-9;-~]+\Z")
-# A redirect address: local@domain, nothing else (RFC 5228 §4.2 "MUST be syntactically valid")
-_ADDRESS = re.compile(r'(?:[^\s@<>()\[\],;:"\\]+|"(?:[^"\\]|\\.)*")@[A-Za-z0-9.\-\[\]:]+\Z')
+# RFC 5322 §3.2.3 dot-atom-text: a local part that needs no quotes
+_ATEXT = r"[A-Za-z0-9!#$%&'*+\-/=?^_`{|}~\x80-\U0010ffff]+"
+_DOT_ATOM = re.compile(rf"{_ATEXT}(?:\.{_ATEXT})*\Z")
 
 
 # -- control -----------------------------------------------------------------------------
@@ -84,14 +84,19 @@ def _anyof(run: Run, call: Call) -> bool:
     return any(run.test(t) for t in call.tests)
 
 
+def header_names(run: Run, call: Call, index: int = 0) -> list[str]:
+    """The header names of argument ``index``; an invalid name (RFC 5322 §3.6.8) matches
+    no header, as in Pigeonhole."""
+    return run.expand_all(call.strings(index))
+
+
 def _exists(run: Run, call: Call) -> bool:
-    names = run.expand_all(call.strings(0))
-    return all(run.raw_header_values(n) for n in names)
+    return all(run.raw_header_values(n) for n in header_names(run, call))
 
 
 def _header(run: Run, call: Call) -> bool:
     values: list[str] = []
-    for name in run.expand_all(call.strings(0)):
+    for name in header_names(run, call):
         values.extend(run.header_values(name))
     return run.match(call, values, call.strings(1))
 
@@ -109,7 +114,7 @@ def extract_parts(run: Run, call: Call, addresses: list[ParsedAddress]) -> list[
 
 def _address(run: Run, call: Call) -> bool:
     addresses: list[ParsedAddress] = []
-    for name in run.expand_all(call.strings(0)):
+    for name in header_names(run, call):
         for raw in run.raw_header_values(name):
             addresses.extend(header_addresses(raw))
     return run.match(call, extract_parts(run, call, addresses), call.strings(1))
@@ -117,18 +122,8 @@ def _address(run: Run, call: Call) -> bool:
 
 def _size(run: Run, call: Call) -> bool:
     limit = call.number(0)
-    size = len(run.message)
+    size = run.size()
     return size > limit if "over" in call.tags else size < limit  # RFC 5228 §5.9
-
-
-def check_header_names(call: Call, state: CompileState) -> Call | None:
-    """RFC 5228 §2.4.2.2 / §8.1: a header name is a field-name; RFC 5229 allows variables."""
-    for name in call.strings(0):
-        if "${" in name and "variables" in state.required:
-            continue
-        if not _FIELD_NAME.match(name):
-            raise call.error(f"'{name}' is not a valid header field name")
-    return None
 
 
 _ENVELOPE_PARTS = {"from", "to", "auth"}
@@ -139,13 +134,14 @@ def _envelope(run: Run, call: Call) -> bool:
     addresses: list[ParsedAddress] = []
     for part in run.expand_all(call.strings(0)):
         part = part.lower()
-        if part == "from":
+        if part == "from" and env.sender.strip() in ("", "<>"):
             # RFC 5228 §5.4: the null reverse-path is the empty string
-            addresses.append(parse_one(env.sender) if env.sender else ParsedAddress("", "", ""))
-        elif part == "to":
-            addresses.append(parse_one(env.recipient))
-        elif part == "auth" and env.auth_user:
-            addresses.append(parse_one(env.auth_user))
+            addresses.append(ParsedAddress("", "", ""))
+            continue
+        raw = {"from": env.sender, "to": env.recipient, "auth": env.auth_user}.get(part, "")
+        parsed = parse_one(raw) if raw else None
+        if parsed is not None:  # a path that does not parse has no parts to match
+            addresses.append(parsed)
     return run.match(call, extract_parts(run, call, addresses), call.strings(1))
 
 
@@ -167,14 +163,31 @@ def _discard(run: Run, call: Call) -> None:
     run.add_action(Discard())
 
 
-def valid_redirect_address(address: str) -> bool:
-    return bool(_ADDRESS.match(address.strip()))
+def redirect_address(text: str) -> str | None:
+    """RFC 5228 §4.2: the one RFC 5322 address ``text`` names (an addr-spec, or a
+    name-addr like ``"Name" <a@b.example>``), as local@domain; None when it names none."""
+    if any(ord(c) < 32 for c in text):
+        return None
+    try:
+        found = [a for a in parse_address_list(text) if not (a.is_group_start or a.is_group_end)]
+    except ValueError:
+        return None
+    if len(found) != 1:
+        return None
+    (a,) = found
+    if a.invalid or not a.mailbox or not a.domain or a.route:
+        return None
+    local = a.mailbox
+    if not _DOT_ATOM.match(local):
+        local = '"' + local.replace("\\", "\\\\").replace('"', '\\"') + '"'
+    return f"{local}@{a.domain}"
 
 
 def _redirect(run: Run, call: Call) -> None:
-    address = run.expand(call.string(0)).strip()
-    if not valid_redirect_address(address):
-        raise SieveRuntimeError(f"redirect to an invalid address: {address!r}")
+    text = run.expand(call.string(0))
+    address = redirect_address(text)
+    if address is None:
+        raise SieveRuntimeError(f"redirect to an invalid address: {text!r}")
     run.add_action(
         Redirect(address=address, content=run.content()), cancels_keep="copy" not in call.tags
     )
@@ -184,7 +197,7 @@ def _check_redirect(call: Call, state: CompileState) -> Call | None:
     address = call.string(0)
     if "${" in address and "variables" in state.required:
         return None
-    if not valid_redirect_address(address):
+    if redirect_address(address) is None:
         # RFC 5228 §4.2: an invalid address is an error
         raise call.error(f"redirect needs a valid address (local@domain), not '{address}'")
     return None
@@ -215,7 +228,6 @@ for _test in (
         name="exists",
         positional=("string-list",),
         handler=_exists,
-        validate=check_header_names,
     ),
     TestSpec(
         name="header",
@@ -223,7 +235,6 @@ for _test in (
         comparator=True,
         match_type=True,
         handler=_header,
-        validate=check_header_names,
     ),
     TestSpec(
         name="address",
@@ -232,7 +243,6 @@ for _test in (
         match_type=True,
         address_part=True,
         handler=_address,
-        validate=check_header_names,
     ),
     TestSpec(
         name="envelope",

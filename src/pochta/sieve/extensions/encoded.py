@@ -1,7 +1,7 @@
 """``encoded-character`` (RFC 5228 §2.4.2.4): ``${hex:...}`` and ``${unicode:...}`` in
 strings, decoded when the script is compiled. A sequence that does not follow the syntax is
-left as written (§2.4.2.4 "not an encoded character"); a code point outside Unicode and
-octets that are not UTF-8 are errors."""
+left as written (§2.4.2.4 "not an encoded character"); a code point outside Unicode is an
+error; octets that are not UTF-8 are kept as surrogates."""
 
 from __future__ import annotations
 
@@ -22,10 +22,9 @@ _ENCODED = re.compile(
 def _decode(m: re.Match[str]) -> str:
     if m.group(1) is not None:
         octets = bytes(int(h, 16) for h in m.group(1).split())
-        try:
-            return octets.decode("utf-8")
-        except UnicodeDecodeError:
-            raise ValueError(f"{m.group(0)!r} is not UTF-8 (RFC 5228 §2.4.2.4)") from None
+        # Octets that are not UTF-8 stay as surrogates: where a command needs UTF-8 (a
+        # mailbox name) it fails when it runs, as in Pigeonhole.
+        return octets.decode("utf-8", "surrogateescape")
     out: list[str] = []
     for h in m.group(2).split():
         code = int(h, 16)
@@ -41,5 +40,5 @@ def decode_encoded_characters(text: str) -> str:
     return _ENCODED.sub(_decode, text)
 
 
-REGISTRY.add_capability(Capability("encoded-character"))
+REGISTRY.add_capability(Capability("encoded-character", ihave=False))
 REGISTRY.add_string_filter("encoded-character", decode_encoded_characters)

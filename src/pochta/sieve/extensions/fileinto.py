@@ -13,6 +13,8 @@ from pochta.sieve.registry import REGISTRY, Capability, CommandSpec, TagSpec, Te
 def _check_mailbox(name: str) -> str | None:
     if not name:
         return "a mailbox name must not be empty"
+    if any(0xD800 <= ord(c) <= 0xDFFF for c in name):
+        return f"mailbox name {name!r} is not valid UTF-8"
     if any(ord(c) < 32 or ord(c) == 127 for c in name):
         return f"mailbox name {name!r} contains control characters"
     return None

@@ -6,12 +6,17 @@ from __future__ import annotations
 from pochta.sieve.compiler import Call
 from pochta.sieve.errors import SieveRuntimeError
 from pochta.sieve.interpreter import Run
-from pochta.sieve.registry import REGISTRY, Capability, CommandSpec, TestSpec
+from pochta.sieve.registry import REGISTRY, Capability, CommandSpec, Registry, TestSpec
 
 
 def _ihave(run: Run, call: Call) -> bool:
     # RFC 5463 §4: true when every capability is one the implementation has
-    return all(name in run.registry.capabilities for name in call.strings(0))
+    return all(ihave_knows(run.registry, name) for name in call.strings(0))
+
+
+def ihave_knows(registry: Registry, name: str) -> bool:
+    capability = registry.capabilities.get(name)
+    return capability is not None and capability.ihave
 
 
 def _error(run: Run, call: Call) -> None:

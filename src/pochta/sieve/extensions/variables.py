@@ -80,7 +80,7 @@ def _string(run: Run, call: Call) -> bool:
     return run.match(call, values, call.strings(1))
 
 
-REGISTRY.add_capability(Capability("variables"))
+REGISTRY.add_capability(Capability("variables", ihave=False))
 REGISTRY.add_command(
     CommandSpec(
         name="set",
