@@ -35,9 +35,9 @@ from pochta.sieve.context import Envelope
 __all__ = [
     "build_reply",
     "default_handle",
-    "period_seconds",
     "may_answer",
     "normal_address",
+    "period_seconds",
     "reply_references",
     "reply_subject",
 ]
@@ -127,9 +127,7 @@ def may_answer(message: bytes, envelope: Envelope, addresses: Collection[str]) -
     return None
 
 
-def period_seconds(
-    asked: int | None, *, default: int, minimum: int, maximum: int
-) -> int:
+def period_seconds(asked: int | None, *, default: int, minimum: int, maximum: int) -> int:
     """The period to stay silent to one sender: ``asked`` (from :days or :seconds, in
     seconds; None when neither was given, then ``default``) kept within ``minimum`` and
     ``maximum`` ([sieve] vacation_min/max_period_seconds; a maximum of 0 is no limit, as

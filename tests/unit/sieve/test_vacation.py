@@ -13,8 +13,8 @@ from pochta.sieve.context import Envelope
 from pochta.sieve.vacation import (
     build_reply,
     default_handle,
-    period_seconds,
     may_answer,
+    period_seconds,
     reply_references,
     reply_subject,
 )

@@ -8,7 +8,7 @@ Without ``:zone`` or ``:originalzone`` the date is shown in the local zone (RFC 
 
 from __future__ import annotations
 
-from datetime import timezone
+from datetime import UTC, timezone
 
 from pochta.sieve.compiler import Call, CompileState
 from pochta.sieve.extensions import dateparts
@@ -30,7 +30,7 @@ def select_index(run: Run, call: Call, values: list[str]) -> list[str]:
     return [order[index - 1]] if 0 < index <= len(order) else []
 
 
-def _zone_of(run: Run, call: Call) -> timezone | None | str:
+def _zone_of(run: Run, call: Call) -> timezone | str | None:
     """The zone to show dates in: a timezone, "original" for :originalzone, or None when a
     :zone made by variables is no zone (the test is then false)."""
     if "originalzone" in call.tags:
@@ -40,7 +40,7 @@ def _zone_of(run: Run, call: Call) -> timezone | None | str:
         return dateparts.parse_zone(run.expand(given))
     now = run.context.now()
     offset = now.utcoffset()
-    return timezone(offset) if offset is not None else timezone.utc
+    return timezone(offset) if offset is not None else UTC
 
 
 def header_dates(run: Run, call: Call, name: str) -> list[ZonedDate]:
@@ -93,10 +93,10 @@ def _currentdate(run: Run, call: Call) -> bool:
 def _check(call: Call, state: CompileState, part_index: int) -> None:
     zone = call.tags.get("zone")
     variables = "variables" in state.required
-    if isinstance(zone, str) and not (variables and "${" in zone):
-        if dateparts.parse_zone(zone) is None:
-            # RFC 5260 §4.1: zone = ("+" / "-") 4DIGIT
-            raise call.error(f"':zone' needs a zone like \"+0200\" or \"-0500\", not '{zone}'")
+    made_by_variables = isinstance(zone, str) and variables and "${" in zone
+    if isinstance(zone, str) and not made_by_variables and dateparts.parse_zone(zone) is None:
+        # RFC 5260 §4.1: zone = ("+" / "-") 4DIGIT
+        raise call.error(f"':zone' needs a zone like \"+0200\" or \"-0500\", not '{zone}'")
     part = call.string(part_index)
     if not (variables and "${" in part) and part.lower() not in DATE_PARTS:
         names = ", ".join(sorted(DATE_PARTS))

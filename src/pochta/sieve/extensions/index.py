@@ -26,7 +26,10 @@ from pochta.sieve.registry import (
 
 __all__ = ["INDEX_TAGS", "check_index"]
 
-INDEX_TAGS = (TagSpec("index", arg="number", capability="index"), TagSpec("last", capability="index"))
+INDEX_TAGS = (
+    TagSpec("index", arg="number", capability="index"),
+    TagSpec("last", capability="index"),
+)
 
 
 def check_index(call: Call) -> None:

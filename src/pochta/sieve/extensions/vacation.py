@@ -54,7 +54,7 @@ def _vacation(run: Run, call: Call) -> None:
     given_from = call.tags.get("from")
     from_address = run.expand(given_from).strip() if isinstance(given_from, str) else ""
     if from_address and not _valid_from(from_address):
-        run.warnings.append(f"vacation :from {from_address!r} is no address; the recipient's used")
+        run.warnings.append(f"vacation :from {from_address!r} is no address: the recipient's used")
         from_address = ""
     from_address = from_address or envelope.recipient  # RFC 5230 §4.8
     mime = "mime" in call.tags
@@ -93,10 +93,10 @@ def _vacation(run: Run, call: Call) -> None:
 def _check(call: Call, state: CompileState) -> Call | None:
     given_from = call.tags.get("from")
     variables = "variables" in state.required
-    if isinstance(given_from, str) and not (variables and "${" in given_from):
-        if not _valid_from(given_from):
-            # RFC 5230 §4.3: :from must be a valid RFC 5322 address
-            raise call.error(f"':from' needs an address like \"me@example.com\", not '{given_from}'")
+    constant = isinstance(given_from, str) and not (variables and "${" in given_from)
+    if constant and isinstance(given_from, str) and not _valid_from(given_from):
+        # RFC 5230 §4.3: :from must be a valid RFC 5322 address
+        raise call.error(f"':from' needs an address like \"me@example.com\", not '{given_from}'")
     for tag in ("days", "seconds"):
         value = call.tags.get(tag)
         if isinstance(value, int) and value < 0:
