@@ -309,7 +309,7 @@ def _test_script_compile(run: Run, call: Call) -> bool:
         return False
     try:
         suite.compiled = compile_script(
-            text, name=path.stem, limits=_limits(suite), loader=suite.loader, registry=registry()
+            text, name=rel, limits=_limits(suite), loader=suite.loader, registry=registry()
         )
     except SieveError as e:
         errors = getattr(e, "errors", None) or [e]
