@@ -8,6 +8,7 @@ from datetime import UTC, datetime
 
 import pytest
 
+from pochta.config.settings import SieveSettings
 from pochta.sieve.actions import SieveResult, Vacation
 from pochta.sieve.context import Envelope
 from pochta.sieve.errors import SieveError, SieveRuntimeError
@@ -314,3 +315,15 @@ def test_reject_and_vacation_conflict() -> None:
 def test_compile_errors(script: str, error: str) -> None:
     with pytest.raises(SieveError, match=error):
         compile_script(script)
+
+
+def test_limits_take_the_vacation_settings() -> None:
+    settings = SieveSettings(
+        vacation_default_period_seconds=3 * 86400,
+        vacation_min_period_seconds=3600,
+        vacation_max_period_seconds=30 * 86400,
+    )
+    limits = SieveLimits.from_settings(settings)
+    assert limits.vacation_default_period_seconds == 3 * 86400
+    assert limits.vacation_min_period_seconds == 3600
+    assert limits.vacation_max_period_seconds == 30 * 86400
