@@ -189,3 +189,12 @@ def test_invalid_name_made_by_variables_fails_the_run() -> None:
 def test_compile_errors(script: str, error: str) -> None:
     with pytest.raises(SieveError, match=error):
         compile_script(script)
+
+
+def test_long_ascii_values_are_folded() -> None:
+    value = " ".join(["word"] * 40)
+    out = add_field(b"Subject: x\r\n\r\nbody\r\n", "X-Long", value)
+    first = out.split(b"\r\n")
+    assert all(len(line) <= 78 for line in first)
+    assert first[1].startswith(b" word")
+    assert field_values(out, "x-long") == [value]

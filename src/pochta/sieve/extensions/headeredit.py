@@ -48,13 +48,20 @@ def is_protected(name: str) -> bool:
     return name.lower() in PROTECTED_FIELDS
 
 
-def encode_value(value: str) -> str:
+_FOLD_AT = 76
+
+
+def encode_value(value: str, name: str = "") -> str:
     """RFC 5293 §4 and §5: a value with non-ASCII text is stored as RFC 2047 encoded words
-    (UTF-8); an ASCII value as given, its line breaks unfolded to single spaces."""
+    (UTF-8); an ASCII value as given, its line breaks unfolded to single spaces, folded
+    again at white space when it is long."""
     value = re.sub(r"[ \t]*\r?\n[ \t]*", " ", value).strip(" \t")
     if value.isascii():
-        return value
-    return Header(value, "utf-8").encode(linesep="\r\n")
+        if len(name) + 2 + len(value) <= _FOLD_AT:
+            return value
+        # RFC 5322 §2.1.1 (lines SHOULD stay within 78 characters): folded at white space
+        return Header(value, "us-ascii", header_name=name).encode(linesep="\r\n")
+    return Header(value, "utf-8", header_name=name).encode(linesep="\r\n")
 
 
 def field_values(message: bytes, name: str) -> list[str]:
@@ -74,7 +81,7 @@ def add_field(message: bytes, name: str, value: str, *, last: bool = False) -> b
     split = split_message(message)
     newline = detect_newline(split)
     # The field is folded by Header when encoded; make_field checks the folding.
-    field = make_field(name, encode_value(value).replace("\r\n", "\n"), newline)
+    field = make_field(name, encode_value(value, name).replace("\r\n", "\n"), newline)
     old = split.headers
     if old and not old[-1].raw.endswith(b"\n"):  # a header block cut off at its last field
         old = (*old[:-1], HeaderField(old[-1].raw + newline, old[-1].name))
