@@ -104,7 +104,6 @@ def test_without_a_tracker_nothing_is_a_duplicate() -> None:
     [
         ('require "duplicate"; duplicate;', "is a test, not a command"),
         ('require "duplicate"; if duplicate :header "X" :uniqueid "y" {}', "not both"),
-        ('require "duplicate"; if duplicate :header "X Y" {}', "header field name"),
         ('require "duplicate"; if duplicate :seconds "a" {}', "must be a number"),
         ('require "duplicate"; if duplicate "frop" {}', "positional"),
     ],

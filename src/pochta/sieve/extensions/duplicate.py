@@ -12,7 +12,8 @@ delivered (§3: only a delivered message counts) with the expiry ``now + period`
 - seen, with ``:last``: the test is true and the id is recorded again, so the period runs
   from this message (§3.4 ``:last``).
 
-A message without the field the id comes from is never a duplicate and records nothing.
+A message without the field the id comes from (or a :header that is no field name) is never
+a duplicate and records nothing.
 The id handed to the tracker is a SHA-256 digest of the handle and the value (§3.1 lets the
 implementation store a digest), so a stored id leaks no header text and has one size.
 """
@@ -21,8 +22,7 @@ from __future__ import annotations
 
 import hashlib
 
-from pochta.sieve.compiler import Call, CompileState
-from pochta.sieve.extensions.headeredit import valid_field_name
+from pochta.sieve.compiler import Call
 from pochta.sieve.interpreter import Run
 from pochta.sieve.registry import REGISTRY, Capability, TagSpec, TestSpec
 
@@ -69,13 +69,6 @@ def _duplicate(run: Run, call: Call) -> bool:
     return seen
 
 
-def _check(call: Call, state: CompileState) -> Call | None:
-    header = call.tags.get("header")
-    if isinstance(header, str) and "${" not in header and not valid_field_name(header):
-        raise call.error(f"':header' needs a header field name, not '{header}'")
-    return None
-
-
 REGISTRY.add_capability(Capability("duplicate"))
 REGISTRY.add_test(
     TestSpec(
@@ -90,6 +83,5 @@ REGISTRY.add_test(
             TagSpec("last"),
         ),
         handler=_duplicate,
-        validate=_check,
     )
 )
