@@ -6,6 +6,7 @@ are, every command and test checked against its ``registry`` signature and the s
 from __future__ import annotations
 
 import dataclasses
+import re
 from collections.abc import Collection, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal
@@ -27,6 +28,7 @@ from pochta.sieve.syntax import Argument, Node, NumberArg, StringListArg, TagArg
 __all__ = ["MAX_ERRORS", "Call", "CompileState", "compile_tree"]
 
 MAX_ERRORS = 50  # errors collected before the compiler gives up
+_NAMESPACE_REF = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\.[A-Za-z0-9_.]+\}")
 _TYPE_WORDS = {"number": "a number", "string": "a string", "string-list": "a string list"}
 
 
@@ -367,6 +369,14 @@ class _Compiler:
                     text = string_filter(text)
                 except ValueError as e:
                     raise self.fail(str(e), where) from None
+        if "variables" in self.state.required and "${" in text:
+            for m in _NAMESPACE_REF.finditer(text):
+                # RFC 5229 §3: a namespace no extension provides is an error
+                namespace = self.registry.namespaces.get(m.group(1).lower())
+                if namespace is None or not self.state.has(namespace.capability):
+                    raise self.fail(
+                        f"unknown variable namespace '{m.group(1)}' in {m.group(0)!r}", where
+                    )
         return text
 
     def typed(self, arg: Argument, expected: ArgType, which: str, what: str) -> ArgValue:

@@ -8,6 +8,7 @@ to the end of the line, ``/* ... */``) and white space are dropped.
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from typing import Literal
 
@@ -55,6 +56,13 @@ class Token:
         if self.kind == "identifier":
             return f"'{self.value}'"
         return f"'{self.value}'"
+
+
+_LINE_END = re.compile(r"\r?\n")
+
+
+def _crlf(text: str) -> str:
+    return _LINE_END.sub("\r\n", text) if "\n" in text else text
 
 
 def decode_script(data: bytes) -> str:
@@ -207,7 +215,7 @@ class _Lexer:
 
     def quoted(self, i: int, line: int, col: int) -> tuple[str, int]:
         """RFC 5228 §2.4.2: ``\\\\`` is a backslash, ``\\"`` a quote, any other backslash is
-        dropped (the character after it stays)."""
+        dropped (the character after it stays); line ends are CRLF (§8.1 quoted-safe)."""
         text = self.text
         n = len(text)
         parts: list[str] = []
@@ -218,10 +226,10 @@ class _Lexer:
                 raise SieveError("unterminated string: a '\"' is missing", line, col)
             c = text[j]
             if c == '"':
-                parts.append(text[start:j])
+                parts.append(_crlf(text[start:j]))
                 return "".join(parts), j + 1
             if c == "\\":
-                parts.append(text[start:j])
+                parts.append(_crlf(text[start:j]))
                 if j + 1 >= n:
                     raise SieveError("unterminated string: a '\"' is missing", line, col)
                 parts.append(text[j + 1])
@@ -232,7 +240,8 @@ class _Lexer:
 
     def multiline(self, i: int, line: int, line_start: int) -> tuple[str, int, int, int]:
         """RFC 5228 §8.1 multi-line: ``text:`` then only white space or a hash comment up to
-        the line end; lines up to one holding only ``.``; ``..`` at a line start is ``.``."""
+        the line end; lines up to one holding only ``.``; ``..`` at a line start is ``.``;
+        every line ends in CRLF."""
         text = self.text
         n = len(text)
         j = i
@@ -269,9 +278,11 @@ class _Lexer:
                 line += 1
                 line_start = end
                 return "".join(lines), j, line, line_start
-            if raw.startswith(".."):  # dot-stuffing
-                raw = raw[1:]
-            lines.append(raw)
+            if body.startswith(".."):  # dot-stuffing
+                body = body[1:]
+            # RFC 5228 §8.1: the lines of a multi-line string end in CRLF, whatever the
+            # script file uses (Pigeonhole reads them the same way)
+            lines.append(body + "\r\n" if k >= 0 else body)
             j = end
             line += 1
             line_start = end

@@ -6,7 +6,9 @@ script against its declared signature and the script's ``require`` (RFC 5228 §3
 interpreter calls the handler with the compiled ``Call`` (arguments already checked and
 sorted) and the ``interpreter.Run`` (the message, the result so far, the variables).
 
-Example, a test-only extension with one command and one test::
+Example, a test-only extension with one command and one test, in a copy of the registry
+so that production scripts never see it (``compile_script(..., registry=mine)``; the runs
+of a script use the registry it was compiled with)::
 
     from pochta.sieve.registry import REGISTRY, Capability, CommandSpec, TestSpec
 
@@ -16,16 +18,22 @@ Example, a test-only extension with one command and one test::
     def result_count(run, call):    # test: returns a bool
         return run.match(call, [str(len(run.actions))], call.args[0])
 
-    REGISTRY.add_capability(Capability("vnd.example.test", advertised=False))
-    REGISTRY.add_command(CommandSpec(
+    mine = REGISTRY.copy()
+    mine.add_capability(Capability("vnd.example.test", advertised=False))
+    mine.add_command(CommandSpec(
         name="test_fail", capability="vnd.example.test",
         positional=("string",), handler=fail))
-    REGISTRY.add_test(TestSpec(
+    mine.add_test(TestSpec(
         name="result_count", capability="vnd.example.test", positional=("string-list",),
         comparator=True, match_type=True, handler=result_count))
 
 A tag another extension adds to an existing command (``:copy`` on ``fileinto``) is
 ``REGISTRY.add_tag("command", "fileinto", TagSpec("copy", capability="copy"))``.
+A handler runs with the ``interpreter.Run`` of the run: ``run.message``/``set_message``,
+``run.header_values``, ``run.actions``/``add_action``, ``run.implicit_keep``,
+``run.variables``/``expand``/``set_variable``, ``run.match``, ``run.context`` (envelope,
+clock, environment), ``run.state`` (the extension's own per-run data); ``run.run_block``
+runs a block, ``script.run_commands`` a whole script inside the run (include).
 """
 
 from __future__ import annotations
@@ -111,6 +119,8 @@ class CommandSpec(_Signature):
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class TestSpec(_Signature):
+    __test__ = False  # a Sieve test, not a pytest class: test modules import it
+
     handler: TestHandler
 
 
@@ -181,6 +191,22 @@ class Registry:
     namespaces: dict[str, Namespace] = field(default_factory=dict)
     string_filters: dict[str, StringFilter] = field(default_factory=dict)  # by capability
     data: dict[str, Any] = field(default_factory=dict)  # for extensions' own tables
+
+    def copy(self) -> Registry:
+        """A registry with everything this one has, to add to without changing this one
+        (a test suite's own extension)."""
+        return Registry(
+            capabilities=dict(self.capabilities),
+            commands=dict(self.commands),
+            tests=dict(self.tests),
+            extra_tags={k: list(v) for k, v in self.extra_tags.items()},
+            comparators=dict(self.comparators),
+            match_types=dict(self.match_types),
+            address_parts=dict(self.address_parts),
+            namespaces=dict(self.namespaces),
+            string_filters=dict(self.string_filters),
+            data=dict(self.data),
+        )
 
     def add_capability(self, capability: Capability) -> None:
         self.capabilities[capability.name] = capability

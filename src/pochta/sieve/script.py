@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import Collection
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from pochta.sieve import extensions as _extensions  # noqa: F401 - registers every extension
 from pochta.sieve.actions import SieveResult
@@ -44,6 +44,8 @@ class Script:
     name: str
     commands: tuple[Call, ...]
     required: frozenset[str]
+    # what it was compiled with; its runs use the same
+    registry: Registry = field(default_factory=lambda: REGISTRY, compare=False, repr=False)
 
 
 def compile_script(
@@ -66,7 +68,9 @@ def compile_script(
         loader=loader,
     )
     commands = compile_tree(nodes, state)
-    return Script(name=name, commands=commands, required=frozenset(state.required))
+    return Script(
+        name=name, commands=commands, required=frozenset(state.required), registry=registry
+    )
 
 
 def run_commands(run: Run, script: Script) -> None:
@@ -93,6 +97,6 @@ def run_script(
 ) -> SieveResult:
     """Run ``script`` against one message; SieveRuntimeError when the run fails (the caller
     then keeps the message, RFC 5228 §2.10.6)."""
-    run = Run(context, limits)
+    run = Run(context, limits, registry=script.registry)
     execute(run, script)
     return run.result()

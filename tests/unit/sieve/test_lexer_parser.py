@@ -51,6 +51,12 @@ def test_multiline_string_dot_stuffing_and_comment() -> None:
     assert tokens[1].line == 5
 
 
+def test_line_ends_in_strings_are_crlf() -> None:
+    # RFC 5228 §8.1: the grammar's line ends are CRLF, whatever the file uses
+    assert values("text:\nunix\nlines\n.\n") == ["unix\r\nlines\r\n"]
+    assert values('"a\nb\r\nc"') == ["a\r\nb\r\nc"]
+
+
 def test_multiline_needs_end_of_line() -> None:
     with pytest.raises(SieveError) as e:
         tokenize("text: junk\n.\n")

@@ -1,6 +1,7 @@
 """``variables`` (RFC 5229): ``set`` with its modifiers, the ``string`` test, and (in
 ``Run.expand``) ``${name}`` in strings with the match variables ``${0}``..``${9}`` and more.
-A reference to a namespace nobody registered is a compile error (RFC 5229 §3)."""
+A reference to a namespace nobody registered is a compile error (RFC 5229 §3), checked
+by the compiler."""
 
 from __future__ import annotations
 
@@ -13,7 +14,6 @@ from pochta.sieve.registry import REGISTRY, Capability, CommandSpec, TagSpec, Te
 __all__ = ["quote_wildcards"]
 
 _NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*(?:\.[A-Za-z_][A-Za-z0-9_]*)*\Z")
-_REF = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\.[A-Za-z0-9_.]+\}")
 
 
 def quote_wildcards(text: str) -> str:
@@ -65,14 +65,6 @@ def _check_set(call: Call, state: CompileState) -> Call | None:
     return None
 
 
-def check_namespaces(text: str) -> str:
-    """The string filter of "variables": references to unknown namespaces are errors."""
-    for m in _REF.finditer(text):
-        if m.group(1).lower() not in REGISTRY.namespaces:
-            raise ValueError(f"unknown variable namespace '{m.group(1)}' in {m.group(0)!r}")
-    return text
-
-
 def _string(run: Run, call: Call) -> bool:
     values = run.expand_all(call.strings(0))
     if call.match_type is not None and call.match_type.counts:
@@ -109,4 +101,3 @@ REGISTRY.add_test(
         handler=_string,
     )
 )
-REGISTRY.add_string_filter("variables", check_namespaces)
