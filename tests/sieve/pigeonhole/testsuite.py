@@ -405,9 +405,7 @@ def registry() -> Registry:
         match_types=dict(REGISTRY.match_types),
         address_parts=dict(REGISTRY.address_parts),
         namespaces=dict(REGISTRY.namespaces),
-        # encoded-character's filter must apply; variables' namespace check reads the global
-        # REGISTRY, which has no "tst" namespace, so it stays out (sieve-ext, see report).
-        string_filters={c: f for c, f in REGISTRY.string_filters.items() if c != "variables"},
+        string_filters=dict(REGISTRY.string_filters),  # encoded-character (sieve-ext)
         data=dict(REGISTRY.data),
     )
     _register(reg)
