@@ -224,3 +224,33 @@ async def test_scram_final_data_in_ok_and_wrong_password_counts(
     ok, bye = await asyncio.to_thread(session)
     assert ok.startswith(b'OK (SASL "')
     assert bye == b'OK "Logout completed"\r\n'
+
+
+@pytest.fixture
+async def limited(pochta_env: PochtaEnv) -> AsyncIterator[PochtaEnv]:
+    env = pochta_env
+    set_key(env.config_path, "server", "processes", "1")
+    set_key(env.config_path, "managesieve", "max_connections_per_ip", "1")
+    async with serving_in_process(env.config_path, ("managesieve",)):
+        yield env
+
+
+async def test_connection_limit_per_ip_says_bye_trylater(limited: PochtaEnv) -> None:
+    env = limited
+
+    def session() -> bytes:
+        port = env.ports["managesieve"]
+        with socket.create_connection(("127.0.0.1", port), timeout=10) as first:
+            f = first.makefile("rb")
+            while not f.readline().startswith(b"OK"):
+                pass
+            with socket.create_connection(("127.0.0.1", port), timeout=10) as second:
+                refused = second.makefile("rb").readline()
+            first.sendall(b"LOGOUT\r\n")
+            assert f.readline() == b'OK "Logout completed"\r\n'
+        return refused
+
+    refused = await asyncio.to_thread(session)
+    assert (
+        refused == b'BYE (TRYLATER) "Too many connections from your address; try again later"\r\n'
+    )
