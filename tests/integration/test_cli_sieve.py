@@ -1,15 +1,14 @@
 """`pochta sieve`, run as an administrator would, over a data dir made by `pochta init`.
 
 Commands that only move scripts run as the real command (a subprocess). Those that compile
-(put, check, global put, global include put) run in this process through click's runner so
-the compiler can be a small fake until the interpreter (``pochta.sieve.script``) is merged:
-it refuses any script with the word "bogus" at that word's line and column. One subprocess
-test uses the real interpreter and is skipped until it is there.
+(put, check, global put, global include put) run in this process through click's runner with
+a small fake compiler that refuses any script with the word "bogus" at that word's line and
+column and warns about "discard" (the interpreter has no warnings yet); one subprocess test
+uses the real interpreter (``pochta.sieve.script``).
 """
 
 from __future__ import annotations
 
-import importlib.util
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -151,13 +150,10 @@ def test_an_unknown_account_is_a_clear_error(env: PochtaEnv) -> None:
     )
 
 
-@pytest.mark.skipif(
-    importlib.util.find_spec("pochta.sieve.script") is None,
-    reason="the Sieve interpreter (branch sieve-lang) is not merged yet",
-)
 def test_put_with_the_real_interpreter(env: PochtaEnv) -> None:
     proc = env.run("sieve", "put", ALICE, "main", "-", input=GOOD)
     assert proc.returncode == 0, proc.stderr
     proc = env.run("sieve", "put", ALICE, "broken", "-", input='require "fileinto";\nfrob;\n')
     assert proc.returncode == 1
-    assert proc.stderr.startswith("pochta: error: stdin: line 2, column 1:")
+    assert proc.stderr == "pochta: error: stdin: line 2, column 1: unknown command 'frob'\n"
+    assert store_of(env).scripts(ALICE) == [("main", False)]

@@ -3,9 +3,10 @@ in its default configuration (STARTTLS, then the SASL mechanism it prefers among
 offered), and raw sockets for what sievelib does not send.
 
 The server runs in this process (``serving_in_process``, ``server.processes = 1``) so the
-Sieve compiler can be a small fake until the interpreter (``pochta.sieve.script``) is
-merged: it refuses any script with the word "bogus" in it, at that word's line and column,
-and warns about "discard". sievelib is blocking: it runs in a thread.
+Sieve compiler can be a small fake where a test needs what the interpreter does not do yet
+(warnings): it refuses any script with the word "bogus" in it, at that word's line and
+column, and warns about "discard". ``test_real_interpreter`` uses the real one
+(``pochta.sieve.script``). sievelib is blocking: it runs in a thread.
 """
 
 from __future__ import annotations
@@ -254,3 +255,33 @@ async def test_connection_limit_per_ip_says_bye_trylater(limited: PochtaEnv) -> 
     assert (
         refused == b'BYE (TRYLATER) "Too many connections from your address; try again later"\r\n'
     )
+
+
+@pytest.fixture
+async def real_server(pochta_env: PochtaEnv) -> AsyncIterator[PochtaEnv]:
+    env = pochta_env
+    env.add_user(ALICE, PASSWORD)
+    set_key(env.config_path, "server", "processes", "1")
+    async with serving_in_process(env.config_path, ("managesieve",)):
+        yield env
+
+
+@pytest.mark.filterwarnings("ignore:Credentials are sent over an unencrypted connection")
+async def test_real_interpreter(real_server: PochtaEnv) -> None:
+    """The interpreter's compiler behind PUTSCRIPT, its extensions in the SIEVE capability
+    (from loopback, where plaintext login is allowed by default)."""
+    from pochta.sieve.script import CAPABILITIES
+
+    env = real_server
+
+    def session() -> None:
+        c = client(env)
+        assert c.connect(ALICE, PASSWORD), c.errmsg
+        assert c.get_sieve_capabilities() == list(CAPABILITIES)
+        assert c.putscript("main", GOOD)
+        assert not c.putscript("broken", BAD)
+        assert c.errmsg == b"broken: line 3, column 3: unknown command 'bogus'"
+        assert c.listscripts() == (None, ["main"])
+        c.logout()
+
+    await asyncio.to_thread(session)

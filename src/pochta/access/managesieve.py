@@ -27,7 +27,6 @@ Choices, for the reader who changes this file:
 from __future__ import annotations
 
 import asyncio
-import importlib
 import ssl
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -64,6 +63,7 @@ from pochta.protocols.managesieve import (
 from pochta.protocols.managesieve import responses as R
 from pochta.sieve.errors import SieveError
 from pochta.sieve.limits import SieveLimits
+from pochta.sieve.script import CAPABILITIES, compile_script
 from pochta.sieve.scripts import (
     ScriptNameError,
     ScriptNotFound,
@@ -95,28 +95,15 @@ class Interpreter:
     check: Callable[[str, str, SieveLimits], Sequence[str]]  # (text, name, limits)
 
 
-def _compile_with(module: object) -> Callable[[str, str, SieveLimits], Sequence[str]]:
-    compile_script = getattr(module, "compile_script")  # noqa: B009 - see default_interpreter
-
-    def check(text: str, name: str, limits: SieveLimits) -> Sequence[str]:
-        script = compile_script(text, name=name, limits=limits)
-        return tuple(getattr(script, "warnings", ()))
-
-    return check
-
-
-def _no_interpreter(text: str, name: str, limits: SieveLimits) -> Sequence[str]:
-    raise SieveError("this pochta has no Sieve interpreter (pochta.sieve.script); cannot check")
+def _compile(text: str, name: str, limits: SieveLimits) -> Sequence[str]:
+    """The interpreter's compiler: no warnings of its own yet (SieveError on an error)."""
+    compile_script(text, name=name, limits=limits)
+    return ()
 
 
 def default_interpreter() -> Interpreter:
-    """``pochta.sieve.script`` (compile_script, CAPABILITIES), read by name so this module
-    imports while the interpreter is being built; without it every script is refused."""
-    try:
-        module = importlib.import_module("pochta.sieve.script")
-    except ImportError:
-        return Interpreter((), _no_interpreter)
-    return Interpreter(tuple(getattr(module, "CAPABILITIES", ())), _compile_with(module))
+    """The interpreter of ``pochta.sieve.script`` (tests put a fake in its place)."""
+    return Interpreter(CAPABILITIES, _compile)
 
 
 class ManageSieveService:
