@@ -38,7 +38,7 @@ from typing import TYPE_CHECKING
 
 import pytest
 
-from pochta.config.settings import STANDARD_PORTS
+from pochta.config.settings import STANDARD_PORTS, port_with_base
 from tests.factories import make_message
 
 if TYPE_CHECKING:
@@ -161,7 +161,7 @@ def make_pochta_env(data: Path, hostname: str = HOSTNAME) -> PochtaEnv:
         data_dir=data,
         config_path=data / "pochta.toml",
         port_base=base,
-        ports={name: port + base for name, port in STANDARD_PORTS.items()},
+        ports={name: port_with_base(port, base) for name, port in STANDARD_PORTS.items()},
     )
 
 

@@ -17,7 +17,7 @@ def test_init_writes_everything(pochta_env: PochtaEnv) -> None:
     assert cfg["server"]["data_dir"] == str(data)
     base = pochta_env.port_base
     assert cfg["listen"]["smtp"] == f"127.0.0.1:{25 + base}"
-    assert cfg["listen"]["managesieve"] == ""  # not served yet: off
+    assert cfg["listen"]["managesieve"] == f"127.0.0.1:{base + 190}"  # 4190: on
     assert (data / "tls" / "cert.pem").is_file()
     key_mode = stat.S_IMODE((data / "tls" / "key.pem").stat().st_mode)
     assert key_mode & 0o077 == 0
@@ -52,7 +52,7 @@ def test_port_base_gives_standard_ports_plus_n(tmp_path: Path) -> None:
         "imaps": "0.0.0.0:10993",
         "pop3": "0.0.0.0:10110",
         "pop3s": "0.0.0.0:10995",
-        "managesieve": "",
+        "managesieve": "0.0.0.0:10190",
         "http": "0.0.0.0:10080",
         "https": "0.0.0.0:10443",
         "lmtp": "unix:lmtp.sock",
@@ -60,8 +60,8 @@ def test_port_base_gives_standard_ports_plus_n(tmp_path: Path) -> None:
 
 
 def test_port_base_keeps_every_port_in_its_block_of_1000(tmp_path: Path) -> None:
-    # Issue 12 point 19: base 20000 -> every listener within 20000..20999, and neither the
-    # config nor `pochta check` names ManageSieve, which nothing serves yet.
+    # Issue 12 point 19: base 20000 -> every listener within 20000..20999 (ManageSieve's
+    # 4190 -> 20190), and `pochta check` lists every one.
     data = tmp_path / "d"
     proc = run_pochta(
         "init", "--data", str(data), "--hostname", HOSTNAME, "--domain", DOMAIN,
@@ -74,13 +74,13 @@ def test_port_base_keeps_every_port_in_its_block_of_1000(tmp_path: Path) -> None
         for name, value in listen.items()
         if value and not value.startswith("unix:")
     }
-    assert len(ports) == 9, listen
+    assert len(ports) == 10, listen
     assert all(20000 <= port <= 20999 for port in ports.values()), ports
     assert len(set(ports.values())) == len(ports)
-    assert listen["managesieve"] == ""
+    assert listen["managesieve"] == "127.0.0.1:20190"
     proc = run_pochta("--config", str(data / "pochta.toml"), "check")
     assert proc.returncode == 0, proc.stderr
-    assert "managesieve" not in proc.stdout.lower() + proc.stderr.lower()
+    assert "listen.managesieve" not in proc.stderr
     served = [line.split()[0] for line in proc.stdout.splitlines() if line.startswith("  listen.")]
     assert served == [
         "listen.smtp",
@@ -90,6 +90,7 @@ def test_port_base_keeps_every_port_in_its_block_of_1000(tmp_path: Path) -> None
         "listen.imaps",
         "listen.pop3",
         "listen.pop3s",
+        "listen.managesieve",
         "listen.http",
         "listen.https",
         "listen.lmtp",
@@ -97,18 +98,13 @@ def test_port_base_keeps_every_port_in_its_block_of_1000(tmp_path: Path) -> None
     assert "  listen.imap         127.0.0.1:20143" in proc.stdout.splitlines()
 
 
-def test_check_warns_about_a_listener_nothing_serves(pochta_env: PochtaEnv) -> None:
-    text = pochta_env.config_path.read_text().replace(
-        'managesieve = ""', 'managesieve = "127.0.0.1:4190"'
-    )
-    pochta_env.config_path.write_text(text)
+def test_check_shows_managesieve_served(pochta_env: PochtaEnv) -> None:
+    # ManageSieve is served now: `pochta check` lists it and does not warn about it.
     proc = pochta_env.run("check")
     assert proc.returncode == 0, proc.stderr
-    assert "listen.managesieve" not in proc.stdout
-    assert proc.stderr.startswith(
-        "warning: listen.managesieve = '127.0.0.1:4190': this version of pochta does not "
-        "serve managesieve yet"
-    )
+    port = pochta_env.ports["managesieve"]
+    assert f"  listen.managesieve  127.0.0.1:{port}" in proc.stdout.splitlines()
+    assert "listen.managesieve" not in proc.stderr
 
 
 def test_init_refuses_existing_config(pochta_env: PochtaEnv) -> None:

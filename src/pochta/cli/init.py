@@ -106,7 +106,7 @@ def init(
             "run_as_user": run_as_user,
             "postmaster": postmaster,
         },
-        # Only listeners this version serves (ManageSieve stays off until it exists).
+        # Only listeners this version serves: every one now, ManageSieve (4190) included.
         "listen": {
             name: f"{bind_host}:{port_with_base(port, port_base)}"
             for name, port in STANDARD_PORTS.items()

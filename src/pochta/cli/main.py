@@ -28,6 +28,7 @@ SUBCOMMANDS: dict[str, str] = {
     "report": "pochta.cli.report:report",
     "spam": "pochta.cli.spam:spam",
     "quarantine": "pochta.cli.quarantine:quarantine",
+    "sieve": "pochta.cli.sieve:sieve",
 }
 
 

@@ -132,8 +132,10 @@ class ListenSettings(_Table, frozen=True, kw_only=True, forbid_unknown_fields=Tr
     managesieve: Annotated[
         str,
         _doc(
-            "ManageSieve (RFC 5804). Not served by this version yet, so off by default; "
-            'its standard port is 4190 ("0.0.0.0:4190").'
+            "ManageSieve (RFC 5804, standard port 4190): users keep their Sieve scripts with "
+            "it (STARTTLS offered; AUTHENTICATE only under TLS, see managesieve."
+            'allow_plaintext_on_loopback). "" = off, the default of an old config; '
+            "`pochta init` switches it on."
         ),
     ] = ""
     http: Annotated[str, _doc("HTTP: autoconfig, MTA-STS policy, metrics.")] = "0.0.0.0:80"
@@ -1269,6 +1271,31 @@ class ManageSieveSettings(_Table, frozen=True, kw_only=True, forbid_unknown_fiel
         _doc("Longest command line, literals not counted."),
         msgspec.Meta(ge=1024, le=1 << 20),
     ] = 8192
+    allow_plaintext_on_loopback: Annotated[
+        bool,
+        _doc(
+            "AUTHENTICATE without TLS from 127.0.0.1/::1 (a webmail's Sieve plugin on the same "
+            "host); elsewhere a client must send STARTTLS first."
+        ),
+    ] = True
+    max_auth_failures: Annotated[
+        int,
+        _doc("Failed AUTHENTICATE per connection; after the last one's NO the server says BYE."),
+        msgspec.Meta(ge=1, le=1000),
+    ] = 3
+    max_connections: Annotated[
+        int,
+        _doc(
+            "Open connections on the managesieve listener, all processes together; more get "
+            "BYE (TRYLATER). 0 = no limit."
+        ),
+        msgspec.Meta(ge=0, le=1_000_000),
+    ] = 100
+    max_connections_per_ip: Annotated[
+        int,
+        _doc("Open connections per client IP on the managesieve listener. 0 = no limit."),
+        msgspec.Meta(ge=0, le=_MAX_COUNT),
+    ] = 20
 
 
 class Settings(_Table, frozen=True, kw_only=True, forbid_unknown_fields=True):

@@ -111,6 +111,13 @@ class SaslExchange:
         """True once the exchange has an outcome (success, failure, cancel or bad base64)."""
         return self._finished
 
+    @property
+    def final_data_pending(self) -> bool:
+        """The last SendChallenge carried the additional data with success (RFC 4422 §3.6):
+        a protocol that sends it with its success reply instead (ManageSieve's ``OK (SASL
+        ...)``, RFC 5804 §2.1) calls ``answer(b"")`` for the outcome."""
+        return self._success is not None
+
     def start(self, initial_response: bytes | None) -> Resolve:
         """Begin, with the decoded initial response (None: none sent; b"": the empty one)."""
         return Resolve(self.mechanism.start(initial_response))

@@ -483,6 +483,9 @@ class Server:
             return s.imap.max_connections, s.imap.max_connections_per_ip, []
         if listener in ("pop3", "pop3s"):
             return s.pop3.max_connections, s.pop3.max_connections_per_ip, []
+        if listener == "managesieve":
+            ms = s.managesieve
+            return ms.max_connections, ms.max_connections_per_ip, []
         if listener in SMTP_LISTENERS:
             smtp = s.smtp
             return (

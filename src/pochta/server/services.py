@@ -91,6 +91,12 @@ def _pop3(server: Server, listener: str) -> Service:
     return factories[listener](server, listener)
 
 
+def _managesieve(server: Server, listener: str) -> Service:
+    from pochta.access.managesieve import managesieve
+
+    return managesieve(server, listener)
+
+
 SERVICES: dict[str, ServiceFactory] = {
     "http": _http,
     "https": _https,
@@ -102,9 +108,10 @@ SERVICES: dict[str, ServiceFactory] = {
     "imaps": _imap,
     "pop3": _pop3,
     "pop3s": _pop3,
+    "managesieve": _managesieve,
 }
 
 # Listeners that need the mail system (queue, store, delivery) running.
 MAIL_LISTENERS = frozenset(
-    {"smtp", "submission", "submissions", "lmtp", "imap", "imaps", "pop3", "pop3s"}
+    {"smtp", "submission", "submissions", "lmtp", "imap", "imaps", "pop3", "pop3s", "managesieve"}
 )

@@ -270,6 +270,21 @@ class ScriptStore:
         check_script_name(name)
         return self.global_dir / "include" / _file_name(name)
 
+    def put_global_include(self, name: str, text: str | None) -> None:
+        """Set (None: remove) the global script ``include :global "NAME"`` reads."""
+        path = self.global_include_path(name)
+        if text is None:
+            try:
+                path.unlink()
+            except FileNotFoundError:
+                raise ScriptNotFound(f"no global script named {name!r}") from None
+            fsync_directory(path.parent)
+            return
+        data = text.encode("utf-8")
+        if len(data) > self.max_script_bytes:
+            raise ScriptQuotaError(f"script is larger than {self.max_script_bytes} octets")
+        write_atomic(path, data, mode=0o644, owner=owner_for_new_files(path), make_parents=True)
+
     def get_global_include(self, name: str) -> str:
         try:
             return self.global_include_path(name).read_bytes().decode("utf-8")
