@@ -18,6 +18,9 @@ class SieveLimits:
     max_include_depth: int = 10
     max_includes: int = 255
     duplicate_default_period_seconds: int = 14 * 86400
+    vacation_default_period_seconds: int = 7 * 86400
+    vacation_min_period_seconds: int = 86400
+    vacation_max_period_seconds: int = 90 * 86400
 
     @classmethod
     def from_settings(cls, settings: SieveSettings) -> SieveLimits:
@@ -29,4 +32,7 @@ class SieveLimits:
             max_include_depth=settings.max_include_depth,
             max_includes=settings.max_includes,
             duplicate_default_period_seconds=settings.duplicate_default_period_seconds,
+            vacation_default_period_seconds=settings.vacation_default_period_seconds,
+            vacation_min_period_seconds=settings.vacation_min_period_seconds,
+            vacation_max_period_seconds=settings.vacation_max_period_seconds,
         )
