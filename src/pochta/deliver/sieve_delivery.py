@@ -33,6 +33,7 @@ is submitted, so a delivery retried after a crash does not send it twice.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import hashlib
 import importlib
 import threading
@@ -42,14 +43,10 @@ from collections import OrderedDict
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from email.message import EmailMessage
-from email.policy import SMTP
-from email.utils import format_datetime
 from typing import Any, Protocol
 
 from pochta.cleanup.verdict import Verdict
 from pochta.logs import get_logger
-from pochta.mime.headers import leading_fields
 from pochta.protocols.smtp.replies import Reply
 from pochta.queue.envelope import Envelope as QueueEnvelope
 from pochta.queue.envelope import Recipient
@@ -68,13 +65,13 @@ from pochta.sieve.errors import SieveError
 from pochta.sieve.limits import SieveLimits
 from pochta.sieve.repository import ScriptSource, StoredScript
 from pochta.sieve.state import SieveState
+from pochta.sieve.vacation import build_reply, may_answer
 
 __all__ = [
     "Copy",
     "DeliveryInfo",
     "Plan",
     "SieveDelivery",
-    "VacationPeriods",
     "plan_results",
 ]
 
@@ -161,22 +158,6 @@ class Plan:
 def _same_folder(a: str, b: str) -> bool:
     # RFC 3501 §5.1: INBOX is case-insensitive, every other name is as written.
     return a == b or (a.upper() == "INBOX" and b.upper() == "INBOX")
-
-
-@dataclass(frozen=True, slots=True)
-class VacationPeriods:
-    """``[sieve] vacation_*_period_seconds``: the default, and the range a script's period is
-    brought into (0 as the maximum: no maximum)."""
-
-    default: int = 7 * 86400
-    minimum: int = 86400
-    maximum: int = 90 * 86400
-
-    def clamp(self, seconds: int) -> int:
-        period = seconds if seconds > 0 else self.default
-        if self.maximum > 0:
-            period = min(period, self.maximum)
-        return max(period, self.minimum)
 
 
 def plan_results(
@@ -283,7 +264,6 @@ class SieveDelivery:
         *,
         hostname: str,
         limits: SieveLimits | None = None,
-        periods: VacationPeriods | None = None,
         spam_junk_score: float = 6.0,
         spam_max_score: float = 15.0,
         mailbox_exists: Callable[[str, str], bool] | None = None,
@@ -296,7 +276,6 @@ class SieveDelivery:
         self._door = door
         self.hostname = hostname.rstrip(".")
         self.limits = limits if limits is not None else SieveLimits()
-        self.periods = periods if periods is not None else VacationPeriods()
         self.spam_junk_score = spam_junk_score
         self.spam_max_score = spam_max_score
         self._mailbox_exists = mailbox_exists
@@ -440,6 +419,15 @@ class SieveDelivery:
             clock=self._clock,
         )
 
+    def _vacation_period(self, seconds: int) -> int:
+        """The script's period brought into [sieve] vacation_min/max_period_seconds (RFC
+        6131 §2; a max of 0: none), the default when the script gave none."""
+        limits = self.limits
+        period = seconds if seconds > 0 else limits.vacation_default_period_seconds
+        if limits.vacation_max_period_seconds > 0:
+            period = min(period, limits.vacation_max_period_seconds)
+        return max(period, limits.vacation_min_period_seconds)
+
     # -- after the copies are stored --
 
     async def record_duplicates(self, info: DeliveryInfo, plan: Plan) -> None:
@@ -526,8 +514,15 @@ class SieveDelivery:
     async def _vacations(self, info: DeliveryInfo, plan: Plan, content: bytes) -> None:
         for vacation in plan.vacations:
             to = vacation.to.strip().strip("<>")
-            why = refuse_reply(info.sender, to, content)
-            if why:
+            # RFC 5230 §4.5/§4.6, RFC 3834 §2 (sieve/vacation.py); the interpreter asked
+            # too, this is the last word before anything is sent.
+            envelope_seen = Envelope(
+                sender=info.sender,
+                recipient=info.recipient,
+                original_recipient=info.original_recipient,
+            )
+            why = may_answer(content, envelope_seen, (info.account,))
+            if why is not None:
                 log.info(
                     "sieve_vacation_skipped",
                     queue_id=info.queue_id,
@@ -551,7 +546,14 @@ class SieveDelivery:
                     reason="already answered within the period (RFC 5230 §4.2)",
                 )
                 continue
-            reply = build_reply(vacation, info.account, self.hostname)
+            if not vacation.from_address:  # RFC 5230 §4.8: else the recipient's address
+                vacation = dataclasses.replace(vacation, from_address=info.account)
+            reply = build_reply(
+                vacation,
+                content,
+                date=datetime.now(UTC),
+                message_id=f"<{uuid.uuid4().hex}@{self.hostname}>",
+            )
             door = self._door()
             envelope = QueueEnvelope(
                 queue_id=door.new_queue_id(),
@@ -562,7 +564,7 @@ class SieveDelivery:
                 protocol="ESMTP",
             )
             queued = await door.submit(envelope, reply)
-            period = self.periods.clamp(vacation.period_seconds)
+            period = self._vacation_period(vacation.period_seconds)
             await asyncio.to_thread(
                 self.state.record_vacation, info.account, vacation.handle, to, period
             )
@@ -586,47 +588,3 @@ def reject_reply(reject: Reject) -> Reply:
     text = " ".join(reject.reason.split()) or "rejected by the recipient's Sieve script"
     text = text.encode("ascii", "replace").decode("ascii")[:MAX_REASON_CHARS]
     return Reply(550, "5.7.1", text)
-
-
-# RFC 5230 §4.6 / RFC 3834 §2: senders that are never answered.
-_NO_REPLY_LOCALS = ("mailer-daemon", "listserv", "majordomo", "owner-", "-request", "noreply")
-
-
-def refuse_reply(sender: str, to: str, content: bytes) -> str:
-    """Why a vacation reply must not go (RFC 5230 §4.5, §4.6; RFC 3834 §2), "" when it may."""
-    if not sender or not to:
-        return "the null sender is never answered (RFC 5230 §4.6)"
-    local = to.rpartition("@")[0].lower()
-    if any(local.startswith(x) or local.endswith(x) for x in _NO_REPLY_LOCALS if x):
-        return "a list or daemon address (RFC 5230 §4.6)"
-    for f in leading_fields(content, 1 << 20):
-        value = f.text.strip().lower()
-        if f.key == "auto-submitted" and value.split(";")[0].strip() != "no":
-            return "an automatic message (RFC 3834 §2)"
-        if f.key == "precedence" and value in ("bulk", "list", "junk"):
-            return f"Precedence: {value} (RFC 3834 §2)"
-        if f.key.startswith("list-") and f.key in ("list-id", "list-unsubscribe", "list-post"):
-            return "a mailing list message (RFC 5230 §4.6)"
-    return ""
-
-
-def build_reply(vacation: Vacation, account: str, hostname: str) -> bytes:
-    """The vacation reply (RFC 5230 §5, RFC 3834 §3)."""
-    msg = EmailMessage(policy=SMTP)
-    msg["From"] = vacation.from_address or account  # RFC 5230 §4.8
-    msg["To"] = vacation.to
-    msg["Subject"] = vacation.subject  # §4.7 (made by the interpreter)
-    msg["Date"] = format_datetime(datetime.now(UTC))
-    msg["Message-ID"] = f"<{uuid.uuid4().hex}@{hostname}>"
-    if vacation.in_reply_to:
-        msg["In-Reply-To"] = vacation.in_reply_to  # RFC 5230 §5.1
-    if vacation.references:
-        msg["References"] = vacation.references
-    msg["Auto-Submitted"] = "auto-replied"  # RFC 3834 §5, RFC 5230 §5.1
-    if vacation.mime:
-        # RFC 5230 §4.3 :mime: the reason is a whole MIME entity, header and body.
-        head = msg.as_bytes().rstrip(b"\r\n")
-        entity = vacation.reason.replace("\r\n", "\n").replace("\n", "\r\n").encode()
-        return head + b"\r\nMIME-Version: 1.0\r\n" + entity
-    msg.set_content(vacation.reason, charset="utf-8")  # RFC 5230 §5.2
-    return msg.as_bytes()

@@ -30,7 +30,7 @@ from pochta.deliver.pipe import PipeAgent
 from pochta.deliver.remote import RemoteAgent
 from pochta.deliver.report import ReportAgent
 from pochta.deliver.router import Deliverer, Router
-from pochta.deliver.sieve_delivery import SieveDelivery, VacationPeriods
+from pochta.deliver.sieve_delivery import SieveDelivery
 from pochta.deliver.sts_dane_policy import StsDanePolicy
 from pochta.directory.auth_failures import FailureTracker
 from pochta.directory.authenticator import Authenticator
@@ -305,11 +305,6 @@ class MailSystem:
                 lambda: self.door,
                 hostname=s.server.hostname,
                 limits=SieveLimits.from_settings(s.sieve),
-                periods=VacationPeriods(
-                    default=s.sieve.vacation_default_period_seconds,
-                    minimum=s.sieve.vacation_min_period_seconds,
-                    maximum=s.sieve.vacation_max_period_seconds,
-                ),
                 spam_junk_score=s.spam.junk_score,
                 spam_max_score=s.spam.reject_score,
                 mailbox_exists=self.mailbox.folder_exists,
