@@ -265,7 +265,7 @@ class SieveDelivery:
         hostname: str,
         limits: SieveLimits | None = None,
         spam_junk_score: float = 6.0,
-        spam_max_score: float = 15.0,
+        spam_max_score: float = 15.0,  # 0 (the setting's "never"): 15, Rspamd's reject
         mailbox_exists: Callable[[str, str], bool] | None = None,
         compile_script: CompileFn = _default_compile,
         run_script: RunFn = _default_run,
@@ -277,7 +277,7 @@ class SieveDelivery:
         self.hostname = hostname.rstrip(".")
         self.limits = limits if limits is not None else SieveLimits()
         self.spam_junk_score = spam_junk_score
-        self.spam_max_score = spam_max_score
+        self.spam_max_score = spam_max_score if spam_max_score > 0 else 15.0
         self._mailbox_exists = mailbox_exists
         self._compile = compile_script
         self._run = run_script
@@ -289,7 +289,17 @@ class SieveDelivery:
     async def plan(self, info: DeliveryInfo, content: bytes, default_mailbox: str) -> Plan | None:
         """Run the account's scripts (on a thread); None when it has none (deliver as
         without Sieve). Never raises for a script's fault: see the module docstring."""
-        scripts = await asyncio.to_thread(self.source.delivery_scripts, info.account)
+        try:
+            scripts = await asyncio.to_thread(self.source.delivery_scripts, info.account)
+        except Exception as exc:  # the scripts' disk: the message is kept, not lost
+            log.error(
+                "sieve_failed",
+                queue_id=info.queue_id,
+                account=info.account,
+                script="",
+                error=f"cannot read the scripts: {exc}; kept in {default_mailbox}",
+            )
+            return Plan(copies=[Copy(default_mailbox)], errors=["scripts unreadable"])
         if not scripts:
             return None
         budget = self.limits.max_run_seconds * len(scripts) + RUN_GRACE_SECONDS
@@ -386,7 +396,7 @@ class SieveDelivery:
             "location": "MDA",
             "phase": "during",
             "remote-ip": info.client_ip,
-            "remote-host": info.client_host,
+            "remote-host": info.client_host,  # the HELO name: no reverse DNS name is kept
             "name": "pochta",
         }
         exists = self._mailbox_exists
@@ -456,7 +466,7 @@ class SieveDelivery:
     async def _redirects(self, info: DeliveryInfo, plan: Plan, content: bytes) -> None:
         own = {a.lower() for a in (info.account, info.recipient, info.original_recipient) if a}
         sent = 0
-        for n, redirect in enumerate(plan.redirects):
+        for redirect in plan.redirects:
             address = redirect.address.strip().strip("<>")
             if address.lower() in own:
                 log.info(
@@ -478,7 +488,7 @@ class SieveDelivery:
                 )
                 continue
             sent += 1
-            key = f"redirect:{n}:{address.lower()}"
+            key = f"redirect:{address.lower()}"
             if await asyncio.to_thread(
                 self.state.side_effect_done, info.queue_id, info.recipient, key
             ):
