@@ -14,6 +14,7 @@ class SieveError(Exception):
         self.message = message
         self.line = line
         self.column = column
+        self.errors: list[SieveError] = [self]  # every error the compiler found, this first
 
     def __str__(self) -> str:
         if self.line:

@@ -1,0 +1,10 @@
+"""The Sieve extensions, one module per group; importing this package registers them all
+in ``registry.REGISTRY``."""
+
+from pochta.sieve.extensions import (  # noqa: F401 - imported to register
+    core,
+    environment,
+    fileinto,
+    ihave,
+    reject,
+)

@@ -1,0 +1,256 @@
+"""RFC 5228 itself: control (``if``/``elsif``/``else``, ``stop``; ``require`` is the
+compiler's), the tests ``address``, ``allof``, ``anyof``, ``exists``, ``false``, ``true``,
+``header``, ``not``, ``size`` and the actions ``keep``, ``discard``, ``redirect`` (with
+:copy, RFC 3894), and the ``envelope`` extension (RFC 5228 §5.4)."""
+
+from __future__ import annotations
+
+import re
+
+from pochta.sieve import comparators as _comparators  # noqa: F401 - registers comparators
+from pochta.sieve import match as _match  # noqa: F401 - registers match types
+from pochta.sieve.actions import Discard, Keep, Redirect
+from pochta.sieve.address import header_addresses, parse_one
+from pochta.sieve.compiler import Call, CompileState
+from pochta.sieve.errors import SieveRuntimeError
+from pochta.sieve.interpreter import Run, StopScript
+from pochta.sieve.registry import (
+    REGISTRY,
+    Capability,
+    CommandSpec,
+    ParsedAddress,
+    TagSpec,
+    TestSpec,
+)
+
+__all__ = ["check_header_names", "extract_parts", "valid_redirect_address"]
+
+# RFC 5322 §3.6.8 field-name: printable US-ASCII but ':'
+_FIELD_NAME = re.compile(r"[!-9;-~]+\Z")
+# A redirect address: local@domain, nothing else (RFC 5228 §4.2 "MUST be syntactically valid")
+_ADDRESS = re.compile(r'(?:[^\s@<>()\[\],;:"\\]+|"(?:[^"\\]|\\.)*")@[A-Za-z0-9.\-\[\]:]+\Z')
+
+
+# -- control -----------------------------------------------------------------------------
+
+
+def _if(run: Run, call: Call) -> None:
+    taken = run.test(call.tests[0])
+    if taken:
+        run.run_block(call.block or ())
+    run.branch_taken = taken
+
+
+def _elsif(run: Run, call: Call) -> None:
+    if run.branch_taken:
+        return
+    _if(run, call)
+
+
+def _else(run: Run, call: Call) -> None:
+    if not run.branch_taken:
+        run.run_block(call.block or ())
+    run.branch_taken = True
+
+
+def _stop(run: Run, call: Call) -> None:
+    raise StopScript
+
+
+def _require(run: Run, call: Call) -> None:  # pragma: no cover - the compiler handles it
+    return None
+
+
+# -- tests -------------------------------------------------------------------------------
+
+
+def _true(run: Run, call: Call) -> bool:
+    return True
+
+
+def _false(run: Run, call: Call) -> bool:
+    return False
+
+
+def _not(run: Run, call: Call) -> bool:
+    return not run.test(call.tests[0])
+
+
+def _allof(run: Run, call: Call) -> bool:
+    return all(run.test(t) for t in call.tests)  # short-circuits, RFC 5228 §5.2
+
+
+def _anyof(run: Run, call: Call) -> bool:
+    return any(run.test(t) for t in call.tests)
+
+
+def _exists(run: Run, call: Call) -> bool:
+    names = run.expand_all(call.strings(0))
+    return all(run.raw_header_values(n) for n in names)
+
+
+def _header(run: Run, call: Call) -> bool:
+    values: list[str] = []
+    for name in run.expand_all(call.strings(0)):
+        values.extend(run.header_values(name))
+    return run.match(call, values, call.strings(1))
+
+
+def extract_parts(run: Run, call: Call, addresses: list[ParsedAddress]) -> list[str]:
+    """The address part the call names (:all by default) of each address that has it."""
+    part = call.address_part or run.registry.address_parts["all"]
+    out: list[str] = []
+    for a in addresses:
+        value = part.extract(a)
+        if value is not None:
+            out.append(value)
+    return out
+
+
+def _address(run: Run, call: Call) -> bool:
+    addresses: list[ParsedAddress] = []
+    for name in run.expand_all(call.strings(0)):
+        for raw in run.raw_header_values(name):
+            addresses.extend(header_addresses(raw))
+    return run.match(call, extract_parts(run, call, addresses), call.strings(1))
+
+
+def _size(run: Run, call: Call) -> bool:
+    limit = call.number(0)
+    size = len(run.message)
+    return size > limit if "over" in call.tags else size < limit  # RFC 5228 §5.9
+
+
+def check_header_names(call: Call, state: CompileState) -> Call | None:
+    """RFC 5228 §2.4.2.2 / §8.1: a header name is a field-name; RFC 5229 allows variables."""
+    for name in call.strings(0):
+        if "${" in name and "variables" in state.required:
+            continue
+        if not _FIELD_NAME.match(name):
+            raise call.error(f"'{name}' is not a valid header field name")
+    return None
+
+
+_ENVELOPE_PARTS = {"from", "to", "auth"}
+
+
+def _envelope(run: Run, call: Call) -> bool:
+    env = run.context.envelope
+    addresses: list[ParsedAddress] = []
+    for part in run.expand_all(call.strings(0)):
+        part = part.lower()
+        if part == "from":
+            # RFC 5228 §5.4: the null reverse-path is the empty string
+            addresses.append(parse_one(env.sender) if env.sender else ParsedAddress("", "", ""))
+        elif part == "to":
+            addresses.append(parse_one(env.recipient))
+        elif part == "auth" and env.auth_user:
+            addresses.append(parse_one(env.auth_user))
+    return run.match(call, extract_parts(run, call, addresses), call.strings(1))
+
+
+def _check_envelope(call: Call, state: CompileState) -> Call | None:
+    for part in call.strings(0):
+        if "${" not in part and part.lower() not in _ENVELOPE_PARTS:
+            raise call.error(f'unknown envelope part \'{part}\': use "from", "to" or "auth"')
+    return None
+
+
+# -- actions -----------------------------------------------------------------------------
+
+
+def _keep(run: Run, call: Call) -> None:
+    run.add_action(Keep(flags=run.flags_for(call), content=run.content()))
+
+
+def _discard(run: Run, call: Call) -> None:
+    run.add_action(Discard())
+
+
+def valid_redirect_address(address: str) -> bool:
+    return bool(_ADDRESS.match(address.strip()))
+
+
+def _redirect(run: Run, call: Call) -> None:
+    address = run.expand(call.string(0)).strip()
+    if not valid_redirect_address(address):
+        raise SieveRuntimeError(f"redirect to an invalid address: {address!r}")
+    run.add_action(
+        Redirect(address=address, content=run.content()), cancels_keep="copy" not in call.tags
+    )
+
+
+def _check_redirect(call: Call, state: CompileState) -> Call | None:
+    address = call.string(0)
+    if "${" in address and "variables" in state.required:
+        return None
+    if not valid_redirect_address(address):
+        # RFC 5228 §4.2: an invalid address is an error
+        raise call.error(f"redirect needs a valid address (local@domain), not '{address}'")
+    return None
+
+
+REGISTRY.add_capability(Capability("envelope"))
+REGISTRY.add_capability(Capability("copy"))
+for _command in (
+    CommandSpec(name="require", positional=("string-list",), handler=_require),
+    CommandSpec(name="if", tests="test", block="required", handler=_if),
+    CommandSpec(name="elsif", tests="test", block="required", handler=_elsif),
+    CommandSpec(name="else", block="required", handler=_else),
+    CommandSpec(name="stop", handler=_stop),
+    CommandSpec(name="keep", handler=_keep),
+    CommandSpec(name="discard", handler=_discard),
+    CommandSpec(
+        name="redirect", positional=("string",), handler=_redirect, validate=_check_redirect
+    ),
+):
+    REGISTRY.add_command(_command)
+for _test in (
+    TestSpec(name="true", handler=_true),
+    TestSpec(name="false", handler=_false),
+    TestSpec(name="not", tests="test", handler=_not),
+    TestSpec(name="allof", tests="test-list", handler=_allof),
+    TestSpec(name="anyof", tests="test-list", handler=_anyof),
+    TestSpec(
+        name="exists",
+        positional=("string-list",),
+        handler=_exists,
+        validate=check_header_names,
+    ),
+    TestSpec(
+        name="header",
+        positional=("string-list", "string-list"),
+        comparator=True,
+        match_type=True,
+        handler=_header,
+        validate=check_header_names,
+    ),
+    TestSpec(
+        name="address",
+        positional=("string-list", "string-list"),
+        comparator=True,
+        match_type=True,
+        address_part=True,
+        handler=_address,
+        validate=check_header_names,
+    ),
+    TestSpec(
+        name="envelope",
+        capability="envelope",
+        positional=("string-list", "string-list"),
+        comparator=True,
+        match_type=True,
+        address_part=True,
+        handler=_envelope,
+        validate=_check_envelope,
+    ),
+    TestSpec(
+        name="size",
+        positional=("number",),
+        tags=(TagSpec("over", group="size"), TagSpec("under", group="size")),
+        required_groups=("size",),
+        handler=_size,
+    ),
+):
+    REGISTRY.add_test(_test)
+REGISTRY.add_tag("command", "redirect", TagSpec("copy", capability="copy"))  # RFC 3894

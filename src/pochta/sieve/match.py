@@ -1,0 +1,267 @@
+"""The match types (RFC 5228 §2.7.1, RFC 5231 relational, draft-ietf-sieve-regex-01).
+
+``:matches`` runs a wildcard matcher that never backtracks more than one ``*`` at a time
+(linear in practice, quadratic at worst), so no pattern can take exponential time. It gives
+the match variables of RFC 5229 §3.2: ``${0}`` the whole value, then one per ``*`` and ``?``
+in order, each ``*`` taking the shortest text that lets the rest match.
+
+``:regex`` maps POSIX extended regular expressions (the draft's syntax) onto Python ``re``:
+the same operators (``. [] [^] * + ? {m,n} | () ^ $``), POSIX classes ``[:alpha:]`` and the
+like inside brackets rewritten as Python ranges, a backslash before an ordinary character
+kept as a literal. Patterns longer than ``MAX_REGEX_CHARS`` and nested quantifiers such as
+``(a+)+`` (the classic catastrophic backtracking) are refused at compile time.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable
+from functools import lru_cache
+
+from pochta.sieve.registry import REGISTRY, Capability, Comparator, MatchType
+
+__all__ = ["MAX_REGEX_CHARS", "RELATIONS", "compile_regex", "wildcard_match"]
+
+MAX_REGEX_CHARS = 1024
+RELATIONS = {"gt", "ge", "lt", "le", "eq", "ne"}  # RFC 5231 §5
+
+
+def _is(comparator: Comparator, _: str, value: str, key: str) -> tuple[bool, list[str] | None]:
+    return comparator.compare(value, key) == 0, None
+
+
+def _contains(
+    comparator: Comparator, _: str, value: str, key: str
+) -> tuple[bool, list[str] | None]:
+    assert comparator.fold is not None
+    return comparator.fold(key) in comparator.fold(value), None
+
+
+def _same(text: str) -> str:
+    return text
+
+
+def _pattern(key: str) -> list[str]:
+    """The key's pieces: "*", "?" or one literal character (``\\`` escapes the next)."""
+    out: list[str] = []
+    i = 0
+    while i < len(key):
+        c = key[i]
+        if c == "\\" and i + 1 < len(key):
+            out.append("\\" + key[i + 1])
+            i += 2
+            continue
+        out.append(c)
+        i += 1
+    return out
+
+
+def wildcard_match(
+    value: str, key: str, fold: Callable[[str], str] | None = None
+) -> list[str] | None:
+    """RFC 5228 §2.7.1 ``:matches``: the match variables (``[whole, *1, ...]``) or None.
+    ``fold`` maps characters for comparison (a comparator's ``fold``)."""
+    f: Callable[[str], str] = fold if fold is not None else _same
+    pieces = _pattern(key)
+    fv = [f(c) for c in value]
+    n, m = len(value), len(pieces)
+    # captures[k]: (start, end) of the k-th wildcard
+    caps: list[tuple[int, int]] = []
+    vi = pi = 0
+    star_pi = -1  # the piece index after the last '*'
+    star_vi = 0
+    star_caps = 0
+    while vi < n or pi < m:
+        if pi < m:
+            p = pieces[pi]
+            if p == "*":
+                caps.append((vi, vi))
+                star_pi, star_vi, star_caps = pi + 1, vi, len(caps)
+                pi += 1
+                continue
+            if vi < n:
+                if p == "?":
+                    caps.append((vi, vi + 1))
+                    vi += 1
+                    pi += 1
+                    continue
+                lit = p[1] if len(p) == 2 and p[0] == "\\" else p
+                if f(lit) == fv[vi]:
+                    vi += 1
+                    pi += 1
+                    continue
+        if star_pi < 0 or star_vi >= n:
+            return None
+        # let the last '*' take one more character and retry after it
+        star_vi += 1
+        del caps[star_caps:]
+        start = caps[star_caps - 1][0]
+        caps[star_caps - 1] = (start, star_vi)
+        vi, pi = star_vi, star_pi
+    return [value] + [value[a:b] for a, b in caps]
+
+
+def _matches(comparator: Comparator, _: str, value: str, key: str) -> tuple[bool, list[str] | None]:
+    caps = wildcard_match(value, key, comparator.fold)
+    return caps is not None, caps
+
+
+def _relation(comparator: Comparator, relation: str, value: str, key: str) -> bool:
+    c = comparator.compare(value, key)
+    # RFC 5231 §5
+    return {
+        "gt": c > 0,
+        "ge": c >= 0,
+        "lt": c < 0,
+        "le": c <= 0,
+        "eq": c == 0,
+        "ne": c != 0,
+    }[relation]
+
+
+def _check_relation(relation: str) -> str | None:
+    if relation.lower() not in RELATIONS:
+        return (
+            f'unknown relation \'{relation}\': use one of "gt", "ge", "lt", "le", '
+            '"eq", "ne" (RFC 5231)'
+        )
+    return None
+
+
+def _count(
+    comparator: Comparator, relation: str, value: str, key: str
+) -> tuple[bool, list[str] | None]:
+    return _relation(comparator, relation.lower(), value, key), None
+
+
+def _value_rel(
+    comparator: Comparator, relation: str, value: str, key: str
+) -> tuple[bool, list[str] | None]:
+    return _relation(comparator, relation.lower(), value, key), None
+
+
+_POSIX_CLASSES = {
+    "alpha": "a-zA-Z",
+    "digit": "0-9",
+    "alnum": "a-zA-Z0-9",
+    "upper": "A-Z",
+    "lower": "a-z",
+    "space": " \\t\\n\\r\\f\\v",
+    "blank": " \\t",
+    "punct": "!-/:-@\\[-`{-~",
+    "print": " -~",
+    "graph": "!-~",
+    "cntrl": "\\x00-\\x1f\\x7f",
+    "xdigit": "0-9A-Fa-f",
+}
+_NESTED = re.compile(r"\([^()]*[*+}][^()]*\)\s*[*+{]")
+
+
+def _translate(pattern: str) -> str:
+    out: list[str] = []
+    i = 0
+    n = len(pattern)
+    while i < n:
+        c = pattern[i]
+        if c == "\\" and i + 1 < n:
+            out.append(re.escape(pattern[i + 1]))
+            i += 2
+        elif c == "[":
+            j = i + 1
+            part = ["["]
+            if j < n and pattern[j] == "^":
+                part.append("^")
+                j += 1
+            if j < n and pattern[j] == "]":
+                part.append("\\]")
+                j += 1
+            while j < n and pattern[j] != "]":
+                if pattern.startswith("[:", j):
+                    k = pattern.find(":]", j + 2)
+                    cls = _POSIX_CLASSES.get(pattern[j + 2 : k]) if k > 0 else None
+                    if cls is None:
+                        raise ValueError(f"unknown character class in regex {pattern!r}")
+                    part.append(cls)
+                    j = k + 2
+                    continue
+                ch = pattern[j]
+                part.append("\\" + ch if ch in "\\[" else ch)
+                j += 1
+            if j >= n:
+                raise ValueError(f"unbalanced '[' in regex {pattern!r}")
+            part.append("]")
+            out.append("".join(part))
+            i = j + 1
+        else:
+            out.append(c)
+            i += 1
+    return "".join(out)
+
+
+@lru_cache(maxsize=256)
+def compile_regex(pattern: str, ignore_case: bool) -> re.Pattern[str]:
+    """The Python regex for a POSIX ERE key; ValueError says what is wrong with it."""
+    if len(pattern) > MAX_REGEX_CHARS:
+        raise ValueError(f"regex longer than {MAX_REGEX_CHARS} characters")
+    if _NESTED.search(pattern):
+        raise ValueError(
+            f"regex {pattern!r} repeats a repeated group (like '(a+)+'), which can take "
+            "exponential time; rewrite it without nested repetition"
+        )
+    try:
+        return re.compile(_translate(pattern), re.DOTALL | (re.IGNORECASE if ignore_case else 0))
+    except re.error as e:
+        raise ValueError(f"bad regex {pattern!r}: {e}") from None
+
+
+def _regex(comparator: Comparator, _: str, value: str, key: str) -> tuple[bool, list[str] | None]:
+    try:
+        rx = compile_regex(key, comparator.fold is not None and comparator.name != "i;octet")
+    except ValueError:
+        return False, None
+    m = rx.search(value)
+    if m is None:
+        return False, None
+    return True, [m.group(0)] + [g or "" for g in m.groups()]
+
+
+def _check_regex(key: str, comparator: Comparator) -> str | None:
+    if "${" in key:
+        return None  # checked when the variables are known
+    try:
+        compile_regex(key, True)
+    except ValueError as e:
+        return str(e)
+    return None
+
+
+REGISTRY.add_capability(Capability("relational"))
+REGISTRY.add_capability(Capability("regex"))
+for _mt in (
+    MatchType(name="is", capability="", match=_is),
+    MatchType(name="contains", capability="", match=_contains, needs_substring=True),
+    MatchType(name="matches", capability="", match=_matches, needs_substring=True),
+    MatchType(
+        name="count",
+        capability="relational",
+        match=_count,
+        arg="string",
+        counts=True,
+        validate_arg=_check_relation,
+    ),
+    MatchType(
+        name="value",
+        capability="relational",
+        match=_value_rel,
+        arg="string",
+        validate_arg=_check_relation,
+    ),
+    MatchType(
+        name="regex",
+        capability="regex",
+        match=_regex,
+        needs_substring=True,
+        validate_key=_check_regex,
+    ),
+):
+    REGISTRY.add_match_type(_mt)
