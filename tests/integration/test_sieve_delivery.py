@@ -9,6 +9,8 @@ zone server and an aiosmtpd sink as the relayhost (as tests/integration/test_for
 from __future__ import annotations
 
 import asyncio
+import email
+import email.policy
 import imaplib
 import smtplib
 import time
@@ -18,6 +20,7 @@ from pathlib import Path
 import pytest
 
 from pochta.config.load import load_settings
+from pochta.sieve.script import CAPABILITIES
 from pochta.sieve.scripts import ScriptStore
 from tests.dnsserver import ZoneServer
 from tests.harness import (
@@ -31,6 +34,7 @@ from tests.harness import (
     serving_in_process,
     set_key,
     wait_files,
+    wait_maildir,
 )
 from tests.integration.test_remote_agent import Sink, SinkController, free_port
 
@@ -39,9 +43,11 @@ ALICE = f"alice@{DOMAIN}"
 BOB = f"bob@{DOMAIN}"
 CAROL = f"carol@{DOMAIN}"
 
-FILTER = """require ["fileinto", "imap4flags", "reject", "mailbox"];
+FILTER = """require ["fileinto", "reject", "mailbox"];
 if header :contains "subject" "file me" {
-    fileinto :create :flags ["\\\\Flagged", "$Work"] "Work";
+    fileinto :create "Work";
+} elsif header :contains "subject" "missing folder" {
+    fileinto "Missing";
 } elsif header :contains "subject" "drop me" {
     discard;
 } elsif header :contains "subject" "refuse me" {
@@ -82,32 +88,64 @@ def server(pochta_env: PochtaEnv) -> Iterator[tuple[PochtaEnv, ServeProcess]]:
         yield pochta_env, proc
 
 
-def test_fileinto_with_flags_discard_and_reject(server: tuple[PochtaEnv, ServeProcess]) -> None:
+def imap_folder(env: PochtaEnv, folder: str) -> list[str]:
+    """The FLAGS of every message of ``folder`` of Alice, over IMAP."""
+    c = imaplib.IMAP4("127.0.0.1", env.ports["imap"], timeout=10)
+    try:
+        c.login(ALICE, PASSWORD)
+        typ, data = c.select(folder)
+        assert typ == "OK", data
+        count = int(data[0] or b"0")
+        if not count:
+            return []
+        typ, fetched = c.fetch(f"1:{count}", "(FLAGS)")
+        assert typ == "OK"
+        return [f.decode() for f in fetched if isinstance(f, bytes)]
+    finally:
+        c.logout()
+
+
+def test_fileinto_discard_and_reject(server: tuple[PochtaEnv, ServeProcess]) -> None:
     env, proc = server
     write_script(env, ALICE, "filter", FILTER)
     send(env, BOB, ALICE, "please file me")
     send(env, BOB, ALICE, "drop me now")
     send(env, BOB, ALICE, "refuse me please")
+    send(env, BOB, ALICE, "to a missing folder")  # fileinto without :create: INBOX
     send(env, BOB, ALICE, "just hello")
-    # The fourth message is kept in INBOX: by then the first three were handled.
-    assert len(wait_files(env, "alice", 1)) == 1
+    assert len(wait_files(env, "alice", 2)) == 2
     proc.wait_for("sieve_discard")
-    c = imaplib.IMAP4("127.0.0.1", env.ports["imap"], timeout=10)
-    c.login(ALICE, PASSWORD)
-    typ, data = c.select("Work")
-    assert typ == "OK", data
-    assert data == [b"1"]
-    typ, fetched = c.fetch("1", "(FLAGS)")
-    flags = fetched[0].decode()  # type: ignore[union-attr]
-    assert "\\Flagged" in flags
-    assert "$Work" in flags
-    c.logout()
+    proc.wait_for("sieve_fileinto_failed")
+    assert len(imap_folder(env, "Work")) == 1
+    assert len(imap_folder(env, "INBOX")) == 2
     # The reject: the sender gets a DSN with 5.7.1 and the script's reason.
     [dsn] = wait_files(env, "bob", 1)
     status = dsn_status_text(dsn)
-    assert "5.7.1" in status
-    assert "Alice does not take this mail." in status
-    assert len(mailbox_all(env, "alice")) == 2  # INBOX + Work: nothing of the dropped one
+    assert "Status: 5.7.1" in status
+    # The script's reason, in the part for a person (RFC 3464 §2: text/plain first).
+    report = email.message_from_bytes(dsn.read_bytes(), policy=email.policy.default)
+    text = next(p for p in report.walk() if p.get_content_type() == "text/plain")
+    assert "Alice does not take this mail." in text.get_content()
+    assert len(mailbox_all(env, "alice")) == 3  # INBOX 2 + Work 1: the dropped one nowhere
+
+
+@pytest.mark.skipif(
+    "imap4flags" not in CAPABILITIES, reason="the interpreter has no imap4flags yet"
+)
+def test_fileinto_with_flags(server: tuple[PochtaEnv, ServeProcess]) -> None:
+    env, _ = server
+    write_script(
+        env,
+        ALICE,
+        "flags",
+        'require ["fileinto", "imap4flags", "mailbox"];\n'
+        'fileinto :create :flags ["\\\\Flagged", "$Work"] "Work";\n',
+    )
+    send(env, BOB, ALICE, "flag me")
+    wait_maildir(env.data_dir / "mail" / DOMAIN / "alice" / ".Work", 1, 15)
+    [flags] = imap_folder(env, "Work")
+    assert "\\Flagged" in flags
+    assert "$Work" in flags
 
 
 def mailbox_all(env: PochtaEnv, local: str) -> list[Path]:
@@ -115,6 +153,7 @@ def mailbox_all(env: PochtaEnv, local: str) -> list[Path]:
     return [p for p in root.rglob("*") if p.is_file() and p.parent.name in ("new", "cur")]
 
 
+@pytest.mark.skipif("vacation" not in CAPABILITIES, reason="the interpreter has no vacation yet")
 def test_vacation_once_per_period_not_to_bulk_or_null(
     server: tuple[PochtaEnv, ServeProcess],
 ) -> None:

@@ -35,7 +35,6 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import hashlib
-import importlib
 import threading
 import time
 import uuid
@@ -50,6 +49,7 @@ from pochta.logs import get_logger
 from pochta.protocols.smtp.replies import Reply
 from pochta.queue.envelope import Envelope as QueueEnvelope
 from pochta.queue.envelope import Recipient
+from pochta.sieve import script as interpreter
 from pochta.sieve.actions import (
     Action,
     Discard,
@@ -220,9 +220,9 @@ class _CompileCache:
         self._lock = threading.Lock()
         self.compiles = 0  # how many times a script was compiled (tests count them)
 
-    def get(self, account: str, script: StoredScript, compile_one: Callable[[], object]) -> object:
-        version = script.version or hashlib.sha256(script.text.encode()).hexdigest()
-        key = (account.lower(), script.scope, script.name, version)
+    def get(self, account: str, stored: StoredScript, compile_one: Callable[[], object]) -> object:
+        version = stored.version or hashlib.sha256(stored.text.encode()).hexdigest()
+        key = (account.lower(), stored.scope, stored.name, version)
         with self._lock:
             if key in self._items:
                 self._items.move_to_end(key)
@@ -239,20 +239,6 @@ class _CompileCache:
         return compiled
 
 
-def _interpreter() -> Any:
-    # The interpreter (pochta.sieve.script), imported at first use.
-    return importlib.import_module("pochta.sieve.script")
-
-
-def _default_compile(*args: Any, **kwargs: Any) -> Any:
-    return _interpreter().compile_script(*args, **kwargs)
-
-
-def _default_run(*args: Any, **kwargs: Any) -> SieveResult:
-    result: SieveResult = _interpreter().run_script(*args, **kwargs)
-    return result
-
-
 class SieveDelivery:
     """Sieve for local delivery; see the module docstring."""
 
@@ -267,8 +253,8 @@ class SieveDelivery:
         spam_junk_score: float = 6.0,
         spam_max_score: float = 15.0,  # 0 (the setting's "never"): 15, Rspamd's reject
         mailbox_exists: Callable[[str, str], bool] | None = None,
-        compile_script: CompileFn = _default_compile,
-        run_script: RunFn = _default_run,
+        compile_script: CompileFn = interpreter.compile_script,
+        run_script: RunFn = interpreter.run_script,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.source = source
