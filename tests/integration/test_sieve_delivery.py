@@ -247,3 +247,25 @@ async def test_redirect_leaves_with_srs_and_arc(pochta_env: PochtaEnv) -> None:
     assert f"Delivered-To: {ALICE}".encode() in got.content
     # Redirected, not kept (the redirect is queued before the delivery ends): no copy here.
     assert mailbox_all(env, "alice") == []
+
+
+def test_before_script_then_personal_while_keep_in_force(
+    server: tuple[PochtaEnv, ServeProcess],
+) -> None:
+    env, _ = server
+    store = ScriptStore.from_settings(load_settings(env.config_path))
+    store.put_global(
+        DOMAIN,
+        "before",
+        'require ["fileinto", "mailbox"];\n'
+        'if header :contains "subject" "stop" { fileinto :create "Stopped"; } else { keep; }\n',
+    )
+    write_script(env, ALICE, "mine", 'require ["fileinto", "mailbox"];\nfileinto :create "Mine";\n')
+    send(env, BOB, ALICE, "stop here")  # the before script filed it: no keep, no more scripts
+    send(env, BOB, ALICE, "go on")  # kept by the before script, filed by the personal one too
+    assert len(wait_files(env, "alice", 1)) == 1
+    mine = wait_maildir(env.data_dir / "mail" / DOMAIN / "alice" / ".Mine", 1, 15)
+    stopped = wait_maildir(env.data_dir / "mail" / DOMAIN / "alice" / ".Stopped", 1, 15)
+    assert b"Subject: go on" in mine[0].read_bytes()
+    assert b"Subject: stop here" in stopped[0].read_bytes()
+    assert len(mailbox_all(env, "alice")) == 3
