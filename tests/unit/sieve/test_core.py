@@ -262,3 +262,8 @@ def test_max_run_seconds_with_an_injected_clock() -> None:
         run_script(script, context(clock=lambda: float(next(ticks))), limits=limits)
     result = run_script(script, context(clock=lambda: 0.0), limits=limits)
     assert result.actions == (Keep(),)
+
+
+def test_redirect_invalid_address_at_run_time() -> None:
+    with pytest.raises(SieveRuntimeError, match="invalid address"):
+        run('require "variables"; set "a" "no address"; redirect "${a}";')

@@ -2,9 +2,13 @@
 in ``registry.REGISTRY``."""
 
 from pochta.sieve.extensions import (  # noqa: F401 - imported to register
+    body,
     core,
+    encoded,
     environment,
     fileinto,
     ihave,
+    imap4flags,
     reject,
+    variables,
 )
