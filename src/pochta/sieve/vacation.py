@@ -19,6 +19,7 @@ Who is never answered (each rule cites its source on its line):
 
 from __future__ import annotations
 
+import hashlib
 import quopri
 from collections.abc import Collection, Iterable
 from datetime import datetime
@@ -33,6 +34,8 @@ from pochta.sieve.context import Envelope
 
 __all__ = [
     "build_reply",
+    "default_handle",
+    "period_seconds",
     "may_answer",
     "normal_address",
     "reply_references",
@@ -122,6 +125,29 @@ def may_answer(message: bytes, envelope: Envelope, addresses: Collection[str]) -
         # RFC 5230 §4.5: only answer mail that names the user in a recipient field.
         return "none of the user's addresses is in To, Cc, Bcc or Resent-* (RFC 5230 §4.5)"
     return None
+
+
+def period_seconds(
+    asked: int | None, *, default: int, minimum: int, maximum: int
+) -> int:
+    """The period to stay silent to one sender: ``asked`` (from :days or :seconds, in
+    seconds; None when neither was given, then ``default``) kept within ``minimum`` and
+    ``maximum`` ([sieve] vacation_min/max_period_seconds; a maximum of 0 is no limit, as
+    Dovecot's sieve_vacation_max_period). RFC 5230 §4.1 and RFC 6131 §2 let the site bound
+    what a script asks."""
+    value = default if asked is None else asked
+    if maximum and value > maximum:
+        value = maximum
+    return max(value, minimum)
+
+
+def default_handle(reason: str, subject: str, from_address: str, mime: bool) -> str:
+    """RFC 5230 §4.2: without :handle, two vacation commands are the same when the
+    arguments that make the reply are the same; the handle is a digest of them."""
+    digest = hashlib.sha256()
+    for part in (reason, subject, from_address, "mime" if mime else ""):
+        digest.update(part.encode("utf-8", "surrogatepass") + b"\0")
+    return "vacation-" + digest.hexdigest()[:32]
 
 
 def reply_subject(message: bytes) -> str:

@@ -79,7 +79,12 @@ def test_protected_and_valid() -> None:
 
 @pytest.mark.parametrize(
     ("value", "ok"),
-    [("a b", True), ("a\r\n b", True), ("a\nb", False), ("a\rb", False), ("a\0", False)],
+    [("a b", True), ("a\r\n b", True), ("a\nb", True), ("a\x07", True), ("a\0", False)],
 )
 def test_valid_values(value: str, ok: bool) -> None:
     assert valid_field_value(value) is ok
+
+
+def test_multiline_values_are_unfolded() -> None:
+    assert encode_value("Frop\nFrml") == "Frop Frml"
+    assert encode_value("by sieve.example.com\nid 3; Mon\n") == "by sieve.example.com id 3; Mon"

@@ -12,6 +12,8 @@ from pochta.sieve.actions import Vacation
 from pochta.sieve.context import Envelope
 from pochta.sieve.vacation import (
     build_reply,
+    default_handle,
+    period_seconds,
     may_answer,
     reply_references,
     reply_subject,
@@ -168,3 +170,20 @@ def test_mime_reason_is_the_entity() -> None:
     parts = [p.get_content_type() for p in msg.iter_parts()]
     assert parts == ["text/plain", "text/html"]
     assert raw.count(b"MIME-Version") == 1
+
+
+def test_period_is_clamped() -> None:
+    limits = {"default": 7 * 86400, "minimum": 86400, "maximum": 30 * 86400}
+    assert period_seconds(None, **limits) == 7 * 86400
+    assert period_seconds(0, **limits) == 86400  # RFC 6131 §2: the site's floor
+    assert period_seconds(3600, **limits) == 86400
+    assert period_seconds(365 * 86400, **limits) == 30 * 86400
+    assert period_seconds(365 * 86400, default=1, minimum=0, maximum=0) == 365 * 86400
+    assert period_seconds(0, default=1, minimum=0, maximum=0) == 0
+
+
+def test_default_handle_follows_the_reply() -> None:
+    a = default_handle("gone", "Auto: x", "me@example.com", mime=False)
+    assert a == default_handle("gone", "Auto: x", "me@example.com", mime=False)
+    assert a != default_handle("gone!", "Auto: x", "me@example.com", mime=False)
+    assert a != default_handle("gone", "Auto: x", "me@example.com", mime=True)

@@ -12,3 +12,13 @@ from pochta.sieve.extensions import (  # noqa: F401 - imported to register
     reject,
     variables,
 )
+
+# Branch sieve-ext (RFC 5260, 5293, 7352, 5235, 5230/6131, 6609); index after date (it wraps it).
+from pochta.sieve.extensions import (  # noqa: E402, F401, I001 - imported to register
+    date,
+    index,
+    duplicate,
+    spamtest,
+    editheader,
+    vacation,
+)

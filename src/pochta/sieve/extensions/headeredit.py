@@ -25,8 +25,9 @@ __all__ = [
     "valid_field_value",
 ]
 
-# RFC 5293 §7: Received and Auto-Submitted MUST NOT be deleted, and adding Auto-Submitted
-# SHOULD NOT be allowed; §7 also lets an implementation protect more. We protect those two.
+# RFC 5293 §7: a script must not remove the trace of how the message came (Received) nor
+# its automatic-mail marker (Auto-Submitted, RFC 3834). Deleting them is ignored; adding
+# them is allowed (it hides nothing), as in Dovecot Pigeonhole.
 PROTECTED_FIELDS = frozenset({"received", "auto-submitted"})
 
 # RFC 5322 §2.2 field-name = 1*ftext; RFC 5293 §4: a name that is not one is an error.
@@ -38,9 +39,9 @@ def valid_field_name(name: str) -> bool:
 
 
 def valid_field_value(value: str) -> bool:
-    """RFC 5293 §4: the value must not hold CR or LF except folding (we refuse bare CR/LF
-    and NUL; folding is re-done by us)."""
-    return "\0" not in value and not re.search(r"\r(?!\n)|(?<!\r)\n(?![ \t])|\r\n(?![ \t])", value)
+    """RFC 5293 §4: a value is text; its line breaks are folded by us, but a NUL can be in
+    no header field (RFC 5322 §2.2)."""
+    return "\0" not in value
 
 
 def is_protected(name: str) -> bool:
@@ -50,7 +51,7 @@ def is_protected(name: str) -> bool:
 def encode_value(value: str) -> str:
     """RFC 5293 §4 and §5: a value with non-ASCII text is stored as RFC 2047 encoded words
     (UTF-8); an ASCII value as given, its line breaks unfolded to single spaces."""
-    value = re.sub(r"\r?\n[ \t]*", " ", value)
+    value = re.sub(r"[ \t]*\r?\n[ \t]*", " ", value).strip(" \t")
     if value.isascii():
         return value
     return Header(value, "utf-8").encode(linesep="\r\n")
