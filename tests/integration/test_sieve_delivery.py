@@ -164,13 +164,15 @@ def test_vacation_once_per_period_not_to_bulk_or_null(
     send(env, CAROL, ALICE, "bulk", extra="Precedence: bulk\r\n")
     send(env, "", ALICE, "from the null sender")
     assert len(wait_files(env, "alice", 4)) == 4
-    [reply] = wait_files(env, "bob", 1)
-    text = reply.read_bytes()
+    replies = wait_files(env, "bob", 1)
+    assert len(replies) == 1, [p.read_bytes()[:400] for p in replies]
+    text = replies[0].read_bytes()
     assert b"Auto-Submitted: auto-replied" in text
     assert b"Subject: Away" in text
     assert b"Return-Path: <>" in text  # RFC 3834 §3.3: sent from the null sender
-    # The skipped ones are logged (the same sender within the period, bulk, <>).
-    proc.wait_for("sieve_vacation_skipped", count=3)
+    # The second message from Bob: skipped, and logged (bulk and <> may already be left
+    # out by the interpreter, RFC 5230 §4.6).
+    proc.wait_for("sieve_vacation_skipped")
     # One reply was sent in all; the decisions are logged before each delivery's 250.
     assert len(proc.events("sieve_vacation")) == 1
     send(env, BOB, BOB, "marker")

@@ -3,6 +3,7 @@ with hand-made results from a fake interpreter, a real Maildir store and a fake 
 
 from __future__ import annotations
 
+import asyncio
 import time
 from pathlib import Path
 from types import SimpleNamespace
@@ -320,6 +321,13 @@ async def test_vacation_once_per_period_from_null_sender(tmp_path: Path) -> None
     rig.state.clock = lambda: time.time() + 2 * 86400
     await rig.deliver("A3")
     assert len(rig.door.submitted) == 2
+
+
+async def test_vacation_two_messages_at_once_get_one_reply(tmp_path: Path) -> None:
+    rig = Rig(tmp_path, [script("a")], {"a": SieveResult(actions=(vacation(),))})
+    await asyncio.gather(*(rig.deliver(f"A{n}") for n in range(4)))
+    assert len(rig.door.submitted) == 1
+    assert len(rig.folder("INBOX")) == 4
 
 
 async def test_vacation_not_to_bulk_or_null_sender(tmp_path: Path) -> None:

@@ -531,9 +531,11 @@ class SieveDelivery:
                 self.state.side_effect_done, info.queue_id, info.recipient, key
             ):
                 continue
-            if await asyncio.to_thread(
-                self.state.vacation_answered, info.account, vacation.handle, to
-            ):
+            period = self._vacation_period(vacation.period_seconds)
+            claimed = await asyncio.to_thread(
+                self.state.claim_vacation, info.account, vacation.handle, to, period
+            )
+            if not claimed:
                 log.info(
                     "sieve_vacation_skipped",
                     queue_id=info.queue_id,
@@ -559,11 +561,13 @@ class SieveDelivery:
                 size=len(reply),
                 protocol="ESMTP",
             )
-            queued = await door.submit(envelope, reply)
-            period = self._vacation_period(vacation.period_seconds)
-            await asyncio.to_thread(
-                self.state.record_vacation, info.account, vacation.handle, to, period
-            )
+            try:
+                queued = await door.submit(envelope, reply)
+            except BaseException:
+                await asyncio.to_thread(
+                    self.state.release_vacation, info.account, vacation.handle, to
+                )
+                raise
             await asyncio.to_thread(
                 self.state.record_side_effect, info.queue_id, info.recipient, key
             )

@@ -114,6 +114,40 @@ class SieveState:
         )
         return row is not None and float(row[0]) > self.clock()
 
+    def claim_vacation(self, account: str, handle: str, sender: str, period: float) -> bool:
+        """Record that ``sender`` is being answered for ``handle`` until now + ``period``,
+        unless it was answered and the period is not over: False then. One transaction, so
+        two messages delivered at once from the same sender get one reply between them."""
+        now = self.clock()
+        conn = self._connect()
+        key = (account.lower(), handle, sender.lower())
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            row = conn.execute(
+                "SELECT until FROM vacation WHERE account = ? AND handle = ? AND sender = ?", key
+            ).fetchone()
+            if row is not None and float(row[0]) > now:
+                conn.execute("COMMIT")
+                return False
+            conn.execute(
+                "INSERT OR REPLACE INTO vacation (account, handle, sender, until) "
+                "VALUES (?, ?, ?, ?)",
+                (*key, now + period),
+            )
+            conn.execute("COMMIT")
+        except BaseException:
+            conn.execute("ROLLBACK")
+            raise
+        self._purge(conn, now)
+        return True
+
+    def release_vacation(self, account: str, handle: str, sender: str) -> None:
+        """Forget a claim whose reply could not be queued (it is tried again)."""
+        self._connect().execute(
+            "DELETE FROM vacation WHERE account = ? AND handle = ? AND sender = ?",
+            (account.lower(), handle, sender.lower()),
+        )
+
     def record_vacation(self, account: str, handle: str, sender: str, period: float) -> None:
         now = self.clock()
         conn = self._connect()
