@@ -4,6 +4,7 @@ with hand-made results from a fake interpreter, a real Maildir store and a fake 
 from __future__ import annotations
 
 import asyncio
+import threading
 import time
 from pathlib import Path
 from types import SimpleNamespace
@@ -12,6 +13,7 @@ from typing import Any, Literal, cast
 import pytest
 
 from pochta.cleanup.verdict import Verdict
+from pochta.deliver import sieve_delivery
 from pochta.deliver.mailbox import MailboxAgent
 from pochta.deliver.sieve_delivery import SieveDelivery, plan_results
 from pochta.directory.base import Directory
@@ -224,6 +226,30 @@ async def test_compile_error_and_runtime_error_keep_in_inbox(tmp_path: Path) -> 
         done = await rig.deliver()
         assert done.reply.code == 250
         assert len(rig.folder("INBOX")) == 1
+
+
+async def test_a_run_past_its_time_is_kept_in_inbox(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The backstop when the interpreter's own clock did not stop a run: the message is
+    kept; the thread is left to end."""
+    release = threading.Event()
+    rig = Rig(tmp_path, [script("a")], {})
+
+    def stuck(*_: Any, **__: Any) -> SieveResult:
+        release.wait(10)
+        return SieveResult(actions=(Discard(),), implicit_keep=False)
+
+    assert rig.agent.sieve is not None
+    rig.agent.sieve._run = stuck
+    rig.agent.sieve.limits = SieveLimits(max_run_seconds=0.01)
+    monkeypatch.setattr(sieve_delivery, "RUN_GRACE_SECONDS", 0.0)
+    try:
+        done = await rig.deliver()
+    finally:
+        release.set()
+    assert done.reply.code == 250
+    assert len(rig.folder("INBOX")) == 1
 
 
 async def test_compiled_once_per_version(tmp_path: Path) -> None:
