@@ -23,6 +23,7 @@ from typing import TYPE_CHECKING, Literal, Protocol
 
 if TYPE_CHECKING:
     from pochta.cleanup.pipeline import CleanupInput, CleanupResult
+    from pochta.cleanup.verdict import Verdict
     from pochta.config.settings import Settings
     from pochta.deliver.mailbox import MailboxResult
     from pochta.directory.authenticator import AuthResult
@@ -167,6 +168,12 @@ class MailboxDelivery(Protocol):
         content: bytes,
         verdict_folder: str = "",
         extension: str = "",
+        verdict: Verdict | None = None,
+        original_recipient: str = "",
+        client_ip: str = "",
+        client_host: str = "",
+        auth_user: str = "",
+        lmtp: bool = False,
     ) -> MailboxResult: ...
 
 

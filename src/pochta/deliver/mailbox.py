@@ -19,6 +19,12 @@ The folder (:meth:`MailboxAgent.folder_for`):
 
 A verdict folder the store refuses (a bad name) falls back to INBOX: the message is
 delivered, and the log says why.
+
+With ``[sieve] enabled`` (``sieve``, deliver/sieve_delivery.py) the account's scripts decide
+instead: the folder above is their default mailbox (keep), and the agent stores each copy
+they ask for (fileinto, with flags), refuses (reject), drops (discard) or has the redirects
+and vacation replies sent. The first copy has the dedupe key queue id + recipient, each
+further one that key + "/" + its folder, so a retry finds every copy made before.
 """
 
 from __future__ import annotations
@@ -26,11 +32,20 @@ from __future__ import annotations
 import asyncio
 from dataclasses import dataclass
 
+from pochta.cleanup.verdict import Verdict
+from pochta.deliver.sieve_delivery import DeliveryInfo, Plan, SieveDelivery, reject_reply
 from pochta.directory.base import Directory
 from pochta.logs import get_logger
 from pochta.mime.headers import leading_fields
 from pochta.protocols.smtp.replies import Reply
-from pochta.store.base import INBOX, MailStore, StoreError, StoreFull, StoreUnavailable
+from pochta.store.base import (
+    INBOX,
+    Delivered,
+    MailStore,
+    StoreError,
+    StoreFull,
+    StoreUnavailable,
+)
 
 log = get_logger("deliver.mailbox")
 
@@ -75,11 +90,24 @@ class MailboxAgent:
         *,
         default_message_limit: int = 0,
         save_to_detail_mailbox: bool = False,
+        sieve: SieveDelivery | None = None,
     ):
         self.store = store
         self.directory = directory
         self.default_message_limit = default_message_limit
         self.save_to_detail_mailbox = save_to_detail_mailbox
+        self.sieve = sieve
+
+    def folder_exists(self, account: str, name: str) -> bool:
+        """Whether ``account`` has the folder ``name`` (Sieve's mailboxexists, fileinto)."""
+        if name.upper() == INBOX:
+            return True
+        try:
+            return any(f.name == name for f in self.store.list_folders(account))
+        except StoreUnavailable:
+            raise
+        except StoreError:
+            return False
 
     def folder_for(self, account: str, verdict_folder: str, extension: str) -> str:
         """The folder to deliver into (see the module docstring for the order)."""
@@ -120,9 +148,16 @@ class MailboxAgent:
         content: bytes,
         verdict_folder: str = "",
         extension: str = "",
+        verdict: Verdict | None = None,
+        original_recipient: str = "",
+        client_ip: str = "",
+        client_host: str = "",
+        auth_user: str = "",
+        lmtp: bool = False,
     ) -> MailboxResult:
         """Deliver one copy to ``account``; ``verdict_folder`` and ``extension`` choose the
-        folder (:meth:`folder_for`)."""
+        folder (:meth:`folder_for`). With Sieve, the scripts decide (module docstring); the
+        rest of the arguments are what they see of the envelope and the client."""
         if delivered_to_loop(content, account):
             reply = Reply(554, "5.4.6", f"<{account}>: mail forwarding loop (Delivered-To)")
             return MailboxResult(recipient, reply)
@@ -131,6 +166,34 @@ class MailboxAgent:
         if over is not None:
             return MailboxResult(recipient, over)
         dedupe_key = f"{queue_id}/{recipient}"
+        if self.sieve is not None:
+            info = DeliveryInfo(
+                queue_id=queue_id,
+                sender=sender,
+                recipient=recipient,
+                account=account,
+                original_recipient=original_recipient,
+                extension=extension,
+                verdict=verdict if verdict is not None else Verdict(),
+                client_ip=client_ip,
+                client_host=client_host,
+                auth_user=auth_user,
+                lmtp=lmtp,
+            )
+            try:
+                folder = await asyncio.to_thread(
+                    self.folder_for, account, verdict_folder, extension
+                )
+            except StoreError as exc:
+                log.error(
+                    "mailbox_write_failed", queue_id=queue_id, account=account, error=str(exc)
+                )
+                return MailboxResult(
+                    recipient, Reply(451, "4.3.0", "mailbox temporarily unavailable")
+                )
+            plan = await self.sieve.plan(info, content, folder)
+            if plan is not None:
+                return await self._deliver_plan(self.sieve, info, plan, content)
         try:
             folder = await asyncio.to_thread(self.folder_for, account, verdict_folder, extension)
             try:
@@ -163,3 +226,108 @@ class MailboxAgent:
         if done.duplicate:
             text += " (already delivered)"
         return MailboxResult(recipient, Reply(250, "2.0.0", text))
+
+    async def _deliver_plan(
+        self, sieve: SieveDelivery, info: DeliveryInfo, plan: Plan, content: bytes
+    ) -> MailboxResult:
+        """Carry out what the scripts decided (deliver/sieve_delivery.py)."""
+        queue_id, account, recipient = info.queue_id, info.account, info.recipient
+        for error in plan.errors:
+            log.warning("sieve_conflict", queue_id=queue_id, account=account, note=error)
+        if plan.reject is not None:
+            reply = reject_reply(plan.reject)
+            log.info(
+                "sieve_reject",
+                queue_id=queue_id,
+                account=account,
+                extended=plan.reject.extended,
+                reply=str(reply),
+            )
+            return MailboxResult(recipient, reply)
+        headers = delivery_headers(info.sender, account)
+        if plan.copies:
+            largest = max(len(c.content if c.content is not None else content) for c in plan.copies)
+            over = self.quota_reply(account, len(headers) + largest)
+            if over is not None:
+                return MailboxResult(recipient, over)
+        stored: list[str] = []
+        try:
+            for n, copy in enumerate(plan.copies):
+                message = headers + (copy.content if copy.content is not None else content)
+                key = (
+                    f"{queue_id}/{recipient}" if n == 0 else f"{queue_id}/{recipient}/{copy.folder}"
+                )
+                folder = copy.folder
+                if copy.explicit and not copy.create:
+                    exists = await asyncio.to_thread(self.folder_exists, account, folder)
+                    if not exists:
+                        # RFC 5228 §4.1 leaves it to us; Dovecot (lda_mailbox_autocreate=no)
+                        # files into INBOX and logs the error.
+                        log.warning(
+                            "sieve_fileinto_failed",
+                            queue_id=queue_id,
+                            account=account,
+                            folder=folder,
+                            error="no such folder (fileinto :create makes it); kept in INBOX",
+                        )
+                        folder = INBOX
+                done = await self._store_copy(queue_id, account, message, folder, copy.flags, key)
+                stored.append(done.folder)
+                log.info(
+                    "sieve_fileinto" if copy.explicit else "sieve_keep",
+                    queue_id=queue_id,
+                    account=account,
+                    folder=done.folder,
+                    uid=done.uid,
+                    flags=" ".join(sorted(copy.flags)),
+                    duplicate=done.duplicate,
+                )
+        except StoreFull as exc:
+            log.warning("mailbox_write_failed", queue_id=queue_id, account=account, error=str(exc))
+            return MailboxResult(recipient, Reply(452, "4.3.1", "mailbox storage full, try later"))
+        except StoreError as exc:
+            log.error("mailbox_write_failed", queue_id=queue_id, account=account, error=str(exc))
+            return MailboxResult(recipient, Reply(451, "4.3.0", "mailbox temporarily unavailable"))
+        await sieve.record_duplicates(info, plan)
+        failure = await sieve.side_effects(info, plan, content)
+        if failure is not None:
+            return MailboxResult(recipient, failure)
+        if stored:
+            text = f"delivered to {account} {', '.join(stored)} by Sieve"
+        elif plan.redirects:
+            text = "redirected by Sieve"
+        else:
+            log.info("sieve_discard", queue_id=queue_id, account=account)
+            text = "discarded by Sieve"
+        return MailboxResult(recipient, Reply(250, "2.0.0", text))
+
+    async def _store_copy(
+        self,
+        queue_id: str,
+        account: str,
+        message: bytes,
+        folder: str,
+        flags: frozenset[str],
+        key: str,
+    ) -> Delivered:
+        """One copy into ``folder``; a folder (or flag) the store refuses falls back to
+        INBOX, logged, so the message is not lost."""
+        try:
+            return await asyncio.to_thread(
+                self.store.deliver, account, message, folder=folder, flags=flags, dedupe_key=key
+            )
+        except (StoreFull, StoreUnavailable):
+            raise
+        except StoreError as exc:
+            if folder == INBOX and not flags:
+                raise
+            log.warning(
+                "sieve_fileinto_failed",
+                queue_id=queue_id,
+                account=account,
+                folder=folder,
+                error=str(exc),
+            )
+            return await asyncio.to_thread(
+                self.store.deliver, account, message, folder=INBOX, dedupe_key=key
+            )

@@ -138,6 +138,11 @@ class Deliverer:
                 content=content,
                 verdict_folder=envelope.verdict.delivery_folder,
                 extension=extension,
+                verdict=envelope.verdict,
+                original_recipient=rcpt.original,
+                client_ip=envelope.client_ip,
+                client_host=envelope.client_helo,
+                auth_user=envelope.auth_user,
             )
             attempts.append(Attempt(rcpt.address, result.outcome, str(result.reply)))  # type: ignore[arg-type]
         return attempts

@@ -52,6 +52,7 @@ from pochta.resolve.classes import MailboxDest
 from pochta.tls.streams import reloadable_tls_context, upgrade_to_tls
 
 if TYPE_CHECKING:
+    from pochta.cleanup.verdict import Verdict
     from pochta.runtime import MailRuntime, SessionRuntime
 
 log = get_logger("smtpd")
@@ -545,7 +546,7 @@ class _Session:
             return
         if self.mode == "lmtp":
             await self._deliver_lmtp(
-                queue_id, result.sender, recipients, result.content, result.verdict.delivery_folder
+                queue_id, result.sender, recipients, result.content, result.verdict
             )
             return
         envelope = Envelope(
@@ -592,7 +593,7 @@ class _Session:
         sender: str,
         recipients: list[Recipient],
         content: bytes,
-        verdict_folder: str,
+        verdict: Verdict,
     ) -> None:
         replies = []
         agent = self.mail.mailbox
@@ -607,8 +608,14 @@ class _Session:
                     recipient=rcpt.address,
                     account=dest.account,
                     content=content,
-                    verdict_folder=verdict_folder,
+                    verdict_folder=verdict.delivery_folder,
                     extension=dest.extension,
+                    verdict=verdict,
+                    original_recipient=rcpt.original,
+                    client_ip=self.ip,
+                    client_host=self.helo,
+                    auth_user=self.auth_user,
+                    lmtp=True,  # RFC 5429 §2.1: ereject refuses in the LMTP reply
                 )
                 log.info(
                     "delivery",

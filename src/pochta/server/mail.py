@@ -30,6 +30,7 @@ from pochta.deliver.pipe import PipeAgent
 from pochta.deliver.remote import RemoteAgent
 from pochta.deliver.report import ReportAgent
 from pochta.deliver.router import Deliverer, Router
+from pochta.deliver.sieve_delivery import SieveDelivery
 from pochta.deliver.sts_dane_policy import StsDanePolicy
 from pochta.directory.auth_failures import FailureTracker
 from pochta.directory.authenticator import Authenticator
@@ -50,6 +51,9 @@ from pochta.reports.tls_store import TlsRecorder, open_tls_db
 from pochta.resolve.resolver import DomainClass, Resolver
 from pochta.server.report_job import ReportJob
 from pochta.server.text_indexer import TextIndexer
+from pochta.sieve.limits import SieveLimits
+from pochta.sieve.scripts import ScriptStore
+from pochta.sieve.state import SieveState
 from pochta.spam.greylist import Greylist, GreylistPolicy
 from pochta.spam.quarantine import QUARANTINE_DIR, QuarantineStore
 from pochta.spam.ratelimit import (
@@ -129,6 +133,7 @@ class MailSystem:
         self._delivering = False
         self.pickup: Pickup | None = None  # the master's, made in start()
         self.report_job: ReportJob | None = None  # the master's, made in start()
+        self._sieve_state: SieveState | None = None  # sieve.db, opened by _build when on
         self._build()
         # The one way into the queue (cleanup/door.py): listeners, pickup and notices.
         self.door = Door(
@@ -289,6 +294,21 @@ class MailSystem:
             default_message_limit=s.store.default_message_limit,
             save_to_detail_mailbox=s.delivery.save_to_detail_mailbox,
         )
+        # Sieve at local delivery (deliver/sieve_delivery.py): the scripts of [sieve], the
+        # vacation and duplicate memory in sieve.db, redirects and replies through the door.
+        if s.sieve.enabled:
+            if self._sieve_state is None:
+                self._sieve_state = SieveState.in_data_dir(s.data_dir)
+            self.mailbox.sieve = SieveDelivery(
+                ScriptStore.from_settings(s),
+                self._sieve_state,
+                lambda: self.door,
+                hostname=s.server.hostname,
+                limits=SieveLimits.from_settings(s.sieve),
+                spam_junk_score=s.spam.junk_score,
+                spam_max_score=s.spam.reject_score,
+                mailbox_exists=self.mailbox.folder_exists,
+            )
         # The recipient policies asked at MAIL FROM and RCPT TO (receive/policy.py), in
         # order: SPF, the rate limits, greylisting in mode "always" (above).
         self.policies: list[Policy] = policies
