@@ -29,21 +29,11 @@ def check(ctx: click.Context) -> None:
 
 
 def _print_listeners(settings: Settings) -> None:
-    """One line per listener this version serves ("listen.smtp  127.0.0.1:25", or "off");
-    scripts (the demo banner) read them. A listener configured for a service that does not
-    exist yet gets a warning, not a line: nothing will listen there."""
-    from pochta.server.services import SERVICES
-
+    """One line per listener ("listen.smtp  127.0.0.1:25", or "off"); scripts (the demo
+    banner) read them. Every listener has its service (tests/unit/test_services.py)."""
     for name in LISTENER_NAMES:
         value = getattr(settings.listen, name)
-        if name in SERVICES:
-            click.echo(f"  listen.{name:<12} {value or 'off'}")
-        elif value:
-            click.echo(
-                f"warning: listen.{name} = {value!r}: this version of pochta does not serve "
-                f'{name} yet, so nothing will listen there; set it to ""',
-                err=True,
-            )
+        click.echo(f"  listen.{name:<12} {value or 'off'}")
 
 
 def _print_postmaster(settings: Settings) -> None:
