@@ -13,7 +13,14 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Literal, Protocol
 
-__all__ = ["DuplicateTracker", "Envelope", "MessageContext", "ScriptLoader", "SpamInfo"]
+__all__ = [
+    "DuplicateTracker",
+    "Envelope",
+    "MessageContext",
+    "ScriptLoader",
+    "SpamInfo",
+    "VirusInfo",
+]
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -35,6 +42,15 @@ class SpamInfo:
     score: float = 0.0
     junk_score: float = 6.0  # from here on the message is spam
     max_score: float = 15.0  # the score read as "certainly spam" (spamtest 10, 100%)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class VirusInfo:
+    """A virus scanner's verdict, for virustest (RFC 5235 §3.3): ``status`` 0 = not tested
+    (pochta has no scanner of its own), 1 = no virus found ... 5 = a virus that could not be
+    removed, as the RFC numbers them."""
+
+    status: int = 0
 
 
 class DuplicateTracker(Protocol):
@@ -67,6 +83,8 @@ class MessageContext:
     envelope: Envelope
     environment: Mapping[str, str] = field(default_factory=dict)  # RFC 5183 items
     spam: SpamInfo = SpamInfo()
+    virus: VirusInfo = VirusInfo()
+    recipient_delimiter: str = "+"  # directory.recipient_delimiter: subaddress's separators
     mailbox_exists: Callable[[str], bool] = _inbox_only  # RFC 5490 §3.1 mailboxexists
     duplicates: DuplicateTracker | None = None
     loader: ScriptLoader | None = None  # for include at run time
