@@ -125,3 +125,77 @@ def test_failed_action_falls_back_to_keep(tmp_path: Path) -> None:
         "}\n",
     )
     assert _statuses(outcome) == {"missing mailbox": PASS}, outcome.blocks
+
+
+_SPAM_MESSAGE = (
+    b"From: a@example.net\r\nX-Check: Yes, score=7.5 required=5.0\r\n"
+    b"X-Max: 15\r\nX-Stars: ***\r\nX-Virus: Found to be infected.\r\n\r\nx\r\n"
+)
+
+
+def test_spam_verdict_read_from_configured_header() -> None:
+    # Pigeonhole ext-spamvirustest-common.c: "Name: regex" takes group 1 of the match.
+    from tests.sieve.pigeonhole.verdicts import spam_info, virus_info
+
+    settings = {
+        "sieve_spamtest_status_header": "X-Check: [a-z]+, score=(-?[0-9.]+)",
+        "sieve_spamtest_score_max_header": "X-Max",
+    }
+    spam = spam_info(_SPAM_MESSAGE, settings)
+    assert (spam.tested, spam.score, spam.max_score) == (True, 0.5, 1.0)
+    strlen = {
+        "sieve_spamtest_status_header": "X-Stars",
+        "sieve_spamtest_status_type": "strlen",
+        "sieve_spamtest_score_max_value": "6",
+    }
+    assert spam_info(_SPAM_MESSAGE, strlen).score == 0.5
+    # Both maxima (or neither) configured: Dovecot's reload check fails, "not tested".
+    both = {**settings, "sieve_spamtest_score_max_value": "10"}
+    assert not spam_info(_SPAM_MESSAGE, both).tested
+    assert not spam_info(_SPAM_MESSAGE, {}).tested
+    text = {
+        "sieve_virustest_status_header": "X-Virus: Found to be (.+)\\.",
+        "sieve_virustest_status_type": "text",
+        "sieve_virustest_text_value/1": "clean",
+        "sieve_virustest_text_value/4": "infected",
+    }
+    assert virus_info(_SPAM_MESSAGE, text).status == 4
+    text["sieve_virustest_text_value/4"] = "Infected"  # compared exactly
+    assert virus_info(_SPAM_MESSAGE, text).status == 0
+
+
+def test_config_reload_gives_the_script_the_verdict(tmp_path: Path) -> None:
+    outcome = _run(
+        tmp_path,
+        'require "vnd.dovecot.testsuite";\nrequire "spamtest";\n'
+        'test_set "message" text:\nX-Spam: 10\n\nx\n.\n;\n'
+        'test "before reload" { if not spamtest :is "0" { test_fail "tested"; } }\n'
+        'test_config_set "sieve_spamtest_status_header" "X-Spam";\n'
+        'test_config_set "sieve_spamtest_score_max_value" "10";\n'
+        'test_config_reload :extension "spamtest";\n'
+        'test "after reload" { if not spamtest :is "10" { test_fail "not read"; } }\n',
+    )
+    assert _statuses(outcome) == {"before reload": PASS, "after reload": PASS}, outcome.blocks
+
+
+def test_failed_compile_logs_the_summary_error(tmp_path: Path) -> None:
+    # Pigeonhole sieve.c sieve_compile_script: one more error, "parse failed" or
+    # "validation failed", after the compile errors themselves.
+    (tmp_path / "bad-parse.sieve").write_text("keep\n", encoding="utf-8")
+    (tmp_path / "bad-valid.sieve").write_text("frobnicate;\n", encoding="utf-8")
+    outcome = _run(
+        tmp_path,
+        'require "vnd.dovecot.testsuite";\n'
+        'require "relational";\nrequire "comparator-i;ascii-numeric";\n'
+        'test "parse" {\n'
+        '  if test_script_compile "bad-parse.sieve" { test_fail "compiled"; }\n'
+        '  if not test_error :count "eq" :comparator "i;ascii-numeric" "2" { test_fail "count"; }\n'
+        '  if not test_error :index 2 :contains "parse failed" { test_fail "summary"; }\n'
+        "}\n"
+        'test "validation" {\n'
+        '  if test_script_compile "bad-valid.sieve" { test_fail "compiled"; }\n'
+        '  if not test_error :count "eq" :comparator "i;ascii-numeric" "2" { test_fail "count"; }\n'
+        '  if not test_error :index 2 :contains "validation failed" { test_fail "summary"; }\n'
+        "}\n",
+    )
+    assert _statuses(outcome) == {"parse": PASS, "validation": PASS}, outcome.blocks

@@ -88,14 +88,6 @@ _PATH_SKIPS: tuple[tuple[str, str], ...] = (
     ("extensions/variables/limits.svtest", "not run upstream (absent from Makefile.am)"),
     ("plugins/", "Dovecot-only extension vnd.dovecot.pipe/filter/execute (helpers not copied)"),
     ("extensions/vnd.dovecot/", "Dovecot-only extension vnd.dovecot.*"),
-    (
-        "extensions/spamvirustest/spamtest",
-        "Dovecot setting: the score header is configured by sieve_spamtest_*",
-    ),
-    (
-        "extensions/spamvirustest/virustest",
-        "Dovecot setting: the score header is configured by sieve_virustest_*",
-    ),
     # Whole directories of extensions outside issue 16's list: their errors.svtest files
     # compile sub-scripts that require them, so the top-level requires do not show it.
     ("extensions/extlists/", "extension extlists is not in issue 16's list"),
@@ -103,7 +95,6 @@ _PATH_SKIPS: tuple[tuple[str, str], ...] = (
     ("extensions/mime/", "extensions mime/foreverypart/extracttext are not in issue 16's list"),
     ("extensions/metadata/", "extensions mboxmetadata/servermetadata are not in issue 16's list"),
     ("extensions/special-use/", "extension special-use is not in issue 16's list"),
-    ("extensions/subaddress/config.svtest", "Dovecot setting recipient_delimiter"),
 )
 
 

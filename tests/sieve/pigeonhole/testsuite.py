@@ -34,6 +34,7 @@ from pochta.sieve.registry import (
 )
 from tests.sieve.pigeonhole.execute import action_names, execute_result
 from tests.sieve.pigeonhole.outcome import FAIL, PASS, SKIP, BlockOutcome
+from tests.sieve.pigeonhole.verdicts import spam_info, virus_info
 from tests.sieve.pigeonhole.world import (
     DEFAULT_MESSAGE,
     CapturedMessage,
@@ -47,6 +48,7 @@ from tests.sieve.pigeonhole.world import (
 
 if TYPE_CHECKING:
     from pochta.sieve.compiler import Call
+    from pochta.sieve.script import Script
 
 __all__ = ["CAPABILITY", "CURRENT", "FileLoader", "SkipBlock", "Suite", "TestFailed", "registry"]
 
@@ -102,9 +104,14 @@ class Suite:
         return FileLoader(self.directory)
 
     def context(self) -> MessageContext:
+        settings = self.config.active
         return MessageContext(
             message=self.message,
             envelope=self.envelope,
+            # Dovecot reads the configured spam/virus headers of the current message.
+            spam=spam_info(self.message, settings),
+            virus=virus_info(self.message, settings),
+            recipient_delimiter=self.config.recipient_delimiter,
             mailbox_exists=self.store.exists,
             loader=self.loader,
         )
@@ -231,6 +238,9 @@ def _test_config_reload(run: Run, call: Call) -> None:
         suite.config.reload()
     except ValueError as e:
         _config_problem(suite, f"test_config_reload: {e}")
+    # The settings the context carries (spam/virus verdicts, the recipient delimiter) take
+    # effect for the .svtest script too, not only for the sub-scripts it runs.
+    run.context = suite.context()
 
 
 def _test_binary_save(run: Run, call: Call) -> None:
@@ -295,27 +305,51 @@ def _limits(suite: Suite) -> SieveLimits:
 
 
 def _test_script_compile(run: Run, call: Call) -> bool:
-    from pochta.sieve.script import compile_script
-
     suite = _suite()
     rel = run.expand(call.string(0))
     path = suite.directory / rel
     suite.errors = []
-    suite.compiled = None
+    # As Pigeonhole's testsuite_script_compile: a failed compile keeps the last script.
     try:
         text = path.read_text(encoding="utf-8")
     except (OSError, UnicodeDecodeError) as e:
-        suite.errors.append(f"{rel}: cannot read: {e}")
+        suite.errors.append(f"{Path(rel).stem}: script not found ({e})")
         return False
+    script, suite.errors = compile_logged(text, rel, _limits(suite), suite.loader)
+    if script is None:
+        return False
+    suite.compiled = script
+    return True
+
+
+def compile_logged(
+    text: str, rel: str, limits: SieveLimits, loader: FileLoader
+) -> tuple[Script | None, list[str]]:
+    """Compile a sub-script as the testsuite does: the Script, or None and the error log.
+
+    Pigeonhole's ``sieve_compile_script`` (src/lib-sieve/sieve.c) logs each compile error
+    to the testsuite's error handler and then one more error of its own on the same
+    handler: "parse failed" when the parser gave up, "validation failed" when a parsed
+    script did not validate. ``test_error :count`` counts that summary too
+    (compile/errors/header.sieve says so: "Total errors: 9 (+1 validation failed msg =
+    10)"). A script that cannot be read logs only "script not found" (sieve.c
+    ``sieve_compile``)."""
+    from pochta.sieve.parser import parse
+    from pochta.sieve.script import compile_script
+
+    name = Path(rel).stem
     try:
-        suite.compiled = compile_script(
-            text, name=rel, limits=_limits(suite), loader=suite.loader, registry=registry()
-        )
+        return compile_script(text, name=rel, limits=limits, loader=loader, registry=registry()), []
     except SieveError as e:
         errors = getattr(e, "errors", None) or [e]
-        suite.errors = [f"{rel}: {err}" for err in errors]
-        return False
-    return True
+        log = [f"{rel}: {err}" for err in errors]
+    try:
+        parse(text, max_bytes=limits.max_script_bytes)
+    except SieveError:
+        log.append(f"{name}: parse failed")
+    else:
+        log.append(f"{name}: validation failed")
+    return None, log
 
 
 def _test_script_run(run: Run, call: Call) -> bool:

@@ -169,11 +169,37 @@ LIMIT_SETTINGS: dict[str, tuple[str, object]] = {
 }
 
 
+# Dovecot settings the harness reads itself (not SieveLimits fields): the spamtest and
+# virustest header configuration (``verdicts.py`` turns it into SpamInfo/VirusInfo) and the
+# recipient delimiter (MessageContext.recipient_delimiter). ``.../text_value/N`` keys are
+# Dovecot's string-list entries, one per N.
+_READ_SETTINGS = ("recipient_delimiter",)
+_READ_PREFIXES = (
+    "sieve_spamtest_status_header",
+    "sieve_spamtest_status_type",
+    "sieve_spamtest_score_max_header",
+    "sieve_spamtest_score_max_value",
+    "sieve_spamtest_text_value/",
+    "sieve_virustest_status_header",
+    "sieve_virustest_status_type",
+    "sieve_virustest_score_max_header",
+    "sieve_virustest_score_max_value",
+    "sieve_virustest_text_value/",
+)
+
+
+def _mapped(name: str) -> bool:
+    if name in LIMIT_SETTINGS or name in _READ_SETTINGS:
+        return True
+    return any(name == p or (p.endswith("/") and name.startswith(p)) for p in _READ_PREFIXES)
+
+
 @dataclass(slots=True)
 class Config:
     """``test_config_set`` stages a setting, ``test_config_reload`` puts the staged ones in
-    force. Only the settings of ``LIMIT_SETTINGS`` (and those a later mapping adds) have an
-    effect; any other raises UnmappedSetting when it is set."""
+    force. The settings of ``LIMIT_SETTINGS`` become ``limits``; the spamtest/virustest
+    ones and ``recipient_delimiter`` stay in ``active`` for whoever reads them; any other
+    raises UnmappedSetting when it is set."""
 
     base: SieveLimits = field(default_factory=SieveLimits)
     staged: dict[str, str | None] = field(default_factory=dict)
@@ -181,7 +207,7 @@ class Config:
     limits: SieveLimits = field(default_factory=SieveLimits)
 
     def set(self, name: str, value: str | None) -> None:
-        if name not in LIMIT_SETTINGS:
+        if not _mapped(name):
             raise UnmappedSetting(f"Dovecot setting {name} has no pochta equivalent here")
         self.staged[name] = value
 
@@ -194,6 +220,14 @@ class Config:
         self.staged.clear()
         changes: dict[str, object] = {}
         for name, value in self.active.items():
+            if name not in LIMIT_SETTINGS:
+                continue
             attr, parse = LIMIT_SETTINGS[name]
             changes[attr] = parse(value)  # type: ignore[operator]
         self.limits = dataclasses.replace(self.base, **changes)  # type: ignore[arg-type]
+
+    @property
+    def recipient_delimiter(self) -> str:
+        """Dovecot's ``recipient_delimiter`` (default "+"), pochta's
+        ``directory.recipient_delimiter``: each character is a separator."""
+        return self.active.get("recipient_delimiter", "+")
