@@ -1,9 +1,9 @@
 """Dovecot's Pigeonhole Sieve test suite against pochta's interpreter.
 
 One test per directory of the suite (files skipped as a whole — Dovecot-only extensions,
-multi-script, -F mode, extensions outside issue 16 — are not run). A directory's test fails
-when a block fails that ``pigeonhole/expected.txt`` does not list, and when a listed block
-passes: the list must shrink as the interpreter grows
+extensions outside issue 16, files not copied — are not run; failures/ runs in -F mode).
+A directory's test fails when a block fails that ``pigeonhole/expected.txt`` does not list,
+and when a listed block passes: the list must shrink as the interpreter grows
 (``python -m tests.sieve.pigeonhole.run --update-expected``).
 """
 

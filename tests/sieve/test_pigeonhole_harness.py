@@ -199,3 +199,80 @@ def test_failed_compile_logs_the_summary_error(tmp_path: Path) -> None:
         "}\n",
     )
     assert _statuses(outcome) == {"parse": PASS, "validation": PASS}, outcome.blocks
+
+
+def test_multiscript_uses_the_delivery_rule(tmp_path: Path) -> None:
+    # deliver/sieve_delivery: the next script runs only while the keep is in force; the
+    # implicit keep of the last script decides; a failed script keeps the message.
+    (tmp_path / "pass.sieve").write_text("# nothing: implicit keep\n", encoding="utf-8")
+    (tmp_path / "file.sieve").write_text(
+        'require ["fileinto", "mailbox"];\nfileinto :create "Box";\n', encoding="utf-8"
+    )
+    (tmp_path / "discard.sieve").write_text("discard;\n", encoding="utf-8")
+    (tmp_path / "broken.sieve").write_text("frobnicate;\n", encoding="utf-8")
+    outcome = _run(
+        tmp_path,
+        'require "vnd.dovecot.testsuite";\n'
+        'test "sequence" {\n'
+        '  if not test_multiscript ["pass.sieve", "file.sieve"] { test_fail "failed"; }\n'
+        '  if not test_message :folder "Box" 0 { test_fail "not filed"; }\n'
+        '  if test_message :folder "INBOX" 0 { test_fail "kept too"; }\n'
+        "}\n"
+        'test "stops after discard" {\n'
+        '  if not test_multiscript ["discard.sieve", "file.sieve"] { test_fail "failed"; }\n'
+        '  if test_message :folder "Box" 1 { test_fail "second script ran"; }\n'
+        "}\n"
+        'test "broken script keeps" {\n'
+        '  if test_multiscript ["pass.sieve", "broken.sieve"] { test_fail "succeeded"; }\n'
+        '  if not test_message :folder "INBOX" 0 { test_fail "not kept"; }\n'
+        "}\n",
+    )
+    assert _statuses(outcome) == {
+        "sequence": PASS,
+        "stops after discard": PASS,
+        "broken script keeps": PASS,
+    }, outcome.blocks
+
+
+def test_append_result_combines_as_delivery(tmp_path: Path) -> None:
+    # Pigeonhole multiscript/conflicts.svtest "Duplicates": fileinto INBOX twice and keep
+    # are one keep (plan_results: the same folder is one copy).
+    (tmp_path / "inbox.sieve").write_text('require "fileinto";\nfileinto "INBOX";\n')
+    (tmp_path / "keep.sieve").write_text("keep;\n")
+    outcome = _run(
+        tmp_path,
+        'require "vnd.dovecot.testsuite";\n'
+        'require "relational";\nrequire "comparator-i;ascii-numeric";\n'
+        'test "dup" {\n'
+        '  if not allof (test_script_compile "inbox.sieve", test_script_run) {\n'
+        '    test_fail "first";\n  }\n'
+        '  if not allof (test_script_compile "inbox.sieve", test_script_run :append_result) {\n'
+        '    test_fail "second";\n  }\n'
+        '  if not allof (test_script_compile "keep.sieve", test_script_run :append_result) {\n'
+        '    test_fail "third";\n  }\n'
+        '  if not test_result_action :count "eq" :comparator "i;ascii-numeric" "1" {\n'
+        '    test_fail "not one action";\n  }\n'
+        '  if not test_result_action :index 1 "keep" { test_fail "not keep"; }\n'
+        "}\n",
+    )
+    assert _statuses(outcome) == {"dup": PASS}, outcome.blocks
+
+
+def test_failures_directory_expects_every_block_to_fail(tmp_path: Path) -> None:
+    # Pigeonhole testsuite -F (the suite's README): a failed block is the expected outcome;
+    # a block that passes fails the file.
+    (tmp_path / "failures").mkdir()
+    outcome = _run(
+        tmp_path,
+        'require "vnd.dovecot.testsuite";\n'
+        'test "fails" { test_fail "as it should"; }\n'
+        'test "aborts" { test_message :folder "Nowhere" 0; }\n',
+        name="failures/all-fail.svtest",
+    )
+    assert _statuses(outcome) == {"fails": PASS, "aborts": PASS}, outcome.blocks
+    outcome = _run(
+        tmp_path,
+        'require "vnd.dovecot.testsuite";\ntest "fails" { test_fail "x"; }\ntest "passes" { }\n',
+        name="failures/one-passes.svtest",
+    )
+    assert _statuses(outcome) == {"fails": PASS, "passes": FAIL}, outcome.blocks

@@ -27,7 +27,7 @@ from pochta.sieve.actions import (
 from pochta.sieve.context import Envelope
 from tests.sieve.pigeonhole.world import TESTSUITE_USER, CapturedMessage, MailStore
 
-__all__ = ["Execution", "action_names", "execute_result"]
+__all__ = ["Execution", "action_names", "execute_result", "reject_notice"]
 
 
 def action_names(result: SieveResult) -> list[str]:
@@ -58,7 +58,7 @@ class Execution:
     errors: list[str] = field(default_factory=list)
 
 
-def _reject_notice(envelope: Envelope, reason: str, original: bytes) -> bytes:
+def reject_notice(envelope: Envelope, reason: str, original: bytes) -> bytes:
     # Stand-in for delivery's reject notice (RFC 5429 §2.1: an MDN-like refusal to the
     # envelope sender, from the postmaster, sent with the null sender).
     head = (
@@ -114,7 +114,7 @@ def execute_result(
             outbox.append(CapturedMessage(envelope.sender, action.address, content))
         elif isinstance(action, Reject):
             if envelope.sender:  # RFC 5429 §2.1: never to the null sender
-                notice = _reject_notice(envelope, action.reason, message)
+                notice = reject_notice(envelope, action.reason, message)
                 outbox.append(CapturedMessage("", envelope.sender, notice))
         elif isinstance(action, Vacation):
             builder = _vacation_builder()

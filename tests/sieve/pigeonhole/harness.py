@@ -14,7 +14,7 @@ from pochta.sieve.limits import SieveLimits
 from pochta.sieve.script import compile_script, execute
 from tests.sieve.pigeonhole import testsuite
 from tests.sieve.pigeonhole.layout import SvtestFile
-from tests.sieve.pigeonhole.outcome import FAIL, SKIP, BlockOutcome, FileOutcome
+from tests.sieve.pigeonhole.outcome import FAIL, PASS, SKIP, BlockOutcome, FileOutcome
 
 __all__ = ["run_file"]
 
@@ -34,6 +34,40 @@ def _fail_rest(outcome: FileOutcome, done: list[BlockOutcome], reason: str) -> N
 
 
 def run_file(file: SvtestFile) -> FileOutcome:
+    outcome = _run_file(file)
+    if file.expect_failure and not file.skip:
+        return _expecting_failure(outcome)
+    return outcome
+
+
+def _expecting_failure(outcome: FileOutcome) -> FileOutcome:
+    """``testsuite -F`` (Pigeonhole src/testsuite/testsuite-common.c
+    ``testsuite_testcase_result``): the file passes when its blocks failed, by test_fail or
+    by a runtime error that aborted the script, and nothing crashed. A block that failed is
+    then reported passed ("failed as expected"); one that passed, or any crash, fails."""
+    crashed = outcome.file_error.startswith("crash")
+    passed = [b.name for b in outcome.blocks if b.status == PASS]
+    blocks: list[BlockOutcome] = []
+    for block in outcome.blocks:
+        if crashed:
+            blocks.append(BlockOutcome(block.name, FAIL, f"-F: {outcome.file_error}"))
+        elif block.status == PASS:
+            blocks.append(
+                BlockOutcome(block.name, FAIL, "-F: the block passed; failures/ expects it to fail")
+            )
+        elif passed:
+            blocks.append(
+                BlockOutcome(block.name, PASS, f"-F: failed as expected, but {passed} passed")
+            )
+        else:
+            blocks.append(BlockOutcome(block.name, PASS, f"-F: failed as expected: {block.reason}"))
+    outcome.blocks = blocks
+    if not crashed:
+        outcome.file_error = ""  # the failure was the expected outcome
+    return outcome
+
+
+def _run_file(file: SvtestFile) -> FileOutcome:
     outcome = FileOutcome(file)
     if file.skip:
         outcome.blocks = [BlockOutcome(name, SKIP, file.skip) for name in file.blocks]
@@ -48,6 +82,10 @@ def run_file(file: SvtestFile) -> FileOutcome:
         outcome.file_error = f"does not compile: {e}"
         _fail_rest(outcome, [], f"the .svtest file does not compile: {e}")
         return outcome
+    except Exception as e:  # a crash of the compiler: report it, the suite goes on
+        outcome.file_error = f"crash while compiling: {type(e).__name__}: {e}"
+        _fail_rest(outcome, [], outcome.file_error)
+        return outcome
     token = testsuite.CURRENT.set(suite)
     try:
         run = Run(suite.context(), _SUITE_LIMITS, registry=reg)
@@ -57,14 +95,14 @@ def run_file(file: SvtestFile) -> FileOutcome:
     except testsuite.SkipBlock as e:
         outcome.file_error = f"outside a block: {e}"
     except SieveError as e:
-        where = f"in block {suite.block!r}" if suite.block else "outside a block"
+        where = f"in block {suite.block!r}" if suite.block is not None else "outside a block"
         outcome.file_error = f"runtime error {where}: {e}"
-        if suite.block:
+        if suite.block is not None:
             suite.outcomes.append(BlockOutcome(suite.block, FAIL, f"runtime error: {e}"))
     except Exception as e:  # a crash of the interpreter or of a handler: report, go on
-        where = f"in block {suite.block!r}" if suite.block else "outside a block"
+        where = f"in block {suite.block!r}" if suite.block is not None else "outside a block"
         outcome.file_error = f"crash {where}: {type(e).__name__}: {e}"
-        if suite.block:
+        if suite.block is not None:
             suite.outcomes.append(
                 BlockOutcome(suite.block, FAIL, f"crash: {type(e).__name__}: {e}")
             )

@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Literal
 
+from pochta.sieve.actions import SieveResult
 from pochta.sieve.context import Envelope, MessageContext
 from pochta.sieve.errors import SieveError, SieveRuntimeError
 from pochta.sieve.interpreter import Run, StopScript
@@ -33,6 +34,7 @@ from pochta.sieve.registry import (
     TestSpec,
 )
 from tests.sieve.pigeonhole.execute import action_names, execute_result
+from tests.sieve.pigeonhole.multiscript import plan_action_names
 from tests.sieve.pigeonhole.outcome import FAIL, PASS, SKIP, BlockOutcome
 from tests.sieve.pigeonhole.verdicts import spam_info, virus_info
 from tests.sieve.pigeonhole.world import (
@@ -62,8 +64,8 @@ class TestFailed(Exception):
 
 
 class SkipBlock(Exception):
-    """The block needs something this harness cannot give (a Dovecot setting, Dovecot's
-    multi-script model): it is skipped with this reason."""
+    """The block needs something this harness cannot give (a Dovecot setting, IMAP
+    METADATA): it is skipped with this reason."""
 
 
 @dataclass(slots=True)
@@ -96,6 +98,9 @@ class Suite:
     binaries: dict[str, object] = field(default_factory=dict)
     errors: list[str] = field(default_factory=list)  # the error log
     outcomes: list[BlockOutcome] = field(default_factory=list)
+    # The results of the sub-script runs in the current result: the first test_script_run
+    # and each :append_result after it (Dovecot's multi-script accumulation).
+    appended: list[SieveResult] = field(default_factory=list)
     block: str | None = None  # the block running now
     skip_next: str = ""  # a top-level unmappable setting: skip the next block
 
@@ -199,6 +204,7 @@ def _test_set(run: Run, call: Call) -> None:
 def _test_result_reset(run: Run, call: Call) -> None:
     suite = _suite()
     _reset_result(run)
+    suite.appended = []
     suite.outbox.clear()  # Dovecot resets the captured SMTP with the result
 
 
@@ -290,7 +296,9 @@ def _test_message_command(run: Run, call: Call) -> None:
 
 
 def _test_multiscript(run: Run, call: Call) -> bool:
-    raise SkipBlock("test_multiscript: Dovecot's multi-script execution is not modelled")
+    from tests.sieve.pigeonhole.multiscript import run_multiscript
+
+    return run_multiscript(_suite(), [run.expand(p) for p in call.strings(0)])
 
 
 def _test_imap_metadata_set(run: Run, call: Call) -> None:
@@ -373,10 +381,12 @@ def _test_script_run(run: Run, call: Call) -> bool:
         return False
     if not append:
         _reset_result(run)
+        suite.appended = []
         run.implicit_keep = result.implicit_keep
     else:
         run.implicit_keep = run.implicit_keep and result.implicit_keep
     run.actions.extend(result.actions)
+    suite.appended.append(result)
     run.flags = list(result.keep_flags)
     if result.final_content is not None:
         run.message = result.final_content
@@ -411,7 +421,14 @@ def _test_error(run: Run, call: Call) -> bool:
 
 
 def _test_result_action(run: Run, call: Call) -> bool:
-    return run.match(call, _indexed(call, action_names(run.result())), call.strings(0))
+    suite = _suite()
+    if len(suite.appended) > 1:
+        # Several scripts' results in one (test_script_run :append_result): combined by
+        # pochta's multi-script rule, deliver/sieve_delivery.plan_results.
+        names = plan_action_names(suite.appended)
+    else:
+        names = action_names(run.result())
+    return run.match(call, _indexed(call, names), call.strings(0))
 
 
 def _tst_namespace(run: Run, rest: str) -> str | None:
