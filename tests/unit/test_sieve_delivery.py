@@ -394,3 +394,40 @@ def test_state_purges_expired_rows(tmp_path: Path) -> None:
     conn = state._connect()
     assert conn.execute("SELECT COUNT(*) FROM vacation").fetchone()[0] == 0
     assert conn.execute("SELECT COUNT(*) FROM duplicates").fetchone()[0] == 0
+
+
+async def test_cache_compiles_again_when_an_included_script_changes(tmp_path: Path) -> None:
+    """The real interpreter and ScriptStore: the main script is unchanged between the two
+    deliveries, the script it includes is not; the second delivery follows the new one."""
+    from pochta.sieve.scripts import ScriptStore
+
+    scripts = ScriptStore(tmp_path / "sieve", tmp_path / "sieve-global")
+    scripts.put(ACCOUNT, "main", 'require ["include"];\ninclude :personal "rules";\n')
+    scripts.set_active(ACCOUNT, "main")
+    scripts.put(ACCOUNT, "rules", 'require ["fileinto", "mailbox"];\nfileinto :create "One";\n')
+    store = MaildirStore(tmp_path / "mail", hostname=HOST, durable=False)
+    directory = SimpleNamespace(get_account=lambda a: SimpleNamespace(quota_bytes=0))
+    agent = MailboxAgent(store, cast(Directory, directory))
+    sieve = SieveDelivery(
+        scripts,
+        SieveState(tmp_path / "sieve.db"),
+        FakeDoor,
+        hostname=HOST,
+        mailbox_exists=agent.folder_exists,
+    )
+    agent.sieve = sieve
+
+    async def deliver(queue_id: str) -> None:
+        done = await agent.deliver(
+            queue_id=queue_id, sender=SENDER, recipient=ACCOUNT, account=ACCOUNT, content=MESSAGE
+        )
+        assert done.reply.code == 250, done.reply
+
+    await deliver("A1")
+    await deliver("A2")  # nothing changed: the cached script
+    assert sieve.cache.compiles == 1
+    scripts.put(ACCOUNT, "rules", 'require ["fileinto", "mailbox"];\nfileinto :create "Two";\n')
+    await deliver("A3")
+    assert sieve.cache.compiles == 2
+    assert len(store.list_messages(ACCOUNT, "One")) == 2
+    assert len(store.list_messages(ACCOUNT, "Two")) == 1

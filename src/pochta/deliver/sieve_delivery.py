@@ -4,7 +4,8 @@ carry out what they decided.
 Per recipient :meth:`SieveDelivery.plan` takes the account's scripts from the
 ``ScriptSource`` in order before / personal / after (Dovecot's sieve_before, the active
 script, sieve_after), compiles each once per version (a cache keyed by account, scope, name
-and ``version``), and runs them on a thread with a ``MessageContext`` of the message, its
+and ``version``, whose entry also notes the scripts it included and is compiled again when
+one of them changed), and runs them on a thread with a ``MessageContext`` of the message, its
 envelope and the environment (RFC 5183: domain, host, remote-ip, remote-host, location
 "MDA", phase "during"). Multi-script rules as Dovecot's (Pigeonhole tests/multiscript): the
 actions of all the scripts run accumulate, and the next script runs only while the keep is
@@ -42,7 +43,7 @@ from collections import OrderedDict
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any, Protocol
+from typing import Any, Literal, Protocol
 
 from pochta.cleanup.verdict import Verdict
 from pochta.logs import get_logger
@@ -60,7 +61,7 @@ from pochta.sieve.actions import (
     SieveResult,
     Vacation,
 )
-from pochta.sieve.context import Envelope, MessageContext, SpamInfo
+from pochta.sieve.context import Envelope, MessageContext, ScriptLoader, SpamInfo
 from pochta.sieve.errors import SieveError
 from pochta.sieve.limits import SieveLimits
 from pochta.sieve.repository import ScriptSource, StoredScript
@@ -211,29 +212,73 @@ def _plan_action(plan: Plan, action: Action, default_mailbox: str) -> None:
         plan.discarded = True
 
 
+_Location = Literal["personal", "global"]
+
+
+class _RecordingLoader:
+    """The account's include loader, noting each script a compile read and a digest of its
+    text (None: there was no such script), so the cache can tell when one changed."""
+
+    def __init__(self, inner: ScriptLoader) -> None:
+        self.inner = inner
+        self.seen: dict[tuple[str, _Location], str | None] = {}
+
+    def load(self, name: str, location: _Location) -> str | None:
+        text = self.inner.load(name, location)
+        self.seen[(name, location)] = _digest(text)
+        return text
+
+
+def _digest(text: str | None) -> str | None:
+    return None if text is None else hashlib.sha256(text.encode()).hexdigest()
+
+
+@dataclass(frozen=True, slots=True)
+class _Cached:
+    compiled: object  # a Script, or the SieveError its compile raised
+    includes: tuple[tuple[tuple[str, _Location], str | None], ...]  # (name, location), digest
+
+
 class _CompileCache:
-    """Compiled scripts (or their compile errors) by (account, scope, name, version)."""
+    """Compiled scripts (or their compile errors) by (account, scope, name, version).
+
+    A compiled script holds the scripts it includes (RFC 6609; read by the loader when it
+    is compiled), so an entry also notes each included script's digest, and is compiled
+    again when one of them changed, appeared or went away since (checked at each use: the
+    includes are read, not compiled)."""
 
     def __init__(self, size: int = COMPILE_CACHE_SIZE) -> None:
         self.size = size
-        self._items: OrderedDict[tuple[str, str, str, str], object] = OrderedDict()
+        self._items: OrderedDict[tuple[str, str, str, str], _Cached] = OrderedDict()
         self._lock = threading.Lock()
         self.compiles = 0  # how many times a script was compiled (tests count them)
 
-    def get(self, account: str, stored: StoredScript, compile_one: Callable[[], object]) -> object:
+    def get(
+        self,
+        account: str,
+        stored: StoredScript,
+        loader: ScriptLoader,
+        compile_one: Callable[[ScriptLoader], object],
+    ) -> object:
         version = stored.version or hashlib.sha256(stored.text.encode()).hexdigest()
         key = (account.lower(), stored.scope, stored.name, version)
         with self._lock:
-            if key in self._items:
+            cached = self._items.get(key)
+            if cached is not None:
                 self._items.move_to_end(key)
-                return self._items[key]
+        if cached is not None and all(
+            _digest(loader.load(name, location)) == digest
+            for (name, location), digest in cached.includes
+        ):
+            return cached.compiled
+        recording = _RecordingLoader(loader)
         try:
-            compiled: object = compile_one()
+            compiled: object = compile_one(recording)
         except SieveError as exc:
             compiled = exc
         with self._lock:
             self.compiles += 1
-            self._items[key] = compiled
+            self._items[key] = _Cached(compiled, tuple(recording.seen.items()))
             while len(self._items) > self.size:
                 self._items.popitem(last=False)
         return compiled
@@ -322,13 +367,13 @@ class SieveDelivery:
         for stored in scripts:
             names.append(stored.name)
 
-            def compile_one(stored: StoredScript = stored) -> object:
+            def compile_one(loader: ScriptLoader, stored: StoredScript = stored) -> object:
                 return self._compile(
                     stored.text, name=stored.name, limits=self.limits, loader=loader
                 )
 
             try:
-                compiled = self.cache.get(info.account, stored, compile_one)
+                compiled = self.cache.get(info.account, stored, loader, compile_one)
                 if isinstance(compiled, SieveError):
                     raise compiled
                 result = self._run(compiled, context, limits=self.limits)
