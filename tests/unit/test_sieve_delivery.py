@@ -431,3 +431,23 @@ async def test_cache_compiles_again_when_an_included_script_changes(tmp_path: Pa
     assert sieve.cache.compiles == 2
     assert len(store.list_messages(ACCOUNT, "One")) == 2
     assert len(store.list_messages(ACCOUNT, "Two")) == 1
+
+
+def test_queue_envelope_without_client_hostname_still_reads() -> None:
+    """An envelope written before ``client_hostname`` existed loads with "" (the Sieve
+    remote-host of its delivery is then empty, not the HELO name)."""
+    from pochta.queue.envelope import decode_envelope, encode_envelope, new_queue_id
+
+    new = QueueEnvelope(
+        queue_id=new_queue_id(),
+        sender=SENDER,
+        recipients=[],
+        arrival=0.0,
+        size=1,
+        client_helo="helo.test",
+    )
+    data = encode_envelope(new).replace(b',"client_hostname":""', b"")
+    assert b"client_hostname" not in data
+    old = decode_envelope(data)
+    assert old.client_helo == "helo.test"
+    assert old.client_hostname == ""

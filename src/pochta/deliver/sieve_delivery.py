@@ -7,9 +7,12 @@ script, sieve_after), compiles each once per version (a cache keyed by account, 
 and ``version``, whose entry also notes the scripts it included and is compiled again when
 one of them changed), and runs them on a thread with a ``MessageContext`` of the message, its
 envelope and the environment (RFC 5183: domain, host, remote-ip, remote-host, location
-"MDA", phase "during"). Multi-script rules as Dovecot's (Pigeonhole tests/multiscript): the
-actions of all the scripts run accumulate, and the next script runs only while the keep is
-still in force (the implicit keep, or an explicit keep). The outcome is a :class:`Plan`:
+"MDA", phase "during"), the spam filter's verdict for spamtest (RFC 5235) and
+``directory.recipient_delimiter`` for subaddress (RFC 5233). virustest always finds "not
+tested" (RFC 5235 §3.3, status 0): pochta has no virus scanner, and virustest is left
+untested here. Multi-script rules as Dovecot's (Pigeonhole tests/multiscript): the actions of
+all the scripts run accumulate, and the next script runs only while the keep is still in
+force (the implicit keep, or an explicit keep). The outcome is a :class:`Plan`:
 
 - copies: keep and fileinto, one per folder (the same folder twice is one copy, RFC 5228
   §2.10.3), with their flags (RFC 5232) and content (RFC 5293 editheader);
@@ -111,7 +114,7 @@ class DeliveryInfo:
     extension: str = ""
     verdict: Verdict = field(default_factory=Verdict)
     client_ip: str = ""
-    client_host: str = ""
+    client_host: str = ""  # the client's verified host name (RFC 5183 remote-host), or ""
     auth_user: str = ""
     lmtp: bool = False
 
@@ -297,6 +300,7 @@ class SieveDelivery:
         limits: SieveLimits | None = None,
         spam_junk_score: float = 6.0,
         spam_max_score: float = 15.0,  # 0 (the setting's "never"): 15, Rspamd's reject
+        recipient_delimiter: str = "+",  # directory.recipient_delimiter (RFC 5233 subaddress)
         mailbox_exists: Callable[[str, str], bool] | None = None,
         compile_script: CompileFn = interpreter.compile_script,
         run_script: RunFn = interpreter.run_script,
@@ -309,6 +313,7 @@ class SieveDelivery:
         self.limits = limits if limits is not None else SieveLimits()
         self.spam_junk_score = spam_junk_score
         self.spam_max_score = spam_max_score if spam_max_score > 0 else 15.0
+        self.recipient_delimiter = recipient_delimiter
         self._mailbox_exists = mailbox_exists
         self._compile = compile_script
         self._run = run_script
@@ -427,7 +432,9 @@ class SieveDelivery:
             "location": "MDA",
             "phase": "during",
             "remote-ip": info.client_ip,
-            "remote-host": info.client_host,  # the HELO name: no reverse DNS name is kept
+            # The client's verified name (receive/client_name.py), "" when unknown; never
+            # the HELO name, which the client chooses.
+            "remote-host": info.client_host,
             "name": "pochta",
         }
         exists = self._mailbox_exists
@@ -453,6 +460,7 @@ class SieveDelivery:
                 junk_score=self.spam_junk_score,
                 max_score=self.spam_max_score,
             ),
+            recipient_delimiter=self.recipient_delimiter,
             mailbox_exists=mailbox_exists,
             duplicates=self.state.duplicates_for(info.account),
             loader=self.source.loader(info.account),

@@ -85,6 +85,9 @@ class Envelope(msgspec.Struct):
     body: Literal["7BIT", "8BITMIME", "BINARYMIME"] = "7BIT"
     client_ip: str = ""
     client_helo: str = ""
+    # The client's verified host name (receive/client_name.py, Postfix's client_name), ""
+    # when unknown; absent in envelopes written before it existed, which load with "".
+    client_hostname: str = ""
     auth_user: str = ""
     protocol: str = "ESMTP"  # RFC 3848 WITH keyword, or "sendmail" for the local command
     requiretls: bool = False
