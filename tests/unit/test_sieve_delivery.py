@@ -451,3 +451,23 @@ def test_queue_envelope_without_client_hostname_still_reads() -> None:
     old = decode_envelope(data)
     assert old.client_helo == "helo.test"
     assert old.client_hostname == ""
+
+
+async def test_quota_counts_every_copy(tmp_path: Path) -> None:
+    """fileinto + keep stores two copies: both must fit. The quota leaves room for one copy
+    and not two: 452 4.2.2 (try later), and nothing is stored."""
+    result = SieveResult(actions=(FileInto(mailbox="Lists", create=True), Keep()))
+    rig = Rig(tmp_path, [script("a")], {"a": result})
+    copy = len(b"Return-Path: <" + SENDER.encode() + b">\r\nDelivered-To: " + ACCOUNT.encode())
+    copy += len(b"\r\n\r\n") + len(MESSAGE)
+    filler = b"Subject: filler\r\n\r\n" + b"x" * copy
+    rig.store.deliver(ACCOUNT, filler)
+    used = rig.store.quota_usage(ACCOUNT).bytes
+    quota = used + copy + copy // 2  # one copy fits, two do not
+    rig.agent.directory = cast(
+        Directory, SimpleNamespace(get_account=lambda a: SimpleNamespace(quota_bytes=quota))
+    )
+    done = await rig.deliver()
+    assert (done.reply.code, done.reply.enhanced) == (452, "4.2.2"), done.reply
+    assert rig.folder("Lists") == []
+    assert len(rig.folder("INBOX")) == 1  # the filler only
