@@ -30,8 +30,11 @@ The mailbox agent (deliver/mailbox.py) stores the copies; :meth:`SieveDelivery.s
 sends redirects and vacation replies through the door (cleanup/door.py): redirects with the
 original envelope sender and verdict, so the door seals forwarded MX mail with ARC and the
 remote agent rewrites the sender with SRS; replies from the null sender (RFC 3834 §3.3).
-Each is remembered in ``sieve.db`` (sieve/state.py) under the queue id and recipient as it
-is submitted, so a delivery retried after a crash does not send it twice.
+Each is queued exactly once per delivery, whenever the process dies (``_submit_once``): its
+queue id is derived from the delivery's queue id, the recipient and the action
+(``Door.derived_queue_id``), it is queued into hold/, remembered in ``sieve.db``
+(sieve/state.py), and only then released; a retry finds it held, remembered, or not queued
+at all, and never queues a second one.
 """
 
 from __future__ import annotations
@@ -43,7 +46,7 @@ import threading
 import time
 import uuid
 from collections import OrderedDict
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, Literal, Protocol
@@ -97,9 +100,15 @@ MAX_REASON_CHARS = 400
 class QueueDoor(Protocol):
     """What redirects and vacation replies need of ``cleanup.door.Door``."""
 
-    def new_queue_id(self) -> str: ...
+    def derived_queue_id(self, origin: str, salt: str) -> str: ...
 
-    async def submit(self, envelope: QueueEnvelope, content: bytes) -> str: ...
+    async def locate(self, queue_id: str) -> str | None: ...
+
+    async def release(self, queue_id: str) -> None: ...
+
+    async def submit(
+        self, envelope: QueueEnvelope, content: bytes, *, hold: bool = False
+    ) -> str: ...
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -528,19 +537,12 @@ class SieveDelivery:
                 continue
             sent += 1
             key = f"redirect:{address.lower()}"
-            if await asyncio.to_thread(
-                self.state.side_effect_done, info.queue_id, info.recipient, key
-            ):
-                log.info("sieve_redirect_done_before", queue_id=info.queue_id, to=address)
-                continue
             body = redirect.content if redirect.content is not None else content
             # The Delivered-To of this mailbox stays on the copy: a redirect that comes back
             # here is a loop (deliver/mailbox.py delivered_to_loop).
             message = f"Delivered-To: {info.account}\r\n".encode() + body
-            door = self._door()
-            new_id = door.new_queue_id()
             envelope = QueueEnvelope(
-                queue_id=new_id,
+                queue_id="",
                 sender=info.sender,  # RFC 5228 §4.2: the envelope sender is kept
                 recipients=[Recipient(address=address)],
                 arrival=0.0,
@@ -548,10 +550,10 @@ class SieveDelivery:
                 verdict=info.verdict,  # so the door seals checked MX mail with ARC
                 protocol="ESMTP",
             )
-            queued = await door.submit(envelope, message)
-            await asyncio.to_thread(
-                self.state.record_side_effect, info.queue_id, info.recipient, key
-            )
+            queued, now = await self._submit_once(info, key, envelope, message)
+            if not now:
+                log.info("sieve_redirect_done_before", queue_id=info.queue_id, to=address)
+                continue
             log.info(
                 "sieve_redirect",
                 queue_id=info.queue_id,
@@ -559,6 +561,49 @@ class SieveDelivery:
                 to=address,
                 new_queue_id=queued,
             )
+
+    async def _submit_once(
+        self,
+        info: DeliveryInfo,
+        key: str,
+        envelope: QueueEnvelope,
+        content: bytes,
+        *,
+        before: Callable[[], Awaitable[bool]] | None = None,
+        undo: Callable[[], Awaitable[None]] | None = None,
+    ) -> tuple[str, bool]:
+        """Queue one side effect exactly once per (queue id, recipient, ``key``), whenever
+        the process dies: its queue id is derived from those (``Door.derived_queue_id``),
+        it is queued into hold/, recorded in sieve.db, and only then released. So a retry
+        finds it held (queued, not recorded: record and release it), recorded (release it
+        if still held), or nowhere (never queued: a message cannot leave hold/ before it is
+        recorded). Returns the id and whether it was queued by this call. ``before``: asked
+        only when it must be queued now; False: it is not (the vacation period's claim);
+        ``undo``: called when queueing it failed (the claim given back)."""
+        door = self._door()
+        queue_id = door.derived_queue_id(info.queue_id, f"{info.recipient}\0{key}")
+        done = await asyncio.to_thread(
+            self.state.side_effect_done, info.queue_id, info.recipient, key
+        )
+        where = await door.locate(queue_id)
+        if done:
+            if where == "hold":  # recorded, but the process died before the release
+                await door.release(queue_id)
+            return queue_id, False
+        if where is None:
+            if before is not None and not await before():
+                return queue_id, False
+            envelope.queue_id = queue_id
+            try:
+                await door.submit(envelope, content, hold=True)
+            except BaseException:
+                if undo is not None:
+                    await undo()
+                raise
+        await asyncio.to_thread(self.state.record_side_effect, info.queue_id, info.recipient, key)
+        if where in (None, "hold"):
+            await door.release(queue_id)
+        return queue_id, True
 
     async def _vacations(self, info: DeliveryInfo, plan: Plan, content: bytes) -> None:
         for vacation in plan.vacations:
@@ -580,23 +625,7 @@ class SieveDelivery:
                 )
                 continue
             key = f"vacation:{vacation.handle}"
-            if await asyncio.to_thread(
-                self.state.side_effect_done, info.queue_id, info.recipient, key
-            ):
-                continue
             period = self._vacation_period(vacation.period_seconds)
-            claimed = await asyncio.to_thread(
-                self.state.claim_vacation, info.account, vacation.handle, to, period
-            )
-            if not claimed:
-                log.info(
-                    "sieve_vacation_skipped",
-                    queue_id=info.queue_id,
-                    account=info.account,
-                    to=to,
-                    reason="already answered within the period (RFC 5230 §4.2)",
-                )
-                continue
             if not vacation.from_address:  # RFC 5230 §4.8: else the recipient's address
                 vacation = dataclasses.replace(vacation, from_address=info.account)
             reply = build_reply(
@@ -605,25 +634,45 @@ class SieveDelivery:
                 date=datetime.now(UTC),
                 message_id=f"<{uuid.uuid4().hex}@{self.hostname}>",
             )
-            door = self._door()
             envelope = QueueEnvelope(
-                queue_id=door.new_queue_id(),
+                queue_id="",
                 sender="",  # RFC 3834 §3.3: the reply's return path is null
                 recipients=[Recipient(address=to)],
                 arrival=0.0,
                 size=len(reply),
                 protocol="ESMTP",
             )
-            try:
-                queued = await door.submit(envelope, reply)
-            except BaseException:
-                await asyncio.to_thread(
-                    self.state.release_vacation, info.account, vacation.handle, to
+            claimed: list[bool] = []
+
+            async def claim(
+                handle: str = vacation.handle,
+                to: str = to,
+                period: int = period,
+                claimed: list[bool] = claimed,
+            ) -> bool:
+                ok = await asyncio.to_thread(
+                    self.state.claim_vacation, info.account, handle, to, period
                 )
-                raise
-            await asyncio.to_thread(
-                self.state.record_side_effect, info.queue_id, info.recipient, key
+                claimed.append(ok)
+                return ok
+
+            async def unclaim(handle: str = vacation.handle, to: str = to) -> None:
+                await asyncio.to_thread(self.state.release_vacation, info.account, handle, to)
+
+            queued, now = await self._submit_once(
+                info, key, envelope, reply, before=claim, undo=unclaim
             )
+            if claimed == [False]:
+                log.info(
+                    "sieve_vacation_skipped",
+                    queue_id=info.queue_id,
+                    account=info.account,
+                    to=to,
+                    reason="already answered within the period (RFC 5230 §4.2)",
+                )
+                continue
+            if not now:
+                continue
             log.info(
                 "sieve_vacation",
                 queue_id=info.queue_id,
