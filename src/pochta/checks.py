@@ -64,11 +64,13 @@ def check_settings(settings: Settings, *, check_files: bool = True) -> list[Prob
         config_check.check_delivery,
         config_check.check_queue,
         config_check.check_spam,
+        config_check.check_sieve,
         _check_milters,
     ):
         problems.extend(check(settings))
     if check_files:
         problems.extend(config_check.check_files(settings))
+        problems.extend(config_check.check_sieve_files(settings))
         problems.extend(_check_tables(settings))
     return problems
 

@@ -20,6 +20,7 @@ from pathlib import Path
 import pytest
 
 from pochta.config.load import load_settings
+from pochta.sieve.context import MessageContext
 from pochta.sieve.script import CAPABILITIES
 from pochta.sieve.scripts import ScriptStore
 from tests.dnsserver import ZoneServer
@@ -271,3 +272,56 @@ def test_before_script_then_personal_while_keep_in_force(
     assert b"Subject: go on" in mine[0].read_bytes()
     assert b"Subject: stop here" in stopped[0].read_bytes()
     assert len(mailbox_all(env, "alice")) == 3
+
+
+async def test_subaddress_context_has_the_directory_recipient_delimiter(
+    pochta_env: PochtaEnv,
+) -> None:
+    """RFC 5233: the scripts see ``directory.recipient_delimiter`` (here "-") as the
+    subaddress separator. The server runs in this process; the real interpreter runs, and
+    the context of each run is noted on its way in."""
+    env = pochta_env
+    env.add_user(ALICE, PASSWORD)
+    set_key(env.config_path, "server", "processes", "1")
+    set_key(env.config_path, "directory", "recipient_delimiter", '"-"')
+    write_script(env, ALICE, "keep", "keep;\n")
+    seen: list[MessageContext] = []
+    async with serving_in_process(env.config_path) as running:
+        assert running.mail is not None
+        sieve = running.mail.mailbox.sieve
+        assert sieve is not None
+        real_run = sieve._run
+
+        def noting_run(script: object, context: MessageContext, **kw: object) -> object:
+            seen.append(context)
+            return real_run(script, context, **kw)
+
+        sieve._run = noting_run
+        await asyncio.to_thread(send, env, BOB, f"alice-lists@{DOMAIN}", "a list message")
+        await asyncio.to_thread(wait_files, env, "alice", 1)
+    assert [c.recipient_delimiter for c in seen] == ["-"]
+
+
+def test_remote_host_is_the_verified_name_not_the_helo(
+    server: tuple[PochtaEnv, ServeProcess],
+) -> None:
+    """RFC 5183 §4.7: remote-host is the client's host name "if available": the name pochta
+    verified at connect (logged as client_name, "unknown" when none), never the HELO name
+    the client chose."""
+    env, proc = server
+    write_script(
+        env,
+        ALICE,
+        "env",
+        'require ["environment", "variables", "editheader"];\n'
+        'if environment :matches "remote-host" "*" { addheader "X-Remote-Host" "[${1}]"; }\n',
+    )
+    content = f"From: <{BOB}>\r\nTo: <{ALICE}>\r\nSubject: where from\r\n\r\nHi.\r\n"
+    with smtplib.SMTP(
+        "127.0.0.1", env.ports["smtp"], local_hostname="helo.chosen.test", timeout=10
+    ) as client:
+        client.sendmail(BOB, [ALICE], content.encode())
+    [path] = wait_files(env, "alice", 1)
+    named = str(proc.wait_for("connect").get("client_name", "unknown"))
+    expected = "" if named == "unknown" else named
+    assert f"X-Remote-Host: [{expected}]".encode() in path.read_bytes()

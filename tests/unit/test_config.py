@@ -371,3 +371,58 @@ def test_spam_network_lists_and_milter_addresses_are_checked() -> None:
         "greylist.allow[2]",
         "milter.servers[1]",
     ]
+
+
+def test_sieve_vacation_periods_in_order() -> None:
+    (p,) = problems_of(
+        with_("sieve", vacation_min_period_seconds=7200, vacation_max_period_seconds=3600)
+    )
+    assert p.startswith(
+        "sieve.vacation_min_period_seconds: 7200 is more than "
+        "sieve.vacation_max_period_seconds (3600)"
+    )
+    (p,) = problems_of(
+        with_("sieve", vacation_default_period_seconds=60, vacation_min_period_seconds=3600)
+    )
+    assert p.startswith("sieve.vacation_default_period_seconds: 60 is less than ")
+    (p,) = problems_of(
+        with_(
+            "sieve", vacation_default_period_seconds=200 * 86400, vacation_max_period_seconds=86400
+        )
+    )
+    assert p.startswith("sieve.vacation_default_period_seconds: 17280000 is more than ")
+    # A maximum of 0 is no maximum.
+    assert checked_settings_from_dict(
+        with_("sieve", vacation_default_period_seconds=400 * 86400, vacation_max_period_seconds=0),
+        check_files=False,
+    )
+
+
+def test_managesieve_per_ip_limit_within_total() -> None:
+    (p,) = problems_of(with_("managesieve", max_connections=10, max_connections_per_ip=20))
+    assert p.startswith("managesieve.max_connections_per_ip: 20 is more than ")
+    assert checked_settings_from_dict(
+        with_("managesieve", max_connections=0, max_connections_per_ip=20), check_files=False
+    )
+
+
+def test_sieve_directories_and_managesieve_tls(tmp_path: Path) -> None:
+    data = with_("sieve", scripts_dir="scripts-file")
+    data["server"]["data_dir"] = str(tmp_path)
+    data["listen"] = {"managesieve": "127.0.0.1:4190"}
+    (tmp_path / "scripts-file").write_text("not a directory")
+    with pytest.raises(ConfigError) as info:
+        checked_settings_from_dict(data)
+    problems = {p.key: p.message for p in info.value.problems}
+    assert problems["sieve.scripts_dir"] == (
+        f"{tmp_path / 'scripts-file'} is not a directory; point it at a directory, or remove "
+        "the file"
+    )
+    assert problems["listen.managesieve"].startswith("needs TLS (STARTTLS, RFC 5804 §2.2) but ")
+    assert "sieve.global_dir" not in problems  # missing, and can be made
+    # With the certificate and a directory, all is well.
+    (tmp_path / "scripts-file").unlink()
+    (tmp_path / "tls").mkdir()
+    for name in ("cert.pem", "key.pem"):
+        (tmp_path / "tls" / name).write_text("x")
+    assert checked_settings_from_dict(data).listen.managesieve == "127.0.0.1:4190"

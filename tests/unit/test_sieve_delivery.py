@@ -55,18 +55,31 @@ class FakeSource:
 
 
 class FakeDoor:
+    """The queue as the door shows it: ids and their states; a message submitted with
+    ``hold`` is in "hold" until released."""
+
     def __init__(self) -> None:
         self.submitted: list[tuple[QueueEnvelope, bytes]] = []
-        self.n = 0
+        self.states: dict[str, str] = {}
         self.fail = False
 
-    def new_queue_id(self) -> str:
-        self.n += 1
-        return f"Q{self.n}"
+    def derived_queue_id(self, origin: str, salt: str) -> str:
+        from pochta.queue.envelope import derived_queue_id
 
-    async def submit(self, envelope: QueueEnvelope, content: bytes) -> str:
+        return derived_queue_id(origin, salt)
+
+    async def locate(self, queue_id: str) -> str | None:
+        return self.states.get(queue_id)
+
+    async def release(self, queue_id: str) -> None:
+        assert self.states[queue_id] == "hold"
+        self.states[queue_id] = "incoming"
+
+    async def submit(self, envelope: QueueEnvelope, content: bytes, *, hold: bool = False) -> str:
         if self.fail:
             raise OSError("no space left on device")
+        assert envelope.queue_id not in self.states, "queued twice"
+        self.states[envelope.queue_id] = "hold" if hold else "incoming"
         self.submitted.append((envelope, content))
         return envelope.queue_id
 
@@ -394,3 +407,167 @@ def test_state_purges_expired_rows(tmp_path: Path) -> None:
     conn = state._connect()
     assert conn.execute("SELECT COUNT(*) FROM vacation").fetchone()[0] == 0
     assert conn.execute("SELECT COUNT(*) FROM duplicates").fetchone()[0] == 0
+
+
+async def test_cache_compiles_again_when_an_included_script_changes(tmp_path: Path) -> None:
+    """The real interpreter and ScriptStore: the main script is unchanged between the two
+    deliveries, the script it includes is not; the second delivery follows the new one."""
+    from pochta.sieve.scripts import ScriptStore
+
+    scripts = ScriptStore(tmp_path / "sieve", tmp_path / "sieve-global")
+    scripts.put(ACCOUNT, "main", 'require ["include"];\ninclude :personal "rules";\n')
+    scripts.set_active(ACCOUNT, "main")
+    scripts.put(ACCOUNT, "rules", 'require ["fileinto", "mailbox"];\nfileinto :create "One";\n')
+    store = MaildirStore(tmp_path / "mail", hostname=HOST, durable=False)
+    directory = SimpleNamespace(get_account=lambda a: SimpleNamespace(quota_bytes=0))
+    agent = MailboxAgent(store, cast(Directory, directory))
+    sieve = SieveDelivery(
+        scripts,
+        SieveState(tmp_path / "sieve.db"),
+        FakeDoor,
+        hostname=HOST,
+        mailbox_exists=agent.folder_exists,
+    )
+    agent.sieve = sieve
+
+    async def deliver(queue_id: str) -> None:
+        done = await agent.deliver(
+            queue_id=queue_id, sender=SENDER, recipient=ACCOUNT, account=ACCOUNT, content=MESSAGE
+        )
+        assert done.reply.code == 250, done.reply
+
+    await deliver("A1")
+    await deliver("A2")  # nothing changed: the cached script
+    assert sieve.cache.compiles == 1
+    scripts.put(ACCOUNT, "rules", 'require ["fileinto", "mailbox"];\nfileinto :create "Two";\n')
+    await deliver("A3")
+    assert sieve.cache.compiles == 2
+    assert len(store.list_messages(ACCOUNT, "One")) == 2
+    assert len(store.list_messages(ACCOUNT, "Two")) == 1
+
+
+def test_queue_envelope_without_client_hostname_still_reads() -> None:
+    """An envelope written before ``client_hostname`` existed loads with "" (the Sieve
+    remote-host of its delivery is then empty, not the HELO name)."""
+    from pochta.queue.envelope import decode_envelope, encode_envelope, new_queue_id
+
+    new = QueueEnvelope(
+        queue_id=new_queue_id(),
+        sender=SENDER,
+        recipients=[],
+        arrival=0.0,
+        size=1,
+        client_helo="helo.test",
+    )
+    data = encode_envelope(new).replace(b',"client_hostname":""', b"")
+    assert b"client_hostname" not in data
+    old = decode_envelope(data)
+    assert old.client_helo == "helo.test"
+    assert old.client_hostname == ""
+
+
+async def test_quota_counts_every_copy(tmp_path: Path) -> None:
+    """fileinto + keep stores two copies: both must fit. The quota leaves room for one copy
+    and not two: 452 4.2.2 (try later), and nothing is stored."""
+    result = SieveResult(actions=(FileInto(mailbox="Lists", create=True), Keep()))
+    rig = Rig(tmp_path, [script("a")], {"a": result})
+    copy = len(b"Return-Path: <" + SENDER.encode() + b">\r\nDelivered-To: " + ACCOUNT.encode())
+    copy += len(b"\r\n\r\n") + len(MESSAGE)
+    filler = b"Subject: filler\r\n\r\n" + b"x" * copy
+    rig.store.deliver(ACCOUNT, filler)
+    used = rig.store.quota_usage(ACCOUNT).bytes
+    quota = used + copy + copy // 2  # one copy fits, two do not
+    rig.agent.directory = cast(
+        Directory, SimpleNamespace(get_account=lambda a: SimpleNamespace(quota_bytes=quota))
+    )
+    done = await rig.deliver()
+    assert (done.reply.code, done.reply.enhanced) == (452, "4.2.2"), done.reply
+    assert rig.folder("Lists") == []
+    assert len(rig.folder("INBOX")) == 1  # the filler only
+
+
+class _RemoteResolver:
+    def resolve(self, address: str) -> Any:
+        from pochta.resolve.classes import RemoteDest, Resolution
+
+        return Resolution(address, (RemoteDest(address, "smtp:example.net"),))
+
+
+class _Crash(Exception):
+    """The process dying at that point (the delivery is tried again)."""
+
+
+@pytest.mark.parametrize("where", ["record", "release"])
+@pytest.mark.parametrize("action", ["redirect", "vacation"])
+async def test_side_effect_queued_once_across_a_crash(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, where: str, action: str
+) -> None:
+    """A real spool behind a real door. The delivery dies once after the redirect or reply
+    is queued and before it is recorded in sieve.db ("record"), or after recording and
+    before its release from hold/ ("release"); the retry queues nothing more, and exactly
+    one message is left to deliver, none held."""
+    from pochta.cleanup.door import Door
+    from pochta.queue.envelope import new_queue_id
+    from pochta.queue.spool import Spool
+
+    act = Redirect(address="carol@example.net") if action == "redirect" else vacation()
+    rig = Rig(tmp_path, [script("a")], {"a": SieveResult(actions=(act,))})
+    spool = Spool(tmp_path / "queue")
+    door = Door(spool, lambda: None, _RemoteResolver)  # type: ignore[arg-type, return-value]
+    assert rig.agent.sieve is not None
+    rig.agent.sieve._door = lambda: door
+    crashes = [where]
+    real_record, real_release = rig.state.record_side_effect, getattr(door, "release", None)
+
+    def record(*args: Any) -> None:
+        if "record" in crashes:
+            crashes.remove("record")
+            raise _Crash
+        real_record(*args)
+
+    async def release(queue_id: str) -> None:
+        if "release" in crashes:
+            crashes.remove("release")
+            raise _Crash
+        assert real_release is not None
+        await real_release(queue_id)
+
+    monkeypatch.setattr(rig.state, "record_side_effect", record)
+    monkeypatch.setattr(door, "release", release, raising=False)
+    origin = new_queue_id()
+    try:
+        first = await rig.deliver(origin)
+        assert first.reply.code == 451, first.reply  # the crash: tried again later
+        assert crashes == []
+        again = await rig.deliver(origin)
+        assert again.reply.code == 250, again.reply
+        assert await spool.ids("hold") == []
+        [queued] = await spool.ids("incoming")
+        envelope = await spool.load(queued)
+        assert [r.address for r in envelope.recipients] == [
+            "carol@example.net" if action == "redirect" else SENDER
+        ]
+        assert len(rig.folder("INBOX")) == 1  # the keep, once
+        await rig.deliver(origin)  # and once more: still one
+        assert await spool.ids("incoming") == [queued]
+        if action == "vacation":
+            # The period holds after the crash: the sender's next message gets no reply.
+            await rig.deliver(new_queue_id())
+            assert await spool.ids("incoming") == [queued]
+            assert len(rig.folder("INBOX")) == 2
+    finally:
+        spool.close()
+
+
+def test_derived_queue_id_is_stable_valid_and_in_the_shard() -> None:
+    from pochta.queue.envelope import derived_queue_id, is_queue_id, new_queue_id, queue_shard
+
+    origin = new_queue_id()
+    one = derived_queue_id(origin, "alice@example.test\0redirect:carol@example.net")
+    assert one == derived_queue_id(origin, "alice@example.test\0redirect:carol@example.net")
+    assert one != derived_queue_id(origin, "alice@example.test\0vacation:h1")
+    assert one != origin
+    assert is_queue_id(one)
+    assert one[:10] == origin[:10]
+    for index in range(3):
+        assert queue_shard(derived_queue_id(origin, f"x{index}", (index, 3)), 3) == index

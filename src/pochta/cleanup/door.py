@@ -48,8 +48,8 @@ from typing import Protocol
 from pochta.cleanup.pipeline import Cleanup, CleanupInput, CleanupResult
 from pochta.logs import get_logger
 from pochta.protocols.smtp.replies import Reply, ReplyError
-from pochta.queue.base import MessageQueue
-from pochta.queue.envelope import Envelope, Recipient
+from pochta.queue.base import MessageQueue, QueueState
+from pochta.queue.envelope import Envelope, Recipient, derived_queue_id
 from pochta.resolve.classes import (
     DiscardDest,
     FileDest,
@@ -171,6 +171,21 @@ class Door:
         """An id of this process's shard: the mail it queues is delivered here."""
         return self.spool.new_queue_id()
 
+    def derived_queue_id(self, origin: str, salt: str) -> str:
+        """The same id for the same ``origin`` and ``salt`` (``queue.envelope``), in this
+        process's shard: what a delivery queues can be found when it is tried again."""
+        count = self.spool.shard_count
+        shard = (self.spool.shard_of(self.spool.new_queue_id()), count) if count > 1 else None
+        return derived_queue_id(origin, salt, shard)
+
+    async def locate(self, queue_id: str) -> QueueState | None:
+        """Where the message ``queue_id`` is in the queue, None when it is not there."""
+        return await self.spool.locate(queue_id)
+
+    async def release(self, queue_id: str) -> None:
+        """A message submitted with ``hold``, out of hold/ and delivered."""
+        await self.spool.release(queue_id)
+
     async def clean(self, content: bytes, info: CleanupInput) -> CleanupResult:
         """Cleanup's steps and filters (:meth:`Cleanup.process`)."""
         return await self._cleanup().process(content, info)
@@ -213,12 +228,14 @@ class Door:
                 )
         return out, failed
 
-    async def submit(self, envelope: Envelope, content: bytes) -> str:
+    async def submit(self, envelope: Envelope, content: bytes, *, hold: bool = False) -> str:
         """Expand the recipients still to deliver, then queue durably; returns the queue id
         once it is on disk. Recipients already final (a refused message queued only to be
         bounced, see ``receive/pickup.py``) are kept as they are. A message whose verdict
         says ``quarantine`` (the spam filter, ``cleanup/spam_filter.py``) is written into the
-        quarantine instead, durably too, and its id returned the same way."""
+        quarantine instead, durably too, and its id returned the same way. ``hold``: into
+        hold/, delivered only after :meth:`release` (Sieve's side effects: queued, recorded,
+        then released, deliver/sieve_delivery.py)."""
         if envelope.verdict.action == "quarantine":
             quarantine = self._quarantine() if self._quarantine is not None else None
             if quarantine is not None:
@@ -238,7 +255,7 @@ class Door:
         content = await self._forwarded(envelope, content)
         if not envelope.arrival:
             envelope.arrival = time.time()
-        if held:
+        if held or hold:
             return await self.spool.enqueue(envelope, content, hold=True)
         if self.to_master is not None and _mailboxes_only(envelope.recipients):
             # Mail for local mailboxes only is delivered by the master, not by this worker:

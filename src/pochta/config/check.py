@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import ipaddress
 import itertools
+import os
 from collections.abc import Iterator
+from pathlib import Path
 
 from pochta.config.listen import parse_listen
 from pochta.config.nameserver import parse_nameserver
@@ -161,6 +163,86 @@ def check_queue(s: Settings) -> Iterator[Problem]:
             f"({q.maximal_lifetime_seconds}), so no warning would ever be sent; make it "
             "smaller, or 0 to switch warnings off",
         )
+
+
+def check_sieve(s: Settings) -> Iterator[Problem]:
+    """[sieve] vacation periods in order (min <= default <= max, a max of 0 = no maximum);
+    [managesieve] connection limits that agree."""
+    sv = s.sieve
+    low, default, high = (
+        sv.vacation_min_period_seconds,
+        sv.vacation_default_period_seconds,
+        sv.vacation_max_period_seconds,
+    )
+    if high and low > high:
+        yield Problem(
+            "sieve.vacation_min_period_seconds",
+            f"{low} is more than sieve.vacation_max_period_seconds ({high}); make the minimum "
+            "the smaller one (a maximum of 0 means none)",
+        )
+    elif default < low:
+        yield Problem(
+            "sieve.vacation_default_period_seconds",
+            f"{default} is less than sieve.vacation_min_period_seconds ({low}); a script "
+            "without :days would be answered with the minimum instead: make the default at "
+            "least the minimum",
+        )
+    elif high and default > high:
+        yield Problem(
+            "sieve.vacation_default_period_seconds",
+            f"{default} is more than sieve.vacation_max_period_seconds ({high}); make the "
+            "default at most the maximum (a maximum of 0 means none)",
+        )
+    ms = s.managesieve
+    if ms.max_connections and ms.max_connections_per_ip > ms.max_connections:
+        yield Problem(
+            "managesieve.max_connections_per_ip",
+            f"{ms.max_connections_per_ip} is more than managesieve.max_connections "
+            f"({ms.max_connections}); make the per-IP limit the smaller one (0 means none)",
+        )
+
+
+def _writable_dir(path: Path) -> str | None:
+    """Why pochta could not keep files in the directory ``path`` (made when missing), or
+    None when it can."""
+    if path.exists():
+        if not path.is_dir():
+            return f"{path} is not a directory; point it at a directory, or remove the file"
+        if not os.access(path, os.W_OK | os.X_OK):
+            return f"{path} is not writable; give the user pochta runs as write access"
+        return None
+    parent = path.parent
+    while not parent.exists() and parent != parent.parent:
+        parent = parent.parent
+    if not parent.is_dir() or not os.access(parent, os.W_OK | os.X_OK):
+        return f"{path} does not exist and cannot be made in {parent}; create it"
+    return None
+
+
+def check_sieve_files(s: Settings) -> Iterator[Problem]:
+    """The Sieve script directories can be written (ManageSieve and ``pochta sieve`` store
+    scripts there), and the ManageSieve listener has its certificate: STARTTLS is how a
+    client logs in (RFC 5804 §2.2) but from loopback."""
+    for key, value in (
+        ("sieve.scripts_dir", s.sieve.scripts_dir),
+        ("sieve.global_dir", s.sieve.global_dir),
+    ):
+        why = _writable_dir(s.path(value))
+        if why is not None:
+            yield Problem(key, why)
+    if s.listen.managesieve:
+        missing = [
+            str(s.path(value))
+            for value in (s.tls.cert_file, s.tls.key_file)
+            if not s.path(value).is_file()
+        ]
+        if missing:
+            yield Problem(
+                "listen.managesieve",
+                f"needs TLS (STARTTLS, RFC 5804 §2.2) but {' and '.join(missing)} do not "
+                'exist; set tls.cert_file and tls.key_file, or listen.managesieve = "" to '
+                "switch ManageSieve off",
+            )
 
 
 def check_files(s: Settings) -> Iterator[Problem]:

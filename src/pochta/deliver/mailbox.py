@@ -246,9 +246,22 @@ class MailboxAgent:
             return MailboxResult(recipient, reply)
         headers = delivery_headers(info.sender, account)
         if plan.copies:
-            largest = max(len(c.content if c.content is not None else content) for c in plan.copies)
-            over = self.quota_reply(account, len(headers) + largest)
+            # Every copy counts against the quota (fileinto + keep stores the message twice):
+            # the sum must fit, as Dovecot checks each save.
+            total = sum(
+                len(headers) + len(c.content if c.content is not None else content)
+                for c in plan.copies
+            )
+            over = self.quota_reply(account, total)
             if over is not None:
+                log.info(
+                    "sieve_over_quota",
+                    queue_id=queue_id,
+                    account=account,
+                    copies=len(plan.copies),
+                    size=total,
+                    reply=str(over),
+                )
                 return MailboxResult(recipient, over)
         stored: list[str] = []
         try:

@@ -141,7 +141,7 @@ class Deliverer:
                 verdict=envelope.verdict,
                 original_recipient=rcpt.original,
                 client_ip=envelope.client_ip,
-                client_host=envelope.client_helo,
+                client_host=envelope.client_hostname,
                 auth_user=envelope.auth_user,
             )
             attempts.append(Attempt(rcpt.address, result.outcome, str(result.reply)))  # type: ignore[arg-type]

@@ -4,11 +4,15 @@ carry out what they decided.
 Per recipient :meth:`SieveDelivery.plan` takes the account's scripts from the
 ``ScriptSource`` in order before / personal / after (Dovecot's sieve_before, the active
 script, sieve_after), compiles each once per version (a cache keyed by account, scope, name
-and ``version``), and runs them on a thread with a ``MessageContext`` of the message, its
+and ``version``, whose entry also notes the scripts it included and is compiled again when
+one of them changed), and runs them on a thread with a ``MessageContext`` of the message, its
 envelope and the environment (RFC 5183: domain, host, remote-ip, remote-host, location
-"MDA", phase "during"). Multi-script rules as Dovecot's (Pigeonhole tests/multiscript): the
-actions of all the scripts run accumulate, and the next script runs only while the keep is
-still in force (the implicit keep, or an explicit keep). The outcome is a :class:`Plan`:
+"MDA", phase "during"), the spam filter's verdict for spamtest (RFC 5235) and
+``directory.recipient_delimiter`` for subaddress (RFC 5233). virustest always finds "not
+tested" (RFC 5235 §3.3, status 0): pochta has no virus scanner, and virustest is left
+untested here. Multi-script rules as Dovecot's (Pigeonhole tests/multiscript): the actions of
+all the scripts run accumulate, and the next script runs only while the keep is still in
+force (the implicit keep, or an explicit keep). The outcome is a :class:`Plan`:
 
 - copies: keep and fileinto, one per folder (the same folder twice is one copy, RFC 5228
   §2.10.3), with their flags (RFC 5232) and content (RFC 5293 editheader);
@@ -26,8 +30,11 @@ The mailbox agent (deliver/mailbox.py) stores the copies; :meth:`SieveDelivery.s
 sends redirects and vacation replies through the door (cleanup/door.py): redirects with the
 original envelope sender and verdict, so the door seals forwarded MX mail with ARC and the
 remote agent rewrites the sender with SRS; replies from the null sender (RFC 3834 §3.3).
-Each is remembered in ``sieve.db`` (sieve/state.py) under the queue id and recipient as it
-is submitted, so a delivery retried after a crash does not send it twice.
+Each is queued exactly once per delivery, whenever the process dies (``_submit_once``): its
+queue id is derived from the delivery's queue id, the recipient and the action
+(``Door.derived_queue_id``), it is queued into hold/, remembered in ``sieve.db``
+(sieve/state.py), and only then released; a retry finds it held, remembered, or not queued
+at all, and never queues a second one.
 """
 
 from __future__ import annotations
@@ -39,10 +46,10 @@ import threading
 import time
 import uuid
 from collections import OrderedDict
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any, Protocol
+from typing import Any, Literal, Protocol
 
 from pochta.cleanup.verdict import Verdict
 from pochta.logs import get_logger
@@ -60,7 +67,7 @@ from pochta.sieve.actions import (
     SieveResult,
     Vacation,
 )
-from pochta.sieve.context import Envelope, MessageContext, SpamInfo
+from pochta.sieve.context import Envelope, MessageContext, ScriptLoader, SpamInfo
 from pochta.sieve.errors import SieveError
 from pochta.sieve.limits import SieveLimits
 from pochta.sieve.repository import ScriptSource, StoredScript
@@ -93,9 +100,15 @@ MAX_REASON_CHARS = 400
 class QueueDoor(Protocol):
     """What redirects and vacation replies need of ``cleanup.door.Door``."""
 
-    def new_queue_id(self) -> str: ...
+    def derived_queue_id(self, origin: str, salt: str) -> str: ...
 
-    async def submit(self, envelope: QueueEnvelope, content: bytes) -> str: ...
+    async def locate(self, queue_id: str) -> str | None: ...
+
+    async def release(self, queue_id: str) -> None: ...
+
+    async def submit(
+        self, envelope: QueueEnvelope, content: bytes, *, hold: bool = False
+    ) -> str: ...
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -110,7 +123,7 @@ class DeliveryInfo:
     extension: str = ""
     verdict: Verdict = field(default_factory=Verdict)
     client_ip: str = ""
-    client_host: str = ""
+    client_host: str = ""  # the client's verified host name (RFC 5183 remote-host), or ""
     auth_user: str = ""
     lmtp: bool = False
 
@@ -211,29 +224,73 @@ def _plan_action(plan: Plan, action: Action, default_mailbox: str) -> None:
         plan.discarded = True
 
 
+_Location = Literal["personal", "global"]
+
+
+class _RecordingLoader:
+    """The account's include loader, noting each script a compile read and a digest of its
+    text (None: there was no such script), so the cache can tell when one changed."""
+
+    def __init__(self, inner: ScriptLoader) -> None:
+        self.inner = inner
+        self.seen: dict[tuple[str, _Location], str | None] = {}
+
+    def load(self, name: str, location: _Location) -> str | None:
+        text = self.inner.load(name, location)
+        self.seen[(name, location)] = _digest(text)
+        return text
+
+
+def _digest(text: str | None) -> str | None:
+    return None if text is None else hashlib.sha256(text.encode()).hexdigest()
+
+
+@dataclass(frozen=True, slots=True)
+class _Cached:
+    compiled: object  # a Script, or the SieveError its compile raised
+    includes: tuple[tuple[tuple[str, _Location], str | None], ...]  # (name, location), digest
+
+
 class _CompileCache:
-    """Compiled scripts (or their compile errors) by (account, scope, name, version)."""
+    """Compiled scripts (or their compile errors) by (account, scope, name, version).
+
+    A compiled script holds the scripts it includes (RFC 6609; read by the loader when it
+    is compiled), so an entry also notes each included script's digest, and is compiled
+    again when one of them changed, appeared or went away since (checked at each use: the
+    includes are read, not compiled)."""
 
     def __init__(self, size: int = COMPILE_CACHE_SIZE) -> None:
         self.size = size
-        self._items: OrderedDict[tuple[str, str, str, str], object] = OrderedDict()
+        self._items: OrderedDict[tuple[str, str, str, str], _Cached] = OrderedDict()
         self._lock = threading.Lock()
         self.compiles = 0  # how many times a script was compiled (tests count them)
 
-    def get(self, account: str, stored: StoredScript, compile_one: Callable[[], object]) -> object:
+    def get(
+        self,
+        account: str,
+        stored: StoredScript,
+        loader: ScriptLoader,
+        compile_one: Callable[[ScriptLoader], object],
+    ) -> object:
         version = stored.version or hashlib.sha256(stored.text.encode()).hexdigest()
         key = (account.lower(), stored.scope, stored.name, version)
         with self._lock:
-            if key in self._items:
+            cached = self._items.get(key)
+            if cached is not None:
                 self._items.move_to_end(key)
-                return self._items[key]
+        if cached is not None and all(
+            _digest(loader.load(name, location)) == digest
+            for (name, location), digest in cached.includes
+        ):
+            return cached.compiled
+        recording = _RecordingLoader(loader)
         try:
-            compiled: object = compile_one()
+            compiled: object = compile_one(recording)
         except SieveError as exc:
             compiled = exc
         with self._lock:
             self.compiles += 1
-            self._items[key] = compiled
+            self._items[key] = _Cached(compiled, tuple(recording.seen.items()))
             while len(self._items) > self.size:
                 self._items.popitem(last=False)
         return compiled
@@ -252,6 +309,7 @@ class SieveDelivery:
         limits: SieveLimits | None = None,
         spam_junk_score: float = 6.0,
         spam_max_score: float = 15.0,  # 0 (the setting's "never"): 15, Rspamd's reject
+        recipient_delimiter: str = "+",  # directory.recipient_delimiter (RFC 5233 subaddress)
         mailbox_exists: Callable[[str, str], bool] | None = None,
         compile_script: CompileFn = interpreter.compile_script,
         run_script: RunFn = interpreter.run_script,
@@ -264,6 +322,7 @@ class SieveDelivery:
         self.limits = limits if limits is not None else SieveLimits()
         self.spam_junk_score = spam_junk_score
         self.spam_max_score = spam_max_score if spam_max_score > 0 else 15.0
+        self.recipient_delimiter = recipient_delimiter
         self._mailbox_exists = mailbox_exists
         self._compile = compile_script
         self._run = run_script
@@ -322,13 +381,13 @@ class SieveDelivery:
         for stored in scripts:
             names.append(stored.name)
 
-            def compile_one(stored: StoredScript = stored) -> object:
+            def compile_one(loader: ScriptLoader, stored: StoredScript = stored) -> object:
                 return self._compile(
                     stored.text, name=stored.name, limits=self.limits, loader=loader
                 )
 
             try:
-                compiled = self.cache.get(info.account, stored, compile_one)
+                compiled = self.cache.get(info.account, stored, loader, compile_one)
                 if isinstance(compiled, SieveError):
                     raise compiled
                 result = self._run(compiled, context, limits=self.limits)
@@ -382,7 +441,9 @@ class SieveDelivery:
             "location": "MDA",
             "phase": "during",
             "remote-ip": info.client_ip,
-            "remote-host": info.client_host,  # the HELO name: no reverse DNS name is kept
+            # The client's verified name (receive/client_name.py), "" when unknown; never
+            # the HELO name, which the client chooses.
+            "remote-host": info.client_host,
             "name": "pochta",
         }
         exists = self._mailbox_exists
@@ -408,6 +469,7 @@ class SieveDelivery:
                 junk_score=self.spam_junk_score,
                 max_score=self.spam_max_score,
             ),
+            recipient_delimiter=self.recipient_delimiter,
             mailbox_exists=mailbox_exists,
             duplicates=self.state.duplicates_for(info.account),
             loader=self.source.loader(info.account),
@@ -475,19 +537,12 @@ class SieveDelivery:
                 continue
             sent += 1
             key = f"redirect:{address.lower()}"
-            if await asyncio.to_thread(
-                self.state.side_effect_done, info.queue_id, info.recipient, key
-            ):
-                log.info("sieve_redirect_done_before", queue_id=info.queue_id, to=address)
-                continue
             body = redirect.content if redirect.content is not None else content
             # The Delivered-To of this mailbox stays on the copy: a redirect that comes back
             # here is a loop (deliver/mailbox.py delivered_to_loop).
             message = f"Delivered-To: {info.account}\r\n".encode() + body
-            door = self._door()
-            new_id = door.new_queue_id()
             envelope = QueueEnvelope(
-                queue_id=new_id,
+                queue_id="",
                 sender=info.sender,  # RFC 5228 §4.2: the envelope sender is kept
                 recipients=[Recipient(address=address)],
                 arrival=0.0,
@@ -495,10 +550,10 @@ class SieveDelivery:
                 verdict=info.verdict,  # so the door seals checked MX mail with ARC
                 protocol="ESMTP",
             )
-            queued = await door.submit(envelope, message)
-            await asyncio.to_thread(
-                self.state.record_side_effect, info.queue_id, info.recipient, key
-            )
+            queued, now = await self._submit_once(info, key, envelope, message)
+            if not now:
+                log.info("sieve_redirect_done_before", queue_id=info.queue_id, to=address)
+                continue
             log.info(
                 "sieve_redirect",
                 queue_id=info.queue_id,
@@ -506,6 +561,49 @@ class SieveDelivery:
                 to=address,
                 new_queue_id=queued,
             )
+
+    async def _submit_once(
+        self,
+        info: DeliveryInfo,
+        key: str,
+        envelope: QueueEnvelope,
+        content: bytes,
+        *,
+        before: Callable[[], Awaitable[bool]] | None = None,
+        undo: Callable[[], Awaitable[None]] | None = None,
+    ) -> tuple[str, bool]:
+        """Queue one side effect exactly once per (queue id, recipient, ``key``), whenever
+        the process dies: its queue id is derived from those (``Door.derived_queue_id``),
+        it is queued into hold/, recorded in sieve.db, and only then released. So a retry
+        finds it held (queued, not recorded: record and release it), recorded (release it
+        if still held), or nowhere (never queued: a message cannot leave hold/ before it is
+        recorded). Returns the id and whether it was queued by this call. ``before``: asked
+        only when it must be queued now; False: it is not (the vacation period's claim);
+        ``undo``: called when queueing it failed (the claim given back)."""
+        door = self._door()
+        queue_id = door.derived_queue_id(info.queue_id, f"{info.recipient}\0{key}")
+        done = await asyncio.to_thread(
+            self.state.side_effect_done, info.queue_id, info.recipient, key
+        )
+        where = await door.locate(queue_id)
+        if done:
+            if where == "hold":  # recorded, but the process died before the release
+                await door.release(queue_id)
+            return queue_id, False
+        if where is None:
+            if before is not None and not await before():
+                return queue_id, False
+            envelope.queue_id = queue_id
+            try:
+                await door.submit(envelope, content, hold=True)
+            except BaseException:
+                if undo is not None:
+                    await undo()
+                raise
+        await asyncio.to_thread(self.state.record_side_effect, info.queue_id, info.recipient, key)
+        if where in (None, "hold"):
+            await door.release(queue_id)
+        return queue_id, True
 
     async def _vacations(self, info: DeliveryInfo, plan: Plan, content: bytes) -> None:
         for vacation in plan.vacations:
@@ -527,23 +625,7 @@ class SieveDelivery:
                 )
                 continue
             key = f"vacation:{vacation.handle}"
-            if await asyncio.to_thread(
-                self.state.side_effect_done, info.queue_id, info.recipient, key
-            ):
-                continue
             period = self._vacation_period(vacation.period_seconds)
-            claimed = await asyncio.to_thread(
-                self.state.claim_vacation, info.account, vacation.handle, to, period
-            )
-            if not claimed:
-                log.info(
-                    "sieve_vacation_skipped",
-                    queue_id=info.queue_id,
-                    account=info.account,
-                    to=to,
-                    reason="already answered within the period (RFC 5230 §4.2)",
-                )
-                continue
             if not vacation.from_address:  # RFC 5230 §4.8: else the recipient's address
                 vacation = dataclasses.replace(vacation, from_address=info.account)
             reply = build_reply(
@@ -552,25 +634,45 @@ class SieveDelivery:
                 date=datetime.now(UTC),
                 message_id=f"<{uuid.uuid4().hex}@{self.hostname}>",
             )
-            door = self._door()
             envelope = QueueEnvelope(
-                queue_id=door.new_queue_id(),
+                queue_id="",
                 sender="",  # RFC 3834 §3.3: the reply's return path is null
                 recipients=[Recipient(address=to)],
                 arrival=0.0,
                 size=len(reply),
                 protocol="ESMTP",
             )
-            try:
-                queued = await door.submit(envelope, reply)
-            except BaseException:
-                await asyncio.to_thread(
-                    self.state.release_vacation, info.account, vacation.handle, to
+            claimed: list[bool] = []
+
+            async def claim(
+                handle: str = vacation.handle,
+                to: str = to,
+                period: int = period,
+                claimed: list[bool] = claimed,
+            ) -> bool:
+                ok = await asyncio.to_thread(
+                    self.state.claim_vacation, info.account, handle, to, period
                 )
-                raise
-            await asyncio.to_thread(
-                self.state.record_side_effect, info.queue_id, info.recipient, key
+                claimed.append(ok)
+                return ok
+
+            async def unclaim(handle: str = vacation.handle, to: str = to) -> None:
+                await asyncio.to_thread(self.state.release_vacation, info.account, handle, to)
+
+            queued, now = await self._submit_once(
+                info, key, envelope, reply, before=claim, undo=unclaim
             )
+            if claimed == [False]:
+                log.info(
+                    "sieve_vacation_skipped",
+                    queue_id=info.queue_id,
+                    account=info.account,
+                    to=to,
+                    reason="already answered within the period (RFC 5230 §4.2)",
+                )
+                continue
+            if not now:
+                continue
             log.info(
                 "sieve_vacation",
                 queue_id=info.queue_id,

@@ -17,6 +17,7 @@ sort by time, need no coordination between processes and are safe as file names.
 
 from __future__ import annotations
 
+import hashlib
 import os
 import threading
 import time
@@ -85,6 +86,9 @@ class Envelope(msgspec.Struct):
     body: Literal["7BIT", "8BITMIME", "BINARYMIME"] = "7BIT"
     client_ip: str = ""
     client_helo: str = ""
+    # The client's verified host name (receive/client_name.py, Postfix's client_name), ""
+    # when unknown; absent in envelopes written before it existed, which load with "".
+    client_hostname: str = ""
     auth_user: str = ""
     protocol: str = "ESMTP"  # RFC 3848 WITH keyword, or "sendmail" for the local command
     requiretls: bool = False
@@ -166,13 +170,33 @@ def new_queue_id(now: float | None = None, shard: tuple[int, int] | None = None)
             micros = max(micros, _last_micros + 1)
             _last_micros = micros
     tail = int.from_bytes(os.urandom(4), "big") % (62**_RANDOM_CHARS)
+    return _base62(micros, _TIME_CHARS) + _base62(_in_shard(tail, shard), _RANDOM_CHARS)
+
+
+def _in_shard(tail: int, shard: tuple[int, int] | None) -> int:
     if shard is not None and shard[1] > 1:
         index, count = shard
         # The last two digits v with v % count == index: v = index + count * k, k < choices.
         choices = (_SHARD_SPAN - index + count - 1) // count
         low = tail % _SHARD_SPAN
         tail = tail - low + index + count * (low % choices)
-    return _base62(micros, _TIME_CHARS) + _base62(tail, _RANDOM_CHARS)
+    return tail
+
+
+def derived_queue_id(origin: str, salt: str, shard: tuple[int, int] | None = None) -> str:
+    """The queue id of a message made while delivering ``origin`` (a Sieve redirect or
+    vacation reply), the same each time for the same ``origin`` and ``salt``: a delivery
+    tried again finds the message it queued before instead of queueing a second one. The
+    time part is ``origin``'s, the rest a digest of both, put into ``shard`` as
+    :func:`new_queue_id` does; never ``origin`` itself."""
+    for n in range(100):
+        data = f"{origin}\0{salt}\0{n}".encode()
+        digest = int.from_bytes(hashlib.sha256(data).digest()[:8], "big")
+        tail = _in_shard(digest % (62**_RANDOM_CHARS), shard)
+        derived = origin[:_TIME_CHARS] + _base62(tail, _RANDOM_CHARS)
+        if derived != origin:
+            return derived
+    raise ValueError(f"no queue id can be derived from {origin!r}")  # pragma: no cover
 
 
 def queue_shard(queue_id: str, count: int) -> int:

@@ -561,6 +561,7 @@ class _Session:
             body=_body(txn.params.get("BODY")),
             client_ip=self.ip,
             client_helo=self.helo,
+            client_hostname=self.client_hostname,
             auth_user=self.auth_user,
             protocol=info.protocol,
             verdict=result.verdict,
@@ -613,7 +614,7 @@ class _Session:
                     verdict=verdict,
                     original_recipient=rcpt.original,
                     client_ip=self.ip,
-                    client_host=self.helo,
+                    client_host=self.client_hostname,  # RFC 5183 remote-host: verified only
                     auth_user=self.auth_user,
                     lmtp=True,  # RFC 5429 §2.1: ereject refuses in the LMTP reply
                 )

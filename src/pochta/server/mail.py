@@ -307,6 +307,7 @@ class MailSystem:
                 limits=SieveLimits.from_settings(s.sieve),
                 spam_junk_score=s.spam.junk_score,
                 spam_max_score=s.spam.reject_score,
+                recipient_delimiter=s.directory.recipient_delimiter,
                 mailbox_exists=self.mailbox.folder_exists,
             )
         # The recipient policies asked at MAIL FROM and RCPT TO (receive/policy.py), in

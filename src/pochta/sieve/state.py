@@ -8,8 +8,9 @@ its database work on threads):
   answered again for the same handle before ``until`` (Unix time);
 - ``duplicates``: (account, id) -> until: RFC 7352 §3, the ids the duplicate test has seen;
 - ``side_effects``: (queue id, recipient, action) -> until: the redirects and vacation replies
-  already submitted for one delivery, so a delivery retried after a crash does not send them
-  twice (the stored copies are made idempotent by the store's dedupe key).
+  already queued for one delivery, so a delivery retried after a crash does not send them
+  twice (recorded while the message is still held in the queue, deliver/sieve_delivery.py
+  ``_submit_once``; the stored copies are made idempotent by the store's dedupe key).
 
 Expired rows are purged as rows are written (at most once a minute).
 """
