@@ -167,7 +167,8 @@ class ParsedAddress:
 class AddressPart:
     name: str
     capability: str
-    extract: Callable[[ParsedAddress], str | None]  # None: the address has no such part
+    # None: the address has no such part; the run gives the context (recipient_delimiter)
+    extract: Callable[[Run, ParsedAddress], str | None]
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

@@ -131,6 +131,37 @@ def test_subaddress(recipient: str, test: str, expected: bool) -> None:
     assert discards(text, recipient=recipient) is expected
 
 
+@pytest.mark.parametrize(
+    ("delimiter", "recipient", "test", "expected"),
+    [
+        # several delimiters, Postfix-style: split at the first of any of them
+        ("+-", "friep-frop+x@example.org", 'envelope :user "to" "friep"', True),
+        ("+-", "friep-frop+x@example.org", 'envelope :detail "to" "frop+x"', True),
+        ("-+", "friep+-frop@example.org", 'envelope :detail "to" "-frop"', True),
+        ("-", "ken+box@example.org", 'envelope :user "to" "ken+box"', True),
+        ("-", "ken+box@example.org", 'envelope :detail :matches "to" "*"', False),
+        # "" = no subaddressing: :detail never matches, :user is the whole local part
+        ("", "ken+box@example.org", 'envelope :detail :matches "to" "*"', False),
+        ("", "ken+box@example.org", 'envelope :user "to" "ken+box"', True),
+        # the MTA's exceptions: no split leaving an empty user, postmaster is never split
+        ("+", "+box@example.org", 'envelope :detail :matches "to" "*"', False),
+        ("-", "owner-list@example.org", 'envelope :user "to" "owner-list"', True),
+    ],
+)
+def test_subaddress_recipient_delimiter(
+    delimiter: str, recipient: str, test: str, expected: bool
+) -> None:
+    text = f'require ["envelope", "subaddress"];\nif {test} {{ discard; }}'
+    assert discards(text, recipient=recipient, recipient_delimiter=delimiter) is expected
+
+
+def test_subaddress_delimiter_applies_to_header_addresses() -> None:
+    message = b"From: list_request@example.org\r\nTo: a@example.org\r\n\r\nx\r\n"
+    text = 'require "subaddress";\nif address :detail "from" "request" { discard; }'
+    assert discards(text, message, recipient_delimiter="+_") is True
+    assert discards(text, message) is False
+
+
 # -- variables, RFC 5229 ----------------------------------------------------------------
 
 

@@ -106,7 +106,7 @@ def extract_parts(run: Run, call: Call, addresses: list[ParsedAddress]) -> list[
     part = call.address_part or run.registry.address_parts["all"]
     out: list[str] = []
     for a in addresses:
-        value = part.extract(a)
+        value = part.extract(run, a)
         if value is not None:
             out.append(value)
     return out
