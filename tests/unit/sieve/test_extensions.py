@@ -431,3 +431,30 @@ def test_ihave_never_reports_variables_or_encoded_character() -> None:
     text = 'require "ihave"; if anyof (ihave "variables", ihave "encoded-character") {discard;}'
     assert not discards(text)
     assert discards('require "ihave"; if ihave "fileinto" { discard; }')
+
+
+# -- fileinto names that are no mailbox names (RFC 5228 §4.1, RFC 5490) --------------------
+
+
+def test_fileinto_bad_utf8_fails_the_run_with_invalid_folder_name() -> None:
+    text = (
+        'require ["fileinto", "variables", "encoded-character"];\n'
+        'set "mailbox" "${hex:ff}rop";\nfileinto "${mailbox}";'
+    )
+    with pytest.raises(SieveRuntimeError) as caught:
+        run(text)
+    # the octets the user wrote, not Python's surrogate escape
+    assert "invalid folder name b'\\xffrop'" in str(caught.value)
+    assert "\\udcff" not in str(caught.value)
+
+
+@pytest.mark.parametrize("name", ["", "a\x01b"])
+def test_fileinto_literal_invalid_name_is_a_compile_error(name: str) -> None:
+    with pytest.raises(SieveError, match="invalid folder name"):
+        compile_script(f'require "fileinto"; fileinto "{name}";')
+
+
+def test_fileinto_empty_name_from_a_variable_fails_the_run() -> None:
+    text = 'require ["fileinto", "variables"];\nset "box" "";\nfileinto "${box}";'
+    with pytest.raises(SieveRuntimeError, match="invalid folder name"):
+        run(text)
