@@ -112,9 +112,33 @@ def extract_parts(run: Run, call: Call, addresses: list[ParsedAddress]) -> list[
     return out
 
 
+# RFC 5228 §5.1: "Implementations MUST restrict the address test to headers that contain
+# addresses, but MUST include at least From, To, Cc, Bcc, Sender, Resent-From, Resent-To, and
+# SHOULD include any other header that utilizes an 'address-list' structured header body":
+# RFC 5322 §3.6.2, §3.6.3, §3.6.6, and the address headers of RFC 2369/3798/4021 and of
+# mailing-list and mail-transport software in common use.
+ADDRESS_HEADERS = frozenset(
+    {
+        "from", "sender", "reply-to", "to", "cc", "bcc",
+        "resent-from", "resent-sender", "resent-reply-to", "resent-to", "resent-cc",
+        "resent-bcc", "return-path", "delivered-to", "envelope-to", "x-envelope-to",
+        "x-original-to", "x-original-from", "original-from", "original-sender",
+        "original-recipient", "apparently-to", "errors-to", "x-sender",
+        "disposition-notification-to", "return-receipt-to", "read-receipt-to",
+        "x-confirm-reading-to", "return-receipt-requested",
+        "registered-mail-reply-requested-by", "mail-followup-to", "mail-reply-to",
+        "x-complaints-to", "x-report-abuse-to", "x-beenthere", "x-admin",
+        "for-approval", "for-handling", "for-comment", "abuse-reports-to", "approved",
+    }
+)  # fmt: skip
+_FIELD_NAME = re.compile(r"[!-9;-~]+\Z")  # RFC 5322 §3.6.8
+
+
 def _address(run: Run, call: Call) -> bool:
     addresses: list[ParsedAddress] = []
     for name in header_names(run, call):
+        if name.lower() not in ADDRESS_HEADERS:
+            continue  # RFC 5228 §5.1: a header without addresses (a name from a variable)
         for raw in run.raw_header_values(name):
             addresses.extend(header_addresses(raw))
     return run.match(call, extract_parts(run, call, addresses), call.strings(1))
@@ -161,6 +185,21 @@ def _keep(run: Run, call: Call) -> None:
 
 def _discard(run: Run, call: Call) -> None:
     run.add_action(Discard())
+
+
+def _check_address(call: Call, state: CompileState) -> Call | None:
+    for name in call.strings(0):
+        if "${" in name and "variables" in state.required:
+            continue  # known when the script runs
+        if _FIELD_NAME.match(name) and name.lower() not in ADDRESS_HEADERS:
+            # RFC 5228 §5.1: the address test is restricted to headers with addresses (a
+            # name that is no header name at all matches nothing, as in the header test)
+            raise call.error(
+                f"test 'address': header '{name}' holds no addresses (RFC 5228 §5.1); "
+                "use header :contains for it, or an address header (From, To, Cc, Bcc, "
+                "Sender, Reply-To, Resent-*, ...)"
+            )
+    return None
 
 
 def redirect_address(text: str) -> str | None:
@@ -243,6 +282,7 @@ for _test in (
         match_type=True,
         address_part=True,
         handler=_address,
+        validate=_check_address,
     ),
     TestSpec(
         name="envelope",
