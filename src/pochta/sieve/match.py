@@ -159,6 +159,14 @@ def wildcard_match_general(
     return _backtracking(value, _pattern(key), fold if fold is not None else _same)
 
 
+def _matches_cost(value: str, key: str) -> int:
+    """The steps of one ``wildcard_match``: linear for literals and ``*`` (``_stars_only``),
+    else the one-star backtracking, at most len(value) x the key's pieces."""
+    if "?" not in key and value.isascii() and key.isascii():
+        return len(value) + len(key) + 1
+    return (len(value) + 1) * (len(key) + 1)
+
+
 def _matches(comparator: Comparator, _: str, value: str, key: str) -> tuple[bool, list[str] | None]:
     caps = wildcard_match(value, key, comparator.fold)
     return caps is not None, caps
@@ -344,7 +352,9 @@ REGISTRY.add_capability(Capability("regex"))
 for _mt in (
     MatchType(name="is", capability="", match=_is),
     MatchType(name="contains", capability="", match=_contains, needs_substring=True),
-    MatchType(name="matches", capability="", match=_matches, needs_substring=True),
+    MatchType(
+        name="matches", capability="", match=_matches, needs_substring=True, cost=_matches_cost
+    ),
     MatchType(
         name="count",
         capability="relational",
