@@ -366,3 +366,29 @@ def test_address_on_a_header_named_by_a_variable_matches_nothing() -> None:
         'require "variables";\nset "h" "from";\nif address :is "${h}" "a@example.org" { discard; }'
     )
     assert Discard() in run(text, message).actions
+
+
+# -- RFC 5228 §4.2: redirect validates the address ------------------------------------
+
+
+@pytest.mark.parametrize(
+    "address", ["Stephan Bosch error@example.org", " more error @  example.com  "]
+)
+def test_redirect_refuses_words_that_are_no_addr_spec(address: str) -> None:
+    # the lenient address parser ran the words together ("StephanBoscherror@example.org"),
+    # so the message would have gone to an address nobody wrote
+    with pytest.raises(SieveError, match="redirect needs a valid address"):
+        compile_script(f'redirect "{address}";')
+
+
+@pytest.mark.parametrize(
+    ("address", "target"),
+    [
+        (" more  @  example.com  ", "more@example.com"),
+        ("Ok Good <stephan@example.org>", "stephan@example.org"),
+        ("a . b@example.com", "a.b@example.com"),
+        ('\\"a b\\"@example.com', '"a b"@example.com'),
+    ],
+)
+def test_redirect_addresses_with_spaces_that_are_valid(address: str, target: str) -> None:
+    assert run(f'redirect "{address}";').actions == (Redirect(address=target),)

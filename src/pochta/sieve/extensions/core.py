@@ -29,6 +29,10 @@ __all__ = ["extract_parts", "redirect_address"]
 # RFC 5322 §3.2.3 dot-atom-text: a local part that needs no quotes
 _ATEXT = r"[A-Za-z0-9!#$%&'*+\-/=?^_`{|}~\x80-\U0010ffff]+"
 _DOT_ATOM = re.compile(rf"{_ATEXT}(?:\.{_ATEXT})*\Z")
+_COMMENT = re.compile(r"\([^()]*\)")  # RFC 5322 §3.2.2, unnested
+# the local part of a bare addr-spec: one quoted string, or words joined by dots (CFWS may
+# surround the dots and the whole, RFC 5322 §3.2.3/§4.4 obs-local-part)
+_ADDR_SPEC_WORDS = re.compile(r'\s*(?:"(?:[^"\\]|\\.)*"|[^\s".]*(?:\s*\.\s*[^\s".]*)*)\s*\Z')
 
 
 # -- control -----------------------------------------------------------------------------
@@ -206,6 +210,11 @@ def redirect_address(text: str) -> str | None:
     """RFC 5228 §4.2: the one RFC 5322 address ``text`` names (an addr-spec, or a
     name-addr like ``"Name" <a@b.example>``), as local@domain; None when it names none."""
     if any(ord(c) < 32 for c in text):
+        return None
+    if "<" not in text and not _ADDR_SPEC_WORDS.match(_COMMENT.sub(" ", text.rpartition("@")[0])):
+        # RFC 5322 §3.4.1: a bare addr-spec's local part is a dot-atom or a quoted string;
+        # words side by side ("Stephan Bosch error@example.org") are a phrase without its
+        # <addr-spec>, not an address (the lenient parser would run them together)
         return None
     try:
         found = [a for a in parse_address_list(text) if not (a.is_group_start or a.is_group_end)]
