@@ -8,7 +8,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from pochta.sieve.errors import SieveRuntimeError
+from pochta.sieve.errors import SieveError, SieveRuntimeError
 from pochta.sieve.limits import SieveLimits
 from pochta.sieve.script import compile_script, run_script
 
@@ -81,3 +81,24 @@ def test_the_charged_steps_are_exactly_the_bound(values: list[str], keys: list[s
     run_script(script, ctx, limits=SieveLimits(max_match_steps=total))
     with pytest.raises(SieveRuntimeError, match=f"compare more than {total - 1} characters"):
         run_script(script, ctx, limits=SieveLimits(max_match_steps=total - 1))
+
+
+# -- variables: how many, how long a name (RFC 5229 §6) ---------------------------------
+
+
+def test_a_script_sets_at_most_255_variables() -> None:
+    sets = "".join(f'set "v{n}" "x";\n' for n in range(300))
+    with pytest.raises(SieveError) as caught:
+        compile_script(f'require "variables";\n{sets}')
+    # one error, at the 256th, not one per further variable
+    assert [e.line for e in caught.value.errors] == [257]
+    assert "more than 255 variables" in str(caught.value)
+    # setting the same ones again is fine
+    again = "".join(f'set "v{n % 255}" "x";\n' for n in range(600))
+    compile_script(f'require "variables";\n{again}')
+
+
+def test_a_variable_name_has_at_most_64_characters() -> None:
+    compile_script('require "variables"; set "' + "v" * 64 + '" "x";')
+    with pytest.raises(SieveError, match="longer than 64 characters"):
+        compile_script('require "variables"; set "' + "v" * 65 + '" "x";')
