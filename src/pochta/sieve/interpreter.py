@@ -291,7 +291,21 @@ class Run:
         match variables on success (RFC 5229 §3.2) unless ``match_values`` is False."""
         comparator = call.comparator or self.registry.comparators["i;ascii-casemap"]
         match_type = call.match_type or self.registry.match_types["is"]
+        keys = list(keys)
         expanded = self.expand_all(keys)
+        if match_type.validate_key is not None:
+            # a key checked at compile time unless variables made it: check it now, and say
+            # why a bad one (a regex from a variable) matches nothing
+            good: list[str] = []
+            for raw, key in zip(keys, expanded, strict=True):
+                problem = match_type.validate_key(key, comparator) if "${" in raw else None
+                if problem:
+                    self.warnings.append(
+                        f"line {call.line}: key {key!r} matches nothing: {problem}"
+                    )
+                    continue
+                good.append(key)
+            expanded = good
         if match_type.counts:
             count = str(len(values))  # RFC 5231 §4.1
             return any(match_type.match(comparator, call.relation, count, k)[0] for k in expanded)

@@ -458,3 +458,14 @@ def test_fileinto_empty_name_from_a_variable_fails_the_run() -> None:
     text = 'require ["fileinto", "variables"];\nset "box" "";\nfileinto "${box}";'
     with pytest.raises(SieveRuntimeError, match="invalid folder name"):
         run(text)
+
+
+def test_a_bad_regex_from_a_variable_matches_nothing_and_says_why() -> None:
+    text = (
+        'require ["regex", "variables", "fileinto"];\nset "regex" "[";\n'
+        'if header :regex "to" ["${regex}", "example"] { fileinto "frop"; }'
+    )
+    result = run(text)
+    assert [a.mailbox for a in result.actions if isinstance(a, FileInto)] == ["frop"]
+    assert len(result.warnings) == 1
+    assert "line 3: key '[' matches nothing" in result.warnings[0]
