@@ -4,11 +4,16 @@ the address parts :all, :localpart, :domain (RFC 5228) and :user, :detail (RFC 5
 from __future__ import annotations
 
 import re
+from typing import TYPE_CHECKING
 
 from pochta.mime.addresses import parse_address_list
 from pochta.sieve.registry import REGISTRY, AddressPart, Capability, ParsedAddress
+from pochta.tables.postfix_text import split_extension
 
-__all__ = ["DETAIL_SEPARATOR", "header_addresses", "parse_one"]
+if TYPE_CHECKING:
+    from pochta.sieve.interpreter import Run
+
+__all__ = ["header_addresses", "parse_one", "split_detail"]
 
 # RFC 5321 §4.1.2 and §4.1.3: Path = "<" [ A-d-l ":" ] Mailbox ">"
 # Lenient as Pigeonhole is: "_" and a leading or trailing "-" in host names, dots anywhere
@@ -20,7 +25,6 @@ _LOCAL = r'(?:[A-Za-z0-9!#$%&\'*+\-/=?^_`{|}~.\x80-\U0010ffff]+|"(?:[^"\\\r\n]|\
 _ROUTE = rf"@{_DOMAIN}(?:,@{_DOMAIN})*:"
 _MAILBOX = rf"(?:{_ROUTE})?(?P<local>{_LOCAL})(?:@(?P<domain>{_DOMAIN}))?"
 _PATH = re.compile(rf"{_MAILBOX}\Z")
-DETAIL_SEPARATOR = "+"  # RFC 5233 §4: the separator is the implementation's; ours is "+"
 
 
 def header_addresses(value: str) -> list[ParsedAddress]:
@@ -57,27 +61,42 @@ def parse_one(path: str) -> ParsedAddress | None:
     return ParsedAddress(full, local, domain or "")
 
 
-def _all(a: ParsedAddress) -> str | None:
+def _all(_run: Run, a: ParsedAddress) -> str | None:
     return a.full
 
 
-def _localpart(a: ParsedAddress) -> str | None:
+def _localpart(_run: Run, a: ParsedAddress) -> str | None:
     return a.local if a.valid else None
 
 
-def _domain(a: ParsedAddress) -> str | None:
+def _domain(_run: Run, a: ParsedAddress) -> str | None:
     return a.domain if a.valid else None
 
 
-def _user(a: ParsedAddress) -> str | None:
+def split_detail(local: str, delimiters: str) -> tuple[str, str | None]:
+    """A local part as :user and :detail (RFC 5233 §4) see it: ``(user, detail)``, detail
+    None when there is none.
+
+    RFC 5233 §4 leaves the separator to the implementation. Ours is the MTA's own split
+    (``directory.recipient_delimiter``, Postfix's split_addr(3): at the first of any of the
+    ``delimiters`` characters), so a script sees the same detail that routing and
+    ``delivery.save_to_detail_mailbox`` use: "" means no subaddressing (``:detail`` never
+    matches, ``:user`` is the whole local part), and Postfix's exceptions hold (postmaster,
+    mailer-daemon, double-bounce; ``owner-*``/``*-request`` when "-" is a delimiter; no
+    split leaving an empty user, so "+frop" has no detail).
+    """
+    user, extension = split_extension(local, delimiters)
+    return user, (extension[1:] if extension is not None else None)
+
+
+def _user(run: Run, a: ParsedAddress) -> str | None:
     # RFC 5233 §4: the local part up to the separator (all of it when there is none)
-    return a.local.partition(DETAIL_SEPARATOR)[0] if a.valid else None
+    return split_detail(a.local, run.context.recipient_delimiter)[0] if a.valid else None
 
 
-def _detail(a: ParsedAddress) -> str | None:
+def _detail(run: Run, a: ParsedAddress) -> str | None:
     # RFC 5233 §4: after the separator; no separator means no detail (the test fails)
-    _, sep, detail = a.local.partition(DETAIL_SEPARATOR)
-    return detail if sep and a.valid else None
+    return split_detail(a.local, run.context.recipient_delimiter)[1] if a.valid else None
 
 
 REGISTRY.add_capability(Capability("subaddress"))

@@ -94,10 +94,22 @@ def available_capabilities(
 def compile_tree(nodes: tuple[Node, ...], state: CompileState) -> tuple[Call, ...]:
     calls = _Compiler(state).block(nodes, top=True)
     if state.errors:
-        first = state.errors[0]
-        first.errors = list(state.errors)
-        raise first
+        errors = sorted(state.errors, key=lambda e: (e.line, e.column))
+        errors[0].errors = errors
+        raise errors[0]
     return calls
+
+
+class _Reported(Exception):
+    """A command or test could not be built; its errors are already in ``state.errors``."""
+
+
+# Error recovery, as a ManageSieve editor needs it (Pigeonhole does the same): every
+# independent error is reported, none that only follows from another. So a command whose
+# own arguments are wrong (one error: the first bad argument) still has its tests and its
+# block checked; an unknown command or test (nothing is known of its arguments) is one error
+# and nothing under it is looked at; each test of a test list, each extension of a require
+# and each command of a block stands alone.
 
 
 class _Compiler:
@@ -130,10 +142,12 @@ class _Compiler:
                 out.append(self.command(node))
             except SieveError as e:
                 self.state.errors.append(e)
-                if len(self.state.errors) >= MAX_ERRORS:
-                    break
+            except _Reported:
+                pass
             finally:
                 prev = node.name
+            if len(self.state.errors) >= MAX_ERRORS:
+                break
         return tuple(out)
 
     def require(self, node: Node) -> None:
@@ -141,11 +155,18 @@ class _Compiler:
             raise self.fail("'require' takes one string or string list: the extensions", node)
         if node.tests or node.block is not None:
             raise self.fail("expected ';' after command 'require'", node)
+        failed = False
         for name in node.arguments[0].values:
             if name not in self.state.available:
-                # RFC 5228 §3.2: requiring an unknown extension is an error
-                raise self.fail(f"unsupported extension '{name}' in require", node.arguments[0])
+                # RFC 5228 §3.2: requiring an unknown extension is an error, one per name
+                self.state.errors.append(
+                    self.fail(f"unsupported extension '{name}' in require", node.arguments[0])
+                )
+                failed = True
+                continue
             self.state.required.add(name)
+        if failed:
+            raise _Reported
 
     def need(self, capability: str, what: str, where: Node | Argument) -> None:
         if capability and capability not in self.state.required:
@@ -158,17 +179,74 @@ class _Compiler:
             if node.name in self.registry.tests:
                 raise self.fail(f"'{node.name}' is a test, not a command", node)
             raise self.fail(f"unknown command '{node.name}'", node)
-        self.need(spec.capability, f"command '{node.name}'", node)
-        call = self.signature(node, spec, "command")
-        if spec.block == "required" and node.block is None:
-            raise self.fail(f"expected a block '{{ ... }}' after command '{node.name}'", node)
-        if spec.block == "none" and node.block is not None:
-            raise self.fail(f"expected ';' after command '{node.name}', not a block", node)
+        call, failed = self.checked(node, spec, "command")
         block: tuple[Call, ...] | None = None
-        if node.block is not None:
-            block = self.guarded_block(node, call)
+        if node.block is not None and spec.block != "none":
+            # the block is checked even when the command is wrong: its errors are its own
+            errors_before = len(self.state.errors)
+            block = self.guarded_block(node, call) if call else self.block(node.block)
+            failed = failed or len(self.state.errors) > errors_before
+        if failed or call is None:
+            raise _Reported
         call = dataclasses.replace(call, block=block)
         return self.validated(call, spec)
+
+    def checked(
+        self, node: Node, spec: CommandSpec | TestSpec, kind: Literal["command", "test"]
+    ) -> tuple[Call | None, bool]:
+        """The call with its arguments and tests, and whether anything was wrong (the errors
+        recorded). The command's own arguments give at most one error (the first bad one);
+        the shape of its tests (and, for a command, of its block) one more: a forgotten ':'
+        turns a tag into a test, so the two often explain each other (as in Pigeonhole).
+        Then each test is checked on its own."""
+        call: Call | None = None
+        what = f"{kind} '{node.name}'"
+        try:
+            self.need(spec.capability, what, node)
+            call = self.signature(node, spec, kind)
+        except SieveError as e:
+            self.state.errors.append(e)
+        shape = self.shape_problem(node, spec, what, kind, block_too=call is not None)
+        if shape is not None:
+            self.state.errors.append(shape)
+        tests: list[Call] = []
+        failed = call is None or shape is not None
+        if spec.tests != "none":
+            for t in node.tests:
+                try:
+                    tests.append(self.test(t))
+                except SieveError as e:
+                    self.state.errors.append(e)
+                    failed = True
+                except _Reported:
+                    failed = True
+        if failed or call is None:
+            return None, True
+        return dataclasses.replace(call, tests=tuple(tests)), False
+
+    def shape_problem(
+        self,
+        node: Node,
+        spec: CommandSpec | TestSpec,
+        what: str,
+        kind: Literal["command", "test"],
+        *,
+        block_too: bool,
+    ) -> SieveError | None:
+        """What is wrong with the tests the node has (RFC 5228 §2.9, §3.1), or with its
+        block when ``block_too``; None when they fit the command."""
+        if spec.tests == "none" and node.tests:
+            return self.fail(f"{what} takes no test", node.tests[0])
+        if spec.tests == "test" and (node.test_list or len(node.tests) != 1):
+            return self.fail(f"{what} needs one test (not a test list)", node)
+        if spec.tests == "test-list" and not node.test_list:
+            return self.fail(f"{what} needs a test list '( test, test, ... )'", node)
+        if kind == "command" and block_too and isinstance(spec, CommandSpec):
+            if spec.block == "required" and node.block is None:
+                return self.fail(f"expected a block '{{ ... }}' after {what}", node)
+            if spec.block == "none" and node.block is not None:
+                return self.fail(f"expected ';' after {what}, not a block", node)
+        return None
 
     def guarded_block(self, node: Node, call: Call) -> tuple[Call, ...]:
         """The block; under ``if ihave`` (RFC 5463 §4) compiled only when every capability
@@ -200,8 +278,10 @@ class _Compiler:
             if node.name in self.registry.commands:
                 raise self.fail(f"'{node.name}' is a command, not a test", node)
             raise self.fail(f"unknown test '{node.name}'", node)
-        self.need(spec.capability, f"test '{node.name}'", node)
-        return self.validated(self.signature(node, spec, "test"), spec)
+        call, failed = self.checked(node, spec, "test")
+        if failed or call is None:
+            raise _Reported
+        return self.validated(call, spec)
 
     def validated(self, call: Call, spec: CommandSpec | TestSpec) -> Call:
         if spec.validate is not None:
@@ -324,18 +404,6 @@ class _Compiler:
         values: list[ArgValue] = []
         for n, ((_, arg), expected) in enumerate(zip(positional, spec.positional, strict=False)):
             values.append(self.typed(arg, expected, f"argument {n + 1}", what))
-        # tests
-        tests: tuple[Call, ...] = ()
-        if spec.tests == "none" and node.tests:
-            raise self.fail(f"{what} takes no test", node.tests[0])
-        if spec.tests == "test":
-            if node.test_list or len(node.tests) != 1:
-                raise self.fail(f"{what} needs one test (not a test list)", node)
-            tests = (self.test(node.tests[0]),)
-        elif spec.tests == "test-list":
-            if not node.test_list:
-                raise self.fail(f"{what} needs a test list '( test, test, ... )'", node)
-            tests = tuple(self.test(t) for t in node.tests)
         # comparator and match type fit together (RFC 4790 §4.2: a comparator without
         # substring operations cannot do :contains/:matches)
         if spec.match_type:
@@ -353,7 +421,7 @@ class _Compiler:
             spec=spec,
             tags=tags,
             args=tuple(values),
-            tests=tests,
+            tests=(),  # checked apart (``subtests``), so their errors are their own
             block=None,
             line=node.line,
             column=node.column,

@@ -120,6 +120,7 @@ class Run:
         self.state: dict[str, Any] = {}  # extensions' per-run state
         self.branch_taken = False  # the last if/elsif ran its block
         self.redirects = 0
+        self.match_steps = 0  # charged by ``match`` against limits.max_match_steps
         self.started = context.clock()
         self._headers: list[Header] | None = None
 
@@ -290,18 +291,54 @@ class Run:
         match variables on success (RFC 5229 §3.2) unless ``match_values`` is False."""
         comparator = call.comparator or self.registry.comparators["i;ascii-casemap"]
         match_type = call.match_type or self.registry.match_types["is"]
+        keys = list(keys)
         expanded = self.expand_all(keys)
+        if match_type.validate_key is not None:
+            # a key checked at compile time unless variables made it: check it now, and say
+            # why a bad one (a regex from a variable) matches nothing
+            good: list[str] = []
+            for raw, key in zip(keys, expanded, strict=True):
+                problem = match_type.validate_key(key, comparator) if "${" in raw else None
+                if problem:
+                    self.warnings.append(
+                        f"line {call.line}: key {key!r} matches nothing: {problem}"
+                    )
+                    continue
+                good.append(key)
+            expanded = good
         if match_type.counts:
             count = str(len(values))  # RFC 5231 §4.1
             return any(match_type.match(comparator, call.relation, count, k)[0] for k in expanded)
+        cost = match_type.cost or _linear_cost
+        pairs = 0
         for value in values:
             for key in expanded:
+                # The values (headers, body parts, variables) times the keys: each match's
+                # work is charged before it runs, and the clock is read every few matches,
+                # so no single test runs past [sieve] max_run_seconds or max_match_steps.
+                self.match_steps += cost(value, key)
+                if self.match_steps > self.limits.max_match_steps:
+                    raise SieveRuntimeError(
+                        f"the script's tests compare more than {self.limits.max_match_steps} "
+                        f"characters (at ':{match_type.name}' on line {call.line}): match "
+                        "fewer headers or keys, or a smaller part of the message"
+                    )
+                pairs += 1
+                if pairs % _CLOCK_EVERY == 0:
+                    self.check_time()
                 ok, captures = match_type.match(comparator, call.relation, value, key)
                 if ok:
                     if captures is not None and self.use_variables and match_values:
                         self.match_values = captures
                     return True
         return False
+
+
+_CLOCK_EVERY = 64  # matches between two readings of the clock in one test
+
+
+def _linear_cost(value: str, key: str) -> int:
+    return len(value) + len(key) + 1
 
 
 def split_flags(values: Iterable[str]) -> list[str]:

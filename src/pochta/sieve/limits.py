@@ -21,6 +21,12 @@ class SieveLimits:
     vacation_default_period_seconds: int = 7 * 86400
     vacation_min_period_seconds: int = 86400
     vacation_max_period_seconds: int = 90 * 86400
+    # The matching one run may do, in steps (``MatchType.cost``: about one per character
+    # compared): ``max_run_seconds`` is checked between commands and every few matches,
+    # but a match itself cannot be interrupted, so its work is bounded before it starts.
+    # 50 million steps is a 10 MB body searched for 5 keys; a script asking more fails
+    # (the message is kept). Not a setting: a bound against abuse, not a policy.
+    max_match_steps: int = 50_000_000
 
     @classmethod
     def from_settings(cls, settings: SieveSettings) -> SieveLimits:

@@ -5,11 +5,16 @@
 the match variables of RFC 5229 §3.2: ``${0}`` the whole value, then one per ``*`` and ``?``
 in order, each ``*`` taking the shortest text that lets the rest match.
 
-``:regex`` maps POSIX extended regular expressions (the draft's syntax) onto Python ``re``:
-the same operators (``. [] [^] * + ? {m,n} | () ^ $``), POSIX classes ``[:alpha:]`` and the
-like inside brackets rewritten as Python ranges, a backslash before an ordinary character
-kept as a literal. Patterns longer than ``MAX_REGEX_CHARS`` and nested quantifiers such as
-``(a+)+`` (the classic catastrophic backtracking) are refused at compile time.
+``:regex`` takes POSIX extended regular expressions (the draft's syntax): the operators
+``. [] [^] * + ? {m,n} | () ^ $``, POSIX classes ``[:alpha:]`` and the like inside brackets,
+a backslash before an ordinary character kept as a literal. ``compile_regex`` checks a key
+by translating it for Python's ``re`` (its errors are the user's); the matching itself is
+``sieve/regex.py``'s linear-time NFA, never ``re``'s backtracking. Patterns longer than
+``MAX_REGEX_CHARS`` and nested quantifiers such as ``(a+)+`` are still refused at compile
+time (as before; no longer a danger to the matcher).
+
+Each match type declares the work one match may do (``MatchType.cost``); ``Run.match``
+charges it to ``SieveLimits.max_match_steps`` before matching.
 """
 
 from __future__ import annotations
@@ -19,6 +24,7 @@ from collections.abc import Callable
 from functools import lru_cache
 from typing import Literal
 
+from pochta.sieve.regex import Program, compile_program
 from pochta.sieve.registry import REGISTRY, Capability, Comparator, MatchType
 
 __all__ = [
@@ -157,6 +163,14 @@ def wildcard_match_general(
 ) -> list[str] | None:
     """``wildcard_match`` without the fast way (for tests that compare the two)."""
     return _backtracking(value, _pattern(key), fold if fold is not None else _same)
+
+
+def _matches_cost(value: str, key: str) -> int:
+    """The steps of one ``wildcard_match``: linear for literals and ``*`` (``_stars_only``),
+    else the one-star backtracking, at most len(value) x the key's pieces."""
+    if "?" not in key and value.isascii() and key.isascii():
+        return len(value) + len(key) + 1
+    return (len(value) + 1) * (len(key) + 1)
 
 
 def _matches(comparator: Comparator, _: str, value: str, key: str) -> tuple[bool, list[str] | None]:
@@ -318,22 +332,42 @@ def compile_regex(pattern: str, case: Literal["octet", "ascii", "unicode"]) -> r
         raise ValueError(f"bad regex {pattern!r}: {e}") from None
 
 
+def _program(key: str, comparator: Comparator) -> Program:
+    """The linear-time program of a key (``sieve/regex.py``), its syntax checked as
+    ``compile_regex`` checks it; ValueError says what is wrong."""
+    case = _REGEX_CASE.get(comparator.name, "octet")
+    compile_regex(key, case)
+    return compile_program(key, case)
+
+
 def _regex(comparator: Comparator, _: str, value: str, key: str) -> tuple[bool, list[str] | None]:
     try:
-        rx = compile_regex(key, _REGEX_CASE.get(comparator.name, "octet"))
+        program = _program(key, comparator)
     except ValueError:
         return False, None
-    m = rx.search(value)
-    if m is None:
+    # Not Python's backtracking ``re``: the lazy DFA decides, Pike's VM finds the groups
+    # of the one value that matched; both O(len(value) x len(program)).
+    if not program.search(value):
         return False, None
-    return True, [m.group(0)] + [g or "" for g in m.groups()]
+    return True, program.groups(value)
+
+
+def _regex_cost(value: str, key: str) -> int:
+    """The bound of one ``_regex``: the search and the groups, each at most one pass of
+    the program per character (the program's length taken as the key's, times the
+    {m,n} copies: ``MAX_PROGRAM`` at most)."""
+    try:
+        size = len(compile_program(key, "octet"))
+    except ValueError:
+        size = len(key)
+    return 2 * (len(value) + 1) * (size + 1)
 
 
 def _check_regex(key: str, comparator: Comparator) -> str | None:
     if "${" in key:
         return None  # checked when the variables are known
     try:
-        compile_regex(key, _REGEX_CASE.get(comparator.name, "octet"))
+        _program(key, comparator)
     except ValueError as e:
         return str(e)
     return None
@@ -344,7 +378,9 @@ REGISTRY.add_capability(Capability("regex"))
 for _mt in (
     MatchType(name="is", capability="", match=_is),
     MatchType(name="contains", capability="", match=_contains, needs_substring=True),
-    MatchType(name="matches", capability="", match=_matches, needs_substring=True),
+    MatchType(
+        name="matches", capability="", match=_matches, needs_substring=True, cost=_matches_cost
+    ),
     MatchType(
         name="count",
         capability="relational",
@@ -366,6 +402,7 @@ for _mt in (
         match=_regex,
         needs_substring=True,
         validate_key=_check_regex,
+        cost=_regex_cost,
     ),
 ):
     REGISTRY.add_match_type(_mt)

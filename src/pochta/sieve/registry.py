@@ -150,6 +150,9 @@ class MatchType:
     counts: bool = False
     validate_key: Callable[[str, Comparator], str | None] | None = None  # error text or None
     validate_arg: Callable[[str], str | None] | None = None
+    # the work one ``match(value, key)`` may do, in steps (a bound, not a measure); None:
+    # linear, len(value) + len(key). ``Run.match`` charges it to ``SieveLimits.max_match_steps``.
+    cost: Callable[[str, str], int] | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -167,7 +170,8 @@ class ParsedAddress:
 class AddressPart:
     name: str
     capability: str
-    extract: Callable[[ParsedAddress], str | None]  # None: the address has no such part
+    # None: the address has no such part; the run gives the context (recipient_delimiter)
+    extract: Callable[[Run, ParsedAddress], str | None]
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

@@ -336,3 +336,59 @@ def test_invalid_addresses_only_match_all(test: str, expected: bool) -> None:
         b"Bcc: nico@frop.example.com, @example.org\r\n\r\nTest.\r\n"
     )
     assert (run(f"if {test} {{ discard; }}", message).actions == (Discard(),)) is expected
+
+
+# -- RFC 5228 §5.1: the address test only on headers with addresses ----------------------
+
+
+@pytest.mark.parametrize("header", ["frop", "Subject", '["to", "x-mailer"]'])
+def test_address_on_a_header_without_addresses_is_a_compile_error(header: str) -> None:
+    name = header if header.startswith("[") else f'"{header}"'
+    with pytest.raises(SieveError, match=r"holds no addresses \(RFC 5228 §5\.1\)"):
+        compile_script(f'if address :is {name} "frml" {{ keep; }}')
+
+
+@pytest.mark.parametrize(
+    "header", ["From", "reply-to", "Resent-Cc", "x-original-to", "mail-followup-to", "from:"]
+)
+def test_address_headers_compile(header: str) -> None:
+    compile_script(f'if address :is "{header}" "frml" {{ keep; }}')
+
+
+def test_address_on_a_header_named_by_a_variable_matches_nothing() -> None:
+    message = b"From: a@example.org\r\nX-Frop: a@example.org\r\n\r\nx\r\n"
+    text = (
+        'require "variables";\nset "h" "x-frop";\n'
+        'if address :is "${h}" "a@example.org" { discard; }'
+    )
+    assert Discard() not in run(text, message).actions
+    text = (
+        'require "variables";\nset "h" "from";\nif address :is "${h}" "a@example.org" { discard; }'
+    )
+    assert Discard() in run(text, message).actions
+
+
+# -- RFC 5228 §4.2: redirect validates the address ------------------------------------
+
+
+@pytest.mark.parametrize(
+    "address", ["Stephan Bosch error@example.org", " more error @  example.com  "]
+)
+def test_redirect_refuses_words_that_are_no_addr_spec(address: str) -> None:
+    # the lenient address parser ran the words together ("StephanBoscherror@example.org"),
+    # so the message would have gone to an address nobody wrote
+    with pytest.raises(SieveError, match="redirect needs a valid address"):
+        compile_script(f'redirect "{address}";')
+
+
+@pytest.mark.parametrize(
+    ("address", "target"),
+    [
+        (" more  @  example.com  ", "more@example.com"),
+        ("Ok Good <stephan@example.org>", "stephan@example.org"),
+        ("a . b@example.com", "a.b@example.com"),
+        ('\\"a b\\"@example.com', '"a b"@example.com'),
+    ],
+)
+def test_redirect_addresses_with_spaces_that_are_valid(address: str, target: str) -> None:
+    assert run(f'redirect "{address}";').actions == (Redirect(address=target),)

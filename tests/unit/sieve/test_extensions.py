@@ -131,6 +131,37 @@ def test_subaddress(recipient: str, test: str, expected: bool) -> None:
     assert discards(text, recipient=recipient) is expected
 
 
+@pytest.mark.parametrize(
+    ("delimiter", "recipient", "test", "expected"),
+    [
+        # several delimiters, Postfix-style: split at the first of any of them
+        ("+-", "friep-frop+x@example.org", 'envelope :user "to" "friep"', True),
+        ("+-", "friep-frop+x@example.org", 'envelope :detail "to" "frop+x"', True),
+        ("-+", "friep+-frop@example.org", 'envelope :detail "to" "-frop"', True),
+        ("-", "ken+box@example.org", 'envelope :user "to" "ken+box"', True),
+        ("-", "ken+box@example.org", 'envelope :detail :matches "to" "*"', False),
+        # "" = no subaddressing: :detail never matches, :user is the whole local part
+        ("", "ken+box@example.org", 'envelope :detail :matches "to" "*"', False),
+        ("", "ken+box@example.org", 'envelope :user "to" "ken+box"', True),
+        # the MTA's exceptions: no split leaving an empty user, postmaster is never split
+        ("+", "+box@example.org", 'envelope :detail :matches "to" "*"', False),
+        ("-", "owner-list@example.org", 'envelope :user "to" "owner-list"', True),
+    ],
+)
+def test_subaddress_recipient_delimiter(
+    delimiter: str, recipient: str, test: str, expected: bool
+) -> None:
+    text = f'require ["envelope", "subaddress"];\nif {test} {{ discard; }}'
+    assert discards(text, recipient=recipient, recipient_delimiter=delimiter) is expected
+
+
+def test_subaddress_delimiter_applies_to_header_addresses() -> None:
+    message = b"From: list_request@example.org\r\nTo: a@example.org\r\n\r\nx\r\n"
+    text = 'require "subaddress";\nif address :detail "from" "request" { discard; }'
+    assert discards(text, message, recipient_delimiter="+_") is True
+    assert discards(text, message) is False
+
+
 # -- variables, RFC 5229 ----------------------------------------------------------------
 
 
@@ -400,3 +431,41 @@ def test_ihave_never_reports_variables_or_encoded_character() -> None:
     text = 'require "ihave"; if anyof (ihave "variables", ihave "encoded-character") {discard;}'
     assert not discards(text)
     assert discards('require "ihave"; if ihave "fileinto" { discard; }')
+
+
+# -- fileinto names that are no mailbox names (RFC 5228 §4.1, RFC 5490) --------------------
+
+
+def test_fileinto_bad_utf8_fails_the_run_with_invalid_folder_name() -> None:
+    text = (
+        'require ["fileinto", "variables", "encoded-character"];\n'
+        'set "mailbox" "${hex:ff}rop";\nfileinto "${mailbox}";'
+    )
+    with pytest.raises(SieveRuntimeError) as caught:
+        run(text)
+    # the octets the user wrote, not Python's surrogate escape
+    assert "invalid folder name b'\\xffrop'" in str(caught.value)
+    assert "\\udcff" not in str(caught.value)
+
+
+@pytest.mark.parametrize("name", ["", "a\x01b"])
+def test_fileinto_literal_invalid_name_is_a_compile_error(name: str) -> None:
+    with pytest.raises(SieveError, match="invalid folder name"):
+        compile_script(f'require "fileinto"; fileinto "{name}";')
+
+
+def test_fileinto_empty_name_from_a_variable_fails_the_run() -> None:
+    text = 'require ["fileinto", "variables"];\nset "box" "";\nfileinto "${box}";'
+    with pytest.raises(SieveRuntimeError, match="invalid folder name"):
+        run(text)
+
+
+def test_a_bad_regex_from_a_variable_matches_nothing_and_says_why() -> None:
+    text = (
+        'require ["regex", "variables", "fileinto"];\nset "regex" "[";\n'
+        'if header :regex "to" ["${regex}", "example"] { fileinto "frop"; }'
+    )
+    result = run(text)
+    assert [a.mailbox for a in result.actions if isinstance(a, FileInto)] == ["frop"]
+    assert len(result.warnings) == 1
+    assert "line 3: key '[' matches nothing" in result.warnings[0]

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from pochta.sieve.actions import FileInto
-from pochta.sieve.context import SpamInfo
+from pochta.sieve.context import SpamInfo, VirusInfo
 from pochta.sieve.errors import SieveError
 from pochta.sieve.extensions.spamscale import spamtest_percent, spamtest_value, virustest_value
 from pochta.sieve.script import compile_script
@@ -43,8 +43,23 @@ def test_percent(score: float, expected: str) -> None:
     assert spamtest_percent(SpamInfo(tested=True, score=score, max_score=1.0)) == expected
 
 
-def test_virustest_is_never_tested() -> None:
-    assert virustest_value() == "0"
+def test_virustest_untested_is_zero() -> None:
+    assert virustest_value(VirusInfo()) == "0"
+
+
+@pytest.mark.parametrize(("status", "expected"), [(1, "1"), (4, "4"), (5, "5"), (9, "5")])
+def test_virustest_reads_the_scanner_status(status: int, expected: str) -> None:
+    assert virustest_value(VirusInfo(status=status)) == expected
+
+
+def test_virustest_in_a_script() -> None:
+    text = (
+        'require ["virustest", "relational", "comparator-i;ascii-numeric", "fileinto"];\n'
+        'if virustest :value "ge" :comparator "i;ascii-numeric" "4" { fileinto "Virus"; }'
+    )
+    filed = [a.mailbox for a in run(text, virus=VirusInfo(status=4)).actions]
+    assert filed == ["Virus"]
+    assert [a for a in run(text).actions if isinstance(a, FileInto)] == []
 
 
 # -- the tests in scripts ----------------------------------------------------------------

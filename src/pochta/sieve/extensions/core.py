@@ -29,6 +29,10 @@ __all__ = ["extract_parts", "redirect_address"]
 # RFC 5322 §3.2.3 dot-atom-text: a local part that needs no quotes
 _ATEXT = r"[A-Za-z0-9!#$%&'*+\-/=?^_`{|}~\x80-\U0010ffff]+"
 _DOT_ATOM = re.compile(rf"{_ATEXT}(?:\.{_ATEXT})*\Z")
+_COMMENT = re.compile(r"\([^()]*\)")  # RFC 5322 §3.2.2, unnested
+# the local part of a bare addr-spec: one quoted string, or words joined by dots (CFWS may
+# surround the dots and the whole, RFC 5322 §3.2.3/§4.4 obs-local-part)
+_ADDR_SPEC_WORDS = re.compile(r'\s*(?:"(?:[^"\\]|\\.)*"|[^\s".]*(?:\s*\.\s*[^\s".]*)*)\s*\Z')
 
 
 # -- control -----------------------------------------------------------------------------
@@ -106,15 +110,39 @@ def extract_parts(run: Run, call: Call, addresses: list[ParsedAddress]) -> list[
     part = call.address_part or run.registry.address_parts["all"]
     out: list[str] = []
     for a in addresses:
-        value = part.extract(a)
+        value = part.extract(run, a)
         if value is not None:
             out.append(value)
     return out
 
 
+# RFC 5228 §5.1: "Implementations MUST restrict the address test to headers that contain
+# addresses, but MUST include at least From, To, Cc, Bcc, Sender, Resent-From, Resent-To, and
+# SHOULD include any other header that utilizes an 'address-list' structured header body":
+# RFC 5322 §3.6.2, §3.6.3, §3.6.6, and the address headers of RFC 2369/3798/4021 and of
+# mailing-list and mail-transport software in common use.
+ADDRESS_HEADERS = frozenset(
+    {
+        "from", "sender", "reply-to", "to", "cc", "bcc",
+        "resent-from", "resent-sender", "resent-reply-to", "resent-to", "resent-cc",
+        "resent-bcc", "return-path", "delivered-to", "envelope-to", "x-envelope-to",
+        "x-original-to", "x-original-from", "original-from", "original-sender",
+        "original-recipient", "apparently-to", "errors-to", "x-sender",
+        "disposition-notification-to", "return-receipt-to", "read-receipt-to",
+        "x-confirm-reading-to", "return-receipt-requested",
+        "registered-mail-reply-requested-by", "mail-followup-to", "mail-reply-to",
+        "x-complaints-to", "x-report-abuse-to", "x-beenthere", "x-admin",
+        "for-approval", "for-handling", "for-comment", "abuse-reports-to", "approved",
+    }
+)  # fmt: skip
+_FIELD_NAME = re.compile(r"[!-9;-~]+\Z")  # RFC 5322 §3.6.8
+
+
 def _address(run: Run, call: Call) -> bool:
     addresses: list[ParsedAddress] = []
     for name in header_names(run, call):
+        if name.lower() not in ADDRESS_HEADERS:
+            continue  # RFC 5228 §5.1: a header without addresses (a name from a variable)
         for raw in run.raw_header_values(name):
             addresses.extend(header_addresses(raw))
     return run.match(call, extract_parts(run, call, addresses), call.strings(1))
@@ -163,10 +191,30 @@ def _discard(run: Run, call: Call) -> None:
     run.add_action(Discard())
 
 
+def _check_address(call: Call, state: CompileState) -> Call | None:
+    for name in call.strings(0):
+        if "${" in name and "variables" in state.required:
+            continue  # known when the script runs
+        if _FIELD_NAME.match(name) and name.lower() not in ADDRESS_HEADERS:
+            # RFC 5228 §5.1: the address test is restricted to headers with addresses (a
+            # name that is no header name at all matches nothing, as in the header test)
+            raise call.error(
+                f"test 'address': header '{name}' holds no addresses (RFC 5228 §5.1); "
+                "use header :contains for it, or an address header (From, To, Cc, Bcc, "
+                "Sender, Reply-To, Resent-*, ...)"
+            )
+    return None
+
+
 def redirect_address(text: str) -> str | None:
     """RFC 5228 §4.2: the one RFC 5322 address ``text`` names (an addr-spec, or a
     name-addr like ``"Name" <a@b.example>``), as local@domain; None when it names none."""
     if any(ord(c) < 32 for c in text):
+        return None
+    if "<" not in text and not _ADDR_SPEC_WORDS.match(_COMMENT.sub(" ", text.rpartition("@")[0])):
+        # RFC 5322 §3.4.1: a bare addr-spec's local part is a dot-atom or a quoted string;
+        # words side by side ("Stephan Bosch error@example.org") are a phrase without its
+        # <addr-spec>, not an address (the lenient parser would run them together)
         return None
     try:
         found = [a for a in parse_address_list(text) if not (a.is_group_start or a.is_group_end)]
@@ -243,6 +291,7 @@ for _test in (
         match_type=True,
         address_part=True,
         handler=_address,
+        validate=_check_address,
     ),
     TestSpec(
         name="envelope",

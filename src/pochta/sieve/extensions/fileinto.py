@@ -1,5 +1,20 @@
 """``fileinto`` (RFC 5228 §4.1) with ``:copy`` (RFC 3894) and ``:create``, and the
-``mailboxexists`` test (RFC 5490 "mailbox")."""
+``mailboxexists`` test (RFC 5490 "mailbox").
+
+A name that is no mailbox name. RFC 5228 §4.1 leaves a missing mailbox to the implementation
+(error, create, or keep) and RFC 5490 §3.2 adds ``:create``; neither lets a message go to a
+name that cannot be one. Our rule, as Pigeonhole's:
+
+- a name that is empty, not valid UTF-8 (RFC 5228 §1.1 / RFC 3501 §5.1: mailbox names are
+  UTF-8 here; octets from ``${hex:...}`` that are not UTF-8 are kept as surrogates) or has
+  control characters is "invalid folder name": a compile error when the name is a literal,
+  else a run-time error (``SieveRuntimeError``), so the caller keeps the message in the
+  default folder (RFC 5228 §2.10.6) and the user sees why;
+- any other name is the store's to judge when the action is executed: a name the store
+  refuses (``store.maildir.check_folder_name``: "/", empty levels, LIST wildcards, length)
+  fails that action at delivery, which then keeps the message in the default folder.
+  The interpreter is pure and knows no store, so it does not guess the store's rules.
+"""
 
 from __future__ import annotations
 
@@ -11,12 +26,20 @@ from pochta.sieve.registry import REGISTRY, Capability, CommandSpec, TagSpec, Te
 
 
 def _check_mailbox(name: str) -> str | None:
+    """Why ``name`` is no mailbox name (see the module's rule), or None."""
     if not name:
-        return "a mailbox name must not be empty"
+        return "invalid folder name: a mailbox name must not be empty"
     if any(0xD800 <= ord(c) <= 0xDFFF for c in name):
-        return f"mailbox name {name!r} is not valid UTF-8"
+        try:
+            shown = repr(name.encode("utf-8", "surrogateescape"))  # the octets, b'\xffrop'
+        except UnicodeEncodeError:
+            shown = repr(name)
+        return (
+            f"invalid folder name {shown}: it is not valid UTF-8 (check the "
+            "${hex:...} encodings that built it; use ${unicode:...} for a character)"
+        )
     if any(ord(c) < 32 or ord(c) == 127 for c in name):
-        return f"mailbox name {name!r} contains control characters"
+        return f"invalid folder name {name!r}: it contains control characters"
     return None
 
 

@@ -10,14 +10,14 @@ as "certainly spam"), the way Dovecot's Pigeonhole scales a configured score hea
   defaults (junk at 6, max 15) the junk threshold reads as 4.
 - spamtest :percent (spamtestplus, RFC 5235 §3.3): ``round(100 * ratio)``, 0..100. A message
   no filter looked at also reads "0" (the RFC leaves no other value for it).
-- virustest (RFC 5235 §3.4): always "0", "not tested": pochta has no virus scanner.
+- virustest (RFC 5235 §3.4): ``VirusInfo.status``, "0" (not tested) when no scanner ran.
 """
 
 from __future__ import annotations
 
 import math
 
-from pochta.sieve.context import SpamInfo
+from pochta.sieve.context import SpamInfo, VirusInfo
 
 __all__ = ["spamtest_percent", "spamtest_value", "virustest_value"]
 
@@ -43,7 +43,8 @@ def spamtest_percent(spam: SpamInfo) -> str:
     return str(round(100 * _ratio(spam)))
 
 
-def virustest_value() -> str:
-    """RFC 5235 §3.4: "0" = not tested. pochta runs no virus scanner, so every message is
-    untested; a script's ``virustest :value "ge" "4"`` is never true."""
-    return "0"
+def virustest_value(virus: VirusInfo) -> str:
+    """RFC 5235 §3.4: the scanner's status, "0" (not tested) .. "5" (a virus that could not
+    be removed). pochta runs no scanner of its own: the delivery side fills ``VirusInfo``
+    from one, else it stays 0, "not tested". A status outside 0..5 is clamped to it."""
+    return str(min(5, max(0, virus.status)))

@@ -1,7 +1,7 @@
 """RFC 5235 ``spamtest``, ``spamtestplus`` (``:percent``) and ``virustest``: the spam
 filter's verdict (``context.spam``) as a number matched against the key. The scaling is in
 ``spamscale.py``: spamtest "0" = not tested, "1" clean .. "10" certain spam; ``:percent``
-"0".."100"; virustest is always "0" (not tested), pochta has no virus scanner.
+"0".."100"; virustest the ``VirusInfo`` status, "0" (not tested) when no scanner ran.
 
 RFC 5235 §3.3: ``require "spamtestplus"`` also gives ``spamtest``. The registry has one
 capability per test, so the test is registered without one and its validator asks for
@@ -25,7 +25,7 @@ def _spamtest(run: Run, call: Call) -> bool:
 
 
 def _virustest(run: Run, call: Call) -> bool:
-    return run.match(call, [virustest_value()], [call.string(0)])
+    return run.match(call, [virustest_value(run.context.virus)], [call.string(0)])
 
 
 def _check_spamtest(call: Call, state: CompileState) -> Call | None:

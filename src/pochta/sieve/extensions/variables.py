@@ -11,7 +11,13 @@ from pochta.sieve.compiler import Call, CompileState
 from pochta.sieve.interpreter import Run
 from pochta.sieve.registry import REGISTRY, Capability, CommandSpec, TagSpec, TestSpec
 
-__all__ = ["quote_wildcards"]
+__all__ = ["MAX_VARIABLES", "MAX_VARIABLE_NAME", "quote_wildcards"]
+
+# RFC 5229 §6 lets an implementation limit variables; with values of at most
+# interpreter.MAX_VARIABLE_BYTES each, these bound a run's variables to about 1 MB whatever
+# the script's size (Pigeonhole's defaults: 255 variables, names of 64 characters).
+MAX_VARIABLES = 255  # distinct variables one script sets
+MAX_VARIABLE_NAME = 64  # characters in a variable's name
 
 _NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*(?:\.[A-Za-z_][A-Za-z0-9_]*)*\Z")
 
@@ -58,10 +64,26 @@ def _check_set(call: Call, state: CompileState) -> Call | None:
     name = call.string(0)
     if not _NAME.match(name):
         raise call.error(f"'{name}' is not a valid variable name (RFC 5229 §3)")
+    if len(name) > MAX_VARIABLE_NAME:
+        raise call.error(
+            f"variable name '{name[:20]}...' is longer than {MAX_VARIABLE_NAME} characters"
+        )
     if "." in name:
         namespace = state.registry.namespaces.get(name.split(".")[0].lower())
         if namespace is None or namespace.set is None:
             raise call.error(f"variable '{name}' is in a namespace that cannot be set")
+        return None
+    names: set[str] = state.data.setdefault("variables.names", set())
+    if name.lower() not in names:
+        if len(names) >= MAX_VARIABLES:
+            if state.data.get("variables.too_many"):
+                return None  # said once: each further one is the same mistake
+            state.data["variables.too_many"] = True
+            raise call.error(
+                f"the script sets more than {MAX_VARIABLES} variables (RFC 5229 §6 limit); "
+                "reuse variables"
+            )
+        names.add(name.lower())
     return None
 
 
