@@ -5,13 +5,10 @@
 the match variables of RFC 5229 §3.2: ``${0}`` the whole value, then one per ``*`` and ``?``
 in order, each ``*`` taking the shortest text that lets the rest match.
 
-``:regex`` takes POSIX extended regular expressions (the draft's syntax): the operators
-``. [] [^] * + ? {m,n} | () ^ $``, POSIX classes ``[:alpha:]`` and the like inside brackets,
-a backslash before an ordinary character kept as a literal. ``compile_regex`` checks a key
-by translating it for Python's ``re`` (its errors are the user's); the matching itself is
-``sieve/regex.py``'s linear-time NFA, never ``re``'s backtracking. Patterns longer than
-``MAX_REGEX_CHARS`` and nested quantifiers such as ``(a+)+`` are still refused at compile
-time (as before; no longer a danger to the matcher).
+``:regex`` takes POSIX extended regular expressions (the draft's syntax), matched by RE2
+in linear time with POSIX's leftmost-longest rule (``sieve/regex.py``: the translation, the
+case folding per comparator, the match variables). A key that RE2 refuses is the user's
+error, said at compile time; one made from variables that does not compile matches nothing.
 
 Each match type declares the work one match may do (``MatchType.cost``); ``Run.match``
 charges it to ``SieveLimits.max_match_steps`` before matching.
@@ -19,12 +16,13 @@ charges it to ``SieveLimits.max_match_steps`` before matching.
 
 from __future__ import annotations
 
-import re
 from collections.abc import Callable
-from functools import lru_cache
 from typing import Literal
 
-from pochta.sieve.regex import Program, compile_program
+import re2
+
+from pochta.sieve.regex import MAX_REGEX_CHARS, Case, compile_regex, groups
+from pochta.sieve.regex import cost as regex_cost
 from pochta.sieve.registry import REGISTRY, Capability, Comparator, MatchType
 
 __all__ = [
@@ -35,7 +33,6 @@ __all__ = [
     "wildcard_match_general",
 ]
 
-MAX_REGEX_CHARS = 1024
 RELATIONS = {"gt", "ge", "lt", "le", "eq", "ne"}  # RFC 5231 §5
 
 
@@ -212,162 +209,40 @@ def _value_rel(
     return _relation(comparator, relation.lower(), value, key), None
 
 
-_POSIX_CLASSES = {
-    "alpha": "a-zA-Z",
-    "digit": "0-9",
-    "alnum": "a-zA-Z0-9",
-    "upper": "A-Z",
-    "lower": "a-z",
-    "space": " \\t\\n\\r\\f\\v",
-    "blank": " \\t",
-    "punct": "!-/:-@\\[-`{-~",
-    "print": " -~",
-    "graph": "!-~",
-    "cntrl": "\\x00-\\x1f\\x7f",
-    "xdigit": "0-9A-Fa-f",
-}
-
-
-def _nested_repetition(pattern: str) -> bool:
-    """Whether a repeated group holds a repetition itself (``(a+)+``, ``((a|b)*)*``): the
-    shape that makes a backtracking matcher take exponential time."""
-    stack: list[bool] = []  # per open group: does it hold a quantifier?
-    i, n = 0, len(pattern)
-    closed_with_quantifier = False  # the last atom was a group holding a quantifier
-    while i < n:
-        c = pattern[i]
-        if c == "\\":
-            i += 2
-            closed_with_quantifier = False
-            continue
-        if c == "[":
-            j = pattern.find("]", i + 2)
-            i = n if j < 0 else j + 1
-            closed_with_quantifier = False
-            continue
-        if c == "(":
-            stack.append(False)
-        elif c == ")":
-            inner = stack.pop() if stack else False
-            if stack and inner:
-                stack[-1] = True
-            i += 1
-            closed_with_quantifier = inner
-            continue
-        elif c in "*+?{":
-            if closed_with_quantifier and c != "?":
-                return True
-            if stack:
-                stack[-1] = True
-        closed_with_quantifier = False
-        i += 1
-    return False
-
-
-def _translate(pattern: str) -> str:
-    out: list[str] = []
-    i = 0
-    n = len(pattern)
-    while i < n:
-        c = pattern[i]
-        if c == "\\" and i + 1 < n:
-            out.append(re.escape(pattern[i + 1]))
-            i += 2
-        elif c == "[":
-            j = i + 1
-            part = ["["]
-            if j < n and pattern[j] == "^":
-                part.append("^")
-                j += 1
-            if j < n and pattern[j] == "]":
-                part.append("\\]")
-                j += 1
-            while j < n and pattern[j] != "]":
-                if pattern.startswith("[:", j):
-                    k = pattern.find(":]", j + 2)
-                    cls = _POSIX_CLASSES.get(pattern[j + 2 : k]) if k > 0 else None
-                    if cls is None:
-                        raise ValueError(f"unknown character class in regex {pattern!r}")
-                    part.append(cls)
-                    j = k + 2
-                    continue
-                ch = pattern[j]
-                part.append("\\" + ch if ch in "\\[" else ch)
-                j += 1
-            if j >= n:
-                raise ValueError(f"unbalanced '[' in regex {pattern!r}")
-            part.append("]")
-            out.append("".join(part))
-            i = j + 1
-        else:
-            out.append(c)
-            i += 1
-    return "".join(out)
-
-
-_REGEX_CASE: dict[str, Literal["octet", "ascii", "unicode"]] = {
+_REGEX_CASE: dict[str, Case] = {
     "i;ascii-casemap": "ascii",
     "i;unicode-casemap": "unicode",
 }
 
 
-@lru_cache(maxsize=256)
-def compile_regex(pattern: str, case: Literal["octet", "ascii", "unicode"]) -> re.Pattern[str]:
-    """The Python regex for a POSIX ERE key; ValueError says what is wrong with it."""
-    if len(pattern) > MAX_REGEX_CHARS:
-        raise ValueError(f"regex longer than {MAX_REGEX_CHARS} characters")
-    if _nested_repetition(pattern):
-        raise ValueError(
-            f"regex {pattern!r} repeats a repeated group (like '(a+)+'), which can take "
-            "exponential time; rewrite it without nested repetition"
-        )
-    try:
-        flags = {
-            "octet": 0,
-            "ascii": re.IGNORECASE | re.ASCII,  # i;ascii-casemap folds A-Z only
-            "unicode": re.IGNORECASE,
-        }[case]
-        return re.compile(_translate(pattern), re.DOTALL | flags)
-    except re.error as e:
-        raise ValueError(f"bad regex {pattern!r}: {e}") from None
-
-
-def _program(key: str, comparator: Comparator) -> Program:
-    """The linear-time program of a key (``sieve/regex.py``), its syntax checked as
-    ``compile_regex`` checks it; ValueError says what is wrong."""
-    case = _REGEX_CASE.get(comparator.name, "octet")
-    compile_regex(key, case)
-    return compile_program(key, case)
+def _compiled(key: str, comparator: Comparator) -> re2._Regexp:
+    """The key compiled by RE2 (``sieve/regex.py``); ValueError says what is wrong."""
+    return compile_regex(key, _REGEX_CASE.get(comparator.name, "octet"))
 
 
 def _regex(comparator: Comparator, _: str, value: str, key: str) -> tuple[bool, list[str] | None]:
     try:
-        program = _program(key, comparator)
+        compiled = _compiled(key, comparator)
     except ValueError:
         return False, None
-    # Not Python's backtracking ``re``: the lazy DFA decides, Pike's VM finds the groups
-    # of the one value that matched; both O(len(value) x len(program)).
-    if not program.search(value):
-        return False, None
-    return True, program.groups(value)
+    found = groups(compiled, value)  # RE2: linear in the value, never backtracking
+    return (found is not None), found
 
 
 def _regex_cost(value: str, key: str) -> int:
-    """The bound of one ``_regex``: the search and the groups, each at most one pass of
-    the program per character (the program's length taken as the key's, times the
-    {m,n} copies: ``MAX_PROGRAM`` at most)."""
+    """The bound of one ``_regex`` (``sieve/regex.cost``); a key that does not compile
+    costs its length (it matches nothing)."""
     try:
-        size = len(compile_program(key, "octet"))
+        return regex_cost(compile_regex(key, "octet"), value)
     except ValueError:
-        size = len(key)
-    return 2 * (len(value) + 1) * (size + 1)
+        return len(value) + len(key) + 1
 
 
 def _check_regex(key: str, comparator: Comparator) -> str | None:
     if "${" in key:
         return None  # checked when the variables are known
     try:
-        _program(key, comparator)
+        _compiled(key, comparator)
     except ValueError as e:
         return str(e)
     return None
