@@ -25,6 +25,8 @@ from pochta.sieve.actions import (
     Vacation,
 )
 from pochta.sieve.context import Envelope
+from pochta.store.base import StoreError
+from pochta.store.maildir import check_folder_name
 from tests.sieve.pigeonhole.world import TESTSUITE_USER, CapturedMessage, MailStore
 
 __all__ = ["Execution", "action_names", "execute_result", "reject_notice"]
@@ -100,11 +102,22 @@ def execute_result(
         if isinstance(action, Keep):
             store.append("INBOX", content, action.flags)
         elif isinstance(action, FileInto):
+            # The store's own refusals, in the words of a store (Dovecot's mail storage,
+            # pochta's delivery log): the mailbox, and why.
+            try:
+                check_folder_name(action.mailbox)  # pochta's Maildir store's name rules
+            except StoreError as e:
+                out.ok = False
+                out.errors.append(
+                    f"failed to store into mailbox {action.mailbox!r}: invalid name ({e})"
+                )
+                continue
             if not store.exists(action.mailbox):
                 if not action.create:
                     out.ok = False
                     out.errors.append(
-                        f"fileinto: mailbox {action.mailbox!r} does not exist (use :create)"
+                        f"failed to store into mailbox {action.mailbox!r}: it does not exist "
+                        "(fileinto without :create)"
                     )
                     continue
                 store.create(action.mailbox)
