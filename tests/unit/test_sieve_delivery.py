@@ -571,3 +571,43 @@ def test_derived_queue_id_is_stable_valid_and_in_the_shard() -> None:
     assert one[:10] == origin[:10]
     for index in range(3):
         assert queue_shard(derived_queue_id(origin, f"x{index}", (index, 3)), 3) == index
+
+
+async def test_a_script_sees_the_edits_and_flags_of_the_script_before(tmp_path: Path) -> None:
+    """Dovecot's multi-script rule (Pigeonhole multiscript tests): the domain's before
+    script adds a field and a flag; the personal script sees the field and files the message,
+    which is stored with both."""
+    from pochta.sieve.scripts import ScriptStore
+
+    scripts = ScriptStore(tmp_path / "sieve", tmp_path / "sieve-global")
+    scripts.put_global(
+        ACCOUNT.rpartition("@")[2],
+        "before",
+        'require ["editheader", "imap4flags"];\naddheader "X-Checked" "by-admin";\n'
+        'addflag "$Seen-By-Admin";\n',
+    )
+    scripts.put(
+        ACCOUNT,
+        "main",
+        'require ["fileinto", "mailbox"];\n'
+        'if header :is "X-Checked" "by-admin" { fileinto :create "Checked"; }\n',
+    )
+    scripts.set_active(ACCOUNT, "main")
+    store = MaildirStore(tmp_path / "mail", hostname=HOST, durable=False)
+    directory = SimpleNamespace(get_account=lambda a: SimpleNamespace(quota_bytes=0))
+    agent = MailboxAgent(store, cast(Directory, directory))
+    agent.sieve = SieveDelivery(
+        scripts,
+        SieveState(tmp_path / "sieve.db"),
+        FakeDoor,
+        hostname=HOST,
+        mailbox_exists=agent.folder_exists,
+    )
+    done = await agent.deliver(
+        queue_id="B1", sender=SENDER, recipient=ACCOUNT, account=ACCOUNT, content=MESSAGE
+    )
+    assert done.reply.code == 250, done.reply
+    [stored] = store.list_messages(ACCOUNT, "Checked")
+    assert b"X-Checked: by-admin" in store.fetch_message(ACCOUNT, "Checked", stored.uid)
+    assert "$Seen-By-Admin" in stored.keywords
+    assert store.list_messages(ACCOUNT, "INBOX") == []

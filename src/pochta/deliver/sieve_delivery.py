@@ -11,8 +11,10 @@ envelope and the environment (RFC 5183: domain, host, remote-ip, remote-host, lo
 ``directory.recipient_delimiter`` for subaddress (RFC 5233). virustest always finds "not
 tested" (RFC 5235 §3.3, status 0): pochta has no virus scanner, and virustest is left
 untested here. Multi-script rules as Dovecot's (Pigeonhole tests/multiscript): the actions of
-all the scripts run accumulate, and the next script runs only while the keep is still in
-force (the implicit keep, or an explicit keep). The outcome is a :class:`Plan`:
+all the scripts run accumulate, the next script runs only while the keep is still in force
+(the implicit keep, or an explicit keep), and it sees the message as the scripts before
+edited it (RFC 5293) and starts with the flags they left (RFC 5232 §3). The outcome is a
+:class:`Plan`:
 
 - copies: keep and fileinto, one per folder (the same folder twice is one copy, RFC 5228
   §2.10.3), with their flags (RFC 5232) and content (RFC 5293 editheader);
@@ -204,6 +206,20 @@ def plan_results(
     return plan
 
 
+def _received_as(result: SieveResult, message: bytes) -> SieveResult:
+    """``result`` of a script that was given ``message`` (an earlier script's edit): its
+    actions' and keep's "as received" (content None) made that message."""
+    actions = tuple(
+        dataclasses.replace(a, content=message)
+        if not isinstance(a, (Reject, Discard)) and a.content is None
+        else a
+        for a in result.actions
+    )
+    return dataclasses.replace(
+        result, actions=actions, final_content=result.final_content or message
+    )
+
+
 def _plan_action(plan: Plan, action: Action, default_mailbox: str) -> None:
     if isinstance(action, Keep):
         plan.add_copy(Copy(default_mailbox, action.flags, action.content))
@@ -373,11 +389,13 @@ class SieveDelivery:
         default_mailbox: str,
         scripts: list[StoredScript],
     ) -> Plan:
-        context = self._context(info, content, default_mailbox)
+        first = self._context(info, content, default_mailbox)
+        context = first
         loader = self.source.loader(info.account)
         results: list[SieveResult] = []
         failed = False
         names: list[str] = []
+        carried: bytes | None = None  # the message as the scripts before edited it
         for stored in scripts:
             names.append(stored.name)
 
@@ -422,7 +440,15 @@ class SieveDelivery:
                     script=stored.name,
                     warning=warning,
                 )
+            if carried is not None:
+                result = _received_as(result, carried)
             results.append(result)
+            # Dovecot's multi-script rule: the next script sees the message as edited so far
+            # (RFC 5293) and starts with the flags this one left (RFC 5232 §3).
+            carried = result.final_content or carried
+            context = dataclasses.replace(
+                first, message=carried or first.message, flags=result.keep_flags
+            )
             keep = result.implicit_keep or any(isinstance(a, Keep) for a in result.actions)
             if not keep:
                 break  # Dovecot: the next script runs only while the keep is in force

@@ -91,3 +91,6 @@ class MessageContext:
     now: Callable[[], datetime] = _utc_now  # currentdate (RFC 5260 §5), an aware datetime
     clock: Callable[[], float] = time.monotonic  # for [sieve] max_run_seconds
     default_mailbox: str = "INBOX"  # where keep files (the verdict's folder, e.g. Junk)
+    # RFC 5232 §3: the internal flags variable at the start; a script after another in one
+    # delivery starts with the flags the one before left (Dovecot's multi-script rule).
+    flags: frozenset[str] = frozenset()

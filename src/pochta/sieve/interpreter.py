@@ -111,7 +111,7 @@ class Run:
         self.edited = False  # set_message was called (editheader)
         self.actions: list[Action] = []
         self.implicit_keep = True
-        self.flags: list[str] = []  # RFC 5232 §3 the internal variable
+        self.flags: list[str] = sorted(context.flags)  # RFC 5232 §3 the internal variable
         self.variables: dict[str, str] = {}  # RFC 5229, names lower-case
         self.match_values: list[str] = []  # ${0}, ${1}, ... of the last :matches/:regex
         self.use_variables = False  # the running script requires "variables"
