@@ -17,6 +17,7 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
+import dkim
 import pytest
 
 from pochta.config.load import load_settings
@@ -37,6 +38,7 @@ from tests.harness import (
     wait_files,
     wait_maildir,
 )
+from tests.integration.test_forwarding import host_dnsfunc
 from tests.integration.test_remote_agent import Sink, SinkController, free_port
 
 PASSWORD = "sieve-test-pw"
@@ -235,10 +237,11 @@ async def test_redirect_leaves_with_srs_and_arc(pochta_env: PochtaEnv) -> None:
             set_key(env.config_path, "dns", "timeout_seconds", "2.0")
             set_key(env.config_path, "delivery", "relayhost", f'"[127.0.0.1]:{port}"')
             set_key(env.config_path, "mailauth", "check_incoming", "true")
-            async with serving_in_process(env.config_path):
+            async with serving_in_process(env.config_path) as server:
                 await asyncio.to_thread(send, env, "someone@good.test", ALICE, "forward me")
                 assert await asyncio.to_thread(sink.wait_for_messages, 1)
                 got = sink.messages[0]
+                dnsfunc = host_dnsfunc(server)
         finally:
             controller.stop()
     assert got.rcpt_tos == ["friend@outside.test"]
@@ -247,6 +250,14 @@ async def test_redirect_leaves_with_srs_and_arc(pochta_env: PochtaEnv) -> None:
     assert local.startswith("SRS0=")
     assert local.endswith("=good.test=someone")
     assert got.content.startswith(b"ARC-Seal: i=1;")
+    # The final recipient can trust what we found (RFC 8617): the chain verifies with our
+    # published key, and its ARC-Authentication-Results say SPF and DMARC passed here,
+    # which the SRS sender and the From domain can no longer show at the next hop.
+    cv, _results, reason = dkim.arc_verify(got.content, dnsfunc=dnsfunc)
+    assert cv == dkim.CV_Pass, reason
+    aar = email.message_from_bytes(got.content)["ARC-Authentication-Results"]
+    assert "spf=pass" in aar, aar
+    assert "dmarc=pass" in aar, aar
     assert f"Delivered-To: {ALICE}".encode() in got.content
     # Redirected, not kept (the redirect is queued before the delivery ends): no copy here.
     assert mailbox_all(env, "alice") == []
