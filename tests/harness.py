@@ -55,7 +55,7 @@ def _ports_free(base: int) -> bool:
     for port in STANDARD_PORTS.values():
         with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
             try:
-                s.bind(("127.0.0.1", port + base))
+                s.bind(("127.0.0.1", port_with_base(port, base)))
             except OSError:
                 return False
     return True
