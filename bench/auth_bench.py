@@ -121,9 +121,7 @@ def build_template(template: Path) -> None:
         ]
     )
     config = template / "pochta.toml"
-    text = config.read_text()
-    text = text.replace("max_connections_per_ip = 20\n", "max_connections_per_ip = 2000\n")
-    config.write_text(text)
+    set_key(config, "pop3", "max_connections_per_ip", "2000")
     for i in range(1, USERS + 1):
         address = f"user{i}@example.test"
         run(

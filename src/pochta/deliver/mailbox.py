@@ -38,6 +38,7 @@ from pochta.directory.base import Directory
 from pochta.logs import get_logger
 from pochta.mime.headers import leading_fields
 from pochta.protocols.smtp.replies import Reply
+from pochta.sieve.repository import StoredScript
 from pochta.store.base import (
     INBOX,
     Delivered,
@@ -138,6 +139,19 @@ class MailboxAgent:
             return Reply(552, "5.2.2", f"<{account}>: message is larger than the whole quota")
         return Reply(452, "4.2.2", f"<{account}>: mailbox full")
 
+    def _folder_and_scripts(
+        self, account: str, verdict_folder: str, extension: str
+    ) -> tuple[str, list[StoredScript] | Exception]:
+        """The folder delivery picks (:meth:`folder_for`) and, with Sieve, the account's
+        scripts, or the error reading them (the plan then keeps the message)."""
+        folder = self.folder_for(account, verdict_folder, extension)
+        if self.sieve is None:
+            return folder, []
+        try:
+            return folder, self.sieve.source.delivery_scripts(account)
+        except Exception as exc:  # the scripts' disk: the plan says so and keeps the message
+            return folder, exc
+
     async def deliver(
         self,
         *,
@@ -166,7 +180,16 @@ class MailboxAgent:
         if over is not None:
             return MailboxResult(recipient, over)
         dedupe_key = f"{queue_id}/{recipient}"
-        if self.sieve is not None:
+        try:
+            # One trip to a thread for the folder and the account's scripts: delivery with
+            # Sieve on and no script costs what it costs with Sieve off.
+            folder, scripts = await asyncio.to_thread(
+                self._folder_and_scripts, account, verdict_folder, extension
+            )
+        except StoreError as exc:
+            log.error("mailbox_write_failed", queue_id=queue_id, account=account, error=str(exc))
+            return MailboxResult(recipient, Reply(451, "4.3.0", "mailbox temporarily unavailable"))
+        if self.sieve is not None and scripts:
             info = DeliveryInfo(
                 queue_id=queue_id,
                 sender=sender,
@@ -180,22 +203,10 @@ class MailboxAgent:
                 auth_user=auth_user,
                 lmtp=lmtp,
             )
-            try:
-                folder = await asyncio.to_thread(
-                    self.folder_for, account, verdict_folder, extension
-                )
-            except StoreError as exc:
-                log.error(
-                    "mailbox_write_failed", queue_id=queue_id, account=account, error=str(exc)
-                )
-                return MailboxResult(
-                    recipient, Reply(451, "4.3.0", "mailbox temporarily unavailable")
-                )
-            plan = await self.sieve.plan(info, content, folder)
+            plan = await self.sieve.plan(info, content, folder, scripts=scripts)
             if plan is not None:
                 return await self._deliver_plan(self.sieve, info, plan, content)
         try:
-            folder = await asyncio.to_thread(self.folder_for, account, verdict_folder, extension)
             try:
                 done = await asyncio.to_thread(
                     self.store.deliver, account, message, folder=folder, dedupe_key=dedupe_key

@@ -347,11 +347,23 @@ class SieveDelivery:
 
     # -- deciding --
 
-    async def plan(self, info: DeliveryInfo, content: bytes, default_mailbox: str) -> Plan | None:
+    async def plan(
+        self,
+        info: DeliveryInfo,
+        content: bytes,
+        default_mailbox: str,
+        *,
+        scripts: list[StoredScript] | Exception | None = None,
+    ) -> Plan | None:
         """Run the account's scripts (on a thread); None when it has none (deliver as
-        without Sieve). Never raises for a script's fault: see the module docstring."""
+        without Sieve). ``scripts``: what ``delivery_scripts`` gave or raised, when the
+        caller asked already (deliver/mailbox.py asks on its own trip to a thread). Never
+        raises for a script's fault: see the module docstring."""
         try:
-            scripts = await asyncio.to_thread(self.source.delivery_scripts, info.account)
+            if scripts is None:
+                scripts = await asyncio.to_thread(self.source.delivery_scripts, info.account)
+            if isinstance(scripts, Exception):
+                raise scripts
         except Exception as exc:  # the scripts' disk: the message is kept, not lost
             log.error(
                 "sieve_failed",
