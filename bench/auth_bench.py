@@ -31,7 +31,8 @@ import statistics
 import subprocess
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import dkim
@@ -236,6 +237,30 @@ def wait_port(port: int, proc: subprocess.Popen[bytes], timeout: float = 60) -> 
     raise SystemExit("pochta serve did not listen in time")
 
 
+@contextmanager
+def serving(config: Path, log_path: Path) -> Iterator[subprocess.Popen[bytes]]:
+    """``pochta serve`` on ``config`` (its data dir is the config's), listening on its MX
+    port when this yields, stopped with SIGTERM (then killed) afterwards."""
+    with log_path.open("wb") as log:
+        proc = subprocess.Popen(
+            [*POCHTA, "--config", str(config), "serve"],
+            cwd=config.parent,
+            stdout=log,
+            stderr=log,
+        )
+        try:
+            wait_port(smtp_port(config), proc)
+            time.sleep(1.0)  # the workers take their listeners
+            yield proc
+        finally:
+            proc.send_signal(signal.SIGTERM)
+            try:
+                proc.wait(60)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+
+
 def one_run(
     template: Path,
     work: Path,
@@ -261,24 +286,10 @@ def one_run(
     if processes:
         set_key(config, "server", "processes", str(processes))
     port = smtp_port(config)
-    log = (work / f"serve-{'on' if checks else 'off'}.log").open("wb")
-    proc = subprocess.Popen(
-        [*POCHTA, "--config", str(config), "serve"], cwd=data, stdout=log, stderr=log
-    )
-    try:
-        wait_port(port, proc)
-        time.sleep(1.0)  # the workers take their listeners
+    with serving(config, work / f"serve-{'on' if checks else 'off'}.log") as proc:
         cpu0 = cpu_seconds(proc.pid)
         result = asyncio.run(load(port, messages, concurrency))
         result["server_cpu_s"] = cpu_seconds(proc.pid) - cpu0
-    finally:
-        proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(60)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
-        log.close()
     n = len(messages)
     result["msgs_per_s"] = result["accepted"] / result["seconds"]
     result["cpu_ms_per_msg"] = 1000 * result["server_cpu_s"] / n

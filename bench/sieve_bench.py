@@ -23,9 +23,7 @@ import asyncio
 import json
 import os
 import shutil
-import signal
 import statistics
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -114,13 +112,7 @@ def one_run(
             store.put(f"user{i}@example.test", "rules", SCRIPT)
             store.set_active(f"user{i}@example.test", "rules")
     port = auth_bench.smtp_port(config)
-    log = (work / f"serve-{mode}.log").open("wb")
-    proc = subprocess.Popen(
-        [*auth_bench.POCHTA, "--config", str(config), "serve"], cwd=data, stdout=log, stderr=log
-    )
-    try:
-        auth_bench.wait_port(port, proc)
-        time.sleep(1.0)  # the workers take their listeners
+    with auth_bench.serving(config, work / f"serve-{mode}.log") as proc:
         cpu0 = auth_bench.cpu_seconds(proc.pid)
         start = time.monotonic()
         sent = asyncio.run(auth_bench.load(port, messages, c))
@@ -131,14 +123,6 @@ def one_run(
             time.sleep(0.05)
         seconds = time.monotonic() - start
         cpu = auth_bench.cpu_seconds(proc.pid) - cpu0
-    finally:
-        proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(60)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
-        log.close()
     n = len(messages)
     return {
         "mode": mode,

@@ -9,7 +9,6 @@ uses the real interpreter (``pochta.sieve.script``).
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from pathlib import Path
 
 import pytest
@@ -19,22 +18,13 @@ from pochta.access import managesieve as service_module
 from pochta.access.managesieve import Interpreter
 from pochta.cli.main import cli
 from pochta.config.load import load_settings
-from pochta.sieve.errors import SieveError
-from pochta.sieve.limits import SieveLimits
 from pochta.sieve.scripts import ScriptStore
 from tests.harness import DOMAIN, PochtaEnv
+from tests.integration.test_managesieve import fake_check
 
 ALICE = f"alice@{DOMAIN}"
 GOOD = 'require ["fileinto"];\nfileinto "X";\n'
 BAD = 'require ["fileinto"];\n\n   bogus "X";\n'
-
-
-def fake_check(text: str, name: str, limits: SieveLimits) -> Sequence[str]:
-    for number, line in enumerate(text.splitlines(), 1):
-        column = line.find("bogus")
-        if column >= 0:
-            raise SieveError("unknown command 'bogus'", number, column + 1)
-    return ["discard: the message is thrown away"] if "discard" in text else []
 
 
 @pytest.fixture

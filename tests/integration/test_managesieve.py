@@ -46,6 +46,26 @@ def fake_check(text: str, name: str, limits: SieveLimits) -> Sequence[str]:
     return ["discard: the message is thrown away"] if "discard" in text else []
 
 
+def sievelib_trusts(env: PochtaEnv, monkeypatch: pytest.MonkeyPatch) -> None:
+    """sievelib verifies the server's certificate with ssl.create_default_context(): make it
+    trust the test server's self-signed one (issued to the host name, not 127.0.0.1)."""
+
+    def trusting_context() -> ssl.SSLContext:
+        ctx = ssl.create_default_context(cafile=str(env.data_dir / "tls" / "cert.pem"))
+        ctx.check_hostname = False
+        return ctx
+
+    monkeypatch.setattr(
+        sievelib_managesieve,
+        "ssllib",
+        types.SimpleNamespace(
+            create_default_context=trusting_context,
+            SSLError=ssl.SSLError,
+            SSLSocket=ssl.SSLSocket,
+        ),
+    )
+
+
 @pytest.fixture
 async def server(
     pochta_env: PochtaEnv, monkeypatch: pytest.MonkeyPatch
@@ -61,22 +81,7 @@ async def server(
         lambda: Interpreter(("fileinto", "vacation"), fake_check),
     )
 
-    # sievelib verifies the server's certificate with ssl.create_default_context(): make it
-    # trust the test server's self-signed one (its name is the host name, not 127.0.0.1).
-    def trusting_context() -> ssl.SSLContext:
-        ctx = ssl.create_default_context(cafile=str(env.data_dir / "tls" / "cert.pem"))
-        ctx.check_hostname = False
-        return ctx
-
-    monkeypatch.setattr(
-        sievelib_managesieve,
-        "ssllib",
-        types.SimpleNamespace(
-            create_default_context=trusting_context,
-            SSLError=ssl.SSLError,
-            SSLSocket=ssl.SSLSocket,
-        ),
-    )
+    sievelib_trusts(env, monkeypatch)
     async with serving_in_process(env.config_path, ("managesieve",)) as running:
         yield env, running
 

@@ -14,13 +14,10 @@ import email
 import email.policy
 import imaplib
 import smtplib
-import ssl
 import time
-import types
 from collections.abc import Iterator
 
 import pytest
-from sievelib import managesieve as sievelib_managesieve
 from sievelib.managesieve import Client
 
 from tests.harness import (
@@ -33,6 +30,7 @@ from tests.harness import (
     wait_files,
     wait_maildir,
 )
+from tests.integration.test_managesieve import sievelib_trusts
 
 PASSWORD = "sieve-e2e-pw"
 ALICE = f"alice@{DOMAIN}"
@@ -66,22 +64,7 @@ def server(
     # The test connects from 127.0.0.1: login only after STARTTLS there too.
     set_key(env.config_path, "managesieve", "allow_plaintext_on_loopback", "false")
 
-    # sievelib verifies the certificate with ssl.create_default_context(): trust the test
-    # server's self-signed one (issued to the host name, not 127.0.0.1).
-    def trusting_context() -> ssl.SSLContext:
-        ctx = ssl.create_default_context(cafile=str(env.data_dir / "tls" / "cert.pem"))
-        ctx.check_hostname = False
-        return ctx
-
-    monkeypatch.setattr(
-        sievelib_managesieve,
-        "ssllib",
-        types.SimpleNamespace(
-            create_default_context=trusting_context,
-            SSLError=ssl.SSLError,
-            SSLSocket=ssl.SSLSocket,
-        ),
-    )
+    sievelib_trusts(env, monkeypatch)
     with serve(env.config_path) as proc:
         yield env, proc
 
