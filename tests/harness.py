@@ -307,9 +307,22 @@ def wait_until(check: Callable[[], bool], timeout: float = 10.0) -> bool:
     return False
 
 
+_DELIVERY_TIME = re.compile(r"^(\d+)\.M(\d+)")
+
+
+def _delivery_order(path: Path) -> tuple[int, int, str]:
+    # pochta's (and Dovecot's) names start "SECONDS.MMICROS" with the microseconds not
+    # zero-padded, so by name alone "…M99…" sorts after "…M123456…" of the same second.
+    found = _DELIVERY_TIME.match(path.name)
+    if found is None:
+        return (0, 0, path.name)
+    return (int(found.group(1)), int(found.group(2)), path.name)
+
+
 def maildir_files(folder: Path) -> list[Path]:
-    """The message files of a Maildir folder (new/ and cur/), by name."""
-    return sorted(p for sub in ("new", "cur") for p in (folder / sub).glob("*") if p.is_file())
+    """The message files of a Maildir folder (new/ and cur/), in delivery order."""
+    files = (p for sub in ("new", "cur") for p in (folder / sub).glob("*") if p.is_file())
+    return sorted(files, key=_delivery_order)
 
 
 def wait_maildir(
