@@ -78,6 +78,20 @@ class ServerSettings(_Table, frozen=True, kw_only=True, forbid_unknown_fields=Tr
         ),
         msgspec.Meta(ge=0, le=1024),
     ] = 0
+    log_file: Annotated[
+        str,
+        _doc(
+            "File the log is appended to (relative paths under data_dir); reopened on SIGHUP, "
+            "so logrotate can move it away and signal. Empty: standard error."
+        ),
+    ] = ""
+    pid_file: Annotated[
+        str,
+        _doc(
+            "File `pochta serve` writes its process ID to while it runs (relative paths "
+            "under data_dir), for init scripts and logrotate's postrotate. Empty: none."
+        ),
+    ] = "pochta.pid"
 
 
 # Per-name certificates are a list of tables rather than a directory convention (one file
@@ -402,6 +416,20 @@ class TablesSettings(_Table, frozen=True, kw_only=True, forbid_unknown_fields=Tr
     alias_maps: Annotated[
         list[str], _doc('Local aliases in Sendmail format, e.g. "hash:/etc/aliases".')
     ] = []
+    header_checks: Annotated[
+        list[str],
+        _doc(
+            'Postfix header_checks: "regexp:PATH" or "pcre:PATH" tables matched against each '
+            "header field of incoming mail; actions REJECT, WARN, DISCARD, HOLD, REPLACE, IGNORE."
+        ),
+    ] = []
+    body_checks: Annotated[
+        list[str],
+        _doc(
+            'Postfix body_checks: "regexp:PATH" or "pcre:PATH" tables matched against each '
+            "line of the message body; actions REJECT, WARN, DISCARD, HOLD, REPLACE, IGNORE."
+        ),
+    ] = []
 
 
 class SMTPSettings(_Table, frozen=True, kw_only=True, forbid_unknown_fields=True):
@@ -586,8 +614,28 @@ class LocalSettings(_Table, frozen=True, kw_only=True, forbid_unknown_fields=Tru
         msgspec.field(default_factory=lambda: ["localhost"])
     )
     deliver_to_unix_accounts: Annotated[
-        bool, _doc("Deliver root@HOST etc. to Unix accounts (off: only alias_maps apply).")
+        bool,
+        _doc(
+            "Deliver mail for a local name's user to that Unix account's ~/Maildir/, as the "
+            "account (off: only alias_maps apply)."
+        ),
     ] = False
+    allow_mail_to_commands: Annotated[
+        list[Literal["alias", "include"]],
+        _doc(
+            'Where "|command" targets may come from (Postfix allow_mail_to_commands): "alias" '
+            '(alias_maps files), "include" (:include: files). A target from elsewhere is '
+            "refused at RCPT. [] forbids commands."
+        ),
+    ] = msgspec.field(default_factory=lambda: ["alias"])
+    allow_mail_to_files: Annotated[
+        list[Literal["alias", "include"]],
+        _doc(
+            'Where "/file" targets may come from (Postfix allow_mail_to_files): "alias", '
+            '"include". The message is appended to the file in mbox format with a lock, as '
+            "the alias file's owner. A target from elsewhere is refused at RCPT. [] forbids files."
+        ),
+    ] = msgspec.field(default_factory=lambda: ["alias"])
 
 
 class HTTPSettings(_Table, frozen=True, kw_only=True, forbid_unknown_fields=True):
