@@ -486,9 +486,9 @@ async def test_recorder_writes_in_batches_on_the_event_loop(tmp_path: Path) -> N
 
 
 def test_check_names_a_report_destination_as_the_admin_writes_it() -> None:
-    from pochta.cli.check import _destination_text
+    from pochta.cli.route import destination_text
     from pochta.resolve.classes import ReportDest
 
-    assert _destination_text(ReportDest("dmarc")) == (
+    assert destination_text(ReportDest("dmarc")) == (
         "report:dmarc (stored in reports.db: pochta report dmarc)"
     )

@@ -40,6 +40,7 @@ def _print_postmaster(settings: Settings) -> None:
     """Where postmaster mail goes (RFC 5321 §4.5.1): the admin line, then one line per name
     we take mail for, as the resolver routes it; a warning when there is nowhere yet."""
     from pochta.cli.common import open_directory
+    from pochta.cli.route import destination_text
     from pochta.resolve import Resolver
     from pochta.tables.configured import ConfiguredTables
 
@@ -65,42 +66,10 @@ def _print_postmaster(settings: Settings) -> None:
         names = [settings.server.hostname, *(d.name for d in directory.list_domains())]
         for name in dict.fromkeys(n.lower() for n in names):
             resolution = resolver.resolve(f"postmaster@{name}")
-            where = ", ".join(_destination_text(d) for d in resolution.destinations)
+            where = ", ".join(destination_text(d, brief=True) for d in resolution.destinations)
             click.echo(f"    postmaster@{name} -> {where}")
     finally:
         directory.close()
-
-
-def _destination_text(dest: object) -> str:
-    from pochta.resolve import (
-        DiscardDest,
-        FileDest,
-        MailboxDest,
-        PipeDest,
-        Rejection,
-        RelayDest,
-        RemoteDest,
-        ReportDest,
-        UnixDest,
-    )
-
-    if isinstance(dest, MailboxDest):
-        return dest.account
-    if isinstance(dest, RemoteDest | RelayDest):
-        return dest.address
-    if isinstance(dest, PipeDest):
-        return f"|{dest.command}"
-    if isinstance(dest, FileDest):
-        return dest.path
-    if isinstance(dest, UnixDest):
-        return f"Unix user {dest.user}"
-    if isinstance(dest, DiscardDest):
-        return "discarded"
-    if isinstance(dest, ReportDest):
-        return f"report:{dest.kind} (stored in reports.db: pochta report {dest.kind})"
-    if isinstance(dest, Rejection):
-        return f"refused: {dest.reply}"
-    return str(dest)
 
 
 def _hosted_domains(settings: Settings) -> list[Domain]:

@@ -29,6 +29,7 @@ SUBCOMMANDS: dict[str, str] = {
     "spam": "pochta.cli.spam:spam",
     "quarantine": "pochta.cli.quarantine:quarantine",
     "sieve": "pochta.cli.sieve:sieve",
+    "route": "pochta.cli.route:route",
 }
 
 
@@ -45,7 +46,8 @@ SUBCOMMANDS: dict[str, str] = {
 @click.version_option(__version__, prog_name="pochta")
 @click.pass_context
 def cli(ctx: click.Context, config: str | None) -> None:
-    """pochta: an all-in-one mail server (SMTP, IMAP, POP3, SPF/DKIM/DMARC, spam filtering)."""
+    """pochta: an all-in-one mail server (SMTP, IMAP, POP3, SPF/DKIM/DMARC, spam filtering,
+    Sieve and ManageSieve)."""
     ctx.ensure_object(dict)
     ctx.obj["config"] = config
 
