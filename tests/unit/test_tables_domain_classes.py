@@ -9,11 +9,12 @@ from pathlib import Path
 
 import pytest
 
+from pochta.checks import check_settings
 from pochta.config.settings import TablesSettings
 from pochta.directory.sqlite import SqliteDirectory
 from pochta.resolve import DomainClass, RelayDest, Resolver
-from pochta.tables import TableError
-from pochta.tables.configured import ConfiguredTables
+from pochta.tables import SUPPORTED_TYPES, TableError
+from pochta.tables.configured import MAP_KEYS, ConfiguredTables
 from tests.factories import make_settings
 
 HOST = "mail.example.test"
@@ -96,3 +97,14 @@ def test_reopen_keeps_the_last_good_version_of_a_broken_table(tmp_path: Path) ->
     # Without a previous version (a table the running config did not name) it still fails.
     with pytest.raises(TableError):
         ConfiguredTables.open(settings)
+
+
+@pytest.mark.parametrize("key", [*MAP_KEYS, "alias_maps"])
+def test_every_maps_key_takes_several_tables_of_every_type(tmp_path: Path, key: str) -> None:
+    source = tmp_path / "map"
+    source.write_text("team: b@example.org\n" if key == "alias_maps" else "k v\n")
+    specs = [f"{kind}:{source}" for kind in SUPPORTED_TYPES] + [str(source)]
+    settings = make_settings({"server.hostname": HOST, f"tables.{key}": specs})
+    assert [p for p in check_settings(settings) if p.key.startswith("tables.")] == []
+    opened = ConfiguredTables.open(settings)
+    assert len(getattr(opened, key).tables) == len(specs)
