@@ -23,6 +23,7 @@ from pochta.directory.addresses import AddressError, normalize_address, normaliz
 from pochta.resolve.transport import TransportError, parse_transport
 
 if TYPE_CHECKING:
+    from pochta.tables.configured import ConfiguredTables
     from pochta.tls.context import CertInfo
 
 __all__ = [
@@ -30,17 +31,23 @@ __all__ = [
     "certificate_warnings",
     "check_settings",
     "checked_settings_from_dict",
+    "domain_class_warnings",
     "load_checked_settings",
 ]
 
 
-def load_checked_settings(path: str | Path, *, check_files: bool = True) -> Settings:
+def load_checked_settings(
+    path: str | Path, *, check_files: bool = True, check_tables: bool = True
+) -> Settings:
     """Read, check and convert the config file; ConfigError lists every problem.
 
     ``check_files=False`` skips the files the config names (data directory, certificates,
     tables), for commands that run where they may not be readable (``pochta sendmail``).
+    ``check_tables=False`` skips only the table files ([tables], the tables and files in
+    [local] domains): for the commands that never read them (``user add`` must work while
+    a table is being edited) and for a reload, which keeps the last good version of each.
     """
-    return _checked(read_config(path), check_files=check_files)
+    return _checked(read_config(path), check_files=check_files, check_tables=check_tables)
 
 
 def checked_settings_from_dict(
@@ -50,7 +57,9 @@ def checked_settings_from_dict(
     return _checked(walk_settings(data, config_path=config_path), check_files=check_files)
 
 
-def check_settings(settings: Settings, *, check_files: bool = True) -> list[Problem]:
+def check_settings(
+    settings: Settings, *, check_files: bool = True, check_tables: bool = True
+) -> list[Problem]:
     """Every problem of meaning, in the order of the config's tables."""
     problems: list[Problem] = []
     for check in (
@@ -71,13 +80,17 @@ def check_settings(settings: Settings, *, check_files: bool = True) -> list[Prob
     if check_files:
         problems.extend(config_check.check_files(settings))
         problems.extend(config_check.check_sieve_files(settings))
+    problems.extend(_check_domain_lists(settings))
+    if check_files and check_tables:
         problems.extend(_check_tables(settings))
     return problems
 
 
-def _checked(walked: Walked, *, check_files: bool) -> Settings:
+def _checked(walked: Walked, *, check_files: bool, check_tables: bool = True) -> Settings:
     if walked.settings is not None:
-        walked.problems.extend(check_settings(walked.settings, check_files=check_files))
+        walked.problems.extend(
+            check_settings(walked.settings, check_files=check_files, check_tables=check_tables)
+        )
     return walked.settings_or_raise()
 
 
@@ -141,24 +154,74 @@ def _check_milters(s: Settings) -> Iterator[Problem]:
             yield Problem(f"milter.servers[{i}]", str(exc))
 
 
-def _check_tables(s: Settings) -> Iterator[Problem]:
-    from pochta.tables import TableError, open_table
+# The domain lists (postconf(5) "domain lists", tables/domain_list.py): key path, Postfix
+# name, parent style (relay_domains is in Postfix 3.7's parent_domain_matches_subdomains).
+DOMAIN_LISTS = (
+    ("tables.virtual_mailbox_domains", "virtual_mailbox_domains", False),
+    ("tables.relay_domains", "relay_domains", True),
+    ("local.domains", "mydestination", False),
+)
 
-    for name in type(s.tables).__struct_fields__:
-        specs: list[str] = getattr(s.tables, name)
-        if name in ("virtual_mailbox_domains", "relay_domains"):
-            for i, dom in enumerate(specs):
-                if ":" in dom or "/" in dom:
+
+def _domain_list_values(s: Settings, key: str) -> list[str]:
+    section, _, name = key.partition(".")
+    values: list[str] = getattr(getattr(s, section), name)
+    return values
+
+
+def _check_domain_lists(s: Settings) -> Iterator[Problem]:
+    """The patterns of each domain list parse (no file is read here): ``!`` before a pattern,
+    a name (a domain name; [local] domains also takes one-label names like localhost), a
+    ``TYPE:PATH`` table of a supported type, or a ``/file`` of names."""
+    from pochta.tables import TableError, parse_table_spec
+    from pochta.tables.domain_list import domain_list_tokens
+
+    for key, postfix, _parent in DOMAIN_LISTS:
+        for i, value in enumerate(_domain_list_values(s, key)):
+            for token in domain_list_tokens(value):
+                item = token.lstrip("!")
+                fix = (
+                    f"write a domain name (example.org), '.example.org' for its subdomains, "
+                    f"'hash:/etc/postfix/{postfix}' for a table or '/etc/postfix/{postfix}' "
+                    "for a file of names, each maybe after '!' to exclude it"
+                )
+                if not item:
+                    yield Problem(f"{key}[{i}]", f"{token!r}: no pattern after '!'; {fix}")
+                elif item.startswith("/"):
+                    continue
+                elif ":" in item and not item.startswith("["):
                     try:
-                        open_table(dom, kind="map")
+                        parse_table_spec(item)
                     except TableError as exc:
-                        yield Problem(f"tables.{name}[{i}]", str(exc))
-                else:
+                        yield Problem(f"{key}[{i}]", str(exc))
+                elif key != "local.domains" or "." in item.strip("."):
                     try:
-                        normalize_domain(dom)
+                        normalize_domain(item.removeprefix("."))
                     except AddressError as exc:
-                        yield Problem(f"tables.{name}[{i}]", str(exc))
+                        yield Problem(f"{key}[{i}]", f"{token!r}: {exc}; {fix}")
+
+
+def _check_tables(s: Settings) -> Iterator[Problem]:
+    """Every table and file the config names can be read as what it is for."""
+    from pochta.tables import TableError, open_table
+    from pochta.tables.domain_list import DomainList
+
+    for key, _postfix, parent in DOMAIN_LISTS:
+        for i, value in enumerate(_domain_list_values(s, key)):
+            try:
+                DomainList([value], parent_style=parent, setting=f"{key}[{i}]")
+            except TableError as exc:
+                message = str(exc)
+                if "has no value" in message:
+                    message += (
+                        " (a domain table takes 'example.org OK' lines; for a file that "
+                        "lists only names, name it without 'TYPE:': '/path/to/file')"
+                    )
+                yield Problem(f"{key}[{i}]", message)
+    for name in type(s.tables).__struct_fields__:
+        if name in ("virtual_mailbox_domains", "relay_domains"):
             continue
+        specs: list[str] = getattr(s.tables, name)
         for i, spec in enumerate(specs):
             try:
                 if name == "alias_maps":
@@ -167,6 +230,58 @@ def _check_tables(s: Settings) -> Iterator[Problem]:
                     open_table(spec, kind="map")
             except TableError as exc:
                 yield Problem(f"tables.{name}[{i}]", str(exc))
+
+
+# -- a domain in two address classes (warnings of `pochta check`) ---------------------------
+
+# pochta's order of the classes (resolve/resolver.py, step 4), with the reason each wins.
+_CLASS_ORDER = (
+    ("hosted", "a directory domain (pochta domain add)"),
+    ("local", "server.hostname or [local] domains (Postfix mydestination)"),
+    ("virtual_mailbox_domains", "[tables] virtual_mailbox_domains"),
+    ("relay_domains", "[tables] relay_domains"),
+)
+
+
+def domain_class_warnings(
+    settings: Settings, tables: ConfiguredTables, hosted: Iterable[str]
+) -> list[str]:
+    """One line per domain that is in more than one address class, saying which class wins
+    and why. Postfix: "a domain name must be listed in only one address class"
+    (ADDRESS_CLASS_README); pochta's order is resolver.py's: directory, local,
+    virtual_mailbox_domains, relay_domains."""
+    from pochta.resolve.resolver import normalize_domain as resolver_domain
+
+    hosted_set = {resolver_domain(d) for d in hosted}
+    hostname = resolver_domain(settings.server.hostname)
+    local = {hostname, *tables.local_domains.listed_names()}
+    virtual = set(tables.virtual_mailbox_domains.listed_names())
+    relay = set(tables.relay_domains.listed_names())
+    out: list[str] = []
+    # A domain named in two lists; a name matched only as a subdomain of a relay domain is
+    # not (mail.example.org under relay_domains = example.org is the usual backup-MX set-up,
+    # and the more specific class takes it in Postfix too).
+    for domain in dict.fromkeys([*sorted(hosted_set), *local, *virtual, *relay]):
+        member = {
+            "hosted": domain in hosted_set,
+            "local": domain in local and (domain == hostname or domain in tables.local_domains),
+            "virtual_mailbox_domains": domain in virtual
+            and domain in tables.virtual_mailbox_domains,
+            "relay_domains": domain in relay and domain in tables.relay_domains,
+        }
+        classes = [(name, why) for name, why in _CLASS_ORDER if member[name]]
+        if len(classes) < 2:
+            continue
+        (winner, why), losers = classes[0], classes[1:]
+        others = " and ".join(w for _, w in losers)
+        out.append(
+            f"{domain} is in more than one address class: {why} and {others}; pochta treats it "
+            f"as {winner} (the first in the order directory, local, virtual_mailbox_domains, "
+            f"relay_domains), so it is not {', '.join(n for n, _ in losers)}. Postfix lists a "
+            "domain in one class only (ADDRESS_CLASS_README); remove it from "
+            f"{' and '.join(w for _, w in losers)}"
+        )
+    return out
 
 
 # -- which names the certificates cover (warnings of `pochta check`) -------------------------

@@ -17,7 +17,7 @@ if TYPE_CHECKING:
 @click.pass_context
 def check(ctx: click.Context) -> None:
     """Check the config file; print every problem and exit 1 if there is any."""
-    settings = load_cli_settings(ctx)
+    settings = load_cli_settings(ctx, check_tables=True)
     click.echo(f"{config_path(ctx)}: OK")
     click.echo(f"  hostname   {settings.server.hostname}")
     click.echo(f"  data_dir   {settings.data_dir}")
@@ -25,6 +25,7 @@ def check(ctx: click.Context) -> None:
     _print_postmaster(settings)
     domains = _hosted_domains(settings)
     _warn_domains_without_dkim(domains)
+    _warn_domains_in_two_classes(settings, [d.name for d in domains if not d.signing_only])
     _warn_uncovered_names(settings, [d.name for d in domains if d.enabled and not d.signing_only])
 
 
@@ -49,7 +50,7 @@ def _print_postmaster(settings: Settings) -> None:
         return
     directory = open_directory(settings)
     try:
-        resolver = Resolver(directory, ConfiguredTables.open(settings.tables), settings)
+        resolver = Resolver(directory, ConfiguredTables.open(settings), settings)
         admin = resolver.postmaster_admin()
         if admin is None:
             domains = [d.name for d in directory.list_domains() if not d.signing_only]
@@ -110,4 +111,15 @@ def _warn_uncovered_names(settings: Settings, domains: list[str]) -> None:
     from pochta.checks import certificate_warnings
 
     for warning in certificate_warnings(settings, domains):
+        click.echo(f"warning: {warning}", err=True)
+
+
+def _warn_domains_in_two_classes(settings: Settings, hosted: list[str]) -> None:
+    """A ``warning:`` line per domain in more than one address class, saying which class
+    wins and why (``pochta.checks.domain_class_warnings``; Postfix ADDRESS_CLASS_README)."""
+    from pochta.checks import domain_class_warnings
+    from pochta.tables.configured import ConfiguredTables
+
+    tables = ConfiguredTables.open(settings)  # the files were checked by load_cli_settings
+    for warning in domain_class_warnings(settings, tables, hosted):
         click.echo(f"warning: {warning}", err=True)

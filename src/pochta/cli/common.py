@@ -38,11 +38,16 @@ def config_path(ctx: click.Context) -> str:
     return str(find_config_path(explicit))
 
 
-def load_cli_settings(ctx: click.Context, *, check_files: bool = True) -> Settings:
-    """Settings from --config, $POCHTA_CONFIG or the default path; else exit 1 with the problems."""
+def load_cli_settings(
+    ctx: click.Context, *, check_files: bool = True, check_tables: bool = False
+) -> Settings:
+    """Settings from --config, $POCHTA_CONFIG or the default path; else exit 1 with the problems.
+
+    The table files are checked only with ``check_tables`` (``check``, ``serve``): a command
+    that never reads them (``user add``) must not fail because one is being edited."""
     path = config_path(ctx)
     try:
-        return load_checked_settings(path, check_files=check_files)
+        return load_checked_settings(path, check_files=check_files, check_tables=check_tables)
     except ConfigError as exc:
         if len(exc.problems) == 1:
             only = exc.problems[0]

@@ -21,7 +21,7 @@ def serve(ctx: click.Context, worker_services: tuple[str, ...], worker_link: int
     Listeners are bound first (as root for ports below 1024), then the process switches to
     server.run_as_user. Logs go to stderr in server.log_format (logfmt or json).
     """
-    settings = load_cli_settings(ctx)
+    settings = load_cli_settings(ctx, check_tables=True)
     configure_logging(settings.server.log_format, settings.server.log_level)
 
     from pochta.server.app import Server, StartupError

@@ -393,7 +393,8 @@ class TablesSettings(_Table, frozen=True, kw_only=True, forbid_unknown_fields=Tr
 
     A table is named "TYPE:PATH" as in Postfix: "texthash:PATH" reads the text file, "hash:PATH"
     and "lmdb:PATH" also read the text source PATH (the .db file is not needed). alias_maps
-    take Sendmail alias files.
+    take Sendmail alias files. Every *_maps key takes several tables, asked in order; the
+    *_domains keys are Postfix domain lists (tables/domain_list.py).
     """
 
     virtual_alias_maps: Annotated[list[str], _doc("Virtual aliases: address -> targets.")] = []
@@ -401,9 +402,21 @@ class TablesSettings(_Table, frozen=True, kw_only=True, forbid_unknown_fields=Tr
         list[str], _doc("Extra virtual mailboxes: address -> path.")
     ] = []
     virtual_mailbox_domains: Annotated[
-        list[str], _doc("Extra domains whose mailboxes we host.")
+        list[str],
+        _doc(
+            'Extra domains whose mailboxes we host: names, "TYPE:PATH" tables (the key is the '
+            'domain), "/path" files of names, "!name" exclusions, as Postfix reads them; a name '
+            "matches only itself."
+        ),
     ] = []
-    relay_domains: Annotated[list[str], _doc("Domains we accept mail for and relay onward.")] = []
+    relay_domains: Annotated[
+        list[str],
+        _doc(
+            'Domains we accept mail for and relay onward: names, "TYPE:PATH" tables, "/path" '
+            'files of names, "!name" exclusions; a name also matches its subdomains (Postfix '
+            "parent_domain_matches_subdomains), in a table too."
+        ),
+    ] = []
     relay_recipient_maps: Annotated[list[str], _doc("Valid recipients in relay_domains.")] = []
     transport_maps: Annotated[
         list[str], _doc('Next hop per domain or address, e.g. "lmtp:[127.0.0.1]:24".')
@@ -610,9 +623,14 @@ class StoreSettings(_Table, frozen=True, kw_only=True, forbid_unknown_fields=Tru
 class LocalSettings(_Table, frozen=True, kw_only=True, forbid_unknown_fields=True):
     """The local address class: the host's own names (Postfix mydestination)."""
 
-    domains: Annotated[list[str], _doc("Names that mean this host besides server.hostname.")] = (
-        msgspec.field(default_factory=lambda: ["localhost"])
-    )
+    domains: Annotated[
+        list[str],
+        _doc(
+            "Names that mean this host besides server.hostname (Postfix mydestination): names, "
+            '"TYPE:PATH" tables (the key is the name), "/path" files of names, "!name" '
+            "exclusions; a name matches only itself."
+        ),
+    ] = msgspec.field(default_factory=lambda: ["localhost"])
     deliver_to_unix_accounts: Annotated[
         bool,
         _doc(

@@ -39,7 +39,9 @@ local(8), transport(5)):
    - *virtual alias*: a domain whose bare name is a key of virtual_alias_maps (Postfix's
      ``virtual_alias_domains = $virtual_alias_maps`` convention) and no alias matched:
      postmaster (local alias, then the admin), then the ``@domain`` key, else 550 5.1.1.
-   - *relay*: relay_domains (``.example.org`` also matches subdomains); checked against
+   - *relay*: relay_domains (a name also matches its subdomains, Postfix's
+     parent_domain_matches_subdomains; ``TYPE:PATH`` tables and ``/file`` lists as
+     postconf(5) reads them: ``tables/domain_list.py``); checked against
      relay_recipient_maps when there are any; RelayDest via transport_maps or ``relay:DOMAIN``.
    - *default*: everything else; RemoteDest via transport_maps or ``smtp:DOMAIN``.
 
@@ -123,6 +125,7 @@ from pochta.tables import (
 )
 from pochta.tables.address_list import split_addresses
 from pochta.tables.configured import ConfiguredTables
+from pochta.tables.domain_list import DomainList
 from pochta.tables.postfix_text import PostfixTable, address_lookup_keys, split_extension
 
 __all__ = [
@@ -248,18 +251,6 @@ def _add_extension(address: str, extension: str) -> str:
     return address + extension if at < 0 else address[:at] + extension + address[at:]
 
 
-def _domain_listed(domain: str, names: Iterable[str]) -> bool:
-    """Exact match, or a ``.parent`` entry matching any subdomain (Postfix match_list)."""
-    for name in names:
-        entry = name.strip().rstrip(".").lower()
-        if entry.startswith("."):
-            if domain.endswith(entry):
-                return True
-        elif entry and normalize_domain(entry) == domain:
-            return True
-    return False
-
-
 class _Abort(Exception):
     """Stops a whole resolution (loop, limits, unreadable include)."""
 
@@ -305,9 +296,13 @@ class Resolver:
         self._hostname = normalize_domain(settings.server.hostname)
         # The SRS domain is a name this host receives mail for (its bounces come here).
         srs_domain = (normalize_domain(srs.domain),) if srs is not None else ()
-        self._local_names = frozenset(
-            {self._hostname, *srs_domain, *(normalize_domain(d) for d in settings.local.domains)}
-        )
+        self._local_names = frozenset({self._hostname, *srs_domain})
+        # [local] domains is Postfix's mydestination: a domain list (tables/domain_list.py).
+        self._local_domains = tables.local_domains
+        if self._local_domains.specs != tuple(settings.local.domains):
+            self._local_domains = DomainList(
+                settings.local.domains, parent_style=False, setting="local.domains"
+            )
         self._delimiter = settings.directory.recipient_delimiter
         self._warned_postmaster: set[str] = set()
         self._clock = clock
@@ -527,13 +522,13 @@ class Resolver:
     def _class(self, domain: str, record: Domain | None) -> DomainClass:
         if record is not None and not record.signing_only:
             return DomainClass.VIRTUAL_MAILBOX
-        if domain in self._local_names:
+        if domain in self._local_names or self._local_domains.contains(domain):
             return DomainClass.LOCAL
-        if _domain_listed(domain, self._tables.virtual_mailbox_domains):
+        if self._tables.virtual_mailbox_domains.contains(domain):
             return DomainClass.VIRTUAL_MAILBOX
         if self._tables.virtual_alias_maps.get(domain) is not None:
             return DomainClass.VIRTUAL_ALIAS
-        if _domain_listed(domain, self._tables.relay_domains):
+        if self._tables.relay_domains.contains(domain):
             return DomainClass.RELAY
         return DomainClass.DEFAULT
 

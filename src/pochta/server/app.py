@@ -680,7 +680,7 @@ class Server:
 
     def _open_tables_or_fail(self, settings: Settings) -> ConfiguredTables:
         try:
-            tables = ConfiguredTables.open(settings.tables)
+            tables = ConfiguredTables.open(settings)
         except TableError as exc:
             raise StartupError(f"tables: {exc}") from None
         for warning in tables.warnings:
@@ -800,7 +800,10 @@ class Server:
             path = self.settings.config_path
             log.info("reload", config=path)
             try:
-                new = await asyncio.to_thread(load_checked_settings, path)
+                # The table files are read below, keeping the last good version of each
+                # (ConfiguredTables.open with previous=): a table being edited must not
+                # make the whole reload fail.
+                new = await asyncio.to_thread(load_checked_settings, path, check_tables=False)
             except ConfigError as exc:
                 self._reload_failed([str(p) for p in exc.problems])
                 return
@@ -814,8 +817,8 @@ class Server:
                 self._reload_failed([f"directory: cannot open {new.directory_db}: {exc}"])
                 return
             try:
-                tables = ConfiguredTables.open(new.tables)
-            except TableError as exc:
+                tables = await asyncio.to_thread(ConfiguredTables.open, new, previous=self._tables)
+            except TableError as exc:  # a table the running config did not name
                 directory.close()
                 self._reload_failed([f"tables: {exc}"])
                 return
@@ -823,6 +826,8 @@ class Server:
             self._tables = tables
             for warning in tables.warnings:
                 log.warning("table_warning", detail=warning)
+            for problem in tables.kept:
+                log.warning("table_kept", detail=problem, hint="fix the file and reload again")
             old_settings, self.settings = self.settings, new
             if old_directory is not None:
                 old_directory.close()

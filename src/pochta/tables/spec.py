@@ -16,7 +16,7 @@ import re
 import threading
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Generic, Literal, Protocol, TypeVar, overload
+from typing import Generic, Literal, Protocol, TypeVar, cast, overload
 
 from pochta.tables.aliases_file import AliasTable, Target, load_aliases
 from pochta.tables.postfix_text import PostfixTable, load_postfix_table
@@ -122,12 +122,32 @@ class TableSet(Generic[V]):
     the new list, then swaps it in with one assignment.
     """
 
-    def __init__(self, specs: Sequence[str], loader: Callable[[str], Table[V]]) -> None:
-        """Open every table now; the first that fails raises TableError."""
+    def __init__(
+        self,
+        specs: Sequence[str],
+        loader: Callable[[str], Table[V]],
+        *,
+        previous: TableSet[V] | None = None,
+    ) -> None:
+        """Open every table now; the first that fails raises TableError, unless
+        ``previous`` (the set this one replaces on a reload) has a table of the same spec:
+        then that last good version is kept and the error is in ``kept``."""
         self.specs = tuple(specs)
         self._loader = loader
         self._lock = threading.Lock()
-        self._tables: tuple[Table[V], ...] = tuple(loader(spec) for spec in self.specs)
+        old = dict(zip(previous.specs, previous.tables, strict=True)) if previous else {}
+        kept: list[str] = []
+        tables: list[Table[V]] = []
+        for spec in self.specs:
+            try:
+                tables.append(loader(spec))
+            except TableError as exc:
+                if spec not in old:
+                    raise
+                kept.append(f"{exc}; keeping the previous contents")
+                tables.append(old[spec])
+        self._tables: tuple[Table[V], ...] = tuple(tables)
+        self.kept: tuple[str, ...] = tuple(kept)
 
     @property
     def tables(self) -> tuple[Table[V], ...]:
@@ -175,15 +195,25 @@ def _open_aliases(spec: str) -> AliasTable:
 
 
 @overload
-def open_table_set(specs: Sequence[str], *, kind: Literal["map"]) -> TableSet[str]: ...
+def open_table_set(
+    specs: Sequence[str], *, kind: Literal["map"], previous: TableSet[str] | None = None
+) -> TableSet[str]: ...
 @overload
 def open_table_set(
-    specs: Sequence[str], *, kind: Literal["aliases"]
+    specs: Sequence[str],
+    *,
+    kind: Literal["aliases"],
+    previous: TableSet[tuple[Target, ...]] | None = None,
 ) -> TableSet[tuple[Target, ...]]: ...
 def open_table_set(
-    specs: Sequence[str], *, kind: TableKind
+    specs: Sequence[str],
+    *,
+    kind: TableKind,
+    previous: TableSet[str] | TableSet[tuple[Target, ...]] | None = None,
 ) -> TableSet[str] | TableSet[tuple[Target, ...]]:
-    """Open several tables of one kind as a TableSet (raises TableError on the first bad one)."""
+    """Open several tables of one kind as a TableSet (raises TableError on the first bad
+    one that ``previous``, the set it replaces on a reload, has no last good version of)."""
     if kind == "aliases":
-        return TableSet(specs, _open_aliases)
-    return TableSet(specs, _open_map)
+        old_aliases = cast("TableSet[tuple[Target, ...]] | None", previous)
+        return TableSet(specs, _open_aliases, previous=old_aliases)
+    return TableSet(specs, _open_map, previous=cast("TableSet[str] | None", previous))
