@@ -71,6 +71,7 @@ def check_settings(settings: Settings, *, check_files: bool = True) -> list[Prob
     if check_files:
         problems.extend(config_check.check_files(settings))
         problems.extend(config_check.check_sieve_files(settings))
+        problems.extend(config_check.check_source_addresses_bound(settings))
         problems.extend(_check_tables(settings))
     return problems
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 import ipaddress
 import itertools
 import os
+import socket
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -139,6 +140,19 @@ def check_delivery(s: Settings) -> Iterator[Problem]:
             "delivery.relayhost_username",
             "set both relayhost_username and relayhost_password_file, or neither",
         )
+    # Postfix smtp_bind_address / smtp_bind_address6: one IP address of its family. Any other
+    # value would only fail at each connection, and the mail would wait out its lifetime.
+    for key, value, version in (
+        ("delivery.source_address", d.source_address, 4),
+        ("delivery.source_address6", d.source_address6, 6),
+    ):
+        if value and _ip_version(value) != version:
+            example = "192.0.2.25" if version == 4 else "2001:db8::25"
+            yield Problem(
+                key,
+                f'"{value}" is not an IPv{version} address; write one of this host\'s '
+                f'addresses, e.g. "{example}", or "" to let the system choose',
+            )
     # The range of each number (ports, timeouts, counts) is declared in settings.py and
     # checked by the loader's walk; here only rules that join two settings.
     for i, server in enumerate(s.dns.nameservers):
@@ -146,6 +160,36 @@ def check_delivery(s: Settings) -> Iterator[Problem]:
             parse_nameserver(server)
         except ValueError as exc:
             yield Problem(f"dns.nameservers[{i}]", str(exc))
+
+
+def _ip_version(value: str) -> int:
+    """4 or 6 for an IP address literal, 0 for anything else."""
+    try:
+        return ipaddress.ip_address(value).version
+    except ValueError:
+        return 0
+
+
+def check_source_addresses_bound(s: Settings) -> Iterator[Problem]:
+    """``delivery.source_address`` and ``source_address6`` are addresses of this host: the
+    agent binds each outgoing socket to them, which fails for any other address (Postfix's
+    smtp(8) then defers every delivery with "Cannot assign requested address")."""
+    d = s.delivery
+    for key, value, family in (
+        ("delivery.source_address", d.source_address, socket.AF_INET),
+        ("delivery.source_address6", d.source_address6, socket.AF_INET6),
+    ):
+        if not value or _ip_version(value) != (4 if family == socket.AF_INET else 6):
+            continue  # empty, or a syntax problem check_delivery reports
+        try:
+            with socket.socket(family, socket.SOCK_STREAM) as probe:
+                probe.bind((value, 0))
+        except OSError as exc:
+            yield Problem(
+                key,
+                f'"{value}" cannot be sent from: {exc.strerror}; it is not an address of this '
+                'host (see: ip addr); write one that is, or "" to let the system choose',
+            )
 
 
 def check_queue(s: Settings) -> Iterator[Problem]:
