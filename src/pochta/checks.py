@@ -72,6 +72,7 @@ def check_settings(settings: Settings, *, check_files: bool = True) -> list[Prob
         problems.extend(config_check.check_files(settings))
         problems.extend(config_check.check_sieve_files(settings))
         problems.extend(config_check.check_source_addresses_bound(settings))
+        problems.extend(config_check.check_directory_folder_for_run_as_user(settings))
         problems.extend(_check_tables(settings))
     return problems
 

@@ -286,3 +286,43 @@ def test_client_name_lookup_gives_up_after_its_time_limit(pochta_env: PochtaEnv)
             connect = server.wait_for("connect")
             assert connect["client_name"] == "unknown"
             assert ("1.0.0.127.in-addr.arpa.", "PTR") in zone.queries
+
+
+@pytest.mark.root
+@pytest.mark.skipif(os.geteuid() != 0, reason="switching to run_as_user needs root")
+def test_directory_path_with_run_as_user(world_readable_env: PochtaEnv) -> None:
+    """``directory.sqlite_path`` with ``run_as_user = "nobody"``: SQLite makes its -wal and
+    -shm files next to the database after the switch. In a folder of data_dir the server
+    hands that folder to nobody, and logins work; in root's folder outside data_dir
+    ``pochta check`` refuses and says what to run, and once done the server starts."""
+    env = world_readable_env
+    set_key(env.config_path, "server", "processes", "1")
+    set_key(env.config_path, "server", "run_as_user", '"nobody"')
+    set_key(env.config_path, "directory", "sqlite_path", '"db/accounts.sqlite3"')
+    env.run("domain", "add", DOMAIN, check=True)
+    env.add_user(BOB, PASSWORD)
+    with serve(env.config_path) as server:
+        server.wait_for("privileges_dropped")
+        client = imaplib.IMAP4("127.0.0.1", env.ports["imap"], timeout=10)
+        assert client.login(BOB, PASSWORD)[0] == "OK"
+        client.logout()
+    assert (env.data_dir / "db").stat().st_uid == pwd.getpwnam("nobody").pw_uid
+
+    outside = env.data_dir.parent / "accounts"
+    outside.mkdir(mode=0o755)
+    set_key(env.config_path, "directory", "sqlite_path", f'"{outside}/users.sqlite3"')
+    env.run("domain", "add", DOMAIN, check=False)  # check refuses: nothing is made
+    proc = env.run("check")
+    assert proc.returncode == 1
+    assert (
+        f"directory.sqlite_path: the server runs as nobody and SQLite must create "
+        f"users.sqlite3-wal and users.sqlite3-shm in {outside}, which nobody cannot write; "
+        f"run: chown nobody {outside}"
+    ) in proc.stderr, proc.stderr
+    os.chown(outside, pwd.getpwnam("nobody").pw_uid, -1)
+    env.run("domain", "add", DOMAIN, check=True)
+    env.add_user(BOB, PASSWORD)
+    with serve(env.config_path):
+        client = imaplib.IMAP4("127.0.0.1", env.ports["imap"], timeout=10)
+        assert client.login(BOB, PASSWORD)[0] == "OK"
+        client.logout()

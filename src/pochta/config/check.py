@@ -7,9 +7,11 @@ relay host's transport syntax from ``resolve``, table files from ``tables``) liv
 
 from __future__ import annotations
 
+import grp
 import ipaddress
 import itertools
 import os
+import pwd
 import socket
 from collections.abc import Iterator
 from pathlib import Path
@@ -190,6 +192,43 @@ def check_source_addresses_bound(s: Settings) -> Iterator[Problem]:
                 f'"{value}" cannot be sent from: {exc.strerror}; it is not an address of this '
                 'host (see: ip addr); write one that is, or "" to let the system choose',
             )
+
+
+def _writable_by(path: Path, uid: int, gids: set[int]) -> bool:
+    """Whether the permission bits let uid/gids create files in the directory ``path``."""
+    st = path.stat()
+    if uid == 0:
+        return True
+    if st.st_uid == uid:
+        return st.st_mode & 0o300 == 0o300
+    if st.st_gid in gids:
+        return st.st_mode & 0o030 == 0o030
+    return st.st_mode & 0o003 == 0o003
+
+
+def check_directory_folder_for_run_as_user(s: Settings) -> Iterator[Problem]:
+    """``directory.sqlite_path`` outside data_dir with ``server.run_as_user``: the server
+    opens the database after switching to that user, and SQLite (WAL mode) creates
+    ``NAME-wal`` and ``NAME-shm`` next to it, so the user must be able to write the folder.
+    pochta hands over data_dir and its own folders, never a folder outside it."""
+    user = s.server.run_as_user
+    db = s.directory_db
+    folder = db.parent
+    if not user or folder.is_relative_to(s.data_dir) or not folder.is_dir():
+        return
+    try:
+        pw = pwd.getpwnam(user)
+        gid = grp.getgrnam(s.server.run_as_group).gr_gid if s.server.run_as_group else pw.pw_gid
+    except KeyError:
+        return  # the server says at start which name is unknown (server/privileges.py)
+    if not _writable_by(folder, pw.pw_uid, {gid, *os.getgrouplist(user, gid)}):
+        yield Problem(
+            "directory.sqlite_path",
+            f"the server runs as {user} and SQLite must create {db.name}-wal and "
+            f"{db.name}-shm in {folder}, which {user} cannot write; run: chown {user} "
+            f"{folder} (a folder of its own), or put the database under data_dir "
+            f"({s.data_dir})",
+        )
 
 
 def check_queue(s: Settings) -> Iterator[Problem]:
