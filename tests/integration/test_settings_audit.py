@@ -85,7 +85,8 @@ def test_pipe_command_over_its_time_limit_is_killed_and_deferred(
 
 def test_message_count_quota_refuses_the_next_message_at_rcpt(pochta_env: PochtaEnv) -> None:
     """Two messages fill a mailbox of ``store.default_message_limit = 2``; the third is
-    refused at RCPT TO with 452 4.2.2 (mailbox full, try later), as the byte quota is."""
+    refused at RCPT TO with 452 4.2.2 (mailbox full, try later), as the byte quota is, and
+    an IMAP APPEND with NO [OVERQUOTA] (RFC 9208 §4.3)."""
     env = pochta_env
     env.add_user(BOB, PASSWORD)
     set_key(env.config_path, "server", "processes", "1")
@@ -99,6 +100,12 @@ def test_message_count_quota_refuses_the_next_message_at_rcpt(pochta_env: Pochta
         code, text = refused.value.recipients[BOB]
         assert (code, text.split()[0]) == (452, b"4.2.2"), (code, text)
         assert b"mailbox full" in text
+        client = imaplib.IMAP4("127.0.0.1", env.ports["imap"], timeout=10)
+        client.login(BOB, PASSWORD)
+        status, data = client.append("INBOX", None, None, b"Subject: four\r\n\r\nx\r\n")
+        client.logout()
+        assert status == "NO"
+        assert data[0].startswith(b"[OVERQUOTA]"), data
         assert len(wait_files(env, "bob", 3, timeout=1)) == 2
 
 
