@@ -1,4 +1,6 @@
 """Checks of meaning that need nothing but the settings, run after the structural walk.
+With ``check_files`` the ones that look at this host too: the files the settings name, the
+source addresses of delivery (bound once), the folder of the directory database.
 
 The checks that need another package (host names and addresses from ``directory``, the
 relay host's transport syntax from ``resolve``, table files from ``tables``) live in
