@@ -80,6 +80,8 @@ def check_settings(
     if check_files:
         problems.extend(config_check.check_files(settings))
         problems.extend(config_check.check_sieve_files(settings))
+        problems.extend(config_check.check_source_addresses_bound(settings))
+        problems.extend(config_check.check_directory_folder_for_run_as_user(settings))
     problems.extend(_check_domain_lists(settings))
     if check_files and check_tables:
         problems.extend(_check_tables(settings))

@@ -1,4 +1,6 @@
 """Checks of meaning that need nothing but the settings, run after the structural walk.
+With ``check_files`` the ones that look at this host too: the files the settings name, the
+source addresses of delivery (bound once), the folder of the directory database.
 
 The checks that need another package (host names and addresses from ``directory``, the
 relay host's transport syntax from ``resolve``, table files from ``tables``) live in
@@ -7,9 +9,12 @@ relay host's transport syntax from ``resolve``, table files from ``tables``) liv
 
 from __future__ import annotations
 
+import grp
 import ipaddress
 import itertools
 import os
+import pwd
+import socket
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -139,6 +144,19 @@ def check_delivery(s: Settings) -> Iterator[Problem]:
             "delivery.relayhost_username",
             "set both relayhost_username and relayhost_password_file, or neither",
         )
+    # Postfix smtp_bind_address / smtp_bind_address6: one IP address of its family. Any other
+    # value would only fail at each connection, and the mail would wait out its lifetime.
+    for key, value, version in (
+        ("delivery.source_address", d.source_address, 4),
+        ("delivery.source_address6", d.source_address6, 6),
+    ):
+        if value and _ip_version(value) != version:
+            example = "192.0.2.25" if version == 4 else "2001:db8::25"
+            yield Problem(
+                key,
+                f'"{value}" is not an IPv{version} address; write one of this host\'s '
+                f'addresses, e.g. "{example}", or "" to let the system choose',
+            )
     # The range of each number (ports, timeouts, counts) is declared in settings.py and
     # checked by the loader's walk; here only rules that join two settings.
     for i, server in enumerate(s.dns.nameservers):
@@ -146,6 +164,73 @@ def check_delivery(s: Settings) -> Iterator[Problem]:
             parse_nameserver(server)
         except ValueError as exc:
             yield Problem(f"dns.nameservers[{i}]", str(exc))
+
+
+def _ip_version(value: str) -> int:
+    """4 or 6 for an IP address literal, 0 for anything else."""
+    try:
+        return ipaddress.ip_address(value).version
+    except ValueError:
+        return 0
+
+
+def check_source_addresses_bound(s: Settings) -> Iterator[Problem]:
+    """``delivery.source_address`` and ``source_address6`` are addresses of this host: the
+    agent binds each outgoing socket to them, which fails for any other address (Postfix's
+    smtp(8) then defers every delivery with "Cannot assign requested address")."""
+    d = s.delivery
+    for key, value, family in (
+        ("delivery.source_address", d.source_address, socket.AF_INET),
+        ("delivery.source_address6", d.source_address6, socket.AF_INET6),
+    ):
+        if not value or _ip_version(value) != (4 if family == socket.AF_INET else 6):
+            continue  # empty, or a syntax problem check_delivery reports
+        try:
+            with socket.socket(family, socket.SOCK_STREAM) as probe:
+                probe.bind((value, 0))
+        except OSError as exc:
+            yield Problem(
+                key,
+                f'"{value}" cannot be sent from: {exc.strerror}; it is not an address of this '
+                'host (see: ip addr); write one that is, or "" to let the system choose',
+            )
+
+
+def _writable_by(path: Path, uid: int, gids: set[int]) -> bool:
+    """Whether the permission bits let uid/gids create files in the directory ``path``."""
+    st = path.stat()
+    if uid == 0:
+        return True
+    if st.st_uid == uid:
+        return st.st_mode & 0o300 == 0o300
+    if st.st_gid in gids:
+        return st.st_mode & 0o030 == 0o030
+    return st.st_mode & 0o003 == 0o003
+
+
+def check_directory_folder_for_run_as_user(s: Settings) -> Iterator[Problem]:
+    """``directory.sqlite_path`` outside data_dir with ``server.run_as_user``: the server
+    opens the database after switching to that user, and SQLite (WAL mode) creates
+    ``NAME-wal`` and ``NAME-shm`` next to it, so the user must be able to write the folder.
+    pochta hands over data_dir and its own folders, never a folder outside it."""
+    user = s.server.run_as_user
+    db = s.directory_db
+    folder = db.parent
+    if not user or folder.is_relative_to(s.data_dir) or not folder.is_dir():
+        return
+    try:
+        pw = pwd.getpwnam(user)
+        gid = grp.getgrnam(s.server.run_as_group).gr_gid if s.server.run_as_group else pw.pw_gid
+    except KeyError:
+        return  # the server says at start which name is unknown (server/privileges.py)
+    if not _writable_by(folder, pw.pw_uid, {gid, *os.getgrouplist(user, gid)}):
+        yield Problem(
+            "directory.sqlite_path",
+            f"the server runs as {user} and SQLite must create {db.name}-wal and "
+            f"{db.name}-shm in {folder}, which {user} cannot write; run: chown {user} "
+            f"{folder} (a folder of its own), or put the database under data_dir "
+            f"({s.data_dir})",
+        )
 
 
 def check_queue(s: Settings) -> Iterator[Problem]:

@@ -615,7 +615,11 @@ class StoreSettings(_Table, frozen=True, kw_only=True, forbid_unknown_fields=Tru
     mail_dir: Annotated[str, _doc("Root of the mailboxes: MAIL_DIR/DOMAIN/LOCALPART/.")] = "mail"
     default_message_limit: Annotated[
         int,
-        _doc("Most messages per account when its quota names none; 0 = unlimited."),
+        _doc(
+            "Most messages an account may hold, for every account (Dovecot's quota_rule = "
+            "*:messages=N): the next one is refused at RCPT TO with 452 4.2.2 and at IMAP "
+            "APPEND/COPY with NO [OVERQUOTA]; 0 = unlimited."
+        ),
         msgspec.Meta(ge=0, le=1 << 32),
     ] = 0
 

@@ -653,6 +653,11 @@ class Server:
         spool = self.settings.spool_dir
         paths = [data_dir, spool, spool / "maildrop", spool / "maildrop-corrupt"]
         paths += [self.settings.mail_dir, db]
+        if db.parent != data_dir and db.parent.is_relative_to(data_dir):
+            # directory.sqlite_path in a folder of data_dir: SQLite makes its -wal and -shm
+            # files there, so the user needs that folder too (pochta check refuses a folder
+            # outside data_dir that the user cannot write: config/check.py).
+            paths.append(db.parent)
         paths += [db.with_name(db.name + suffix) for suffix in ("-wal", "-shm", "-journal")]
         paths += [Path(x.address.path) for x in self.listeners.values() if x.address.is_unix]
         srs_secret = self.settings.path(self.settings.srs.secret_file)
