@@ -4,8 +4,10 @@ When the host name has DKIM keys of its own (a signing-only entry: no hosted dom
 it), its HELO SPF and DKIM records follow the domain's in a section of their own, titled
 with the host name; ``pochta dns HOSTNAME`` prints only the host name's records.
 
-With ``--check`` the records are compared with DNS (``records.check_records``), then the DNS
-doctor (``pochta.dns.doctor``) checks that the whole works. Our addresses for it: ``--ip``
+With ``--check`` the records are compared with DNS by meaning (``dns/compare.py``: MATCH,
+VALID-BUT-DIFFERENT, MISSING, BROKEN; exit 1 only for a required record missing or broken),
+then the DNS doctor (``pochta.dns.doctor``) checks that the whole works. Our addresses for
+the SPF evaluation and the doctor: ``--ip``
 (and ``--ipv4``/``--ipv6``), else what the host name resolves to on this machine
 (``_public_addresses``), else the host name's A/AAAA in the DNS asked. The MTA-STS policy is
 fetched with ``deliver/mta_sts.py`` at the address ``mta-sts.DOMAIN`` has in that DNS.

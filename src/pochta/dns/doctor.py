@@ -1,6 +1,6 @@
 """The DNS doctor: what ``pochta dns DOMAIN --check`` finds beyond a record-by-record compare.
 
-``records.check_records`` says whether each record ``pochta dns`` prints is in DNS. The
+``compare.compare_records`` says what each record ``pochta dns`` prints means in DNS. The
 doctor asks whether the published whole works, as a receiver sees it:
 
 - ``check_fcrdns``: each address of the host has a PTR, the PTR name resolves back to the
