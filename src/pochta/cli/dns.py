@@ -381,15 +381,17 @@ def dns_command(
     _print_comparisons(results)
     where = f"nameserver {nameserver}" if nameserver else "the system resolver"
     count = {s: sum(1 for r in results if r.status == s) for s in ("MATCH", "VALID-BUT-DIFFERENT")}
+    # A required record DNS gave no answer for counts too: it cannot be shown to work.
     bad = sum(1 for r in results if r.bad)
+    broken = sum(1 for r in results if r.bad and r.status != "ERROR")
     optional = sum(1 for r in results if not r.required and r.status in ("MISSING", "BROKEN"))
     unknown = sum(1 for r in results if r.status == "ERROR")
     click.echo(
         f"{count['MATCH']} of {len(results)} records match, {count['VALID-BUT-DIFFERENT']} "
-        f"valid but different, {bad} required missing or broken, {optional} optional missing "
+        f"valid but different, {broken} required missing or broken, {optional} optional missing "
         f"or broken, {unknown} could not be checked (asked {where})"
     )
-    if bad:
+    if broken:
         click.echo(f"Print the expected records with: pochta dns {dom}")
     doctor_bad = 0
     if "all" not in skips and len(set(skips)) < len(CHECKS):

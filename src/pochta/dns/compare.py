@@ -354,7 +354,7 @@ def compare_dkim(record: Record, found: Sequence[str]) -> Comparison:
         return _result(record, "BROKEN", keys, str(exc))
     ours = parse_dkim_key(record.value)
     ours_type = ours.get("k", "rsa")
-    their_type = theirs.get("k", "rsa")  # RFC 6376 §3.6.1: k= defaults to rsa
+    their_type = theirs.get("k", "rsa").lower()  # RFC 6376 §3.6.1: k= defaults to rsa
     if their_type != ours_type:
         return _result(
             record,
