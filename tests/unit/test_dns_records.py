@@ -6,6 +6,7 @@ import datetime as dt
 import re
 from pathlib import Path
 
+import dns.asyncresolver
 import dns.message
 import dns.name
 import dns.rcode
@@ -16,10 +17,9 @@ import dns.zone
 import pytest
 
 from pochta.directory.model import DkimSelector
+from pochta.dns.compare import Comparison, compare_records
 from pochta.dns.records import (
-    CheckResult,
     Record,
-    check_records,
     host_signing_records,
     mail_host_records,
     mta_sts_policy,
@@ -28,6 +28,7 @@ from pochta.dns.records import (
     required_records,
 )
 from pochta.mailauth.dkim_keys import dkim_txt_value, generate_selector
+from pochta.mailauth.spf import DnspythonSpfDns
 from tests.dnsserver import ZoneServer
 
 DOMAIN = "example.test"
@@ -251,45 +252,23 @@ def test_parse_nameserver_errors(text: str) -> None:
         parse_nameserver(text)
 
 
-# -- checking, against the test DNS server's answering logic without sockets -----------------
+# -- checking: the meaning of each record against a DNS server on loopback (dns/compare.py) --
 
 
-class _InProcessResolver(dns.resolver.Resolver):
-    """A resolver whose queries go straight to ZoneServer.answer (no network)."""
-
-    def __init__(self, server: ZoneServer) -> None:
-        super().__init__(configure=False)
-        self.server = server
-
-    def resolve(  # type: ignore[override]
-        self,
-        qname: dns.name.Name | str,
-        rdtype: dns.rdatatype.RdataType | str = dns.rdatatype.A,
-        rdclass: dns.rdataclass.RdataClass | str = dns.rdataclass.IN,
-        *args: object,
-        raise_on_no_answer: bool = True,
-        **kwargs: object,
-    ) -> dns.resolver.Answer:
-        name = dns.name.from_text(str(qname))
-        rdt = dns.rdatatype.RdataType.make(rdtype)
-        query = dns.message.make_query(name, rdt)
-        # Through the wire format and back, as a real answer would come.
-        response = dns.message.from_wire(self.server.answer(query).to_wire())
-        if response.rcode() == dns.rcode.NXDOMAIN:
-            raise dns.resolver.NXDOMAIN(qnames=[name], responses={name: response})
-        return dns.resolver.Answer(name, rdt, dns.rdataclass.IN, response)
-
-
-def _checked(records: list[Record], zone_text: str) -> dict[tuple[str, str], CheckResult]:
-    resolver = _InProcessResolver(ZoneServer(zone_text, origin="."))
-    results = check_records(records, resolver)
+async def _checked(
+    records: list[Record], zone_text: str, ips: tuple[str, ...] = (IPV4, IPV6)
+) -> dict[tuple[str, str], Comparison]:
+    with ZoneServer(zone_text, origin=".") as server:
+        resolver = server.async_resolver()
+        results = await compare_records(records, resolver, DnspythonSpfDns(resolver), HOST, ips)
     assert [r.record for r in results] == records
     return {(r.record.name, r.record.rtype): r for r in results}
 
 
-def test_check_all_ok(records: list[Record]) -> None:
-    results = _checked(records, render_zone(records))
-    assert {k: r.status for k, r in results.items() if r.status != "OK"} == {}
+async def test_check_all_ok(records: list[Record]) -> None:
+    results = await _checked(records, render_zone(records))
+    assert {k: (r.status, r.notes) for k, r in results.items() if r.status != "MATCH"} == {}
+    assert not any(r.bad for r in results.values())
 
 
 def _replace_line(text: str, startswith: str, new: str | None) -> str:
@@ -303,7 +282,7 @@ def _replace_line(text: str, startswith: str, new: str | None) -> str:
     return "\n".join(lines) + "\n"
 
 
-def test_check_differences(records: list[Record]) -> None:
+async def test_check_differences(records: list[Record]) -> None:
     zone = render_zone(records)
     zone = _replace_line(
         zone,
@@ -316,24 +295,29 @@ def test_check_differences(records: list[Record]) -> None:
     )
     zone += f"{DOMAIN}. 3600 IN MX 20 backup.example.org.\n"
     zone += f'{HOST}. 3600 IN TXT "v=spf1 mx -all"\n'
-    results = _checked(records, zone)
+    results = await _checked(records, zone)
     dmarc = results[(f"_dmarc.{DOMAIN}", "TXT")]
-    assert dmarc.status == "DIFFERENT"
+    assert dmarc.status == "VALID-BUT-DIFFERENT"
     assert dmarc.found == (f"v=DMARC1; p=none; rua=mailto:dmarc-reports@{DOMAIN}",)
-    assert results[(f"autoconfig.{DOMAIN}", "CNAME")].status == "MISSING"
+    assert dmarc.notes[0].startswith("p=none: monitoring only")
+    autoconfig = results[(f"autoconfig.{DOMAIN}", "CNAME")]
+    assert (autoconfig.status, autoconfig.required, autoconfig.bad) == ("MISSING", False, False)
     # Any valid MTA-STS id will do: it only tracks policy changes (RFC 8461 §3.1).
-    assert results[(f"_mta-sts.{DOMAIN}", "TXT")].status == "OK"
+    assert results[(f"_mta-sts.{DOMAIN}", "TXT")].status == "MATCH"
     mx = results[(DOMAIN, "MX")]
-    assert mx.status == "DIFFERENT"
-    assert "more records" in mx.detail
+    assert mx.status == "VALID-BUT-DIFFERENT"
+    assert "backup MX" in mx.notes[0]
     host_spf = results[(HOST, "TXT")]
-    assert host_spf.status == "DIFFERENT"
-    assert "RFC 7208 §4.5" in host_spf.detail
-    ok = {k for k, r in results.items() if r.status == "OK"}
-    assert len(ok) == len(records) - 4
+    assert host_spf.status == "BROKEN"
+    assert host_spf.bad
+    assert "RFC 7208 §4.5" in host_spf.notes[0]
+    match = {k for k, r in results.items() if r.status == "MATCH"}
+    assert len(match) == len(records) - 4
 
 
-def test_check_normalised_compares(records: list[Record], selectors: list[DkimSelector]) -> None:
+async def test_check_normalised_compares(
+    records: list[Record], selectors: list[DkimSelector]
+) -> None:
     zone = render_zone(records)
     zone = _replace_line(
         zone,
@@ -344,9 +328,6 @@ def test_check_normalised_compares(records: list[Record], selectors: list[DkimSe
     zone = _replace_line(zone, f"{DOMAIN}. 3600 IN TXT", None)
     zone += f'{DOMAIN}. 3600 IN TXT "v=spf1  REDIRECT=_spf.{HOST}" "" "google-site=1"\n'
     zone += f'{DOMAIN}. 3600 IN TXT "google-site-verification=abc"\n'
-    zone = (
-        _replace_line(zone, f"{HOST}. 3600 IN MX", None) if f"{HOST}. 3600 IN MX" in zone else zone
-    )
     sel = selectors[0]
     key = sel.public_key_b64
     zone = _replace_line(
@@ -355,16 +336,22 @@ def test_check_normalised_compares(records: list[Record], selectors: list[DkimSe
         f'{sel.selector}._domainkey.{DOMAIN}. 3600 IN TXT "v=DKIM1; k=rsa; " '
         f'"p={key[:100]}" "{key[100:300]}" "{key[300:]}"',
     )
-    results = _checked(records, zone)
+    results = await _checked(records, zone)
     dmarc = results[(f"_dmarc.{DOMAIN}", "TXT")]
-    assert dmarc.status == "OK"
-    assert "stricter" in dmarc.detail
-    assert results[(f"{sel.selector}._domainkey.{DOMAIN}", "TXT")].status == "OK"
-    # "v=spf1  REDIRECT=..." joined with a trailing "google-site=1" is not the same record.
-    assert results[(DOMAIN, "TXT")].status == "DIFFERENT"
+    assert dmarc.status == "VALID-BUT-DIFFERENT"
+    assert dmarc.notes == (
+        "p=reject: mail failing DMARC is refused; stricter than ours: check the reports first "
+        "that every sender of the domain passes (RFC 7489 §6.3)",
+    )
+    assert results[(f"{sel.selector}._domainkey.{DOMAIN}", "TXT")].status == "MATCH"
+    # "v=spf1  REDIRECT=..." joined with a trailing "google-site=1" redirects to a name
+    # without SPF: receivers get a permerror (RFC 7208 §6.1).
+    spf = results[(DOMAIN, "TXT")]
+    assert spf.status == "BROKEN"
+    assert f"does not authorise {IPV4}" in spf.notes[0]
 
 
-def test_check_wrong_dkim_key(records: list[Record], selectors: list[DkimSelector]) -> None:
+async def test_check_wrong_dkim_key(records: list[Record], selectors: list[DkimSelector]) -> None:
     zone = render_zone(records)
     ed = selectors[2]
     zone = _replace_line(
@@ -373,20 +360,22 @@ def test_check_wrong_dkim_key(records: list[Record], selectors: list[DkimSelecto
         f'{ed.selector}._domainkey.{DOMAIN}. 3600 IN TXT "v=DKIM1; k=ed25519; '
         f'p={selectors[1].public_key_b64}"',
     )
-    result = _checked(records, zone)[(f"{ed.selector}._domainkey.{DOMAIN}", "TXT")]
-    assert result.status == "DIFFERENT"
-    assert "p=" in result.detail
+    result = (await _checked(records, zone))[(f"{ed.selector}._domainkey.{DOMAIN}", "TXT")]
+    assert result.status == "BROKEN"
+    assert result.notes == ("p= is not our public key: signatures with it fail",)
 
 
-def test_check_reports_resolver_errors() -> None:
-    class Failing(dns.resolver.Resolver):
-        def resolve(self, *args: object, **kwargs: object) -> dns.resolver.Answer:  # type: ignore[override]
+async def test_check_reports_resolver_errors() -> None:
+    class Failing(dns.asyncresolver.Resolver):
+        async def resolve(self, *args: object, **kwargs: object) -> dns.resolver.Answer:  # type: ignore[override]
             raise dns.resolver.LifetimeTimeout(timeout=5.0, errors=[])
 
     record = Record(DOMAIN, "MX", f"10 {HOST}.")
-    (result,) = check_records([record], Failing(configure=False))
+    failing = Failing(configure=False)
+    (result,) = await compare_records([record], failing, DnspythonSpfDns(failing), HOST, ())
     assert result.status == "ERROR"
-    assert result.detail.startswith("no answer from DNS")
+    assert result.bad
+    assert result.notes[0].startswith("no answer from DNS")
 
 
 # -- the host name's own keys (issue 13 point 2) ----------------------------------------------

@@ -4,8 +4,10 @@ When the host name has DKIM keys of its own (a signing-only entry: no hosted dom
 it), its HELO SPF and DKIM records follow the domain's in a section of their own, titled
 with the host name; ``pochta dns HOSTNAME`` prints only the host name's records.
 
-With ``--check`` the records are compared with DNS (``records.check_records``), then the DNS
-doctor (``pochta.dns.doctor``) checks that the whole works. Our addresses for it: ``--ip``
+With ``--check`` the records are compared with DNS by meaning (``dns/compare.py``: MATCH,
+VALID-BUT-DIFFERENT, MISSING, BROKEN; exit 1 only for a required record missing or broken),
+then the DNS doctor (``pochta.dns.doctor``) checks that the whole works. Our addresses for
+the SPF evaluation and the doctor: ``--ip``
 (and ``--ipv4``/``--ipv6``), else what the host name resolves to on this machine
 (``_public_addresses``), else the host name's A/AAAA in the DNS asked. The MTA-STS policy is
 fetched with ``deliver/mta_sts.py`` at the address ``mta-sts.DOMAIN`` has in that DNS.
@@ -28,6 +30,7 @@ from pochta.deliver.sts_dane_policy import default_cache_dir
 from pochta.deliver.tls_policy import DomainPolicy
 from pochta.directory.addresses import AddressError, normalize_domain
 from pochta.directory.model import DkimSelector
+from pochta.dns.compare import Comparison, compare_records
 from pochta.dns.doctor import (
     CHECKS,
     DEFAULT_BLOCKLISTS,
@@ -42,9 +45,7 @@ from pochta.dns.doctor import (
 )
 from pochta.dns.records import (
     CLIENT_SERVICES,
-    CheckResult,
     Record,
-    check_records,
     dkim_key_warning,
     host_signing_records,
     mail_host_records,
@@ -102,22 +103,35 @@ def _check_ip(option: str, value: str | None, version: int) -> str | None:
     return str(ip)
 
 
-def _print_check(results: list[CheckResult]) -> int:
-    bad = 0
+_STATUS_WIDTH = len("VALID-BUT-DIFFERENT")
+
+
+def _print_comparisons(results: list[Comparison]) -> None:
+    """One line per record (status, name, type; "(optional)" for an optional record that is
+    not a MATCH), then what DNS has, ours, and each difference with what it means."""
+    pad = " " * (_STATUS_WIDTH + 2)
     for res in results:
         rec = res.record
-        line = f"{res.status:<9}  {rec.name}. {rec.rtype}"
-        if res.status == "OK":
-            click.echo(line + (f"  ({res.detail})" if res.detail else ""))
+        line = f"{res.status:<{_STATUS_WIDTH}}  {rec.name}. {rec.rtype}"
+        if res.status == "MATCH":
+            click.echo(line + (f"  ({'; '.join(res.notes)})" if res.notes else ""))
             continue
-        bad += 1
-        click.echo(line)
-        click.echo(f"           expected: {render_rdata(rec)}")
+        click.echo(line + ("" if res.required else "  (optional)"))
         for found in res.found:
-            click.echo(f"           DNS has:  {found}")
-        if res.detail:
-            click.echo(f"           {res.detail}")
-    return bad
+            click.echo(f"{pad}DNS has:  {found}")
+        click.echo(f"{pad}ours:     {render_rdata(rec)}")
+        for note in res.notes:
+            click.echo(f"{pad}{note}")
+
+
+def _compare(
+    records: list[Record], resolver: dns.resolver.Resolver, host: str, ips: list[str]
+) -> list[Comparison]:
+    async def run() -> list[Comparison]:
+        aresolver = async_resolver_like(resolver)
+        return await compare_records(records, aresolver, DnspythonSpfDns(aresolver), host, ips)
+
+    return asyncio.run(run())
 
 
 def _policy_fetch(
@@ -197,7 +211,10 @@ def _doctor(
 @click.option("--ipv4", metavar="A.B.C.D", help="Public IPv4 address of the mail host.")
 @click.option("--ipv6", metavar="ADDR", help="Public IPv6 address of the mail host.")
 @click.option(
-    "--check", is_flag=True, help="Compare with what DNS answers; exit 1 on a difference."
+    "--check",
+    is_flag=True,
+    help="Compare the meaning of each record with what DNS answers; exit 1 only when a "
+    "required record (A/AAAA, PTR, MX, SPF, active DKIM keys, DMARC) is missing or broken.",
 )
 @click.option(
     "--nameserver",
@@ -251,9 +268,11 @@ def dns_command(
 ) -> None:
     """Print every DNS record DOMAIN needs, as zone-file lines.
 
-    With --check, compare them with DNS, then run the doctor: reverse DNS of the host, SPF
-    evaluated for our addresses, MX, DKIM keys against our private keys, DMARC and its report
-    targets, the MTA-STS policy over HTTPS, and DNS blocklists."""
+    With --check, compare the meaning of each with what DNS has (MATCH, VALID-BUT-DIFFERENT
+    with what differs and what it means, MISSING, BROKEN), then run the doctor: reverse DNS
+    of the host, SPF evaluated for our addresses, MX, DKIM keys against our private keys,
+    DMARC and its report targets, the MTA-STS policy over HTTPS, and DNS blocklists.
+    Optional records (SRV, MTA-STS, TLS-RPT, autoconfig) never make the exit status."""
     if nameserver and not check:
         fail("--nameserver is used with --check")
     if (ips or blocklists or skips) and not check:
@@ -357,15 +376,25 @@ def dns_command(
 
     for note in notes:
         click.echo(note)
-    results = check_records([*records, *section], resolver)
-    bad = _print_check(results)
+    ours = list(dict.fromkeys([*given, *(ip for ip in (ipv4, ipv6) if ip)]))
+    results = _compare([*records, *section], resolver, host, ours)
+    _print_comparisons(results)
     where = f"nameserver {nameserver}" if nameserver else "the system resolver"
-    click.echo(f"{len(results) - bad} of {len(results)} records OK (asked {where})")
-    if bad:
+    count = {s: sum(1 for r in results if r.status == s) for s in ("MATCH", "VALID-BUT-DIFFERENT")}
+    # A required record DNS gave no answer for counts too: it cannot be shown to work.
+    bad = sum(1 for r in results if r.bad)
+    broken = sum(1 for r in results if r.bad and r.status != "ERROR")
+    optional = sum(1 for r in results if not r.required and r.status in ("MISSING", "BROKEN"))
+    unknown = sum(1 for r in results if r.status == "ERROR")
+    click.echo(
+        f"{count['MATCH']} of {len(results)} records match, {count['VALID-BUT-DIFFERENT']} "
+        f"valid but different, {broken} required missing or broken, {optional} optional missing "
+        f"or broken, {unknown} could not be checked (asked {where})"
+    )
+    if broken:
         click.echo(f"Print the expected records with: pochta dns {dom}")
     doctor_bad = 0
     if "all" not in skips and len(set(skips)) < len(CHECKS):
-        ours = list(dict.fromkeys([*given, *(ip for ip in (ipv4, ipv6) if ip)]))
         dkim: list[DkimSelector] = list(hosted.dkim)
         what = DoctorInput(
             dom,
@@ -391,9 +420,11 @@ def dns_command(
             click.echo(line)
         doctor_bad = sum(1 for f in findings if f.bad)
         unknown = sum(1 for f in findings if f.status == "COULD-NOT-CHECK")
+        optional = sum(1 for f in findings if not f.needed and f.status not in ("OK",))
+        ok = sum(1 for f in findings if f.status == "OK")
         click.echo(
-            f"{len(findings) - doctor_bad - unknown} of {len(findings)} checks OK, "
-            f"{doctor_bad} to fix, {unknown} could not be checked (the doctor)"
+            f"{ok} of {len(findings)} checks OK, {doctor_bad} to fix, {unknown} could not be "
+            "checked" + (f", {optional} optional not OK" if optional else "") + " (the doctor)"
         )
     if bad or doctor_bad:
         ctx.exit(1)

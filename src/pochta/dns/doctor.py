@@ -1,6 +1,6 @@
 """The DNS doctor: what ``pochta dns DOMAIN --check`` finds beyond a record-by-record compare.
 
-``records.check_records`` says whether each record ``pochta dns`` prints is in DNS. The
+``compare.compare_records`` says what each record ``pochta dns`` prints means in DNS. The
 doctor asks whether the published whole works, as a receiver sees it:
 
 - ``check_fcrdns``: each address of the host has a PTR, the PTR name resolves back to the
@@ -23,7 +23,8 @@ doctor asks whether the published whole works, as a receiver sees it:
 Each check is a small coroutine over an injected dnspython asyncio resolver, returning
 :class:`Finding` lines: ``OK``, ``MISSING``, ``WRONG``, ``LISTED`` or ``COULD-NOT-CHECK``,
 with what DNS has and the exact line to publish or the fix. ``needed`` findings that are not
-OK make ``pochta dns --check`` exit non-zero; could-not-check and optional ones do not.
+OK make ``pochta dns --check`` exit non-zero; could-not-check and optional ones (MTA-STS, as
+its record is optional: ``dns/compare.py``) do not.
 """
 
 from __future__ import annotations
@@ -32,7 +33,7 @@ import base64
 import ipaddress
 import re
 from collections.abc import Awaitable, Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, Literal
 
 import dns.asyncresolver
@@ -45,6 +46,7 @@ from cryptography.hazmat.primitives.asymmetric import ed25519, rsa
 
 from pochta.directory.model import DkimSelector
 from pochta.dns import dnsbl
+from pochta.dns.compare import same_key
 from pochta.dns.records import Record, render_record, txt_kind
 from pochta.mailauth import spf as spf_check
 from pochta.mailauth.dkim_keys import DkimKeyError, load_private_key
@@ -443,24 +445,6 @@ def _public_half(sel: DkimSelector) -> tuple[str, bytes]:
     )
 
 
-def _same_key(key_type: str, ours: bytes, published_b64: str) -> bool:
-    try:
-        published = base64.b64decode(re.sub(r"\s+", "", published_b64), validate=True)
-    except ValueError:
-        return False
-    if key_type == "ed25519":
-        return published == ours
-    try:
-        mine = serialization.load_der_public_key(ours)
-        # cryptography reads the SPKI and the bare RSAPublicKey (PKCS#1) some publish.
-        theirs = serialization.load_der_public_key(published)
-    except (ValueError, TypeError):
-        return False
-    if not isinstance(mine, rsa.RSAPublicKey) or not isinstance(theirs, rsa.RSAPublicKey):
-        return False
-    return mine.public_numbers() == theirs.public_numbers()
-
-
 def _dkim_tags(value: str) -> dict[str, str]:
     tags: dict[str, str] = {}
     for part in value.split(";"):
@@ -505,7 +489,7 @@ async def check_dkim(
             continue
         tags = _dkim_tags(keys[0])
         published_type = tags.get("k", "rsa").lower()  # RFC 6376 §3.6.1: k= defaults to rsa
-        if len(keys) == 1 and published_type == key_type and _same_key(key_type, ours, tags["p"]):
+        if len(keys) == 1 and published_type == key_type and same_key(key_type, ours, tags["p"]):
             out.append(Finding("OK", subject, detail=f"the public half of {sel.key_path}"))
             continue
         out.append(
@@ -626,7 +610,23 @@ async def check_mta_sts(
     fetch: PolicyFetch,
     expected: Sequence[Record] = (),
 ) -> list[Finding]:
-    """The ``_mta-sts`` record's id and the policy over HTTPS, covering the MX hosts."""
+    """The ``_mta-sts`` record's id and the policy over HTTPS, covering the MX hosts.
+
+    MTA-STS is optional (RFC 8461: without it senders apply no policy; with a policy they
+    cannot fetch, they apply none either, RFC 8461 §5): its findings are reported and never
+    make the exit status (``needed=False``)."""
+    return [
+        replace(f, needed=False) for f in await _mta_sts(resolver, domain, host, fetch, expected)
+    ]
+
+
+async def _mta_sts(
+    resolver: dns.asyncresolver.Resolver,
+    domain: str,
+    host: str,
+    fetch: PolicyFetch,
+    expected: Sequence[Record],
+) -> list[Finding]:
     name = f"_mta-sts.{domain}"
     subject = f"{name}. TXT MTA-STS"
     fix = "\n".join(_publish(r) for r in _expected(expected, name, "TXT", "mta-sts"))

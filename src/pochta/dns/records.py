@@ -1,4 +1,5 @@
-"""Every DNS record a hosted domain needs, as zone-file lines, and a check against DNS.
+"""Every DNS record a hosted domain needs, as zone-file lines (``dns/compare.py`` checks them
+against DNS).
 
 One pochta host (HOST, ``server.hostname``) serves any number of domains. The records split
 in two:
@@ -66,16 +67,9 @@ class Record:
     value: str
     comment: str = ""  # what the record is for; records with the same comment form a group
     ttl: int = field(default=DEFAULT_TTL, compare=False)
-
-
-@dataclass(frozen=True, slots=True)
-class CheckResult:
-    """What DNS answered for one record."""
-
-    record: Record
-    status: Literal["OK", "MISSING", "DIFFERENT", "ERROR"]
-    found: tuple[str, ...] = ()  # the answers, in presentation form (TXT joined)
-    detail: str = ""
+    # Whether mail breaks without it: ``pochta dns --check`` exits 1 only for a required
+    # record missing or broken (``dns/compare.py`` says which are and why).
+    required: bool = field(default=True, compare=False)
 
 
 def _fqdn(name: str) -> str:
@@ -150,6 +144,7 @@ def _host_records(
             f"Shared SPF record of the mail host: every hosted domain points here with "
             f"redirect=, so a change of the host's addresses is one change here "
             f"(RFC 7208 §6.1).{where}",
+            required=False,  # needed only when an SPF record points at it (dns/compare.py)
         )
     )
     return out
@@ -177,6 +172,7 @@ def _dkim_records(
                 f"DKIM public key, selector {sel.selector}, {sel.algorithm} "
                 f"(RFC 6376 §3.6.1{', RFC 8463 §4.2' if sel.algorithm.startswith('ed') else ''}"
                 f"); {state}.{purpose}",
+                required=sel.active,  # a retired key only serves mail still in transit
             )
         )
     return out
@@ -261,13 +257,14 @@ def _srv_records(domain: str, host: str, service_ports: Mapping[str, int | None]
     for name, standard_port, priority in CLIENT_SERVICES:
         port = service_ports.get(name, standard_port)
         value = f"{priority} 1 {port} {host}." if port else "0 0 0 ."
-        out.append(Record(f"_{name}._tcp.{domain}", "SRV", value, comment))
+        out.append(Record(f"_{name}._tcp.{domain}", "SRV", value, comment, required=False))
     out.append(
         Record(
             f"_autodiscover._tcp.{domain}",
             "SRV",
             f"0 0 443 {host}.",
             "Outlook finds its autodiscover service here (HTTPS on port 443 of the host).",
+            required=False,
         )
     )
     return out
@@ -352,6 +349,7 @@ def required_records(
             f"v=STSv1; id={sts_id}",
             "MTA-STS (RFC 8461 §3.1): tells senders to fetch the TLS policy of this domain; "
             "give id= a new value whenever the policy changes.",
+            required=False,  # RFC 8461: without it senders simply apply no policy
         )
     )
     out.append(
@@ -366,6 +364,7 @@ def required_records(
             f"Policy file content:\n{policy}\n"
             "Start with mode: testing (failures are only reported) and switch to "
             "mode: enforce, with a new id=, once TLS-RPT reports show no failures.",
+            required=False,
         )
     )
     tlsrpt_rua = report_address or f"tlsrpt@{dom}"
@@ -377,6 +376,7 @@ def required_records(
             f"v=TLSRPTv1; rua=mailto:{tlsrpt_rua}",
             f"SMTP TLS reporting (RFC 8460 §3): senders mail daily reports of TLS problems "
             f"to {tlsrpt_rua}; make that address an account or an alias.",
+            required=False,  # RFC 8460: reports only
         )
     )
     auto_comment = (
@@ -384,8 +384,8 @@ def required_records(
         f"{dom}/mail/config-v1.1.xml, Outlook https://autodiscover.{dom}/autodiscover/"
         "autodiscover.xml; both are served by pochta's HTTP listener."
     )
-    out.append(Record(f"autoconfig.{dom}", "CNAME", f"{host}.", auto_comment))
-    out.append(Record(f"autodiscover.{dom}", "CNAME", f"{host}.", auto_comment))
+    out.append(Record(f"autoconfig.{dom}", "CNAME", f"{host}.", auto_comment, required=False))
+    out.append(Record(f"autodiscover.{dom}", "CNAME", f"{host}.", auto_comment, required=False))
     out.extend(_srv_records(dom, host, service_ports or {}))
     return out
 
@@ -446,16 +446,6 @@ _TXT_VERSIONS: tuple[tuple[TxtKind, re.Pattern[str]], ...] = (
     ("mta-sts", re.compile(r"^v\s*=\s*STSv1\s*(?:;|$)")),
     ("tlsrpt", re.compile(r"^v\s*=\s*TLSRPTv1\s*(?:;|$)")),
 )
-# Receivers ignore the domain's record when more than one of these is published.
-_SINGLE: dict[TxtKind, str] = {
-    "spf": "RFC 7208 §4.5: more than one SPF record is a permerror",
-    "dmarc": "RFC 7489 §6.6.3: with more than one DMARC record no policy applies",
-    "mta-sts": "RFC 8461 §3.1: with more than one STSv1 record no policy applies",
-    "tlsrpt": "RFC 8460 §3: with more than one TLSRPTv1 record no reports are sent",
-}
-# RFC 7489 §6.3 defaults: a tag equal to its default changes nothing.
-_DMARC_DEFAULTS = {"adkim": "r", "aspf": "r", "pct": "100", "fo": "0", "ri": "86400", "rf": "afrf"}
-_STS_ID = re.compile(r"^[A-Za-z0-9]{1,32}$")  # RFC 8461 §3.1 sts-id
 
 
 def txt_kind(value: str) -> TxtKind:
@@ -463,117 +453,6 @@ def txt_kind(value: str) -> TxtKind:
         if pattern.match(value.strip()):
             return kind
     return "other"
-
-
-def _tags(value: str) -> dict[str, str]:
-    """RFC 6376 §3.2 tag-list: "tag=value" separated by ";", whitespace around ignored."""
-    tags: dict[str, str] = {}
-    for part in value.split(";"):
-        key, eq, val = part.partition("=")
-        if eq:
-            tags[key.strip().lower()] = val.strip()
-    return tags
-
-
-def _spf_terms(value: str) -> tuple[list[str], set[str]]:
-    """(mechanisms in order, modifiers) of an SPF record, lower-cased; "+" is the default
-    qualifier (RFC 7208 §4.6.2) and modifiers are unordered (RFC 7208 §6)."""
-    mechanisms: list[str] = []
-    modifiers: set[str] = set()
-    for term in value.lower().split()[1:]:
-        if re.match(r"^[a-z][a-z0-9_.-]*=", term):
-            modifiers.add(term)
-        else:
-            mechanisms.append(term.removeprefix("+"))
-    return mechanisms, modifiers
-
-
-def _txt_matches(kind: TxtKind, expected: str, found: str) -> tuple[bool, str]:
-    """(matches, note) for one TXT value of the same kind."""
-    if kind == "spf":
-        return _spf_terms(expected) == _spf_terms(found), ""
-    if kind == "mta-sts":
-        # The id only has to change when the policy changes; any valid id will do.
-        sts_id = _tags(found).get("id", "")
-        if _STS_ID.match(sts_id):
-            return True, ""
-        return False, "id= must be 1 to 32 letters and digits (RFC 8461 §3.1)"
-    exp, got = _tags(expected), _tags(found)
-    if kind == "dkim":
-        exp["p"] = re.sub(r"\s+", "", exp.get("p", ""))
-        got["p"] = re.sub(r"\s+", "", got.get("p", ""))
-        if exp["p"] != got["p"]:
-            return False, "the public key (p=) differs from the selector's key"
-        got.setdefault("k", "rsa")  # RFC 6376 §3.6.1: k= defaults to rsa
-        return all(got.get(k) == v for k, v in exp.items()), ""
-    if kind == "dmarc":
-        exp = {k: v.lower() for k, v in exp.items()}
-        got = {k: v.lower() for k, v in got.items() if _DMARC_DEFAULTS.get(k) != v.lower()}
-        if exp.get("p") == "quarantine" and got.get("p") == "reject":
-            got["p"] = "quarantine"
-            if exp == got:
-                return True, "p=reject, stricter than the suggested p=quarantine"
-        return exp == got, ""
-    if kind == "tlsrpt":
-
-        def uris(tags: dict[str, str]) -> set[str]:
-            return {u.strip().lower() for u in tags.get("rua", "").split(",") if u.strip()}
-
-        return uris(exp) == uris(got), ""
-    return expected == found, ""
-
-
-def _check_txt(record: Record, found: list[str]) -> CheckResult:
-    kind = txt_kind(record.value)
-    same_kind = [f for f in found if txt_kind(f) == kind] if kind != "other" else found
-    if not same_kind:
-        detail = "other TXT records only" if found else ""
-        return CheckResult(record, "MISSING", tuple(found), detail)
-    if kind in _SINGLE and len(same_kind) > 1:
-        return CheckResult(record, "DIFFERENT", tuple(same_kind), _SINGLE[kind])
-    notes: list[str] = []
-    for value in same_kind:
-        ok, note = _txt_matches(kind, record.value, value)
-        if ok:
-            return CheckResult(record, "OK", tuple(same_kind), note)
-        if note:
-            notes.append(note)
-    return CheckResult(record, "DIFFERENT", tuple(same_kind), "; ".join(dict.fromkeys(notes)))
-
-
-def check_record(record: Record, resolver: dns.resolver.Resolver) -> CheckResult:
-    """Ask ``resolver`` for ``record`` and compare. TXT values are compared after joining
-    their strings; SPF, DKIM, DMARC, MTA-STS and TLS-RPT records by meaning, other types by
-    their data, and the answer must be exactly the expected record (an extra MX or A record
-    sends mail elsewhere)."""
-    try:
-        answer = resolver.resolve(record.name + ".", record.rtype, raise_on_no_answer=False)
-    except dns.resolver.NXDOMAIN:
-        return CheckResult(record, "MISSING", (), f"{record.name} does not exist")
-    except dns.exception.DNSException as exc:
-        return CheckResult(record, "ERROR", (), f"no answer from DNS: {exc}")
-    rrset = answer.rrset
-    if rrset is None or len(rrset) == 0:
-        return CheckResult(record, "MISSING", (), f"{record.name} has no {record.rtype} record")
-    if record.rtype == "TXT":
-        found = [b"".join(rd.strings).decode("utf-8", "replace") for rd in rrset]
-        return _check_txt(record, found)
-    rdtype = dns.rdatatype.from_text(record.rtype)
-    expected = dns.rdata.from_text(
-        dns.rdataclass.IN, rdtype, record.value, dns.name.root, relativize=False
-    )
-    got = list(rrset)
-    shown = tuple(rd.to_text() for rd in got)
-    if got == [expected]:
-        return CheckResult(record, "OK", shown)
-    if expected in got:
-        return CheckResult(record, "DIFFERENT", shown, "DNS has more records than this one")
-    return CheckResult(record, "DIFFERENT", shown)
-
-
-def check_records(records: Sequence[Record], resolver: dns.resolver.Resolver) -> list[CheckResult]:
-    """``check_record`` for each record, in order."""
-    return [check_record(r, resolver) for r in records]
 
 
 def make_resolver(nameserver: str | None = None, *, timeout: float = 5.0) -> dns.resolver.Resolver:
