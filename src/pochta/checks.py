@@ -72,6 +72,7 @@ def check_settings(settings: Settings, *, check_files: bool = True) -> list[Prob
         problems.extend(config_check.check_files(settings))
         problems.extend(config_check.check_sieve_files(settings))
         problems.extend(_check_tables(settings))
+        problems.extend(_check_table_mailboxes(settings))
     return problems
 
 
@@ -167,6 +168,28 @@ def _check_tables(s: Settings) -> Iterator[Problem]:
                     open_table(spec, kind="map")
             except TableError as exc:
                 yield Problem(f"tables.{name}[{i}]", str(exc))
+
+
+def _check_table_mailboxes(s: Settings) -> Iterator[Problem]:
+    """Each virtual_mailbox_maps value must name a path under [store] mail_dir (virtual(8)
+    virtual_mailbox_base): the resolver refuses the others at RCPT (resolve/classes.py)."""
+    from pochta.resolve.classes import table_mailbox_problem
+    from pochta.tables import PostfixTable, TableError, open_table
+
+    for i, spec in enumerate(s.tables.virtual_mailbox_maps):
+        try:
+            table = open_table(spec, kind="map")
+        except TableError:
+            continue  # _check_tables reports it
+        if not isinstance(table, PostfixTable):
+            continue
+        for key, value in table.entries.items():
+            problem = table_mailbox_problem(value)
+            if problem is not None:
+                line = table.lines.get(key, 0)
+                yield Problem(
+                    f"tables.virtual_mailbox_maps[{i}]", f"{table.path}:{line}: {key}: {problem}"
+                )
 
 
 # -- which names the certificates cover (warnings of `pochta check`) -------------------------

@@ -102,6 +102,7 @@ from pochta.resolve.classes import (
     Resolution,
     UnixDest,
     report_target,
+    table_mailbox_problem,
 )
 from pochta.resolve.transport import (
     NETWORK_KINDS,
@@ -117,11 +118,11 @@ from pochta.tables import (
     IncludeTarget,
     TableError,
     Target,
-    expand_alias,
     lookup_domain,
     match_address,
 )
 from pochta.tables.address_list import split_addresses
+from pochta.tables.aliases_file import expand_alias_sources
 from pochta.tables.configured import ConfiguredTables
 from pochta.tables.postfix_text import PostfixTable, address_lookup_keys, split_extension
 
@@ -392,7 +393,8 @@ class Resolver:
         refused = list(resolution.rejections)
         accepted = 0
         for dest in resolution.deliverable:
-            if isinstance(dest, MailboxDest) and quota_check is not None:
+            # A virtual_mailbox_maps mailbox has no account and no quota (deliver/mailbox.py).
+            if isinstance(dest, MailboxDest) and not dest.mailbox_path and quota_check is not None:
                 over = quota_check(dest.account)
                 if over is not None:
                     refused.append(Rejection(over, dest.account))
@@ -650,28 +652,53 @@ class Resolver:
 
     def _local_alias(self, local_part: str) -> list[_Item] | None:
         """alias_maps targets of ``local_part`` (tried with, then without its extension:
-        local(8) "ALIAS EXPANSION"), with ``:include:`` files read, or None."""
+        local(8) "ALIAS EXPANSION"), with ``:include:`` files read, or None.
+
+        local(8) "DELIVERY RIGHTS": a ``|command`` or ``/file`` target is kept only when
+        where it was written (the aliases file: "alias", an include file: "include") is in
+        ``[local] allow_mail_to_commands`` / ``allow_mail_to_files``; else that target is a
+        5.7.1 refusal (the alias is refused at RCPT when nothing else is left)."""
         found = match_address(self._tables.alias_maps, local_part, self._delimiter)
         if found is None:
             return None
-        targets: Sequence[Target] = found.value
+        sourced: Sequence[tuple[Target, str]] = [(t, "alias") for t in found.value]
         table = self._alias_table(found.key)
-        if any(isinstance(t, IncludeTarget) for t in targets) and table is not None:
+        if any(isinstance(t, IncludeTarget) for t in found.value) and table is not None:
             try:
-                targets = expand_alias(table, found.key) or ()
+                sourced = expand_alias_sources(table, found.key) or ()
             except TableError as exc:
                 log.warning("alias_include_failed", alias=found.key, error=str(exc))
                 raise _Abort(ALIAS_TEMPFAIL) from None
         user = _file_owner(table.path) if table is not None else "nobody"
+        local = self._settings.local
         items: list[_Item] = []
-        for target in targets:
+        for target, source in sourced:
             if isinstance(target, AddressTarget):
                 items.append(target.address)
             elif isinstance(target, CommandTarget):
-                items.append(PipeDest(target.command, user))
+                if source in local.allow_mail_to_commands:
+                    items.append(PipeDest(target.command, user))
+                else:
+                    items.append(self._not_allowed("command", found.key, source, target.command))
             elif isinstance(target, FileTarget):
-                items.append(FileDest(target.path, user))
+                if source in local.allow_mail_to_files:
+                    items.append(FileDest(target.path, user))
+                else:
+                    items.append(self._not_allowed("file", found.key, source, target.path))
         return items
+
+    def _not_allowed(self, what: str, alias: str, source: str, target: str) -> Rejection:
+        """local(8) DELIVERY RIGHTS: mail to a command or file from ``source`` is refused."""
+        setting = "allow_mail_to_commands" if what == "command" else "allow_mail_to_files"
+        log.warning(
+            "alias_target_not_allowed",
+            alias=alias,
+            target=target,
+            source=source,
+            hint=f'add "{source}" to [local] {setting} to allow it, or remove the target',
+        )
+        address = f"{alias}@{self._hostname}"
+        return Rejection(Reply(550, "5.7.1", f"mail to {what} is not allowed"), address)
 
     def _alias_table(self, key: str) -> AliasTable | None:
         """The first alias_maps table that has ``key`` (where its targets came from)."""
@@ -737,7 +764,18 @@ class Resolver:
         extension: str | None,
         state: _State,
     ) -> list[Destination]:
-        """A virtual_mailbox_maps mailbox, unless transport_maps send it elsewhere."""
+        """A virtual_mailbox_maps mailbox, unless transport_maps send it elsewhere; a value
+        that would leave [store] mail_dir is refused (451 and a warning: the admin's table)."""
+        problem = table_mailbox_problem(path)
+        if problem is not None:
+            log.warning(
+                "bad_mailbox_path",
+                recipient=parsed.text,
+                key=key,
+                error=problem,
+                hint="fix the value in [tables] virtual_mailbox_maps; `pochta check` lists them",
+            )
+            return self._leaves(state, Rejection(CONFIG_ERROR, parsed.text))
         value = self._transport_value(parsed)
         if value is not None:
             try:
