@@ -62,6 +62,7 @@ def check_settings(settings: Settings, *, check_files: bool = True) -> list[Prob
         config_check.check_mailauth,
         _check_relayhost,
         config_check.check_delivery,
+        config_check.check_local,
         config_check.check_queue,
         config_check.check_spam,
         config_check.check_sieve,

@@ -13,6 +13,8 @@ from pathlib import Path
 
 import pytest
 
+from pochta.checks import checked_settings_from_dict
+from pochta.config.problems import ConfigError
 from pochta.config.settings import TablesSettings
 from pochta.deliver import local_write
 from pochta.deliver.local_write import WriteError, append_mbox, format_mbox, write_maildir
@@ -235,3 +237,20 @@ def test_delivery_rights_by_source(tmp_path: Path) -> None:
     assert any(isinstance(d, FileDest) and d.path == "/var/spool/team.mbox" for d in team)
     direct = r.resolve(f"direct@{HOST}").destinations
     assert Rejection(not_allowed_cmd, f"direct@{HOST}") in direct
+
+
+# -- pochta check ----------------------------------------------------------------------------
+
+
+def test_check_refuses_unix_accounts_when_the_server_drops_root() -> None:
+    data = {
+        "server": {"hostname": HOST, "run_as_user": "pochta"},
+        "local": {"deliver_to_unix_accounts": True},
+    }
+    with pytest.raises(ConfigError) as info:
+        checked_settings_from_dict(data, check_files=False)
+    (problem,) = [str(p) for p in info.value.problems]
+    assert problem.startswith("local.deliver_to_unix_accounts")
+    assert 'server.run_as_user = ""' in problem
+    data["server"] = {"hostname": HOST}
+    assert checked_settings_from_dict(data, check_files=False).local.deliver_to_unix_accounts
