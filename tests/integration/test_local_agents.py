@@ -105,12 +105,20 @@ def test_table_mailboxes_land_where_the_table_says(pochta_env: PochtaEnv, tmp_pa
         send(env, f"ann@{TABLE_DOMAIN}", "to ann's mbox", "From the start\r\nline two\r\n")
         send(env, f"Bob+news@{TABLE_DOMAIN}", "with an extension")
         assert rcpt_reply(env, f"nobody@{TABLE_DOMAIN}")[0] == 550
+        # LMTP (final delivery, one reply per recipient) delivers there too.
+        with smtplib.LMTP(str(env.data_dir / "lmtp.sock"), timeout=30) as lmtp:
+            refused = lmtp.sendmail(
+                "carol@remote.example",
+                [f"bob@{TABLE_DOMAIN}"],
+                b"From: carol@remote.example\r\nSubject: by lmtp\r\n\r\nhi\r\n",
+            )
+            assert refused == {}
         bob = env.data_dir / "mail" / TABLE_DOMAIN / "bob"
         ann = env.data_dir / "mail" / TABLE_DOMAIN / "ann.mbox"
-        assert wait_until(lambda: len(list((bob / "new").glob("*"))) == 2, 20), server.lines
+        assert wait_until(lambda: len(list((bob / "new").glob("*"))) == 3, 20), server.lines
         assert wait_until(lambda: ann.exists() and len(mailbox.mbox(str(ann))) == 1, 20)
     subjects = sorted(str(m["Subject"]) for m in mailbox.Maildir(str(bob), create=False))
-    assert subjects == ["to bob's maildir", "with an extension"]
+    assert subjects == ["by lmtp", "to bob's maildir", "with an extension"]
     (only,) = list(mailbox.mbox(str(ann)))
     assert only["Subject"] == "to ann's mbox"
     assert only["Delivered-To"] == f"ann@{TABLE_DOMAIN}"
