@@ -290,3 +290,30 @@ def test_delivery_rights_refuse_commands_and_files_at_rcpt(
         send(env, f"team@{HOSTNAME}", "for the team")
         team = where / "team.mbox"
         assert wait_until(lambda: team.exists() and len(mailbox.mbox(str(team))) == 1, 20)
+
+
+def test_file_alias_written_as_the_server_user_when_it_is_not_root(
+    top: Path, owner: pwd.struct_passwd
+) -> None:
+    """A server that dropped root (server.run_as_user) cannot switch users: it writes the
+    file as itself (as the pipe agent runs commands), in the same mbox format and locks."""
+    if not ROOT:
+        pytest.skip("the other tests of this file already run without root")
+    nobody = pwd.getpwnam("nobody")
+    env = make_pochta_env(top / "data")
+    set_key(env.config_path, "server", "run_as_user", '"nobody"')
+    env.config_path.chmod(0o644)
+    where = files_dir(top, nobody)
+    log = where / "archive.mbox"
+    aliases = alias_file(top, owner, f"archive: {log}\n")
+    set_key(env.config_path, "tables", "alias_maps", f'["hash:{aliases}"]')
+    with serve(env.config_path) as server:
+        send(env, f"archive@{HOSTNAME}", "one")
+        send(env, f"archive@{HOSTNAME}", "two")
+        assert wait_until(lambda: log.exists() and len(mailbox.mbox(str(log))) == 2, 20), [
+            x for x in server.lines if "file" in x or "error" in x
+        ]
+        done = server.events("file_delivery_done")
+    assert [m["Subject"] for m in mailbox.mbox(str(log))] == ["one", "two"]
+    assert log.stat().st_uid == nobody.pw_uid
+    assert {d["user"] for d in done} == {"nobody"}
