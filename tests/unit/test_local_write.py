@@ -20,7 +20,7 @@ from pochta.deliver import local_write
 from pochta.deliver.local_write import WriteError, append_mbox, format_mbox, write_maildir
 from pochta.directory.sqlite import SqliteDirectory
 from pochta.protocols.smtp.replies import Reply
-from pochta.resolve import FileDest, MailboxDest, PipeDest, Rejection
+from pochta.resolve import FileDest, MailboxDest, PipeDest, Rejection, UnixDest
 from pochta.resolve.classes import table_mailbox_problem
 from pochta.resolve.resolver import CONFIG_ERROR, Resolver
 from pochta.tables.configured import ConfiguredTables
@@ -254,3 +254,17 @@ def test_check_refuses_unix_accounts_when_the_server_drops_root() -> None:
     assert 'server.run_as_user = ""' in problem
     data["server"] = {"hostname": HOST}
     assert checked_settings_from_dict(data, check_files=False).local.deliver_to_unix_accounts
+
+
+def test_root_is_no_unix_account_to_deliver_to(tmp_path: Path) -> None:
+    """local(8) SECURITY: nothing is written as root; root's mail needs an alias."""
+    directory = SqliteDirectory(tmp_path / "d.sqlite3")
+    tables = TablesSettings()
+    settings = make_settings(
+        {"server.hostname": HOST, "tables": tables, "local.deliver_to_unix_accounts": True}
+    )
+    r = Resolver(directory, ConfiguredTables.open(tables), settings)
+    assert r.resolve(f"daemon@{HOST}").destinations == (UnixDest("daemon"),)
+    (refused,) = r.resolve(f"root@{HOST}").destinations
+    assert isinstance(refused, Rejection)
+    assert refused.reply.code == 550

@@ -919,11 +919,12 @@ def _dedupe(found: Iterable[Destination]) -> tuple[Destination, ...]:
 
 
 def _unix_account_exists(user: str) -> bool:
+    """A Unix account mail can be written for: not root, whose mail nobody may write as it
+    (local(8) SECURITY: no delivery as root); alias root to a person, as aliases(5) does."""
     try:
-        pwd.getpwnam(user)
+        return pwd.getpwnam(user).pw_uid != 0
     except (KeyError, UnicodeEncodeError, ValueError):
         return False
-    return True
 
 
 def _file_owner(path: str) -> str:
