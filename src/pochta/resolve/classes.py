@@ -109,8 +109,9 @@ class PipeDest:
 
 @dataclass(frozen=True, slots=True)
 class FileDest:
-    """Append the message to ``path`` (an alias_maps ``/file`` target), as ``user``
-    (same rule as PipeDest)."""
+    """Append the message to ``path`` (an alias_maps ``/file`` target) in mbox format, or
+    deliver into the Maildir ``path`` when it ends in ``/`` (local(8)), as ``user`` (same
+    rule as PipeDest); ``deliver/file.py``."""
 
     path: str
     user: str = "nobody"
@@ -118,7 +119,8 @@ class FileDest:
 
 @dataclass(frozen=True, slots=True)
 class UnixDest:
-    """A Unix account of this host (local class, ``[local] deliver_to_unix_accounts``)."""
+    """A Unix account of this host (local class, ``[local] deliver_to_unix_accounts``):
+    its ``~/Maildir/``, written as the account (``deliver/file.py``); never root."""
 
     user: str
     extension: str = ""

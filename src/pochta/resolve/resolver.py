@@ -34,7 +34,9 @@ local(8), transport(5)):
      mail domain: its addresses fall through to the classes below (local, for the host name).
    - *local*: server.hostname and ``[local] domains``: alias_maps (Sendmail format) by local
      part, with then without extension (local(8)); ``|command`` and ``/file`` targets become
-     PipeDest/FileDest, ``:include:`` files are read; else a Unix account when
+     PipeDest/FileDest when their source (alias file or ``:include:`` file) is allowed by
+     ``[local] allow_mail_to_commands`` / ``allow_mail_to_files``, else a 550 5.7.1 branch
+     (local(8) "DELIVERY RIGHTS"); else a Unix account (not root) when
      ``deliver_to_unix_accounts``; else ``postmaster`` goes to the admin; else 550 5.1.1.
    - *virtual alias*: a domain whose bare name is a key of virtual_alias_maps (Postfix's
      ``virtual_alias_domains = $virtual_alias_maps`` convention) and no alias matched:
