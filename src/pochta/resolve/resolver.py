@@ -26,7 +26,8 @@ local(8), transport(5)):
 4. **Domain class**, in this order:
 
    - *virtual mailbox*: a directory domain, or one in virtual_mailbox_domains. A directory
-     account (exact, then without extension), else a virtual_mailbox_maps key; else
+     account (exact, then without extension), else a virtual_mailbox_maps key (delivered at
+     its value, a path under ``[store] mail_dir``; a value leaving it is 451 4.3.5); else
      ``postmaster`` goes to the local alias, else to the admin (below); else the table
      catch-alls (``@domain`` in virtual_alias_maps, then in virtual_mailbox_maps); else the
      directory domain's catch-all; else 550 5.1.1. A disabled account is 550 5.2.1. A
