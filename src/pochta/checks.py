@@ -71,6 +71,7 @@ def check_settings(
         config_check.check_mailauth,
         _check_relayhost,
         config_check.check_delivery,
+        config_check.check_local,
         config_check.check_queue,
         config_check.check_spam,
         config_check.check_sieve,
@@ -85,6 +86,7 @@ def check_settings(
     problems.extend(_check_domain_lists(settings))
     if check_files and check_tables:
         problems.extend(_check_tables(settings))
+        problems.extend(_check_table_mailboxes(settings))
     return problems
 
 
@@ -284,6 +286,28 @@ def domain_class_warnings(
             f"{' and '.join(w for _, w in losers)}"
         )
     return out
+
+
+def _check_table_mailboxes(s: Settings) -> Iterator[Problem]:
+    """Each virtual_mailbox_maps value must name a path under [store] mail_dir (virtual(8)
+    virtual_mailbox_base): the resolver refuses the others at RCPT (resolve/classes.py)."""
+    from pochta.resolve.classes import table_mailbox_problem
+    from pochta.tables import PostfixTable, TableError, open_table
+
+    for i, spec in enumerate(s.tables.virtual_mailbox_maps):
+        try:
+            table = open_table(spec, kind="map")
+        except TableError:
+            continue  # _check_tables reports it
+        if not isinstance(table, PostfixTable):
+            continue
+        for key, value in table.entries.items():
+            problem = table_mailbox_problem(value)
+            if problem is not None:
+                line = table.lines.get(key, 0)
+                yield Problem(
+                    f"tables.virtual_mailbox_maps[{i}]", f"{table.path}:{line}: {key}: {problem}"
+                )
 
 
 # -- which names the certificates cover (warnings of `pochta check`) -------------------------

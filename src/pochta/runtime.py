@@ -176,6 +176,10 @@ class MailboxDelivery(Protocol):
         lmtp: bool = False,
     ) -> MailboxResult: ...
 
+    async def deliver_table_mailbox(
+        self, *, queue_id: str, sender: str, recipient: str, path: str, content: bytes
+    ) -> MailboxResult: ...
+
 
 class SpamTrainer(Protocol):
     """Learns from what IMAP users say is junk (``spam/training.MailboxTrainer``). Both

@@ -490,7 +490,7 @@ def test_unreadable_include_defers(make: MakeResolver, tmp_path: Path) -> None:
 
 
 def test_unknown_local_user_and_unix_accounts(make: MakeResolver) -> None:
-    me = pwd.getpwuid(os.getuid()).pw_name
+    me = pwd.getpwuid(os.getuid()).pw_name if os.getuid() != 0 else "daemon"
     assert dests(make(), f"{me}@{HOST}") == reject(UNKNOWN_USER, f"{me}@{HOST}")
     assert dests(make(unix=True), f"{me}+x@{HOST}") == (UnixDest(me, "x"),)
     assert dests(make(unix=True), f"no-such-unix-user-9@{HOST}") == reject(
@@ -499,7 +499,7 @@ def test_unknown_local_user_and_unix_accounts(make: MakeResolver) -> None:
 
 
 def test_local_alias_to_itself_is_the_unix_account(make: MakeResolver) -> None:
-    me = pwd.getpwuid(os.getuid()).pw_name
+    me = pwd.getpwuid(os.getuid()).pw_name if os.getuid() != 0 else "daemon"
     r = make(aliases=f"{me}: {me}, bob@example.org\n", unix=True)
     assert dests(r, f"{me}@{HOST}") == (UnixDest(me), MailboxDest("bob@example.org"))
 

@@ -125,6 +125,8 @@ Destination = (
 
 def destination_string(dest: Destination) -> str:
     """The text stored in ``Recipient.destination`` for a resolved destination."""
+    if isinstance(dest, MailboxDest) and dest.mailbox_path:
+        return f"virtual:{dest.mailbox_path}"  # virtual_mailbox_maps: the path (virtual(8))
     if isinstance(dest, MailboxDest):
         return f"mailbox:{dest.account}" + (f"/{dest.extension}" if dest.extension else "")
     if isinstance(dest, RemoteDest | RelayDest):
@@ -207,7 +209,7 @@ class Door:
                 if isinstance(dest, Rejection):  # pragma: no cover - deliverable has none
                     continue
                 where = destination_string(dest)
-                if isinstance(dest, MailboxDest):
+                if isinstance(dest, MailboxDest) and not dest.mailbox_path:
                     address = dest.account
                 elif isinstance(dest, RemoteDest | RelayDest):
                     address = dest.address

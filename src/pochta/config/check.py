@@ -233,6 +233,21 @@ def check_directory_folder_for_run_as_user(s: Settings) -> Iterator[Problem]:
         )
 
 
+def check_local(s: Settings) -> Iterator[Problem]:
+    """Unix accounts are written as the account (local(8) "DELIVERY RIGHTS"): only a
+    server that keeps root can switch to them; one that drops to ``server.run_as_user``
+    would write every ~/Maildir/ as that user, which the homes refuse."""
+    if s.local.deliver_to_unix_accounts and s.server.run_as_user:
+        yield Problem(
+            "local.deliver_to_unix_accounts",
+            f"the server drops root for server.run_as_user ({s.server.run_as_user!r}), so it "
+            "cannot write into each account's ~/Maildir/ as that account; set "
+            'server.run_as_user = "" (the server keeps root for delivery, as Postfix\'s '
+            "local(8) does) or deliver_to_unix_accounts = false and alias the users in "
+            "alias_maps",
+        )
+
+
 def check_queue(s: Settings) -> Iterator[Problem]:
     q = s.queue
     if q.minimal_backoff_seconds > q.maximal_backoff_seconds:

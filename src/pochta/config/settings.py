@@ -399,7 +399,12 @@ class TablesSettings(_Table, frozen=True, kw_only=True, forbid_unknown_fields=Tr
 
     virtual_alias_maps: Annotated[list[str], _doc("Virtual aliases: address -> targets.")] = []
     virtual_mailbox_maps: Annotated[
-        list[str], _doc("Extra virtual mailboxes: address -> path.")
+        list[str],
+        _doc(
+            "Extra virtual mailboxes: address -> path under [store] mail_dir (virtual(8)); "
+            'a path ending in "/" is a Maildir, else an mbox file. No quota, no IMAP login '
+            "(no password here)."
+        ),
     ] = []
     virtual_mailbox_domains: Annotated[
         list[str],
@@ -639,7 +644,8 @@ class LocalSettings(_Table, frozen=True, kw_only=True, forbid_unknown_fields=Tru
         bool,
         _doc(
             "Deliver mail for a local name's user to that Unix account's ~/Maildir/, as the "
-            "account (off: only alias_maps apply)."
+            "account (off: only alias_maps apply). Needs a server that keeps root "
+            '(server.run_as_user = "").'
         ),
     ] = False
     allow_mail_to_commands: Annotated[
@@ -654,8 +660,9 @@ class LocalSettings(_Table, frozen=True, kw_only=True, forbid_unknown_fields=Tru
         list[Literal["alias", "include"]],
         _doc(
             'Where "/file" targets may come from (Postfix allow_mail_to_files): "alias", '
-            '"include". The message is appended to the file in mbox format with a lock, as '
-            "the alias file's owner. A target from elsewhere is refused at RCPT. [] forbids files."
+            '"include". The message is appended to the file in mbox format with a lock (a path '
+            'ending in "/" is a Maildir), as the alias file\'s owner. A target from elsewhere '
+            "is refused at RCPT. [] forbids files."
         ),
     ] = msgspec.field(default_factory=lambda: ["alias"])
 

@@ -30,14 +30,18 @@ further one that key + "/" + its folder, so a retry finds every copy made before
 from __future__ import annotations
 
 import asyncio
+import os
 from dataclasses import dataclass
+from pathlib import Path
 
 from pochta.cleanup.verdict import Verdict
+from pochta.deliver import local_write
 from pochta.deliver.sieve_delivery import DeliveryInfo, Plan, SieveDelivery, reject_reply
 from pochta.directory.base import Directory
 from pochta.logs import get_logger
 from pochta.mime.headers import leading_fields
 from pochta.protocols.smtp.replies import Reply
+from pochta.resolve.classes import table_mailbox_problem
 from pochta.sieve.repository import StoredScript
 from pochta.store.base import (
     INBOX,
@@ -92,8 +96,13 @@ class MailboxAgent:
         default_message_limit: int = 0,
         save_to_detail_mailbox: bool = False,
         sieve: SieveDelivery | None = None,
+        mail_dir: Path | None = None,
+        hostname: str = "localhost",
     ):
         self.store = store
+        # The root of virtual_mailbox_maps paths (virtual(8) virtual_mailbox_base).
+        self.mail_dir = mail_dir
+        self.hostname = hostname
         self.directory = directory
         self.default_message_limit = default_message_limit
         self.save_to_detail_mailbox = save_to_detail_mailbox
@@ -237,6 +246,47 @@ class MailboxAgent:
         if done.duplicate:
             text += " (already delivered)"
         return MailboxResult(recipient, Reply(250, "2.0.0", text))
+
+    async def deliver_table_mailbox(
+        self, *, queue_id: str, sender: str, recipient: str, path: str, content: bytes
+    ) -> MailboxResult:
+        """A virtual_mailbox_maps mailbox (no directory account): ``path`` under ``mail_dir``,
+        a Maildir when it ends in ``/``, else an mbox file, as Postfix virtual(8) writes
+        them, as the server's user (virtual_uid_maps: ours). No quota applies (Postfix's
+        virtual_mailbox_limit is the message size limit, checked at SMTP already), no Sieve
+        (no account to hold scripts), no index: the mail is read from the files."""
+        problem = table_mailbox_problem(path)
+        if self.mail_dir is None or problem is not None:
+            # The resolver refuses such a value at RCPT; a queue file older than the fix
+            # waits here until the table is corrected.
+            log.error(
+                "table_mailbox_unusable",
+                queue_id=queue_id,
+                recipient=recipient,
+                path=path,
+                error=problem or "no mail_dir",
+            )
+            return MailboxResult(recipient, Reply(451, "4.3.5", "mailbox configuration error"))
+        if delivered_to_loop(content, recipient):
+            reply = Reply(554, "5.4.6", f"<{recipient}>: mail forwarding loop (Delivered-To)")
+            return MailboxResult(recipient, reply)
+        message = delivery_headers(sender, recipient) + content
+        target = os.path.join(self.mail_dir, path)
+        try:
+            if path.endswith("/"):
+                await asyncio.to_thread(local_write.write_maildir, target, message, self.hostname)
+            else:
+                os.makedirs(os.path.dirname(target), mode=0o700, exist_ok=True)
+                entry = local_write.format_mbox(sender, message)
+                await asyncio.to_thread(local_write.append_mbox, target, entry)
+        except (local_write.WriteError, OSError) as exc:
+            if isinstance(exc, OSError):
+                exc = local_write.WriteError("4.3.0", f"cannot create the directory: {exc}")
+            log.error("mailbox_write_failed", queue_id=queue_id, path=target, error=str(exc))
+            code = 451 if exc.temporary else 550
+            return MailboxResult(recipient, Reply(code, exc.status, "mailbox write failed"))
+        log.info("table_mailbox_delivered", queue_id=queue_id, recipient=recipient, path=target)
+        return MailboxResult(recipient, Reply(250, "2.0.0", f"delivered to {recipient}"))
 
     async def _deliver_plan(
         self, sieve: SieveDelivery, info: DeliveryInfo, plan: Plan, content: bytes

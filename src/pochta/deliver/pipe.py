@@ -67,9 +67,11 @@ __all__ = [
     "SHELL",
     "SYSEXITS",
     "PipeAgent",
+    "PipeUserError",
     "RunAs",
     "exit_status_reply",
     "parse_pipe_destination",
+    "run_as",
     "sanitize_output",
 ]
 
@@ -257,6 +259,32 @@ def _env_value(value: str) -> str:
     return _CONTROL.sub("_", value)
 
 
+def run_as(user: str, told_not_switching: set[str]) -> RunAs:
+    """Whom a delivery for ``user`` runs as (commands here, files and Unix accounts in
+    deliver/file.py); PipeUserError when nobody suitable exists. Never root: uid 0 becomes
+    ``nobody`` (local(8) SECURITY). A server that is not root runs it as itself, logged once
+    per USER (``told_not_switching`` remembers them)."""
+    if os.geteuid() != 0:
+        me = _server_user()
+        if user != me.name and user not in told_not_switching:
+            told_not_switching.add(user)
+            log.info(
+                "pipe_runs_as_server_user",
+                requested=user,
+                running_as=me.name,
+                reason="the server is not root, so it cannot switch users",
+            )
+        return me
+    entry = _passwd(user)
+    if entry.pw_uid == 0:
+        # local(8) SECURITY: commands never run as root; fall back to default_privs.
+        log.warning("pipe_refuses_root", requested=user, running_as=FALLBACK_USER)
+        entry = _passwd(FALLBACK_USER)
+        if entry.pw_uid == 0:
+            raise PipeUserError(f"{FALLBACK_USER!r} is uid 0; refusing to run as root")
+    return _run_as_entry(entry, switch=True)
+
+
 class PipeAgent:
     """Deliver one recipient to one command (see the module docstring)."""
 
@@ -286,25 +314,7 @@ class PipeAgent:
 
     def run_as(self, user: str) -> RunAs:
         """Whom the command for ``user`` runs as; PipeUserError when nobody suitable exists."""
-        if os.geteuid() != 0:
-            me = _server_user()
-            if user != me.name and user not in self._told_not_switching:
-                self._told_not_switching.add(user)
-                log.info(
-                    "pipe_runs_as_server_user",
-                    requested=user,
-                    running_as=me.name,
-                    reason="the server is not root, so it cannot switch users",
-                )
-            return me
-        entry = _passwd(user)
-        if entry.pw_uid == 0:
-            # local(8) SECURITY: commands never run as root; fall back to default_privs.
-            log.warning("pipe_refuses_root", requested=user, running_as=FALLBACK_USER)
-            entry = _passwd(FALLBACK_USER)
-            if entry.pw_uid == 0:
-                raise PipeUserError(f"{FALLBACK_USER!r} is uid 0; refusing to run as root")
-        return _run_as_entry(entry, switch=True)
+        return run_as(user, self._told_not_switching)
 
     # -- environment -------------------------------------------------------------------------
 

@@ -2,9 +2,11 @@
 
 Virtual alias expansion happens before the queue (as in Postfix, where cleanup(8) expands
 virtual aliases), so each queued recipient already names one final destination in
-``Recipient.destination``: ``mailbox:ACCOUNT[/EXTENSION]``, ``smtp:DOMAIN``, ``relay:...``,
-``lmtp:...``, ``pipe:...``, ``file:...``, ``report:KIND``, ``discard:``. ``route`` groups by
-it; ``deliver`` runs the agent for one group.
+``Recipient.destination``: ``mailbox:ACCOUNT[/EXTENSION]``, ``virtual:PATH`` (a
+virtual_mailbox_maps mailbox, PATH under ``[store] mail_dir``), ``smtp:DOMAIN``,
+``relay:...``, ``lmtp:...``, ``pipe:USER:COMMAND``, ``file:USER:PATH``, ``unix:USER``,
+``report:KIND``, ``discard:``.
+``route`` groups by it; ``deliver`` runs the agent for one group.
 """
 
 from __future__ import annotations
@@ -25,6 +27,7 @@ from pochta.resolve.resolver import Resolver
 from pochta.resolve.transport import TransportError, parse_transport
 
 if TYPE_CHECKING:
+    from pochta.deliver.file import FileAgent
     from pochta.deliver.pipe import PipeAgent
     from pochta.deliver.remote import RemoteAgent
     from pochta.deliver.report import ReportAgent
@@ -34,8 +37,9 @@ log = get_logger("deliver")
 # Transports that the smtp/lmtp client agent (remote.py) serves.
 REMOTE_KINDS = frozenset({"smtp", "relay", "lmtp"})
 
-# A destination no agent here serves (file:, unix:, or a transport name pochta does not
-# know): the mail waits in the queue and is retried on the normal schedule; nothing is dropped.
+# A destination no agent here serves (a transport name pochta does not know, or an agent
+# this process was built without): the mail waits in the queue and is retried on the
+# normal schedule; nothing is dropped.
 NO_AGENT = "451 4.3.5 No delivery agent for {kind} in this version of pochta; kept in queue"
 BAD_ROUTE = "451 4.3.5 Cannot use the route {route!r}: {why}; kept in queue"
 # Compatibility: a recipient queued unexpanded by an older version, whose alias has several
@@ -97,6 +101,7 @@ class Deliverer:
         remote: Callable[[], RemoteAgent] | None = None,
         pipe: Callable[[], PipeAgent] | None = None,
         report: Callable[[], ReportAgent] | None = None,
+        file: Callable[[], FileAgent] | None = None,
     ) -> None:
         self.spool = spool
         # Read at each use: the directory and tables are swapped on reload.
@@ -105,6 +110,7 @@ class Deliverer:
         self._remote = remote
         self._pipe = pipe
         self._report = report
+        self._file = file
 
     async def __call__(self, envelope: Envelope, recipients: list[Recipient]) -> list[Attempt]:
         kind, _, target = recipients[0].destination.partition(":")
@@ -119,6 +125,10 @@ class Deliverer:
             return await self._deliver_remote(envelope, recipients)
         if kind == "pipe" and self._pipe is not None:
             return await self._deliver_pipe(envelope, recipients, target)
+        if kind in ("file", "unix") and self._file is not None:
+            return await self._deliver_file(envelope, recipients, kind, target)
+        if kind == "virtual":
+            return await self._deliver_table_mailbox(envelope, recipients, target)
         if kind == "report" and self._report is not None:
             content = await self.spool.read_content(envelope.queue_id)
             return await self._report().deliver(envelope, recipients, content, target)
@@ -172,3 +182,33 @@ class Deliverer:
         content = await self.spool.read_content(envelope.queue_id)
         agent = self._pipe()
         return [await agent.deliver(envelope, r, content, command, user) for r in recipients]
+
+    async def _deliver_file(
+        self, envelope: Envelope, recipients: list[Recipient], kind: str, target: str
+    ) -> list[Attempt]:
+        """file:USER:PATH and unix:USER, one write per recipient (local(8))."""
+        assert self._file is not None
+        content = await self.spool.read_content(envelope.queue_id)
+        agent = self._file()
+        if kind == "unix":
+            return [await agent.deliver_unix(envelope, r, content, target) for r in recipients]
+        user, _, path = target.partition(":")
+        return [await agent.deliver_file(envelope, r, content, path, user) for r in recipients]
+
+    async def _deliver_table_mailbox(
+        self, envelope: Envelope, recipients: list[Recipient], path: str
+    ) -> list[Attempt]:
+        """virtual:PATH, a virtual_mailbox_maps mailbox (deliver/mailbox.py)."""
+        content = await self.spool.read_content(envelope.queue_id)
+        agent = self._mailbox()
+        attempts = []
+        for rcpt in recipients:
+            result = await agent.deliver_table_mailbox(
+                queue_id=envelope.queue_id,
+                sender=envelope.sender,
+                recipient=rcpt.address,
+                path=path,
+                content=content,
+            )
+            attempts.append(Attempt(rcpt.address, result.outcome, str(result.reply)))  # type: ignore[arg-type]
+        return attempts

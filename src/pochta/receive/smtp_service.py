@@ -603,21 +603,30 @@ class _Session:
             reply = R.OK
             for dest in dests:
                 assert isinstance(dest, MailboxDest)
-                done = await agent.deliver(
-                    queue_id=queue_id,
-                    sender=sender,
-                    recipient=rcpt.address,
-                    account=dest.account,
-                    content=content,
-                    verdict_folder=verdict.delivery_folder,
-                    extension=dest.extension,
-                    verdict=verdict,
-                    original_recipient=rcpt.original,
-                    client_ip=self.ip,
-                    client_host=self.client_hostname,  # RFC 5183 remote-host: verified only
-                    auth_user=self.auth_user,
-                    lmtp=True,  # RFC 5429 §2.1: ereject refuses in the LMTP reply
-                )
+                if dest.mailbox_path:  # a virtual_mailbox_maps mailbox (virtual(8))
+                    done = await agent.deliver_table_mailbox(
+                        queue_id=queue_id,
+                        sender=sender,
+                        recipient=rcpt.address,
+                        path=dest.mailbox_path,
+                        content=content,
+                    )
+                else:
+                    done = await agent.deliver(
+                        queue_id=queue_id,
+                        sender=sender,
+                        recipient=rcpt.address,
+                        account=dest.account,
+                        content=content,
+                        verdict_folder=verdict.delivery_folder,
+                        extension=dest.extension,
+                        verdict=verdict,
+                        original_recipient=rcpt.original,
+                        client_ip=self.ip,
+                        client_host=self.client_hostname,  # RFC 5183 remote-host: verified only
+                        auth_user=self.auth_user,
+                        lmtp=True,  # RFC 5429 §2.1: ereject refuses in the LMTP reply
+                    )
                 log.info(
                     "delivery",
                     queue_id=queue_id,

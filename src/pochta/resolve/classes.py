@@ -27,6 +27,7 @@ __all__ = [
     "Resolution",
     "UnixDest",
     "report_target",
+    "table_mailbox_problem",
 ]
 
 
@@ -44,6 +45,30 @@ class MailboxDest:
     account: str
     extension: str = ""
     mailbox_path: str = ""
+    # mailbox_path, when set, is under [store] mail_dir (virtual(8)): ending in "/" a
+    # Maildir, else an mbox file; deliver/mailbox.py writes it (no directory account, no
+    # quota, not readable over IMAP: there is no password for it).
+
+
+def table_mailbox_problem(path: str) -> str | None:
+    """What makes a virtual_mailbox_maps value unusable, or None.
+
+    Postfix virtual(8) reads the value as a path under virtual_mailbox_base (ours:
+    ``[store] mail_dir``): ending in ``/`` a Maildir, else an mbox file. It must stay under
+    that root: no absolute path, no ``..`` part, no NUL.
+    """
+    if not path.strip():
+        return "the value is empty; write the mailbox path under [store] mail_dir"
+    if "\x00" in path:
+        return "the value holds a NUL character"
+    if path.startswith("/"):
+        return (
+            f"{path!r} is absolute; write it relative to [store] mail_dir (virtual(8) "
+            "virtual_mailbox_base), e.g. example.org/bob/"
+        )
+    if ".." in path.split("/"):
+        return f"{path!r} has a '..' part, which would leave [store] mail_dir; remove it"
+    return None
 
 
 @dataclass(frozen=True, slots=True)
@@ -84,8 +109,9 @@ class PipeDest:
 
 @dataclass(frozen=True, slots=True)
 class FileDest:
-    """Append the message to ``path`` (an alias_maps ``/file`` target), as ``user``
-    (same rule as PipeDest)."""
+    """Append the message to ``path`` (an alias_maps ``/file`` target) in mbox format, or
+    deliver into the Maildir ``path`` when it ends in ``/`` (local(8)), as ``user`` (same
+    rule as PipeDest); ``deliver/file.py``."""
 
     path: str
     user: str = "nobody"
@@ -93,7 +119,8 @@ class FileDest:
 
 @dataclass(frozen=True, slots=True)
 class UnixDest:
-    """A Unix account of this host (local class, ``[local] deliver_to_unix_accounts``)."""
+    """A Unix account of this host (local class, ``[local] deliver_to_unix_accounts``):
+    its ``~/Maildir/``, written as the account (``deliver/file.py``); never root."""
 
     user: str
     extension: str = ""

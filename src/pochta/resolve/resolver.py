@@ -26,7 +26,8 @@ local(8), transport(5)):
 4. **Domain class**, in this order:
 
    - *virtual mailbox*: a directory domain, or one in virtual_mailbox_domains. A directory
-     account (exact, then without extension), else a virtual_mailbox_maps key; else
+     account (exact, then without extension), else a virtual_mailbox_maps key (delivered at
+     its value, a path under ``[store] mail_dir``; a value leaving it is 451 4.3.5); else
      ``postmaster`` goes to the local alias, else to the admin (below); else the table
      catch-alls (``@domain`` in virtual_alias_maps, then in virtual_mailbox_maps); else the
      directory domain's catch-all; else 550 5.1.1. A disabled account is 550 5.2.1. A
@@ -34,7 +35,9 @@ local(8), transport(5)):
      mail domain: its addresses fall through to the classes below (local, for the host name).
    - *local*: server.hostname and ``[local] domains``: alias_maps (Sendmail format) by local
      part, with then without extension (local(8)); ``|command`` and ``/file`` targets become
-     PipeDest/FileDest, ``:include:`` files are read; else a Unix account when
+     PipeDest/FileDest when their source (alias file or ``:include:`` file) is allowed by
+     ``[local] allow_mail_to_commands`` / ``allow_mail_to_files``, else a 550 5.7.1 branch
+     (local(8) "DELIVERY RIGHTS"); else a Unix account (not root) when
      ``deliver_to_unix_accounts``; else ``postmaster`` goes to the admin; else 550 5.1.1.
    - *virtual alias*: a domain whose bare name is a key of virtual_alias_maps (Postfix's
      ``virtual_alias_domains = $virtual_alias_maps`` convention) and no alias matched:
@@ -104,6 +107,7 @@ from pochta.resolve.classes import (
     Resolution,
     UnixDest,
     report_target,
+    table_mailbox_problem,
 )
 from pochta.resolve.transport import (
     NETWORK_KINDS,
@@ -119,11 +123,11 @@ from pochta.tables import (
     IncludeTarget,
     TableError,
     Target,
-    expand_alias,
     lookup_domain,
     match_address,
 )
 from pochta.tables.address_list import split_addresses
+from pochta.tables.aliases_file import expand_alias_sources
 from pochta.tables.configured import ConfiguredTables
 from pochta.tables.domain_list import DomainList
 from pochta.tables.postfix_text import PostfixTable, address_lookup_keys, split_extension
@@ -387,7 +391,8 @@ class Resolver:
         refused = list(resolution.rejections)
         accepted = 0
         for dest in resolution.deliverable:
-            if isinstance(dest, MailboxDest) and quota_check is not None:
+            # A virtual_mailbox_maps mailbox has no account and no quota (deliver/mailbox.py).
+            if isinstance(dest, MailboxDest) and not dest.mailbox_path and quota_check is not None:
                 over = quota_check(dest.account)
                 if over is not None:
                     refused.append(Rejection(over, dest.account))
@@ -645,28 +650,53 @@ class Resolver:
 
     def _local_alias(self, local_part: str) -> list[_Item] | None:
         """alias_maps targets of ``local_part`` (tried with, then without its extension:
-        local(8) "ALIAS EXPANSION"), with ``:include:`` files read, or None."""
+        local(8) "ALIAS EXPANSION"), with ``:include:`` files read, or None.
+
+        local(8) "DELIVERY RIGHTS": a ``|command`` or ``/file`` target is kept only when
+        where it was written (the aliases file: "alias", an include file: "include") is in
+        ``[local] allow_mail_to_commands`` / ``allow_mail_to_files``; else that target is a
+        5.7.1 refusal (the alias is refused at RCPT when nothing else is left)."""
         found = match_address(self._tables.alias_maps, local_part, self._delimiter)
         if found is None:
             return None
-        targets: Sequence[Target] = found.value
+        sourced: Sequence[tuple[Target, str]] = [(t, "alias") for t in found.value]
         table = self._alias_table(found.key)
-        if any(isinstance(t, IncludeTarget) for t in targets) and table is not None:
+        if any(isinstance(t, IncludeTarget) for t in found.value) and table is not None:
             try:
-                targets = expand_alias(table, found.key) or ()
+                sourced = expand_alias_sources(table, found.key) or ()
             except TableError as exc:
                 log.warning("alias_include_failed", alias=found.key, error=str(exc))
                 raise _Abort(ALIAS_TEMPFAIL) from None
         user = _file_owner(table.path) if table is not None else "nobody"
+        local = self._settings.local
         items: list[_Item] = []
-        for target in targets:
+        for target, source in sourced:
             if isinstance(target, AddressTarget):
                 items.append(target.address)
             elif isinstance(target, CommandTarget):
-                items.append(PipeDest(target.command, user))
+                if source in local.allow_mail_to_commands:
+                    items.append(PipeDest(target.command, user))
+                else:
+                    items.append(self._not_allowed("command", found.key, source, target.command))
             elif isinstance(target, FileTarget):
-                items.append(FileDest(target.path, user))
+                if source in local.allow_mail_to_files:
+                    items.append(FileDest(target.path, user))
+                else:
+                    items.append(self._not_allowed("file", found.key, source, target.path))
         return items
+
+    def _not_allowed(self, what: str, alias: str, source: str, target: str) -> Rejection:
+        """local(8) DELIVERY RIGHTS: mail to a command or file from ``source`` is refused."""
+        setting = "allow_mail_to_commands" if what == "command" else "allow_mail_to_files"
+        log.warning(
+            "alias_target_not_allowed",
+            alias=alias,
+            target=target,
+            source=source,
+            hint=f'add "{source}" to [local] {setting} to allow it, or remove the target',
+        )
+        address = f"{alias}@{self._hostname}"
+        return Rejection(Reply(550, "5.7.1", f"mail to {what} is not allowed"), address)
 
     def _alias_table(self, key: str) -> AliasTable | None:
         """The first alias_maps table that has ``key`` (where its targets came from)."""
@@ -732,7 +762,18 @@ class Resolver:
         extension: str | None,
         state: _State,
     ) -> list[Destination]:
-        """A virtual_mailbox_maps mailbox, unless transport_maps send it elsewhere."""
+        """A virtual_mailbox_maps mailbox, unless transport_maps send it elsewhere; a value
+        that would leave [store] mail_dir is refused (451 and a warning: the admin's table)."""
+        problem = table_mailbox_problem(path)
+        if problem is not None:
+            log.warning(
+                "bad_mailbox_path",
+                recipient=parsed.text,
+                key=key,
+                error=problem,
+                hint="fix the value in [tables] virtual_mailbox_maps; `pochta check` lists them",
+            )
+            return self._leaves(state, Rejection(CONFIG_ERROR, parsed.text))
         value = self._transport_value(parsed)
         if value is not None:
             try:
@@ -876,11 +917,12 @@ def _dedupe(found: Iterable[Destination]) -> tuple[Destination, ...]:
 
 
 def _unix_account_exists(user: str) -> bool:
+    """A Unix account mail can be written for: not root, whose mail nobody may write as it
+    (local(8) SECURITY: no delivery as root); alias root to a person, as aliases(5) does."""
     try:
-        pwd.getpwnam(user)
+        return pwd.getpwnam(user).pw_uid != 0
     except (KeyError, UnicodeEncodeError, ValueError):
         return False
-    return True
 
 
 def _file_owner(path: str) -> str:

@@ -24,6 +24,7 @@ from pochta.cleanup.milter_filter import MilterFilter
 from pochta.cleanup.pipeline import Cleanup, Filter
 from pochta.cleanup.rspamd_filter import RspamdFilter
 from pochta.cleanup.spam_filter import SpamFilter
+from pochta.deliver.file import FileAgent
 from pochta.deliver.mailbox import MailboxAgent
 from pochta.deliver.notices import Notices
 from pochta.deliver.pipe import PipeAgent
@@ -119,6 +120,7 @@ class MailSystem:
                 remote=lambda: self.remote,
                 pipe=lambda: self.pipe,
                 report=lambda: self.report,
+                file=lambda: self.file,
             ),
             Router(lambda: self.door, self.spool),
             on_final=Notices(
@@ -293,6 +295,8 @@ class MailSystem:
             self.server.directory,
             default_message_limit=s.store.default_message_limit,
             save_to_detail_mailbox=s.delivery.save_to_detail_mailbox,
+            mail_dir=s.mail_dir,  # virtual_mailbox_maps paths (virtual(8))
+            hostname=s.server.hostname,
         )
         # Sieve at local delivery (deliver/sieve_delivery.py): the scripts of [sieve], the
         # vacation and duplicate memory in sieve.db, redirects and replies through the door.
@@ -314,6 +318,7 @@ class MailSystem:
         # order: SPF, the rate limits, greylisting in mode "always" (above).
         self.policies: list[Policy] = policies
         self.pipe = PipeAgent.from_settings(s)
+        self.file = FileAgent.from_settings(s)  # /file targets, Unix accounts (deliver/file.py)
         self.report = ReportAgent(s)  # report:KIND alias targets (deliver/report.py)
 
     def reload(self, _server: Server | None = None) -> None:

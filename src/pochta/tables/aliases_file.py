@@ -46,6 +46,7 @@ __all__ = [
     "TableError",
     "Target",
     "expand_alias",
+    "expand_alias_sources",
     "expand_includes",
     "load_aliases",
     "parse_aliases",
@@ -432,6 +433,32 @@ def expand_alias(
         return None
     expander = _Expander(max_depth, allow_commands_in_includes, allow_files_in_includes)
     return _expand_one(expander, table, fold_key(name), targets)
+
+
+TargetSource = str
+"""Where a target was written: ``"alias"`` (the aliases file) or ``"include"`` (a
+``:include:`` file), the words of local(8) allow_mail_to_commands / allow_mail_to_files."""
+
+
+def expand_alias_sources(
+    table: AliasTable, name: str, *, max_depth: int = DEFAULT_MAX_INCLUDE_DEPTH
+) -> tuple[tuple[Target, TargetSource], ...] | None:
+    """Like :func:`expand_alias`, with every command and file allowed, each target paired
+    with where it was written, so the caller applies local(8) "DELIVERY RIGHTS" per target
+    (a target refused there is refused alone, not the whole alias). None: no such alias."""
+    targets = table.get(name)
+    if targets is None:
+        return None
+    expander = _Expander(max_depth, allow_commands=True, allow_files=True)
+    where = f"{table.path}:{table.lines.get(fold_key(name), 0)}: alias {fold_key(name)!r}"
+    out: dict[tuple[Target, TargetSource], None] = {}
+    for target in targets:
+        if isinstance(target, IncludeTarget):
+            for found in expander.include(target.path, where, ()):
+                out.setdefault((found, "include"), None)
+        else:
+            out.setdefault((target, "alias"), None)
+    return tuple(out)
 
 
 def _expand_one(
