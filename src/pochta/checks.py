@@ -72,6 +72,7 @@ def check_settings(settings: Settings, *, check_files: bool = True) -> list[Prob
         problems.extend(config_check.check_files(settings))
         problems.extend(config_check.check_sieve_files(settings))
         problems.extend(_check_tables(settings))
+        problems.extend(_check_content_checks(settings))
     return problems
 
 
@@ -167,6 +168,17 @@ def _check_tables(s: Settings) -> Iterator[Problem]:
                     open_table(spec, kind="map")
             except TableError as exc:
                 yield Problem(f"tables.{name}[{i}]", str(exc))
+
+
+def _check_content_checks(s: Settings) -> Iterator[Problem]:
+    """header_checks / body_checks: pattern tables whose every action pochta carries out
+    (cleanup/content_checks.py); a table that does not parse is _check_tables' report."""
+    from pochta.cleanup.content_checks import check_actions
+
+    for name in ("header_checks", "body_checks"):
+        specs: list[str] = getattr(s.tables, name)
+        for index, message in check_actions(specs, name, parse_errors=False):
+            yield Problem(f"tables.{name}[{index}]", message)
 
 
 # -- which names the certificates cover (warnings of `pochta check`) -------------------------
