@@ -10,7 +10,7 @@ import pytest
 
 from pochta.config.settings import TablesSettings
 from pochta.directory.sqlite import SqliteDirectory
-from pochta.resolve.classes import MailboxDest, Rejection
+from pochta.resolve.classes import MailboxDest, Rejection, RemoteDest
 from pochta.resolve.resolver import Resolver
 from pochta.tables.configured import ConfiguredTables
 from tests.factories import make_settings
@@ -49,3 +49,26 @@ def test_no_partial_keys_of_a_pattern_table(resolver: Resolver) -> None:
     assert isinstance(extension, Rejection)
     (nobody,) = resolver.resolve("nobody@example.org").destinations
     assert isinstance(nobody, Rejection)
+
+
+def test_transport_pattern_sees_the_whole_address(tmp_path: Path) -> None:
+    # transport(5) REGULAR EXPRESSION TABLES: not asked the domain, nor user@domain for
+    # user+ext@domain; the whole address only.
+    path = tmp_path / "transport.regexp"
+    path.write_text("/^vip@far\\.test$/ smtp:[vip-mx.far.test]\n/^far\\.test$/ error:5.1.1 no\n")
+    tables = TablesSettings(transport_maps=[f"regexp:{path}"])
+    settings = make_settings({"server.hostname": HOST, "tables": tables})
+    directory = SqliteDirectory(tmp_path / "t.sqlite3")
+    try:
+        routed = Resolver(directory, ConfiguredTables.open(tables), settings)
+        assert routed.resolve("vip@far.test").destinations == (
+            RemoteDest("vip@far.test", "smtp:[vip-mx.far.test]"),
+        )
+        assert routed.resolve("vip+x@far.test").destinations == (
+            RemoteDest("vip+x@far.test", "smtp:far.test"),
+        )
+        assert routed.resolve("other@far.test").destinations == (
+            RemoteDest("other@far.test", "smtp:far.test"),
+        )
+    finally:
+        directory.close()

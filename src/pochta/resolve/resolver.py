@@ -817,9 +817,10 @@ class Resolver:
         if value is None:
             user, extension = split_extension(parsed.local, self._delimiter)
             if extension is not None:
-                value = maps.get(f"{user}@{parsed.domain}")
+                value = maps.get_fixed(f"{user}@{parsed.domain}")
         if value is None:
-            value = lookup_domain(maps, parsed.domain, wildcard=True)
+            # transport(5) REGULAR EXPRESSION TABLES: a pattern sees the whole address only.
+            value = lookup_domain(maps.fixed, parsed.domain, wildcard=True)
         return value
 
     def _apply_transport(

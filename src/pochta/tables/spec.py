@@ -172,6 +172,12 @@ class TableSet(Generic[V]):
                 return value
         return None
 
+    @property
+    def fixed(self) -> FixedLookup[V]:
+        """This set as a lookup of partial keys only (:meth:`get_fixed` as ``get``), for
+        search orders such as transport(5)'s parent domains."""
+        return FixedLookup(self)
+
     def reload(self) -> list[str]:
         """Re-read every file (on SIGHUP). A table that fails keeps its old contents;
         the returned list holds one error message per failed table (empty: all fine)."""
@@ -186,6 +192,16 @@ class TableSet(Generic[V]):
                     fresh.append(old)
             self._tables = tuple(fresh)
             return errors
+
+
+@dataclass(frozen=True, slots=True)
+class FixedLookup(Generic[V]):
+    """A TableSet whose ``get`` skips the pattern tables (see :meth:`TableSet.fixed`)."""
+
+    tables: TableSet[V]
+
+    def get(self, key: str, /) -> V | None:
+        return self.tables.get_fixed(key)
 
 
 def _open_map(spec: str) -> PostfixTable | RegexpTable:
