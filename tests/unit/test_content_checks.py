@@ -10,8 +10,11 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from pochta.cleanup.content_checks import BODY_CHECKS_SIZE_LIMIT, ContentChecks, open_checks
-from pochta.cleanup.pipeline import CleanupInput, CleanupResult
+from pochta.cleanup.pipeline import Cleanup, CleanupInput, CleanupResult
+from pochta.config.settings import TablesSettings
 from pochta.protocols.smtp.replies import Reply
+from pochta.tables.configured import ConfiguredTables
+from tests.factories import make_settings
 
 INFO = CleanupInput(sender="a@example.org", recipients=["b@example.test"], queue_id="Q1")
 
@@ -107,3 +110,25 @@ def test_any_content_passes_unchanged_when_nothing_matches(
     found = run(any_checks, content)
     assert isinstance(found, CleanupResult)
     assert found.content == content
+
+
+async def test_a_later_filter_does_not_undo_hold(tmp_path: Path) -> None:
+    # header_checks HOLD, then a spam filter that files the message into Junk: still held,
+    # and Junk is where it goes once released.
+    path = tmp_path / "header_checks"
+    path.write_text("/^Subject: hold me/ HOLD review\n")
+    tables = TablesSettings(header_checks=[f"regexp:{path}"])
+    settings = make_settings({"server.hostname": "mail.example.test", "tables": tables})
+
+    async def junk(result: CleanupResult, info: CleanupInput) -> CleanupResult:
+        return result.decide("folder", "spam", folder="Junk")
+
+    cleanup = Cleanup(settings, ConfiguredTables.open(tables), filters=[junk])
+    found = await cleanup.process(b"Subject: hold me\r\n\r\nbody\r\n", INFO)
+    assert (found.verdict.action, found.verdict.reason, found.verdict.folder) == (
+        "hold",
+        "review",
+        "Junk",
+    )
+    plain = await cleanup.process(b"Subject: other\r\n\r\nbody\r\n", INFO)
+    assert plain.verdict.action == "folder"

@@ -197,6 +197,7 @@ class Cleanup:
     async def process(self, content: bytes, info: CleanupInput) -> CleanupResult:
         """Run every step (see the module docstring) and the filters."""
         result = self.prepare(content, info)
+        held = ""  # the reason a filter (header_checks HOLD) gave for holding the message
         if result.accepted:
             for hook in self.filters:
                 try:
@@ -208,6 +209,12 @@ class Cleanup:
                     result = dataclasses.replace(result, problems=[*result.problems, outcome])
                     break
                 result = outcome
+                if result.verdict.action == "hold":
+                    held = held or result.verdict.reason or "held"
+            if held and result.verdict.action in ("accept", "add_header", "folder"):
+                # A later filter's Junk folder or header does not release a HOLD: the
+                # message waits in hold/ and goes to that folder once released.
+                result = result.decide("hold", held, folder=result.verdict.folder)
             refusal = verdict_refusal(result.verdict)
             if result.accepted and refusal is not None:
                 result = dataclasses.replace(result, problems=[refusal])
