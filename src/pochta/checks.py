@@ -87,6 +87,8 @@ def check_settings(
     if check_files and check_tables:
         problems.extend(_check_tables(settings))
         problems.extend(_check_table_mailboxes(settings))
+
+        problems.extend(_check_content_checks(settings))
     return problems
 
 
@@ -308,6 +310,17 @@ def _check_table_mailboxes(s: Settings) -> Iterator[Problem]:
                 yield Problem(
                     f"tables.virtual_mailbox_maps[{i}]", f"{table.path}:{line}: {key}: {problem}"
                 )
+
+
+def _check_content_checks(s: Settings) -> Iterator[Problem]:
+    """header_checks / body_checks: pattern tables whose every action pochta carries out
+    (cleanup/content_checks.py); a table that does not parse is _check_tables' report."""
+    from pochta.cleanup.content_checks import check_actions
+
+    for name in ("header_checks", "body_checks"):
+        specs: list[str] = getattr(s.tables, name)
+        for index, message in check_actions(specs, name, parse_errors=False):
+            yield Problem(f"tables.{name}[{index}]", message)
 
 
 # -- which names the certificates cover (warnings of `pochta check`) -------------------------

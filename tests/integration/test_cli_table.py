@@ -104,11 +104,19 @@ def test_query_missing_file(tmp_path: Path) -> None:
 
 
 def test_query_unknown_type(virtual: Path) -> None:
-    result = pochta("table", "query", f"regexp:{virtual}", "k")
+    result = pochta("table", "query", f"ldap:{virtual}", "k")
     assert result.returncode == 1
     assert result.stderr.startswith(
-        f"pochta: error: regexp:{virtual}: unsupported table type 'regexp'; use one of texthash,"
+        f"pochta: error: ldap:{virtual}: unsupported table type 'ldap'; use one of texthash,"
     )
+
+
+def test_query_regexp_table(tmp_path: Path) -> None:
+    path = tmp_path / "virtual.regexp"
+    path.write_text("/^(.*)@old\\.example$/ ${1}@new.example\n")
+    result = pochta("table", "query", f"regexp:{path}", "Joe@old.example")
+    assert (result.returncode, result.stdout) == (0, "Joe@new.example\n")
+    assert pochta("table", "query", f"pcre:{path}", "joe@else.example").returncode == 1
 
 
 def test_query_prints_warnings_on_stderr(tmp_path: Path) -> None:

@@ -12,8 +12,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import os
 import shutil
+import signal
 import subprocess
 import sys
 import tempfile
@@ -206,3 +208,27 @@ def test_mail_queued_by_an_older_version_is_still_delivered(world: World) -> Non
         assert b"from the old spool" in path.read_bytes()
     with contextlib.suppress(FileNotFoundError):
         assert list((world.spool_dir / "deferred").iterdir()) == []
+
+
+def test_header_checks_discard_and_hold_apply_to_sendmail_mail(world: World) -> None:
+    # header_checks(5) apply to all mail cleanup receives, the sendmail command's too.
+    table = world.env.data_dir / "header_checks"
+    table.write_text("/^Subject: from cron$/ DISCARD cron noise\n")
+    set_key(world.env.config_path, "tables", "header_checks", f'["regexp:{table}"]')
+    with serve(world.env.config_path) as server:
+        proc = world.sendmail("-f", f"alice@{DOMAIN}", f"bob@{DOMAIN}", uid=as_local_user())
+        assert proc.returncode == 0, proc.stderr
+        record = server.wait_for("discarded")
+        assert record["reason"] == "cron noise"
+        assert not list((world.spool_dir / "maildrop").iterdir())
+        listing = world.env.run("queue", "list", "--json", check=True).stdout
+        assert json.loads(listing) == []
+        # A SIGHUP reads the edited table: HOLD now, into the hold queue.
+        table.write_text("/^Subject: from cron$/ HOLD\n")
+        server.signal(signal.SIGHUP)
+        server.wait_for("reloaded")
+        proc = world.sendmail("-f", f"alice@{DOMAIN}", f"bob@{DOMAIN}", uid=as_local_user())
+        assert proc.returncode == 0, proc.stderr
+        server.wait_for("pickup")
+        listing = world.env.run("queue", "list", "--json", check=True).stdout
+        assert [entry["state"] for entry in json.loads(listing)] == ["hold"]

@@ -487,11 +487,11 @@ def test_spec_db_suffix_kept_when_only_that_file_exists(tmp_path: Path) -> None:
 
 def test_unknown_type() -> None:
     with pytest.raises(TableError) as info:
-        parse_table_spec("pcre:/etc/postfix/header_checks")
+        parse_table_spec("mysql:/etc/postfix/mysql-virtual.cf")
     assert str(info.value) == (
-        "pcre:/etc/postfix/header_checks: unsupported table type 'pcre'; use one of "
-        "texthash, hash, btree, lmdb, cdb followed by ':' and the path of the text file, "
-        "or a bare path"
+        "mysql:/etc/postfix/mysql-virtual.cf: unsupported table type 'mysql'; use one of "
+        "texthash, hash, btree, lmdb, cdb, regexp, pcre followed by ':' and the path of the "
+        "text file, or a bare path"
     )
 
 

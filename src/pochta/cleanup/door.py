@@ -257,7 +257,8 @@ class Door:
         content = await self._forwarded(envelope, content)
         if not envelope.arrival:
             envelope.arrival = time.time()
-        if held or hold:
+        # header_checks/body_checks HOLD (cleanup/content_checks.py): into hold/ as well.
+        if held or hold or envelope.verdict.action == "hold":
             return await self.spool.enqueue(envelope, content, hold=True)
         if self.to_master is not None and _mailboxes_only(envelope.recipients):
             # Mail for local mailboxes only is delivered by the master, not by this worker:

@@ -17,9 +17,10 @@ Every message, from the MX, submission, LMTP or the sendmail command, passes thr
 5. **Missing headers**, submissions only (RFC 6409 §8.2, §8.3; never for MX traffic):
    ``Message-ID:`` and ``Date:`` are appended to the header block when absent.
 6. **Received:** is prepended (:mod:`.received`; RFC 5321 §4.4 "at the beginning").
-7. **Filters** (mail authentication, spam scoring) run last, in order, each an async
-   callable that returns a new :class:`CleanupResult` or a :class:`Reply` that refuses the
-   message. A filter that raises refuses it temporarily (451 4.3.0), like Postfix's
+7. **Filters** (header_checks and body_checks first, :mod:`.content_checks`, when
+   ``[tables]`` names them; then mail authentication, spam scoring) run last, in order,
+   each an async callable that returns a new :class:`CleanupResult` or a :class:`Reply`
+   that refuses the message. A filter that raises refuses it temporarily (451 4.3.0), like Postfix's
    milter_default_action = tempfail. Filters pass results to each other in the result's
    :class:`~pochta.cleanup.verdict.Verdict` (``add_auth_result``, ``add_symbol``,
    ``decide``); a verdict whose action is ``reject`` or ``tempfail`` refuses the message
@@ -30,7 +31,7 @@ The body is never decoded or re-encoded. When the header block ended without an 
 headers and body so the result is well-formed RFC 5322 (§2.1).
 
 Left out (Postfix does them): Resent-* variants of the added fields, adding a missing
-``From:``, qualifying addresses without a domain, masquerade_domains, header/body checks.
+``From:``, qualifying addresses without a domain, masquerade_domains.
 """
 
 from __future__ import annotations
@@ -41,6 +42,7 @@ from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 
 from pochta.cleanup.canonical import CanonicalMaps, rewrite_address_list
+from pochta.cleanup.content_checks import ContentChecks, open_checks
 from pochta.cleanup.received import date_value, message_id_value, received_value
 from pochta.cleanup.verdict import Action, AuthResult, Symbol, Verdict
 from pochta.config.settings import Settings
@@ -175,6 +177,12 @@ class Cleanup:
         hide_submission_client: bool = False,
     ) -> None:
         self.filters: list[Filter] = list(filters)
+        header_checks = open_checks(settings.tables.header_checks)
+        body_checks = open_checks(settings.tables.body_checks)
+        if header_checks is not None or body_checks is not None:
+            # First, as Postfix's cleanup(8) inspects the message as it reads it: before
+            # the milters, the auth results and the signature (content_checks.py).
+            self.filters.insert(0, ContentChecks(header_checks, body_checks))
         self._hostname = settings.server.hostname.rstrip(".").lower()
         self._hide_submission_client = hide_submission_client
         local = {self._hostname, *(d.rstrip(".").lower() for d in settings.local.domains)}
@@ -189,6 +197,7 @@ class Cleanup:
     async def process(self, content: bytes, info: CleanupInput) -> CleanupResult:
         """Run every step (see the module docstring) and the filters."""
         result = self.prepare(content, info)
+        held = ""  # the reason a filter (header_checks HOLD) gave for holding the message
         if result.accepted:
             for hook in self.filters:
                 try:
@@ -200,6 +209,12 @@ class Cleanup:
                     result = dataclasses.replace(result, problems=[*result.problems, outcome])
                     break
                 result = outcome
+                if result.verdict.action == "hold":
+                    held = held or result.verdict.reason or "held"
+            if held and result.verdict.action in ("accept", "add_header", "folder"):
+                # A later filter's Junk folder or header does not release a HOLD: the
+                # message waits in hold/ and goes to that folder once released.
+                result = result.decide("hold", held, folder=result.verdict.folder)
             refusal = verdict_refusal(result.verdict)
             if result.accepted and refusal is not None:
                 result = dataclasses.replace(result, problems=[refusal])

@@ -18,7 +18,9 @@ without parsing headers again. The verdict is stored with the envelope (queue/en
   local copies into :attr:`Verdict.folder` (deliver/mailbox.py), ``add_header`` tells that a
   filter marked the message (the filter writes the field itself), ``quarantine`` accepts it
   and keeps it out of the queue, in the quarantine (cleanup/door.py, spam/quarantine.py) until
-  an admin releases or deletes it (Rspamd's and Amavis's quarantine).
+  an admin releases or deletes it (Rspamd's and Amavis's quarantine); ``hold`` accepts it
+  into the hold queue (header_checks HOLD, cleanup/content_checks.py) until ``pochta queue
+  release``.
 
 Verdicts are immutable: each ``with_*`` method returns a new one, so filters can pass results
 along without aliasing surprises.
@@ -32,7 +34,9 @@ import msgspec
 
 __all__ = ["Action", "AuthResult", "Symbol", "Verdict"]
 
-Action = Literal["accept", "add_header", "folder", "reject", "tempfail", "discard", "quarantine"]
+Action = Literal[
+    "accept", "add_header", "folder", "reject", "tempfail", "discard", "quarantine", "hold"
+]
 
 
 class AuthResult(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True):

@@ -12,6 +12,7 @@ import click
 
 from pochta.tables.aliases_file import AliasTable, expand_includes, render_target
 from pochta.tables.postfix_text import PostfixTable
+from pochta.tables.regexp import RegexpTable
 from pochta.tables.source import TableError
 from pochta.tables.spec import TableKind, open_table
 
@@ -36,7 +37,7 @@ def _warn(warnings: tuple[str, ...]) -> None:
         click.echo(f"pochta: warning: {warning}", err=True)
 
 
-def _open(spec: str, kind: TableKind) -> PostfixTable | AliasTable:
+def _open(spec: str, kind: TableKind) -> PostfixTable | RegexpTable | AliasTable:
     try:
         return open_table(spec, kind=kind)
     except TableError as exc:

@@ -438,14 +438,17 @@ class TablesSettings(_Table, frozen=True, kw_only=True, forbid_unknown_fields=Tr
         list[str],
         _doc(
             'Postfix header_checks: "regexp:PATH" or "pcre:PATH" tables matched against each '
-            "header field of incoming mail; actions REJECT, WARN, DISCARD, HOLD, REPLACE, IGNORE."
+            "logical header field (MIME part and attached-message headers too) of mail "
+            "cleanup receives; actions REJECT, WARN, DISCARD, HOLD, REPLACE, IGNORE, PREPEND, "
+            "DUNNO, OK (docs/pattern-tables.md)."
         ),
     ] = []
     body_checks: Annotated[
         list[str],
         _doc(
             'Postfix body_checks: "regexp:PATH" or "pcre:PATH" tables matched against each '
-            "line of the message body; actions REJECT, WARN, DISCARD, HOLD, REPLACE, IGNORE."
+            "body line (not decoded; the first 51200 bytes of each MIME part); actions REJECT, "
+            "WARN, DISCARD, HOLD, REPLACE, IGNORE, PREPEND, DUNNO, OK."
         ),
     ] = []
 

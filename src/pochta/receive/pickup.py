@@ -211,6 +211,10 @@ class Pickup:
             envelope.size = len(content)
             queued = await door.submit(envelope, content)
             log.info("pickup_refused", file=name, uid=drop.uid, queue_id=queued, reply=str(reply))
+        elif result.verdict.action == "discard":
+            # header_checks DISCARD or a milter's: accepted and dropped, never queued.
+            reason = result.verdict.reason
+            log.info("discarded", file=name, uid=drop.uid, queue_id=queue_id, reason=reason)
         else:
             queued = await door.submit(envelope, result.content)
             log.info("pickup", file=name, uid=drop.uid, queue_id=queued)

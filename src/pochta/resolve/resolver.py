@@ -595,7 +595,8 @@ class Resolver:
         ``wildcard=False`` tries every key but ``@domain``; ``wildcard=True`` only that one.
         """
         if wildcard:
-            value = self._tables.virtual_alias_maps.get("@" + parsed.domain)
+            # maps_find(3) DICT_FLAG_FIXED: a partial key is not asked of regexp:/pcre:.
+            value = self._tables.virtual_alias_maps.get_fixed("@" + parsed.domain)
             return None if value is None else self._alias_targets(parsed, value, None)
         keys = address_lookup_keys(
             parsed.text, self._delimiter, local_part_lookup=cls is DomainClass.LOCAL
@@ -607,7 +608,9 @@ class Resolver:
                 alias = self._directory.get_alias(key)
                 if alias is not None:
                     return self._alias_targets(parsed, alias.targets, extension)
-            value = self._tables.virtual_alias_maps.get(key)
+            # virtual(5): a pattern table sees the whole address only (TableSet.get_fixed).
+            maps = self._tables.virtual_alias_maps
+            value = maps.get(key) if key == parsed.text else maps.get_fixed(key)
             if value is not None:
                 return self._alias_targets(parsed, value, extension)
         return None
@@ -804,7 +807,7 @@ class Resolver:
             targets = self._virtual_alias(parsed, DomainClass.VIRTUAL_MAILBOX, wildcard=True)
             if targets is not None:
                 return self._expand(text, targets, chain, state, state.virtual_self)
-            found = self._tables.virtual_mailbox_maps.get("@" + parsed.domain)
+            found = self._tables.virtual_mailbox_maps.get_fixed("@" + parsed.domain)
             if found is not None:
                 return self._table_mailbox(parsed, "@" + parsed.domain, found, None, state)
             if record is not None and record.catchall:
@@ -850,9 +853,10 @@ class Resolver:
         if value is None:
             user, extension = split_extension(parsed.local, self._delimiter)
             if extension is not None:
-                value = maps.get(f"{user}@{parsed.domain}")
+                value = maps.get_fixed(f"{user}@{parsed.domain}")
         if value is None:
-            value = lookup_domain(maps, parsed.domain, wildcard=True)
+            # transport(5) REGULAR EXPRESSION TABLES: a pattern sees the whole address only.
+            value = lookup_domain(maps.fixed, parsed.domain, wildcard=True)
         return value
 
     def _apply_transport(

@@ -1,9 +1,10 @@
 """Lookup tables: Postfix text tables (postmap(1) syntax) and aliases(5) files.
 
 Config names a table as ``TYPE:PATH`` (``texthash:``, ``hash:``, ``btree:``, ``lmdb:``,
-``cdb:`` or a bare path); :func:`open_table` reads it, :class:`TableSet` asks several in
-order and reloads them on SIGHUP. Lookups follow Postfix's search orders:
-:func:`lookup_address` (virtual(5)) and :func:`lookup_domain` (transport(5)).
+``cdb:``, ``regexp:``, ``pcre:`` or a bare path); :func:`open_table` reads it,
+:class:`TableSet` asks several in order and reloads them on SIGHUP. Lookups follow
+Postfix's search orders: :func:`lookup_address` (virtual(5)) and :func:`lookup_domain`
+(transport(5)).
 """
 
 from pochta.tables.aliases_file import (
@@ -31,6 +32,7 @@ from pochta.tables.postfix_text import (
     parse_postfix_table,
     render_postfix_table,
 )
+from pochta.tables.regexp import RegexpTable, load_regexp_table, parse_regexp_table
 from pochta.tables.source import TableError
 from pochta.tables.spec import (
     SUPPORTED_TYPES,
@@ -53,6 +55,7 @@ __all__ = [
     "IncludeTarget",
     "Lookup",
     "PostfixTable",
+    "RegexpTable",
     "Table",
     "TableError",
     "TableKind",
@@ -63,6 +66,7 @@ __all__ = [
     "expand_includes",
     "load_aliases",
     "load_postfix_table",
+    "load_regexp_table",
     "lookup_address",
     "lookup_domain",
     "match_address",
@@ -70,6 +74,7 @@ __all__ = [
     "open_table_set",
     "parse_aliases",
     "parse_postfix_table",
+    "parse_regexp_table",
     "parse_table_spec",
     "render_aliases",
     "render_postfix_table",

@@ -240,7 +240,10 @@ def match_address(
     for key, extension in address_lookup_keys(
         address, recipient_delimiter, local_part_lookup=local_part_lookup
     ):
-        value = table.get(key)
+        # maps_find(3): only the whole address is asked of pattern tables (regexp:, pcre:);
+        # a TableSet's get_fixed skips them for the partial keys.
+        get_fixed = getattr(table, "get_fixed", None)
+        value = table.get(key) if key == address or get_fixed is None else get_fixed(key)
         if value is not None:
             return AddressMatch(key, value, extension)
     return None

@@ -3,6 +3,7 @@
 Postfix's indexed types (hash, btree, lmdb, cdb) are built by postmap from a text source
 file; we read that source file directly and keep no binary database. ``hash:/etc/aliases``
 and ``hash:/etc/aliases.db`` both read ``/etc/aliases``. A bare path means ``texthash``.
+``regexp:`` and ``pcre:`` name pattern tables (:mod:`pochta.tables.regexp`).
 
 A :class:`TableSet` answers from the first of several tables that has the key, like a
 Postfix parameter listing several maps (``virtual_alias_maps = hash:a, hash:b``), and can
@@ -20,6 +21,7 @@ from typing import Generic, Literal, Protocol, TypeVar, cast, overload
 
 from pochta.tables.aliases_file import AliasTable, Target, load_aliases
 from pochta.tables.postfix_text import PostfixTable, load_postfix_table
+from pochta.tables.regexp import RegexpTable, load_regexp_table
 from pochta.tables.source import TableError
 
 __all__ = [
@@ -42,6 +44,9 @@ SUPPORTED_TYPES: dict[str, str] = {
     "btree": ".db",
     "lmdb": ".lmdb",
     "cdb": ".cdb",
+    # Pattern tables (regexp_table(5), pcre_table(5)): read as they are, no postmap step.
+    "regexp": "",
+    "pcre": "",
 }
 DEFAULT_TYPE = "texthash"
 
@@ -102,14 +107,19 @@ def _text_source(path: str, suffix: str) -> str:
 
 
 @overload
-def open_table(spec: str, *, kind: Literal["map"]) -> PostfixTable: ...
+def open_table(spec: str, *, kind: Literal["map"]) -> PostfixTable | RegexpTable: ...
 @overload
 def open_table(spec: str, *, kind: Literal["aliases"]) -> AliasTable: ...
 @overload
-def open_table(spec: str, *, kind: TableKind) -> PostfixTable | AliasTable: ...
-def open_table(spec: str, *, kind: TableKind) -> PostfixTable | AliasTable:
+def open_table(spec: str, *, kind: TableKind) -> PostfixTable | RegexpTable | AliasTable: ...
+def open_table(spec: str, *, kind: TableKind) -> PostfixTable | RegexpTable | AliasTable:
     """Open the table named by ``spec`` as a lookup map or an aliases file."""
-    source = parse_table_spec(spec).text_path
+    parsed = parse_table_spec(spec)
+    source = parsed.text_path
+    if parsed.type in ("regexp", "pcre"):
+        if kind == "aliases":
+            raise TableError(f"{spec}: an aliases file is a text table; name it hash:PATH")
+        return load_regexp_table(source, "pcre" if parsed.type == "pcre" else "regexp")
     if kind == "aliases":
         return load_aliases(source)
     return load_postfix_table(source)
@@ -170,6 +180,24 @@ class TableSet(Generic[V]):
         """Same as :meth:`lookup`, so a TableSet can go wherever a table goes."""
         return self.lookup(key)
 
+    def get_fixed(self, key: str, /) -> V | None:
+        """:meth:`lookup` of a partial key (an address without its extension, ``@domain``):
+        pattern tables (regexp:, pcre:) are asked the whole key only and skipped here, as
+        Postfix's maps_find(3) does with ``DICT_FLAG_FIXED``."""
+        for table in self._tables:
+            if getattr(table, "pattern", False):
+                continue
+            value = table.get(key)
+            if value is not None:
+                return value
+        return None
+
+    @property
+    def fixed(self) -> FixedLookup[V]:
+        """This set as a lookup of partial keys only (:meth:`get_fixed` as ``get``), for
+        search orders such as transport(5)'s parent domains."""
+        return FixedLookup(self)
+
     def reload(self) -> list[str]:
         """Re-read every file (on SIGHUP). A table that fails keeps its old contents;
         the returned list holds one error message per failed table (empty: all fine)."""
@@ -186,7 +214,17 @@ class TableSet(Generic[V]):
             return errors
 
 
-def _open_map(spec: str) -> PostfixTable:
+@dataclass(frozen=True, slots=True)
+class FixedLookup(Generic[V]):
+    """A TableSet whose ``get`` skips the pattern tables (see :meth:`TableSet.fixed`)."""
+
+    tables: TableSet[V]
+
+    def get(self, key: str, /) -> V | None:
+        return self.tables.get_fixed(key)
+
+
+def _open_map(spec: str) -> PostfixTable | RegexpTable:
     return open_table(spec, kind="map")
 
 
