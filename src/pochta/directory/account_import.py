@@ -337,9 +337,11 @@ def hash_entries(
 ) -> list[ImportEntry]:
     """The entries with their plaintext passwords replaced by Argon2id hashes and SCRAM keys.
 
-    Argon2id costs about the same CPU whichever way it is spread; measured on a 2-core
-    machine, a process pool hashed 20 passwords in 1.65 s, threads in 2.05 s and one thread in
-    2.90 s (bench/user_import_bench.py), so the hashing runs in processes, one per core.
+    One Argon2id hash runs on one core here (argon2-cffi's lanes are computed in turn), so
+    the hashes are spread over processes, one per core. Measured on this project's 2-core
+    machine (bench/user_import_bench.py --pools 20, load average about 4): one by one
+    2.90 s, a thread pool 2.05 s, a process pool 1.65 s; on a saturated machine (load 14)
+    all three took the same 14 s, as they must.
     ``progress(n)`` is called after every n entries done.
     """
     plain = [i for i, e in enumerate(entries) if e.password]
