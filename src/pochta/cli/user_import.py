@@ -105,7 +105,8 @@ def _report_errors(errors: list[LineError]) -> None:
     "--continue",
     "keep_going",
     is_flag=True,
-    help="Import the good lines and report the bad ones (default: import nothing if one is bad).",
+    help="Import the good lines, report the bad ones and exit 1 (default: import nothing "
+    "if one line is bad).",
 )
 @click.option("--update", is_flag=True, help="Replace the password of accounts that exist.")
 @click.option(
