@@ -7,6 +7,8 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from pochta.directory.account_import import hash_entries, read_accounts, to_account
 from pochta.directory.base import DirectoryError
@@ -154,3 +156,38 @@ def test_sqlite_import_is_all_or_nothing(tmp_path: Path) -> None:
         assert a.quota_bytes == 5
     finally:
         directory.close()
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    st.lists(
+        st.sampled_from(
+            [
+                "address,password,password_hash,quota,enabled",
+                f"a@{D}:pw-123456",
+                f"b@{D},pw,,1G,no",
+                f'"c@{D}",,{{SHA}}x,,',
+                "{PLAIN}",
+                ":",
+                ",",
+                '"',
+                "#",
+                "\r",
+                "\x00",
+                "userdb_quota_rule=*:storage=",
+            ]
+        )
+        | st.text(max_size=40),
+        max_size=8,
+    )
+)
+def test_any_input_gives_entries_or_line_errors(parts: list[str]) -> None:
+    text = "\n".join(parts)
+    entries, errors = read_accounts(text, "f")
+    lines = text.split("\n")
+    for entry in entries:
+        assert 1 <= entry.line <= len(lines)
+        assert bool(entry.password) != bool(entry.password_hash)
+    for error in errors:
+        assert 1 <= error.line <= len(lines)
+    assert len({e.line for e in entries} & {e.line for e in errors}) == 0
