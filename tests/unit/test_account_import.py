@@ -17,13 +17,17 @@ from pochta.directory.passwords import verify_password
 from pochta.directory.sqlite import SqliteDirectory
 
 D = "example.org"
+SHA512 = (  # doveadm pw -s SHA512-CRYPT (the test data's line)
+    "$6$GE.9sUKTQ4VRsm39$znFFH7nPTsJJk1kmhoW/jcCtBSRktvi3lPiqSknWvTn29ocjfIQJdEAo/xM5VNH.AsI.Sl"
+    "iJ5ScMr8LJuxkQh0"
+)
 
 
 def test_passwd_lines_with_hashes_plaintext_comments_and_quota() -> None:
     text = (
         "# a Dovecot passwd-file\n"
         "\n"
-        f"a@{D}:{{SHA512-CRYPT}}$6$salt$hash:1000:1000::/home/a::userdb_quota_rule=*:storage=1G\r\n"
+        f"a@{D}:{{SHA512-CRYPT}}{SHA512}:1000:1000::/home/a::userdb_quota_rule=*:storage=1G\r\n"
         f"B@{D.upper()}:plain-pw-1\n"
         f"c@{D}:{{plain}}Other-pw-2::::::userdb_quota_storage_size=2M\n"
         f"d@{D}:$1$Pbdfu.GA$h0ytA4SmUdSmUM8XWkxHa1\n"
@@ -34,7 +38,7 @@ def test_passwd_lines_with_hashes_plaintext_comments_and_quota() -> None:
     assert (a.line, a.address, a.password_hash, a.quota_bytes) == (
         3,
         f"a@{D}",
-        "{SHA512-CRYPT}$6$salt$hash",
+        "{SHA512-CRYPT}" + SHA512,
         1024**3,
     )
     assert (b.line, b.address, b.password, b.password_hash) == (4, f"b@{D}", "plain-pw-1", "")
@@ -191,3 +195,42 @@ def test_any_input_gives_entries_or_line_errors(parts: list[str]) -> None:
     for error in errors:
         assert 1 <= error.line <= len(lines)
     assert len({e.line for e in entries} & {e.line for e in errors}) == 0
+
+
+TESTDATA = Path("/work/shared/testdata/password-hashes/dovecot-2.3.19-doveadm-pw.tsv")
+
+
+def test_every_dovecot_hash_of_the_test_data_is_read_but_cram_md5() -> None:
+    rows = [r.split("\t") for r in TESTDATA.read_text().splitlines() if not r.startswith("#")]
+    text = "".join(f"u{i}@{D}:{value}\n" for i, (_, value) in enumerate(rows))
+    entries, errors = read_accounts(text, "f")
+    assert [rows[e.line - 1][0] for e in errors] == ["CRAM-MD5"]
+    assert len(entries) == len(rows) - 1
+    for entry in entries:
+        # PLAIN is hashed at import; every other value is kept as doveadm wrote it.
+        scheme, value = rows[entry.line - 1]
+        assert (entry.password or entry.password_hash) == (
+            "S3cret!pw" if scheme == "PLAIN" else value
+        )
+
+
+@pytest.mark.parametrize(
+    ("value", "message"),
+    [
+        # A plaintext password that starts with "$" would import as a crypt hash and then
+        # never match: refused with the way to write it.
+        ("$ecret-pw-1", "a plaintext password that starts with '$' or '{' is written {PLAIN}"),
+        ("{CRYPT}not-a-hash", "not a crypt(3) hash pochta can verify"),
+        (
+            "$y$j9T$F5Jx5fExrKuPp53xLKQ..1$X3DX6M94c7o.9agCG9G317fhZg9SqC.5i5rd.RhAtQ7",
+            "yescrypt ($y$), which pochta cannot verify",
+        ),
+        ("{SHA512-CRYPT}$6$salt$short", "not a crypt(3) hash"),
+    ],
+)
+def test_a_crypt_value_that_could_never_match_is_refused(value: str, message: str) -> None:
+    for text in (f"x@{D}:{value}\n", f"address,password_hash\nx@{D},{value}\n"):
+        entries, errors = read_accounts(text, "f")
+        assert entries == []
+        (error,) = errors
+        assert message in error.message

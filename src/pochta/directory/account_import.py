@@ -27,9 +27,10 @@ from __future__ import annotations
 
 import csv
 import os
+import re
 from collections.abc import Callable, Iterable, Sequence
-from concurrent.futures import Executor, ProcessPoolExecutor
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 import msgspec
 
@@ -37,6 +38,9 @@ from pochta.directory.addresses import AddressError, check_mailbox_address
 from pochta.directory.base import Directory
 from pochta.directory.model import Account
 from pochta.directory.passwd_file import LineError, LineProblem, parse_passwd_line, parse_size
+
+if TYPE_CHECKING:
+    from concurrent.futures import Executor
 
 MAX_PASSWORD_LENGTH = 1024  # as `pochta user add` (cli/common.py)
 MAX_LINE_LENGTH = 64 * 1024  # a longer line is not an account; refused with its number
@@ -111,16 +115,49 @@ def _passwd_entry(line: str, number: int) -> ImportEntry:
     return ImportEntry(
         line=number,
         address=entry.address,
-        password_hash=entry.password_hash,
+        password_hash=_checked_hash(entry.password_hash, entry.address),
         scram_sha256=entry.scram_sha256,
         quota_bytes=entry.quota_bytes,
     )
 
 
+# The crypt(3) strings verify_password can check (directory/passwords.py): MD5-, SHA256- and
+# SHA512-crypt (optional rounds=), bcrypt, Argon2 and 13-character DES. Anything else under a
+# crypt scheme (yescrypt's "$y$", a plaintext password that starts with "$") would import
+# and then never match: refused with the line.
+_CRYPT_SHAPE = re.compile(
+    r"\$[156]\$(?:rounds=\d{1,9}\$)?[^$:]{0,16}\$[./0-9A-Za-z]{22,86}"
+    r"|\$2[abxy]\$\d\d\$[./0-9A-Za-z]{53}"
+    r"|\$argon2(?:id|i)\$v=\d+\$m=\d+,t=\d+,p=\d+\$[A-Za-z0-9+/]+\$[A-Za-z0-9+/]+"
+    r"|[./0-9A-Za-z]{13}"
+)
+_CRYPT_SCHEMES = frozenset(
+    {"CRYPT", "DES-CRYPT", "MD5-CRYPT", "MD5", "SHA256-CRYPT", "SHA512-CRYPT", "BLF-CRYPT"}
+    | {"ARGON2ID", "ARGON2I"}
+)
+
+
+def _checked_hash(stored: str, address: str) -> str:
+    # parse_passwd_line always gives "{SCHEME}value" (a bare "$..." becomes {CRYPT}).
+    scheme, _, value = stored[1:].partition("}")
+    scheme = scheme.upper()
+    if scheme in _CRYPT_SCHEMES and _CRYPT_SHAPE.fullmatch(value) is None:
+        kind = (
+            "yescrypt ($y$), which pochta cannot verify"
+            if value.startswith("$y$")
+            else ("not a crypt(3) hash pochta can verify ($1$, $5$, $6$, $2y$, $argon2id$ or DES)")
+        )
+        raise LineProblem(
+            f"{address}: the {{{scheme}}} value is {kind}; a plaintext password that starts "
+            "with '$' or '{' is written {PLAIN}password"
+        )
+    return stored
+
+
 def _stored_hash(value: str, address: str) -> tuple[str, str]:
     """(password_hash, scram) of a CSV password_hash cell, checked as a passwd-file field."""
     entry = parse_passwd_line(f"{address}:{value}", 0, None)
-    return entry.password_hash, entry.scram_sha256
+    return _checked_hash(entry.password_hash, address), entry.scram_sha256
 
 
 def _quota_cell(value: str) -> int | None:
@@ -353,6 +390,8 @@ def hash_entries(
         results: Iterable[tuple[str, str]] = map(_hash_one, (entries[i].password for i in plain))
         pool = None
     else:
+        from concurrent.futures import ProcessPoolExecutor  # only when there is work for it
+
         pool = executor or ProcessPoolExecutor(count)
         results = pool.map(
             _hash_one, (entries[i].password for i in plain), chunksize=max(1, len(plain) // 64)
