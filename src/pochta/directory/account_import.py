@@ -374,11 +374,11 @@ def hash_entries(
 ) -> list[ImportEntry]:
     """The entries with their plaintext passwords replaced by Argon2id hashes and SCRAM keys.
 
-    One Argon2id hash runs on one core here (argon2-cffi's lanes are computed in turn), so
-    the hashes are spread over processes, one per core. Measured on this project's 2-core
-    machine (bench/user_import_bench.py --pools 20, load average about 4): one by one
-    2.90 s, a thread pool 2.05 s, a process pool 1.65 s; on a saturated machine (load 14)
-    all three took the same 14 s, as they must.
+    Hashing 20 passwords on this project's shared 2-core machine (bench/user_import_bench.py
+    --pools 20): at load average about 4, one by one 2.90 s, a thread pool 2.05 s, a process
+    pool 1.65 s; at load 8, 7.80 s, 6.01 s and 6.35 s; at load 14 all about 14 s. Threads
+    and processes are close (argon2-cffi releases the GIL); processes were never much
+    slower and do not depend on that, so the hashing runs in processes, one per core.
     ``progress(n)`` is called after every n entries done.
     """
     plain = [i for i, e in enumerate(entries) if e.password]
