@@ -108,6 +108,11 @@ class MemoryDirectory(Directory):
             n += 1
         return n
 
+    def import_accounts(
+        self, new: Sequence[Account], replace: Sequence[Account] = ()
+    ) -> tuple[int, int]:
+        return self.add_accounts_bulk(new), 0
+
     def get_account(self, address: str) -> Account | None:
         return self.accounts.get(address)
 

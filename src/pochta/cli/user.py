@@ -290,3 +290,12 @@ def import_passwd(ctx: click.Context, file: str, domain: str, skip_existing: boo
 
 def _count(n: int, word: str) -> str:
     return f"{n} {word}" if n == 1 else f"{n} {word}s"
+
+
+def _register_import() -> None:
+    from pochta.cli.user_import import import_
+
+    user.add_command(import_)
+
+
+_register_import()

@@ -72,6 +72,16 @@ class Directory(abc.ABC):
         """Insert many accounts in one transaction (imports, benchmarks). Returns the count."""
 
     @abc.abstractmethod
+    def import_accounts(
+        self, new: Sequence[Account], replace: Sequence[Account] = ()
+    ) -> tuple[int, int]:
+        """All or nothing, in one transaction (``pochta user import``): insert the accounts
+        ``new`` and give the existing accounts of ``replace`` their password hash and SCRAM
+        keys (and quota when it is not negative: -1 keeps it). DirectoryError, with nothing
+        changed, when a domain is not a hosted mail domain, a new address exists (account or
+        alias) or a replaced one does not. Returns (inserted, replaced)."""
+
+    @abc.abstractmethod
     def get_account(self, address: str) -> Account | None: ...
 
     @abc.abstractmethod

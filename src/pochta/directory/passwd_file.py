@@ -115,8 +115,8 @@ class ImportReport:
         return not self.errors
 
 
-class _LineProblem(Exception):
-    pass
+class LineProblem(Exception):
+    """One line of an account file that cannot be imported; the message says why."""
 
 
 def _supported_schemes() -> frozenset[str] | None:
@@ -132,14 +132,14 @@ def _supported_schemes() -> frozenset[str] | None:
 def _password(raw: str | None, address: str) -> tuple[str, str]:
     """(stored hash with its {SCHEME} prefix, upper-case scheme)."""
     if not raw:
-        raise _LineProblem(
+        raise LineProblem(
             f"{address} has no password; set one after the import with: pochta user add {address}"
         )
     m = _SCHEME_PREFIX.match(raw)
     if m:
         scheme = m.group(1).upper()
         if not raw[m.end() :]:
-            raise _LineProblem(f"{address}: the {{{scheme}}} password has no value after it")
+            raise LineProblem(f"{address}: the {{{scheme}}} password has no value after it")
         stored = raw
     elif raw.startswith("$"):
         # A bare crypt(3) string: Dovecot's default scheme for passwd-file is CRYPT.
@@ -151,19 +151,19 @@ def _password(raw: str | None, address: str) -> tuple[str, str]:
         stored = "{" + scheme + "}" + value
     else:
         hint = " ({CRYPT} if it is a 13-character DES crypt(3) hash)" if len(raw) == 13 else ""
-        raise _LineProblem(
+        raise LineProblem(
             f"{address}: the password has no {{SCHEME}} prefix and is not a $-crypt(3) hash; "
             f"write it as {{SCHEME}}hash, e.g. {{SHA512-CRYPT}}$6$...{hint}"
         )
     if scheme in _CHALLENGE_ONLY:
-        raise _LineProblem(
+        raise LineProblem(
             f"{address}: a {{{scheme}}} value can only answer {scheme} challenges, not check a "
             f"password; give the user a new one with: pochta user add {address}"
         )
     supported = _supported_schemes()
     if supported is not None and scheme not in supported:
         names = ", ".join(sorted(s for s in supported if "." not in s))
-        raise _LineProblem(
+        raise LineProblem(
             f"{address}: pochta cannot verify {{{scheme}}} passwords; supported: {names}"
         )
     return stored, scheme
@@ -174,7 +174,7 @@ def _quota_rule(value: str) -> int | None:
     does not set one (another mailbox, ``ignore``, messages only)."""
     mask, sep, limits = value.partition(":")
     if not sep:
-        raise _LineProblem(f"quota_rule {value!r} has no ':'; write it as *:storage=1G")
+        raise LineProblem(f"quota_rule {value!r} has no ':'; write it as *:storage=1G")
     if mask not in ("*", "?"):
         return None  # a per-mailbox rule (Trash:storage=+100M): pochta has one quota per user
     if limits == "ignore" or limits.startswith("backend="):
@@ -185,14 +185,14 @@ def _quota_rule(value: str) -> int | None:
         if key == "messages":
             continue  # message-count quotas are not supported; the byte limit still applies
         if key not in ("storage", "bytes"):
-            raise _LineProblem(f"quota_rule {value!r}: unknown limit {key!r}")
+            raise LineProblem(f"quota_rule {value!r}: unknown limit {key!r}")
         if number.startswith(("+", "-")) or number.endswith("%"):
-            raise _LineProblem(f"quota_rule {value!r}: the default rule needs an absolute size")
+            raise LineProblem(f"quota_rule {value!r}: the default rule needs an absolute size")
         try:
             # quota-util.c: storage= counts kibibytes without a unit, bytes= counts bytes.
             quota = parse_size(number, default_multiplier=KIB if key == "storage" else 1)
         except ValueError as exc:
-            raise _LineProblem(f"quota_rule {value!r}: {exc}") from None
+            raise LineProblem(f"quota_rule {value!r}: {exc}") from None
     return quota
 
 
@@ -210,32 +210,33 @@ def _quota(extras: list[str]) -> int | None:
             try:
                 quota = parse_size(value)
             except ValueError as exc:
-                raise _LineProblem(f"quota_storage_size: {exc}") from None
+                raise LineProblem(f"quota_storage_size: {exc}") from None
     return quota
 
 
-def _parse_line(line: str, number: int, default_domain: str | None) -> PasswdEntry:
+def parse_passwd_line(line: str, number: int, default_domain: str | None) -> PasswdEntry:
+    """One passwd-file line as an entry; LineProblem says what is wrong with it."""
     fields = line.split(":")
     user = fields[0].strip()
     if not user:
-        raise _LineProblem("the line has no user name before the first ':'")
+        raise LineProblem("the line has no user name before the first ':'")
     if "@" not in user:
         if not default_domain:
-            raise _LineProblem(f"user {user!r} has no @domain; name the domain with --domain")
+            raise LineProblem(f"user {user!r} has no @domain; name the domain with --domain")
         user = f"{user}@{default_domain}"
     try:
         # The line becomes an account, so its local part must name a mailbox directory;
         # a line that cannot is reported and skipped, the others are imported.
         address = check_mailbox_address(user)
     except AddressError as exc:
-        raise _LineProblem(str(exc)) from None
+        raise LineProblem(str(exc)) from None
     extras: list[str] = []
     if len(fields) > 7 and fields[7] != "":
         extras = ":".join(fields[7:]).split()
     # (An empty 8th field is Dovecot's old format, where the 9th holds a mail location: unused.)
     flags = {item.partition("=")[0] for item in extras}
     if "nopassword" in flags:
-        raise _LineProblem(
+        raise LineProblem(
             f"{address} has nopassword (any password logs in), which pochta does not import; "
             f"give the user a password with: pochta user add {address}"
         )
@@ -264,8 +265,8 @@ def scan_passwd_file(
         if not line.strip() or line.lstrip().startswith("#"):
             continue
         try:
-            entries.append(_parse_line(line, number, default_domain))
-        except _LineProblem as exc:
+            entries.append(parse_passwd_line(line, number, default_domain))
+        except LineProblem as exc:
             errors.append(LineError(source, number, str(exc)))
     return entries, errors
 

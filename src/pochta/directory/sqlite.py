@@ -545,6 +545,73 @@ class SqliteDirectory(Directory):
                 )
         return count
 
+    def import_accounts(
+        self, new: Sequence[Account], replace: Sequence[Account] = ()
+    ) -> tuple[int, int]:
+        now = _now()
+        rows = []
+        for account in new:
+            address = _mailbox_address(account.address)
+            if account.quota_bytes < 0:
+                raise DirectoryError(f"{address}: quota cannot be negative; 0 means unlimited")
+            local, domain = _split(address)
+            rows.append(
+                (
+                    local,
+                    domain,
+                    address,
+                    account.password_hash,
+                    account.scram_sha256,
+                    account.quota_bytes,
+                    int(account.enabled),
+                    account.created or now,
+                )
+            )
+        with self._write() as conn:
+            hosted = {
+                str(name).lower(): bool(signing)
+                for name, signing in conn.execute("SELECT name, signing_only FROM domains")
+            }
+            for row in rows:
+                domain, address = row[1], row[2]
+                if domain not in hosted:
+                    raise _not_hosted(domain)
+                if hosted[domain]:
+                    raise _signing_only(domain)
+            # The checks and the writes share the write lock: no other writer can slip an
+            # account or an alias in between (see the module's design notes).
+            for row in rows:
+                address = row[2]
+                if conn.execute("SELECT 1 FROM accounts WHERE address = ?", (address,)).fetchone():
+                    raise DirectoryError(f"account {address} already exists")
+                if self._alias_targets(conn, address):
+                    raise DirectoryError(
+                        f"{address} is an alias; remove it first with: "
+                        f"pochta alias remove {address}"
+                    )
+            if rows:
+                try:
+                    conn.executemany(_INSERT_ACCOUNT, rows)
+                except sqlite3.IntegrityError as exc:  # two equal addresses in ``new``
+                    raise DirectoryError(f"refused by the database: {exc}") from None
+            for account in replace:
+                address = _fold(account.address)
+                cur = conn.execute(
+                    "UPDATE accounts SET password_hash = ?, scram_sha256 = ?, "
+                    "quota_bytes = CASE WHEN ? < 0 THEN quota_bytes ELSE ? END "
+                    "WHERE address = ?",
+                    (
+                        account.password_hash,
+                        account.scram_sha256,
+                        account.quota_bytes,
+                        account.quota_bytes,
+                        address,
+                    ),
+                )
+                if cur.rowcount == 0:
+                    raise self._unknown_account(address)
+        return len(rows), len(replace)
+
     def get_account(self, address: str) -> Account | None:
         row = self._conn().execute(_SELECT_ACCOUNT, (_fold(address),)).fetchone()
         return None if row is None else _account(row)
