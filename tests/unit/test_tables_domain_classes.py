@@ -17,6 +17,7 @@ from pochta.tables import SUPPORTED_TYPES, TableError
 from pochta.tables.configured import MAP_KEYS, ConfiguredTables
 from tests.factories import make_settings
 
+PATTERN_TYPES = ("regexp", "pcre")
 HOST = "mail.example.test"
 
 
@@ -103,7 +104,13 @@ def test_reopen_keeps_the_last_good_version_of_a_broken_table(tmp_path: Path) ->
 def test_every_maps_key_takes_several_tables_of_every_type(tmp_path: Path, key: str) -> None:
     source = tmp_path / "map"
     source.write_text("team: b@example.org\n" if key == "alias_maps" else "k v\n")
-    specs = [f"{kind}:{source}" for kind in SUPPORTED_TYPES] + [str(source)]
+    patterns = tmp_path / "patterns"
+    patterns.write_text("/^k$/ v\n")
+    # Pattern tables (regexp_table(5), pcre_table(5)) serve lookup maps, not aliases(5).
+    kinds = [k for k in SUPPORTED_TYPES if k not in PATTERN_TYPES]
+    specs = [f"{kind}:{source}" for kind in kinds] + [str(source)]
+    if key != "alias_maps":
+        specs += [f"{kind}:{patterns}" for kind in PATTERN_TYPES]
     settings = make_settings({"server.hostname": HOST, f"tables.{key}": specs})
     assert [p for p in check_settings(settings) if p.key.startswith("tables.")] == []
     opened = ConfiguredTables.open(settings)
