@@ -123,3 +123,19 @@ def test_submission_rewrites_before_it_resolves(
         assert code == 250
     files = wait_files(env, "alice", 1)
     assert any(b"Subject: note to self" in p.read_bytes() for p in files)
+
+
+def test_lmtp_rewrites_before_it_resolves(mx: tuple[PochtaEnv, ServeProcess, Path]) -> None:
+    """LMTP accepts only local mailboxes (RFC 2033): judged on the rewritten address too."""
+    env, _, _ = mx
+    with smtplib.LMTP(str(env.data_dir / "lmtp.sock"), timeout=10) as c:
+        c.ehlo()  # LHLO
+        c.mail("carol@remote.example")
+        assert c.rcpt(f"old@{DOMAIN}") == (250, b"2.1.5 Recipient OK")
+        code, text = c.rcpt(f"gone@{DOMAIN}")
+        assert code == 550, text
+        assert f"<nobody-here@{DOMAIN}>".encode() in text
+        code, _ = c.data(b"From: carol@remote.example\r\nSubject: over lmtp\r\n\r\nhi\r\n")
+        assert code == 250
+    (path,) = wait_files(env, "alice", 1)
+    assert b"Subject: over lmtp" in path.read_bytes()
