@@ -139,3 +139,20 @@ def test_lmtp_rewrites_before_it_resolves(mx: tuple[PochtaEnv, ServeProcess, Pat
         assert code == 250
     (path,) = wait_files(env, "alice", 1)
     assert b"Subject: over lmtp" in path.read_bytes()
+
+
+def test_sendmail_and_pickup_agree(mx: tuple[PochtaEnv, ServeProcess, Path]) -> None:
+    """`pochta sendmail` checks no recipient (as Postfix's sendmail); pickup's cleanup
+    rewrites it with the same maps before the door resolves it. A guard: this held before
+    RCPT TO was changed, and must keep holding."""
+    env, _, _ = mx
+    proc = env.run(
+        "sendmail",
+        "-f",
+        f"alice@{DOMAIN}",
+        f"old@{DOMAIN}",
+        input=f"From: alice@{DOMAIN}\nSubject: by sendmail\n\nhello\n",
+    )
+    assert proc.returncode == 0, proc.stderr
+    (path,) = wait_files(env, "alice", 1)
+    assert b"Subject: by sendmail" in path.read_bytes()
