@@ -25,6 +25,7 @@ from tests.harness import (
     wait_files,
     wait_until,
 )
+from tests.integration.test_cli_queue import make_message
 
 SUPPORT = f"support@{HOSTNAME}"
 ORCPT = f"rfc822;help@{DOMAIN}"
@@ -122,3 +123,19 @@ def test_requeue_from_hold(deferred: tuple[PochtaEnv, ServeProcess, Path, str]) 
     env.run("queue", "requeue", queue_id, check=True)
     (path,) = wait_files(env, "bob", 1)
     assert b"Subject: help" in path.read_bytes()
+
+
+def test_requeue_from_corrupt_routes_a_readable_envelope(pochta_env: PochtaEnv) -> None:
+    """postsuper -r also for corrupt/ (after an admin repaired the file): a readable
+    envelope is routed afresh like any other; no server needed."""
+    queue_id = make_message(pochta_env, f"info@{DOMAIN}", state="corrupt")
+    pochta_env.add_user(f"bob@{DOMAIN}", "bob's password")
+    virtual = pochta_env.data_dir / "virtual"
+    virtual.write_text(f"info@{DOMAIN}    bob@{DOMAIN}\n")  # virtual(5), postmap source
+    set_key(pochta_env.config_path, "tables", "virtual_alias_maps", f'["hash:{virtual}"]')
+    pochta_env.run("queue", "requeue", queue_id, check=True)
+    (entry,) = queued(pochta_env)
+    assert entry["state"] == "incoming"
+    (rcpt,) = entry["envelope"]["recipients"]
+    assert (rcpt["address"], rcpt["destination"]) == (f"bob@{DOMAIN}", f"mailbox:bob@{DOMAIN}")
+    assert rcpt["original"] == f"info@{DOMAIN}"
