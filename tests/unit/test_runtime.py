@@ -40,6 +40,9 @@ class FakeDoor:
         self.cleaned.append(info)
         return CleanupResult(b"X-Cleaned: yes\r\n" + content, info.sender, info.recipients)
 
+    def canonical_recipient(self, address: str) -> str:
+        return address  # no canonical maps
+
     def expand(self, recipients: list[Recipient]) -> tuple[list[Recipient], list[tuple[str, str]]]:
         return recipients, []
 
@@ -80,6 +83,9 @@ class FakeResolver:
 
     def resolve(self, address: str) -> Resolution:
         raise AssertionError("not asked by an MX session")
+
+    def is_ours(self, domain: str) -> bool:
+        return domain == "example.org"
 
     def sender_allowed(self, account: str, sender: str) -> bool:
         raise AssertionError("not asked by an MX session")

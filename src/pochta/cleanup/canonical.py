@@ -26,11 +26,16 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from pochta.logs import get_logger
 from pochta.mime.addresses import address_spans
 from pochta.tables import TableSet, match_address
 from pochta.tables.address_list import split_addresses as _addresses
+
+if TYPE_CHECKING:
+    from pochta.config.settings import Settings
+    from pochta.tables.configured import ConfiguredTables
 
 __all__ = [
     "MAX_RECURSION",
@@ -74,6 +79,22 @@ class CanonicalMaps:
     recipient_maps: TableSet[str]
     local_domains: frozenset[str]
     delimiter: str = "+"
+
+    @classmethod
+    def from_settings(cls, settings: Settings, tables: ConfiguredTables) -> CanonicalMaps:
+        """The maps of ``[tables]``, with the host name and ``[local] domains`` as the
+        domains whose bare ``user`` keys apply: what cleanup rewrites with, and what RCPT TO
+        (``receive/smtp_service.py``) and ``pochta queue requeue`` rewrite with before they
+        resolve, so the three agree."""
+        hostname = settings.server.hostname.rstrip(".").lower()
+        local = {hostname, *(d.rstrip(".").lower() for d in settings.local.domains)}
+        return cls(
+            common=tables.canonical_maps,
+            sender_maps=tables.sender_canonical_maps,
+            recipient_maps=tables.recipient_canonical_maps,
+            local_domains=frozenset(local),
+            delimiter=settings.directory.recipient_delimiter,
+        )
 
     @property
     def empty(self) -> bool:

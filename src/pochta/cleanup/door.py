@@ -192,6 +192,12 @@ class Door:
         """Cleanup's steps and filters (:meth:`Cleanup.process`)."""
         return await self._cleanup().process(content, info)
 
+    def canonical_recipient(self, address: str) -> str:
+        """``address`` through recipient_canonical_maps, then canonical_maps: the mapping
+        cleanup applies to the envelope recipient (:mod:`.canonical`), for the RCPT TO
+        check to judge the address that will be delivered to."""
+        return self._cleanup().canonical.recipient(address)
+
     def expand(self, recipients: list[Recipient]) -> tuple[list[Recipient], list[tuple[str, str]]]:
         """Virtual alias expansion before the queue (Postfix cleanup(8) does it there too):
         one queued Recipient per final destination, ``original`` keeping the RCPT address.

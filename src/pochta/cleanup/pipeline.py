@@ -185,14 +185,8 @@ class Cleanup:
             self.filters.insert(0, ContentChecks(header_checks, body_checks))
         self._hostname = settings.server.hostname.rstrip(".").lower()
         self._hide_submission_client = hide_submission_client
-        local = {self._hostname, *(d.rstrip(".").lower() for d in settings.local.domains)}
-        self._canonical = CanonicalMaps(
-            common=tables.canonical_maps,
-            sender_maps=tables.sender_canonical_maps,
-            recipient_maps=tables.recipient_canonical_maps,
-            local_domains=frozenset(local),
-            delimiter=settings.directory.recipient_delimiter,
-        )
+        # Public: the SMTP sessions rewrite RCPT TO with the same maps (cleanup/door.py).
+        self.canonical = CanonicalMaps.from_settings(settings, tables)
 
     async def process(self, content: bytes, info: CleanupInput) -> CleanupResult:
         """Run every step (see the module docstring) and the filters."""
@@ -223,8 +217,8 @@ class Cleanup:
 
     def prepare(self, content: bytes, info: CleanupInput) -> CleanupResult:
         """The built-in steps 1-6, without the filters (synchronous)."""
-        sender = self._canonical.sender(info.sender)
-        recipients = [self._canonical.recipient(r) for r in info.recipients]
+        sender = self.canonical.sender(info.sender)
+        recipients = [self.canonical.recipient(r) for r in info.recipients]
         refused = CleanupResult(content, sender, recipients)
         try:
             message = split_message(
@@ -240,7 +234,7 @@ class Cleanup:
             return dataclasses.replace(refused, problems=[TOO_MANY_HOPS])
         newline = detect_newline(message)
         headers = list(message.headers)
-        if info.submission and not self._canonical.empty:
+        if info.submission and not self.canonical.empty:
             headers = [self._rewrite_field(h) for h in headers]
         appended: list[HeaderField] = []
         if info.submission:
@@ -279,7 +273,7 @@ class Cleanup:
 
     def _rewrite_field(self, field_: HeaderField) -> HeaderField:
         """Canonical mapping of the addresses in one header field; untouched bytes stay."""
-        mapping = self._canonical.for_field(field_.key)
+        mapping = self.canonical.for_field(field_.key)
         if mapping is None:
             return field_
         raw = field_.raw.decode("utf-8", "surrogateescape")

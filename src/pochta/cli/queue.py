@@ -5,7 +5,9 @@ rename under the message's lock (see ``pochta.queue.spool``), so it is safe whil
 delivers. How a running server learns about a change: it scans ``incoming/`` every second, so
 ``flush`` (deferred → incoming), ``release`` and ``requeue`` take effect within a second; no
 signal or pid file is involved. ``hold`` and ``delete`` need nothing from the server: a held
-or deleted message is simply no longer where the scheduler looks.
+or deleted message is simply no longer where the scheduler looks. ``requeue`` also reads the
+tables and the directory the config names: it routes the message afresh before it moves it
+(``reroute``), so a table that does not load makes it fail, saying which.
 """
 
 from __future__ import annotations
@@ -21,13 +23,16 @@ import msgspec
 
 from pochta.cleanup.verdict import Verdict
 from pochta.cli.common import fail, load_cli_settings
-from pochta.logs import configure_logging
+from pochta.config.settings import Settings
+from pochta.logs import configure_logging, get_logger
 from pochta.mime.headers import split_message
 from pochta.queue.base import STATES, MessageQueue, QueueEntry, QueueState, SpoolError
-from pochta.queue.envelope import Envelope, Recipient
+from pochta.queue.envelope import Envelope, EnvelopeError, Recipient
 from pochta.queue.spool import Spool
 
 # Postfix's postqueue -p marks: "*" active, "!" on hold; ours adds "#" for corrupt.
+log = get_logger("queue")
+
 STATE_MARKS = {"active": "*", "hold": "!", "corrupt": "#"}
 ALL = "ALL"
 
@@ -313,8 +318,108 @@ async def _release(queue: MessageQueue, queue_id: str) -> None:
     await queue.release(queue_id)
 
 
-async def _requeue(queue: MessageQueue, queue_id: str) -> None:
-    await queue.requeue(queue_id)
+Expand = Callable[[list[Recipient]], tuple[list[Recipient], list[tuple[str, str]]]]
+
+
+def reroute(envelope: Envelope, canonical: Callable[[str], str], expand: Expand) -> None:
+    """Route the recipients still to deliver afresh, as postsuper(1) -r does (the message
+    goes through cleanup(8) again: canonical and virtual mapping, then the address class).
+
+    Each address as it was before alias expansion (``Recipient.original``; every branch of
+    an alias names it) is rewritten by the recipient canonical maps and expanded again by
+    the door's ``expand``, over the tables and directory as they are now. The new branches
+    replace the old pending ones and keep their ``orcpt`` and ``notify`` (RFC 3461 §4.1,
+    §4.2: the DSN still names the original recipient); a branch already delivered is not
+    delivered again; a branch that is now refused is bounced (status ``bounced`` with the
+    refusal, so the queue manager sends the DSN naming it). Recipients already final stay
+    as they are."""
+    pending = envelope.pending_recipients()
+    if not pending:
+        return
+    final = [r for r in envelope.recipients if r.is_final]
+    delivered = {(r.address.casefold(), r.destination) for r in final if r.status == "delivered"}
+    sources: dict[str, Recipient] = {}
+    for rcpt in pending:
+        sources.setdefault(rcpt.original or rcpt.address, rcpt)
+    fresh: list[Recipient] = []
+    seen: set[tuple[str, str]] = set(delivered)
+    for source, first in sources.items():
+        probe = Recipient(address=canonical(source), orcpt=first.orcpt, notify=first.notify)
+        expanded, failed = expand([probe])
+        for rcpt in expanded:
+            key = (rcpt.address.casefold(), rcpt.destination)
+            if key not in seen:
+                seen.add(key)
+                fresh.append(rcpt)
+        for address, reply in failed:
+            fresh.append(
+                Recipient(
+                    address=address,
+                    original=probe.address,
+                    orcpt=first.orcpt,
+                    notify=first.notify,
+                    status="bounced",
+                    reply=reply,
+                )
+            )
+    envelope.recipients = [*final, *fresh]
+
+
+class Rerouter:
+    """What ``requeue`` routes with: the settings' tables and directory opened now, the
+    door's canonical mapping and alias expansion over them (cleanup/door.py), the same
+    functions the server queues with."""
+
+    def __init__(self, settings: Settings) -> None:
+        from pochta.cleanup.door import Door
+        from pochta.cleanup.pipeline import Cleanup
+        from pochta.cli.common import open_directory
+        from pochta.resolve.resolver import Resolver
+        from pochta.server.mail import srs_codec
+        from pochta.tables import TableError
+        from pochta.tables.configured import ConfiguredTables
+
+        try:
+            tables = ConfiguredTables.open(settings.tables)
+        except TableError as exc:
+            fail(f"cannot route afresh: {exc}; fix the table, then requeue again")
+        self.directory = open_directory(settings)
+        resolver = Resolver(self.directory, tables, settings, srs=srs_codec(settings))
+        cleanup = Cleanup(settings, tables)
+        self.door = Door(Spool(settings.spool_dir, create=False), lambda: cleanup, lambda: resolver)
+
+    def __call__(self, envelope: Envelope) -> None:
+        reroute(envelope, self.door.canonical_recipient, self.door.expand)
+
+    def close(self) -> None:
+        self.directory.close()
+        self.door.spool.close()
+
+
+async def _requeue(queue: MessageQueue, queue_id: str, route: Callable[[Envelope], None]) -> None:
+    """postsuper -r: into hold/ first (under the message's lock; no scheduler takes a held
+    message), route the envelope afresh there, then into incoming/, where a running server
+    finds it within a second. A file whose envelope does not parse (from corrupt/) goes to
+    incoming/ as it is: the queue manager checks it again."""
+    previous = await queue.move(
+        queue_id,
+        "hold",
+        allowed_from=("incoming", "deferred", "hold", "corrupt"),
+        action="requeue",
+    )
+    try:
+        envelope = await queue.load(queue_id)
+    except EnvelopeError as exc:
+        log.warning("requeued_unrouted", queue_id=queue_id, reason=str(exc))
+    else:
+        try:
+            route(envelope)
+            await queue.update_envelope(queue_id, envelope)
+        except BaseException:
+            await queue.move(queue_id, previous, allowed_from=("hold",), action="requeue")
+            raise
+    await queue.move(queue_id, "incoming", allowed_from=("hold",), action="requeue")
+    log.info("requeued", queue_id=queue_id, previous=previous, rerouted=True)
 
 
 IDS = click.argument("queue_ids", nargs=-1, metavar="ID...|ALL")
@@ -340,8 +445,23 @@ def release(ctx: click.Context, queue_ids: tuple[str, ...]) -> None:
 @IDS
 @click.pass_context
 def requeue(ctx: click.Context, queue_ids: tuple[str, ...]) -> None:
-    """Try messages again now, routed afresh; also from hold and corrupt (postsuper -r)."""
-    _each(ctx, queue_ids, _requeue, ("deferred", "hold"), "Requeued")
+    """Try messages again now, routed afresh; also from hold and corrupt (postsuper -r).
+
+    The recipients still to deliver are resolved again from the address they were sent
+    to, with the canonical maps, aliases, tables and accounts as they are now; one that no
+    longer exists is bounced (a DSN goes to the sender).
+    """
+    if not queue_ids:
+        fail("name at least one queue id, or ALL")
+    route = Rerouter(load_cli_settings(ctx, check_files=False))
+
+    async def action(spool: MessageQueue, queue_id: str) -> None:
+        await _requeue(spool, queue_id, route)
+
+    try:
+        _each(ctx, queue_ids, action, ("deferred", "hold"), "Requeued")
+    finally:
+        route.close()
 
 
 @queue.command()

@@ -757,8 +757,9 @@ class Spool:
         log.info("released", queue_id=queue_id)
 
     async def requeue(self, queue_id: str) -> None:
-        """postsuper -r: try the message again now, routing it afresh (also from hold and
-        corrupt, for after an admin fixed the cause)."""
+        """postsuper -r: try the message again now (also from hold and corrupt, for after
+        an admin fixed the cause). Only the move: ``pochta queue requeue`` routes the
+        envelope afresh before it moves the message (cli/queue.py)."""
         previous = await self.move(
             queue_id,
             "incoming",

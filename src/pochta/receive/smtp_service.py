@@ -468,23 +468,18 @@ class _Session:
         raw_size = self.txn.params.get("SIZE")
         if raw_size and raw_size.isdigit():
             size = int(raw_size)
-        resolver = self.mail.resolver
-        reply = resolver.check_recipient(
-            address,
-            authenticated=bool(self.auth_user),
-            quota_check=lambda account: self.mail.mailbox.quota_reply(account, size),
-        )
-        if reply is None and self.mode == "lmtp":
-            # LMTP is final delivery (RFC 2033): every recipient must be a mailbox here.
-            dests = resolver.resolve(address).deliverable
-            if not dests or not all(isinstance(d, MailboxDest) for d in dests):
-                reply = Reply(550, "5.1.1", f"<{address}>: not a local mailbox")
+        # Canonical mapping first (recipient_canonical_maps, then canonical_maps, the
+        # function cleanup applies to the envelope): the address judged here is the one
+        # that will be delivered to, so RCPT TO and delivery agree.
+        mapped = self.mail.door.canonical_recipient(address)
+        reply = self._recipient_refusal(address, mapped, size)
         if reply is not None:
             log.info(
                 "rejected",
                 client=self.ip,
                 stage="rcpt",
                 to=address,
+                mapped_to=mapped if mapped != address else None,
                 sender=self.txn.sender or "<>",
                 reply=str(reply),
             )
@@ -499,6 +494,45 @@ class _Session:
             Recipient(address=address, orcpt=event.params.get("ORCPT") or "", notify=notify)
         )
         return R.RECIPIENT_OK
+
+    def _recipient_refusal(self, address: str, mapped: str, size: int) -> Reply | None:
+        """The built-in RCPT TO checks of ``address``, which canonical maps rewrite to
+        ``mapped``; None to accept.
+
+        postconf(5) smtpd_reject_unlisted_recipient: "An address is always considered
+        'known' when it matches a virtual(5) alias or a canonical(5) mapping". Postfix then
+        accepts the key whatever it maps to, and an unknown result bounces after the queue.
+        Deviation: here the result is resolved at RCPT too (unknown user 550 5.1.1, quota,
+        LMTP's mailboxes only), so no bounce is owed later (no backscatter). The relay
+        permission (reject_unauth_destination) stays judged on the address as given, as in
+        Postfix's smtpd, before cleanup rewrites it: a key in one of our domains may map to
+        another host, a key in another domain relays only for an authenticated client.
+        """
+        resolver = self.mail.resolver
+        authenticated = bool(self.auth_user)
+        judged = address
+        if mapped != address:
+            domain = address.rpartition("@")[2] or self.server.settings.server.hostname
+            try:
+                ours = resolver.is_ours(domain)
+            except ValueError:  # not a domain: check_recipient of ``address`` says so
+                ours = False
+            if ours or authenticated:
+                judged, authenticated = mapped, True
+        reply = resolver.check_recipient(
+            judged,
+            authenticated=authenticated,
+            quota_check=lambda account: self.mail.mailbox.quota_reply(account, size),
+        )
+        if reply is None and self.mode == "lmtp":
+            # LMTP is final delivery (RFC 2033): every recipient must be a mailbox here.
+            dests = resolver.resolve(judged).deliverable
+            if not dests or not all(isinstance(d, MailboxDest) for d in dests):
+                reply = Reply(550, "5.1.1", f"<{judged}>: not a local mailbox")
+        if reply is not None and judged != address:
+            text = f"<{address}> is rewritten by canonical maps to <{mapped}>: {reply.text}"
+            reply = Reply(reply.code, reply.enhanced, text)
+        return reply
 
     async def _message(self, event: MessageData) -> None:
         from pochta.cleanup.pipeline import CleanupInput

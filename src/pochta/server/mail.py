@@ -71,6 +71,7 @@ from pochta.spam.training import MailboxTrainer, mailbox_trainer
 from pochta.store import open_store
 
 if TYPE_CHECKING:
+    from pochta.config.settings import Settings
     from pochta.server.app import Server
 
 log = get_logger("mail")
@@ -156,23 +157,7 @@ class MailSystem:
         return self.resolver.domain_class(domain) in _HOSTED
 
     def _srs_codec(self) -> SrsCodec | None:
-        """The SRS codec from ``[srs]`` and its secrets file, None when off or unreadable."""
-        s = self.server.settings
-        if not s.srs.enabled:
-            return None
-        path = s.path(s.srs.secret_file)
-        try:
-            secrets = read_secrets(path)
-        except (OSError, ValueError) as exc:
-            log.error(
-                "srs_disabled",
-                path=str(path),
-                error=str(exc),
-                hint="restore the file (one secret a line) or remove it: serve makes a new one",
-            )
-            return None
-        domain = (s.srs.domain or s.server.hostname).rstrip(".").lower()
-        return SrsCodec(domain, secrets, max_age_days=s.srs.max_age_days)
+        return srs_codec(self.server.settings)
 
     @property
     def to_master(self) -> Callable[[str], None] | None:
@@ -384,3 +369,23 @@ class MailSystem:
             await asyncio.to_thread(self.spam_trainer.close)  # finishes the queued learns
         self.spool.close()
         self.store.close()
+
+
+def srs_codec(s: Settings) -> SrsCodec | None:
+    """The SRS codec from ``[srs]`` and its secrets file, None when off or unreadable (the
+    server's, and ``pochta queue requeue``'s to resolve bounces to our SRS addresses)."""
+    if not s.srs.enabled:
+        return None
+    path = s.path(s.srs.secret_file)
+    try:
+        secrets = read_secrets(path)
+    except (OSError, ValueError) as exc:
+        log.error(
+            "srs_disabled",
+            path=str(path),
+            error=str(exc),
+            hint="restore the file (one secret a line) or remove it: serve makes a new one",
+        )
+        return None
+    domain = (s.srs.domain or s.server.hostname).rstrip(".").lower()
+    return SrsCodec(domain, secrets, max_age_days=s.srs.max_age_days)
