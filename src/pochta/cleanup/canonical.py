@@ -24,7 +24,7 @@ a domain) are left alone.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Container
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -70,6 +70,18 @@ RECIPIENT_FIELDS = frozenset(
 
 
 @dataclass(frozen=True, slots=True)
+class _LocalNames:
+    """The host name and the ``[local] domains`` list (Postfix mydestination, which may
+    name tables and files: tables/domain_list.py)."""
+
+    hostname: str
+    domains: Container[str]
+
+    def __contains__(self, domain: object) -> bool:
+        return domain == self.hostname or domain in self.domains
+
+
+@dataclass(frozen=True, slots=True)
 class CanonicalMaps:
     """The three [tables] canonical maps, the names of this host (for the bare ``user``
     keys) and the recipient_delimiter."""
@@ -77,7 +89,7 @@ class CanonicalMaps:
     common: TableSet[str]
     sender_maps: TableSet[str]
     recipient_maps: TableSet[str]
-    local_domains: frozenset[str]
+    local_domains: Container[str]
     delimiter: str = "+"
 
     @classmethod
@@ -87,12 +99,11 @@ class CanonicalMaps:
         (``receive/smtp_service.py``) and ``pochta queue requeue`` rewrite with before they
         resolve, so the three agree."""
         hostname = settings.server.hostname.rstrip(".").lower()
-        local = {hostname, *(d.rstrip(".").lower() for d in settings.local.domains)}
         return cls(
             common=tables.canonical_maps,
             sender_maps=tables.sender_canonical_maps,
             recipient_maps=tables.recipient_canonical_maps,
-            local_domains=frozenset(local),
+            local_domains=_LocalNames(hostname, tables.local_domains),
             delimiter=settings.directory.recipient_delimiter,
         )
 

@@ -75,15 +75,7 @@ def route(ctx: click.Context, addresses: tuple[str, ...]) -> None:
     except TableError as exc:
         fail(f"tables: {exc}")
     hostname = settings.server.hostname.rstrip(".").lower()
-    canonical = CanonicalMaps(
-        common=tables.canonical_maps,
-        sender_maps=tables.sender_canonical_maps,
-        recipient_maps=tables.recipient_canonical_maps,
-        local_domains=frozenset(
-            {hostname, *(d.rstrip(".").lower() for d in settings.local.domains)}
-        ),
-        delimiter=settings.directory.recipient_delimiter,
-    )
+    canonical = CanonicalMaps.from_settings(settings, tables)
     directory = open_directory(settings)
     refused = False
     try:

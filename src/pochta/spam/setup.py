@@ -72,8 +72,10 @@ def build_checks(
     hosted = hosted_domains(directory)
     hosted_set = _AsSet(hosted)
 
+    local_names = _local_names(settings)
+
     def own_names() -> Iterable[str]:
-        return (*settings.local.domains, *hosted())
+        return (*local_names, *hosted())
 
     checks.append(AuthSymbols())
     checks.append(ClientSymbols(hostname=settings.server.hostname, own_names=own_names))
@@ -164,3 +166,17 @@ class _AsSet:
         if domains is not self._source:
             self._source, self._set = domains, frozenset(domains)
         return name in self._set
+
+
+def _local_names(settings: Settings) -> tuple[str, ...]:
+    """The names ``[local] domains`` lists outright (its literal names and the keys of its
+    tables: tables/domain_list.py), for the HELO checks; the literal entries when a table
+    cannot be read (the config check and the server's reload report that)."""
+    from pochta.tables import TableError
+    from pochta.tables.domain_list import DomainList
+
+    try:
+        domains = DomainList(settings.local.domains, parent_style=False, setting="local.domains")
+    except TableError:
+        return tuple(d for d in settings.local.domains if ":" not in d and "/" not in d)
+    return tuple(domains.listed_names())
