@@ -203,6 +203,69 @@ def _set_enabled(ctx: click.Context, name: str, enabled: bool) -> None:
     click.echo(f"{'enabled' if enabled else 'disabled'} domain {name}")
 
 
+@domain.command("set")
+@click.argument("name", metavar="DOMAIN")
+@click.option(
+    "--catchall",
+    metavar="ADDR",
+    default=None,
+    help="Receives mail for the domain's unknown users (Postfix's @DOMAIN virtual alias).",
+)
+@click.option("--no-catchall", is_flag=True, help="Remove the catch-all: unknown users get 550.")
+@click.pass_context
+@reports_errors
+def set_(ctx: click.Context, name: str, catchall: str | None, no_catchall: bool) -> None:
+    """Change a hosted DOMAIN: set its catch-all address or remove it."""
+    name = normalize_domain(name)
+    if catchall is not None and no_catchall:
+        fail("give either --catchall ADDR or --no-catchall, not both")
+    if catchall is None and not no_catchall:
+        fail(
+            "nothing to change; give --catchall ADDR or --no-catchall "
+            f"(pochta domain set {name} --catchall you@{name})"
+        )
+    set_catchall(ctx, name, "" if no_catchall else normalize_address(catchall or ""))
+
+
+def set_catchall(ctx: click.Context, name: str, address: str) -> None:
+    """Set (or with ``""`` remove) the catch-all of hosted domain ``name``; one line says
+    what it was and what it is now. ``domain set`` and ``alias add|remove @DOMAIN`` use it."""
+    with opened_directory(ctx) as (_, directory):
+        before = directory.get_domain(name)
+        result = directory.set_domain(name, catchall=address)
+    old = before.catchall if before is not None else ""
+    if result.catchall:
+        was = f" (was {old})" if old and old != result.catchall else ""
+        click.echo(f"catch-all of {name} -> {result.catchall}{was}")
+    elif old:
+        click.echo(f"removed the catch-all of {name} (was {old}); unknown users get 550")
+    else:
+        click.echo(f"{name} has no catch-all")
+
+
+@domain.command("show")
+@click.argument("name", metavar="DOMAIN")
+@click.pass_context
+@reports_errors
+def show(ctx: click.Context, name: str) -> None:
+    """Everything about one DOMAIN: state, catch-all, accounts, aliases, DKIM selectors."""
+    name = normalize_domain(name)
+    with opened_directory(ctx) as (_, directory):
+        d = directory.get_domain(name)
+        if d is None:
+            fail(f"domain {name} is not hosted here; add it with: pochta domain add {name}")
+        accounts = directory.count_accounts(name)
+        aliases = len(directory.list_aliases(name))
+    state = "signing-only" if d.signing_only else ("enabled" if d.enabled else "disabled")
+    click.echo(f"domain    {d.name}")
+    click.echo(f"state     {state}")
+    click.echo(f"catchall  {d.catchall or '-'}")
+    click.echo(f"accounts  {accounts}")
+    click.echo(f"aliases   {aliases}")
+    dkim = ", ".join(s.selector + ("" if s.active else " (inactive)") for s in d.dkim)
+    click.echo(f"dkim      {dkim or '-'}")
+
+
 @domain.command("enable")
 @click.argument("name", metavar="DOMAIN")
 @click.pass_context
