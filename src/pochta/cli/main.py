@@ -29,6 +29,7 @@ SUBCOMMANDS: dict[str, str] = {
     "spam": "pochta.cli.spam:spam",
     "quarantine": "pochta.cli.quarantine:quarantine",
     "sieve": "pochta.cli.sieve:sieve",
+    "config": "pochta.cli.config:config",
 }
 
 
