@@ -5,7 +5,7 @@ from __future__ import annotations
 import click
 
 from pochta.cli.common import fail, opened_directory, reports_errors
-from pochta.cli.domain import set_catchall
+from pochta.cli.domain import alias_file_hint, local_class_reason, set_catchall
 from pochta.directory.addresses import normalize_address, normalize_domain
 from pochta.resolve.classes import report_target
 
@@ -49,7 +49,21 @@ def add(ctx: click.Context, source: str, targets: tuple[str, ...]) -> None:
         return
     source = normalize_address(source)
     wanted = [_target(t) for t in targets]
-    with opened_directory(ctx) as (_, directory):
+    with opened_directory(ctx) as (settings, directory):
+        local, _, name = source.partition("@")
+        why = local_class_reason(settings, name)
+        if why is not None:
+            # aliases(5) and local(8): the local class's aliases are alias_maps entries.
+            postmaster = (
+                f"for postmaster mail, pochta config set server.postmaster {wanted[0]}; or "
+                if local == "postmaster"
+                else ""
+            )
+            fail(
+                f"{name} is {why}, the local address class: its aliases live in alias_maps "
+                f"files, not in the directory; {postmaster}add the line "
+                f"'{local}: {', '.join(wanted)}' to {alias_file_hint(settings)}"
+            )
         result = directory.add_alias(source, wanted)
     click.echo(f"{result.source} -> {', '.join(result.targets)}")
 
