@@ -8,8 +8,13 @@ Start-up order (each step logged):
 3. open the directory (as the unprivileged user, so its -wal/-shm files belong to it);
 4. start accepting, log ``ready``.
 
+The master writes ``server.pid_file`` after binding (refusing to start while it names a live
+``pochta serve``; a stale one is replaced) and removes it on exit; it and ``server.log_file``
+are given to ``run_as_user`` at the drop.
+
 Signals: SIGTERM/SIGINT stop gracefully (stop accepting, give open connections
-``SHUTDOWN_GRACE_SECONDS``, cancel the rest, log ``shutdown``, exit 0). SIGHUP reloads the
+``SHUTDOWN_GRACE_SECONDS``, cancel the rest, log ``shutdown``, exit 0). SIGHUP reopens
+``server.log_file`` under its name (logrotate), then reloads the
 config file, reopens the directory and keeps listeners and connections; a config with
 problems is refused and the old one stays (``reload_failed``). Listener addresses and the
 user to run as need a restart.
