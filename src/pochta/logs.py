@@ -19,6 +19,7 @@ from __future__ import annotations
 import logging
 import sys
 from collections.abc import MutableMapping
+from pathlib import Path
 from typing import Any, Literal, TextIO
 
 import structlog
@@ -45,6 +46,53 @@ _LEVELS = {
 
 class _PochtaHandler(logging.StreamHandler):  # type: ignore[type-arg]
     """Our handler on the root logger; ``configure_logging`` replaces only these."""
+
+
+class LogFile:
+    """``[server] log_file``: lines appended (O_APPEND, so the worker processes can share
+    it), each written whole; ``reopen`` opens the same name again, so logrotate can rename
+    the file and signal (SIGHUP) and the next lines go to a new file, as syslogd does."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self._file = self._open()
+
+    def _open(self) -> TextIO:
+        return open(self.path, "a", encoding="utf-8", buffering=1)
+
+    def write(self, text: str) -> int:
+        return self._file.write(text)
+
+    def flush(self) -> None:
+        self._file.flush()
+
+    def reopen(self) -> None:
+        """Open the name anew; OSError (the old file stays in use) when it cannot be."""
+        new = self._open()
+        old, self._file = self._file, new
+        old.close()
+
+    def close(self) -> None:
+        self._file.close()
+
+
+# The open log file when [server] log_file is set (one per process).
+_log_file: LogFile | None = None
+
+
+def reopen_log_file() -> str | None:
+    """SIGHUP: reopen ``[server] log_file`` under its name (after logrotate moved it); an
+    error message when it cannot be (the old file is kept), None otherwise or without one."""
+    if _log_file is None:
+        return None
+    try:
+        _log_file.reopen()
+    except OSError as exc:
+        return (
+            f"cannot reopen {_log_file.path}: {exc.strerror}; still writing to the old file "
+            "(make its directory writable by server.run_as_user)"
+        )
+    return None
 
 
 def _redact_secrets(_: WrappedLogger, __: str, event_dict: EventDict) -> EventDict:
@@ -91,12 +139,18 @@ def _order_keys(_: WrappedLogger, __: str, event_dict: EventDict) -> EventDict:
 
 
 def configure_logging(
-    format: LogFormat = "logfmt", level: str = "info", stream: TextIO | None = None
+    format: LogFormat = "logfmt",
+    level: str = "info",
+    stream: TextIO | None = None,
+    file: Path | None = None,
 ) -> None:
-    """Send structlog events and stdlib records to ``stream`` (stderr), one line each.
+    """Send structlog events and stdlib records to ``stream`` (stderr), or appended to
+    ``file`` (``[server] log_file``), one line each. OSError when ``file`` cannot be opened.
 
-    Safe to call again (on reload): our previous handler is replaced, others are kept.
+    Safe to call again (on reload): our previous handler is replaced, others are kept; the
+    log file stays open if it is the same one.
     """
+    global _log_file
     if format not in ("logfmt", "json"):
         raise ValueError(f"log format {format!r} is not known; use logfmt or json")
     try:
@@ -106,7 +160,15 @@ def configure_logging(
             f"log level {level!r} is not known; use one of {', '.join(_LEVELS)}"
         ) from None
     shared = _shared_processors()
-    out = stream if stream is not None else sys.stderr
+    if file is not None and (_log_file is None or _log_file.path != file):
+        opened = LogFile(file)
+        if _log_file is not None:
+            _log_file.close()
+        _log_file = opened
+    elif file is None and _log_file is not None:
+        _log_file.close()
+        _log_file = None
+    out: Any = stream if stream is not None else (_log_file or sys.stderr)
     # pochta's own events skip the stdlib logging machinery (a fifth of the event loop's
     # time under SMTP load went there): filter by level, render, write one line.
     structlog.configure(

@@ -426,7 +426,7 @@ def test_postmaster_with_nowhere_to_go_waits_451_with_a_warning(tmp_path: Path) 
         assert NO_POSTMASTER_YET.code == 451  # never refused for good
         warnings = [e for e in logs if e["event"] == "no_postmaster"]
         assert len(warnings) == 2  # once per domain
-        assert "[server] postmaster" in warnings[0]["hint"]
+        assert "pochta config set server.postmaster" in warnings[0]["hint"]
         empty.add_account("first@fresh.example", password_hash=HASH)
         assert dests(r, "postmaster@fresh.example") == (MailboxDest("first@fresh.example"),)
     finally:

@@ -7,6 +7,7 @@ from pathlib import Path
 import click
 
 from pochta.cli.common import fail, opened_directory, reports_errors
+from pochta.config.settings import Settings
 from pochta.directory.addresses import normalize_address, normalize_domain
 from pochta.directory.base import Directory, DirectoryError
 from pochta.directory.model import DkimSelector, Domain
@@ -30,6 +31,27 @@ def add_report_aliases(directory: Directory, name: str) -> list[str]:
     return made
 
 
+def local_class_reason(settings: Settings, name: str) -> str | None:
+    """Why ``name`` is in the local address class (Postfix mydestination: the host name and
+    ``[local] domains``), or None when it is not."""
+    if name == normalize_domain(settings.server.hostname):
+        return "the host name (server.hostname)"
+    if name in {d.lower().rstrip(".") for d in settings.local.domains}:
+        return "a [local] domains name"
+    return None
+
+
+def alias_file_hint(settings: Settings) -> str:
+    """Where a local alias line goes: the first alias_maps file, or how to name one."""
+    files = [spec.split(":", 1)[-1] for spec in settings.tables.alias_maps]
+    if files:
+        return f"{files[0]} (an alias_maps file; then reload)"
+    return (
+        "an aliases(5) file, then name it (pochta config set tables.alias_maps "
+        "/etc/pochta/aliases; then reload)"
+    )
+
+
 def _plural(count: int, word: str) -> str:
     return f"{count} {word}" if count == 1 else f"{count} {word}{'es' if word[-1] == 's' else 's'}"
 
@@ -45,16 +67,39 @@ def domain() -> None:
 @click.option(
     "--no-dkim", is_flag=True, help="Do not make DKIM keys (make them later: pochta dkim keygen)."
 )
+@click.option(
+    "--force",
+    is_flag=True,
+    help="Host the host name or a [local] domains name anyway (its alias_maps aliases stop).",
+)
 @click.pass_context
 @reports_errors
-def add(ctx: click.Context, name: str, catchall: str, no_dkim: bool) -> None:
+def add(ctx: click.Context, name: str, catchall: str, no_dkim: bool, force: bool) -> None:
     """Host DOMAIN: accept its mail, let accounts be created in it, and make its DKIM keys
-    (RSA 2048 and Ed25519, as pochta init does). The host name's signing-only entry becomes
-    a mail domain this way and keeps its keys."""
+    (RSA 2048 and Ed25519, as pochta init does). The host name and the [local] domains names
+    are refused without --force: they are the local address class, served by alias_maps.
+    --force is for a host name whose every address is to be a mailbox here (a one-name
+    server without alias files); its signing-only entry then becomes a mail domain and
+    keeps its keys."""
     name = normalize_domain(name)
     catchall = normalize_address(catchall) if catchall else ""
     selectors: list[DkimSelector] = []
     with opened_directory(ctx) as (settings, directory):
+        why = local_class_reason(settings, name)
+        if why is not None and not force:
+            # postconf(5) mydestination and virtual_mailbox_domains: one class per domain.
+            # The resolver puts hosted domains first, so hosting it would silently switch
+            # off its alias_maps aliases (postmaster, root, "|command" recipes).
+            fail(
+                f"{name} is {why}: the local address class, whose addresses come from "
+                'alias_maps files (postmaster, root, "|command" aliases such as '
+                "docs/recipes/round-robin.md), not from the directory; hosting it would "
+                "switch those aliases off. For postmaster mail: pochta config set "
+                "server.postmaster you@example.org; for other local aliases add lines to "
+                f"{alias_file_hint(settings)}; for mailboxes use a hosted domain. To host "
+                f"{name} anyway (every address a mailbox here, no alias files): "
+                f"pochta domain add {name} --force"
+            )
         existing = directory.get_domain(name)
         if existing is not None and existing.signing_only:
             host = normalize_domain(settings.server.hostname)
@@ -75,6 +120,11 @@ def add(ctx: click.Context, name: str, catchall: str, no_dkim: bool) -> None:
                 )
         aliases = add_report_aliases(directory, name)
     click.echo(f"added domain {name}" + (f" (catch-all -> {catchall})" if catchall else ""))
+    if why is not None:
+        click.echo(
+            f"  {name} is {why}: mail for it now goes to its accounts and aliases, no longer "
+            "to alias_maps (add root, postmaster... as accounts or aliases)"
+        )
     for line in aliases:
         click.echo(f"  report alias {line}")
     for sel in selectors:
@@ -201,6 +251,69 @@ def _set_enabled(ctx: click.Context, name: str, enabled: bool) -> None:
     with opened_directory(ctx) as (_, directory):
         directory.set_domain(name, enabled=enabled)
     click.echo(f"{'enabled' if enabled else 'disabled'} domain {name}")
+
+
+@domain.command("set")
+@click.argument("name", metavar="DOMAIN")
+@click.option(
+    "--catchall",
+    metavar="ADDR",
+    default=None,
+    help="Receives mail for the domain's unknown users (Postfix's @DOMAIN virtual alias).",
+)
+@click.option("--no-catchall", is_flag=True, help="Remove the catch-all: unknown users get 550.")
+@click.pass_context
+@reports_errors
+def set_(ctx: click.Context, name: str, catchall: str | None, no_catchall: bool) -> None:
+    """Change a hosted DOMAIN: set its catch-all address or remove it."""
+    name = normalize_domain(name)
+    if catchall is not None and no_catchall:
+        fail("give either --catchall ADDR or --no-catchall, not both")
+    if catchall is None and not no_catchall:
+        fail(
+            "nothing to change; give --catchall ADDR or --no-catchall "
+            f"(pochta domain set {name} --catchall you@{name})"
+        )
+    set_catchall(ctx, name, "" if no_catchall else normalize_address(catchall or ""))
+
+
+def set_catchall(ctx: click.Context, name: str, address: str) -> None:
+    """Set (or with ``""`` remove) the catch-all of hosted domain ``name``; one line says
+    what it was and what it is now. ``domain set`` and ``alias add|remove @DOMAIN`` use it."""
+    with opened_directory(ctx) as (_, directory):
+        before = directory.get_domain(name)
+        result = directory.set_domain(name, catchall=address)
+    old = before.catchall if before is not None else ""
+    if result.catchall:
+        was = f" (was {old})" if old and old != result.catchall else ""
+        click.echo(f"catch-all of {name} -> {result.catchall}{was}")
+    elif old:
+        click.echo(f"removed the catch-all of {name} (was {old}); unknown users get 550")
+    else:
+        click.echo(f"{name} has no catch-all")
+
+
+@domain.command("show")
+@click.argument("name", metavar="DOMAIN")
+@click.pass_context
+@reports_errors
+def show(ctx: click.Context, name: str) -> None:
+    """Everything about one DOMAIN: state, catch-all, accounts, aliases, DKIM selectors."""
+    name = normalize_domain(name)
+    with opened_directory(ctx) as (_, directory):
+        d = directory.get_domain(name)
+        if d is None:
+            fail(f"domain {name} is not hosted here; add it with: pochta domain add {name}")
+        accounts = directory.count_accounts(name)
+        aliases = len(directory.list_aliases(name))
+    state = "signing-only" if d.signing_only else ("enabled" if d.enabled else "disabled")
+    click.echo(f"domain    {d.name}")
+    click.echo(f"state     {state}")
+    click.echo(f"catchall  {d.catchall or '-'}")
+    click.echo(f"accounts  {accounts}")
+    click.echo(f"aliases   {aliases}")
+    dkim = ", ".join(s.selector + ("" if s.active else " (inactive)") for s in d.dkim)
+    click.echo(f"dkim      {dkim or '-'}")
 
 
 @domain.command("enable")

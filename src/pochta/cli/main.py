@@ -30,6 +30,7 @@ SUBCOMMANDS: dict[str, str] = {
     "quarantine": "pochta.cli.quarantine:quarantine",
     "sieve": "pochta.cli.sieve:sieve",
     "route": "pochta.cli.route:route",
+    "config": "pochta.cli.config:config",
 }
 
 

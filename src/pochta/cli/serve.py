@@ -19,10 +19,22 @@ def serve(ctx: click.Context, worker_services: tuple[str, ...], worker_link: int
     """Run every configured listener until SIGTERM; SIGHUP reloads the config.
 
     Listeners are bound first (as root for ports below 1024), then the process switches to
-    server.run_as_user. Logs go to stderr in server.log_format (logfmt or json).
+    server.run_as_user. Logs go to stderr in server.log_format (logfmt or json), or to
+    server.log_file (reopened on SIGHUP, for logrotate); server.pid_file names the process.
     """
     settings = load_cli_settings(ctx, check_tables=True)
-    configure_logging(settings.server.log_format, settings.server.log_level)
+    log_file = settings.server.log_file
+    try:
+        configure_logging(
+            settings.server.log_format,
+            settings.server.log_level,
+            file=settings.path(log_file) if log_file else None,
+        )
+    except OSError as exc:
+        fail(
+            f"cannot open the log file {settings.path(log_file)}: {exc.strerror}; fix "
+            "server.log_file or its directory (or set it empty to log to stderr)"
+        )
 
     from pochta.server.app import Server, StartupError
 

@@ -146,8 +146,10 @@ class Notices:
                     queue_id=envelope.queue_id,
                     kind=kind,
                     to=self.postmaster,
-                    reason="a notice to the postmaster could not be delivered; check the "
-                    "postmaster address (pochta alias add postmaster@DOMAIN you@DOMAIN)",
+                    reason=f"a notice to {self.postmaster} could not be delivered; see where "
+                    "postmaster mail goes with: pochta check; send it to a mailbox that works "
+                    "with: pochta config set server.postmaster you@example.org (then reload; "
+                    "an alias_maps line for postmaster comes first)",
                 )
                 return
             to, postmaster_copy = self.postmaster, True  # Postfix 2bounce

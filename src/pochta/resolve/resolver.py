@@ -724,13 +724,19 @@ class Resolver:
         if domain in self._warned_postmaster:
             return
         self._warned_postmaster.add(domain)
+        # Every hint is a command that works as written: the host name and [local] domains
+        # are the local class, where `pochta alias add` is refused (its aliases are
+        # alias_maps lines); only a hosted domain takes a directory alias.
+        record = self._directory.get_domain(domain)
+        hosted = record is not None and not record.signing_only
+        alias = f"; or pochta alias add postmaster@{domain} you@example.org" if hosted else ""
         log.warning(
             "no_postmaster",
             domain=domain,
             hint=(
                 f"RFC 5321 §4.5.1 requires postmaster@{domain}; mail to it waits (451) until "
-                'there is a mailbox: set [server] postmaster = "you@example.org" or add an '
-                "account (pochta user add you@YOUR-DOMAIN)"
+                "it has a mailbox: pochta config set server.postmaster you@example.org "
+                f"(then reload){alias}"
             ),
         )
 

@@ -8,8 +8,13 @@ Start-up order (each step logged):
 3. open the directory (as the unprivileged user, so its -wal/-shm files belong to it);
 4. start accepting, log ``ready``.
 
+The master writes ``server.pid_file`` after binding (refusing to start while it names a live
+``pochta serve``; a stale one is replaced) and removes it on exit; it and ``server.log_file``
+are given to ``run_as_user`` at the drop.
+
 Signals: SIGTERM/SIGINT stop gracefully (stop accepting, give open connections
-``SHUTDOWN_GRACE_SECONDS``, cancel the rest, log ``shutdown``, exit 0). SIGHUP reloads the
+``SHUTDOWN_GRACE_SECONDS``, cancel the rest, log ``shutdown``, exit 0). SIGHUP reopens
+``server.log_file`` under its name (logrotate), then reloads the
 config file, reopens the directory and keeps listeners and connections; a config with
 problems is refused and the old one stays (``reload_failed``). Listener addresses and the
 user to run as need a restart.
@@ -38,7 +43,8 @@ from pochta import __version__
 from pochta.config.listen import ListenAddress, parse_listen
 from pochta.config.settings import LISTENER_NAMES, Settings
 from pochta.directory.base import Directory
-from pochta.logs import configure_logging, get_logger
+from pochta.durable import write_atomic
+from pochta.logs import configure_logging, get_logger, reopen_log_file
 from pochta.mailauth.srs import ensure_secret_file
 from pochta.netaddr import in_networks
 from pochta.runtime import Refusal
@@ -209,6 +215,50 @@ def _preload_modules() -> None:
             importlib.import_module(f"encodings.{info.name}")
 
 
+def _live_pochta(pid: int) -> bool:
+    """Whether process ``pid`` runs and is a ``pochta serve`` (a PID reused by another
+    program after a crash leaves a stale file, which is replaced)."""
+    if pid <= 0 or pid == os.getpid():
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        pass  # alive, another user's
+    try:
+        argv = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+    except OSError:
+        return True  # alive and not inspectable: assume the worst
+    return any(b"pochta" in a for a in argv) and b"serve" in argv
+
+
+def _refuse_a_running_pochta(path: Path) -> None:
+    """StartupError when ``path`` names a live ``pochta serve``; a stale file is left to be
+    replaced once the listeners are bound."""
+    try:
+        text = path.read_text(encoding="ascii", errors="replace").strip()
+    except FileNotFoundError:
+        return
+    except OSError as exc:
+        raise StartupError(f"cannot read the PID file {path}: {exc.strerror}") from None
+    if text.isdigit() and _live_pochta(int(text)):
+        raise StartupError(
+            f"pochta already runs as process {text} (PID file {path}); stop it first "
+            f"(kill {text}) or give this one its own data_dir or server.pid_file"
+        )
+    log.info("pid_file_stale", path=str(path), content=text[:20])
+
+
+def _remove_pid_file(path: Path) -> None:
+    """Remove our PID file on the way out (only if it still names us)."""
+    try:
+        if path.read_text(encoding="ascii", errors="replace").strip() == str(os.getpid()):
+            path.unlink()
+    except OSError as exc:
+        log.warning("pid_file_not_removed", path=str(path), error=exc.strerror)
+
+
 def _unlink_socket(path: str) -> None:
     with contextlib.suppress(OSError):
         os.unlink(path)
@@ -262,6 +312,7 @@ class Server:
         self.mail: MailSystem | None = None
         self._state = _State()
         self._reload_lock = asyncio.Lock()
+        self._pid_written = False
 
     # -- what services use ---------------------------------------------------------------
 
@@ -302,8 +353,13 @@ class Server:
             hostname=self.settings.server.hostname,
         )
         signals = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)
+        pid_file = self._pid_file()
+        if pid_file is not None:
+            _refuse_a_running_pochta(pid_file)
         try:
             await self.bind()
+            if pid_file is not None:
+                self._write_pid_file(pid_file)
             if self._worker_link is None:
                 self._ensure_srs_secret()  # before the workers, which read it
                 self._spawn_workers()  # as root still: workers load the TLS key themselves
@@ -336,6 +392,8 @@ class Server:
             for sig in signals:
                 loop.remove_signal_handler(sig)
             await self._close()
+            if pid_file is not None and self._pid_written:
+                _remove_pid_file(pid_file)
         log.info("shutdown")
         return 0
 
@@ -633,6 +691,26 @@ class Server:
             start_serving=False,
         )
 
+    def _pid_file(self) -> Path | None:
+        """``[server] pid_file`` of the master process (workers write none)."""
+        name = self.settings.server.pid_file
+        if not name or self._worker_link is not None:
+            return None
+        return self.settings.path(name)
+
+    def _write_pid_file(self, path: Path) -> None:
+        """After binding (so a second server fails on its ports or here, never half-way),
+        before the privilege drop, which gives the file to run_as_user (it removes it)."""
+        try:
+            write_atomic(path, f"{os.getpid()}\n".encode(), mode=0o644)
+        except OSError as exc:
+            raise StartupError(
+                f"cannot write the PID file {path}: {exc.strerror}; fix server.pid_file or "
+                "its directory (or set it empty for none)"
+            ) from None
+        self._pid_written = True
+        log.info("pid_file_written", path=str(path), pid=os.getpid())
+
     def _ensure_srs_secret(self) -> None:
         """Installs older than SRS have no secrets file: make one (given to run_as_user with
         the other paths at the privilege drop)."""
@@ -660,6 +738,10 @@ class Server:
             paths.append(db.parent)
         paths += [db.with_name(db.name + suffix) for suffix in ("-wal", "-shm", "-journal")]
         paths += [Path(x.address.path) for x in self.listeners.values() if x.address.is_unix]
+        # Made as root before the drop; the server's user appends to, reopens and removes them.
+        for name in (self.settings.server.log_file, self.settings.server.pid_file):
+            if name and self.settings.path(name).exists():
+                paths.append(self.settings.path(name))
         srs_secret = self.settings.path(self.settings.srs.secret_file)
         if srs_secret.exists():  # read by MailSystem after the drop (mode 0600)
             paths.append(srs_secret)
@@ -803,6 +885,11 @@ class Server:
 
         async with self._reload_lock:
             path = self.settings.config_path
+            # First, so the reload's own lines go to the new file after logrotate moved the
+            # old one (its postrotate sends SIGHUP, as for syslogd).
+            problem = reopen_log_file()
+            if problem is not None:
+                log.warning("log_file_reopen_failed", detail=problem)
             log.info("reload", config=path)
             try:
                 # The table files are read below, keeping the last good version of each
@@ -836,11 +923,23 @@ class Server:
             old_settings, self.settings = self.settings, new
             if old_directory is not None:
                 old_directory.close()
-            if (old_settings.server.log_format, old_settings.server.log_level) != (
-                new.server.log_format,
-                new.server.log_level,
-            ):
-                configure_logging(new.server.log_format, new.server.log_level)
+            logging_before = (
+                old_settings.server.log_format,
+                old_settings.server.log_level,
+                old_settings.server.log_file,
+            )
+            logging_now = (new.server.log_format, new.server.log_level, new.server.log_file)
+            if logging_before != logging_now:
+                log_file = new.path(new.server.log_file) if new.server.log_file else None
+                try:
+                    configure_logging(new.server.log_format, new.server.log_level, file=log_file)
+                except OSError as exc:
+                    log.warning(
+                        "log_file_open_failed",
+                        path=str(log_file),
+                        error=exc.strerror,
+                        action="kept the log where it was",
+                    )
             for hook in self.reload_hooks:
                 try:
                     hook(self)
