@@ -142,3 +142,19 @@ def test_alias_add_in_the_local_class_says_where_the_alias_goes(pochta_env: Poch
     _run_as_written(env, ["config", "set", "tables.alias_maps", str(aliases)])
     message = _refused(env.run("alias", "add", f"root@{HOSTNAME}", f"bob@{DOMAIN}"))
     assert f"'root: bob@{DOMAIN}' to {aliases} (an alias_maps file; then reload)" in message
+
+
+def test_user_add_in_the_local_class_says_where_the_user_goes(pochta_env: PochtaEnv) -> None:
+    """The host name is the local class: an account there is refused with the alias_maps
+    line to write, not sent to `domain add` (which refuses the host name); once the host
+    name is hosted with --force, accounts and aliases in it work."""
+    proc = pochta_env.run(
+        "user", "add", f"bob@{HOSTNAME}", "--password-stdin", input="correct horse battery\n"
+    )
+    assert proc.returncode == 1
+    assert "the local address class" in proc.stderr, proc.stderr
+    assert "'bob: bob@YOUR-DOMAIN'" in proc.stderr, proc.stderr
+    assert "domain add" not in proc.stderr, proc.stderr
+    pochta_env.run("domain", "add", HOSTNAME, "--force", "--no-dkim", check=True)
+    pochta_env.add_user(f"bob@{HOSTNAME}", "correct horse battery")
+    pochta_env.run("alias", "add", f"postmaster@{HOSTNAME}", f"bob@{HOSTNAME}", check=True)

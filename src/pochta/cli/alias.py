@@ -51,8 +51,9 @@ def add(ctx: click.Context, source: str, targets: tuple[str, ...]) -> None:
     wanted = [_target(t) for t in targets]
     with opened_directory(ctx) as (settings, directory):
         local, _, name = source.partition("@")
+        hosted = directory.get_domain(name)
         why = local_class_reason(settings, name)
-        if why is not None:
+        if why is not None and (hosted is None or hosted.signing_only):
             # aliases(5) and local(8): the local class's aliases are alias_maps entries.
             postmaster = (
                 f"for postmaster mail, pochta config set server.postmaster {wanted[0]}; or "

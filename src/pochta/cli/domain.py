@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Container
 from pathlib import Path
 
 import click
@@ -34,9 +35,18 @@ def add_report_aliases(directory: Directory, name: str) -> list[str]:
 def local_class_reason(settings: Settings, name: str) -> str | None:
     """Why ``name`` is in the local address class (Postfix mydestination: the host name and
     ``[local] domains``), or None when it is not."""
+    from pochta.tables import TableError
+    from pochta.tables.domain_list import DomainList
+
     if name == normalize_domain(settings.server.hostname):
         return "the host name (server.hostname)"
-    if name in {d.lower().rstrip(".") for d in settings.local.domains}:
+    try:
+        local: Container[str] = DomainList(
+            settings.local.domains, parent_style=False, setting="local.domains"
+        )
+    except TableError:  # pochta check names the table; the literal names still count
+        local = {d.lower().rstrip(".") for d in settings.local.domains}
+    if name in local:
         return "a [local] domains name"
     return None
 

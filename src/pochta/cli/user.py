@@ -13,6 +13,7 @@ from pathlib import Path
 import click
 
 from pochta.cli.common import fail, opened_directory, read_password, reports_errors
+from pochta.cli.domain import alias_file_hint, local_class_reason
 from pochta.config.settings import Settings
 from pochta.directory.addresses import check_mailbox_address, normalize_address, normalize_domain
 from pochta.directory.base import Directory, DirectoryError
@@ -85,8 +86,19 @@ def add(
     quota_bytes = parse_quota(quota) if quota is not None else None
     with opened_directory(ctx) as (settings, directory):
         # Refuse before asking for a password that would be thrown away.
-        domain = address.rpartition("@")[2]
+        local, _, domain = address.rpartition("@")
         found = directory.get_domain(domain)
+        why = local_class_reason(settings, domain)
+        if (found is None or found.signing_only) and why is not None:
+            # Postfix ADDRESS_CLASS_README: the local class has Unix accounts and alias_maps
+            # aliases, not virtual mailboxes (a hosted directory domain comes first).
+            raise DirectoryError(
+                f"{domain} is {why}, the local address class: its users are alias_maps "
+                f"aliases (or Unix accounts with [local] deliver_to_unix_accounts), not "
+                f"accounts; create the account in a hosted domain (pochta user add "
+                f"{local}@YOUR-DOMAIN) and add the line '{local}: {local}@YOUR-DOMAIN' to "
+                f"{alias_file_hint(settings)}"
+            )
         if found is None or found.signing_only:
             raise DirectoryError(
                 f"domain {domain} is not hosted here; add it with: pochta domain add {domain}"
