@@ -199,9 +199,7 @@ def test_signing_only_entry_takes_no_accounts_and_domain_add_hosts_it(env: Pocht
     refused = env.run("user", "add", f"x@{HOST}", "--password-stdin", input=PASSWORD + "\n")
     assert refused.returncode == 1
     # The host name is the local class: its users are alias_maps lines, not accounts.
-    assert f"{HOST} is the host name (server.hostname), the local address class" in (
-        refused.stderr
-    )
+    assert f"{HOST} is the host name (server.hostname), the local address class" in (refused.stderr)
     alias = env.run("alias", "add", f"a@{HOST}", f"bob@{DOMAIN}")
     assert alias.returncode == 1
     # The host name is the local class: its aliases are alias_maps lines (issue 17 point 7).
