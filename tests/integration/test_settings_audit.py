@@ -333,3 +333,18 @@ def test_directory_path_with_run_as_user(world_readable_env: PochtaEnv) -> None:
         client = imaplib.IMAP4("127.0.0.1", env.ports["imap"], timeout=10)
         assert client.login(BOB, PASSWORD)[0] == "OK"
         client.logout()
+
+
+def test_a_missing_directory_database_is_refused_not_made(pochta_env: PochtaEnv) -> None:
+    """A mistyped directory.sqlite_path must not start an empty directory: every command
+    that reads it refuses and names the path; check warns."""
+    wrong = pochta_env.data_dir / "typo" / "directory.sqlite3"
+    set_key(pochta_env.config_path, "directory", "sqlite_path", f'"{wrong}"')
+    listed = pochta_env.run("user", "list")
+    assert listed.returncode == 1
+    assert f"no directory database at {wrong}" in listed.stderr, listed.stderr
+    assert not wrong.exists()
+    assert not wrong.parent.exists()
+    checked = pochta_env.run("check")
+    assert checked.returncode == 0, checked.stderr
+    assert f"warning: no directory database at {wrong}" in checked.stderr, checked.stderr

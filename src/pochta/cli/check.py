@@ -46,7 +46,13 @@ def _print_postmaster(settings: Settings) -> None:
     from pochta.tables.configured import ConfiguredTables
 
     if not settings.directory_db.exists():
-        click.echo("  postmaster   -> (no directory yet; run pochta init)")
+        click.echo("  postmaster   -> (no directory)")
+        click.echo(
+            f"warning: no directory database at {settings.directory_db} "
+            "(directory.sqlite_path): no domain is hosted and serve would make an empty one; "
+            "fix the path, or make one with pochta init",
+            err=True,
+        )
         return
     directory = open_directory(settings)
     try:

@@ -58,9 +58,21 @@ def load_cli_settings(
         sys.exit(1)
 
 
-def open_directory(settings: Settings) -> Directory:
+def open_directory(settings: Settings, *, create: bool = False) -> Directory:
+    """The directory of ``settings``; a database that is not there is refused rather than
+    made (a mistyped ``directory.sqlite_path`` would otherwise start an empty directory and
+    every account would seem gone), unless ``create`` (``pochta domain add``, which says
+    so; ``pochta init`` makes the first one)."""
     from pochta.directory.open import open_directory as _open
 
+    missing = settings.directory.backend == "sqlite" and not settings.directory_db.exists()
+    if missing and create:
+        click.echo(f"new directory database at {settings.directory_db}", err=True)
+    elif missing:
+        fail(
+            f"no directory database at {settings.directory_db}: fix directory.sqlite_path in "
+            f"{settings.config_path or 'the config'}, or make one with pochta init"
+        )
     try:
         return _open(settings)
     except OSError as exc:
@@ -103,10 +115,12 @@ def reports_errors(func: Callable[P, R]) -> Callable[P, R]:
 
 
 @contextlib.contextmanager
-def opened_directory(ctx: click.Context) -> Iterator[tuple[Settings, Directory]]:
+def opened_directory(
+    ctx: click.Context, *, create: bool = False
+) -> Iterator[tuple[Settings, Directory]]:
     """The settings of the selected config and its directory, closed on the way out."""
     settings = load_cli_settings(ctx)
-    directory = open_directory(settings)
+    directory = open_directory(settings, create=create)
     try:
         yield settings, directory
     finally:

@@ -94,7 +94,7 @@ def add(ctx: click.Context, name: str, catchall: str, no_dkim: bool, force: bool
     name = normalize_domain(name)
     catchall = normalize_address(catchall) if catchall else ""
     selectors: list[DkimSelector] = []
-    with opened_directory(ctx) as (settings, directory):
+    with opened_directory(ctx, create=True) as (settings, directory):
         why = local_class_reason(settings, name)
         if why is not None and not force:
             # postconf(5) mydestination and virtual_mailbox_domains: one class per domain.
