@@ -32,6 +32,7 @@ from tests.harness import (
     DOMAIN,
     HOSTNAME,
     PochtaEnv,
+    client_tls,
     make_pochta_env,
     serve,
     set_key,
@@ -348,3 +349,21 @@ def test_a_missing_directory_database_is_refused_not_made(pochta_env: PochtaEnv)
     checked = pochta_env.run("check")
     assert checked.returncode == 0, checked.stderr
     assert f"warning: no directory database at {wrong}" in checked.stderr, checked.stderr
+
+
+@pytest.mark.parametrize("setting", ["reject", "allow"])
+def test_sender_login_mismatch(pochta_env: PochtaEnv, setting: str) -> None:
+    """Postfix's reject_sender_login_mismatch: with "reject" (the default) a logged-in user
+    may not send as an address that is not theirs (553 5.7.1); with "allow" they may."""
+    env = pochta_env
+    env.add_user(BOB, PASSWORD)
+    set_key(env.config_path, "smtp", "sender_login_mismatch", f'"{setting}"')
+    with serve(env.config_path), smtplib.SMTP("127.0.0.1", env.ports["submission"]) as c:
+        c.starttls(context=client_tls())
+        c.login(BOB, PASSWORD)
+        code, text = c.mail(f"someone-else@{DOMAIN}")
+    if setting == "reject":
+        owned = f"5.7.1 <someone-else@{DOMAIN}>: Sender address not owned by user {BOB}"
+        assert (code, text) == (553, owned.encode())
+    else:
+        assert code == 250, text
