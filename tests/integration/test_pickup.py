@@ -31,7 +31,16 @@ from pochta.queue.envelope import Recipient
 from pochta.queue.spool import Spool
 from tests.dnsserver import ZoneServer
 from tests.factories import make_envelope
-from tests.harness import DOMAIN, HOSTNAME, PochtaEnv, make_pochta_env, serve, set_key, wait_maildir
+from tests.harness import (
+    DOMAIN,
+    HOSTNAME,
+    PochtaEnv,
+    make_pochta_env,
+    serve,
+    set_key,
+    wait_maildir,
+    wait_until,
+)
 from tests.integration.test_dkim_signing import crlf, dkimpy_verdicts, signature_tags
 from tests.integration.test_remote_agent import Sink, free_port
 
@@ -220,7 +229,9 @@ def test_header_checks_discard_and_hold_apply_to_sendmail_mail(world: World) -> 
         assert proc.returncode == 0, proc.stderr
         record = server.wait_for("discarded")
         assert record["reason"] == "cron noise"
-        assert not list((world.spool_dir / "maildrop").iterdir())
+        # The file goes once the event is logged (pickup.py removes it last).
+        maildrop = world.spool_dir / "maildrop"
+        assert wait_until(lambda: not list(maildrop.iterdir())), list(maildrop.iterdir())
         listing = world.env.run("queue", "list", "--json", check=True).stdout
         assert json.loads(listing) == []
         # A SIGHUP reads the edited table: HOLD now, into the hold queue.
