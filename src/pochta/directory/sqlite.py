@@ -157,6 +157,32 @@ def _not_hosted(domain: str) -> DirectoryError:
     )
 
 
+def _require_hosted(hosted: dict[str, bool], domain: str) -> None:
+    """``domain`` is a mail domain of ``hosted`` (name -> signing_only), else the refusal."""
+    if domain not in hosted:
+        raise _not_hosted(domain)
+    if hosted[domain]:
+        raise _signing_only(domain)
+
+
+def _account_row(account: Account, now: int) -> tuple[str, str, str, str, str, int, int, int]:
+    """The accounts row of ``account`` (its address checked, its quota not negative)."""
+    address = _mailbox_address(account.address)
+    if account.quota_bytes < 0:
+        raise DirectoryError(f"{address}: quota cannot be negative; 0 means unlimited")
+    local, domain = _split(address)
+    return (
+        local,
+        domain,
+        address,
+        account.password_hash,
+        account.scram_sha256,
+        account.quota_bytes,
+        int(account.enabled),
+        account.created or now,
+    )
+
+
 def _signing_only(domain: str) -> DirectoryError:
     return DirectoryError(
         f"domain {domain} only holds the DKIM keys of the host name (signing-only), it is not "
@@ -506,28 +532,11 @@ class SqliteDirectory(Directory):
             rows = conn.execute("SELECT name, signing_only FROM domains").fetchall()
             hosted = {str(name).lower(): bool(signing) for name, signing in rows}
             for account in accounts:
-                address = _mailbox_address(account.address)
-                local, domain = _split(address)
-                if domain not in hosted:
-                    raise _not_hosted(domain)
-                if hosted[domain]:
-                    raise _signing_only(domain)
-                if account.quota_bytes < 0:
-                    raise DirectoryError(f"{address}: quota cannot be negative; 0 means unlimited")
+                row = _account_row(account, now)
+                _require_hosted(hosted, row[1])
+                address = row[2]
                 try:
-                    conn.execute(
-                        _INSERT_ACCOUNT,
-                        (
-                            local,
-                            domain,
-                            address,
-                            account.password_hash,
-                            account.scram_sha256,
-                            account.quota_bytes,
-                            int(account.enabled),
-                            account.created or now,
-                        ),
-                    )
+                    conn.execute(_INSERT_ACCOUNT, row)
                 except sqlite3.IntegrityError as exc:
                     if "UNIQUE" not in str(exc):
                         raise DirectoryError(
@@ -549,35 +558,14 @@ class SqliteDirectory(Directory):
         self, new: Sequence[Account], replace: Sequence[Account] = ()
     ) -> tuple[int, int]:
         now = _now()
-        rows = []
-        for account in new:
-            address = _mailbox_address(account.address)
-            if account.quota_bytes < 0:
-                raise DirectoryError(f"{address}: quota cannot be negative; 0 means unlimited")
-            local, domain = _split(address)
-            rows.append(
-                (
-                    local,
-                    domain,
-                    address,
-                    account.password_hash,
-                    account.scram_sha256,
-                    account.quota_bytes,
-                    int(account.enabled),
-                    account.created or now,
-                )
-            )
+        rows = [_account_row(account, now) for account in new]
         with self._write() as conn:
             hosted = {
                 str(name).lower(): bool(signing)
                 for name, signing in conn.execute("SELECT name, signing_only FROM domains")
             }
             for row in rows:
-                domain, address = row[1], row[2]
-                if domain not in hosted:
-                    raise _not_hosted(domain)
-                if hosted[domain]:
-                    raise _signing_only(domain)
+                _require_hosted(hosted, row[1])
             # The checks and the writes share the write lock: no other writer can slip an
             # account or an alias in between (see the module's design notes).
             for row in rows:
