@@ -1,0 +1,157 @@
+#!/usr/bin/env bash
+# imaptest_bench.sh -- imaptest (github.com/dovecot/imaptest) against pochta, optionally side
+# by side with Dovecot 2.3 (/work/shared/bench/anchors/postfix_dovecot.sh).
+#
+#   bash bench/imaptest_bench.sh --imaptest-src DIR [--reference] [--reps N] [--secs S]
+#                                [--clients N] [--work DIR] [--out DIR]
+#
+# DIR is an imaptest source tree (never part of this repository). Its last commit that builds
+# against Debian 12's dovecot-dev 2.3 is 924f619; when DIR/src/imaptest is missing it is
+# built there (autogen, configure --with-dovecot=/usr/lib/dovecot, make), which needs the
+# Debian packages dovecot-dev, autoconf, automake, libtool and make.
+#
+# pochta: a data dir under WORK (pochta init --port-base 22000, users user1..user10 /
+# pass-N, plaintext LOGIN allowed on loopback as imaptest does no TLS, per-IP limits
+# raised). The reference: the anchor stack's user1..user10 / pass-N. Both get the same
+# 400-message mbox (seeded, WORK/imaptest.mbox) as imaptest's source of APPENDs.
+# For each server, alternating, --reps times (default 3), --clients clients (default 10)
+# for --secs seconds (default 30):
+#   persistent   imaptest logout=0 (sessions stay logged in)
+#   default      imaptest's default profile (a login per cycle)
+# Output: OUT/<server>/<case>.rep<k>.txt (imaptest's output), OUT/summary.md (cmd/s per
+# run, medians and the ratio pochta/reference).
+set -uo pipefail
+
+REPO=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+B=${BENCH_DIR:-/work/shared/bench}
+PY=${PYTHON:-python3}
+POCHTA="$REPO/.venv/bin/python -m pochta"
+SRC=""
+REFERENCE=0
+REPS=3
+SECS=30
+CLIENTS=10
+WORK=/tmp/pochta-imaptest
+OUT=""
+while [ $# -gt 0 ]; do
+    case $1 in
+        --imaptest-src) SRC=$2; shift ;;
+        --reference) REFERENCE=1 ;;
+        --reps) REPS=$2; shift ;;
+        --secs) SECS=$2; shift ;;
+        --clients) CLIENTS=$2; shift ;;
+        --work) WORK=$2; shift ;;
+        --out) OUT=$2; shift ;;
+        -h|--help) sed -n '2,22p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+        *) echo "unknown option: $1 (see --help)" >&2; exit 2 ;;
+    esac
+    shift
+done
+[ -n "$SRC" ] || { echo "give --imaptest-src DIR (an imaptest source tree)" >&2; exit 2; }
+OUT=${OUT:-$WORK/results-$(date +%Y%m%d-%H%M%S)}
+D=$WORK/data
+mkdir -p "$OUT/pochta" "$OUT/logs"
+[ "$REFERENCE" = 1 ] && mkdir -p "$OUT/reference"
+say() { echo "[imaptest_bench $(date +%H:%M:%S)] $*" >&2; }
+
+IMAPTEST=$SRC/src/imaptest
+if [ ! -x "$IMAPTEST" ]; then
+    say "building imaptest in $SRC"
+    ( cd "$SRC" && { [ -x configure ] || ./autogen.sh; } \
+        && ./configure --with-dovecot=/usr/lib/dovecot && make -j"$(nproc)" ) \
+        >"$OUT/logs/build.log" 2>&1 || { say "build failed: see $OUT/logs/build.log"; exit 1; }
+fi
+
+USERS=$WORK/users
+for n in $(seq 1 10); do echo "user$n@example.test:pass-$n"; done > "$USERS"
+MBOX=$WORK/imaptest.mbox
+[ -f "$MBOX" ] || $PY - "$MBOX" <<'EOF'
+import email.utils, random, sys, time
+random.seed(400)
+words = "alpha beta gamma delta epsilon zeta eta theta iota kappa lambda mu zanzibar".split()
+with open(sys.argv[1], "w") as f:
+    for i in range(400):
+        when = 1700000000 + i * 60
+        f.write(f"From sender{i}@example.org {time.asctime(time.gmtime(when))}\n")
+        f.write(f"From: Sender {i} <sender{i}@example.org>\nTo: user@example.test\n")
+        f.write(f"Subject: message {i} {' '.join(random.choices(words, k=4))}\n")
+        f.write(f"Date: {email.utils.formatdate(when)}\nMessage-ID: <{i}.imaptest@example.org>\n\n")
+        for _ in range(random.randint(5, 120)):
+            f.write(" ".join(random.choices(words, k=10)) + "\n")
+        f.write("\n")
+EOF
+
+if [ ! -f "$D/pochta.toml" ]; then
+    say "creating $D"
+    $POCHTA init --data "$D" --hostname mail.example.test --domain example.test \
+        --port-base 22000 --bind 127.0.0.1 >"$OUT/logs/init.log" 2>&1 || { say "init failed"; exit 1; }
+    for n in $(seq 1 10); do
+        echo "pass-$n" | $POCHTA --config "$D/pochta.toml" user add "user$n@example.test" \
+            --password-stdin >>"$OUT/logs/init.log" 2>&1 || { say "user add failed"; exit 1; }
+    done
+    C="$POCHTA --config $D/pochta.toml config set"
+    { $C imap.allow_plaintext_on_loopback true && $C imap.max_connections_per_ip 2000 \
+        && $C imap.max_connections_per_account 2000; } >>"$OUT/logs/init.log" 2>&1 \
+        || { say "config set failed: see $OUT/logs/init.log"; exit 1; }
+fi
+
+PID=""
+stop_pochta() {
+    if [ -n "$PID" ] && kill -0 "$PID" 2>/dev/null; then
+        kill "$PID"; timeout 30 tail --pid="$PID" -f /dev/null || kill -9 "$PID"
+    fi
+    PID=""
+}
+trap stop_pochta EXIT
+$POCHTA --config "$D/pochta.toml" serve >>"$OUT/logs/pochta.log" 2>&1 &
+PID=$!
+for _ in $(seq 1 100); do grep -q 'event=ready' "$OUT/logs/pochta.log" && break; sleep 0.1; done
+sleep 2  # the IMAP workers say ready after the master
+[ "$REFERENCE" = 1 ] && { bash "$B/anchors/postfix_dovecot.sh" start >>"$OUT/logs/anchor.log" 2>&1 \
+    || { say "the reference did not start: see $OUT/logs/anchor.log"; exit 1; }; }
+
+run() { # side case port args...
+    local side=$1 name=$2 port=$3; shift 3
+    timeout $((SECS + 120)) "$IMAPTEST" host=127.0.0.1 port="$port" userfile="$USERS" user=unused \
+        mbox="$MBOX" clients="$CLIENTS" secs="$SECS" "$@" > "$OUT/$side/$name.txt" 2>&1
+}
+for rep in $(seq 1 "$REPS"); do
+    for side in pochta reference; do
+        [ "$side" = reference ] && [ "$REFERENCE" = 0 ] && continue
+        port=22143; [ "$side" = reference ] && port=143
+        say "rep $rep: $side"
+        run "$side" "persistent.rep$rep" $port logout=0
+        run "$side" "default.rep$rep" $port
+    done
+done
+
+# cmd/s of a run: the sum of the counts under "Totals:" (the last line of numbers) over
+# --secs; errors: imaptest's "Error:" lines.
+$PY - "$OUT" "$SECS" <<'EOF' | tee "$OUT/summary.md"
+import re, statistics, sys
+from pathlib import Path
+out, secs = Path(sys.argv[1]), float(sys.argv[2])
+def rate(path):
+    text = path.read_text(errors="replace")
+    if "Totals:" not in text:
+        return None, text.count("Error:")
+    rows = [l for l in text.split("Totals:")[1].splitlines() if re.fullmatch(r"[\s\d]+", l) and l.strip()]
+    return sum(map(int, rows[-1].split())) / secs, text.count("Error:")
+print("| case | server | cmd/s per run | median | errors |")
+print("|---|---|---|---:|---:|")
+medians = {}
+for case in ("persistent", "default"):
+    for side in ("pochta", "reference"):
+        runs = sorted((out / side).glob(f"{case}.rep*.txt"))
+        if not runs:
+            continue
+        got = [rate(p) for p in runs]
+        rates = [r for r, _ in got if r is not None]
+        med = statistics.median(rates) if rates else float("nan")
+        medians[(case, side)] = med
+        errors = sum(e for _, e in got)
+        print(f"| {case} | {side} | {', '.join(f'{r:.0f}' for r in rates)} | {med:.0f} | {errors} |")
+for case in ("persistent", "default"):
+    if (case, "reference") in medians:
+        print(f"\n{case}: pochta/reference = {medians[(case, 'pochta')] / medians[(case, 'reference')]:.2f}")
+EOF
