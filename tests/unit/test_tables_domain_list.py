@@ -131,3 +131,17 @@ def test_unreadable_and_unknown_patterns_are_refused(tmp_path: Path) -> None:
     names_only.write_text("relay.example\n")
     with pytest.raises(TableError, match="has no value"):
         DomainList([f"hash:{names_only}"], parent_style=True)
+
+
+def test_local_domains_keep_their_literal_names_when_a_table_cannot_be_read(
+    tmp_path: Path,
+) -> None:
+    from pochta.tables.domain_list import local_domains
+
+    table = tmp_path / "local"
+    table.write_text("lan.example OK\n")
+    readable = local_domains(["Office.Example.", f"hash:{table}"])
+    assert "lan.example" in readable
+    assert "office.example" in readable
+    broken = local_domains(["Office.Example.", f"hash:{tmp_path / 'missing'}"])
+    assert broken == frozenset({"office.example"})

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Container
 from pathlib import Path
 
 import click
@@ -35,17 +34,11 @@ def add_report_aliases(directory: Directory, name: str) -> list[str]:
 def local_class_reason(settings: Settings, name: str) -> str | None:
     """Why ``name`` is in the local address class (Postfix mydestination: the host name and
     ``[local] domains``), or None when it is not."""
-    from pochta.tables import TableError
-    from pochta.tables.domain_list import DomainList
+    from pochta.tables.domain_list import local_domains
 
     if name == normalize_domain(settings.server.hostname):
         return "the host name (server.hostname)"
-    try:
-        local: Container[str] = DomainList(
-            settings.local.domains, parent_style=False, setting="local.domains"
-        )
-    except TableError:  # pochta check names the table; the literal names still count
-        local = {d.lower().rstrip(".") for d in settings.local.domains}
+    local = local_domains(settings.local.domains)
     if name in local:
         return "a [local] domains name"
     return None

@@ -12,7 +12,7 @@ import asyncio
 import contextlib
 import os
 import time
-from collections.abc import Callable, Container
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import dns.asyncresolver
@@ -26,8 +26,7 @@ from pochta.reports.dmarc_send import OutgoingReport, send_dmarc_reports
 from pochta.reports.store import EvaluationRecorder, forget_evaluations_before, open_reports_db
 from pochta.reports.tls_sender import TlsReportSent, send_tls_reports
 from pochta.reports.tls_store import forget_sessions_before, open_tls_db
-from pochta.tables import TableError
-from pochta.tables.domain_list import DomainList
+from pochta.tables.domain_list import local_domains
 
 __all__ = ["ReportJob", "ReportRun", "maildrop_writer", "our_domains", "run_reports"]
 
@@ -48,13 +47,7 @@ def maildrop_writer(settings: Settings) -> Callable[[str, list[str], bytes], Non
 def our_domains(settings: Settings, directory: Directory) -> Callable[[str], bool]:
     """Whether a domain is ours: hosted, the host name, or a ``[local] domains`` name."""
     hostname = settings.server.hostname.rstrip(".").lower()
-    try:
-        local: Container[str] = DomainList(
-            settings.local.domains, parent_style=False, setting="local.domains"
-        )
-    except TableError as exc:  # the server's reload reports it; the names listed still count
-        log.warning("local_domains_unreadable", error=str(exc))
-        local = frozenset(d.rstrip(".").lower() for d in settings.local.domains)
+    local = local_domains(settings.local.domains)
 
     def ours(domain: str) -> bool:
         if domain == hostname or domain in local:

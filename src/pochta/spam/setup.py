@@ -170,13 +170,8 @@ class _AsSet:
 
 def _local_names(settings: Settings) -> tuple[str, ...]:
     """The names ``[local] domains`` lists outright (its literal names and the keys of its
-    tables: tables/domain_list.py), for the HELO checks; the literal entries when a table
-    cannot be read (the config check and the server's reload report that)."""
-    from pochta.tables import TableError
-    from pochta.tables.domain_list import DomainList
+    tables: tables/domain_list.py), for the HELO checks."""
+    from pochta.tables.domain_list import DomainList, local_domains
 
-    try:
-        domains = DomainList(settings.local.domains, parent_style=False, setting="local.domains")
-    except TableError:
-        return tuple(d for d in settings.local.domains if ":" not in d and "/" not in d)
-    return tuple(domains.listed_names())
+    names = local_domains(settings.local.domains)
+    return tuple(names.listed_names() if isinstance(names, DomainList) else names)

@@ -39,7 +39,7 @@ from pochta.tables.postfix_text import PostfixTable
 from pochta.tables.source import TableError, logical_lines, read_source
 from pochta.tables.spec import SUPPORTED_TYPES, Table, open_table, parse_table_spec
 
-__all__ = ["DomainList", "domain_list_tokens"]
+__all__ = ["DomainList", "domain_list_tokens", "local_domains"]
 
 # match_list.c: patterns are separated by commas and/or whitespace (CHARS_COMMA_SP).
 _SEPARATORS = re.compile(r"[,\s]+")
@@ -196,3 +196,16 @@ def _fold(name: str) -> str:
 
 def _open_map(spec: str) -> Table[str]:
     return open_table(spec, kind="map")
+
+
+def local_domains(patterns: Sequence[str]) -> DomainList | frozenset[str]:
+    """``[local] domains`` (Postfix mydestination) for the parts that only ask "is this
+    name local?" or "which names?" (the CLI, the report job, the spam filter's HELO checks):
+    the DomainList, or, when one of its tables or files cannot be read (``pochta check`` and
+    the server's reload report that), its literal names, so they still count."""
+    try:
+        return DomainList(patterns, parent_style=False, setting="local.domains")
+    except TableError:
+        return frozenset(
+            p.strip().rstrip(".").lower() for p in patterns if ":" not in p and "/" not in p
+        )
