@@ -9,7 +9,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from pochta.access import imap_commands as C
+from pochta.protocols.imap import commands as C
 from pochta.protocols.imap.core import (
     Command,
     CommandError,

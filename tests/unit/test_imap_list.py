@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from pochta.access.imap_list import ListOptions, list_entries
+from pochta.access.imap_list import list_entries
+from pochta.protocols.imap.commands import ListOptions
 from pochta.store import FolderInfo
 
 NAMES = ["t", "t.a", "t.a.x", "t.b", "t.b.b", "t.b.c", "t.c", "t.c.c"]

@@ -14,7 +14,6 @@ from dataclasses import dataclass, field
 
 import msgspec
 
-from pochta.access.imap_items import FetchItem
 from pochta.access.imap_mime import (
     Part,
     UnknownTransferEncoding,
@@ -25,6 +24,7 @@ from pochta.access.imap_mime import (
     parse_structure,
 )
 from pochta.access.mailbox_view import MailboxView
+from pochta.protocols.imap.fetch_items import FetchItem
 from pochta.protocols.imap.render import format_internaldate, render
 from pochta.protocols.imap.values import Atom, IMAPValue
 from pochta.store import MessageInfo, NoSuchMessage

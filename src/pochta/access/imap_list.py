@@ -13,6 +13,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from functools import lru_cache
 
+from pochta.protocols.imap.commands import ListOptions
 from pochta.store import HIERARCHY_SEPARATOR, INBOX, FolderInfo
 
 SEP = HIERARCHY_SEPARATOR
@@ -49,17 +50,6 @@ def canonical_pattern(reference: str, pattern: str) -> str:
     """RFC 3501 §6.3.8: the pattern is read in the context of the reference, which is
     prefixed to it (our names have no root separator, so no other rule applies)."""
     return reference + pattern
-
-
-@dataclass(slots=True)
-class ListOptions:
-    subscribed: bool = False  # selection SUBSCRIBED
-    special_use: bool = False  # selection SPECIAL-USE
-    recursive_match: bool = False  # selection RECURSIVEMATCH
-    return_subscribed: bool = False
-    return_children: bool = True  # RFC 5258 §4: servers may always return them
-    return_special_use: bool = True
-    lsub: bool = False  # the LSUB command (RFC 3501 §6.3.9)
 
 
 @dataclass(slots=True)

@@ -18,14 +18,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
 from pochta.access.mailbox_view import MailboxView
-
-# A search key, normalised:
-#   ("all",) ("none",) ("flag", "\\Seen", True) ("keyword", "$Junk", False)
-#   ("seq", [1, 2, ...]) ("uid", [..]) ("larger", n) ("smaller", n) ("modseq", n)
-#   ("date", "before" | "on" | "since", date, sent: bool)
-#   ("header", "from", "text") ("text", "needle") ("body", "needle")
-#   ("not", key) ("or", key, key) ("and", [key, ...])
-Key = tuple[object, ...]
+from pochta.protocols.imap.commands import Key
 
 
 @dataclass(slots=True)

@@ -1,6 +1,6 @@
 """Command arguments for the IMAP session, read from the parser's token trees.
 
-``pochta.protocols.imap.core`` reads whole commands into tokens; the functions here check
+``core.py`` reads whole commands into tokens; the functions here check
 each command's arguments against the grammar of RFC 9051 §9 (and the extensions' grammars)
 and return them in the forms the session works with. A wrong argument raises ``BadArgs``,
 which the session answers with BAD.
@@ -13,9 +13,6 @@ import re
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 
-from pochta.access.imap_items import FetchItem
-from pochta.access.imap_list import ListOptions
-from pochta.access.imap_search import Key
 from pochta.config.settings import IMAPSettings
 from pochta.protocols.imap.core import (
     Command,
@@ -25,6 +22,7 @@ from pochta.protocols.imap.core import (
     Quoted,
     RawLine,
 )
+from pochta.protocols.imap.fetch_items import FetchItem
 from pochta.protocols.imap.render import (
     MONTHS,
     decode_mailbox,
@@ -49,6 +47,26 @@ __all__ = [
     "tagged",
     "untagged",
 ]
+
+
+# A search key, normalised:
+#   ("all",) ("none",) ("flag", "\\Seen", True) ("keyword", "$Junk", False)
+#   ("seq", [1, 2, ...]) ("uid", [..]) ("larger", n) ("smaller", n) ("modseq", n)
+#   ("date", "before" | "on" | "since", date, sent: bool)
+#   ("header", "from", "text") ("text", "needle") ("body", "needle")
+#   ("not", key) ("or", key, key) ("and", [key, ...])
+Key = tuple[object, ...]
+
+
+@dataclass(slots=True)
+class ListOptions:
+    subscribed: bool = False  # selection SUBSCRIBED
+    special_use: bool = False  # selection SPECIAL-USE
+    recursive_match: bool = False  # selection RECURSIVEMATCH
+    return_subscribed: bool = False
+    return_children: bool = True  # RFC 5258 §4: servers may always return them
+    return_special_use: bool = True
+    lsub: bool = False  # the LSUB command (RFC 3501 §6.3.9)
 
 
 class BadArgs(ValueError):

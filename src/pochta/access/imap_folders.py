@@ -1,0 +1,286 @@
+"""IMAP commands on folders (RFC 9051 §6.3; RFC 5258 LIST-EXTENDED, RFC 5819 LIST-STATUS,
+RFC 3502 MULTIAPPEND, RFC 9208 QUOTA, RFC 5161 ENABLE).
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Iterable
+from typing import TYPE_CHECKING, Any, TypeVar
+
+from pochta.access.binary_content import encode_binary_parts, needs_encoding
+from pochta.access.imap_errors import Bad, No
+from pochta.access.imap_list import canonical_pattern, list_entries
+from pochta.access.imap_selected import SelectedMailbox
+from pochta.access.imap_session import SYSTEM_FLAGS
+from pochta.logs import get_logger
+from pochta.protocols.imap import commands as C
+from pochta.protocols.imap.values import Atom, IMAPValue
+from pochta.store import (
+    INBOX,
+    FlagMode,
+    FolderExists,
+    FolderInfo,
+    NoSuchFolder,
+    StoreError,
+)
+
+if TYPE_CHECKING:
+    pass
+
+log = get_logger("imap")
+
+READ_CHUNK = 65536
+T = TypeVar("T")
+
+
+class FolderCommands(SelectedMailbox):
+    """The authenticated-state commands on folders: ENABLE, NAMESPACE, CREATE, DELETE,
+    RENAME, (UN)SUBSCRIBE, LIST, LSUB, STATUS, APPEND, GETQUOTA(ROOT)."""
+
+    async def cmd_enable(self, cmd: Any) -> str:
+        # RFC 5161
+        done = []
+        for cap in C.enable_args(cmd):
+            upper = cap.upper()
+            if upper in ("CONDSTORE", "QRESYNC", "IMAP4REV2", "UTF8=ACCEPT") and (
+                upper not in self.enabled
+            ):
+                self.enabled.add(upper)
+                if upper == "QRESYNC":
+                    self.enabled.add("CONDSTORE")
+                done.append(Atom(cap))
+        self.untagged(Atom("ENABLED"), *done)
+        return "ENABLE completed"
+
+    async def cmd_namespace(self, cmd: Any) -> str:
+        # RFC 2342: one personal namespace, no others.
+        self.untagged(Atom("NAMESPACE"), [["", "."]], None, None)
+        return "NAMESPACE completed"
+
+    async def cmd_create(self, cmd: Any) -> str:
+        wire, special = C.create_args(cmd)
+        name = self.folder_name(wire).rstrip(".")
+        if name.upper() == INBOX:
+            raise No("INBOX exists already", "ALREADYEXISTS")
+        if special and len(special) > 1:
+            raise No("One special use per folder", "USEATTR")
+        try:
+            await self.blocking(
+                self.store.create_folder,
+                self.user,
+                name,
+                special_use=special[0] if special else None,
+            )
+        except FolderExists as exc:
+            raise No(str(exc), "ALREADYEXISTS") from exc
+        return "CREATE completed"
+
+    async def cmd_delete(self, cmd: Any) -> str:
+        name = self.folder_name(C.mailbox_arg(cmd))
+        if name == INBOX:
+            raise No("INBOX cannot be deleted", "CANNOT")
+        if self.view is not None and self.view.name == name:
+            self._close_view()
+        await self.blocking(self.store.delete_folder, self.user, name)
+        return "DELETE completed"
+
+    async def cmd_rename(self, cmd: Any) -> str:
+        old, new = C.rename_args(cmd)
+        try:
+            await self.blocking(
+                self.store.rename_folder, self.user, self.folder_name(old), self.folder_name(new)
+            )
+        except FolderExists as exc:
+            raise No(str(exc), "ALREADYEXISTS") from exc
+        return "RENAME completed"
+
+    async def cmd_subscribe(self, cmd: Any) -> str:
+        await self.blocking(self.store.subscribe, self.user, self.folder_name(C.mailbox_arg(cmd)))
+        return "SUBSCRIBE completed"
+
+    async def cmd_unsubscribe(self, cmd: Any) -> str:
+        await self.blocking(self.store.unsubscribe, self.user, self.folder_name(C.mailbox_arg(cmd)))
+        return "UNSUBSCRIBE completed"
+
+    async def cmd_list(self, cmd: Any) -> str:
+        args = C.list_args(cmd)
+        if not args.patterns or args.patterns == [""]:
+            # RFC 9051 §6.3.9: the empty pattern asks for the separator and root.
+            self.untagged(Atom("LIST"), [Atom("\\Noselect")], ".", "")
+            return "LIST completed"
+        folders, subs = await self.blocking(self._folders_and_subscriptions)
+        patterns = [
+            self.folder_name(canonical_pattern(args.reference, p))
+            if "*" not in p and "%" not in p
+            else (
+                canonical_pattern(args.reference, p)
+                if self.utf8
+                else C.decode_mailbox_loose(canonical_pattern(args.reference, p))
+            )
+            for p in args.patterns
+        ]
+        options = args.options
+        entries = list_entries(folders, subs, patterns, options)
+        for entry in entries:
+            extra: list[IMAPValue] = []
+            if entry.child_info:
+                extra = [["CHILDINFO", ["SUBSCRIBED"]]]
+            self.untagged(
+                Atom("LIST"),
+                [Atom(a) for a in entry.attributes],
+                ".",
+                self.wire_name(entry.name),
+                *extra,
+            )
+            if args.status_items and entry.folder is not None:
+                self._status_response(entry.folder, args.status_items)
+        return "LIST completed"
+
+    async def cmd_lsub(self, cmd: Any) -> str:
+        args = C.list_args(cmd)
+        folders, subs = await self.blocking(self._folders_and_subscriptions)
+        patterns = [canonical_pattern(args.reference, p) for p in args.patterns]
+        for entry in list_entries(folders, subs, patterns, C.ListOptions(lsub=True)):
+            attrs = [a for a in entry.attributes if a in ("\\Noselect",)]
+            self.untagged(Atom("LSUB"), [Atom(a) for a in attrs], ".", self.wire_name(entry.name))
+        return "LSUB completed"
+
+    def _folders_and_subscriptions(self) -> tuple[list[FolderInfo], list[str]]:
+        assert self.user is not None
+        return self.store.list_folders(self.user), self.store.list_subscriptions(self.user)
+
+    async def cmd_status(self, cmd: Any) -> str:
+        wire, items = C.status_args(cmd)
+        name = self.folder_name(wire)
+        folders = await self.blocking(self.store.list_folders, self.user)
+        folder = next((f for f in folders if f.name == name), None)
+        if folder is None:
+            raise No(f"No mailbox {wire}", "NONEXISTENT")
+        deleted = recent = None
+        if "DELETED" in items or "RECENT" in items:
+            messages = await self.blocking(self.store.list_messages, self.user, name)
+            deleted = sum(1 for m in messages if "\\Deleted" in m.flags)
+            claimed = await self.blocking(self.store.claim_recent, self.user, name, 0, claim=False)
+            recent = sum(1 for m in messages if m.uid > claimed)
+        self._status_response(folder, items, deleted, recent)
+        return "STATUS completed"
+
+    def _status_response(
+        self,
+        folder: FolderInfo,
+        items: Iterable[str],
+        deleted: int | None = None,
+        recent: int | None = None,
+    ) -> None:
+        values: list[IMAPValue] = []
+        for item in items:
+            item = item.upper()
+            value: int | None = {
+                "MESSAGES": folder.messages,
+                "UIDNEXT": folder.uidnext,
+                "UIDVALIDITY": folder.uidvalidity,
+                "UNSEEN": folder.unseen,
+                "SIZE": folder.size,
+                "RECENT": recent if recent is not None else 0,
+                "HIGHESTMODSEQ": folder.highestmodseq,
+                "DELETED": deleted,
+                "APPENDLIMIT": self._append_limit(),
+            }.get(item)
+            if value is None:
+                continue
+            values += [Atom(item), value]
+        self.untagged(Atom("STATUS"), self.wire_name(folder.name), values)
+
+    async def cmd_append(self, cmd: Any) -> str:
+        wire, messages = C.append_args(cmd)
+        name = self.folder_name(wire)
+        uids: list[int] = []
+        uidvalidity = 0
+        for flags, _, data in messages:  # everything is checked before anything is stored
+            if len(data) > self._append_limit():
+                raise No("Message too large", "TOOBIG")
+            bad = [f for f in flags if f.startswith("\\") and f not in SYSTEM_FLAGS]
+            if bad:
+                raise Bad(f"Flag {bad[0]} cannot be set")
+        await self._check_quota(sum(len(data) for _, _, data in messages))
+        try:
+            for flags, when, data in messages:
+                if needs_encoding(data):
+                    data = await self.blocking(encode_binary_parts, data)
+                done = await self.blocking(
+                    self.store.append,
+                    self.user,
+                    name,
+                    data,
+                    flags=frozenset(flags),
+                    internal_date=when.timestamp() if when is not None else None,
+                )
+                uids.append(done.uid)
+                uidvalidity = done.uidvalidity
+        except NoSuchFolder as exc:
+            raise No(f"No mailbox {wire}", "TRYCREATE") from exc
+        except (StoreError, No):
+            # RFC 3502 §4: MULTIAPPEND is all or nothing; take back what went in.
+            if uids:
+                await self._take_back(name, uids)
+            raise
+        code = f"APPENDUID {uidvalidity} {C.uid_set_text(uids)}"
+        await self._updates_after("APPEND", cmd)
+        self.send(C.tagged(cmd.tag, "OK", "APPEND completed", code))
+        return None  # type: ignore[return-value]
+
+    async def _check_quota(self, size: int) -> None:
+        """RFC 9208 §4.3 (OVERQUOTA): APPEND and COPY refused when the mail would not fit."""
+        assert self.user is not None
+        reply = await self.blocking(self.mail.mailbox.quota_reply, self.user, size)
+        if reply is not None:
+            raise No("Quota exceeded: delete some mail first", "OVERQUOTA")
+
+    async def _take_back(self, folder: str, uids: list[int]) -> None:
+        assert self.user is not None
+        try:
+            await asyncio.to_thread(
+                self.store.store_flags,
+                self.user,
+                folder,
+                uids,
+                FlagMode.ADD,
+                frozenset({"\\Deleted"}),
+            )
+            await asyncio.to_thread(self.store.expunge, self.user, folder, uids)
+        except StoreError as exc:
+            log.error("append_rollback_failed", user=self.user, folder=folder, error=str(exc))
+
+    async def cmd_getquotaroot(self, cmd: Any) -> str:
+        # RFC 9208 §4.3.2: one quota root "" per account, for every folder.
+        name = self.folder_name(C.mailbox_arg(cmd))
+        folders = await self.blocking(self.store.list_folders, self.user)
+        if not any(f.name == name for f in folders):
+            raise No(f"No mailbox {name}", "NONEXISTENT")
+        self.untagged(Atom("QUOTAROOT"), self.wire_name(name), "")
+        await self._quota_response()
+        return "GETQUOTAROOT completed"
+
+    async def cmd_getquota(self, cmd: Any) -> str:
+        if C.quota_root_arg(cmd) != "":
+            raise No("No such quota root", "NONEXISTENT")
+        await self._quota_response()
+        return "GETQUOTA completed"
+
+    async def _quota_response(self) -> None:
+        assert self.user is not None
+        account = self.server.directory.get_account(self.user)
+        usage = await self.blocking(self.store.quota_usage, self.user)
+        resources: list[IMAPValue] = []
+        if account is not None and account.quota_bytes > 0:
+            # RFC 9208 §5.1: STORAGE in units of 1024 octets.
+            resources += [
+                Atom("STORAGE"),
+                (usage.bytes + 1023) // 1024,
+                account.quota_bytes // 1024,
+            ]
+        limit = self.server.settings.store.default_message_limit
+        if limit > 0:
+            resources += [Atom("MESSAGE"), usage.messages, limit]
+        self.untagged(Atom("QUOTA"), "", resources)
