@@ -3,7 +3,7 @@
 # by side with Dovecot 2.3 (/work/shared/bench/anchors/postfix_dovecot.sh).
 #
 #   bash bench/imaptest_bench.sh --imaptest-src DIR [--reference] [--reps N] [--secs S]
-#                                [--clients N] [--work DIR] [--out DIR]
+#                                [--clients N] [--work DIR] [--out DIR] [--compliance]
 #
 # DIR is an imaptest source tree (never part of this repository). Its last commit that builds
 # against Debian 12's dovecot-dev 2.3 is 924f619; when DIR/src/imaptest is missing it is
@@ -20,6 +20,13 @@
 #   default      imaptest's default profile (a login per cycle)
 # Output: OUT/<server>/<case>.rep<k>.txt (imaptest's output), OUT/summary.md (cmd/s per
 # run, medians and the ratio pochta/reference).
+#
+# --compliance runs imaptest's own compliance suite (DIR/src/tests) instead, one group at a
+# time, against pochta (and the reference with --reference), as user1, and writes
+# OUT/compliance.md: per server the groups that ran and passed, failed, or were skipped.
+# imaptest (at 924f619) counts a group it skips for a capability the server lacks neither as
+# failed nor as skipped (it prints 0/0 commands), so a group counts as run here only when it
+# ran at least one command.
 set -uo pipefail
 
 REPO=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
@@ -33,6 +40,7 @@ SECS=30
 CLIENTS=10
 WORK=/tmp/pochta-imaptest
 OUT=""
+COMPLIANCE=0
 while [ $# -gt 0 ]; do
     case $1 in
         --imaptest-src) SRC=$2; shift ;;
@@ -42,7 +50,8 @@ while [ $# -gt 0 ]; do
         --clients) CLIENTS=$2; shift ;;
         --work) WORK=$2; shift ;;
         --out) OUT=$2; shift ;;
-        -h|--help) sed -n '2,22p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+        --compliance) COMPLIANCE=1 ;;
+        -h|--help) sed -n '2,29p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
         *) echo "unknown option: $1 (see --help)" >&2; exit 2 ;;
     esac
     shift
@@ -109,6 +118,51 @@ for _ in $(seq 1 100); do grep -q 'event=ready' "$OUT/logs/pochta.log" && break;
 sleep 2  # the IMAP workers say ready after the master
 [ "$REFERENCE" = 1 ] && { bash "$B/anchors/postfix_dovecot.sh" start >>"$OUT/logs/anchor.log" 2>&1 \
     || { say "the reference did not start: see $OUT/logs/anchor.log"; exit 1; }; }
+
+if [ "$COMPLIANCE" = 1 ]; then
+    for side in pochta reference; do
+        [ "$side" = reference ] && [ "$REFERENCE" = 0 ] && continue
+        port=22143; [ "$side" = reference ] && port=143
+        mkdir -p "$OUT/$side/compliance"
+        for group in $(cd "$SRC/src/tests" && ls | grep -v '\.mbox$'); do
+            [ -f "$SRC/src/tests/$group" ] || continue
+            say "compliance: $side $group"
+            ( cd "$OUT/$side/compliance" && timeout 300 "$IMAPTEST" host=127.0.0.1 port="$port" \
+                user=user1@example.test pass=pass-1 test="$SRC/src/tests/$group" \
+                > "$group.txt" 2>&1 )
+        done
+    done
+    $PY - "$OUT" <<'EOF' | tee "$OUT/compliance.md"
+import re, sys
+from pathlib import Path
+out = Path(sys.argv[1])
+print("| server | groups | ran and passed | failed | skipped (no command ran) |")
+print("|---|---:|---:|---:|---:|")
+details = []
+for side in ("pochta", "reference"):
+    files = sorted((out / side / "compliance").glob("*.txt"))
+    if not files:
+        continue
+    passed, failed, skipped = [], [], []
+    for f in files:
+        text = f.read_text(errors="replace")
+        counts = [tuple(map(int, m)) for m in re.findall(r"(\d+)/(\d+) individual commands failed", text)]
+        ran = sum(total for _, total in counts)
+        bad = sum(fails for fails, _ in counts)
+        group_failed = re.search(r"test groups: (\d+) failed", text)
+        if ran == 0:
+            skipped.append(f.stem)
+        elif bad or (group_failed and int(group_failed.group(1))):
+            failed.append(f.stem)
+        else:
+            passed.append(f.stem)
+    print(f"| {side} | {len(files)} | {len(passed)} | {len(failed)} | {len(skipped)} |")
+    details.append(f"{side}: failed: {' '.join(failed) or '-'}; skipped: {' '.join(skipped) or '-'}")
+print()
+print("\n\n".join(details))
+EOF
+    exit 0
+fi
 
 run() { # side case port args...
     local side=$1 name=$2 port=$3; shift 3
