@@ -23,6 +23,7 @@ from pochta import __version__
 from pochta.access.imap_errors import Bad, Closed, No, store_code
 from pochta.access.imap_messages import MessageCommands
 from pochta.access.imap_session import BASE_CAPABILITIES, SYSTEM_FLAGS
+from pochta.access.imap_urlauth import UrlAuthCommands
 from pochta.directory.sasl import server_mechanism
 from pochta.directory.sasl_exchange import (
     Authenticated,
@@ -75,7 +76,7 @@ class IMAPService:
         await Session(self, reader, writer, ip).run()
 
 
-class Session(MessageCommands):
+class Session(MessageCommands, UrlAuthCommands):
     """One IMAP connection: the read → parse → act → write loop, the state checks, and the
     commands of any state and of the not-authenticated state (STARTTLS, LOGIN,
     AUTHENTICATE, COMPRESS)."""

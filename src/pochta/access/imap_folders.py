@@ -1,10 +1,12 @@
 """IMAP commands on folders (RFC 9051 §6.3; RFC 5258 LIST-EXTENDED, RFC 5819 LIST-STATUS,
-RFC 3502 MULTIAPPEND, RFC 9208 QUOTA, RFC 5161 ENABLE).
+RFC 3502 MULTIAPPEND, RFC 4469 CATENATE, RFC 9208 QUOTA, RFC 5161 ENABLE).
 """
 
 from __future__ import annotations
 
 import asyncio
+import datetime as dt
+import time
 from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any, TypeVar
 
@@ -13,6 +15,7 @@ from pochta.access.imap_errors import Bad, No
 from pochta.access.imap_list import canonical_pattern, list_entries
 from pochta.access.imap_selected import SelectedMailbox
 from pochta.access.imap_session import SYSTEM_FLAGS
+from pochta.access.imap_urlauth import BadUrl, badurl_code, catenate
 from pochta.logs import get_logger
 from pochta.protocols.imap import commands as C
 from pochta.protocols.imap.values import Atom, IMAPValue
@@ -193,16 +196,20 @@ class FolderCommands(SelectedMailbox):
         self.untagged(Atom("STATUS"), self.wire_name(folder.name), values)
 
     async def cmd_append(self, cmd: Any) -> str:
-        wire, messages = C.append_args(cmd)
+        wire, parsed = C.append_args(cmd)
         name = self.folder_name(wire)
         uids: list[int] = []
         uidvalidity = 0
-        for flags, _, data in messages:  # everything is checked before anything is stored
-            if len(data) > self._append_limit():
+        for flags, _, data in parsed:  # everything is checked before anything is stored
+            if isinstance(data, bytes) and len(data) > self._append_limit():
                 raise No("Message too large", "TOOBIG")
             bad = [f for f in flags if f.startswith("\\") and f not in SYSTEM_FLAGS]
             if bad:
                 raise Bad(f"Flag {bad[0]} cannot be set")
+        messages = [(f, w, d) for f, w, d in parsed if isinstance(d, bytes)]
+        if len(messages) < len(parsed):
+            messages = await self._catenated(wire, name, parsed)
+        await self._check_quota(sum(len(data) for _, _, data in messages))
         await self._check_quota(sum(len(data) for _, _, data in messages))
         try:
             for flags, when, data in messages:
@@ -229,6 +236,36 @@ class FolderCommands(SelectedMailbox):
         await self._updates_after("APPEND", cmd)
         self.send(C.tagged(cmd.tag, "OK", "APPEND completed", code))
         return None  # type: ignore[return-value]
+
+    async def _catenated(
+        self,
+        wire: str,
+        name: str,
+        parsed: list[tuple[list[str], dt.datetime | None, C.AppendData]],
+    ) -> list[tuple[list[str], dt.datetime | None, bytes]]:
+        """RFC 4469 §5: each CATENATE joined into one message before anything is stored
+        (all or nothing, as MULTIAPPEND); the URLs read in a thread."""
+        assert self.user is not None
+        folders = await self.blocking(self.store.list_folders, self.user)
+        if not any(f.name == name for f in folders):
+            # RFC 4469 §5: TRYCREATE as for APPEND, before any URL is looked at.
+            raise No(f"No mailbox {wire}", "TRYCREATE")
+        out: list[tuple[list[str], dt.datetime | None, bytes]] = []
+        for flags, when, data in parsed:
+            if not isinstance(data, bytes):
+                try:
+                    data = await self.blocking(
+                        catenate, self.store, data, user=self.user, now=time.time()
+                    )
+                except BadUrl as exc:
+                    raise No(
+                        "The URL names no message you may read", badurl_code(exc.url)
+                    ) from None
+                if len(data) > self._append_limit():
+                    # RFC 4469 §6: TOOBIG, the joined message is larger than APPENDLIMIT.
+                    raise No("Message too large once joined", "TOOBIG")
+            out.append((flags, when, data))
+        return out
 
     async def _check_quota(self, size: int) -> None:
         """RFC 9208 §4.3 (OVERQUOTA): APPEND and COPY refused when the mail would not fit."""

@@ -402,10 +402,29 @@ def status_args(cmd: Command) -> tuple[str, list[str]]:
     return mailbox(a[0]), items
 
 
-def append_args(cmd: Command) -> tuple[str, list[tuple[list[str], dt.datetime | None, bytes]]]:
+@dataclass(frozen=True, slots=True)
+class CatText:
+    """A CATENATE TEXT part: octets taken as they are (RFC 4469 §5)."""
+
+    data: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class CatUrl:
+    """A CATENATE URL part: the octets an IMAP URL names (RFC 4469 §5, RFC 5092)."""
+
+    url: str
+
+
+AppendData = bytes | tuple[CatText | CatUrl, ...]
+
+
+def append_args(
+    cmd: Command,
+) -> tuple[str, list[tuple[list[str], dt.datetime | None, AppendData]]]:
     a = list(_args(cmd, 2))
     name = mailbox(a.pop(0))
-    messages = []
+    messages: list[tuple[list[str], dt.datetime | None, AppendData]] = []
     while a:
         flags: list[str] = []
         when = None
@@ -419,15 +438,37 @@ def append_args(cmd: Command) -> tuple[str, list[tuple[list[str], dt.datetime | 
             raise BadArgs("APPEND needs a message literal")
         data = a.pop(0)
         inner = a[0] if a else None
-        if isinstance(data, str) and data.upper() == "UTF8" and isinstance(inner, list):
+        word = data.upper() if isinstance(data, str) and not isinstance(data, Quoted) else ""
+        if word == "UTF8" and isinstance(inner, list):
             a.pop(0)  # RFC 6855 §4: UTF8 (~{n}...)
             if len(inner) != 1 or not isinstance(inner[0], bytes):
                 raise BadArgs("UTF8 needs one literal8")
             data = inner[0]
+        elif word == "CATENATE" and isinstance(inner, list):
+            a.pop(0)
+            messages.append((flags, when, _catenate_parts(inner)))
+            continue
         if not isinstance(data, bytes):
             raise BadArgs("The message must be a literal")
         messages.append((flags, when, data))
     return name, messages
+
+
+def _catenate_parts(tokens: list[object]) -> tuple[CatText | CatUrl, ...]:
+    # RFC 4469 §5: "CATENATE" SP "(" cat-part *(SP cat-part) ")";
+    # cat-part = text-literal / url; text-literal = "TEXT" SP literal; url = "URL" SP astring
+    if not tokens or len(tokens) % 2:
+        raise BadArgs('CATENATE needs (TEXT {n} ... / URL "...") parts')
+    parts: list[CatText | CatUrl] = []
+    for kind, value in zip(tokens[::2], tokens[1::2], strict=True):
+        word = atom(kind).upper()
+        if word == "TEXT" and isinstance(value, bytes):
+            parts.append(CatText(value))
+        elif word == "URL":
+            parts.append(CatUrl(astring(value)))
+        else:
+            raise BadArgs('A CATENATE part is TEXT {n} or URL "..."')
+    return tuple(parts)
 
 
 @dataclass(slots=True)
