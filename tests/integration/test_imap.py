@@ -113,6 +113,17 @@ def test_authenticate_plain_with_sasl_ir(imap: tuple[PochtaEnv, ServeProcess]) -
     c.logout()
 
 
+def test_authenticate_plain_with_a_continuation(imap: tuple[PochtaEnv, ServeProcess]) -> None:
+    """imaplib sends AUTHENTICATE PLAIN alone and answers the "+" with its credentials: the
+    answer is a line of the session's AUTHENTICATE state, not a command (RFC 9051 §6.2.2)."""
+    env, _ = imap
+    c = imaplib.IMAP4("127.0.0.1", env.ports["imap"], timeout=10)
+    typ, _ = c.authenticate("PLAIN", lambda _: f"\0{ALICE}\0{PASSWORD}".encode())
+    assert typ == "OK"
+    assert c.select("INBOX")[0] == "OK"
+    c.logout()
+
+
 def test_bad_syntax_gets_bad_not_a_drop(imap: tuple[PochtaEnv, ServeProcess]) -> None:
     env, _ = imap
     with socket.create_connection(("127.0.0.1", env.ports["imap"]), timeout=10) as s:

@@ -70,7 +70,7 @@ def test_synchronizing_literal_asks_for_continuation_once() -> None:
     cmd = p.next_event()
     assert isinstance(cmd, Command)
     assert cmd.args == ["saved-messages", ["\\Seen"], b"Hello World!"]
-    _, messages = C.append_args(cmd)
+    messages = C.append_args(cmd).messages
     assert messages == [(["\\Seen"], None, b"Hello World!")]
 
 

@@ -155,7 +155,8 @@ def test_append_with_catenate_text_and_url_parts() -> None:
         b'a APPEND Drafts (\\Seen) CATENATE (TEXT {7}\r\nFrom: x URL "/INBOX/;UID=1/;SECTION=TEXT")'
         b" CATENATE (URL /INBOX/;UID=2) {3}\r\nabc"
     )
-    name, messages = C.append_args(cmd)
+    args = C.append_args(cmd)
+    name, messages = args.mailbox, args.messages
     assert name == "Drafts"
     assert messages == [
         (["\\Seen"], None, (C.CatText(b"From: x"), C.CatUrl("/INBOX/;UID=1/;SECTION=TEXT"))),

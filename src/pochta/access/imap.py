@@ -17,12 +17,12 @@ import contextlib
 import ssl
 import zlib
 from collections.abc import Awaitable, Callable
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import TYPE_CHECKING, TypeVar
 
 from pochta import __version__
 from pochta.access.imap_errors import Bad, Closed, No, store_code
 from pochta.access.imap_messages import MessageCommands
-from pochta.access.imap_session import BASE_CAPABILITIES, SYSTEM_FLAGS
+from pochta.access.imap_session import BASE_CAPABILITIES, SYSTEM_FLAGS, PushDue, SessionEvent
 from pochta.access.imap_urlauth import UrlAuthCommands
 from pochta.directory.sasl import server_mechanism
 from pochta.directory.sasl_exchange import (
@@ -36,6 +36,8 @@ from pochta.directory.sasl_exchange import (
 )
 from pochta.logs import get_logger
 from pochta.protocols.imap import commands as C
+from pochta.protocols.imap.core import Command
+from pochta.protocols.imap.session_state import AuthenticateLine, IdleDone
 from pochta.protocols.imap.values import Atom
 from pochta.store import (
     StoreError,
@@ -97,6 +99,7 @@ class Session(MessageCommands, UrlAuthCommands):
             with contextlib.suppress(Exception):
                 await self.flush()
         finally:
+            self.cancel_read()
             self._stop_watching()
             if self._counted_account is not None:
                 self.server.session_closed(self._counted_account)
@@ -104,7 +107,10 @@ class Session(MessageCommands, UrlAuthCommands):
                 self.server.session_closed(self._counted_userip)
             log.info("disconnect", listener=self.service.name, client=self.ip, user=self.user)
 
-    async def dispatch(self, event: Any) -> None:
+    async def dispatch(self, event: SessionEvent) -> None:
+        if isinstance(event, PushDue):
+            await self.push_updates()
+            return
         if isinstance(event, C.ContinuationRequest):
             self.send(b"+ Ready for literal data\r\n")
             return
@@ -122,22 +128,36 @@ class Session(MessageCommands, UrlAuthCommands):
         if isinstance(event, C.RawLine):
             self.send(b"* BAD Unexpected continuation line\r\n")
             return
-        cmd = event
+        # The continuations (session_state.py): the command goes on with this line.
+        if isinstance(event, AuthenticateLine):
+            await self._complete(event.command, self._authenticate_answer(event))
+            return
+        if isinstance(event, IdleDone):
+            await self._complete(event.command, self.idle_done(event))
+            return
+        await self._complete(event, self._command(event))
+
+    async def _command(self, cmd: Command) -> str | None:
         name = C.command_name(cmd)
-        handler: Callable[[Any], Awaitable[str | None]] | None = getattr(
+        handler: Callable[[Command], Awaitable[str | None]] | None = getattr(
             self, "cmd_" + name.lower().replace(" ", "_"), None
         )
-        tag = cmd.tag
         if handler is None:
-            self.send(C.tagged(tag, "BAD", f"{name} is not supported"))
-            return
+            raise Bad(f"{name} is not supported")
+        state_error = self._check_state(name)
+        if state_error:
+            raise Bad(state_error)
+        return await handler(cmd)
+
+    async def _complete(self, cmd: Command, step: Awaitable[str | None]) -> None:
+        """Run a command's step and answer it: OK with the text it returns (after the
+        selected folder's updates), nothing when it returns None (it answered itself, or
+        a continuation goes on), BAD/NO for what it raises."""
+        tag = cmd.tag
         try:
-            state_error = self._check_state(name)
-            if state_error:
-                raise Bad(state_error)
-            text = await handler(cmd)
+            text = await step
             if text is not None:
-                await self._updates_after(name, cmd)
+                await self._updates_after(C.command_name(cmd), cmd)
                 self.send(C.tagged(tag, "OK", text))
         except Bad as exc:
             self.send(C.tagged(tag, "BAD", exc.text, exc.code))
@@ -196,21 +216,21 @@ class Session(MessageCommands, UrlAuthCommands):
 
     # -- any state --------------------------------------------------------------------------
 
-    async def cmd_capability(self, cmd: Any) -> str:
+    async def cmd_capability(self, cmd: Command) -> str:
         self.untagged(Atom("CAPABILITY"), *[Atom(c) for c in self.capabilities()])
         return "CAPABILITY completed"
 
-    async def cmd_noop(self, cmd: Any) -> str:
+    async def cmd_noop(self, cmd: Command) -> str:
         return "NOOP completed"
 
-    async def cmd_logout(self, cmd: Any) -> str | None:
+    async def cmd_logout(self, cmd: Command) -> str | None:
         self.server.connection_quit()  # before the BYE goes out: no longer counted (app.py)
         self.send(b"* BYE pochta logging out\r\n")
         self.send(C.tagged(cmd.tag, "OK", "LOGOUT completed"))
         self._logout = True
         return None
 
-    async def cmd_id(self, cmd: Any) -> str:
+    async def cmd_id(self, cmd: Command) -> str:
         # RFC 2971: the client's ID is logged; ours says little (no version leak needed,
         # but it helps support).
         params = C.id_params(cmd)
@@ -219,7 +239,7 @@ class Session(MessageCommands, UrlAuthCommands):
         self.untagged(Atom("ID"), ["name", "pochta", "version", __version__])
         return "ID completed"
 
-    async def cmd_compress(self, cmd: Any) -> str | None:
+    async def cmd_compress(self, cmd: Command) -> str | None:
         # RFC 4978 §3
         if C.compress_mechanism(cmd).upper() != "DEFLATE":
             raise Bad("Unknown compression mechanism")
@@ -235,7 +255,7 @@ class Session(MessageCommands, UrlAuthCommands):
 
     # -- not authenticated --------------------------------------------------------------------
 
-    async def cmd_starttls(self, cmd: Any) -> str | None:
+    async def cmd_starttls(self, cmd: Command) -> str | None:
         tls = self.service.tls
         if tls is None or self.tls_active:
             raise Bad("TLS is not available here")
@@ -259,36 +279,49 @@ class Session(MessageCommands, UrlAuthCommands):
             self.send(b"* BYE Too many authentication failures; closing the connection\r\n")
             raise Closed
 
-    async def cmd_login(self, cmd: Any) -> str:
+    async def cmd_login(self, cmd: Command) -> str:
         if not self.plaintext_ok():
             raise No("Use STARTTLS first", "PRIVACYREQUIRED")
-        user, password = C.login_args(cmd)
-        result = await self.mail.authenticator.check_password(self.ip, user, password)
+        args = C.login_args(cmd)
+        result = await self.mail.authenticator.check_password(self.ip, args.user, args.password)
         if not result.ok or result.account is None:
             log.info("auth_failed", client=self.ip, mechanism="LOGIN", reason=result.reason)
             raise No("Authentication failed", "AUTHENTICATIONFAILED")
         await self._logged_in(result.account.address)
         return "LOGIN completed"
 
-    async def cmd_authenticate(self, cmd: Any) -> str:
+    async def cmd_authenticate(self, cmd: Command) -> str | None:
         if not self.plaintext_ok():
             raise No("Use STARTTLS first", "PRIVACYREQUIRED")
-        mechanism, initial = C.authenticate_args(cmd)
+        args = C.authenticate_args(cmd)
         try:
-            sasl = SaslExchange(server_mechanism(mechanism))
+            self._sasl = SaslExchange(server_mechanism(args.mechanism))
         except ValueError:
             raise No("Unsupported authentication mechanism", "CANNOT") from None
-        action: Resolve | SendChallenge | Authenticated | Failed | Cancelled | BadBase64
-        action = sasl.start(initial)
-        while True:
-            if isinstance(action, Resolve):
-                action = await self.mail.authenticator.settle(self.ip, sasl, action)
-            elif isinstance(action, SendChallenge):
-                self.send(b"+ " + base64.b64encode(action.data) + b"\r\n")  # RFC 9051 §6.2.2
-                self.parser.expect_line()
-                action = sasl.answer_line(C.raw_line(await self.next_event()))
-            else:
-                break
+        return await self._authenticate_step(cmd, self._sasl.start(args.initial_response))
+
+    async def _authenticate_answer(self, event: AuthenticateLine) -> str | None:
+        """The client's line after our "+ challenge" (the loop's AUTHENTICATE state)."""
+        sasl = self._sasl
+        assert sasl is not None
+        return await self._authenticate_step(event.command, sasl.answer_line(event.line))
+
+    async def _authenticate_step(
+        self,
+        cmd: Command,
+        action: Resolve | SendChallenge | Authenticated | Failed | Cancelled | BadBase64,
+    ) -> str | None:
+        """Carry the exchange on to a challenge (sent; the state waits for the answer line
+        and the command stays open) or to its outcome (the tagged answer)."""
+        sasl = self._sasl
+        assert sasl is not None
+        while isinstance(action, Resolve):
+            action = await self.mail.authenticator.settle(self.ip, sasl, action)
+        if isinstance(action, SendChallenge):
+            self.send(b"+ " + base64.b64encode(action.data) + b"\r\n")  # RFC 9051 §6.2.2
+            self.state.challenge(cmd)
+            return None
+        self._sasl = None
         if isinstance(action, Cancelled):
             raise Bad("Authentication cancelled")  # RFC 9051 §6.2.2: "*" gets a tagged BAD
         if isinstance(action, BadBase64):

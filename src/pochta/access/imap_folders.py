@@ -8,7 +8,7 @@ import asyncio
 import datetime as dt
 import time
 from collections.abc import Iterable
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import TYPE_CHECKING, TypeVar
 
 from pochta.access.binary_content import encode_binary_parts, needs_encoding
 from pochta.access.imap_errors import Bad, No
@@ -18,6 +18,7 @@ from pochta.access.imap_session import SYSTEM_FLAGS
 from pochta.access.imap_urlauth import BadUrl, badurl_code, catenate
 from pochta.logs import get_logger
 from pochta.protocols.imap import commands as C
+from pochta.protocols.imap.core import Command
 from pochta.protocols.imap.values import Atom, IMAPValue
 from pochta.store import (
     INBOX,
@@ -41,10 +42,10 @@ class FolderCommands(SelectedMailbox):
     """The authenticated-state commands on folders: ENABLE, NAMESPACE, CREATE, DELETE,
     RENAME, (UN)SUBSCRIBE, LIST, LSUB, STATUS, APPEND, GETQUOTA(ROOT)."""
 
-    async def cmd_enable(self, cmd: Any) -> str:
+    async def cmd_enable(self, cmd: Command) -> str:
         # RFC 5161
         done = []
-        for cap in C.enable_args(cmd):
+        for cap in C.enable_args(cmd).capabilities:
             upper = cap.upper()
             if upper in ("CONDSTORE", "QRESYNC", "IMAP4REV2", "UTF8=ACCEPT") and (
                 upper not in self.enabled
@@ -56,13 +57,14 @@ class FolderCommands(SelectedMailbox):
         self.untagged(Atom("ENABLED"), *done)
         return "ENABLE completed"
 
-    async def cmd_namespace(self, cmd: Any) -> str:
+    async def cmd_namespace(self, cmd: Command) -> str:
         # RFC 2342: one personal namespace, no others.
         self.untagged(Atom("NAMESPACE"), [["", "."]], None, None)
         return "NAMESPACE completed"
 
-    async def cmd_create(self, cmd: Any) -> str:
-        wire, special = C.create_args(cmd)
+    async def cmd_create(self, cmd: Command) -> str:
+        args = C.create_args(cmd)
+        wire, special = args.mailbox, args.special_use
         name = self.folder_name(wire).rstrip(".")
         if name.upper() == INBOX:
             raise No("INBOX exists already", "ALREADYEXISTS")
@@ -79,7 +81,7 @@ class FolderCommands(SelectedMailbox):
             raise No(str(exc), "ALREADYEXISTS") from exc
         return "CREATE completed"
 
-    async def cmd_delete(self, cmd: Any) -> str:
+    async def cmd_delete(self, cmd: Command) -> str:
         name = self.folder_name(C.mailbox_arg(cmd))
         if name == INBOX:
             raise No("INBOX cannot be deleted", "CANNOT")
@@ -88,8 +90,9 @@ class FolderCommands(SelectedMailbox):
         await self.blocking(self.store.delete_folder, self.user, name)
         return "DELETE completed"
 
-    async def cmd_rename(self, cmd: Any) -> str:
-        old, new = C.rename_args(cmd)
+    async def cmd_rename(self, cmd: Command) -> str:
+        args = C.rename_args(cmd)
+        old, new = args.old, args.new
         try:
             await self.blocking(
                 self.store.rename_folder, self.user, self.folder_name(old), self.folder_name(new)
@@ -98,15 +101,15 @@ class FolderCommands(SelectedMailbox):
             raise No(str(exc), "ALREADYEXISTS") from exc
         return "RENAME completed"
 
-    async def cmd_subscribe(self, cmd: Any) -> str:
+    async def cmd_subscribe(self, cmd: Command) -> str:
         await self.blocking(self.store.subscribe, self.user, self.folder_name(C.mailbox_arg(cmd)))
         return "SUBSCRIBE completed"
 
-    async def cmd_unsubscribe(self, cmd: Any) -> str:
+    async def cmd_unsubscribe(self, cmd: Command) -> str:
         await self.blocking(self.store.unsubscribe, self.user, self.folder_name(C.mailbox_arg(cmd)))
         return "UNSUBSCRIBE completed"
 
-    async def cmd_list(self, cmd: Any) -> str:
+    async def cmd_list(self, cmd: Command) -> str:
         args = C.list_args(cmd)
         if not args.patterns or args.patterns == [""]:
             # RFC 9051 §6.3.9: the empty pattern asks for the separator and root.
@@ -140,7 +143,7 @@ class FolderCommands(SelectedMailbox):
                 self._status_response(entry.folder, args.status_items)
         return "LIST completed"
 
-    async def cmd_lsub(self, cmd: Any) -> str:
+    async def cmd_lsub(self, cmd: Command) -> str:
         args = C.list_args(cmd)
         folders, subs = await self.blocking(self._folders_and_subscriptions)
         patterns = [canonical_pattern(args.reference, p) for p in args.patterns]
@@ -153,8 +156,9 @@ class FolderCommands(SelectedMailbox):
         assert self.user is not None
         return self.store.list_folders(self.user), self.store.list_subscriptions(self.user)
 
-    async def cmd_status(self, cmd: Any) -> str:
-        wire, items = C.status_args(cmd)
+    async def cmd_status(self, cmd: Command) -> str:
+        args = C.status_args(cmd)
+        wire, items = args.mailbox, args.items
         name = self.folder_name(wire)
         folders = await self.blocking(self.store.list_folders, self.user)
         folder = next((f for f in folders if f.name == name), None)
@@ -195,8 +199,9 @@ class FolderCommands(SelectedMailbox):
             values += [Atom(item), value]
         self.untagged(Atom("STATUS"), self.wire_name(folder.name), values)
 
-    async def cmd_append(self, cmd: Any) -> str:
-        wire, parsed = C.append_args(cmd)
+    async def cmd_append(self, cmd: Command) -> str:
+        args = C.append_args(cmd)
+        wire, parsed = args.mailbox, args.messages
         name = self.folder_name(wire)
         uids: list[int] = []
         uidvalidity = 0
@@ -209,7 +214,6 @@ class FolderCommands(SelectedMailbox):
         messages = [(f, w, d) for f, w, d in parsed if isinstance(d, bytes)]
         if len(messages) < len(parsed):
             messages = await self._catenated(wire, name, parsed)
-        await self._check_quota(sum(len(data) for _, _, data in messages))
         await self._check_quota(sum(len(data) for _, _, data in messages))
         try:
             for flags, when, data in messages:
@@ -241,7 +245,7 @@ class FolderCommands(SelectedMailbox):
         self,
         wire: str,
         name: str,
-        parsed: list[tuple[list[str], dt.datetime | None, C.AppendData]],
+        parsed: list[C.AppendMessage],
     ) -> list[tuple[list[str], dt.datetime | None, bytes]]:
         """RFC 4469 §5: each CATENATE joined into one message before anything is stored
         (all or nothing, as MULTIAPPEND); the URLs read in a thread."""
@@ -289,7 +293,7 @@ class FolderCommands(SelectedMailbox):
         except StoreError as exc:
             log.error("append_rollback_failed", user=self.user, folder=folder, error=str(exc))
 
-    async def cmd_getquotaroot(self, cmd: Any) -> str:
+    async def cmd_getquotaroot(self, cmd: Command) -> str:
         # RFC 9208 §4.3.2: one quota root "" per account, for every folder.
         name = self.folder_name(C.mailbox_arg(cmd))
         folders = await self.blocking(self.store.list_folders, self.user)
@@ -299,7 +303,7 @@ class FolderCommands(SelectedMailbox):
         await self._quota_response()
         return "GETQUOTAROOT completed"
 
-    async def cmd_getquota(self, cmd: Any) -> str:
+    async def cmd_getquota(self, cmd: Command) -> str:
         if C.quota_root_arg(cmd) != "":
             raise No("No such quota root", "NONEXISTENT")
         await self._quota_response()

@@ -26,6 +26,7 @@ from pochta.mime.sort_thread import (
     thread_references,
 )
 from pochta.protocols.imap import commands as C
+from pochta.protocols.imap.core import Command
 from pochta.protocols.imap.fetch_items import FetchItem
 from pochta.protocols.imap.render import render
 from pochta.store import (
@@ -50,7 +51,7 @@ class MessageCommands(FolderCommands):
     """The selected-state commands on messages: STORE, COPY, MOVE, EXPUNGE, FETCH,
     SEARCH, SORT, THREAD, and their UID forms."""
 
-    async def cmd_store(self, cmd: Any) -> str:
+    async def cmd_store(self, cmd: Command) -> str:
         view = self.view
         assert view is not None
         assert self.user is not None
@@ -112,13 +113,13 @@ class MessageCommands(FolderCommands):
             return None  # type: ignore[return-value]
         return "STORE completed"
 
-    async def cmd_copy(self, cmd: Any) -> str:
+    async def cmd_copy(self, cmd: Command) -> str:
         return await self._transfer(cmd, move=False)
 
-    async def cmd_move(self, cmd: Any) -> str:
+    async def cmd_move(self, cmd: Command) -> str:
         return await self._transfer(cmd, move=True)
 
-    async def _transfer(self, cmd: Any, *, move: bool) -> str:
+    async def _transfer(self, cmd: Command, *, move: bool) -> str:
         view = self.view
         assert view is not None
         assert self.user is not None
@@ -157,7 +158,7 @@ class MessageCommands(FolderCommands):
         self._report_own_expunge(gone)
         return f"{verb} completed"
 
-    async def cmd_expunge(self, cmd: Any) -> str:
+    async def cmd_expunge(self, cmd: Command) -> str:
         view = self.view
         assert view is not None
         assert self.user is not None
@@ -169,7 +170,7 @@ class MessageCommands(FolderCommands):
         self._report_own_expunge(list(gone))
         return "EXPUNGE completed"
 
-    async def cmd_fetch(self, cmd: Any) -> str:
+    async def cmd_fetch(self, cmd: Command) -> str:
         view = self.view
         assert view is not None
         assert self.user is not None
@@ -266,7 +267,7 @@ class MessageCommands(FolderCommands):
             return None  # type: ignore[return-value]
         return "FETCH completed"
 
-    async def cmd_search(self, cmd: Any) -> str:
+    async def cmd_search(self, cmd: Command) -> str:
         view = self.view
         assert view is not None
         assert self.user is not None
@@ -327,7 +328,7 @@ class MessageCommands(FolderCommands):
         )
         return found
 
-    async def cmd_sort(self, cmd: Any) -> str:
+    async def cmd_sort(self, cmd: Command) -> str:
         view = self.view
         assert view is not None
         assert self.user is not None
@@ -339,7 +340,7 @@ class MessageCommands(FolderCommands):
         self.send(b"* SORT" + b"".join(b" %d" % n for n in numbers) + b"\r\n")
         return "SORT completed"
 
-    async def cmd_thread(self, cmd: Any) -> str:
+    async def cmd_thread(self, cmd: Command) -> str:
         args = C.thread_args(cmd)
         algorithm = _THREAD_ALGORITHMS.get(args.algorithm.upper())
         if algorithm is None:

@@ -6,15 +6,16 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import time
 from collections.abc import Iterable
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import TYPE_CHECKING, TypeVar
 
 from pochta.access.imap_errors import Bad, Closed, No
 from pochta.access.imap_session import SYSTEM_FLAGS, SessionBase
 from pochta.access.mailbox_view import MailboxView, ViewUpdate
 from pochta.logs import get_logger
 from pochta.protocols.imap import commands as C
+from pochta.protocols.imap.core import Command
+from pochta.protocols.imap.session_state import IdleDone, Mode
 from pochta.protocols.imap.values import Atom, IMAPValue
 from pochta.store import (
     MessageInfo,
@@ -38,13 +39,13 @@ class SelectedMailbox(SessionBase):
 
     # -- selecting --------------------------------------------------------------------------
 
-    async def cmd_select(self, cmd: Any) -> str:
+    async def cmd_select(self, cmd: Command) -> str:
         return await self._select(cmd, readonly=False)
 
-    async def cmd_examine(self, cmd: Any) -> str:
+    async def cmd_examine(self, cmd: Command) -> str:
         return await self._select(cmd, readonly=True)
 
-    async def _select(self, cmd: Any, *, readonly: bool) -> str:
+    async def _select(self, cmd: Command, *, readonly: bool) -> str:
         args = C.select_args(cmd)
         if args.qresync is not None and not self.qresync:
             raise Bad("Enable QRESYNC first")
@@ -116,7 +117,7 @@ class SelectedMailbox(SessionBase):
     def _ok_code(self, code: str, text: str) -> None:
         self.send(b"* OK [" + code.encode("utf-8") + b"] " + text.encode() + b"\r\n")
 
-    async def _qresync(self, params: Any) -> None:
+    async def _qresync(self, params: C.QResync) -> None:
         """RFC 7162 §3.2.5: tell what changed since the client's MODSEQ, when its UIDVALIDITY
         is still right."""
         view = self.view
@@ -159,7 +160,7 @@ class SelectedMailbox(SessionBase):
         self._unwatch = None
         self._dirty = None
 
-    async def cmd_close(self, cmd: Any) -> str:
+    async def cmd_close(self, cmd: Command) -> str:
         view = self.view
         assert view is not None
         assert self.user is not None
@@ -169,16 +170,16 @@ class SelectedMailbox(SessionBase):
         self._close_view()
         return "CLOSE completed"
 
-    async def cmd_unselect(self, cmd: Any) -> str:
+    async def cmd_unselect(self, cmd: Command) -> str:
         self._close_view()
         return "UNSELECT completed"
 
-    async def cmd_check(self, cmd: Any) -> str:
+    async def cmd_check(self, cmd: Command) -> str:
         return "CHECK completed"
 
     # -- untagged updates -------------------------------------------------------------------
 
-    async def _updates_after(self, name: str, cmd: Any) -> None:
+    async def _updates_after(self, name: str, cmd: Command) -> None:
         """Tell the client what changed in the selected folder (RFC 9051 §7.5.1: no
         EXPUNGE during FETCH, STORE, SEARCH; their UID forms allow it)."""
         view = self.view
@@ -296,50 +297,35 @@ class SelectedMailbox(SessionBase):
 
     # -- IDLE (RFC 2177) --------------------------------------------------------------------
 
-    async def cmd_idle(self, cmd: Any) -> str:
+    async def cmd_idle(self, cmd: Command) -> str | None:
         self.send(b"+ idling\r\n")
         await self._updates_after("IDLE", cmd)
-        await self.flush()
-        self.parser.expect_line()
-        timeout = self.server.settings.imap.idle_timeout_seconds
-        deadline = time.monotonic() + timeout
-        reader = asyncio.ensure_future(self.next_event())
-        try:
-            while True:
-                waiters: set[asyncio.Future[Any]] = {reader}
-                dirty = None
-                if self._dirty is not None:
-                    dirty = asyncio.ensure_future(self._dirty.wait())
-                    waiters.add(dirty)
-                left = deadline - time.monotonic()
-                if left <= 0:
-                    self.send(b"* BYE Autologout; idle for too long\r\n")
-                    raise Closed
-                done, _ = await asyncio.wait(
-                    waiters, timeout=min(left, 120), return_when=asyncio.FIRST_COMPLETED
-                )
-                if dirty is not None and not dirty.done():
-                    dirty.cancel()
-                if reader in done:
-                    event = reader.result()
-                    break
-                if dirty is not None and dirty in done:
-                    await self._updates_after("IDLE", cmd)
-                    await self.flush()
-                elif not done:
-                    # A keep-alive for NAT boxes; RFC 2177 suggests re-IDLE every 29 min.
-                    self.send(b"* OK Still here\r\n")
-                    await self.flush()
-        finally:
-            if not reader.done():
-                reader.cancel()
-        if C.raw_line(event).upper() != b"DONE":
+        # RFC 2177 §3: the command stays open; the loop reads DONE (IdleDone, answered by
+        # idle_done), wakes on the folder's changes (pending_pushes) and ends IDLE at the
+        # timeout (session_state.py).
+        self.state.idle(cmd, self.clock(), self.server.settings.imap.idle_timeout_seconds)
+        return None
+
+    async def idle_done(self, event: IdleDone) -> str:
+        if not event.valid:
             raise Bad("Expected DONE")
         return "IDLE terminated"
 
+    def pending_pushes(self) -> list[asyncio.Event]:
+        pushes = super().pending_pushes()
+        if self.state.mode is Mode.IDLE and self._dirty is not None:
+            pushes.append(self._dirty)  # RFC 2177 §3: changes go out while idling
+        return pushes
+
+    async def push_updates(self) -> None:
+        await super().push_updates()
+        command = self.state.command
+        if self.state.mode is Mode.IDLE and command is not None:
+            await self._updates_after("IDLE", command)
+
     # -- the view's numbers ------------------------------------------------------------------
 
-    def uids_of(self, seqset: Any, *, uid: bool) -> list[int]:
+    def uids_of(self, seqset: C.SeqSet, *, uid: bool) -> list[int]:
         """The UIDs a sequence set names in the view (ascending; unknown ones dropped)."""
         view = self.view
         assert view is not None

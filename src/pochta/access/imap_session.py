@@ -2,6 +2,11 @@
 modules: the output buffer and its flush (with COMPRESS=DEFLATE), the parser events and the
 timers that bound each read, store calls run in threads, the capabilities, and folder names
 on the wire (modified UTF-7 unless UTF8=ACCEPT).
+
+The loop waits for the client and, at the same time, for the wake sources of
+``pending_pushes`` (while idling, the selected folder's change event; NOTIFY adds its own):
+``next_event`` returns ``PushDue`` when one fires, and the loop calls ``push_updates``.
+A read that a wake interrupted is kept and awaited again, so no input is ever lost.
 """
 
 from __future__ import annotations
@@ -10,14 +15,24 @@ import asyncio
 import time
 import zlib
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from pochta.access.imap_errors import Closed, No
 from pochta.access.imap_timers import SessionTimers
 from pochta.access.mailbox_view import MailboxView
+from pochta.directory.sasl_exchange import SaslExchange
 from pochta.logs import get_logger
 from pochta.netaddr import is_loopback
 from pochta.protocols.imap import commands as C
+from pochta.protocols.imap.core import Command, CommandError, CommandParser, RawLine
+from pochta.protocols.imap.session_state import (
+    AuthenticateLine,
+    IdleDone,
+    IdleExpired,
+    IdleKeepalive,
+    SessionState,
+)
 from pochta.protocols.imap.values import IMAPValue
 from pochta.store import (
     INBOX,
@@ -75,6 +90,18 @@ BASE_CAPABILITIES = (
 )
 
 
+@dataclass(frozen=True, slots=True)
+class PushDue:
+    """A wake source of ``pending_pushes`` fired while the loop waited for the client."""
+
+
+# What the connection loop acts on: the parser's events as the continuation state reads them
+# (protocols/imap/session_state.py), and the pushes.
+SessionEvent = (
+    Command | C.ContinuationRequest | CommandError | RawLine | AuthenticateLine | IdleDone | PushDue
+)
+
+
 class SessionBase:
     """One IMAP connection's state and plumbing: what the command modules share (the
     connection loop in ``imap.py``; the selected mailbox in ``imap_selected.py``; folders in
@@ -93,8 +120,10 @@ class SessionBase:
         self.writer = writer
         self.ip = ip
         s = self.server.settings.imap
-        self.parser = C.new_parser(s)
-        self.timers = SessionTimers(s, time.monotonic())
+        self.clock: Callable[[], float] = time.monotonic
+        # The continuation state (AUTHENTICATE, IDLE) over the command parser.
+        self.state = SessionState(C.new_parser(s))
+        self.timers = SessionTimers(s, self.clock())
         self.tls_active = service.ssl_context is not None
         self.user: str | None = None
         self.view: MailboxView | None = None
@@ -109,6 +138,9 @@ class SessionBase:
         self._counted_account: str | None = None
         self._counted_userip: str | None = None
         self._auth_failures = 0  # failed LOGIN/AUTHENTICATE on this connection
+        self._sasl: SaslExchange | None = None  # the AUTHENTICATE exchange in progress
+        # A read that a push interrupted: awaited again by the next wait, so nothing is lost.
+        self._read_task: asyncio.Future[bytes] | None = None
         self._keywords: set[str] = set()  # announced in FLAGS for the selected folder
         self._recent_asked = 0  # the highest UID of the selected folder asked about \Recent
         # Work to start once the answer is out (Bayes learning of Junk moves and flags).
@@ -158,37 +190,104 @@ class SessionBase:
         self.writer.write(data)
         await self.writer.drain()
 
-    async def _read(self, wait: float) -> bytes:
-        data = await asyncio.wait_for(self.reader.read(READ_CHUNK), wait)
+    @property
+    def parser(self) -> CommandParser:
+        return self.state.parser
+
+    @parser.setter
+    def parser(self, parser: CommandParser) -> None:
+        self.state.reset(parser)
+
+    async def _read_raw(self) -> bytes:
+        data = await self.reader.read(READ_CHUNK)
         if self._inflate is not None and data:
             data = self._inflate.decompress(data)
         return data
 
-    async def next_event(self) -> Any:
-        """The next parser event, reading (and flushing what we have to say) as needed.
-        Reads wait as long as the idle, login and command clocks allow (imap_timers.py)."""
+    async def _read(self, wait: float) -> bytes | None:
+        """The client's next bytes (b"": it closed), or None when a wake source of
+        ``pending_pushes`` fired first. TimeoutError after ``wait`` seconds."""
+        sources = self.pending_pushes()
+        if any(source.is_set() for source in sources):
+            return None
+        if not sources and self._read_task is None:
+            return await asyncio.wait_for(self._read_raw(), wait)
+        if self._read_task is None:
+            self._read_task = asyncio.ensure_future(self._read_raw())
+        read = self._read_task
+        wakes = [asyncio.ensure_future(source.wait()) for source in sources]
+        waiters: set[asyncio.Future[Any]] = {read, *wakes}
+        try:
+            done, _ = await asyncio.wait(waiters, timeout=wait, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            for wake in wakes:
+                wake.cancel()
+        if read in done:
+            self._read_task = None
+            return read.result()
+        if done:
+            return None
+        raise TimeoutError
+
+    def cancel_read(self) -> None:
+        """At the end of the session: drop a read still pending after a push."""
+        if self._read_task is not None:
+            self._read_task.cancel()
+            self._read_task = None
+
+    async def next_event(self) -> SessionEvent:
+        """The next event, reading (and flushing what we have to say) as needed. Reads wait
+        as long as the idle, login and command clocks allow (imap_timers.py), and IDLE's
+        own timers (session_state.py); a wake source of ``pending_pushes`` gives ``PushDue``."""
         while True:
-            event = self.parser.next_event()
+            event = self.state.next_event()
             if event is not None:
                 if not isinstance(event, C.ContinuationRequest):
                     self.timers.command_done()
                 return event
+            now = self.clock()
+            due = self.state.timer_event(now)
+            if isinstance(due, IdleExpired):
+                # RFC 2177 §3: the server may log out a client idle for too long.
+                log.info("timeout", client=self.ip, user=self.user, reason="idle")
+                self.send(b"* BYE Autologout; idle for too long\r\n")
+                raise Closed
+            if isinstance(due, IdleKeepalive):
+                self.send(b"* OK Still here\r\n")
             await self.flush()
             wait = self.timers.next_wait(
-                time.monotonic(),
+                now,
                 logged_in=self.user is not None,
                 in_command=self.parser.in_command,
                 literal_octets=self.parser.literal_octets,
             )
+            timer = self.state.seconds_to_timer(now)
+            seconds = wait.seconds if timer is None else min(wait.seconds, timer)
             try:
-                data = await self._read(wait.seconds)
+                data = await self._read(seconds)
             except TimeoutError:
+                if timer is not None and timer <= wait.seconds:
+                    continue  # IDLE's keep-alive or end: timer_event says which
                 log.info("timeout", client=self.ip, user=self.user, reason=wait.bye)
                 self.send(b"* BYE " + wait.bye.encode() + b"\r\n")
                 raise Closed from None
+            if data is None:
+                return PushDue()
             if not data:
                 raise Closed
             self.parser.feed(data)
+
+    # -- pushes: what wakes the loop besides the client ---------------------------------------
+
+    def pending_pushes(self) -> list[asyncio.Event]:
+        """The events that wake the loop while it waits for the client; when one is set,
+        ``next_event`` returns ``PushDue`` and the loop calls ``push_updates``. IDLE
+        (imap_selected.py) gives the selected folder's change event while idling; NOTIFY
+        (RFC 5465) extends the list with its own, between commands too."""
+        return []
+
+    async def push_updates(self) -> None:
+        """Send what the fired wake sources have to say, and clear them (the loop flushes)."""
 
     async def blocking(self, func: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
         """Run a store call in a thread; store failures become NO answers."""

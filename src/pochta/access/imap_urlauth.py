@@ -33,7 +33,7 @@ import sqlite3
 import time
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, Protocol, runtime_checkable
+from typing import Protocol, runtime_checkable
 
 from pochta.access.imap_errors import Bad, No
 from pochta.access.imap_mime import (
@@ -48,6 +48,7 @@ from pochta.access.imap_selected import SelectedMailbox
 from pochta.logs import get_logger
 from pochta.protocols.imap import commands as C
 from pochta.protocols.imap import url as U
+from pochta.protocols.imap.core import Command
 from pochta.protocols.imap.values import Atom, IMAPValue
 from pochta.store import INBOX, FolderInfo, MailStore, StoreError
 
@@ -421,7 +422,7 @@ class UrlAuthCommands(SelectedMailbox):
         account = self.server.directory.get_account(owner)
         return None if account is None else account.address
 
-    async def cmd_genurlauth(self, cmd: Any) -> str:
+    async def cmd_genurlauth(self, cmd: Command) -> str:
         assert self.user is not None
         out: list[IMAPValue] = []
         for text, mechanism in U.genurlauth_args(cmd.args):
@@ -452,7 +453,7 @@ class UrlAuthCommands(SelectedMailbox):
         self.untagged(Atom("GENURLAUTH"), *out)  # RFC 4467 §9 genurlauth-data
         return "GENURLAUTH completed"
 
-    async def cmd_resetkey(self, cmd: Any) -> str | None:
+    async def cmd_resetkey(self, cmd: Command) -> str | None:
         assert self.user is not None
         wire, mechanisms = U.resetkey_args(cmd.args)
         unknown = [m for m in mechanisms if m not in MECHANISMS]
@@ -469,7 +470,7 @@ class UrlAuthCommands(SelectedMailbox):
         self.send(C.tagged(cmd.tag, "OK", "RESETKEY completed", "URLMECH INTERNAL"))
         return None
 
-    async def cmd_urlfetch(self, cmd: Any) -> str:
+    async def cmd_urlfetch(self, cmd: Command) -> str:
         assert self.user is not None
         for text, params in U.urlfetch_args(cmd.args):
             raw: bytes | None = None

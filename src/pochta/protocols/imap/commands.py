@@ -8,10 +8,13 @@ which the session answers with BAD.
 
 from __future__ import annotations
 
+import base64
+import binascii
 import datetime as dt
 import re
 from collections.abc import Iterable
 from dataclasses import dataclass, field
+from typing import NamedTuple
 
 from pochta.config.settings import IMAPSettings
 from pochta.protocols.imap.core import (
@@ -244,30 +247,51 @@ def date_time(token: object) -> dt.datetime:
 # -- per command ----------------------------------------------------------------------------
 
 
-def login_args(cmd: Command) -> tuple[str, str]:
+@dataclass(frozen=True, slots=True)
+class LoginArgs:
+    user: str
+    password: str
+
+    def __repr__(self) -> str:  # never a password in a log line or a traceback
+        return f"LoginArgs(user={self.user!r}, password=...)"
+
+
+def login_args(cmd: Command) -> LoginArgs:
     a = _args(cmd, 2, 2)
-    return astring(a[0]), astring(a[1])
+    return LoginArgs(astring(a[0]), astring(a[1]))
 
 
-def authenticate_args(cmd: Command) -> tuple[str, bytes | None]:
+@dataclass(frozen=True, slots=True)
+class AuthenticateArgs:
+    mechanism: str  # upper case
+    initial_response: bytes | None  # RFC 4959 SASL-IR, decoded; None: none sent
+
+    def __repr__(self) -> str:
+        sent = "none" if self.initial_response is None else "..."
+        return f"AuthenticateArgs(mechanism={self.mechanism!r}, initial_response={sent})"
+
+
+def authenticate_args(cmd: Command) -> AuthenticateArgs:
     a = _args(cmd, 1, 2)
     mech = atom(a[0]).upper()
     if len(a) == 1:
-        return mech, None
+        return AuthenticateArgs(mech, None)
     text = astring(a[1])
     if text == "=":
-        return mech, b""  # RFC 4959 §3: an empty initial response
-    import base64
-    import binascii
-
+        return AuthenticateArgs(mech, b"")  # RFC 4959 §3: an empty initial response
     try:
-        return mech, base64.b64decode(text, validate=True)
+        return AuthenticateArgs(mech, base64.b64decode(text, validate=True))
     except (binascii.Error, ValueError):
         raise BadArgs("Invalid base64 in the initial response") from None
 
 
-def enable_args(cmd: Command) -> list[str]:
-    return [atom(t) for t in _args(cmd, 1)]
+@dataclass(frozen=True, slots=True)
+class EnableArgs:
+    capabilities: list[str]  # as the client spelt them (RFC 5161 §3.1)
+
+
+def enable_args(cmd: Command) -> EnableArgs:
+    return EnableArgs([atom(t) for t in _args(cmd, 1)])
 
 
 def id_params(cmd: Command) -> dict[str, str]:
@@ -298,12 +322,24 @@ def quota_root_arg(cmd: Command) -> str:
     return astring(_args(cmd, 1, 1)[0])
 
 
-def rename_args(cmd: Command) -> tuple[str, str]:
+@dataclass(frozen=True, slots=True)
+class RenameArgs:
+    old: str  # mailbox names as on the wire
+    new: str
+
+
+def rename_args(cmd: Command) -> RenameArgs:
     a = _args(cmd, 2, 2)
-    return mailbox(a[0]), mailbox(a[1])
+    return RenameArgs(mailbox(a[0]), mailbox(a[1]))
 
 
-def create_args(cmd: Command) -> tuple[str, list[str]]:
+@dataclass(frozen=True, slots=True)
+class CreateArgs:
+    mailbox: str  # as on the wire
+    special_use: list[str]  # RFC 6154 §3: CREATE ... (USE (\Drafts))
+
+
+def create_args(cmd: Command) -> CreateArgs:
     a = _args(cmd, 1, 2)
     special: list[str] = []
     if len(a) == 2:
@@ -311,7 +347,7 @@ def create_args(cmd: Command) -> tuple[str, list[str]]:
         if len(params) != 2 or atom(params[0]).upper() != "USE":
             raise BadArgs("Unknown CREATE parameter")
         special = [atom(x) for x in parenthesised(params[1])]
-    return mailbox(a[0]), special
+    return CreateArgs(mailbox(a[0]), special)
 
 
 @dataclass(slots=True)
@@ -393,13 +429,19 @@ STATUS_ITEMS = frozenset(
 )
 
 
-def status_args(cmd: Command) -> tuple[str, list[str]]:
+@dataclass(frozen=True, slots=True)
+class StatusArgs:
+    mailbox: str  # as on the wire
+    items: list[str]  # upper case, each one of STATUS_ITEMS
+
+
+def status_args(cmd: Command) -> StatusArgs:
     a = _args(cmd, 2, 2)
     items = [atom(x).upper() for x in parenthesised(a[1])]
     unknown = [i for i in items if i not in STATUS_ITEMS]
     if unknown or not items:
         raise BadArgs(f"Unknown STATUS item {unknown[0] if unknown else '()'}")
-    return mailbox(a[0]), items
+    return StatusArgs(mailbox(a[0]), items)
 
 
 @dataclass(frozen=True, slots=True)
@@ -419,12 +461,25 @@ class CatUrl:
 AppendData = bytes | tuple[CatText | CatUrl, ...]
 
 
-def append_args(
-    cmd: Command,
-) -> tuple[str, list[tuple[list[str], dt.datetime | None, AppendData]]]:
+class AppendMessage(NamedTuple):
+    """One message of a (MULTI)APPEND; a named tuple, so ``for flags, when, data in ...``
+    reads it too."""
+
+    flags: list[str]
+    when: dt.datetime | None  # the INTERNALDATE asked for, if any
+    data: AppendData  # the literal, or CATENATE's parts (RFC 4469)
+
+
+@dataclass(frozen=True, slots=True)
+class AppendArgs:
+    mailbox: str  # as on the wire
+    messages: list[AppendMessage]  # RFC 3502: one or more
+
+
+def append_args(cmd: Command) -> AppendArgs:
     a = list(_args(cmd, 2))
     name = mailbox(a.pop(0))
-    messages: list[tuple[list[str], dt.datetime | None, AppendData]] = []
+    messages: list[AppendMessage] = []
     while a:
         flags: list[str] = []
         when = None
@@ -446,12 +501,12 @@ def append_args(
             data = inner[0]
         elif word == "CATENATE" and isinstance(inner, list):
             a.pop(0)
-            messages.append((flags, when, _catenate_parts(inner)))
+            messages.append(AppendMessage(flags, when, _catenate_parts(inner)))
             continue
         if not isinstance(data, bytes):
             raise BadArgs("The message must be a literal")
-        messages.append((flags, when, data))
-    return name, messages
+        messages.append(AppendMessage(flags, when, data))
+    return AppendArgs(name, messages)
 
 
 def _catenate_parts(tokens: list[object]) -> tuple[CatText | CatUrl, ...]:

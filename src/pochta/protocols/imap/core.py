@@ -4,7 +4,8 @@ Bytes go in with ``feed``; ``next_event`` hands out, in order: a ``ContinuationR
 when a synchronizing literal ``{n}`` was announced (the server then sends ``+``), a
 ``Command`` (tag, name, arguments as a token tree), a ``CommandError`` for a command that
 cannot be read (answered with BAD, or NO [TOOBIG] when ``too_big``), or a ``RawLine`` when
-the session asked for one with ``expect_line`` (AUTHENTICATE answers, IDLE's DONE).
+the session asked for one with ``expect_line`` (AUTHENTICATE answers, IDLE's DONE: the
+session's continuation states in ``session_state.py`` ask for it and read it).
 
 A command is read whole — its lines and the literals between them — before it is tokenised.
 Tokens: ``str`` for atoms, ``Quoted`` for quoted strings, ``bytes`` for literals, ``list`` for
