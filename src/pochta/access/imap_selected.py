@@ -36,6 +36,8 @@ class SelectedMailbox(SessionBase):
     """SELECT/EXAMINE, the selected folder's view kept in step with other sessions and
     deliveries (untagged EXISTS, EXPUNGE/VANISHED, FETCH FLAGS), CLOSE/UNSELECT, IDLE."""
 
+    idling = False  # in IDLE: its loop pushes the selected folder's changes (NOTIFY's hook)
+
     # -- selecting --------------------------------------------------------------------------
 
     async def cmd_select(self, cmd: Any) -> str:
@@ -304,6 +306,7 @@ class SelectedMailbox(SessionBase):
         timeout = self.server.settings.imap.idle_timeout_seconds
         deadline = time.monotonic() + timeout
         reader = asyncio.ensure_future(self.next_event())
+        self.idling = True
         try:
             while True:
                 waiters: set[asyncio.Future[Any]] = {reader}
@@ -331,6 +334,7 @@ class SelectedMailbox(SessionBase):
                     self.send(b"* OK Still here\r\n")
                     await self.flush()
         finally:
+            self.idling = False
             if not reader.done():
                 reader.cancel()
         if C.raw_line(event).upper() != b"DONE":
