@@ -43,6 +43,25 @@ Refusal = Literal["total", "per_ip"]
 ANY_FOLDER = ""
 
 
+class FolderFeed(Protocol):
+    """Which folders of one account changed since the last ``take``: names only, merged, at
+    most a limit of them waiting (past it: ``overflowed``, RFC 5465 §5.8)."""
+
+    @property
+    def ready(self) -> asyncio.Event:
+        """Set when something is waiting to be taken."""
+        ...
+
+    @property
+    def overflowed(self) -> bool: ...
+
+    def take(self) -> frozenset[str] | None:
+        """The changed folders (None: any folder may have changed); clears the feed."""
+        ...
+
+    def close(self) -> None: ...
+
+
 class ChangeBus(Protocol):
     """Store changes as wake-ups (IMAP IDLE, RFC 2177): never data, only "look again".
 
@@ -58,6 +77,11 @@ class ChangeBus(Protocol):
     ) -> tuple[asyncio.Event, Callable[[], None]]:
         """An event set at each change of ``folder`` of the account (``ANY_FOLDER``: any of
         its folders), and the function that ends the watch."""
+        ...
+
+    def follow(self, address: str, limit: int) -> FolderFeed:
+        """The folders of the account changed from now on (IMAP NOTIFY, RFC 5465), at most
+        ``limit`` of them waiting before the feed overflows."""
         ...
 
     def publish(self, address: str, folder: str) -> None:

@@ -97,3 +97,37 @@ def test_the_socket_links_are_relays_with_the_same_wire_format() -> None:
     theirs.close()
     pool: ChangeRelay = WorkerPool([], [], 0)
     pool.send_change(ALICE, "INBOX")  # no workers: nothing to tell, no error
+
+
+async def test_a_folder_feed_follows_an_account_merged_and_bounded(tmp_path: Path) -> None:
+    # NOTIFY (RFC 5465) follows a whole account: which folders changed, each once.
+    store = _store(tmp_path)
+    hub = ChangeHub(store, asyncio.get_running_loop())
+    feed = hub.follow("alice@example.org", limit=2)
+    other = hub.follow("bob@example.org", limit=2)
+    await asyncio.to_thread(store.deliver, "alice@example.org", b"Subject: x\r\n\r\nx\r\n")
+    await asyncio.to_thread(store.deliver, "alice@example.org", b"Subject: y\r\n\r\ny\r\n")
+    assert await _woken(feed.ready)
+    assert not other.ready.is_set()
+    assert feed.take() == {INBOX}  # two deliveries, one folder
+    assert not feed.ready.is_set()
+    assert feed.take() == frozenset()
+    # The bound: a third different folder waiting and the feed overflows (RFC 5465 §5.8).
+    for folder in ("A", "B"):
+        hub.wake_remote(ALICE, folder)
+    assert not feed.overflowed
+    hub.wake_remote(ALICE, "A")  # the same folder again costs nothing
+    assert not feed.overflowed
+    hub.wake_remote(ALICE, "C")
+    assert feed.overflowed
+    feed.take()
+    assert not feed.overflowed  # taking starts afresh
+    # Another process's change that names nothing: any folder may have changed.
+    hub.wake_remote(None, None)
+    assert feed.take() is None
+    feed.close()
+    hub.wake_remote(ALICE, "A")
+    assert not feed.ready.is_set()  # closed: no longer followed
+    other.close()
+    hub.close()
+    store.close()

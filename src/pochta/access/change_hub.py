@@ -12,6 +12,13 @@ noticing.
 
 A session then asks the store what changed (``folder_changes``): the hub carries wake-ups
 only, never data, so a lost or merged wake-up costs nothing but a moment.
+
+A NOTIFY session (RFC 5465) watches a whole account and must know which folders changed:
+it ``follow``s the account and gets a ``FolderFeed``, the names of the folders changed since it
+last looked, merged (ten deliveries to one folder are one entry). The feed is bounded: past
+``limit`` different folders waiting it stops recording and says ``overflowed``; the session
+then sends ``OK [NOTIFICATIONOVERFLOW]`` and ends its NOTIFY (RFC 5465 §5.8). A change from
+another process that names no folder makes the feed say "any folder" (``take`` returns None).
 """
 
 from __future__ import annotations
@@ -34,6 +41,7 @@ class ChangeHub:
         self._loop = loop
         self._relay = relay
         self._watchers: dict[tuple[str, str], set[asyncio.Event]] = {}
+        self._feeds: dict[str, set[FolderFeed]] = {}
         self._unsubscribe = store.subscribe_changes(self._on_change)
 
     def relay_to(self, relay: ChangeRelay | None) -> None:
@@ -58,6 +66,23 @@ class ChangeHub:
 
         return event, stop
 
+    def follow(self, address: str, limit: int) -> FolderFeed:
+        """The folders of the account that change from now on, at most ``limit`` of them
+        waiting (``FolderFeed``); ``FolderFeed.close`` ends it."""
+        key = address.lower()
+        feeds = self._feeds.setdefault(key, set())
+
+        def stop(feed: FolderFeed) -> None:
+            mine = self._feeds.get(key)
+            if mine is not None:
+                mine.discard(feed)
+                if not mine:
+                    del self._feeds[key]
+
+        feed = FolderFeed(limit, stop)
+        feeds.add(feed)
+        return feed
+
     def close(self) -> None:
         self._unsubscribe()
         self._relay = None
@@ -81,6 +106,9 @@ class ChangeHub:
             for watchers in self._watchers.values():
                 for event in watchers:
                     event.set()
+            for feeds in self._feeds.values():
+                for feed in feeds:
+                    feed.add(None)
             return
         self._wake(address.lower(), folder)
 
@@ -88,3 +116,49 @@ class ChangeHub:
         for key in ((address, folder), (address, ANY_FOLDER)):
             for event in self._watchers.get(key, ()):
                 event.set()
+        for feed in self._feeds.get(address, ()):
+            feed.add(folder)
+
+
+class FolderFeed:
+    """The folders of one account changed since the last ``take`` (``runtime.FolderFeed``).
+
+    Bounded: it holds at most ``limit`` different names; one more and it drops them and
+    reports ``overflowed`` until taken (the client fell behind, RFC 5465 §5.8)."""
+
+    def __init__(self, limit: int, stop: Callable[[FolderFeed], None]) -> None:
+        self.ready = asyncio.Event()
+        self._limit = limit
+        self._stop = stop
+        self._folders: set[str] = set()
+        self._anything = False
+        self._overflowed = False
+
+    @property
+    def overflowed(self) -> bool:
+        return self._overflowed
+
+    def add(self, folder: str | None) -> None:
+        """A change of ``folder`` (on the loop); None: any folder may have changed."""
+        if folder is None:
+            self._anything = True
+            self._folders.clear()
+        elif not (self._anything or self._overflowed or folder in self._folders):
+            if len(self._folders) >= self._limit:
+                self._overflowed = True
+                self._folders.clear()
+            else:
+                self._folders.add(folder)
+        self.ready.set()
+
+    def take(self) -> frozenset[str] | None:
+        """The folders changed since the last take (None: any may have); starts afresh,
+        the overflow mark included."""
+        taken = None if self._anything else frozenset(self._folders)
+        self._folders.clear()
+        self._anything = self._overflowed = False
+        self.ready.clear()
+        return taken
+
+    def close(self) -> None:
+        self._stop(self)

@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING, TypeVar
 from pochta import __version__
 from pochta.access.imap_errors import Bad, Closed, No, store_code
 from pochta.access.imap_messages import MessageCommands
+from pochta.access.imap_notify import NotifyCommands
 from pochta.access.imap_session import BASE_CAPABILITIES, SYSTEM_FLAGS, PushDue, SessionEvent
 from pochta.access.imap_urlauth import UrlAuthCommands
 from pochta.directory.sasl import server_mechanism
@@ -78,7 +79,7 @@ class IMAPService:
         await Session(self, reader, writer, ip).run()
 
 
-class Session(MessageCommands, UrlAuthCommands):
+class Session(MessageCommands, UrlAuthCommands, NotifyCommands):
     """One IMAP connection: the read → parse → act → write loop, the state checks, and the
     commands of any state and of the not-authenticated state (STARTTLS, LOGIN,
     AUTHENTICATE, COMPRESS)."""
@@ -101,6 +102,7 @@ class Session(MessageCommands, UrlAuthCommands):
         finally:
             self.cancel_read()
             self._stop_watching()
+            self._notify_off()
             if self._counted_account is not None:
                 self.server.session_closed(self._counted_account)
             if self._counted_userip is not None:

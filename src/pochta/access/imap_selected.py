@@ -179,7 +179,7 @@ class SelectedMailbox(SessionBase):
 
     # -- untagged updates -------------------------------------------------------------------
 
-    async def _updates_after(self, name: str, cmd: Command) -> None:
+    async def _updates_after(self, name: str, cmd: Command | None) -> None:
         """Tell the client what changed in the selected folder (RFC 9051 §7.5.1: no
         EXPUNGE during FETCH, STORE, SEARCH; their UID forms allow it)."""
         view = self.view

@@ -784,6 +784,16 @@ class IMAPSettings(_Table, frozen=True, kw_only=True, forbid_unknown_fields=True
         ),
         msgspec.Meta(ge=1, le=10**9),
     ] = 4096
+    notify_max_pending_folders: Annotated[
+        int,
+        _doc(
+            "NOTIFY (RFC 5465): how many changed folders a session may have waiting for it "
+            "(while it runs a command or its client reads slowly); changes to one folder "
+            "count once. One more and the client gets OK [NOTIFICATIONOVERFLOW] and its "
+            "NOTIFY ends (RFC 5465 §5.8), as if it had sent NOTIFY NONE."
+        ),
+        msgspec.Meta(ge=1, le=1_000_000),
+    ] = 1000
 
 
 class POP3Settings(_Table, frozen=True, kw_only=True, forbid_unknown_fields=True):
