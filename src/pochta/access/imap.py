@@ -20,6 +20,7 @@ from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from pochta import __version__
+from pochta.access.imap_context import ContextCommands
 from pochta.access.imap_errors import Bad, Closed, No, store_code
 from pochta.access.imap_messages import MessageCommands
 from pochta.access.imap_session import BASE_CAPABILITIES, SYSTEM_FLAGS
@@ -75,7 +76,7 @@ class IMAPService:
         await Session(self, reader, writer, ip).run()
 
 
-class Session(MessageCommands):
+class Session(MessageCommands, ContextCommands):
     """One IMAP connection: the read → parse → act → write loop, the state checks, and the
     commands of any state and of the not-authenticated state (STARTTLS, LOGIN,
     AUTHENTICATE, COMPRESS)."""
