@@ -94,14 +94,16 @@ class LiveContexts:
 
     # -- changes ----------------------------------------------------------------------------
 
-    def expunging(self, live: Container[int]) -> bytes:
+    def expunging(self, live: Container[int], *, changed: bool = True) -> bytes:
         """REMOVEFROM for the results that are no longer ``live``, to be written before the
         EXPUNGE / VANISHED responses that remove them (RFC 5267 §4.3.4: "MUST be sent prior
-        to the expunge notification itself"), numbered as the client still numbers them."""
-        self.stale = True  # something changed: the next refresh evaluates again
+        to the expunge notification itself"), numbered as the client still numbers them.
+        ``changed``: the folder changed otherwise too (the next refresh evaluates again)."""
+        self.stale = self.stale or changed
         gone = {u for u in self.numbering if u not in live}
         if not gone:
             return b""
+        self.stale = True
         out = bytearray()
         for context in self.contexts.values():
             keep = [u for u in context.result if u not in gone]

@@ -245,8 +245,10 @@ class SelectedMailbox(SessionBase):
         # RFC 9051 §7.3.5: FLAGS (and PERMANENTFLAGS) name a new keyword before any EXISTS
         # or FETCH shows a message carrying it.
         self._announce_keywords(update.keywords)
-        if self.contexts and self.view is not None:  # RFC 5267 §4.3.4: before the EXPUNGE
-            self.send(self.contexts.expunging(self.view.info))
+        view = self.view
+        if self.contexts and view is not None:  # RFC 5267 §4.3.4: before the EXPUNGE
+            changed = bool(update) or bool(view.pending_expunge)
+            self.send(self.contexts.expunging(view.info, changed=changed))
         for seq in update.expunged:
             self.untagged(seq, Atom("EXPUNGE"))
         if update.vanished:
