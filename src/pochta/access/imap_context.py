@@ -117,10 +117,10 @@ class LiveContexts:
         """Evaluate every context again (once something changed) and return the ESEARCH
         responses that bring the client's results up to date; ``numbering`` is the view's
         numbering, which the client now shares (its EXISTS and EXPUNGE have gone out)."""
-        self.numbering = list(numbering)
         if not self.stale:
-            return b""
+            return b""  # no change since: neither the results nor the numbering moved
         self.stale = False
+        self.numbering = list(numbering)
         out = bytearray()
         for context in list(self.contexts.values()):
             try:
