@@ -25,6 +25,7 @@ from pochta.protocols.imap.render import (
     render,
     set_text,
 )
+from pochta.protocols.imap.search_return import ReturnOptions
 from pochta.protocols.imap.values import Atom
 
 
@@ -128,7 +129,7 @@ def test_search_keys_and_sets() -> None:
     assert C.bind_sets(key[1][1], exists=4, max_uid=9) == ("seq", [1, 2, 3, 5])
     assert C.bind_sets(key[1][2], exists=4, max_uid=9) == ("uid", [7, 8, 9])
     args = C.search_args(one(b"a UID SEARCH RETURN (MIN COUNT) SINCE 1-Feb-1994\r\n"))
-    assert args.returns == ["MIN", "COUNT"]
+    assert args.returns == ReturnOptions(min=True, count=True)
     assert args.key == ("date", "since", dt.date(1994, 2, 1), False)
     with pytest.raises(C.BadArgs):
         C.search_args(one(b"a SEARCH FROBNICATE\r\n"))

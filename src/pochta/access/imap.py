@@ -20,6 +20,7 @@ from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, TypeVar
 
 from pochta import __version__
+from pochta.access.imap_context import ContextCommands
 from pochta.access.imap_errors import Bad, Closed, No, store_code
 from pochta.access.imap_messages import MessageCommands
 from pochta.access.imap_notify import NotifyCommands
@@ -79,7 +80,7 @@ class IMAPService:
         await Session(self, reader, writer, ip).run()
 
 
-class Session(MessageCommands, UrlAuthCommands, NotifyCommands):
+class Session(MessageCommands, UrlAuthCommands, NotifyCommands, ContextCommands):
     """One IMAP connection: the read → parse → act → write loop, the state checks, and the
     commands of any state and of the not-authenticated state (STARTTLS, LOGIN,
     AUTHENTICATE, COMPRESS)."""

@@ -6,9 +6,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
+from dataclasses import replace
 from typing import TYPE_CHECKING, Any, TypeVar
 
+from pochta.access.imap_context import Evaluate, LiveContext, LiveContexts, pin_key
 from pochta.access.imap_errors import Bad, No
 from pochta.access.imap_fetch import FetchFailed, fetch_messages
 from pochta.access.imap_folders import FolderCommands
@@ -29,6 +31,7 @@ from pochta.protocols.imap import commands as C
 from pochta.protocols.imap.core import Command
 from pochta.protocols.imap.fetch_items import FetchItem
 from pochta.protocols.imap.render import render
+from pochta.protocols.imap.search_return import ReturnOptions
 from pochta.store import (
     FlagMode,
     FlagUpdate,
@@ -74,6 +77,8 @@ class MessageCommands(FolderCommands):
             unchanged_since=args.unchanged_since,
         )
         changed = {u.uid for u in result.updated}
+        if changed and self.contexts:
+            self.contexts.stale = True  # RFC 5267 §4.3: the results may change with flags
         trainer = self.mail.spam_trainer
         if trainer is not None and mode is not FlagMode.REMOVE and changed:
             # Thunderbird and Apple Mail mark junk / not junk with these keywords.
@@ -209,6 +214,8 @@ class MessageCommands(FolderCommands):
                     info = _updated(old, update)
                     view.note_own_change(info)
                     fresh[update.uid] = info
+                if fresh and self.contexts:
+                    self.contexts.stale = True  # \Seen set: results may change (RFC 5267)
                 if fresh and not any(i.kind == "FLAGS" for i in items):
                     items = [*items, FetchItem("FLAGS", name="FLAGS")]
         user, folder = self.user, view.name
@@ -278,22 +285,59 @@ class MessageCommands(FolderCommands):
             )
         if C.key_uses_modseq(args.key):
             self._condstore_on()
+        returns = args.returns
+        if returns is not None and returns.update:
+            self._check_context_tag(cmd.tag)
         uids = await self._search(args.key)
         numbers = uids if args.uid else [view.seq_of(u) or 0 for u in uids]
-        if args.returns is not None:
-            parts = esearch_parts(numbers, args.returns, C.uid_set_text)
-            if self.condstore and C.key_uses_modseq(args.key) and uids:
-                parts.append(f"MODSEQ {_esearch_modseq(view, uids, args.returns)}")
-            head = b"* ESEARCH (TAG " + render(cmd.tag) + b")"
-            if args.uid:
-                head += b" UID"
-            self.send(head + b"".join(b" " + p.encode() for p in parts) + b"\r\n")
+        if returns is not None:
+            parts = esearch_parts(numbers, returns, ordered=False)
+            modseq = _esearch_modseq(view, uids, returns)
+            if self.condstore and C.key_uses_modseq(args.key) and modseq:
+                parts.append(f"MODSEQ {modseq}")
+            self._esearch(cmd.tag, args.uid, parts)
+            if returns.update:
+                pinned = pin_key(args.key, view)
+                self._keep_context(
+                    cmd.tag,
+                    uid=args.uid,
+                    ordered=False,
+                    result=uids,
+                    evaluate=lambda: self._search(pinned),
+                )
         else:
             line = b"* SEARCH" + b"".join(b" %d" % n for n in numbers)
             if self.condstore and C.key_uses_modseq(args.key) and uids:
                 line += b" (MODSEQ %d)" % max(view.info[u].modseq for u in uids)
             self.send(line + b"\r\n")
         return "SEARCH completed"
+
+    def _esearch(self, tag: str, uid: bool, parts: list[str]) -> None:
+        """``* ESEARCH (TAG "t") [UID] items`` (RFC 4731 §3.1; RFC 5267 §3 for SORT)."""
+        head = b"* ESEARCH (TAG " + render(tag) + b")" + (b" UID" if uid else b"")
+        self.send(head + b"".join(b" " + p.encode() for p in parts) + b"\r\n")
+
+    def _check_context_tag(self, tag: str) -> None:
+        # RFC 5267 §4.3: a tag still naming an UPDATE context "SHALL result in ... BAD".
+        if self.contexts is not None and render(tag) in self.contexts:
+            raise Bad(f"Tag {tag[:60]} names a search with UPDATE still in effect; use another tag")
+
+    def _keep_context(
+        self, tag: str, *, uid: bool, ordered: bool, result: list[int], evaluate: Evaluate
+    ) -> None:
+        """Keep a SEARCH/SORT result up to date (RFC 5267 §4.3), or say why not: an untagged
+        NO [NOUPDATE "tag"] (§4.3.1) while the other return options stand."""
+        view = self.view
+        assert view is not None
+        contexts = self.contexts
+        if contexts is None:
+            contexts = self.contexts = LiveContexts(view.uids)
+        refused = contexts.refusal(ordered=ordered)
+        if refused is not None:
+            self.send(b"* NO [NOUPDATE " + render(tag) + b"] " + refused.encode() + b"\r\n")
+            return
+        contexts.numbering = list(view.uids)  # the client's numbering, at a command's end
+        contexts.add(LiveContext(render(tag), uid, ordered, evaluate, list(result)))
 
     async def _search(self, key: C.Key) -> list[int]:
         view = self.view
@@ -333,12 +377,50 @@ class MessageCommands(FolderCommands):
         assert view is not None
         assert self.user is not None
         args = C.sort_args(cmd)
+        returns = args.returns
+        if returns is not None and returns.update:
+            self._check_context_tag(cmd.tag)
         uids = await self._search(args.key)
         infos = await self.blocking(self._sort_infos, uids)
         ordered = sort_messages(infos, args.criteria)
         numbers = [i.uid if args.uid else i.seq for i in ordered]
-        self.send(b"* SORT" + b"".join(b" %d" % n for n in numbers) + b"\r\n")
+        if returns is None:
+            self.send(b"* SORT" + b"".join(b" %d" % n for n in numbers) + b"\r\n")
+            return "SORT completed"
+        # RFC 5267 §3: SORT RETURN (...) answers ESEARCH, in the sort order.
+        self._esearch(cmd.tag, args.uid, esearch_parts(numbers, returns, ordered=True))
+        if returns.update:
+            self._keep_context(
+                cmd.tag,
+                uid=args.uid,
+                ordered=True,
+                result=[i.uid for i in ordered],
+                evaluate=self._sorted_results(pin_key(args.key, view), args.criteria, infos),
+            )
         return "SORT completed"
+
+    def _sorted_results(
+        self, key: C.Key, criteria: list[tuple[str, bool]], infos: list[SortInfo]
+    ) -> Evaluate:
+        """A SORT context's result, computed again: the search, then the sort over what SORT
+        read of each message, kept between runs (it never changes) for the current
+        results only."""
+        cache = {i.uid: i for i in infos}
+
+        async def evaluate() -> list[int]:
+            found = await self._search(key)
+            missing = [u for u in found if u not in cache]
+            if missing:
+                for info in await self.blocking(self._sort_infos, missing):
+                    cache[info.uid] = info
+            wanted = set(found)
+            for uid in [u for u in cache if u not in wanted]:
+                del cache[uid]
+            # Ties go by sequence number (RFC 5256 §3): mailbox order, as ``found`` is.
+            now = [replace(cache[u], seq=n) for n, u in enumerate(found, 1) if u in cache]
+            return [i.uid for i in sort_messages(now, criteria)]
+
+        return evaluate
 
     async def cmd_thread(self, cmd: Command) -> str:
         args = C.thread_args(cmd)
@@ -408,17 +490,21 @@ async def _inline(func: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
     return func(*args, **kwargs)
 
 
-def _esearch_modseq(view: MailboxView, uids: list[int], returns: Iterable[str]) -> int:
+def _esearch_modseq(view: MailboxView, uids: list[int], returns: ReturnOptions) -> int:
     """RFC 7162 §3.1.5: the highest MODSEQ of the messages the ESEARCH result returns
-    (only the MIN/MAX message when just those are asked for)."""
-    wanted = {r.upper() for r in returns} or {"ALL"}
-    if wanted & {"ALL", "COUNT"}:
+    (only the MIN/MAX message or the PARTIAL ones when just those are asked for); 0 when
+    it returns none."""
+    if not uids:
+        return 0
+    if returns.all or returns.count:
         returned = uids
     else:
-        returned = [min(uids)] if "MIN" in wanted else []
-        if "MAX" in wanted:
+        returned = [min(uids)] if returns.min else []
+        if returns.max:
             returned.append(max(uids))
-    return max(view.info[u].modseq for u in returned) if returned else 0
+        if returns.partial is not None:
+            returned += returns.partial.pick(uids)
+    return max((view.info[u].modseq for u in returned), default=0)
 
 
 def _updated(old: MessageInfo, update: FlagUpdate) -> MessageInfo:

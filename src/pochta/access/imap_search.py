@@ -19,6 +19,7 @@ from dataclasses import dataclass
 
 from pochta.access.mailbox_view import MailboxView
 from pochta.protocols.imap.commands import Key
+from pochta.protocols.imap.search_return import ReturnOptions
 
 
 @dataclass(slots=True)
@@ -154,18 +155,42 @@ def _sent_date(fields: dict[str, list[str]]) -> dt.date | None:
     return None
 
 
-def esearch_parts(
-    uids_or_seqs: list[int], returns: Iterable[str], render_set: Callable[[list[int]], str]
-) -> list[str]:
-    """The ESEARCH result items (RFC 4731 §3.1) for RETURN (MIN MAX ALL COUNT)."""
-    wanted = [r.upper() for r in returns] or ["ALL"]
+def ordered_set_text(numbers: Iterable[int]) -> str:
+    """Numbers in their given order as a sequence set: only runs of ascending consecutive
+    numbers become ranges (RFC 5267 §3.2: a range in a SORT result stands for its numbers in
+    increasing order, so ``5,3:4,2`` is 5, 3, 4, 2)."""
+    out: list[str] = []
+    start = prev = None
+    for n in numbers:
+        if prev is not None and n == prev + 1:
+            prev = n
+            continue
+        if start is not None:
+            out.append(str(start) if start == prev else f"{start}:{prev}")
+        start = prev = n
+    if start is not None:
+        out.append(str(start) if start == prev else f"{start}:{prev}")
+    return ",".join(out)
+
+
+def esearch_parts(numbers: list[int], returns: ReturnOptions, *, ordered: bool) -> list[str]:
+    """The ESEARCH result items (RFC 4731 §3.1) for RETURN (MIN MAX ALL COUNT PARTIAL).
+
+    ``numbers`` are the results in the requested order: mailbox order for SEARCH, the sort
+    order for SORT (``ordered``), where MIN and MAX are the first and last sorted message
+    (RFC 5267 §3.1) and ALL keeps the order (§3.2)."""
     parts: list[str] = []
-    if "MIN" in wanted and uids_or_seqs:
-        parts.append(f"MIN {min(uids_or_seqs)}")
-    if "MAX" in wanted and uids_or_seqs:
-        parts.append(f"MAX {max(uids_or_seqs)}")
-    if "ALL" in wanted and uids_or_seqs:
-        parts.append(f"ALL {render_set(sorted(uids_or_seqs))}")
-    if "COUNT" in wanted:
-        parts.append(f"COUNT {len(uids_or_seqs)}")
+    if returns.min and numbers:
+        parts.append(f"MIN {numbers[0] if ordered else min(numbers)}")
+    if returns.max and numbers:
+        parts.append(f"MAX {numbers[-1] if ordered else max(numbers)}")
+    if returns.all and numbers:
+        parts.append(f"ALL {ordered_set_text(numbers if ordered else sorted(numbers))}")
+    if returns.partial is not None:
+        # RFC 5267 §4.4: the range as asked, and NIL when no result falls in it.
+        picked = returns.partial.pick(numbers if ordered else sorted(numbers))
+        found = ordered_set_text(picked) if picked else "NIL"
+        parts.append(f"PARTIAL ({returns.partial.text()} {found})")
+    if returns.count:
+        parts.append(f"COUNT {len(numbers)}")
     return parts

@@ -25,7 +25,7 @@ from pochta.store import (
 )
 
 if TYPE_CHECKING:
-    pass
+    from pochta.access.imap_context import LiveContexts
 
 log = get_logger("imap")
 
@@ -36,6 +36,9 @@ T = TypeVar("T")
 class SelectedMailbox(SessionBase):
     """SELECT/EXAMINE, the selected folder's view kept in step with other sessions and
     deliveries (untagged EXISTS, EXPUNGE/VANISHED, FETCH FLAGS), CLOSE/UNSELECT, IDLE."""
+
+    # RFC 5267 §4.3: SEARCH/SORT results kept up to date (imap_context.py), None if none.
+    contexts: LiveContexts | None = None
 
     # -- selecting --------------------------------------------------------------------------
 
@@ -146,6 +149,7 @@ class SelectedMailbox(SessionBase):
 
     def _close_view(self) -> None:
         self.view = None
+        self.contexts = None  # RFC 5267 §4.3: updates cease when the mailbox is closed
         self._stop_watching()
 
     def _watch(self, name: str) -> None:
@@ -181,7 +185,13 @@ class SelectedMailbox(SessionBase):
 
     async def _updates_after(self, name: str, cmd: Command | None) -> None:
         """Tell the client what changed in the selected folder (RFC 9051 §7.5.1: no
-        EXPUNGE during FETCH, STORE, SEARCH; their UID forms allow it)."""
+        EXPUNGE during FETCH, STORE, SEARCH; their UID forms allow it), then what that
+        changed in its live search results (RFC 5267 §4.3)."""
+        await self._view_updates_after(name, cmd)
+        if self.contexts and self.view is not None:
+            self.send(await self.contexts.refresh(self.view.uids))
+
+    async def _view_updates_after(self, name: str, cmd: Command | None) -> None:
         view = self.view
         if view is None or self.user is None:
             return
@@ -236,6 +246,10 @@ class SelectedMailbox(SessionBase):
         # RFC 9051 §7.3.5: FLAGS (and PERMANENTFLAGS) name a new keyword before any EXISTS
         # or FETCH shows a message carrying it.
         self._announce_keywords(update.keywords)
+        view = self.view
+        if self.contexts and view is not None:  # RFC 5267 §4.3.4: before the EXPUNGE
+            changed = bool(update) or bool(view.pending_expunge)
+            self.send(self.contexts.expunging(view.info, changed=changed))
         for seq in update.expunged:
             self.untagged(seq, Atom("EXPUNGE"))
         if update.vanished:
@@ -350,6 +364,8 @@ class SelectedMailbox(SessionBase):
     def _report_own_expunge(self, uids: list[int]) -> None:
         view = self.view
         assert view is not None
+        if self.contexts:  # RFC 5267 §4.3.4: REMOVEFROM before the EXPUNGE / VANISHED
+            self.send(self.contexts.expunging(set(view.info).difference(uids)))
         if self.qresync:
             present = [u for u in uids if u in view.info]
             view.note_own_expunge(present)

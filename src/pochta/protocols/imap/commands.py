@@ -36,6 +36,7 @@ from pochta.protocols.imap.render import (
     tagged,
     untagged,
 )
+from pochta.protocols.imap.search_return import ReturnOptions, parse_return_options
 
 __all__ = [
     "BadArgs",
@@ -772,7 +773,8 @@ class SearchArgs:
     key: Key
     uid: bool
     charset: str | None = None
-    returns: list[str] | None = None  # ESEARCH RETURN options (RFC 4731)
+    # RETURN options (RFC 4731 ESEARCH, RFC 5267 CONTEXT=SEARCH); None: a plain SEARCH
+    returns: ReturnOptions | None = None
 
 
 class _Keys:
@@ -858,14 +860,8 @@ def search_keys(tokens: list[object]) -> Key:
 
 def search_args(cmd: Command) -> SearchArgs:
     a = list(_args(cmd, 1))
-    returns = None
+    returns, a = _return_options(a)
     charset = None
-    if isinstance(a[0], str) and a[0].upper() == "RETURN" and len(a) > 1 and isinstance(a[1], list):
-        returns = [atom(x).upper() for x in a[1]]
-        unknown = [r for r in returns if r not in ("MIN", "MAX", "ALL", "COUNT")]
-        if unknown:
-            raise BadArgs(f"Unknown RETURN option {unknown[0]}")
-        a = a[2:]
     if len(a) > 1 and isinstance(a[0], str) and a[0].upper() == "CHARSET":
         charset = astring(a[1])
         a = a[2:]
@@ -905,11 +901,24 @@ def bind_sets(key: Key, *, exists: int, max_uid: int) -> Key:
     return key
 
 
+def _return_options(a: list[object]) -> tuple[ReturnOptions | None, list[object]]:
+    """``RETURN (...)`` at the head of SEARCH/SORT arguments (RFC 4731 §3.1, RFC 5267 §3)."""
+    if a and isinstance(a[0], str) and a[0].upper() == "RETURN":
+        if len(a) < 2 or not isinstance(a[1], list):
+            raise BadArgs("RETURN needs a parenthesised list of options")
+        try:
+            return parse_return_options(a[1]), a[2:]
+        except ValueError as exc:
+            raise BadArgs(str(exc)) from None
+    return None, a
+
+
 @dataclass(slots=True)
 class SortArgs:
     criteria: list[tuple[str, bool]]
     key: Key
     uid: bool
+    returns: ReturnOptions | None = None  # RFC 5267 §3 ESORT; None: a plain SORT
 
 
 SORT_KEYS = frozenset(
@@ -918,7 +927,9 @@ SORT_KEYS = frozenset(
 
 
 def sort_args(cmd: Command) -> SortArgs:
-    a = list(_args(cmd, 3))
+    returns, a = _return_options(list(_args(cmd, 3)))
+    if len(a) < 3:
+        raise BadArgs(f"Wrong number of arguments for {cmd.name}")
     crit_tokens = parenthesised(a[0])
     criteria = []
     reverse = False
@@ -934,7 +945,7 @@ def sort_args(cmd: Command) -> SortArgs:
     if reverse or not criteria:
         raise BadArgs("Incomplete sort criteria")
     astring(a[1])  # charset: UTF-8 and US-ASCII are what we decode anyway
-    return SortArgs(criteria, search_keys(a[2:]), is_uid(cmd))
+    return SortArgs(criteria, search_keys(a[2:]), is_uid(cmd), returns)
 
 
 @dataclass(slots=True)
