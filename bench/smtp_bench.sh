@@ -153,8 +153,9 @@ build_template() {
         --bind 127.0.0.1 --port-base 20000 >"$LOGS/pochta_init.log" 2>&1 \
         || { cat "$LOGS/pochta_init.log" >&2; return 1; }
     if [ -n "$POCHTA_MAX_CONN_PER_IP" ]; then
-        sed -i "s/^max_connections_per_ip = .*/max_connections_per_ip = $POCHTA_MAX_CONN_PER_IP/" "$D/pochta.toml"
-        grep -q "^max_connections_per_ip = $POCHTA_MAX_CONN_PER_IP\$" "$D/pochta.toml" \
+        # [smtp] only: the other services' per-IP limits must stay below their totals.
+        sed -i "/^\[smtp\]/,/^\[/ s/^max_connections_per_ip = .*/max_connections_per_ip = $POCHTA_MAX_CONN_PER_IP/" "$D/pochta.toml"
+        sed -n '/^\[smtp\]/,/^\[/p' "$D/pochta.toml" | grep -q "^max_connections_per_ip = $POCHTA_MAX_CONN_PER_IP\$" \
             || { say "could not set max_connections_per_ip"; return 1; }
     fi
     # The inbound SPF/DKIM/DMARC checks would ask the machine's resolver about the load
