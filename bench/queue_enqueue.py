@@ -7,12 +7,14 @@ For each concurrency level C, a fresh spool in a temporary folder under --dir (d
 system temp dir; put it on the disk you will run on — tmpfs makes fsync free) receives N
 messages of --size bytes from C concurrent writers, each doing exactly what the SMTP server
 does before it answers 250: ``await spool.enqueue(envelope, content)`` (write + fsync the
-content and the envelope, rename into incoming/, fsync the directories via group commit).
+one file of envelope and content, link it into incoming/, fsync incoming/: at once in the
+writing thread when no other fsync runs, else via group commit). The spool's pool/ of
+recycled files stays empty here (nothing is delivered), so every enqueue takes that path.
 
 Printed per level: enqueues per second, median and p99 latency of one enqueue, and fsyncs per
-message — file fsyncs (always 2: content and envelope; they cannot be shared) and directory
-fsyncs (2 per group-commit batch, content/ and incoming/, shared by the whole batch). The last
-line is JSON with every figure.
+message — file fsyncs (always 1; they cannot be shared) and directory fsyncs (1 per batch,
+incoming/, shared by the whole batch; a lone writer's batch is its own). The last line is
+JSON with every figure.
 """
 
 from __future__ import annotations

@@ -10,6 +10,7 @@
 #                            [--src head|worktree|live]
 #
 # Cases (load: /work/shared/bench/smtp_load.py, one message per connection):
+#   smtp_4k_c1     4 KiB,    1 connection,  --n4k   messages (default 5000)
 #   smtp_4k_c10    4 KiB,   10 connections, --n4k   messages (default 5000)
 #   smtp_4k_c50    4 KiB,   50 connections, --n4k   messages (default 5000)
 #   smtp_100k_c10  100 KiB, 10 connections, --n100k messages (default 1000)
@@ -84,7 +85,7 @@ while [ $# -gt 0 ]; do
         --idle-conns) IDLE_CONNS=$2; shift ;;
         --no-idle) DO_IDLE=0 ;;
         --src) SRC_MODE=$2; shift ;;
-        -h|--help) sed -n '2,52p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+        -h|--help) sed -n '2,51p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
         *) echo "unknown option: $1 (see --help)" >&2; exit 2 ;;
     esac
     shift
@@ -152,8 +153,9 @@ build_template() {
         --bind 127.0.0.1 --port-base 20000 >"$LOGS/pochta_init.log" 2>&1 \
         || { cat "$LOGS/pochta_init.log" >&2; return 1; }
     if [ -n "$POCHTA_MAX_CONN_PER_IP" ]; then
-        sed -i "s/^max_connections_per_ip = .*/max_connections_per_ip = $POCHTA_MAX_CONN_PER_IP/" "$D/pochta.toml"
-        grep -q "^max_connections_per_ip = $POCHTA_MAX_CONN_PER_IP\$" "$D/pochta.toml" \
+        # [smtp] only: the other services' per-IP limits must stay below their totals.
+        sed -i "/^\[smtp\]/,/^\[/ s/^max_connections_per_ip = .*/max_connections_per_ip = $POCHTA_MAX_CONN_PER_IP/" "$D/pochta.toml"
+        sed -n '/^\[smtp\]/,/^\[/p' "$D/pochta.toml" | grep -q "^max_connections_per_ip = $POCHTA_MAX_CONN_PER_IP\$" \
             || { say "could not set max_connections_per_ip"; return 1; }
     fi
     # The inbound SPF/DKIM/DMARC checks would ask the machine's resolver about the load
@@ -411,6 +413,7 @@ if [ "$REFERENCE" = 1 ]; then
 fi
 
 CASE_LIST=(
+    "smtp_4k_c1 4k 1 $N4K"
     "smtp_4k_c10 4k 10 $N4K"
     "smtp_4k_c50 4k 50 $N4K"
     "smtp_100k_c10 100k 10 $N100K"

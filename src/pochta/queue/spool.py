@@ -29,11 +29,12 @@ fast on file systems where creating an inode is costly.
 
 Durability (DESIGN.md "Durability before acknowledgement"): ``enqueue`` writes the file in
 ``tmp/``, fsyncs it, renames it into ``incoming/`` (the commit point: before it, recovery sees
-a half-written file and removes it), and returns only after ``incoming/`` was fsynced, shared
-with concurrent enqueues by the group committer (``group_commit.py``). File data is written
-and fsynced in a small thread pool, so the event loop never waits for a disk flush; the
-scheduler's claim and removal of a message, a few system calls on one file, run on the event
-loop itself (CLAIM_READ_MAX).
+a half-written file and removes it), and returns only after ``incoming/`` was fsynced: by
+the writing I/O thread itself when no other directory fsync runs (a lone message: one thread
+hop in all), else shared with concurrent enqueues by the group committer
+(``group_commit.py``). File data is written and fsynced in a small thread pool, so the event
+loop never waits for a disk flush; the scheduler's claim and removal of a message, a few
+system calls on one file, run on the event loop itself (CLAIM_READ_MAX).
 
 Recycled queue files (``pool/``): creating and removing an inode for every message is the
 most costly part of a queue on ext4 (inode allocation scans the recently freed inodes of its
@@ -381,8 +382,8 @@ class Spool:
         """
         envelope.size = len(content)
         state: QueueState = "hold" if hold else "incoming"
-        queue_id, recycled = await self._run(self._enqueue_sync, envelope, content, state)
-        if not recycled:  # a recycled file is durable once written (see the docstring)
+        queue_id, durable = await self._run(self._enqueue_sync, envelope, content, state)
+        if not durable:  # others were committing: join their next batch (group_commit.py)
             try:
                 await self._committer.sync_dirs([self.state_dir(state)])
             except OSError:
@@ -414,10 +415,21 @@ class Spool:
     def _enqueue_sync(
         self, envelope: Envelope, content: bytes, state: QueueState = "incoming"
     ) -> tuple[str, bool]:
-        """Write the message; returns its id and whether it went into a recycled file.
-        A full disk raises SpoolFull (nothing of the message is left behind)."""
+        """Write the message; returns its id and whether it is durable already: written
+        into a recycled file, or its directory fsynced here because no other writer was
+        committing (``GroupCommitter.commit_if_idle``: a lone message takes no second thread
+        hop). A full disk raises SpoolFull (nothing of the message is left behind)."""
         try:
-            return self._enqueue_file(envelope, content, state)
+            queue_id, recycled = self._enqueue_file(envelope, content, state)
+            if recycled:  # durable once written (see the module docstring)
+                return queue_id, True
+            try:
+                return queue_id, self._committer.commit_if_idle([self.state_dir(state)])
+            except OSError:
+                # Not acknowledged: take it back so the client's retry is no duplicate.
+                with contextlib.suppress(OSError):
+                    os.unlink(self.message_path(state, queue_id))
+                raise
         except OSError as exc:
             if is_no_space(exc) and not isinstance(exc, SpoolFull):
                 raise SpoolFull(exc.filename or self.root, envelope.queue_id) from None
