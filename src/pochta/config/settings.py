@@ -205,7 +205,7 @@ class AuthSettings(_Table, frozen=True, kw_only=True, forbid_unknown_fields=True
         int,
         _doc(
             "Verified-credential cache (Dovecot's auth_cache_size, counted in entries, about "
-            "250 bytes each): a password login answered from it skips the Argon2id check. "
+            "350 bytes each): a password login answered from it skips the Argon2id check. "
             "Each process has its own; entries are keyed on an HMAC of the password and the "
             "stored hash, so `pochta user passwd` takes effect at once; SIGHUP empties it. "
             "0 = off."
