@@ -295,10 +295,7 @@ class Session:
                 await self.flush()
         finally:
             self._stop_watching()
-            if self._counted_account is not None:
-                self.server.session_closed(self._counted_account)
-            if self._counted_userip is not None:
-                self.server.session_closed(self._counted_userip)
+            self._release_sessions()
             log.info("disconnect", listener=self.service.name, client=self.ip, user=self.user)
 
     async def dispatch(self, event: Any) -> None:
@@ -422,8 +419,21 @@ class Session:
     async def cmd_noop(self, cmd: Any) -> str:
         return "NOOP completed"
 
+    def _release_sessions(self) -> None:
+        """This session no longer counts against the account's and the account-from-this-
+        address limits (once each: at LOGOUT, else when the connection ends)."""
+        if self._counted_account is not None:
+            self.server.session_closed(self._counted_account)
+            self._counted_account = None
+        if self._counted_userip is not None:
+            self.server.session_closed(self._counted_userip)
+            self._counted_userip = None
+
     async def cmd_logout(self, cmd: Any) -> str | None:
         self.server.connection_quit()  # before the BYE goes out: no longer counted (app.py)
+        # The same for the session limits: a client that logs in again as soon as its
+        # LOGOUT is answered must not find its old session still counted.
+        self._release_sessions()
         self.send(b"* BYE pochta logging out\r\n")
         self.send(C.tagged(cmd.tag, "OK", "LOGOUT completed"))
         self._logout = True
