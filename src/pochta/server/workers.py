@@ -358,6 +358,7 @@ class WorkerPool:
         for worker in self._workers:
             if worker.link is not None:
                 worker.link.send(data)
+        log.debug("sessions_counted", key=key, total=total)
 
     def open_from(self, listener: str, ip: str) -> int:
         """Connections from `ip` on `listener` that the workers serve."""
