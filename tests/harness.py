@@ -46,7 +46,10 @@ if TYPE_CHECKING:
 
 DOMAIN = "example.test"
 HOSTNAME = "mail.example.test"
-START_TIMEOUT = 20.0
+# How long to wait for the server's `ready` (and, by default, any awaited log event) before
+# failing: a bound on a hang, never a speed check; a loaded 2-core CI machine starting
+# a master and its workers has taken more than 20 s.
+START_TIMEOUT = 60.0
 
 # -- init on free loopback ports ----------------------------------------------------------
 

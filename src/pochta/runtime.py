@@ -317,3 +317,9 @@ class SessionRuntime(WebRuntime, Protocol):
     def session_opened(self, key: str) -> None: ...
 
     def session_closed(self, key: str) -> None: ...
+
+    async def sessions_closed(self, *keys: str) -> None:
+        """``session_closed`` for each key, returning once every process counts them no
+        more (LOGOUT waits for this before its OK: a client logging in again at once must
+        not find its old session counted)."""
+        ...

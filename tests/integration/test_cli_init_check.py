@@ -147,8 +147,8 @@ def test_check_lists_every_problem(pochta_env: PochtaEnv) -> None:
     assert lines[0] == f"pochta: error: {pochta_env.config_path} has 2 problems:"
     assert sorted(line.strip() for line in lines[1:]) == [
         "auth.tarpit: unknown key; did you mean 'tarpit_max_seconds'? known keys here: "
-        "allow_plaintext_on_loopback, failure_threshold, failure_window_seconds, "
-        "tarpit_max_seconds",
+        "allow_plaintext_on_loopback, cache_negative_ttl_seconds, cache_size, "
+        "cache_ttl_seconds, failure_threshold, failure_window_seconds, tarpit_max_seconds",
         'listen.imap: "0.0.0.0:99999" is not a port; use HOST:PORT with PORT 1-65535',
     ]
 

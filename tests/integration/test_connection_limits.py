@@ -7,7 +7,9 @@ every process."""
 from __future__ import annotations
 
 import imaplib
+import os
 import poplib
+import signal
 import smtplib
 import socket
 import threading
@@ -15,7 +17,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from tests.harness import DOMAIN, PochtaEnv, ServeProcess, serve, set_key
+from tests.harness import DOMAIN, PochtaEnv, ServeProcess, serve, set_key, wait_until
 
 PASSWORD = "correct horse 1"
 ALICE = f"alice@{DOMAIN}"
@@ -204,6 +206,89 @@ def test_imap_limits_sessions_per_user_and_address(workers: PochtaEnv) -> None:
         assert eleventh.login(users[0], PASSWORD)[0] == "OK"
         for c in [*mine, *others, eleventh]:
             c.logout()
+
+
+def _at_limit_of_one(env: PochtaEnv) -> None:
+    """One session per account and address, and the master's counts in the log
+    (``sessions_counted``, debug)."""
+    env.add_user(ALICE, PASSWORD)
+    set_key(env.config_path, "imap", "max_userip_connections", "1")
+    set_key(env.config_path, "server", "log_level", '"debug"')
+
+
+def _master_counts(server: ServeProcess, key: str) -> list[int]:
+    """Every total the master computed for ``key``, in order."""
+    return [int(r["total"]) for r in server.events("sessions_counted") if r.get("key") == key]
+
+
+USERIP = f"imap-userip:127.0.0.1/{ALICE}"
+CYCLES = 20
+
+
+def test_imap_login_right_after_logout_on_another_worker(workers: PochtaEnv) -> None:
+    """At a limit of one session, CYCLES times: the next connection is opened while the
+    last session is still logged in (so the master gives it to the other worker), the last
+    session logs out, and the next one logs in as soon as LOGOUT's OK is read. None is
+    refused, and the master's count of the account-from-address sessions never passes one
+    and ends at zero."""
+    env = workers
+    _at_limit_of_one(env)
+    with serve(env.config_path) as server:
+        server.wait_for("ready", count=3)
+        port = env.ports["imap"]
+        current = imaplib.IMAP4("127.0.0.1", port, timeout=10)
+        assert current.login(ALICE, PASSWORD)[0] == "OK"
+        for _ in range(CYCLES):
+            following = imaplib.IMAP4("127.0.0.1", port, timeout=10)
+            assert following.noop()[0] == "OK"
+            assert current.logout()[0] == "BYE"
+            assert following.login(ALICE, PASSWORD)[0] == "OK"  # not NO [LIMIT]
+            current = following
+        current.logout()
+        server.wait_for("disconnect", count=CYCLES + 1)
+        assert wait_until(lambda: _master_counts(server, USERIP)[-1:] == [0], timeout=20)
+        counts = _master_counts(server, USERIP)
+        assert max(counts) == 1
+        assert counts.count(1) == CYCLES + 1  # each login counted once, in the master
+
+
+def test_imap_logout_answers_once_the_master_has_the_release(workers: PochtaEnv) -> None:
+    """The race made certain: the master is stopped (SIGSTOP) while a session logs out, so
+    it cannot handle the release in time, and the client logs in again on another
+    connection as soon as it reads LOGOUT's OK. The OK waits for the master (its
+    confirmation that every worker has the new count), so that login is not refused."""
+    env = workers
+    _at_limit_of_one(env)
+    with serve(env.config_path) as server:
+        server.wait_for("ready", count=3)
+        port = env.ports["imap"]
+        first = imaplib.IMAP4("127.0.0.1", port, timeout=30)
+        assert first.login(ALICE, PASSWORD)[0] == "OK"
+        second = imaplib.IMAP4("127.0.0.1", port, timeout=30)
+        assert second.noop()[0] == "OK"
+        # The master has counted the first session (and told every worker).
+        assert wait_until(lambda: _master_counts(server, USERIP)[-1:] == [1], timeout=20)
+        answers: list[str] = []
+
+        def log_out_and_in_again() -> None:
+            answers.append(first.logout()[0])
+            try:
+                answers.append(second.login(ALICE, PASSWORD)[0])
+            except imaplib.IMAP4.error as exc:
+                answers.append(str(exc))
+
+        master = server.proc.pid
+        client = threading.Thread(target=log_out_and_in_again)
+        os.kill(master, signal.SIGSTOP)
+        try:
+            client.start()
+            client.join(1.0)  # without the wait for the master, both answers come now
+        finally:
+            os.kill(master, signal.SIGCONT)
+        client.join(30)
+        assert answers == ["BYE", "OK"]
+        assert not server.events("session_release_unconfirmed")
+        second.logout()
 
 
 def test_imap_sixty_connections_from_one_address(pochta_env: PochtaEnv) -> None:

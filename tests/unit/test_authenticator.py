@@ -7,6 +7,7 @@ import time
 from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
 
+import argon2
 import msgspec
 import pytest
 import scramp
@@ -419,6 +420,147 @@ async def test_unknown_and_malformed_users_cost_one_argon2id_check(
     assert verified == [known_hash, DUMMY_HASH, DUMMY_HASH]
     assert "$argon2id$" in known_hash
     assert "$argon2id$" in DUMMY_HASH
+
+
+# -- the verified-credential cache (directory/auth_cache.py) --
+
+
+@pytest.fixture
+def verified(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """The stored hashes ``verify_password`` was really asked about (Argon2id work done)."""
+    calls: list[str] = []
+    real = authenticator_module.verify_password
+
+    def counting(stored: str, password: str) -> bool:
+        calls.append(stored)
+        return real(stored, password)
+
+    monkeypatch.setattr(authenticator_module, "verify_password", counting)
+    return calls
+
+
+async def test_cache_second_login_skips_the_hash(auth: Authenticator, verified: list[str]) -> None:
+    with capture_logs() as logs:
+        assert (await auth.check_password(IP, "alice@example.org", "alice-pw")).ok
+        result = await auth.check_password(IP, "Alice@Example.org", "alice-pw")
+    assert result.ok
+    assert result.account is not None
+    assert result.account.address == "alice@example.org"
+    assert len(verified) == 1
+    sources = [e["source"] for e in logs if e["event"] == "password_verified"]
+    assert sources == ["hash", "cache"]
+    assert all("alice-pw" not in repr(e) for e in logs)
+
+
+async def test_cache_positive_ttl(
+    auth: Authenticator, verified: list[str], fake_time: FakeTime
+) -> None:
+    for _ in range(2):
+        assert (await auth.check_password(IP, "alice@example.org", "alice-pw")).ok
+    assert len(verified) == 1
+    fake_time.now += AuthSettings().cache_ttl_seconds
+    assert (await auth.check_password(IP, "alice@example.org", "alice-pw")).ok
+    assert len(verified) == 2  # expired: verified again
+
+
+async def test_cache_negative_ttl(directory: Directory, verified: list[str]) -> None:
+    t = FakeTime()
+    settings = AuthSettings(cache_negative_ttl_seconds=30, failure_threshold=1000)
+    auth = Authenticator(directory, settings, "+", clock=t.clock, sleep=t.sleep)
+    for _ in range(3):
+        assert not (await auth.check_password(IP, "alice@example.org", "wrong")).ok
+        assert not (await auth.check_password(IP, "ghost@example.org", "wrong")).ok
+    assert len(verified) == 2  # one each, known and unknown user alike
+    t.now += 30
+    assert not (await auth.check_password(IP, "alice@example.org", "wrong")).ok
+    assert len(verified) == 3
+    # A remembered wrong password never stands in the way of the right one.
+    assert (await auth.check_password(IP, "alice@example.org", "alice-pw")).ok
+
+
+async def test_cache_negative_ttl_zero(directory: Directory, verified: list[str]) -> None:
+    settings = AuthSettings(cache_negative_ttl_seconds=0, failure_threshold=1000)
+    auth = Authenticator(directory, settings, "+", sleep=None)
+    for _ in range(2):
+        assert not (await auth.check_password(IP, "alice@example.org", "wrong")).ok
+    assert len(verified) == 2
+
+
+async def test_cache_size_zero_is_off(directory: Directory, verified: list[str]) -> None:
+    auth = Authenticator(directory, AuthSettings(cache_size=0), "+", sleep=None)
+    for _ in range(2):
+        assert (await auth.check_password(IP, "alice@example.org", "alice-pw")).ok
+    assert len(verified) == 2
+
+
+async def test_cache_lru_bound(directory: Directory, verified: list[str]) -> None:
+    directory.add_account("carol@example.org", password_hash=hash_password("carol-pw"))
+    auth = Authenticator(directory, AuthSettings(cache_size=1), "+", sleep=None)
+    assert (await auth.check_password(IP, "alice@example.org", "alice-pw")).ok
+    assert (await auth.check_password(IP, "carol@example.org", "carol-pw")).ok
+    assert len(auth.cache) == 1
+    assert (await auth.check_password(IP, "carol@example.org", "carol-pw")).ok
+    assert len(verified) == 2  # carol's entry answered
+    assert (await auth.check_password(IP, "alice@example.org", "alice-pw")).ok
+    assert len(verified) == 3  # alice's had been pushed out
+
+
+async def test_cache_misses_after_a_password_change(
+    auth: Authenticator, directory: Directory, verified: list[str]
+) -> None:
+    # pochta user passwd runs in another process and only writes the directory.
+    assert (await auth.check_password(IP, "alice@example.org", "alice-pw")).ok
+    directory.update_account("alice@example.org", password_hash=hash_password("new-pw"))
+    result = await auth.check_password(IP, "alice@example.org", "alice-pw")
+    assert (result.ok, result.reason) == (False, "wrong password")
+    assert (await auth.check_password(IP, "alice@example.org", "new-pw")).ok
+    assert len(verified) == 3
+
+
+async def test_cache_does_not_outlive_disable_or_remove(
+    auth: Authenticator, directory: Directory
+) -> None:
+    assert (await auth.check_password(IP, "alice@example.org", "alice-pw")).ok
+    directory.update_account("alice@example.org", enabled=False)
+    result = await auth.check_password(IP, "alice@example.org", "alice-pw")
+    assert (result.ok, result.reason) == (False, "account disabled")
+    directory.update_account("alice@example.org", enabled=True)
+    assert (await auth.check_password(IP, "alice@example.org", "alice-pw")).ok
+    directory.remove_account("alice@example.org")
+    result = await auth.check_password(IP, "alice@example.org", "alice-pw")
+    assert (result.ok, result.reason) == (False, "unknown user")
+
+
+async def test_cached_failures_are_counted_and_tarpitted(
+    auth: Authenticator, fake_time: FakeTime, verified: list[str]
+) -> None:
+    # The same wrong password ten times: one Argon2id check, and the tarpit exactly as when
+    # each was computed (test_tarpit_after_threshold).
+    with capture_logs() as logs:
+        for _ in range(10):
+            assert not (await auth.check_password(IP, "alice@example.org", "wrong")).ok
+    assert len(verified) == 1
+    assert fake_time.slept == [1.0, 2.0, 4.0, 8.0, 15.0, 15.0]
+    assert len([e for e in logs if e["event"] == "auth_failed"]) == 10
+    assert auth.tracker.failures(IP, "alice@example.org", fake_time.now) == 10
+
+
+async def test_rehash_when_argon2id_parameters_change(
+    auth: Authenticator, directory: Directory, verified: list[str]
+) -> None:
+    # What pochta wrote before: argon2-cffi's defaults, p=4 lanes. Still verifies, and the
+    # login rewrites it with today's parameters.
+    old = "{ARGON2ID}" + argon2.PasswordHasher(parallelism=4).hash("carol-pw")
+    directory.add_account("carol@example.org", password_hash=old)
+    assert (await auth.check_password(IP, "carol@example.org", "carol-pw")).ok
+    after = directory.get_account("carol@example.org")
+    assert after is not None
+    assert after.password_hash != old
+    assert "$m=65536,t=3,p=2$" in after.password_hash
+    assert verify_password(after.password_hash, "carol-pw")
+    # The rewritten hash is in the cache too: the next login does no Argon2id work.
+    assert (await auth.check_password(IP, "carol@example.org", "carol-pw")).ok
+    assert verified == [old]
 
 
 # -- SASL glue --

@@ -147,6 +147,9 @@ class FakeRuntime:
     def session_closed(self, key: str) -> None:
         pass
 
+    async def sessions_closed(self, *keys: str) -> None:
+        pass
+
 
 @pytest.fixture
 def runtime(tmp_path: Path) -> FakeRuntime:

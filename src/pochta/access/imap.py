@@ -104,10 +104,7 @@ class Session(MessageCommands, UrlAuthCommands, NotifyCommands, ContextCommands)
             self.cancel_read()
             self._stop_watching()
             self._notify_off()
-            if self._counted_account is not None:
-                self.server.session_closed(self._counted_account)
-            if self._counted_userip is not None:
-                self.server.session_closed(self._counted_userip)
+            self._release_sessions()
             log.info("disconnect", listener=self.service.name, client=self.ip, user=self.user)
 
     async def dispatch(self, event: SessionEvent) -> None:
@@ -226,8 +223,25 @@ class Session(MessageCommands, UrlAuthCommands, NotifyCommands, ContextCommands)
     async def cmd_noop(self, cmd: Command) -> str:
         return "NOOP completed"
 
+    def _counted(self) -> list[str]:
+        """The keys this session counts under (once each: released at LOGOUT, else when the
+        connection ends)."""
+        keys = [k for k in (self._counted_account, self._counted_userip) if k is not None]
+        self._counted_account = self._counted_userip = None
+        return keys
+
+    def _release_sessions(self) -> None:
+        """The connection ended: this session no longer counts against the account's and
+        the account-from-this-address limits."""
+        for key in self._counted():
+            self.server.session_closed(key)
+
     async def cmd_logout(self, cmd: Command) -> str | None:
         self.server.connection_quit()  # before the BYE goes out: no longer counted (app.py)
+        # The same for the session limits, and confirmed by every process before the OK: a
+        # client that logs in again as soon as it reads the OK, on any worker process, must
+        # not find its old session still counted (server/workers.py, W and K).
+        await self.server.sessions_closed(*self._counted())
         self.send(b"* BYE pochta logging out\r\n")
         self.send(C.tagged(cmd.tag, "OK", "LOGOUT completed"))
         self._logout = True

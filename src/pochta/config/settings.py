@@ -201,6 +201,35 @@ class AuthSettings(_Table, frozen=True, kw_only=True, forbid_unknown_fields=True
     allow_plaintext_on_loopback: Annotated[
         bool, _doc("Allow PLAIN/LOGIN without TLS from 127.0.0.0/8 and ::1 (never from elsewhere).")
     ] = False
+    cache_size: Annotated[
+        int,
+        _doc(
+            "Verified-credential cache (Dovecot's auth_cache_size, counted in entries, about "
+            "350 bytes each): a password login answered from it skips the Argon2id check. "
+            "Each process has its own; entries are keyed on an HMAC of the password and the "
+            "stored hash, so `pochta user passwd` takes effect at once; SIGHUP empties it. "
+            "0 = off."
+        ),
+        msgspec.Meta(ge=0, le=10_000_000),
+    ] = 10_000
+    cache_ttl_seconds: Annotated[
+        int,
+        _doc(
+            "How long a right password stays in the cache (auth_cache_ttl). One hour, as "
+            "Dovecot: a client reconnecting every few minutes costs one Argon2id check an "
+            "hour; a password change does not wait for it (the stored hash is in the key)."
+        ),
+        msgspec.Meta(ge=1, le=_DAY),
+    ] = 3600
+    cache_negative_ttl_seconds: Annotated[
+        int,
+        _doc(
+            "How long a wrong password stays in the cache (auth_cache_negative_ttl); it only "
+            "answers that same wrong password, and is counted for the tarpit like any "
+            "failure. 0 = wrong passwords are not cached."
+        ),
+        msgspec.Meta(ge=0, le=_DAY),
+    ] = 3600
 
 
 class DKIMSettings(_Table, frozen=True, kw_only=True, forbid_unknown_fields=True):

@@ -14,8 +14,14 @@ Defences, each one here so that every protocol gets it:
   the wait does not depend on whether the user exists;
 * hashing runs in threads (``asyncio.to_thread``), at most ``max_concurrent_hashes`` at
   once, so a burst of logins neither blocks the event loop nor takes 64 MiB per connection;
-* upgrade on login: a hash that is not our Argon2id is replaced after a successful login,
-  and SCRAM-SHA-256 keys are added when missing (only a login sees the password).
+* upgrade on login: a hash that is not our Argon2id with our parameters is replaced after a
+  successful login, and SCRAM-SHA-256 keys are added when missing (only a login sees the
+  password);
+* the verified-credential cache (``CredentialCache``, directory/auth_cache.py, Dovecot's
+  auth_cache): the outcome of a verification is remembered per account, stored hash and
+  password; only the Argon2id work is skipped: the account is read afresh, and a cached
+  failure is counted and tarpitted like a computed one. Each verification logs
+  ``password_verified`` (debug) with ``source`` "hash" or "cache".
 
 The directory is called from the event loop thread only (its methods are fast, indexed
 lookups; the SQLite backend keeps one connection per thread).
@@ -35,6 +41,7 @@ import structlog
 
 from pochta.config.settings import AuthSettings
 from pochta.directory.addresses import AddressError, normalize_address, strip_extension
+from pochta.directory.auth_cache import CredentialCache
 from pochta.directory.auth_failures import FailureTracker
 from pochta.directory.base import Directory, DirectoryError
 from pochta.directory.model import Account
@@ -95,10 +102,12 @@ class Authenticator:
         sleep: Callable[[float], Awaitable[None]] | None = asyncio.sleep,
         max_concurrent_hashes: int | None = None,
         upgrade: bool = True,
+        cache: CredentialCache | None = None,
     ) -> None:
         """``sleep=None`` counts failures but never waits, and ``upgrade=False`` leaves
         stored hashes as they are (both for ``pochta auth test``). ``clock`` and ``sleep``
-        are injectable for tests."""
+        are injectable for tests; so is ``cache`` (by default one made from ``[auth]``
+        cache_*, on ``clock``)."""
         self.directory = directory
         self.settings = settings
         self.recipient_delimiter = recipient_delimiter
@@ -112,6 +121,16 @@ class Authenticator:
             )
         )
         self._clock = clock
+        self.cache = (
+            cache
+            if cache is not None
+            else CredentialCache(
+                size=settings.cache_size,
+                ttl_seconds=settings.cache_ttl_seconds,
+                negative_ttl_seconds=settings.cache_negative_ttl_seconds,
+                clock=clock,
+            )
+        )
         self._upgrade_on_login = upgrade
         self._sleep = sleep or _no_sleep
         self._hashing = asyncio.Semaphore(max_concurrent_hashes or max(2, os.cpu_count() or 2))
@@ -135,7 +154,10 @@ class Authenticator:
         account = self.directory.get_account(address) if address else None
         # Unknown user: the same Argon2id work as a known one (DUMMY_HASH never matches).
         stored = account.password_hash if account else DUMMY_HASH
-        matched = await self._in_thread(verify_password, stored, password)
+        # The cache's account: a malformed name is kept as given (it never becomes a key
+        # of the failure tracker's, but its answer is remembered like any other).
+        cached_as = address if address is not None else username
+        matched = await self._verify(cached_as, stored, password, username)
 
         reason = "ok"
         if address is None:
@@ -152,7 +174,7 @@ class Authenticator:
 
         counted_as = self._account_key(address)
         if ok and account is not None and self._upgrade_on_login:
-            account = await self._upgrade(account, password)
+            account = await self._upgrade(account, password, cached_as)
         await self._count_and_wait(ip, counted_as, ok, username, mechanism, reason)
         return AuthResult(ok, account if ok else None, reason)
 
@@ -260,7 +282,19 @@ class Authenticator:
         if delay > 0:
             await self._sleep(delay)
 
-    async def _upgrade(self, account: Account, password: str) -> Account:
+    async def _verify(self, cached_as: str, stored: str, password: str, username: str) -> bool:
+        """``verify_password``, answered from the cache when it holds this account, stored
+        hash and password; a computed answer is remembered."""
+        matched = self.cache.lookup(cached_as, stored, password)
+        source = "cache"
+        if matched is None:
+            matched = await self._in_thread(verify_password, stored, password)
+            self.cache.remember(cached_as, stored, password, matched)
+            source = "hash"
+        log.debug("password_verified", user=_loggable(username), source=source)
+        return matched
+
+    async def _upgrade(self, account: Account, password: str, cached_as: str) -> Account:
         """Rehash to our Argon2id and add SCRAM-SHA-256 keys when missing."""
         new_hash: str | None = None
         new_scram: str | None = None
@@ -274,12 +308,16 @@ class Authenticator:
         if new_hash is None and new_scram is None:
             return account
         try:
-            return self.directory.update_account(
+            updated = self.directory.update_account(
                 account.address, password_hash=new_hash, scram_sha256=new_scram
             )
         except DirectoryError as exc:  # removed meanwhile: the login itself was valid
             log.warning("rehash_failed", user=account.address, error=str(exc))
             return account
+        if new_hash is not None:
+            # The next login reads the new hash: let it find this verified password too.
+            self.cache.remember(cached_as, new_hash, password, True)
+        return updated
 
     async def _in_thread(self, func: Callable[..., _T], *args: str) -> _T:
         async with self._hashing:

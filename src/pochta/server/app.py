@@ -102,6 +102,9 @@ PRELOAD_MODULES = (
 WORKER_LISTENERS = ("imap", "imaps", "smtp", "submission", "submissions")
 SMTP_LISTENERS = ("smtp", "submission", "submissions", "lmtp")
 RESTART_ONLY_SERVER_KEYS = ("data_dir", "run_as_user", "run_as_group", "processes")
+# How long a worker's LOGOUT waits for the master to confirm the session's release before it
+# answers anyway (Server.sessions_closed); the master answers within one turn of its loop.
+SESSION_RELEASE_WAIT_SECONDS = 5.0
 
 
 class StartupError(Exception):
@@ -513,11 +516,16 @@ class Server:
 
     def sessions(self, key: str) -> int:
         """Open sessions counted under `key` (e.g. one account's IMAP sessions) in every
-        process; in a worker, as the master last reported them."""
+        process; in a worker, as the master last reported them. The links are read first,
+        so a release another process confirmed (``sessions_closed``) is counted here."""
         here = self._sessions.counts.get(key, 0)
         if self._master is not None:
+            self._master.poll()
             return max(here, self._master.totals.get(key, 0))
-        return here + (self._pool.sessions(key) if self._pool is not None else 0)
+        if self._pool is None:
+            return here
+        self._pool.poll()
+        return here + self._pool.sessions(key)
 
     def session_opened(self, key: str) -> None:
         self._sessions.add(key)
@@ -526,6 +534,24 @@ class Server:
     def session_closed(self, key: str) -> None:
         self._sessions.remove(key)
         self._tell_sessions(key, opened=False)
+
+    async def sessions_closed(self, *keys: str) -> None:
+        """End sessions counted under `keys` and return once every process counts them no
+        more (a worker waits, at most SESSION_RELEASE_WAIT_SECONDS, for the master's word
+        that it has the release and has sent the new totals to every worker; the master
+        and a single process have them at once)."""
+        for key in keys:
+            self.session_closed(key)
+        if self._master is None or not keys:
+            return
+        if not await self._master.synced(SESSION_RELEASE_WAIT_SECONDS):
+            log.warning(
+                "session_release_unconfirmed",
+                keys=",".join(keys),
+                waited_seconds=SESSION_RELEASE_WAIT_SECONDS,
+                detail="the master did not confirm in time; a login right after may be "
+                "refused [LIMIT] until it does",
+            )
 
     def _tell_sessions(self, key: str, *, opened: bool) -> None:
         if self._master is not None:

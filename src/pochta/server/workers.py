@@ -45,15 +45,24 @@ master by a ``SOCK_SEQPACKET`` socket pair (ordered, reliable, one message per c
 * ``S`` ("+" or "-") key (worker to master): a session counted under key (an account's
   IMAP sessions) began or ended; ``N`` key NUL total (master to workers): the count of all
   processes, so each can apply the per-account limit;
+* ``W`` token (worker to master) and ``K`` token (master to that worker): a barrier. The
+  master reads a link in order, so when it reads ``W`` it has applied everything the worker
+  sent before and sent the new totals (``N``) to every worker; its ``K`` says so. A worker
+  ending sessions at LOGOUT waits for ``K`` before it answers (``MasterLink.synced``), and
+  a worker judges a login against the limits after reading what its link holds
+  (``MasterLink.poll``): a client that read LOGOUT's OK and logs in again, on any worker, is
+  judged on counts without its old session;
 * ``R`` (worker to master): ready for connections;
 * ``H`` and ``T`` (master to worker): reload (SIGHUP) and stop (SIGTERM). Messages rather
   than signals, because a worker may still be root while the master already is not.
 
 A worker sends its own changes to the master; the master wakes its sessions and forwards the
 message to the other workers, and sends its own changes to every worker. A worker whose
-link reads EOF has lost its master and stops. The master starts workers before it drops
-privileges (they load the TLS key and drop themselves), restarts one that exits with a
-delay, and stops them with SIGTERM when it stops.
+link reads EOF has lost its master and stops; a worker link that reads EOF in the master
+has that worker's sessions and connections forgotten at once (the worker is gone). The
+master starts workers before it drops privileges (they load the TLS key and drop
+themselves), restarts one that exits with a delay, and stops them with SIGTERM when it
+stops.
 """
 
 from __future__ import annotations
@@ -305,6 +314,7 @@ class WorkerPool:
                 os.close(fd)
             if not data:  # the worker is gone: the supervisor restarts it
                 self._unwatch(worker)
+                self._forget(worker)
                 return
             if data == READY:
                 worker.ready = True
@@ -329,6 +339,10 @@ class WorkerPool:
                     worker.sessions.pop(name, None)
                 self.push_total(name)
                 continue
+            if data[:1] == b"W":
+                # Everything this worker sent before is applied and its totals are sent.
+                link.send(b"K" + data[1:])
+                continue
             if data[:1] == b"Q":
                 queue_id = data[1:].decode("ascii", "replace")
                 if self._on_queued is not None and is_queue_id(queue_id):
@@ -348,6 +362,13 @@ class WorkerPool:
             self._loop.remove_reader(worker.reader_fd)
         worker.reader_fd = -1
 
+    def _forget(self, worker: _Worker) -> None:
+        """A worker is gone: its connections and sessions no longer count."""
+        worker.open_per_ip.clear()
+        gone, worker.sessions = list(worker.sessions), {}
+        for key in gone:
+            self.push_total(key)
+
     def sessions(self, key: str) -> int:
         """Sessions counted under `key` in the workers."""
         return sum(w.sessions.get(key, 0) for w in self._workers)
@@ -358,6 +379,7 @@ class WorkerPool:
         for worker in self._workers:
             if worker.link is not None:
                 worker.link.send(data)
+        log.debug("sessions_counted", key=key, total=total)
 
     def open_from(self, listener: str, ip: str) -> int:
         """Connections from `ip` on `listener` that the workers serve."""
@@ -433,11 +455,8 @@ class WorkerPool:
                         worker.link.close()
                         worker.link = None
                     worker.process = None
-                    worker.open_per_ip.clear()
                     worker.ready = False
-                    gone, worker.sessions = list(worker.sessions), {}
-                    for key in gone:
-                        self.push_total(key)
+                    self._forget(worker)
                     worker.restart_at = now + RESTART_DELAY_SECONDS
                     if self._on_exit is not None:
                         self._on_exit(worker.index)
@@ -476,6 +495,9 @@ class MasterLink:
         self._loop: asyncio.AbstractEventLoop | None = None
         self.totals: dict[str, int] = {}  # key -> sessions in every process, from the master
         self._retry: asyncio.Task[None] | None = None
+        self._read: Callable[[], None] | None = None
+        self._barriers: dict[int, asyncio.Future[None]] = {}  # W token -> its K
+        self._next_barrier = 0
 
     def start(
         self,
@@ -489,6 +511,8 @@ class MasterLink:
         self._loop = loop
 
         def read() -> None:
+            if self._read is None:  # the master is lost: nothing more to read
+                return
             for _ in range(64):
                 got = _receive(self.link.sock)
                 if got is None:
@@ -515,8 +539,15 @@ class MasterLink:
                     else:
                         self.totals.pop(key, None)
                     continue
+                if data[:1] == b"K":
+                    token = data[1:].decode("ascii", "replace")
+                    waiter = self._barriers.pop(int(token), None) if token.isdigit() else None
+                    if waiter is not None and not waiter.done():
+                        waiter.set_result(None)
+                    continue
                 if not data:
                     loop.remove_reader(self.link.sock.fileno())
+                    self._read = None
                     log.error("master_lost", pid=os.getpid())
                     on_lost()
                     return
@@ -524,9 +555,36 @@ class MasterLink:
                 if parsed is not None:
                     on_remote(*parsed)
 
+        self._read = read
         loop.add_reader(self.link.sock.fileno(), read)
         self.link.send(READY)
         self._retry = loop.create_task(self._retry_loop())
+
+    def poll(self) -> None:
+        """Read what the master has sent so far, now rather than at the loop's next turn: a
+        session calls this (through ``Server.sessions``) before it judges a login against
+        the limits, so totals the master sent before a client could log in again are in."""
+        if self._read is not None:
+            self._read()
+
+    async def synced(self, wait_seconds: float) -> bool:
+        """Wait until the master has applied everything this worker sent before (``W``,
+        answered by ``K``), at most ``wait_seconds``; False when it did not answer in
+        time (the master is busy or gone)."""
+        if self._loop is None or self._read is None:
+            return False
+        token = self._next_barrier
+        self._next_barrier += 1
+        waiter = self._loop.create_future()
+        self._barriers[token] = waiter
+        self.link.send(b"W%d" % token)
+        try:
+            await asyncio.wait_for(waiter, wait_seconds)
+        except TimeoutError:
+            return False
+        finally:
+            self._barriers.pop(token, None)
+        return True
 
     async def _retry_loop(self) -> None:
         while True:
