@@ -64,11 +64,22 @@ def _ports_free(base: int) -> bool:
     return True
 
 
+def _ephemeral_low() -> int:
+    """The lowest port the kernel hands out to outgoing connections (Linux's default 32768)."""
+    try:
+        return int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        return 32768
+
+
 def free_port_base() -> int:
-    """A port base N such that every standard port + N is free on 127.0.0.1."""
+    """A port base N such that every standard port + N is free on 127.0.0.1, below the
+    kernel's range for outgoing connections: a port checked free here cannot be taken by
+    some client's connect() before pochta binds it."""
     rng = random.Random()
+    top = max(_ephemeral_low() - 1000, 11000)
     for _ in range(200):
-        base = rng.randrange(20000, 55000, 7)
+        base = rng.randrange(10000, top, 7)
         if _ports_free(base):
             return base
     raise RuntimeError("no free port range found on 127.0.0.1")
