@@ -370,7 +370,8 @@ def test_store_flags_modes_and_modseq(store: MaildirStore) -> None:
     assert infos[1].flags == {"\\Seen"}
     assert infos[2].flags == {"\\Answered"}
     assert infos[3].modseq < modseq
-    # The file name carries the flags.
+    # The file name carries the flags, once the renames are done (flush).
+    store.flush(ADDRESS)
     files = list((root(store) / "cur").iterdir())
     assert sorted(f.name.rpartition(",")[2] for f in files) == ["R", "S"]
     assert sorted(m.get_flags() for m in maildir(store)) == ["", "R", "S"]
@@ -438,6 +439,7 @@ def test_expunge_only_deleted(store: MaildirStore) -> None:
     assert [m.uid for m in store.list_messages(ADDRESS, INBOX)] == [1, 4]
     assert store.expunge(ADDRESS, INBOX) == [1]
     assert store.expunge(ADDRESS, INBOX) == []
+    store.flush(ADDRESS)
     assert len(message_files(root(store))) == 1
     assert store.quota_usage(ADDRESS).messages == 1
 
@@ -744,6 +746,7 @@ def test_stdlib_maildir_sees_the_same_messages(store: MaildirStore) -> None:
     store.store_flags(ADDRESS, INBOX, [1], FlagMode.ADD, frozenset({"\\Seen", "\\Answered"}))
     store.store_flags(ADDRESS, "Archive.2026", [2], FlagMode.ADD, frozenset({"\\Deleted"}))
     store.move(ADDRESS, "Archive.2026", [1], "Sent")
+    store.flush(ADDRESS)  # what a tool reading the files directly does first
     md = mailbox.Maildir(root(store), factory=None, create=False)
     assert sorted(md.list_folders()) == sorted(
         f.name for f in store.list_folders(ADDRESS) if f.name != INBOX
@@ -774,13 +777,24 @@ class StoreMachine(RuleBasedStateMachine):
         import tempfile
 
         self.tmp = tempfile.TemporaryDirectory()
-        self.store = MaildirStore(Path(self.tmp.name), hostname=HOST, durable=False)
+        self.store = self.open()
         self.highest_uid: dict[str, int] = {}
         self.count = 0
+
+    def open(self) -> MaildirStore:
+        return MaildirStore(
+            Path(self.tmp.name), hostname=HOST, durable=False, flush_delay_seconds=None
+        )
 
     def teardown(self) -> None:
         self.store.close()
         self.tmp.cleanup()
+
+    @rule()
+    def crash_and_restart(self) -> None:
+        """A stop without close: the renames and unlinks still owed are in the index, and
+        the next opening does them (the index is the truth)."""
+        self.store = self.open()
 
     def uids(self, folder: str) -> list[int]:
         return [m.uid for m in self.store.list_messages(ADDRESS, folder)]
@@ -841,6 +855,7 @@ class StoreMachine(RuleBasedStateMachine):
         if self.count == 0:
             return
         total_bytes = total_messages = 0
+        self.store.flush(ADDRESS)  # the files follow the index once flushed
         r = self.store.account_root(ADDRESS)
         letters = {"\\Seen": "S", "\\Deleted": "T", "\\Flagged": "F", "\\Answered": "R"}
         for info in self.store.list_folders(ADDRESS):
