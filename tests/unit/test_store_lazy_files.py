@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from pochta.store import INBOX, FlagMode
+from pochta.store import INBOX, FlagMode, NoSuchMessage
 from pochta.store import maildir as maildir_module
 from pochta.store.index import AccountIndex
 from pochta.store.maildir import MaildirStore
@@ -347,3 +347,60 @@ def test_nothing_changed_is_answered_without_an_index_read(
     # Not open in this process, or a folder never read: the caller goes to a thread.
     assert store.changes_if_cached("nobody@example.test", INBOX, 1) is None
     assert store.changes_if_cached(ADDRESS, "Archive", 1) is None
+
+
+def test_recent_claim_writes_only_when_there_is_something_to_claim(
+    store: MaildirStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Each IMAP command after new mail asks for the \\Recent claim; when an earlier session
+    has claimed up to there already, no write transaction (no commit fsync) is made."""
+    for i in range(2):
+        store.deliver(ADDRESS, msg(i))
+    counts = Counts(monkeypatch)
+    assert store.claim_recent(ADDRESS, INBOX, 2, claim=True) == 0
+    assert counts.commits == 1
+    counts.reset()
+    assert store.claim_recent(ADDRESS, INBOX, 2, claim=True) == 2
+    assert store.claim_recent(ADDRESS, INBOX, 1, claim=True) == 2
+    assert counts.commits == 0
+    store.deliver(ADDRESS, msg(3))
+    counts.reset()
+    assert store.claim_recent(ADDRESS, INBOX, 3, claim=True) == 2
+    assert counts.commits == 1
+
+
+def test_fetch_opens_known_files_without_an_index_read(
+    store: MaildirStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """FETCH of a run of messages: the first one reads the names of the next ones from the
+    index, the others open their file at once; a name gone stale (another process renamed
+    the file) is found out by the open failing, and the index is asked again."""
+    for i in range(4):
+        store.deliver(ADDRESS, msg(i))
+    reads = 0
+    real_read = AccountIndex.read
+
+    @contextlib.contextmanager
+    def read(index: AccountIndex) -> Iterator[object]:
+        nonlocal reads
+        reads += 1
+        with real_read(index) as conn:
+            yield conn
+
+    monkeypatch.setattr(AccountIndex, "read", read)
+    bodies = [store.fetch_message(ADDRESS, INBOX, uid) for uid in (1, 2, 3, 4)]
+    assert [b.split(b"\r\n")[0] for b in bodies] == [b"Subject: message %d" % i for i in range(4)]
+    assert reads == 1
+    other = MaildirStore(store.mail_dir, hostname=HOST, flush_delay_seconds=None)
+    try:
+        other.store_flags(ADDRESS, INBOX, [2], FlagMode.ADD, SEEN)
+        other.flush(ADDRESS)
+    finally:
+        other.close()
+    assert store.fetch_message(ADDRESS, INBOX, 2) == bodies[1]
+    assert store.fetch_message(ADDRESS, INBOX, 2) == bodies[1]
+    # An expunge of this process forgets the name at once.
+    store.store_flags(ADDRESS, INBOX, [3], FlagMode.ADD, frozenset({"\\Deleted"}))
+    store.expunge(ADDRESS, INBOX)
+    with pytest.raises(NoSuchMessage):
+        store.fetch_message(ADDRESS, INBOX, 3)

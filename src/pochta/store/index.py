@@ -592,6 +592,20 @@ class AccountIndex:
         return _message(row) if row else None
 
     @staticmethod
+    def message_names(
+        conn: sqlite3.Connection, folder_id: int, first_uid: int, end_uid: int
+    ) -> list[tuple[int, str, str | None]]:
+        """(uid, filename, info) of the messages with first_uid <= uid < end_uid."""
+        return [
+            (int(r[0]), str(r[1]), r[2])
+            for r in conn.execute(
+                "SELECT uid, filename, info FROM messages WHERE folder_id = ? AND uid >= ? "
+                "AND uid < ?",
+                (folder_id, first_uid, end_uid),
+            )
+        ]
+
+    @staticmethod
     def messages_by_uid(
         conn: sqlite3.Connection, folder_id: int, uids: Iterable[int]
     ) -> list[MessageRow]:

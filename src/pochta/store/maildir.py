@@ -149,6 +149,9 @@ TMP_MAX_AGE_SECONDS = 36 * 3600
 _UIDLIST_COMPACT_BYTES = 64 * 1024
 # A busy account's renames wait at most this many flush delays.
 FLUSH_DELAY_CAP = 5
+# File names read ahead by a FETCH that misses, and kept per account at most.
+NAME_PREFETCH = 256
+NAME_CACHE_MAX = 100_000
 
 # -- flags in the file name (Maildir "2," info) --
 
@@ -575,6 +578,10 @@ class _Account:
         # What `folder_changes` last read of each folder, and a connection that only asks
         # SQLite whether anyone committed since (PRAGMA data_version): `changes_if_cached`.
         self.snapshots: dict[str, _Snapshot] = {}
+        # (folder, uid) -> (base name, info) of files this process has read or renamed,
+        # so FETCH opens the file without an index read (a stale name is found out by the
+        # open failing, and the index is asked).
+        self.names: dict[tuple[str, int], tuple[str, str | None]] = {}
         self.probe: sqlite3.Connection | None = None
         self.probe_lock = threading.Lock()
 
@@ -921,6 +928,7 @@ class MaildirStore(MailStore, MaildirMaintenance):
                         touched.update((actual.parent.name, "cur"))
                     m.info = target
             AccountIndex.update_message(conn, folder.id, m)
+            account.names[(folder.name, m.uid)] = (m.filename, m.info)
         if self.durable:
             for sub in touched:
                 fsync_dir(path / sub)  # the names are on disk before the work is dropped
@@ -1402,6 +1410,7 @@ class MaildirStore(MailStore, MaildirMaintenance):
                 if self.durable:
                     fsync_dir(account.root)
             shutil.rmtree(aside, ignore_errors=True)
+            account.names.clear()
             self._notify(account.address, name, ChangeKind.FOLDERS)
 
     @_reported
@@ -1448,6 +1457,7 @@ class MaildirStore(MailStore, MaildirMaintenance):
                     self._write_subscriptions(conn, account)
                 changes.add(old, ChangeKind.FOLDERS)
                 changes.add(new, ChangeKind.FOLDERS)
+            account.names.clear()
             for folder_name, kind in changes.items:
                 self._notify(account.address, folder_name, kind)
 
@@ -1519,6 +1529,9 @@ class MaildirStore(MailStore, MaildirMaintenance):
                 changed = AccountIndex.changed_since(conn, row.id, since_modseq)
                 vanished = AccountIndex.expunged_since(conn, row.id, since_modseq)
                 keywords = AccountIndex.folder_keywords(conn, row.id)
+            earlier = account.snapshots.get(row.name)
+            if earlier is not None and earlier.row.uidvalidity != row.uidvalidity:
+                account.names.clear()  # rebuilt elsewhere (reindex): UIDs name other files
             if version is not None:
                 with account.probe_lock:
                     account.snapshots[row.name] = _Snapshot(
@@ -1607,17 +1620,19 @@ class MaildirStore(MailStore, MaildirMaintenance):
     def claim_recent(self, address: str, folder: str, up_to_uid: int, *, claim: bool) -> int:
         name = check_folder_name(folder)
         with self._use(address) as account:
-            if not claim:
-                with account.index.read() as conn:
-                    row = self._require_folder(conn, name)
-                    return AccountIndex.recent_claimed(conn, row.id)
+            with account.index.read() as conn:
+                row = self._require_folder(conn, name)
+                before = AccountIndex.recent_claimed(conn, row.id)
+            if not claim or up_to_uid <= before:
+                return before  # nothing to claim: no write, no commit
             try:
-                with account.write_lock, account.index.write() as conn:
-                    row = self._require_folder(conn, name)
-                    before = AccountIndex.recent_claimed(conn, row.id)
-                    if up_to_uid > before:
-                        AccountIndex.set_recent_claimed(conn, row.id, up_to_uid)
-                    return before
+                # A write only when there is something to claim, combined with the other
+                # changes of the account (one commit for the sessions that claim at once).
+                result = self._combined(
+                    account, functools.partial(self._claim_one, name, up_to_uid)
+                )
+                assert isinstance(result, int)
+                return result
             except IndexNotWritable as exc:
                 # A full disk: the messages are \Recent in this session; the claim is made
                 # by a later session that can write it (RFC 3501 §2.3.2 allows a message to be
@@ -1626,6 +1641,16 @@ class MaildirStore(MailStore, MaildirMaintenance):
                 with account.index.read() as conn:
                     row = self._require_folder(conn, name)
                     return AccountIndex.recent_claimed(conn, row.id)
+
+    @staticmethod
+    def _claim_one(name: str, up_to_uid: int, conn: sqlite3.Connection, state: _Batch) -> int:
+        row = AccountIndex.folder(conn, name)
+        if row is None:
+            raise NoSuchFolder(f"no folder {name!r}")
+        before = AccountIndex.recent_claimed(conn, row.id)
+        if up_to_uid > before:
+            AccountIndex.set_recent_claimed(conn, row.id, up_to_uid)
+        return before
 
     @_reported
     def index_pending(self, address: str, folder: str, *, batch: int = 100) -> int:
@@ -1676,9 +1701,18 @@ class MaildirStore(MailStore, MaildirMaintenance):
         if not items:
             return
         name = check_folder_name(folder)
-        with self._use(address) as account, account.write_lock, account.index.write() as conn:
-            row = self._require_folder(conn, name)
-            AccountIndex.cache_structures(conn, row.id, items)
+        with self._use(address) as account:
+            # Combined with the account's other changes: one commit for them all.
+            self._combined(account, functools.partial(self._cache_structures_one, name, items))
+
+    @staticmethod
+    def _cache_structures_one(
+        name: str, items: dict[int, bytes], conn: sqlite3.Connection, state: _Batch
+    ) -> None:
+        row = AccountIndex.folder(conn, name)
+        if row is None:
+            raise NoSuchFolder(f"no folder {name!r}")
+        AccountIndex.cache_structures(conn, row.id, items)
 
     def _message_file(self, account: _Account, folder: str, m: MessageRow) -> Path:
         path = self._dir(account, folder)
@@ -1690,12 +1724,32 @@ class MaildirStore(MailStore, MaildirMaintenance):
         with account.index.read() as conn:
             row = self._require_folder(conn, folder)
             message = AccountIndex.message(conn, row.id, uid)
+            # The next ones too: FETCH reads runs of UIDs (see _read_message).
+            names = AccountIndex.message_names(conn, row.id, uid, uid + NAME_PREFETCH)
+        if len(account.names) + len(names) > NAME_CACHE_MAX:
+            account.names.clear()
+        for each, filename, info in names:
+            account.names[(folder, each)] = (filename, info)
         if message is None:
             raise NoSuchMessage(f"no message with UID {uid} in {folder!r}")
         return self._message_file(account, folder, message)
 
     def _read_message(self, account: _Account, folder: str, uid: int) -> tuple[Path, bytes]:
         name = check_folder_name(folder)
+        known = account.names.get((name, uid))
+        if known is not None:
+            # The name this process last saw: right unless another process renamed or
+            # removed the file since, which the index (below) then says.
+            path = self._dir(account, name)
+            path = (
+                path / "new" / known[0]
+                if known[1] is None
+                else self._cur_file(path, known[0], known[1])
+            )
+            try:
+                return path, path.read_bytes()
+            except FileNotFoundError:
+                account.names.pop((name, uid), None)
         for attempt in range(2):
             path = self._find_message(account, name, uid)
             try:
@@ -1966,6 +2020,8 @@ class MaildirStore(MailStore, MaildirMaintenance):
         AccountIndex.add_unlinks(
             conn, row.id, [(m.filename, m.info) for m in doomed], time.time_ns()
         )
+        for m in doomed:
+            account.names.pop((name, m.uid), None)  # its file waits for the flush
         state.file_work = True
         state.save[name] = row
         state.changes.add(name, ChangeKind.EXPUNGE)
