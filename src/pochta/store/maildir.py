@@ -1592,8 +1592,10 @@ class MaildirStore(MailStore, MaildirMaintenance):
             if account.probe is None:
                 if not open_probe or account.retired:
                     return None
+                # timeout=0: busy (a checkpoint of another process) fails at once and the
+                # caller reads the index instead; an event loop never waits here.
                 account.probe = sqlite3.connect(
-                    account.index.path, isolation_level=None, check_same_thread=False
+                    account.index.path, timeout=0, isolation_level=None, check_same_thread=False
                 )
             return int(account.probe.execute("PRAGMA data_version").fetchone()[0])
 
