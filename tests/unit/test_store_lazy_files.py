@@ -404,3 +404,61 @@ def test_fetch_opens_known_files_without_an_index_read(
     store.expunge(ADDRESS, INBOX)
     with pytest.raises(NoSuchMessage):
         store.fetch_message(ADDRESS, INBOX, 3)
+
+
+# -- the background full-text indexing and the writers (issue 18 point 4: APPEND) --
+
+
+def _split_text(raw: bytes) -> tuple[str, str]:
+    head, _, body = raw.partition(b"\n\n")
+    return head.decode(), body.decode()
+
+
+def _unindexed_store(root: Path, count: int, body_bytes: int) -> MaildirStore:
+    store = MaildirStore(
+        root,
+        hostname=HOST,
+        text_extractor=_split_text,
+        index_at_delivery=False,
+        flush_delay_seconds=None,
+    )
+    for i in range(count):
+        store.append(ADDRESS, INBOX, msg(i) + b"word " * (body_bytes // 5))
+    return store
+
+
+def test_background_indexing_writes_in_small_transactions(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An APPEND that comes while the indexer catches up waits for one chunk of FTS work,
+    not for a whole batch: the text goes in in transactions of bounded size."""
+    store = _unindexed_store(tmp_path / "mail", 40, 20_000)
+    try:
+        monkeypatch.setattr(maildir_module, "TEXT_CHUNK_BYTES", 50_000, raising=False)
+        counts = Counts(monkeypatch)
+        assert store.index_pending(ADDRESS, INBOX) == 40
+        assert counts.commits >= 10  # 40 x 20 kB of text in chunks of 50 kB
+        assert store.search_text(ADDRESS, INBOX, "message 39", headers=True, body=False) == {40}
+    finally:
+        store.close()
+
+
+def test_background_indexing_leaves_an_account_another_process_indexes(tmp_path: Path) -> None:
+    """Two workers that both took APPENDs for one account do not both extract and index the
+    same messages: the second skips while the first holds the account's indexing lock. A
+    search still indexes what is missing before it answers."""
+    import fcntl
+
+    store = _unindexed_store(tmp_path / "mail", 3, 100)
+    try:
+        lock = store.account_root(ADDRESS) / "pochta-fts.lock"
+        fd = os.open(lock, os.O_RDWR | os.O_CREAT, 0o600)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX)  # "another process" indexes this account
+            assert store.index_pending(ADDRESS, INBOX) == 0
+            assert store.search_text(ADDRESS, INBOX, "message 2", headers=True, body=False) == {3}
+        finally:
+            os.close(fd)
+        assert store.index_pending(ADDRESS, INBOX) == 0  # the search did them all
+    finally:
+        store.close()

@@ -801,6 +801,16 @@ class AccountIndex:
         return int(row[0]) if row else None
 
     @staticmethod
+    def needs_text(conn: sqlite3.Connection, rowid: int) -> bool:
+        """The message row exists and has no full-text row yet."""
+        row = conn.execute(
+            "SELECT 1 FROM messages WHERE rowid = ? AND rowid NOT IN "
+            "(SELECT id FROM fts_docsize WHERE id = ?)",
+            (rowid, rowid),
+        ).fetchone()
+        return row is not None
+
+    @staticmethod
     def put_text(conn: sqlite3.Connection, rowid: int, headers: str, body: str) -> None:
         conn.execute("DELETE FROM fts WHERE rowid = ?", (rowid,))
         conn.execute(

@@ -71,6 +71,7 @@ import collections
 import contextlib
 import dataclasses
 import errno
+import fcntl
 import functools
 import itertools
 import logging
@@ -149,6 +150,11 @@ TMP_MAX_AGE_SECONDS = 36 * 3600
 _UIDLIST_COMPACT_BYTES = 64 * 1024
 # A busy account's renames wait at most this many flush delays.
 FLUSH_DELAY_CAP = 5
+# Full-text indexing after delivery: text per write transaction (a change that waits behind
+# one waits for this much FTS5 work, some 10 ms, not for a whole batch), and the lock file
+# that keeps two processes from indexing one account at once.
+TEXT_CHUNK_BYTES = 256 * 1024
+FTS_LOCK_FILE = "pochta-fts.lock"
 # File names read ahead by a FETCH that misses, and kept per account at most.
 NAME_PREFETCH = 256
 NAME_CACHE_MAX = 100_000
@@ -1656,15 +1662,29 @@ class MaildirStore(MailStore, MaildirMaintenance):
 
     @_reported
     def index_pending(self, address: str, folder: str, *, batch: int = 100) -> int:
-        """Add the messages of the folder that are not in the full-text index yet, a batch
-        per write transaction; returns how many were indexed."""
+        """Add the messages of the folder that are not in the full-text index yet, ``batch``
+        read at a time, written in transactions of at most TEXT_CHUNK_BYTES of text; returns
+        how many were indexed. Skipped (0) while another process indexes the account: it
+        goes on until nothing is left, and a search indexes what is missing first."""
         name = check_folder_name(folder)
         with self._use(address) as account:
-            return self._index_text(account, name, batch)
+            lock = account.root / FTS_LOCK_FILE
+            fd = os.open(lock, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+            try:
+                try:
+                    fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                except BlockingIOError:
+                    return 0  # another process (worker) is indexing this account
+                return self._index_text(account, name, batch)
+            finally:
+                os.close(fd)  # releases the lock
 
     def _index_text(self, account: _Account, name: str, batch: int = 500) -> int:
         """Index what delivery did not (mail from before the index existed, crash leftovers,
-        files adopted from disk), a batch per write transaction."""
+        files adopted from disk). The text is extracted outside any lock; it goes into the
+        index in chunks of at most TEXT_CHUNK_BYTES, each one change combined with the
+        account's others (deliveries, APPENDs, STOREs wait for a chunk, not for the whole
+        batch, and share its commit)."""
         if self.text_extractor is None:
             raise StoreError("full-text search is not available: no text extractor is set")
         done = 0
@@ -1674,7 +1694,8 @@ class MaildirStore(MailStore, MaildirMaintenance):
                 todo = AccountIndex.unindexed(conn, row.id)[:batch]
             if not todo:
                 return done
-            texts: list[tuple[int, tuple[str, str]]] = []
+            chunk: list[tuple[int, tuple[str, str]]] = []
+            chunk_bytes = 0
             for rowid, m in todo:
                 try:
                     data = self._message_file(account, name, m).read_bytes()
@@ -1682,14 +1703,24 @@ class MaildirStore(MailStore, MaildirMaintenance):
                     data = b""  # gone on disk: the next rescan drops its row
                 text = self._text_of(data)
                 assert text is not None
-                texts.append((rowid, text))
-            with account.write_lock, account.index.write() as conn:
-                for rowid, (head, body) in texts:
-                    if conn.execute("SELECT 1 FROM messages WHERE rowid = ?", (rowid,)).fetchone():
-                        AccountIndex.put_text(conn, rowid, head, body)
+                chunk.append((rowid, text))
+                chunk_bytes += len(text[0]) + len(text[1])
+                if chunk_bytes >= TEXT_CHUNK_BYTES:
+                    self._combined(account, functools.partial(self._put_texts, chunk))
+                    chunk, chunk_bytes = [], 0
+            if chunk:
+                self._combined(account, functools.partial(self._put_texts, chunk))
             done += len(todo)
             if len(todo) < batch:
                 return done
+
+    @staticmethod
+    def _put_texts(
+        texts: list[tuple[int, tuple[str, str]]], conn: sqlite3.Connection, state: _Batch
+    ) -> None:
+        for rowid, (head, body) in texts:
+            if AccountIndex.needs_text(conn, rowid):  # still there, not indexed meanwhile
+                AccountIndex.put_text(conn, rowid, head, body)
 
     @_reported
     def cached_structures(self, address: str, folder: str, uids: Iterable[int]) -> dict[int, bytes]:
