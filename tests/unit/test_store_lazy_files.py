@@ -420,7 +420,6 @@ def _unindexed_store(root: Path, count: int, body_bytes: int) -> MaildirStore:
         hostname=HOST,
         text_extractor=_split_text,
         index_at_delivery=False,
-        flush_delay_seconds=None,
     )
     for i in range(count):
         store.append(ADDRESS, INBOX, msg(i) + b"word " * (body_bytes // 5))
