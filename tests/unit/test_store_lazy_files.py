@@ -404,6 +404,17 @@ def test_fetch_opens_known_files_without_an_index_read(
     store.expunge(ADDRESS, INBOX)
     with pytest.raises(NoSuchMessage):
         store.fetch_message(ADDRESS, INBOX, 3)
+    # An expunge of another process: its file is still there (the unlink waits for the
+    # flush), but the message is gone (RFC 9051 §7.1 EXPUNGEISSUED for the session).
+    assert store.fetch_message(ADDRESS, INBOX, 4) == bodies[3]
+    other = MaildirStore(store.mail_dir, hostname=HOST, flush_delay_seconds=None)
+    try:
+        other.store_flags(ADDRESS, INBOX, [4], FlagMode.ADD, frozenset({"\\Deleted"}))
+        other.expunge(ADDRESS, INBOX)
+        with pytest.raises(NoSuchMessage):
+            store.fetch_message(ADDRESS, INBOX, 4)
+    finally:
+        other.close()
 
 
 # -- the background full-text indexing and the writers (issue 18 point 4: APPEND) --

@@ -584,10 +584,11 @@ class _Account:
         # What `folder_changes` last read of each folder, and a connection that only asks
         # SQLite whether anyone committed since (PRAGMA data_version): `changes_if_cached`.
         self.snapshots: dict[str, _Snapshot] = {}
-        # (folder, uid) -> (base name, info) of files this process has read or renamed,
-        # so FETCH opens the file without an index read (a stale name is found out by the
-        # open failing, and the index is asked).
+        # (folder, uid) -> (base name, info) of files this process has looked up,
+        # valid while no connection commits (names_version), so FETCH opens the file
+        # without an index read (a stale name is also found out by the open failing).
         self.names: dict[tuple[str, int], tuple[str, str | None]] = {}
+        self.names_version: int | None = None  # the probe's data_version when they were read
         self.probe: sqlite3.Connection | None = None
         self.probe_lock = threading.Lock()
 
@@ -934,7 +935,6 @@ class MaildirStore(MailStore, MaildirMaintenance):
                         touched.update((actual.parent.name, "cur"))
                     m.info = target
             AccountIndex.update_message(conn, folder.id, m)
-            account.names[(folder.name, m.uid)] = (m.filename, m.info)
         if self.durable:
             for sub in touched:
                 fsync_dir(path / sub)  # the names are on disk before the work is dropped
@@ -1754,15 +1754,25 @@ class MaildirStore(MailStore, MaildirMaintenance):
         return path / "cur" / (f"{m.filename}:{m.info}" if m.info else m.filename)
 
     def _find_message(self, account: _Account, folder: str, uid: int) -> Path:
+        try:
+            version = self._data_version(account, open_probe=True)
+        except sqlite3.Error:
+            version = None
         with account.index.read() as conn:
             row = self._require_folder(conn, folder)
             message = AccountIndex.message(conn, row.id, uid)
             # The next ones too: FETCH reads runs of UIDs (see _read_message).
             names = AccountIndex.message_names(conn, row.id, uid, uid + NAME_PREFETCH)
-        if len(account.names) + len(names) > NAME_CACHE_MAX:
+        if (
+            version is None
+            or version != account.names_version
+            or len(account.names) + len(names) > NAME_CACHE_MAX
+        ):
             account.names.clear()
-        for each, filename, info in names:
-            account.names[(folder, each)] = (filename, info)
+            account.names_version = version
+        if version is not None:
+            for each, filename, info in names:
+                account.names[(folder, each)] = (filename, info)
         if message is None:
             raise NoSuchMessage(f"no message with UID {uid} in {folder!r}")
         return self._message_file(account, folder, message)
@@ -1770,6 +1780,16 @@ class MaildirStore(MailStore, MaildirMaintenance):
     def _read_message(self, account: _Account, folder: str, uid: int) -> tuple[Path, bytes]:
         name = check_folder_name(folder)
         known = account.names.get((name, uid))
+        if known is not None:
+            # Only while nobody committed since the names were read (an expunge elsewhere
+            # leaves its file until the flush: the index must say the message is gone).
+            try:
+                current = self._data_version(account, open_probe=False)
+            except sqlite3.Error:
+                current = None
+            if current is None or current != account.names_version:
+                account.names.clear()
+                known = None
         if known is not None:
             # The name this process last saw: right unless another process renamed or
             # removed the file since, which the index (below) then says.
