@@ -11,6 +11,7 @@ import subprocess
 import sys
 import textwrap
 import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -1028,3 +1029,23 @@ def test_stale_tmp_files_of_every_folder_are_swept_at_open(tmp_path: Path) -> No
     assert not stale_sent.exists()
     assert fresh.exists()
     store.close()
+
+
+def test_sweep_leaves_an_append_in_flight_with_an_old_internaldate(tmp_path: Path) -> None:
+    """An APPEND writes its tmp/ file with the INTERNALDATE the client gave as mtime (a year
+    ago, for mail moved from elsewhere): another process opening the account meanwhile must
+    not take it for a stale leftover (seen under bench/imap_bench.sh's populate: two
+    APPENDs answered NO with "No such file or directory" at the start)."""
+    store = MaildirStore(tmp_path, hostname=HOST)
+    store.deliver(ADDRESS, msg(1))
+    store.close()
+    in_flight = root(store) / "tmp" / "4.in-flight"
+    in_flight.write_bytes(b"being appended")
+    year_ago = time.time() - 365 * 24 * 3600
+    os.utime(in_flight, (year_ago, year_ago))
+    other = MaildirStore(tmp_path, hostname=HOST)  # another process opens the account
+    try:
+        assert [m.uid for m in other.list_messages(ADDRESS, INBOX)] == [1]
+        assert in_flight.exists()
+    finally:
+        other.close()

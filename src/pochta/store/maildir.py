@@ -1019,10 +1019,15 @@ class MaildirStore(MailStore, MaildirMaintenance):
             with contextlib.suppress(OSError):
                 for entry in os.scandir(folder_dir / "tmp"):
                     with contextlib.suppress(OSError):
+                        if not entry.is_file(follow_symlinks=False):
+                            continue
+                        st = entry.stat(follow_symlinks=False)
+                        # The ctime too: a tmp/ file being written by an APPEND already has
+                        # its INTERNALDATE as mtime, which may be a year ago; its ctime is
+                        # now (Dovecot's tmp/ cleanup looks at the ctime as well).
                         if (
-                            entry.is_file(follow_symlinks=False)
-                            and now - entry.stat(follow_symlinks=False).st_mtime
-                            > TMP_MAX_AGE_SECONDS
+                            now - st.st_mtime > TMP_MAX_AGE_SECONDS
+                            and now - st.st_ctime > TMP_MAX_AGE_SECONDS
                         ):
                             os.unlink(entry.path)
                             removed += 1
