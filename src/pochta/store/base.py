@@ -8,11 +8,11 @@ Words are IMAP's (RFC 9051, RFC 3501): a *folder* is an IMAP mailbox, named in U
 with CRLF line ends (RFC822.SIZE). ``message`` bytes go in and come out with CRLF line ends.
 
 Every method is synchronous and may block on disk; asyncio callers wrap them in
-``asyncio.to_thread``. Failures are raised as :class:`StoreError`: :class:`StoreUnavailable`
-when the disk or the index failed (temporary: retry later), its other subclasses and
-StoreError itself when the request is refused. A backend is safe to call from many threads
-at once. Addresses are normalised (lower-case ``local@domain``) by the caller
-(``pochta.directory.addresses``).
+``asyncio.to_thread``, except ``changes_if_cached``, which never blocks. Failures are raised
+as :class:`StoreError`: :class:`StoreUnavailable` when the disk or the index failed
+(temporary: retry later), its other subclasses and StoreError itself when the request is
+refused. A backend is safe to call from many threads at once. Addresses are normalised
+(lower-case ``local@domain``) by the caller (``pochta.directory.addresses``).
 """
 
 from __future__ import annotations
@@ -438,6 +438,20 @@ class MailStore(abc.ABC):
     @abc.abstractmethod
     def purge_account(self, address: str) -> bool:
         """Delete the account's mailbox and all its mail; False if it had none."""
+
+    def changes_if_cached(
+        self, address: str, folder: str, since_modseq: int
+    ) -> FolderChanges | None:
+        """``folder_changes`` from memory, without blocking: for a caller on an event loop
+        (the IMAP session's check after each command). None when the answer needs the disk
+        (then call ``folder_changes`` in a thread). Backends without a cache answer None."""
+        return None
+
+    def flush(self, address: str | None = None) -> None:
+        """Finish the file work a backend leaves for later (the Maildir store renames and
+        unlinks files after STORE and EXPUNGE) for one account, or every account open here:
+        tools that read the mail files directly call it first. Others have nothing to do."""
+        return None
 
     @abc.abstractmethod
     def close(self) -> None: ...

@@ -16,6 +16,9 @@ Design notes:
   at the start of the transaction instead of failing at commit.
 - **Schema versions** in ``PRAGMA user_version``, like the directory: ``_MIGRATIONS[i]`` takes
   the schema from version i to i + 1.
+- **Flags first, file names later.** ``messages.info`` is the name the file has on disk
+  now; ``flags`` and ``keywords`` are the truth. A STORE or EXPUNGE commits its rows and a
+  ``file_work`` row; the rename or unlink follows in a later batch (``maildir.py``).
 - Keywords are kept only here (Dovecot also maps up to 26 of them to filename letters a-z
   with a dovecot-keywords file; we do not write those letters, see ``maildir.py``). The
   ``keywords`` table lists every keyword ever set in a folder, for IMAP's FLAGS.
@@ -136,6 +139,21 @@ _MIGRATIONS: tuple[tuple[str, ...], ...] = (
             SELECT m.folder_id, k.value FROM messages AS m,
                 json_each('["' || replace(m.keywords, ' ', '","') || '"]') AS k
             WHERE m.keywords != ''""",
+    ),
+    (
+        # The file work that follows a committed flag change or expunge lazily (see the
+        # module docstring of maildir.py): `uid` set: rename the file of that message to the
+        # name its flags give; `uid` NULL: unlink the file `filename` (+ ":" `info` in cur/,
+        # new/ when `info` is NULL). `since_ns`: when our change was committed (wall clock),
+        # to tell whose change is newer when another program renamed the file meanwhile.
+        """CREATE TABLE file_work (
+            folder_id INTEGER NOT NULL REFERENCES folders(id) ON DELETE CASCADE,
+            filename TEXT NOT NULL,
+            uid INTEGER,
+            info TEXT,
+            since_ns INTEGER NOT NULL,
+            PRIMARY KEY (folder_id, filename)
+        ) WITHOUT ROWID""",
     ),
 )
 
@@ -258,6 +276,9 @@ class AccountIndex:
     def __init__(self, path: Path, *, durable: bool = True) -> None:
         self.path = Path(path)
         self._synchronous = "FULL" if durable else "OFF"
+        # Write transactions committed through this object (each one fsync of the WAL at
+        # synchronous=FULL): what the group-commit tests count.
+        self.commits = 0
         self._pool = ThreadConnections(
             self._connect, lambda: StoreError(f"the mailbox index {self.path} is closed")
         )
@@ -341,6 +362,7 @@ class AccountIndex:
         try:
             yield conn
             conn.execute("COMMIT")
+            self.commits += 1
         except BaseException as exc:
             if conn.in_transaction:
                 with contextlib.suppress(sqlite3.Error):
@@ -519,6 +541,7 @@ class AccountIndex:
         ).fetchone()
         conn.execute("DELETE FROM messages WHERE folder_id = ?", (folder_id,))
         conn.execute("DELETE FROM expunged WHERE folder_id = ?", (folder_id,))
+        conn.execute("DELETE FROM file_work WHERE folder_id = ?", (folder_id,))
         conn.execute("DELETE FROM folders WHERE id = ?", (folder_id,))
         conn.execute("DELETE FROM meta WHERE key = ?", (f"recent:{folder_id:d}",))
         return int(octets), int(count)
@@ -567,6 +590,20 @@ class AccountIndex:
             (folder_id, uid),
         ).fetchone()
         return _message(row) if row else None
+
+    @staticmethod
+    def message_names(
+        conn: sqlite3.Connection, folder_id: int, first_uid: int, end_uid: int
+    ) -> list[tuple[int, str, str | None]]:
+        """(uid, filename, info) of the messages with first_uid <= uid < end_uid."""
+        return [
+            (int(r[0]), str(r[1]), r[2])
+            for r in conn.execute(
+                "SELECT uid, filename, info FROM messages WHERE folder_id = ? AND uid >= ? "
+                "AND uid < ?",
+                (folder_id, first_uid, end_uid),
+            )
+        ]
 
     @staticmethod
     def messages_by_uid(
@@ -627,6 +664,60 @@ class AccountIndex:
             (m.info, m.flags, m.keywords, m.modseq, folder_id, m.uid),
         )
         AccountIndex.define_keywords(conn, folder_id, m.keywords)
+
+    # -- file work that follows the index lazily --
+
+    @staticmethod
+    def add_rename(
+        conn: sqlite3.Connection, folder_id: int, filename: str, uid: int, since_ns: int
+    ) -> None:
+        """The file of message ``uid`` is to get the name its flags give."""
+        conn.execute(
+            "INSERT INTO file_work (folder_id, filename, uid, info, since_ns) "
+            "VALUES (?, ?, ?, NULL, ?) ON CONFLICT (folder_id, filename) DO UPDATE SET "
+            "uid = excluded.uid, since_ns = excluded.since_ns",
+            (folder_id, filename, uid, since_ns),
+        )
+
+    @staticmethod
+    def add_unlinks(
+        conn: sqlite3.Connection,
+        folder_id: int,
+        files: Iterable[tuple[str, str | None]],
+        since_ns: int,
+    ) -> None:
+        """The files (base name, info on disk) of expunged messages are to go."""
+        conn.executemany(
+            "INSERT INTO file_work (folder_id, filename, uid, info, since_ns) "
+            "VALUES (?, ?, NULL, ?, ?) ON CONFLICT (folder_id, filename) DO UPDATE SET "
+            "uid = NULL, info = excluded.info, since_ns = excluded.since_ns",
+            [(folder_id, base, info, since_ns) for base, info in files],
+        )
+
+    @staticmethod
+    def file_work(
+        conn: sqlite3.Connection, folder_id: int
+    ) -> list[tuple[str, int | None, str | None, int]]:
+        """(filename, uid or None, info, since_ns) of the folder's pending file work."""
+        return [
+            (str(r[0]), r[1], r[2], int(r[3]))
+            for r in conn.execute(
+                "SELECT filename, uid, info, since_ns FROM file_work WHERE folder_id = ? "
+                "ORDER BY filename",
+                (folder_id,),
+            )
+        ]
+
+    @staticmethod
+    def folders_with_file_work(conn: sqlite3.Connection) -> set[int]:
+        return {int(r[0]) for r in conn.execute("SELECT DISTINCT folder_id FROM file_work")}
+
+    @staticmethod
+    def drop_file_work(conn: sqlite3.Connection, folder_id: int, filenames: Iterable[str]) -> None:
+        conn.executemany(
+            "DELETE FROM file_work WHERE folder_id = ? AND filename = ?",
+            [(folder_id, name) for name in filenames],
+        )
 
     # -- the folder's keywords --
 
@@ -710,6 +801,16 @@ class AccountIndex:
         return int(row[0]) if row else None
 
     @staticmethod
+    def needs_text(conn: sqlite3.Connection, rowid: int) -> bool:
+        """The message row exists and has no full-text row yet."""
+        row = conn.execute(
+            "SELECT 1 FROM messages WHERE rowid = ? AND rowid NOT IN "
+            "(SELECT id FROM fts_docsize WHERE id = ?)",
+            (rowid, rowid),
+        ).fetchone()
+        return row is not None
+
+    @staticmethod
     def put_text(conn: sqlite3.Connection, rowid: int, headers: str, body: str) -> None:
         conn.execute("DELETE FROM fts WHERE rowid = ?", (rowid,))
         conn.execute(
@@ -777,6 +878,6 @@ class AccountIndex:
     @staticmethod
     def wipe(conn: sqlite3.Connection) -> None:
         """Empty every table but meta (reindex rebuilds them)."""
-        for table in ("messages", "expunged", "folders", "subscriptions", "fts"):
+        for table in ("messages", "expunged", "folders", "subscriptions", "fts", "file_work"):
             conn.execute(f"DELETE FROM {table}")  # noqa: S608 - constant table names
         conn.execute("UPDATE quota SET bytes = 0, messages = 0 WHERE id = 1")

@@ -31,9 +31,31 @@ Design notes, for the reader who changes this file:
   and the file adopted with the UID and dedupe key of its uidlist line (Dovecot also adopts
   unknown files in new/). So a delivery that crashed is found before the queue retries it:
   the message is there once.
-- **Group commit.** Deliveries to one account queue up while another thread holds the write
-  lock; the thread that gets the lock commits the whole queue with one directory fsync and
-  one index transaction (flat combining), so concurrent deliveries share fsyncs.
+- **Group commit.** Deliveries, STOREs and EXPUNGEs of one account queue up while another
+  thread holds the write lock; the thread that gets the lock commits the whole queue with
+  one directory fsync (deliveries) and one index transaction (flat combining), so
+  concurrent changes share fsyncs. A lone writer finds the lock free and commits at once:
+  there is no window to wait for. A change refused alone (no such folder) is rolled back
+  to its savepoint; the others commit.
+- **Flags and expunges are metadata; the file names follow lazily.** A STORE or EXPUNGE
+  changes the index rows and records the file work in the index (``file_work``: rename
+  this message's file to the name its flags give; unlink that file), in the same
+  transaction: one commit (one WAL fsync), no rename and no directory fsync before the
+  answer. Concurrent STOREs, EXPUNGEs and deliveries of an account share the transaction
+  (the group commit below). ``messages.info`` is always the name on disk, so reads find the
+  file whatever is pending. The work is done in batches (``_flush_folder_locked``, the
+  renames and unlinks, then one fsync per directory, then the records dropped, in one
+  transaction): when the account has been quiet for ``flush_delay_seconds`` (the flusher
+  thread), when an account is evicted or retired, at ``close``, on ``flush()`` (tools that
+  read the files: backup, export), and before anything that reads names from disk (a
+  rescan, COPY/MOVE, reindex, ``message_path``). A crash leaves the work in the index; the
+  next opening of the account does it before reading names (the index is the truth).
+- **Who wins when another program renames a file with a rename pending.** The newer
+  change: the file is found by its base name; if its ctime (set by the other program's
+  rename) is later than our commit, its flags win and are taken into the index (a new
+  MODSEQ); else ours go on its name, keeping its letters that are not IMAP flags. An
+  expunged file changed after the expunge is kept and adopted again as a new message.
+  Nothing is ever unlinked for a rename, so no file is lost.
 - **Keywords** are kept in the index only. Dovecot also writes up to 26 of them as letters
   a-z in the file name with a per-folder dovecot-keywords file; we keep such letters when we
   rename a file but do not add them.
@@ -47,7 +69,9 @@ from __future__ import annotations
 
 import collections
 import contextlib
+import dataclasses
 import errno
+import fcntl
 import functools
 import itertools
 import logging
@@ -124,6 +148,16 @@ _DELETED_PREFIX = "pochta-deleted-"
 # (Dovecot removes them when it opens the folder, as we do when an account is opened).
 TMP_MAX_AGE_SECONDS = 36 * 3600
 _UIDLIST_COMPACT_BYTES = 64 * 1024
+# A busy account's renames wait at most this many flush delays.
+FLUSH_DELAY_CAP = 5
+# Full-text indexing after delivery: text per write transaction (a change that waits behind
+# one waits for this much FTS5 work, some 10 ms, not for a whole batch), and the lock file
+# that keeps two processes from indexing one account at once.
+TEXT_CHUNK_BYTES = 256 * 1024
+FTS_LOCK_FILE = "pochta-fts.lock"
+# File names read ahead by a FETCH that misses, and kept per account at most.
+NAME_PREFETCH = 256
+NAME_CACHE_MAX = 100_000
 
 # -- flags in the file name (Maildir "2," info) --
 
@@ -488,7 +522,33 @@ def _message_info(m: MessageRow) -> MessageInfo:
     )
 
 
-# -- one delivery waiting for the account's write lock --
+# -- one change waiting for the account's write lock --
+
+
+@dataclass(eq=False, slots=True)
+class _Op:
+    """One change (a delivery, a STORE, an EXPUNGE) queued for the account's next write
+    transaction: ``run`` does it inside the transaction of whichever thread holds the lock."""
+
+    run: Callable[[sqlite3.Connection, _Batch], object]
+    result: object = None
+    error: BaseException | None = None
+    done: bool = False
+
+
+@dataclass(slots=True)
+class _Batch:
+    """What the changes of one write transaction share: the folder rows (each change
+    advances the same row), the directories to fsync before the commit, the files linked
+    (taken back out if the transaction fails), the folders to settle or save."""
+
+    changes: _Changes
+    folders: dict[str, FolderRow] = field(default_factory=dict)
+    dirs_to_sync: set[Path] = field(default_factory=set)
+    linked: list[Path] = field(default_factory=list)
+    settle: dict[str, FolderRow] = field(default_factory=dict)
+    save: dict[str, FolderRow] = field(default_factory=dict)
+    file_work: bool = False  # a rename or unlink was left for the flush
 
 
 @dataclass(eq=False, slots=True)
@@ -503,9 +563,6 @@ class _Job:
     size: int
     dedupe_key: str | None
     text: tuple[str, str] | None = None  # casefolded (headers, body) for full-text search
-    done: bool = False
-    result: Delivered | None = None
-    error: BaseException | None = None
 
 
 class _Account:
@@ -516,7 +573,7 @@ class _Account:
         self.root = root
         self.index = index
         self.write_lock = threading.Lock()
-        self.pending: list[_Job] = []
+        self.pending: list[_Op] = []
         self.pending_lock = threading.Lock()
         self.ready = False
         self.ready_lock = threading.Lock()
@@ -524,6 +581,25 @@ class _Account:
         self.retired = False
         # What the rescans at opening found, until `sync` reports it.
         self.open_reports: list[SyncReport] = []
+        # What `folder_changes` last read of each folder, and a connection that only asks
+        # SQLite whether anyone committed since (PRAGMA data_version): `changes_if_cached`.
+        self.snapshots: dict[str, _Snapshot] = {}
+        # (folder, uid) -> (base name, info) of files this process has looked up,
+        # valid while no connection commits (names_version), so FETCH opens the file
+        # without an index read (a stale name is also found out by the open failing).
+        self.names: dict[tuple[str, int], tuple[str, str | None]] = {}
+        self.names_version: int | None = None  # the probe's data_version when they were read
+        self.probe: sqlite3.Connection | None = None
+        self.probe_lock = threading.Lock()
+
+
+@dataclass(frozen=True, slots=True)
+class _Snapshot:
+    """A folder's row and keywords as read at ``version`` (the probe's data_version)."""
+
+    version: int
+    row: FolderRow
+    keywords: tuple[str, ...]
 
 
 @dataclass(slots=True)
@@ -553,6 +629,9 @@ class MaildirStore(MailStore, MaildirMaintenance):
 
     ``durable=False`` skips every fsync (tests and benchmarks of the logic only). ``clock``
     (seconds since the epoch) dates the tmp/ files that the opening of an account removes.
+    ``flush_delay_seconds``: how long an account is quiet before the renames and unlinks of
+    its STOREs and EXPUNGEs are done (see the module docstring); None: only when ``flush``
+    is called, at close, and before the operations that read file names.
     """
 
     def __init__(
@@ -565,9 +644,18 @@ class MaildirStore(MailStore, MaildirMaintenance):
         text_extractor: TextExtractor | None = None,
         index_at_delivery: bool = True,
         clock: Callable[[], float] = time.time,
+        flush_delay_seconds: float | None = 1.0,
     ) -> None:
         super().__init__()
         self._clock = clock
+        # The file work of STORE and EXPUNGE waits until the account has been quiet this
+        # long (at most FLUSH_DELAY_CAP times as long while it never is); None: only on
+        # `flush`, close and the reads that need it (tests).
+        self._flush_delay = flush_delay_seconds
+        self._flush_due: dict[str, float] = {}
+        self._flush_first: dict[str, float] = {}
+        self._flush_cond = threading.Condition()
+        self._flusher: threading.Thread | None = None
         self.text_extractor = text_extractor
         # False: deliveries and APPENDs leave the full-text index to `index_pending` (a
         # background indexer) or to the next search, which indexes what is missing first.
@@ -614,7 +702,7 @@ class MaildirStore(MailStore, MaildirMaintenance):
                 if old.users == 0:
                     evicted.append(old)
         for old in evicted:
-            old.index.close()
+            self._close_account(old)
         try:
             if not account.ready:
                 if quick:
@@ -629,7 +717,7 @@ class MaildirStore(MailStore, MaildirMaintenance):
                 account.users -= 1
                 close_now = account.retired and account.users == 0
             if close_now:
-                account.index.close()
+                self._close_account(account)
 
     def _retire(self, address: str) -> None:
         with self._lock:
@@ -639,15 +727,231 @@ class MaildirStore(MailStore, MaildirMaintenance):
             account.retired = True
             close_now = account.users == 0
         if close_now:
-            account.index.close()
+            self._close_account(account)
+
+    def _close_account(self, account: _Account) -> None:
+        """Finish the account's file work, then close its index (eviction, retire, close)."""
+        if account.ready:
+            try:
+                self._flush_account(account)
+            except Exception as exc:
+                # The work stays in the index: the next opening of the account does it.
+                log.warning("mailbox %s: file renames left for later: %s", account.address, exc)
+        with account.probe_lock:
+            account.snapshots.clear()
+            if account.probe is not None:
+                account.probe.close()
+                account.probe = None
+        account.index.close()
 
     def close(self) -> None:
         with self._lock:
             self._closed = True
             accounts = list(self._accounts.values())
             self._accounts.clear()
+        with self._flush_cond:
+            self._flush_due.clear()
+            self._flush_cond.notify_all()
+        flusher = self._flusher
+        if flusher is not None and flusher is not threading.current_thread():
+            flusher.join()
         for account in accounts:
-            account.index.close()
+            self._close_account(account)
+
+    # -- the lazy file work of STORE and EXPUNGE --
+
+    @_reported
+    def flush(self, address: str | None = None) -> None:
+        """Do the renames and unlinks that STORE and EXPUNGE left for later, for one account
+        (opening it if need be) or every account open in this process. Tools that read the
+        Maildir files directly (backup, export) call it first."""
+        if address is not None:
+            with self._use(address) as account:
+                self._flush_account(account)
+            return
+        with self._lock:
+            addresses = [a.address for a in self._accounts.values() if a.ready]
+        for each in addresses:
+            with self._use(each) as account:
+                self._flush_account(account)
+
+    def _flush_account(self, account: _Account) -> None:
+        changes = _Changes()
+        with account.write_lock, account.index.write() as conn:
+            pending = AccountIndex.folders_with_file_work(conn)
+            if not pending:
+                return
+            for folder in AccountIndex.folders(conn):
+                if folder.id in pending:
+                    self._flush_folder_locked(conn, account, folder, changes)
+        for folder_name, kind in changes.items:
+            self._notify(account.address, folder_name, kind)
+
+    def _flush_later(self, account: _Account) -> None:
+        """Have the flusher thread do the account's file work once it is quiet."""
+        if self._flush_delay is None:
+            return
+        now = time.monotonic()
+        with self._flush_cond:
+            if self._closed:
+                return
+            first = self._flush_first.setdefault(account.address, now)
+            self._flush_due[account.address] = min(
+                now + self._flush_delay, first + FLUSH_DELAY_CAP * self._flush_delay
+            )
+            if self._flusher is None:
+                self._flusher = threading.Thread(
+                    target=self._flusher_loop, name="pochta-store-flush", daemon=True
+                )
+                self._flusher.start()
+            self._flush_cond.notify()
+
+    def _flusher_loop(self) -> None:
+        while True:
+            with self._flush_cond:
+                while True:
+                    if self._closed:
+                        return
+                    now = time.monotonic()
+                    due = [a for a, t in self._flush_due.items() if t <= now]
+                    if due:
+                        for address in due:
+                            del self._flush_due[address]
+                            self._flush_first.pop(address, None)
+                        break
+                    wait = min(self._flush_due.values()) - now if self._flush_due else None
+                    self._flush_cond.wait(wait)
+            for address in due:
+                try:
+                    with self._use(address) as account:
+                        self._flush_account(account)
+                except Exception as exc:
+                    # Left in the index: the next change, read or opening does it.
+                    log.warning("mailbox %s: file renames left for later: %s", address, exc)
+
+    def _flush_folder_locked(
+        self,
+        conn: sqlite3.Connection,
+        account: _Account,
+        folder: FolderRow,
+        changes: _Changes,
+        *,
+        settle: bool = True,
+    ) -> None:
+        """Rename and unlink the files as the index says (``file_work``), in the caller's
+        write transaction. A file another program renamed meanwhile is found by its base
+        name, and the newer change wins (see the module docstring). ``settle``: remember
+        the folder's new look afterwards (a rescan that calls this settles itself)."""
+        work = AccountIndex.file_work(conn, folder.id)
+        if not work:
+            return
+        outside = settle and self._changed_on_disk(account, folder)
+        path = self._dir(account, folder.name)
+        located: dict[str, tuple[str, str | None]] | None = None
+        modseq: int | None = None
+        touched: set[str] = set()
+        unlinked = False
+
+        def locate(base: str) -> tuple[Path, str | None, int] | None:
+            """Where the file of ``base`` is now: (path, info, ctime_ns), or None."""
+            nonlocal located
+            if located is None:
+                located = {}
+                for sub in ("new", "cur"):
+                    with contextlib.suppress(FileNotFoundError):
+                        for entry in os.scandir(path / sub):
+                            b, i = split_filename(entry.name)
+                            located[b] = (sub, i)
+            found = located.get(base)
+            if found is None:
+                return None
+            sub, info = found
+            file = path / sub / (f"{base}:{info}" if info is not None else base)
+            disk_info = (info if info is not None else "") if sub == "cur" else None
+            try:
+                return file, disk_info, os.stat(file).st_ctime_ns
+            except FileNotFoundError:
+                return None
+
+        for filename, uid, info, since_ns in work:
+            if uid is None:
+                file = (
+                    path / "new" / filename
+                    if info is None
+                    else self._cur_file(path, filename, info)
+                )
+                try:
+                    os.unlink(file)
+                    touched.add(file.parent.name)
+                    unlinked = True
+                except FileNotFoundError:
+                    found = locate(filename)
+                    if found is not None:
+                        if found[2] > since_ns:
+                            # Another program changed the file after our EXPUNGE: the newer
+                            # change wins, the file stays and the rescan adopts it.
+                            log.info(
+                                "mailbox %s: %s in %s changed after its expunge; kept",
+                                account.address,
+                                filename,
+                                folder.name,
+                            )
+                        else:
+                            os.unlink(found[0])
+                            touched.add(found[0].parent.name)
+                            unlinked = True
+                continue
+            m = AccountIndex.message(conn, folder.id, uid)
+            if m is None or m.filename != filename:
+                continue  # expunged or moved since: nothing to rename
+            target = info_with_flags(m.flags, m.info)
+            if (m.info is None and m.flags == 0) or target == m.info:
+                continue
+            source = self._message_file(account, folder.name, m)
+            try:
+                os.rename(source, path / "cur" / f"{filename}:{target}")
+                touched.update((source.parent.name, "cur"))
+                m.info = target
+            except FileNotFoundError:
+                found = locate(filename)
+                if found is None:
+                    continue  # gone: the rescan records it as expunged
+                actual, disk_info, ctime_ns = found
+                if ctime_ns > since_ns:
+                    # Another program renamed it after our STORE: its flags are newer.
+                    m.info = disk_info
+                    bits = flags_from_info(disk_info)
+                    if bits != m.flags:
+                        if modseq is None:
+                            modseq = folder.next_modseq()
+                        m.flags = bits
+                        m.modseq = modseq
+                        changes.add(folder.name, ChangeKind.FLAGS)
+                else:
+                    # Our STORE is newer: our flags on its name (its other letters kept).
+                    target = info_with_flags(m.flags, disk_info)
+                    if target != disk_info:
+                        os.rename(actual, path / "cur" / f"{filename}:{target}")
+                        touched.update((actual.parent.name, "cur"))
+                    m.info = target
+            AccountIndex.update_message(conn, folder.id, m)
+        if self.durable:
+            for sub in touched:
+                fsync_dir(path / sub)  # the names are on disk before the work is dropped
+        AccountIndex.drop_file_work(conn, folder.id, [w[0] for w in work])
+        if unlinked:
+            self._maybe_compact_uidlist(conn, account, folder)
+        if not settle:
+            AccountIndex.save_folder(conn, folder)
+            return
+        if outside:
+            self._sync_locked(conn, account, folder, changes)
+        else:
+            self._settle(conn, account, folder)
+
+    @staticmethod
+    def _cur_file(path: Path, base: str, info: str) -> Path:
+        return path / "cur" / (f"{base}:{info}" if info else base)
 
     def _open_account(self, account: _Account) -> None:
         """First use in this process: create the mailbox, or rebuild a lost index, or rescan
@@ -663,10 +967,15 @@ class MaildirStore(MailStore, MaildirMaintenance):
                     if not folders:
                         self._rebuild(conn, account, None)
                     else:
+                        # File work left by a crash or a stop (it is in the index) is done
+                        # now, before anything reads the names.
+                        pending = AccountIndex.folders_with_file_work(conn)
                         for folder in folders:
                             if self._changed_on_disk(account, folder):
                                 report = self._sync_locked(conn, account, folder, _Changes())
                                 account.open_reports.append(report)
+                            elif folder.id in pending:
+                                self._flush_folder_locked(conn, account, folder, _Changes())
             except (IndexNotWritable, OSError) as exc:
                 if not is_no_space(exc) and not isinstance(exc, IndexNotWritable):
                     raise
@@ -710,10 +1019,15 @@ class MaildirStore(MailStore, MaildirMaintenance):
             with contextlib.suppress(OSError):
                 for entry in os.scandir(folder_dir / "tmp"):
                     with contextlib.suppress(OSError):
+                        if not entry.is_file(follow_symlinks=False):
+                            continue
+                        st = entry.stat(follow_symlinks=False)
+                        # The ctime too: a tmp/ file being written by an APPEND already has
+                        # its INTERNALDATE as mtime, which may be a year ago; its ctime is
+                        # now (Dovecot's tmp/ cleanup looks at the ctime as well).
                         if (
-                            entry.is_file(follow_symlinks=False)
-                            and now - entry.stat(follow_symlinks=False).st_mtime
-                            > TMP_MAX_AGE_SECONDS
+                            now - st.st_mtime > TMP_MAX_AGE_SECONDS
+                            and now - st.st_ctime > TMP_MAX_AGE_SECONDS
                         ):
                             os.unlink(entry.path)
                             removed += 1
@@ -881,36 +1195,47 @@ class MaildirStore(MailStore, MaildirMaintenance):
                 dedupe_key=dedupe_key,
             )
             try:
-                changes = self._commit_job(account, job)
+                result = self._combined(account, functools.partial(self._deliver_one, account, job))
             finally:
                 with contextlib.suppress(FileNotFoundError):
                     os.unlink(tmp)  # after the link into new/, or the debris of a failure
-        if job.error is not None:
-            raise job.error
-        assert job.result is not None
+        assert isinstance(result, Delivered)
+        return result
+
+    def _combined(
+        self, account: _Account, run: Callable[[sqlite3.Connection, _Batch], object]
+    ) -> object:
+        """Flat combining: queue the change; whoever holds the write lock runs every queued
+        change in one transaction, with one fsync per directory and one commit (group
+        commit). A lone caller finds the lock free and commits at once: there is no window
+        to wait for. Returns what ``run`` returned, or raises what it raised."""
+        op = _Op(run)
+        changes = self._combine(account, op)
         for changed_folder, kind in changes.items:
             self._notify(account.address, changed_folder, kind)
-        return job.result
+        if op.error is not None:
+            raise op.error
+        return op.result
 
-    def _commit_job(self, account: _Account, job: _Job) -> _Changes:
-        """Flat combining: queue the job; whoever holds the write lock commits every queued
-        job in one transaction with one fsync per directory (group commit)."""
+    def _combine(self, account: _Account, op: _Op) -> _Changes:
         with account.pending_lock:
-            account.pending.append(job)
+            account.pending.append(op)
         changes = _Changes()
         with account.write_lock:
-            if job.done:
+            if op.done:
                 return changes  # committed by another thread's batch; it notifies
             with account.pending_lock:
                 batch, account.pending = account.pending, []
             try:
-                self._deliver_batch(account, batch, changes)
+                self._run_batch(account, batch, changes)
             except BaseException as exc:
                 error: BaseException = exc
                 if isinstance(exc, OSError) and is_no_space(exc):
-                    error = StoreFull(f"delivery to {account.address} failed: {exc}")
+                    error = StoreFull(f"writing the mailbox of {account.address} failed: {exc}")
                 elif isinstance(exc, OSError):
-                    error = StoreUnavailable(f"delivery to {account.address} failed: {exc}")
+                    error = StoreUnavailable(
+                        f"writing the mailbox of {account.address} failed: {exc}"
+                    )
                 elif isinstance(exc, sqlite3.Error):
                     error = StoreUnavailable(f"the mailbox index of {account.address}: {exc}")
                 for other in batch:
@@ -922,93 +1247,112 @@ class MaildirStore(MailStore, MaildirMaintenance):
                 raise error from exc
         return changes
 
-    def _deliver_batch(self, account: _Account, batch: list[_Job], changes: _Changes) -> None:
-        linked: list[Path] = []
+    def _run_batch(self, account: _Account, batch: list[_Op], changes: _Changes) -> None:
+        state = _Batch(changes)
         try:
             with account.index.write() as conn:
-                folders: dict[str, FolderRow] = {}
-                dirs_to_sync: set[Path] = set()
-                for job in batch:
-                    folder = folders.get(job.folder)
-                    if folder is None:
-                        found = AccountIndex.folder(conn, job.folder)
-                        if found is None:
-                            if not job.create:
-                                job.error = NoSuchFolder(f"no folder {job.folder!r}")
-                                job.done = True
-                                continue
-                            found = self._create_folder_locked(
-                                conn,
-                                account,
-                                job.folder,
-                                SPECIAL_FOLDERS.get(job.folder),
-                                subscribe=job.folder in SPECIAL_FOLDERS,
-                            )
-                            changes.add(job.folder, ChangeKind.FOLDERS)
-                        elif self._changed_on_disk(account, found):
-                            # A crashed delivery may have left this very message: adopt
-                            # it first so that its dedupe key is seen below.
-                            self._sync_locked(conn, account, found, changes)
-                        folder = folders[job.folder] = found
-                    if job.dedupe_key is not None:
-                        existing = AccountIndex.find_dedupe(conn, job.dedupe_key)
-                        if existing is not None:
-                            where, row = existing
-                            job.result = Delivered(
-                                where.name, row.uid, where.uidvalidity, row.size, True
-                            )
-                            job.done = True
-                            continue
-                    path = self._dir(account, folder.name)
-                    uid = folder.uidnext
-                    folder.uidnext += 1
-                    modseq = folder.next_modseq()
-                    # The uidlist line goes first: a crash after the link below is then
-                    # seen as a grown uidlist and the file adopted with this UID and key.
-                    append_lines(path / UIDLIST_FILE, uidlist_line(uid, job.base, job.dedupe_key))
-                    info = info_with_flags(job.flags) if (job.flags or job.keywords) else None
-                    target = (
-                        path / "new" / job.base
-                        if info is None
-                        else path / "cur" / f"{job.base}:{info}"
-                    )
-                    link_or_rename(job.tmp, target)
-                    linked.append(target)
-                    dirs_to_sync.add(target.parent)
-                    rowid = AccountIndex.insert_message(
-                        conn,
-                        folder.id,
-                        MessageRow(
-                            uid=uid,
-                            filename=job.base,
-                            info=info,
-                            flags=job.flags,
-                            keywords=job.keywords,
-                            internal_date=job.internal_date,
-                            size=job.size,
-                            modseq=modseq,
-                            dedupe_key=job.dedupe_key,
-                        ),
-                    )
-                    if job.text is not None:
-                        AccountIndex.put_text(conn, rowid, *job.text)
-                    AccountIndex.add_quota(conn, job.size, 1)
-                    job.result = Delivered(folder.name, uid, folder.uidvalidity, job.size)
-                    changes.add(folder.name, ChangeKind.NEW)
+                for op in batch:
+                    conn.execute("SAVEPOINT op")
+                    try:
+                        op.result = op.run(conn, state)
+                    except StoreError as exc:
+                        if isinstance(exc, StoreUnavailable):
+                            raise  # the disk or the index: the whole batch fails
+                        # A refusal of this change alone (no such folder, a bad flag).
+                        conn.execute("ROLLBACK TO op")
+                        op.error = exc
+                    conn.execute("RELEASE op")
                 if self.durable:
-                    for directory in dirs_to_sync:
-                        fsync_dir(directory)  # the rename is on disk before we say so
-                for folder in folders.values():
+                    for directory in state.dirs_to_sync:
+                        fsync_dir(directory)  # the links are on disk before we say so
+                for name, folder in state.settle.items():
                     self._settle(conn, account, folder)
+                    state.save.pop(name, None)
+                for folder in state.save.values():
+                    AccountIndex.save_folder(conn, folder)
         except BaseException:
             # Nothing of this batch is committed: take its files back out so a retry by the
             # queue does not find a second copy adopted later.
-            for path in linked:
+            for path in state.linked:
                 with contextlib.suppress(OSError):
                     os.unlink(path)
             raise
-        for job in batch:
-            job.done = True
+        for op in batch:
+            op.done = True
+        if state.file_work:
+            self._flush_later(account)
+
+    def _batch_folder(
+        self,
+        conn: sqlite3.Connection,
+        account: _Account,
+        state: _Batch,
+        name: str,
+        *,
+        create: bool = False,
+    ) -> FolderRow:
+        """The folder row the changes of this batch share (created when ``create``); a
+        folder changed on disk by another program is rescanned first."""
+        folder = state.folders.get(name)
+        if folder is not None:
+            return folder
+        found = AccountIndex.folder(conn, name)
+        if found is None:
+            if not create:
+                raise NoSuchFolder(f"no folder {name!r}")
+            found = self._create_folder_locked(
+                conn, account, name, SPECIAL_FOLDERS.get(name), subscribe=name in SPECIAL_FOLDERS
+            )
+            state.changes.add(name, ChangeKind.FOLDERS)
+        elif self._changed_on_disk(account, found):
+            # A crashed delivery may have left this very message: adopt it first so that
+            # its dedupe key is seen.
+            self._sync_locked(conn, account, found, state.changes)
+        state.folders[name] = found
+        return found
+
+    def _deliver_one(
+        self, account: _Account, job: _Job, conn: sqlite3.Connection, state: _Batch
+    ) -> Delivered:
+        folder = self._batch_folder(conn, account, state, job.folder, create=job.create)
+        if job.dedupe_key is not None:
+            existing = AccountIndex.find_dedupe(conn, job.dedupe_key)
+            if existing is not None:
+                where, row = existing
+                return Delivered(where.name, row.uid, where.uidvalidity, row.size, True)
+        path = self._dir(account, folder.name)
+        uid = folder.uidnext
+        folder.uidnext += 1
+        modseq = folder.next_modseq()
+        # The uidlist line goes first: a crash after the link below is then seen as a grown
+        # uidlist and the file adopted with this UID and key.
+        append_lines(path / UIDLIST_FILE, uidlist_line(uid, job.base, job.dedupe_key))
+        info = info_with_flags(job.flags) if (job.flags or job.keywords) else None
+        target = path / "new" / job.base if info is None else path / "cur" / f"{job.base}:{info}"
+        link_or_rename(job.tmp, target)
+        state.linked.append(target)
+        state.dirs_to_sync.add(target.parent)
+        rowid = AccountIndex.insert_message(
+            conn,
+            folder.id,
+            MessageRow(
+                uid=uid,
+                filename=job.base,
+                info=info,
+                flags=job.flags,
+                keywords=job.keywords,
+                internal_date=job.internal_date,
+                size=job.size,
+                modseq=modseq,
+                dedupe_key=job.dedupe_key,
+            ),
+        )
+        if job.text is not None:
+            AccountIndex.put_text(conn, rowid, *job.text)
+        AccountIndex.add_quota(conn, job.size, 1)
+        state.changes.add(folder.name, ChangeKind.NEW)
+        state.settle[folder.name] = folder
+        return Delivered(folder.name, uid, folder.uidvalidity, job.size)
 
     # -- quota --
 
@@ -1077,6 +1421,7 @@ class MaildirStore(MailStore, MaildirMaintenance):
                 if self.durable:
                     fsync_dir(account.root)
             shutil.rmtree(aside, ignore_errors=True)
+            account.names.clear()
             self._notify(account.address, name, ChangeKind.FOLDERS)
 
     @_reported
@@ -1123,6 +1468,7 @@ class MaildirStore(MailStore, MaildirMaintenance):
                     self._write_subscriptions(conn, account)
                 changes.add(old, ChangeKind.FOLDERS)
                 changes.add(new, ChangeKind.FOLDERS)
+            account.names.clear()
             for folder_name, kind in changes.items:
                 self._notify(account.address, folder_name, kind)
 
@@ -1181,13 +1527,27 @@ class MaildirStore(MailStore, MaildirMaintenance):
     def folder_changes(
         self, address: str, folder: str, since_modseq: int, *, quick: bool = False
     ) -> FolderChanges:
-        with (
-            self._use(address, quick=quick) as account,
-            self._current(account, folder, quick=quick) as (conn, row),
-        ):
-            changed = AccountIndex.changed_since(conn, row.id, since_modseq)
-            vanished = AccountIndex.expunged_since(conn, row.id, since_modseq)
-            keywords = AccountIndex.folder_keywords(conn, row.id)
+        if quick:
+            cached = self.changes_if_cached(address, folder, since_modseq)
+            if cached is not None:
+                return cached
+        with self._use(address, quick=quick) as account:
+            try:
+                version = self._data_version(account, open_probe=not quick)
+            except sqlite3.Error:
+                version = None  # no snapshot this time; the read below says what is wrong
+            with self._current(account, folder, quick=quick) as (conn, row):
+                changed = AccountIndex.changed_since(conn, row.id, since_modseq)
+                vanished = AccountIndex.expunged_since(conn, row.id, since_modseq)
+                keywords = AccountIndex.folder_keywords(conn, row.id)
+            earlier = account.snapshots.get(row.name)
+            if earlier is not None and earlier.row.uidvalidity != row.uidvalidity:
+                account.names.clear()  # rebuilt elsewhere (reindex): UIDs name other files
+            if version is not None:
+                with account.probe_lock:
+                    account.snapshots[row.name] = _Snapshot(
+                        version, dataclasses.replace(row), tuple(keywords)
+                    )
         return FolderChanges(
             uidvalidity=row.uidvalidity,
             uidnext=row.uidnext,
@@ -1197,6 +1557,58 @@ class MaildirStore(MailStore, MaildirMaintenance):
             complete=since_modseq == 0 or since_modseq >= row.expunged_since,
             keywords=tuple(keywords),
         )
+
+    def changes_if_cached(
+        self, address: str, folder: str, since_modseq: int
+    ) -> FolderChanges | None:
+        """``folder_changes`` answered from memory, for a caller on an event loop: no
+        thread, no index transaction, only SQLite's data_version (has any connection, of
+        any process, committed to the account's index since the last read?) and the stat
+        calls that notice other programs. None when the disk must be read: the account is
+        not open here, the folder was not read yet, something changed after
+        ``since_modseq``, or anyone wrote since."""
+        with self._lock:
+            account = self._accounts.get(address.lower())
+        if account is None or not account.ready or account.retired:
+            return None
+        try:
+            name = check_folder_name(folder)
+        except StoreError:
+            return None
+        snapshot = account.snapshots.get(name)
+        if snapshot is None or since_modseq < snapshot.row.highestmodseq:
+            return None
+        try:
+            version = self._data_version(account, open_probe=False)
+        except sqlite3.Error:
+            return None
+        if version != snapshot.version or self._changed_on_disk(account, snapshot.row):
+            return None
+        row = snapshot.row
+        return FolderChanges(
+            uidvalidity=row.uidvalidity,
+            uidnext=row.uidnext,
+            highestmodseq=row.highestmodseq,
+            changed=(),
+            vanished=(),
+            complete=since_modseq == 0 or since_modseq >= row.expunged_since,
+            keywords=snapshot.keywords,
+        )
+
+    @staticmethod
+    def _data_version(account: _Account, *, open_probe: bool) -> int | None:
+        """The probe connection's PRAGMA data_version: it changes when any other connection
+        commits to the index. None when there is no probe (``open_probe`` makes one)."""
+        with account.probe_lock:
+            if account.probe is None:
+                if not open_probe or account.retired:
+                    return None
+                # timeout=0: busy (a checkpoint of another process) fails at once and the
+                # caller reads the index instead; an event loop never waits here.
+                account.probe = sqlite3.connect(
+                    account.index.path, timeout=0, isolation_level=None, check_same_thread=False
+                )
+            return int(account.probe.execute("PRAGMA data_version").fetchone()[0])
 
     def _text_of(self, stored: bytes) -> tuple[str, str] | None:
         if self.text_extractor is None:
@@ -1221,17 +1633,19 @@ class MaildirStore(MailStore, MaildirMaintenance):
     def claim_recent(self, address: str, folder: str, up_to_uid: int, *, claim: bool) -> int:
         name = check_folder_name(folder)
         with self._use(address) as account:
-            if not claim:
-                with account.index.read() as conn:
-                    row = self._require_folder(conn, name)
-                    return AccountIndex.recent_claimed(conn, row.id)
+            with account.index.read() as conn:
+                row = self._require_folder(conn, name)
+                before = AccountIndex.recent_claimed(conn, row.id)
+            if not claim or up_to_uid <= before:
+                return before  # nothing to claim: no write, no commit
             try:
-                with account.write_lock, account.index.write() as conn:
-                    row = self._require_folder(conn, name)
-                    before = AccountIndex.recent_claimed(conn, row.id)
-                    if up_to_uid > before:
-                        AccountIndex.set_recent_claimed(conn, row.id, up_to_uid)
-                    return before
+                # A write only when there is something to claim, combined with the other
+                # changes of the account (one commit for the sessions that claim at once).
+                result = self._combined(
+                    account, functools.partial(self._claim_one, name, up_to_uid)
+                )
+                assert isinstance(result, int)
+                return result
             except IndexNotWritable as exc:
                 # A full disk: the messages are \Recent in this session; the claim is made
                 # by a later session that can write it (RFC 3501 §2.3.2 allows a message to be
@@ -1241,17 +1655,41 @@ class MaildirStore(MailStore, MaildirMaintenance):
                     row = self._require_folder(conn, name)
                     return AccountIndex.recent_claimed(conn, row.id)
 
+    @staticmethod
+    def _claim_one(name: str, up_to_uid: int, conn: sqlite3.Connection, state: _Batch) -> int:
+        row = AccountIndex.folder(conn, name)
+        if row is None:
+            raise NoSuchFolder(f"no folder {name!r}")
+        before = AccountIndex.recent_claimed(conn, row.id)
+        if up_to_uid > before:
+            AccountIndex.set_recent_claimed(conn, row.id, up_to_uid)
+        return before
+
     @_reported
     def index_pending(self, address: str, folder: str, *, batch: int = 100) -> int:
-        """Add the messages of the folder that are not in the full-text index yet, a batch
-        per write transaction; returns how many were indexed."""
+        """Add the messages of the folder that are not in the full-text index yet, ``batch``
+        read at a time, written in transactions of at most TEXT_CHUNK_BYTES of text; returns
+        how many were indexed. Skipped (0) while another process indexes the account: it
+        goes on until nothing is left, and a search indexes what is missing first."""
         name = check_folder_name(folder)
         with self._use(address) as account:
-            return self._index_text(account, name, batch)
+            lock = account.root / FTS_LOCK_FILE
+            fd = os.open(lock, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+            try:
+                try:
+                    fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                except BlockingIOError:
+                    return 0  # another process (worker) is indexing this account
+                return self._index_text(account, name, batch)
+            finally:
+                os.close(fd)  # releases the lock
 
     def _index_text(self, account: _Account, name: str, batch: int = 500) -> int:
         """Index what delivery did not (mail from before the index existed, crash leftovers,
-        files adopted from disk), a batch per write transaction."""
+        files adopted from disk). The text is extracted outside any lock; it goes into the
+        index in chunks of at most TEXT_CHUNK_BYTES, each one change combined with the
+        account's others (deliveries, APPENDs, STOREs wait for a chunk, not for the whole
+        batch, and share its commit)."""
         if self.text_extractor is None:
             raise StoreError("full-text search is not available: no text extractor is set")
         done = 0
@@ -1261,7 +1699,8 @@ class MaildirStore(MailStore, MaildirMaintenance):
                 todo = AccountIndex.unindexed(conn, row.id)[:batch]
             if not todo:
                 return done
-            texts: list[tuple[int, tuple[str, str]]] = []
+            chunk: list[tuple[int, tuple[str, str]]] = []
+            chunk_bytes = 0
             for rowid, m in todo:
                 try:
                     data = self._message_file(account, name, m).read_bytes()
@@ -1269,14 +1708,24 @@ class MaildirStore(MailStore, MaildirMaintenance):
                     data = b""  # gone on disk: the next rescan drops its row
                 text = self._text_of(data)
                 assert text is not None
-                texts.append((rowid, text))
-            with account.write_lock, account.index.write() as conn:
-                for rowid, (head, body) in texts:
-                    if conn.execute("SELECT 1 FROM messages WHERE rowid = ?", (rowid,)).fetchone():
-                        AccountIndex.put_text(conn, rowid, head, body)
+                chunk.append((rowid, text))
+                chunk_bytes += len(text[0]) + len(text[1])
+                if chunk_bytes >= TEXT_CHUNK_BYTES:
+                    self._combined(account, functools.partial(self._put_texts, chunk))
+                    chunk, chunk_bytes = [], 0
+            if chunk:
+                self._combined(account, functools.partial(self._put_texts, chunk))
             done += len(todo)
             if len(todo) < batch:
                 return done
+
+    @staticmethod
+    def _put_texts(
+        texts: list[tuple[int, tuple[str, str]]], conn: sqlite3.Connection, state: _Batch
+    ) -> None:
+        for rowid, (head, body) in texts:
+            if AccountIndex.needs_text(conn, rowid):  # still there, not indexed meanwhile
+                AccountIndex.put_text(conn, rowid, head, body)
 
     @_reported
     def cached_structures(self, address: str, folder: str, uids: Iterable[int]) -> dict[int, bytes]:
@@ -1290,9 +1739,18 @@ class MaildirStore(MailStore, MaildirMaintenance):
         if not items:
             return
         name = check_folder_name(folder)
-        with self._use(address) as account, account.write_lock, account.index.write() as conn:
-            row = self._require_folder(conn, name)
-            AccountIndex.cache_structures(conn, row.id, items)
+        with self._use(address) as account:
+            # Combined with the account's other changes: one commit for them all.
+            self._combined(account, functools.partial(self._cache_structures_one, name, items))
+
+    @staticmethod
+    def _cache_structures_one(
+        name: str, items: dict[int, bytes], conn: sqlite3.Connection, state: _Batch
+    ) -> None:
+        row = AccountIndex.folder(conn, name)
+        if row is None:
+            raise NoSuchFolder(f"no folder {name!r}")
+        AccountIndex.cache_structures(conn, row.id, items)
 
     def _message_file(self, account: _Account, folder: str, m: MessageRow) -> Path:
         path = self._dir(account, folder)
@@ -1301,15 +1759,55 @@ class MaildirStore(MailStore, MaildirMaintenance):
         return path / "cur" / (f"{m.filename}:{m.info}" if m.info else m.filename)
 
     def _find_message(self, account: _Account, folder: str, uid: int) -> Path:
+        try:
+            version = self._data_version(account, open_probe=True)
+        except sqlite3.Error:
+            version = None
         with account.index.read() as conn:
             row = self._require_folder(conn, folder)
             message = AccountIndex.message(conn, row.id, uid)
+            # The next ones too: FETCH reads runs of UIDs (see _read_message).
+            names = AccountIndex.message_names(conn, row.id, uid, uid + NAME_PREFETCH)
+        if (
+            version is None
+            or version != account.names_version
+            or len(account.names) + len(names) > NAME_CACHE_MAX
+        ):
+            account.names.clear()
+            account.names_version = version
+        if version is not None:
+            for each, filename, info in names:
+                account.names[(folder, each)] = (filename, info)
         if message is None:
             raise NoSuchMessage(f"no message with UID {uid} in {folder!r}")
         return self._message_file(account, folder, message)
 
     def _read_message(self, account: _Account, folder: str, uid: int) -> tuple[Path, bytes]:
         name = check_folder_name(folder)
+        known = account.names.get((name, uid))
+        if known is not None:
+            # Only while nobody committed since the names were read (an expunge elsewhere
+            # leaves its file until the flush: the index must say the message is gone).
+            try:
+                current = self._data_version(account, open_probe=False)
+            except sqlite3.Error:
+                current = None
+            if current is None or current != account.names_version:
+                account.names.clear()
+                known = None
+        if known is not None:
+            # The name this process last saw: right unless another process renamed or
+            # removed the file since, which the index (below) then says.
+            path = self._dir(account, name)
+            path = (
+                path / "new" / known[0]
+                if known[1] is None
+                else self._cur_file(path, known[0], known[1])
+            )
+            try:
+                return path, path.read_bytes()
+            except FileNotFoundError:
+                account.names.pop((name, uid), None)
         for attempt in range(2):
             path = self._find_message(account, name, uid)
             try:
@@ -1330,6 +1828,7 @@ class MaildirStore(MailStore, MaildirMaintenance):
     @_reported
     def message_path(self, address: str, folder: str, uid: int) -> str:
         with self._use(address) as account:
+            self._flush_account(account)  # a tool reads the file: give it the flushed name
             path = self._find_message(account, check_folder_name(folder), uid)
             if not path.exists():
                 path = self._read_message(account, folder, uid)[0]
@@ -1349,66 +1848,80 @@ class MaildirStore(MailStore, MaildirMaintenance):
         name = check_folder_name(folder)
         mode = FlagMode(mode)
         bits, keywords = split_flags(flags)
+        wanted = list(uids)
+        with self._use(address) as account:
+            result = self._combined(
+                account,
+                functools.partial(
+                    self._store_flags_one,
+                    account,
+                    name,
+                    wanted,
+                    mode,
+                    bits,
+                    keywords,
+                    unchanged_since,
+                ),
+            )
+        assert isinstance(result, StoreFlagsResult)
+        return result
+
+    def _store_flags_one(
+        self,
+        account: _Account,
+        name: str,
+        uids: list[int],
+        mode: FlagMode,
+        bits: int,
+        keywords: dict[str, str],
+        unchanged_since: int | None,
+        conn: sqlite3.Connection,
+        state: _Batch,
+    ) -> StoreFlagsResult:
+        """STORE in the batch's transaction: the rows change now; the files whose system
+        flags changed are renamed by the next flush (``file_work``), so a STORE costs no
+        rename and no directory fsync, and concurrent STOREs share one commit."""
+        row = self._batch_folder(conn, account, state, name)
         updated: list[FlagUpdate] = []
         failed: list[int] = []
-        vanished = False
-        with self._use(address) as account:
-            with account.write_lock, account.index.write() as conn:
-                row = self._require_folder(conn, name)
-                path = self._dir(account, name)
-                modseq: int | None = None
-                renamed = False
-                for m in AccountIndex.messages_by_uid(conn, row.id, uids):
-                    if unchanged_since is not None and m.modseq > unchanged_since:
-                        # RFC 7162 §3.1.3: changed since the client looked: leave it alone
-                        # and report it in [MODIFIED].
-                        failed.append(m.uid)
-                        continue
-                    old_keywords = parse_keywords(m.keywords)
-                    if mode is FlagMode.ADD:
-                        new_bits = m.flags | bits
-                        new_keywords = dict(old_keywords)
-                        for k, spelling in keywords.items():
-                            new_keywords.setdefault(k, spelling)
-                    elif mode is FlagMode.REMOVE:
-                        new_bits = m.flags & ~bits
-                        new_keywords = {k: v for k, v in old_keywords.items() if k not in keywords}
-                    else:
-                        new_bits = bits
-                        new_keywords = dict(keywords)
-                    new_keyword_text = join_keywords(new_keywords)
-                    if new_bits == m.flags and new_keyword_text == m.keywords:
-                        continue  # nothing changes: the MODSEQ stays (RFC 7162 §3.1.3)
-                    if new_bits != m.flags:
-                        old_file = self._message_file(account, name, m)
-                        new_info = info_with_flags(new_bits, m.info)
-                        new_file = path / "cur" / f"{m.filename}:{new_info}"
-                        try:
-                            os.rename(old_file, new_file)
-                        except FileNotFoundError:
-                            vanished = True  # renamed or removed by another program
-                            continue
-                        renamed = True
-                        m.info = new_info
-                    if modseq is None:
-                        modseq = row.next_modseq()  # RFC 7162 §3.1.1: one per operation
-                    m.flags = new_bits
-                    m.keywords = new_keyword_text
-                    m.modseq = modseq
-                    AccountIndex.update_message(conn, row.id, m)
-                    updated.append(
-                        FlagUpdate(
-                            m.uid, modseq, flag_names(new_bits), frozenset(new_keywords.values())
-                        )
-                    )
-                if renamed and self.durable:
-                    fsync_dir(path / "cur")
-                if modseq is not None or renamed:
-                    self._settle(conn, account, row)
-            if vanished:
-                self._sync_folder(account, name)
-            if updated:
-                self._notify(account.address, name, ChangeKind.FLAGS)
+        modseq: int | None = None
+        now_ns = time.time_ns()
+        for m in AccountIndex.messages_by_uid(conn, row.id, uids):
+            if unchanged_since is not None and m.modseq > unchanged_since:
+                # RFC 7162 §3.1.3: changed since the client looked: leave it alone and
+                # report it in [MODIFIED].
+                failed.append(m.uid)
+                continue
+            old_keywords = parse_keywords(m.keywords)
+            if mode is FlagMode.ADD:
+                new_bits = m.flags | bits
+                new_keywords = dict(old_keywords)
+                for k, spelling in keywords.items():
+                    new_keywords.setdefault(k, spelling)
+            elif mode is FlagMode.REMOVE:
+                new_bits = m.flags & ~bits
+                new_keywords = {k: v for k, v in old_keywords.items() if k not in keywords}
+            else:
+                new_bits = bits
+                new_keywords = dict(keywords)
+            new_keyword_text = join_keywords(new_keywords)
+            if new_bits == m.flags and new_keyword_text == m.keywords:
+                continue  # nothing changes: the MODSEQ stays (RFC 7162 §3.1.3)
+            if new_bits != m.flags:
+                AccountIndex.add_rename(conn, row.id, m.filename, m.uid, now_ns)
+                state.file_work = True
+            if modseq is None:
+                modseq = row.next_modseq()  # RFC 7162 §3.1.1: one per operation
+            m.flags = new_bits
+            m.keywords = new_keyword_text
+            m.modseq = modseq
+            AccountIndex.update_message(conn, row.id, m)
+            updated.append(
+                FlagUpdate(m.uid, modseq, flag_names(new_bits), frozenset(new_keywords.values()))
+            )
+        if modseq is not None:
+            state.save[name] = row
+            state.changes.add(name, ChangeKind.FLAGS)
         return StoreFlagsResult(tuple(updated), tuple(failed))
 
     @_reported
@@ -1450,6 +1963,8 @@ class MaildirStore(MailStore, MaildirMaintenance):
     ) -> CopyResult:
         """COPY (hard links) or MOVE (renames) in the caller's transaction. The target's
         uidlist lines are written before the files appear, as for a delivery."""
+        # Links and renames read the source names: our pending renames are done first.
+        self._flush_folder_locked(conn, account, src, changes)
         src_path = self._dir(account, src.name)
         dst_path = self._dir(account, dst.name)
         pairs: list[tuple[int, int]] = []
@@ -1529,31 +2044,45 @@ class MaildirStore(MailStore, MaildirMaintenance):
     @_reported
     def expunge(self, address: str, folder: str, uids: Iterable[int] | None = None) -> list[int]:
         name = check_folder_name(folder)
+        wanted = None if uids is None else list(uids)
         with self._use(address) as account:
-            with account.write_lock, account.index.write() as conn:
-                row = self._require_folder(conn, name)
-                candidates = (
-                    AccountIndex.messages(conn, row.id)
-                    if uids is None
-                    else AccountIndex.messages_by_uid(conn, row.id, uids)
-                )
-                # RFC 3501 §6.4.3 / RFC 4315 §2.1: only messages flagged \Deleted.
-                doomed = [m for m in candidates if m.flags & DELETED]
-                if not doomed:
-                    return []
-                for m in doomed:
-                    with contextlib.suppress(FileNotFoundError):
-                        os.unlink(self._message_file(account, name, m))
-                if self.durable:
-                    path = self._dir(account, name)
-                    for sub in {"new" if m.info is None else "cur" for m in doomed}:
-                        fsync_dir(path / sub)
-                modseq = row.next_modseq()
-                AccountIndex.delete_messages(conn, row.id, [m.uid for m in doomed], modseq)
-                AccountIndex.add_quota(conn, -sum(m.size for m in doomed), -len(doomed))
-                self._maybe_compact_uidlist(conn, account, row)
-                self._settle(conn, account, row)
-            self._notify(account.address, name, ChangeKind.EXPUNGE)
+            result = self._combined(
+                account, functools.partial(self._expunge_one, account, name, wanted)
+            )
+        assert isinstance(result, list)
+        return result
+
+    def _expunge_one(
+        self,
+        account: _Account,
+        name: str,
+        uids: list[int] | None,
+        conn: sqlite3.Connection,
+        state: _Batch,
+    ) -> list[int]:
+        """EXPUNGE in the batch's transaction: the rows go now (recorded in `expunged`);
+        the files are unlinked by the next flush (``file_work``)."""
+        row = self._batch_folder(conn, account, state, name)
+        candidates = (
+            AccountIndex.messages(conn, row.id)
+            if uids is None
+            else AccountIndex.messages_by_uid(conn, row.id, uids)
+        )
+        # RFC 3501 §6.4.3 / RFC 4315 §2.1: only messages flagged \Deleted.
+        doomed = [m for m in candidates if m.flags & DELETED]
+        if not doomed:
+            return []
+        modseq = row.next_modseq()
+        AccountIndex.delete_messages(conn, row.id, [m.uid for m in doomed], modseq)
+        AccountIndex.add_quota(conn, -sum(m.size for m in doomed), -len(doomed))
+        AccountIndex.add_unlinks(
+            conn, row.id, [(m.filename, m.info) for m in doomed], time.time_ns()
+        )
+        for m in doomed:
+            account.names.pop((name, m.uid), None)  # its file waits for the flush
+        state.file_work = True
+        state.save[name] = row
+        state.changes.add(name, ChangeKind.EXPUNGE)
         return [m.uid for m in doomed]
 
     def _maybe_compact_uidlist(
@@ -1640,6 +2169,10 @@ class MaildirStore(MailStore, MaildirMaintenance):
         path = self._dir(account, folder.name)
         for sub in ("cur", "new", "tmp"):
             (path / sub).mkdir(parents=True, exist_ok=True)
+        # The index is the truth: our renames and unlinks are done before the names on disk
+        # are read, so no flag of ours is read back from a stale name and no file whose
+        # expunge is pending is adopted again.
+        self._flush_folder_locked(conn, account, folder, changes, settle=False)
         on_disk = self._scan(path)
         rows = {m.filename: m for m in AccountIndex.messages(conn, folder.id)}
         modseq: int | None = None
@@ -1803,6 +2336,9 @@ class MaildirStore(MailStore, MaildirMaintenance):
         existed = index_path.exists()
         try:
             index.migrate()
+            if existed:
+                # The renames and unlinks the index still owes the files are done first.
+                self._flush_account(_Account(address.lower(), root, index))
             old = self._read_old_index(index) if existed else None
         except (sqlite3.DatabaseError, IndexDamaged) as exc:
             if isinstance(exc, sqlite3.Error) and not is_damage(exc):
