@@ -70,7 +70,7 @@ def test_netaddr_imports_nothing_of_pochta() -> None:
 
 @pytest.mark.parametrize(
     "module",
-    ["pochta.access.imap", "pochta.access.pop3", "pochta.receive.smtp_service"],
+    ["pochta.access.imap_session", "pochta.access.pop3", "pochta.receive.smtp_service"],
 )
 def test_services_use_the_one_rule(module: str) -> None:
     """IMAP, POP3 and SMTP ask pochta.netaddr.is_loopback; the private copies are gone."""
