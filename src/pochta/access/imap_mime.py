@@ -401,12 +401,10 @@ def decode_quoted_printable(body: bytes) -> bytes:
     return b"".join(out)
 
 
-def fetch_binary(raw: bytes, root: Part, path: tuple[int, ...]) -> bytes:
-    if not path:
-        return raw
-    part = find_part(root, path)
-    if part is None:
-        return b""
+def decoded_body(raw: bytes, part: Part) -> bytes | None:
+    """A leaf part's body decoded from its Content-Transfer-Encoding (RFC 2045 §6); None
+    when its base64 cannot be read; UnknownTransferEncoding for an encoding RFC 2045 does
+    not define (RFC 3516 §4.2: the server answers UNKNOWN-CTE)."""
     body = raw[part.body_start : part.end]
     cte = (part.value("content-transfer-encoding") or b"7bit").decode("ascii", "replace")
     cte = cte.strip().lower()
@@ -416,10 +414,20 @@ def fetch_binary(raw: bytes, root: Part, path: tuple[int, ...]) -> bytes:
         try:
             return base64.b64decode(re.sub(rb"[^A-Za-z0-9+/]", b"", body) + b"===")
         except (binascii.Error, ValueError):
-            return b""
+            return None
     if cte == "quoted-printable":
         return decode_quoted_printable(body)
     raise UnknownTransferEncoding(f"Unknown Content-Transfer-Encoding {cte[:40]}")
+
+
+def fetch_binary(raw: bytes, root: Part, path: tuple[int, ...]) -> bytes:
+    if not path:
+        return raw
+    part = find_part(root, path)
+    if part is None:
+        return b""
+    data = decoded_body(raw, part)
+    return b"" if data is None else data
 
 
 # -- text for full-text search -----------------------------------------------------------

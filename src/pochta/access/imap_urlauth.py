@@ -22,8 +22,6 @@ Design notes:
 
 from __future__ import annotations
 
-import base64
-import binascii
 import contextlib
 import hashlib
 import hmac
@@ -38,8 +36,9 @@ from typing import Protocol, runtime_checkable
 from pochta.access.imap_errors import Bad, No
 from pochta.access.imap_mime import (
     Part,
+    UnknownTransferEncoding,
     body_structure,
-    decode_quoted_printable,
+    decoded_body,
     fetch_section,
     find_part,
     parse_structure,
@@ -314,18 +313,12 @@ _BINARY_CTE = b"Content-Transfer-Encoding: binary\r\n"
 
 
 def _decoded_leaf(raw: bytes, part: Part) -> bytes | None:
-    body = raw[part.body_start : part.end]
-    cte = (part.value("content-transfer-encoding") or b"7bit").strip().lower()
-    if cte in (b"7bit", b"8bit", b"binary"):
-        return body
-    if cte == b"base64":
-        try:
-            return base64.b64decode(re.sub(rb"[^A-Za-z0-9+/]", b"", body) + b"===")
-        except (binascii.Error, ValueError):
-            return None
-    if cte == b"quoted-printable":
-        return decode_quoted_printable(body)
-    return None
+    """The part's body decoded, or None when it cannot be (its encoding is unknown or its
+    base64 unreadable): the URL then fetches NIL."""
+    try:
+        return decoded_body(raw, part)
+    except UnknownTransferEncoding:
+        return None
 
 
 def _decode_edits(raw: bytes, top: Part) -> list[tuple[int, int, bytes]] | None:
