@@ -72,6 +72,10 @@ make_data() {
     sed -i 's/^max_connections_per_ip = 50$/max_connections_per_ip = 2000/; s/^max_connections_per_account = 50$/max_connections_per_account = 2000/' "$D/pochta.toml"
 }
 [ -f "$D/pochta.toml" ] || make_data
+# ops_c20 runs 20 sessions of one account from 127.0.0.1: above imap.max_userip_connections
+# (10, as Dovecot's mail_max_userip_connections); the reference stack sets 100, so do we.
+$POCHTA --config "$D/pochta.toml" config set imap.max_userip_connections 100 >>"$OUT/logs/init.log" 2>&1 \
+    || { say "config set failed: see $OUT/logs/init.log"; exit 1; }
 PPIDS=$WORK/pochta_pids.sh
 cat > "$PPIDS" <<EOF
 #!/bin/sh
