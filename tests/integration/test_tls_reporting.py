@@ -21,7 +21,15 @@ from pochta.checks import load_checked_settings
 from pochta.mailauth.tls_report import parse_report, report_from_mail
 from pochta.reports.tls_store import open_tls_db, sessions_between
 from tests.dnsserver import ZoneServer
-from tests.harness import DOMAIN, client_tls, make_pochta_env, run_pochta, serve, set_key
+from tests.harness import (
+    DOMAIN,
+    client_tls,
+    make_pochta_env,
+    run_pochta,
+    serve,
+    set_key,
+    wait_until,
+)
 from tests.integration.test_remote_agent import Sink, ca_file, free_port, server_tls
 
 PASSWORD = "correct horse 1"
@@ -91,6 +99,10 @@ def test_outcome_recorded_and_report_queued_to_the_rua(tmp_path: Path) -> None:
 
             with serve(env.config_path) as server:
                 server.wait_for("delivered")
+                # The sink records the message in its own thread: wait for it there too.
+                assert wait_until(
+                    lambda: any(m.rcpt_tos == ["tlsrpt@remote.test"] for m in sink.messages), 60
+                )
             (report_mail,) = [m for m in sink.messages if m.rcpt_tos == ["tlsrpt@remote.test"]]
             assert report_mail.mail_from == "<>"
             msg = email.message_from_bytes(report_mail.content, policy=email.policy.default)
