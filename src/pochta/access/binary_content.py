@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import base64
 
-from pochta.access.imap_mime import Part, parse_structure
+from pochta.access.imap_mime import Part, leaf_parts, parse_structure
 
 _NEW_CTE = b"Content-Transfer-Encoding: base64\r\n"
 
@@ -26,15 +26,7 @@ def encode_binary_parts(message: bytes) -> bytes:
     """`message` with each binary leaf part as base64; unchanged when there is none."""
     root = parse_structure(message)
     edits: list[tuple[int, int, bytes]] = []  # (start, end, replacement)
-    stack = [root]
-    while stack:
-        part = stack.pop()
-        if part.is_multipart:
-            stack.extend(part.children)
-            continue
-        if part.message is not None:
-            stack.append(part.message)
-            continue
+    for part in leaf_parts(root):
         body = message[part.body_start : part.end]
         cte = (part.value("content-transfer-encoding") or b"").strip().lower()
         if cte != b"binary" and b"\0" not in body:

@@ -14,6 +14,7 @@ import binascii
 import email
 import email.policy
 import re
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 
 from pochta.access.imap_headers import decode_value, raw_fields
@@ -340,6 +341,20 @@ def body_structure(part: Part, extended: bool, raw: bytes | None = None) -> IMAP
 
 
 # -- sections ------------------------------------------------------------------------------
+
+
+def leaf_parts(top: Part) -> Iterator[Part]:
+    """The leaf parts at or below ``top``: neither multipart nor message/rfc822 (whose
+    enclosed message is walked instead)."""
+    stack = [top]
+    while stack:
+        part = stack.pop()
+        if part.is_multipart:
+            stack.extend(part.children)
+        elif part.message is not None:
+            stack.append(part.message)
+        else:
+            yield part
 
 
 def find_part(root: Part, path: tuple[int, ...]) -> Part | None:

@@ -41,6 +41,7 @@ from pochta.access.imap_mime import (
     decoded_body,
     fetch_section,
     find_part,
+    leaf_parts,
     parse_structure,
 )
 from pochta.access.imap_selected import SelectedMailbox
@@ -325,15 +326,7 @@ def _decode_edits(raw: bytes, top: Part) -> list[tuple[int, int, bytes]] | None:
     """The edits that decode every encoded leaf at or below ``top`` and mark it binary;
     None when an encoding is unknown."""
     edits: list[tuple[int, int, bytes]] = []
-    stack = [top]
-    while stack:
-        part = stack.pop()
-        if part.is_multipart:
-            stack.extend(part.children)
-            continue
-        if part.message is not None:
-            stack.append(part.message)
-            continue
+    for part in leaf_parts(top):
         cte = (part.value("content-transfer-encoding") or b"7bit").strip().lower()
         if cte in (b"7bit", b"8bit", b"binary"):
             continue
