@@ -1,14 +1,16 @@
 """FETCH data (RFC 9051 §6.4.5 and §7.5.2, BINARY RFC 3516, MODSEQ RFC 7162).
 
 ``FetchItem`` is the normalised form of one requested item (the command adapter builds it
-from the parser's AST). ``fetch_messages`` runs in a worker thread: it reads each message
-once, computes its structure once (or takes ENVELOPE/BODYSTRUCTURE from the store's cache),
-and returns the rendered untagged FETCH responses plus the cache entries it computed.
+from the parser's AST). ``fetch_messages`` runs on the event loop when it reads no file or
+only small ones, else in a worker thread: it reads each message once, computes its
+structure once (or takes ENVELOPE/BODYSTRUCTURE, rendered, from the store's cache), and
+returns the rendered untagged FETCH responses plus the cache entries it computed.
 """
 
 from __future__ import annotations
 
 import datetime as dt
+import functools
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
@@ -26,7 +28,7 @@ from pochta.access.imap_mime import (
 from pochta.access.mailbox_view import MailboxView
 from pochta.protocols.imap.fetch_items import FetchItem
 from pochta.protocols.imap.render import format_internaldate, render
-from pochta.protocols.imap.values import Atom, IMAPValue
+from pochta.protocols.imap.values import Atom
 from pochta.store import MessageInfo, NoSuchMessage
 
 
@@ -50,19 +52,25 @@ class FetchResult:
 
 _cache_encoder = msgspec.msgpack.Encoder()
 _cache_decoder = msgspec.msgpack.Decoder()
-CACHE_VERSION = 1
+# 2: ENVELOPE, BODY and BODYSTRUCTURE as rendered bytes (a FETCH copies them out);
+# 1: as IMAP values, rendered at each FETCH (still read).
+CACHE_VERSION = 2
 
 
-def _cached(blob: bytes | None) -> tuple[IMAPValue, IMAPValue, IMAPValue] | None:
+def _cached(blob: bytes | None) -> tuple[bytes, bytes, bytes, bool] | None:
+    """ENVELOPE, BODY and BODYSTRUCTURE as rendered, from a cache blob, and whether the
+    blob is of an older version (to be stored again in this one)."""
     if not blob:
         return None
     try:
         version, env, body, bodystructure = _cache_decoder.decode(blob)
+        if version == CACHE_VERSION and all(type(v) is bytes for v in (env, body, bodystructure)):
+            return env, body, bodystructure, False
+        if version == 1:
+            return render(env), render(body), render(bodystructure), True
     except (msgspec.DecodeError, ValueError, TypeError):
         return None
-    if version != CACHE_VERSION:
-        return None
-    return env, body, bodystructure
+    return None
 
 
 def fetch_messages(
@@ -83,80 +91,97 @@ def fetch_messages(
     names = {i.kind for i in items}
     need_structure = bool(names & {"ENVELOPE", "BODYSTRUCTURE", "BODY"})
     need_message = any(i.needs_message for i in items)
+    newer = infos or {}
     for uid in uids:
         seq = view.seq_of(uid)
-        info = (infos or {}).get(uid) or view.info.get(uid)
+        info = newer.get(uid) or view.info.get(uid)
         if seq is None or info is None:
             continue
         raw: bytes | None = None
         part: Part | None = None
-        structure = None
+        structure: tuple[bytes, bytes, bytes, bool] | None = None
         if need_structure:
             structure = _cached(cached.get(uid))
+            if structure is not None and structure[3]:
+                result.new_cache[uid] = _cache_encoder.encode([CACHE_VERSION, *structure[:3]])
         if need_message or (need_structure and structure is None):
             try:
                 raw = read(uid)
             except NoSuchMessage:
                 result.gone.append(uid)
                 continue
-            part = parse_structure(raw)
             if need_structure and structure is None:
-                env = envelope(part)
+                part = parse_structure(raw)
                 structure = (
-                    env,
-                    body_structure(part, False, raw),
-                    body_structure(part, True, raw),
+                    render(envelope(part)),
+                    render(body_structure(part, False, raw)),
+                    render(body_structure(part, True, raw)),
+                    True,
                 )
-                result.new_cache[uid] = _cache_encoder.encode(
-                    [CACHE_VERSION, env, structure[1], structure[2]]
-                )
+                result.new_cache[uid] = _cache_encoder.encode([CACHE_VERSION, *structure[:3]])
         fields: list[bytes] = []
-
-        def add(name: str, value: bytes, fields: list[bytes] = fields) -> None:
-            fields.append(name.encode("ascii") + b" " + value)
-
+        add = fields.append
         if with_uid and "UID" not in names:
-            add("UID", b"%d" % uid)
+            add(b"UID %d" % uid)
         for item in items:
             kind = item.kind
             if kind == "UID":
-                add("UID", b"%d" % uid)
+                add(b"UID %d" % uid)
             elif kind == "FLAGS":
-                flag_names = sorted(info.flags | info.keywords)
-                if show_recent and uid in view.recent:
-                    flag_names.append("\\Recent")
-                add("FLAGS", render([Atom(f) for f in flag_names]))
+                add(_flags_item(info.flags, info.keywords, show_recent and uid in view.recent))
             elif kind == "INTERNALDATE":
-                when = dt.datetime.fromtimestamp(info.internal_date, dt.UTC)
-                add("INTERNALDATE", render(format_internaldate(when)))
+                add(_internaldate_item(info.internal_date))
             elif kind == "RFC822.SIZE":
-                add("RFC822.SIZE", b"%d" % info.size)
+                add(b"RFC822.SIZE %d" % info.size)
             elif kind == "MODSEQ":
-                add("MODSEQ", b"(%d)" % info.modseq)
+                add(b"MODSEQ (%d)" % info.modseq)
             elif kind == "ENVELOPE":
                 assert structure is not None
-                add("ENVELOPE", render(structure[0]))
+                add(b"ENVELOPE " + structure[0])
             elif kind == "BODY":
                 assert structure is not None
-                add("BODY", render(structure[1]))
+                add(b"BODY " + structure[1])
             elif kind == "BODYSTRUCTURE":
                 assert structure is not None
-                add("BODYSTRUCTURE", render(structure[2]))
+                add(b"BODYSTRUCTURE " + structure[2])
             else:
                 assert raw is not None
-                assert part is not None
-                add(item.name, _content(item, raw, part))
+                if part is None and not _whole_message(item):
+                    part = parse_structure(raw)  # only for a part, a header or BINARY
+                add(item.name.encode("ascii") + b" " + _content(item, raw, part))
         if with_modseq and "MODSEQ" not in names:
-            add("MODSEQ", b"(%d)" % info.modseq)
+            add(b"MODSEQ (%d)" % info.modseq)
         result.responses.append(b"* %d FETCH (" % seq + b" ".join(fields) + b")\r\n")
     return result
 
 
-def _content(item: FetchItem, raw: bytes, part: Part) -> bytes:
+@functools.lru_cache(maxsize=512)
+def _flags_item(flags: frozenset[str], keywords: frozenset[str], recent: bool) -> bytes:
+    """``FLAGS (...)``: a mailbox has few distinct flag sets, so each is rendered once."""
+    names = sorted(flags | keywords)
+    if recent:
+        names.append("\\Recent")
+    return b"FLAGS " + render([Atom(f) for f in names])
+
+
+@functools.lru_cache(maxsize=4096)
+def _internaldate_item(when: float) -> bytes:
+    moment = dt.datetime.fromtimestamp(when, dt.UTC)
+    return b"INTERNALDATE " + render(format_internaldate(moment))
+
+
+def _whole_message(item: FetchItem) -> bool:
+    """RFC822 and BODY[] (RFC 9051 §6.4.5): the message as it is, no parse needed."""
+    return item.kind == "RFC822" or (item.kind == "SECTION" and not item.part and not item.text)
+
+
+def _content(item: FetchItem, raw: bytes, part: Part | None) -> bytes:
     kind = item.kind
     data: bytes | None
-    if kind == "RFC822":
+    if _whole_message(item):
         data = raw
+    elif part is None:  # pragma: no cover - fetch_messages parses for every other kind
+        raise ValueError(kind)
     elif kind == "RFC822.HEADER":
         data = fetch_section(raw, part, (), "HEADER")
     elif kind == "RFC822.TEXT":

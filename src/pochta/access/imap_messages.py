@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 from pochta.access.imap_context import Evaluate, LiveContext, LiveContexts, pin_key
 from pochta.access.imap_errors import Bad, No
-from pochta.access.imap_fetch import FetchFailed, fetch_messages
+from pochta.access.imap_fetch import FetchFailed, FetchResult, fetch_messages
 from pochta.access.imap_folders import FolderCommands
 from pochta.access.imap_headers import header_fields, raw_fields
 from pochta.access.imap_search import SearchContext, esearch_parts, evaluate
@@ -38,6 +38,7 @@ from pochta.store import (
     MessageInfo,
     NoSuchFolder,
     StoreError,
+    StoreUnavailable,
     WouldBlock,
 )
 
@@ -47,6 +48,9 @@ if TYPE_CHECKING:
 log = get_logger("imap")
 
 READ_CHUNK = 65536
+# A FETCH chunk whose messages add up to no more than this is read on the event loop
+# (page-cache reads of this size take well under a millisecond); larger ones in a thread.
+INLINE_READ_BYTES = 256 * 1024
 T = TypeVar("T")
 
 
@@ -225,28 +229,33 @@ class MessageCommands(FolderCommands):
         for start in range(0, len(uids), 500):
             chunk = uids[start : start + 500]
             cached = (
-                await self.blocking(store.cached_structures, user, folder, chunk)
+                await self.reading(store.cached_structures, user, folder, chunk)
                 if want_structure
                 else {}
             )
-            run = (
-                self.blocking
-                if want_structure or any(i.needs_message for i in items)
-                else _inline  # FLAGS, UID, INTERNALDATE, ...: from the view, no disk
+            reads = any(i.needs_message for i in items) or (
+                want_structure and len(cached) < len(chunk)
             )
-            try:
-                result = await run(
-                    fetch_messages,
+
+            def render_chunk(
+                read: Callable[[int], bytes],
+                chunk: list[int] = chunk,
+                cached: dict[int, bytes] = cached,
+            ) -> FetchResult:
+                return fetch_messages(
                     view,
                     chunk,
                     items,
-                    read=lambda uid: store.fetch_message(user, folder, uid),
+                    read=read,
                     cached=cached,
                     with_uid=args.uid,
                     with_modseq=self.condstore and args.changed_since is not None,
                     show_recent=not self.rev2,
                     infos=fresh,
                 )
+
+            try:
+                result = await self._fetch_chunk(render_chunk, chunk, reads=reads)
             except FetchFailed as exc:
                 raise No(exc.text, exc.code) from exc
             expunged += result.gone
@@ -273,6 +282,35 @@ class MessageCommands(FolderCommands):
             )
             return None  # type: ignore[return-value]
         return "FETCH completed"
+
+    async def _fetch_chunk(
+        self,
+        render: Callable[[Callable[[int], bytes]], FetchResult],
+        uids: list[int],
+        *,
+        reads: bool,
+    ) -> FetchResult:
+        """Render a FETCH chunk: on the event loop when it reads no file or only small ones
+        (INLINE_READ_BYTES in all; the store answers ``quick``), else, or when the store
+        would block, in a thread."""
+        view = self.view
+        assert view is not None
+        assert self.user is not None
+        user, folder, store = self.user, view.name, self.store
+        if not reads:
+            return render(_no_read)
+        size = sum(view.info[u].size for u in uids if u in view.info)
+        if size <= INLINE_READ_BYTES:
+            try:
+                return render(lambda uid: store.fetch_message(user, folder, uid, quick=True))
+            except WouldBlock:
+                pass
+            except StoreUnavailable as exc:
+                raise self._unavailable(exc) from exc
+        result: FetchResult = await self.blocking(
+            render, lambda uid: store.fetch_message(user, folder, uid)
+        )
+        return result
 
     async def cmd_search(self, cmd: Command) -> str:
         view = self.view
@@ -486,8 +524,8 @@ _THREAD_ALGORITHMS = {
 }
 
 
-async def _inline(func: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
-    return func(*args, **kwargs)
+def _no_read(uid: int) -> bytes:  # pragma: no cover - fetch_messages reads nothing then
+    raise AssertionError("this FETCH needs no message file")
 
 
 def _esearch_modseq(view: MailboxView, uids: list[int], returns: ReturnOptions) -> int:

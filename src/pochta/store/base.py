@@ -390,17 +390,24 @@ class MailStore(abc.ABC):
         indexed yet are indexed first."""
 
     @abc.abstractmethod
-    def cached_structures(self, address: str, folder: str, uids: Iterable[int]) -> dict[int, bytes]:
+    def cached_structures(
+        self, address: str, folder: str, uids: Iterable[int], *, quick: bool = False
+    ) -> dict[int, bytes]:
         """The structure blobs the IMAP server cached for these UIDs (ENVELOPE and
-        BODYSTRUCTURE, in its own encoding), where it has cached one."""
+        BODYSTRUCTURE, in its own encoding), where it has cached one. ``quick``: as for
+        ``folder_changes``."""
 
     @abc.abstractmethod
     def cache_structures(self, address: str, folder: str, items: dict[int, bytes]) -> None:
         """Keep structure blobs for later sessions (a lost one is simply computed again)."""
 
     @abc.abstractmethod
-    def fetch_message(self, address: str, folder: str, uid: int) -> bytes:
-        """The message with CRLF line ends, exactly ``MessageInfo.size`` octets."""
+    def fetch_message(self, address: str, folder: str, uid: int, *, quick: bool = False) -> bytes:
+        """The message with CRLF line ends, exactly ``MessageInfo.size`` octets.
+
+        ``quick``: for a caller on an event loop (the caller keeps it to small messages): one
+        index read at most and the file's read, :class:`WouldBlock` when more is needed
+        (the account is not open in this process, the file moved and a rescan must find it)."""
 
     @abc.abstractmethod
     def store_flags(

@@ -1728,9 +1728,11 @@ class MaildirStore(MailStore, MaildirMaintenance):
                 AccountIndex.put_text(conn, rowid, head, body)
 
     @_reported
-    def cached_structures(self, address: str, folder: str, uids: Iterable[int]) -> dict[int, bytes]:
+    def cached_structures(
+        self, address: str, folder: str, uids: Iterable[int], *, quick: bool = False
+    ) -> dict[int, bytes]:
         name = check_folder_name(folder)
-        with self._use(address) as account, account.index.read() as conn:
+        with self._use(address, quick=quick) as account, account.index.read() as conn:
             row = self._require_folder(conn, name)
             return AccountIndex.cached_structures(conn, row.id, uids)
 
@@ -1782,7 +1784,9 @@ class MaildirStore(MailStore, MaildirMaintenance):
             raise NoSuchMessage(f"no message with UID {uid} in {folder!r}")
         return self._message_file(account, folder, message)
 
-    def _read_message(self, account: _Account, folder: str, uid: int) -> tuple[Path, bytes]:
+    def _read_message(
+        self, account: _Account, folder: str, uid: int, *, quick: bool = False
+    ) -> tuple[Path, bytes]:
         name = check_folder_name(folder)
         known = account.names.get((name, uid))
         if known is not None:
@@ -1815,15 +1819,17 @@ class MaildirStore(MailStore, MaildirMaintenance):
             except FileNotFoundError:
                 if attempt:
                     break
+                if quick:
+                    raise WouldBlock(f"UID {uid} of {folder!r} moved: rescan first") from None
                 # Another program renamed (flags) or removed it: rescan, then look again.
                 if not self._try_sync_folder(account, name):
                     break
         raise NoSuchMessage(f"message UID {uid} of {folder!r} is gone from disk")
 
     @_reported
-    def fetch_message(self, address: str, folder: str, uid: int) -> bytes:
-        with self._use(address) as account:
-            return to_wire(self._read_message(account, folder, uid)[1])
+    def fetch_message(self, address: str, folder: str, uid: int, *, quick: bool = False) -> bytes:
+        with self._use(address, quick=quick) as account:
+            return to_wire(self._read_message(account, folder, uid, quick=quick)[1])
 
     @_reported
     def message_path(self, address: str, folder: str, uid: int) -> str:

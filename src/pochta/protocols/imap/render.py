@@ -4,6 +4,7 @@ lists, tagged and untagged lines, and modified UTF-7 mailbox names (RFC 3501 §5
 from __future__ import annotations
 
 import datetime as dt
+import re
 
 from pochta.mime.utf7 import decode_modified_utf7, encode_modified_utf7
 from pochta.protocols.imap.values import Atom, IMAPValue
@@ -12,10 +13,12 @@ _QUOTABLE_MAX = 1024
 MONTHS = ("Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec")
 
 
+_NOT_QUOTABLE = re.compile(rb"[^\x20-\x7e]")
+
+
 def _quotable(data: bytes) -> bool:
-    if len(data) > _QUOTABLE_MAX:
-        return False
-    return all(0x20 <= b < 0x7F for b in data)
+    """Printable US-ASCII, short: a quoted string (RFC 9051 §4.3); else a literal."""
+    return len(data) <= _QUOTABLE_MAX and _NOT_QUOTABLE.search(data) is None
 
 
 def render(value: IMAPValue, *, binary: bool = False) -> bytes:
