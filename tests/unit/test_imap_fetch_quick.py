@@ -9,10 +9,18 @@ from pathlib import Path
 
 import msgspec
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from pochta.access import imap_fetch
 from pochta.access.imap_fetch import fetch_messages
-from pochta.access.imap_mime import body_structure, envelope, parse_structure
+from pochta.access.imap_mime import (
+    MAX_DEPTH,
+    body_structure,
+    envelope,
+    fetch_section,
+    parse_structure,
+)
 from pochta.access.mailbox_view import MailboxView
 from pochta.protocols.imap import commands as C
 from pochta.store import INBOX, WouldBlock
@@ -118,9 +126,9 @@ def test_body_and_rfc822_whole_are_served_without_a_parse(
     parses: list[int] = []
     real = parse_structure
 
-    def counting(raw: bytes):  # type: ignore[no-untyped-def]
+    def counting(raw: bytes, depth: int = 0):  # type: ignore[no-untyped-def]
         parses.append(len(raw))
-        return real(raw)
+        return real(raw, depth=depth)
 
     monkeypatch.setattr(imap_fetch, "parse_structure", counting)
 
@@ -145,4 +153,75 @@ def test_body_and_rfc822_whole_are_served_without_a_parse(
         "BODY.PEEK[HEADER.FIELDS (SUBJECT)]"
     )
     assert parses == [len(MESSAGE)]
+    store.close()
+
+
+_HEADER_LINE = st.tuples(
+    st.sampled_from(["Subject", "From", "X-Long", "Content-Type", "To"]),
+    st.lists(st.text(alphabet="abc xyz;=\t", min_size=0, max_size=12), min_size=1, max_size=3),
+)
+
+
+@given(
+    headers=st.lists(_HEADER_LINE, max_size=6),
+    multipart=st.booleans(),
+    body=st.binary(max_size=60).map(lambda b: b.replace(b"\r", b"").replace(b"\n", b"\r\n")),
+)
+def test_top_level_sections_read_without_the_mime_tree_are_the_same(
+    headers: list[tuple[str, list[str]]], multipart: bool, body: bytes
+) -> None:
+    """HEADER, HEADER.FIELDS and TEXT of the top level, from the shallow parse FETCH now
+    makes, equal what the full parse of the MIME tree gives; folded fields unfold alike."""
+    head = b"".join(
+        name.encode() + b": " + "\r\n ".join(pieces).encode() + b"\r\n" for name, pieces in headers
+    )
+    if multipart:
+        head += b"Content-Type: multipart/mixed; boundary=XX\r\n"
+        body = b"--XX\r\nContent-Type: text/plain\r\n\r\n" + body + b"\r\n--XX--\r\n"
+    raw = head + b"\r\n" + body
+    full = parse_structure(raw)
+    shallow = parse_structure(raw, depth=MAX_DEPTH)
+    assert shallow.fields == full.fields
+    for unfolded in (value for _, value, _, _ in full.fields):
+        assert b"\r\n" not in unfolded
+    for text, fields in (("HEADER", ()), ("TEXT", ()), ("HEADER.FIELDS", ("SUBJECT", "X-LONG"))):
+        assert fetch_section(raw, shallow, (), text, fields) == fetch_section(
+            raw, full, (), text, fields
+        )
+
+
+def test_status_and_list_reads_are_quick_until_they_need_the_disk(tmp_path: Path) -> None:
+    """STATUS and LIST read on the event loop (``quick``): WouldBlock while the account is not
+    open here, when a folder changed on disk needs a rescan, and for a \\Recent claim that
+    would have to write."""
+    first = _store(tmp_path)
+    uid = first.deliver(ADDRESS, MESSAGE).uid
+    first.close()
+    store = _store(tmp_path)
+    for call in (
+        lambda: store.list_folders(ADDRESS, quick=True),
+        lambda: store.list_subscriptions(ADDRESS, quick=True),
+        lambda: store.list_messages(ADDRESS, INBOX, quick=True),
+        lambda: store.claim_recent(ADDRESS, INBOX, 0, claim=False, quick=True),
+    ):
+        with pytest.raises(WouldBlock):
+            call()
+    assert store.list_folders(ADDRESS)[0].name == INBOX  # opens the account
+    assert store.list_folders(ADDRESS, quick=True) == store.list_folders(ADDRESS)
+    assert store.list_subscriptions(ADDRESS, quick=True) == store.list_subscriptions(ADDRESS)
+    assert [m.uid for m in store.list_messages(ADDRESS, INBOX, quick=True)] == [uid]
+    assert store.claim_recent(ADDRESS, INBOX, 0, claim=False, quick=True) == 0
+    with pytest.raises(WouldBlock):
+        store.claim_recent(ADDRESS, INBOX, uid, claim=True, quick=True)
+    assert store.claim_recent(ADDRESS, INBOX, uid, claim=True) == 0  # claimed now
+    assert store.claim_recent(ADDRESS, INBOX, uid, claim=True, quick=True) == uid  # no write
+
+    inbox = store.account_root(ADDRESS)
+    (tmp_path / "other").write_bytes(b"Subject: dropped in by another program\r\n\r\nx\r\n")
+    os.rename(tmp_path / "other", inbox / "new" / "1700000000.M1P1.elsewhere")
+    os.utime(inbox / "new", ns=(0, 2_000_000_000_000_000_000))  # the dir's mtime moved on
+    with pytest.raises(WouldBlock):
+        store.list_messages(ADDRESS, INBOX, quick=True)
+    assert len(store.list_messages(ADDRESS, INBOX)) == 2  # the thread's call rescans
+    assert len(store.list_messages(ADDRESS, INBOX, quick=True)) == 2
     store.close()

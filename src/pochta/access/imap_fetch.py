@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 import msgspec
 
 from pochta.access.imap_mime import (
+    MAX_DEPTH,
     Part,
     UnknownTransferEncoding,
     body_structure,
@@ -91,6 +92,7 @@ def fetch_messages(
     names = {i.kind for i in items}
     need_structure = bool(names & {"ENVELOPE", "BODYSTRUCTURE", "BODY"})
     need_message = any(i.needs_message for i in items)
+    deep = any(i.needs_message and not _top_level(i) for i in items)
     newer = infos or {}
     for uid in uids:
         seq = view.seq_of(uid)
@@ -147,7 +149,9 @@ def fetch_messages(
             else:
                 assert raw is not None
                 if part is None and not _whole_message(item):
-                    part = parse_structure(raw)  # only for a part, a header or BINARY
+                    # Only for a part, a header or BINARY; the top header or text alone
+                    # needs no walk of the MIME tree.
+                    part = parse_structure(raw, depth=0 if deep else MAX_DEPTH)
                 add(item.name.encode("ascii") + b" " + _content(item, raw, part))
         if with_modseq and "MODSEQ" not in names:
             add(b"MODSEQ (%d)" % info.modseq)
@@ -168,6 +172,13 @@ def _flags_item(flags: frozenset[str], keywords: frozenset[str], recent: bool) -
 def _internaldate_item(when: float) -> bytes:
     moment = dt.datetime.fromtimestamp(when, dt.UTC)
     return b"INTERNALDATE " + render(format_internaldate(moment))
+
+
+def _top_level(item: FetchItem) -> bool:
+    """The whole message, or its top header or text (RFC 9051 §6.4.5): no MIME tree."""
+    if item.kind in ("RFC822", "RFC822.HEADER", "RFC822.TEXT"):
+        return True
+    return item.kind == "SECTION" and not item.part and item.text != "MIME"
 
 
 def _whole_message(item: FetchItem) -> bool:

@@ -22,6 +22,7 @@ from pochta.protocols.imap.core import Command
 from pochta.protocols.imap.values import Atom, IMAPValue
 from pochta.store import (
     INBOX,
+    Delivered,
     FlagMode,
     FolderExists,
     FolderInfo,
@@ -35,6 +36,9 @@ if TYPE_CHECKING:
 log = get_logger("imap")
 
 READ_CHUNK = 65536
+# STATUS DELETED/RECENT reads every message row of the folder: on the event loop up to
+# this many (a millisecond or so), in a thread above.
+INLINE_LIST_MESSAGES = 2000
 T = TypeVar("T")
 
 
@@ -115,7 +119,7 @@ class FolderCommands(SelectedMailbox):
             # RFC 9051 §6.3.9: the empty pattern asks for the separator and root.
             self.untagged(Atom("LIST"), [Atom("\\Noselect")], ".", "")
             return "LIST completed"
-        folders, subs = await self.blocking(self._folders_and_subscriptions)
+        folders, subs = await self.reading(self._folders_and_subscriptions)
         patterns = [
             self.folder_name(canonical_pattern(args.reference, p))
             if "*" not in p and "%" not in p
@@ -145,30 +149,38 @@ class FolderCommands(SelectedMailbox):
 
     async def cmd_lsub(self, cmd: Command) -> str:
         args = C.list_args(cmd)
-        folders, subs = await self.blocking(self._folders_and_subscriptions)
+        folders, subs = await self.reading(self._folders_and_subscriptions)
         patterns = [canonical_pattern(args.reference, p) for p in args.patterns]
         for entry in list_entries(folders, subs, patterns, C.ListOptions(lsub=True)):
             attrs = [a for a in entry.attributes if a in ("\\Noselect",)]
             self.untagged(Atom("LSUB"), [Atom(a) for a in attrs], ".", self.wire_name(entry.name))
         return "LSUB completed"
 
-    def _folders_and_subscriptions(self) -> tuple[list[FolderInfo], list[str]]:
+    def _folders_and_subscriptions(
+        self, *, quick: bool = False
+    ) -> tuple[list[FolderInfo], list[str]]:
         assert self.user is not None
-        return self.store.list_folders(self.user), self.store.list_subscriptions(self.user)
+        return (
+            self.store.list_folders(self.user, quick=quick),
+            self.store.list_subscriptions(self.user, quick=quick),
+        )
 
     async def cmd_status(self, cmd: Command) -> str:
         args = C.status_args(cmd)
         wire, items = args.mailbox, args.items
         name = self.folder_name(wire)
-        folders = await self.blocking(self.store.list_folders, self.user)
+        assert self.user is not None
+        folders = await self.reading(self.store.list_folders, self.user)
         folder = next((f for f in folders if f.name == name), None)
         if folder is None:
             raise No(f"No mailbox {wire}", "NONEXISTENT")
         deleted = recent = None
         if "DELETED" in items or "RECENT" in items:
-            messages = await self.blocking(self.store.list_messages, self.user, name)
+            # Every message's row: on the event loop only for a folder of modest size.
+            read = self.reading if folder.messages <= INLINE_LIST_MESSAGES else self.blocking
+            messages = await read(self.store.list_messages, self.user, name)
             deleted = sum(1 for m in messages if "\\Deleted" in m.flags)
-            claimed = await self.blocking(self.store.claim_recent, self.user, name, 0, claim=False)
+            claimed = await self.reading(self.store.claim_recent, self.user, name, 0, claim=False)
             recent = sum(1 for m in messages if m.uid > claimed)
         self._status_response(folder, items, deleted, recent)
         return "STATUS completed"
@@ -214,19 +226,11 @@ class FolderCommands(SelectedMailbox):
         messages = [(f, w, d) for f, w, d in parsed if isinstance(d, bytes)]
         if len(messages) < len(parsed):
             messages = await self._catenated(wire, name, parsed)
-        await self._check_quota(sum(len(data) for _, _, data in messages))
+        total: int | None = sum(len(data) for _, _, data in messages)
         try:
             for flags, when, data in messages:
-                if needs_encoding(data):
-                    data = await self.blocking(encode_binary_parts, data)
-                done = await self.blocking(
-                    self.store.append,
-                    self.user,
-                    name,
-                    data,
-                    flags=frozenset(flags),
-                    internal_date=when.timestamp() if when is not None else None,
-                )
+                done = await self.blocking(self._append_one, name, flags, when, data, total)
+                total = None  # the quota is checked once, for all of them
                 uids.append(done.uid)
                 uidvalidity = done.uidvalidity
         except NoSuchFolder as exc:
@@ -240,6 +244,31 @@ class FolderCommands(SelectedMailbox):
         await self._updates_after("APPEND", cmd)
         self.send(C.tagged(cmd.tag, "OK", "APPEND completed", code))
         return None  # type: ignore[return-value]
+
+    def _append_one(
+        self,
+        name: str,
+        flags: list[str],
+        when: dt.datetime | None,
+        data: bytes,
+        quota_size: int | None,
+    ) -> Delivered:
+        """One message of an APPEND in one thread trip: the quota check for ``quota_size``
+        octets (RFC 9208 §4.3, before the first one), the re-encoding of binary parts, and
+        the store's append."""
+        assert self.user is not None
+        over = quota_size is not None and self.mail.mailbox.quota_reply(self.user, quota_size)
+        if over:
+            raise No("Quota exceeded: delete some mail first", "OVERQUOTA")
+        if needs_encoding(data):
+            data = encode_binary_parts(data)
+        return self.store.append(
+            self.user,
+            name,
+            data,
+            flags=frozenset(flags),
+            internal_date=when.timestamp() if when is not None else None,
+        )
 
     async def _catenated(
         self,

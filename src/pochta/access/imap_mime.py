@@ -64,6 +64,9 @@ def _header_end(raw: bytes, start: int, end: int) -> int:
     return end if i < 0 else i + 4
 
 
+_FOLD = re.compile(rb"\r\n([ \t])")
+
+
 def _fields(raw: bytes, start: int, stop: int) -> list[tuple[str, bytes, int, int]]:
     """(lower name, unfolded value, start, end) of each field; end includes the CRLF."""
     found: list[tuple[str, int, int, int]] = []  # name, value offset, start, end
@@ -85,8 +88,10 @@ def _fields(raw: bytes, start: int, stop: int) -> list[tuple[str, bytes, int, in
         pos = line_end
     result = []
     for name, offset, s0, e0 in found:
-        value = re.sub(rb"\r\n([ \t])", rb"\1", raw[s0 + offset : e0]).strip()
-        result.append((name, value, s0, e0))
+        value = raw[s0 + offset : e0]
+        if b"\r\n " in value or b"\r\n\t" in value:  # folded (RFC 5322 §2.2.3)
+            value = _FOLD.sub(rb"\1", value)
+        result.append((name, value.strip(), s0, e0))
     return result
 
 

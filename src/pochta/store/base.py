@@ -329,8 +329,9 @@ class MailStore(abc.ABC):
     # -- folders --
 
     @abc.abstractmethod
-    def list_folders(self, address: str) -> list[FolderInfo]:
-        """Every folder of the account, INBOX first, then by name."""
+    def list_folders(self, address: str, *, quick: bool = False) -> list[FolderInfo]:
+        """Every folder of the account, INBOX first, then by name. ``quick``: as for
+        ``folder_changes``."""
 
     @abc.abstractmethod
     def create_folder(self, address: str, name: str, *, special_use: str | None = None) -> None:
@@ -351,14 +352,16 @@ class MailStore(abc.ABC):
     def unsubscribe(self, address: str, name: str) -> None: ...
 
     @abc.abstractmethod
-    def list_subscriptions(self, address: str) -> list[str]:
-        """Subscribed names, including names that no longer exist (RFC 9051 §6.3.9)."""
+    def list_subscriptions(self, address: str, *, quick: bool = False) -> list[str]:
+        """Subscribed names, including names that no longer exist (RFC 9051 §6.3.9).
+        ``quick``: as for ``folder_changes``."""
 
     # -- messages --
 
     @abc.abstractmethod
-    def list_messages(self, address: str, folder: str) -> list[MessageInfo]:
-        """All messages of the folder in UID order (ascending)."""
+    def list_messages(self, address: str, folder: str, *, quick: bool = False) -> list[MessageInfo]:
+        """All messages of the folder in UID order (ascending). ``quick``: as for
+        ``folder_changes``."""
 
     @abc.abstractmethod
     def folder_changes(
@@ -370,11 +373,14 @@ class MailStore(abc.ABC):
         stat calls, and raise :class:`WouldBlock` when more is needed."""
 
     @abc.abstractmethod
-    def claim_recent(self, address: str, folder: str, up_to_uid: int, *, claim: bool) -> int:
+    def claim_recent(
+        self, address: str, folder: str, up_to_uid: int, *, claim: bool, quick: bool = False
+    ) -> int:
         """RFC 3501 §2.3.2 \\Recent: the highest UID that an earlier session has already
         shown as recent (messages above it are recent for the caller). With ``claim``, the
         messages up to ``up_to_uid`` become the caller's, so no other session, in this
-        process or another, sees them as recent; kept across restarts."""
+        process or another, sees them as recent; kept across restarts. ``quick``: as for
+        ``folder_changes`` (a claim that has to write would block)."""
 
     def index_pending(self, address: str, folder: str, *, batch: int = 100) -> int:
         """Fill the full-text index for messages stored without it; how many were added.

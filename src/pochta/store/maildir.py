@@ -1365,8 +1365,8 @@ class MaildirStore(MailStore, MaildirMaintenance):
     # -- folders --
 
     @_reported
-    def list_folders(self, address: str) -> list[FolderInfo]:
-        with self._use(address) as account, account.index.read() as conn:
+    def list_folders(self, address: str, *, quick: bool = False) -> list[FolderInfo]:
+        with self._use(address, quick=quick) as account, account.index.read() as conn:
             rows = AccountIndex.folders(conn)
             stats = AccountIndex.folder_stats(conn)
             subscribed = set(AccountIndex.subscriptions(conn))
@@ -1492,15 +1492,18 @@ class MaildirStore(MailStore, MaildirMaintenance):
                 self._notify(account.address, name, ChangeKind.FOLDERS)
 
     @_reported
-    def list_subscriptions(self, address: str) -> list[str]:
-        with self._use(address) as account:
+    def list_subscriptions(self, address: str, *, quick: bool = False) -> list[str]:
+        with self._use(address, quick=quick) as account:
             return AccountIndex.subscriptions(account.index.conn())
 
     # -- messages --
 
     @_reported
-    def list_messages(self, address: str, folder: str) -> list[MessageInfo]:
-        with self._use(address) as account, self._current(account, folder) as (conn, row):
+    def list_messages(self, address: str, folder: str, *, quick: bool = False) -> list[MessageInfo]:
+        with (
+            self._use(address, quick=quick) as account,
+            self._current(account, folder, quick=quick) as (conn, row),
+        ):
             messages = AccountIndex.messages(conn, row.id)
         return [_message_info(m) for m in messages]
 
@@ -1630,14 +1633,18 @@ class MaildirStore(MailStore, MaildirMaintenance):
                 )
 
     @_reported
-    def claim_recent(self, address: str, folder: str, up_to_uid: int, *, claim: bool) -> int:
+    def claim_recent(
+        self, address: str, folder: str, up_to_uid: int, *, claim: bool, quick: bool = False
+    ) -> int:
         name = check_folder_name(folder)
-        with self._use(address) as account:
+        with self._use(address, quick=quick) as account:
             with account.index.read() as conn:
                 row = self._require_folder(conn, name)
                 before = AccountIndex.recent_claimed(conn, row.id)
             if not claim or up_to_uid <= before:
                 return before  # nothing to claim: no write, no commit
+            if quick:
+                raise WouldBlock("a claim of \\Recent is a write")
             try:
                 # A write only when there is something to claim, combined with the other
                 # changes of the account (one commit for the sessions that claim at once).
