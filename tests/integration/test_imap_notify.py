@@ -175,3 +175,51 @@ def _falls_behind(env: PochtaEnv) -> None:
     assert not any(b"STATUS" in x for x in command(a, "CHECK")[:-1])
     a.logout()
     b.logout()
+
+
+def test_selected_delayed_holds_expunges_until_a_command_may_carry_them(
+    imap: tuple[PochtaEnv, ServeProcess],
+) -> None:
+    """§6.1.2 SELECTED-DELAYED: an expunge in the selected mailbox is not pushed between
+    commands, and not sent during FETCH (RFC 9051 §7.5.1); NOOP carries it."""
+    env, _ = imap
+    a, b = login(env), login(env)
+    b.append("INBOX", None, None, b"Subject: one\r\n\r\nbody\r\n")
+    b.append("INBOX", None, None, b"Subject: two\r\n\r\nbody\r\n")
+    a.select("INBOX")
+    got = command(a, "NOTIFY SET (selected-delayed (MessageNew MessageExpunge FlagChange))")
+    assert got[-1].split()[1] == b"OK"
+    b.select("INBOX")
+    b.uid("STORE", "1", "+FLAGS", r"(\Deleted)")
+    b.expunge()
+    got = command(a, "FETCH 2 (UID)")
+    assert not any(re.match(rb"\* \d+ EXPUNGE", x) for x in got), got
+    assert any(re.match(rb"\* 2 FETCH \(UID 2\)", x) for x in got), got
+    got = command(a, "NOOP")
+    assert any(re.match(rb"\* 1 EXPUNGE", x) for x in got), got
+    assert got[-1].split()[1] == b"OK"
+    a.logout()
+    b.logout()
+
+
+def test_notify_reaches_a_client_in_idle(imap: tuple[PochtaEnv, ServeProcess]) -> None:
+    """A client in IDLE gets the STATUS of another folder that NOTIFY watches (§5.7 is
+    about IDLE and NOTIFY together: both kinds of update go out while it idles)."""
+    env, _ = imap
+    a, b = login(env), login(env)
+    b.create("Lists")
+    a.select("INBOX")
+    got = command(a, "NOTIFY SET (mailboxes Lists (MessageNew MessageExpunge))")
+    assert got[-1].split()[1] == b"OK"
+    tag = a._new_tag()  # type: ignore[attr-defined]
+    a.send(tag + b" IDLE\r\n")
+    assert a.readline().startswith(b"+")
+    b.append("Lists", None, None, b"Subject: while idle\r\n\r\nbody\r\n")
+    line = unsolicited(a, rb"^\* STATUS \"Lists\" ")
+    assert b"MESSAGES 1" in line
+    b.append("INBOX", None, None, b"Subject: inbox too\r\n\r\nbody\r\n")
+    assert unsolicited(a, rb"^\* 1 EXISTS")
+    a.send(b"DONE\r\n")
+    assert unsolicited(a, re.escape(tag) + rb" OK")
+    a.logout()
+    b.logout()

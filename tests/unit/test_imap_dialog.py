@@ -441,3 +441,67 @@ def test_any_cut_of_the_dialog_gives_the_same_replies(cuts: list[int]) -> None:
     points = [0, *sorted(set(cuts)), len(DIALOG)]
     chunks = [DIALOG[a:b] for a, b in itertools.pairwise(points)]
     assert asyncio.run(_replies(chunks)) == _whole()
+
+
+class AckRecorder:
+    """The TCP socket of the connection, as far as the session touches it: its
+    setsockopt calls (server/quick_ack.py asks for TCP_QUICKACK)."""
+
+    def __init__(self) -> None:
+        self.quick_acks = 0
+
+    def setsockopt(self, level: int, option: int, value: int) -> None:
+        import socket
+
+        assert (level, option, value) == (socket.IPPROTO_TCP, socket.TCP_QUICKACK, 1)
+        self.quick_acks += 1
+
+
+async def _settle(reader: MemoryReader) -> None:
+    """Let the session take what was sent and reach its next read."""
+    for _ in range(50):
+        await asyncio.sleep(0)
+        if reader.chunks.empty():
+            break
+    for _ in range(10):
+        await asyncio.sleep(0)
+
+
+async def test_a_partly_received_command_is_acknowledged_at_once(tmp_path: Path) -> None:
+    """While the rest of a command is to come (the literal of an APPEND, the CRLF after
+    it), the session asks the kernel to ACK at once (TCP_QUICKACK), so a client that wrote
+    it in two writes is not held by Nagle for the 40 ms of a delayed ACK; between whole
+    commands it does not."""
+    runtime = make_runtime(tmp_path)
+    ack = AckRecorder()
+
+    class SocketWriter(MemoryWriter):
+        def get_extra_info(self, name: str, default: object = None) -> object:
+            return ack if name == "socket" else super().get_extra_info(name, default)
+
+    reader, writer = MemoryReader(), SocketWriter()
+    service = IMAPService(runtime, "imap", implicit_tls=False)  # type: ignore[arg-type]
+    task = asyncio.create_task(Session(service, reader, writer, "127.0.0.1").run())  # type: ignore[arg-type]
+    c = Client(reader, writer)
+    try:
+        await c.until(b"* OK")
+        await login(c)
+        c.send(b"n NOOP\r\n")
+        await c.until(b"n OK")
+        await _settle(reader)
+        assert ack.quick_acks == 0
+        c.send(b"a APPEND INBOX {%d}\r\n" % len(MESSAGE))
+        await c.until(b"+ ")
+        await _settle(reader)
+        assert ack.quick_acks == 1  # waiting for the literal
+        c.send(MESSAGE)
+        await _settle(reader)
+        assert ack.quick_acks == 2  # the literal is in, its CRLF is not
+        c.send(b"\r\n")
+        assert (await c.lines(b"a "))[-1].startswith(b"a OK [APPENDUID ")
+        await _settle(reader)
+        assert ack.quick_acks == 2
+        c.send(b"")
+        await asyncio.wait_for(task, 10)
+    finally:
+        task.cancel()

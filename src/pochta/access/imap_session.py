@@ -34,6 +34,7 @@ from pochta.protocols.imap.session_state import (
     SessionState,
 )
 from pochta.protocols.imap.values import IMAPValue
+from pochta.server.quick_ack import ack_now
 from pochta.store import (
     INBOX,
     MailStore,
@@ -123,6 +124,7 @@ class SessionBase:
         self.server = service.server
         self.reader = reader
         self.writer = writer
+        self._socket = writer.get_extra_info("socket")
         self.ip = ip
         s = self.server.settings.imap
         self.clock: Callable[[], float] = time.monotonic
@@ -268,6 +270,11 @@ class SessionBase:
             )
             timer = self.state.seconds_to_timer(now)
             seconds = wait.seconds if timer is None else min(wait.seconds, timer)
+            if self.parser.in_command:
+                # The rest of a command is to come (a literal, the CRLF after one): ACK what
+                # came now, or a client that wrote it in two writes waits 40 ms for the
+                # kernel's delayed ACK (server/quick_ack.py).
+                ack_now(self._socket)
             try:
                 data = await self._read(seconds)
             except TimeoutError:
