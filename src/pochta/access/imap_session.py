@@ -218,7 +218,8 @@ class SessionBase:
         if any(source.is_set() for source in sources):
             return None
         if not sources and self._read_task is None:
-            return await asyncio.wait_for(self._read_raw(), wait)
+            async with asyncio.timeout(wait):  # no task of its own, as wait_for makes
+                return await self._read_raw()
         if self._read_task is None:
             self._read_task = asyncio.ensure_future(self._read_raw())
         read = self._read_task
