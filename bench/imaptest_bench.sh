@@ -59,7 +59,7 @@ done
 [ -n "$SRC" ] || { echo "give --imaptest-src DIR (an imaptest source tree)" >&2; exit 2; }
 OUT=${OUT:-$WORK/results-$(date +%Y%m%d-%H%M%S)}
 D=$WORK/data
-mkdir -p "$OUT/pochta" "$OUT/logs"
+mkdir -p "$WORK" "$OUT/pochta" "$OUT/logs"
 [ "$REFERENCE" = 1 ] && mkdir -p "$OUT/reference"
 say() { echo "[imaptest_bench $(date +%H:%M:%S)] $*" >&2; }
 
