@@ -445,7 +445,7 @@ def test_any_cut_of_the_dialog_gives_the_same_replies(cuts: list[int]) -> None:
 
 class AckRecorder:
     """The TCP socket of the connection, as far as the session touches it: its
-    setsockopt calls (server/quick_ack.py asks for TCP_QUICKACK)."""
+    setsockopt calls (quick_ack.py asks for TCP_QUICKACK)."""
 
     def __init__(self) -> None:
         self.quick_acks = 0

@@ -1,4 +1,4 @@
-"""server/quick_ack.py: TCP_QUICKACK on a real TCP socket, and nothing where it cannot be."""
+"""quick_ack.py: TCP_QUICKACK on a real TCP socket, and nothing where it cannot be."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import sys
 
 import pytest
 
-from pochta.server.quick_ack import ack_now
+from pochta.quick_ack import ack_now
 
 
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="TCP_QUICKACK is Linux's")

@@ -34,7 +34,7 @@ from pochta.protocols.imap.session_state import (
     SessionState,
 )
 from pochta.protocols.imap.values import IMAPValue
-from pochta.server.quick_ack import ack_now
+from pochta.quick_ack import ack_now
 from pochta.store import (
     INBOX,
     MailStore,
@@ -274,7 +274,7 @@ class SessionBase:
             if self.parser.in_command:
                 # The rest of a command is to come (a literal, the CRLF after one): ACK what
                 # came now, or a client that wrote it in two writes waits 40 ms for the
-                # kernel's delayed ACK (server/quick_ack.py).
+                # kernel's delayed ACK (quick_ack.py).
                 ack_now(self._socket)
             try:
                 data = await self._read(seconds)
