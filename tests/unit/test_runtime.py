@@ -278,3 +278,36 @@ async def test_pop3_session_on_a_fake_runtime(runtime: FakeRuntime) -> None:
         assert (await client.line()).startswith("+OK")
     assert runtime.quits == 1
     assert runtime.refusals == [("pop3", "127.0.0.1")]
+
+
+async def test_smtp_acks_message_content_at_once(
+    runtime: FakeRuntime, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """While more of a message is to come, the session asks for an immediate TCP ACK
+    (quick_ack.py): a client that writes the content and the final "." in two writes is
+    not held 40 ms by Nagle and the delayed ACK. Between whole command lines it does not."""
+    from pochta.receive import smtp_service
+
+    acks: list[object] = []
+    monkeypatch.setattr(smtp_service, "ack_now", lambda sock: acks.append(sock) or True)
+    async with connect(smtp_service.smtp(runtime, "smtp")) as client:  # type: ignore[arg-type]
+        await client.smtp_reply()
+        for line in (
+            "EHLO client.example.net",
+            "MAIL FROM:<bob@example.net>",
+            f"RCPT TO:<{ALICE}>",
+        ):
+            await client.send(line)
+            assert (await client.smtp_reply()).startswith("250")
+        assert acks == []
+        await client.send("DATA")
+        assert (await client.smtp_reply()).startswith("354 ")
+        client.writer.write(b"Subject: hi\r\n\r\nhello\r\n")  # the content, not its end
+        await client.writer.drain()
+        await client.send(".")
+        assert (await client.smtp_reply()).startswith("250 ")
+        seen = len(acks)
+        assert seen >= 1
+        await client.send("QUIT")
+        assert (await client.smtp_reply()).startswith("221 ")
+    assert len(acks) == seen

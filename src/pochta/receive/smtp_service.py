@@ -46,6 +46,7 @@ from pochta.protocols.smtp import replies as R
 from pochta.protocols.smtp.replies import Reply
 from pochta.queue.base import SpoolError, SpoolFull, required_free_bytes
 from pochta.queue.envelope import Envelope, Recipient
+from pochta.quick_ack import ack_now
 from pochta.receive.client_name import NameCache, system_client_name, verified_client_name
 from pochta.receive.policy import Findings, PolicyRequest, check_policies
 from pochta.resolve.classes import MailboxDest
@@ -152,6 +153,7 @@ class _Session:
         self.server = service.server
         self.reader = reader
         self.writer = writer
+        self._socket = writer.get_extra_info("socket")
         self.ip = ip
         self.mode = service.mode
         s = self.server.settings
@@ -210,10 +212,14 @@ class _Session:
                 if line_started is not None:
                     timers["command"] = s.smtp.command_timeout_seconds - (now - line_started)
                 timer = min(timers, key=timers.__getitem__)
+                if line_started is not None or self.conn.state in (State.DATA, State.BDAT):
+                    # More of a line or of the message is to come: ACK what came now, or a
+                    # client that writes the content and its end in two writes waits 40 ms
+                    # for the kernel's delayed ACK (quick_ack.py; Postfix waits too).
+                    ack_now(self._socket)
                 try:
-                    data = await asyncio.wait_for(
-                        self.reader.read(READ_CHUNK), max(timers[timer], 0)
-                    )
+                    async with asyncio.timeout(max(timers[timer], 0)):
+                        data = await self.reader.read(READ_CHUNK)
                 except TimeoutError:
                     log.info("timeout", client=self.ip, timer=timer)
                     self.conn.timeout()  # RFC 5321 §4.5.3.2: 421 4.4.2
