@@ -58,7 +58,7 @@ _cache_decoder = msgspec.msgpack.Decoder()
 CACHE_VERSION = 2
 
 
-def _cached(blob: bytes | None) -> tuple[bytes, bytes, bytes, bool] | None:
+def _cached(blob: bytes | None) -> tuple[tuple[bytes, bytes, bytes], bool] | None:
     """ENVELOPE, BODY and BODYSTRUCTURE as rendered, from a cache blob, and whether the
     blob is of an older version (to be stored again in this one)."""
     if not blob:
@@ -66,9 +66,9 @@ def _cached(blob: bytes | None) -> tuple[bytes, bytes, bytes, bool] | None:
     try:
         version, env, body, bodystructure = _cache_decoder.decode(blob)
         if version == CACHE_VERSION and all(type(v) is bytes for v in (env, body, bodystructure)):
-            return env, body, bodystructure, False
+            return (env, body, bodystructure), False
         if version == 1:
-            return render(env), render(body), render(bodystructure), True
+            return (render(env), render(body), render(bodystructure)), True
     except (msgspec.DecodeError, ValueError, TypeError):
         return None
     return None
@@ -101,11 +101,13 @@ def fetch_messages(
             continue
         raw: bytes | None = None
         part: Part | None = None
-        structure: tuple[bytes, bytes, bytes, bool] | None = None
+        structure: tuple[bytes, bytes, bytes] | None = None
         if need_structure:
-            structure = _cached(cached.get(uid))
-            if structure is not None and structure[3]:
-                result.new_cache[uid] = _cache_encoder.encode([CACHE_VERSION, *structure[:3]])
+            found = _cached(cached.get(uid))
+            if found is not None:
+                structure, stale = found
+                if stale:
+                    result.new_cache[uid] = _cache_encoder.encode([CACHE_VERSION, *structure])
         if need_message or (need_structure and structure is None):
             try:
                 raw = read(uid)
@@ -118,9 +120,8 @@ def fetch_messages(
                     render(envelope(part)),
                     render(body_structure(part, False, raw)),
                     render(body_structure(part, True, raw)),
-                    True,
                 )
-                result.new_cache[uid] = _cache_encoder.encode([CACHE_VERSION, *structure[:3]])
+                result.new_cache[uid] = _cache_encoder.encode([CACHE_VERSION, *structure])
         fields: list[bytes] = []
         add = fields.append
         if with_uid and "UID" not in names:

@@ -257,9 +257,8 @@ class FolderCommands(SelectedMailbox):
         octets (RFC 9208 §4.3, before the first one), the re-encoding of binary parts, and
         the store's append."""
         assert self.user is not None
-        over = quota_size is not None and self.mail.mailbox.quota_reply(self.user, quota_size)
-        if over:
-            raise No("Quota exceeded: delete some mail first", "OVERQUOTA")
+        if quota_size is not None and self.mail.mailbox.quota_reply(self.user, quota_size):
+            raise _over_quota()
         if needs_encoding(data):
             data = encode_binary_parts(data)
         return self.store.append(
@@ -305,7 +304,7 @@ class FolderCommands(SelectedMailbox):
         assert self.user is not None
         reply = await self.blocking(self.mail.mailbox.quota_reply, self.user, size)
         if reply is not None:
-            raise No("Quota exceeded: delete some mail first", "OVERQUOTA")
+            raise _over_quota()
 
     async def _take_back(self, folder: str, uids: list[int]) -> None:
         assert self.user is not None
@@ -354,3 +353,8 @@ class FolderCommands(SelectedMailbox):
         if limit > 0:
             resources += [Atom("MESSAGE"), usage.messages, limit]
         self.untagged(Atom("QUOTA"), "", resources)
+
+
+def _over_quota() -> No:
+    """RFC 9208 §4.3: APPEND or COPY refused, the mail would not fit."""
+    return No("Quota exceeded: delete some mail first", "OVERQUOTA")
