@@ -327,7 +327,7 @@ class MessageCommands(FolderCommands):
         if returns is not None and returns.update:
             self._check_context_tag(cmd.tag)
         uids = await self._search(args.key)
-        numbers = uids if args.uid else [view.seq_of(u) or 0 for u in uids]
+        numbers = uids if args.uid else view.seqs_of(uids)
         if returns is not None:
             parts = esearch_parts(numbers, returns, ordered=False)
             modseq = _esearch_modseq(view, uids, returns)
@@ -344,7 +344,9 @@ class MessageCommands(FolderCommands):
                     evaluate=lambda: self._search(pinned),
                 )
         else:
-            line = b"* SEARCH" + b"".join(b" %d" % n for n in numbers)
+            line = b"* SEARCH"
+            if numbers:
+                line += b" " + " ".join(map(str, numbers)).encode()
             if self.condstore and C.key_uses_modseq(args.key) and uids:
                 line += b" (MODSEQ %d)" % max(view.info[u].modseq for u in uids)
             self.send(line + b"\r\n")

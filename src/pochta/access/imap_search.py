@@ -47,12 +47,55 @@ def needs_headers(key: Key) -> bool:
 def evaluate(key: Key, ctx: SearchContext) -> list[int]:
     """UIDs of the live messages matching ``key``, ascending."""
     view = ctx.view
-    universe = [u for u in view.uids if view.is_live(u)]
+    # view.uids is ascending and holds exactly the keys of view.info; only a pending
+    # expunge makes a UID read as gone.
+    if view.pending_expunge:
+        universe = [u for u in view.uids if u not in view.pending_expunge]
+    else:
+        universe = list(view.uids)
+    direct = _view_key(key, view, universe)
+    if direct is not None:  # one key on flags, sizes or dates: filtered in order, no sets
+        return direct
     header_cache: dict[int, dict[str, list[str]]] = {}
     if needs_headers(key):
         header_cache = ctx.headers(universe)
     matched = _eval(key, ctx, set(universe), header_cache)
-    return [u for u in universe if u in matched]
+    return sorted(matched)
+
+
+def _view_key(key: Key, view: MailboxView, among: Iterable[int]) -> list[int] | None:
+    """The UIDs of ``among``, in their order, that match a key the view answers alone (a
+    flag, a size, a MODSEQ, an internal date); None for any other key."""
+    kind = key[0]
+    info = view.info
+    if kind == "all":
+        return list(among)
+    if kind == "flag":
+        name = key[1]
+        if key[2]:
+            return [u for u in among if name in info[u].flags]
+        return [u for u in among if name not in info[u].flags]
+    if kind in ("larger", "smaller", "modseq"):
+        limit = key[1]
+        assert isinstance(limit, int)
+        if kind == "larger":
+            return [u for u in among if info[u].size > limit]
+        if kind == "smaller":
+            return [u for u in among if info[u].size < limit]
+        return [u for u in among if info[u].modseq >= limit]
+    if kind == "date" and not key[3]:
+        how, day = str(key[1]), key[2]
+        assert isinstance(day, dt.date)
+        # RFC 9051 §6.4.4: dates compare "disregarding time and timezone"; we take the UTC
+        # day, so each key compares with the UTC midnights that bound it.
+        start = dt.datetime(day.year, day.month, day.day, tzinfo=dt.UTC).timestamp()
+        end = start + 86400.0
+        if how == "before":
+            return [u for u in among if info[u].internal_date < start]
+        if how == "on":
+            return [u for u in among if start <= info[u].internal_date < end]
+        return [u for u in among if info[u].internal_date >= start]
+    return None
 
 
 def _eval(
@@ -79,9 +122,9 @@ def _eval(
         return left | right
     if kind == "not":
         return candidates - _eval(key[1], ctx, candidates, headers)  # type: ignore[arg-type]
-    if kind == "flag":
-        name, present = key[1], key[2]
-        return {u for u in candidates if (name in view.info[u].flags) == present}
+    direct = _view_key(key, view, candidates)
+    if direct is not None:
+        return set(direct)
     if kind == "keyword":
         name, present = str(key[1]), key[2]
         lowered = name.lower()
@@ -97,18 +140,12 @@ def _eval(
         wanted_uids = key[1]
         assert isinstance(wanted_uids, list)
         return candidates & set(wanted_uids)
-    if kind == "larger":
-        return {u for u in candidates if view.info[u].size > key[1]}  # type: ignore[operator]
-    if kind == "smaller":
-        return {u for u in candidates if view.info[u].size < key[1]}  # type: ignore[operator]
-    if kind == "modseq":
-        return {u for u in candidates if view.info[u].modseq >= key[1]}  # type: ignore[operator]
-    if kind == "date":
-        how, day, sent = str(key[1]), key[2], bool(key[3])
+    if kind == "date":  # SENT*: the internal date's keys were answered above
+        how, day = str(key[1]), key[2]
         assert isinstance(day, dt.date)
         out = set()
         for u in candidates:
-            when = _sent_date(headers.get(u, {})) if sent else _internal_date(view, u)
+            when = _sent_date(headers.get(u, {}))
             if when is None:
                 continue
             if (
@@ -136,11 +173,6 @@ def _eval(
             return set(candidates)
         return candidates & ctx.full_text(needle, kind == "text", True)
     raise ValueError(f"unknown search key {kind!r}")
-
-
-def _internal_date(view: MailboxView, uid: int) -> dt.date:
-    # RFC 9051 §6.4.4: dates compare "disregarding time and timezone"; we take UTC.
-    return dt.datetime.fromtimestamp(view.info[uid].internal_date, dt.UTC).date()
 
 
 def _sent_date(fields: dict[str, list[str]]) -> dt.date | None:
