@@ -164,6 +164,7 @@ _FOLDER_COLUMNS = (
     "seen_mtime_ns, uidlist_size"
 )
 _MESSAGE_COLUMNS = "uid, filename, info, flags, keywords, internal_date, size, modseq, dedupe_key"
+_SUMMARY_COLUMNS = "uid, flags, keywords, internal_date, size, modseq"
 
 
 @dataclass(slots=True)
@@ -584,6 +585,28 @@ class AccountIndex:
         return [_message(r) for r in rows]
 
     @staticmethod
+    def summaries(
+        conn: sqlite3.Connection, folder_id: int, modseq: int = -1
+    ) -> list[tuple[int, int, str, float, int, int]]:
+        """(uid, flags, keywords, internal_date, size, modseq) of the messages whose MODSEQ
+        is above ``modseq`` (all of them by default), ascending UID: only what IMAP's view
+        and POP3 need, so a listing of a large folder reads no file names or cached
+        structures."""
+        if modseq < 0:
+            sql = (
+                f"SELECT {_SUMMARY_COLUMNS} FROM messages "  # noqa: S608
+                "WHERE folder_id = ? ORDER BY uid"
+            )
+            args: tuple[int, ...] = (folder_id,)
+        else:
+            sql = (
+                f"SELECT {_SUMMARY_COLUMNS} FROM messages "  # noqa: S608
+                "WHERE folder_id = ? AND modseq > ? ORDER BY uid"
+            )
+            args = (folder_id, modseq)
+        return conn.execute(sql, args).fetchall()
+
+    @staticmethod
     def message(conn: sqlite3.Connection, folder_id: int, uid: int) -> MessageRow | None:
         row = conn.execute(
             f"SELECT {_MESSAGE_COLUMNS} FROM messages WHERE folder_id = ? AND uid = ?",  # noqa: S608
@@ -768,16 +791,6 @@ class AccountIndex:
                 (folder_id, modseq),
             )
         ]
-
-    @staticmethod
-    def changed_since(conn: sqlite3.Connection, folder_id: int, modseq: int) -> list[MessageRow]:
-        """Rows whose MODSEQ is above ``modseq``, ascending UID (RFC 7162 CHANGEDSINCE)."""
-        rows = conn.execute(
-            f"SELECT {_MESSAGE_COLUMNS} FROM messages "  # noqa: S608
-            "WHERE folder_id = ? AND modseq > ? ORDER BY uid",
-            (folder_id, modseq),
-        ).fetchall()
-        return [_message(r) for r in rows]
 
     # -- full-text search --
 

@@ -169,6 +169,10 @@ _LETTER_BITS: dict[str, int] = {"D": DRAFT, "F": FLAGGED, "R": ANSWERED, "S": SE
 _BIT_LETTERS: dict[int, str] = {bit: letter for letter, bit in _LETTER_BITS.items()}
 _SYSTEM_BY_LOWER: dict[str, str] = {name.lower(): name for name in FLAG_BITS}
 _NAME_OF_BIT: dict[int, str] = {bit: name for name, bit in FLAG_BITS.items()}
+_ALL_BITS = sum(_NAME_OF_BIT)
+_FLAG_SETS: dict[int, frozenset[str]] = {}
+_NO_KEYWORDS: frozenset[str] = frozenset()
+_KEYWORD_SETS: dict[str, frozenset[str]] = {}
 # RFC 3501 §9: flag-keyword = atom; atom-specials are ( ) { SP CTL % * " \ ] (and > 0x7e).
 _ATOM = re.compile(r"^[!#$&'+,\-./0-9:;<=>?@A-Z\[^_`a-z|}~]+$")
 
@@ -227,7 +231,27 @@ def parse_keywords(text: str) -> dict[str, str]:
 
 
 def flag_names(bits: int) -> frozenset[str]:
-    return frozenset(name for bit, name in _NAME_OF_BIT.items() if bits & bit)
+    """The system flags of ``bits``: one shared set per combination (a listing of a large
+    folder builds none)."""
+    bits &= _ALL_BITS
+    names = _FLAG_SETS.get(bits)
+    if names is None:
+        names = frozenset(name for bit, name in _NAME_OF_BIT.items() if bits & bit)
+        _FLAG_SETS[bits] = names
+    return names
+
+
+def keyword_set(text: str) -> frozenset[str]:
+    """The keywords of an index row (space-separated), shared between rows that have the
+    same ones; the memo is emptied when it grows past 1,024 distinct lists."""
+    if not text:
+        return _NO_KEYWORDS
+    found = _KEYWORD_SETS.get(text)
+    if found is None:
+        if len(_KEYWORD_SETS) >= 1024:
+            _KEYWORD_SETS.clear()
+        found = _KEYWORD_SETS[text] = frozenset(text.split())
+    return found
 
 
 # -- folder names (RFC 3501 §5.1.3 modified UTF-7, as Dovecot names Maildir++ dirs) --
@@ -514,15 +538,9 @@ def _log_read_only(account: _Account, step: str, exc: BaseException) -> None:
     )
 
 
-def _message_info(m: MessageRow) -> MessageInfo:
-    return MessageInfo(
-        uid=m.uid,
-        flags=flag_names(m.flags),
-        keywords=frozenset(m.keywords.split()),
-        internal_date=m.internal_date,
-        size=m.size,
-        modseq=m.modseq,
-    )
+def _summary_info(row: tuple[int, int, str, float, int, int]) -> MessageInfo:
+    uid, bits, keywords, internal_date, size, modseq = row
+    return MessageInfo(uid, flag_names(bits), keyword_set(keywords), internal_date, size, modseq)
 
 
 # -- one change waiting for the account's write lock --
@@ -1523,8 +1541,8 @@ class MaildirStore(MailStore, MaildirMaintenance):
             self._use(address, quick=quick) as account,
             self._current(account, folder, quick=quick) as (conn, row),
         ):
-            messages = AccountIndex.messages(conn, row.id)
-        return [_message_info(m) for m in messages]
+            summaries = AccountIndex.summaries(conn, row.id)
+        return [_summary_info(m) for m in summaries]
 
     @contextlib.contextmanager
     def _current(
@@ -1559,7 +1577,7 @@ class MaildirStore(MailStore, MaildirMaintenance):
             except sqlite3.Error:
                 version = None  # no snapshot this time; the read below says what is wrong
             with self._current(account, folder, quick=quick) as (conn, row):
-                changed = AccountIndex.changed_since(conn, row.id, since_modseq)
+                changed = AccountIndex.summaries(conn, row.id, since_modseq)
                 vanished = AccountIndex.expunged_since(conn, row.id, since_modseq)
                 keywords = AccountIndex.folder_keywords(conn, row.id)
             earlier = account.snapshots.get(row.name)
@@ -1574,7 +1592,7 @@ class MaildirStore(MailStore, MaildirMaintenance):
             uidvalidity=row.uidvalidity,
             uidnext=row.uidnext,
             highestmodseq=row.highestmodseq,
-            changed=tuple(_message_info(m) for m in changed),
+            changed=tuple(map(_summary_info, changed)),
             vanished=tuple(vanished),
             complete=since_modseq == 0 or since_modseq >= row.expunged_since,
             keywords=tuple(keywords),
