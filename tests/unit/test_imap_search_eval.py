@@ -22,6 +22,9 @@ messages = st.lists(
         st.one_of(
             st.floats(min_value=DAY0 - 86400, max_value=DAY0 + 2 * 86400),
             st.sampled_from([DAY0 - 1, DAY0, DAY0 + 86399, DAY0 + 86400, DAY0 + 86401]),
+            # A hair before midnight: INTERNALDATE rounds it to the microsecond, into the
+            # next day, and SEARCH must say the same.
+            st.sampled_from([DAY0 - 2.5e-7, DAY0 - 4.9e-7, DAY0 - 7e-7, DAY0 + 86400 - 3e-7]),
         ),
         st.integers(min_value=0, max_value=50_000),
         st.integers(min_value=1, max_value=100),

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import datetime as dt
 import email.utils
+import math
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
@@ -87,15 +88,41 @@ def _view_key(key: Key, view: MailboxView, among: Iterable[int]) -> list[int] | 
         how, day = str(key[1]), key[2]
         assert isinstance(day, dt.date)
         # RFC 9051 §6.4.4: dates compare "disregarding time and timezone"; we take the UTC
-        # day, so each key compares with the UTC midnights that bound it.
-        start = dt.datetime(day.year, day.month, day.day, tzinfo=dt.UTC).timestamp()
-        end = start + 86400.0
+        # day, so each key compares with the instants that begin the day and the next.
+        start = _first_instant(day)
+        end = _first_instant(day + dt.timedelta(days=1)) if day < dt.date.max else math.inf
         if how == "before":
             return [u for u in among if info[u].internal_date < start]
         if how == "on":
             return [u for u in among if start <= info[u].internal_date < end]
         return [u for u in among if info[u].internal_date >= start]
     return None
+
+
+def _first_instant(day: dt.date) -> float:
+    """The first timestamp whose UTC date, as FETCH INTERNALDATE shows it, is ``day`` or
+    later: midnight, or a float a hair before it that ``fromtimestamp`` rounds up to it
+    (it rounds to the microsecond), so the comparison agrees with what the client sees.
+    Found by bisection within the microsecond before midnight."""
+    midnight = dt.datetime(day.year, day.month, day.day, tzinfo=dt.UTC).timestamp()
+
+    def on_or_after(instant: float) -> bool:
+        return dt.datetime.fromtimestamp(instant, dt.UTC).date() >= day
+
+    low, high = midnight - 1e-6, midnight
+    try:
+        if on_or_after(low):  # no float between the two (far from 1970)
+            return high
+    except (ValueError, OverflowError, OSError):  # before year 1: every date is later
+        return -math.inf
+    while True:
+        middle = (low + high) / 2
+        if not low < middle < high:
+            return high
+        if on_or_after(middle):
+            high = middle
+        else:
+            low = middle
 
 
 def _eval(
