@@ -8,7 +8,9 @@
 # DIR is an imaptest source tree (never part of this repository). Its last commit that builds
 # against Debian 12's dovecot-dev 2.3 is 924f619; when DIR/src/imaptest is missing it is
 # built there (autogen, configure --with-dovecot=/usr/lib/dovecot, make), which needs the
-# Debian packages dovecot-dev, autoconf, automake, libtool and make.
+# Debian packages dovecot-dev, autoconf, automake, libtool and make. With dovecot-dev
+# 2.3.19.1+dfsg1-2.1+deb12u7 or later (imap_parser_create takes a fourth argument) the
+# build includes a one-line compatibility header the script writes into WORK.
 #
 # pochta: a data dir under WORK (pochta init --port-base 22000, users user1..user10 /
 # pass-N, plaintext LOGIN allowed on loopback as imaptest does no TLS, per-IP limits
@@ -66,8 +68,18 @@ say() { echo "[imaptest_bench $(date +%H:%M:%S)] $*" >&2; }
 IMAPTEST=$SRC/src/imaptest
 if [ ! -x "$IMAPTEST" ]; then
     say "building imaptest in $SRC"
+    # Debian 12's security update deb12u7 backported dovecot 2.4.5's imap_parser_create(),
+    # which takes a fourth argument (parser limits; NULL: the defaults). imaptest 924f619
+    # calls it with three: a header included first adds the NULL.
+    COMPAT_FLAGS=""
+    if grep -q "imap_parser_params \*params" /usr/include/dovecot/imap-parser.h 2>/dev/null; then
+        printf '%s\n' '#include "lib.h"' '#include "imap-parser.h"' \
+            '#define imap_parser_create(input, output, size) imap_parser_create(input, output, size, NULL)' \
+            > "$WORK/imaptest-compat.h"
+        COMPAT_FLAGS="-include $WORK/imaptest-compat.h"
+    fi
     ( cd "$SRC" && { [ -x configure ] || ./autogen.sh; } \
-        && ./configure --with-dovecot=/usr/lib/dovecot && make -j"$(nproc)" ) \
+        && ./configure --with-dovecot=/usr/lib/dovecot && make -j"$(nproc)" CPPFLAGS="$COMPAT_FLAGS" ) \
         >"$OUT/logs/build.log" 2>&1 || { say "build failed: see $OUT/logs/build.log"; exit 1; }
 fi
 
