@@ -83,6 +83,14 @@ if [ ! -x "$IMAPTEST" ]; then
         >"$OUT/logs/build.log" 2>&1 || { say "build failed: see $OUT/logs/build.log"; exit 1; }
 fi
 
+# imaptest links libdovecot.so.0, which Debian keeps in /usr/lib/dovecot (not on the
+# loader's path).
+export LD_LIBRARY_PATH=/usr/lib/dovecot${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}
+"$IMAPTEST" --help >/dev/null 2>"$OUT/logs/imaptest-start.log"
+if grep -q "error while loading shared libraries" "$OUT/logs/imaptest-start.log"; then
+    say "$IMAPTEST does not start: $(cat "$OUT/logs/imaptest-start.log")"; exit 1
+fi
+
 USERS=$WORK/users
 for n in $(seq 1 10); do echo "user$n@example.test:pass-$n"; done > "$USERS"
 MBOX=$WORK/imaptest.mbox

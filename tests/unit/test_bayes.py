@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Sequence
+from typing import Any
 
 import pytest
 
@@ -308,3 +309,26 @@ def test_too_little_learned_globally_gives_no_symbol(source: FakeSource) -> None
     check = BayesCheck(source, min_learned=200, curve=ScoreCurve(), is_local=local)
     assert run_check(check, msg("hello", "casino prize"), ["alice@example.org"]) == []
     assert source.token_reads == []
+
+
+def test_a_thread_only_when_a_scope_has_learned_enough(
+    source: FakeSource, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The scope's counts are read on the loop; the thread that tokenizes the message and
+    reads its tokens is taken only when there is something to classify with."""
+    trips: list[str] = []
+    real = asyncio.to_thread
+
+    async def counted(func: Any, /, *args: Any) -> Any:
+        trips.append(getattr(func, "__name__", "?"))
+        return await real(func, *args)
+
+    monkeypatch.setattr(asyncio, "to_thread", counted)
+    untrained = BayesCheck(FakeSource(), min_learned=1, curve=ScoreCurve(), is_local=local)
+    assert run_check(untrained, msg("hello", "casino prize"), ["alice@example.org"]) == []
+    assert trips == []
+    trained_check = BayesCheck(source, min_learned=10, curve=ScoreCurve(), is_local=local)
+    assert run_check(trained_check, msg("hello", "project review"), ["alice@example.org"]) == [
+        "BAYES_SPAM"
+    ]
+    assert trips == ["_probability"]

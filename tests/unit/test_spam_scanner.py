@@ -76,6 +76,43 @@ class Rendezvous:
         return (Symbol(name=self.name.upper(), score=1.0),)
 
 
+class InPlace:
+    """A check that never waits (``waits = False``): it notes the task it ran in and what
+    had happened before it ran."""
+
+    waits = False
+
+    def __init__(self, name: str, events: list[str], fail: bool = False) -> None:
+        self.name = name
+        self.events = events
+        self.fail = fail
+        self.task: asyncio.Task[object] | None = None
+
+    async def __call__(self, scan: ScanInput) -> Sequence[Symbol]:
+        self.task = asyncio.current_task()
+        self.events.append(self.name)
+        if self.fail:
+            raise ValueError("bad input")
+        return (Symbol(name=self.name.upper(), score=0.5),)
+
+
+class Lookup:
+    """A waiting check (a DNS list): notes when its lookup went out, answers after a turn
+    of the loop."""
+
+    def __init__(self, events: list[str]) -> None:
+        self.name = "dns"
+        self.events = events
+        self.task: asyncio.Task[object] | None = None
+
+    async def __call__(self, scan: ScanInput) -> Sequence[Symbol]:
+        self.task = asyncio.current_task()
+        self.events.append("lookup sent")
+        await asyncio.sleep(0)
+        self.events.append("lookup answered")
+        return (Symbol(name="RBL", score=2.0),)
+
+
 def sym(name: str, score: float) -> Symbol:
     return Symbol(name=name, score=score, description=f"{name} found")
 
@@ -99,6 +136,37 @@ async def test_checks_run_concurrently() -> None:
     result = await scanner.scan(scan_input())
     assert [s.name for s in result.symbols] == ["ONE", "TWO"]
     assert result.failed == ()
+
+
+async def test_checks_that_never_wait_run_in_place_while_the_lookups_are_out() -> None:
+    events: list[str] = []
+    heuristics, lookup, broken = (
+        InPlace("heur", events),
+        Lookup(events),
+        InPlace("broken", events, fail=True),
+    )
+    scanner = Scanner([heuristics, lookup, broken], spam_settings(check_timeout_seconds=5))
+    with capture_logs() as logs:
+        result = await scanner.scan(scan_input())
+    # The lookup went out first; the in-place checks ran in the scanning task itself.
+    assert events[0] == "lookup sent"
+    assert events.index("heur") < events.index("broken")
+    assert heuristics.task is asyncio.current_task()
+    assert broken.task is asyncio.current_task()
+    assert lookup.task is not asyncio.current_task()
+    # Symbols keep the order of the checks; the broken one is logged and scores nothing.
+    assert [s.name for s in result.symbols] == ["HEUR", "RBL"]
+    assert result.score == 2.5
+    assert result.failed == ("broken",)
+    [failed] = [r for r in logs if r["event"] == "spam_check_failed"]
+    assert failed == {
+        "logger": "spam",
+        "event": "spam_check_failed",
+        "log_level": "warning",
+        "queue_id": "",
+        "check": "broken",
+        "error": "ValueError: bad input",
+    }
 
 
 async def test_a_check_that_times_out_is_logged_and_gives_nothing() -> None:

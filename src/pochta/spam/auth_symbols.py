@@ -91,6 +91,7 @@ class AuthSymbols:
     Nothing when the auth filter did not run (``mailauth.check_incoming`` off: no results)."""
 
     name = "auth"
+    waits = False
 
     async def __call__(self, scan: ScanInput) -> Sequence[Symbol]:
         if not scan.client_ip:
@@ -147,6 +148,7 @@ class ClientSymbols:
     the server runs counts at once)."""
 
     name = "client"
+    waits = False
 
     def __init__(self, *, hostname: str, own_names: Callable[[], Iterable[str]]) -> None:
         self._hostname = hostname.rstrip(".").lower()

@@ -503,7 +503,8 @@ class BayesCheck:
         self.is_local = is_local  # an envelope recipient -> its account, None when not local
 
     def choose_scope(self, recipients: Sequence[str]) -> ScopeChoice | None:
-        """Blocking: the scope to classify with, None when none has learned enough."""
+        """The scope to classify with, None when none has learned enough: one or two
+        point reads (WAL readers never wait for a writer), quick enough for the loop."""
         accounts = {a for a in (self.is_local(r) for r in recipients) if a is not None}
         if len(accounts) == 1 and len(recipients) == 1:
             (account,) = accounts
@@ -521,13 +522,19 @@ class BayesCheck:
         choice = self.choose_scope(recipients)
         if choice is None:
             return None
+        return self._probability(message, choice)
+
+    def _probability(self, message: ScanMessage, choice: ScopeChoice) -> float:
         tokens = token_hashes(message)
         stats = self.source.token_counts(choice.scope, tokens)
         return spam_probability(tokens, stats, choice.counts)
 
     async def __call__(self, scan: ScanInput) -> Sequence[Symbol]:
-        probability = await asyncio.to_thread(self.classify, scan.message, scan.recipients)
-        if probability is None:
+        # The scope's counts are one or two point reads, done here; only a scope that has
+        # learned enough costs the thread that tokenizes the message and reads its tokens.
+        choice = self.choose_scope(scan.recipients)
+        if choice is None:
             return ()
+        probability = await asyncio.to_thread(self._probability, scan.message, choice)
         symbol = bayes_score(probability, self.curve)
         return (symbol,) if symbol is not None else ()

@@ -39,7 +39,12 @@ class ScanInput:
 
 
 class Check(Protocol):
-    """One check: ``name`` identifies it in logs and settings."""
+    """One check: ``name`` identifies it in logs and settings.
+
+    A check whose ``__call__`` never waits (no DNS, no thread: the heuristics, GTUBE, the
+    lists) says so with a class attribute ``waits = False``; the scanner then calls it in
+    place, without a task or a time limit (a time limit stops only code that awaits).
+    Without the attribute a check is taken to wait."""
 
     name: str
 

@@ -28,6 +28,7 @@ class Gtube:
     """The GTUBE check (a :class:`~pochta.spam.check.Check`)."""
 
     name = "gtube"
+    waits = False
 
     async def __call__(self, scan: ScanInput) -> Sequence[Symbol]:
         body = scan.message.split.body

@@ -257,6 +257,7 @@ class HeaderHeuristics:
     """The header rules: Date, Message-ID, From display name, Subject, To."""
 
     name = "header_heuristics"
+    waits = False
 
     def __init__(self, *, hosted_domains: HostedDomains, clock: Clock = time.time) -> None:
         self._hosted = hosted_domains
@@ -435,6 +436,7 @@ class MimeHeuristics:
     """The body rules: HTML-only, phishing links, attachments, encodings, MIME defects."""
 
     name = "mime_heuristics"
+    waits = False
 
     async def __call__(self, scan: ScanInput) -> Sequence[Symbol]:
         message = scan.message

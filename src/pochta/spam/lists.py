@@ -36,7 +36,6 @@ NOT EXISTS``); the scanner's lookup is one indexed SELECT, run in a thread.
 
 from __future__ import annotations
 
-import asyncio
 import sqlite3
 import time
 from collections.abc import Iterable, Sequence
@@ -223,6 +222,7 @@ class ListSymbols:
     """The check: ``RCPT_ALLOWLIST``, or per recipient the deciding sender entry's symbol."""
 
     name = "lists"
+    waits = False  # one indexed SELECT (decide): WAL readers never wait for a writer
 
     def __init__(
         self,
@@ -242,7 +242,7 @@ class ListSymbols:
         # An address with bytes that are not UTF-8 (surrogate escapes) matches no entry.
         senders = [s for s in (scan.sender, author.address if author else "") if s and _is_text(s)]
         recipients = [self._base(r) for r in scan.recipients if _is_text(r)]
-        return await asyncio.to_thread(self.decide, senders, recipients)
+        return self.decide(senders, recipients)
 
     def _base(self, recipient: str) -> str:
         """The recipient without its ``+tag`` (directory.recipient_delimiter), lower case."""
@@ -252,7 +252,8 @@ class ListSymbols:
         return f"{local}@{domain}" if local else domain
 
     def decide(self, senders: Sequence[str], recipients: Sequence[str]) -> list[Symbol]:
-        """The symbols for a message from ``senders`` to ``recipients`` (blocking: SQLite)."""
+        """The symbols for a message from ``senders`` to ``recipients``: one indexed
+        SELECT of the patterns (SpamLists.matching), quick enough for the event loop."""
         candidates: dict[str, int] = {}
         for sender in senders:
             for pattern, rank in sender_candidates(sender).items():

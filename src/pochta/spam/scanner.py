@@ -2,11 +2,12 @@
 
 Rspamd's pipeline in small (``spam/check.py`` says what a check is):
 
-1. **Checks run concurrently** (``asyncio.gather``), each under ``[spam]
+1. **Checks that wait run concurrently** (``asyncio.gather``), each under ``[spam]
    check_timeout_seconds``: a DNS list that does not answer costs one timeout, not the sum
-   of them. A check that raises or runs out of time is logged with its name
-   (``spam_check_failed``) and gives no symbols; the scan goes on without it, so a broken
-   check never refuses mail.
+   of them. The checks that never wait (``waits = False``: heuristics, GTUBE, the lists) run
+   in place while the others wait, without a task each. A check that raises or runs out
+   of time is logged with its name (``spam_check_failed``) and gives no symbols; the scan
+   goes on without it, so a broken check never refuses mail.
 2. **Scores are overridden** by ``[spam] scores`` (``{ BAYES_SPAM = 5.0 }``): the symbol
    keeps its name, description and options, the configured score replaces the check's.
    A symbol name found twice counts once (the later check's), as in Rspamd.
@@ -95,13 +96,25 @@ class Scanner:
 
     def __init__(self, checks: Sequence[Check], settings: SpamSettings) -> None:
         self.checks = list(checks)
+        self._in_place = [not getattr(check, "waits", True) for check in self.checks]
         self.settings = settings
         self._timeout = settings.check_timeout_seconds
         self._scores = dict(settings.scores)
 
     async def scan(self, scan: ScanInput) -> ScanResult:
-        """Every check on ``scan``, concurrently; never raises for a check's fault."""
-        found = await asyncio.gather(*(self._run(check, scan) for check in self.checks))
+        """Every check on ``scan``; never raises for a check's fault."""
+        waiting = [i for i, in_place in enumerate(self._in_place) if not in_place]
+        pending = None
+        if waiting:
+            pending = asyncio.gather(*(self._run(self.checks[i], scan) for i in waiting))
+            await asyncio.sleep(0)  # their lookups go out before the in-place checks run
+        found: list[Sequence[Symbol] | None] = [
+            await self._run_in_place(check, scan) if in_place else None
+            for check, in_place in zip(self.checks, self._in_place, strict=True)
+        ]
+        if pending is not None:
+            for i, outcome in zip(waiting, await pending, strict=True):
+                found[i] = outcome
         symbols: dict[str, Symbol] = {}
         failed: list[str] = []
         for check, outcome in zip(self.checks, found, strict=True):
@@ -126,19 +139,19 @@ class Scanner:
             async with asyncio.timeout(self._timeout):
                 return await check(scan)
         except TimeoutError:
-            log.warning(
-                "spam_check_failed",
-                queue_id=scan.queue_id,
-                check=check.name,
-                error=f"no result within {self._timeout:g} s (spam.check_timeout_seconds)",
+            _failed(
+                check, scan, f"no result within {self._timeout:g} s (spam.check_timeout_seconds)"
             )
         except Exception as exc:
-            log.warning(
-                "spam_check_failed",
-                queue_id=scan.queue_id,
-                check=check.name,
-                error=f"{type(exc).__name__}: {exc}"[:300],
-            )
+            _failed(check, scan, f"{type(exc).__name__}: {exc}")
+        return None
+
+    async def _run_in_place(self, check: Check, scan: ScanInput) -> Sequence[Symbol] | None:
+        """A check that never waits: its symbols, or None (logged) when it raised."""
+        try:
+            return await check(scan)
+        except Exception as exc:
+            _failed(check, scan, f"{type(exc).__name__}: {exc}")
         return None
 
     def _override(self, symbol: Symbol) -> Symbol:
@@ -151,6 +164,10 @@ class Scanner:
             description=symbol.description,
             options=symbol.options,
         )
+
+
+def _failed(check: Check, scan: ScanInput, error: str) -> None:
+    log.warning("spam_check_failed", queue_id=scan.queue_id, check=check.name, error=error[:300])
 
 
 def symbols_text(symbols: Sequence[Symbol]) -> str:
