@@ -6,12 +6,14 @@ from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 from pochta.spam.message import (
+    _TEXT_URL,
     MAX_ADDRESSES,
     MAX_SCAN_BYTES,
     MAX_URLS,
     Author,
     Link,
     ScanMessage,
+    _may_hold_links,
 )
 
 MULTIPART = (
@@ -144,3 +146,15 @@ _HEADER_LINES = st.sampled_from(
 def test_never_raises_on_mime_shaped_input(headers: list[bytes], body: bytes) -> None:
     content = b"".join(headers) + b"\r\n--zz\r\n" + body + b"\r\n--zz--\r\n"
     _read_everything(ScanMessage(content))
+
+
+PIECES = [*"hHtTpPsSwW.:/ x\u017fKk\u212a\u0130", "http", "WWW.", "://"]
+
+
+@settings(max_examples=400, deadline=None)
+@given(st.lists(st.sampled_from(PIECES), max_size=30).map("".join))
+def test_the_link_precheck_never_hides_a_link(text: str) -> None:
+    """The cheap test before the case-blind URL expression: when the expression finds a
+    link, the test must have said there may be one."""
+    if _TEXT_URL.search(text):
+        assert _may_hold_links(text)
