@@ -348,3 +348,23 @@ def test_any_cut_gives_the_same_session(cuts: list[int]) -> None:
 @example(b'"\\', [1])
 def test_any_bytes_cut_anywhere_give_the_same(data: bytes, cuts: list[int]) -> None:
     assert run_cut(data, cuts) == run_cut(data, [])
+
+
+def test_in_command_while_the_rest_of_a_command_is_to_come() -> None:
+    """The glue asks for an immediate TCP ACK exactly while a command is partly in: a
+    PUTSCRIPT whose literal or final CRLF comes in a later write."""
+    conn = logged_in()
+    assert not conn.in_command
+    script = b"keep;\r\n"
+    pieces = [b'PUTSCRIPT "s" {%d+}\r\n' % len(script), script[:3], script[3:], b"\r\n"]
+    states = []
+    for piece in pieces:
+        events, _ = feed(conn, [piece])
+        states.append((conn.in_command, [type(e).__name__ for e in events]))
+    assert states == [(True, []), (True, []), (True, []), (False, ["PutScript"])]
+    feed(conn, [b"NOOP"])  # a line without its end
+    assert conn.in_command
+    events, out = feed(conn, [b"\r\n"])  # NOOP is answered by the core itself
+    assert events == []
+    assert out.startswith(b"OK")
+    assert not conn.in_command

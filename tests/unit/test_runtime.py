@@ -311,3 +311,32 @@ async def test_smtp_acks_message_content_at_once(
         await client.send("QUIT")
         assert (await client.smtp_reply()).startswith("221 ")
     assert len(acks) == seen
+
+
+async def test_managesieve_acks_a_partly_received_command_at_once(
+    runtime: FakeRuntime, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """While a ManageSieve command is partly in (a PUTSCRIPT whose final CRLF is still to
+    come), the session asks for an immediate TCP ACK (quick_ack.py); between whole commands
+    it does not."""
+    from pochta.access import managesieve
+
+    acks: list[object] = []
+    monkeypatch.setattr(managesieve, "ack_now", lambda sock: acks.append(sock) or True)
+    async with connect(managesieve.managesieve(runtime, "managesieve")) as client:  # type: ignore[arg-type]
+        while not (await client.line()).startswith("OK"):
+            pass  # the capabilities, then OK
+        await client.send("NOOP")
+        assert (await client.line()).startswith("OK")
+        assert acks == []
+        client.writer.write(b"NO")  # a command without its end
+        await client.writer.drain()
+        await asyncio.sleep(0.05)  # let the session read the piece and wait for the rest
+        assert len(acks) == 1
+        await client.send("OP")
+        assert (await client.line()).startswith("OK")
+        await client.send("NOOP")
+        assert (await client.line()).startswith("OK")
+        await client.send("LOGOUT")
+        assert (await client.line()).startswith("OK")
+    assert len(acks) == 1

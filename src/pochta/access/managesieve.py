@@ -61,6 +61,7 @@ from pochta.protocols.managesieve import (
     Unauthenticate,
 )
 from pochta.protocols.managesieve import responses as R
+from pochta.quick_ack import ack_now
 from pochta.sieve.errors import SieveError
 from pochta.sieve.limits import SieveLimits
 from pochta.sieve.script import CAPABILITIES, compile_script
@@ -187,6 +188,10 @@ class _Session:
         try:
             await self._flush()
             while not self.conn.closed:
+                if self.conn.in_command:
+                    # The rest of a command is to come: ACK what came now (quick_ack.py), or
+                    # a PUTSCRIPT whose last CRLF came in a second write waits 40 ms.
+                    ack_now(self.writer.get_extra_info("socket"))
                 data = await self._read()
                 if data is None:
                     break

@@ -203,6 +203,14 @@ class ManageSieveServerConnection:
         return self._state is State.CLOSED
 
     @property
+    def in_command(self) -> bool:
+        """Part of a command is in and the rest is to come (a line without its end, a
+        literal not all here, a refused literal being dropped): the glue then asks for an
+        immediate TCP ACK (pochta.quick_ack), so that a client that wrote the command in two
+        pieces is not held by Nagle's algorithm and the delayed ACK."""
+        return bool(self._in) or self._skip > 0 or self._drop_line
+
+    @property
     def tls_active(self) -> bool:
         return self._tls_active
 
