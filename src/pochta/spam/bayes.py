@@ -467,8 +467,8 @@ def bayes_score(probability: float, curve: ScoreCurve) -> Symbol | None:
 
 
 class TokenSource(Protocol):
-    """The statistics the check reads (``spam/bayes_store.BayesStore``); blocking calls,
-    run in a thread by the check."""
+    """The statistics the check reads (``spam/bayes_store.BayesStore``): ``scope_counts``
+    is a point read the check makes on the event loop, ``token_counts`` runs in a thread."""
 
     def scope_counts(self, scope: str) -> Counts: ...
 

@@ -31,7 +31,8 @@ of trust an admin or user makes knowingly (as in Rspamd's multimap and SpamAssas
 
 The entries are account data, so they live in the directory database (``directory.sqlite3``)
 in their own table, made by :func:`~pochta.reports.store.ensure_schema` (``CREATE TABLE IF
-NOT EXISTS``); the scanner's lookup is one indexed SELECT, run in a thread.
+NOT EXISTS``); the scanner's lookup is one indexed SELECT, run on the event loop (WAL
+readers never wait for a writer).
 """
 
 from __future__ import annotations

