@@ -18,6 +18,7 @@ from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
+import pytest
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
@@ -352,6 +353,42 @@ async def test_a_wake_source_pushes_between_commands(tmp_path: Path) -> None:
         assert await c.lines(b"* OK [NOTIFY]") == [b"* OK [NOTIFY] something changed"]
         c.send(b"OP\r\n")
         assert await c.lines(b"a ") == [b"a OK NOOP completed"]
+
+
+async def test_only_the_session_that_claims_recent_takes_a_thread(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """RFC 3501 §2.3.2: a new message is \\Recent in the first session that sees it. That
+    session writes the claim (in a thread); the others only read that it is taken, on the
+    event loop."""
+    runtime = make_runtime(tmp_path)
+    store = store_of(runtime)
+    store.deliver(ALICE, MESSAGE)
+    async with session(runtime) as first, session(runtime) as second:
+        for c in (first, second):
+            await login(c)
+            c.send(b"s SELECT INBOX\r\n")
+            await c.until(b"s ")
+        await asyncio.to_thread(store.deliver, ALICE, MESSAGE)
+        claims: list[bool] = []
+        real = asyncio.to_thread
+
+        async def counted(func: Callable[..., Any], /, *args: Any, **kwargs: Any) -> Any:
+            if getattr(func, "__name__", "") == "claim_recent":
+                claims.append(kwargs["claim"])
+            return await real(func, *args, **kwargs)
+
+        monkeypatch.setattr(asyncio, "to_thread", counted)
+        first.send(b"n NOOP\r\n")
+        assert await first.lines(b"n ") == [b"* 2 EXISTS", b"* 2 RECENT", b"n OK NOOP completed"]
+        assert claims == [True]
+        second.send(b"n NOOP\r\n")
+        assert await second.lines(b"n ") == [
+            b"* 2 EXISTS",
+            b"* 0 RECENT",
+            b"n OK NOOP completed",
+        ]
+        assert claims == [True]  # no thread for the second session
 
 
 # -- any cut of the input gives the same replies ----------------------------------------------

@@ -5,6 +5,7 @@ blobs are still read and stored again), and BODY[] is served without parsing the
 from __future__ import annotations
 
 import os
+import tempfile
 from pathlib import Path
 
 import msgspec
@@ -23,8 +24,8 @@ from pochta.access.imap_mime import (
 )
 from pochta.access.mailbox_view import MailboxView
 from pochta.protocols.imap import commands as C
-from pochta.store import INBOX, WouldBlock
-from pochta.store.maildir import MaildirStore
+from pochta.store import INBOX, FlagMode, NoSuchMessage, WouldBlock
+from pochta.store.maildir import MaildirStore, read_file, to_wire
 
 ADDRESS = "bob@example.test"
 HOST = "mail.example.test"
@@ -225,3 +226,56 @@ def test_status_and_list_reads_are_quick_until_they_need_the_disk(tmp_path: Path
     assert len(store.list_messages(ADDRESS, INBOX)) == 2  # the thread's call rescans
     assert len(store.list_messages(ADDRESS, INBOX, quick=True)) == 2
     store.close()
+
+
+def test_a_reader_asks_the_index_once_per_run_and_sees_an_expunge_made_before_it(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``message_reader`` (one FETCH's run of messages): one PRAGMA data_version for the run
+    once the names are cached, not one per message; a reader made after another process
+    expunged a message does not serve it, although its file waits for the flush."""
+    store = _store(tmp_path)
+    uids = [store.deliver(ADDRESS, MESSAGE + b"%d\r\n" % n).uid for n in range(20)]
+    store.message_reader(ADDRESS, INBOX)(uids[0])  # opens the account, caches the names
+    checks = 0
+    real = MaildirStore._data_version
+
+    def counted(account: object, *, open_probe: bool) -> int | None:
+        nonlocal checks
+        checks += 1
+        return real(account, open_probe=open_probe)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(MaildirStore, "_data_version", staticmethod(counted))
+    read = store.message_reader(ADDRESS, INBOX, quick=True)
+    assert [read(u) for u in uids] == [MESSAGE + b"%d\r\n" % n for n in range(20)]
+    assert checks == 1
+    checks = 0
+    assert [store.fetch_message(ADDRESS, INBOX, u, quick=True) for u in uids[:5]]
+    assert checks == 5  # one per call without a reader
+
+    other = MaildirStore(tmp_path / "mail", hostname=HOST, flush_delay_seconds=3600)
+    store_flags_and_expunge(other, uids[3])
+    read = store.message_reader(ADDRESS, INBOX)
+    assert read(uids[2]) == MESSAGE + b"2\r\n"
+    with pytest.raises(NoSuchMessage):
+        read(uids[3])
+    other.close()
+    store.close()
+
+
+def store_flags_and_expunge(store: MaildirStore, uid: int) -> None:
+    store.store_flags(ADDRESS, INBOX, [uid], FlagMode.ADD, frozenset({"\\Deleted"}))
+    assert store.expunge(ADDRESS, INBOX) == [uid]
+
+
+@given(st.binary(max_size=3000), st.sampled_from([1, 7, 262144]))
+def test_read_file_reads_the_whole_file(data: bytes, repeat: int) -> None:
+    with tempfile.TemporaryDirectory() as tmp:
+        path = os.path.join(tmp, "m")
+        Path(path).write_bytes(data * repeat)
+        assert read_file(path) == data * repeat
+
+
+def test_to_wire_gives_crlf_line_ends_from_either_kind() -> None:
+    assert to_wire(b"a\nb\r\nc\rd\n") == b"a\r\nb\r\nc\rd\r\n"
+    assert to_wire(b"") == b""

@@ -267,20 +267,27 @@ def test_folder_keywords_stay_when_no_message_carries_them(index: AccountIndex) 
         assert conn.execute("SELECT count(*) FROM keywords").fetchone()[0] == 0
 
 
-def test_upgrade_fills_folder_keywords_from_the_messages(tmp_path: Path) -> None:
-    """An index of schema version 2 gets the keywords its messages carry."""
+def _old_index(path: Path, version: int, *, uidnext: int) -> sqlite3.Connection:
+    """An index made by a pochta of schema ``version``, with an INBOX (id 1)."""
     from pochta.store import index as index_module
 
-    path = tmp_path / "old.sqlite3"
     conn = sqlite3.connect(path, isolation_level=None)
-    for step in index_module._MIGRATIONS[:2]:
+    for step in index_module._MIGRATIONS[:version]:
         for statement in step:
             conn.execute(statement)
-    conn.execute("PRAGMA user_version = 2")
+    conn.execute(f"PRAGMA user_version = {version:d}")
     conn.execute(
         "INSERT INTO folders (id, name, uidvalidity, uidnext, highestmodseq, created) "
-        "VALUES (1, 'INBOX', 1, 3, 3, 0)"
+        "VALUES (1, 'INBOX', 1, ?, ?, 0)",
+        (uidnext, uidnext),
     )
+    return conn
+
+
+def test_upgrade_fills_folder_keywords_from_the_messages(tmp_path: Path) -> None:
+    """An index of schema version 2 gets the keywords its messages carry."""
+    path = tmp_path / "old.sqlite3"
+    conn = _old_index(path, 2, uidnext=3)
     for uid, keywords in ((1, "$A $b"), (2, "")):
         conn.execute(
             "INSERT INTO messages (folder_id, uid, filename, keywords, internal_date, size, "
@@ -293,5 +300,37 @@ def test_upgrade_fills_folder_keywords_from_the_messages(tmp_path: Path) -> None
         idx.migrate()
         with idx.read() as c:
             assert AccountIndex.folder_keywords(c, 1) == ["$A", "$b"]
+    finally:
+        idx.close()
+
+
+def test_expunges_since_a_modseq_come_from_their_index(tmp_path: Path) -> None:
+    """The change check after each command asks for the expunges above the session's MODSEQ:
+    SQLite reads them from expunged_by_modseq, not every expunge the folder ever had; an
+    index of schema version 4 gets that index."""
+    path = tmp_path / "v4.sqlite3"
+    conn = _old_index(path, 4, uidnext=1001)
+    conn.executemany(
+        "INSERT INTO expunged (folder_id, uid, modseq) VALUES (1, ?, ?)",
+        [(uid, 1001 - uid) for uid in range(1, 1001)],  # the highest UIDs went first
+    )
+    conn.close()
+    idx = AccountIndex(path)
+    try:
+        idx.migrate()
+        with idx.read() as c:
+            steps = 0
+
+            def step() -> int:
+                nonlocal steps
+                steps += 1
+                return 0
+
+            c.set_progress_handler(step, 1)  # counts SQLite's VM instructions
+            assert AccountIndex.expunged_since(c, 1, 997) == [1, 2, 3]
+            assert AccountIndex.expunged_since(c, 1, 1000) == []
+            c.set_progress_handler(None, 1)
+        # A walk over the 1,000 expunges (the plan ORDER BY uid chose) took 8,026; this 34.
+        assert steps < 300
     finally:
         idx.close()

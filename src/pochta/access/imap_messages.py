@@ -302,14 +302,12 @@ class MessageCommands(FolderCommands):
         size = sum(view.info[u].size for u in uids if u in view.info)
         if size <= INLINE_READ_BYTES:
             try:
-                return render(lambda uid: store.fetch_message(user, folder, uid, quick=True))
+                return render(store.message_reader(user, folder, quick=True))
             except WouldBlock:
                 pass
             except StoreUnavailable as exc:
                 raise self._unavailable(exc) from exc
-        result: FetchResult = await self.blocking(
-            render, lambda uid: store.fetch_message(user, folder, uid)
-        )
+        result: FetchResult = await self.blocking(render, store.message_reader(user, folder))
         return result
 
     async def cmd_search(self, cmd: Command) -> str:

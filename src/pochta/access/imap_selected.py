@@ -294,9 +294,14 @@ class SelectedMailbox(SessionBase):
         if self.rev2 or not view.uids or view.uids[-1] <= self._recent_asked:
             return  # IMAP4rev2 has no \Recent (RFC 9051 §2.3.2); or nothing new
         top = self._recent_asked = view.uids[-1]
-        claimed = await asyncio.to_thread(
-            self.store.claim_recent, self.user, view.name, top, claim=claim
-        )
+        try:
+            # Usually one index read on the loop: only the first session to see a message
+            # writes the claim, and only that one needs the thread.
+            claimed = self.store.claim_recent(self.user, view.name, top, claim=claim, quick=True)
+        except WouldBlock:
+            claimed = await asyncio.to_thread(
+                self.store.claim_recent, self.user, view.name, top, claim=claim
+            )
         view.recent.update(u for u in view.uids if u > claimed)
 
     def _flags_fetch(self, seq: int, m: MessageInfo, *, with_uid: bool) -> None:

@@ -415,6 +415,18 @@ class MailStore(abc.ABC):
         index read at most and the file's read, :class:`WouldBlock` when more is needed
         (the account is not open in this process, the file moved and a rescan must find it)."""
 
+    def message_reader(
+        self, address: str, folder: str, *, quick: bool = False
+    ) -> Callable[[int], bytes]:
+        """``fetch_message`` for a run of messages of one folder (a FETCH): what a store
+        checks once per read (is its name cache still current?) it may check once for the
+        run. The reader is for one command; ``quick`` as for ``fetch_message``."""
+
+        def read(uid: int) -> bytes:
+            return self.fetch_message(address, folder, uid, quick=quick)
+
+        return read
+
     @abc.abstractmethod
     def store_flags(
         self,

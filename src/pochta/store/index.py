@@ -155,6 +155,12 @@ _MIGRATIONS: tuple[tuple[str, ...], ...] = (
             PRIMARY KEY (folder_id, filename)
         ) WITHOUT ROWID""",
     ),
+    (
+        # The change check after each command asks what was expunged since the session's
+        # MODSEQ (folder_changes): without this index SQLite read every expunge the folder
+        # ever had (337 µs per check once 2,455 had piled up).
+        "CREATE INDEX expunged_by_modseq ON expunged(folder_id, modseq)",
+    ),
 )
 
 SCHEMA_VERSION = len(_MIGRATIONS)
@@ -776,14 +782,16 @@ class AccountIndex:
 
     @staticmethod
     def expunged_since(conn: sqlite3.Connection, folder_id: int, modseq: int) -> list[int]:
-        """UIDs expunged with a MODSEQ above ``modseq`` (for QRESYNC)."""
-        return [
+        """UIDs expunged with a MODSEQ above ``modseq`` (for QRESYNC), ascending. Sorted
+        here: with ORDER BY uid SQLite walks the primary key, every expunge the folder ever
+        had, rather than the few above ``modseq`` in expunged_by_modseq."""
+        return sorted(
             int(r[0])
             for r in conn.execute(
-                "SELECT uid FROM expunged WHERE folder_id = ? AND modseq > ? ORDER BY uid",
+                "SELECT uid FROM expunged WHERE folder_id = ? AND modseq > ?",
                 (folder_id, modseq),
             )
-        ]
+        )
 
     # -- full-text search --
 
