@@ -391,6 +391,47 @@ async def test_only_the_session_that_claims_recent_takes_a_thread(
         assert claims == [True]  # no thread for the second session
 
 
+async def test_a_folder_listing_opens_each_file_once(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """What a client fetches to list a folder (ENVELOPE, BODYSTRUCTURE, header fields) is
+    kept in the structure cache at the first FETCH: the next one reads no message file."""
+    from pochta.store import maildir
+
+    runtime = make_runtime(tmp_path)
+    for n in range(3):
+        store_of(runtime).deliver(ALICE, MESSAGE + b"%d\r\n" % n)
+    reads: list[str] = []
+    real = maildir.read_file
+
+    def counted(path: str) -> bytes:
+        reads.append(path)
+        return real(path)
+
+    monkeypatch.setattr(maildir, "read_file", counted)
+    listing = b"f UID FETCH 1:* (UID FLAGS BODY.PEEK[HEADER.FIELDS (FROM SUBJECT)] ENVELOPE)\r\n"
+    async with session(runtime) as c:
+        await login(c)
+        c.send(b"s SELECT INBOX\r\n")
+        await c.until(b"s ")
+        c.send(listing)
+        first = await c.until(b"f ")
+        assert first.count(b"BODY[HEADER.FIELDS (FROM SUBJECT)] {41}\r\n") == 3
+        assert len(reads) == 3
+        c.send(listing)
+        assert await c.until(b"f ") == first
+        assert len(reads) == 3  # none more
+        c.send(b"t FETCH 2 (BODY.PEEK[TEXT])\r\n")
+        assert await c.lines(b"t ") == [
+            b"* 2 FETCH (BODY[TEXT] {16}",
+            b"hello alice",
+            b"1",
+            b")",
+            b"t OK FETCH completed",
+        ]
+        assert len(reads) == 4  # the body is read from the file
+
+
 # -- any cut of the input gives the same replies ----------------------------------------------
 
 USER = ALICE.encode()

@@ -24,7 +24,7 @@ from pochta.access.imap_mime import (
 )
 from pochta.access.mailbox_view import MailboxView
 from pochta.protocols.imap import commands as C
-from pochta.store import INBOX, FlagMode, NoSuchMessage, WouldBlock
+from pochta.store import INBOX, FlagMode, FolderChanges, MessageInfo, NoSuchMessage, WouldBlock
 from pochta.store.maildir import MaildirStore, read_file, to_wire
 
 ADDRESS = "bob@example.test"
@@ -109,12 +109,20 @@ def test_the_structure_cache_holds_rendered_bytes_and_upgrades_old_blobs(
             body_structure(part, True, MESSAGE),
         ]
     )
-    upgraded = fetch({uid: old})  # version 1 (IMAP values): rendered, and stored again
-    assert upgraded.responses == [line]
-    assert upgraded.new_cache == {uid: current}
-
+    served = fetch({uid: old})  # version 1 (IMAP values): rendered, no file read
+    assert served.responses == [line]
+    assert served.new_cache == {}
     broken = fetch({uid: b"\x93not msgpack"}, read=lambda u: MESSAGE)  # unreadable: computed
     assert broken.responses == [line]
+    items.append(C.fetch_item("BODY.PEEK[HEADER.FIELDS (SUBJECT)]"))
+    read = lambda u: store.fetch_message(ADDRESS, INBOX, u)  # noqa: E731
+    with_header = fetch({}, read=read)
+    for older in (old, msgspec.msgpack.encode([2, *msgspec.msgpack.decode(current)[1:4]])):
+        # It has no header block: the message is read, and the blob stored in this version.
+        upgraded = fetch({uid: older}, read=read)
+        assert upgraded.responses == with_header.responses
+        assert upgraded.new_cache == {uid: current}
+
     store.close()
 
 
@@ -279,3 +287,65 @@ def test_read_file_reads_the_whole_file(data: bytes, repeat: int) -> None:
 def test_to_wire_gives_crlf_line_ends_from_either_kind() -> None:
     assert to_wire(b"a\nb\r\nc\rd\n") == b"a\r\nb\r\nc\rd\r\n"
     assert to_wire(b"") == b""
+
+
+def _one_message(size: int) -> FolderChanges:
+    info = MessageInfo(
+        uid=1, flags=frozenset(), keywords=frozenset(), internal_date=1e9, size=size, modseq=1
+    )
+    return FolderChanges(
+        uidvalidity=1, uidnext=2, highestmodseq=1, changed=(info,), vanished=(), complete=True
+    )
+
+
+HEADER_ITEMS = [
+    "RFC822.HEADER",
+    "BODY.PEEK[HEADER]",
+    "BODY.PEEK[HEADER.FIELDS (SUBJECT FROM)]",
+    "BODY.PEEK[HEADER.FIELDS.NOT (SUBJECT)]",
+    "BODY.PEEK[HEADER.FIELDS (X-MISSING)]<1.5>",
+    "BODY.PEEK[HEADER]<0.7>",
+]
+_line = st.text(st.characters(min_codepoint=32, max_codepoint=126), max_size=30)
+
+
+@given(
+    fields=st.lists(
+        st.tuples(st.sampled_from(["Subject", "From", "X-A", "subject"]), _line, st.booleans()),
+        max_size=6,
+    ),
+    body=st.sampled_from([b"", b"body\r\n", b"\r\nafter a blank line\r\n"]),
+    blank=st.booleans(),
+    item=st.sampled_from(HEADER_ITEMS),
+    pad=st.sampled_from([0, 9000]),
+)
+def test_header_items_from_the_cache_are_the_octets_of_the_message(
+    fields: list[tuple[str, str, bool]], body: bytes, blank: bool, item: str, pad: int
+) -> None:
+    """BODY[HEADER...] and RFC822.HEADER (RFC 9051 §6.4.5) answered from the cached header
+    block, with no read, are what the message itself gives; a header over HEADER_CACHE_MAX
+    is not kept, so the message is read each time."""
+    header = b"".join(
+        f"{name}: {value}\r\n".encode() + (b"\tfolded\r\n" if folded else b"")
+        for name, value, folded in fields
+    )
+    header += b"X-Pad: " + b"x" * pad + b"\r\n" if pad else b""
+    message = header + (b"\r\n" + body if blank else b"")
+    view = MailboxView(INBOX, _one_message(len(message)))
+    items = [C.fetch_item(item)]
+
+    def fetch(cached: dict[int, bytes], read: object = _no_read) -> imap_fetch.FetchResult:
+        return fetch_messages(
+            view, [1], items, read=read, cached=cached, with_uid=False, with_modseq=False
+        )  # type: ignore[arg-type]
+
+    first = fetch({}, read=lambda u: message)
+    blob = first.new_cache[1]
+    if len(header) + (2 if blank else 0) <= imap_fetch.HEADER_CACHE_MAX:
+        assert fetch({1: blob}).responses == first.responses
+        assert imap_fetch.cache_serves(imap_fetch.decode_cache(blob), header=True)
+    else:
+        assert not imap_fetch.cache_serves(imap_fetch.decode_cache(blob), header=True)
+        again = fetch({1: blob}, read=lambda u: message)
+        assert again.responses == first.responses
+        assert again.new_cache == {}  # a current blob: not stored again

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import datetime as dt
 import functools
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 
 import msgspec
@@ -20,6 +20,8 @@ from pochta.access.imap_mime import (
     MAX_DEPTH,
     Part,
     UnknownTransferEncoding,
+    _fields,
+    _header_end,
     body_structure,
     envelope,
     fetch_binary,
@@ -53,25 +55,63 @@ class FetchResult:
 
 _cache_encoder = msgspec.msgpack.Encoder()
 _cache_decoder = msgspec.msgpack.Decoder()
+# 3: as 2, and the message's header block (up to HEADER_CACHE_MAX octets; nil above it), so
+#    BODY[HEADER.FIELDS (...)] — what clients fetch to list a folder — opens no file;
 # 2: ENVELOPE, BODY and BODYSTRUCTURE as rendered bytes (a FETCH copies them out);
-# 1: as IMAP values, rendered at each FETCH (still read).
-CACHE_VERSION = 2
+# 1: as IMAP values, rendered at each FETCH.
+# Older versions are still read, and stored again in this one when the message is read.
+CACHE_VERSION = 3
+HEADER_CACHE_MAX = 8192
 
 
-def _cached(blob: bytes | None) -> tuple[tuple[bytes, bytes, bytes], bool] | None:
-    """ENVELOPE, BODY and BODYSTRUCTURE as rendered, from a cache blob, and whether the
-    blob is of an older version (to be stored again in this one)."""
+@dataclass(frozen=True, slots=True)
+class CacheEntry:
+    """A decoded cache blob: ENVELOPE, BODY and BODYSTRUCTURE as rendered; the header block
+    (None: too large to keep, or a blob of an older version); ``current``: of this version."""
+
+    structure: tuple[bytes, bytes, bytes]
+    header: bytes | None
+    current: bool
+
+
+def decode_cache(blob: bytes | CacheEntry | None) -> CacheEntry | None:
+    """A cache blob decoded (an entry is passed through); None when there is none or it
+    cannot be read (then the message is read and the blob computed again)."""
+    if blob is None or isinstance(blob, CacheEntry):
+        return blob
     if not blob:
         return None
     try:
-        version, env, body, bodystructure = _cache_decoder.decode(blob)
-        if version == CACHE_VERSION and all(type(v) is bytes for v in (env, body, bodystructure)):
-            return (env, body, bodystructure), False
-        if version == 1:
-            return (render(env), render(body), render(bodystructure)), True
-    except (msgspec.DecodeError, ValueError, TypeError):
+        fields = _cache_decoder.decode(blob)
+        version = fields[0]
+        if version == 1 and len(fields) == 4:
+            env, body, bodystructure = fields[1:4]
+            return CacheEntry((render(env), render(body), render(bodystructure)), None, False)
+        env, body, bodystructure = fields[1:4]
+        if type(env) is not bytes or type(body) is not bytes or type(bodystructure) is not bytes:
+            return None
+        if version == CACHE_VERSION and len(fields) == 5:
+            header = fields[4]
+            if header is None or type(header) is bytes:
+                return CacheEntry((env, body, bodystructure), header, True)
+        elif version == 2 and len(fields) == 4:
+            return CacheEntry((env, body, bodystructure), None, False)
+    except (msgspec.DecodeError, ValueError, TypeError, IndexError):
         return None
     return None
+
+
+def cache_serves(entry: CacheEntry | None, *, header: bool) -> bool:
+    """Whether this entry answers the structure items, and the header items when
+    ``header``, with no read of the message."""
+    if entry is None:
+        return False
+    return not header or (entry.current and entry.header is not None)
+
+
+def _cache_blob(structure: tuple[bytes, bytes, bytes], raw: bytes, body_start: int) -> bytes:
+    header = raw[:body_start] if body_start <= HEADER_CACHE_MAX else None
+    return _cache_encoder.encode([CACHE_VERSION, *structure, header])
 
 
 def fetch_messages(
@@ -80,18 +120,21 @@ def fetch_messages(
     items: list[FetchItem],
     *,
     read: Callable[[int], bytes],
-    cached: dict[int, bytes],
+    cached: Mapping[int, bytes | CacheEntry | None],
     with_uid: bool,
     with_modseq: bool,
     infos: dict[int, MessageInfo] | None = None,
     show_recent: bool = False,
 ) -> FetchResult:
     """Render ``* n FETCH (...)`` for each UID. ``read(uid)`` returns the message (CRLF),
-    ``cached`` the store's structure blobs, ``infos`` flag states newer than the view's."""
+    ``cached`` the store's structure blobs (or their ``decode_cache`` entries), ``infos``
+    flag states newer than the view's.
+    A message is read only for what its cache blob lacks."""
     result = FetchResult()
     names = {i.kind for i in items}
     need_structure = bool(names & {"ENVELOPE", "BODYSTRUCTURE", "BODY"})
-    need_message = any(i.needs_message for i in items)
+    need_header = any(i.top_header for i in items)
+    need_message = any(i.needs_message and not i.top_header for i in items)
     deep = any(i.needs_message and not _top_level(i) for i in items)
     newer = infos or {}
     for uid in uids:
@@ -101,27 +144,27 @@ def fetch_messages(
             continue
         raw: bytes | None = None
         part: Part | None = None
-        structure: tuple[bytes, bytes, bytes] | None = None
-        if need_structure:
-            found = _cached(cached.get(uid))
-            if found is not None:
-                structure, stale = found
-                if stale:
-                    result.new_cache[uid] = _cache_encoder.encode([CACHE_VERSION, *structure])
-        if need_message or (need_structure and structure is None):
+        entry = decode_cache(cached.get(uid)) if need_structure or need_header else None
+        structure = entry.structure if entry is not None else None
+        header = entry.header if entry is not None else None
+        if need_message or (need_structure and entry is None) or (need_header and header is None):
             try:
                 raw = read(uid)
             except NoSuchMessage:
                 result.gone.append(uid)
                 continue
-            if need_structure and structure is None:
+            if structure is None and (need_structure or need_header):
                 part = parse_structure(raw)
                 structure = (
                     render(envelope(part)),
                     render(body_structure(part, False, raw)),
                     render(body_structure(part, True, raw)),
                 )
-                result.new_cache[uid] = _cache_encoder.encode([CACHE_VERSION, *structure])
+                result.new_cache[uid] = _cache_blob(structure, raw, part.body_start)
+            elif structure is not None and entry is not None and not entry.current:
+                body_start = _header_end(raw, 0, len(raw))
+                result.new_cache[uid] = _cache_blob(structure, raw, body_start)
+        header_part: Part | None = None
         fields: list[bytes] = []
         add = fields.append
         if with_uid and "UID" not in names:
@@ -147,8 +190,17 @@ def fetch_messages(
             elif kind == "BODYSTRUCTURE":
                 assert structure is not None
                 add(b"BODYSTRUCTURE " + structure[2])
+            elif raw is None:
+                # A header item answered from the cached header block: the same octets as
+                # the message's, parsed alone (its header is all of it).
+                assert item.top_header
+                assert header is not None
+                if header_part is None:
+                    # Only its fields: a header section needs no Content-Type.
+                    size = len(header)
+                    header_part = Part(0, size, size, _fields(header, 0, size))
+                add(item.name.encode("ascii") + b" " + _content(item, header, header_part))
             else:
-                assert raw is not None
                 if part is None and not _whole_message(item):
                     # Only for a part, a header or BINARY; the top header or text alone
                     # needs no walk of the MIME tree.

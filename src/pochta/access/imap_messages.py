@@ -12,7 +12,14 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 from pochta.access.imap_context import Evaluate, LiveContext, LiveContexts, pin_key
 from pochta.access.imap_errors import Bad, No
-from pochta.access.imap_fetch import FetchFailed, FetchResult, fetch_messages
+from pochta.access.imap_fetch import (
+    CacheEntry,
+    FetchFailed,
+    FetchResult,
+    cache_serves,
+    decode_cache,
+    fetch_messages,
+)
 from pochta.access.imap_folders import FolderCommands
 from pochta.access.imap_headers import header_fields, raw_fields
 from pochta.access.imap_search import SearchContext, esearch_parts, evaluate
@@ -225,22 +232,25 @@ class MessageCommands(FolderCommands):
         user, folder = self.user, view.name
         store = self.store
         want_structure = any(i.kind in ("ENVELOPE", "BODYSTRUCTURE", "BODY") for i in items)
+        want_header = any(i.top_header for i in items)
         expunged: list[int] = []  # read as gone: another session expunged them
         for start in range(0, len(uids), 500):
             chunk = uids[start : start + 500]
-            cached = (
+            blobs = (
                 await self.reading(store.cached_structures, user, folder, chunk)
-                if want_structure
+                if want_structure or want_header
                 else {}
             )
-            reads = any(i.needs_message for i in items) or (
-                want_structure and len(cached) < len(chunk)
+            cached = {uid: decode_cache(blob) for uid, blob in blobs.items()}
+            reads = any(i.needs_message and not i.top_header for i in items) or (
+                (want_structure or want_header)
+                and not all(cache_serves(cached.get(u), header=want_header) for u in chunk)
             )
 
             def render_chunk(
                 read: Callable[[int], bytes],
                 chunk: list[int] = chunk,
-                cached: dict[int, bytes] = cached,
+                cached: dict[int, CacheEntry | None] = cached,
             ) -> FetchResult:
                 return fetch_messages(
                     view,

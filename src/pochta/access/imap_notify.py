@@ -238,11 +238,11 @@ class NotifyCommands(SelectedMailbox):
             return
         user, folder, store = self.user, view.name, self.store
         items = list(selected.fetch)
-        want_structure = any(i.kind in ("ENVELOPE", "BODYSTRUCTURE", "BODY") for i in items)
+        want_cache = any(
+            i.top_header or i.kind in ("ENVELOPE", "BODYSTRUCTURE", "BODY") for i in items
+        )
         cached = (
-            await self.blocking(store.cached_structures, user, folder, uids)
-            if want_structure
-            else {}
+            await self.blocking(store.cached_structures, user, folder, uids) if want_cache else {}
         )
         try:
             # Never sets \Seen: a notification is not the client reading the message.
@@ -251,7 +251,7 @@ class NotifyCommands(SelectedMailbox):
                 view,
                 uids,
                 items,
-                read=lambda uid: store.fetch_message(user, folder, uid),
+                read=store.message_reader(user, folder),
                 cached=cached,
                 with_uid=True,
                 with_modseq=self.condstore,

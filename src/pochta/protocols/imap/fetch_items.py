@@ -8,6 +8,7 @@ from dataclasses import dataclass
 META = frozenset({"FLAGS", "UID", "INTERNALDATE", "RFC822.SIZE", "MODSEQ"})
 # Items that set \Seen unless the mailbox is read-only (RFC 9051 §6.4.5).
 SETS_SEEN = frozenset({"RFC822", "RFC822.TEXT"})
+TOP_HEADER_TEXTS = frozenset({"HEADER", "HEADER.FIELDS", "HEADER.FIELDS.NOT"})
 
 
 @dataclass(frozen=True, slots=True)
@@ -24,6 +25,15 @@ class FetchItem:
     @property
     def sets_seen(self) -> bool:
         return (self.kind in ("SECTION", "BINARY") and not self.peek) or self.kind in SETS_SEEN
+
+    @property
+    def top_header(self) -> bool:
+        """The message's own header, whole or some fields (RFC822.HEADER, BODY[HEADER],
+        BODY[HEADER.FIELDS (...)], BODY[HEADER.FIELDS.NOT (...)]): the structure cache
+        keeps it, so it needs no read of the message when cached."""
+        return self.kind == "RFC822.HEADER" or (
+            self.kind == "SECTION" and not self.part and self.text in TOP_HEADER_TEXTS
+        )
 
     @property
     def needs_message(self) -> bool:
