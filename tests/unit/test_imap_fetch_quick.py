@@ -5,6 +5,7 @@ blobs are still read and stored again), and BODY[] is served without parsing the
 from __future__ import annotations
 
 import os
+import sqlite3
 import tempfile
 from pathlib import Path
 
@@ -25,6 +26,7 @@ from pochta.access.imap_mime import (
 from pochta.access.mailbox_view import MailboxView
 from pochta.protocols.imap import commands as C
 from pochta.store import INBOX, FlagMode, FolderChanges, MessageInfo, NoSuchMessage, WouldBlock
+from pochta.store.index import INDEX_FILE
 from pochta.store.maildir import MaildirStore, read_file, to_wire
 
 ADDRESS = "bob@example.test"
@@ -220,10 +222,15 @@ def test_status_and_list_reads_are_quick_until_they_need_the_disk(tmp_path: Path
     assert store.list_subscriptions(ADDRESS, quick=True) == store.list_subscriptions(ADDRESS)
     assert [m.uid for m in store.list_messages(ADDRESS, INBOX, quick=True)] == [uid]
     assert store.claim_recent(ADDRESS, INBOX, 0, claim=False, quick=True) == 0
+    other = sqlite3.connect(store.account_root(ADDRESS) / INDEX_FILE, isolation_level=None)
+    other.execute("BEGIN IMMEDIATE")  # another process writes: the claim would wait
     with pytest.raises(WouldBlock):
         store.claim_recent(ADDRESS, INBOX, uid, claim=True, quick=True)
-    assert store.claim_recent(ADDRESS, INBOX, uid, claim=True) == 0  # claimed now
-    assert store.claim_recent(ADDRESS, INBOX, uid, claim=True, quick=True) == uid  # no write
+    other.execute("ROLLBACK")
+    other.close()
+    assert store.claim_recent(ADDRESS, INBOX, uid, claim=True, quick=True) == 0  # claimed now
+    assert store.claim_recent(ADDRESS, INBOX, uid, claim=True, quick=True) == uid
+    assert store.claim_recent(ADDRESS, INBOX, uid, claim=True) == uid
 
     inbox = store.account_root(ADDRESS)
     (tmp_path / "other").write_bytes(b"Subject: dropped in by another program\r\n\r\nx\r\n")

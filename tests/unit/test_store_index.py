@@ -11,6 +11,7 @@ from typing import Any
 
 import pytest
 
+from pochta.store.base import WouldBlock
 from pochta.store.index import (
     DELETED,
     SCHEMA_VERSION,
@@ -334,3 +335,26 @@ def test_expunges_since_a_modseq_come_from_their_index(tmp_path: Path) -> None:
         assert steps < 300
     finally:
         idx.close()
+
+
+def test_a_write_now_never_waits_and_leaves_the_connection_as_it_was(
+    index: AccountIndex,
+) -> None:
+    """``write_now`` (a change that may be lost in a crash, made on an event loop): another
+    connection holding the write lock makes it WouldBlock at once rather than wait; after
+    it, the connection waits, syncs and checkpoints as before."""
+    with index.write() as conn:
+        folder = AccountIndex.add_folder(conn, "INBOX", uidvalidity=1)
+    other = sqlite3.connect(index.path, isolation_level=None)
+    other.execute("BEGIN IMMEDIATE")
+    with pytest.raises(WouldBlock), index.write_now() as conn:
+        raise AssertionError("began while another connection writes")
+    other.execute("ROLLBACK")
+    other.close()
+    with index.write_now() as conn:
+        AccountIndex.set_recent_claimed(conn, folder.id, 7)
+    conn = index.conn()
+    assert AccountIndex.recent_claimed(conn, folder.id) == 7
+    assert conn.execute("PRAGMA busy_timeout").fetchone()[0] == 30000
+    assert conn.execute("PRAGMA synchronous").fetchone()[0] == 2  # FULL
+    assert conn.execute("PRAGMA wal_autocheckpoint").fetchone()[0] == 1000

@@ -273,7 +273,12 @@ class MessageCommands(FolderCommands):
                 self.send(line)
             if result.new_cache:
                 with contextlib.suppress(StoreError):
-                    await asyncio.to_thread(store.cache_structures, user, folder, result.new_cache)
+                    try:
+                        store.cache_structures(user, folder, result.new_cache, quick=True)
+                    except WouldBlock:
+                        await asyncio.to_thread(
+                            store.cache_structures, user, folder, result.new_cache
+                        )
             await self.flush()
         if expunged or view.pending_expunge.intersection(uids):
             # Expunged by another session, not yet told to this one (no EXPUNGE may go out

@@ -404,8 +404,12 @@ class MailStore(abc.ABC):
         ``folder_changes``."""
 
     @abc.abstractmethod
-    def cache_structures(self, address: str, folder: str, items: dict[int, bytes]) -> None:
-        """Keep structure blobs for later sessions (a lost one is simply computed again)."""
+    def cache_structures(
+        self, address: str, folder: str, items: dict[int, bytes], *, quick: bool = False
+    ) -> None:
+        """Keep structure blobs for later sessions (a lost one is simply computed again).
+        ``quick``: for a caller on an event loop, :class:`WouldBlock` when the write would
+        wait."""
 
     @abc.abstractmethod
     def fetch_message(self, address: str, folder: str, uid: int, *, quick: bool = False) -> bytes:

@@ -37,7 +37,7 @@ from pathlib import Path
 from typing import Any
 
 from pochta.sqlite_connections import ThreadConnections, TrackedConnection
-from pochta.store.base import StoreError, StoreFull, StoreUnavailable
+from pochta.store.base import StoreError, StoreFull, StoreUnavailable, WouldBlock
 
 INDEX_FILE = "pochta-index.sqlite3"
 
@@ -377,6 +377,40 @@ class AccountIndex:
             if is_no_space(exc) and isinstance(exc, sqlite3.Error):
                 raise self._not_writable(exc) from exc
             raise
+
+    @contextlib.contextmanager
+    def write_now(self) -> Iterator[sqlite3.Connection]:
+        """A write transaction for a change that may be lost in a crash (it is made again),
+        on a caller that must not wait (an event loop): begun only when SQLite's write lock
+        is free, else WouldBlock; committed without an fsync and without a checkpoint (a
+        later durable commit or checkpoint of any connection syncs it). Nothing is written
+        when it raises."""
+        conn = self._pool.get()
+        durable = self._synchronous == "FULL"
+        conn.execute("PRAGMA busy_timeout = 0")
+        if durable:
+            conn.execute("PRAGMA synchronous = NORMAL")  # WAL: no fsync at commit
+        conn.execute("PRAGMA wal_autocheckpoint = 0")
+        try:
+            try:
+                conn.execute("BEGIN IMMEDIATE")
+            except sqlite3.OperationalError as exc:
+                if exc.sqlite_errorcode in (sqlite3.SQLITE_BUSY, sqlite3.SQLITE_LOCKED):
+                    raise WouldBlock(f"the mailbox index {self.path} is being written") from None
+                raise
+            try:
+                yield conn
+                conn.execute("COMMIT")
+            except BaseException:
+                if conn.in_transaction:
+                    with contextlib.suppress(sqlite3.Error):
+                        conn.execute("ROLLBACK")
+                raise
+        finally:
+            conn.execute("PRAGMA busy_timeout = 30000")
+            conn.execute("PRAGMA wal_autocheckpoint = 1000")
+            if durable:
+                conn.execute("PRAGMA synchronous = FULL")
 
     def _not_writable(self, exc: BaseException) -> IndexNotWritable:
         return IndexNotWritable(

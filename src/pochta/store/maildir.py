@@ -1274,6 +1274,23 @@ class MaildirStore(MailStore, MaildirMaintenance):
             raise op.error
         return op.result
 
+    def _write_now(self, account: _Account, run: Callable[[sqlite3.Connection], object]) -> object:
+        """A change that may be lost in a crash (a \\Recent claim, the structure cache),
+        made at once by a caller that must not wait (``quick``): WouldBlock while this
+        process's writer or another process holds the index's write lock; committed without
+        an fsync (``AccountIndex.write_now``)."""
+        if not account.write_lock.acquire(blocking=False):
+            raise WouldBlock(f"the mailbox index of {account.address} is being written")
+        try:
+            with account.index.write_now() as conn:
+                return run(conn)
+        except sqlite3.Error as exc:
+            # A full disk, a damaged index: nothing was written; the thread's call says
+            # what went wrong as a durable write would.
+            raise WouldBlock(f"the mailbox index of {account.address}: {exc}") from exc
+        finally:
+            account.write_lock.release()
+
     def _combine(self, account: _Account, op: _Op) -> _Changes:
         with account.pending_lock:
             account.pending.append(op)
@@ -1701,7 +1718,13 @@ class MaildirStore(MailStore, MaildirMaintenance):
             if not claim or up_to_uid <= before:
                 return before  # nothing to claim: no write, no commit
             if quick:
-                raise WouldBlock("a claim of \\Recent is a write")
+                # RFC 3501 §2.3.2 lets a message be \\Recent in more than one session when
+                # the server cannot tell: a claim lost in a crash needs no fsync.
+                result = self._write_now(
+                    account, lambda conn: self._claim_one(name, up_to_uid, conn, None)
+                )
+                assert isinstance(result, int)
+                return result
             try:
                 # A write only when there is something to claim, combined with the other
                 # changes of the account (one commit for the sessions that claim at once).
@@ -1720,7 +1743,9 @@ class MaildirStore(MailStore, MaildirMaintenance):
                     return AccountIndex.recent_claimed(conn, row.id)
 
     @staticmethod
-    def _claim_one(name: str, up_to_uid: int, conn: sqlite3.Connection, state: _Batch) -> int:
+    def _claim_one(
+        name: str, up_to_uid: int, conn: sqlite3.Connection, state: _Batch | None
+    ) -> int:
         row = AccountIndex.folder(conn, name)
         if row is None:
             raise NoSuchFolder(f"no folder {name!r}")
@@ -1801,17 +1826,24 @@ class MaildirStore(MailStore, MaildirMaintenance):
             return AccountIndex.cached_structures(conn, row.id, uids)
 
     @_reported
-    def cache_structures(self, address: str, folder: str, items: dict[int, bytes]) -> None:
+    def cache_structures(
+        self, address: str, folder: str, items: dict[int, bytes], *, quick: bool = False
+    ) -> None:
         if not items:
             return
         name = check_folder_name(folder)
-        with self._use(address) as account:
+        with self._use(address, quick=quick) as account:
+            if quick:  # a cache: lost in a crash, it is computed again
+                self._write_now(
+                    account, lambda conn: self._cache_structures_one(name, items, conn, None)
+                )
+                return
             # Combined with the account's other changes: one commit for them all.
             self._combined(account, functools.partial(self._cache_structures_one, name, items))
 
     @staticmethod
     def _cache_structures_one(
-        name: str, items: dict[int, bytes], conn: sqlite3.Connection, state: _Batch
+        name: str, items: dict[int, bytes], conn: sqlite3.Connection, state: _Batch | None
     ) -> None:
         row = AccountIndex.folder(conn, name)
         if row is None:
