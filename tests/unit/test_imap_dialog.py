@@ -395,6 +395,41 @@ async def test_recent_is_claimed_on_the_event_loop(
         assert b"* 0 RECENT" in await third.lines(b"s ")
 
 
+async def test_expunge_of_nothing_takes_no_thread(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """EXPUNGE and CLOSE with nothing flagged \\Deleted answer on the event loop; one with
+    something to remove writes in a thread."""
+    runtime = make_runtime(tmp_path)
+    for _ in range(2):
+        store_of(runtime).deliver(ALICE, MESSAGE)
+    trips: list[str] = []
+    real = asyncio.to_thread
+
+    async def counted(func: Callable[..., Any], /, *args: Any, **kwargs: Any) -> Any:
+        trips.append(getattr(func, "__name__", ""))
+        return await real(func, *args, **kwargs)
+
+    async with session(runtime) as c:
+        await login(c)
+        c.send(b"s SELECT INBOX\r\n")
+        await c.until(b"s ")
+        monkeypatch.setattr(asyncio, "to_thread", counted)
+        c.send(b"e EXPUNGE\r\n")
+        assert await c.lines(b"e ") == [b"e OK EXPUNGE completed"]
+        assert "expunge" not in trips
+        c.send(b"d STORE 2 +FLAGS.SILENT (\\Deleted)\r\ne2 EXPUNGE\r\n")
+        assert await c.lines(b"e2 ") == [
+            b"d OK STORE completed",
+            b"* 2 EXPUNGE",
+            b"e2 OK EXPUNGE completed",
+        ]
+        assert trips.count("expunge") == 1
+        c.send(b"c CLOSE\r\n")
+        assert await c.lines(b"c ") == [b"c OK CLOSE completed"]
+        assert trips.count("expunge") == 1
+
+
 async def test_a_folder_listing_opens_each_file_once(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

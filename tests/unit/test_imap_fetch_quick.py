@@ -26,7 +26,7 @@ from pochta.access.imap_mime import (
 from pochta.access.mailbox_view import MailboxView
 from pochta.protocols.imap import commands as C
 from pochta.store import INBOX, FlagMode, FolderChanges, MessageInfo, NoSuchMessage, WouldBlock
-from pochta.store.index import INDEX_FILE
+from pochta.store.index import INDEX_FILE, AccountIndex
 from pochta.store.maildir import MaildirStore, read_file, to_wire
 
 ADDRESS = "bob@example.test"
@@ -356,3 +356,35 @@ def test_header_items_from_the_cache_are_the_octets_of_the_message(
         again = fetch({1: blob}, read=lambda u: message)
         assert again.responses == first.responses
         assert again.new_cache == {}  # a current blob: not stored again
+
+
+def test_an_expunge_of_nothing_is_one_read(tmp_path: Path) -> None:
+    """EXPUNGE, UID EXPUNGE and CLOSE with nothing flagged \\Deleted (among the UIDs) answer
+    on the event loop from the messages_deleted index, with no write; anything to remove
+    makes the quick call WouldBlock, and the thread's call removes it."""
+    store = _store(tmp_path)
+    uids = [store.deliver(ADDRESS, MESSAGE).uid for _ in range(300)]
+    store.list_messages(ADDRESS, INBOX)  # opens the account
+    assert store.expunge(ADDRESS, INBOX, quick=True) == []
+    store.store_flags(ADDRESS, INBOX, [uids[7]], FlagMode.ADD, frozenset({"\\Deleted"}))
+    assert store.expunge(ADDRESS, INBOX, uids[:5], quick=True) == []
+    for among in (None, uids[5:9]):
+        with pytest.raises(WouldBlock):
+            store.expunge(ADDRESS, INBOX, among, quick=True)
+    assert store.expunge(ADDRESS, INBOX) == [uids[7]]
+    assert store.expunge(ADDRESS, INBOX, quick=True) == []
+
+    conn = sqlite3.connect(store.account_root(ADDRESS) / INDEX_FILE)
+    assert AccountIndex.has_deleted(conn, 1, None) is False  # the schema is read
+    steps = 0
+
+    def step() -> int:
+        nonlocal steps
+        steps += 1
+        return 0
+
+    conn.set_progress_handler(step, 1)
+    assert AccountIndex.has_deleted(conn, 1, None) is False
+    conn.close()
+    assert steps < 50  # the index of \Deleted messages, not a walk over the 300
+    store.close()

@@ -333,6 +333,11 @@ def test_expunges_since_a_modseq_come_from_their_index(tmp_path: Path) -> None:
             c.set_progress_handler(None, 1)
         # A walk over the 1,000 expunges (the plan ORDER BY uid chose) took 8,026; this 34.
         assert steps < 300
+        with idx.read() as c:
+            indexes = {
+                r[0] for r in c.execute("SELECT name FROM sqlite_master WHERE type = 'index'")
+            }
+        assert {"expunged_by_modseq", "messages_deleted"} <= indexes
     finally:
         idx.close()
 

@@ -182,7 +182,7 @@ class MessageCommands(FolderCommands):
         uid_filter = None
         if C.is_uid(cmd):
             uid_filter = self.uids_of(C.expunge_set(cmd), uid=True)
-        gone = await self.blocking(self.store.expunge, self.user, view.name, uid_filter)
+        gone = await self.reading(self.store.expunge, self.user, view.name, uid_filter)
         self._report_own_expunge(list(gone))
         return "EXPUNGE completed"
 

@@ -454,9 +454,18 @@ class MailStore(abc.ABC):
         """RFC 6851 MOVE, in one transaction: the source UIDs are expunged."""
 
     @abc.abstractmethod
-    def expunge(self, address: str, folder: str, uids: Iterable[int] | None = None) -> list[int]:
+    def expunge(
+        self,
+        address: str,
+        folder: str,
+        uids: Iterable[int] | None = None,
+        *,
+        quick: bool = False,
+    ) -> list[int]:
         """RFC 3501 §6.4.3 EXPUNGE (``uids=None``) or RFC 4315 §2.1 UID EXPUNGE: remove the
-        messages flagged \\Deleted (among ``uids``); returns their UIDs, ascending."""
+        messages flagged \\Deleted (among ``uids``); returns their UIDs, ascending.
+        ``quick``: for a caller on an event loop: [] when none is flagged, else (and when
+        the index must be read from disk first) :class:`WouldBlock`."""
 
     # -- maintenance --
 

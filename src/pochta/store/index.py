@@ -160,6 +160,9 @@ _MIGRATIONS: tuple[tuple[str, ...], ...] = (
         # MODSEQ (folder_changes): without this index SQLite read every expunge the folder
         # ever had (337 µs per check once 2,455 had piled up).
         "CREATE INDEX expunged_by_modseq ON expunged(folder_id, modseq)",
+        # EXPUNGE and CLOSE ask first whether anything is flagged \\Deleted (has_deleted):
+        # on the event loop, so from an index of the few such messages, not the folder.
+        "CREATE INDEX messages_deleted ON messages(folder_id, uid) WHERE flags & 8 != 0",
     ),
 )
 
@@ -660,6 +663,17 @@ class AccountIndex:
                 (folder_id, first_uid, end_uid),
             )
         ]
+
+    @staticmethod
+    def has_deleted(conn: sqlite3.Connection, folder_id: int, uids: Iterable[int] | None) -> bool:
+        """Whether a message of the folder (among ``uids``) is flagged \\Deleted."""
+        if uids is None:
+            row = conn.execute(
+                "SELECT 1 FROM messages WHERE folder_id = ? AND flags & 8 != 0 LIMIT 1",
+                (folder_id,),
+            ).fetchone()
+            return row is not None
+        return any(m.flags & DELETED for m in AccountIndex.messages_by_uid(conn, folder_id, uids))
 
     @staticmethod
     def messages_by_uid(

@@ -2169,9 +2169,26 @@ class MaildirStore(MailStore, MaildirMaintenance):
         return CopyResult(dst.uidvalidity, tuple(pairs))
 
     @_reported
-    def expunge(self, address: str, folder: str, uids: Iterable[int] | None = None) -> list[int]:
+    def expunge(
+        self,
+        address: str,
+        folder: str,
+        uids: Iterable[int] | None = None,
+        *,
+        quick: bool = False,
+    ) -> list[int]:
         name = check_folder_name(folder)
         wanted = None if uids is None else list(uids)
+        if quick:
+            # Clients send EXPUNGE and CLOSE when nothing is \\Deleted too: that is one
+            # index read here; a real expunge is a write, made in a thread.
+            with (
+                self._use(address, quick=True) as account,
+                self._current(account, name, quick=True) as (conn, row),
+            ):
+                if not AccountIndex.has_deleted(conn, row.id, wanted):
+                    return []
+            raise WouldBlock("an expunge is a write")
         with self._use(address) as account:
             result = self._combined(
                 account, functools.partial(self._expunge_one, account, name, wanted)
