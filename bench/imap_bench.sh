@@ -13,7 +13,11 @@
 #   ops_c1, ops_c20   the default op mix, 1 and 20 clients, --duration s (default 15)
 #   search_text       UID SEARCH TEXT "zanzibar", 1 client, 5 searches
 # and once: idle      --idle-conns IDLE connections (default 500; the reference 300) and
-#                     10 push samples (SMTP delivery -> "* n EXISTS").
+#                     10 push samples (SMTP delivery -> "* n EXISTS"), on a pochta started
+#                     afresh; idle.json is the second of two such rounds (the allocator's
+#                     arenas grown once, as in a server that has run a while), idle_fresh.json
+#                     the first. After the op mix the heap held freed memory that new
+#                     connections took, which made the figure depend on the op mix.
 # Output: OUT/<server>/<case>.rep<k>.json and OUT/summary.md (medians, ratios).
 set -uo pipefail
 
@@ -142,10 +146,15 @@ for rep in $(seq 1 "$REPS"); do
             --search-text zanzibar --ops-per-client 5
     done
 done
-say "idle connections and push latency"
-load pochta idle 21143 user1@example.test pass-1 --idle-conns "$IDLE_CONNS" --smtp-host 127.0.0.1 \
-    --smtp-port 21025 --user-fmt 'user{n}@example.test' --pass-fmt 'pass-{n}' --users 48 \
-    --push-samples 10 --server-pids-cmd "$PPIDS"
+say "idle connections and push latency (pochta restarted; a first round, then the measured one)"
+stop_pochta; READY_SEEN=$(( $(grep -c 'event=ready' "$OUT/logs/pochta.log") + 1 ))
+start_pochta; sleep 2
+for round in idle_fresh idle; do
+    load pochta "$round" 21143 user1@example.test pass-1 --idle-conns "$IDLE_CONNS" \
+        --smtp-host 127.0.0.1 --smtp-port 21025 --user-fmt 'user{n}@example.test' \
+        --pass-fmt 'pass-{n}' --users 48 --push-samples 10 --server-pids-cmd "$PPIDS"
+    sleep 2  # the closed connections are gone from the server
+done
 if [ "$REFERENCE" = 1 ]; then
     load reference idle 143 user1@example.test pass-1 --idle-conns $((IDLE_CONNS * 3 / 5)) \
         --smtp-host 127.0.0.1 --smtp-port 25 --user-fmt 'user{n}@example.test' \
@@ -175,15 +184,17 @@ for label, case, get, _ in rows:
     p = med([get(d) for d in runs("pochta", case)])
     r = med([get(d) for d in runs("reference", case)]) if ref else float("nan")
     print(f"| {label} | {p:.1f} | {r:.1f} | {p / r if ref and r else float('nan'):.2f} |")
-for side in ("pochta", "reference") if ref else ("pochta",):
-    f = out / side / "idle.json"
+for side, case in (("pochta", "idle_fresh"), ("pochta", "idle"), ("reference", "idle")):
+    f = out / side / f"{case}.json"
+    if side == "reference" and not ref:
+        continue
     if f.exists():
         try:
             d = json.loads(f.read_text())
             keep = ("idle_conns_open", "rss_kib_per_conn", "pss_kib_per_conn", "push_samples",
                     "push_failed", "push_latency_from_accept")
-            print(f"\n{side} idle: {json.dumps({k: d.get(k) for k in keep})}")
+            print(f"\n{side} {case}: {json.dumps({k: d.get(k) for k in keep})}")
         except ValueError:
-            print(f"\n{side} idle: no result")
+            print(f"\n{side} {case}: no result")
 EOF
 cat "$OUT/summary.md"
