@@ -395,11 +395,11 @@ async def test_recent_is_claimed_on_the_event_loop(
         assert b"* 0 RECENT" in await third.lines(b"s ")
 
 
-async def test_expunge_of_nothing_takes_no_thread(
+async def test_expunge_and_store_of_nothing_take_no_thread(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """EXPUNGE and CLOSE with nothing flagged \\Deleted answer on the event loop; one with
-    something to remove writes in a thread."""
+    """EXPUNGE and CLOSE with nothing flagged \\Deleted, and a STORE that changes no flag,
+    answer on the event loop; the ones that change something write in a thread."""
     runtime = make_runtime(tmp_path)
     for _ in range(2):
         store_of(runtime).deliver(ALICE, MESSAGE)
@@ -425,6 +425,14 @@ async def test_expunge_of_nothing_takes_no_thread(
             b"e2 OK EXPUNGE completed",
         ]
         assert trips.count("expunge") == 1
+        c.send(b"f STORE 1 +FLAGS (\\Flagged)\r\n")
+        assert await c.lines(b"f ") == [
+            b"* 1 FETCH (FLAGS (\\Flagged \\Recent))",
+            b"f OK STORE completed",
+        ]
+        c.send(b"g STORE 1 +FLAGS (\\Flagged)\r\nh STORE 1 -FLAGS (\\Seen)\r\n")
+        assert await c.lines(b"h ") == [b"g OK STORE completed", b"h OK STORE completed"]
+        assert trips.count("store_flags") == 2  # the changes: \\Deleted, then \\Flagged
         c.send(b"c CLOSE\r\n")
         assert await c.lines(b"c ") == [b"c OK CLOSE completed"]
         assert trips.count("expunge") == 1

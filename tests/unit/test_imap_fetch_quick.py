@@ -25,9 +25,17 @@ from pochta.access.imap_mime import (
 )
 from pochta.access.mailbox_view import MailboxView
 from pochta.protocols.imap import commands as C
-from pochta.store import INBOX, FlagMode, FolderChanges, MessageInfo, NoSuchMessage, WouldBlock
+from pochta.store import (
+    INBOX,
+    FlagMode,
+    FolderChanges,
+    MessageInfo,
+    NoSuchMessage,
+    StoreFlagsResult,
+    WouldBlock,
+)
 from pochta.store.index import INDEX_FILE, AccountIndex
-from pochta.store.maildir import MaildirStore, read_file, to_wire
+from pochta.store.maildir import QUICK_STORE_MAX, MaildirStore, read_file, to_wire
 
 ADDRESS = "bob@example.test"
 HOST = "mail.example.test"
@@ -387,4 +395,35 @@ def test_an_expunge_of_nothing_is_one_read(tmp_path: Path) -> None:
     assert AccountIndex.has_deleted(conn, 1, None) is False
     conn.close()
     assert steps < 50  # the index of \Deleted messages, not a walk over the 300
+    store.close()
+
+
+def test_a_store_that_changes_nothing_is_one_read(tmp_path: Path) -> None:
+    """STORE of flags a message has already (or -FLAGS of ones it lacks) answers on the event
+    loop with no write and no MODSEQ; a change, UNCHANGEDSINCE or a large set needs the
+    thread's call."""
+    store = _store(tmp_path)
+    uids = [store.deliver(ADDRESS, MESSAGE).uid for _ in range(3)]
+    store.store_flags(ADDRESS, INBOX, uids[:2], FlagMode.ADD, frozenset({"\\Seen", "$Work"}))
+    before = {m.uid: m.modseq for m in store.list_messages(ADDRESS, INBOX)}
+    for mode, flags, among in (
+        (FlagMode.ADD, {"\\Seen"}, uids[:2]),
+        (FlagMode.ADD, {"$work"}, uids[:2]),  # keywords compare case-insensitively
+        (FlagMode.REMOVE, {"\\Flagged", "$Other"}, uids),
+        (FlagMode.REPLACE, {"\\Seen", "$Work"}, uids[:2]),
+    ):
+        result = store.store_flags(ADDRESS, INBOX, among, mode, frozenset(flags), quick=True)
+        assert result == StoreFlagsResult(())
+    assert {m.uid: m.modseq for m in store.list_messages(ADDRESS, INBOX)} == before
+    for mode, flags, among, since in (
+        (FlagMode.ADD, {"\\Seen"}, uids, None),  # the third is not \Seen yet
+        (FlagMode.REMOVE, {"$Work"}, uids[:1], None),
+        (FlagMode.REPLACE, {"\\Seen"}, uids[:1], None),
+        (FlagMode.ADD, {"\\Seen"}, uids[:1], 10**6),
+        (FlagMode.ADD, {"\\Seen"}, list(range(1, QUICK_STORE_MAX + 2)), None),
+    ):
+        with pytest.raises(WouldBlock):
+            store.store_flags(
+                ADDRESS, INBOX, among, mode, frozenset(flags), unchanged_since=since, quick=True
+            )
     store.close()

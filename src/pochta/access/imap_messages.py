@@ -78,7 +78,7 @@ class MessageCommands(FolderCommands):
         if bad:
             raise Bad(f"Flag {bad[0]} cannot be stored")
         mode = {"+": FlagMode.ADD, "-": FlagMode.REMOVE, "": FlagMode.REPLACE}[args.sign]
-        result = await self.blocking(
+        result = await self.reading(
             self.store.store_flags,
             self.user,
             view.name,

@@ -441,9 +441,12 @@ class MailStore(abc.ABC):
         flags: frozenset[str],
         *,
         unchanged_since: int | None = None,
+        quick: bool = False,
     ) -> StoreFlagsResult:
         """RFC 3501 §6.4.6 STORE, with RFC 7162 §3.1.3 UNCHANGEDSINCE. Unknown UIDs are
-        ignored; messages whose flags do not change keep their MODSEQ."""
+        ignored; messages whose flags do not change keep their MODSEQ. ``quick``: for a
+        caller on an event loop: the (empty) result when nothing would change, else
+        :class:`WouldBlock`."""
 
     @abc.abstractmethod
     def copy(self, address: str, source: str, uids: Iterable[int], target: str) -> CopyResult:

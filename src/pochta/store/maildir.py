@@ -160,6 +160,9 @@ FTS_LOCK_FILE = "pochta-fts.lock"
 # misses every time: 32 rows cost some 50 us more than one, 256 some 300 us (a FETCH of a
 # range still misses once per 32 messages).
 NAME_PREFETCH = 32
+# A STORE of at most this many messages first checks on the event loop whether it changes
+# anything (``store_flags`` quick): larger sets go to the thread at once.
+QUICK_STORE_MAX = 100
 NAME_CACHE_MAX = 100_000
 
 # -- flags in the file name (Maildir "2," info) --
@@ -513,6 +516,22 @@ def read_subscriptions(path: Path) -> set[str] | None:
 
 P = ParamSpec("P")
 R = TypeVar("R")
+
+
+def _new_flags(
+    m: MessageRow, mode: FlagMode, bits: int, keywords: dict[str, str]
+) -> tuple[int, dict[str, str]]:
+    """The system flag bits and keywords (lower case -> spelling) a STORE gives ``m``
+    (RFC 9051 §6.4.6: +FLAGS adds, -FLAGS removes, FLAGS replaces)."""
+    old_keywords = parse_keywords(m.keywords)
+    if mode is FlagMode.ADD:
+        new_keywords = dict(old_keywords)
+        for k, spelling in keywords.items():
+            new_keywords.setdefault(k, spelling)
+        return m.flags | bits, new_keywords
+    if mode is FlagMode.REMOVE:
+        return m.flags & ~bits, {k: v for k, v in old_keywords.items() if k not in keywords}
+    return bits, dict(keywords)
 
 
 def _reported(method: Callable[P, R]) -> Callable[P, R]:
@@ -1971,11 +1990,26 @@ class MaildirStore(MailStore, MaildirMaintenance):
         flags: frozenset[str],
         *,
         unchanged_since: int | None = None,
+        quick: bool = False,
     ) -> StoreFlagsResult:
         name = check_folder_name(folder)
         mode = FlagMode(mode)
         bits, keywords = split_flags(flags)
         wanted = list(uids)
+        if quick:
+            # Clients set flags that are set already (\\Seen again, a toggle that found
+            # its state): a read of the few rows here; a change is a write, in a thread.
+            if unchanged_since is not None or len(wanted) > QUICK_STORE_MAX:
+                raise WouldBlock("a conditional or large STORE")
+            with (
+                self._use(address, quick=True) as account,
+                self._current(account, name, quick=True) as (conn, row),
+            ):
+                for m in AccountIndex.messages_by_uid(conn, row.id, wanted):
+                    new_bits, new_keywords = _new_flags(m, mode, bits, keywords)
+                    if new_bits != m.flags or join_keywords(new_keywords) != m.keywords:
+                        raise WouldBlock("a STORE that changes flags is a write")
+            return StoreFlagsResult(())
         with self._use(address) as account:
             result = self._combined(
                 account,
@@ -2019,18 +2053,7 @@ class MaildirStore(MailStore, MaildirMaintenance):
                 # report it in [MODIFIED].
                 failed.append(m.uid)
                 continue
-            old_keywords = parse_keywords(m.keywords)
-            if mode is FlagMode.ADD:
-                new_bits = m.flags | bits
-                new_keywords = dict(old_keywords)
-                for k, spelling in keywords.items():
-                    new_keywords.setdefault(k, spelling)
-            elif mode is FlagMode.REMOVE:
-                new_bits = m.flags & ~bits
-                new_keywords = {k: v for k, v in old_keywords.items() if k not in keywords}
-            else:
-                new_bits = bits
-                new_keywords = dict(keywords)
+            new_bits, new_keywords = _new_flags(m, mode, bits, keywords)
             new_keyword_text = join_keywords(new_keywords)
             if new_bits == m.flags and new_keyword_text == m.keywords:
                 continue  # nothing changes: the MODSEQ stays (RFC 7162 §3.1.3)
