@@ -427,3 +427,18 @@ def test_a_store_that_changes_nothing_is_one_read(tmp_path: Path) -> None:
                 ADDRESS, INBOX, among, mode, frozenset(flags), unchanged_since=since, quick=True
             )
     store.close()
+
+
+def test_a_listing_from_nothing_reads_no_expunges(tmp_path: Path) -> None:
+    """``folder_changes`` from MODSEQ 0 (a SELECT) lists every message and no vanished UIDs:
+    the caller knew none. Its cost then does not grow with every expunge the folder had."""
+    store = _store(tmp_path)
+    uids = [store.deliver(ADDRESS, MESSAGE).uid for _ in range(4)]
+    store.store_flags(ADDRESS, INBOX, uids[:3], FlagMode.ADD, frozenset({"\\Deleted"}))
+    assert store.expunge(ADDRESS, INBOX) == uids[:3]
+    whole = store.folder_changes(ADDRESS, INBOX, 0)
+    assert [m.uid for m in whole.changed] == uids[3:]
+    assert whole.vanished == ()
+    assert whole.complete
+    assert store.folder_changes(ADDRESS, INBOX, 1).vanished == tuple(uids[:3])
+    store.close()

@@ -367,7 +367,8 @@ class MailStore(abc.ABC):
     def folder_changes(
         self, address: str, folder: str, since_modseq: int, *, quick: bool = False
     ) -> FolderChanges:
-        """Messages changed and UIDs expunged after ``since_modseq`` (0: every message).
+        """Messages changed and UIDs expunged after ``since_modseq`` (0: every message, and
+        no expunged UIDs: the caller knew none).
 
         ``quick``: for a caller on an event loop, do no more than one index read and a few
         stat calls, and raise :class:`WouldBlock` when more is needed."""

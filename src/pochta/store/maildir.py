@@ -1634,7 +1634,11 @@ class MaildirStore(MailStore, MaildirMaintenance):
                 version = None  # no snapshot this time; the read below says what is wrong
             with self._current(account, folder, quick=quick) as (conn, row):
                 changed = AccountIndex.summaries(conn, row.id, since_modseq)
-                vanished = AccountIndex.expunged_since(conn, row.id, since_modseq)
+                # From 0 (a SELECT) nothing was known, so nothing vanished: not every
+                # expunge the folder ever had (40% of a worker's time on an aged index).
+                vanished = (
+                    AccountIndex.expunged_since(conn, row.id, since_modseq) if since_modseq else []
+                )
                 keywords = AccountIndex.folder_keywords(conn, row.id)
             earlier = account.snapshots.get(row.name)
             if earlier is not None and earlier.row.uidvalidity != row.uidvalidity:
