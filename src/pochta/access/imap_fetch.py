@@ -20,12 +20,12 @@ from pochta.access.imap_mime import (
     MAX_DEPTH,
     Part,
     UnknownTransferEncoding,
-    _fields,
-    _header_end,
     body_structure,
     envelope,
     fetch_binary,
     fetch_section,
+    header_end,
+    header_part,
     parse_structure,
 )
 from pochta.access.mailbox_view import MailboxView
@@ -162,9 +162,8 @@ def fetch_messages(
                 )
                 result.new_cache[uid] = _cache_blob(structure, raw, part.body_start)
             elif structure is not None and entry is not None and not entry.current:
-                body_start = _header_end(raw, 0, len(raw))
-                result.new_cache[uid] = _cache_blob(structure, raw, body_start)
-        header_part: Part | None = None
+                result.new_cache[uid] = _cache_blob(structure, raw, header_end(raw))
+        cut: Part | None = None  # the cached header block's fields
         fields: list[bytes] = []
         add = fields.append
         if with_uid and "UID" not in names:
@@ -195,11 +194,9 @@ def fetch_messages(
                 # the message's, parsed alone (its header is all of it).
                 assert item.top_header
                 assert header is not None
-                if header_part is None:
-                    # Only its fields: a header section needs no Content-Type.
-                    size = len(header)
-                    header_part = Part(0, size, size, _fields(header, 0, size))
-                add(item.name.encode("ascii") + b" " + _content(item, header, header_part))
+                if cut is None:
+                    cut = header_part(header)
+                add(item.name.encode("ascii") + b" " + _content(item, header, cut))
             else:
                 if part is None and not _whole_message(item):
                     # Only for a part, a header or BINARY; the top header or text alone

@@ -64,6 +64,18 @@ def _header_end(raw: bytes, start: int, end: int) -> int:
     return end if i < 0 else i + 4
 
 
+def header_end(raw: bytes) -> int:
+    """Where the message's body starts (its header's length, the empty line included)."""
+    return _header_end(raw, 0, len(raw))
+
+
+def header_part(header: bytes) -> Part:
+    """A header block alone as the root part, with only its fields parsed: what the
+    message's HEADER sections (RFC 9051 §6.4.5) are cut from; no Content-Type is read."""
+    size = len(header)
+    return Part(0, size, size, _fields(header, 0, size))
+
+
 _FOLD = re.compile(rb"\r\n([ \t])")
 
 

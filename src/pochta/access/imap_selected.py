@@ -295,8 +295,8 @@ class SelectedMailbox(SessionBase):
             return  # IMAP4rev2 has no \Recent (RFC 9051 §2.3.2); or nothing new
         top = self._recent_asked = view.uids[-1]
         try:
-            # Usually one index read on the loop: only the first session to see a message
-            # writes the claim, and only that one needs the thread.
+            # On the loop: a read, and for the first session to see a message the claim's
+            # write (no fsync); a thread only when that write would wait for the lock.
             claimed = self.store.claim_recent(self.user, view.name, top, claim=claim, quick=True)
         except WouldBlock:
             claimed = await asyncio.to_thread(

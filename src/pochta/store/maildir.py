@@ -160,10 +160,10 @@ FTS_LOCK_FILE = "pochta-fts.lock"
 # misses every time: 32 rows cost some 50 us more than one, 256 some 300 us (a FETCH of a
 # range still misses once per 32 messages).
 NAME_PREFETCH = 32
+NAME_CACHE_MAX = 100_000
 # A STORE of at most this many messages first checks on the event loop whether it changes
 # anything (``store_flags`` quick): larger sets go to the thread at once.
 QUICK_STORE_MAX = 100
-NAME_CACHE_MAX = 100_000
 
 # -- flags in the file name (Maildir "2," info) --
 
@@ -1303,9 +1303,11 @@ class MaildirStore(MailStore, MaildirMaintenance):
         try:
             with account.index.write_now() as conn:
                 return run(conn)
-        except sqlite3.Error as exc:
-            # A full disk, a damaged index: nothing was written; the thread's call says
-            # what went wrong as a durable write would.
+        except WouldBlock:
+            raise
+        except (sqlite3.Error, StoreError) as exc:
+            # A full disk, a damaged index, a folder gone: nothing was written; the
+            # thread's call says what went wrong as a durable write would.
             raise WouldBlock(f"the mailbox index of {account.address}: {exc}") from exc
         finally:
             account.write_lock.release()
