@@ -14,6 +14,7 @@ import pytest
 from pochta.store.base import WouldBlock
 from pochta.store.index import (
     DELETED,
+    QUICK_WAL_BYTES,
     SCHEMA_VERSION,
     SEEN,
     AccountIndex,
@@ -352,14 +353,37 @@ def test_a_write_now_never_waits_and_leaves_the_connection_as_it_was(
         folder = AccountIndex.add_folder(conn, "INBOX", uidvalidity=1)
     other = sqlite3.connect(index.path, isolation_level=None)
     other.execute("BEGIN IMMEDIATE")
-    with pytest.raises(WouldBlock), index.write_now() as conn:
+    with pytest.raises(WouldBlock), index.write_now(4096) as conn:
         raise AssertionError("began while another connection writes")
     other.execute("ROLLBACK")
     other.close()
-    with index.write_now() as conn:
+    with index.write_now(4096) as conn:
         AccountIndex.set_recent_claimed(conn, folder.id, 7)
     conn = index.conn()
     assert AccountIndex.recent_claimed(conn, folder.id) == 7
     assert conn.execute("PRAGMA busy_timeout").fetchone()[0] == 30000
     assert conn.execute("PRAGMA synchronous").fetchone()[0] == 2  # FULL
     assert conn.execute("PRAGMA wal_autocheckpoint").fetchone()[0] == 1000
+
+
+def test_writes_without_a_checkpoint_give_way_to_a_durable_one(index: AccountIndex) -> None:
+    """Once ``write_now`` commits (no checkpoint) have added QUICK_WAL_BYTES to the WAL, the
+    next one says WouldBlock, so the change goes to a durable write, whose auto-checkpoint
+    keeps the WAL bounded; after that durable write, quick ones go on."""
+    with index.write() as conn:
+        folder = AccountIndex.add_folder(conn, "INBOX", uidvalidity=1)
+    blob = b"x" * 100_000
+    written = 0
+    for uid in range(1, 200):
+        try:
+            with index.write_now(len(blob)) as conn:
+                AccountIndex.set_recent_claimed(conn, folder.id, uid)
+        except WouldBlock:
+            break
+        written += len(blob)
+    assert QUICK_WAL_BYTES - len(blob) < written <= QUICK_WAL_BYTES
+    with index.write() as conn:
+        AccountIndex.set_recent_claimed(conn, folder.id, 1000)
+    with index.write_now(len(blob)) as conn:
+        AccountIndex.set_recent_claimed(conn, folder.id, 1001)
+    assert AccountIndex.recent_claimed(index.conn(), folder.id) == 1001

@@ -167,6 +167,9 @@ _MIGRATIONS: tuple[tuple[str, ...], ...] = (
 )
 
 SCHEMA_VERSION = len(_MIGRATIONS)
+# What commits without a checkpoint (``write_now``) may add to the WAL before a durable
+# write must checkpoint it: SQLite's own auto-checkpoint size (1,000 pages of 4 KiB).
+QUICK_WAL_BYTES = 4_096_000
 
 _FOLDER_COLUMNS = (
     "id, name, uidvalidity, uidnext, highestmodseq, special_use, created, expunged_since, "
@@ -289,6 +292,9 @@ class AccountIndex:
         # Write transactions committed through this object (each one fsync of the WAL at
         # synchronous=FULL): what the group-commit tests count.
         self.commits = 0
+        # About how much the commits of ``write_now`` (no checkpoint) added to the WAL since
+        # the last durable commit, whose auto-checkpoint keeps the WAL to some 4 MB.
+        self.quick_bytes = 0
         self._pool = ThreadConnections(
             self._connect, lambda: StoreError(f"the mailbox index {self.path} is closed")
         )
@@ -373,6 +379,7 @@ class AccountIndex:
             yield conn
             conn.execute("COMMIT")
             self.commits += 1
+            self.quick_bytes = 0
         except BaseException as exc:
             if conn.in_transaction:
                 with contextlib.suppress(sqlite3.Error):
@@ -382,12 +389,16 @@ class AccountIndex:
             raise
 
     @contextlib.contextmanager
-    def write_now(self) -> Iterator[sqlite3.Connection]:
+    def write_now(self, size: int) -> Iterator[sqlite3.Connection]:
         """A write transaction for a change that may be lost in a crash (it is made again),
         on a caller that must not wait (an event loop): begun only when SQLite's write lock
         is free, else WouldBlock; committed without an fsync and without a checkpoint (a
-        later durable commit or checkpoint of any connection syncs it). Nothing is written
-        when it raises."""
+        later durable commit or checkpoint of any connection syncs it). ``size``: about
+        the octets it writes; once such commits have added QUICK_WAL_BYTES since the last
+        durable one, WouldBlock too, so the next goes to a thread's durable write, whose
+        auto-checkpoint keeps the WAL bounded. Nothing is written when it raises."""
+        if self.quick_bytes + size > QUICK_WAL_BYTES:
+            raise WouldBlock(f"the mailbox index {self.path} is due for a checkpoint")
         conn = self._pool.get()
         durable = self._synchronous == "FULL"
         conn.execute("PRAGMA busy_timeout = 0")
@@ -404,6 +415,7 @@ class AccountIndex:
             try:
                 yield conn
                 conn.execute("COMMIT")
+                self.quick_bytes += size
             except BaseException:
                 if conn.in_transaction:
                     with contextlib.suppress(sqlite3.Error):

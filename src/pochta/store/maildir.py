@@ -1293,7 +1293,9 @@ class MaildirStore(MailStore, MaildirMaintenance):
             raise op.error
         return op.result
 
-    def _write_now(self, account: _Account, run: Callable[[sqlite3.Connection], object]) -> object:
+    def _write_now(
+        self, account: _Account, size: int, run: Callable[[sqlite3.Connection], object]
+    ) -> object:
         """A change that may be lost in a crash (a \\Recent claim, the structure cache),
         made at once by a caller that must not wait (``quick``): WouldBlock while this
         process's writer or another process holds the index's write lock; committed without
@@ -1301,7 +1303,7 @@ class MaildirStore(MailStore, MaildirMaintenance):
         if not account.write_lock.acquire(blocking=False):
             raise WouldBlock(f"the mailbox index of {account.address} is being written")
         try:
-            with account.index.write_now() as conn:
+            with account.index.write_now(size) as conn:
                 return run(conn)
         except WouldBlock:
             raise
@@ -1746,7 +1748,7 @@ class MaildirStore(MailStore, MaildirMaintenance):
                 # RFC 3501 §2.3.2 lets a message be \\Recent in more than one session when
                 # the server cannot tell: a claim lost in a crash needs no fsync.
                 result = self._write_now(
-                    account, lambda conn: self._claim_one(name, up_to_uid, conn, None)
+                    account, 4096, lambda conn: self._claim_one(name, up_to_uid, conn, None)
                 )
                 assert isinstance(result, int)
                 return result
@@ -1860,7 +1862,9 @@ class MaildirStore(MailStore, MaildirMaintenance):
         with self._use(address, quick=quick) as account:
             if quick:  # a cache: lost in a crash, it is computed again
                 self._write_now(
-                    account, lambda conn: self._cache_structures_one(name, items, conn, None)
+                    account,
+                    4096 + sum(map(len, items.values())),
+                    lambda conn: self._cache_structures_one(name, items, conn, None),
                 )
                 return
             # Combined with the account's other changes: one commit for them all.
