@@ -87,6 +87,18 @@ def delivery_headers(sender: str, account: str) -> bytes:
     return f"Return-Path: <{sender}>\r\nDelivered-To: {account}\r\n".encode()
 
 
+@dataclass(frozen=True, slots=True)
+class _Chosen:
+    """What :meth:`MailboxAgent._choose_and_store` did in its thread: the folder and the
+    scripts; ``stored`` when it stored the message, ``failed`` when the store refused it,
+    neither when the scripts are to decide."""
+
+    folder: str
+    scripts: list[StoredScript] | Exception
+    stored: Delivered | None = None
+    failed: StoreError | None = None
+
+
 class MailboxAgent:
     def __init__(
         self,
@@ -161,6 +173,22 @@ class MailboxAgent:
         except Exception as exc:  # the scripts' disk: the plan says so and keeps the message
             return folder, exc
 
+    def _choose_and_store(
+        self, account: str, verdict_folder: str, extension: str, message: bytes, dedupe_key: str
+    ) -> _Chosen:
+        """In a thread: :meth:`_folder_and_scripts`, and when no script is to run, the
+        message stored in that folder as well, so the usual delivery (no Sieve script) takes
+        one trip to a thread, not two. A store error is returned, not raised: the caller
+        decides whether INBOX is tried instead."""
+        folder, scripts = self._folder_and_scripts(account, verdict_folder, extension)
+        if self.sieve is not None and scripts:  # the scripts (or their error) decide
+            return _Chosen(folder, scripts)
+        try:
+            done = self.store.deliver(account, message, folder=folder, dedupe_key=dedupe_key)
+        except StoreError as exc:
+            return _Chosen(folder, scripts, failed=exc)
+        return _Chosen(folder, scripts, stored=done)
+
     async def deliver(
         self,
         *,
@@ -190,15 +218,18 @@ class MailboxAgent:
             return MailboxResult(recipient, over)
         dedupe_key = f"{queue_id}/{recipient}"
         try:
-            # One trip to a thread for the folder and the account's scripts: delivery with
-            # Sieve on and no script costs what it costs with Sieve off.
-            folder, scripts = await asyncio.to_thread(
-                self._folder_and_scripts, account, verdict_folder, extension
+            # One trip to a thread for the folder, the account's scripts and, when there is
+            # no script, the store: delivery with Sieve on and no script costs what it costs
+            # with Sieve off.
+            chosen = await asyncio.to_thread(
+                self._choose_and_store, account, verdict_folder, extension, message, dedupe_key
             )
         except StoreError as exc:
             log.error("mailbox_write_failed", queue_id=queue_id, account=account, error=str(exc))
             return MailboxResult(recipient, Reply(451, "4.3.0", "mailbox temporarily unavailable"))
-        if self.sieve is not None and scripts:
+        folder, scripts = chosen.folder, chosen.scripts
+        if self.sieve is not None and chosen.stored is None and chosen.failed is None:
+            # The scripts decide.
             info = DeliveryInfo(
                 queue_id=queue_id,
                 sender=sender,
@@ -217,9 +248,13 @@ class MailboxAgent:
                 return await self._deliver_plan(self.sieve, info, plan, content)
         try:
             try:
-                done = await asyncio.to_thread(
-                    self.store.deliver, account, message, folder=folder, dedupe_key=dedupe_key
-                )
+                if chosen.failed is not None:
+                    raise chosen.failed
+                done = chosen.stored
+                if done is None:  # the scripts only kept the message: stored now
+                    done = await asyncio.to_thread(
+                        self.store.deliver, account, message, folder=folder, dedupe_key=dedupe_key
+                    )
             except (StoreFull, StoreUnavailable):
                 raise
             except StoreError as exc:
