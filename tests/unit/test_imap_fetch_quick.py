@@ -7,6 +7,7 @@ from __future__ import annotations
 import os
 import sqlite3
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
 
 import msgspec
@@ -25,6 +26,7 @@ from pochta.access.imap_mime import (
 )
 from pochta.access.mailbox_view import MailboxView
 from pochta.protocols.imap import commands as C
+from pochta.protocols.imap.fetch_items import FetchItem
 from pochta.store import (
     INBOX,
     FlagMode,
@@ -351,10 +353,12 @@ def test_header_items_from_the_cache_are_the_octets_of_the_message(
     view = MailboxView(INBOX, _one_message(len(message)))
     items = [C.fetch_item(item)]
 
-    def fetch(cached: dict[int, bytes], read: object = _no_read) -> imap_fetch.FetchResult:
+    def fetch(
+        cached: dict[int, bytes], read: Callable[[int], bytes] = _no_read
+    ) -> imap_fetch.FetchResult:
         return fetch_messages(
             view, [1], items, read=read, cached=cached, with_uid=False, with_modseq=False
-        )  # type: ignore[arg-type]
+        )
 
     first = fetch({}, read=lambda u: message)
     blob = first.new_cache[1]
@@ -444,3 +448,85 @@ def test_a_listing_from_nothing_reads_no_expunges(tmp_path: Path) -> None:
     assert whole.complete
     assert store.folder_changes(ADDRESS, INBOX, 1).vanished == tuple(uids[:3])
     store.close()
+
+
+_META_ITEMS = [
+    FetchItem(kind, name=kind) for kind in ("FLAGS", "UID", "INTERNALDATE", "RFC822.SIZE", "MODSEQ")
+]
+_FLAG_SETS = st.frozensets(st.sampled_from(["\\Seen", "\\Flagged", "\\Deleted", "\\Answered"]))
+
+
+@given(
+    stored=st.lists(
+        st.tuples(_FLAG_SETS, st.frozensets(st.sampled_from(["$Forwarded", "$Junk"]))),
+        max_size=30,
+    ),
+    asked=st.lists(st.integers(1, 40), max_size=40),
+    items=st.lists(st.sampled_from(_META_ITEMS), min_size=1, max_size=6),
+    with_uid=st.booleans(),
+    with_modseq=st.booleans(),
+    show_recent=st.booleans(),
+    recent=st.sets(st.integers(1, 40)),
+    newer=st.dictionaries(st.integers(1, 40), _FLAG_SETS, max_size=5),
+)
+def test_a_fetch_of_what_the_view_holds_answers_as_the_general_path(
+    stored: list[tuple[frozenset[str], frozenset[str]]],
+    asked: list[int],
+    items: list[FetchItem],
+    with_uid: bool,
+    with_modseq: bool,
+    show_recent: bool,
+    recent: set[int],
+    newer: dict[int, frozenset[str]],
+) -> None:
+    """FLAGS, UID, INTERNALDATE, RFC822.SIZE and MODSEQ in any order and number (the
+    one-pass path, ``_fetch_metadata``) give the bytes the per-message path gives: the same
+    sequence numbers, the UIDs not in the view left out, UID first and MODSEQ last when
+    the command adds them, \\Recent only where shown, and flag states newer than the view."""
+    # Every other UID: the view's sequence numbers are not its UIDs.
+    infos = [
+        MessageInfo(
+            uid=2 * n + 1,
+            flags=flags,
+            keywords=keywords,
+            internal_date=1.7e9 + 3600.5 * n,
+            size=100 + n,
+            modseq=5 + n,
+        )
+        for n, (flags, keywords) in enumerate(stored)
+    ]
+    changes = FolderChanges(
+        uidvalidity=7,
+        uidnext=2 * len(stored) + 1,
+        highestmodseq=99,
+        changed=tuple(infos),
+        vanished=(),
+        complete=True,
+    )
+    view = MailboxView(INBOX, changes)
+    view.recent = recent
+    fresh = {
+        uid: MessageInfo(uid, flags, frozenset(), 1.7e9, 1, 100)
+        for uid, flags in newer.items()
+        if uid in view.info
+    }
+    answers = [
+        render(
+            view,
+            asked,
+            items,
+            read=_no_read,
+            cached={},
+            with_uid=with_uid,
+            with_modseq=with_modseq,
+            infos=fresh,
+            show_recent=show_recent,
+        )
+        for render in (fetch_messages, imap_fetch._fetch_each)
+    ]
+    quick, general = answers
+    assert quick.responses == general.responses
+    assert quick.new_cache == {}
+    assert quick.gone == []
+    shown = [uid for uid in asked if uid in view.info]
+    assert len(quick.responses) == len(shown)

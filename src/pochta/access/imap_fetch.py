@@ -9,6 +9,7 @@ returns the rendered untagged FETCH responses plus the cache entries it computed
 
 from __future__ import annotations
 
+import bisect
 import datetime as dt
 import functools
 from collections.abc import Callable, Mapping
@@ -29,7 +30,7 @@ from pochta.access.imap_mime import (
     parse_structure,
 )
 from pochta.access.mailbox_view import MailboxView
-from pochta.protocols.imap.fetch_items import FetchItem
+from pochta.protocols.imap.fetch_items import META, FetchItem
 from pochta.protocols.imap.render import format_internaldate, render
 from pochta.protocols.imap.values import Atom
 from pochta.store import MessageInfo, NoSuchMessage
@@ -130,6 +131,42 @@ def fetch_messages(
     ``cached`` the store's structure blobs (or their ``decode_cache`` entries), ``infos``
     flag states newer than the view's.
     A message is read only for what its cache blob lacks."""
+    names = {i.kind for i in items}
+    if names <= META:
+        return _fetch_metadata(
+            view,
+            uids,
+            _metadata_kinds(items, names, with_uid=with_uid, with_modseq=with_modseq),
+            infos or {},
+            show_recent,
+        )
+    return _fetch_each(
+        view,
+        uids,
+        items,
+        read=read,
+        cached=cached,
+        with_uid=with_uid,
+        with_modseq=with_modseq,
+        infos=infos,
+        show_recent=show_recent,
+    )
+
+
+def _fetch_each(
+    view: MailboxView,
+    uids: list[int],
+    items: list[FetchItem],
+    *,
+    read: Callable[[int], bytes],
+    cached: Mapping[int, bytes | CacheEntry | None],
+    with_uid: bool,
+    with_modseq: bool,
+    infos: dict[int, MessageInfo] | None = None,
+    show_recent: bool = False,
+) -> FetchResult:
+    """:func:`fetch_messages` for any items: each message's cache entry and, where it lacks
+    something, the message itself."""
     result = FetchResult()
     names = {i.kind for i in items}
     need_structure = bool(names & {"ENVELOPE", "BODYSTRUCTURE", "BODY"})
@@ -206,6 +243,62 @@ def fetch_messages(
         if with_modseq and "MODSEQ" not in names:
             add(b"MODSEQ (%d)" % info.modseq)
         result.responses.append(b"* %d FETCH (" % seq + b" ".join(fields) + b")\r\n")
+    return result
+
+
+def _metadata_kinds(
+    items: list[FetchItem], names: set[str], *, with_uid: bool, with_modseq: bool
+) -> list[str]:
+    """The items of a FETCH that asks only for what the view holds, in the order
+    :func:`fetch_messages` answers them: UID first when UID FETCH did not name it (RFC 9051
+    §6.4.9), MODSEQ last when CHANGEDSINCE did not (RFC 7162 §3.1.4.1)."""
+    kinds = [i.kind for i in items]
+    if with_uid and "UID" not in names:
+        kinds.insert(0, "UID")
+    if with_modseq and "MODSEQ" not in names:
+        kinds.append("MODSEQ")
+    return kinds
+
+
+def _fetch_metadata(
+    view: MailboxView,
+    uids: list[int],
+    kinds: list[str],
+    newer: Mapping[int, MessageInfo],
+    show_recent: bool,
+) -> FetchResult:
+    """:func:`fetch_messages` for items the view holds (FLAGS, UID, INTERNALDATE,
+    RFC822.SIZE, MODSEQ): no cache and no message, one pass over the UIDs (what clients
+    send to learn the flags of a whole folder)."""
+    result = FetchResult()
+    out = result.responses.append
+    shown, known, recent = view.uids, view.info, view.recent
+    count, find = len(shown), bisect.bisect_left
+    only_flags = kinds == ["UID", "FLAGS"]
+    for uid in uids:
+        index = find(shown, uid)
+        if index == count or shown[index] != uid:
+            continue
+        info = newer.get(uid) or known.get(uid)
+        if info is None:
+            continue
+        if only_flags:  # UID FETCH n:m (FLAGS), the usual resynchronisation
+            flags = _flags_item(info.flags, info.keywords, show_recent and uid in recent)
+            out(b"* %d FETCH (UID %d %s)\r\n" % (index + 1, uid, flags))
+            continue
+        fields = []
+        for kind in kinds:
+            if kind == "FLAGS":
+                fields.append(_flags_item(info.flags, info.keywords, show_recent and uid in recent))
+            elif kind == "UID":
+                fields.append(b"UID %d" % uid)
+            elif kind == "INTERNALDATE":
+                fields.append(_internaldate_item(info.internal_date))
+            elif kind == "RFC822.SIZE":
+                fields.append(b"RFC822.SIZE %d" % info.size)
+            else:
+                fields.append(b"MODSEQ (%d)" % info.modseq)
+        out(b"* %d FETCH (" % (index + 1) + b" ".join(fields) + b")\r\n")
     return result
 
 
