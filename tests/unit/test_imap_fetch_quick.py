@@ -480,7 +480,7 @@ def test_a_fetch_of_what_the_view_holds_answers_as_the_general_path(
     newer: dict[int, frozenset[str]],
 ) -> None:
     """FLAGS, UID, INTERNALDATE, RFC822.SIZE and MODSEQ in any order and number (the
-    one-pass path, ``_fetch_metadata``) give the bytes the per-message path gives: the same
+    one-pass path, ``fetch_metadata``) give the bytes the per-message path gives: the same
     sequence numbers, the UIDs not in the view left out, UID first and MODSEQ last when
     the command adds them, \\Recent only where shown, and flag states newer than the view."""
     # Every other UID: the view's sequence numbers are not its UIDs.
@@ -510,21 +510,27 @@ def test_a_fetch_of_what_the_view_holds_answers_as_the_general_path(
         for uid, flags in newer.items()
         if uid in view.info
     }
-    answers = [
-        render(
-            view,
-            asked,
-            items,
-            read=_no_read,
-            cached={},
-            with_uid=with_uid,
-            with_modseq=with_modseq,
-            infos=fresh,
-            show_recent=show_recent,
-        )
-        for render in (fetch_messages, imap_fetch._fetch_each)
-    ]
-    quick, general = answers
+    assert imap_fetch.only_metadata(items)
+    quick = imap_fetch.fetch_metadata(
+        view,
+        asked,
+        items,
+        with_uid=with_uid,
+        with_modseq=with_modseq,
+        infos=fresh,
+        show_recent=show_recent,
+    )
+    general = fetch_messages(
+        view,
+        asked,
+        items,
+        read=_no_read,
+        cached={},
+        with_uid=with_uid,
+        with_modseq=with_modseq,
+        infos=fresh,
+        show_recent=show_recent,
+    )
     assert quick.responses == general.responses
     assert quick.new_cache == {}
     assert quick.gone == []

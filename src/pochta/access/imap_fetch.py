@@ -131,42 +131,6 @@ def fetch_messages(
     ``cached`` the store's structure blobs (or their ``decode_cache`` entries), ``infos``
     flag states newer than the view's.
     A message is read only for what its cache blob lacks."""
-    names = {i.kind for i in items}
-    if names <= META:
-        return _fetch_metadata(
-            view,
-            uids,
-            _metadata_kinds(items, names, with_uid=with_uid, with_modseq=with_modseq),
-            infos or {},
-            show_recent,
-        )
-    return _fetch_each(
-        view,
-        uids,
-        items,
-        read=read,
-        cached=cached,
-        with_uid=with_uid,
-        with_modseq=with_modseq,
-        infos=infos,
-        show_recent=show_recent,
-    )
-
-
-def _fetch_each(
-    view: MailboxView,
-    uids: list[int],
-    items: list[FetchItem],
-    *,
-    read: Callable[[int], bytes],
-    cached: Mapping[int, bytes | CacheEntry | None],
-    with_uid: bool,
-    with_modseq: bool,
-    infos: dict[int, MessageInfo] | None = None,
-    show_recent: bool = False,
-) -> FetchResult:
-    """:func:`fetch_messages` for any items: each message's cache entry and, where it lacks
-    something, the message itself."""
     result = FetchResult()
     names = {i.kind for i in items}
     need_structure = bool(names & {"ENVELOPE", "BODYSTRUCTURE", "BODY"})
@@ -246,30 +210,32 @@ def _fetch_each(
     return result
 
 
-def _metadata_kinds(
-    items: list[FetchItem], names: set[str], *, with_uid: bool, with_modseq: bool
-) -> list[str]:
-    """The items of a FETCH that asks only for what the view holds, in the order
-    :func:`fetch_messages` answers them: UID first when UID FETCH did not name it (RFC 9051
-    §6.4.9), MODSEQ last when CHANGEDSINCE did not (RFC 7162 §3.1.4.1)."""
-    kinds = [i.kind for i in items]
-    if with_uid and "UID" not in names:
-        kinds.insert(0, "UID")
-    if with_modseq and "MODSEQ" not in names:
-        kinds.append("MODSEQ")
-    return kinds
+def only_metadata(items: list[FetchItem]) -> bool:
+    """Whether a FETCH asks only for what the view holds (FLAGS, UID, INTERNALDATE,
+    RFC822.SIZE, MODSEQ): :func:`fetch_metadata` answers it."""
+    return all(i.kind in META for i in items)
 
 
-def _fetch_metadata(
+def fetch_metadata(
     view: MailboxView,
     uids: list[int],
-    kinds: list[str],
-    newer: Mapping[int, MessageInfo],
-    show_recent: bool,
+    items: list[FetchItem],
+    *,
+    with_uid: bool,
+    with_modseq: bool,
+    infos: Mapping[int, MessageInfo],
+    show_recent: bool = False,
 ) -> FetchResult:
-    """:func:`fetch_messages` for items the view holds (FLAGS, UID, INTERNALDATE,
-    RFC822.SIZE, MODSEQ): no cache and no message, one pass over the UIDs (what clients
-    send to learn the flags of a whole folder)."""
+    """:func:`fetch_messages` for items the view holds (:func:`only_metadata`): no cache
+    and no message, one pass over the UIDs (what clients send to learn the flags of a whole
+    folder), the items in the same order: UID first when UID FETCH did not name it (RFC
+    9051 §6.4.9), MODSEQ last when CHANGEDSINCE did not (RFC 7162 §3.1.4.1)."""
+    kinds = [i.kind for i in items]
+    if with_uid and "UID" not in kinds:
+        kinds.insert(0, "UID")
+    if with_modseq and "MODSEQ" not in kinds:
+        kinds.append("MODSEQ")
+    newer = infos
     result = FetchResult()
     out = result.responses.append
     shown, known, recent = view.uids, view.info, view.recent

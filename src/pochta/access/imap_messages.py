@@ -19,6 +19,8 @@ from pochta.access.imap_fetch import (
     cache_serves,
     decode_cache,
     fetch_messages,
+    fetch_metadata,
+    only_metadata,
 )
 from pochta.access.imap_folders import FolderCommands
 from pochta.access.imap_headers import header_fields, raw_fields
@@ -231,11 +233,26 @@ class MessageCommands(FolderCommands):
                     items = [*items, FetchItem("FLAGS", name="FLAGS")]
         user, folder = self.user, view.name
         store = self.store
+        with_modseq = self.condstore and args.changed_since is not None
+        metadata = only_metadata(items)  # FLAGS and the like: no store call at all
         want_structure = any(i.kind in ("ENVELOPE", "BODYSTRUCTURE", "BODY") for i in items)
         want_header = any(i.top_header for i in items)
         expunged: list[int] = []  # read as gone: another session expunged them
         for start in range(0, len(uids), 500):
             chunk = uids[start : start + 500]
+            if metadata:
+                for line in fetch_metadata(
+                    view,
+                    chunk,
+                    items,
+                    with_uid=args.uid,
+                    with_modseq=with_modseq,
+                    infos=fresh,
+                    show_recent=not self.rev2,
+                ).responses:
+                    self.send(line)
+                await self.flush()
+                continue
             blobs = (
                 await self.reading(store.cached_structures, user, folder, chunk)
                 if want_structure or want_header
@@ -259,7 +276,7 @@ class MessageCommands(FolderCommands):
                     read=read,
                     cached=cached,
                     with_uid=args.uid,
-                    with_modseq=self.condstore and args.changed_since is not None,
+                    with_modseq=with_modseq,
                     show_recent=not self.rev2,
                     infos=fresh,
                 )
