@@ -5,6 +5,8 @@ from the parser's AST). ``fetch_messages`` runs on the event loop when it reads 
 only small ones, else in a worker thread: it reads each message once, computes its
 structure once (or takes ENVELOPE/BODYSTRUCTURE, rendered, from the store's cache), and
 returns the rendered untagged FETCH responses plus the cache entries it computed.
+``fetch_metadata`` answers a FETCH of only what the session's view holds (FLAGS, UID,
+INTERNALDATE, RFC822.SIZE, MODSEQ) in one pass, with no store call.
 """
 
 from __future__ import annotations
@@ -235,7 +237,6 @@ def fetch_metadata(
         kinds.insert(0, "UID")
     if with_modseq and "MODSEQ" not in kinds:
         kinds.append("MODSEQ")
-    newer = infos
     result = FetchResult()
     out = result.responses.append
     shown, known, recent = view.uids, view.info, view.recent
@@ -245,7 +246,7 @@ def fetch_metadata(
         index = find(shown, uid)
         if index == count or shown[index] != uid:
             continue
-        info = newer.get(uid) or known.get(uid)
+        info = infos.get(uid) or known.get(uid)
         if info is None:
             continue
         if only_flags:  # UID FETCH n:m (FLAGS), the usual resynchronisation
