@@ -57,7 +57,7 @@ while [ $# -gt 0 ]; do
         --work) WORK=$2; shift ;;
         --out) OUT=$2; shift ;;
         --compliance) COMPLIANCE=1 ;;
-        -h|--help) sed -n '2,29p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+        -h|--help) sed -n '2,35p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
         *) echo "unknown option: $1 (see --help)" >&2; exit 2 ;;
     esac
     shift
