@@ -170,6 +170,8 @@ SCHEMA_VERSION = len(_MIGRATIONS)
 # What commits without a checkpoint (``write_now``) may add to the WAL before a durable
 # write must checkpoint it: SQLite's own auto-checkpoint size (1,000 pages of 4 KiB).
 QUICK_WAL_BYTES = 4_096_000
+# One page of the index: what a small commit adds to the WAL at least (its size estimate).
+WAL_PAGE_BYTES = 4096
 
 _FOLDER_COLUMNS = (
     "id, name, uidvalidity, uidnext, highestmodseq, special_use, created, expunged_since, "

@@ -127,6 +127,7 @@ from pochta.store.index import (
     FLAGGED,
     INDEX_FILE,
     SEEN,
+    WAL_PAGE_BYTES,
     AccountIndex,
     FolderRow,
     IndexDamaged,
@@ -1748,7 +1749,9 @@ class MaildirStore(MailStore, MaildirMaintenance):
                 # RFC 3501 §2.3.2 lets a message be \\Recent in more than one session when
                 # the server cannot tell: a claim lost in a crash needs no fsync.
                 result = self._write_now(
-                    account, 4096, lambda conn: self._claim_one(name, up_to_uid, conn, None)
+                    account,
+                    WAL_PAGE_BYTES,
+                    lambda conn: self._claim_one(name, up_to_uid, conn, None),
                 )
                 assert isinstance(result, int)
                 return result
@@ -1863,7 +1866,7 @@ class MaildirStore(MailStore, MaildirMaintenance):
             if quick:  # a cache: lost in a crash, it is computed again
                 self._write_now(
                     account,
-                    4096 + sum(map(len, items.values())),
+                    WAL_PAGE_BYTES + sum(map(len, items.values())),
                     lambda conn: self._cache_structures_one(name, items, conn, None),
                 )
                 return
