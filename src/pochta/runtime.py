@@ -73,10 +73,12 @@ class ChangeBus(Protocol):
     without a session noticing."""
 
     def watch(
-        self, address: str, folder: str = ANY_FOLDER
+        self, address: str, folder: str = ANY_FOLDER, *, owner: object | None = None
     ) -> tuple[asyncio.Event, Callable[[], None]]:
         """An event set at each change of ``folder`` of the account (``ANY_FOLDER``: any of
-        its folders), and the function that ends the watch."""
+        its folders), and the function that ends the watch. ``owner``: the watcher's token
+        (the store's ``CHANGE_ORIGIN``); the flag changes and expunges it made itself do
+        not set the event."""
         ...
 
     def follow(self, address: str, limit: int) -> FolderFeed:
@@ -84,8 +86,9 @@ class ChangeBus(Protocol):
         ``limit`` of them waiting before the feed overflows."""
         ...
 
-    def publish(self, address: str, folder: str) -> None:
-        """A change this process made (any thread): wake the watchers here and elsewhere."""
+    def publish(self, address: str, folder: str, *, origin: object | None = None) -> None:
+        """A change this process made (any thread): wake the watchers here and elsewhere,
+        but not the one ``origin`` owns."""
         ...
 
     def wake_remote(self, address: str | None, folder: str | None) -> None:

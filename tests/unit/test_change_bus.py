@@ -8,11 +8,12 @@ from __future__ import annotations
 import asyncio
 import socket
 from pathlib import Path
+from typing import Any
 
 from pochta.access.change_hub import ChangeHub
 from pochta.runtime import ANY_FOLDER, ChangeBus, ChangeRelay
 from pochta.server.workers import MasterLink, WorkerPool, change_message, parse_message
-from pochta.store import INBOX, MailStore, open_store
+from pochta.store import CHANGE_ORIGIN, INBOX, FlagMode, MailStore, open_store
 from tests.factories import make_settings
 
 ALICE = "Alice@example.org"
@@ -53,6 +54,43 @@ async def test_a_store_change_wakes_watchers_here_and_goes_to_the_relay(tmp_path
     assert anywhere.is_set()
     assert not other.is_set()
     assert ("alice@example.org", INBOX) in relay.sent
+    store.close()
+
+
+async def test_a_watchers_own_flag_changes_and_expunges_do_not_wake_it(tmp_path: Path) -> None:
+    """The store names who made a change (CHANGE_ORIGIN, carried into its thread by
+    to_thread); the watch of that owner is not woken by its own STORE or EXPUNGE, which the
+    session reports itself, but is by an arrival, and every other watcher is woken."""
+    store = _store(tmp_path)
+    store.deliver(ALICE, b"Subject: x\r\n\r\nx\r\n")
+    hub = ChangeHub(store, asyncio.get_running_loop())
+    me, other = object(), object()
+    mine, _ = hub.watch(ALICE, INBOX, owner=me)
+    theirs, _ = hub.watch(ALICE, INBOX, owner=other)
+    nobodys, _ = hub.watch(ALICE, INBOX)
+
+    async def as_owner(owner: object, func: Any, *args: Any) -> None:
+        token = CHANGE_ORIGIN.set(owner)
+        try:
+            await asyncio.to_thread(func, *args)
+        finally:
+            CHANGE_ORIGIN.reset(token)
+
+    for change in (
+        (store.store_flags, ALICE, INBOX, [1], FlagMode.ADD, frozenset({"\\Deleted"})),
+        (store.expunge, ALICE, INBOX),
+    ):
+        for event in (mine, theirs, nobodys):
+            event.clear()
+        await as_owner(me, *change)
+        assert await _woken(theirs)
+        assert nobodys.is_set()
+        assert not mine.is_set()
+    theirs.clear()
+    await as_owner(me, store.deliver, ALICE, b"Subject: y\r\n\r\ny\r\n")
+    assert await _woken(mine)  # an arrival: the session learns of it from the store
+    assert theirs.is_set()
+    hub.close()
     store.close()
 
 

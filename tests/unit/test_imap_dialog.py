@@ -438,6 +438,70 @@ async def test_expunge_and_store_of_nothing_take_no_thread(
         assert trips.count("expunge") == 1
 
 
+async def test_own_changes_wake_only_the_others(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A session reports its own STORE and EXPUNGE in its answer, so they do not send it
+    back to the index (no folder_changes read), and a STORE the view shows to be a change
+    goes straight to the thread's write (no quick read first). Another session on the same
+    folder is woken and shows the change at its next command."""
+    runtime = make_runtime(tmp_path)
+    store = store_of(runtime)
+    runtime.mail.changes = ChangeHub(store, asyncio.get_running_loop())
+    for _ in range(2):
+        store.deliver(ALICE, MESSAGE)
+    calls: list[tuple[str, bool]] = []
+    for name in ("folder_changes", "store_flags", "expunge"):
+        real = getattr(store, name)
+
+        def counted(*args: Any, __real: Any = real, __name: str = name, **kwargs: Any) -> Any:
+            calls.append((__name, bool(kwargs.get("quick"))))
+            return __real(*args, **kwargs)
+
+        monkeypatch.setattr(store, name, counted)
+    async with session(runtime) as a, session(runtime) as b:
+        for c in (a, b):
+            await login(c)
+            c.send(b"s SELECT INBOX\r\n")
+            await c.until(b"s ")
+        calls.clear()
+        a.send(b"f STORE 1 +FLAGS (\\Flagged)\r\n")
+        assert await a.lines(b"f ") == [
+            b"* 1 FETCH (FLAGS (\\Flagged \\Recent))",
+            b"f OK STORE completed",
+        ]
+        await asyncio.sleep(0.05)  # the store's wake-up reaches the loop
+        a.send(b"g FETCH 2 FLAGS\r\n")
+        assert await a.lines(b"g ") == [
+            b"* 2 FETCH (FLAGS (\\Recent))",  # the first session to see them: \\Recent
+            b"g OK FETCH completed",
+        ]
+        assert calls == [("store_flags", False)]
+        b.send(b"h FETCH 2 FLAGS\r\n")
+        assert await b.lines(b"h ") == [
+            b"* 2 FETCH (FLAGS ())",
+            b"* 1 FETCH (UID 1 FLAGS (\\Flagged))",  # A's change, after the answer
+            b"h OK FETCH completed",
+        ]
+        assert ("folder_changes", True) in calls
+        calls.clear()
+        a.send(b"d STORE 2 +FLAGS.SILENT (\\Deleted)\r\ne EXPUNGE\r\n")
+        assert await a.lines(b"e ") == [
+            b"d OK STORE completed",
+            b"* 2 EXPUNGE",
+            b"e OK EXPUNGE completed",
+        ]
+        await asyncio.sleep(0.05)
+        a.send(b"n FETCH 1 FLAGS\r\n")
+        assert await a.lines(b"n ") == [
+            b"* 1 FETCH (FLAGS (\\Flagged \\Recent))",
+            b"n OK FETCH completed",
+        ]
+        assert calls == [("store_flags", False), ("expunge", False)]
+        b.send(b"x NOOP\r\n")
+        assert await b.lines(b"x ") == [b"* 2 EXPUNGE", b"x OK NOOP completed"]
+
+
 async def test_a_folder_listing_opens_each_file_once(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -11,7 +11,10 @@ changes come back through ``wake_remote``. The relay today is the master-worker 
 noticing.
 
 A session then asks the store what changed (``folder_changes``): the hub carries wake-ups
-only, never data, so a lost or merged wake-up costs nothing but a moment.
+only, never data, so a lost or merged wake-up costs nothing but a moment. A session's own
+STOREs and EXPUNGEs wake everyone but itself: it reported them in its answer, and a read of
+the index for them would find nothing new (``watch``'s ``owner``, the store's
+``CHANGE_ORIGIN``).
 
 A NOTIFY session (RFC 5465) watches a whole account and must know which folders changed:
 it ``follow``s the account and gets a ``FolderFeed``, the names of the folders changed since it
@@ -28,7 +31,10 @@ import contextlib
 from collections.abc import Callable
 
 from pochta.runtime import ANY_FOLDER, ChangeRelay
-from pochta.store import ChangeKind, MailStore
+from pochta.store import CHANGE_ORIGIN, ChangeKind, MailStore
+
+# The changes a session reports itself in its answers (STORE's FETCH, EXPUNGE's EXPUNGE).
+_REPORTED_BY_ORIGIN = frozenset({ChangeKind.FLAGS, ChangeKind.EXPUNGE})
 
 
 class ChangeHub:
@@ -40,7 +46,8 @@ class ChangeHub:
     ) -> None:
         self._loop = loop
         self._relay = relay
-        self._watchers: dict[tuple[str, str], set[asyncio.Event]] = {}
+        # Each watcher's event, with its owner (None: woken by every change).
+        self._watchers: dict[tuple[str, str], dict[asyncio.Event, object | None]] = {}
         self._feeds: dict[str, set[FolderFeed]] = {}
         self._unsubscribe = store.subscribe_changes(self._on_change)
 
@@ -49,18 +56,19 @@ class ChangeHub:
         self._relay = relay
 
     def watch(
-        self, address: str, folder: str = ANY_FOLDER
+        self, address: str, folder: str = ANY_FOLDER, *, owner: object | None = None
     ) -> tuple[asyncio.Event, Callable[[], None]]:
         """An event set at each change of ``folder`` (any folder: ``ANY_FOLDER``) of the
-        account, and the function that stops the watch."""
+        account, and the function that stops the watch. ``owner``: the watcher's
+        CHANGE_ORIGIN token; its own flag changes and expunges do not set the event."""
         key = (address.lower(), folder)
         event = asyncio.Event()
-        self._watchers.setdefault(key, set()).add(event)
+        self._watchers.setdefault(key, {})[event] = owner
 
         def stop() -> None:
             watchers = self._watchers.get(key)
             if watchers is not None:
-                watchers.discard(event)
+                watchers.pop(event, None)
                 if not watchers:
                     del self._watchers[key]
 
@@ -88,14 +96,15 @@ class ChangeHub:
         self._relay = None
 
     def _on_change(self, address: str, folder: str, kind: ChangeKind) -> None:
-        self.publish(address, folder)
+        origin = CHANGE_ORIGIN.get() if kind in _REPORTED_BY_ORIGIN else None
+        self.publish(address, folder, origin=origin)
 
-    def publish(self, address: str, folder: str) -> None:
+    def publish(self, address: str, folder: str, *, origin: object | None = None) -> None:
         """A change made in this process (any thread): wake the sessions here, on the loop,
-        and tell the other processes."""
+        but not the watcher that ``origin`` owns; and tell the other processes."""
         # A closed loop (RuntimeError): the server is stopping.
         with contextlib.suppress(RuntimeError):
-            self._loop.call_soon_threadsafe(self._wake, address.lower(), folder)
+            self._loop.call_soon_threadsafe(self._wake, address.lower(), folder, origin)
         relay = self._relay
         if relay is not None:
             relay.send_change(address, folder)
@@ -112,10 +121,11 @@ class ChangeHub:
             return
         self._wake(address.lower(), folder)
 
-    def _wake(self, address: str, folder: str) -> None:
+    def _wake(self, address: str, folder: str, origin: object | None = None) -> None:
         for key in ((address, folder), (address, ANY_FOLDER)):
-            for event in self._watchers.get(key, ()):
-                event.set()
+            for event, owner in self._watchers.get(key, {}).items():
+                if origin is None or owner is not origin:
+                    event.set()
         for feed in self._feeds.get(address, ()):
             feed.add(folder)
 

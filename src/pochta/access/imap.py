@@ -41,9 +41,7 @@ from pochta.protocols.imap import commands as C
 from pochta.protocols.imap.core import Command
 from pochta.protocols.imap.session_state import AuthenticateLine, IdleDone
 from pochta.protocols.imap.values import Atom
-from pochta.store import (
-    StoreError,
-)
+from pochta.store import CHANGE_ORIGIN, StoreError
 from pochta.tls.streams import reloadable_tls_context, upgrade_to_tls
 
 if TYPE_CHECKING:
@@ -88,6 +86,7 @@ class Session(MessageCommands, UrlAuthCommands, NotifyCommands, ContextCommands)
     # -- the loop ---------------------------------------------------------------------------
 
     async def run(self) -> None:
+        CHANGE_ORIGIN.set(self.change_origin)  # this connection's task and its threads
         log.info("connect", listener=self.service.name, client=self.ip)
         self.send(
             b"* OK [CAPABILITY " + " ".join(self.capabilities()).encode() + b"] pochta ready\r\n"

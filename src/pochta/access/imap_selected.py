@@ -5,6 +5,7 @@ CONDSTORE/QRESYNC; RFC 2177 IDLE).
 from __future__ import annotations
 
 import asyncio
+import bisect
 import contextlib
 from collections.abc import Iterable
 from typing import TYPE_CHECKING, TypeVar
@@ -156,7 +157,7 @@ class SelectedMailbox(SessionBase):
         self._stop_watching()
         hub = self.mail.changes
         if hub is not None and self.user is not None:
-            self._dirty, self._unwatch = hub.watch(self.user, name)
+            self._dirty, self._unwatch = hub.watch(self.user, name, owner=self.change_origin)
 
     def _stop_watching(self) -> None:
         if self._unwatch is not None:
@@ -302,7 +303,7 @@ class SelectedMailbox(SessionBase):
             claimed = await asyncio.to_thread(
                 self.store.claim_recent, self.user, view.name, top, claim=claim
             )
-        view.recent.update(u for u in view.uids if u > claimed)
+        view.recent.update(view.uids[bisect.bisect_right(view.uids, claimed) :])
 
     def _flags_fetch(self, seq: int, m: MessageInfo, *, with_uid: bool) -> None:
         self._announce_keywords(m.keywords)

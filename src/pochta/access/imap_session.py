@@ -141,6 +141,9 @@ class SessionBase:
         self._inflate: Any = None
         self._dirty: asyncio.Event | None = None
         self._unwatch: Callable[[], None] | None = None
+        # This session's CHANGE_ORIGIN token (set in ``run``): its own STOREs and EXPUNGEs
+        # do not set ``_dirty``, for it reports them itself.
+        self.change_origin = object()
         self._logout = False
         self._counted_account: str | None = None
         self._counted_userip: str | None = None

@@ -10,6 +10,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from pochta.store.base import (
+    CHANGE_ORIGIN,
     HIERARCHY_SEPARATOR,
     INBOX,
     SPECIAL_FOLDERS,
@@ -40,6 +41,7 @@ if TYPE_CHECKING:
     from pochta.config.settings import Settings
 
 __all__ = [
+    "CHANGE_ORIGIN",
     "HIERARCHY_SEPARATOR",
     "INBOX",
     "SPECIAL_FOLDERS",

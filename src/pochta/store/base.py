@@ -18,6 +18,7 @@ refused. A backend is safe to call from many threads at once. Addresses are norm
 from __future__ import annotations
 
 import abc
+import contextvars
 import logging
 import threading
 from collections.abc import Callable, Iterable
@@ -28,6 +29,7 @@ from typing import Protocol, runtime_checkable
 from pochta.store.quota import QuotaCheck, QuotaUsage, evaluate_quota
 
 __all__ = [
+    "CHANGE_ORIGIN",
     "HIERARCHY_SEPARATOR",
     "INBOX",
     "SPECIAL_FOLDERS",
@@ -131,6 +133,15 @@ class ChangeKind(StrEnum):
 
 
 ChangeListener = Callable[[str, str, ChangeKind], None]
+
+# Who makes a change: an IMAP session sets a token of its own here for everything it does
+# (``asyncio.to_thread`` carries it into the store's threads). While the listeners run it
+# holds the token of whoever made the change being notified, or None when several did or
+# nobody said (a delivery, a rescan, a flush). A session that reports its own STOREs and
+# EXPUNGEs needs no wake-up for them (``access/change_hub.py``).
+CHANGE_ORIGIN: contextvars.ContextVar[object | None] = contextvars.ContextVar(
+    "pochta_change_origin", default=None
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -258,12 +269,20 @@ class MailStore(abc.ABC):
 
         return remove
 
-    def _notify(self, address: str, folder: str, kind: ChangeKind) -> None:
-        for callback in self._listeners:  # a copy-on-write list: no lock needed to read
-            try:
-                callback(address, folder, kind)
-            except Exception:
-                log.exception("store change listener failed")
+    def _notify(
+        self, address: str, folder: str, kind: ChangeKind, origin: object | None = None
+    ) -> None:
+        """Call the listeners with CHANGE_ORIGIN set to ``origin``: who made the change
+        (None: unknown, or more than one)."""
+        token = CHANGE_ORIGIN.set(origin)
+        try:
+            for callback in self._listeners:  # a copy-on-write list: no lock needed to read
+                try:
+                    callback(address, folder, kind)
+                except Exception:
+                    log.exception("store change listener failed")
+        finally:
+            CHANGE_ORIGIN.reset(token)
 
     # -- delivery --
 

@@ -93,6 +93,7 @@ from pochta.durable import write_atomic
 from pochta.durable import write_new_file as write_file
 from pochta.mime.utf7 import decode_modified_utf7, encode_modified_utf7
 from pochta.store.base import (
+    CHANGE_ORIGIN,
     INBOX,
     SPECIAL_FOLDERS,
     SPECIAL_USE_ROLES,
@@ -587,6 +588,7 @@ class _Op:
     transaction: ``run`` does it inside the transaction of whichever thread holds the lock."""
 
     run: Callable[[sqlite3.Connection, _Batch], object]
+    origin: object | None = None  # CHANGE_ORIGIN of the caller that queued it
     result: object = None
     error: BaseException | None = None
     done: bool = False
@@ -671,13 +673,21 @@ class _OldIndex:
 
 @dataclass(slots=True)
 class _Changes:
-    """Folders changed by one operation, notified after the commit."""
+    """Folders changed by one operation, notified after the commit, each with who made it
+    (``origins``): the ``origin`` of every change recorded for it when that was always the
+    same one, else None (a batch of several sessions' changes, a rescan, a flush)."""
 
     items: list[tuple[str, ChangeKind]] = field(default_factory=list)
+    origins: dict[tuple[str, ChangeKind], object | None] = field(default_factory=dict)
+    origin: object | None = None  # who makes the changes being recorded now
 
     def add(self, folder: str, kind: ChangeKind) -> None:
-        if (folder, kind) not in self.items:
-            self.items.append((folder, kind))
+        key = (folder, kind)
+        if key not in self.origins:
+            self.items.append(key)
+            self.origins[key] = self.origin
+        elif self.origins[key] is not self.origin:
+            self.origins[key] = None
 
 
 class MaildirStore(MailStore, MaildirMaintenance):
@@ -1286,10 +1296,12 @@ class MaildirStore(MailStore, MaildirMaintenance):
         change in one transaction, with one fsync per directory and one commit (group
         commit). A lone caller finds the lock free and commits at once: there is no window
         to wait for. Returns what ``run`` returned, or raises what it raised."""
-        op = _Op(run)
+        op = _Op(run, CHANGE_ORIGIN.get())
         changes = self._combine(account, op)
         for changed_folder, kind in changes.items:
-            self._notify(account.address, changed_folder, kind)
+            self._notify(
+                account.address, changed_folder, kind, changes.origins[(changed_folder, kind)]
+            )
         if op.error is not None:
             raise op.error
         return op.result
@@ -1351,6 +1363,7 @@ class MaildirStore(MailStore, MaildirMaintenance):
             with account.index.write() as conn:
                 for op in batch:
                     conn.execute("SAVEPOINT op")
+                    changes.origin = op.origin
                     try:
                         op.result = op.run(conn, state)
                     except StoreError as exc:
@@ -1359,6 +1372,8 @@ class MaildirStore(MailStore, MaildirMaintenance):
                         # A refusal of this change alone (no such folder, a bad flag).
                         conn.execute("ROLLBACK TO op")
                         op.error = exc
+                    finally:
+                        changes.origin = None
                     conn.execute("RELEASE op")
                 if self.durable:
                     for directory in state.dirs_to_sync:
@@ -1404,8 +1419,12 @@ class MaildirStore(MailStore, MaildirMaintenance):
             state.changes.add(name, ChangeKind.FOLDERS)
         elif self._changed_on_disk(account, found):
             # A crashed delivery may have left this very message: adopt it first so that
-            # its dedupe key is seen.
-            self._sync_locked(conn, account, found, state.changes)
+            # its dedupe key is seen. What the rescan finds is nobody's own change.
+            origin, state.changes.origin = state.changes.origin, None
+            try:
+                self._sync_locked(conn, account, found, state.changes)
+            finally:
+                state.changes.origin = origin
         state.folders[name] = found
         return found
 
