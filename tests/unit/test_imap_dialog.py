@@ -502,6 +502,50 @@ async def test_own_changes_wake_only_the_others(
         assert await b.lines(b"x ") == [b"* 2 EXPUNGE", b"x OK NOOP completed"]
 
 
+async def test_status_counts_in_one_read_on_the_loop(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """STATUS (RFC 9051 §6.3.11) answers from one index read on the event loop, RECENT and
+    DELETED included, and marks nothing \\Recent: the next SELECT still gets them."""
+    runtime = make_runtime(tmp_path)
+    store = store_of(runtime)
+    for _ in range(3):
+        store.deliver(ALICE, MESSAGE)
+    trips: list[str] = []
+    real = asyncio.to_thread
+
+    async def counted(func: Callable[..., Any], /, *args: Any, **kwargs: Any) -> Any:
+        trips.append(getattr(func, "__name__", ""))
+        return await real(func, *args, **kwargs)
+
+    async with session(runtime) as a, session(runtime) as b:
+        await login(a)
+        a.send(b"s SELECT INBOX\r\nd STORE 1 +FLAGS.SILENT (\\Deleted)\r\n")
+        await a.until(b"d ")
+        store.deliver(ALICE, MESSAGE)  # UID 4: nobody has seen it
+        await login(b)
+        monkeypatch.setattr(asyncio, "to_thread", counted)
+        query = b"STATUS INBOX (MESSAGES UNSEEN RECENT DELETED UIDNEXT SIZE)\r\n"
+        b.send(b"t " + query + b"u " + query)
+        size = 4 * len(MESSAGE.replace(b"\r\n", b"\n").replace(b"\n", b"\r\n"))
+        line = (
+            b'* STATUS "INBOX" (MESSAGES 4 UNSEEN 4 RECENT 1 DELETED 1 UIDNEXT 5 SIZE '
+            + str(size).encode()
+            + b")"
+        )
+        assert await b.lines(b"u ") == [
+            line,
+            b"t OK STATUS completed",
+            line,
+            b"u OK STATUS completed",
+        ]
+        assert trips == []
+        b.send(b"n STATUS Nowhere (MESSAGES)\r\n")
+        assert await b.lines(b"n ") == [b"n NO [NONEXISTENT] No mailbox Nowhere"]
+        b.send(b"x SELECT INBOX\r\n")
+        assert b"* 1 RECENT" in await b.lines(b"x ")
+
+
 async def test_a_folder_listing_opens_each_file_once(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

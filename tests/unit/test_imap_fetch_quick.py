@@ -15,7 +15,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from pochta.access import imap_fetch
+from pochta.access import imap_fetch, imap_mime
 from pochta.access.imap_fetch import fetch_messages
 from pochta.access.imap_mime import (
     MAX_DEPTH,
@@ -370,6 +370,47 @@ def test_header_items_from_the_cache_are_the_octets_of_the_message(
         again = fetch({1: blob}, read=lambda u: message)
         assert again.responses == first.responses
         assert again.new_cache == {}  # a current blob: not stored again
+
+
+def test_a_whole_header_from_the_cache_parses_no_field(monkeypatch: pytest.MonkeyPatch) -> None:
+    """RFC822.HEADER and BODY[HEADER] are the cached block as it is: its fields are split
+    only for HEADER.FIELDS (.NOT)."""
+    view = MailboxView(INBOX, _one_message(len(MESSAGE)))
+    blob = fetch_messages(
+        view,
+        [1],
+        [C.fetch_item("BODY.PEEK[HEADER]")],
+        read=lambda u: MESSAGE,
+        cached={},
+        with_uid=False,
+        with_modseq=False,
+    ).new_cache[1]
+    splits: list[int] = []
+    real = imap_mime._fields
+
+    def counted(raw: bytes, start: int, stop: int) -> list[tuple[str, bytes, int, int]]:
+        splits.append(stop - start)
+        return real(raw, start, stop)
+
+    monkeypatch.setattr(imap_mime, "_fields", counted)
+    for names, parsed in (
+        (["RFC822.HEADER"], 0),
+        (["BODY.PEEK[HEADER]<0.7>"], 0),
+        (["BODY.PEEK[HEADER.FIELDS (SUBJECT)]"], 1),
+        (["BODY.PEEK[HEADER]", "BODY.PEEK[HEADER.FIELDS.NOT (TO)]"], 1),
+    ):
+        splits.clear()
+        result = fetch_messages(
+            view,
+            [1],
+            [C.fetch_item(name) for name in names],
+            read=_no_read,
+            cached={1: blob},
+            with_uid=False,
+            with_modseq=False,
+        )
+        assert len(splits) == parsed, names
+        assert result.responses[0].startswith(b"* 1 FETCH (")
 
 
 def test_an_expunge_of_nothing_is_one_read(tmp_path: Path) -> None:

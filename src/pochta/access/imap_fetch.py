@@ -138,6 +138,7 @@ def fetch_messages(
     need_structure = bool(names & {"ENVELOPE", "BODYSTRUCTURE", "BODY"})
     need_header = any(i.top_header for i in items)
     need_message = any(i.needs_message and not i.top_header for i in items)
+    need_fields = any(i.text in ("HEADER.FIELDS", "HEADER.FIELDS.NOT") for i in items)
     deep = any(i.needs_message and not _top_level(i) for i in items)
     newer = infos or {}
     for uid in uids:
@@ -198,7 +199,7 @@ def fetch_messages(
                 assert item.top_header
                 assert header is not None
                 if cut is None:
-                    cut = header_part(header)
+                    cut = header_part(header, fields=need_fields)
                 add(item.name.encode("ascii") + b" " + _content(item, header, cut))
             else:
                 if part is None and not _whole_message(item):

@@ -36,9 +36,6 @@ if TYPE_CHECKING:
 log = get_logger("imap")
 
 READ_CHUNK = 65536
-# STATUS DELETED/RECENT reads every message row of the folder: on the event loop up to
-# this many (a millisecond or so), in a thread above.
-INLINE_LIST_MESSAGES = 2000
 T = TypeVar("T")
 
 
@@ -119,7 +116,9 @@ class FolderCommands(SelectedMailbox):
             # RFC 9051 §6.3.9: the empty pattern asks for the separator and root.
             self.untagged(Atom("LIST"), [Atom("\\Noselect")], ".", "")
             return "LIST completed"
-        folders, subs = await self.reading(self._folders_and_subscriptions)
+        folders, subs = await self.reading(
+            self._folders_and_subscriptions, counts=bool(args.status_items)
+        )
         patterns = [
             self.folder_name(canonical_pattern(args.reference, p))
             if "*" not in p and "%" not in p
@@ -157,11 +156,12 @@ class FolderCommands(SelectedMailbox):
         return "LSUB completed"
 
     def _folders_and_subscriptions(
-        self, *, quick: bool = False
+        self, *, quick: bool = False, counts: bool = False
     ) -> tuple[list[FolderInfo], list[str]]:
+        """The folders (with their counts when ``counts``: LIST-STATUS) and subscriptions."""
         assert self.user is not None
         return (
-            self.store.list_folders(self.user, quick=quick),
+            self.store.list_folders(self.user, quick=quick, counts=counts),
             self.store.list_subscriptions(self.user, quick=quick),
         )
 
@@ -170,19 +170,12 @@ class FolderCommands(SelectedMailbox):
         wire, items = args.mailbox, args.items
         name = self.folder_name(wire)
         assert self.user is not None
-        folders = await self.reading(self.store.list_folders, self.user)
-        folder = next((f for f in folders if f.name == name), None)
-        if folder is None:
-            raise No(f"No mailbox {wire}", "NONEXISTENT")
-        deleted = recent = None
-        if "DELETED" in items or "RECENT" in items:
-            # Every message's row: on the event loop only for a folder of modest size.
-            read = self.reading if folder.messages <= INLINE_LIST_MESSAGES else self.blocking
-            messages = await read(self.store.list_messages, self.user, name)
-            deleted = sum(1 for m in messages if "\\Deleted" in m.flags)
-            claimed = await self.reading(self.store.claim_recent, self.user, name, 0, claim=False)
-            recent = sum(1 for m in messages if m.uid > claimed)
-        self._status_response(folder, items, deleted, recent)
+        try:
+            # One index read on the loop: the folder's row and counts (SQL does the counting).
+            status = await self.reading(self.store.folder_status, self.user, name)
+        except NoSuchFolder:
+            raise No(f"No mailbox {wire}", "NONEXISTENT") from None
+        self._status_response(status.folder, items, status.deleted, status.recent)
         return "STATUS completed"
 
     def _status_response(

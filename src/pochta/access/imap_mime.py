@@ -69,11 +69,12 @@ def header_end(raw: bytes) -> int:
     return _header_end(raw, 0, len(raw))
 
 
-def header_part(header: bytes) -> Part:
-    """A header block alone as the root part, with only its fields parsed: what the
-    message's HEADER sections (RFC 9051 §6.4.5) are cut from; no Content-Type is read."""
+def header_part(header: bytes, *, fields: bool = True) -> Part:
+    """A header block alone as the root part, with only its fields parsed (none without
+    ``fields``: HEADER and RFC822.HEADER take the block whole): what the message's HEADER
+    sections (RFC 9051 §6.4.5) are cut from; no Content-Type is read."""
     size = len(header)
-    return Part(0, size, size, _fields(header, 0, size))
+    return Part(0, size, size, _fields(header, 0, size) if fields else [])
 
 
 _FOLD = re.compile(rb"\r\n([ \t])")

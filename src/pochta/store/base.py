@@ -44,6 +44,7 @@ __all__ = [
     "FolderChanges",
     "FolderExists",
     "FolderInfo",
+    "FolderStatus",
     "MailStore",
     "MaildirMaintenance",
     "MessageInfo",
@@ -168,6 +169,15 @@ class FolderInfo:
     highestmodseq: int  # RFC 7162 §3.1.1
     subscribed: bool
     size: int  # octets (CRLF) of all messages: RFC 8438 STATUS=SIZE
+
+
+@dataclass(frozen=True, slots=True)
+class FolderStatus:
+    """One folder's counts for IMAP STATUS (RFC 9051 §6.3.11), read at once."""
+
+    folder: FolderInfo
+    deleted: int  # messages flagged \\Deleted (STATUS DELETED)
+    recent: int  # messages above the \\Recent claim (RFC 3501 §6.3.10 STATUS RECENT)
 
 
 @dataclass(frozen=True, slots=True)
@@ -348,9 +358,17 @@ class MailStore(abc.ABC):
     # -- folders --
 
     @abc.abstractmethod
-    def list_folders(self, address: str, *, quick: bool = False) -> list[FolderInfo]:
+    def list_folders(
+        self, address: str, *, quick: bool = False, counts: bool = True
+    ) -> list[FolderInfo]:
         """Every folder of the account, INBOX first, then by name. ``quick``: as for
-        ``folder_changes``."""
+        ``folder_changes``. ``counts=False``: messages, unseen and size are 0, not counted
+        (a LIST needs only the names)."""
+
+    @abc.abstractmethod
+    def folder_status(self, address: str, folder: str, *, quick: bool = False) -> FolderStatus:
+        """One folder's STATUS counts (NoSuchFolder when there is none), without marking
+        anything \\Recent. ``quick``: as for ``folder_changes``."""
 
     @abc.abstractmethod
     def create_folder(self, address: str, name: str, *, special_use: str | None = None) -> None:

@@ -614,6 +614,27 @@ class AccountIndex:
         ).fetchall()
         return {int(r[0]): (int(r[1]), int(r[2]), int(r[3])) for r in rows}
 
+    @staticmethod
+    def folder_counts(
+        conn: sqlite3.Connection, folder_id: int, above_uid: int
+    ) -> tuple[int, int, int, int, int]:
+        """(messages, unseen, octets, flagged \\Deleted, UIDs above ``above_uid``) of one
+        folder, in one pass over its rows."""
+        row = conn.execute(
+            "SELECT count(*), coalesce(sum((flags & ?) = 0), 0), coalesce(sum(size), 0), "
+            "coalesce(sum((flags & ?) != 0), 0), coalesce(sum(uid > ?), 0) "
+            "FROM messages WHERE folder_id = ?",
+            (SEEN, DELETED, above_uid, folder_id),
+        ).fetchone()
+        return int(row[0]), int(row[1]), int(row[2]), int(row[3]), int(row[4])
+
+    @staticmethod
+    def is_subscribed(conn: sqlite3.Connection, name: str) -> bool:
+        return (
+            conn.execute("SELECT 1 FROM subscriptions WHERE name = ?", (name,)).fetchone()
+            is not None
+        )
+
     # -- subscriptions --
 
     @staticmethod

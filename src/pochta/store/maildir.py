@@ -105,6 +105,7 @@ from pochta.store.base import (
     FolderChanges,
     FolderExists,
     FolderInfo,
+    FolderStatus,
     MaildirMaintenance,
     MailStore,
     MessageInfo,
@@ -518,6 +519,22 @@ def read_subscriptions(path: Path) -> set[str] | None:
 
 P = ParamSpec("P")
 R = TypeVar("R")
+
+
+def _folder_info(
+    row: FolderRow, messages: int, unseen: int, size: int, subscribed: bool
+) -> FolderInfo:
+    return FolderInfo(
+        name=row.name,
+        special_use=row.special_use,
+        uidvalidity=row.uidvalidity,
+        uidnext=row.uidnext,
+        messages=messages,
+        unseen=unseen,
+        highestmodseq=row.highestmodseq,
+        subscribed=subscribed,
+        size=size,
+    )
 
 
 def _new_flags(
@@ -1482,29 +1499,33 @@ class MaildirStore(MailStore, MaildirMaintenance):
     # -- folders --
 
     @_reported
-    def list_folders(self, address: str, *, quick: bool = False) -> list[FolderInfo]:
+    def list_folders(
+        self, address: str, *, quick: bool = False, counts: bool = True
+    ) -> list[FolderInfo]:
         with self._use(address, quick=quick) as account, account.index.read() as conn:
             rows = AccountIndex.folders(conn)
-            stats = AccountIndex.folder_stats(conn)
+            stats = AccountIndex.folder_stats(conn) if counts else {}
             subscribed = set(AccountIndex.subscriptions(conn))
         result = []
         for row in rows:
             messages, unseen, size = stats.get(row.id, (0, 0, 0))
-            result.append(
-                FolderInfo(
-                    name=row.name,
-                    special_use=row.special_use,
-                    uidvalidity=row.uidvalidity,
-                    uidnext=row.uidnext,
-                    messages=messages,
-                    unseen=unseen,
-                    highestmodseq=row.highestmodseq,
-                    subscribed=row.name in subscribed,
-                    size=size,
-                )
-            )
+            result.append(_folder_info(row, messages, unseen, size, row.name in subscribed))
         result.sort(key=lambda f: (f.name != INBOX, f.name))
         return result
+
+    @_reported
+    def folder_status(self, address: str, folder: str, *, quick: bool = False) -> FolderStatus:
+        with (
+            self._use(address, quick=quick) as account,
+            self._current(account, folder, quick=quick) as (conn, row),
+        ):
+            claimed = AccountIndex.recent_claimed(conn, row.id)
+            messages, unseen, size, deleted, recent = AccountIndex.folder_counts(
+                conn, row.id, claimed
+            )
+            subscribed = AccountIndex.is_subscribed(conn, row.name)
+        info = _folder_info(row, messages, unseen, size, subscribed)
+        return FolderStatus(info, deleted, recent)
 
     @_reported
     def create_folder(self, address: str, name: str, *, special_use: str | None = None) -> None:
