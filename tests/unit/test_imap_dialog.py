@@ -13,6 +13,7 @@ import base64
 import itertools
 import re
 import tempfile
+import threading
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -395,14 +396,16 @@ async def test_recent_is_claimed_on_the_event_loop(
         assert b"* 0 RECENT" in await third.lines(b"s ")
 
 
-async def test_expunge_and_store_of_nothing_take_no_thread(
+async def test_store_and_expunge_answer_from_the_loop_after_one_sync(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """EXPUNGE and CLOSE with nothing flagged \\Deleted, and a STORE that changes no flag,
-    answer on the event loop; the ones that change something write in a thread."""
+    """STORE, EXPUNGE and CLOSE take no thread trip (to_thread): a change is written on the
+    event loop and made durable by the shared sync (quick_sync.py) before its answer; one
+    that changes nothing (nothing \\Deleted, flags already set) needs no sync at all."""
     runtime = make_runtime(tmp_path)
+    store = store_of(runtime)
     for _ in range(2):
-        store_of(runtime).deliver(ALICE, MESSAGE)
+        store.deliver(ALICE, MESSAGE)
     trips: list[str] = []
     real = asyncio.to_thread
 
@@ -410,6 +413,14 @@ async def test_expunge_and_store_of_nothing_take_no_thread(
         trips.append(getattr(func, "__name__", ""))
         return await real(func, *args, **kwargs)
 
+    syncs: list[str] = []
+    sync = store.sync_quick_writes
+
+    def counted_sync(address: str) -> None:
+        syncs.append(address)
+        sync(address)
+
+    monkeypatch.setattr(store, "sync_quick_writes", counted_sync)
     async with session(runtime) as c:
         await login(c)
         c.send(b"s SELECT INBOX\r\n")
@@ -417,14 +428,14 @@ async def test_expunge_and_store_of_nothing_take_no_thread(
         monkeypatch.setattr(asyncio, "to_thread", counted)
         c.send(b"e EXPUNGE\r\n")
         assert await c.lines(b"e ") == [b"e OK EXPUNGE completed"]
-        assert "expunge" not in trips
+        assert syncs == []
         c.send(b"d STORE 2 +FLAGS.SILENT (\\Deleted)\r\ne2 EXPUNGE\r\n")
         assert await c.lines(b"e2 ") == [
             b"d OK STORE completed",
             b"* 2 EXPUNGE",
             b"e2 OK EXPUNGE completed",
         ]
-        assert trips.count("expunge") == 1
+        assert syncs == [ALICE, ALICE]
         c.send(b"f STORE 1 +FLAGS (\\Flagged)\r\n")
         assert await c.lines(b"f ") == [
             b"* 1 FETCH (FLAGS (\\Flagged \\Recent))",
@@ -432,19 +443,62 @@ async def test_expunge_and_store_of_nothing_take_no_thread(
         ]
         c.send(b"g STORE 1 +FLAGS (\\Flagged)\r\nh STORE 1 -FLAGS (\\Seen)\r\n")
         assert await c.lines(b"h ") == [b"g OK STORE completed", b"h OK STORE completed"]
-        assert trips.count("store_flags") == 2  # the changes: \\Deleted, then \\Flagged
+        assert len(syncs) == 3  # the changes: \\Deleted, the expunge, \\Flagged
         c.send(b"c CLOSE\r\n")
         assert await c.lines(b"c ") == [b"c OK CLOSE completed"]
-        assert trips.count("expunge") == 1
+        assert len(syncs) == 3
+        assert trips == []
+    assert not store.quick_writes_pending(ALICE)
+
+
+async def test_a_change_is_answered_only_once_it_is_durable(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The answer to a STORE waits for the sync of the index journal, and a change made
+    while a sync is under way gets a sync of its own."""
+    runtime = make_runtime(tmp_path)
+    store = store_of(runtime)
+    store.deliver(ALICE, MESSAGE)
+    release = threading.Event()
+    syncs: list[str] = []
+    sync = store.sync_quick_writes
+    loop = asyncio.get_running_loop()
+    started = asyncio.Event()
+
+    def held_sync(address: str) -> None:
+        syncs.append(address)
+        loop.call_soon_threadsafe(started.set)
+        release.wait(10)
+        sync(address)
+
+    monkeypatch.setattr(store, "sync_quick_writes", held_sync)
+    async with session(runtime) as a, session(runtime) as b:
+        for c in (a, b):
+            await login(c)
+            c.send(b"s SELECT INBOX\r\n")
+            await c.until(b"s ")
+        a.send(b"f STORE 1 +FLAGS.SILENT (\\Flagged)\r\n")
+        await asyncio.wait_for(started.wait(), 10)
+        b.send(b"g STORE 1 +FLAGS.SILENT (\\Answered)\r\n")
+        for _ in range(20):
+            await asyncio.sleep(0.01)
+        assert b"f OK" not in a.writer.data
+        assert b"g OK" not in b.writer.data
+        assert store.quick_writes_pending(ALICE)
+        release.set()
+        assert await a.lines(b"f ") == [b"f OK STORE completed"]
+        assert await b.lines(b"g ") == [b"g OK STORE completed"]
+        # a's sync was under way when b asked: b's change needs (and got) one more.
+        assert syncs == [ALICE, ALICE]
+        assert not store.quick_writes_pending(ALICE)
 
 
 async def test_own_changes_wake_only_the_others(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """A session reports its own STORE and EXPUNGE in its answer, so they do not send it
-    back to the index (no folder_changes read), and a STORE the view shows to be a change
-    goes straight to the thread's write (no quick read first). Another session on the same
-    folder is woken and shows the change at its next command."""
+    back to the index (no folder_changes read). Another session on the same folder is woken
+    and shows the change at its next command."""
     runtime = make_runtime(tmp_path)
     store = store_of(runtime)
     runtime.mail.changes = ChangeHub(store, asyncio.get_running_loop())
@@ -476,7 +530,7 @@ async def test_own_changes_wake_only_the_others(
             b"* 2 FETCH (FLAGS (\\Recent))",  # the first session to see them: \\Recent
             b"g OK FETCH completed",
         ]
-        assert calls == [("store_flags", False)]
+        assert calls == [("store_flags", True)]
         b.send(b"h FETCH 2 FLAGS\r\n")
         assert await b.lines(b"h ") == [
             b"* 2 FETCH (FLAGS ())",
@@ -497,7 +551,7 @@ async def test_own_changes_wake_only_the_others(
             b"* 1 FETCH (FLAGS (\\Flagged \\Recent))",
             b"n OK FETCH completed",
         ]
-        assert calls == [("store_flags", False), ("expunge", False)]
+        assert calls == [("store_flags", True), ("expunge", True)]
         b.send(b"x NOOP\r\n")
         assert await b.lines(b"x ") == [b"* 2 EXPUNGE", b"x OK NOOP completed"]
 

@@ -413,20 +413,41 @@ def test_a_whole_header_from_the_cache_parses_no_field(monkeypatch: pytest.Monke
         assert result.responses[0].startswith(b"* 1 FETCH (")
 
 
-def test_an_expunge_of_nothing_is_one_read(tmp_path: Path) -> None:
+def test_an_expunge_of_nothing_is_one_read(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """EXPUNGE, UID EXPUNGE and CLOSE with nothing flagged \\Deleted (among the UIDs) answer
     on the event loop from the messages_deleted index, with no write; anything to remove
-    makes the quick call WouldBlock, and the thread's call removes it."""
+    is removed there too, in a commit without an fsync that ``sync_quick_writes`` makes
+    durable (one fdatasync of the index's journal); while the index is being written, the
+    quick call WouldBlock and the thread's call removes it."""
     store = _store(tmp_path)
     uids = [store.deliver(ADDRESS, MESSAGE).uid for _ in range(300)]
     store.list_messages(ADDRESS, INBOX)  # opens the account
+    index = store._accounts[ADDRESS].index
     assert store.expunge(ADDRESS, INBOX, quick=True) == []
-    store.store_flags(ADDRESS, INBOX, [uids[7]], FlagMode.ADD, frozenset({"\\Deleted"}))
+    store.store_flags(ADDRESS, INBOX, uids[7:9], FlagMode.ADD, frozenset({"\\Deleted"}))
     assert store.expunge(ADDRESS, INBOX, uids[:5], quick=True) == []
-    for among in (None, uids[5:9]):
-        with pytest.raises(WouldBlock):
-            store.expunge(ADDRESS, INBOX, among, quick=True)
-    assert store.expunge(ADDRESS, INBOX) == [uids[7]]
+    assert not store.quick_writes_pending(ADDRESS)
+    durable = index.commits
+    assert store.expunge(ADDRESS, INBOX, uids[5:8], quick=True) == [uids[7]]
+    assert index.commits == durable  # no fsync yet
+    assert store.quick_writes_pending(ADDRESS)
+    synced: list[str] = []
+    real_sync = os.fdatasync
+
+    def recorded(fd: int) -> None:
+        synced.append(os.readlink(f"/proc/self/fd/{fd}"))
+        real_sync(fd)
+
+    monkeypatch.setattr("pochta.store.index.os.fdatasync", recorded)
+    store.sync_quick_writes(ADDRESS)
+    assert synced == [f"{index.path}-wal"]
+    assert not store.quick_writes_pending(ADDRESS)
+    store.sync_quick_writes(ADDRESS)  # nothing new: no fsync
+    assert len(synced) == 1
+    account = store._accounts[ADDRESS]
+    with account.write_lock, pytest.raises(WouldBlock):  # a thread's batch is being written
+        store.expunge(ADDRESS, INBOX, quick=True)
+    assert store.expunge(ADDRESS, INBOX) == [uids[8]]
     assert store.expunge(ADDRESS, INBOX, quick=True) == []
 
     conn = sqlite3.connect(store.account_root(ADDRESS) / INDEX_FILE)
@@ -445,13 +466,15 @@ def test_an_expunge_of_nothing_is_one_read(tmp_path: Path) -> None:
     store.close()
 
 
-def test_a_store_that_changes_nothing_is_one_read(tmp_path: Path) -> None:
+def test_a_quick_store_writes_only_a_change(tmp_path: Path) -> None:
     """STORE of flags a message has already (or -FLAGS of ones it lacks) answers on the event
-    loop with no write and no MODSEQ; a change, UNCHANGEDSINCE or a large set needs the
-    thread's call."""
+    loop with no write and no MODSEQ; a change, UNCHANGEDSINCE included, is written there
+    with one MODSEQ per operation and no fsync (pending until ``sync_quick_writes``); a
+    large set needs the thread's call."""
     store = _store(tmp_path)
     uids = [store.deliver(ADDRESS, MESSAGE).uid for _ in range(3)]
     store.store_flags(ADDRESS, INBOX, uids[:2], FlagMode.ADD, frozenset({"\\Seen", "$Work"}))
+    index = store._accounts[ADDRESS].index
     before = {m.uid: m.modseq for m in store.list_messages(ADDRESS, INBOX)}
     for mode, flags, among in (
         (FlagMode.ADD, {"\\Seen"}, uids[:2]),
@@ -462,17 +485,39 @@ def test_a_store_that_changes_nothing_is_one_read(tmp_path: Path) -> None:
         result = store.store_flags(ADDRESS, INBOX, among, mode, frozenset(flags), quick=True)
         assert result == StoreFlagsResult(())
     assert {m.uid: m.modseq for m in store.list_messages(ADDRESS, INBOX)} == before
-    for mode, flags, among, since in (
-        (FlagMode.ADD, {"\\Seen"}, uids, None),  # the third is not \Seen yet
-        (FlagMode.REMOVE, {"$Work"}, uids[:1], None),
-        (FlagMode.REPLACE, {"\\Seen"}, uids[:1], None),
-        (FlagMode.ADD, {"\\Seen"}, uids[:1], 10**6),
-        (FlagMode.ADD, {"\\Seen"}, list(range(1, QUICK_STORE_MAX + 2)), None),
-    ):
-        with pytest.raises(WouldBlock):
-            store.store_flags(
-                ADDRESS, INBOX, among, mode, frozenset(flags), unchanged_since=since, quick=True
-            )
+    assert not store.quick_writes_pending(ADDRESS)
+    durable = index.commits
+    top = max(before.values())
+    result = store.store_flags(
+        ADDRESS, INBOX, uids, FlagMode.ADD, frozenset({"\\Seen"}), quick=True
+    )
+    assert [(u.uid, u.modseq) for u in result.updated] == [(uids[2], top + 1)]
+    assert index.commits == durable
+    assert store.quick_writes_pending(ADDRESS)
+    late = store.store_flags(
+        ADDRESS,
+        INBOX,
+        [uids[0], uids[2]],
+        FlagMode.ADD,
+        frozenset({"\\Flagged"}),
+        unchanged_since=before[uids[0]],
+        quick=True,
+    )
+    assert late.failed == (uids[2],)  # changed after the client looked (RFC 7162 §3.1.3)
+    assert [(u.uid, u.modseq) for u in late.updated] == [(uids[0], top + 2)]
+    store.sync_quick_writes(ADDRESS)
+    assert not store.quick_writes_pending(ADDRESS)
+    flags = {m.uid: m.flags for m in store.list_messages(ADDRESS, INBOX)}
+    assert flags[uids[0]] == {"\\Seen", "\\Flagged"}
+    with pytest.raises(WouldBlock):
+        store.store_flags(
+            ADDRESS,
+            INBOX,
+            list(range(1, QUICK_STORE_MAX + 2)),
+            FlagMode.ADD,
+            frozenset({"\\Seen"}),
+            quick=True,
+        )
     store.close()
 
 

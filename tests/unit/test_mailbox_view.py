@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pochta.access.mailbox_view import MailboxView
-from pochta.store import FlagMode, FolderChanges, MessageInfo
+from pochta.store import FolderChanges, MessageInfo
 
 
 def info(uid: int, *flags: str, modseq: int = 1) -> MessageInfo:
@@ -100,19 +100,3 @@ def test_update_names_the_keywords_to_announce_first() -> None:
     # A resync from a full listing keeps the folder's list.
     stale = FolderChanges(7, 3, 20, (), (), False, keywords=("$Old", "$Kept"))
     assert "$Kept" in view.resync([arrival, changed], stale, allow_expunge=True).keywords
-
-
-def test_what_a_store_or_expunge_would_change_as_the_view_knows_it() -> None:
-    seen = MessageInfo(1, frozenset({"\\Seen"}), frozenset({"$Junk"}), 0.0, 10, 1)
-    view = MailboxView("INBOX", changes(seen, info(2, "\\Deleted")))
-    # Flags compare case-insensitively (RFC 9051 §2.3.2), keywords as well.
-    assert not view.store_changes([1], FlagMode.ADD, ["\\SEEN", "$junk"])
-    assert view.store_changes([1], FlagMode.ADD, ["\\Flagged"])
-    assert not view.store_changes([1], FlagMode.REMOVE, ["\\Flagged"])
-    assert view.store_changes([1], FlagMode.REMOVE, ["$JUNK"])
-    assert not view.store_changes([1], FlagMode.REPLACE, ["$Junk", "\\seen"])
-    assert view.store_changes([1], FlagMode.REPLACE, ["\\Seen"])
-    assert view.store_changes([1, 2], FlagMode.ADD, ["\\Seen"])  # 2 lacks it
-    assert view.store_changes([9], FlagMode.REMOVE, ["\\Seen"])  # unknown: ask the store
-    assert view.any_deleted([1, 2])
-    assert not view.any_deleted([1, 9])

@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import threading
 from collections.abc import Callable
 
 from pochta.runtime import ANY_FOLDER, ChangeRelay
@@ -45,6 +46,8 @@ class ChangeHub:
         relay: ChangeRelay | None = None,
     ) -> None:
         self._loop = loop
+        # The loop's thread (the hub is made on it): a change made there needs no self-pipe.
+        self._loop_thread = threading.get_ident()
         self._relay = relay
         # Each watcher's event, with its owner (None: woken by every change).
         self._watchers: dict[tuple[str, str], dict[asyncio.Event, object | None]] = {}
@@ -102,9 +105,12 @@ class ChangeHub:
     def publish(self, address: str, folder: str, *, origin: object | None = None) -> None:
         """A change made in this process (any thread): wake the sessions here, on the loop,
         but not the watcher that ``origin`` owns; and tell the other processes."""
-        # A closed loop (RuntimeError): the server is stopping.
-        with contextlib.suppress(RuntimeError):
-            self._loop.call_soon_threadsafe(self._wake, address.lower(), folder, origin)
+        if threading.get_ident() == self._loop_thread:
+            self._loop.call_soon(self._wake, address.lower(), folder, origin)  # a quick change
+        else:
+            # A closed loop (RuntimeError): the server is stopping.
+            with contextlib.suppress(RuntimeError):
+                self._loop.call_soon_threadsafe(self._wake, address.lower(), folder, origin)
         relay = self._relay
         if relay is not None:
             relay.send_change(address, folder)

@@ -26,6 +26,7 @@ from pochta.access.imap_messages import MessageCommands
 from pochta.access.imap_notify import NotifyCommands
 from pochta.access.imap_session import BASE_CAPABILITIES, SYSTEM_FLAGS, PushDue, SessionEvent
 from pochta.access.imap_urlauth import UrlAuthCommands
+from pochta.access.quick_sync import QuickWriteSync
 from pochta.directory.sasl import server_mechanism
 from pochta.directory.sasl_exchange import (
     Authenticated,
@@ -61,6 +62,15 @@ class IMAPService:
         if implicit_tls and self.tls is None:
             raise RuntimeError(f"listen.{listener} needs a TLS certificate; see tls.cert_file")
         self.ssl_context = self.tls if implicit_tls else None
+        self._quick_sync: QuickWriteSync | None = None
+
+    def quick_sync(self) -> QuickWriteSync:
+        """The group commit of this process's sessions' loop-side changes (quick_sync.py)."""
+        if self._quick_sync is None:
+            mail = self.server.mail
+            assert mail is not None
+            self._quick_sync = QuickWriteSync(mail.store, asyncio.get_running_loop())
+        return self._quick_sync
 
     async def handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         peer = writer.get_extra_info("peername")

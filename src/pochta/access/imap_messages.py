@@ -60,8 +60,6 @@ READ_CHUNK = 65536
 # A FETCH chunk whose messages add up to no more than this is read on the event loop
 # (page-cache reads of this size take well under a millisecond); larger ones in a thread.
 INLINE_READ_BYTES = 256 * 1024
-# EXPUNGE looks in the view for \Deleted messages among at most this many (see cmd_expunge).
-EXPUNGE_SCAN_MAX = 1000
 T = TypeVar("T")
 
 
@@ -82,10 +80,7 @@ class MessageCommands(FolderCommands):
         if bad:
             raise Bad(f"Flag {bad[0]} cannot be stored")
         mode = {"+": FlagMode.ADD, "-": FlagMode.REMOVE, "": FlagMode.REPLACE}[args.sign]
-        # A STORE that changes flags is a write, made in a thread; the read on the loop that
-        # would find that out first is skipped when the view already says so.
-        call = self.blocking if view.store_changes(uids, mode, args.flags) else self.reading
-        result = await call(
+        result = await self.writing(
             self.store.store_flags,
             self.user,
             view.name,
@@ -189,13 +184,7 @@ class MessageCommands(FolderCommands):
         uid_filter = None
         if C.is_uid(cmd):
             uid_filter = self.uids_of(C.expunge_set(cmd), uid=True)
-        # As for STORE: straight to the thread's write when the view shows \Deleted on a
-        # message it would remove (looked for only in a small set: the store's quick read
-        # beats a scan of a large folder's view).
-        scope = view.uids if uid_filter is None else uid_filter
-        certain = len(scope) <= EXPUNGE_SCAN_MAX and view.any_deleted(scope)
-        call = self.blocking if certain else self.reading
-        gone = await call(self.store.expunge, self.user, view.name, uid_filter)
+        gone = await self.writing(self.store.expunge, self.user, view.name, uid_filter)
         self._report_own_expunge(list(gone))
         return "EXPUNGE completed"
 
@@ -225,7 +214,7 @@ class MessageCommands(FolderCommands):
         if not self.readonly and any(i.sets_seen for i in items):
             unseen = [u for u in uids if "\\Seen" not in view.info[u].flags]
             if unseen:
-                result = await self.blocking(
+                seen = await self.writing(
                     self.store.store_flags,
                     self.user,
                     view.name,
@@ -233,7 +222,7 @@ class MessageCommands(FolderCommands):
                     FlagMode.ADD,
                     frozenset({"\\Seen"}),
                 )
-                for update in result.updated:
+                for update in seen.updated:
                     old = view.info[update.uid]
                     info = _updated(old, update)
                     view.note_own_change(info)

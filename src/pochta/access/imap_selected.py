@@ -171,7 +171,7 @@ class SelectedMailbox(SessionBase):
         assert self.user is not None
         if not self.readonly:
             # RFC 9051 §6.4.1: expunge silently.
-            await self.reading(self.store.expunge, self.user, view.name, None)
+            await self.writing(self.store.expunge, self.user, view.name, None)
         self._close_view()
         return "CLOSE completed"
 

@@ -324,6 +324,24 @@ class SessionBase:
         except StoreUnavailable as exc:
             raise self._unavailable(exc) from exc
 
+    async def writing(self, func: Callable[..., T], *args: Any, **kwargs: Any) -> T:
+        """A store change that takes ``quick`` (STORE, EXPUNGE): made here on the event
+        loop when the index is free, and durable before this returns (the group commit of
+        ``quick_sync.py``); in a thread when the store says it would block."""
+        assert self.user is not None
+        try:
+            result = func(*args, quick=True, **kwargs)
+        except WouldBlock:
+            return await self.blocking(func, *args, **kwargs)  # type: ignore[no-any-return]
+        except StoreUnavailable as exc:
+            raise self._unavailable(exc) from exc
+        if self.store.quick_writes_pending(self.user):
+            try:
+                await self.service.quick_sync().sync(self.user)
+            except StoreUnavailable as exc:
+                raise self._unavailable(exc) from exc
+        return result
+
     def _unavailable(self, exc: StoreUnavailable) -> No:
         log.error("store_failed", user=self.user, error=str(exc))
         return No("Server error, try again later", "UNAVAILABLE")

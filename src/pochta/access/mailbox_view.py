@@ -15,12 +15,9 @@ a command that allows EXPUNGE runs.
 from __future__ import annotations
 
 import bisect
-from collections.abc import Iterable
 from dataclasses import dataclass, field
 
-from pochta.store import FlagMode, FolderChanges, MessageInfo
-
-DELETED_FLAG = "\\Deleted"
+from pochta.store import FolderChanges, MessageInfo
 
 
 @dataclass(slots=True)
@@ -73,33 +70,6 @@ class MailboxView:
     def is_live(self, uid: int) -> bool:
         """In the view and not expunged behind the client's back."""
         return uid in self.info and uid not in self.pending_expunge
-
-    # -- what a write would do, as far as the view knows -------------------------------------
-
-    def store_changes(self, uids: list[int], mode: FlagMode, flags: Iterable[str]) -> bool:
-        """Whether a STORE of ``flags`` (RFC 9051 §6.4.6; flags compare case-insensitively,
-        §2.3.2) changes any of ``uids`` as this view last saw them. A UID the view does not
-        hold counts as a change. The store decides; this only picks its cheaper path."""
-        wanted = {f.lower() for f in flags}
-        for uid in uids:
-            m = self.info.get(uid)
-            if m is None:
-                return True
-            have = {f.lower() for f in m.flags} | {k.lower() for k in m.keywords}
-            if mode is FlagMode.ADD:
-                if not wanted <= have:
-                    return True
-            elif mode is FlagMode.REMOVE:
-                if wanted & have:
-                    return True
-            elif wanted != have:
-                return True
-        return False
-
-    def any_deleted(self, uids: Iterable[int]) -> bool:
-        r"""Whether the view shows \Deleted on any of ``uids`` (what EXPUNGE removes)."""
-        info = self.info
-        return any(m is not None and DELETED_FLAG in m.flags for m in map(info.get, uids))
 
     # -- catching up ----------------------------------------------------------------------
 

@@ -294,6 +294,19 @@ class MailStore(abc.ABC):
         finally:
             CHANGE_ORIGIN.reset(token)
 
+    # -- changes made on an event loop --
+
+    def quick_writes_pending(self, address: str) -> bool:
+        """Whether changes that ``quick`` calls (STORE, EXPUNGE) made for the account wait
+        for ``sync_quick_writes`` to be durable: cheap, for an event loop."""
+        return False
+
+    def sync_quick_writes(self, address: str) -> None:
+        """Make the account's ``quick`` changes durable (an fsync: call it from a thread).
+        A caller answers a client only after it. Backends whose quick calls never write
+        have nothing to do."""
+        return None
+
     # -- delivery --
 
     @abc.abstractmethod
@@ -483,8 +496,9 @@ class MailStore(abc.ABC):
     ) -> StoreFlagsResult:
         """RFC 3501 §6.4.6 STORE, with RFC 7162 §3.1.3 UNCHANGEDSINCE. Unknown UIDs are
         ignored; messages whose flags do not change keep their MODSEQ. ``quick``: for a
-        caller on an event loop: the (empty) result when nothing would change, else
-        :class:`WouldBlock`."""
+        caller on an event loop: made at once, without waiting for the disk (durable once
+        ``sync_quick_writes`` returns), or :class:`WouldBlock` (the index is being
+        written, or more work is needed: do the call again in a thread)."""
 
     @abc.abstractmethod
     def copy(self, address: str, source: str, uids: Iterable[int], target: str) -> CopyResult:
@@ -505,8 +519,8 @@ class MailStore(abc.ABC):
     ) -> list[int]:
         """RFC 3501 §6.4.3 EXPUNGE (``uids=None``) or RFC 4315 §2.1 UID EXPUNGE: remove the
         messages flagged \\Deleted (among ``uids``); returns their UIDs, ascending.
-        ``quick``: for a caller on an event loop: [] when none is flagged, else (and when
-        the index must be read from disk first) :class:`WouldBlock`."""
+        ``quick``: for a caller on an event loop: [] when none is flagged, else the
+        expunge made as a ``quick`` STORE is, or :class:`WouldBlock`."""
 
     # -- maintenance --
 

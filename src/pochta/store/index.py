@@ -29,6 +29,7 @@ from __future__ import annotations
 import contextlib
 import errno
 import json
+import os
 import sqlite3
 import time
 from collections.abc import Iterable, Iterator, Sequence
@@ -300,6 +301,11 @@ class AccountIndex:
         self._pool = ThreadConnections(
             self._connect, lambda: StoreError(f"the mailbox index {self.path} is closed")
         )
+        # write_now's connections, set up for it once: no waiting for the lock, no fsync,
+        # no checkpoint at commit.
+        self._quick_pool = ThreadConnections(
+            self._connect_quick, lambda: StoreError(f"the mailbox index {self.path} is closed")
+        )
 
     # -- connections and transactions --
 
@@ -314,6 +320,18 @@ class AccountIndex:
                     f"cannot open the mailbox index {self.path}: no space left on device ({exc})"
                 ) from None
             raise StoreUnavailable(f"cannot open the mailbox index {self.path}: {exc}") from None
+
+    def _connect_quick(self) -> TrackedConnection:
+        conn = self._connect()
+        try:
+            conn.execute("PRAGMA busy_timeout = 0")
+            if self._synchronous == "FULL":
+                conn.execute("PRAGMA synchronous = NORMAL")  # WAL: no fsync at commit
+            conn.execute("PRAGMA wal_autocheckpoint = 0")
+        except BaseException:
+            conn.close()
+            raise
+        return conn
 
     def _open(self) -> TrackedConnection:
         conn = sqlite3.connect(
@@ -401,33 +419,37 @@ class AccountIndex:
         auto-checkpoint keeps the WAL bounded. Nothing is written when it raises."""
         if self.quick_bytes + size > QUICK_WAL_BYTES:
             raise WouldBlock(f"the mailbox index {self.path} is due for a checkpoint")
-        conn = self._pool.get()
-        durable = self._synchronous == "FULL"
-        conn.execute("PRAGMA busy_timeout = 0")
-        if durable:
-            conn.execute("PRAGMA synchronous = NORMAL")  # WAL: no fsync at commit
-        conn.execute("PRAGMA wal_autocheckpoint = 0")
+        conn = self._quick_pool.get()
         try:
-            try:
-                conn.execute("BEGIN IMMEDIATE")
-            except sqlite3.OperationalError as exc:
-                if exc.sqlite_errorcode in (sqlite3.SQLITE_BUSY, sqlite3.SQLITE_LOCKED):
-                    raise WouldBlock(f"the mailbox index {self.path} is being written") from None
-                raise
-            try:
-                yield conn
-                conn.execute("COMMIT")
-                self.quick_bytes += size
-            except BaseException:
-                if conn.in_transaction:
-                    with contextlib.suppress(sqlite3.Error):
-                        conn.execute("ROLLBACK")
-                raise
+            conn.execute("BEGIN IMMEDIATE")
+        except sqlite3.OperationalError as exc:
+            if exc.sqlite_errorcode in (sqlite3.SQLITE_BUSY, sqlite3.SQLITE_LOCKED):
+                raise WouldBlock(f"the mailbox index {self.path} is being written") from None
+            raise
+        try:
+            yield conn
+            conn.execute("COMMIT")
+            self.quick_bytes += size
+        except BaseException:
+            if conn.in_transaction:
+                with contextlib.suppress(sqlite3.Error):
+                    conn.execute("ROLLBACK")
+            raise
+
+    def sync_journal(self) -> None:
+        """fdatasync the write-ahead log: what a commit at synchronous=FULL does, for the
+        commits of ``write_now`` before this call. A WAL that is gone was checkpointed into
+        the database, which SQLite synced then."""
+        if self._synchronous != "FULL":
+            return
+        try:
+            fd = os.open(f"{self.path}-wal", os.O_RDONLY)
+        except FileNotFoundError:
+            return
+        try:
+            os.fdatasync(fd)
         finally:
-            conn.execute("PRAGMA busy_timeout = 30000")
-            conn.execute("PRAGMA wal_autocheckpoint = 1000")
-            if durable:
-                conn.execute("PRAGMA synchronous = FULL")
+            os.close(fd)
 
     def _not_writable(self, exc: BaseException) -> IndexNotWritable:
         return IndexNotWritable(
@@ -472,6 +494,7 @@ class AccountIndex:
                 conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION:d}")
 
     def close(self) -> None:
+        self._quick_pool.close()
         self._pool.close()
 
     # -- account-level values --

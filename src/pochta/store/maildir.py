@@ -36,7 +36,11 @@ Design notes, for the reader who changes this file:
   one directory fsync (deliveries) and one index transaction (flat combining), so
   concurrent changes share fsyncs. A lone writer finds the lock free and commits at once:
   there is no window to wait for. A change refused alone (no such folder) is rolled back
-  to its savepoint; the others commit.
+  to its savepoint; the others commit. A STORE or EXPUNGE from an event loop (``quick``)
+  is made there when the lock is free (``_quick_change``), committed without an fsync; the
+  caller answers only after ``sync_quick_writes`` (one fdatasync of the WAL for every
+  quick change made before it, as a commit at synchronous=FULL would do), which the IMAP
+  sessions share (``access/quick_sync.py``).
 - **Flags and expunges are metadata; the file names follow lazily.** A STORE or EXPUNGE
   changes the index rows and records the file work in the index (``file_work``: rename
   this message's file to the name its flags give; unlink that file), in the same
@@ -164,9 +168,11 @@ FTS_LOCK_FILE = "pochta-fts.lock"
 # range still misses once per 32 messages).
 NAME_PREFETCH = 32
 NAME_CACHE_MAX = 100_000
-# A STORE of at most this many messages first checks on the event loop whether it changes
-# anything (``store_flags`` quick): larger sets go to the thread at once.
+# A STORE of at most this many messages is made on the event loop (``store_flags`` quick):
+# larger sets go to the thread at once.
 QUICK_STORE_MAX = 100
+# About how many index pages a quick STORE or EXPUNGE writes (its WAL estimate).
+QUICK_CHANGE_PAGES = 8
 
 # -- flags in the file name (Maildir "2," info) --
 
@@ -666,6 +672,10 @@ class _Account:
         self.names_version: int | None = None  # the probe's data_version when they were read
         self.probe: sqlite3.Connection | None = None
         self.probe_lock = threading.Lock()
+        # Quick changes (``_quick_change``) made, and how many of them a sync of the
+        # index's journal has made durable (``sync_quick_writes``); under probe_lock.
+        self.quick_changes = 0
+        self.quick_synced = 0
         # folder name -> (uidlist, new/, cur/) as strings: what _changed_on_disk stats.
         self.stat_paths: dict[str, tuple[str, str, str]] = {}
 
@@ -881,15 +891,18 @@ class MaildirStore(MailStore, MaildirMaintenance):
             if self._closed:
                 return
             first = self._flush_first.setdefault(account.address, now)
-            self._flush_due[account.address] = min(
-                now + self._flush_delay, first + FLUSH_DELAY_CAP * self._flush_delay
-            )
+            waited = self._flush_due.get(account.address)
+            due = min(now + self._flush_delay, first + FLUSH_DELAY_CAP * self._flush_delay)
+            self._flush_due[account.address] = due
             if self._flusher is None:
                 self._flusher = threading.Thread(
                     target=self._flusher_loop, name="pochta-store-flush", daemon=True
                 )
                 self._flusher.start()
-            self._flush_cond.notify()
+            if waited is None or due < waited:
+                # A later time needs no wake-up: the flusher, woken at the earlier one,
+                # finds it not due yet and waits again.
+                self._flush_cond.notify()
 
     def _flusher_loop(self) -> None:
         while True:
@@ -1343,6 +1356,63 @@ class MaildirStore(MailStore, MaildirMaintenance):
             raise WouldBlock(f"the mailbox index of {account.address}: {exc}") from exc
         finally:
             account.write_lock.release()
+
+    def _quick_change(
+        self,
+        account: _Account,
+        folder: str,
+        run: Callable[[sqlite3.Connection, _Batch], object],
+    ) -> object:
+        """A change of ``folder`` (a STORE, an EXPUNGE) made at once by a caller on an event
+        loop, as ``_combined`` makes it in a thread, but committed without an fsync: the
+        caller answers only after ``sync_quick_writes``. WouldBlock when the index is being
+        written (by this process or another), the folder changed on disk (a rescan is a
+        thread's work), or the change fails (the thread's call says why)."""
+        changes = _Changes(origin=CHANGE_ORIGIN.get())
+        state = _Batch(changes)
+
+        def run_one(conn: sqlite3.Connection) -> object:
+            row = AccountIndex.folder(conn, folder)
+            if row is not None and self._changed_on_disk(account, row):
+                raise WouldBlock(f"folder {folder!r} changed on disk: rescan first")
+            result = run(conn, state)
+            if state.settle or state.dirs_to_sync or state.linked:
+                raise WouldBlock("a change with files to write")  # not a STORE or EXPUNGE
+            for changed in state.save.values():
+                AccountIndex.save_folder(conn, changed)
+            return result
+
+        result = self._write_now(account, QUICK_CHANGE_PAGES * WAL_PAGE_BYTES, run_one)
+        if state.save:
+            with account.probe_lock:
+                account.quick_changes += 1
+        if state.file_work:
+            self._flush_later(account)
+        for changed_folder, kind in changes.items:
+            self._notify(
+                account.address, changed_folder, kind, changes.origins[(changed_folder, kind)]
+            )
+        return result
+
+    def quick_writes_pending(self, address: str) -> bool:
+        with self._lock:
+            account = self._accounts.get(address.lower())
+        if account is None:
+            return False
+        with account.probe_lock:
+            return account.quick_changes != account.quick_synced
+
+    @_reported
+    def sync_quick_writes(self, address: str) -> None:
+        with self._use(address) as account:
+            with account.probe_lock:
+                made = account.quick_changes
+                if made == account.quick_synced:
+                    return
+            if self.durable:
+                account.index.sync_journal()
+            with account.probe_lock:
+                account.quick_synced = max(account.quick_synced, made)
 
     def _combine(self, account: _Account, op: _Op) -> _Changes:
         with account.pending_lock:
@@ -2049,34 +2119,15 @@ class MaildirStore(MailStore, MaildirMaintenance):
         mode = FlagMode(mode)
         bits, keywords = split_flags(flags)
         wanted = list(uids)
-        if quick:
-            # Clients set flags that are set already (\\Seen again, a toggle that found
-            # its state): a read of the few rows here; a change is a write, in a thread.
-            if unchanged_since is not None or len(wanted) > QUICK_STORE_MAX:
-                raise WouldBlock("a conditional or large STORE")
-            with (
-                self._use(address, quick=True) as account,
-                self._current(account, name, quick=True) as (conn, row),
-            ):
-                for m in AccountIndex.messages_by_uid(conn, row.id, wanted):
-                    new_bits, new_keywords = _new_flags(m, mode, bits, keywords)
-                    if new_bits != m.flags or join_keywords(new_keywords) != m.keywords:
-                        raise WouldBlock("a STORE that changes flags is a write")
-            return StoreFlagsResult(())
-        with self._use(address) as account:
-            result = self._combined(
-                account,
-                functools.partial(
-                    self._store_flags_one,
-                    account,
-                    name,
-                    wanted,
-                    mode,
-                    bits,
-                    keywords,
-                    unchanged_since,
-                ),
+        if quick and len(wanted) > QUICK_STORE_MAX:
+            raise WouldBlock("a large STORE")
+        with self._use(address, quick=quick) as account:
+            op = functools.partial(
+                self._store_flags_one, account, name, wanted, mode, bits, keywords, unchanged_since
             )
+            # quick: on the caller's loop, in one transaction: the few rows read, and changed
+            # when the flags change (durable after sync_quick_writes).
+            result = self._quick_change(account, name, op) if quick else self._combined(account, op)
         assert isinstance(result, StoreFlagsResult)
         return result
 
@@ -2257,14 +2308,19 @@ class MaildirStore(MailStore, MaildirMaintenance):
         wanted = None if uids is None else list(uids)
         if quick:
             # Clients send EXPUNGE and CLOSE when nothing is \\Deleted too: that is one
-            # index read here; a real expunge is a write, made in a thread.
+            # index read here; a real expunge is a write, made here too when the index is
+            # free (durable after sync_quick_writes).
             with (
                 self._use(address, quick=True) as account,
                 self._current(account, name, quick=True) as (conn, row),
             ):
                 if not AccountIndex.has_deleted(conn, row.id, wanted):
                     return []
-            raise WouldBlock("an expunge is a write")
+            gone = self._quick_change(
+                account, name, functools.partial(self._expunge_one, account, name, wanted)
+            )
+            assert isinstance(gone, list)
+            return gone
         with self._use(address) as account:
             result = self._combined(
                 account, functools.partial(self._expunge_one, account, name, wanted)
