@@ -12,7 +12,7 @@ from pathlib import Path
 
 import msgspec
 import pytest
-from hypothesis import given
+from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from pochta.access import imap_fetch, imap_mime
@@ -519,6 +519,85 @@ def test_a_quick_store_writes_only_a_change(tmp_path: Path) -> None:
             quick=True,
         )
     store.close()
+
+
+def test_sessions_woken_by_one_change_share_one_read(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """After a change, every session of the folder asks what changed since the same MODSEQ:
+    the first one reads the index, the others get its answer from memory until anyone
+    writes again; a session asking from elsewhere reads."""
+    store = _store(tmp_path)
+    uids = [store.deliver(ADDRESS, MESSAGE).uid for _ in range(3)]
+    since = store.folder_changes(ADDRESS, INBOX, 0).highestmodseq
+    reads: list[int] = []
+    real = AccountIndex.summaries
+
+    def counted(conn: sqlite3.Connection, folder_id: int, modseq: int = -1) -> list:  # type: ignore[type-arg]
+        reads.append(modseq)
+        return real(conn, folder_id, modseq)
+
+    monkeypatch.setattr(AccountIndex, "summaries", staticmethod(counted))
+    store.store_flags(ADDRESS, INBOX, uids[1:2], FlagMode.ADD, frozenset({"\\Flagged"}))
+    first = store.folder_changes(ADDRESS, INBOX, since, quick=True)
+    assert [m.uid for m in first.changed] == [uids[1]]
+    assert reads == [since]
+    for _ in range(5):  # the other sessions
+        assert store.folder_changes(ADDRESS, INBOX, since, quick=True) == first
+    assert reads == [since]
+    later = store.folder_changes(ADDRESS, INBOX, first.highestmodseq, quick=True)
+    assert later.changed == ()  # from the newest MODSEQ: nothing, from memory
+    assert store.folder_changes(ADDRESS, INBOX, since - 1, quick=True).changed != ()
+    assert reads == [since, since - 1]
+    # A session a step behind the read's MODSEQ gets the newer part of it.
+    newer = store.folder_changes(ADDRESS, INBOX, since, quick=True)
+    assert newer.changed == first.changed
+    assert reads == [since, since - 1]
+    store.store_flags(ADDRESS, INBOX, uids[:1], FlagMode.ADD, frozenset({"\\Flagged"}))
+    again = store.folder_changes(ADDRESS, INBOX, since - 1, quick=True)
+    assert [m.uid for m in again.changed] == uids  # the third was delivered at `since`
+    assert reads == [since, since - 1, since - 1]
+    store.close()
+
+
+_CHANGE = st.one_of(
+    st.tuples(st.just("flag"), st.integers(0, 5), st.sampled_from(["\\Flagged", "$A"])),
+    st.tuples(st.just("deliver"), st.just(0), st.just("")),
+    st.tuples(st.just("expunge"), st.integers(0, 5), st.just("")),
+)
+
+
+@settings(max_examples=40, deadline=None)
+@given(steps=st.lists(st.tuples(_CHANGE, st.integers(0, 12)), min_size=1, max_size=8))
+def test_changes_from_memory_are_what_the_index_says(
+    steps: list[tuple[tuple[str, int, str], int]],
+) -> None:
+    """Whatever was read last and from where, an answer of ``changes_if_cached`` from any
+    MODSEQ is the answer a read of the index gives."""
+    with tempfile.TemporaryDirectory() as tmp:
+        store = _store(Path(tmp))
+        uids = [store.deliver(ADDRESS, MESSAGE).uid for _ in range(3)]
+        store.folder_changes(ADDRESS, INBOX, 0)  # a SELECT: opens the data_version probe
+        hits = 0
+        for (kind, pick, flag), read_from in steps:
+            if kind == "deliver":
+                uids.append(store.deliver(ADDRESS, MESSAGE).uid)
+            elif uids:
+                uid = uids[pick % len(uids)]
+                if kind == "flag":
+                    store.store_flags(ADDRESS, INBOX, [uid], FlagMode.ADD, frozenset({flag}))
+                else:
+                    store.store_flags(ADDRESS, INBOX, [uid], FlagMode.ADD, frozenset({"\\Deleted"}))
+                    store.expunge(ADDRESS, INBOX, [uid])
+                    uids.remove(uid)
+            top = store.folder_changes(ADDRESS, INBOX, read_from, quick=True).highestmodseq
+            for ask_from in range(top + 2):
+                cached = store.changes_if_cached(ADDRESS, INBOX, ask_from)
+                if cached is not None:
+                    hits += 1
+                    assert cached == store.folder_changes(ADDRESS, INBOX, ask_from), ask_from
+        assert hits  # from the newest MODSEQ at least
+        store.close()
 
 
 def test_a_listing_from_nothing_reads_no_expunges(tmp_path: Path) -> None:

@@ -171,6 +171,9 @@ NAME_CACHE_MAX = 100_000
 # A STORE of at most this many messages is made on the event loop (``store_flags`` quick):
 # larger sets go to the thread at once.
 QUICK_STORE_MAX = 100
+# A folder_changes answer of at most this many messages is kept for the folder's other
+# sessions (``_Snapshot.delta``).
+DELTA_CACHE_MAX = 500
 # About how many index pages a quick STORE or EXPUNGE writes (its WAL estimate).
 QUICK_CHANGE_PAGES = 8
 
@@ -682,11 +685,14 @@ class _Account:
 
 @dataclass(frozen=True, slots=True)
 class _Snapshot:
-    """A folder's row and keywords as read at ``version`` (the probe's data_version)."""
+    """A folder's row and keywords as read at ``version`` (the probe's data_version), and
+    the last ``folder_changes`` read then (``delta``: its MODSEQ and answer), which the
+    other sessions of the folder, woken by the same change, ask for next."""
 
     version: int
     row: FolderRow
     keywords: tuple[str, ...]
+    delta: tuple[int, FolderChanges] | None = None
 
 
 @dataclass(slots=True)
@@ -1755,15 +1761,7 @@ class MaildirStore(MailStore, MaildirMaintenance):
                     AccountIndex.expunged_since(conn, row.id, since_modseq) if since_modseq else []
                 )
                 keywords = AccountIndex.folder_keywords(conn, row.id)
-            earlier = account.snapshots.get(row.name)
-            if earlier is not None and earlier.row.uidvalidity != row.uidvalidity:
-                account.names.clear()  # rebuilt elsewhere (reindex): UIDs name other files
-            if version is not None:
-                with account.probe_lock:
-                    account.snapshots[row.name] = _Snapshot(
-                        version, dataclasses.replace(row), tuple(keywords)
-                    )
-        return FolderChanges(
+        result = FolderChanges(
             uidvalidity=row.uidvalidity,
             uidnext=row.uidnext,
             highestmodseq=row.highestmodseq,
@@ -1772,6 +1770,21 @@ class MaildirStore(MailStore, MaildirMaintenance):
             complete=since_modseq == 0 or since_modseq >= row.expunged_since,
             keywords=tuple(keywords),
         )
+        earlier = account.snapshots.get(row.name)
+        if earlier is not None and earlier.row.uidvalidity != row.uidvalidity:
+            account.names.clear()  # rebuilt elsewhere (reindex): UIDs name other files
+        if version is not None:
+            # A SELECT's whole listing (from 0) is not kept: only the small deltas that
+            # every session of the folder reads after the same change.
+            keep = since_modseq > 0 and len(changed) <= DELTA_CACHE_MAX
+            with account.probe_lock:
+                account.snapshots[row.name] = _Snapshot(
+                    version,
+                    dataclasses.replace(row),
+                    result.keywords,
+                    (since_modseq, result) if keep else None,
+                )
+        return result
 
     def changes_if_cached(
         self, address: str, folder: str, since_modseq: int
@@ -1779,9 +1792,12 @@ class MaildirStore(MailStore, MaildirMaintenance):
         """``folder_changes`` answered from memory, for a caller on an event loop: no
         thread, no index transaction, only SQLite's data_version (has any connection, of
         any process, committed to the account's index since the last read?) and the stat
-        calls that notice other programs. None when the disk must be read: the account is
-        not open here, the folder was not read yet, something changed after
-        ``since_modseq``, or anyone wrote since."""
+        calls that notice other programs. What changed after ``since_modseq`` comes from
+        the last read of the folder when that read was from the same MODSEQ or an earlier
+        one (the sessions woken by the same changes ask from about where they were). None
+        when the disk must be read: the account is not open here, the folder was not read
+        yet, something changed after ``since_modseq`` that the last read does not answer,
+        or anyone wrote since."""
         with self._lock:
             account = self._accounts.get(address.lower())
         if account is None or not account.ready or account.retired:
@@ -1791,7 +1807,15 @@ class MaildirStore(MailStore, MaildirMaintenance):
         except StoreError:
             return None
         snapshot = account.snapshots.get(name)
-        if snapshot is None or since_modseq < snapshot.row.highestmodseq:
+        if snapshot is None:
+            return None
+        behind = since_modseq < snapshot.row.highestmodseq
+        delta = snapshot.delta
+        if behind and (
+            delta is None
+            or since_modseq < delta[0]
+            or (since_modseq > delta[0] and delta[1].vanished)  # expunges carry no MODSEQ
+        ):
             return None
         try:
             version = self._data_version(account, open_probe=False)
@@ -1800,6 +1824,16 @@ class MaildirStore(MailStore, MaildirMaintenance):
         if version != snapshot.version or self._changed_on_disk(account, snapshot.row):
             return None
         row = snapshot.row
+        if behind:
+            assert delta is not None
+            if since_modseq == delta[0]:
+                return delta[1]
+            # From a later MODSEQ: the part of the read that is newer.
+            return dataclasses.replace(
+                delta[1],
+                changed=tuple(m for m in delta[1].changed if m.modseq > since_modseq),
+                complete=since_modseq >= row.expunged_since,
+            )
         return FolderChanges(
             uidvalidity=row.uidvalidity,
             uidnext=row.uidnext,
