@@ -162,6 +162,19 @@ async def login(c: Client) -> None:
     assert (await c.lines(b"L "))[-1] == b"L OK LOGIN completed"
 
 
+def count_thread_trips(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """The names of the functions sent to a thread (``asyncio.to_thread``) from now on."""
+    trips: list[str] = []
+    real = asyncio.to_thread
+
+    async def counted(func: Callable[..., Any], /, *args: Any, **kwargs: Any) -> Any:
+        trips.append(getattr(func, "__name__", ""))
+        return await real(func, *args, **kwargs)
+
+    monkeypatch.setattr(asyncio, "to_thread", counted)
+    return trips
+
+
 def store_of(runtime: FakeRuntime) -> MailStore:
     return runtime.mail.store
 
@@ -406,13 +419,6 @@ async def test_store_and_expunge_answer_from_the_loop_after_one_sync(
     store = store_of(runtime)
     for _ in range(2):
         store.deliver(ALICE, MESSAGE)
-    trips: list[str] = []
-    real = asyncio.to_thread
-
-    async def counted(func: Callable[..., Any], /, *args: Any, **kwargs: Any) -> Any:
-        trips.append(getattr(func, "__name__", ""))
-        return await real(func, *args, **kwargs)
-
     syncs: list[str] = []
     sync = store.sync_quick_writes
 
@@ -425,7 +431,7 @@ async def test_store_and_expunge_answer_from_the_loop_after_one_sync(
         await login(c)
         c.send(b"s SELECT INBOX\r\n")
         await c.until(b"s ")
-        monkeypatch.setattr(asyncio, "to_thread", counted)
+        trips = count_thread_trips(monkeypatch)
         c.send(b"e EXPUNGE\r\n")
         assert await c.lines(b"e ") == [b"e OK EXPUNGE completed"]
         assert syncs == []
@@ -565,20 +571,13 @@ async def test_status_counts_in_one_read_on_the_loop(
     store = store_of(runtime)
     for _ in range(3):
         store.deliver(ALICE, MESSAGE)
-    trips: list[str] = []
-    real = asyncio.to_thread
-
-    async def counted(func: Callable[..., Any], /, *args: Any, **kwargs: Any) -> Any:
-        trips.append(getattr(func, "__name__", ""))
-        return await real(func, *args, **kwargs)
-
     async with session(runtime) as a, session(runtime) as b:
         await login(a)
         a.send(b"s SELECT INBOX\r\nd STORE 1 +FLAGS.SILENT (\\Deleted)\r\n")
         await a.until(b"d ")
         store.deliver(ALICE, MESSAGE)  # UID 4: nobody has seen it
         await login(b)
-        monkeypatch.setattr(asyncio, "to_thread", counted)
+        trips = count_thread_trips(monkeypatch)
         query = b"STATUS INBOX (MESSAGES UNSEEN RECENT DELETED UIDNEXT SIZE)\r\n"
         b.send(b"t " + query + b"u " + query)
         size = 4 * len(MESSAGE.replace(b"\r\n", b"\n").replace(b"\n", b"\r\n"))
