@@ -31,6 +31,8 @@ class HeldStore:
             self.release.wait(10)
         if address in self.broken:
             raise StoreUnavailable(f"cannot sync {address}")
+        if address == "bug@example.org":
+            raise RuntimeError("a bug")
 
 
 async def test_waiting_requests_share_one_sync_per_account() -> None:
@@ -63,6 +65,10 @@ async def test_a_failed_sync_fails_only_its_waiters() -> None:
     await asyncio.wait_for(asyncio.gather(first, good), 10)
     with pytest.raises(StoreUnavailable, match=r"cannot sync b@example\.org"):
         await asyncio.wait_for(bad, 10)
+    # Anything else the store raises fails its waiters too, and the thread goes on.
+    with pytest.raises(StoreUnavailable, match="a bug"):
+        await asyncio.wait_for(syncer.sync("bug@example.org"), 10)
+    await asyncio.wait_for(syncer.sync("a@example.org"), 10)
 
 
 async def test_the_thread_ends_when_idle_and_starts_again(monkeypatch: pytest.MonkeyPatch) -> None:

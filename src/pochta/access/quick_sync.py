@@ -15,7 +15,10 @@ from __future__ import annotations
 import asyncio
 import threading
 
+from pochta.logs import get_logger
 from pochta.store import MailStore, StoreError, StoreUnavailable
+
+log = get_logger("imap")
 
 # The thread ends after this long without a request; the next one starts it again.
 IDLE_SECONDS = 30.0
@@ -60,7 +63,9 @@ class QuickWriteSync:
                     self._store.sync_quick_writes(address)
                 except StoreError as exc:
                     failed[address] = exc
-                except OSError as exc:  # pragma: no cover - the store reports these itself
+                except Exception as exc:
+                    # Not the store's promise, but the waiters must not wait for ever.
+                    log.exception("quick_sync_failed", user=address)
                     failed[address] = StoreUnavailable(f"syncing {address}: {exc}")
             try:
                 self._loop.call_soon_threadsafe(_settle, batch, failed)
