@@ -393,11 +393,25 @@ def test_a_whole_header_from_the_cache_parses_no_field(monkeypatch: pytest.Monke
         return real(raw, start, stop)
 
     monkeypatch.setattr(imap_mime, "_fields", counted)
-    for names, parsed in (
-        (["RFC822.HEADER"], 0),
-        (["BODY.PEEK[HEADER]<0.7>"], 0),
-        (["BODY.PEEK[HEADER.FIELDS (SUBJECT)]"], 1),
-        (["BODY.PEEK[HEADER]", "BODY.PEEK[HEADER.FIELDS.NOT (TO)]"], 1),
+    odd = MESSAGE.replace(b"Subject", b"a line that is no field\r\nSubject")
+    odd_blob = fetch_messages(
+        view,
+        [1],
+        [C.fetch_item("BODY.PEEK[HEADER]")],
+        read=lambda u: odd,
+        cached={},
+        with_uid=False,
+        with_modseq=False,
+    ).new_cache[1]
+    for names, cached, parsed in (
+        (["RFC822.HEADER"], blob, 0),
+        (["BODY.PEEK[HEADER]<0.7>"], blob, 0),
+        # HEADER.FIELDS (.NOT) are cut by a pattern from a header of fields only ...
+        (["BODY.PEEK[HEADER.FIELDS (SUBJECT)]"], blob, 0),
+        (["BODY.PEEK[HEADER]", "BODY.PEEK[HEADER.FIELDS.NOT (TO)]"], blob, 0),
+        # ... and split from any other.
+        (["BODY.PEEK[HEADER.FIELDS (SUBJECT)]"], odd_blob, 1),
+        (["BODY.PEEK[HEADER.FIELDS (SUBJECT)]", "BODY.PEEK[HEADER.FIELDS (TO)]"], odd_blob, 1),
     ):
         splits.clear()
         result = fetch_messages(
@@ -405,12 +419,67 @@ def test_a_whole_header_from_the_cache_parses_no_field(monkeypatch: pytest.Monke
             [1],
             [C.fetch_item(name) for name in names],
             read=_no_read,
-            cached={1: blob},
+            cached={1: cached},
             with_uid=False,
             with_modseq=False,
         )
         assert len(splits) == parsed, names
         assert result.responses[0].startswith(b"* 1 FETCH (")
+
+
+_FIELD_NAMES = ["Subject", "SUBJECT", "From", "To", "To-X", "X.Y", "k", "K"]
+_HEADER_LINE = st.one_of(
+    st.tuples(st.sampled_from(_FIELD_NAMES), st.sampled_from([": ", ":", " : ", "\t:"]), _line).map(
+        lambda t: "".join(t).encode() + b"\r\n"
+    ),  # a field
+    st.sampled_from([b" folded\r\n", b"\tfolded: too\r\n"]),  # folds the field before
+    st.sampled_from([b"no colon here\r\n", b"To\rX: bare CR\r\n", b"A: bare\nLF\r\n"]),
+    st.sampled_from([b"Subject: no CRLF", b"\r\n", b": no name\r\n"]),
+)
+_ASKED = st.lists(
+    st.sampled_from(
+        ["subject", "FROM", "to", "to-x", "x.y", "X-Missing", "\u212a", "to:", "from x", "é"]
+    ),
+    min_size=1,
+    max_size=4,
+)
+
+
+@given(lines=st.lists(_HEADER_LINE, max_size=8), asked=_ASKED, exclude=st.booleans())
+def test_fields_cut_by_a_pattern_are_the_fields_split_one_by_one(
+    lines: list[bytes], asked: list[str], exclude: bool
+) -> None:
+    """``select_fields`` gives the octets ``fetch_section`` gives from the split fields, or
+    None, for any header: folded fields, lines that are no field, bare CR or LF, a last line
+    without CRLF, names asked in any case, names that are no field name (the Kelvin sign
+    lowers to an ASCII "k")."""
+    header = b"".join(lines)
+    text = "HEADER.FIELDS.NOT" if exclude else "HEADER.FIELDS"
+    split = fetch_section(header, imap_mime.header_part(header), (), text, tuple(asked))
+    cut = imap_mime.select_fields(header, tuple(asked), exclude=exclude)
+    assert cut is None or cut == split
+
+
+@given(
+    fields=st.lists(
+        st.tuples(st.sampled_from(_FIELD_NAMES), _line, st.booleans()), min_size=1, max_size=8
+    ),
+    blank=st.booleans(),
+    asked=_ASKED,
+    exclude=st.booleans(),
+)
+def test_a_header_of_fields_only_is_cut_by_the_pattern(
+    fields: list[tuple[str, str, bool]], blank: bool, asked: list[str], exclude: bool
+) -> None:
+    """Every header whose lines are all fields or folds, ended by CRLF, takes the pattern's
+    path (it never falls back), with the same octets as the split."""
+    header = b"".join(
+        f"{name}: {value}\r\n".encode() + (b" folded\r\n" if folded else b"")
+        for name, value, folded in fields
+    ) + (b"\r\n" if blank else b"")
+    text = "HEADER.FIELDS.NOT" if exclude else "HEADER.FIELDS"
+    split = fetch_section(header, imap_mime.header_part(header), (), text, tuple(asked))
+    assert imap_mime.select_fields(header, tuple(asked), exclude=exclude) == split
 
 
 def test_an_expunge_of_nothing_is_one_read(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -30,6 +30,7 @@ from pochta.access.imap_mime import (
     header_end,
     header_part,
     parse_structure,
+    select_fields,
 )
 from pochta.access.mailbox_view import MailboxView
 from pochta.protocols.imap.fetch_items import META, FetchItem
@@ -45,6 +46,9 @@ class FetchFailed(Exception):
         super().__init__(text)
         self.text = text
         self.code = code
+
+
+_FIELDS_TEXTS = ("HEADER.FIELDS", "HEADER.FIELDS.NOT")  # sections that pick fields
 
 
 @dataclass(slots=True)
@@ -138,7 +142,6 @@ def fetch_messages(
     need_structure = bool(names & {"ENVELOPE", "BODYSTRUCTURE", "BODY"})
     need_header = any(i.top_header for i in items)
     need_message = any(i.needs_message and not i.top_header for i in items)
-    need_fields = any(i.text in ("HEADER.FIELDS", "HEADER.FIELDS.NOT") for i in items)
     deep = any(i.needs_message and not _top_level(i) for i in items)
     newer = infos or {}
     for uid in uids:
@@ -167,7 +170,8 @@ def fetch_messages(
                 result.new_cache[uid] = _cache_blob(structure, raw, part.body_start)
             elif structure is not None and entry is not None and not entry.current:
                 result.new_cache[uid] = _cache_blob(structure, raw, header_end(raw))
-        cut: Part | None = None  # the cached header block's fields
+        cut: Part | None = None  # the cached header block, its fields split when cut_split
+        cut_split = False
         fields: list[bytes] = []
         add = fields.append
         if with_uid and "UID" not in names:
@@ -198,9 +202,13 @@ def fetch_messages(
                 # the message's, parsed alone (its header is all of it).
                 assert item.top_header
                 assert header is not None
-                if cut is None:
-                    cut = header_part(header, fields=need_fields)
-                add(item.name.encode("ascii") + b" " + _content(item, header, cut))
+                data = _selected_fields(item, header)
+                if data is None:
+                    with_fields = item.text in _FIELDS_TEXTS  # split only for these
+                    if cut is None or (with_fields and not cut_split):
+                        cut, cut_split = header_part(header, fields=with_fields), with_fields
+                    data = _content(item, header, cut)
+                add(item.name.encode("ascii") + b" " + data)
             else:
                 if part is None and not _whole_message(item):
                     # Only for a part, a header or BINARY; the top header or text alone
@@ -319,9 +327,25 @@ def _content(item: FetchItem, raw: bytes, part: Part | None) -> bytes:
             return b"%d" % len(data)
     else:  # pragma: no cover - the adapter builds only the kinds above
         raise ValueError(kind)
+    return _rendered(item, data)
+
+
+def _selected_fields(item: FetchItem, header: bytes) -> bytes | None:
+    """BODY[HEADER.FIELDS (...)] or its .NOT of the top header, cut from the header block
+    without splitting it into fields (``imap_mime.select_fields``); None for any other item
+    and for a header that needs the general path."""
+    if item.kind != "SECTION" or item.part or item.text not in _FIELDS_TEXTS:
+        return None
+    data = select_fields(header, item.fields, exclude=item.text == "HEADER.FIELDS.NOT")
+    return None if data is None else _rendered(item, data)
+
+
+def _rendered(item: FetchItem, data: bytes | None) -> bytes:
+    """A section's octets as the response gives them: NIL, the <origin.count> part of them
+    (RFC 9051 §6.4.5), a literal or a quoted string."""
     if data is None:
         return b"NIL"
     if item.partial is not None:
         origin, count = item.partial
         data = data[origin : origin + count]
-    return render(data, binary=kind == "BINARY")
+    return render(data, binary=item.kind == "BINARY")
