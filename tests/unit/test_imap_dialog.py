@@ -27,7 +27,7 @@ from pochta.access.change_hub import ChangeHub
 from pochta.access.imap import IMAPService, Session
 from pochta.directory.authenticator import Authenticator
 from pochta.directory.model import Account, Domain
-from pochta.store import MailStore, open_store
+from pochta.store import FlagMode, MailStore, open_store
 from tests.factories import make_settings
 from tests.unit.test_runtime import FakeMail, FakeRuntime
 
@@ -560,6 +560,43 @@ async def test_own_changes_wake_only_the_others(
         assert calls == [("store_flags", True), ("expunge", True)]
         b.send(b"x NOOP\r\n")
         assert await b.lines(b"x ") == [b"* 2 EXPUNGE", b"x OK NOOP completed"]
+
+
+async def test_a_client_behind_the_kept_expunges_gets_every_gone_uid_it_knows(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """RFC 7162 §3.2.5.2: SELECT with QRESYNC from a MODSEQ older than the expunges the
+    folder still keeps (store/index.py EXPUNGED_HISTORY) gives VANISHED (EARLIER) of the
+    UIDs the client knows that are gone, computed from what is there; from a recent MODSEQ,
+    only what was expunged after it."""
+    from pochta.store import index as index_module
+
+    monkeypatch.setattr(index_module, "EXPUNGED_HISTORY", 4)
+    runtime = make_runtime(tmp_path)
+    store = store_of(runtime)
+    uids = [store.deliver(ALICE, MESSAGE).uid for _ in range(12)]
+    start = store.folder_changes(ALICE, "INBOX", 0)
+    for uid in uids[:8]:
+        store.store_flags(ALICE, "INBOX", [uid], FlagMode.ADD, frozenset({"\\Deleted"}))
+        recent = store.folder_changes(ALICE, "INBOX", 0).highestmodseq
+        store.expunge(ALICE, "INBOX", [uid])
+    assert not store.folder_changes(ALICE, "INBOX", start.highestmodseq).complete
+    async with session(runtime) as c:
+        await login(c)
+        c.send(b"e ENABLE QRESYNC\r\n")
+        await c.lines(b"e ")
+        since = f"{start.uidvalidity} {start.highestmodseq} {uids[0]}:{uids[-1]}"
+        c.send(f"s SELECT INBOX (QRESYNC ({since}))\r\n".encode())
+        lines = await c.lines(b"s ")
+        assert f"* VANISHED (EARLIER) {uids[0]}:{uids[7]}".encode() in lines
+        assert lines[-1].startswith(b"s OK")
+        c.send(b"u UNSELECT\r\n")
+        await c.lines(b"u ")
+        c.send(f"t SELECT INBOX (QRESYNC ({start.uidvalidity} {recent}))\r\n".encode())
+        lines = await c.lines(b"t ")
+        assert [x for x in lines if x.startswith(b"* VANISHED")] == [
+            f"* VANISHED (EARLIER) {uids[7]}".encode()
+        ]
 
 
 async def test_status_counts_in_one_read_on_the_loop(

@@ -1049,3 +1049,39 @@ def test_sweep_leaves_an_append_in_flight_with_an_old_internaldate(tmp_path: Pat
         assert in_flight.exists()
     finally:
         other.close()
+
+
+def test_expunge_history_is_cut_and_older_resyncs_say_incomplete(
+    store: MaildirStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The expunged table keeps a folder's last EXPUNGED_HISTORY MODSEQs (the older half
+    goes when it holds more): a resync from within them is complete and exact, one from
+    before them says it is not complete (QRESYNC then answers from the client's UIDs)."""
+    from pochta.store import index as index_module
+
+    monkeypatch.setattr(index_module, "EXPUNGED_HISTORY", 8)
+    uids = [store.deliver(ADDRESS, msg(i)).uid for i in range(30)]
+    start = store.folder_changes(ADDRESS, INBOX, 0).highestmodseq
+    marks: list[tuple[int, int]] = []  # (MODSEQ before the expunge, the UID expunged)
+    for uid in uids[:20]:
+        store.store_flags(ADDRESS, INBOX, [uid], FlagMode.ADD, frozenset({"\\Deleted"}))
+        before = store.folder_changes(ADDRESS, INBOX, 0).highestmodseq
+        assert store.expunge(ADDRESS, INBOX, [uid]) == [uid]
+        marks.append((before, uid))
+    index = AccountIndex(root(store) / INDEX_FILE)
+    conn = index.conn()
+    inbox = AccountIndex.folder(conn, INBOX)
+    assert inbox is not None
+    kept = conn.execute("SELECT count(*) FROM expunged WHERE folder_id = ?", (inbox.id,))
+    assert kept.fetchone()[0] <= 8  # 40 changes, 20 expunges: the older ones are gone
+    assert inbox.expunged_since > start
+    index.close()
+    old = store.folder_changes(ADDRESS, INBOX, start)
+    assert not old.complete
+    for before, _uid in marks:
+        changes = store.folder_changes(ADDRESS, INBOX, before)
+        if before < inbox.expunged_since:
+            assert not changes.complete
+            continue
+        assert changes.complete
+        assert list(changes.vanished) == [u for m, u in marks if m >= before]

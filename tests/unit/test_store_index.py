@@ -104,9 +104,9 @@ def test_delete_records_expunged_with_modseq(index: AccountIndex) -> None:
         for uid in (1, 2, 3, 4):
             AccountIndex.insert_message(conn, inbox.id, row(uid, flags=DELETED))
         modseq = inbox.next_modseq()
-        AccountIndex.delete_messages(conn, inbox.id, [2, 3], modseq)
+        AccountIndex.delete_messages(conn, inbox, [2, 3], modseq)
         later = inbox.next_modseq()
-        AccountIndex.delete_messages(conn, inbox.id, [4], later)
+        AccountIndex.delete_messages(conn, inbox, [4], later)
         AccountIndex.save_folder(conn, inbox)
     conn = index.conn()
     assert [m.uid for m in AccountIndex.messages(conn, inbox.id)] == [1]

@@ -174,6 +174,11 @@ QUICK_WAL_BYTES = 4_096_000
 # One page of the index: what a small commit adds to the WAL at least (its size estimate).
 WAL_PAGE_BYTES = 4096
 
+EXPUNGED_HISTORY = 100_000
+"""How many of its last MODSEQs a folder keeps the expunges of, for QRESYNC's VANISHED
+(EARLIER) (RFC 7162 §3.2.5.2), so the table does not grow for ever. A client further
+behind is sent every UID it knows that is gone."""
+
 _FOLDER_COLUMNS = (
     "id, name, uidvalidity, uidnext, highestmodseq, special_use, created, expunged_since, "
     "seen_mtime_ns, uidlist_size"
@@ -872,10 +877,14 @@ class AccountIndex:
 
     @staticmethod
     def delete_messages(
-        conn: sqlite3.Connection, folder_id: int, uids: Sequence[int], modseq: int
+        conn: sqlite3.Connection, folder: FolderRow, uids: Sequence[int], modseq: int
     ) -> None:
         """Remove rows and record them in `expunged` with the MODSEQ of the expunge
-        (RFC 7162 §3.2.5.2: VANISHED (EARLIER) answers from this table)."""
+        (RFC 7162 §3.2.5.2: VANISHED (EARLIER) answers from this table). The table keeps
+        the folder's last EXPUNGED_HISTORY MODSEQs: when it holds more, the older half goes
+        and ``folder.expunged_since`` (saved by the caller) says from where it is complete;
+        a client asking from before that is answered from the UIDs it knows."""
+        folder_id = folder.id
         conn.executemany(
             "DELETE FROM messages WHERE folder_id = ? AND uid = ?",
             [(folder_id, uid) for uid in uids],
@@ -885,6 +894,12 @@ class AccountIndex:
             "ON CONFLICT (folder_id, uid) DO UPDATE SET modseq = excluded.modseq",
             [(folder_id, uid, modseq) for uid in uids],
         )
+        if modseq - folder.expunged_since > EXPUNGED_HISTORY:
+            cut = modseq - EXPUNGED_HISTORY // 2
+            conn.execute(
+                "DELETE FROM expunged WHERE folder_id = ? AND modseq <= ?", (folder_id, cut)
+            )
+            folder.expunged_since = cut
 
     @staticmethod
     def expunged_since(conn: sqlite3.Connection, folder_id: int, modseq: int) -> list[int]:

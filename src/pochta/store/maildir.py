@@ -2313,7 +2313,7 @@ class MaildirStore(MailStore, MaildirMaintenance):
                 AccountIndex.copy_text(conn, source_rowid, new_rowid)
             pairs.append((m.uid, copy_row.uid))
         if move:
-            AccountIndex.delete_messages(conn, src.id, [m.uid for m in moved], src_modseq)
+            AccountIndex.delete_messages(conn, src, [m.uid for m in moved], src_modseq)
         else:
             AccountIndex.add_quota(conn, copied_octets, len(pairs))
         if self.durable:
@@ -2383,7 +2383,7 @@ class MaildirStore(MailStore, MaildirMaintenance):
         if not doomed:
             return []
         modseq = row.next_modseq()
-        AccountIndex.delete_messages(conn, row.id, [m.uid for m in doomed], modseq)
+        AccountIndex.delete_messages(conn, row, [m.uid for m in doomed], modseq)
         AccountIndex.add_quota(conn, -sum(m.size for m in doomed), -len(doomed))
         AccountIndex.add_unlinks(
             conn, row.id, [(m.filename, m.info) for m in doomed], time.time_ns()
@@ -2495,7 +2495,7 @@ class MaildirStore(MailStore, MaildirMaintenance):
 
         vanished = [m for base, m in rows.items() if base not in on_disk]
         if vanished:
-            AccountIndex.delete_messages(conn, folder.id, [m.uid for m in vanished], bump())
+            AccountIndex.delete_messages(conn, folder, [m.uid for m in vanished], bump())
             AccountIndex.add_quota(conn, -sum(m.size for m in vanished), -len(vanished))
             changes.add(folder.name, ChangeKind.EXPUNGE)
         flags_changed = 0
