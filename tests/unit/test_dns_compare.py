@@ -33,8 +33,13 @@ from pochta.mailauth.spf import SpfResult
 
 DOMAIN = "example.test"
 HOST = "mail.example.test"
-KEY = base64.b64encode(ed25519.Ed25519PrivateKey.generate().public_key().public_bytes_raw())
-OTHER = base64.b64encode(ed25519.Ed25519PrivateKey.generate().public_key().public_bytes_raw())
+# Fixed keys: the parameters name the tests, which must be the same in every test process.
+KEY = base64.b64encode(
+    ed25519.Ed25519PrivateKey.from_private_bytes(bytes(32)).public_key().public_bytes_raw()
+)
+OTHER = base64.b64encode(
+    ed25519.Ed25519PrivateKey.from_private_bytes(bytes([1] * 32)).public_key().public_bytes_raw()
+)
 DKIM = Record(f"s1._domainkey.{DOMAIN}", "TXT", f"v=DKIM1; k=ed25519; p={KEY.decode()}")
 DMARC = Record(f"_dmarc.{DOMAIN}", "TXT", f"v=DMARC1; p=quarantine; rua=mailto:d@{DOMAIN}")
 
