@@ -20,6 +20,8 @@
 # for --secs seconds (default 30):
 #   persistent   imaptest logout=0 (sessions stay logged in)
 #   default      imaptest's default profile (a login per cycle)
+# Before each run the ten INBOXes of that server are emptied, so no run starts from what
+# the runs before it left.
 # Output: OUT/<server>/<case>.rep<k>.txt (imaptest's output), OUT/summary.md (cmd/s per
 # run, medians and the ratio pochta/reference).
 #
@@ -210,8 +212,24 @@ EOF
     exit 0
 fi
 
+empty_inboxes() { # port: every run starts from the same state on either server, whatever
+    # the runs before it (or anything else) left in the ten INBOXes
+    $PY - "$1" >>"$OUT/logs/empty.log" 2>&1 <<'EOF' || say "could not empty the INBOXes on port $1"
+import imaplib, sys
+for n in range(1, 11):
+    with imaplib.IMAP4("127.0.0.1", int(sys.argv[1])) as imap:
+        imap.login(f"user{n}@example.test", f"pass-{n}")
+        kind, data = imap.select("INBOX")
+        if int(data[0] or 0):
+            imap.store("1:*", "+FLAGS.SILENT", "(\\Deleted)")
+            imap.expunge()
+        print(f"port {sys.argv[1]} user{n}: {int(data[0] or 0)} messages removed")
+        imap.logout()
+EOF
+}
 run() { # side case port args...
     local side=$1 name=$2 port=$3; shift 3
+    empty_inboxes "$port"
     timeout $((SECS + 120)) "$IMAPTEST" host=127.0.0.1 port="$port" userfile="$USERS" user=unused \
         mbox="$MBOX" clients="$CLIENTS" secs="$SECS" "$@" > "$OUT/$side/$name.txt" 2>&1
 }
