@@ -376,15 +376,16 @@ def test_a_whole_header_from_the_cache_parses_no_field(monkeypatch: pytest.Monke
     """RFC822.HEADER and BODY[HEADER] are the cached block as it is: its fields are split
     only for HEADER.FIELDS (.NOT)."""
     view = MailboxView(INBOX, _one_message(len(MESSAGE)))
-    blob = fetch_messages(
-        view,
-        [1],
-        [C.fetch_item("BODY.PEEK[HEADER]")],
-        read=lambda u: MESSAGE,
-        cached={},
-        with_uid=False,
-        with_modseq=False,
-    ).new_cache[1]
+
+    def fetch(
+        names: list[str], cached: dict[int, bytes], read: Callable[[int], bytes] = _no_read
+    ) -> imap_fetch.FetchResult:
+        items = [C.fetch_item(name) for name in names]
+        return fetch_messages(
+            view, [1], items, read=read, cached=cached, with_uid=False, with_modseq=False
+        )
+
+    blob = fetch(["BODY.PEEK[HEADER]"], {}, read=lambda u: MESSAGE).new_cache[1]
     splits: list[int] = []
     real = imap_mime._fields
 
@@ -394,15 +395,7 @@ def test_a_whole_header_from_the_cache_parses_no_field(monkeypatch: pytest.Monke
 
     monkeypatch.setattr(imap_mime, "_fields", counted)
     odd = MESSAGE.replace(b"Subject", b"a line that is no field\r\nSubject")
-    odd_blob = fetch_messages(
-        view,
-        [1],
-        [C.fetch_item("BODY.PEEK[HEADER]")],
-        read=lambda u: odd,
-        cached={},
-        with_uid=False,
-        with_modseq=False,
-    ).new_cache[1]
+    odd_blob = fetch(["BODY.PEEK[HEADER]"], {}, read=lambda u: odd).new_cache[1]
     for names, cached, parsed in (
         (["RFC822.HEADER"], blob, 0),
         (["BODY.PEEK[HEADER]<0.7>"], blob, 0),
@@ -414,15 +407,7 @@ def test_a_whole_header_from_the_cache_parses_no_field(monkeypatch: pytest.Monke
         (["BODY.PEEK[HEADER.FIELDS (SUBJECT)]", "BODY.PEEK[HEADER.FIELDS (TO)]"], odd_blob, 1),
     ):
         splits.clear()
-        result = fetch_messages(
-            view,
-            [1],
-            [C.fetch_item(name) for name in names],
-            read=_no_read,
-            cached={1: cached},
-            with_uid=False,
-            with_modseq=False,
-        )
+        result = fetch(names, {1: cached})
         assert len(splits) == parsed, names
         assert result.responses[0].startswith(b"* 1 FETCH (")
 
